@@ -1,0 +1,236 @@
+"""A causal language model with batched, padded, cached primitives.
+
+This module knows nothing about auctions: it turns prompts into next-token log-probabilities,
+scores continuations, and samples plainly. The aggregated decoding loop lives in
+:mod:`market_sim.lm.decoding`.
+
+Batching convention: prompts of unequal length are *left*-padded, the attention mask marks real
+tokens, and position ids are ``attention_mask.cumsum(-1) - 1`` clamped at 0, so that a padded row
+sees exactly the positions it would see alone (transformers 5 does not infer them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from market_sim.lm.loading import resolve_device, resolve_dtype, resolve_model_reference
+
+Prompt = str | Sequence[int]
+
+
+@dataclass(frozen=True)
+class PaddedBatch:
+    """Left-padded token ids.
+
+    Attributes:
+        input_ids: ``[B, L]`` long, pad id in the left padding.
+        attention_mask: ``[B, L]`` long, 1 for real tokens.
+        position_ids: ``[B, L]`` long, ``cumsum(mask) - 1`` clamped at 0.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+
+
+def left_pad(token_lists: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> PaddedBatch:
+    """Left-pad token lists into one batch with matching mask and position ids.
+
+    Args:
+        token_lists: B non-empty lists of token ids.
+        pad_id: Token id written into the padding (masked out, its value is irrelevant).
+        device: Where the tensors go.
+
+    Returns:
+        The padded batch, tensors of shape ``[B, max_len]``.
+    """
+    if any(len(tokens) == 0 for tokens in token_lists):
+        raise ValueError("cannot pad an empty prompt: every prompt needs at least one token")
+    width = max(len(tokens) for tokens in token_lists)
+    input_ids = torch.full((len(token_lists), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(token_lists), width), dtype=torch.long)
+    for row, tokens in enumerate(token_lists):
+        input_ids[row, width - len(tokens) :] = torch.as_tensor(tokens, dtype=torch.long)
+        attention_mask[row, width - len(tokens) :] = 1
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    return PaddedBatch(input_ids.to(device), attention_mask.to(device), position_ids.to(device))
+
+
+class LanguageModel:
+    """A transformers causal LM, its tokenizer and its device.
+
+    Args:
+        model: A loaded causal LM (put in eval mode here).
+        tokenizer: Its tokenizer.
+        name: The reference it was loaded from, for the record.
+    """
+
+    def __init__(self, model: PreTrainedModel, tokenizer, name: str = "") -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.device = next(model.parameters()).device
+        eos = tokenizer.eos_token_id
+        if eos is None:
+            eos = model.config.eos_token_id
+        self.eos_token_id: int | None = eos if isinstance(eos, int) or eos is None else eos[0]
+        pad = tokenizer.pad_token_id
+        self.pad_token_id: int = pad if pad is not None else (self.eos_token_id or 0)
+
+    @classmethod
+    def load(cls, reference: str = "bundled:tiny-ads", device: str = "auto", dtype: str = "auto"):
+        """Load a model reference (see :mod:`market_sim.lm.loading`) onto a device.
+
+        Weights are read with safetensors only; remote code is never trusted.
+        """
+        source = resolve_model_reference(reference)
+        torch_device = resolve_device(device)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=resolve_dtype(dtype, torch_device), use_safetensors=True
+        )
+        return cls(model.to(torch_device), tokenizer, name=reference)
+
+    @property
+    def vocab_size(self) -> int:
+        """Width of the model's output distribution (may exceed the tokenizer's vocabulary)."""
+        return int(self.model.get_output_embeddings().weight.shape[0])
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        """Token ids of a prompt (strings are tokenized without special tokens)."""
+        if isinstance(prompt, str):
+            return list(self.tokenizer.encode(prompt, add_special_tokens=False))
+        return [int(token) for token in prompt]
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        """Text of token ids, special tokens dropped."""
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+
+    def pad(self, prompts: Sequence[Prompt]) -> PaddedBatch:
+        """Encode and left-pad prompts (see :func:`left_pad`)."""
+        return left_pad([self.encode(p) for p in prompts], self.pad_token_id, self.device)
+
+    @torch.inference_mode()
+    def next_token_logprobs(self, prompts: Sequence[Prompt]) -> torch.Tensor:
+        """Log-probabilities of the next token after each prompt, in one padded forward.
+
+        Args:
+            prompts: B prompts (text or token ids).
+
+        Returns:
+            ``[B, V]`` float32 log-probabilities, V = :attr:`vocab_size`.
+        """
+        batch = self.pad(prompts)
+        logits = self.model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            use_cache=False,
+            logits_to_keep=1,
+        ).logits[:, -1, :]
+        return torch.log_softmax(logits.float(), dim=-1)
+
+    @torch.inference_mode()
+    def continuation_logprobs(
+        self, contexts: Sequence[Prompt], continuations: Sequence[Prompt]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token log-likelihood of each continuation given its context, in one forward.
+
+        Row b scores ``log p(c_t | context_b, c_<t)`` for every token ``c_t`` of continuation b.
+
+        Args:
+            contexts: B contexts (non-empty).
+            continuations: B continuations (may be empty).
+
+        Returns:
+            ``(token_logprobs, mask)``, both ``[B, T]`` with T the longest continuation:
+            float32 log-probs of continuation token t in column t (left-aligned), and a bool
+            mask of real continuation tokens.
+        """
+        if len(contexts) != len(continuations):
+            raise ValueError("contexts and continuations must have the same length")
+        context_ids = [self.encode(c) for c in contexts]
+        continuation_ids = [self.encode(c) for c in continuations]
+        batch = left_pad(
+            [c + k for c, k in zip(context_ids, continuation_ids, strict=True)],
+            self.pad_token_id,
+            self.device,
+        )
+        logits = self.model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            use_cache=False,
+        ).logits
+        logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+        targets = batch.input_ids[:, 1:]
+        target_logprobs = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        width = max((len(k) for k in continuation_ids), default=0)
+        out = torch.zeros((len(contexts), width), dtype=torch.float32, device=self.device)
+        mask = torch.zeros((len(contexts), width), dtype=torch.bool, device=self.device)
+        for row, tokens in enumerate(continuation_ids):
+            if tokens:
+                out[row, : len(tokens)] = target_logprobs[row, -len(tokens) :]
+                mask[row, : len(tokens)] = True
+        return out, mask
+
+    def sequence_logprob(
+        self, contexts: Sequence[Prompt], continuations: Sequence[Prompt]
+    ) -> torch.Tensor:
+        """Total log-likelihood ``sum_t log p(c_t | context, c_<t)`` of each continuation.
+
+        Returns:
+            ``[B]`` float32.
+        """
+        token_logprobs, mask = self.continuation_logprobs(contexts, continuations)
+        return (token_logprobs * mask).sum(-1)
+
+    @torch.inference_mode()
+    def sample(
+        self,
+        prompts: Sequence[Prompt],
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        seed: int = 0,
+        stop_at_eos: bool = True,
+    ) -> list[list[int]]:
+        """Plain batched sampling with ``model.generate`` (no top-k, no top-p).
+
+        This is the baseline the aggregated decoding loop is compared against.
+
+        Args:
+            prompts: B prompts.
+            max_new_tokens: Tokens to generate per prompt.
+            temperature: Softmax temperature.
+            seed: Seeds torch's global generator (``generate`` has no generator argument).
+            stop_at_eos: If false, every row generates exactly ``max_new_tokens`` tokens.
+
+        Returns:
+            B lists of generated token ids, EOS and anything after it removed.
+        """
+        batch = self.pad(prompts)
+        torch.manual_seed(seed)
+        extra = {} if stop_at_eos else {"min_new_tokens": max_new_tokens}
+        output = self.model.generate(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            do_sample=True,
+            top_k=0,
+            top_p=1.0,
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=self.pad_token_id,
+            eos_token_id=self.eos_token_id,
+            **extra,
+        )
+        generated = output[:, batch.input_ids.shape[1] :].tolist()
+        return [self._cut_at_eos(tokens) for tokens in generated]
+
+    def _cut_at_eos(self, tokens: list[int]) -> list[int]:
+        if self.eos_token_id is not None and self.eos_token_id in tokens:
+            return tokens[: tokens.index(self.eos_token_id)]
+        return tokens

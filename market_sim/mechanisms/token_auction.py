@@ -1,0 +1,437 @@
+r"""Token auction: aggregate advertisers' next-token distributions, allocate, charge, sample.
+
+Pure tensor math (DESIGN.md 3.1), vectorized over A auctions, n advertisers and V tokens.
+Participants are laid out user first: column 0 is the user's distribution :math:`p_0` with the
+fixed platform weight :math:`b_0 \ge 0`, columns 1..n are the advertisers with bids :math:`b_i`.
+
+.. math::
+
+    \lambda_i = \frac{b_i}{b_0 + \sum_j b_j}, \qquad
+    q^{\mathrm{lin}} = \sum_i \lambda_i p_i, \qquad
+    q^{\mathrm{loglin}} \propto \exp\Big(\sum_i \lambda_i \log p_i\Big),
+
+    x_i = 1 - \mathrm{TV}(q, p_i), \qquad
+    \mathrm{pay}_i = b_i x_i(b_i) - \int_0^{b_i} x_i(z; b_{-i})\,dz .
+
+Conventions chosen here (the papers leave them open):
+
+* If every weight is zero (all bids 0 and :math:`b_0 = 0`) the output is the user's
+  distribution :math:`p_0` and nobody pays: with no bid there is nothing to sell.
+* Log-linear aggregation floors probabilities at ``PROB_FLOOR`` (in log space) so that a zero
+  probability with a positive weight vetoes a token without producing ``-inf`` or NaN.
+* Numerical payments integrate :math:`x_i(z)` with composite Gauss-Legendre quadrature on panels
+  whose edges are graded quadratically toward :math:`z = 0`, where :math:`x_i` varies on the
+  scale of the competing weight :math:`B_i` (kinks of the TV are handled by the many panels).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+Aggregation = Literal["linear", "log_linear"]
+PaymentRule = Literal["second_price", "first_price", "none"]
+Settlement = Literal["expected", "ex_post"]
+
+PROB_FLOOR = 1e-12
+LOG_PROB_FLOOR = float(np.log(PROB_FLOOR))
+GAUSS_NODES_PER_PANEL = 8
+
+
+def participant_weights(bids: torch.Tensor, platform_weight: float) -> torch.Tensor:
+    """Raw participant weights, user first.
+
+    Args:
+        bids: ``[A, n]`` non-negative bids.
+        platform_weight: :math:`b_0 \\ge 0`, the user's weight.
+
+    Returns:
+        ``[A, n + 1]``: column 0 is :math:`b_0`, columns 1..n the bids.
+    """
+    user = torch.full_like(bids[:, :1], float(platform_weight))
+    return torch.cat([user, bids], dim=-1)
+
+
+def normalized_weights(raw_weights: torch.Tensor) -> torch.Tensor:
+    r""":math:`\lambda = w / \sum w` per auction; all-zero rows put weight 1 on the user (column 0).
+
+    Args:
+        raw_weights: ``[A, m]`` non-negative weights, user first.
+
+    Returns:
+        ``[A, m]`` rows summing to 1.
+    """
+    total = raw_weights.sum(-1, keepdim=True)
+    user_only = torch.zeros_like(raw_weights)
+    user_only[:, 0] = 1.0
+    return torch.where(total > 0, raw_weights / total.clamp_min(1e-300), user_only)
+
+
+def aggregate(
+    logprobs: torch.Tensor, weights: torch.Tensor, aggregation: Aggregation
+) -> torch.Tensor:
+    r"""Aggregate distributions into one.
+
+    Args:
+        logprobs: ``[..., m, V]`` log-probabilities (``-inf`` allowed).
+        weights: ``[..., m]`` normalized weights.
+        aggregation: ``linear`` (:math:`q = \sum \lambda_i p_i`) or ``log_linear``
+            (:math:`q \propto \exp \sum \lambda_i \log \max(p_i, \text{floor})`).
+
+    Returns:
+        ``[..., V]`` probabilities, finite and summing to 1.
+    """
+    if aggregation == "linear":
+        return torch.einsum("...m,...mv->...v", weights, logprobs.exp())
+    if aggregation == "log_linear":
+        floored = logprobs.clamp_min(LOG_PROB_FLOOR)
+        return torch.softmax(torch.einsum("...m,...mv->...v", weights, floored), dim=-1)
+    raise ValueError(f"aggregation must be 'linear' or 'log_linear', got {aggregation!r}")
+
+
+def total_variation(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    r""":math:`\mathrm{TV}(p, q) = \tfrac12 \sum_v |p_v - q_v|` over the last axis."""
+    return 0.5 * (p - q).abs().sum(-1)
+
+
+def allocations(aggregate_probs: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    r""":math:`x_i = 1 - \mathrm{TV}(q, p_i)`.
+
+    Args:
+        aggregate_probs: ``[A, V]`` the aggregate q.
+        probs: ``[A, k, V]`` the distributions to compare against.
+
+    Returns:
+        ``[A, k]`` in [0, 1].
+    """
+    return 1.0 - total_variation(aggregate_probs.unsqueeze(-2), probs)
+
+
+def competing_aggregate_linear(
+    probs: torch.Tensor, raw_weights: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""For each advertiser i, the linear aggregate without i and its competing weight.
+
+    :math:`B_i = \sum_{j \ne i} w_j` (user included), :math:`q_{-i} = \sum_{j\ne i} w_j p_j / B_i`.
+
+    Args:
+        probs: ``[A, n + 1, V]`` probabilities, user first.
+        raw_weights: ``[A, n + 1]`` raw weights, user first.
+
+    Returns:
+        ``(q_minus, competing)``: ``[A, n, V]`` (rows with :math:`B_i = 0` are :math:`p_0`) and
+        ``[A, n]``.
+    """
+    weighted_sum = torch.einsum("am,amv->av", raw_weights, probs)
+    agent_probs, agent_weights = probs[:, 1:], raw_weights[:, 1:]
+    competing = raw_weights.sum(-1, keepdim=True) - agent_weights
+    without_i = weighted_sum.unsqueeze(1) - agent_weights.unsqueeze(-1) * agent_probs
+    q_minus = without_i.clamp_min(0) / competing.clamp_min(1e-300).unsqueeze(-1)
+    has_competition = (competing > 0).unsqueeze(-1)
+    q_minus = torch.where(has_competition, q_minus, probs[:, :1].expand_as(agent_probs))
+    return q_minus, competing
+
+
+def myerson_ownership_payment(bid: torch.Tensor, competing: torch.Tensor) -> torch.Tensor:
+    r"""Critical-bid payment for the allocation :math:`y(z) = z / (z + B)`.
+
+    .. math:: b\,y(b) - \int_0^b y(z)\,dz = B \ln(1 + b/B) - \frac{bB}{b + B}
+
+    (zero when :math:`B = 0` or :math:`b = 0`). Shapes broadcast.
+    """
+    safe_competing = competing.clamp_min(1e-300)
+    value = competing * torch.log1p(bid / safe_competing) - bid * competing / (bid + safe_competing)
+    return torch.where((competing > 0) & (bid > 0), value, torch.zeros_like(value)).clamp_min(0)
+
+
+def linear_second_price_payments(probs: torch.Tensor, raw_weights: torch.Tensor) -> torch.Tensor:
+    r"""Closed-form second-price payments for linear aggregation.
+
+    With :math:`T_i = \mathrm{TV}(q_{-i}, p_i)`, :math:`x_i(z) = 1 - T_i B_i / (z + B_i)` and
+
+    .. math:: \mathrm{pay}_i = T_i\Big(\frac{b_i^2}{b_i + B_i} - b_i
+              + B_i \ln\frac{b_i + B_i}{B_i}\Big).
+
+    Args:
+        probs: ``[A, n + 1, V]`` reported probabilities, user first.
+        raw_weights: ``[A, n + 1]`` raw weights, user first.
+
+    Returns:
+        ``[A, n]`` payments.
+    """
+    q_minus, competing = competing_aggregate_linear(probs, raw_weights)
+    distance = total_variation(q_minus, probs[:, 1:])
+    return distance * myerson_ownership_payment(raw_weights[:, 1:], competing)
+
+
+def gauss_legendre_unit_nodes(total_nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Composite Gauss-Legendre nodes and weights on [0, 1], panels graded toward 0.
+
+    Panel edges are ``(k / P) ** 2`` for P panels of ``GAUSS_NODES_PER_PANEL`` nodes each.
+
+    Returns:
+        ``(nodes, weights)``, each of length ``P * GAUSS_NODES_PER_PANEL`` (>= total_nodes).
+    """
+    panels = max(1, -(-total_nodes // GAUSS_NODES_PER_PANEL))
+    base_nodes, base_weights = np.polynomial.legendre.leggauss(GAUSS_NODES_PER_PANEL)
+    edges = (np.arange(panels + 1) / panels) ** 2
+    lows, widths = edges[:-1, None], np.diff(edges)[:, None]
+    nodes = lows + widths * (base_nodes[None, :] + 1.0) / 2.0
+    weights = widths * base_weights[None, :] / 2.0
+    return nodes.ravel(), weights.ravel()
+
+
+def allocation_curve(
+    logprobs: torch.Tensor,
+    raw_weights: torch.Tensor,
+    agent_bid_grid: torch.Tensor,
+    aggregation: Aggregation,
+) -> torch.Tensor:
+    """Allocation of each advertiser as a function of its own bid, the others fixed.
+
+    Args:
+        logprobs: ``[A, n + 1, V]`` reported log-probabilities, user first.
+        raw_weights: ``[A, n + 1]`` raw weights, user first.
+        agent_bid_grid: ``[A, n, K]`` bids z at which to evaluate :math:`x_i(z; b_{-i})`.
+        aggregation: ``linear`` or ``log_linear``.
+
+    Returns:
+        ``[A, n, K]`` allocations :math:`1 - TV(q(z), p_i)`.
+    """
+    agent_logprobs = logprobs[:, 1:]
+    agent_weights = raw_weights[:, 1:]
+    competing = raw_weights.sum(-1, keepdim=True) - agent_weights
+    z = agent_bid_grid.unsqueeze(-1)
+    total = (competing.unsqueeze(-1) + agent_bid_grid).unsqueeze(-1)
+    safe_total = total.clamp_min(1e-300)
+    if aggregation == "linear":
+        probs = logprobs.exp()
+        others = torch.einsum("am,amv->av", raw_weights, probs).unsqueeze(1)
+        others = (others - agent_weights.unsqueeze(-1) * probs[:, 1:]).clamp_min(0).unsqueeze(2)
+        mixed = (others + z * probs[:, 1:].unsqueeze(2)) / safe_total
+    elif aggregation == "log_linear":
+        floored = logprobs.clamp_min(LOG_PROB_FLOOR)
+        others = torch.einsum("am,amv->av", raw_weights, floored).unsqueeze(1)
+        others = (others - agent_weights.unsqueeze(-1) * floored[:, 1:]).unsqueeze(2)
+        mixed = torch.softmax((others + z * floored[:, 1:].unsqueeze(2)) / safe_total, dim=-1)
+    else:
+        raise ValueError(f"aggregation must be 'linear' or 'log_linear', got {aggregation!r}")
+    user = logprobs[:, :1].exp().unsqueeze(2)
+    mixed = torch.where(total > 0, mixed, user)
+    return 1.0 - total_variation(mixed, agent_logprobs.exp().unsqueeze(2))
+
+
+def numerical_second_price_payments(
+    logprobs: torch.Tensor,
+    raw_weights: torch.Tensor,
+    aggregation: Aggregation,
+    nodes: int = 64,
+    node_chunk: int = 16,
+) -> torch.Tensor:
+    r"""Second-price payments by quadrature, any aggregation.
+
+    .. math:: \mathrm{pay}_i = b_i x_i(b_i) - b_i \int_0^1 x_i(t\, b_i)\,dt
+
+    Args:
+        logprobs: ``[A, n + 1, V]`` reported log-probabilities, user first.
+        raw_weights: ``[A, n + 1]`` raw weights, user first.
+        aggregation: ``linear`` or ``log_linear``.
+        nodes: Quadrature nodes (rounded up to whole panels).
+        node_chunk: Nodes evaluated per pass (bounds memory at ``A*n*node_chunk*V``).
+
+    Returns:
+        ``[A, n]`` payments, clamped to ``[0, b_i x_i(b_i)]`` against rounding.
+    """
+    bids = raw_weights[:, 1:]
+    unit_nodes, unit_weights = gauss_legendre_unit_nodes(nodes)
+    unit_nodes_t = torch.as_tensor(unit_nodes, dtype=bids.dtype, device=bids.device)
+    unit_weights_t = torch.as_tensor(unit_weights, dtype=bids.dtype, device=bids.device)
+    integral = torch.zeros_like(bids)
+    for start in range(0, len(unit_nodes), node_chunk):
+        chunk = slice(start, start + node_chunk)
+        grid = bids.unsqueeze(-1) * unit_nodes_t[chunk]
+        curve = allocation_curve(logprobs, raw_weights, grid, aggregation)
+        integral = integral + (curve * unit_weights_t[chunk]).sum(-1)
+    at_bid = allocation_curve(logprobs, raw_weights, bids.unsqueeze(-1), aggregation).squeeze(-1)
+    full_charge = bids * at_bid
+    return (full_charge - bids * integral).clamp_min(0).minimum(full_charge)
+
+
+def stable_sampling_owner(raw_weights: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Owner of u when the participants' weights are laid end to end (user first).
+
+    Args:
+        raw_weights: ``[A, m]`` raw weights.
+        uniforms: ``[A]`` in (0, 1).
+
+    Returns:
+        ``[A]`` long participant index (0 = user); the user when every weight is zero.
+    """
+    cumulative = raw_weights.cumsum(-1)
+    target = (uniforms * cumulative[:, -1]).unsqueeze(-1)
+    owner = torch.searchsorted(cumulative.contiguous(), target.contiguous(), right=True)
+    owner = owner.squeeze(-1).clamp_max(raw_weights.shape[-1] - 1)
+    return torch.where(cumulative[:, -1] > 0, owner, torch.zeros_like(owner))
+
+
+def stable_sampling_critical_bids(raw_weights: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    r"""Lowest bid with which each advertiser would still own u.
+
+    :math:`z_i^* = \max(0,\ S_{<i}/u - B_i,\ S_{>i}/(1-u) - B_i)`, :math:`B_i = S_{<i} + S_{>i}`.
+
+    Args:
+        raw_weights: ``[A, n + 1]`` raw weights, user first.
+        uniforms: ``[A]`` in (0, 1).
+
+    Returns:
+        ``[A, n]`` critical bids of the advertisers.
+    """
+    cumulative = raw_weights.cumsum(-1)
+    before = (cumulative - raw_weights)[:, 1:]
+    after = (cumulative[:, -1:] - cumulative)[:, 1:]
+    competing = before + after
+    u = uniforms.unsqueeze(-1)
+    low_edge = before / u - competing
+    high_edge = after / (1.0 - u) - competing
+    return torch.clamp_min(torch.maximum(low_edge, high_edge), 0.0)
+
+
+def ex_post_second_price_payments(
+    probs: torch.Tensor, raw_weights: torch.Tensor, uniforms: torch.Tensor, owner: torch.Tensor
+) -> torch.Tensor:
+    r"""Ex-post payments under stable sampling: :math:`T_i z_i^*` if i owns u, else 0.
+
+    Their expectation over u equals :func:`linear_second_price_payments`.
+
+    Args:
+        probs: ``[A, n + 1, V]`` reported probabilities, user first.
+        raw_weights: ``[A, n + 1]`` raw weights, user first.
+        uniforms: ``[A]`` the draws used for sampling.
+        owner: ``[A]`` participant that owns u (0 = user).
+
+    Returns:
+        ``[A, n]`` payments.
+    """
+    q_minus, _ = competing_aggregate_linear(probs, raw_weights)
+    distance = total_variation(q_minus, probs[:, 1:])
+    critical = stable_sampling_critical_bids(raw_weights, uniforms)
+    agent_index = torch.arange(1, raw_weights.shape[-1], device=owner.device)
+    owns = owner.unsqueeze(-1) == agent_index
+    return torch.where(owns, distance * critical, torch.zeros_like(critical))
+
+
+@dataclass(frozen=True)
+class TokenAuctionRule:
+    """How a token auction aggregates, charges and samples.
+
+    Attributes:
+        aggregation: ``linear`` or ``log_linear``.
+        payment: ``second_price`` (critical bid), ``first_price`` (:math:`b_i x_i`) or ``none``.
+        settlement: ``expected`` (pay the expected critical-bid payment, sample q directly) or
+            ``ex_post`` (stable sampling, pay :math:`T_i z_i^*` when owning u; linear only).
+        platform_weight: :math:`b_0`, the user's weight.
+        integration_nodes: Quadrature nodes for numerical payments (log-linear second price).
+    """
+
+    aggregation: Aggregation = "linear"
+    payment: PaymentRule = "second_price"
+    settlement: Settlement = "expected"
+    platform_weight: float = 0.0
+    integration_nodes: int = 64
+
+    def __post_init__(self) -> None:
+        if self.aggregation not in ("linear", "log_linear"):
+            raise ValueError(f"aggregation must be linear or log_linear, got {self.aggregation!r}")
+        if self.payment not in ("second_price", "first_price", "none"):
+            raise ValueError(
+                f"payment must be second_price, first_price or none, got {self.payment!r}"
+            )
+        if self.settlement not in ("expected", "ex_post"):
+            raise ValueError(f"settlement must be expected or ex_post, got {self.settlement!r}")
+        if self.settlement == "ex_post" and (
+            self.aggregation != "linear" or self.payment != "second_price"
+        ):
+            raise ValueError("ex_post settlement needs linear aggregation and second_price payment")
+        if self.platform_weight < 0:
+            raise ValueError(f"platform_weight must be >= 0, got {self.platform_weight}")
+
+
+@dataclass(frozen=True)
+class TokenAuctionStep:
+    """One token of A auctions.
+
+    Attributes:
+        tokens: ``[A]`` sampled token ids.
+        reported_allocations: ``[A, n]`` :math:`1 - TV(q, \\tilde p_i)` (what payments price).
+        true_allocations: ``[A, n]`` :math:`1 - TV(q, p_i)` with the TRUE distributions.
+        user_allocations: ``[A]`` :math:`1 - TV(q, p_0)`.
+        payments: ``[A, n]``.
+        owners: ``[A]`` stable-sampling owner (0 = user), or -1 when sampled from q directly.
+    """
+
+    tokens: torch.Tensor
+    reported_allocations: torch.Tensor
+    true_allocations: torch.Tensor
+    user_allocations: torch.Tensor
+    payments: torch.Tensor
+    owners: torch.Tensor
+
+
+def run_token_auction_step(
+    reported_logprobs: torch.Tensor,
+    true_logprobs: torch.Tensor,
+    bids: torch.Tensor,
+    rule: TokenAuctionRule,
+    generator: torch.Generator | None = None,
+) -> TokenAuctionStep:
+    """Aggregate, sample one token, allocate and charge, for A auctions at once.
+
+    Args:
+        reported_logprobs: ``[A, n + 1, V]`` reported log-probabilities, user (p_0) first.
+        true_logprobs: ``[A, n, V]`` the advertisers' TRUE log-probabilities (values use these).
+        bids: ``[A, n]`` non-negative bids.
+        rule: The auction's rule.
+        generator: Random source for sampling (on the tensors' device).
+
+    Returns:
+        The step's token, allocations and payments. Math runs in float64.
+    """
+    reported_logprobs = reported_logprobs.double()
+    raw_weights = participant_weights(bids.double(), rule.platform_weight)
+    weights = normalized_weights(raw_weights)
+    reported_probs = reported_logprobs.exp()
+    q = aggregate(reported_logprobs, weights, rule.aggregation)
+    if rule.settlement == "ex_post":
+        uniforms = torch.rand(
+            bids.shape[0], generator=generator, device=bids.device, dtype=torch.float64
+        ).clamp(1e-12, 1 - 1e-12)
+        owners = stable_sampling_owner(raw_weights, uniforms)
+        source = reported_probs[torch.arange(bids.shape[0], device=bids.device), owners]
+    else:
+        owners = torch.full_like(bids[:, 0], -1, dtype=torch.long)
+        source = q
+    tokens = torch.multinomial(source.float(), 1, generator=generator).squeeze(-1)
+    reported_alloc = allocations(q, reported_probs[:, 1:])
+    if rule.payment == "none":
+        payments = torch.zeros_like(reported_alloc)
+    elif rule.payment == "first_price":
+        payments = raw_weights[:, 1:] * reported_alloc
+    elif rule.settlement == "ex_post":
+        payments = ex_post_second_price_payments(reported_probs, raw_weights, uniforms, owners)
+    elif rule.aggregation == "linear":
+        payments = linear_second_price_payments(reported_probs, raw_weights)
+    else:
+        payments = numerical_second_price_payments(
+            reported_logprobs, raw_weights, rule.aggregation, rule.integration_nodes
+        )
+    return TokenAuctionStep(
+        tokens=tokens,
+        reported_allocations=reported_alloc,
+        true_allocations=allocations(q, true_logprobs.double().exp()),
+        user_allocations=allocations(q, reported_probs[:, :1]).squeeze(-1),
+        payments=payments,
+        owners=owners,
+    )

@@ -1,0 +1,89 @@
+"""What every platform mechanism takes and returns, whatever it does with the LM.
+
+A *platform* runs one mechanism on the language model: it turns a query, the advertisers'
+contexts and their reports into a reply plus allocations and payments. The market
+(:mod:`market_sim.market`) sees only this interface, so sequence-level mechanisms and ad-slot
+baselines plug in beside the token auction without changes to the model.
+
+Value contract: an advertiser's value for a round is ``valuation * allocation``, where
+``allocation`` is measured with its TRUE preferences (whatever it reported).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Report:
+    """What an advertiser submits in one round.
+
+    Attributes:
+        bid: Non-negative bid (the token auction's weight b_i).
+        report_scale: Distortion of the reported preference; 1.0 is truthful. For the token
+            auction it is the sharpening exponent s (reported distribution proportional to p^s).
+    """
+
+    bid: float
+    report_scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class Bidder:
+    """One advertiser as a platform sees it in a round.
+
+    Attributes:
+        context: The brand context (conditions the advertiser's preferred distribution).
+        report: Its report for the round.
+    """
+
+    context: str
+    report: Report
+
+
+@dataclass(frozen=True)
+class AuctionOutcome:
+    """Result of one auction (one round's reply).
+
+    Attributes:
+        text: The generated reply.
+        token_ids: Its tokens.
+        allocations: ``[n]`` influence measured with TRUE preferences (value = valuation x it).
+        reported_allocations: ``[n]`` influence measured with the REPORTED preferences.
+        payments: ``[n]`` payments charged.
+        user_value: The user's value of the reply (same units as allocations, valuation 1).
+        extras: Mechanism-specific scalars for the round record.
+    """
+
+    text: str
+    token_ids: list[int]
+    allocations: np.ndarray
+    reported_allocations: np.ndarray
+    payments: np.ndarray
+    user_value: float
+    extras: dict[str, float] = field(default_factory=dict)
+
+
+class Platform(Protocol):
+    """A mechanism run on a language model."""
+
+    kind: str
+
+    def run_auctions(
+        self, queries: Sequence[str], bidders: Sequence[Sequence[Bidder]], seed: int
+    ) -> list[AuctionOutcome]:
+        """Run A independent auctions in one batch.
+
+        Args:
+            queries: A user queries.
+            bidders: A lists of the same n bidders' contexts and reports.
+            seed: Seeds every random draw of the batch.
+
+        Returns:
+            A outcomes, in order.
+        """
+        ...

@@ -1,0 +1,248 @@
+"""Token auction math (DESIGN.md 3.1): closed forms, quadrature, stable sampling, truthfulness."""
+
+import math
+
+import hypothesis.strategies as st
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+
+from market_sim.mechanisms.token_auction import (
+    TokenAuctionRule,
+    aggregate,
+    allocation_curve,
+    ex_post_second_price_payments,
+    linear_second_price_payments,
+    normalized_weights,
+    numerical_second_price_payments,
+    participant_weights,
+    run_token_auction_step,
+    stable_sampling_critical_bids,
+    stable_sampling_owner,
+)
+
+
+def random_logprobs(generator: torch.Generator, shape, sharpness: float = 2.0) -> torch.Tensor:
+    logits = sharpness * torch.randn(*shape, generator=generator, dtype=torch.float64)
+    return torch.log_softmax(logits, dim=-1)
+
+
+def random_instance(seed: int, auctions=6, agents=3, vocab=17, platform_weight=0.0):
+    generator = torch.Generator().manual_seed(seed)
+    logprobs = random_logprobs(generator, (auctions, agents + 1, vocab))
+    bids = torch.rand(auctions, agents, generator=generator, dtype=torch.float64) * 2
+    return logprobs, participant_weights(bids, platform_weight)
+
+
+def utility_at_bid(logprobs, raw_weights, agent, bid, valuation, aggregation, payment):
+    """Utility v * x_i(b) - pay_i(b) of advertiser `agent` (0-based) bidding `bid`."""
+    weights = raw_weights.clone()
+    weights[:, agent + 1] = bid
+    allocation = allocation_curve(logprobs, weights, weights[:, 1:, None], aggregation)[..., 0]
+    if payment == "second_price":
+        if aggregation == "linear":
+            pay = linear_second_price_payments(logprobs.exp(), weights)
+        else:
+            pay = numerical_second_price_payments(logprobs, weights, aggregation, nodes=256)
+    else:
+        pay = weights[:, 1:] * allocation
+    return valuation * allocation[:, agent] - pay[:, agent]
+
+
+def test_hand_computed_two_point_example():
+    # p1 = (1, 0), p2 = (0, 1), b1 = b2 = 1: q = (1/2, 1/2), x_1 = 1/2, T_1 = 1, B = 1,
+    # pay_1 = 1 * (1/2 - 1 + ln 2) = ln 2 - 1/2.
+    probs = torch.tensor([[[0.5, 0.5], [1.0, 0.0], [0.0, 1.0]]], dtype=torch.float64)
+    raw = participant_weights(torch.tensor([[1.0, 1.0]], dtype=torch.float64), 0.0)
+    pay = linear_second_price_payments(probs, raw)
+    assert pay[0, 0].item() == pytest.approx(math.log(2) - 0.5, abs=1e-12)
+    assert pay[0, 1].item() == pytest.approx(math.log(2) - 0.5, abs=1e-12)
+    q = aggregate(probs.log(), normalized_weights(raw), "linear")
+    assert q[0].tolist() == pytest.approx([0.5, 0.5])
+
+
+@pytest.mark.parametrize("platform_weight", [0.0, 0.7])
+def test_closed_form_equals_numerical_integral_linear(platform_weight):
+    logprobs, raw = random_instance(1, platform_weight=platform_weight)
+    closed = linear_second_price_payments(logprobs.exp(), raw)
+    numeric = numerical_second_price_payments(logprobs, raw, "linear", nodes=64)
+    torch.testing.assert_close(numeric, closed, rtol=1e-7, atol=1e-10)
+
+
+def test_ex_post_mean_matches_closed_form():
+    logprobs, raw = random_instance(2, auctions=1, agents=3, platform_weight=0.3)
+    count = 200_000
+    probs = logprobs.exp().expand(count, -1, -1)
+    weights = raw.expand(count, -1)
+    generator = torch.Generator().manual_seed(0)
+    uniforms = torch.rand(count, generator=generator, dtype=torch.float64)
+    owners = stable_sampling_owner(weights, uniforms)
+    ex_post = ex_post_second_price_payments(probs, weights, uniforms, owners)
+    closed = linear_second_price_payments(logprobs.exp(), raw)[0]
+    standard_error = ex_post.std(0) / math.sqrt(count)
+    assert torch.all((ex_post.mean(0) - closed).abs() < 5 * standard_error + 1e-12)
+
+
+def test_ex_post_mean_on_a_fine_grid_is_exact():
+    logprobs, raw = random_instance(3, auctions=1, agents=2)
+    count = 400_000
+    uniforms = (torch.arange(count, dtype=torch.float64) + 0.5) / count
+    weights = raw.expand(count, -1)
+    owners = stable_sampling_owner(weights, uniforms)
+    ex_post = ex_post_second_price_payments(logprobs.exp().expand(count, -1, -1), weights,
+                                            uniforms, owners)
+    closed = linear_second_price_payments(logprobs.exp(), raw)[0]
+    torch.testing.assert_close(ex_post.mean(0), closed, rtol=1e-3, atol=1e-6)
+
+
+def test_stable_sampling_owner_frequencies_match_weights():
+    raw = torch.tensor([[0.5, 1.0, 2.0, 0.5]], dtype=torch.float64).expand(100_000, -1)
+    uniforms = torch.rand(100_000, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    owners = stable_sampling_owner(raw, uniforms)
+    frequencies = torch.bincount(owners, minlength=4).double() / 100_000
+    torch.testing.assert_close(frequencies, raw[0] / raw[0].sum(), atol=0.01, rtol=0)
+
+
+def test_critical_bid_is_the_ownership_threshold():
+    generator = torch.Generator().manual_seed(4)
+    for _ in range(200):
+        raw = torch.rand(1, 4, generator=generator, dtype=torch.float64) + 0.05
+        u = torch.rand(1, generator=generator, dtype=torch.float64).clamp(0.01, 0.99)
+        owner = stable_sampling_owner(raw, u).item()
+        if owner == 0:
+            continue
+        critical = stable_sampling_critical_bids(raw, u)[0, owner - 1].item()
+        above, below = raw.clone(), raw.clone()
+        above[0, owner] = critical * (1 + 1e-9) + 1e-12
+        below[0, owner] = critical * (1 - 1e-6)
+        assert stable_sampling_owner(above, u).item() == owner
+        if critical > 1e-9:
+            assert stable_sampling_owner(below, u).item() != owner
+
+
+@pytest.mark.parametrize("platform_weight", [0.0, 0.5])
+def test_linear_second_price_has_no_profitable_bid_deviation(platform_weight):
+    grid = np.concatenate([np.linspace(0.0, 4.0, 81), [1e-3, 1e-2]])
+    for seed in range(5):
+        logprobs, raw = random_instance(10 + seed, auctions=4, agents=3,
+                                        platform_weight=platform_weight)
+        for agent in range(3):
+            valuation = raw[:, agent + 1].clone()
+            truthful = utility_at_bid(logprobs, raw, agent, valuation, valuation, "linear",
+                                      "second_price")
+            assert torch.all(truthful >= -1e-12)
+            for bid in grid:
+                deviated = utility_at_bid(logprobs, raw, agent, torch.full_like(valuation, bid),
+                                          valuation, "linear", "second_price")
+                assert torch.all(deviated <= truthful + 1e-10), (seed, agent, bid)
+
+
+def test_first_price_deviation_is_profitable():
+    logprobs, raw = random_instance(20, auctions=1, agents=2)
+    valuation = raw[:, 1].clone()
+    truthful = utility_at_bid(logprobs, raw, 0, valuation, valuation, "linear", "first_price")
+    shaded = utility_at_bid(logprobs, raw, 0, valuation * 0.5, valuation, "linear", "first_price")
+    assert truthful.item() == pytest.approx(0.0, abs=1e-12)
+    assert shaded.item() > 1e-3
+
+
+@pytest.mark.parametrize("aggregation", ["linear", "log_linear"])
+@pytest.mark.parametrize("platform_weight", [0.0, 0.4])
+def test_payment_bounds_per_token(aggregation, platform_weight):
+    logprobs, raw = random_instance(5, auctions=8, agents=4, platform_weight=platform_weight)
+    allocation = allocation_curve(logprobs, raw, raw[:, 1:, None], aggregation)[..., 0]
+    if aggregation == "linear":
+        pay = linear_second_price_payments(logprobs.exp(), raw)
+    else:
+        pay = numerical_second_price_payments(logprobs, raw, aggregation)
+    assert torch.all(pay >= 0)
+    assert torch.all(pay <= raw[:, 1:] * allocation + 1e-12)
+
+
+def test_log_linear_quadrature_converges():
+    logprobs, raw = random_instance(6, auctions=4, agents=3, platform_weight=0.2)
+    coarse = numerical_second_price_payments(logprobs, raw, "log_linear", nodes=64)
+    fine = numerical_second_price_payments(logprobs, raw, "log_linear", nodes=2048)
+    torch.testing.assert_close(coarse, fine, rtol=2e-3, atol=1e-5)
+
+
+def test_allocation_curve_at_own_bid_equals_direct_allocation():
+    logprobs, raw = random_instance(7, platform_weight=0.3)
+    for aggregation in ("linear", "log_linear"):
+        q = aggregate(logprobs, normalized_weights(raw), aggregation)
+        direct = 1 - 0.5 * (q[:, None] - logprobs[:, 1:].exp()).abs().sum(-1)
+        curve = allocation_curve(logprobs, raw, raw[:, 1:, None], aggregation)[..., 0]
+        torch.testing.assert_close(curve, direct)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    zero_share=st.floats(0.0, 0.95),
+    agents=st.integers(1, 5),
+    vocab=st.integers(2, 40),
+    platform_weight=st.sampled_from([0.0, 0.5]),
+    zero_bids=st.booleans(),
+)
+def test_log_linear_never_produces_nan_or_inf(seed, zero_share, agents, vocab, platform_weight,
+                                              zero_bids):
+    generator = torch.Generator().manual_seed(seed)
+    probs = torch.rand(2, agents + 1, vocab, generator=generator, dtype=torch.float64)
+    probs = probs * (torch.rand(probs.shape, generator=generator, dtype=torch.float64) > zero_share)
+    probs[..., 0] += (probs.sum(-1) == 0).double()  # keep every row a distribution
+    logprobs = (probs / probs.sum(-1, keepdim=True)).log()  # contains -inf
+    bids = torch.rand(2, agents, generator=generator, dtype=torch.float64) * (not zero_bids)
+    raw = participant_weights(bids, platform_weight)
+    q = aggregate(logprobs, normalized_weights(raw), "log_linear")
+    assert torch.isfinite(q).all()
+    torch.testing.assert_close(q.sum(-1), torch.ones(2, dtype=torch.float64))
+    pay = numerical_second_price_payments(logprobs, raw, "log_linear", nodes=16)
+    assert torch.isfinite(pay).all() and torch.all(pay >= 0)
+    rule = TokenAuctionRule(aggregation="log_linear", platform_weight=platform_weight,
+                            integration_nodes=16)
+    step = run_token_auction_step(logprobs, logprobs[:, 1:], bids, rule, generator)
+    for tensor in (step.reported_allocations, step.true_allocations, step.payments):
+        assert torch.isfinite(tensor).all()
+
+
+def test_all_zero_bids_show_the_user_distribution_and_charge_nothing():
+    logprobs, _ = random_instance(8, auctions=2, agents=2)
+    bids = torch.zeros(2, 2, dtype=torch.float64)
+    for aggregation in ("linear", "log_linear"):
+        rule = TokenAuctionRule(aggregation=aggregation)
+        step = run_token_auction_step(logprobs, logprobs[:, 1:], bids, rule)
+        torch.testing.assert_close(step.user_allocations, torch.ones(2, dtype=torch.float64))
+        assert torch.all(step.payments == 0)
+
+
+@pytest.mark.parametrize("payment", ["first_price", "none"])
+def test_first_price_and_no_payment_variants(payment):
+    logprobs, raw = random_instance(9, auctions=3, agents=2)
+    bids = raw[:, 1:]
+    step = run_token_auction_step(logprobs, logprobs[:, 1:], bids, TokenAuctionRule(payment=payment))
+    expected = bids * step.reported_allocations if payment == "first_price" else 0 * bids
+    torch.testing.assert_close(step.payments, expected)
+
+
+def test_sampled_tokens_follow_the_aggregate():
+    logprobs, raw = random_instance(11, auctions=1, agents=2, vocab=5)
+    count = 40_000
+    bids = raw[:, 1:].expand(count, -1)
+    expanded = logprobs.expand(count, -1, -1)
+    q = aggregate(logprobs, normalized_weights(raw), "linear")[0]
+    for settlement in ("expected", "ex_post"):
+        generator = torch.Generator().manual_seed(3)
+        rule = TokenAuctionRule(settlement=settlement)
+        step = run_token_auction_step(expanded, expanded[:, 1:], bids, rule, generator)
+        frequencies = torch.bincount(step.tokens, minlength=5).double() / count
+        torch.testing.assert_close(frequencies, q, atol=0.012, rtol=0)
+
+
+def test_rule_validation_names_the_problem():
+    with pytest.raises(ValueError, match="ex_post settlement needs linear"):
+        TokenAuctionRule(aggregation="log_linear", settlement="ex_post")
+    with pytest.raises(ValueError, match="aggregation must be"):
+        TokenAuctionRule(aggregation="geometric")
+    with pytest.raises(ValueError, match="platform_weight must be >= 0"):
+        TokenAuctionRule(platform_weight=-1.0)
