@@ -35,8 +35,9 @@ def test_batched_padded_logprobs_equal_single(random_lm):
     batched = random_lm.next_token_logprobs(PROMPTS)
     assert len({len(random_lm.encode(p)) for p in PROMPTS}) > 1  # padding really happens
     for row, prompt in enumerate(PROMPTS):
-        torch.testing.assert_close(batched[row], single_logprobs(random_lm, prompt),
-                                   atol=1e-4, rtol=0)
+        torch.testing.assert_close(
+            batched[row], single_logprobs(random_lm, prompt), atol=1e-4, rtol=0
+        )
 
 
 def test_continuation_logprobs_equal_single(random_lm):

@@ -90,8 +90,9 @@ def test_ex_post_mean_on_a_fine_grid_is_exact():
     uniforms = (torch.arange(count, dtype=torch.float64) + 0.5) / count
     weights = raw.expand(count, -1)
     owners = stable_sampling_owner(weights, uniforms)
-    ex_post = ex_post_second_price_payments(logprobs.exp().expand(count, -1, -1), weights,
-                                            uniforms, owners)
+    ex_post = ex_post_second_price_payments(
+        logprobs.exp().expand(count, -1, -1), weights, uniforms, owners
+    )
     closed = linear_second_price_payments(logprobs.exp(), raw)[0]
     torch.testing.assert_close(ex_post.mean(0), closed, rtol=1e-3, atol=1e-6)
 
@@ -125,16 +126,25 @@ def test_critical_bid_is_the_ownership_threshold():
 def test_linear_second_price_has_no_profitable_bid_deviation(platform_weight):
     grid = np.concatenate([np.linspace(0.0, 4.0, 81), [1e-3, 1e-2]])
     for seed in range(5):
-        logprobs, raw = random_instance(10 + seed, auctions=4, agents=3,
-                                        platform_weight=platform_weight)
+        logprobs, raw = random_instance(
+            10 + seed, auctions=4, agents=3, platform_weight=platform_weight
+        )
         for agent in range(3):
             valuation = raw[:, agent + 1].clone()
-            truthful = utility_at_bid(logprobs, raw, agent, valuation, valuation, "linear",
-                                      "second_price")
+            truthful = utility_at_bid(
+                logprobs, raw, agent, valuation, valuation, "linear", "second_price"
+            )
             assert torch.all(truthful >= -1e-12)
             for bid in grid:
-                deviated = utility_at_bid(logprobs, raw, agent, torch.full_like(valuation, bid),
-                                          valuation, "linear", "second_price")
+                deviated = utility_at_bid(
+                    logprobs,
+                    raw,
+                    agent,
+                    torch.full_like(valuation, bid),
+                    valuation,
+                    "linear",
+                    "second_price",
+                )
                 assert torch.all(deviated <= truthful + 1e-10), (seed, agent, bid)
 
 
@@ -185,8 +195,9 @@ def test_allocation_curve_at_own_bid_equals_direct_allocation():
     platform_weight=st.sampled_from([0.0, 0.5]),
     zero_bids=st.booleans(),
 )
-def test_log_linear_never_produces_nan_or_inf(seed, zero_share, agents, vocab, platform_weight,
-                                              zero_bids):
+def test_log_linear_never_produces_nan_or_inf(
+    seed, zero_share, agents, vocab, platform_weight, zero_bids
+):
     generator = torch.Generator().manual_seed(seed)
     probs = torch.rand(2, agents + 1, vocab, generator=generator, dtype=torch.float64)
     probs = probs * (torch.rand(probs.shape, generator=generator, dtype=torch.float64) > zero_share)
@@ -199,8 +210,9 @@ def test_log_linear_never_produces_nan_or_inf(seed, zero_share, agents, vocab, p
     torch.testing.assert_close(q.sum(-1), torch.ones(2, dtype=torch.float64))
     pay = numerical_second_price_payments(logprobs, raw, "log_linear", nodes=16)
     assert torch.isfinite(pay).all() and torch.all(pay >= 0)
-    rule = TokenAuctionRule(aggregation="log_linear", platform_weight=platform_weight,
-                            integration_nodes=16)
+    rule = TokenAuctionRule(
+        aggregation="log_linear", platform_weight=platform_weight, integration_nodes=16
+    )
     step = run_token_auction_step(logprobs, logprobs[:, 1:], bids, rule, generator)
     for tensor in (step.reported_allocations, step.true_allocations, step.payments):
         assert torch.isfinite(tensor).all()
@@ -220,7 +232,9 @@ def test_all_zero_bids_show_the_user_distribution_and_charge_nothing():
 def test_first_price_and_no_payment_variants(payment):
     logprobs, raw = random_instance(9, auctions=3, agents=2)
     bids = raw[:, 1:]
-    step = run_token_auction_step(logprobs, logprobs[:, 1:], bids, TokenAuctionRule(payment=payment))
+    step = run_token_auction_step(
+        logprobs, logprobs[:, 1:], bids, TokenAuctionRule(payment=payment)
+    )
     expected = bids * step.reported_allocations if payment == "first_price" else 0 * bids
     torch.testing.assert_close(step.payments, expected)
 

@@ -50,9 +50,8 @@ def resolve_model_reference(reference: str) -> str:
         name = reference[len(BUNDLED_PREFIX) :]
         folder = BUNDLED_ROOT / name
         if not (folder / "config.json").is_file():
-            raise ModelNotFoundError(
-                f"no bundled model {name!r}; available: {', '.join(bundled_model_names()) or 'none'}"
-            )
+            available = ", ".join(bundled_model_names()) or "none"
+            raise ModelNotFoundError(f"no bundled model {name!r}; available: {available}")
         return str(folder)
     if looks_like_local_path(reference):
         folder = Path(reference).expanduser().resolve()
@@ -72,7 +71,9 @@ def resolve_device(device: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available; use 'cpu' or 'auto'")
+        raise ValueError(
+            f"device {device!r} requested but CUDA is not available; use 'cpu' or 'auto'"
+        )
     return resolved
 
 

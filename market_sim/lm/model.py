@@ -37,7 +37,9 @@ class PaddedBatch:
     position_ids: torch.Tensor
 
 
-def left_pad(token_lists: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> PaddedBatch:
+def left_pad(
+    token_lists: Sequence[Sequence[int]], pad_id: int, device: torch.device
+) -> PaddedBatch:
     """Left-pad token lists into one batch with matching mask and position ids.
 
     Args:

@@ -42,11 +42,11 @@ GAUSS_NODES_PER_PANEL = 8
 
 
 def participant_weights(bids: torch.Tensor, platform_weight: float) -> torch.Tensor:
-    """Raw participant weights, user first.
+    r"""Raw participant weights, user first.
 
     Args:
         bids: ``[A, n]`` non-negative bids.
-        platform_weight: :math:`b_0 \\ge 0`, the user's weight.
+        platform_weight: :math:`b_0 \ge 0`, the user's weight.
 
     Returns:
         ``[A, n + 1]``: column 0 is :math:`b_0`, columns 1..n the bids.
@@ -277,7 +277,9 @@ def stable_sampling_owner(raw_weights: torch.Tensor, uniforms: torch.Tensor) -> 
     return torch.where(cumulative[:, -1] > 0, owner, torch.zeros_like(owner))
 
 
-def stable_sampling_critical_bids(raw_weights: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+def stable_sampling_critical_bids(
+    raw_weights: torch.Tensor, uniforms: torch.Tensor
+) -> torch.Tensor:
     r"""Lowest bid with which each advertiser would still own u.
 
     :math:`z_i^* = \max(0,\ S_{<i}/u - B_i,\ S_{>i}/(1-u) - B_i)`, :math:`B_i = S_{<i} + S_{>i}`.
@@ -361,11 +363,11 @@ class TokenAuctionRule:
 
 @dataclass(frozen=True)
 class TokenAuctionStep:
-    """One token of A auctions.
+    r"""One token of A auctions.
 
     Attributes:
         tokens: ``[A]`` sampled token ids.
-        reported_allocations: ``[A, n]`` :math:`1 - TV(q, \\tilde p_i)` (what payments price).
+        reported_allocations: ``[A, n]`` :math:`1 - TV(q, \tilde p_i)` (what payments price).
         true_allocations: ``[A, n]`` :math:`1 - TV(q, p_i)` with the TRUE distributions.
         user_allocations: ``[A]`` :math:`1 - TV(q, p_0)`.
         payments: ``[A, n]``.

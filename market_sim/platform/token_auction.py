@@ -62,7 +62,7 @@ class TokenAuctionPlatform:
     def run_auctions(
         self, queries: Sequence[str], bidders: Sequence[Sequence[Bidder]], seed: int
     ) -> list[AuctionOutcome]:
-        """Run A token auctions as one batched decode (see :class:`~market_sim.platform.base.Platform`)."""
+        """Run A token auctions as one batched decode (see :class:`Platform`)."""
         if len(queries) != len(bidders):
             raise ValueError("one list of bidders per query is required")
         if not queries:
@@ -124,4 +124,3 @@ class TokenAuctionPlatform:
             )
             for a, tokens in enumerate(result.tokens)
         ]
-

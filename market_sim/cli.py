@@ -1,0 +1,197 @@
+"""Command-line interface: ``market-sim run | demo | lambda-sweep | lm train | lm generate``.
+
+Bad input (scenario keys, model references, devices) exits with status 2 and one line on stderr
+naming the problem; results are written only after a run completes, atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+DEMO_SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "hawaii.toml"
+USAGE_ERROR = 2
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported in one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="market-sim",
+        description="Simulate an ad marketplace whose ads are written by a language model.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run a scenario and write its results")
+    add_scenario_arguments(run)
+    run.add_argument("--rounds", type=int, help="override the scenario's rounds")
+    run.add_argument("--out", type=Path, help="results folder (default results/<name>-seed<seed>)")
+
+    demo = commands.add_parser("demo", help="run the default Hawaii scenario into results/demo")
+    demo.add_argument("--out", type=Path, default=Path("results/demo"))
+    demo.add_argument("--rounds", type=int, help="override the scenario's rounds")
+    add_runtime_arguments(demo)
+
+    sweep = commands.add_parser("lambda-sweep", help="brand shares as the first bid share moves")
+    add_scenario_arguments(sweep)
+    sweep.add_argument("--samples", type=int, help="replies per lambda and aggregation")
+    sweep.add_argument("--out", type=Path, help="folder for samples.parquet and shares.parquet")
+
+    lm = commands.add_parser("lm", help="the bundled tiny language model")
+    lm_commands = lm.add_subparsers(dest="lm_command", required=True)
+    train = lm_commands.add_parser("train", help="generate the ad corpus and train the tiny LM")
+    train.add_argument("--out", type=Path, help="output folder (default: the bundled model)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--steps", type=int, help="optimizer steps (default: the bundled recipe)")
+    generate = lm_commands.add_parser("generate", help="sample replies from a model")
+    generate.add_argument("prompt", nargs="?", help="raw prompt (default: built from --query)")
+    generate.add_argument("--query", default="vacation in Hawaii")
+    generate.add_argument("--sponsor", action="append", default=[], help="advertiser context")
+    generate.add_argument("--model", default="bundled:tiny-ads")
+    generate.add_argument("--samples", type=int, default=3)
+    generate.add_argument("--max-new-tokens", type=int, default=24)
+    generate.add_argument("--temperature", type=float, default=1.0)
+    generate.add_argument("--seed", type=int, default=0)
+    add_runtime_arguments(generate)
+    return parser
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--threads``."""
+    parser.add_argument("--device", help="auto | cpu | cuda | cuda:N (overrides model.device)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: fastest for small models on few cores)",
+    )
+
+
+def add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
+    """The scenario file, ``--set`` overrides, ``--seed``, and runtime options."""
+    parser.add_argument("scenario", type=Path, help="scenario TOML file")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a dotted key, e.g. mechanism.payment=none",
+    )
+    parser.add_argument("--seed", type=int, help="override the scenario's seed")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_runtime_arguments(parser)
+
+
+def scenario_overrides(args: argparse.Namespace) -> list[str]:
+    """``--set`` values plus the shorthand flags as dotted overrides."""
+    overrides = list(getattr(args, "overrides", []))
+    for flag, key in (
+        ("rounds", "rounds"),
+        ("seed", "seed"),
+        ("device", "model.device"),
+        ("samples", "lambda_sweep.samples"),
+    ):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides.append(f"{key}={value}" if flag != "device" else f'{key}="{value}"')
+    return overrides
+
+
+def load_checked_scenario(path: Path, overrides: Sequence[str]):
+    """Load and validate a scenario, turning every problem into a :class:`UsageError`."""
+    from market_sim.scenario import ScenarioError, load_scenario
+
+    try:
+        return load_scenario(path, overrides)
+    except ScenarioError as error:
+        raise UsageError(str(error)) from None
+
+
+def load_checked_model(reference: str, device: str, dtype: str = "auto"):
+    """Load a model, turning a missing model or unavailable device into a :class:`UsageError`."""
+    from market_sim.lm.loading import ModelNotFoundError
+    from market_sim.lm.model import LanguageModel
+
+    try:
+        return LanguageModel.load(reference, device=device, dtype=dtype)
+    except (ModelNotFoundError, ValueError) as error:
+        raise UsageError(f"model: {error}") from None
+
+
+def command_run(args: argparse.Namespace, scenario_path: Path) -> None:
+    """Run a scenario, write results, print the summary."""
+    from market_sim.report import format_run_summary
+    from market_sim.run import run_scenario
+
+    scenario = load_checked_scenario(scenario_path, scenario_overrides(args))
+    lm = load_checked_model(scenario.model.path, scenario.model.device, scenario.model.dtype)
+    out_dir = args.out or Path("results") / f"{scenario.name}-seed{scenario.seed}"
+    progress = False if getattr(args, "no_progress", False) else None
+    result = run_scenario(scenario, out_dir=out_dir, lm=lm, progress=progress)
+    print(format_run_summary(result.summary, result.agents))
+    print(f"\nresults: {out_dir}/ (scenario.toml, rounds.parquet, agents.parquet, summary.json)")
+
+
+def command_lambda_sweep(args: argparse.Namespace) -> None:
+    """Run the lambda sweep of a scenario and print the share table."""
+    from market_sim.lambda_sweep import run_lambda_sweep
+    from market_sim.report import format_shares
+
+    scenario = load_checked_scenario(args.scenario, scenario_overrides(args))
+    if scenario.lambda_sweep is None:
+        raise UsageError("lambda_sweep: the scenario has no [lambda_sweep] table")
+    lm = load_checked_model(scenario.model.path, scenario.model.device, scenario.model.dtype)
+    out_dir = args.out or Path("results") / f"{scenario.name}-seed{scenario.seed}"
+    _, shares = run_lambda_sweep(scenario, lm, out_dir)
+    print(format_shares(shares))
+    print(f"\nresults: {out_dir}/ (samples.parquet, shares.parquet)")
+
+
+def command_lm(args: argparse.Namespace) -> None:
+    """``lm train`` and ``lm generate``."""
+    if args.lm_command == "train":
+        from market_sim.lm.tiny import BUNDLED_MODEL_DIR, train_tiny_lm
+
+        options = {} if args.steps is None else {"steps": args.steps}
+        folder = train_tiny_lm(args.out or BUNDLED_MODEL_DIR, seed=args.seed, **options)
+        print(f"saved the tiny LM to {folder}")
+        return
+    from market_sim.prompting import build_prompt
+
+    lm = load_checked_model(args.model, args.device or "auto")
+    prompt = args.prompt if args.prompt is not None else build_prompt(args.query, args.sponsor)
+    samples = lm.sample([prompt] * args.samples, args.max_new_tokens, args.temperature, args.seed)
+    print(prompt)
+    for tokens in samples:
+        print("  ->", lm.decode(tokens).strip())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``market-sim`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    import torch
+
+    torch.set_num_threads(max(1, getattr(args, "threads", 1) or 1))
+    try:
+        if args.command == "run":
+            command_run(args, args.scenario)
+        elif args.command == "demo":
+            command_run(args, DEMO_SCENARIO)
+        elif args.command == "lambda-sweep":
+            command_lambda_sweep(args)
+        else:
+            command_lm(args)
+    except UsageError as error:
+        print(f"market-sim: error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

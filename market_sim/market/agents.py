@@ -1,0 +1,48 @@
+"""Advertiser agents: a brand, a hidden valuation and a reporting strategy (mesa 3 agents)."""
+
+from __future__ import annotations
+
+import mesa
+
+from market_sim.market.strategies import Feedback, make_strategy
+from market_sim.market.valuations import ValuationSource
+from market_sim.platform.base import Bidder, Report
+from market_sim.scenario.schema import AdvertiserConfig
+
+
+class Advertiser(mesa.Agent):
+    """An advertiser. It never calls the LM: it reports, and learns from feedback.
+
+    Args:
+        model: The market model (its ``rng`` drives every draw of the agent).
+        config: Name, context, mentions, valuation and strategy.
+    """
+
+    def __init__(self, model: mesa.Model, config: AdvertiserConfig) -> None:
+        super().__init__(model)
+        self.name = config.name
+        self.context = config.context
+        self.mentions = tuple(m.lower() for m in config.mentions)
+        self.valuation_source = ValuationSource(config.valuation, model.rng)
+        self.strategy = make_strategy(config.strategy.kind, config.strategy.params)
+        self.valuation = 0.0
+        self.report = Report(bid=0.0)
+
+    def prepare(self, query: str) -> Bidder:
+        """Draw this round's valuation and choose the report."""
+        self.valuation = self.valuation_source.valuation(self.model.rng)
+        self.report = self.strategy.report(self.valuation, query, self.model.rng)
+        if self.report.bid < 0 or self.report.report_scale <= 0:
+            raise ValueError(
+                f"advertiser {self.name!r}: strategy produced an invalid {self.report}"
+            )
+        return Bidder(context=self.context, report=self.report)
+
+    def observe(self, feedback: Feedback) -> None:
+        """Pass the round's outcome to the strategy."""
+        self.strategy.update(feedback)
+
+    def mentioned_in(self, text: str) -> bool:
+        """Whether a reply mentions this brand (case-insensitive)."""
+        lowered = text.lower()
+        return any(mention in lowered for mention in self.mentions)

@@ -1,0 +1,37 @@
+"""The static query stream: a fixed pool, cycled in order or sampled with recurrence."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+class StaticQueryStream:
+    """One query per round from a fixed pool.
+
+    Args:
+        items: The query pool (non-empty).
+        order: ``cycle`` (round r gets ``items[r % len(items)]``) or ``sample`` (uniform with
+            replacement, so queries recur).
+        rng: Random generator used by ``sample``.
+    """
+
+    def __init__(self, items: Sequence[str], order: str, rng: np.random.Generator) -> None:
+        if not items:
+            raise ValueError("queries.items: the query pool is empty")
+        if order not in ("cycle", "sample"):
+            raise ValueError(f"queries.order: {order!r} unknown; allowed: cycle, sample")
+        self.items = tuple(items)
+        self.order = order
+        self.rng = rng
+        self._served = 0
+
+    def next_query(self) -> str:
+        """The next round's query."""
+        if self.order == "cycle":
+            query = self.items[self._served % len(self.items)]
+        else:
+            query = self.items[int(self.rng.integers(len(self.items)))]
+        self._served += 1
+        return query

@@ -1,0 +1,39 @@
+"""Hidden valuations: fixed, or drawn from a named distribution once or every round."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from market_sim.scenario.schema import ValuationConfig
+
+
+class ValuationSource:
+    """Draws an advertiser's valuation from its configuration.
+
+    Args:
+        config: ``fixed`` (value), ``uniform`` (low, high) or ``lognormal`` (mean and sigma of
+            the log); ``redraw`` is ``once`` (drawn at construction) or ``round``.
+        rng: The model's random generator (draw order is part of reproducibility).
+    """
+
+    def __init__(self, config: ValuationConfig, rng: np.random.Generator) -> None:
+        self.config = config
+        self._once: float | None = None
+        if config.dist != "fixed" and config.redraw == "once":
+            self._once = self._draw(rng)
+
+    def _draw(self, rng: np.random.Generator) -> float:
+        config = self.config
+        if config.dist == "fixed":
+            return float(config.value)
+        if config.dist == "uniform":
+            return float(rng.uniform(config.low, config.high))
+        if config.dist == "lognormal":
+            return float(rng.lognormal(config.mean, config.sigma))
+        raise ValueError(
+            f"valuation dist {config.dist!r} unknown; allowed: fixed, uniform, lognormal"
+        )
+
+    def valuation(self, rng: np.random.Generator) -> float:
+        """This round's valuation."""
+        return self._once if self._once is not None else self._draw(rng)

@@ -1,0 +1,467 @@
+"""Load, validate, resolve and dump scenario files.
+
+A scenario is TOML data, never code. :func:`load_scenario` reads a file, applies ``--set``
+overrides and validates it into a frozen :class:`~market_sim.scenario.schema.Scenario` with every
+default filled in and every relative path resolved against the scenario file's folder.
+:func:`dump_scenario_toml` writes that resolved scenario back; loading the dump gives an equal
+scenario.
+
+Checks run in a fixed order and stop at the first error: unknown keys of a table first (after the
+``kind``-like key that decides which keys are allowed), then its fields in declaration order.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from market_sim.scenario.overrides import apply_overrides
+from market_sim.scenario.schema import (
+    AGGREGATIONS,
+    BUNDLED_MODELS,
+    BUNDLED_PREFIX,
+    DEFAULT_SWEEP_LAMBDAS,
+    DEVICES_DESCRIPTION,
+    DTYPES,
+    MECHANISM_KINDS,
+    PAYMENTS,
+    PLANNED_MECHANISM_KINDS,
+    PLANNED_QUERY_STREAMS,
+    PLANNED_STRATEGY_KINDS,
+    QUERY_ORDERS,
+    QUERY_STREAMS,
+    SETTLEMENTS,
+    STRATEGY_PARAMS,
+    VALUATION_DISTS,
+    VALUATION_REDRAWS,
+    AdvertiserConfig,
+    LambdaSweepConfig,
+    MechanismConfig,
+    ModelConfig,
+    QueryConfig,
+    Scenario,
+    StrategyConfig,
+    ValuationConfig,
+)
+from market_sim.scenario.validate import (
+    Choice,
+    ChoiceList,
+    FieldSpec,
+    Flag,
+    FloatList,
+    FloatRange,
+    IntRange,
+    ScenarioError,
+    Text,
+    TextList,
+    check_known_keys,
+    child_key,
+    item_key,
+    parse_field,
+    require_list,
+    require_table,
+    show,
+    validate_fields,
+)
+
+# --------------------------------------------------------------------------- field specs
+
+SCENARIO_SPECS: dict[str, FieldSpec] = {
+    "name": Text(non_empty=True, default="scenario"),
+    "description": Text(default=""),
+    "seed": IntRange(min=0, default=0),
+    "rounds": IntRange(min=1, default=100),
+}
+SCENARIO_TABLES: tuple[str, ...] = ("model", "mechanism", "queries", "advertisers", "lambda_sweep")
+
+MODEL_SPECS: dict[str, FieldSpec] = {
+    "path": Text(non_empty=True, default="bundled:tiny-ads"),
+    "device": Text(non_empty=True, default="auto"),
+    "dtype": Choice(DTYPES, default="auto"),
+}
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda|cuda:\d+|mps")
+HUB_ID_PATTERN = re.compile(r"[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?")
+
+MECHANISM_KIND_SPEC = Choice(
+    MECHANISM_KINDS, default="token_auction", planned=PLANNED_MECHANISM_KINDS
+)
+TOKEN_AUCTION_SPECS: dict[str, FieldSpec] = {
+    "kind": MECHANISM_KIND_SPEC,
+    "aggregation": Choice(AGGREGATIONS, default="linear"),
+    "payment": Choice(PAYMENTS, default="second_price"),
+    "settlement": Choice(SETTLEMENTS, default="expected"),
+    "max_new_tokens": IntRange(min=1, max=512, default=24),
+    "platform_weight": FloatRange(min=0.0, default=0.0),
+    "temperature": FloatRange(min=0.0, exclusive_min=True, default=1.0),
+    "integration_nodes": IntRange(min=8, max=4096, default=64),
+}
+
+QUERY_STREAM_SPEC = Choice(QUERY_STREAMS, default="static", planned=PLANNED_QUERY_STREAMS)
+STATIC_QUERY_SPECS: dict[str, FieldSpec] = {
+    "stream": QUERY_STREAM_SPEC,
+    "items": TextList(default=()),
+    "file": Text(non_empty=True, default=None),
+    "order": Choice(QUERY_ORDERS, default="cycle"),
+    "file_merged": Flag(default=False),
+}
+
+ADVERTISER_SPECS: dict[str, FieldSpec] = {
+    "name": Text(non_empty=True),
+    "context": Text(non_empty=True),
+    "mentions": TextList(min_items=1, default=None),
+}
+ADVERTISER_TABLES: tuple[str, ...] = ("valuation", "strategy")
+
+VALUATION_DIST_SPEC = Choice(VALUATION_DISTS)
+REDRAW_SPEC = Choice(VALUATION_REDRAWS, default="round")
+VALUATION_SPECS: dict[str, dict[str, FieldSpec]] = {
+    "fixed": {"dist": VALUATION_DIST_SPEC, "value": FloatRange(min=0.0)},
+    "uniform": {
+        "dist": VALUATION_DIST_SPEC,
+        "low": FloatRange(min=0.0),
+        "high": FloatRange(min=0.0),
+        "redraw": REDRAW_SPEC,
+    },
+    "lognormal": {
+        "dist": VALUATION_DIST_SPEC,
+        "mean": FloatRange(),
+        "sigma": FloatRange(min=0.0),
+        "redraw": REDRAW_SPEC,
+    },
+}
+
+LAMBDA_SWEEP_SPECS: dict[str, FieldSpec] = {
+    "lambdas": FloatList(FloatRange(min=0.0, max=1.0), min_items=1, default=DEFAULT_SWEEP_LAMBDAS),
+    "samples": IntRange(min=1, default=32),
+    "aggregations": ChoiceList(AGGREGATIONS, min_items=1, default=AGGREGATIONS),
+}
+LAMBDA_SWEEP_ADVERTISERS = 2
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def load_scenario(
+    path: str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    bundled_models: Collection[str] = BUNDLED_MODELS,
+) -> Scenario:
+    """Read, override and validate a scenario file.
+
+    Args:
+        path: The TOML scenario file.
+        overrides: ``dotted.key=value`` strings applied before validation (``--set``).
+        bundled_models: Names accepted after ``bundled:`` in ``model.path``.
+
+    Returns:
+        The resolved scenario: every default filled, local paths absolute.
+
+    Raises:
+        ScenarioError: If the file is missing or unreadable, is not valid TOML, an override is
+            malformed, or the content is invalid.
+    """
+    scenario_path = Path(path).expanduser()
+    data = read_toml(scenario_path)
+    data = apply_overrides(data, overrides)
+    return scenario_from_dict(
+        data, base_dir=scenario_path.resolve().parent, bundled_models=bundled_models
+    )
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a UTF-8 TOML file; every failure becomes a ScenarioError keyed by the file path."""
+    key = str(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError as error:
+        raise ScenarioError(key, "no such scenario file") from error
+    except UnicodeDecodeError as error:
+        message = f"not valid UTF-8 ({error.reason} at byte {error.start})"
+        raise ScenarioError(key, message) from error
+    except OSError as error:
+        raise ScenarioError(key, f"cannot read the file: {error.strerror or error}") from error
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ScenarioError(key, f"invalid TOML: {error}") from error
+
+
+def scenario_from_dict(
+    data: Mapping[str, Any],
+    base_dir: str | Path | None = None,
+    *,
+    bundled_models: Collection[str] = BUNDLED_MODELS,
+) -> Scenario:
+    """Validate parsed scenario data into a resolved :class:`Scenario`.
+
+    Args:
+        data: The parsed TOML document.
+        base_dir: Folder that relative paths (model folder, query file) are resolved against;
+            the current directory when ``None``.
+        bundled_models: Names accepted after ``bundled:`` in ``model.path``.
+
+    Returns:
+        The resolved scenario.
+
+    Raises:
+        ScenarioError: On the first invalid, unknown or missing key.
+    """
+    table = require_table(data, "scenario")
+    base = Path.cwd() if base_dir is None else Path(base_dir).expanduser().resolve()
+    check_known_keys(table, (*SCENARIO_SPECS, *SCENARIO_TABLES), "")
+    scalars = {name: parse_field(table, name, spec, "") for name, spec in SCENARIO_SPECS.items()}
+    model = parse_model(optional_table(table, "model"), base, bundled_models)
+    mechanism = parse_mechanism(optional_table(table, "mechanism"))
+    queries = parse_queries(optional_table(table, "queries"), base)
+    advertisers = parse_advertisers(table.get("advertisers"))
+    return Scenario(
+        **scalars,
+        model=model,
+        mechanism=mechanism,
+        queries=queries,
+        advertisers=advertisers,
+        lambda_sweep=parse_lambda_sweep(table.get("lambda_sweep"), len(advertisers)),
+    )
+
+
+def scenario_to_dict(scenario: Scenario) -> dict[str, Any]:
+    """Return the resolved scenario as plain TOML-ready data (``None`` values left out).
+
+    Loading the result with :func:`scenario_from_dict` gives an equal scenario.
+    """
+    return dataclass_to_plain(scenario)
+
+
+def dump_scenario_toml(scenario: Scenario) -> str:
+    """Return the resolved scenario as TOML text, every default filled in."""
+    return tomli_w.dumps(scenario_to_dict(scenario))
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def optional_table(table: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    """Return sub-table ``name`` of ``table``, or an empty table if it is absent."""
+    return require_table(table.get(name, {}), name)
+
+
+def parse_model(
+    table: Mapping[str, Any], base_dir: Path, bundled_models: Collection[str]
+) -> ModelConfig:
+    """Validate ``[model]`` and resolve its path."""
+    values = validate_fields(table, MODEL_SPECS, "model")
+    if not DEVICE_PATTERN.fullmatch(values["device"]):
+        message = f"unknown value {show(values['device'])}; allowed: {DEVICES_DESCRIPTION}"
+        raise ScenarioError("model.device", message)
+    values["path"] = resolve_model_path(values["path"], base_dir, bundled_models)
+    return ModelConfig(**values)
+
+
+def resolve_model_path(path: str, base_dir: Path, bundled_models: Collection[str]) -> str:
+    """Check ``model.path``: a bundled name, an existing local model folder, or a hub id.
+
+    Returns:
+        ``path`` unchanged for bundled models and hub ids; the absolute folder path otherwise.
+    """
+    key = "model.path"
+    bundled_choices = ", ".join(f"'{BUNDLED_PREFIX}{name}'" for name in sorted(bundled_models))
+    if path.startswith(BUNDLED_PREFIX):
+        name = path.removeprefix(BUNDLED_PREFIX)
+        if name not in bundled_models:
+            raise ScenarioError(
+                key, f"unknown bundled model {show(name)}; allowed: {bundled_choices}"
+            )
+        return path
+    folder = base_dir / Path(path).expanduser()
+    looks_local = path.startswith(("/", ".", "~")) or Path(path).is_absolute() or folder.exists()
+    if not looks_local and HUB_ID_PATTERN.fullmatch(path):
+        return path
+    if not (folder / "config.json").is_file():
+        raise ScenarioError(
+            key,
+            f"no model folder at '{folder.resolve()}' (expected a transformers model folder with "
+            f"config.json, {bundled_choices}, or a hub id)",
+        )
+    return str(folder.resolve())
+
+
+def parse_mechanism(table: Mapping[str, Any]) -> MechanismConfig:
+    """Validate ``[mechanism]``: its kind first, then the kind's keys."""
+    parse_field(table, "kind", MECHANISM_KIND_SPEC, "mechanism")
+    values = validate_fields(table, TOKEN_AUCTION_SPECS, "mechanism")
+    check_settlement(values)
+    return MechanismConfig(**values)
+
+
+def check_settlement(values: Mapping[str, Any]) -> None:
+    """Ex-post settlement needs linear aggregation and second-price payments."""
+    if values["settlement"] != "ex_post":
+        return
+    if values["aggregation"] == "linear" and values["payment"] == "second_price":
+        return
+    raise ScenarioError(
+        "mechanism.settlement",
+        "'ex_post' requires mechanism.aggregation = 'linear' and mechanism.payment = "
+        f"'second_price', got aggregation {show(values['aggregation'])} and payment "
+        f"{show(values['payment'])}; use settlement = 'expected'",
+    )
+
+
+def parse_queries(table: Mapping[str, Any], base_dir: Path) -> QueryConfig:
+    """Validate ``[queries]`` and merge the queries of ``file`` after ``items``."""
+    parse_field(table, "stream", QUERY_STREAM_SPEC, "queries")
+    values = validate_fields(table, STATIC_QUERY_SPECS, "queries")
+    items: tuple[str, ...] = values["items"]
+    file_name: str | None = values["file"]
+    file_path = None if file_name is None else (base_dir / Path(file_name).expanduser()).resolve()
+    if file_path is not None and not values["file_merged"]:
+        items = items + read_query_file(file_path)
+    if not items:
+        raise ScenarioError(
+            "queries.items",
+            "at least one query is required (a non-empty list of strings, or queries.file)",
+        )
+    return QueryConfig(
+        stream=values["stream"],
+        items=items,
+        file=None if file_path is None else str(file_path),
+        order=values["order"],
+    )
+
+
+def read_query_file(path: Path) -> tuple[str, ...]:
+    """Return the non-empty, stripped lines of a UTF-8 query file."""
+    key = "queries.file"
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError as error:
+        raise ScenarioError(key, f"no query file at '{path}'") from error
+    except UnicodeDecodeError as error:
+        raise ScenarioError(key, f"'{path}' is not valid UTF-8 ({error.reason})") from error
+    except OSError as error:
+        raise ScenarioError(key, f"cannot read '{path}': {error.strerror or error}") from error
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+def parse_advertisers(value: object) -> tuple[AdvertiserConfig, ...]:
+    """Validate ``[[advertisers]]``: at least one, unique names."""
+    key = "advertisers"
+    if value is None:
+        raise ScenarioError(key, "at least one advertiser is required")
+    entries = require_list(value, key, "advertiser tables")
+    if not entries:
+        raise ScenarioError(key, "at least one advertiser is required")
+    advertisers: list[AdvertiserConfig] = []
+    for index, entry in enumerate(entries):
+        advertiser = parse_advertiser(entry, item_key(key, index))
+        check_unique_name(advertiser.name, advertisers, item_key(key, index))
+        advertisers.append(advertiser)
+    return tuple(advertisers)
+
+
+def check_unique_name(name: str, earlier: Sequence[AdvertiserConfig], key: str) -> None:
+    """Raise if an earlier advertiser already uses ``name``."""
+    for index, other in enumerate(earlier):
+        if other.name == name:
+            raise ScenarioError(
+                child_key(key, "name"),
+                f"duplicate advertiser name {show(name)} (also advertisers[{index}].name); "
+                "names must be unique",
+            )
+
+
+def parse_advertiser(value: object, key: str) -> AdvertiserConfig:
+    """Validate one advertiser table."""
+    table = require_table(value, key)
+    check_known_keys(table, (*ADVERTISER_SPECS, *ADVERTISER_TABLES), key)
+    values = {name: parse_field(table, name, spec, key) for name, spec in ADVERTISER_SPECS.items()}
+    valuation_key = child_key(key, "valuation")
+    if "valuation" not in table:
+        raise ScenarioError(
+            valuation_key,
+            'required key is missing (e.g. { dist = "fixed", value = 1.0 }; '
+            f"dist: {', '.join(VALUATION_DISTS)})",
+        )
+    strategy_key = child_key(key, "strategy")
+    valuation_table = require_table(table["valuation"], valuation_key)
+    strategy_table = require_table(table.get("strategy", {}), strategy_key)
+    return AdvertiserConfig(
+        name=values["name"],
+        context=values["context"],
+        mentions=values["mentions"] or (values["name"],),
+        valuation=parse_valuation(valuation_table, valuation_key),
+        strategy=parse_strategy(strategy_table, strategy_key),
+    )
+
+
+def parse_valuation(table: Mapping[str, Any], key: str) -> ValuationConfig:
+    """Validate a valuation table: the distribution first, then only that distribution's keys."""
+    dist = parse_field(table, "dist", VALUATION_DIST_SPEC, key)
+    values = validate_fields(table, VALUATION_SPECS[dist], key)
+    if dist == "uniform" and values["high"] < values["low"]:
+        raise ScenarioError(
+            child_key(key, "high"),
+            f"must be >= low ({values['low']!r}), got {values['high']!r}",
+        )
+    return ValuationConfig(**{"value": None, **values})
+
+
+def parse_strategy(table: Mapping[str, Any], key: str) -> StrategyConfig:
+    """Validate a strategy table: the kind first, then the parameters registered for it."""
+    kind_spec = Choice(tuple(STRATEGY_PARAMS), default="truthful", planned=PLANNED_STRATEGY_KINDS)
+    kind = parse_field(table, "kind", kind_spec, key)
+    values = validate_fields(table, {"kind": kind_spec, **STRATEGY_PARAMS[kind]}, key)
+    params = {name: value for name, value in values.items() if name != "kind"}
+    return StrategyConfig(kind=kind, params=params)
+
+
+def parse_lambda_sweep(value: object, advertiser_count: int) -> LambdaSweepConfig | None:
+    """Validate the optional ``[lambda_sweep]`` (only with exactly two advertisers)."""
+    key = "lambda_sweep"
+    if value is None:
+        return None
+    values = validate_fields(require_table(value, key), LAMBDA_SWEEP_SPECS, key)
+    if advertiser_count != LAMBDA_SWEEP_ADVERTISERS:
+        raise ScenarioError(
+            key,
+            f"needs exactly {LAMBDA_SWEEP_ADVERTISERS} advertisers, got {advertiser_count}",
+        )
+    return LambdaSweepConfig(**values)
+
+
+# --------------------------------------------------------------------------- dumping
+
+
+def to_plain(value: Any) -> Any:
+    """Convert schema objects to TOML-ready dicts, lists and scalars, leaving out ``None``."""
+    if isinstance(value, StrategyConfig):
+        return {"kind": value.kind, **value.params}
+    if isinstance(value, QueryConfig):
+        plain = dataclass_to_plain(value)
+        if value.file is not None:
+            plain["file_merged"] = True
+        return plain
+    if is_dataclass(value) and not isinstance(value, type):
+        return dataclass_to_plain(value)
+    if isinstance(value, list | tuple):
+        return [to_plain(item) for item in value]
+    if isinstance(value, Mapping):
+        return {name: to_plain(item) for name, item in value.items() if item is not None}
+    return value
+
+
+def dataclass_to_plain(value: Any) -> dict[str, Any]:
+    """Convert one dataclass instance field by field, leaving out ``None`` fields."""
+    plain = {}
+    for field_info in fields(value):
+        field_value = getattr(value, field_info.name)
+        if field_value is not None:
+            plain[field_info.name] = to_plain(field_value)
+    return plain

@@ -1,0 +1,131 @@
+"""Command-line overrides of scenario keys: ``--set dotted.key=value``.
+
+The value is parsed as a TOML value (``50`` -> int, ``["a", "b"]`` -> list, ``"x"`` -> str) and
+falls back to the raw string when it is not valid TOML, so ``mechanism.payment=first_price`` works
+unquoted. Path segments that are integers index into lists (``advertisers.0.strategy.kind``).
+Missing tables are created; the result is validated afterwards like any scenario.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from collections.abc import Sequence
+from typing import Any
+
+from market_sim.scenario.validate import ScenarioError, show
+
+OVERRIDE_KEY = "--set"
+OVERRIDE_FORMAT = "expected dotted.key=value, e.g. rounds=50 or advertisers.0.strategy.kind=fixed"
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Return a deep copy of ``data`` with each ``dotted.key=value`` override applied in order.
+
+    Args:
+        data: Parsed scenario TOML (not modified).
+        overrides: Strings of the form ``dotted.key=value``.
+
+    Returns:
+        The updated copy.
+
+    Raises:
+        ScenarioError: On a malformed override (key ``--set``), a list index out of range, or a
+            path that runs through a value that is not a table or list.
+    """
+    result = copy.deepcopy(data)
+    for override in overrides:
+        path, value = parse_override(override)
+        set_path(result, path, value)
+    return result
+
+
+def parse_override(override: str) -> tuple[list[str], Any]:
+    """Split ``dotted.key=value`` into path segments and a parsed value."""
+    if not isinstance(override, str) or "=" not in override:
+        raise ScenarioError(OVERRIDE_KEY, f"{OVERRIDE_FORMAT}; got {show(override)}")
+    dotted, raw_value = override.split("=", 1)
+    segments = [segment.strip() for segment in dotted.strip().split(".")]
+    if not all(segments):
+        raise ScenarioError(OVERRIDE_KEY, f"{OVERRIDE_FORMAT}; got {show(override)}")
+    return segments, parse_value(raw_value.strip())
+
+
+def parse_value(raw_value: str) -> Any:
+    """Parse ``raw_value`` as a TOML value, or return it unchanged if it is not one."""
+    try:
+        parsed = tomllib.loads("v = " + raw_value)
+    except tomllib.TOMLDecodeError:
+        return raw_value
+    if set(parsed) != {"v"}:
+        return raw_value
+    return parsed["v"]
+
+
+def set_path(data: dict[str, Any], segments: list[str], value: Any) -> None:
+    """Set ``value`` at the path ``segments`` inside ``data``, creating missing tables."""
+    container: Any = data
+    for depth in range(len(segments) - 1):
+        container = step_into(container, segments, depth)
+    assign(container, segments, value)
+
+
+def step_into(container: Any, segments: list[str], depth: int) -> Any:
+    """Return the child of ``container`` named by ``segments[depth]``, creating a missing table.
+
+    A missing child followed by an index segment is an error (there is no list to index into).
+    """
+    segment = segments[depth]
+    if isinstance(container, list):
+        return container[list_index(container, segments, depth)]
+    if segment not in container:
+        if segments[depth + 1].isdigit():
+            raise ScenarioError(
+                ".".join(segments),
+                f"index {segments[depth + 1]} out of range: {dotted(segments, depth)} is missing",
+            )
+        container[segment] = {}
+    child = container[segment]
+    if not isinstance(child, dict | list):
+        raise not_a_table(segments, depth + 1)
+    return child
+
+
+def assign(container: Any, segments: list[str], value: Any) -> None:
+    """Set the last segment of ``segments`` inside ``container``."""
+    depth = len(segments) - 1
+    if isinstance(container, list):
+        container[list_index(container, segments, depth)] = value
+    elif isinstance(container, dict):
+        container[segments[depth]] = value
+    else:
+        raise not_a_table(segments, depth)
+
+
+def list_index(items: list[Any], segments: list[str], depth: int) -> int:
+    """Interpret ``segments[depth]`` as an index into ``items``; raise if it is not valid."""
+    segment = segments[depth]
+    full_key = ".".join(segments)
+    parent = dotted(segments, depth - 1)
+    if not segment.isdigit():
+        raise ScenarioError(full_key, f"{parent} is a list; expected an index, got {show(segment)}")
+    index = int(segment)
+    if index >= len(items):
+        allowed = f"0..{len(items) - 1}" if items else "none, the list is empty"
+        raise ScenarioError(
+            full_key, f"index {index} out of range for {parent} (allowed: {allowed})"
+        )
+    return index
+
+
+def not_a_table(segments: list[str], depth: int) -> ScenarioError:
+    """Error for a path that runs through a plain value at ``segments[depth - 1]``."""
+    return ScenarioError(
+        ".".join(segments),
+        f"cannot set a key inside {dotted(segments, depth - 1)}: it is not a table or list",
+    )
+
+
+def dotted(segments: list[str], depth: int) -> str:
+    """The dotted path of ``segments[: depth + 1]``."""
+    return ".".join(segments[: depth + 1])

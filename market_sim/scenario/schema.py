@@ -1,0 +1,278 @@
+"""Typed, frozen schema of a validated scenario, and the registries that define what is allowed.
+
+Every dataclass has defaults, so a scenario can also be built in code. The loader
+(:mod:`market_sim.scenario.load`) fills every default, so a loaded scenario is fully resolved.
+
+To add a mechanism kind, append it to :data:`MECHANISM_KINDS` (and drop it from
+:data:`PLANNED_MECHANISM_KINDS`). To add a strategy kind (e.g. a learner), add one entry to
+:data:`STRATEGY_PARAMS`: its parameter names with their ranges and defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from market_sim.scenario.validate import FloatRange, FrozenParams, IntRange, ParamValue
+
+# --------------------------------------------------------------------------- registries
+
+MECHANISM_KINDS: tuple[str, ...] = ("token_auction",)
+"""Mechanism kinds available in this version."""
+
+PLANNED_MECHANISM_KINDS: tuple[str, ...] = (
+    "mosaic",
+    "affine_maximizer",
+    "first_price",
+    "second_price",
+    "gsp",
+    "vcg",
+)
+"""Mechanism kinds named in the design but not implemented yet (they get a clear message)."""
+
+AGGREGATIONS: tuple[str, ...] = ("linear", "log_linear")
+PAYMENTS: tuple[str, ...] = ("second_price", "first_price", "none")
+SETTLEMENTS: tuple[str, ...] = ("expected", "ex_post")
+
+QUERY_STREAMS: tuple[str, ...] = ("static",)
+PLANNED_QUERY_STREAMS: tuple[str, ...] = ("eva",)
+QUERY_ORDERS: tuple[str, ...] = ("cycle", "sample")
+
+DEVICES_DESCRIPTION = "auto, cpu, cuda, cuda:N (N >= 0), mps"
+DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
+
+BUNDLED_PREFIX = "bundled:"
+BUNDLED_MODELS: frozenset[str] = frozenset({"tiny-ads"})
+"""Names accepted after ``bundled:`` unless the caller passes its own set."""
+
+VALUATION_DISTS: tuple[str, ...] = ("fixed", "uniform", "lognormal")
+VALUATION_REDRAWS: tuple[str, ...] = ("once", "round")
+
+StrategyParamSpec = FloatRange | IntRange
+
+STRATEGY_PARAMS: dict[str, dict[str, StrategyParamSpec]] = {
+    "truthful": {},
+    "fixed": {
+        "bid_multiplier": FloatRange(min=0.0, default=1.0),
+        "sharpen": FloatRange(min=0.0, exclusive_min=True, default=1.0),
+    },
+}
+"""Strategy kind -> its parameters (name -> range and default). Register new kinds here."""
+
+STRATEGY_KINDS: tuple[str, ...] = tuple(STRATEGY_PARAMS)
+"""Strategy kinds available in this version (the keys of :data:`STRATEGY_PARAMS`)."""
+
+PLANNED_STRATEGY_KINDS: tuple[str, ...] = ("hedge", "exp3")
+"""Strategy kinds named in the design but not implemented yet."""
+
+DEFAULT_SWEEP_LAMBDAS: tuple[float, ...] = tuple(round(i / 10, 1) for i in range(11))
+
+
+# --------------------------------------------------------------------------- dataclasses
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which language model the platform runs, and where.
+
+    Attributes:
+        path: ``bundled:<name>``, an absolute path to a local transformers model folder
+            (resolved at load time), or a hub id.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16``.
+    """
+
+    path: str = "bundled:tiny-ads"
+    device: str = "auto"
+    dtype: str = "auto"
+
+
+@dataclass(frozen=True)
+class MechanismConfig:
+    """The auction the platform runs.
+
+    Attributes:
+        kind: One of :data:`MECHANISM_KINDS`.
+        aggregation: How the advertisers' next-token distributions are combined:
+            ``linear`` or ``log_linear``.
+        payment: ``second_price`` (critical bid), ``first_price`` or ``none``.
+        settlement: ``expected`` payments, or ``ex_post`` payments from stable sampling (only
+            with linear aggregation and second-price payments).
+        max_new_tokens: Length limit of the generated reply.
+        platform_weight: Weight b0 of the user's unsponsored distribution (0 = plain model).
+        temperature: Sampling temperature of the aggregate distribution.
+        integration_nodes: Quadrature nodes for numerically integrated payments.
+    """
+
+    kind: str = "token_auction"
+    aggregation: str = "linear"
+    payment: str = "second_price"
+    settlement: str = "expected"
+    max_new_tokens: int = 24
+    platform_weight: float = 0.0
+    temperature: float = 1.0
+    integration_nodes: int = 64
+
+
+@dataclass(frozen=True)
+class QueryConfig:
+    """The stream of user queries, one per round.
+
+    Attributes:
+        stream: ``static`` (a fixed pool).
+        items: The final query pool: the inline items followed by the file's queries.
+        file: Absolute path of the query file the pool was (partly) read from, if any. The
+            resolved dump writes ``file_merged = true`` next to it, so that loading the dump
+            takes ``items`` as final and does not read the file again.
+        order: ``cycle`` through the pool in order, or ``sample`` uniformly each round.
+    """
+
+    stream: str = "static"
+    items: tuple[str, ...] = ()
+    file: str | None = None
+    order: str = "cycle"
+
+
+@dataclass(frozen=True)
+class ValuationConfig:
+    """An advertiser's hidden valuation: a fixed value or a distribution.
+
+    Only the fields of the chosen ``dist`` are set; the others are ``None``.
+
+    Attributes:
+        dist: ``fixed``, ``uniform`` or ``lognormal``.
+        value: The valuation (``fixed``).
+        low: Lower end (``uniform``).
+        high: Upper end (``uniform``).
+        mean: Mean of the log of the valuation (``lognormal``).
+        sigma: Standard deviation of the log of the valuation (``lognormal``).
+        redraw: ``once`` (drawn at the start of the run) or ``round`` (drawn every round);
+            ``None`` for ``fixed``.
+    """
+
+    dist: str = "fixed"
+    value: float | None = 1.0
+    low: float | None = None
+    high: float | None = None
+    mean: float | None = None
+    sigma: float | None = None
+    redraw: str | None = None
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """How an advertiser turns its valuation into a report.
+
+    Parameters not given are filled from :data:`STRATEGY_PARAMS` when the kind is registered.
+
+    Attributes:
+        kind: One of :data:`STRATEGY_KINDS`.
+        params: Kind-specific parameters (e.g. ``bid_multiplier`` and ``sharpen`` for ``fixed``).
+    """
+
+    kind: str = "truthful"
+    params: Mapping[str, ParamValue] = field(default_factory=FrozenParams)
+
+    def __post_init__(self) -> None:
+        defaults = {name: spec.default for name, spec in STRATEGY_PARAMS.get(self.kind, {}).items()}
+        object.__setattr__(self, "params", FrozenParams({**defaults, **self.params}))
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.params))
+
+    def param(self, name: str) -> ParamValue:
+        """Return parameter ``name``.
+
+        Raises:
+            KeyError: If the strategy kind has no such parameter.
+        """
+        if name not in self.params:
+            raise KeyError(f"strategy {self.kind!r} has no parameter {name!r}")
+        return self.params[name]
+
+    @property
+    def bid_multiplier(self) -> float:
+        """Bid = multiplier * valuation (1.0 for truthful)."""
+        return float(self.params.get("bid_multiplier", 1.0))
+
+    @property
+    def sharpen(self) -> float:
+        """Reported distribution is proportional to p ** sharpen (1.0 = truthful)."""
+        return float(self.params.get("sharpen", 1.0))
+
+
+@dataclass(frozen=True)
+class AdvertiserConfig:
+    """One advertiser.
+
+    Attributes:
+        name: Unique brand name.
+        context: The brand context that conditions the advertiser's LM distribution.
+        mentions: Strings whose case-insensitive presence in a reply counts as a brand mention;
+            defaults to ``(name,)``.
+        valuation: The hidden valuation.
+        strategy: How reports are chosen.
+    """
+
+    name: str
+    context: str
+    mentions: tuple[str, ...] = ()
+    valuation: ValuationConfig = field(default_factory=ValuationConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+
+    def __post_init__(self) -> None:
+        if not self.mentions:
+            object.__setattr__(self, "mentions", (self.name,))
+
+
+@dataclass(frozen=True)
+class LambdaSweepConfig:
+    """A sweep over the bid share of the first of two advertisers.
+
+    Attributes:
+        lambdas: Weights in [0, 1] of the first advertiser.
+        samples: Replies sampled per lambda.
+        aggregations: Aggregations to sweep (``linear``, ``log_linear``).
+    """
+
+    lambdas: tuple[float, ...] = DEFAULT_SWEEP_LAMBDAS
+    samples: int = 32
+    aggregations: tuple[str, ...] = AGGREGATIONS
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A fully validated scenario.
+
+    Attributes:
+        name: Scenario name.
+        description: Free text.
+        seed: Seed of every random draw of the run (>= 0).
+        rounds: Number of rounds (>= 1).
+        model: The platform language model.
+        mechanism: The auction.
+        queries: The query stream.
+        advertisers: The advertisers (at least one, unique names).
+        lambda_sweep: Optional two-advertiser lambda sweep.
+    """
+
+    name: str = "scenario"
+    description: str = ""
+    seed: int = 0
+    rounds: int = 100
+    model: ModelConfig = field(default_factory=ModelConfig)
+    mechanism: MechanismConfig = field(default_factory=MechanismConfig)
+    queries: QueryConfig = field(default_factory=QueryConfig)
+    advertisers: tuple[AdvertiserConfig, ...] = ()
+    lambda_sweep: LambdaSweepConfig | None = None
+
+    def advertiser(self, name: str) -> AdvertiserConfig:
+        """Return the advertiser called ``name``.
+
+        Raises:
+            KeyError: If there is none.
+        """
+        for advertiser in self.advertisers:
+            if advertiser.name == name:
+                return advertiser
+        raise KeyError(f"no advertiser named {name!r}")

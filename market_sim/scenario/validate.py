@@ -1,0 +1,397 @@
+"""Generic, data-only validation of parsed TOML values.
+
+Every check raises :class:`ScenarioError` with the dotted key of the offending value and a one-line
+message that says what is allowed. Nothing here evaluates strings as code.
+
+The building blocks are small *field specs* (:class:`IntRange`, :class:`FloatRange`,
+:class:`Choice`, :class:`Text`, :class:`TextList`, :class:`FloatList`, :class:`ChoiceList`). Each
+turns one raw value into a typed value or raises. :func:`validate_fields` applies a table of specs
+to a TOML table, after rejecting unknown keys.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+MAX_SHOWN_VALUE_CHARS = 60
+
+ParamValue = int | float | str
+
+
+class ScenarioError(ValueError):
+    """An invalid scenario: a dotted key and a one-line message that says what is allowed.
+
+    Attributes:
+        key: Dotted path of the offending value, e.g. ``advertisers[1].valuation.low``; a file path
+            for file-level errors; ``--set`` for malformed overrides.
+        message: What is wrong and what would be accepted.
+    """
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = one_line(key)
+        self.message = one_line(message)
+        super().__init__(f"{self.key}: {self.message}")
+
+
+def one_line(text: str) -> str:
+    """Collapse all whitespace runs that contain a line break into single spaces."""
+    return re.sub(r"\s*[\r\n]+\s*", " ", text).strip()
+
+
+def show(value: object) -> str:
+    """Render a raw value for an error message: TOML-like, one line, shortened if long."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, dict):
+        text = "a table"
+    else:
+        text = repr(value)
+    if len(text) > MAX_SHOWN_VALUE_CHARS:
+        text = text[: MAX_SHOWN_VALUE_CHARS - 3] + "..."
+    return text
+
+
+def child_key(parent: str, name: str) -> str:
+    """Dotted key of field ``name`` inside table ``parent`` (``parent`` may be empty)."""
+    return f"{parent}.{name}" if parent else name
+
+
+def item_key(parent: str, index: int) -> str:
+    """Key of list element ``index`` of ``parent``, e.g. ``advertisers[1]``."""
+    return f"{parent}[{index}]"
+
+
+def format_number(value: float) -> str:
+    """Format a bound for a message: ``1`` rather than ``1.0`` for whole numbers."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+# --------------------------------------------------------------------------- raw type checks
+
+
+def require_table(value: object, key: str) -> Mapping[str, Any]:
+    """Return ``value`` if it is a TOML table, else raise."""
+    if not isinstance(value, Mapping):
+        raise ScenarioError(key, f"expected a table, got {show(value)}")
+    return value
+
+
+def require_list(value: object, key: str, what: str) -> Sequence[Any]:
+    """Return ``value`` if it is a TOML array, else raise (``what`` names the elements)."""
+    if not isinstance(value, list | tuple):
+        raise ScenarioError(key, f"expected a list of {what}, got {show(value)}")
+    return value
+
+
+def require_int(value: object, key: str) -> int:
+    """Return ``value`` if it is a TOML integer (booleans are not integers), else raise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ScenarioError(key, f"expected an integer, got {show(value)}")
+    return value
+
+
+def require_float(value: object, key: str) -> float:
+    """Return ``value`` as a finite float if it is a TOML integer or float, else raise."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ScenarioError(key, f"expected a number, got {show(value)}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ScenarioError(key, f"must be a finite number, got {show(number)}")
+    return number
+
+
+def require_str(value: object, key: str) -> str:
+    """Return ``value`` if it is a TOML string, else raise."""
+    if not isinstance(value, str):
+        raise ScenarioError(key, f"expected a string, got {show(value)}")
+    return value
+
+
+def require_bool(value: object, key: str) -> bool:
+    """Return ``value`` if it is a TOML boolean, else raise."""
+    if not isinstance(value, bool):
+        raise ScenarioError(key, f"expected true or false, got {show(value)}")
+    return value
+
+
+def check_known_keys(table: Mapping[str, Any], allowed: Sequence[str], key: str) -> None:
+    """Raise on the first key of ``table`` (in sorted order) that is not in ``allowed``."""
+    unknown = sorted(str(name) for name in table if name not in allowed)
+    if unknown:
+        allowed_text = ", ".join(sorted(allowed)) or "(none)"
+        raise ScenarioError(
+            child_key(key, unknown[0]), f"unknown key; allowed keys: {allowed_text}"
+        )
+
+
+def check_choice(value: str, allowed: Sequence[str], key: str) -> str:
+    """Return ``value`` if it is one of ``allowed``, else raise listing them."""
+    if value not in allowed:
+        raise ScenarioError(key, f"unknown value {show(value)}; allowed: {', '.join(allowed)}")
+    return value
+
+
+# --------------------------------------------------------------------------- field specs
+
+
+class Required:
+    """Marker default: the key must be present."""
+
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = Required()
+
+
+@dataclass(frozen=True)
+class IntRange:
+    """An integer in ``[min, max]`` (either bound optional)."""
+
+    min: int | None = None
+    max: int | None = None
+    default: Any = REQUIRED
+
+    def parse(self, value: object, key: str) -> int:
+        """Check type and range of ``value``; return it."""
+        number = require_int(value, key)
+        check_bounds(number, self.min, self.max, key)
+        return number
+
+
+@dataclass(frozen=True)
+class FloatRange:
+    """A finite float in a range; integers are accepted and converted.
+
+    ``exclusive_min`` makes the lower bound strict (``> min`` instead of ``>= min``).
+    """
+
+    min: float | None = None
+    max: float | None = None
+    exclusive_min: bool = False
+    default: Any = REQUIRED
+
+    def parse(self, value: object, key: str) -> float:
+        """Check type and range of ``value``; return it as a float."""
+        number = require_float(value, key)
+        if self.exclusive_min and self.min is not None:
+            if number <= self.min:
+                raise ScenarioError(key, f"must be > {format_number(self.min)}, got {number!r}")
+            check_bounds(number, None, self.max, key)
+        else:
+            check_bounds(number, self.min, self.max, key)
+        return number
+
+
+def check_bounds(number: float, low: float | None, high: float | None, key: str) -> None:
+    """Raise unless ``low <= number <= high`` (``None`` bounds are open)."""
+    low_ok = low is None or number >= low
+    high_ok = high is None or number <= high
+    if low_ok and high_ok:
+        return
+    if low is not None and high is not None:
+        rule = f"must be between {format_number(low)} and {format_number(high)}"
+    elif low is not None:
+        rule = f"must be >= {format_number(low)}"
+    else:
+        rule = f"must be <= {format_number(high)}"  # type: ignore[arg-type]
+    raise ScenarioError(key, f"{rule}, got {number!r}")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A string from a fixed set.
+
+    ``planned`` names values that are known but not available in this version; they get a
+    dedicated message instead of "unknown value".
+    """
+
+    values: tuple[str, ...]
+    default: Any = REQUIRED
+    planned: tuple[str, ...] = ()
+
+    def parse(self, value: object, key: str) -> str:
+        """Check that ``value`` is one of ``values``; return it."""
+        text = require_str(value, key)
+        if text in self.planned and text not in self.values:
+            raise ScenarioError(
+                key,
+                f"{show(text)} is not available in this version; allowed: {', '.join(self.values)}",
+            )
+        return check_choice(text, self.values, key)
+
+
+@dataclass(frozen=True)
+class Text:
+    """A string; ``non_empty`` rejects strings that are empty or only whitespace."""
+
+    non_empty: bool = False
+    default: Any = REQUIRED
+
+    def parse(self, value: object, key: str) -> str:
+        """Check that ``value`` is a (non-empty) string; return it."""
+        text = require_str(value, key)
+        if self.non_empty and not text.strip():
+            raise ScenarioError(key, "must be a non-empty string")
+        return text
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A boolean."""
+
+    default: Any = REQUIRED
+
+    def parse(self, value: object, key: str) -> bool:
+        """Check that ``value`` is a boolean; return it."""
+        return require_bool(value, key)
+
+
+@dataclass(frozen=True)
+class TextList:
+    """A list of non-empty strings, returned as a tuple."""
+
+    min_items: int = 0
+    default: Any = REQUIRED
+
+    def parse(self, value: object, key: str) -> tuple[str, ...]:
+        """Check every element; return them as a tuple."""
+        items = require_list(value, key, "strings")
+        check_min_items(items, self.min_items, key)
+        element = Text(non_empty=True)
+        return tuple(element.parse(item, item_key(key, i)) for i, item in enumerate(items))
+
+
+@dataclass(frozen=True)
+class FloatList:
+    """A list of floats, each checked against ``element``; returned as a tuple."""
+
+    element: FloatRange
+    min_items: int = 0
+    default: Any = REQUIRED
+
+    def parse(self, value: object, key: str) -> tuple[float, ...]:
+        """Check every element; return them as a tuple."""
+        items = require_list(value, key, "numbers")
+        check_min_items(items, self.min_items, key)
+        return tuple(self.element.parse(item, item_key(key, i)) for i, item in enumerate(items))
+
+
+@dataclass(frozen=True)
+class ChoiceList:
+    """A list of distinct strings from a fixed set; returned as a tuple."""
+
+    values: tuple[str, ...]
+    min_items: int = 0
+    default: Any = REQUIRED
+
+    def parse(self, value: object, key: str) -> tuple[str, ...]:
+        """Check every element and that none repeats; return them as a tuple."""
+        items = require_list(value, key, "strings")
+        check_min_items(items, self.min_items, key)
+        element = Choice(self.values)
+        chosen = tuple(element.parse(item, item_key(key, i)) for i, item in enumerate(items))
+        for i, item in enumerate(chosen):
+            if item in chosen[:i]:
+                raise ScenarioError(item_key(key, i), f"duplicate value {show(item)}")
+        return chosen
+
+
+def check_min_items(items: Sequence[Any], min_items: int, key: str) -> None:
+    """Raise if ``items`` has fewer than ``min_items`` elements."""
+    if len(items) < min_items:
+        plural = "" if min_items == 1 else "s"
+        raise ScenarioError(key, f"needs at least {min_items} element{plural}, got {len(items)}")
+
+
+FieldSpec = IntRange | FloatRange | Choice | Text | Flag | TextList | FloatList | ChoiceList
+
+
+def validate_fields(
+    table: Mapping[str, Any], specs: Mapping[str, FieldSpec], key: str
+) -> dict[str, Any]:
+    """Validate a TOML table against field specs.
+
+    Unknown keys are rejected first; then each spec is applied in its declaration order.
+    Missing optional fields take the spec's default; missing required fields raise.
+
+    Args:
+        table: The raw TOML table.
+        specs: Field name -> spec, in the order to check.
+        key: Dotted key of ``table`` (empty for the top level).
+
+    Returns:
+        Field name -> validated value, for every field in ``specs``.
+
+    Raises:
+        ScenarioError: On the first invalid, unknown or missing key.
+    """
+    check_known_keys(table, tuple(specs), key)
+    return {name: parse_field(table, name, spec, key) for name, spec in specs.items()}
+
+
+def parse_field(table: Mapping[str, Any], name: str, spec: FieldSpec, key: str) -> Any:
+    """Validate one field of ``table`` or return its default."""
+    field_key = child_key(key, name)
+    if name in table:
+        return spec.parse(table[name], field_key)
+    if spec.default is REQUIRED:
+        raise ScenarioError(field_key, f"required key is missing ({describe(spec)})")
+    return spec.default
+
+
+def describe(spec: FieldSpec) -> str:
+    """Say in a few words what a spec accepts, for "missing key" messages."""
+    if isinstance(spec, Choice):
+        return "one of: " + ", ".join(spec.values)
+    if isinstance(spec, IntRange):
+        return "an integer"
+    if isinstance(spec, FloatRange):
+        return "a number"
+    if isinstance(spec, Flag):
+        return "true or false"
+    if isinstance(spec, Text):
+        return "a string"
+    return "a list"
+
+
+# --------------------------------------------------------------------------- frozen mapping
+
+
+class FrozenParams(Mapping[str, ParamValue]):
+    """A small immutable, hashable, picklable mapping (used for strategy parameters)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, ParamValue] | None = None) -> None:
+        object.__setattr__(self, "_items", dict(items or {}))
+
+    def __getitem__(self, name: str) -> ParamValue:
+        return self._items[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._items.items()))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("FrozenParams is immutable")
+
+    def __getstate__(self) -> dict[str, ParamValue]:
+        return self._items
+
+    def __setstate__(self, state: dict[str, ParamValue]) -> None:
+        object.__setattr__(self, "_items", dict(state))
+
+    def __repr__(self) -> str:
+        return f"FrozenParams({self._items!r})"

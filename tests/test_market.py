@@ -1,0 +1,169 @@
+"""The market end to end on a small local model: conservation, values, determinism, contract."""
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from market_sim.results import is_complete_run
+from market_sim.run import run_scenario
+from market_sim.scenario import scenario_from_dict
+
+ROUND_COLUMNS = {
+    "run_id",
+    "round",
+    "query",
+    "mechanism",
+    "text",
+    "revenue",
+    "advertiser_value",
+    "user_value",
+    "social_welfare",
+}
+AGENT_COLUMNS = {
+    "run_id",
+    "round",
+    "agent",
+    "valuation",
+    "bid",
+    "report_scale",
+    "allocation",
+    "value",
+    "payment",
+    "utility",
+    "regret",
+}
+SUMMARY_KEYS = {
+    "mechanism",
+    "rounds",
+    "seed",
+    "revenue_mean",
+    "advertiser_value_mean",
+    "user_value_mean",
+    "social_welfare_mean",
+    "utility_mean",
+    "ir_violation_rate",
+    "bid_ratio_final",
+    "regret_mean",
+    "regret_max",
+}
+
+
+def make_scenario(model_dir, **mechanism):
+    data = {
+        "name": "unit",
+        "seed": 3,
+        "rounds": 6,
+        "model": {"path": str(model_dir), "device": "cpu"},
+        "mechanism": {"kind": "token_auction", "max_new_tokens": 6, **mechanism},
+        "queries": {"items": ["vacation in Hawaii", "family trip to Maui"], "order": "sample"},
+        "advertisers": [
+            {
+                "name": "Alpha Airlines",
+                "context": "Alpha Airlines: nonstop flights to Hawaii.",
+                "valuation": {"dist": "uniform", "low": 0.5, "high": 1.5},
+            },
+            {
+                "name": "Beta Resort",
+                "context": "Beta Resort: beachfront rooms on Maui.",
+                "valuation": {"dist": "fixed", "value": 0.8},
+                "strategy": {"kind": "fixed", "bid_multiplier": 0.7, "sharpen": 2.0},
+            },
+            {
+                "name": "Gamma Cars",
+                "context": "Gamma Cars: rental cars at every airport.",
+                "valuation": {"dist": "lognormal", "mean": 0.0, "sigma": 0.3, "redraw": "once"},
+            },
+        ],
+    }
+    return scenario_from_dict(data)
+
+
+@pytest.mark.parametrize(
+    "mechanism",
+    [
+        {"aggregation": "linear", "payment": "second_price"},
+        {
+            "aggregation": "linear",
+            "payment": "second_price",
+            "settlement": "ex_post",
+            "platform_weight": 0.5,
+        },
+        {"aggregation": "log_linear", "payment": "second_price", "integration_nodes": 16},
+        {"aggregation": "linear", "payment": "first_price"},
+        {"aggregation": "log_linear", "payment": "none"},
+    ],
+)
+def test_round_accounting(random_lm, random_model_dir, mechanism):
+    scenario = make_scenario(random_model_dir, **mechanism)
+    result = run_scenario(scenario, lm=random_lm)
+    rounds, agents = result.rounds, result.agents
+    assert set(rounds.columns) >= ROUND_COLUMNS and set(agents.columns) >= AGENT_COLUMNS
+    assert rounds.height == 6 and agents.height == 18
+    per_round = agents.group_by("round").agg(pl.col("payment").sum(), pl.col("value").sum())
+    joined = rounds.join(per_round, on="round").sort("round")
+    np.testing.assert_allclose(joined["revenue"], joined["payment"], rtol=1e-12)
+    np.testing.assert_allclose(joined["advertiser_value"], joined["value"], rtol=1e-12)
+    np.testing.assert_allclose(
+        rounds["social_welfare"], rounds["advertiser_value"] + rounds["user_value"], rtol=1e-12
+    )
+    np.testing.assert_allclose(agents["value"], agents["valuation"] * agents["allocation"])
+    np.testing.assert_allclose(agents["utility"], agents["value"] - agents["payment"])
+    tokens = (rounds["n_tokens"] + rounds["stopped_at_eos"]).to_numpy()  # EOS is auctioned too
+    assert np.all(agents["allocation"].to_numpy() <= np.repeat(tokens, 3) + 1e-9)
+    assert np.all(agents["payment"].to_numpy() >= 0)
+    beta = agents.filter(pl.col("agent") == "Beta Resort")
+    np.testing.assert_allclose(beta["bid"], 0.56)
+    assert (beta["report_scale"] == 2.0).all()
+    gamma = agents.filter(pl.col("agent") == "Gamma Cars")
+    assert gamma["valuation"].n_unique() == 1  # drawn once
+    alpha = agents.filter(pl.col("agent") == "Alpha Airlines")
+    assert alpha["valuation"].n_unique() == 6  # drawn every round
+    if mechanism["payment"] == "none":
+        assert (rounds["revenue"] == 0).all()
+    if mechanism["payment"] == "first_price":
+        np.testing.assert_allclose(agents["payment"], agents["bid"] * agents["reported_allocation"])
+    if mechanism.get("settlement") != "ex_post" and mechanism["payment"] == "second_price":
+        # interim IR: truthful advertisers never lose in expectation-settled second price
+        truthful = agents.filter(pl.col("agent") != "Beta Resort")
+        assert (truthful["utility"] >= -1e-9).all()
+        assert (
+            truthful["payment"] <= truthful["bid"] * truthful["reported_allocation"] + 1e-9
+        ).all()
+    assert set(result.summary) >= SUMMARY_KEYS
+
+
+def test_same_seed_same_results_different_seed_differs(random_lm, random_model_dir, tmp_path):
+    scenario = make_scenario(random_model_dir)
+    first = run_scenario(scenario, out_dir=tmp_path / "a", lm=random_lm)
+    second = run_scenario(scenario, out_dir=tmp_path / "b", lm=random_lm)
+    assert first.rounds.equals(second.rounds) and first.agents.equals(second.agents)
+    for name in ("rounds.parquet", "agents.parquet", "scenario.toml"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    timing = {"wall_seconds", "rounds_per_second"}
+    strip = lambda s: {k: v for k, v in s.items() if k not in timing}  # noqa: E731
+    assert strip(first.summary) == strip(second.summary)
+    other = run_scenario(
+        make_scenario(random_model_dir).__class__(**{**scenario.__dict__, "seed": 4}), lm=random_lm
+    )
+    assert not other.agents["valuation"].equals(first.agents["valuation"])
+    assert not other.rounds["text"].equals(first.rounds["text"])
+
+
+def test_results_contract_on_disk(random_lm, random_model_dir, tmp_path):
+    scenario = make_scenario(random_model_dir)
+    run_scenario(scenario, out_dir=tmp_path, lm=random_lm)
+    assert is_complete_run(tmp_path)
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*"))
+    rounds = pl.read_parquet(tmp_path / "rounds.parquet")
+    agents = pl.read_parquet(tmp_path / "agents.parquet")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(rounds.columns) >= ROUND_COLUMNS and set(agents.columns) >= AGENT_COLUMNS
+    assert set(summary) >= SUMMARY_KEYS
+    assert summary["seed"] == 3 and summary["rounds"] == 6
+    assert summary["revenue_mean"] == pytest.approx(rounds["revenue"].mean())
+    assert summary["regret_mean"] is None and agents["regret"].null_count() == agents.height
+    final = agents.filter(pl.col("round") >= 4)
+    assert summary["bid_ratio_final"] == pytest.approx((final["bid"] / final["valuation"]).mean())
+    assert "[mechanism]" in (tmp_path / "scenario.toml").read_text()

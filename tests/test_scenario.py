@@ -1,0 +1,652 @@
+import copy
+import pickle
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from market_sim.scenario import (
+    MECHANISM_KINDS,
+    STRATEGY_KINDS,
+    AdvertiserConfig,
+    LambdaSweepConfig,
+    MechanismConfig,
+    ModelConfig,
+    QueryConfig,
+    Scenario,
+    ScenarioError,
+    StrategyConfig,
+    ValuationConfig,
+    apply_overrides,
+    dump_scenario_toml,
+    load_scenario,
+    scenario_from_dict,
+    scenario_to_dict,
+)
+
+SAMPLE_TOML = """
+name = "hawaii"
+description = "two airlines"
+seed = 7
+rounds = 200
+
+[model]
+path = "bundled:tiny-ads"
+device = "cuda:1"
+
+[mechanism]
+kind = "token_auction"
+aggregation = "linear"
+payment = "second_price"
+settlement = "ex_post"
+max_new_tokens = 16
+
+[queries]
+stream = "static"
+items = ["vacation in Hawaii", "family trip to Maui"]
+order = "sample"
+
+[[advertisers]]
+name = "Alpha Airlines"
+context = "Alpha Airlines: nonstop flights to Hawaii."
+mentions = ["Alpha", "Alpha Airlines"]
+valuation = { dist = "uniform", low = 0.5, high = 1.5 }
+strategy = { kind = "truthful" }
+
+[[advertisers]]
+name = "Beta Resorts"
+context = "Beta Resorts: beachfront rooms on Maui."
+valuation = { dist = "fixed", value = 1 }
+strategy = { kind = "fixed", bid_multiplier = 0.8 }
+
+[lambda_sweep]
+samples = 4
+"""
+
+
+def sample_data() -> dict:
+    return tomllib.loads(SAMPLE_TOML)
+
+
+def make_model_folder(path: Path) -> Path:
+    path.mkdir(parents=True)
+    (path / "config.json").write_text("{}", encoding="utf-8")
+    return path
+
+
+def error_for(data: dict, base_dir: Path | None = None) -> ScenarioError:
+    with pytest.raises(ScenarioError) as caught:
+        scenario_from_dict(data, base_dir)
+    error = caught.value
+    assert "\n" not in str(error)
+    assert str(error) == f"{error.key}: {error.message}"
+    return error
+
+
+# ----------------------------------------------------------------------------- valid input
+
+
+def test_minimal_file_loads_with_documented_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "minimal.toml"
+    path.write_text(
+        """
+[queries]
+items = ["q"]
+
+[[advertisers]]
+name = "A"
+context = "brand A"
+valuation = { dist = "fixed", value = 2.0 }
+""",
+        encoding="utf-8",
+    )
+    scenario = load_scenario(path)
+    assert scenario.name == "scenario"
+    assert scenario.description == ""
+    assert scenario.seed == 0
+    assert scenario.rounds == 100
+    assert scenario.model == ModelConfig(path="bundled:tiny-ads", device="auto", dtype="auto")
+    assert scenario.mechanism == MechanismConfig(
+        kind="token_auction",
+        aggregation="linear",
+        payment="second_price",
+        settlement="expected",
+        max_new_tokens=24,
+        platform_weight=0.0,
+        temperature=1.0,
+        integration_nodes=64,
+    )
+    assert scenario.queries == QueryConfig(stream="static", items=("q",), file=None, order="cycle")
+    (advertiser,) = scenario.advertisers
+    assert advertiser.mentions == ("A",)
+    assert advertiser.valuation == ValuationConfig(dist="fixed", value=2.0)
+    assert advertiser.strategy == StrategyConfig(kind="truthful")
+    assert advertiser.strategy.params == {}
+    assert scenario.lambda_sweep is None
+
+
+def test_sample_scenario_values() -> None:
+    scenario = scenario_from_dict(sample_data())
+    assert scenario.name == "hawaii"
+    assert scenario.model.device == "cuda:1"
+    assert scenario.mechanism.settlement == "ex_post"
+    alpha, beta = scenario.advertisers
+    assert alpha.mentions == ("Alpha", "Alpha Airlines")
+    assert alpha.valuation == ValuationConfig(
+        dist="uniform", value=None, low=0.5, high=1.5, redraw="round"
+    )
+    assert beta.valuation.value == 1.0 and isinstance(beta.valuation.value, float)
+    assert beta.strategy.kind == "fixed"
+    assert beta.strategy.bid_multiplier == 0.8
+    assert beta.strategy.sharpen == 1.0
+    assert beta.strategy.param("sharpen") == 1.0
+    assert scenario.lambda_sweep == LambdaSweepConfig(
+        lambdas=tuple(i / 10 for i in range(11)), samples=4, aggregations=("linear", "log_linear")
+    )
+    assert scenario.advertiser("Beta Resorts") is beta
+
+
+def test_scenario_is_frozen_hashable_and_picklable() -> None:
+    scenario = scenario_from_dict(sample_data())
+    with pytest.raises(AttributeError):
+        scenario.rounds = 3  # type: ignore[misc]
+    assert hash(scenario) == hash(scenario_from_dict(sample_data()))
+    assert pickle.loads(pickle.dumps(scenario)) == scenario
+
+
+def test_registries() -> None:
+    assert MECHANISM_KINDS == ("token_auction",)
+    assert set(STRATEGY_KINDS) == {"truthful", "fixed"}
+
+
+def test_lognormal_valuation_once() -> None:
+    data = sample_data()
+    data["advertisers"][0]["valuation"] = {
+        "dist": "lognormal",
+        "mean": -0.5,
+        "sigma": 0.25,
+        "redraw": "once",
+    }
+    valuation = scenario_from_dict(data).advertisers[0].valuation
+    assert valuation == ValuationConfig(
+        dist="lognormal", value=None, mean=-0.5, sigma=0.25, redraw="once"
+    )
+
+
+def test_local_model_folder_resolved_relative_to_scenario(tmp_path: Path) -> None:
+    folder = make_model_folder(tmp_path / "models" / "tiny")
+    path = tmp_path / "s.toml"
+    path.write_text(SAMPLE_TOML.replace('"bundled:tiny-ads"', '"models/tiny"'), encoding="utf-8")
+    scenario = load_scenario(path)
+    assert scenario.model.path == str(folder.resolve())
+
+
+def test_hub_id_kept_as_is(tmp_path: Path) -> None:
+    data = sample_data()
+    data["model"]["path"] = "openai-community/gpt2"
+    assert scenario_from_dict(data, tmp_path).model.path == "openai-community/gpt2"
+
+
+def test_query_file_appended_after_items(tmp_path: Path) -> None:
+    (tmp_path / "queries.txt").write_text("first\n\n  second  \n", encoding="utf-8")
+    data = sample_data()
+    data["queries"]["file"] = "queries.txt"
+    queries = scenario_from_dict(data, tmp_path).queries
+    assert queries.items == ("vacation in Hawaii", "family trip to Maui", "first", "second")
+    assert queries.file == str((tmp_path / "queries.txt").resolve())
+
+
+def test_query_file_alone_is_enough(tmp_path: Path) -> None:
+    (tmp_path / "q.txt").write_text("only\n", encoding="utf-8")
+    data = sample_data()
+    data["queries"] = {"file": "q.txt"}
+    assert scenario_from_dict(data, tmp_path).queries.items == ("only",)
+
+
+# ----------------------------------------------------------------------------- dump
+
+
+def test_dump_round_trips_to_equal_scenario() -> None:
+    scenario = scenario_from_dict(sample_data())
+    text = dump_scenario_toml(scenario)
+    assert scenario_from_dict(tomllib.loads(text)) == scenario
+
+
+def test_dump_round_trips_with_query_file_and_local_model(tmp_path: Path) -> None:
+    make_model_folder(tmp_path / "model")
+    (tmp_path / "q.txt").write_text("from file\n", encoding="utf-8")
+    data = sample_data()
+    data["model"]["path"] = "./model"
+    data["queries"]["file"] = "q.txt"
+    scenario = scenario_from_dict(data, tmp_path)
+    text = dump_scenario_toml(scenario)
+    (tmp_path / "q.txt").unlink()  # the dump is self-contained: the file is not read again
+    assert scenario_from_dict(tomllib.loads(text), tmp_path / "elsewhere") == scenario
+
+
+def test_dump_contains_every_default_and_no_none() -> None:
+    data = sample_data()
+    del data["lambda_sweep"]
+    dumped = tomllib.loads(dump_scenario_toml(scenario_from_dict(data)))
+    assert "lambda_sweep" not in dumped
+    assert set(dumped) == {
+        "name",
+        "description",
+        "seed",
+        "rounds",
+        "model",
+        "mechanism",
+        "queries",
+        "advertisers",
+    }
+    assert dumped["mechanism"]["integration_nodes"] == 64
+    assert dumped["mechanism"]["platform_weight"] == 0.0
+    assert dumped["queries"] == {
+        "stream": "static",
+        "items": ["vacation in Hawaii", "family trip to Maui"],
+        "order": "sample",
+    }
+    assert dumped["advertisers"][0]["valuation"] == {
+        "dist": "uniform",
+        "low": 0.5,
+        "high": 1.5,
+        "redraw": "round",
+    }
+    assert dumped["advertisers"][1]["valuation"] == {"dist": "fixed", "value": 1.0}
+    assert dumped["advertisers"][1]["strategy"] == {
+        "kind": "fixed",
+        "bid_multiplier": 0.8,
+        "sharpen": 1.0,
+    }
+    assert dumped["advertisers"][1]["mentions"] == ["Beta Resorts"]
+
+
+def test_scenario_to_dict_of_code_built_scenario() -> None:
+    scenario = Scenario(
+        queries=QueryConfig(items=("q",)),
+        advertisers=(
+            AdvertiserConfig(name="A", context="a", strategy=StrategyConfig(kind="fixed")),
+        ),
+    )
+    data = scenario_to_dict(scenario)
+    assert data["advertisers"][0]["strategy"] == {
+        "kind": "fixed",
+        "bid_multiplier": 1.0,
+        "sharpen": 1.0,
+    }
+    assert scenario_from_dict(data) == scenario
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_unknown_top_level_key() -> None:
+    data = sample_data()
+    data["colour"] = "red"
+    error = error_for(data)
+    assert error.key == "colour"
+    assert "unknown key; allowed keys:" in error.message
+    assert "advertisers" in error.message and "rounds" in error.message
+
+
+def test_unknown_nested_key() -> None:
+    data = sample_data()
+    data["model"]["colour"] = "red"
+    assert str(error_for(data)) == "model.colour: unknown key; allowed keys: device, dtype, path"
+
+
+def test_unknown_valuation_key_lists_keys_of_its_dist() -> None:
+    data = sample_data()
+    data["advertisers"][1]["valuation"]["low"] = 0.0
+    assert str(error_for(data)) == (
+        "advertisers[1].valuation.low: unknown key; allowed keys: dist, value"
+    )
+
+
+def test_truthful_strategy_takes_no_parameters() -> None:
+    data = sample_data()
+    data["advertisers"][0]["strategy"]["sharpen"] = 2.0
+    assert str(error_for(data)) == (
+        "advertisers[0].strategy.sharpen: unknown key; allowed keys: kind"
+    )
+
+
+def test_negative_valuation() -> None:
+    data = sample_data()
+    data["advertisers"][1]["valuation"]["value"] = -1
+    assert str(error_for(data)) == "advertisers[1].valuation.value: must be >= 0, got -1.0"
+
+
+def test_no_advertisers() -> None:
+    data = sample_data()
+    del data["advertisers"]
+    del data["lambda_sweep"]
+    assert str(error_for(data)) == "advertisers: at least one advertiser is required"
+    data["advertisers"] = []
+    assert str(error_for(data)) == "advertisers: at least one advertiser is required"
+
+
+def test_duplicate_advertiser_names() -> None:
+    data = sample_data()
+    data["advertisers"][1]["name"] = "Alpha Airlines"
+    error = error_for(data)
+    assert error.key == "advertisers[1].name"
+    assert "duplicate" in error.message and "unique" in error.message
+
+
+def test_missing_valuation() -> None:
+    data = sample_data()
+    del data["advertisers"][0]["valuation"]
+    error = error_for(data)
+    assert error.key == "advertisers[0].valuation"
+    assert "fixed, uniform, lognormal" in error.message
+
+
+def test_unknown_mechanism() -> None:
+    data = sample_data()
+    data["mechanism"]["kind"] = "foo"
+    assert str(error_for(data)) == "mechanism.kind: unknown value 'foo'; allowed: token_auction"
+
+
+@pytest.mark.parametrize(
+    "kind", ["mosaic", "affine_maximizer", "first_price", "second_price", "gsp", "vcg"]
+)
+def test_mechanism_not_available_yet(kind: str) -> None:
+    data = sample_data()
+    data["mechanism"] = {"kind": kind, "candidates": 8}  # its own keys are not checked first
+    assert str(error_for(data)) == (
+        f"mechanism.kind: '{kind}' is not available in this version; allowed: token_auction"
+    )
+
+
+def test_eva_stream_not_available_yet() -> None:
+    data = sample_data()
+    data["queries"]["stream"] = "eva"
+    assert str(error_for(data)) == (
+        "queries.stream: 'eva' is not available in this version; allowed: static"
+    )
+
+
+def test_missing_model_folder(tmp_path: Path) -> None:
+    data = sample_data()
+    data["model"]["path"] = "/x/y"
+    assert str(error_for(data, tmp_path)) == (
+        "model.path: no model folder at '/x/y' (expected a transformers model folder with "
+        "config.json, 'bundled:tiny-ads', or a hub id)"
+    )
+
+
+def test_folder_without_config_json(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    data = sample_data()
+    data["model"]["path"] = "./empty"
+    error = error_for(data, tmp_path)
+    assert error.key == "model.path"
+    assert "no model folder at" in error.message
+
+
+def test_unknown_bundled_model() -> None:
+    data = sample_data()
+    data["model"]["path"] = "bundled:huge"
+    assert str(error_for(data)) == (
+        "model.path: unknown bundled model 'huge'; allowed: 'bundled:tiny-ads'"
+    )
+
+
+def test_negative_rounds() -> None:
+    data = sample_data()
+    data["rounds"] = -5
+    assert str(error_for(data)) == "rounds: must be >= 1, got -5"
+
+
+def test_rounds_as_string() -> None:
+    data = sample_data()
+    data["rounds"] = "abc"
+    assert str(error_for(data)) == "rounds: expected an integer, got 'abc'"
+
+
+def test_seed_as_string() -> None:
+    data = sample_data()
+    data["seed"] = "abc"
+    assert str(error_for(data)) == "seed: expected an integer, got 'abc'"
+
+
+def test_bool_is_not_an_int() -> None:
+    data = sample_data()
+    data["mechanism"]["max_new_tokens"] = True
+    assert str(error_for(data)) == "mechanism.max_new_tokens: expected an integer, got true"
+
+
+def test_bool_is_not_a_float() -> None:
+    data = sample_data()
+    data["advertisers"][1]["valuation"]["value"] = False
+    assert str(error_for(data)) == "advertisers[1].valuation.value: expected a number, got false"
+
+
+def test_int_range_with_both_bounds() -> None:
+    data = sample_data()
+    data["mechanism"]["max_new_tokens"] = 600
+    assert str(error_for(data)) == ("mechanism.max_new_tokens: must be between 1 and 512, got 600")
+
+
+def test_temperature_must_be_positive() -> None:
+    data = sample_data()
+    data["mechanism"]["temperature"] = 0
+    assert str(error_for(data)) == "mechanism.temperature: must be > 0, got 0.0"
+
+
+def test_uniform_high_below_low() -> None:
+    data = sample_data()
+    data["advertisers"][0]["valuation"] = {"dist": "uniform", "low": 2.0, "high": 1.0}
+    assert str(error_for(data)) == ("advertisers[0].valuation.high: must be >= low (2.0), got 1.0")
+
+
+def test_ex_post_with_log_linear() -> None:
+    data = sample_data()
+    data["mechanism"]["aggregation"] = "log_linear"
+    error = error_for(data)
+    assert error.key == "mechanism.settlement"
+    assert "mechanism.aggregation" in error.message and "mechanism.payment" in error.message
+
+
+def test_ex_post_with_first_price() -> None:
+    data = sample_data()
+    data["mechanism"]["payment"] = "first_price"
+    assert error_for(data).key == "mechanism.settlement"
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:", "cuda:x", "CPU", ""])
+def test_bad_device_string(device: str) -> None:
+    data = sample_data()
+    data["model"]["device"] = device
+    error = error_for(data)
+    assert error.key == "model.device"
+    assert "auto, cpu, cuda, cuda:N" in error.message or "non-empty" in error.message
+
+
+def test_bad_device_message() -> None:
+    data = sample_data()
+    data["model"]["device"] = "gpu"
+    assert str(error_for(data)) == (
+        "model.device: unknown value 'gpu'; allowed: auto, cpu, cuda, cuda:N (N >= 0), mps"
+    )
+
+
+def test_unknown_strategy_kind_and_planned_one() -> None:
+    data = sample_data()
+    data["advertisers"][0]["strategy"] = {"kind": "psychic"}
+    assert str(error_for(data)) == (
+        "advertisers[0].strategy.kind: unknown value 'psychic'; allowed: truthful, fixed"
+    )
+    data["advertisers"][0]["strategy"] = {"kind": "hedge", "eta": 0.1}
+    assert str(error_for(data)) == (
+        "advertisers[0].strategy.kind: 'hedge' is not available in this version; "
+        "allowed: truthful, fixed"
+    )
+
+
+def test_sharpen_must_be_positive() -> None:
+    data = sample_data()
+    data["advertisers"][1]["strategy"]["sharpen"] = 0.0
+    assert str(error_for(data)) == "advertisers[1].strategy.sharpen: must be > 0, got 0.0"
+
+
+def test_lambda_sweep_needs_two_advertisers() -> None:
+    data = sample_data()
+    data["advertisers"].append(
+        {"name": "C", "context": "c", "valuation": {"dist": "fixed", "value": 1.0}}
+    )
+    assert str(error_for(data)) == "lambda_sweep: needs exactly 2 advertisers, got 3"
+
+
+def test_lambda_out_of_range() -> None:
+    data = sample_data()
+    data["lambda_sweep"]["lambdas"] = [0.0, 1.5]
+    assert str(error_for(data)) == "lambda_sweep.lambdas[1]: must be between 0 and 1, got 1.5"
+
+
+def test_empty_query_items() -> None:
+    data = sample_data()
+    data["queries"]["items"] = []
+    assert error_for(data).key == "queries.items"
+    data["queries"]["items"] = ["ok", "  "]
+    assert str(error_for(data)) == "queries.items[1]: must be a non-empty string"
+
+
+def test_missing_query_file(tmp_path: Path) -> None:
+    data = sample_data()
+    data["queries"]["file"] = "nope.txt"
+    error = error_for(data, tmp_path)
+    assert error.key == "queries.file"
+    assert "nope.txt" in error.message
+
+
+def test_empty_advertiser_name() -> None:
+    data = sample_data()
+    data["advertisers"][0]["name"] = " "
+    assert str(error_for(data)) == "advertisers[0].name: must be a non-empty string"
+
+
+def test_multiline_values_stay_on_one_line() -> None:
+    data = sample_data()
+    data["rounds"] = "a\nb"
+    assert str(error_for(data)) == "rounds: expected an integer, got 'a\\nb'"
+
+
+def test_toml_syntax_error_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text("rounds = \n[model\n", encoding="utf-8")
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+    assert caught.value.key == str(path)
+    assert "invalid TOML" in caught.value.message
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(tmp_path / "missing.toml")
+    assert caught.value.key == str(tmp_path / "missing.toml")
+
+
+# ----------------------------------------------------------------------------- overrides
+
+
+def test_override_int_str_list_and_nested_list_paths() -> None:
+    data = sample_data()
+    original = copy.deepcopy(data)
+    result = apply_overrides(
+        data,
+        [
+            "rounds=50",
+            "mechanism.payment=first_price",
+            "mechanism.settlement=expected",
+            'queries.items=["a", "b"]',
+            "advertisers.0.strategy.kind=fixed",
+            "advertisers.1.valuation.value=2.5",
+            "model.dtype = 'float32'",
+        ],
+    )
+    assert data == original  # the input is not modified
+    assert result["rounds"] == 50
+    assert result["mechanism"]["payment"] == "first_price"
+    assert result["queries"]["items"] == ["a", "b"]
+    assert result["advertisers"][0]["strategy"]["kind"] == "fixed"
+    assert result["advertisers"][1]["valuation"]["value"] == 2.5
+    assert result["model"]["dtype"] == "float32"
+    scenario = scenario_from_dict(result)
+    assert scenario.rounds == 50
+    assert scenario.mechanism.payment == "first_price"
+    assert scenario.queries.items == ("a", "b")
+    assert scenario.advertisers[0].strategy == StrategyConfig(kind="fixed")
+
+
+def test_override_value_with_equals_sign_and_raw_string() -> None:
+    result = apply_overrides({}, ["description=a=b c"])
+    assert result["description"] == "a=b c"
+
+
+def test_override_creates_missing_tables() -> None:
+    result = apply_overrides({}, ["lambda_sweep.samples=8", "model.device=cpu"])
+    assert result == {"lambda_sweep": {"samples": 8}, "model": {"device": "cpu"}}
+
+
+def test_override_index_into_list_of_floats() -> None:
+    result = apply_overrides(
+        {"lambda_sweep": {"lambdas": [0.0, 1.0]}}, ["lambda_sweep.lambdas.1=0.5"]
+    )
+    assert result["lambda_sweep"]["lambdas"] == [0.0, 0.5]
+
+
+def test_load_scenario_applies_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(SAMPLE_TOML, encoding="utf-8")
+    scenario = load_scenario(path, ["rounds=5", "advertisers.1.strategy.sharpen=2"])
+    assert scenario.rounds == 5
+    assert scenario.advertisers[1].strategy.sharpen == 2.0
+
+
+def test_override_then_validation_error_names_schema_key(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(SAMPLE_TOML, encoding="utf-8")
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path, ["rounds=abc"])
+    assert str(caught.value) == "rounds: expected an integer, got 'abc'"
+
+
+@pytest.mark.parametrize("override", ["rounds", "=5", "a..b=1", ".x=1"])
+def test_bad_override_syntax(override: str) -> None:
+    with pytest.raises(ScenarioError) as caught:
+        apply_overrides({}, [override])
+    assert caught.value.key == "--set"
+    assert "dotted.key=value" in caught.value.message
+    assert "\n" not in str(caught.value)
+
+
+def test_override_index_out_of_range() -> None:
+    with pytest.raises(ScenarioError) as caught:
+        apply_overrides(sample_data(), ["advertisers.5.name=X"])
+    assert str(caught.value) == (
+        "advertisers.5.name: index 5 out of range for advertisers (allowed: 0..1)"
+    )
+
+
+def test_override_non_index_into_list() -> None:
+    with pytest.raises(ScenarioError) as caught:
+        apply_overrides(sample_data(), ["advertisers.first.name=X"])
+    assert caught.value.key == "advertisers.first.name"
+    assert "expected an index" in caught.value.message
+
+
+def test_override_through_a_plain_value() -> None:
+    with pytest.raises(ScenarioError) as caught:
+        apply_overrides(sample_data(), ["rounds.x=1"])
+    assert caught.value.key == "rounds.x"
+    assert "not a table" in caught.value.message
+
+
+def test_override_index_into_missing_list() -> None:
+    with pytest.raises(ScenarioError) as caught:
+        apply_overrides({}, ["advertisers.0.name=X"])
+    assert caught.value.key == "advertisers.0.name"
+    assert "out of range" in caught.value.message
