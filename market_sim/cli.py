@@ -113,11 +113,19 @@ def load_checked_scenario(path: Path, overrides: Sequence[str]):
         raise UsageError(str(error)) from None
 
 
-def load_checked_model(reference: str, device: str, dtype: str = "auto"):
-    """Load a model, turning a missing model or unavailable device into a :class:`UsageError`."""
+def load_checked_model(reference: str, device: str, dtype: str = "auto", threads: int = 1):
+    """Load a model, turning a missing model or unavailable device into a :class:`UsageError`.
+
+    Also sets torch's CPU thread count (``threads``) before any model work.
+    """
+    import torch
+
     from market_sim.lm.loading import ModelNotFoundError
     from market_sim.lm.model import LanguageModel
 
+    if threads < 1:
+        raise UsageError(f"--threads: must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
     try:
         return LanguageModel.load(reference, device=device, dtype=dtype)
     except (ModelNotFoundError, ValueError) as error:
@@ -130,7 +138,9 @@ def command_run(args: argparse.Namespace, scenario_path: Path) -> None:
     from market_sim.run import run_scenario
 
     scenario = load_checked_scenario(scenario_path, scenario_overrides(args))
-    lm = load_checked_model(scenario.model.path, scenario.model.device, scenario.model.dtype)
+    lm = load_checked_model(
+        scenario.model.path, scenario.model.device, scenario.model.dtype, args.threads
+    )
     out_dir = args.out or Path("results") / f"{scenario.name}-seed{scenario.seed}"
     progress = False if getattr(args, "no_progress", False) else None
     result = run_scenario(scenario, out_dir=out_dir, lm=lm, progress=progress)
@@ -146,7 +156,9 @@ def command_lambda_sweep(args: argparse.Namespace) -> None:
     scenario = load_checked_scenario(args.scenario, scenario_overrides(args))
     if scenario.lambda_sweep is None:
         raise UsageError("lambda_sweep: the scenario has no [lambda_sweep] table")
-    lm = load_checked_model(scenario.model.path, scenario.model.device, scenario.model.dtype)
+    lm = load_checked_model(
+        scenario.model.path, scenario.model.device, scenario.model.dtype, args.threads
+    )
     out_dir = args.out or Path("results") / f"{scenario.name}-seed{scenario.seed}"
     _, shares = run_lambda_sweep(scenario, lm, out_dir)
     print(format_shares(shares))
@@ -164,7 +176,7 @@ def command_lm(args: argparse.Namespace) -> None:
         return
     from market_sim.prompting import build_prompt
 
-    lm = load_checked_model(args.model, args.device or "auto")
+    lm = load_checked_model(args.model, args.device or "auto", threads=args.threads)
     prompt = args.prompt if args.prompt is not None else build_prompt(args.query, args.sponsor)
     samples = lm.sample([prompt] * args.samples, args.max_new_tokens, args.temperature, args.seed)
     print(prompt)
@@ -175,9 +187,6 @@ def command_lm(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``market-sim`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
-    import torch
-
-    torch.set_num_threads(max(1, getattr(args, "threads", 1) or 1))
     try:
         if args.command == "run":
             command_run(args, args.scenario)
