@@ -106,27 +106,21 @@ def benchmark_model(lm: LanguageModel, label: str, auctions: int, tokens: int, r
         groups = prompt_groups(auctions, agents)
         flat = [prompt for group in groups for prompt in group]
         generator = torch.Generator(device=device).manual_seed(0)
-        plain = median_seconds(
-            lambda flat=flat: lm.sample(flat, tokens, seed=0, stop_at_eos=False), device, repeats
-        )
-        loop = median_seconds(
-            lambda groups=groups: decode_combined(
-                lm, groups, sample_first_row(generator), tokens, stop_at_eos=False
-            ),
-            device,
-            repeats,
-        )
-        auction = median_seconds(
-            lambda groups=groups, agents=agents: decode_combined(
-                lm,
-                groups,
-                token_auction_combine(generator, agents, device),
-                tokens,
-                stop_at_eos=False,
-            ),
-            device,
-            repeats,
-        )
+        plain_combine = sample_first_row(generator)
+        auction_combine = token_auction_combine(generator, agents, device)
+
+        def run_generate(flat=flat):
+            return lm.sample(flat, tokens, seed=0, stop_at_eos=False)
+
+        def run_loop(groups=groups, combine=plain_combine):
+            return decode_combined(lm, groups, combine, tokens, stop_at_eos=False)
+
+        def run_auction(groups=groups, combine=auction_combine):
+            return decode_combined(lm, groups, combine, tokens, stop_at_eos=False)
+
+        plain = median_seconds(run_generate, device, repeats)
+        loop = median_seconds(run_loop, device, repeats)
+        auction = median_seconds(run_auction, device, repeats)
         print(
             f"{label:<16} n={agents:<2} B={auctions:<3} rows={auctions * agents:<4} T={tokens:<3} "
             f"generate={plain * 1e3:8.1f} ms  loop={loop * 1e3:8.1f} ms  "
