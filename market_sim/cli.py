@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the default Hawaii scenario into results/demo")
     demo.add_argument("--out", type=Path, default=Path("results/demo"))
     demo.add_argument("--rounds", type=int, help="override the scenario's rounds")
+    demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_runtime_arguments(demo)
 
     sweep = commands.add_parser("lambda-sweep", help="brand shares as the first bid share moves")
