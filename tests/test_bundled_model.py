@@ -1,0 +1,29 @@
+"""The bundled tiny LM through the command line: demo and generate work offline, out of the box."""
+
+import json
+
+from market_sim.cli import main
+from market_sim.lm.loading import bundled_model_names
+
+
+def test_bundled_model_is_shipped():
+    assert "tiny-ads" in bundled_model_names()
+
+
+def test_demo_runs_the_default_scenario(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--rounds", "4", "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["scenario"] == "hawaii" and summary["rounds"] == 4
+    assert summary["ir_violation_rate"] == 0.0 and summary["bid_ratio_final"] == 1.0
+    printed = capsys.readouterr().out
+    assert "Alpha Airlines" in printed and "Beta Resort" in printed and str(out) in printed
+
+
+def test_generate_prints_samples(capsys):
+    context = "Alpha Airlines: nonstop flights to Hawaii."
+    code = main(["lm", "generate", "--sponsor", context, "--samples", "2",
+                 "--max-new-tokens", "12", "--seed", "1"])
+    assert code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"Sponsor: {context}" and sum(line.startswith("  -> ") for line in lines) == 2
