@@ -26,4 +26,5 @@ def test_generate_prints_samples(capsys):
                  "--max-new-tokens", "12", "--seed", "1"])
     assert code == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == f"Sponsor: {context}" and sum(line.startswith("  -> ") for line in lines) == 2
+    assert lines[0] == f"Sponsor: {context}"
+    assert sum(line.startswith("  -> ") for line in lines) == 2
