@@ -92,7 +92,7 @@ def token_auction_combine(generator: torch.Generator, agents: int, device: torch
     def combine(logprobs: torch.Tensor, groups: torch.Tensor, step: int) -> torch.Tensor:
         reported = torch.cat([logprobs[:, :1], logprobs], dim=1)
         outcome = run_token_auction_step(
-            reported, logprobs, bids.expand(len(groups), -1), rule, generator
+            reported, None, bids.expand(len(groups), -1), rule, generator
         )
         return outcome.tokens
 

@@ -71,7 +71,10 @@ def normalized_weights(raw_weights: torch.Tensor) -> torch.Tensor:
 
 
 def aggregate(
-    logprobs: torch.Tensor, weights: torch.Tensor, aggregation: Aggregation
+    logprobs: torch.Tensor,
+    weights: torch.Tensor,
+    aggregation: Aggregation,
+    probs: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""Aggregate distributions into one.
 
@@ -80,12 +83,13 @@ def aggregate(
         weights: ``[..., m]`` normalized weights.
         aggregation: ``linear`` (:math:`q = \sum \lambda_i p_i`) or ``log_linear``
             (:math:`q \propto \exp \sum \lambda_i \log \max(p_i, \text{floor})`).
+        probs: ``exp(logprobs)`` if the caller already has it (saves one exp for linear).
 
     Returns:
         ``[..., V]`` probabilities, finite and summing to 1.
     """
     if aggregation == "linear":
-        return torch.einsum("...m,...mv->...v", weights, logprobs.exp())
+        return torch.einsum("...m,...mv->...v", weights, logprobs.exp() if probs is None else probs)
     if aggregation == "log_linear":
         floored = logprobs.clamp_min(LOG_PROB_FLOOR)
         return torch.softmax(torch.einsum("...m,...mv->...v", weights, floored), dim=-1)
@@ -384,7 +388,7 @@ class TokenAuctionStep:
 
 def run_token_auction_step(
     reported_logprobs: torch.Tensor,
-    true_logprobs: torch.Tensor,
+    true_logprobs: torch.Tensor | None,
     bids: torch.Tensor,
     rule: TokenAuctionRule,
     generator: torch.Generator | None = None,
@@ -393,7 +397,8 @@ def run_token_auction_step(
 
     Args:
         reported_logprobs: ``[A, n + 1, V]`` reported log-probabilities, user (p_0) first.
-        true_logprobs: ``[A, n, V]`` the advertisers' TRUE log-probabilities (values use these).
+        true_logprobs: ``[A, n, V]`` the advertisers' TRUE log-probabilities (values use these);
+            None when every report is truthful (true = reported), which saves the work.
         bids: ``[A, n]`` non-negative bids.
         rule: The auction's rule.
         generator: Random source for sampling (on the tensors' device).
@@ -405,7 +410,7 @@ def run_token_auction_step(
     raw_weights = participant_weights(bids.double(), rule.platform_weight)
     weights = normalized_weights(raw_weights)
     reported_probs = reported_logprobs.exp()
-    q = aggregate(reported_logprobs, weights, rule.aggregation)
+    q = aggregate(reported_logprobs, weights, rule.aggregation, reported_probs)
     if rule.settlement == "ex_post":
         uniforms = torch.rand(
             bids.shape[0], generator=generator, device=bids.device, dtype=torch.float64
@@ -429,10 +434,14 @@ def run_token_auction_step(
         payments = numerical_second_price_payments(
             reported_logprobs, raw_weights, rule.aggregation, rule.integration_nodes
         )
+    if true_logprobs is None:
+        true_alloc = reported_alloc
+    else:
+        true_alloc = allocations(q, true_logprobs.double().exp())
     return TokenAuctionStep(
         tokens=tokens,
         reported_allocations=reported_alloc,
-        true_allocations=allocations(q, true_logprobs.double().exp()),
+        true_allocations=true_alloc,
         user_allocations=allocations(q, reported_probs[:, :1]).squeeze(-1),
         payments=payments,
         owners=owners,

@@ -81,6 +81,7 @@ class TokenAuctionPlatform:
             dtype=torch.float32,
             device=device,
         )
+        all_truthful = bool((exponents == 1.0).all())
         generator = torch.Generator(device=device).manual_seed(seed)
         totals = {
             name: torch.zeros((auction_count, agent_count), dtype=torch.float64, device=device)
@@ -91,10 +92,13 @@ class TokenAuctionPlatform:
         def combine(logprobs: torch.Tensor, groups: torch.Tensor, step: int) -> torch.Tensor:
             if self.temperature != 1.0:
                 logprobs = torch.log_softmax(logprobs / self.temperature, dim=-1)
-            true_logprobs = logprobs[:, 1:]
-            reported = torch.cat(
-                [logprobs[:, :1], sharpen(true_logprobs, exponents[groups])], dim=1
-            )
+            if all_truthful:
+                reported, true_logprobs = logprobs, None
+            else:
+                true_logprobs = logprobs[:, 1:]
+                reported = torch.cat(
+                    [logprobs[:, :1], sharpen(true_logprobs, exponents[groups])], dim=1
+                )
             outcome = run_token_auction_step(
                 reported, true_logprobs, bids[groups], self.rule, generator
             )
