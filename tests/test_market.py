@@ -1,5 +1,6 @@
 """The market end to end on a small local model: conservation, values, determinism, contract."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -144,9 +145,7 @@ def test_same_seed_same_results_different_seed_differs(random_lm, random_model_d
     timing = {"wall_seconds", "rounds_per_second"}
     strip = lambda s: {k: v for k, v in s.items() if k not in timing}  # noqa: E731
     assert strip(first.summary) == strip(second.summary)
-    other = run_scenario(
-        make_scenario(random_model_dir).__class__(**{**scenario.__dict__, "seed": 4}), lm=random_lm
-    )
+    other = run_scenario(dataclasses.replace(scenario, seed=4), lm=random_lm)
     assert not other.agents["valuation"].equals(first.agents["valuation"])
     assert not other.rounds["text"].equals(first.rounds["text"])
 
