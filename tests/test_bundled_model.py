@@ -3,7 +3,7 @@
 import json
 
 from market_sim.cli import main
-from market_sim.lm.loading import bundled_model_names
+from market_sim.lm.bundled_models import bundled_model_names
 
 
 def test_bundled_model_is_shipped():
@@ -22,8 +22,20 @@ def test_demo_runs_the_default_scenario(tmp_path, capsys):
 
 def test_generate_prints_samples(capsys):
     context = "Alpha Airlines: nonstop flights to Hawaii."
-    code = main(["lm", "generate", "--sponsor", context, "--samples", "2",
-                 "--max-new-tokens", "12", "--seed", "1"])
+    code = main(
+        [
+            "lm",
+            "generate",
+            "--sponsor",
+            context,
+            "--samples",
+            "2",
+            "--max-new-tokens",
+            "12",
+            "--seed",
+            "1",
+        ]
+    )
     assert code == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"Sponsor: {context}"

@@ -14,19 +14,11 @@ from pathlib import Path
 
 import torch
 
-BUNDLED_ROOT = Path(__file__).parent / "bundled"
-BUNDLED_PREFIX = "bundled:"
+from market_sim.lm.bundled_models import BUNDLED_PREFIX, BUNDLED_ROOT, bundled_model_names
 
 
 class ModelNotFoundError(FileNotFoundError):
     """Raised when a model reference names a local folder or bundled model that does not exist."""
-
-
-def bundled_model_names() -> tuple[str, ...]:
-    """Names of the checkpoints shipped with the package (``bundled:<name>``)."""
-    if not BUNDLED_ROOT.is_dir():
-        return ()
-    return tuple(sorted(p.name for p in BUNDLED_ROOT.iterdir() if (p / "config.json").is_file()))
 
 
 def looks_like_local_path(reference: str) -> bool:

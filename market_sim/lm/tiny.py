@@ -27,10 +27,11 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 from transformers import set_seed as set_global_seed
 
+from market_sim.lm.bundled_models import BUNDLED_ROOT
 from market_sim.lm.corpus import generate_corpus
 from market_sim.prompting import REPLY_PREFIX
 
-BUNDLED_MODEL_DIR = Path(__file__).parent / "bundled" / "tiny-ads"
+BUNDLED_MODEL_DIR = BUNDLED_ROOT / "tiny-ads"
 """Where the checkpoint shipped with the package lives (``bundled:tiny-ads``)."""
 
 EOS_TOKEN = "<|endoftext|>"

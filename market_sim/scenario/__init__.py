@@ -9,7 +9,6 @@ from market_sim.scenario.load import (
 from market_sim.scenario.overrides import apply_overrides
 from market_sim.scenario.schema import (
     AGGREGATIONS,
-    BUNDLED_MODELS,
     MECHANISM_KINDS,
     PAYMENTS,
     PLANNED_MECHANISM_KINDS,
@@ -29,7 +28,6 @@ from market_sim.scenario.validate import FloatRange, IntRange, ScenarioError
 
 __all__ = [
     "AGGREGATIONS",
-    "BUNDLED_MODELS",
     "MECHANISM_KINDS",
     "PAYMENTS",
     "PLANNED_MECHANISM_KINDS",

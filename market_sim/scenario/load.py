@@ -21,11 +21,10 @@ from typing import Any
 
 import tomli_w
 
+from market_sim.lm.bundled_models import BUNDLED_PREFIX, bundled_model_names
 from market_sim.scenario.overrides import apply_overrides
 from market_sim.scenario.schema import (
     AGGREGATIONS,
-    BUNDLED_MODELS,
-    BUNDLED_PREFIX,
     DEFAULT_SWEEP_LAMBDAS,
     DEVICES_DESCRIPTION,
     DTYPES,
@@ -151,14 +150,15 @@ def load_scenario(
     path: str | Path,
     overrides: Sequence[str] = (),
     *,
-    bundled_models: Collection[str] = BUNDLED_MODELS,
+    bundled_models: Collection[str] | None = None,
 ) -> Scenario:
     """Read, override and validate a scenario file.
 
     Args:
         path: The TOML scenario file.
         overrides: ``dotted.key=value`` strings applied before validation (``--set``).
-        bundled_models: Names accepted after ``bundled:`` in ``model.path``.
+        bundled_models: Names accepted after ``bundled:`` in ``model.path`` (default: the
+            checkpoints shipped in the package).
 
     Returns:
         The resolved scenario: every default filled, local paths absolute.
@@ -197,7 +197,7 @@ def scenario_from_dict(
     data: Mapping[str, Any],
     base_dir: str | Path | None = None,
     *,
-    bundled_models: Collection[str] = BUNDLED_MODELS,
+    bundled_models: Collection[str] | None = None,
 ) -> Scenario:
     """Validate parsed scenario data into a resolved :class:`Scenario`.
 
@@ -205,7 +205,8 @@ def scenario_from_dict(
         data: The parsed TOML document.
         base_dir: Folder that relative paths (model folder, query file) are resolved against;
             the current directory when ``None``.
-        bundled_models: Names accepted after ``bundled:`` in ``model.path``.
+        bundled_models: Names accepted after ``bundled:`` in ``model.path`` (default: the
+            checkpoints shipped in the package).
 
     Returns:
         The resolved scenario.
@@ -253,7 +254,7 @@ def optional_table(table: Mapping[str, Any], name: str) -> Mapping[str, Any]:
 
 
 def parse_model(
-    table: Mapping[str, Any], base_dir: Path, bundled_models: Collection[str]
+    table: Mapping[str, Any], base_dir: Path, bundled_models: Collection[str] | None
 ) -> ModelConfig:
     """Validate ``[model]`` and resolve its path."""
     values = validate_fields(table, MODEL_SPECS, "model")
@@ -264,13 +265,15 @@ def parse_model(
     return ModelConfig(**values)
 
 
-def resolve_model_path(path: str, base_dir: Path, bundled_models: Collection[str]) -> str:
+def resolve_model_path(path: str, base_dir: Path, bundled_models: Collection[str] | None) -> str:
     """Check ``model.path``: a bundled name, an existing local model folder, or a hub id.
 
     Returns:
         ``path`` unchanged for bundled models and hub ids; the absolute folder path otherwise.
     """
     key = "model.path"
+    if bundled_models is None:
+        bundled_models = bundled_model_names()
     bundled_choices = ", ".join(f"'{BUNDLED_PREFIX}{name}'" for name in sorted(bundled_models))
     if path.startswith(BUNDLED_PREFIX):
         name = path.removeprefix(BUNDLED_PREFIX)

@@ -41,9 +41,6 @@ QUERY_ORDERS: tuple[str, ...] = ("cycle", "sample")
 DEVICES_DESCRIPTION = "auto, cpu, cuda, cuda:N (N >= 0), mps"
 DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
 
-BUNDLED_PREFIX = "bundled:"
-BUNDLED_MODELS: frozenset[str] = frozenset({"tiny-ads"})
-"""Names accepted after ``bundled:`` unless the caller passes its own set."""
 
 VALUATION_DISTS: tuple[str, ...] = ("fixed", "uniform", "lognormal")
 VALUATION_REDRAWS: tuple[str, ...] = ("once", "round")
