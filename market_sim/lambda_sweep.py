@@ -64,7 +64,9 @@ def run_lambda_sweep(
             platform_weight=mechanism.platform_weight,
             integration_nodes=mechanism.integration_nodes,
         )
-        platform = TokenAuctionPlatform(lm, rule, mechanism.max_new_tokens, mechanism.temperature)
+        platform = TokenAuctionPlatform(
+            lm, rule, mechanism.max_new_tokens, mechanism.temperature, counterfactuals=False
+        )
         for start in range(0, len(auctions), AUCTIONS_PER_BATCH):
             batch = auctions[start : start + AUCTIONS_PER_BATCH]
             batch_queries = [queries[sample % len(queries)] for _, sample in batch]

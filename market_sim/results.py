@@ -20,6 +20,15 @@ import numpy as np
 import polars as pl
 
 SUMMARY_FILE = "summary.json"
+LEARNERS_FILE = "learners.json"
+NULLABLE_AGENT_COLUMNS = (
+    "regret",
+    "best_response_gain",
+    "truthful_utility",
+    "best_deviation_multiplier",
+    "best_deviation_distortion",
+)
+"""Agent columns that are null where not measured (cast to float64 so the schema is stable)."""
 RESULT_FILES = ("scenario.toml", "rounds.parquet", "agents.parquet", SUMMARY_FILE)
 IR_TOLERANCE = 1e-9
 FINAL_SHARE = 0.2
@@ -54,20 +63,28 @@ def final_rounds_mask(rounds: np.ndarray, total_rounds: int) -> np.ndarray:
     return rounds >= first_final
 
 
+def nullable_mean(series: pl.Series) -> float | None:
+    """Mean of the non-null values, or None when there are none."""
+    values = series.drop_nulls()
+    return float(values.mean()) if len(values) else None
+
+
 def summarize(rounds: pl.DataFrame, agents: pl.DataFrame, meta: dict[str, Any]) -> dict[str, Any]:
     """Headline metrics of a run (every ``summary.json`` key of the contract).
 
     * ``*_mean``: means over rounds (revenue, values, welfare) or agent-rounds (utility).
-    * ``ir_violation_rate``: share of TRUTHFUL agent-rounds (bid = valuation, report_scale = 1)
-      with realized utility below ``-IR_TOLERANCE``; null when no agent-round was truthful.
-    * ``bid_ratio_final``: mean bid / valuation over the last 20% of rounds (valuation > 0).
-    * ``regret_mean`` / ``regret_max``: over agent-rounds where regret was computed, else null.
+    * ``ir_violation_rate``: share of agent-rounds with a measured ``truthful_utility`` (the
+      utility the advertiser would have had reporting truthfully, same randomness) below
+      ``-IR_TOLERANCE``; null when none was measured.
+    * ``bid_ratio_final``: mean bid / valuation over the last 20% of rounds (valuation > 0);
+      ``report_scale_final``: mean report distortion over the same rows.
+    * ``regret_mean`` / ``regret_max``: over agent-rounds where regret was measured, else null;
+      ``best_response_gain_mean`` likewise (gain over the report actually played).
     """
-    truthful = agents.filter(
-        (pl.col("bid") - pl.col("valuation")).abs() <= 1e-12 * (1 + pl.col("valuation").abs()),
-        pl.col("report_scale") == 1.0,
+    truthful_utilities = agents["truthful_utility"].drop_nulls()
+    ir_rate = (
+        float((truthful_utilities < -IR_TOLERANCE).mean()) if len(truthful_utilities) else None
     )
-    ir_rate = float((truthful["utility"] < -IR_TOLERANCE).mean()) if truthful.height > 0 else None
     final = agents.filter(
         pl.Series(final_rounds_mask(agents["round"].to_numpy(), meta["rounds"])),
         pl.col("valuation") > 0,
@@ -83,8 +100,10 @@ def summarize(rounds: pl.DataFrame, agents: pl.DataFrame, meta: dict[str, Any]) 
         "utility_mean": float(agents["utility"].mean()),
         "ir_violation_rate": ir_rate,
         "bid_ratio_final": bid_ratio,
+        "report_scale_final": float(final["report_scale"].mean()) if final.height else None,
         "regret_mean": float(regrets.mean()) if len(regrets) else None,
         "regret_max": float(regrets.max()) if len(regrets) else None,
+        "best_response_gain_mean": nullable_mean(agents["best_response_gain"]),
     }
 
 
@@ -94,11 +113,25 @@ def write_run(
     rounds: pl.DataFrame,
     agents: pl.DataFrame,
     summary: dict[str, Any],
+    learners: dict[str, Any] | None = None,
 ) -> None:
-    """Write a run directory atomically (summary last)."""
+    """Write a run directory atomically (summary last).
+
+    Args:
+        folder: The run directory.
+        scenario_toml: The resolved scenario.
+        rounds: One row per round.
+        agents: One row per (round, advertiser).
+        summary: Headline metrics.
+        learners: Each advertiser's final strategy state (``learners.json``), if given.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     (folder / SUMMARY_FILE).unlink(missing_ok=True)
     atomic_write_text(folder / "scenario.toml", scenario_toml)
     atomic_write(folder / "rounds.parquet", rounds.write_parquet)
     atomic_write(folder / "agents.parquet", agents.write_parquet)
+    if learners is not None:
+        atomic_write_text(
+            folder / LEARNERS_FILE, json.dumps(learners, indent=2, sort_keys=True) + "\n"
+        )
     atomic_write_text(folder / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True) + "\n")

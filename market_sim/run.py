@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from market_sim.lm.model import LanguageModel
 from market_sim.market.model import MarketModel
 from market_sim.platform.registry import build_platform
-from market_sim.results import summarize, write_run
+from market_sim.results import NULLABLE_AGENT_COLUMNS, summarize, write_run
 from market_sim.scenario import Scenario, dump_scenario_toml
 
 
@@ -87,7 +87,7 @@ def run_scenario(
     wall_seconds = time.perf_counter() - started
     rounds = pl.from_dicts(market.round_records, infer_schema_length=None)
     agents = pl.from_dicts(market.agent_records, infer_schema_length=None).with_columns(
-        pl.col("regret").cast(pl.Float64)
+        pl.col(name).cast(pl.Float64) for name in NULLABLE_AGENT_COLUMNS
     )
     meta = {
         "run_id": run_id,
@@ -105,5 +105,6 @@ def run_scenario(
     }
     summary = summarize(rounds, agents, meta)
     if out_dir is not None:
-        write_run(Path(out_dir), scenario_toml, rounds, agents, summary)
+        learners = {a.name: a.strategy.snapshot() for a in market.advertisers}
+        write_run(Path(out_dir), scenario_toml, rounds, agents, summary, learners)
     return RunResult(rounds, agents, summary, Path(out_dir) if out_dir else None)

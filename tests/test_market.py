@@ -9,7 +9,7 @@ import pytest
 
 from market_sim.results import is_complete_run
 from market_sim.run import run_scenario
-from market_sim.scenario import scenario_from_dict
+from market_sim.scenario import RegretConfig, scenario_from_dict
 
 ROUND_COLUMNS = {
     "run_id",
@@ -162,7 +162,24 @@ def test_results_contract_on_disk(random_lm, random_model_dir, tmp_path):
     assert set(summary) >= SUMMARY_KEYS
     assert summary["seed"] == 3 and summary["rounds"] == 6
     assert summary["revenue_mean"] == pytest.approx(rounds["revenue"].mean())
-    assert summary["regret_mean"] is None and agents["regret"].null_count() == agents.height
+    assert agents["regret"].null_count() == 0 and agents["regret"].min() >= 0
+    assert summary["regret_max"] == pytest.approx(agents["regret"].max())
+    assert json.loads((tmp_path / "learners.json").read_text()).keys() == set(agents["agent"])
     final = agents.filter(pl.col("round") >= 4)
     assert summary["bid_ratio_final"] == pytest.approx((final["bid"] / final["valuation"]).mean())
     assert "[mechanism]" in (tmp_path / "scenario.toml").read_text()
+
+
+def test_regret_can_be_switched_off_or_thinned(random_lm, random_model_dir):
+    scenario = make_scenario(random_model_dir)
+    off = run_scenario(
+        dataclasses.replace(scenario, regret=RegretConfig(enabled=False)), lm=random_lm
+    )
+    assert (
+        off.summary["regret_mean"] is None
+        and off.agents["regret"].null_count() == off.agents.height
+    )
+    thinned = dataclasses.replace(scenario, regret=RegretConfig(every=3))
+    agents = run_scenario(thinned, lm=random_lm).agents
+    measured = agents.filter(pl.col("regret").is_not_null())["round"].unique().sort().to_list()
+    assert measured == [0, 3]

@@ -155,8 +155,16 @@ def test_scenario_is_frozen_hashable_and_picklable() -> None:
 
 
 def test_registries() -> None:
-    assert MECHANISM_KINDS == ("token_auction",)
-    assert set(STRATEGY_KINDS) == {"truthful", "fixed"}
+    assert MECHANISM_KINDS == ("token_auction", "first_price", "second_price", "gsp", "vcg")
+    assert set(STRATEGY_KINDS) == {
+        "truthful",
+        "fixed",
+        "hedge",
+        "exp3",
+        "epsilon_greedy",
+        "ucb1",
+        "policy_gradient",
+    }
 
 
 def test_lognormal_valuation_once() -> None:
@@ -238,7 +246,9 @@ def test_dump_contains_every_default_and_no_none() -> None:
         "mechanism",
         "queries",
         "advertisers",
+        "regret",
     }
+    assert dumped["regret"]["every"] == 1 and dumped["mechanism"]["reply"] == "sampled"
     assert dumped["mechanism"]["integration_nodes"] == 64
     assert dumped["mechanism"]["platform_weight"] == 0.0
     assert dumped["queries"] == {
@@ -345,18 +355,52 @@ def test_missing_valuation() -> None:
 def test_unknown_mechanism() -> None:
     data = sample_data()
     data["mechanism"]["kind"] = "foo"
-    assert str(error_for(data)) == "mechanism.kind: unknown value 'foo'; allowed: token_auction"
+    assert str(error_for(data)) == (
+        "mechanism.kind: unknown value 'foo'; allowed: token_auction, first_price, second_price, gsp, vcg"
+    )
 
 
-@pytest.mark.parametrize(
-    "kind", ["mosaic", "affine_maximizer", "first_price", "second_price", "gsp", "vcg"]
-)
+@pytest.mark.parametrize("kind", ["mosaic", "affine_maximizer"])
 def test_mechanism_not_available_yet(kind: str) -> None:
     data = sample_data()
     data["mechanism"] = {"kind": kind, "candidates": 8}  # its own keys are not checked first
     assert str(error_for(data)) == (
-        f"mechanism.kind: '{kind}' is not available in this version; allowed: token_auction"
+        f"mechanism.kind: '{kind}' is not available in this version; allowed: token_auction, first_price, second_price, gsp, vcg"
     )
+
+
+def test_click_through_rates_must_not_increase() -> None:
+    data = sample_data()
+    data["mechanism"] = {"kind": "gsp", "click_through_rates": [0.5, 0.7]}
+    assert str(error_for(data)) == (
+        "mechanism.click_through_rates[1]: click-through rates must be non-increasing "
+        "(slot 1 first), got [0.5, 0.7]"
+    )
+    data["mechanism"] = {"kind": "gsp", "click_through_rates": [1.5]}
+    assert str(error_for(data)) == (
+        "mechanism.click_through_rates[0]: must be between 0 and 1, got 1.5"
+    )
+
+
+def test_learner_parameters_are_validated() -> None:
+    data = sample_data()
+    data["advertisers"][0]["strategy"] = {"kind": "hedge", "multiplier_count": 1}
+    assert str(error_for(data)) == (
+        "advertisers[0].strategy.multiplier_count: must be between 2 and 10000, got 1"
+    )
+    data["advertisers"][0]["strategy"] = {"kind": "exp3", "contextual": "yes"}
+    assert "advertisers[0].strategy.contextual" in str(error_for(data))
+    data["advertisers"][0]["strategy"] = {"kind": "hedge"}
+    defaults = scenario_from_dict(data).advertisers[0].strategy.params
+    assert defaults["learning_rate"] == 0.0 and defaults["multiplier_count"] == 21
+
+
+def test_regret_table() -> None:
+    data = sample_data()
+    data["regret"] = {"every": 0}
+    assert str(error_for(data)) == "regret.every: must be >= 1, got 0"
+    data["regret"] = {"grid": 5}
+    assert str(error_for(data)).startswith("regret.grid: unknown key; allowed keys: distortion")
 
 
 def test_eva_stream_not_available_yet() -> None:
@@ -476,13 +520,10 @@ def test_unknown_strategy_kind_and_planned_one() -> None:
     data = sample_data()
     data["advertisers"][0]["strategy"] = {"kind": "psychic"}
     assert str(error_for(data)) == (
-        "advertisers[0].strategy.kind: unknown value 'psychic'; allowed: truthful, fixed"
+        "advertisers[0].strategy.kind: unknown value 'psychic'; allowed: truthful, fixed, hedge, exp3, epsilon_greedy, ucb1, policy_gradient"
     )
     data["advertisers"][0]["strategy"] = {"kind": "hedge", "eta": 0.1}
-    assert str(error_for(data)) == (
-        "advertisers[0].strategy.kind: 'hedge' is not available in this version; "
-        "allowed: truthful, fixed"
-    )
+    assert str(error_for(data)).startswith("advertisers[0].strategy.eta: unknown key; allowed")
 
 
 def test_sharpen_must_be_positive() -> None:

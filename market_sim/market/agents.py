@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import mesa
 
-from market_sim.market.strategies import Feedback, make_strategy
+from market_sim.market.strategies import Feedback, StrategySetup
+from market_sim.market.strategy_registry import make_strategy
 from market_sim.market.valuations import ValuationSource
 from market_sim.platform.base import Bidder, Report
 from market_sim.scenario.schema import AdvertiserConfig
@@ -16,15 +17,18 @@ class Advertiser(mesa.Agent):
     Args:
         model: The market model (its ``rng`` drives every draw of the agent).
         config: Name, context, mentions, valuation and strategy.
+        setup: What its strategy may know before the run (horizon, mechanism's report space).
     """
 
-    def __init__(self, model: mesa.Model, config: AdvertiserConfig) -> None:
+    def __init__(
+        self, model: mesa.Model, config: AdvertiserConfig, setup: StrategySetup | None = None
+    ) -> None:
         super().__init__(model)
         self.name = config.name
         self.context = config.context
         self.mentions = tuple(m.lower() for m in config.mentions)
         self.valuation_source = ValuationSource(config.valuation, model.rng)
-        self.strategy = make_strategy(config.strategy.kind, config.strategy.params)
+        self.strategy = make_strategy(config.strategy.kind, config.strategy.params, setup)
         self.valuation = 0.0
         self.report = Report(bid=0.0)
 

@@ -6,10 +6,11 @@ from typing import Any
 
 import mesa
 
+from market_sim.incentives.regret import RegretEstimate, estimate_regret
 from market_sim.market.agents import Advertiser
 from market_sim.market.queries import StaticQueryStream
-from market_sim.market.strategies import Feedback
-from market_sim.platform.base import Platform
+from market_sim.market.strategies import CounterfactualFn, Feedback, StrategySetup
+from market_sim.platform.base import AuctionOutcome, Platform, Report
 from market_sim.scenario.schema import Scenario
 
 SEED_BOUND = 2**63 - 1
@@ -22,7 +23,9 @@ class MarketModel(mesa.Model):
     reports, the platform runs the mechanism on the LM, advertisers are paid out in value
     (measured with their TRUE preferences) and charged, then learn from the outcome. One record
     per round and per (round, advertiser) is appended to :attr:`round_records` and
-    :attr:`agent_records`.
+    :attr:`agent_records`. Where the platform gives a counterfactual, the regret estimator
+    (:mod:`market_sim.incentives.regret`) measures every advertiser's gain from deviating, on
+    the rounds ``scenario.regret`` asks for, with the round's randomness held fixed.
 
     All randomness flows from ``scenario.seed``: mesa's numpy generator draws valuations, query
     order and, per round, the seed of the platform's torch generator.
@@ -42,7 +45,15 @@ class MarketModel(mesa.Model):
         self.query_stream = StaticQueryStream(
             scenario.queries.items, scenario.queries.order, self.rng
         )
-        self.advertisers = [Advertiser(self, config) for config in scenario.advertisers]
+        setup = {
+            "horizon": scenario.rounds,
+            "contexts": len(set(scenario.queries.items)),
+            "report_space": platform.report_space,
+        }
+        self.advertisers = [
+            Advertiser(self, config, StrategySetup(**setup, where=f"advertisers.{i}.strategy"))
+            for i, config in enumerate(scenario.advertisers)
+        ]
         self.round_records: list[dict[str, Any]] = []
         self.agent_records: list[dict[str, Any]] = []
 
@@ -81,6 +92,8 @@ class MarketModel(mesa.Model):
         for i, advertiser in enumerate(self.advertisers):
             utility = values[i] - payments[i]
             report = advertiser.report
+            counterfactual = self.counterfactual_for(outcome, i)
+            incentives = self.measure_incentives(advertiser, counterfactual, utility)
             self.agent_records.append(
                 {
                     "run_id": self.run_id,
@@ -94,7 +107,7 @@ class MarketModel(mesa.Model):
                     "value": values[i],
                     "payment": payments[i],
                     "utility": utility,
-                    "regret": None,
+                    **incentives,
                     "mentioned": advertiser.name in mentioned,
                     **{f"strategy_{k}": v for k, v in advertiser.strategy.state().items()},
                 }
@@ -107,6 +120,50 @@ class MarketModel(mesa.Model):
                     float(outcome.allocations[i]),
                     payments[i],
                     utility,
+                    counterfactual,
                 )
             )
         self.round_index += 1
+
+    def counterfactual_for(self, outcome: AuctionOutcome, agent: int) -> CounterfactualFn | None:
+        """The round's counterfactual bound to one advertiser (None if the platform has none)."""
+        if outcome.counterfactual is None:
+            return None
+        engine = outcome.counterfactual
+        return lambda reports: engine.evaluate(agent, reports)
+
+    def measure_incentives(
+        self, advertiser: Advertiser, counterfactual: CounterfactualFn | None, utility: float
+    ) -> dict[str, float | None]:
+        """Regret columns of one (round, advertiser) record (null where not measured).
+
+        ``truthful_utility`` is measured whenever regret is; on other rounds it is the realized
+        utility of an advertiser that reported truthfully, else null.
+        """
+        config = self.scenario.regret
+        report = advertiser.report
+        truthful = report == Report(advertiser.valuation, 1.0)
+        estimate: RegretEstimate | None = None
+        if counterfactual is not None and config.enabled and self.round_index % config.every == 0:
+            estimate = estimate_regret(
+                counterfactual,
+                advertiser.valuation,
+                report,
+                self.platform.report_space,
+                config,
+            )
+        if estimate is None:
+            return {
+                "regret": None,
+                "best_response_gain": None,
+                "truthful_utility": utility if truthful else None,
+                "best_deviation_multiplier": None,
+                "best_deviation_distortion": None,
+            }
+        return {
+            "regret": estimate.regret,
+            "best_response_gain": estimate.best_response_gain,
+            "truthful_utility": estimate.truthful_utility,
+            "best_deviation_multiplier": estimate.best_multiplier,
+            "best_deviation_distortion": estimate.best_distortion,
+        }

@@ -1,21 +1,44 @@
 """How advertisers turn a hidden valuation into a report: the strategy interface and registry.
 
 A strategy sees its valuation and the query, returns a :class:`~market_sim.platform.base.Report`,
-and afterwards gets the round's feedback. Learning strategies (a later capability) implement
-the same three methods and register a factory in :data:`STRATEGY_FACTORIES`, next to their
+and afterwards gets the round's feedback. Learning strategies (:mod:`market_sim.market.learners`)
+implement the same methods and register a factory in
+:data:`market_sim.market.strategy_registry.STRATEGY_FACTORIES`, next to their
 parameter table in :data:`market_sim.scenario.schema.STRATEGY_PARAMS`; the market model does
 not change.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from market_sim.platform.base import Report
+from market_sim.platform.base import CounterfactualValues, Report, ReportSpace
+from market_sim.scenario.validate import ParamValue
+
+CounterfactualFn = Callable[[Sequence[Report]], CounterfactualValues]
+"""The round re-run for this advertiser under other reports (same randomness)."""
+
+
+@dataclass(frozen=True)
+class StrategySetup:
+    """What a strategy may know before the run starts.
+
+    Attributes:
+        horizon: Rounds in the run (learners tune their rates to it).
+        contexts: Distinct queries of the stream (a contextual learner's horizon per context
+            is ``horizon / contexts``).
+        report_space: What the mechanism reads from a report.
+        where: Scenario key of the strategy (for error messages).
+    """
+
+    horizon: int = 1
+    contexts: int = 1
+    report_space: ReportSpace = ReportSpace("sharpen", 0.25, 4.0)
+    where: str = "strategy"
 
 
 @dataclass(frozen=True)
@@ -29,6 +52,8 @@ class Feedback:
         allocation: Influence measured with its true preferences.
         payment: What it paid.
         utility: ``valuation * allocation - payment``.
+        counterfactual: The round re-run for this advertiser under other reports, or None
+            when the platform cannot (full-information learners then refuse to run).
     """
 
     query: str
@@ -37,6 +62,7 @@ class Feedback:
     allocation: float
     payment: float
     utility: float
+    counterfactual: CounterfactualFn | None = None
 
 
 class Strategy(Protocol):
@@ -52,6 +78,10 @@ class Strategy(Protocol):
 
     def state(self) -> dict[str, float]:
         """Scalars describing the strategy's current state, recorded each round."""
+        ...
+
+    def snapshot(self) -> dict[str, Any]:
+        """The strategy's whole state (JSON-ready), written to ``learners.json`` at the end."""
         ...
 
 
@@ -76,24 +106,17 @@ class FixedDistortion:
         """The fixed parameters."""
         return {"bid_multiplier": self.bid_multiplier, "sharpen": self.sharpen}
 
-
-STRATEGY_FACTORIES: dict[str, Callable[[Mapping[str, float]], Strategy]] = {
-    "truthful": lambda params: FixedDistortion(),
-    "fixed": lambda params: FixedDistortion(
-        bid_multiplier=float(params["bid_multiplier"]), sharpen=float(params["sharpen"])
-    ),
-}
-"""Strategy kind -> factory taking the validated parameters."""
+    def snapshot(self) -> dict[str, Any]:
+        """The fixed parameters."""
+        return {"kind": "fixed", **self.state()}
 
 
-def make_strategy(kind: str, params: Mapping[str, float]) -> Strategy:
-    """Build the strategy of a kind from its validated parameters.
-
-    Raises:
-        ValueError: The kind has no factory.
-    """
-    if kind not in STRATEGY_FACTORIES:
+def fixed_strategy(params: Mapping[str, ParamValue], setup: StrategySetup) -> FixedDistortion:
+    """A fixed distortion; a sharpening other than 1 needs a mechanism that reads it."""
+    strategy = FixedDistortion(float(params["bid_multiplier"]), float(params["sharpen"]))
+    if strategy.sharpen != 1.0 and setup.report_space.distortion is None:
         raise ValueError(
-            f"strategy kind {kind!r} unknown; allowed: {', '.join(STRATEGY_FACTORIES)}"
+            f"{setup.where}.sharpen: the mechanism reads no report distortion (bid only); "
+            "use sharpen = 1"
         )
-    return STRATEGY_FACTORIES[kind](params)
+    return strategy

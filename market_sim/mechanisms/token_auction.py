@@ -329,6 +329,22 @@ def ex_post_second_price_payments(
     return torch.where(owns, distance * critical, torch.zeros_like(critical))
 
 
+def sharpen(logprobs: torch.Tensor, exponents: torch.Tensor) -> torch.Tensor:
+    r"""Reported distribution :math:`\tilde p \propto p^{s}`.
+
+    Args:
+        logprobs: ``[..., V]`` log-probabilities.
+        exponents: ``[...]`` sharpening exponents s > 0 (1 = unchanged).
+
+    Returns:
+        ``[..., V]`` log-probabilities; rows with s = 1 are returned unchanged (not
+        renormalized), so a truthful report is bit-identical to the model's distribution.
+    """
+    exponents = exponents.unsqueeze(-1)
+    sharpened = torch.log_softmax(logprobs * exponents, dim=-1)
+    return torch.where(exponents == 1.0, logprobs, sharpened)
+
+
 @dataclass(frozen=True)
 class TokenAuctionRule:
     """How a token auction aggregates, charges and samples.

@@ -46,6 +46,63 @@ class Bidder:
 
 
 @dataclass(frozen=True)
+class ReportSpace:
+    """Which parts of a :class:`Report` a mechanism reads, and the deviations worth searching.
+
+    Attributes:
+        distortion: Name of what ``Report.report_scale`` means for this mechanism (``"sharpen"``
+            for the token auction, e.g. ``"reward_scale"`` for a sequence mechanism), or None when
+            the mechanism reads the bid only (ad-slot auctions).
+        distortion_low: Smallest distortion a deviation search or learner grid should try.
+        distortion_high: Largest distortion a deviation search or learner grid should try.
+    """
+
+    distortion: str | None = None
+    distortion_low: float = 1.0
+    distortion_high: float = 1.0
+
+
+@dataclass(frozen=True)
+class CounterfactualValues:
+    """What one advertiser would have got under K alternative reports, the rest held fixed.
+
+    Attributes:
+        allocations: ``[K]`` allocation measured with the advertiser's TRUE preferences.
+        payments: ``[K]`` payments.
+    """
+
+    allocations: np.ndarray
+    payments: np.ndarray
+
+    def utilities(self, valuation: float) -> np.ndarray:
+        """``[K]`` quasi-linear utilities ``valuation * allocation - payment``."""
+        return valuation * self.allocations - self.payments
+
+
+class Counterfactual(Protocol):
+    """Re-runs one round's mechanism for one advertiser under alternative reports.
+
+    "Same randomness": every other advertiser's report and every random draw of the round
+    (sampled candidates, generated prefix, tie-breaking order) stay as they were; only the
+    advertiser's own report changes. Each mechanism documents what it holds fixed. This is
+    the one interface through which learners get full-information feedback and through which
+    the regret estimator (:mod:`market_sim.incentives`) searches deviations, for every mechanism.
+    """
+
+    def evaluate(self, agent: int, reports: Sequence[Report]) -> CounterfactualValues:
+        """Allocation and payment of advertiser ``agent`` under each of K reports.
+
+        Args:
+            agent: Index of the advertiser in the round's bidder list.
+            reports: K alternative reports.
+
+        Returns:
+            ``[K]`` allocations (true preferences) and payments.
+        """
+        ...
+
+
+@dataclass(frozen=True)
 class AuctionOutcome:
     """Result of one auction (one round's reply).
 
@@ -57,6 +114,9 @@ class AuctionOutcome:
         payments: ``[n]`` payments charged.
         user_value: The user's value of the reply (same units as allocations, valuation 1).
         extras: Mechanism-specific scalars for the round record.
+        counterfactual: Re-evaluates this round for one advertiser under other reports (see
+            :class:`Counterfactual`); None only for platforms that cannot, which then support
+            neither full-information learners nor regret measurement.
     """
 
     text: str
@@ -66,12 +126,19 @@ class AuctionOutcome:
     payments: np.ndarray
     user_value: float
     extras: dict[str, float] = field(default_factory=dict)
+    counterfactual: Counterfactual | None = None
 
 
 class Platform(Protocol):
-    """A mechanism run on a language model."""
+    """A mechanism run on a language model.
+
+    Attributes:
+        kind: The scenario's ``mechanism.kind``.
+        report_space: Which report fields the mechanism reads.
+    """
 
     kind: str
+    report_space: ReportSpace
 
     def run_auctions(
         self, queries: Sequence[str], bidders: Sequence[Sequence[Bidder]], seed: int

@@ -7,8 +7,9 @@ from collections.abc import Callable
 from market_sim.lm.model import LanguageModel
 from market_sim.mechanisms.token_auction import TokenAuctionRule
 from market_sim.platform.base import Platform
+from market_sim.platform.slot_auction import SlotAuctionPlatform
 from market_sim.platform.token_auction import TokenAuctionPlatform
-from market_sim.scenario.schema import MechanismConfig
+from market_sim.scenario.schema import SLOT_AUCTION_KINDS, MechanismConfig
 
 
 def build_token_auction(config: MechanismConfig, lm: LanguageModel) -> TokenAuctionPlatform:
@@ -23,8 +24,21 @@ def build_token_auction(config: MechanismConfig, lm: LanguageModel) -> TokenAuct
     return TokenAuctionPlatform(lm, rule, config.max_new_tokens, config.temperature)
 
 
+def build_slot_auction(config: MechanismConfig, lm: LanguageModel) -> SlotAuctionPlatform:
+    """An ad-slot baseline (``config.kind`` names the auction) beside the unsponsored reply."""
+    return SlotAuctionPlatform(
+        lm,
+        config.kind,  # type: ignore[arg-type]
+        config.click_through_rates,
+        config.max_new_tokens,
+        config.temperature,
+        config.reply,
+    )
+
+
 PLATFORM_FACTORIES: dict[str, Callable[[MechanismConfig, LanguageModel], Platform]] = {
     "token_auction": build_token_auction,
+    **{kind: build_slot_auction for kind in SLOT_AUCTION_KINDS},
 }
 
 

@@ -12,26 +12,48 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from market_sim.lm.decoding import decode_combined
 from market_sim.lm.model import LanguageModel
-from market_sim.mechanisms.token_auction import TokenAuctionRule, run_token_auction_step
-from market_sim.platform.base import AuctionOutcome, Bidder
+from market_sim.mechanisms.token_auction import (
+    TokenAuctionRule,
+    run_token_auction_step,
+    sharpen,
+)
+from market_sim.mechanisms.token_auction_counterfactual import TokenAuctionCounterfactual
+from market_sim.platform.base import (
+    AuctionOutcome,
+    Bidder,
+    CounterfactualValues,
+    Report,
+    ReportSpace,
+)
 from market_sim.prompting import build_prompt
 
+SHARPEN_SEARCH_RANGE = (0.25, 4.0)
+"""Sharpening exponents a deviation search or learner grid tries by default."""
 
-def sharpen(logprobs: torch.Tensor, exponents: torch.Tensor) -> torch.Tensor:
-    r"""Reported distribution :math:`\tilde p \propto p^{s}`.
 
-    Args:
-        logprobs: ``[A, n, V]`` log-probabilities.
-        exponents: ``[A, n]`` sharpening exponents s > 0 (1 = unchanged).
+class TokenAuctionRoundCounterfactual:
+    """The :class:`~market_sim.platform.base.Counterfactual` of one token auction.
 
-    Returns:
-        ``[A, n, V]`` log-probabilities.
+    See :mod:`market_sim.mechanisms.token_auction_counterfactual` for what is held fixed.
     """
-    return torch.log_softmax(logprobs * exponents.unsqueeze(-1), dim=-1)
+
+    def __init__(self, engine: TokenAuctionCounterfactual) -> None:
+        self.engine = engine
+
+    def evaluate(self, agent: int, reports: Sequence[Report]) -> CounterfactualValues:
+        """Summed true allocation and payment of ``agent`` under each report."""
+        bids = torch.tensor([r.bid for r in reports], dtype=torch.float64)
+        exponents = torch.tensor([r.report_scale for r in reports], dtype=torch.float32)
+        result = self.engine.evaluate(agent, bids, exponents)
+        return CounterfactualValues(
+            allocations=result.true_allocations.cpu().numpy().astype(np.float64),
+            payments=result.payments.cpu().numpy().astype(np.float64),
+        )
 
 
 class TokenAuctionPlatform:
@@ -43,9 +65,13 @@ class TokenAuctionPlatform:
         max_new_tokens: Reply length cap.
         temperature: Sampling temperature applied to every row's distribution (the
             advertisers' true preferences are the tempered distributions too).
+        counterfactuals: Keep each step's distributions so that outcomes carry a
+            counterfactual (needed by full-information learners and regret measurement; costs
+            ``steps x (n + 1) x V`` floats per auction until the outcome is dropped).
     """
 
     kind = "token_auction"
+    report_space = ReportSpace("sharpen", *SHARPEN_SEARCH_RANGE)
 
     def __init__(
         self,
@@ -53,11 +79,13 @@ class TokenAuctionPlatform:
         rule: TokenAuctionRule,
         max_new_tokens: int = 24,
         temperature: float = 1.0,
+        counterfactuals: bool = True,
     ) -> None:
         self.lm = lm
         self.rule = rule
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
+        self.counterfactuals = counterfactuals
 
     def run_auctions(
         self, queries: Sequence[str], bidders: Sequence[Sequence[Bidder]], seed: int
@@ -88,10 +116,13 @@ class TokenAuctionPlatform:
             for name in ("true", "reported", "payment")
         }
         user_total = torch.zeros(auction_count, dtype=torch.float64, device=device)
+        step_records: list[tuple[torch.Tensor, torch.Tensor]] = []
 
         def combine(logprobs: torch.Tensor, groups: torch.Tensor, step: int) -> torch.Tensor:
             if self.temperature != 1.0:
                 logprobs = torch.log_softmax(logprobs / self.temperature, dim=-1)
+            if self.counterfactuals:
+                step_records.append((groups.clone(), logprobs.float().clone()))
             if all_truthful:
                 reported, true_logprobs = logprobs, None
             else:
@@ -113,6 +144,12 @@ class TokenAuctionPlatform:
         reported_alloc = totals["reported"].cpu().numpy()
         payments = totals["payment"].cpu().numpy()
         user_values = user_total.cpu().numpy()
+        counterfactuals = [
+            self._counterfactual(step_records, a, bids[a], exponents[a])
+            if self.counterfactuals
+            else None
+            for a in range(auction_count)
+        ]
         return [
             AuctionOutcome(
                 text=self.lm.decode(tokens).strip(),
@@ -125,6 +162,22 @@ class TokenAuctionPlatform:
                     "n_tokens": float(len(tokens)),
                     "stopped_at_eos": float(result.stopped_at_eos[a]),
                 },
+                counterfactual=counterfactuals[a],
             )
             for a, tokens in enumerate(result.tokens)
         ]
+
+    def _counterfactual(
+        self,
+        step_records: list[tuple[torch.Tensor, torch.Tensor]],
+        auction: int,
+        bids: torch.Tensor,
+        exponents: torch.Tensor,
+    ) -> TokenAuctionRoundCounterfactual:
+        """Gather one auction's ``[S, n + 1, V]`` step distributions into a counterfactual."""
+        steps = [
+            logprobs[(groups == auction).nonzero().squeeze(-1)] for groups, logprobs in step_records
+        ]
+        step_logprobs = torch.cat([s for s in steps if s.shape[0]], dim=0)
+        engine = TokenAuctionCounterfactual(step_logprobs, bids, exponents, self.rule)
+        return TokenAuctionRoundCounterfactual(engine)

@@ -35,6 +35,7 @@ from market_sim.scenario.schema import (
     PLANNED_STRATEGY_KINDS,
     QUERY_ORDERS,
     QUERY_STREAMS,
+    REPLY_MODES,
     SETTLEMENTS,
     STRATEGY_PARAMS,
     VALUATION_DISTS,
@@ -44,6 +45,7 @@ from market_sim.scenario.schema import (
     MechanismConfig,
     ModelConfig,
     QueryConfig,
+    RegretConfig,
     Scenario,
     StrategyConfig,
     ValuationConfig,
@@ -77,7 +79,14 @@ SCENARIO_SPECS: dict[str, FieldSpec] = {
     "seed": IntRange(min=0, default=0),
     "rounds": IntRange(min=1, default=100),
 }
-SCENARIO_TABLES: tuple[str, ...] = ("model", "mechanism", "queries", "advertisers", "lambda_sweep")
+SCENARIO_TABLES: tuple[str, ...] = (
+    "model",
+    "mechanism",
+    "queries",
+    "advertisers",
+    "regret",
+    "lambda_sweep",
+)
 
 MODEL_SPECS: dict[str, FieldSpec] = {
     "path": Text(non_empty=True, default="bundled:tiny-ads"),
@@ -90,7 +99,7 @@ HUB_ID_PATTERN = re.compile(r"[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?")
 MECHANISM_KIND_SPEC = Choice(
     MECHANISM_KINDS, default="token_auction", planned=PLANNED_MECHANISM_KINDS
 )
-TOKEN_AUCTION_SPECS: dict[str, FieldSpec] = {
+MECHANISM_SPECS: dict[str, FieldSpec] = {
     "kind": MECHANISM_KIND_SPEC,
     "aggregation": Choice(AGGREGATIONS, default="linear"),
     "payment": Choice(PAYMENTS, default="second_price"),
@@ -99,6 +108,18 @@ TOKEN_AUCTION_SPECS: dict[str, FieldSpec] = {
     "platform_weight": FloatRange(min=0.0, default=0.0),
     "temperature": FloatRange(min=0.0, exclusive_min=True, default=1.0),
     "integration_nodes": IntRange(min=8, max=4096, default=64),
+    "click_through_rates": FloatList(FloatRange(min=0.0, max=1.0), min_items=1, default=(1.0,)),
+    "reply": Choice(REPLY_MODES, default="sampled"),
+}
+
+REGRET_SPECS: dict[str, FieldSpec] = {
+    "enabled": Flag(default=True),
+    "every": IntRange(min=1, default=1),
+    "multiplier_max": FloatRange(min=0.0, exclusive_min=True, default=2.0),
+    "multiplier_points": IntRange(min=2, max=10_000, default=11),
+    "distortion_points": IntRange(min=1, max=1_000, default=5),
+    "refinements": IntRange(min=0, max=50, default=3),
+    "refine_points": IntRange(min=3, max=101, default=5),
 }
 
 QUERY_STREAM_SPEC = Choice(QUERY_STREAMS, default="static", planned=PLANNED_QUERY_STREAMS)
@@ -228,6 +249,7 @@ def scenario_from_dict(
         mechanism=mechanism,
         queries=queries,
         advertisers=advertisers,
+        regret=parse_regret(optional_table(table, "regret")),
         lambda_sweep=parse_lambda_sweep(table.get("lambda_sweep"), len(advertisers)),
     )
 
@@ -298,9 +320,21 @@ def resolve_model_path(path: str, base_dir: Path, bundled_models: Collection[str
 def parse_mechanism(table: Mapping[str, Any]) -> MechanismConfig:
     """Validate ``[mechanism]``: its kind first, then the kind's keys."""
     parse_field(table, "kind", MECHANISM_KIND_SPEC, "mechanism")
-    values = validate_fields(table, TOKEN_AUCTION_SPECS, "mechanism")
+    values = validate_fields(table, MECHANISM_SPECS, "mechanism")
     check_settlement(values)
+    rates = values["click_through_rates"]
+    for index in range(1, len(rates)):
+        if rates[index] > rates[index - 1]:
+            raise ScenarioError(
+                item_key("mechanism.click_through_rates", index),
+                f"click-through rates must be non-increasing (slot 1 first), got {list(rates)}",
+            )
     return MechanismConfig(**values)
+
+
+def parse_regret(table: Mapping[str, Any]) -> RegretConfig:
+    """Validate ``[regret]``."""
+    return RegretConfig(**validate_fields(table, REGRET_SPECS, "regret"))
 
 
 def check_settlement(values: Mapping[str, Any]) -> None:

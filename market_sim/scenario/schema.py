@@ -13,26 +13,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from market_sim.scenario.validate import FloatRange, FrozenParams, IntRange, ParamValue
+from market_sim.scenario.validate import Flag, FloatRange, FrozenParams, IntRange, ParamValue
 
 # --------------------------------------------------------------------------- registries
 
-MECHANISM_KINDS: tuple[str, ...] = ("token_auction",)
+SLOT_AUCTION_KINDS: tuple[str, ...] = ("first_price", "second_price", "gsp", "vcg")
+"""Classic ad-slot baselines (DESIGN.md 3.4)."""
+
+MECHANISM_KINDS: tuple[str, ...] = ("token_auction", *SLOT_AUCTION_KINDS)
 """Mechanism kinds available in this version."""
 
-PLANNED_MECHANISM_KINDS: tuple[str, ...] = (
-    "mosaic",
-    "affine_maximizer",
-    "first_price",
-    "second_price",
-    "gsp",
-    "vcg",
-)
+PLANNED_MECHANISM_KINDS: tuple[str, ...] = ("mosaic", "affine_maximizer")
 """Mechanism kinds named in the design but not implemented yet (they get a clear message)."""
 
 AGGREGATIONS: tuple[str, ...] = ("linear", "log_linear")
 PAYMENTS: tuple[str, ...] = ("second_price", "first_price", "none")
 SETTLEMENTS: tuple[str, ...] = ("expected", "ex_post")
+REPLY_MODES: tuple[str, ...] = ("sampled", "cached")
 
 QUERY_STREAMS: tuple[str, ...] = ("static",)
 PLANNED_QUERY_STREAMS: tuple[str, ...] = ("eva",)
@@ -45,7 +42,22 @@ DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
 VALUATION_DISTS: tuple[str, ...] = ("fixed", "uniform", "lognormal")
 VALUATION_REDRAWS: tuple[str, ...] = ("once", "round")
 
-StrategyParamSpec = FloatRange | IntRange
+StrategyParamSpec = FloatRange | IntRange | Flag
+
+LEARNER_SPACE_PARAMS: dict[str, StrategyParamSpec] = {
+    "multiplier_min": FloatRange(min=0.0, default=0.0),
+    "multiplier_max": FloatRange(min=0.0, exclusive_min=True, default=2.0),
+    "multiplier_count": IntRange(min=2, max=10_000, default=21),
+    "distortion_min": FloatRange(min=0.0, exclusive_min=True, default=0.25),
+    "distortion_max": FloatRange(min=0.0, exclusive_min=True, default=4.0),
+    "distortion_count": IntRange(min=1, max=1_000, default=1),
+    "contextual": Flag(default=False),
+}
+"""The strategy space every learner shares: bid multipliers (linear grid) x report distortions
+(geometric grid; ``distortion_count = 1`` keeps the report truthful), optionally per query."""
+
+RATE_FROM_BOUND = FloatRange(min=0.0, default=0.0)
+"""A learning or exploration rate; 0 (the default) means "from the regret bound for T"."""
 
 STRATEGY_PARAMS: dict[str, dict[str, StrategyParamSpec]] = {
     "truthful": {},
@@ -53,13 +65,26 @@ STRATEGY_PARAMS: dict[str, dict[str, StrategyParamSpec]] = {
         "bid_multiplier": FloatRange(min=0.0, default=1.0),
         "sharpen": FloatRange(min=0.0, exclusive_min=True, default=1.0),
     },
+    "hedge": {**LEARNER_SPACE_PARAMS, "learning_rate": RATE_FROM_BOUND},
+    "exp3": {**LEARNER_SPACE_PARAMS, "exploration": FloatRange(min=0.0, max=1.0, default=0.0)},
+    "epsilon_greedy": {
+        **LEARNER_SPACE_PARAMS,
+        "epsilon": FloatRange(min=0.0, max=1.0, default=0.0),
+    },
+    "ucb1": {**LEARNER_SPACE_PARAMS, "exploration": RATE_FROM_BOUND},
+    "policy_gradient": {
+        **LEARNER_SPACE_PARAMS,
+        "learning_rate": RATE_FROM_BOUND,
+        "initial_multiplier": FloatRange(min=0.0, exclusive_min=True, default=1.0),
+        "initial_std": FloatRange(min=0.0, exclusive_min=True, default=0.3),
+    },
 }
 """Strategy kind -> its parameters (name -> range and default). Register new kinds here."""
 
 STRATEGY_KINDS: tuple[str, ...] = tuple(STRATEGY_PARAMS)
 """Strategy kinds available in this version (the keys of :data:`STRATEGY_PARAMS`)."""
 
-PLANNED_STRATEGY_KINDS: tuple[str, ...] = ("hedge", "exp3")
+PLANNED_STRATEGY_KINDS: tuple[str, ...] = ()
 """Strategy kinds named in the design but not implemented yet."""
 
 DEFAULT_SWEEP_LAMBDAS: tuple[float, ...] = tuple(round(i / 10, 1) for i in range(11))
@@ -99,6 +124,12 @@ class MechanismConfig:
         platform_weight: Weight b0 of the user's unsponsored distribution (0 = plain model).
         temperature: Sampling temperature of the aggregate distribution.
         integration_nodes: Quadrature nodes for numerically integrated payments.
+        click_through_rates: Ad-slot auctions: non-increasing click-through rates of slots
+            1..k.
+        reply: Ad-slot auctions: ``sampled`` (a fresh unsponsored reply per round) or
+            ``cached`` (one per query; the auction does not depend on it).
+
+    Keys a kind does not read are ignored, so one scenario can be swept across kinds.
     """
 
     kind: str = "token_auction"
@@ -109,6 +140,37 @@ class MechanismConfig:
     platform_weight: float = 0.0
     temperature: float = 1.0
     integration_nodes: int = 64
+    click_through_rates: tuple[float, ...] = (1.0,)
+    reply: str = "sampled"
+
+
+@dataclass(frozen=True)
+class RegretConfig:
+    """How the regret estimator searches deviations (DESIGN.md section 4).
+
+    The search covers bids ``m * valuation`` with ``m`` in ``[0, multiplier_max]`` and, where the
+    mechanism reads one, report distortions on its default range: a grid of
+    ``multiplier_points`` x ``distortion_points``, then ``refinements`` rounds of a
+    ``refine_points``-per-axis grid on the bracket around the best point (each round shrinks
+    the bracket by ``(refine_points - 1) / 2``).
+
+    Attributes:
+        enabled: Measure regret at all.
+        every: Measure every this many rounds (1 = every round).
+        multiplier_max: Largest bid multiplier searched.
+        multiplier_points: Coarse grid points on the multiplier axis.
+        distortion_points: Coarse grid points on the distortion axis.
+        refinements: Zoom rounds after the coarse grid.
+        refine_points: Points per axis in each zoom round.
+    """
+
+    enabled: bool = True
+    every: int = 1
+    multiplier_max: float = 2.0
+    multiplier_points: int = 11
+    distortion_points: int = 5
+    refinements: int = 3
+    refine_points: int = 5
 
 
 @dataclass(frozen=True)
@@ -250,6 +312,7 @@ class Scenario:
         mechanism: The auction.
         queries: The query stream.
         advertisers: The advertisers (at least one, unique names).
+        regret: The deviation search of the regret estimator.
         lambda_sweep: Optional two-advertiser lambda sweep.
     """
 
@@ -261,6 +324,7 @@ class Scenario:
     mechanism: MechanismConfig = field(default_factory=MechanismConfig)
     queries: QueryConfig = field(default_factory=QueryConfig)
     advertisers: tuple[AdvertiserConfig, ...] = ()
+    regret: RegretConfig = field(default_factory=RegretConfig)
     lambda_sweep: LambdaSweepConfig | None = None
 
     def advertiser(self, name: str) -> AdvertiserConfig:

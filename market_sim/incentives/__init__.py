@@ -1,0 +1,1 @@
+"""Incentive measurement: regret of truthful reporting and IR, via each round's counterfactual."""

@@ -1,0 +1,524 @@
+r"""Advertisers that learn how to bid and what to report, over repeated rounds.
+
+Every learner plays reports ``Report(m * valuation, d)`` (:mod:`market_sim.market.action_grid`) and
+maximizes its own quasi-linear utility. Rates are set from the regret bounds for the run's
+horizon T (the ``horizon`` of :class:`~market_sim.market.strategies.StrategySetup`; per context
+``T / contexts`` for contextual learners), never by hand against a result. A parameter left at 0
+means "from the bound".
+
+Utilities are in valuation units whose range is not known in advance, so every learner divides
+them by the largest utility spread it has observed so far (for Hedge the spread across actions of
+a round's counterfactual utilities, for bandit learners the spread of realized utilities). This is
+the usual scale-free practice; the rate is then non-increasing, as the bounds require.
+
+* ``hedge``: multiplicative weights with full information. After each round the platform's
+  counterfactual (same randomness, no new LM call) gives the utility :math:`u_{t,k}` of every
+  action k, and :math:`w_k \propto \exp(\eta_t \sum_{s \le t} u_{s,k})` with
+  :math:`\eta_t = \sqrt{8 \ln K / T} / R_t` (Freund and Schapire; Cesa-Bianchi and Lugosi 2.2).
+* ``exp3``: bandit feedback (Auer et al. 2002): :math:`p = (1-\gamma)\,\mathrm{softmax}(\gamma
+  \hat G / K) + \gamma / K` with importance-weighted gains of rewards rescaled to [0, 1] by the
+  observed range and :math:`\gamma = \min(1, \sqrt{K \ln K / ((e - 1) T)})`.
+* ``epsilon_greedy``: explore uniformly with probability
+  :math:`\epsilon = \min(1, (K \ln T / T)^{1/3})` (the rate that balances exploration and
+  exploitation for a fixed horizon), else play the best empirical mean; untried actions first.
+* ``ucb1``: every action once, then :math:`\arg\max_k \bar u_k + c R_t \sqrt{\ln t / n_k}`,
+  :math:`c = \sqrt 2` (Auer, Cesa-Bianchi and Fischer 2002).
+* ``policy_gradient``: a Gaussian policy over :math:`\log m` (and :math:`\log d` where the
+  distortion is learned), REINFORCE with a running-mean baseline and Adam at learning rate
+  :math:`1/\sqrt{T}`; the sampled multiplier is clipped to the allowed range.
+
+Randomness comes only from the generator the market passes to :meth:`report` (the model's seeded
+numpy generator), so a run's learning is reproducible from the scenario seed.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from market_sim.market.action_grid import ActionGrid, ReportBounds, report_bounds
+from market_sim.market.strategies import Feedback, Strategy, StrategySetup
+from market_sim.platform.base import Report
+from market_sim.scenario.validate import ParamValue
+
+MIN_STD = 0.02
+"""Floor of the policy-gradient standard deviation (log-multiplier units)."""
+BASELINE_DECAY = 0.9
+"""Weight of the past in the policy-gradient running-mean baseline."""
+
+
+class UtilityRange:
+    """The largest utility spread observed so far (0 until two different utilities are seen)."""
+
+    def __init__(self) -> None:
+        self.low = math.inf
+        self.high = -math.inf
+        self.spread = 0.0
+
+    def observe(self, utilities: np.ndarray | float) -> None:
+        """Widen the range with new utilities; for a vector, its own spread counts too."""
+        values = np.atleast_1d(np.asarray(utilities, dtype=np.float64))
+        self.low = min(self.low, float(values.min()))
+        self.high = max(self.high, float(values.max()))
+        self.spread = max(self.spread, float(np.ptp(values)), self.high - self.low)
+
+
+def sample_index(probabilities: np.ndarray, rng: np.random.Generator) -> int:
+    """One draw from a categorical distribution (inverse CDF of one uniform)."""
+    cumulative = np.cumsum(probabilities)
+    index = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
+    return min(index, len(probabilities) - 1)
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    """Numerically stable softmax of a vector."""
+    shifted = np.exp(scores - scores.max())
+    return shifted / shifted.sum()
+
+
+class GridLearner(ABC):
+    """A learner over a finite :class:`ActionGrid`.
+
+    Args:
+        grid: The actions.
+        horizon: Rounds it will play (its rates are tuned to it).
+    """
+
+    kind = "grid"
+
+    def __init__(self, grid: ActionGrid, horizon: int) -> None:
+        self.grid = grid
+        self.horizon = max(1, horizon)
+        self.action = 0
+        self.rounds = 0
+        self.range = UtilityRange()
+
+    @property
+    def size(self) -> int:
+        """Number of actions K."""
+        return self.grid.size
+
+    def report(self, valuation: float, query: str, rng: np.random.Generator) -> Report:
+        """Choose an action and turn it into a report."""
+        self.action = self.choose(rng)
+        return self.grid.report(self.action, valuation)
+
+    def update(self, feedback: Feedback) -> None:
+        """Learn from the round."""
+        self.learn(feedback)
+        self.rounds += 1
+
+    @abstractmethod
+    def choose(self, rng: np.random.Generator) -> int:
+        """The action to play this round."""
+
+    @abstractmethod
+    def learn(self, feedback: Feedback) -> None:
+        """Update from the outcome of :attr:`action`."""
+
+    @abstractmethod
+    def policy(self) -> np.ndarray:
+        """``[K]`` the current probability of each action (greedy learners: one-hot)."""
+
+    def state(self) -> dict[str, float]:
+        """Expected multiplier and distortion under the current policy, and its peak."""
+        policy = self.policy()
+        return {
+            "mean_multiplier": float(policy @ self.grid.multipliers),
+            "mean_distortion": float(policy @ self.grid.distortions),
+            "top_probability": float(policy.max()),
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        """The grid, the policy and the learner's statistics."""
+        return {
+            "kind": self.kind,
+            "horizon": self.horizon,
+            "rounds": self.rounds,
+            "multipliers": self.grid.multipliers.tolist(),
+            "distortions": self.grid.distortions.tolist(),
+            "policy": self.policy().tolist(),
+            "utility_spread": self.range.spread,
+            **self.statistics(),
+        }
+
+    def statistics(self) -> dict[str, Any]:
+        """Learner-specific arrays for the snapshot."""
+        return {}
+
+
+class Hedge(GridLearner):
+    r"""Multiplicative weights on full-information counterfactual utilities.
+
+    Args:
+        grid: The actions.
+        horizon: Rounds it will play.
+        learning_rate: :math:`\eta` per unit of utility spread; 0 means
+            :math:`\sqrt{8 \ln K / T}`.
+    """
+
+    kind = "hedge"
+
+    def __init__(self, grid: ActionGrid, horizon: int, learning_rate: float = 0.0) -> None:
+        super().__init__(grid, horizon)
+        bound_rate = math.sqrt(8 * math.log(max(self.size, 2)) / self.horizon)
+        self.learning_rate = learning_rate or bound_rate
+        self.cumulative = np.zeros(self.size)
+
+    def policy(self) -> np.ndarray:
+        r"""Softmax of the cumulative utilities at rate :math:`\eta / R_t`."""
+        if self.range.spread <= 0:
+            return np.full(self.size, 1.0 / self.size)
+        return softmax(self.learning_rate / self.range.spread * self.cumulative)
+
+    def choose(self, rng: np.random.Generator) -> int:
+        """Sample from the weights."""
+        return sample_index(self.policy(), rng)
+
+    def learn(self, feedback: Feedback) -> None:
+        """Add every action's counterfactual utility of the round.
+
+        Raises:
+            ValueError: The mechanism gave no counterfactual.
+        """
+        if feedback.counterfactual is None:
+            raise ValueError("hedge needs full-information feedback; the mechanism gives none")
+        values = feedback.counterfactual(self.grid.reports(feedback.valuation))
+        utilities = values.utilities(feedback.valuation)
+        self.cumulative += utilities
+        self.range.observe(utilities)
+
+    def statistics(self) -> dict[str, Any]:
+        """Cumulative utilities and the rate."""
+        return {"cumulative_utility": self.cumulative.tolist(), "learning_rate": self.learning_rate}
+
+
+class Exp3(GridLearner):
+    r"""EXP3 with importance-weighted estimates of range-normalized rewards.
+
+    Args:
+        grid: The actions.
+        horizon: Rounds it will play.
+        exploration: :math:`\gamma`; 0 means :math:`\min(1, \sqrt{K \ln K / ((e-1) T)})`.
+    """
+
+    kind = "exp3"
+
+    def __init__(self, grid: ActionGrid, horizon: int, exploration: float = 0.0) -> None:
+        super().__init__(grid, horizon)
+        k = max(self.size, 2)
+        bound = min(1.0, math.sqrt(k * math.log(k) / ((math.e - 1) * self.horizon)))
+        self.exploration = exploration or bound
+        self.estimated_gain = np.zeros(self.size)
+        self._policy = np.full(self.size, 1.0 / self.size)
+
+    def policy(self) -> np.ndarray:
+        """Exponential weights mixed with uniform exploration."""
+        weights = softmax(self.exploration / self.size * self.estimated_gain)
+        return (1 - self.exploration) * weights + self.exploration / self.size
+
+    def choose(self, rng: np.random.Generator) -> int:
+        """Sample from the mixed policy (kept for the importance weight)."""
+        self._policy = self.policy()
+        return sample_index(self._policy, rng)
+
+    def learn(self, feedback: Feedback) -> None:
+        """Importance-weighted gain of the played action, reward rescaled to [0, 1]."""
+        self.range.observe(feedback.utility)
+        spread = self.range.high - self.range.low
+        reward = (feedback.utility - self.range.low) / spread if spread > 0 else 0.5
+        self.estimated_gain[self.action] += reward / self._policy[self.action]
+
+    def statistics(self) -> dict[str, Any]:
+        """Estimated gains and the exploration rate."""
+        return {"estimated_gain": self.estimated_gain.tolist(), "exploration": self.exploration}
+
+
+class EmpiricalMeans(GridLearner):
+    """Shared bookkeeping of learners that compare empirical mean utilities."""
+
+    def __init__(self, grid: ActionGrid, horizon: int) -> None:
+        super().__init__(grid, horizon)
+        self.counts = np.zeros(self.size, dtype=np.int64)
+        self.sums = np.zeros(self.size)
+
+    def means(self) -> np.ndarray:
+        """``[K]`` mean utility per action (+inf where untried, so untried go first)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self.counts > 0, self.sums / np.maximum(self.counts, 1), np.inf)
+
+    def learn(self, feedback: Feedback) -> None:
+        """Record the played action's utility."""
+        self.range.observe(feedback.utility)
+        self.counts[self.action] += 1
+        self.sums[self.action] += feedback.utility
+
+    def greedy(self) -> int:
+        """The action with the best empirical mean (lowest index on ties)."""
+        return int(np.argmax(self.means()))
+
+    def policy(self) -> np.ndarray:
+        """One-hot on the greedy action."""
+        policy = np.zeros(self.size)
+        policy[self.greedy()] = 1.0
+        return policy
+
+    def statistics(self) -> dict[str, Any]:
+        """Counts and utility sums per action."""
+        return {"counts": self.counts.tolist(), "utility_sums": self.sums.tolist()}
+
+
+class EpsilonGreedy(EmpiricalMeans):
+    r"""Explore uniformly with probability epsilon, else exploit the best mean.
+
+    Args:
+        grid: The actions.
+        horizon: Rounds it will play.
+        epsilon: Exploration probability; 0 means :math:`\min(1, (K \ln T / T)^{1/3})`.
+    """
+
+    kind = "epsilon_greedy"
+
+    def __init__(self, grid: ActionGrid, horizon: int, epsilon: float = 0.0) -> None:
+        super().__init__(grid, horizon)
+        bound = (self.size * math.log(max(self.horizon, 2)) / self.horizon) ** (1 / 3)
+        self.epsilon = epsilon or min(1.0, bound)
+
+    def choose(self, rng: np.random.Generator) -> int:
+        """Uniform with probability epsilon (one uniform draw per round either way)."""
+        explore = rng.random() < self.epsilon
+        pick = int(rng.integers(self.size))
+        return pick if explore else self.greedy()
+
+    def statistics(self) -> dict[str, Any]:
+        """Counts, sums and epsilon."""
+        return {**super().statistics(), "epsilon": self.epsilon}
+
+
+class Ucb1(EmpiricalMeans):
+    r"""UCB1 with the confidence width scaled by the observed utility spread.
+
+    Args:
+        grid: The actions.
+        horizon: Rounds it will play.
+        exploration: The constant c of :math:`c R_t \sqrt{\ln t / n_k}`; 0 means
+            :math:`\sqrt 2`.
+    """
+
+    kind = "ucb1"
+
+    def __init__(self, grid: ActionGrid, horizon: int, exploration: float = 0.0) -> None:
+        super().__init__(grid, horizon)
+        self.exploration = exploration or math.sqrt(2.0)
+
+    def choose(self, rng: np.random.Generator) -> int:
+        """Every action once, then the largest upper confidence bound."""
+        if (self.counts == 0).any():
+            return int(np.argmin(self.counts))
+        width = self.exploration * self.range.spread * np.sqrt(math.log(self.rounds) / self.counts)
+        return int(np.argmax(self.sums / self.counts + width))
+
+    def statistics(self) -> dict[str, Any]:
+        """Counts, sums and c."""
+        return {**super().statistics(), "exploration": self.exploration}
+
+
+class PolicyGradient:
+    r"""A Gaussian policy over the log multiplier (and log distortion), trained by REINFORCE.
+
+    Args:
+        bounds: The allowed multiplier and distortion ranges.
+        horizon: Rounds it will play.
+        learning_rate: Adam's step size; 0 means :math:`1 / \sqrt{T}`.
+        initial_multiplier: Starting mean multiplier.
+        initial_std: Starting standard deviation of the log multiplier (and log distortion).
+    """
+
+    kind = "policy_gradient"
+
+    def __init__(
+        self,
+        bounds: ReportBounds,
+        horizon: int,
+        learning_rate: float = 0.0,
+        initial_multiplier: float = 1.0,
+        initial_std: float = 0.3,
+    ) -> None:
+        self.bounds = bounds
+        self.horizon = max(1, horizon)
+        self.learning_rate = learning_rate or 1.0 / math.sqrt(self.horizon)
+        dims = 2 if bounds.learns_distortion else 1
+        start = [math.log(max(initial_multiplier, 1e-6))] + [0.0] * (dims - 1)
+        self.mean = torch.tensor(start, dtype=torch.float64, requires_grad=True)
+        self.log_std = torch.full((dims,), math.log(initial_std), dtype=torch.float64)
+        self.log_std.requires_grad_(True)
+        self.optimizer = torch.optim.Adam([self.mean, self.log_std], lr=self.learning_rate)
+        self.sample = torch.zeros(dims, dtype=torch.float64)
+        self.baseline = 0.0
+        self.rounds = 0
+        self.range = UtilityRange()
+
+    def _clip(self, sample: np.ndarray) -> tuple[float, float]:
+        bounds = self.bounds
+        multiplier = float(
+            np.clip(np.exp(sample[0]), max(bounds.multiplier_min, 1e-6), bounds.multiplier_max)
+        )
+        if not bounds.learns_distortion:
+            return multiplier, 1.0
+        distortion = float(np.clip(np.exp(sample[1]), bounds.distortion_min, bounds.distortion_max))
+        return multiplier, distortion
+
+    def report(self, valuation: float, query: str, rng: np.random.Generator) -> Report:
+        """Sample log-multiplier (and log-distortion) from the Gaussian policy."""
+        noise = rng.standard_normal(self.mean.shape[0])
+        with torch.no_grad():
+            std = self.log_std.exp().clamp_min(MIN_STD)
+            self.sample = self.mean + std * torch.from_numpy(noise)
+        multiplier, distortion = self._clip(self.sample.numpy())
+        return Report(bid=multiplier * valuation, report_scale=distortion)
+
+    def update(self, feedback: Feedback) -> None:
+        """One REINFORCE step on the range-normalized advantage."""
+        self.range.observe(feedback.utility)
+        spread = self.range.spread
+        advantage = 0.0 if spread <= 0 else (feedback.utility - self.baseline) / spread
+        self.baseline = (
+            feedback.utility
+            if self.rounds == 0
+            else BASELINE_DECAY * self.baseline + (1 - BASELINE_DECAY) * feedback.utility
+        )
+        std = self.log_std.exp().clamp_min(MIN_STD)
+        log_prob = torch.distributions.Normal(self.mean, std).log_prob(self.sample).sum()
+        self.optimizer.zero_grad()
+        (-advantage * log_prob).backward()
+        self.optimizer.step()
+        self.rounds += 1
+
+    def state(self) -> dict[str, float]:
+        """The policy's median multiplier and distortion and its spread."""
+        with torch.no_grad():
+            center = self._clip(self.mean.numpy())
+            std = float(self.log_std.exp().clamp_min(MIN_STD)[0])
+        return {"mean_multiplier": center[0], "mean_distortion": center[1], "log_std": std}
+
+    def snapshot(self) -> dict[str, Any]:
+        """Policy parameters and the baseline."""
+        with torch.no_grad():
+            return {
+                "kind": self.kind,
+                "horizon": self.horizon,
+                "rounds": self.rounds,
+                "mean": self.mean.tolist(),
+                "log_std": self.log_std.tolist(),
+                "baseline": self.baseline,
+                "learning_rate": self.learning_rate,
+                "utility_spread": self.range.spread,
+            }
+
+
+class Contextual:
+    """One independent learner per query (built on first sight of the query).
+
+    Args:
+        make_learner: Builds a fresh learner.
+    """
+
+    def __init__(self, make_learner: Callable[[], Strategy]) -> None:
+        self.make_learner = make_learner
+        self.learners: dict[str, Strategy] = {}
+        self.current: Strategy = make_learner()
+        self.kind = f"contextual_{getattr(self.current, 'kind', 'learner')}"
+
+    def report(self, valuation: float, query: str, rng: np.random.Generator) -> Report:
+        """Delegate to the query's learner."""
+        if query not in self.learners:
+            self.learners[query] = self.make_learner() if self.learners else self.current
+        self.current = self.learners[query]
+        return self.current.report(valuation, query, rng)
+
+    def update(self, feedback: Feedback) -> None:
+        """Delegate to the learner that reported."""
+        self.current.update(feedback)
+
+    def state(self) -> dict[str, float]:
+        """State of the learner of the current query."""
+        return self.current.state()
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every query's learner."""
+        return {
+            "kind": self.kind,
+            "contexts": {query: learner.snapshot() for query, learner in self.learners.items()},
+        }
+
+
+GRID_LEARNERS: dict[str, tuple[type[GridLearner], str | None]] = {
+    "hedge": (Hedge, "learning_rate"),
+    "exp3": (Exp3, "exploration"),
+    "epsilon_greedy": (EpsilonGreedy, "epsilon"),
+    "ucb1": (Ucb1, "exploration"),
+}
+"""Grid learner kind -> (class, name of its rate parameter)."""
+
+
+def learner_horizon(params: Mapping[str, ParamValue], setup: StrategySetup) -> int:
+    """The horizon a learner tunes to: per query when contextual."""
+    if params["contextual"]:
+        return max(1, math.ceil(setup.horizon / max(setup.contexts, 1)))
+    return setup.horizon
+
+
+StrategyFactory = Callable[[Mapping[str, ParamValue], StrategySetup], Strategy]
+
+
+def grid_learner_factory(kind: str) -> StrategyFactory:
+    """The factory of a grid learner kind (contextual when ``params['contextual']``)."""
+    cls, rate_name = GRID_LEARNERS[kind]
+
+    def build(params: Mapping[str, ParamValue], setup: StrategySetup) -> Strategy:
+        bounds = report_bounds(params, setup.report_space, setup.where)
+        grid = ActionGrid.from_params(params, bounds)
+        horizon = learner_horizon(params, setup)
+        rate = float(params[rate_name]) if rate_name else 0.0
+
+        def make() -> Strategy:
+            return cls(grid, horizon, rate)
+
+        return Contextual(make) if params["contextual"] else make()
+
+    return build
+
+
+def policy_gradient_factory(params: Mapping[str, ParamValue], setup: StrategySetup) -> Strategy:
+    """The factory of the policy-gradient learner."""
+    bounds = report_bounds(params, setup.report_space, setup.where)
+    initial = float(params["initial_multiplier"])
+    if not bounds.multiplier_min <= initial <= bounds.multiplier_max or initial <= 0:
+        raise ValueError(
+            f"{setup.where}.initial_multiplier must lie in (0, multiplier_max] and within "
+            f"[multiplier_min, multiplier_max], got {initial}"
+        )
+    horizon = learner_horizon(params, setup)
+
+    def make() -> Strategy:
+        return PolicyGradient(
+            bounds,
+            horizon,
+            float(params["learning_rate"]),
+            initial,
+            float(params["initial_std"]),
+        )
+
+    return Contextual(make) if params["contextual"] else make()
+
+
+LEARNER_FACTORIES: dict[str, StrategyFactory] = {
+    **{kind: grid_learner_factory(kind) for kind in GRID_LEARNERS},
+    "policy_gradient": policy_gradient_factory,
+}
+"""Learner kind -> factory; their parameters are in ``STRATEGY_PARAMS``."""

@@ -1,0 +1,195 @@
+r"""Counterfactual token auctions: one advertiser's outcome under other reports, same round.
+
+A generated reply fixes, step by step, the participants' next-token distributions along the
+realized prefix. Holding that prefix and every other report fixed, advertiser :math:`i`'s
+per-token allocation and payment depend only on its own bid :math:`z` and sharpening
+exponent :math:`s` (reported :math:`\tilde p_i \propto p_i^{s}`). Summing over the reply's steps
+gives its counterfactual sequence allocation and payment without any new LM call:
+
+.. math::
+
+    x_i(z, s) = \sum_t 1 - \mathrm{TV}\big(q_t(z, s), p_{i,t}\big), \qquad
+    \mathrm{pay}_i(z, s) = \sum_t \mathrm{pay}_{i,t}(z, s).
+
+This is the game in which the token auction's incentive claims are made (per token, for the
+distributions at hand); a deviation that would have changed the sampled tokens and hence later
+distributions is not followed. Under ``settlement = "ex_post"`` the counterfactual charges the
+expected critical-bid payment (the expectation of the ex-post payment over the stable-sampling
+draw), since the draw that would have been made under another bid is not defined by the record.
+
+Agent-versus-rest reduction: both aggregations are linear in the weights (of :math:`p_j` for
+``linear``, of the floored :math:`\log p_j` for ``log_linear``), so for advertiser :math:`i` every
+other participant (the user with :math:`b_0` included) collapses into one "rest" participant
+with weight :math:`B_i = b_0 + \sum_{j \ne i} b_j` and distribution
+:math:`\sum_{j \ne i} b_j \tilde p_j / B_i` (linear) or log-distribution
+:math:`\sum_{j \ne i} b_j \log \max(\tilde p_j, \text{floor}) / B_i` (log-linear). The two-party
+problem (rest first, in the user's column) gives exactly the same aggregate, allocation and
+payment for :math:`i` as the full auction, at a cost that does not grow with n. When
+:math:`B_i = 0` the rest is the user's :math:`p_0`, the fallback of the full auction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from market_sim.mechanisms.token_auction import (
+    LOG_PROB_FLOOR,
+    TokenAuctionRule,
+    aggregate,
+    allocations,
+    linear_second_price_payments,
+    normalized_weights,
+    numerical_second_price_payments,
+    sharpen,
+)
+
+ELEMENT_BUDGET = 2**22
+"""Float64 elements per batch of counterfactual rows (bounds memory at about 32 MB)."""
+
+QUADRATURE_CHUNK = 16
+
+
+@dataclass(frozen=True)
+class AgentCounterfactual:
+    r"""Summed outcomes of one advertiser under K candidate reports.
+
+    Attributes:
+        true_allocations: ``[K]`` :math:`\sum_t 1 - TV(q_t, p_{i,t})` (true preferences).
+        reported_allocations: ``[K]`` the same against the reported distribution.
+        payments: ``[K]`` summed payments.
+    """
+
+    true_allocations: torch.Tensor
+    reported_allocations: torch.Tensor
+    payments: torch.Tensor
+
+
+class TokenAuctionCounterfactual:
+    """The recorded distributions of one token auction, re-priced for one advertiser at a time.
+
+    Args:
+        step_logprobs: ``[S, n + 1, V]`` the TRUE (tempered) log-probabilities at each of the S
+            generated steps, user first, as the mechanism saw them before sharpening.
+        bids: ``[n]`` the bids of the round.
+        exponents: ``[n]`` the sharpening exponents of the round.
+        rule: The auction's rule.
+    """
+
+    def __init__(
+        self,
+        step_logprobs: torch.Tensor,
+        bids: torch.Tensor,
+        exponents: torch.Tensor,
+        rule: TokenAuctionRule,
+    ) -> None:
+        self.step_logprobs = step_logprobs.float()
+        self.bids = bids.double()
+        self.exponents = exponents.float()
+        self.rule = rule
+        self._rest_cache: dict[int, tuple[torch.Tensor, float]] = {}
+
+    @property
+    def agent_count(self) -> int:
+        """Number of advertisers n."""
+        return int(self.bids.shape[0])
+
+    def rest(self, agent: int) -> tuple[torch.Tensor, float]:
+        """The other participants collapsed into one (see the module docstring).
+
+        Returns:
+            ``(rest_logprobs, rest_weight)``: ``[S, V]`` float64 log-distribution of the rest
+            (unnormalized for log-linear) and its weight :math:`B_i`.
+        """
+        if agent in self._rest_cache:
+            return self._rest_cache[agent]
+        reported = torch.cat(
+            [
+                self.step_logprobs[:, :1],
+                sharpen(self.step_logprobs[:, 1:], self.exponents),
+            ],
+            dim=1,
+        ).double()
+        weights = torch.cat([self.bids.new_tensor([self.rule.platform_weight]), self.bids]).to(
+            reported.device
+        )
+        weights[agent + 1] = 0.0
+        rest_weight = float(weights.sum())
+        if rest_weight <= 0:
+            rest = reported[:, 0]
+        elif self.rule.aggregation == "linear":
+            rest = (torch.einsum("m,smv->sv", weights, reported.exp()) / rest_weight).log()
+        else:
+            floored = reported.clamp_min(LOG_PROB_FLOOR)
+            rest = torch.einsum("m,smv->sv", weights, floored) / rest_weight
+        self._rest_cache[agent] = (rest, rest_weight)
+        return rest, rest_weight
+
+    def evaluate(
+        self, agent: int, bids: torch.Tensor, exponents: torch.Tensor
+    ) -> AgentCounterfactual:
+        """Advertiser ``agent``'s summed allocation and payment under K candidate reports.
+
+        Args:
+            agent: Advertiser index in ``0..n-1``.
+            bids: ``[K]`` candidate bids z >= 0.
+            exponents: ``[K]`` candidate sharpening exponents s > 0.
+
+        Returns:
+            ``[K]`` true allocations, reported allocations and payments, summed over steps.
+        """
+        rest, rest_weight = self.rest(agent)
+        steps, vocab = rest.shape
+        device = rest.device
+        bids = bids.to(device=device, dtype=torch.float64)
+        exponents = exponents.to(device=device, dtype=torch.float32)
+        true_logprobs = self.step_logprobs[:, agent + 1]
+        per_row = vocab * (QUADRATURE_CHUNK + 4)
+        chunk = max(1, ELEMENT_BUDGET // (per_row * steps))
+        parts = [
+            self._evaluate_chunk(rest, rest_weight, true_logprobs, bids[s:e], exponents[s:e])
+            for s, e in ((s, min(s + chunk, len(bids))) for s in range(0, len(bids), chunk))
+        ]
+        return AgentCounterfactual(
+            true_allocations=torch.cat([p[0] for p in parts]),
+            reported_allocations=torch.cat([p[1] for p in parts]),
+            payments=torch.cat([p[2] for p in parts]),
+        )
+
+    def _evaluate_chunk(
+        self,
+        rest: torch.Tensor,
+        rest_weight: float,
+        true_logprobs: torch.Tensor,
+        bids: torch.Tensor,
+        exponents: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Outcomes for k candidates, summed over the S steps (rows are S*k two-party auctions)."""
+        steps, vocab = rest.shape
+        k = bids.shape[0]
+        reported = sharpen(true_logprobs.unsqueeze(1), exponents.unsqueeze(0)).double()
+        logprobs = torch.stack([rest.unsqueeze(1).expand(steps, k, vocab), reported], dim=2)
+        logprobs = logprobs.reshape(steps * k, 2, vocab)
+        raw = torch.stack([torch.full_like(bids, rest_weight), bids], dim=-1).repeat(steps, 1)
+        probs = logprobs.exp()
+        q = aggregate(logprobs, normalized_weights(raw), self.rule.aggregation, probs)
+        reported_alloc = allocations(q, probs[:, 1:]).squeeze(-1)
+        true_probs = true_logprobs.double().exp().repeat_interleave(k, dim=0)
+        true_alloc = allocations(q, true_probs.unsqueeze(1)).squeeze(-1)
+        rule = self.rule
+        if rule.payment == "none":
+            payments = torch.zeros_like(reported_alloc)
+        elif rule.payment == "first_price":
+            payments = raw[:, 1] * reported_alloc
+        elif rule.aggregation == "linear":
+            payments = linear_second_price_payments(probs, raw).squeeze(-1)
+        else:
+            payments = numerical_second_price_payments(
+                logprobs, raw, rule.aggregation, rule.integration_nodes, QUADRATURE_CHUNK
+            ).squeeze(-1)
+
+        def total(per_row: torch.Tensor) -> torch.Tensor:
+            return per_row.reshape(steps, k).sum(0)
+
+        return total(true_alloc), total(reported_alloc), total(payments)

@@ -1,0 +1,145 @@
+r"""Ad-slot baselines on the LM: the unsponsored reply to the query, with ads in k slots beside it.
+
+The reply is sampled from the user's distribution alone (the query prompt, no brand context), so
+ads never steer the text: each of its decoding steps is the user's own distribution and the
+user's value is the number of steps (the same unit as the token auction's
+:math:`\sum_t 1 - TV(q_t, p_0)`, EOS step included). Advertisers are allocated click-through
+rates by :func:`market_sim.mechanisms.slot_auctions.slot_auction`.
+
+``reply`` chooses how replies are produced: ``sampled`` draws a fresh reply every round (seeded
+by the round); ``cached`` samples one reply per distinct query the first time it is asked and
+reuses it, which makes long runs (10^5 rounds) cost nothing on the LM; the auction itself does
+not depend on the reply either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from market_sim.lm.model import LanguageModel
+from market_sim.mechanisms.slot_auctions import (
+    SlotAuctionKind,
+    check_click_through_rates,
+    slot_auction,
+)
+from market_sim.platform.base import (
+    AuctionOutcome,
+    Bidder,
+    CounterfactualValues,
+    Report,
+    ReportSpace,
+)
+from market_sim.prompting import build_prompt
+
+REPLY_MODES: tuple[str, ...] = ("sampled", "cached")
+
+
+class SlotAuctionCounterfactual:
+    """One slot auction re-run for one bidder: others' bids and the tie-break order held fixed."""
+
+    def __init__(
+        self,
+        bids: np.ndarray,
+        priority: np.ndarray,
+        click_through_rates: np.ndarray,
+        kind: SlotAuctionKind,
+    ) -> None:
+        self.bids = bids
+        self.priority = priority
+        self.click_through_rates = click_through_rates
+        self.kind = kind
+
+    def evaluate(self, agent: int, reports: Sequence[Report]) -> CounterfactualValues:
+        """Allocation (click-through rate) and payment of ``agent`` under each report's bid."""
+        candidates = np.tile(self.bids, (len(reports), 1))
+        candidates[:, agent] = [report.bid for report in reports]
+        outcome = slot_auction(candidates, self.click_through_rates, self.kind, self.priority)
+        return CounterfactualValues(
+            allocations=outcome.allocations[:, agent].copy(),
+            payments=outcome.payments[:, agent].copy(),
+        )
+
+
+class SlotAuctionPlatform:
+    """First-price, second-price, GSP or VCG ad slots beside the unsponsored LM reply.
+
+    Args:
+        lm: The platform language model (writes the unsponsored reply).
+        kind: The slot auction.
+        click_through_rates: ``[k]`` non-increasing click-through rates of the slots.
+        max_new_tokens: Reply length cap.
+        temperature: Sampling temperature of the reply.
+        reply: ``sampled`` (fresh reply each round) or ``cached`` (one reply per query).
+    """
+
+    report_space = ReportSpace(None)
+
+    def __init__(
+        self,
+        lm: LanguageModel,
+        kind: SlotAuctionKind,
+        click_through_rates: Sequence[float],
+        max_new_tokens: int = 24,
+        temperature: float = 1.0,
+        reply: str = "sampled",
+    ) -> None:
+        if reply not in REPLY_MODES:
+            raise ValueError(f"reply must be one of {', '.join(REPLY_MODES)}, got {reply!r}")
+        self.lm = lm
+        self.kind = kind
+        self.click_through_rates = check_click_through_rates(np.asarray(click_through_rates))
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.reply = reply
+        self._reply_cache: dict[str, list[int]] = {}
+
+    def replies(self, queries: Sequence[str], seed: int) -> list[list[int]]:
+        """Unsponsored replies to the queries (one batched ``generate`` for those not cached)."""
+        if self.reply == "sampled":
+            return self._sample(queries, seed)
+        missing = list(dict.fromkeys(q for q in queries if q not in self._reply_cache))
+        if missing:
+            self._reply_cache.update(zip(missing, self._sample(missing, seed), strict=True))
+        return [self._reply_cache[q] for q in queries]
+
+    def _sample(self, queries: Sequence[str], seed: int) -> list[list[int]]:
+        prompts = [self.lm.encode(build_prompt(q)) for q in queries]
+        return self.lm.sample(prompts, self.max_new_tokens, self.temperature, seed)
+
+    def run_auctions(
+        self, queries: Sequence[str], bidders: Sequence[Sequence[Bidder]], seed: int
+    ) -> list[AuctionOutcome]:
+        """Run A slot auctions beside A unsponsored replies (see :class:`Platform`)."""
+        if len(queries) != len(bidders):
+            raise ValueError("one list of bidders per query is required")
+        if not queries:
+            return []
+        rng = np.random.default_rng(seed)
+        bids = np.array([[b.report.bid for b in group] for group in bidders], dtype=np.float64)
+        priority = np.stack([rng.permutation(bids.shape[1]) for _ in queries]).astype(np.float64)
+        outcome = slot_auction(bids, self.click_through_rates, self.kind, priority)
+        replies = self.replies(queries, int(rng.integers(2**63 - 1)))
+        results = []
+        for a, tokens in enumerate(replies):
+            stopped = len(tokens) < self.max_new_tokens
+            results.append(
+                AuctionOutcome(
+                    text=self.lm.decode(tokens).strip(),
+                    token_ids=tokens,
+                    allocations=outcome.allocations[a],
+                    reported_allocations=outcome.allocations[a],
+                    payments=outcome.payments[a],
+                    user_value=float(len(tokens) + stopped),
+                    extras={
+                        "n_tokens": float(len(tokens)),
+                        "stopped_at_eos": float(stopped),
+                        "slots_filled": float((outcome.slots[a] >= 0).sum()),
+                    },
+                    counterfactual=SlotAuctionCounterfactual(
+                        bids[a], priority[a], self.click_through_rates, self.kind
+                    ),
+                )
+            )
+        return results

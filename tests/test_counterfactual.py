@@ -1,0 +1,95 @@
+"""Counterfactuals re-price a recorded round: at the actual report they reproduce it exactly."""
+
+import numpy as np
+import pytest
+import torch
+
+from market_sim.mechanisms.token_auction import TokenAuctionRule, run_token_auction_step
+from market_sim.mechanisms.token_auction_counterfactual import TokenAuctionCounterfactual
+from market_sim.platform.base import Bidder, Report
+from market_sim.platform.token_auction import TokenAuctionPlatform, sharpen
+
+QUERY = "vacation in Hawaii"
+CONTEXTS = [
+    "Alpha Airlines: nonstop flights to Hawaii.",
+    "Beta Resort: beachfront rooms on Maui.",
+    "Gamma Cars: rent a convertible.",
+]
+
+RULES = [
+    TokenAuctionRule("linear", "second_price", platform_weight=0.0),
+    TokenAuctionRule("linear", "second_price", platform_weight=0.4),
+    TokenAuctionRule("linear", "first_price", platform_weight=0.2),
+    TokenAuctionRule("linear", "none"),
+    TokenAuctionRule("log_linear", "second_price", platform_weight=0.3, integration_nodes=32),
+]
+
+
+def full_auction_outcome(step_logprobs, bids, exponents, rule):
+    """Sum the full n-advertiser step outcome over the recorded steps (the referee's way)."""
+    true = step_logprobs[:, 1:]
+    reported = torch.cat([step_logprobs[:, :1], sharpen(true, exponents.expand(len(true), -1))], 1)
+    step = run_token_auction_step(
+        reported, true, bids.expand(len(true), -1), rule, torch.Generator().manual_seed(0)
+    )
+    return step.true_allocations.sum(0), step.payments.sum(0)
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: f"{r.aggregation}-{r.payment}")
+def test_agent_versus_rest_equals_full_auction(rule):
+    generator = torch.Generator().manual_seed(3)
+    step_logprobs = torch.log_softmax(torch.randn(5, 4, 40, generator=generator) * 2, -1)
+    bids = torch.tensor([0.7, 1.3, 0.0], dtype=torch.float64)
+    exponents = torch.tensor([1.0, 2.0, 0.5])
+    engine = TokenAuctionCounterfactual(step_logprobs, bids, exponents, rule)
+    candidate_bids = torch.tensor([0.0, 0.3, 0.7, 1.3, 2.5], dtype=torch.float64)
+    candidate_exponents = torch.tensor([1.0, 0.5, 1.0, 3.0, 1.0])
+    for agent in range(3):
+        result = engine.evaluate(agent, candidate_bids, candidate_exponents)
+        for k in range(len(candidate_bids)):
+            new_bids, new_exponents = bids.clone(), exponents.clone()
+            new_bids[agent], new_exponents[agent] = candidate_bids[k], candidate_exponents[k]
+            true_alloc, payments = full_auction_outcome(
+                step_logprobs, new_bids, new_exponents, rule
+            )
+            assert float(result.true_allocations[k]) == pytest.approx(
+                float(true_alloc[agent]), abs=1e-9
+            )
+            assert float(result.payments[k]) == pytest.approx(float(payments[agent]), abs=1e-9)
+
+
+def test_chunked_evaluation_equals_one_batch(monkeypatch):
+    import market_sim.mechanisms.token_auction_counterfactual as module
+
+    step_logprobs = torch.log_softmax(
+        torch.randn(4, 3, 30, generator=torch.Generator().manual_seed(1)), -1
+    )
+    engine = TokenAuctionCounterfactual(
+        step_logprobs, torch.tensor([1.0, 0.5]), torch.ones(2), TokenAuctionRule()
+    )
+    bids = torch.linspace(0, 2, 9, dtype=torch.float64)
+    whole = engine.evaluate(1, bids, torch.ones(9))
+    monkeypatch.setattr(module, "ELEMENT_BUDGET", 1)
+    chunked = engine.evaluate(1, bids, torch.ones(9))
+    torch.testing.assert_close(whole.payments, chunked.payments)
+    torch.testing.assert_close(whole.true_allocations, chunked.true_allocations)
+
+
+@pytest.mark.parametrize("aggregation", ["linear", "log_linear"])
+def test_platform_counterfactual_reproduces_the_round(random_lm, aggregation):
+    rule = TokenAuctionRule(aggregation=aggregation, platform_weight=0.2, integration_nodes=32)
+    platform = TokenAuctionPlatform(random_lm, rule, max_new_tokens=6)
+    reports = [Report(1.0), Report(0.5, 2.0), Report(1.5, 0.5)]
+    bidders = [Bidder(c, r) for c, r in zip(CONTEXTS, reports, strict=True)]
+    outcomes = platform.run_auctions([QUERY, QUERY], [bidders, bidders], seed=9)
+    for outcome in outcomes:
+        for agent, report in enumerate(reports):
+            values = outcome.counterfactual.evaluate(agent, [report, Report(0.0)])
+            assert values.allocations[0] == pytest.approx(outcome.allocations[agent], abs=1e-6)
+            assert values.payments[0] == pytest.approx(outcome.payments[agent], abs=1e-6)
+            assert values.payments[1] == 0.0
+        utilities = outcome.counterfactual.evaluate(0, reports[:1]).utilities(2.0)
+        assert utilities.shape == (1,)
+        np.testing.assert_allclose(
+            utilities, 2.0 * outcome.allocations[0] - outcome.payments[0], atol=1e-6
+        )
