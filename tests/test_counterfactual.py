@@ -58,19 +58,24 @@ def test_agent_versus_rest_equals_full_auction(rule):
             assert float(result.payments[k]) == pytest.approx(float(payments[agent]), abs=1e-9)
 
 
-def test_chunked_evaluation_equals_one_batch(monkeypatch):
+@pytest.mark.parametrize("aggregation", ["linear", "log_linear"])
+def test_chunked_evaluation_equals_one_batch(monkeypatch, aggregation):
     import market_sim.mechanisms.token_auction_counterfactual as module
 
     step_logprobs = torch.log_softmax(
         torch.randn(4, 3, 30, generator=torch.Generator().manual_seed(1)), -1
     )
     engine = TokenAuctionCounterfactual(
-        step_logprobs, torch.tensor([1.0, 0.5]), torch.ones(2), TokenAuctionRule()
+        step_logprobs,
+        torch.tensor([1.0, 0.5]),
+        torch.ones(2),
+        TokenAuctionRule(aggregation, integration_nodes=16),
     )
     bids = torch.linspace(0, 2, 9, dtype=torch.float64)
-    whole = engine.evaluate(1, bids, torch.ones(9))
+    exponents = torch.tensor([1.0, 2.0, 1.0, 0.5, 2.0, 1.0, 1.0, 3.0, 1.0])
+    whole = engine.evaluate(1, bids, exponents)
     monkeypatch.setattr(module, "ELEMENT_BUDGET", 1)
-    chunked = engine.evaluate(1, bids, torch.ones(9))
+    chunked = engine.evaluate(1, bids, exponents)
     torch.testing.assert_close(whole.payments, chunked.payments)
     torch.testing.assert_close(whole.true_allocations, chunked.true_allocations)
 

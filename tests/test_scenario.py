@@ -356,7 +356,8 @@ def test_unknown_mechanism() -> None:
     data = sample_data()
     data["mechanism"]["kind"] = "foo"
     assert str(error_for(data)) == (
-        "mechanism.kind: unknown value 'foo'; allowed: token_auction, first_price, second_price, gsp, vcg"
+        "mechanism.kind: unknown value 'foo'; allowed: "
+        "token_auction, first_price, second_price, gsp, vcg"
     )
 
 
@@ -365,7 +366,8 @@ def test_mechanism_not_available_yet(kind: str) -> None:
     data = sample_data()
     data["mechanism"] = {"kind": kind, "candidates": 8}  # its own keys are not checked first
     assert str(error_for(data)) == (
-        f"mechanism.kind: '{kind}' is not available in this version; allowed: token_auction, first_price, second_price, gsp, vcg"
+        f"mechanism.kind: '{kind}' is not available in this version; allowed: "
+        "token_auction, first_price, second_price, gsp, vcg"
     )
 
 
@@ -520,7 +522,8 @@ def test_unknown_strategy_kind_and_planned_one() -> None:
     data = sample_data()
     data["advertisers"][0]["strategy"] = {"kind": "psychic"}
     assert str(error_for(data)) == (
-        "advertisers[0].strategy.kind: unknown value 'psychic'; allowed: truthful, fixed, hedge, exp3, epsilon_greedy, ucb1, policy_gradient"
+        "advertisers[0].strategy.kind: unknown value 'psychic'; allowed: "
+        "truthful, fixed, hedge, exp3, epsilon_greedy, ucb1, policy_gradient"
     )
     data["advertisers"][0]["strategy"] = {"kind": "hedge", "eta": 0.1}
     assert str(error_for(data)).startswith("advertisers[0].strategy.eta: unknown key; allowed")

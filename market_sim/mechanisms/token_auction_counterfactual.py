@@ -40,9 +40,11 @@ from market_sim.mechanisms.token_auction import (
     aggregate,
     allocations,
     linear_second_price_payments,
+    myerson_ownership_payment,
     normalized_weights,
     numerical_second_price_payments,
     sharpen,
+    total_variation,
 )
 
 ELEMENT_BUDGET = 2**22
@@ -145,10 +147,18 @@ class TokenAuctionCounterfactual:
         bids = bids.to(device=device, dtype=torch.float64)
         exponents = exponents.to(device=device, dtype=torch.float32)
         true_logprobs = self.step_logprobs[:, agent + 1]
-        per_row = vocab * (QUADRATURE_CHUNK + 4)
+        # Sharpen once per distinct exponent: [S, U, V], candidates index into it.
+        distinct, which = torch.unique(exponents, return_inverse=True)
+        sharpened = sharpen(true_logprobs.unsqueeze(1), distinct.unsqueeze(0)).double()
+        if self.rule.aggregation == "linear":
+            return self._evaluate_linear(rest, rest_weight, true_logprobs, sharpened, which, bids)
+        numerical = self.rule.payment == "second_price" and self.rule.aggregation != "linear"
+        per_row = vocab * (QUADRATURE_CHUNK + 4 if numerical else 8)
         chunk = max(1, ELEMENT_BUDGET // (per_row * steps))
         parts = [
-            self._evaluate_chunk(rest, rest_weight, true_logprobs, bids[s:e], exponents[s:e])
+            self._evaluate_chunk(
+                rest, rest_weight, true_logprobs, sharpened[:, which[s:e]], bids[s:e]
+            )
             for s, e in ((s, min(s + chunk, len(bids))) for s in range(0, len(bids), chunk))
         ]
         return AgentCounterfactual(
@@ -157,18 +167,78 @@ class TokenAuctionCounterfactual:
             payments=torch.cat([p[2] for p in parts]),
         )
 
+    def _evaluate_linear(
+        self,
+        rest: torch.Tensor,
+        rest_weight: float,
+        true_logprobs: torch.Tensor,
+        sharpened: torch.Tensor,
+        which: torch.Tensor,
+        bids: torch.Tensor,
+    ) -> AgentCounterfactual:
+        r"""Linear aggregation in closed form over the two-party problem.
+
+        With :math:`\lambda = B / (B + z)` (1 when :math:`B + z = 0`, the user fallback),
+        :math:`q = \lambda r + (1 - \lambda)	ilde p`, so :math:`q - 	ilde p = \lambda (r -
+                ilde p)` and the reported allocation is :math:`1 - \lambda\,TV(r, 	ilde p)`; the
+        second-price payment is :math:`TV(r, 	ilde p)` times the ownership payment of
+        :func:`~market_sim.mechanisms.token_auction.myerson_ownership_payment`. Only the true
+        allocation of a sharpened report needs a pass over the vocabulary per candidate.
+
+        Args:
+            rest: ``[S, V]`` log of the rest's distribution.
+            rest_weight: Its weight B.
+            true_logprobs: ``[S, V]`` the advertiser's true log-probabilities.
+            sharpened: ``[S, U, V]`` float64 reported log-probabilities per distinct exponent.
+            which: ``[K]`` index of each candidate's exponent in ``sharpened``.
+            bids: ``[K]`` candidate bids.
+        """
+        rest_probs = rest.exp()
+        true_probs = true_logprobs.double().exp()
+        reported_probs = sharpened.exp()
+        total = rest_weight + bids
+        share = torch.where(
+            total > 0, rest_weight / total.clamp_min(1e-300), torch.ones_like(total)
+        )
+        rest_distance = total_variation(rest_probs.unsqueeze(1), reported_probs)  # [S, U]
+        reported_alloc = (1.0 - share * rest_distance[:, which]).sum(0)
+        true_alloc = torch.empty_like(bids)
+        chunk = max(1, ELEMENT_BUDGET // (4 * rest.numel()))
+        for index in range(reported_probs.shape[1]):
+            members = (which == index).nonzero().squeeze(-1)
+            for part in members.split(chunk):
+                lam = share[part].view(1, -1, 1)
+                mixed = lam * rest_probs.unsqueeze(1) + (1 - lam) * reported_probs[:, index, None]
+                distance = total_variation(mixed, true_probs.unsqueeze(1))  # [S, k]
+                true_alloc[part] = (1.0 - distance).sum(0)
+        if self.rule.payment == "none":
+            payments = torch.zeros_like(bids)
+        elif self.rule.payment == "first_price":
+            payments = bids * reported_alloc
+        else:
+            ownership = myerson_ownership_payment(bids, bids.new_tensor(rest_weight))
+            payments = rest_distance[:, which].sum(0) * ownership
+        return AgentCounterfactual(true_alloc, reported_alloc, payments)
+
     def _evaluate_chunk(
         self,
         rest: torch.Tensor,
         rest_weight: float,
         true_logprobs: torch.Tensor,
+        reported: torch.Tensor,
         bids: torch.Tensor,
-        exponents: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Outcomes for k candidates, summed over the S steps (rows are S*k two-party auctions)."""
+        """Outcomes for k candidates, summed over the S steps (rows are S*k two-party auctions).
+
+        Args:
+            rest: ``[S, V]`` the rest's log-distribution.
+            rest_weight: Its weight.
+            true_logprobs: ``[S, V]`` the advertiser's true log-probabilities.
+            reported: ``[S, k, V]`` float64 reported log-probabilities of the k candidates.
+            bids: ``[k]`` candidate bids.
+        """
         steps, vocab = rest.shape
         k = bids.shape[0]
-        reported = sharpen(true_logprobs.unsqueeze(1), exponents.unsqueeze(0)).double()
         logprobs = torch.stack([rest.unsqueeze(1).expand(steps, k, vocab), reported], dim=2)
         logprobs = logprobs.reshape(steps * k, 2, vocab)
         raw = torch.stack([torch.full_like(bids, rest_weight), bids], dim=-1).repeat(steps, 1)

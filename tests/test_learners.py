@@ -1,0 +1,147 @@
+"""Learners find the best response in a known environment, reproducibly, with rates from T."""
+
+import math
+
+import numpy as np
+import pytest
+
+from market_sim.market.learners import Contextual, Hedge
+from market_sim.market.strategies import Feedback, StrategySetup
+from market_sim.market.strategy_registry import make_strategy
+from market_sim.platform.base import ReportSpace
+from market_sim.platform.slot_auction import SlotAuctionCounterfactual
+from market_sim.scenario import StrategyConfig
+
+BID_ONLY = ReportSpace(None)
+
+
+def play_first_price(strategy, rounds, seed, valuation=1.0, queries=("q",), fixed_bids=None):
+    """Play a one-slot first-price auction against a competitor bidding U[0, 1] each round
+    (or a fixed bid per query), ties going to the competitor.
+
+    Expected utility of multiplier m at valuation 1 is m (1 - m): best response m = 0.5.
+    Returns the multipliers played.
+    """
+    rng = np.random.default_rng(seed)
+    played = []
+    for t in range(rounds):
+        query = queries[t % len(queries)]
+        report = strategy.report(valuation, query, rng)
+        draw = rng.random()
+        competitor = fixed_bids[query] if fixed_bids else draw
+        engine = SlotAuctionCounterfactual(
+            np.array([report.bid, competitor]), np.array([0.0, 1.0]), np.array([1.0]), "first_price"
+        )
+        values = engine.evaluate(0, [report])
+        allocation, payment = float(values.allocations[0]), float(values.payments[0])
+        strategy.update(
+            Feedback(
+                query,
+                valuation,
+                report,
+                allocation,
+                payment,
+                valuation * allocation - payment,
+                lambda reports, engine=engine: engine.evaluate(0, reports),
+            )
+        )
+        played.append(report.bid / valuation)
+    return np.array(played)
+
+
+def build(kind, rounds, **params):
+    config = StrategyConfig(kind=kind, params=params)
+    setup = StrategySetup(horizon=rounds, report_space=BID_ONLY)
+    return make_strategy(kind, config.params, setup)
+
+
+@pytest.mark.parametrize(
+    ("kind", "rounds", "tolerance"),
+    [
+        ("hedge", 2000, 0.005),
+        ("exp3", 6000, 0.05),
+        ("epsilon_greedy", 4000, 0.05),
+        ("ucb1", 4000, 0.05),
+        ("policy_gradient", 4000, 0.02),
+    ],
+)
+def test_learners_approach_the_best_response(kind, rounds, tolerance):
+    strategy = build(kind, rounds, multiplier_max=1.0, multiplier_count=21)
+    played = play_first_price(strategy, rounds, seed=1)
+    final = played[-rounds // 5 :]
+    expected_utility = final * (1 - final)  # the best response earns 0.25, uniform play 1/6
+    assert expected_utility.mean() > 0.25 - tolerance
+    assert abs(final.mean() - 0.5) < 0.1
+    early = played[: rounds // 20]
+    assert (early * (1 - early)).mean() < expected_utility.mean() or kind == "hedge"
+
+
+@pytest.mark.parametrize("kind", ["hedge", "exp3", "epsilon_greedy", "ucb1", "policy_gradient"])
+def test_learning_is_reproducible_from_the_seed(kind):
+    first = play_first_price(build(kind, 300), 300, seed=4)
+    again = play_first_price(build(kind, 300), 300, seed=4)
+    other = play_first_price(build(kind, 300), 300, seed=5)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_rates_come_from_the_horizon():
+    hedge = build("hedge", 400, multiplier_count=21)
+    assert hedge.learning_rate == pytest.approx(math.sqrt(8 * math.log(21) / 400))
+    exp3 = build("exp3", 400, multiplier_count=21)
+    assert exp3.exploration == pytest.approx(
+        min(1, math.sqrt(21 * math.log(21) / ((math.e - 1) * 400)))
+    )
+    greedy = build("epsilon_greedy", 400, multiplier_count=21)
+    assert greedy.epsilon == pytest.approx((21 * math.log(400) / 400) ** (1 / 3))
+    assert build("hedge", 400, learning_rate=0.3).learning_rate == 0.3
+    contextual = make_strategy(
+        "hedge",
+        StrategyConfig("hedge", {"contextual": True}).params,
+        StrategySetup(horizon=400, contexts=4, report_space=BID_ONLY),
+    )
+    assert isinstance(contextual, Contextual)
+    assert contextual.current.learning_rate == pytest.approx(math.sqrt(8 * math.log(21) / 100))
+
+
+def test_contextual_learner_learns_a_response_per_query():
+    # The competitor bids 0.12 on one query and 0.72 on the other: per query the best response
+    # is the next grid point up; one multiplier for both queries does best at 0.15.
+    competitor = {"cheap": 0.12, "dear": 0.72}
+    contextual = build("hedge", 2000, contextual=True, multiplier_max=1.0, multiplier_count=21)
+    plain = build("hedge", 2000, multiplier_max=1.0, multiplier_count=21)
+    for strategy in (contextual, plain):
+        play_first_price(strategy, 2000, seed=2, queries=tuple(competitor), fixed_bids=competitor)
+    per_query = {q: contextual.learners[q].state()["mean_multiplier"] for q in competitor}
+    assert per_query["cheap"] == pytest.approx(0.15, abs=0.02)
+    assert per_query["dear"] == pytest.approx(0.75, abs=0.02)
+    assert plain.state()["mean_multiplier"] == pytest.approx(0.15, abs=0.02)
+    assert set(contextual.snapshot()["contexts"]) == set(competitor)
+
+
+def test_hedge_refuses_bandit_feedback_and_bad_spaces():
+    hedge = build("hedge", 10)
+    report = hedge.report(1.0, "q", np.random.default_rng(0))
+    with pytest.raises(ValueError, match="full-information"):
+        hedge.update(Feedback("q", 1.0, report, 1.0, 0.5, 0.5))
+    with pytest.raises(ValueError, match=r"strategy.distortion_count: the mechanism reads no"):
+        build("exp3", 10, distortion_count=5)
+    with pytest.raises(ValueError, match=r"strategy.sharpen: the mechanism reads no"):
+        build("fixed", 10, sharpen=2.0)
+    with pytest.raises(ValueError, match="multiplier_max must exceed"):
+        build("ucb1", 10, multiplier_min=1.0, multiplier_max=0.5)
+
+
+def test_joint_grid_covers_multiplier_and_distortion():
+    setup = StrategySetup(horizon=10, report_space=ReportSpace("sharpen", 0.25, 4.0))
+    hedge = make_strategy(
+        "hedge",
+        StrategyConfig("hedge", {"distortion_count": 5, "multiplier_count": 3}).params,
+        setup,
+    )
+    assert isinstance(hedge, Hedge)
+    np.testing.assert_allclose(np.unique(hedge.grid.distortions), [0.25, 0.5, 1.0, 2.0, 4.0])
+    np.testing.assert_allclose(np.unique(hedge.grid.multipliers), [0.0, 1.0, 2.0])
+    assert hedge.grid.size == 15
+    snapshot = hedge.snapshot()
+    assert snapshot["kind"] == "hedge" and len(snapshot["policy"]) == 15
