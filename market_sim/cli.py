@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--samples", type=int, help="replies per lambda and aggregation")
     sweep.add_argument("--out", type=Path, help="folder for samples.parquet and shares.parquet")
 
+    add_sweep_parsers(commands)
+
     lm = commands.add_parser("lm", help="the bundled tiny language model")
     lm_commands = lm.add_subparsers(dest="lm_command", required=True)
     train = lm_commands.add_parser("train", help="generate the ad corpus and train the tiny LM")
@@ -60,6 +62,29 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, default=0)
     add_runtime_arguments(generate)
     return parser
+
+
+def add_sweep_parsers(commands: argparse._SubParsersAction) -> None:
+    """The ``sweep`` and ``plot`` subcommands."""
+    sweep = commands.add_parser("sweep", help="run a scenario over a grid of values and seeds")
+    add_scenario_arguments(sweep)
+    sweep.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="a dotted key and its values (TOML-typed), e.g. mechanism.payment=first_price,none",
+    )
+    sweep.add_argument("--seeds", required=True, help="seeds: 0-9, 0,3,5 or a mix like 0-3,8")
+    sweep.add_argument("--rounds", type=int, help="override the scenario's rounds")
+    sweep.add_argument("--out", type=Path, help="sweep folder (default results/<name>-sweep)")
+    sweep.add_argument("--backend", default="local", help="local (default) | ray")
+    sweep.add_argument("--workers", help="parallel runs (local default 1; ray: local CPUs)")
+    sweep.add_argument("--address", help="Ray cluster address (ray backend), e.g. auto")
+
+    plot = commands.add_parser("plot", help="draw the figures of a sweep or of run folders")
+    plot.add_argument("dir", type=Path, help="a sweep folder, a run folder, or a folder of runs")
+    plot.add_argument("--out", type=Path, help="figure folder (default DIR/figures)")
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
@@ -185,6 +210,64 @@ def command_lm(args: argparse.Namespace) -> None:
         print("  ->", lm.decode(tokens).strip())
 
 
+def parse_workers(text: str | None) -> int | None:
+    """``--workers``: an integer >= 1, or None when not given."""
+    if text is None:
+        return None
+    if not text.strip().isdigit() or int(text) < 1:
+        raise UsageError(f"--workers: must be an integer >= 1, got {text!r}")
+    return int(text)
+
+
+def command_sweep(args: argparse.Namespace) -> None:
+    """Run (or resume) a sweep and print where its table is."""
+    from market_sim.scenario import ScenarioError
+    from market_sim.sweep import RUNS_FILE, SweepError, run_sweep
+
+    if args.threads < 1:
+        raise UsageError(f"--threads: must be >= 1, got {args.threads}")
+    if not args.scenario.is_file():
+        raise UsageError(f"{args.scenario}: no such scenario file")
+    if args.seed is not None:
+        raise UsageError("--seed: a sweep takes --seeds (e.g. --seeds 0-9), not --seed")
+    out_dir = args.out or Path("results") / f"{args.scenario.stem}-sweep"
+    try:
+        result = run_sweep(
+            args.scenario,
+            args.grid,
+            args.seeds,
+            out_dir,
+            overrides=scenario_overrides(args),
+            backend=args.backend,
+            workers=parse_workers(args.workers),
+            address=args.address,
+            threads=args.threads,
+            progress=False if args.no_progress else None,
+        )
+    except (SweepError, ScenarioError) as error:
+        raise UsageError(str(error)) from None
+    print(
+        f"{result.executed} runs done, {result.skipped} already complete; "
+        f"table: {out_dir / RUNS_FILE} ({result.runs.height} rows)"
+    )
+
+
+def command_plot(args: argparse.Namespace) -> None:
+    """Draw every figure the results in ``args.dir`` support."""
+    from analysis.plots import NoResultsError, plot_all
+
+    if not args.dir.is_dir():
+        raise UsageError(f"{args.dir}: no such folder")
+    out_dir = args.out or args.dir / "figures"
+    try:
+        paths = plot_all(args.dir, out_dir)
+    except NoResultsError as error:
+        raise UsageError(str(error)) from None
+    print(f"{len(paths)} figures in {out_dir}/:")
+    for path in paths:
+        print(f"  {path}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``market-sim`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -195,6 +278,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             command_run(args, DEMO_SCENARIO)
         elif args.command == "lambda-sweep":
             command_lambda_sweep(args)
+        elif args.command == "sweep":
+            command_sweep(args)
+        elif args.command == "plot":
+            command_plot(args)
         else:
             command_lm(args)
     except UsageError as error:

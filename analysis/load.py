@@ -1,0 +1,194 @@
+"""Load result files (DESIGN.md section 5) from sweep folders and run folders into polars frames.
+
+Any path may be a sweep folder (``runs.parquet`` from ``market-sim sweep``), a run folder
+(``summary.json``), a lambda-sweep folder (``shares.parquet``) or any folder above them; folders
+are searched recursively and a run that belongs to a sweep found on the way is read through the
+sweep's table, not twice. Only complete runs (with ``summary.json``) are read. Every frame gets a
+``run_path`` column (the run folder, absolute) that links runs, rounds and agents.
+
+This module reads files only; it never imports the simulator.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+SUMMARY_FILE = "summary.json"
+RUNS_FILE = "runs.parquet"
+MANIFEST_FILE = "sweep.json"
+SHARES_FILE = "shares.parquet"
+CONVERGENCE_GLOB = "*convergence*.parquet"
+WALL_CLOCK_PREFIXES = ("wall_seconds", "rounds_per_second", "timings")
+
+PathLike = str | Path
+Paths = PathLike | Sequence[PathLike]
+
+
+@dataclass(frozen=True)
+class Results:
+    """Runs found under some paths.
+
+    Attributes:
+        runs: One row per run (grid values, seed, every summary key, ``run_path``).
+        grid_keys: Dotted keys swept by the sweeps found (in first-seen order).
+        sweep_dirs: Sweep folders found.
+        run_dirs: Run folders read directly (not through a sweep table).
+    """
+
+    runs: pl.DataFrame
+    grid_keys: tuple[str, ...]
+    sweep_dirs: tuple[Path, ...]
+    run_dirs: tuple[Path, ...]
+
+
+def as_paths(paths: Paths) -> list[Path]:
+    """One path or many, as a list of paths."""
+    if isinstance(paths, str | Path):
+        return [Path(paths)]
+    return [Path(path) for path in paths]
+
+
+def discover(paths: Paths) -> tuple[list[Path], list[Path]]:
+    """Sweep folders and stand-alone run folders under ``paths`` (sorted, no duplicates)."""
+    sweeps: set[Path] = set()
+    runs: set[Path] = set()
+    for root in as_paths(paths):
+        root = root.resolve()
+        sweeps.update(path.parent for path in root.rglob(RUNS_FILE))
+        if (root / RUNS_FILE).is_file():
+            sweeps.add(root)
+        runs.update(path.parent for path in root.rglob(SUMMARY_FILE))
+        if (root / SUMMARY_FILE).is_file():
+            runs.add(root)
+    inside_sweep = {run for run in runs if any(sweep in run.parents for sweep in sweeps)}
+    return sorted(sweeps), sorted(runs - inside_sweep)
+
+
+def flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested tables to dotted keys (``versions.torch``)."""
+    flat: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """A run's ``summary.json``, flattened, plus ``run_path``."""
+    summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+    return {**flatten(summary), "run_path": str(run_dir)}
+
+
+def frame_from_records(records: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
+    """Records with possibly different keys as one frame (missing values null)."""
+    columns = list(dict.fromkeys(key for record in records for key in record))
+    return pl.DataFrame(
+        [pl.Series(name, [r.get(name) for r in records], strict=False) for name in columns]
+    )
+
+
+def read_sweep(sweep_dir: Path) -> tuple[pl.DataFrame, list[str]]:
+    """A sweep's runs table (with ``run_path`` and ``sweep`` columns) and its grid keys."""
+    runs = pl.read_parquet(sweep_dir / RUNS_FILE)
+    manifest_path = sweep_dir / MANIFEST_FILE
+    grid_keys: list[str] = []
+    if manifest_path.is_file():
+        grid_keys = list(json.loads(manifest_path.read_text(encoding="utf-8")).get("grid", {}))
+    runs = runs.with_columns(
+        pl.col("run_dir").map_elements(lambda d: str(sweep_dir / d), pl.String).alias("run_path"),
+        pl.lit(str(sweep_dir)).alias("sweep"),
+    )
+    return runs, grid_keys
+
+
+def load_results(paths: Paths) -> Results:
+    """Every complete run under ``paths``; see the module docstring.
+
+    Raises:
+        FileNotFoundError: When no run is found.
+    """
+    sweep_dirs, run_dirs = discover(paths)
+    frames: list[pl.DataFrame] = []
+    grid_keys: list[str] = []
+    for sweep_dir in sweep_dirs:
+        frame, keys = read_sweep(sweep_dir)
+        frames.append(frame)
+        grid_keys.extend(key for key in keys if key not in grid_keys)
+    if run_dirs:
+        frames.append(frame_from_records([read_summary(run_dir) for run_dir in run_dirs]))
+    if not frames:
+        shown = ", ".join(str(p) for p in as_paths(paths))
+        raise FileNotFoundError(f"{shown}: no runs ({SUMMARY_FILE} or {RUNS_FILE}) found")
+    runs = pl.concat(frames, how="diagonal_relaxed")
+    order = [col for col in ("sweep", *grid_keys, "seed", "run_path") if col in runs.columns]
+    return Results(runs.sort(order), tuple(grid_keys), tuple(sweep_dirs), tuple(run_dirs))
+
+
+def load_runs(paths: Paths) -> pl.DataFrame:
+    """The runs table of every complete run under ``paths`` (see :func:`load_results`)."""
+    return load_results(paths).runs
+
+
+def load_run_files(runs: pl.DataFrame, name: str, columns: Iterable[str] = ()) -> pl.DataFrame:
+    """Concatenate ``<run_path>/<name>`` of every run, tagged with ``run_path`` and ``columns``.
+
+    Args:
+        runs: A runs table (from :func:`load_runs`).
+        name: ``rounds.parquet`` or ``agents.parquet``.
+        columns: Run-level columns of ``runs`` to join on every row (e.g. ``label``, ``seed``).
+    """
+    frames = []
+    for run_path in runs["run_path"].to_list():
+        path = Path(run_path) / name
+        if path.is_file():
+            frames.append(pl.read_parquet(path).with_columns(pl.lit(run_path).alias("run_path")))
+    if not frames:
+        return pl.DataFrame({"run_path": []}, schema={"run_path": pl.String})
+    table = pl.concat(frames, how="diagonal_relaxed")
+    extra = [col for col in dict.fromkeys(columns) if col in runs.columns and col != "run_path"]
+    table = table.drop([col for col in extra if col in table.columns])
+    return table.join(runs.select("run_path", *extra), on="run_path", how="left")
+
+
+def load_agents(runs: pl.DataFrame, columns: Iterable[str] = ()) -> pl.DataFrame:
+    """``agents.parquet`` of every run (one row per round and advertiser)."""
+    return load_run_files(runs, "agents.parquet", columns)
+
+
+def load_rounds(runs: pl.DataFrame, columns: Iterable[str] = ()) -> pl.DataFrame:
+    """``rounds.parquet`` of every run (one row per round)."""
+    return load_run_files(runs, "rounds.parquet", columns)
+
+
+def load_shares(paths: Paths) -> pl.DataFrame:
+    """Every lambda sweep's ``shares.parquet`` under ``paths``, with a ``source`` column."""
+    frames = []
+    for root in as_paths(paths):
+        for path in sorted(Path(root).resolve().rglob(SHARES_FILE)):
+            frames.append(
+                pl.read_parquet(path).with_columns(pl.lit(str(path.parent)).alias("source"))
+            )
+    if not frames:
+        return pl.DataFrame()
+    return pl.concat(frames, how="diagonal_relaxed")
+
+
+def load_convergence(paths: Paths) -> pl.DataFrame:
+    """Every ``*convergence*.parquet`` under ``paths`` (MOSAIC convergence), with ``source``."""
+    frames = []
+    for root in as_paths(paths):
+        for path in sorted(Path(root).resolve().rglob(CONVERGENCE_GLOB)):
+            frames.append(
+                pl.read_parquet(path).with_columns(pl.lit(str(path.parent)).alias("source"))
+            )
+    if not frames:
+        return pl.DataFrame()
+    return pl.concat(frames, how="diagonal_relaxed")

@@ -1,0 +1,350 @@
+"""Per-mechanism metrics with confidence intervals over seeds, learning curves, brand shares.
+
+Conventions:
+
+* Every run is one observation; a CI is over the runs (seeds) of a group, from
+  :mod:`analysis.stats` (Student t, 95% by default, null for fewer than two runs).
+* A run's mechanism ``label`` is its ``mechanism`` kind, followed in brackets by the variant
+  columns (:data:`VARIANT_COLUMNS`, and string-valued ``mechanism.*`` grid keys) that take more
+  than one value among the runs of that kind, e.g. ``token_auction (log_linear)``. New mechanism
+  kinds therefore need no code here.
+* The other grid keys that vary are *parameters*: groups are ``label`` x parameters, so runs with
+  different parameters are never pooled.
+* Metrics are the numeric columns of the runs table (every numeric ``summary.json`` key) except
+  identifiers, grid keys and wall-clock keys, so new summary keys show up without code changes.
+* polars does not keep row order after ``group_by``: every result is sorted explicitly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import polars as pl
+
+from analysis.load import WALL_CLOCK_PREFIXES, Results
+from analysis.stats import CONFIDENCE, t_quantile, wilson_interval
+
+VARIANT_COLUMNS: tuple[str, ...] = ("aggregation", "payment", "settlement")
+"""Summary keys that distinguish variants of one mechanism kind."""
+
+HEADLINE_METRICS: tuple[str, ...] = (
+    "revenue_mean",
+    "advertiser_value_mean",
+    "user_value_mean",
+    "social_welfare_mean",
+    "utility_mean",
+    "ir_violation_rate",
+    "bid_ratio_final",
+    "regret_mean",
+    "regret_max",
+)
+"""Summary metrics listed first (the results contract); any other numeric key follows."""
+
+NOT_METRICS: frozenset[str] = frozenset({"seed", "rounds", "run_path", "run_dir", "index"})
+AGENT_METRICS: tuple[str, ...] = (
+    "bid_ratio",
+    "report_scale",
+    "report_distortion",
+    "utility",
+    "payment",
+    "value",
+    "regret",
+    "truthful_utility",
+)
+"""Per agent-round quantities averaged per run by :func:`agent_run_metrics` (when present)."""
+
+LABEL = "label"
+UNLABELLED = "unknown"
+
+
+# --------------------------------------------------------------------------- labels and columns
+
+
+def label_columns(runs: pl.DataFrame, grid_keys: Sequence[str]) -> list[str]:
+    """Columns that may distinguish mechanism variants (see the module docstring)."""
+    candidates = [col for col in VARIANT_COLUMNS if col in runs.columns]
+    for key in grid_keys:
+        in_mechanism = key.startswith("mechanism.") and key != "mechanism.kind"
+        if in_mechanism and key in runs.columns and runs.schema[key] == pl.String:
+            candidates.append(key)
+    return candidates
+
+
+def add_labels(runs: pl.DataFrame, grid_keys: Sequence[str] = ()) -> pl.DataFrame:
+    """Add the ``label`` column: mechanism kind plus the variant values that vary within it."""
+    if "mechanism" not in runs.columns:
+        return runs.with_columns(pl.lit(UNLABELLED).alias(LABEL))
+    columns = label_columns(runs, grid_keys)
+    labels = []
+    kinds = runs["mechanism"].fill_null(UNLABELLED).cast(pl.String)
+    varying = {
+        kind: [
+            col for col in columns if runs.filter(kinds == kind)[col].cast(pl.String).n_unique() > 1
+        ]
+        for kind in kinds.unique().to_list()
+    }
+    for index, kind in enumerate(kinds.to_list()):
+        parts = [str(runs[col][index]) for col in varying[kind]]
+        parts = list(dict.fromkeys(parts))
+        labels.append(f"{kind} ({', '.join(parts)})" if parts else kind)
+    return runs.with_columns(pl.Series(LABEL, labels, dtype=pl.String))
+
+
+def parameter_keys(runs: pl.DataFrame, grid_keys: Sequence[str]) -> list[str]:
+    """Grid keys that vary and are not part of the mechanism label."""
+    folded = set(label_columns(runs, grid_keys)) | {"mechanism.kind"}
+    return [
+        key
+        for key in grid_keys
+        if key in runs.columns and key not in folded and runs[key].n_unique() > 1
+    ]
+
+
+def metric_columns(runs: pl.DataFrame, exclude: Sequence[str] = ()) -> list[str]:
+    """Numeric run-level metric columns: headline metrics first, then the rest sorted."""
+    skip = set(NOT_METRICS) | set(exclude)
+    numeric = [
+        name
+        for name, dtype in runs.schema.items()
+        if (dtype.is_numeric() or dtype == pl.Boolean)
+        and name not in skip
+        and name.split(".")[0] not in WALL_CLOCK_PREFIXES
+        and not name.startswith("versions.")
+    ]
+    headline = [name for name in HEADLINE_METRICS if name in numeric]
+    return headline + sorted(set(numeric) - set(headline))
+
+
+def labelled_runs(results: Results) -> tuple[pl.DataFrame, list[str]]:
+    """The runs with labels, and the grouping columns ``[label, *parameters]``."""
+    runs = add_labels(results.runs, results.grid_keys)
+    return runs, [LABEL, *parameter_keys(runs, results.grid_keys)]
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def summarize(
+    frame: pl.DataFrame,
+    by: Sequence[str],
+    metrics: Sequence[str],
+    confidence: float = CONFIDENCE,
+) -> pl.DataFrame:
+    """Mean and t confidence interval of each metric per group, one row per (group, metric).
+
+    Args:
+        frame: One row per observation (a run).
+        by: Grouping columns.
+        metrics: Numeric columns to summarize (nulls and NaNs are dropped per metric).
+        confidence: Confidence level of the interval.
+
+    Returns:
+        Columns ``*by, metric, n, mean, std, ci_low, ci_high`` sorted by ``by`` then metric
+        order; ``std`` and the bounds are null when ``n < 2``.
+    """
+    metrics = [m for m in metrics if m in frame.columns]
+    schema = {**{col: frame.schema[col] for col in by}, "metric": pl.String}
+    if not metrics or frame.height == 0:
+        empty = {"n": pl.UInt32, **{c: pl.Float64 for c in ("mean", "std", "ci_low", "ci_high")}}
+        return pl.DataFrame(schema={**schema, **empty})
+    long = (
+        frame.select(*by, *[pl.col(m).cast(pl.Float64) for m in metrics])
+        .unpivot(on=metrics, index=list(by), variable_name="metric", value_name="_value")
+        .filter(pl.col("_value").is_not_null() & pl.col("_value").is_not_nan())
+    )
+    grouped = long.group_by(*by, "metric").agg(
+        pl.len().alias("n"),
+        pl.col("_value").mean().alias("mean"),
+        pl.col("_value").std().alias("std"),
+    )
+    quantiles = {
+        n: t_quantile(0.5 + confidence / 2, n - 1) for n in grouped["n"].unique() if n >= 2
+    }
+    half = pl.Series(
+        [
+            quantiles[n] * std / math.sqrt(n) if n >= 2 and std is not None else None
+            for n, std in zip(grouped["n"], grouped["std"], strict=True)
+        ],
+        dtype=pl.Float64,
+    )
+    order = {m: i for i, m in enumerate(metrics)}
+    return (
+        grouped.with_columns(
+            pl.when(pl.col("n") >= 2).then(pl.col("std")).alias("std"),
+            (pl.col("mean") - half).alias("ci_low"),
+            (pl.col("mean") + half).alias("ci_high"),
+            pl.col("metric").replace_strict(order, return_dtype=pl.Int64).alias("_order"),
+        )
+        .sort(*by, "_order")
+        .drop("_order")
+    )
+
+
+def mechanism_summary(
+    results: Results, metrics: Sequence[str] | None = None, confidence: float = CONFIDENCE
+) -> pl.DataFrame:
+    """Run-level metrics per mechanism label and parameter setting, with CIs over seeds.
+
+    The metrics (default: every numeric summary key) are revenue, advertiser / user / social
+    welfare, utility, IR violation rate, bid ratio, regret and whatever else the runs report;
+    see :func:`summarize` for the columns.
+    """
+    runs, by = labelled_runs(results)
+    chosen = metric_columns(runs, exclude=results.grid_keys) if metrics is None else metrics
+    return summarize(runs, by, chosen, confidence)
+
+
+def with_agent_columns(agents: pl.DataFrame) -> pl.DataFrame:
+    """Add derived agent columns where their inputs exist.
+
+    ``bid_ratio`` is bid / valuation (null when valuation <= 0); ``report_distortion`` is
+    ``|report_scale - 1|``.
+    """
+    columns = []
+    if {"bid", "valuation"} <= set(agents.columns):
+        columns.append(
+            pl.when(pl.col("valuation") > 0)
+            .then(pl.col("bid") / pl.col("valuation"))
+            .alias("bid_ratio")
+        )
+    if "report_scale" in agents.columns:
+        columns.append((pl.col("report_scale") - 1.0).abs().alias("report_distortion"))
+    return agents.with_columns(columns) if columns else agents
+
+
+def agent_run_metrics(agents: pl.DataFrame) -> pl.DataFrame:
+    """Per run: the mean over agent-rounds of each of :data:`AGENT_METRICS` that is present."""
+    agents = with_agent_columns(agents)
+    present = [m for m in AGENT_METRICS if m in agents.columns]
+    means = [pl.col(m).cast(pl.Float64).mean().alias(m) for m in present]
+    return agents.group_by("run_path").agg(means).sort("run_path")
+
+
+def agent_summary(
+    results: Results, agents: pl.DataFrame, confidence: float = CONFIDENCE
+) -> pl.DataFrame:
+    """Agent-level metrics per mechanism label and parameter setting, with CIs over seeds.
+
+    Each run contributes the mean of each of :data:`AGENT_METRICS` over its agent-rounds (bid
+    ratio, report scale and distortion, utility, payment, value, regret, ...).
+    """
+    runs, by = labelled_runs(results)
+    per_run = agent_run_metrics(agents).join(runs.select("run_path", *by), on="run_path")
+    present = [m for m in AGENT_METRICS if m in per_run.columns]
+    return summarize(per_run, by, present, confidence)
+
+
+# --------------------------------------------------------------------------- learning curves
+
+
+def default_window(rounds: int, windows: int = 20) -> int:
+    """Round-window width giving about ``windows`` points on a learning curve."""
+    return max(1, math.ceil(rounds / windows))
+
+
+def learning_curves(
+    agents: pl.DataFrame,
+    by: Sequence[str] = (LABEL,),
+    metrics: Sequence[str] = ("bid_ratio", "report_scale"),
+    window: int | None = None,
+    confidence: float = CONFIDENCE,
+) -> pl.DataFrame:
+    """Per-window means of agent metrics over rounds, with CIs over runs (seeds).
+
+    Each run contributes one value per window: the mean over its agents and the rounds of the
+    window. Windows are ``[k * window, (k + 1) * window)``.
+
+    Args:
+        agents: Agent rows with ``run_path``, ``round``, the ``by`` columns and inputs of the
+            metrics (``bid_ratio`` is derived from ``bid`` and ``valuation``).
+        by: Grouping columns (runs of one group are the seeds).
+        metrics: Agent metrics to follow.
+        window: Rounds per window (default: about 20 windows over the longest run).
+        confidence: Confidence level.
+
+    Returns:
+        Columns ``*by, window, round_start, round_mid, metric, n, mean, std, ci_low, ci_high``.
+    """
+    agents = with_agent_columns(agents)
+    metrics = [m for m in metrics if m in agents.columns]
+    by = [col for col in by if col in agents.columns]
+    if not metrics or agents.height == 0:
+        return summarize(pl.DataFrame(), [], [])
+    width = window or default_window(int(agents["round"].max()) + 1)
+    per_run = (
+        agents.with_columns((pl.col("round") // width).alias("window"))
+        .group_by(*by, "run_path", "window")
+        .agg(pl.col(m).cast(pl.Float64).mean() for m in metrics)
+    )
+    curves = summarize(per_run, [*by, "window"], metrics, confidence)
+    return curves.with_columns(
+        (pl.col("window") * width).alias("round_start"),
+        (pl.col("window") * width + (width - 1) / 2).alias("round_mid"),
+    ).sort(*by, "metric", "window")
+
+
+# --------------------------------------------------------------------------- lambda sweep
+
+
+def brand_shares(shares: pl.DataFrame, confidence: float = CONFIDENCE) -> pl.DataFrame:
+    """Lambda-sweep shares in long form with Wilson intervals.
+
+    Args:
+        shares: ``shares.parquet`` rows (``aggregation``, ``lambda``, ``samples``,
+            ``share_<category>``), e.g. from :func:`analysis.load.load_shares`.
+        confidence: Confidence level.
+
+    Returns:
+        Columns ``[source,] aggregation, lambda, samples, category, share, ci_low, ci_high``.
+    """
+    share_cols = [col for col in shares.columns if col.startswith("share_")]
+    if not share_cols:
+        return pl.DataFrame()
+    index = [c for c in ("source", "aggregation", "lambda", "samples") if c in shares.columns]
+    long = shares.unpivot(on=share_cols, index=index, variable_name="category", value_name="share")
+    long = long.with_columns(pl.col("category").str.strip_prefix("share_"))
+    n = long["samples"] if "samples" in long.columns else pl.Series([0] * long.height)
+    bounds = [
+        wilson_interval(share, int(count), confidence)
+        for share, count in zip(long["share"], n, strict=True)
+    ]
+    return long.with_columns(
+        pl.Series("ci_low", [b[0] for b in bounds], dtype=pl.Float64),
+        pl.Series("ci_high", [b[1] for b in bounds], dtype=pl.Float64),
+    ).sort([c for c in ("source", "aggregation", "category", "lambda") if c in long.columns])
+
+
+# --------------------------------------------------------------------------- frontier
+
+
+def frontier(
+    results: Results,
+    parameter: str,
+    x: str = "social_welfare_mean",
+    y: str = "revenue_mean",
+    confidence: float = CONFIDENCE,
+) -> pl.DataFrame:
+    """Points of the ``y``-vs-``x`` frontier as ``parameter`` moves, per mechanism label.
+
+    Returns:
+        One row per (label, other parameters, parameter value): ``x_mean``, ``x_low``,
+        ``x_high``, ``y_mean``, ``y_low``, ``y_high``, ``n``; sorted by label then parameter.
+    """
+    runs, by = labelled_runs(results)
+    if parameter not in by:
+        by = [*by, parameter]
+    table = summarize(runs, by, [x, y], confidence)
+    parts = []
+    for metric, prefix in ((x, "x"), (y, "y")):
+        part = table.filter(pl.col("metric") == metric).select(
+            *by,
+            pl.col("n"),
+            pl.col("mean").alias(f"{prefix}_mean"),
+            pl.col("ci_low").alias(f"{prefix}_low"),
+            pl.col("ci_high").alias(f"{prefix}_high"),
+        )
+        parts.append(part)
+    joined = parts[0].join(parts[1].drop("n"), on=by, how="inner", nulls_equal=True)
+    others = [col for col in by if col not in (LABEL, parameter)]
+    return joined.sort(LABEL, *others, parameter)

@@ -1,0 +1,391 @@
+"""Sweeps: a scenario over a grid of dotted-key values and a list of seeds.
+
+Layout of a sweep folder ``DIR``::
+
+    DIR/sweep.json          what was asked: scenario file, grid, seeds, --set overrides
+    DIR/runs/<name>/        one run directory (the results contract) per (grid point, seed)
+    DIR/runs.parquet        one row per run: grid values, seed, run_dir, every summary.json key
+    DIR/timings.parquet     the wall-clock keys of each run (kept out of runs.parquet)
+
+Run names are ``<slug>-seed<seed>-<hash>``: a readable slug of the grid values and a 10-digit
+hash of the run's resolved scenario (the same digest as its ``run_id``), so any change of the
+scenario, the overrides or the model gives a new folder and a rerun never reuses a stale run.
+
+``runs.parquet`` is deterministic: rows in grid order (the first ``--grid`` varies slowest, seeds
+fastest), columns the grid keys (named by dotted key, in grid order), ``seed``, ``run_dir``
+(relative to ``DIR``), then every other ``summary.json`` key sorted by name, nested tables
+flattened to dotted names (``versions.torch``). Wall-clock keys (:data:`WALL_CLOCK_KEYS`, e.g.
+``wall_seconds``, ``rounds_per_second``, ``timings.*``) change from one execution to the next, so
+they go to ``timings.parquet`` instead; ``runs.parquet`` is then byte-for-byte the same whatever
+the backend, the number of workers, or how often the sweep was interrupted and resumed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import tomli_w
+
+from market_sim.results import SUMMARY_FILE, atomic_write, atomic_write_text, is_complete_run
+from market_sim.scenario import dump_scenario_toml, load_scenario
+from market_sim.scenario.overrides import parse_value
+from market_sim.sweep_backends import (
+    BACKENDS,
+    RunFunction,
+    SweepError,
+    SweepTask,
+    check_backend,
+    execute_tasks,
+    run_task,
+)
+
+__all__ = [
+    "BACKENDS",
+    "SweepError",
+    "SweepResult",
+    "SweepTask",
+    "format_value",
+    "parse_grid",
+    "parse_seeds",
+    "plan_sweep",
+    "run_dir_name",
+    "run_sweep",
+    "run_task",
+    "runs_table",
+]
+
+RUNS_DIR = "runs"
+RUNS_FILE = "runs.parquet"
+TIMINGS_FILE = "timings.parquet"
+MANIFEST_FILE = "sweep.json"
+WALL_CLOCK_KEYS: tuple[str, ...] = ("wall_seconds", "rounds_per_second", "timings")
+"""Top-level summary keys whose values (and nested values) depend on the clock."""
+RESERVED_GRID_KEYS: tuple[str, ...] = ("seed", "run_dir")
+SLUG_LENGTH = 48
+GRID_FORMAT = "expected dotted.key=v1,v2,... e.g. mechanism.payment=first_price,second_price"
+SEEDS_FORMAT = "expected N, A-B or a comma list such as 0-9 or 0,3,5 (integers >= 0)"
+
+Grid = dict[str, tuple[Any, ...]]
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """A finished sweep.
+
+    Attributes:
+        runs: The ``runs.parquet`` table.
+        out_dir: The sweep folder.
+        executed: Runs done by this call.
+        skipped: Runs already complete before this call.
+    """
+
+    runs: pl.DataFrame
+    out_dir: Path
+    executed: int
+    skipped: int
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def split_top_level(raw: str) -> list[str]:
+    """Split on commas outside brackets, braces and quotes (so ``[1,2],[3]`` is two values)."""
+    parts, depth, quote, current = [], 0, "", []
+    for char in raw:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append("".join(current).strip())
+            current = []
+            continue
+        current.append(char)
+    parts.append("".join(current).strip())
+    return parts
+
+
+def parse_grid(specs: Sequence[str]) -> Grid:
+    """Parse ``--grid dotted.key=v1,v2,...`` flags (values TOML-typed, like ``--set``).
+
+    Args:
+        specs: One string per ``--grid`` flag.
+
+    Returns:
+        Dotted key -> its values, in flag order.
+
+    Raises:
+        SweepError: A malformed flag, an empty value, a key given twice, a repeated value, or a
+            reserved key (``seed``: use ``--seeds``).
+    """
+    grid: Grid = {}
+    for spec in specs:
+        key, separator, raw_values = spec.partition("=")
+        key = key.strip()
+        if not separator or not key or any(not part.strip() for part in key.split(".")):
+            raise SweepError(f"--grid: {GRID_FORMAT}; got {spec!r}")
+        if key in RESERVED_GRID_KEYS:
+            raise SweepError(f"--grid: {key!r} cannot be a grid key; use --seeds for seeds")
+        if key in grid:
+            raise SweepError(f"--grid: {key} is given twice; put all its values in one flag")
+        raw = split_top_level(raw_values)
+        if any(not value for value in raw):
+            raise SweepError(f"--grid: {key}: empty value in {raw_values!r}; {GRID_FORMAT}")
+        values = tuple(parse_value(value) for value in raw)
+        if len({format_value(value) for value in values}) != len(values):
+            raise SweepError(f"--grid: {key}: repeated value in {raw_values!r}")
+        grid[key] = values
+    return grid
+
+
+def parse_seeds(text: str | Sequence[int]) -> tuple[int, ...]:
+    """Parse ``--seeds``: ``7``, ``0-9`` (inclusive), ``0,3,5`` or a mix such as ``0-3,8``.
+
+    Args:
+        text: The flag's value, or already a sequence of seeds.
+
+    Returns:
+        The seeds in the given order, repeats dropped.
+
+    Raises:
+        SweepError: Anything else (negative numbers, reversed ranges, empty parts).
+    """
+    if not isinstance(text, str):
+        items = [str(seed) for seed in text]
+    else:
+        items = [part.strip() for part in text.split(",")]
+    seeds: list[int] = []
+    for item in items:
+        match = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", item)
+        if match is None:
+            raise SweepError(f"--seeds: {SEEDS_FORMAT}; got {text!r}")
+        first = int(match.group(1))
+        last = int(match.group(2)) if match.group(2) is not None else first
+        if last < first:
+            raise SweepError(f"--seeds: range {item!r} runs backwards; {SEEDS_FORMAT}")
+        seeds.extend(range(first, last + 1))
+    if not seeds:
+        raise SweepError(f"--seeds: {SEEDS_FORMAT}; got {text!r}")
+    return tuple(dict.fromkeys(seeds))
+
+
+def format_value(value: Any) -> str:
+    """A grid value as TOML text (what ``--set key=<text>`` parses back to ``value``)."""
+    return tomli_w.dumps({"v": value}).strip()[len("v = ") :]
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def grid_points(grid: Grid) -> list[tuple[tuple[str, Any], ...]]:
+    """Every combination of the grid's values (first key slowest); one empty point if no grid."""
+    keys = list(grid)
+    return [tuple(zip(keys, combo, strict=True)) for combo in itertools.product(*grid.values())]
+
+
+def slug(point: Sequence[tuple[str, Any]], fallback: str) -> str:
+    """A short readable folder-name part for a grid point, e.g. ``payment-first_price``."""
+    if not point:
+        text = fallback
+    else:
+        text = "_".join(f"{key.split('.')[-1]}-{format_value(value)}" for key, value in point)
+    text = re.sub(r"[^A-Za-z0-9._+-]+", "-", text.replace('"', "")).strip("-._")
+    return text[:SLUG_LENGTH].rstrip("-._") or "run"
+
+
+def run_dir_name(point: Sequence[tuple[str, Any]], seed: int, scenario_toml: str, name: str) -> str:
+    """Deterministic run folder name: ``<slug>-seed<seed>-<hash of the resolved scenario>``."""
+    digest = hashlib.sha256(scenario_toml.encode("utf-8")).hexdigest()[:10]
+    return f"{slug(point, name)}-seed{seed}-{digest}"
+
+
+def plan_sweep(
+    scenario_path: str | Path,
+    grid: Grid,
+    seeds: Sequence[int],
+    overrides: Sequence[str] = (),
+) -> list[SweepTask]:
+    """Resolve and validate every run of a sweep (nothing is run or written).
+
+    Args:
+        scenario_path: The base scenario file.
+        grid: Dotted key -> values (see :func:`parse_grid`).
+        seeds: Seeds of each grid point.
+        overrides: ``--set`` overrides applied before the grid values and the seed.
+
+    Returns:
+        One task per (grid point, seed), grid point major, seed minor.
+
+    Raises:
+        ScenarioError: A grid value or override that makes the scenario invalid.
+    """
+    tasks: list[SweepTask] = []
+    for point in grid_points(grid):
+        point_overrides = [f"{key}={format_value(value)}" for key, value in point]
+        for seed in seeds:
+            scenario = load_scenario(scenario_path, [*overrides, *point_overrides, f"seed={seed}"])
+            text = dump_scenario_toml(scenario)
+            model = scenario.model
+            tasks.append(
+                SweepTask(
+                    index=len(tasks),
+                    name=run_dir_name(point, seed, text, scenario.name),
+                    point=point,
+                    seed=seed,
+                    scenario_toml=text,
+                    model_key=(model.path, model.device, model.dtype),
+                )
+            )
+    names = [task.name for task in tasks]
+    if len(set(names)) != len(names):
+        raise SweepError("--grid: two grid points resolve to the same scenario")
+    return tasks
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested tables to dotted keys, e.g. ``versions.torch``."""
+    flat: dict[str, Any] = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def is_wall_clock(key: str) -> bool:
+    """Whether a flattened summary key depends on the clock (see :data:`WALL_CLOCK_KEYS`)."""
+    return key.split(".")[0] in WALL_CLOCK_KEYS
+
+
+def frame_from_records(
+    records: Sequence[Mapping[str, Any]], leading: Sequence[str]
+) -> pl.DataFrame:
+    """A frame with ``leading`` columns first, then every other key sorted; missing keys null."""
+    rest = sorted({key for record in records for key in record} - set(leading))
+    columns = [*leading, *rest]
+    return pl.DataFrame(
+        [
+            pl.Series(name, [record.get(name) for record in records], strict=False)
+            for name in columns
+        ]
+    )
+
+
+def runs_table(tasks: Sequence[SweepTask], out_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Build ``(runs, timings)`` from the run directories' ``summary.json`` files, in task order."""
+    grid_keys = [key for key, _ in tasks[0].point] if tasks else []
+    leading = [*grid_keys, "seed", "run_dir"]
+    runs, timings = [], []
+    for task in tasks:
+        run_dir = f"{RUNS_DIR}/{task.name}"
+        summary = json.loads((out_dir / run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+        ids = {**dict(task.point), "seed": task.seed, "run_dir": run_dir}
+        flat = flatten(summary)
+        runs.append({**{k: v for k, v in flat.items() if not is_wall_clock(k)}, **ids})
+        timings.append({**{k: v for k, v in flat.items() if is_wall_clock(k)}, **ids})
+    return frame_from_records(runs, leading), frame_from_records(timings, leading)
+
+
+def write_manifest(
+    out_dir: Path,
+    scenario_path: str | Path,
+    grid: Grid,
+    seeds: Sequence[int],
+    overrides: Sequence[str],
+) -> None:
+    """Write ``sweep.json``: the scenario file, grid, seeds and overrides of the sweep."""
+    manifest = {
+        "scenario": str(scenario_path),
+        "grid": {key: list(values) for key, values in grid.items()},
+        "seeds": list(seeds),
+        "overrides": list(overrides),
+    }
+    text = json.dumps(manifest, indent=2, default=str) + "\n"
+    atomic_write_text(out_dir / MANIFEST_FILE, text)
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_sweep(
+    scenario_path: str | Path,
+    grid: Grid | Sequence[str],
+    seeds: str | Sequence[int],
+    out_dir: str | Path,
+    *,
+    overrides: Sequence[str] = (),
+    backend: str = "local",
+    workers: int | None = 1,
+    address: str | None = None,
+    threads: int = 1,
+    progress: bool | None = None,
+    run_function: RunFunction = run_task,
+) -> SweepResult:
+    """Run a sweep, skipping runs that are already complete, and write ``runs.parquet``.
+
+    Args:
+        scenario_path: The base scenario file.
+        grid: Dotted key -> values, or ``--grid`` strings.
+        seeds: ``--seeds`` text (``0-9``, ``0,3,5``) or a sequence of seeds.
+        out_dir: The sweep folder.
+        overrides: ``--set`` overrides of every run.
+        backend: ``local`` or ``ray``.
+        workers: Parallel runs (see :func:`market_sim.sweep_backends.execute_tasks`).
+        address: Ray cluster address (Ray only).
+        threads: torch CPU threads per worker.
+        progress: Progress bar (None: only on a terminal).
+        run_function: The run function of every task (tests substitute it).
+
+    Returns:
+        The runs table and how many runs were done now and skipped.
+
+    Raises:
+        SweepError: Bad grid, seeds, backend or workers.
+        ScenarioError: A grid value or override that makes the scenario invalid.
+    """
+    from tqdm.auto import tqdm
+
+    check_backend(backend, workers, address)
+    parsed_grid = grid if isinstance(grid, Mapping) else parse_grid(grid)
+    parsed_grid = {key: tuple(values) for key, values in parsed_grid.items()}
+    seed_list = parse_seeds(seeds)
+    tasks = plan_sweep(scenario_path, parsed_grid, seed_list, overrides)
+    out = Path(out_dir)
+    runs_root = out / RUNS_DIR
+    todo = [task for task in tasks if not is_complete_run(runs_root / task.name)]
+    write_manifest(out, scenario_path, parsed_grid, seed_list, overrides)
+    hide = None if progress is None else not progress
+    with tqdm(
+        total=len(tasks), initial=len(tasks) - len(todo), desc="sweep", unit="run", disable=hide
+    ) as bar:
+        execute_tasks(
+            todo,
+            runs_root,
+            backend=backend,
+            workers=workers,
+            address=address,
+            threads=threads,
+            run_function=run_function,
+            tick=bar.update,
+        )
+    runs, timings = runs_table(tasks, out)
+    atomic_write(out / RUNS_FILE, runs.write_parquet)
+    atomic_write(out / TIMINGS_FILE, timings.write_parquet)
+    return SweepResult(runs, out, executed=len(todo), skipped=len(tasks) - len(todo))

@@ -1,0 +1,286 @@
+"""Analysis: confidence intervals against hand computations, learning curves, headless figures."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from matplotlib.image import imread
+
+from analysis.load import load_agents, load_results, load_runs
+from analysis.metrics import (
+    add_labels,
+    agent_summary,
+    brand_shares,
+    frontier,
+    learning_curves,
+    mechanism_summary,
+    summarize,
+)
+from analysis.plots import DPI, FIGURE_SIZES, NoResultsError, mechanism_colors, plot_all
+from analysis.stats import mean_ci, t_quantile, wilson_interval
+
+T_975 = {1: 12.706204736174707, 2: 4.302652729749464, 4: 2.7764451051977934, 9: 2.262157162798205}
+ROUNDS = 6
+# revenue per (mechanism, platform_weight, seed): the CI test recomputes these by hand
+REVENUE = {
+    ("token_auction", 0.0): [1.0, 2.0, 4.0],
+    ("token_auction", 0.5): [0.5, 1.5, 1.0],
+    ("first_price", 0.0): [3.0, 3.5, 2.5],
+    ("first_price", 0.5): [2.0, 2.5, 3.0],
+}
+
+
+def write_run(folder: Path, kind: str, weight: float, seed: int, revenue: float) -> None:
+    folder.mkdir(parents=True)
+    # bid ratio ramps from 0.5 to 1.0 over the rounds for first_price, flat 1 for token_auction
+    agents = []
+    for rnd in range(ROUNDS):
+        for agent, valuation in (("Alpha", 1.0), ("Beta", 2.0)):
+            ratio = 1.0 if kind == "token_auction" else 0.5 + 0.1 * rnd
+            agents.append(
+                {
+                    "run_id": f"{kind}-{seed}",
+                    "round": rnd,
+                    "agent": agent,
+                    "valuation": valuation,
+                    "bid": ratio * valuation,
+                    "report_scale": 1.0 + 0.1 * seed,
+                    "utility": 0.5,
+                    "payment": revenue / 2,
+                    "value": 1.0,
+                    "regret": 0.1 * seed if kind == "first_price" else 0.0,
+                }
+            )
+    rounds = [
+        {
+            "run_id": f"{kind}-{seed}",
+            "round": rnd,
+            "mechanism": kind,
+            "revenue": revenue,
+            "advertiser_value": 2.0,
+            "user_value": 1.0 + weight,
+            "social_welfare": 3.0 + weight,
+        }
+        for rnd in range(ROUNDS)
+    ]
+    pl.DataFrame(agents).write_parquet(folder / "agents.parquet")
+    pl.DataFrame(rounds).write_parquet(folder / "rounds.parquet")
+    (folder / "scenario.toml").write_text("name = 'synthetic'\n")
+    summary = {
+        "mechanism": kind,
+        "aggregation": "linear",
+        "payment": "second_price",
+        "rounds": ROUNDS,
+        "seed": seed,
+        "run_id": f"{kind}-{seed}",
+        "revenue_mean": revenue,
+        "advertiser_value_mean": 2.0,
+        "user_value_mean": 1.0 + weight,
+        "social_welfare_mean": 3.0 + weight,
+        "utility_mean": 0.5,
+        "ir_violation_rate": 0.0,
+        "bid_ratio_final": 1.0,
+        "regret_mean": 0.1 * seed if kind == "first_price" else 0.0,
+        "regret_max": 0.2 * seed,
+        "brand_new_metric": 7.0,
+        "versions": {"torch": "x"},
+    }
+    (folder / "summary.json").write_text(json.dumps(summary))
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory) -> Path:
+    """A sweep folder in the results layout, built by hand, plus a lambda sweep and MOSAIC file."""
+    root = tmp_path_factory.mktemp("analysis")
+    sweep = root / "sweep"
+    rows = []
+    for (kind, weight), revenues in REVENUE.items():
+        for seed, revenue in enumerate(revenues):
+            name = f"{kind}-{weight}-seed{seed}"
+            write_run(sweep / "runs" / name, kind, weight, seed, revenue)
+            summary = json.loads((sweep / "runs" / name / "summary.json").read_text())
+            summary.pop("versions")
+            rows.append(
+                {
+                    "mechanism.kind": kind,
+                    "mechanism.platform_weight": weight,
+                    "seed": seed,
+                    "run_dir": f"runs/{name}",
+                    **{k: v for k, v in summary.items() if k != "seed"},
+                }
+            )
+    pl.DataFrame(rows).write_parquet(sweep / "runs.parquet")
+    grid = {
+        "mechanism.kind": ["token_auction", "first_price"],
+        "mechanism.platform_weight": [0, 0.5],
+    }
+    (sweep / "sweep.json").write_text(json.dumps({"grid": grid, "seeds": [0, 1, 2]}))
+    lam = root / "lambda"
+    lam.mkdir()
+    pl.DataFrame(
+        {
+            "aggregation": ["linear"] * 3 + ["log_linear"] * 3,
+            "lambda": [0.0, 0.5, 1.0] * 2,
+            "samples": [40] * 6,
+            "share_only_first": [0.0, 0.3, 0.9] * 2,
+            "share_only_second": [0.9, 0.3, 0.0] * 2,
+            "share_both": [0.1, 0.3, 0.1] * 2,
+            "share_neither": [0.0, 0.1, 0.0] * 2,
+        }
+    ).write_parquet(lam / "shares.parquet")
+    pl.DataFrame(
+        {
+            "proposal": ["reference"] * 8 + ["context"] * 8,
+            "candidates": [1, 4, 16, 64] * 4,
+            "seed": ([0] * 4 + [1] * 4) * 2,
+            "tv": [0.9, 0.6, 0.3, 0.1, 0.8, 0.5, 0.3, 0.2]
+            + [0.7, 0.3, 0.1, 0.05, 0.6, 0.3, 0.1, 0.0],
+        }
+    ).write_parquet(root / "mosaic_convergence.parquet")
+    return root
+
+
+def test_t_quantiles_match_tables():
+    for df, expected in T_975.items():
+        assert t_quantile(0.975, df) == pytest.approx(expected, abs=1e-9)
+    assert t_quantile(0.025, 4) == pytest.approx(-T_975[4], abs=1e-9)
+    assert t_quantile(0.975, 1e6) == pytest.approx(1.959966, abs=1e-5)
+
+
+def test_mean_ci_by_hand():
+    values = [1.0, 2.0, 4.0]
+    mean = 7 / 3
+    sd = math.sqrt(((1 - mean) ** 2 + (2 - mean) ** 2 + (4 - mean) ** 2) / 2)
+    half = T_975[2] * sd / math.sqrt(3)
+    assert mean_ci(values) == pytest.approx((mean, mean - half, mean + half))
+    single = mean_ci([5.0])
+    assert single[0] == 5.0 and math.isnan(single[1])
+    low, high = wilson_interval(0.3, 40)
+    z = 1.959963984540054
+    centre = (0.3 + z * z / 80) / (1 + z * z / 40)
+    spread = z * math.sqrt(0.3 * 0.7 / 40 + z * z / 6400) / (1 + z * z / 40)
+    assert (low, high) == pytest.approx((centre - spread, centre + spread))
+
+
+def test_mechanism_summary_cis_over_seeds(sweep_dir):
+    results = load_results(sweep_dir / "sweep")
+    assert results.grid_keys == ("mechanism.kind", "mechanism.platform_weight")
+    assert results.runs.height == 12
+    table = mechanism_summary(results)
+    assert table.columns[:3] == ["label", "mechanism.platform_weight", "metric"]
+    assert "brand_new_metric" in table["metric"].to_list()  # new summary keys need no code
+    for (kind, weight), revenues in REVENUE.items():
+        row = table.filter(
+            pl.col("label") == kind,
+            pl.col("mechanism.platform_weight") == weight,
+            pl.col("metric") == "revenue_mean",
+        ).row(0, named=True)
+        mean = sum(revenues) / 3
+        sd = math.sqrt(sum((r - mean) ** 2 for r in revenues) / 2)
+        half = T_975[2] * sd / math.sqrt(3)
+        assert row["n"] == 3
+        assert row["mean"] == pytest.approx(mean)
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx((mean - half, mean + half))
+    # sorted deterministically
+    assert table.equals(mechanism_summary(results))
+
+
+def test_summarize_single_observation_has_null_ci():
+    frame = pl.DataFrame({"g": ["a", "a", "b"], "x": [1.0, 3.0, 5.0]})
+    table = summarize(frame, ["g"], ["x"])
+    assert table["g"].to_list() == ["a", "b"]
+    assert table["ci_low"][0] == pytest.approx(2.0 - T_975[1] * math.sqrt(2) / math.sqrt(2))
+    assert table["ci_low"][1] is None and table["std"][1] is None
+
+
+def test_labels_show_varying_variants():
+    runs = pl.DataFrame(
+        {
+            "mechanism": ["token_auction", "token_auction", "gsp", "gsp"],
+            "aggregation": ["linear", "log_linear", "linear", "linear"],
+            "payment": ["second_price"] * 4,
+        }
+    )
+    labels = add_labels(runs)["label"].to_list()
+    assert labels == ["token_auction (linear)", "token_auction (log_linear)", "gsp", "gsp"]
+    colors = mechanism_colors(labels)
+    assert colors["gsp"] == mechanism_colors(["gsp", "new_kind"])["gsp"]
+    assert len(set(colors.values())) == 3
+
+
+def test_agent_summary_and_learning_curves(sweep_dir):
+    results = load_results(sweep_dir / "sweep")
+    runs = add_labels(results.runs, results.grid_keys)
+    agents = load_agents(runs, ["label", "mechanism.platform_weight", "seed"])
+    assert agents.height == 12 * ROUNDS * 2
+    summary = agent_summary(results, agents)
+    ratio = summary.filter(pl.col("label") == "first_price", pl.col("metric") == "bid_ratio")
+    assert ratio["mean"].to_list() == pytest.approx([0.75, 0.75])  # mean of 0.5..1.0
+    distortion = summary.filter(
+        pl.col("label") == "token_auction", pl.col("metric") == "report_distortion"
+    )
+    assert distortion["mean"].to_list() == pytest.approx([0.1, 0.1])  # seeds 0, 1, 2
+    curves = learning_curves(agents, by=["label"], window=2)
+    first = curves.filter(pl.col("label") == "first_price", pl.col("metric") == "bid_ratio")
+    assert first["window"].to_list() == [0, 1, 2]
+    assert first["round_start"].to_list() == [0, 2, 4]
+    assert first["mean"].to_list() == pytest.approx([0.55, 0.75, 0.95])
+    assert first["n"].to_list() == [6, 6, 6]  # 3 seeds x 2 platform weights
+    scale = curves.filter(pl.col("label") == "token_auction", pl.col("metric") == "report_scale")
+    mean, low, high = mean_ci([1.0, 1.1, 1.2] * 2)
+    assert scale["mean"][0] == pytest.approx(mean)
+    assert (scale["ci_low"][0], scale["ci_high"][0]) == pytest.approx((low, high))
+
+
+def test_frontier_and_brand_shares(sweep_dir):
+    results = load_results(sweep_dir / "sweep")
+    points = frontier(results, "mechanism.platform_weight")
+    assert points["label"].to_list() == ["first_price"] * 2 + ["token_auction"] * 2
+    assert points["x_mean"].to_list() == pytest.approx([3.0, 3.5, 3.0, 3.5])
+    shares = brand_shares(pl.read_parquet(sweep_dir / "lambda" / "shares.parquet"))
+    row = shares.filter(
+        pl.col("aggregation") == "linear", pl.col("lambda") == 0.5, pl.col("category") == "both"
+    ).row(0, named=True)
+    assert row["share"] == 0.3
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(wilson_interval(0.3, 40))
+
+
+def test_load_runs_from_plain_run_folders(sweep_dir):
+    runs = load_runs([sweep_dir / "sweep" / "runs" / "first_price-0.0-seed1"])
+    assert runs.height == 1 and runs["versions.torch"][0] == "x"
+    everything = load_runs(sweep_dir)
+    assert everything.height == 12  # runs inside a sweep are read once, through runs.parquet
+
+
+EXPECTED_FIGURES = {
+    "revenue_by_mechanism": "revenue_by_mechanism",
+    "welfare_by_mechanism": "welfare_by_mechanism",
+    "frontier_mechanism_platform_weight": "frontier",
+    "learning_curves": "learning_curves",
+    "regret_by_mechanism": "regret_by_mechanism",
+    "brand_shares": "brand_shares",
+    "mosaic_convergence": "mosaic_convergence",
+}
+
+
+def test_figures_render_headless(sweep_dir, tmp_path):
+    paths = plot_all(sweep_dir, tmp_path / "figs")
+    assert {p.stem for p in paths} == set(EXPECTED_FIGURES)
+    for name, size_key in EXPECTED_FIGURES.items():
+        png = tmp_path / "figs" / f"{name}.png"
+        assert png.is_file() and (tmp_path / "figs" / f"{name}.svg").is_file()
+        image = imread(png)
+        width, height = FIGURE_SIZES[size_key]
+        assert image.shape[:2] == (round(height * DPI), round(width * DPI)), name
+        assert float(np.var(image[..., :3])) > 0, name
+
+
+def test_plot_all_skips_what_is_absent(sweep_dir, tmp_path):
+    paths = plot_all(sweep_dir / "lambda", tmp_path / "only-shares")
+    assert [p.name for p in paths] == ["brand_shares.png", "brand_shares.svg"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NoResultsError):
+        plot_all(tmp_path / "empty", tmp_path / "none")

@@ -1,0 +1,264 @@
+"""Sweeps: grid and seed parsing, run folders, resume after interruption, backends agree."""
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+import torch
+
+from market_sim.cli import main
+from market_sim.results import is_complete_run
+from market_sim.sweep import (
+    RUNS_FILE,
+    SweepError,
+    parse_grid,
+    parse_seeds,
+    plan_sweep,
+    run_sweep,
+    run_task,
+)
+
+torch.set_num_threads(1)
+
+SCENARIO = """
+name = "tiny"
+seed = 0
+rounds = 3
+
+[model]
+path = "{model}"
+device = "cpu"
+
+[mechanism]
+kind = "token_auction"
+max_new_tokens = 3
+
+[queries]
+items = ["vacation in Hawaii", "family trip to Maui"]
+
+[[advertisers]]
+name = "Alpha Airlines"
+context = "Alpha Airlines: nonstop flights to Hawaii."
+valuation = {{ dist = "uniform", low = 0.5, high = 1.5 }}
+
+[[advertisers]]
+name = "Beta Resort"
+context = "Beta Resort: beachfront rooms on Maui."
+valuation = {{ dist = "uniform", low = 0.5, high = 1.5 }}
+"""
+
+GRID = ["mechanism.payment=second_price,first_price"]
+SEEDS = "0-1"
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory, random_model_dir) -> Path:
+    path = tmp_path_factory.mktemp("sweep-scenario") / "tiny.toml"
+    path.write_text(SCENARIO.format(model=random_model_dir))
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, scenario) -> Path:
+    """An uninterrupted in-process sweep: 2 grid points x 2 seeds."""
+    out = tmp_path_factory.mktemp("reference")
+    result = run_sweep(scenario, GRID, SEEDS, out, progress=False)
+    assert result.executed == 4 and result.skipped == 0
+    return out
+
+
+def test_parse_grid_types_and_order():
+    grid = parse_grid(
+        ["mechanism.payment=first_price,none", "mechanism.platform_weight=0,0.5", "x.y=[1,2],[3]"]
+    )
+    assert list(grid) == ["mechanism.payment", "mechanism.platform_weight", "x.y"]
+    assert grid["mechanism.payment"] == ("first_price", "none")
+    assert grid["mechanism.platform_weight"] == (0, 0.5)
+    assert grid["x.y"] == ([1, 2], [3])
+
+
+@pytest.mark.parametrize(
+    ("specs", "message"),
+    [
+        (["rounds"], "--grid: expected dotted.key=v1,v2"),
+        (["=1,2"], "--grid: expected dotted.key=v1,v2"),
+        (["rounds=1,,2"], "--grid: rounds: empty value"),
+        (["rounds=1,1"], "--grid: rounds: repeated value"),
+        (["rounds=1", "rounds=2"], "--grid: rounds is given twice"),
+        (["seed=1,2"], "use --seeds"),
+    ],
+)
+def test_parse_grid_errors(specs, message):
+    with pytest.raises(SweepError, match=message.replace("(", r"\(")):
+        parse_grid(specs)
+
+
+def test_parse_seeds():
+    assert parse_seeds("0-3") == (0, 1, 2, 3)
+    assert parse_seeds("0,3,5") == (0, 3, 5)
+    assert parse_seeds("7") == (7,)
+    assert parse_seeds("0-2,1,9") == (0, 1, 2, 9)
+    assert parse_seeds([4, 2]) == (4, 2)
+    for bad in ("", "a", "-1", "3-1", "1,,2", "1.5"):
+        with pytest.raises(SweepError, match="--seeds"):
+            parse_seeds(bad)
+
+
+def test_run_names_are_deterministic_and_readable(scenario):
+    grid = parse_grid(GRID)
+    first = plan_sweep(scenario, grid, (0, 1), ["rounds=3"])
+    again = plan_sweep(scenario, grid, (0, 1), ["rounds=3"])
+    assert [t.name for t in first] == [t.name for t in again]
+    assert first[0].name.startswith("payment-second_price-seed0-")
+    assert [(dict(t.point)["mechanism.payment"], t.seed) for t in first] == [
+        ("second_price", 0),
+        ("second_price", 1),
+        ("first_price", 0),
+        ("first_price", 1),
+    ]
+    changed = plan_sweep(scenario, grid, (0, 1), ["rounds=2"])
+    assert {t.name for t in changed}.isdisjoint(t.name for t in first)
+
+
+def test_sweep_writes_runs_table(reference):
+    runs = pl.read_parquet(reference / RUNS_FILE)
+    assert runs.height == 4
+    assert runs.columns[:3] == ["mechanism.payment", "seed", "run_dir"]
+    assert runs["seed"].to_list() == [0, 1, 0, 1]
+    assert runs["mechanism.payment"].to_list() == runs["payment"].to_list()
+    for key in ("revenue_mean", "social_welfare_mean", "regret_mean", "versions.torch"):
+        assert key in runs.columns
+    assert "wall_seconds" not in runs.columns and "rounds_per_second" not in runs.columns
+    timings = pl.read_parquet(reference / "timings.parquet")
+    assert "wall_seconds" in timings.columns and timings.height == 4
+    for run_dir in runs["run_dir"]:
+        assert is_complete_run(reference / run_dir)
+    first_price = runs.filter(pl.col("payment") == "first_price")["revenue_mean"]
+    second_price = runs.filter(pl.col("payment") == "second_price")["revenue_mean"]
+    assert (first_price > second_price).all()
+    manifest = json.loads((reference / "sweep.json").read_text())
+    assert manifest["grid"] == {"mechanism.payment": ["second_price", "first_price"]}
+
+
+class SimulatedCrashError(RuntimeError):
+    pass
+
+
+def test_resume_after_interruption_matches_uninterrupted(tmp_path, scenario, reference):
+    calls = []
+
+    def crash_after_two(task, runs_root):
+        if len(calls) == 2:  # the third run dies half-written
+            folder = runs_root / task.name
+            folder.mkdir(parents=True)
+            (folder / "scenario.toml").write_text("partial")
+            (folder / "rounds.parquet").write_bytes(b"garbage")
+            raise SimulatedCrashError
+        calls.append(task.name)
+        return run_task(task, runs_root)
+
+    out = tmp_path / "sweep"
+    with pytest.raises(SimulatedCrashError):
+        run_sweep(scenario, GRID, SEEDS, out, progress=False, run_function=crash_after_two)
+    assert not (out / RUNS_FILE).exists()
+    half = [p for p in (out / "runs").iterdir() if not is_complete_run(p)]
+    assert len(half) == 1
+
+    resumed = []
+
+    def counting(task, runs_root):
+        resumed.append(task.name)
+        return run_task(task, runs_root)
+
+    result = run_sweep(scenario, GRID, SEEDS, out, progress=False, run_function=counting)
+    assert result.executed == 2 and result.skipped == 2
+    assert half[0].name in resumed and not set(resumed) & set(calls)
+    expected = pl.read_parquet(reference / RUNS_FILE)
+    assert pl.read_parquet(out / RUNS_FILE).equals(expected)
+    assert (out / RUNS_FILE).read_bytes() == (reference / RUNS_FILE).read_bytes()
+
+    def must_not_run(task, runs_root):
+        raise AssertionError(f"finished sweep ran {task.name} again")
+
+    again = run_sweep(scenario, GRID, SEEDS, out, progress=False, run_function=must_not_run)
+    assert again.executed == 0 and again.skipped == 4
+    assert again.runs.equals(expected)
+    again = run_sweep(
+        scenario, GRID, SEEDS, out, workers=2, progress=False, run_function=must_not_run
+    )
+    assert again.executed == 0
+
+
+def test_two_local_workers_match_one(tmp_path, scenario, reference):
+    out = tmp_path / "pool"
+    result = run_sweep(scenario, GRID, SEEDS, out, workers=2, progress=False)
+    assert result.executed == 4
+    assert (out / RUNS_FILE).read_bytes() == (reference / RUNS_FILE).read_bytes()
+
+
+def test_ray_backend_matches_local(tmp_path, scenario, reference):
+    pytest.importorskip("ray")
+    out = tmp_path / "ray"
+    result = run_sweep(scenario, GRID, SEEDS, out, backend="ray", workers=2, progress=False)
+    assert result.executed == 4
+    assert (out / RUNS_FILE).read_bytes() == (reference / RUNS_FILE).read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--backend", "spark"], "--backend: unknown value 'spark'; allowed: local, ray"),
+        (["--workers", "0"], "--workers: must be an integer >= 1"),
+        (["--workers", "two"], "--workers: must be an integer >= 1"),
+        (["--seeds", "x"], "--seeds: expected N, A-B or a comma list"),
+        (["--grid", "rounds"], "--grid: expected dotted.key=v1,v2"),
+        (["--grid", "mechanism.payment=vickrey"], "mechanism.payment: unknown value 'vickrey'"),
+        (["--address", "auto"], "--address: only used with --backend ray"),
+        (["--seed", "3"], "--seed: a sweep takes --seeds"),
+    ],
+)
+def test_cli_sweep_bad_input_exits_2_with_one_line(extra, message, tmp_path, scenario, capsys):
+    args = ["sweep", str(scenario), "--seeds", "0", "--out", str(tmp_path / "out"), *extra]
+    if "--seeds" in extra[:1]:
+        args = ["sweep", str(scenario), "--out", str(tmp_path / "out"), *extra]
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and message in error, error
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_sweep_and_plot(tmp_path, scenario, capsys):
+    out = tmp_path / "cli"
+    code = main(
+        [
+            "sweep",
+            str(scenario),
+            "--grid",
+            "mechanism.platform_weight=0,0.5",
+            "--seeds",
+            "0,1",
+            "--set",
+            "mechanism.max_new_tokens=2",
+            "--rounds",
+            "2",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    assert "4 runs done" in capsys.readouterr().out
+    runs = pl.read_parquet(out / RUNS_FILE)
+    assert runs["mechanism.platform_weight"].to_list() == [0.0, 0.0, 0.5, 0.5]
+    assert set(runs["rounds"]) == {2}
+    assert main(["plot", str(out), "--out", str(tmp_path / "figs")]) == 0
+    printed = capsys.readouterr().out
+    for name in ("revenue_by_mechanism", "welfare_by_mechanism", "frontier_mechanism_platform"):
+        assert name in printed
+    assert (tmp_path / "figs" / "frontier_mechanism_platform_weight.png").is_file()
+    assert main(["plot", str(tmp_path / "missing")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["plot", str(tmp_path / "empty")]) == 2
+    assert "no results found" in capsys.readouterr().err
