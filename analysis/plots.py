@@ -201,7 +201,12 @@ def bar_figure(
         ax.set_title(title)
     handles, names = axes[0].get_legend_handles_labels()
     fig.legend(
-        handles, names, title="mechanism", loc="outside lower center", ncols=min(4, len(names))
+        handles,
+        names,
+        title="mechanism",
+        loc="outside lower center",
+        ncols=min(3, len(names)),
+        fontsize="small",
     )
     fig.suptitle("mean over seeds, error bars: 95% t interval")
     return save(fig, out_dir, name)
@@ -333,7 +338,9 @@ def plot_learning_curves(
         ax.set_title(title)
         ax.grid(alpha=0.3)
     handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="outside lower center", ncols=min(4, len(names)))
+    fig.legend(
+        handles, names, loc="outside lower center", ncols=min(4, len(names)), fontsize="small"
+    )
     fig.suptitle("mean over agents per round window; bands: 95% t interval over seeds")
     return save(fig, out_dir, "learning_curves")
 

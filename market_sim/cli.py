@@ -11,7 +11,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-DEMO_SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "hawaii.toml"
 USAGE_ERROR = 2
 
 
@@ -32,9 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rounds", type=int, help="override the scenario's rounds")
     run.add_argument("--out", type=Path, help="results folder (default results/<name>-seed<seed>)")
 
-    demo = commands.add_parser("demo", help="run the default Hawaii scenario into results/demo")
+    demo = commands.add_parser(
+        "demo",
+        help="every mechanism on the Hawaii scenario with learning advertisers, with figures",
+    )
     demo.add_argument("--out", type=Path, default=Path("results/demo"))
     demo.add_argument("--rounds", type=int, help="override the scenario's rounds")
+    demo.add_argument("--seeds", default="0-2", help="seeds per mechanism (default 0-2)")
+    demo.add_argument("--workers", default="2", help="parallel runs (default 2)")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_runtime_arguments(demo)
 
@@ -174,6 +178,36 @@ def command_run(args: argparse.Namespace, scenario_path: Path) -> None:
     print(f"\nresults: {out_dir}/ (scenario.toml, rounds.parquet, agents.parquet, summary.json)")
 
 
+def command_demo(args: argparse.Namespace) -> None:
+    """Run the headline experiment, draw its figures, print the mechanism table."""
+    from analysis.plots import plot_all
+    from market_sim.demo import run_demo
+    from market_sim.report import format_frame
+    from market_sim.scenario import ScenarioError
+    from market_sim.sweep import SweepError
+
+    if args.threads < 1:
+        raise UsageError(f"--threads: must be >= 1, got {args.threads}")
+    overrides = scenario_overrides(args)
+    workers = parse_workers(args.workers) or 1
+    try:
+        result = run_demo(
+            args.out,
+            args.seeds,
+            tuple(overrides),
+            workers,
+            progress=False if args.no_progress else None,
+        )
+    except (SweepError, ScenarioError) as error:
+        raise UsageError(str(error)) from None
+    figures = plot_all(
+        [result.sweeps[name].out_dir for name in result.sweeps], args.out / "figures"
+    )
+    print(format_frame(result.table))
+    print(f"\nruns: {args.out}/{{{','.join(result.sweeps)}}}/runs.parquet")
+    print(f"figures ({len(figures) // 2} as PNG and SVG): {args.out / 'figures'}/")
+
+
 def command_lambda_sweep(args: argparse.Namespace) -> None:
     """Run the lambda sweep of a scenario and print the share table."""
     from market_sim.lambda_sweep import run_lambda_sweep
@@ -275,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             command_run(args, args.scenario)
         elif args.command == "demo":
-            command_run(args, DEMO_SCENARIO)
+            command_demo(args)
         elif args.command == "lambda-sweep":
             command_lambda_sweep(args)
         elif args.command == "sweep":

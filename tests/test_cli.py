@@ -120,3 +120,20 @@ def test_console_script_entry_point(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.startswith("market-sim: error:") and result.stderr.count("\n") == 1
+
+
+def test_demo_runs_every_mechanism_and_draws_figures(tmp_path, capsys):
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--rounds", "3", "--seeds", "0", "--workers", "1"]
+    assert main([*args, "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    for mechanism in ("token_auction (second_price)", "token_auction (first_price)", "vcg", "gsp"):
+        assert mechanism in printed
+    assert (out / "token_auction" / "runs.parquet").is_file()
+    assert (out / "ad_slots" / "runs.parquet").is_file()
+    figures = {path.name for path in (out / "figures").iterdir()}
+    assert {"revenue_by_mechanism.png", "welfare_by_mechanism.svg"} <= figures
+    table = (out / "ad_slots" / "runs.parquet").read_bytes()
+    assert main([*args, "--no-progress"]) == 0  # a rerun finds every run complete
+    assert capsys.readouterr().out.split("\n\nruns:")[0] == printed.split("\n\nruns:")[0]
+    assert (out / "ad_slots" / "runs.parquet").read_bytes() == table

@@ -124,8 +124,8 @@ def test_hedge_refuses_bandit_feedback_and_bad_spaces():
     report = hedge.report(1.0, "q", np.random.default_rng(0))
     with pytest.raises(ValueError, match="full-information"):
         hedge.update(Feedback("q", 1.0, report, 1.0, 0.5, 0.5))
-    with pytest.raises(ValueError, match=r"strategy.distortion_count: the mechanism reads no"):
-        build("exp3", 10, distortion_count=5)
+    bid_only = build("exp3", 10, distortion_count=5)  # no distortion on a bid-only mechanism
+    assert bid_only.grid.size == 21 and set(bid_only.grid.distortions) == {1.0}
     with pytest.raises(ValueError, match=r"strategy.sharpen: the mechanism reads no"):
         build("fixed", 10, sharpen=2.0)
     with pytest.raises(ValueError, match="multiplier_max must exceed"):

@@ -26,15 +26,15 @@ defines an individual-rationality violation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from market_sim.platform.base import CounterfactualValues, Report, ReportSpace
+from market_sim.platform.base import CounterfactualValues, Report, ReportBatch, ReportSpace
 from market_sim.scenario.schema import RegretConfig
 
-Evaluate = Callable[[Sequence[Report]], CounterfactualValues]
+Evaluate = Callable[[ReportBatch], CounterfactualValues]
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class RegretEstimate:
 
 def truthful_utility(evaluate: Evaluate, valuation: float) -> float:
     """Utility of the truthful report (one counterfactual evaluation)."""
-    values = evaluate([Report(bid=valuation, report_scale=1.0)])
+    values = evaluate(ReportBatch.of([Report(bid=valuation, report_scale=1.0)]))
     return float(values.utilities(valuation)[0])
 
 
@@ -75,6 +75,12 @@ def coarse_axes(config: RegretConfig, space: ReportSpace) -> tuple[np.ndarray, n
         space.distortion_low, space.distortion_high, config.distortion_points
     )
     return multipliers, distortions
+
+
+def grid_reports(multipliers: np.ndarray, distortions: np.ndarray, valuation: float) -> ReportBatch:
+    """The reports of a multiplier x distortion grid (multipliers varying slowest)."""
+    grid_m, grid_d = np.meshgrid(multipliers, distortions, indexing="ij")
+    return ReportBatch(grid_m.ravel() * valuation, grid_d.ravel())
 
 
 def zoom_axis(axis: np.ndarray, best: float, points: int, geometric: bool) -> np.ndarray:
@@ -110,26 +116,30 @@ def estimate_regret(
     """
     multipliers, distortions = coarse_axes(config, space)
     geometric = len(distortions) > 1
-    reports = [Report(valuation, 1.0), played]
-    reports += [Report(m * valuation, d) for m in multipliers for d in distortions]
+    scale = valuation if valuation > 0 else 1.0
+    grid = grid_reports(multipliers, distortions, valuation)
+    reports = ReportBatch(
+        np.concatenate([[valuation, played.bid], grid.bid]),
+        np.concatenate([[1.0, played.report_scale], grid.report_scale]),
+    )
     utilities = evaluate(reports).utilities(valuation)
     truthful, played_utility = float(utilities[0]), float(utilities[1])
     best_index = int(np.argmax(utilities))
-    best_report, best = reports[best_index], float(utilities[best_index])
+    best = float(utilities[best_index])
+    best_m = float(reports.bid[best_index]) / scale
+    best_d = float(reports.report_scale[best_index])
     evaluations = len(reports)
-    scale = valuation if valuation > 0 else 1.0
-    best_m, best_d = best_report.bid / scale, best_report.report_scale
     for _ in range(config.refinements):
         multipliers = zoom_axis(multipliers, best_m, config.refine_points, geometric=False)
         distortions = zoom_axis(distortions, best_d, config.refine_points, geometric=geometric)
-        candidates = [Report(m * valuation, d) for m in multipliers for d in distortions]
+        candidates = grid_reports(multipliers, distortions, valuation)
         zoom_utilities = evaluate(candidates).utilities(valuation)
         evaluations += len(candidates)
         index = int(np.argmax(zoom_utilities))
         if zoom_utilities[index] > best:
             best = float(zoom_utilities[index])
-            best_m = multipliers[index // len(distortions)]
-            best_d = distortions[index % len(distortions)]
+            best_m = float(candidates.bid[index]) / scale
+            best_d = float(candidates.report_scale[index])
     return RegretEstimate(
         regret=max(best - truthful, 0.0),
         best_response_gain=max(best - played_utility, 0.0),

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from market_sim.platform.base import Report, ReportSpace
+from market_sim.platform.base import Report, ReportBatch, ReportSpace
 from market_sim.scenario.validate import ParamValue
 
 
@@ -48,19 +48,18 @@ def report_bounds(params: Mapping[str, ParamValue], space: ReportSpace, where: s
         space: What the mechanism reads.
         where: The scenario key of the strategy, for error messages.
 
+    A distortion grid is what the learner may try "where the mechanism reads one": on a
+    bid-only mechanism (ad slots) it collapses to the truthful report, so one scenario can be
+    swept across mechanism kinds.
+
     Raises:
-        ValueError: Inverted ranges, or a learned distortion on a mechanism that reads none.
+        ValueError: Inverted ranges.
     """
     low, high = float(params["multiplier_min"]), float(params["multiplier_max"])
     if high <= low:
         raise ValueError(f"{where}.multiplier_max must exceed multiplier_min ({high} <= {low})")
-    if int(params["distortion_count"]) <= 1:
+    if int(params["distortion_count"]) <= 1 or space.distortion is None:
         return ReportBounds(low, high)
-    if space.distortion is None:
-        raise ValueError(
-            f"{where}.distortion_count: the mechanism reads no report distortion (bid only); "
-            "use distortion_count = 1"
-        )
     d_low, d_high = float(params["distortion_min"]), float(params["distortion_max"])
     if d_high <= d_low:
         raise ValueError(f"{where}.distortion_max must exceed distortion_min ({d_high} <= {d_low})")
@@ -106,6 +105,6 @@ class ActionGrid:
             report_scale=float(self.distortions[action]),
         )
 
-    def reports(self, valuation: float) -> list[Report]:
+    def reports(self, valuation: float) -> ReportBatch:
         """The K reports of every action at this valuation."""
-        return [self.report(k, valuation) for k in range(self.size)]
+        return ReportBatch(self.multipliers * valuation, self.distortions)

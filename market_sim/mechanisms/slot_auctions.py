@@ -107,11 +107,26 @@ def slot_auction(
     if kind not in SLOT_AUCTION_KINDS:
         raise ValueError(f"kind must be one of {', '.join(SLOT_AUCTION_KINDS)}, got {kind!r}")
     rates = check_click_through_rates(click_through_rates)
-    rounds, bidders = bids.shape
     if priority is None:
-        priority = -np.arange(bidders, dtype=np.float64)
-    order = rank_bidders(bids, np.asarray(priority, dtype=np.float64))
-    sorted_bids = np.take_along_axis(bids, order, axis=-1)
+        priority = -np.arange(bids.shape[1], dtype=np.float64)
+    return ranked_slot_auction(bids, rates, kind, np.asarray(priority, dtype=np.float64))
+
+
+def ranked_slot_auction(
+    bids: np.ndarray, rates: np.ndarray, kind: SlotAuctionKind, priority: np.ndarray
+) -> SlotAuctionOutcome:
+    """:func:`slot_auction` without input checks (for validated inputs in hot loops).
+
+    Args:
+        bids: ``[R, n]`` float64 non-negative bids.
+        rates: ``[k]`` validated click-through rates.
+        kind: A valid slot auction kind.
+        priority: ``[R, n]`` or ``[n]`` float64 tie-break ranks.
+    """
+    rounds, bidders = bids.shape
+    order = rank_bidders(bids, priority)
+    rows = np.arange(rounds)[:, None]
+    sorted_bids = bids[rows, order]
     # b_(1..n) padded with zeros so that b_(j+1) and b_(k+1) always exist.
     padded = np.concatenate([sorted_bids, np.zeros((rounds, len(rates) + 1))], axis=-1)
     slot_count = min(len(rates), bidders)
@@ -140,9 +155,10 @@ def slot_auction(
     rank_payments = np.where(shown, rank_payments, 0.0)
     rank_alloc = np.where(shown, rank_rates, 0.0)
     rank_slots = np.where(shown, ranks, -1)
-    inverse = np.argsort(order, axis=-1)
+    inverse = np.empty_like(order)
+    inverse[rows, order] = ranks  # rank of each bidder
     return SlotAuctionOutcome(
-        slots=np.take_along_axis(np.broadcast_to(rank_slots, bids.shape), inverse, -1),
-        allocations=np.take_along_axis(rank_alloc, inverse, -1),
-        payments=np.take_along_axis(rank_payments, inverse, -1),
+        slots=rank_slots[rows, inverse],
+        allocations=rank_alloc[rows, inverse],
+        payments=rank_payments[rows, inverse],
     )

@@ -46,6 +46,35 @@ class Bidder:
 
 
 @dataclass(frozen=True)
+class ReportBatch:
+    """K candidate reports as arrays (what counterfactuals evaluate, without Python objects).
+
+    Attributes:
+        bid: ``[K]`` bids.
+        report_scale: ``[K]`` report distortions.
+    """
+
+    bid: np.ndarray
+    report_scale: np.ndarray
+
+    @classmethod
+    def of(cls, reports: ReportBatch | Sequence[Report]) -> ReportBatch:
+        """A batch from a batch (returned as is) or from a sequence of reports."""
+        if isinstance(reports, ReportBatch):
+            return reports
+        return cls(
+            np.array([r.bid for r in reports], dtype=np.float64),
+            np.array([r.report_scale for r in reports], dtype=np.float64),
+        )
+
+    def __len__(self) -> int:
+        return int(self.bid.shape[0])
+
+    def __getitem__(self, index: int) -> Report:
+        return Report(float(self.bid[index]), float(self.report_scale[index]))
+
+
+@dataclass(frozen=True)
 class ReportSpace:
     """Which parts of a :class:`Report` a mechanism reads, and the deviations worth searching.
 
@@ -89,12 +118,13 @@ class Counterfactual(Protocol):
     the regret estimator (:mod:`market_sim.incentives`) searches deviations, for every mechanism.
     """
 
-    def evaluate(self, agent: int, reports: Sequence[Report]) -> CounterfactualValues:
+    def evaluate(self, agent: int, reports: ReportBatch | Sequence[Report]) -> CounterfactualValues:
         """Allocation and payment of advertiser ``agent`` under each of K reports.
 
         Args:
             agent: Index of the advertiser in the round's bidder list.
-            reports: K alternative reports.
+            reports: K alternative reports (a batch, or a sequence normalized with
+                :meth:`ReportBatch.of`).
 
         Returns:
             ``[K]`` allocations (true preferences) and payments.

@@ -33,6 +33,7 @@ def build_slot_auction(config: MechanismConfig, lm: LanguageModel) -> SlotAuctio
         config.max_new_tokens,
         config.temperature,
         config.reply,
+        config.slot_value,
     )
 
 

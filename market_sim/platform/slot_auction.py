@@ -10,6 +10,12 @@ rates by :func:`market_sim.mechanisms.slot_auctions.slot_auction`.
 by the round); ``cached`` samples one reply per distinct query the first time it is asked and
 reuses it, which makes long runs (10^5 rounds) cost nothing on the LM; the auction itself does
 not depend on the reply either way.
+
+``slot_value`` is the exchange rate between the two allocation units: an advertiser in a slot
+with click-through rate c gets allocation ``c * slot_value`` and pays its per-click price times
+the same. With ``slot_value = 1`` a valuation is a value per click; with ``slot_value =
+max_new_tokens`` an ad seen with certainty is worth as much as steering every token of the reply
+in the token auction, which puts revenue and welfare of both kinds of mechanism on one scale.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from market_sim.lm.model import LanguageModel
 from market_sim.mechanisms.slot_auctions import (
     SlotAuctionKind,
     check_click_through_rates,
+    ranked_slot_auction,
     slot_auction,
 )
 from market_sim.platform.base import (
@@ -29,6 +36,7 @@ from market_sim.platform.base import (
     Bidder,
     CounterfactualValues,
     Report,
+    ReportBatch,
     ReportSpace,
 )
 from market_sim.prompting import build_prompt
@@ -45,20 +53,25 @@ class SlotAuctionCounterfactual:
         priority: np.ndarray,
         click_through_rates: np.ndarray,
         kind: SlotAuctionKind,
+        slot_value: float = 1.0,
     ) -> None:
         self.bids = bids
         self.priority = priority
         self.click_through_rates = click_through_rates
         self.kind = kind
+        self.slot_value = slot_value
 
-    def evaluate(self, agent: int, reports: Sequence[Report]) -> CounterfactualValues:
+    def evaluate(self, agent: int, reports: ReportBatch | Sequence[Report]) -> CounterfactualValues:
         """Allocation (click-through rate) and payment of ``agent`` under each report's bid."""
-        candidates = np.tile(self.bids, (len(reports), 1))
-        candidates[:, agent] = [report.bid for report in reports]
-        outcome = slot_auction(candidates, self.click_through_rates, self.kind, self.priority)
+        batch = ReportBatch.of(reports)
+        candidates = np.repeat(self.bids[None], len(batch), axis=0)
+        candidates[:, agent] = batch.bid
+        outcome = ranked_slot_auction(
+            candidates, self.click_through_rates, self.kind, self.priority
+        )
         return CounterfactualValues(
-            allocations=outcome.allocations[:, agent].copy(),
-            payments=outcome.payments[:, agent].copy(),
+            allocations=outcome.allocations[:, agent] * self.slot_value,
+            payments=outcome.payments[:, agent] * self.slot_value,
         )
 
 
@@ -72,6 +85,7 @@ class SlotAuctionPlatform:
         max_new_tokens: Reply length cap.
         temperature: Sampling temperature of the reply.
         reply: ``sampled`` (fresh reply each round) or ``cached`` (one reply per query).
+        slot_value: Allocation units of a click-through rate of 1 (see the module docstring).
     """
 
     report_space = ReportSpace(None)
@@ -84,6 +98,7 @@ class SlotAuctionPlatform:
         max_new_tokens: int = 24,
         temperature: float = 1.0,
         reply: str = "sampled",
+        slot_value: float = 1.0,
     ) -> None:
         if reply not in REPLY_MODES:
             raise ValueError(f"reply must be one of {', '.join(REPLY_MODES)}, got {reply!r}")
@@ -93,6 +108,7 @@ class SlotAuctionPlatform:
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.reply = reply
+        self.slot_value = slot_value
         self._reply_cache: dict[str, list[int]] = {}
 
     def replies(self, queries: Sequence[str], seed: int) -> list[list[int]]:
@@ -120,6 +136,8 @@ class SlotAuctionPlatform:
         bids = np.array([[b.report.bid for b in group] for group in bidders], dtype=np.float64)
         priority = np.stack([rng.permutation(bids.shape[1]) for _ in queries]).astype(np.float64)
         outcome = slot_auction(bids, self.click_through_rates, self.kind, priority)
+        allocations = outcome.allocations * self.slot_value
+        payments = outcome.payments * self.slot_value
         replies = self.replies(queries, int(rng.integers(2**63 - 1)))
         results = []
         for a, tokens in enumerate(replies):
@@ -128,9 +146,9 @@ class SlotAuctionPlatform:
                 AuctionOutcome(
                     text=self.lm.decode(tokens).strip(),
                     token_ids=tokens,
-                    allocations=outcome.allocations[a],
-                    reported_allocations=outcome.allocations[a],
-                    payments=outcome.payments[a],
+                    allocations=allocations[a],
+                    reported_allocations=allocations[a],
+                    payments=payments[a],
                     user_value=float(len(tokens) + stopped),
                     extras={
                         "n_tokens": float(len(tokens)),
@@ -138,7 +156,7 @@ class SlotAuctionPlatform:
                         "slots_filled": float((outcome.slots[a] >= 0).sum()),
                     },
                     counterfactual=SlotAuctionCounterfactual(
-                        bids[a], priority[a], self.click_through_rates, self.kind
+                        bids[a], priority[a], self.click_through_rates, self.kind, self.slot_value
                     ),
                 )
             )

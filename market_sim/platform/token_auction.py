@@ -28,6 +28,7 @@ from market_sim.platform.base import (
     Bidder,
     CounterfactualValues,
     Report,
+    ReportBatch,
     ReportSpace,
 )
 from market_sim.prompting import build_prompt
@@ -45,10 +46,11 @@ class TokenAuctionRoundCounterfactual:
     def __init__(self, engine: TokenAuctionCounterfactual) -> None:
         self.engine = engine
 
-    def evaluate(self, agent: int, reports: Sequence[Report]) -> CounterfactualValues:
+    def evaluate(self, agent: int, reports: ReportBatch | Sequence[Report]) -> CounterfactualValues:
         """Summed true allocation and payment of ``agent`` under each report."""
-        bids = torch.tensor([r.bid for r in reports], dtype=torch.float64)
-        exponents = torch.tensor([r.report_scale for r in reports], dtype=torch.float32)
+        batch = ReportBatch.of(reports)
+        bids = torch.from_numpy(batch.bid)
+        exponents = torch.from_numpy(batch.report_scale).float()
         result = self.engine.evaluate(agent, bids, exponents)
         return CounterfactualValues(
             allocations=result.true_allocations.cpu().numpy().astype(np.float64),

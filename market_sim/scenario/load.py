@@ -110,6 +110,7 @@ MECHANISM_SPECS: dict[str, FieldSpec] = {
     "integration_nodes": IntRange(min=8, max=4096, default=64),
     "click_through_rates": FloatList(FloatRange(min=0.0, max=1.0), min_items=1, default=(1.0,)),
     "reply": Choice(REPLY_MODES, default="sampled"),
+    "slot_value": FloatRange(min=0.0, exclusive_min=True, default=1.0),
 }
 
 REGRET_SPECS: dict[str, FieldSpec] = {

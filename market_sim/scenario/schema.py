@@ -128,6 +128,8 @@ class MechanismConfig:
             1..k.
         reply: Ad-slot auctions: ``sampled`` (a fresh unsponsored reply per round) or
             ``cached`` (one per query; the auction does not depend on it).
+        slot_value: Ad-slot auctions: allocation units of a click-through rate of 1 (1 = value
+            per click; ``max_new_tokens`` = a certain view is worth a fully steered reply).
 
     Keys a kind does not read are ignored, so one scenario can be swept across kinds.
     """
@@ -142,6 +144,7 @@ class MechanismConfig:
     integration_nodes: int = 64
     click_through_rates: tuple[float, ...] = (1.0,)
     reply: str = "sampled"
+    slot_value: float = 1.0
 
 
 @dataclass(frozen=True)
