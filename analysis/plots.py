@@ -235,7 +235,7 @@ def plot_regret(results: Results, out_dir: Path) -> list[Path]:
     panels = [
         ("regret_mean", "Mean regret", unit),
         ("regret_max", "Max regret", unit),
-        ("ir_violation_rate", "IR violations", "share of truthful agent-rounds"),
+        ("ir_violation_rate", "IR violations", "share of agent-rounds with truthful utility < 0"),
     ]
     runs = results.runs
     if "regret_mean" not in runs.columns or runs["regret_mean"].null_count() == runs.height:
