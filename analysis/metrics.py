@@ -24,21 +24,12 @@ import polars as pl
 
 from analysis.load import WALL_CLOCK_PREFIXES, Results
 from analysis.stats import CONFIDENCE, t_quantile, wilson_interval
+from market_sim.results import HEADLINE_SUMMARY_KEYS
 
 VARIANT_COLUMNS: tuple[str, ...] = ("aggregation", "payment", "settlement")
 """Summary keys that distinguish variants of one mechanism kind."""
 
-HEADLINE_METRICS: tuple[str, ...] = (
-    "revenue_mean",
-    "advertiser_value_mean",
-    "user_value_mean",
-    "social_welfare_mean",
-    "utility_mean",
-    "ir_violation_rate",
-    "bid_ratio_final",
-    "regret_mean",
-    "regret_max",
-)
+HEADLINE_METRICS: tuple[str, ...] = HEADLINE_SUMMARY_KEYS
 """Summary metrics listed first (the results contract); any other numeric key follows."""
 
 NOT_METRICS: frozenset[str] = frozenset({"seed", "rounds", "run_path", "run_dir", "index"})

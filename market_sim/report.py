@@ -6,17 +6,7 @@ from typing import Any
 
 import polars as pl
 
-HEADLINE_KEYS = (
-    "revenue_mean",
-    "advertiser_value_mean",
-    "user_value_mean",
-    "social_welfare_mean",
-    "utility_mean",
-    "ir_violation_rate",
-    "bid_ratio_final",
-    "regret_mean",
-    "regret_max",
-)
+from market_sim.results import HEADLINE_SUMMARY_KEYS
 
 
 def format_number(value: Any) -> str:
@@ -47,7 +37,8 @@ def format_run_summary(summary: dict[str, Any], agents: pl.DataFrame) -> str:
         f"{format_number(summary.get('rounds_per_second'))} rounds/s on {summary['device']}"
     )
     headline = format_table(
-        ["metric", "value"], [[key, format_number(summary.get(key))] for key in HEADLINE_KEYS]
+        ["metric", "value"],
+        [[key, format_number(summary.get(key))] for key in HEADLINE_SUMMARY_KEYS],
     )
     columns = ["valuation", "bid", "report_scale", "allocation", "value", "payment", "utility"]
     per_agent = agents.group_by("agent", maintain_order=True).agg(

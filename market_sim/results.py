@@ -21,6 +21,18 @@ import polars as pl
 
 SUMMARY_FILE = "summary.json"
 LEARNERS_FILE = "learners.json"
+HEADLINE_SUMMARY_KEYS: tuple[str, ...] = (
+    "revenue_mean",
+    "advertiser_value_mean",
+    "user_value_mean",
+    "social_welfare_mean",
+    "utility_mean",
+    "ir_violation_rate",
+    "bid_ratio_final",
+    "regret_mean",
+    "regret_max",
+)
+"""The headline metrics of ``summary.json`` (DESIGN.md section 5), in the order tables show them."""
 NULLABLE_AGENT_COLUMNS = (
     "regret",
     "best_response_gain",
@@ -101,7 +113,7 @@ def summarize(rounds: pl.DataFrame, agents: pl.DataFrame, meta: dict[str, Any]) 
         "ir_violation_rate": ir_rate,
         "bid_ratio_final": bid_ratio,
         "report_scale_final": float(final["report_scale"].mean()) if final.height else None,
-        "regret_mean": float(regrets.mean()) if len(regrets) else None,
+        "regret_mean": nullable_mean(regrets),
         "regret_max": float(regrets.max()) if len(regrets) else None,
         "best_response_gain_mean": nullable_mean(agents["best_response_gain"]),
     }

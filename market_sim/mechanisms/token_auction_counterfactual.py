@@ -151,7 +151,9 @@ class TokenAuctionCounterfactual:
         distinct, which = torch.unique(exponents, return_inverse=True)
         sharpened = sharpen(true_logprobs.unsqueeze(1), distinct.unsqueeze(0)).double()
         if self.rule.aggregation == "linear":
-            return self._evaluate_linear(rest, rest_weight, true_logprobs, sharpened, which, bids)
+            return self._evaluate_linear(
+                rest, rest_weight, true_logprobs, sharpened, distinct, which, bids
+            )
         numerical = self.rule.payment == "second_price" and self.rule.aggregation != "linear"
         per_row = vocab * (QUADRATURE_CHUNK + 4 if numerical else 8)
         chunk = max(1, ELEMENT_BUDGET // (per_row * steps))
@@ -173,6 +175,7 @@ class TokenAuctionCounterfactual:
         rest_weight: float,
         true_logprobs: torch.Tensor,
         sharpened: torch.Tensor,
+        distinct: torch.Tensor,
         which: torch.Tensor,
         bids: torch.Tensor,
     ) -> AgentCounterfactual:
@@ -190,6 +193,7 @@ class TokenAuctionCounterfactual:
             rest_weight: Its weight B.
             true_logprobs: ``[S, V]`` the advertiser's true log-probabilities.
             sharpened: ``[S, U, V]`` float64 reported log-probabilities per distinct exponent.
+            distinct: ``[U]`` the distinct exponents (s = 1 reports need no true-allocation pass).
             which: ``[K]`` index of each candidate's exponent in ``sharpened``.
             bids: ``[K]`` candidate bids.
         """
@@ -202,9 +206,11 @@ class TokenAuctionCounterfactual:
         )
         rest_distance = total_variation(rest_probs.unsqueeze(1), reported_probs)  # [S, U]
         reported_alloc = (1.0 - share * rest_distance[:, which]).sum(0)
-        true_alloc = torch.empty_like(bids)
+        true_alloc = reported_alloc.clone()  # exact where the report is truthful (s = 1)
         chunk = max(1, ELEMENT_BUDGET // (4 * rest.numel()))
         for index in range(reported_probs.shape[1]):
+            if distinct[index] == 1.0:
+                continue
             members = (which == index).nonzero().squeeze(-1)
             for part in members.split(chunk):
                 lam = share[part].view(1, -1, 1)
