@@ -694,3 +694,23 @@ def test_override_index_into_missing_list() -> None:
         apply_overrides({}, ["advertisers.0.name=X"])
     assert caught.value.key == "advertisers.0.name"
     assert "out of range" in caught.value.message
+
+
+def test_strategy_ranges_and_distortions_are_checked_before_running() -> None:
+    data = sample_data()
+    data["advertisers"][0]["strategy"] = {
+        "kind": "hedge",
+        "multiplier_min": 1.0,
+        "multiplier_max": 0.5,
+    }
+    assert str(error_for(data)) == (
+        "advertisers[0].strategy.multiplier_max: must exceed multiplier_min = 1.0, got 0.5"
+    )
+    data["advertisers"][0]["strategy"] = {"kind": "policy_gradient", "initial_multiplier": 3.0}
+    assert str(error_for(data)).startswith("advertisers[0].strategy.initial_multiplier: must lie")
+    data["advertisers"][0]["strategy"] = {"kind": "fixed", "sharpen": 2.0}
+    data["mechanism"] = {"kind": "gsp"}
+    assert str(error_for(data)) == (
+        "advertisers[0].strategy.sharpen: mechanism 'gsp' reads bids only; a report distortion "
+        "needs one of token_auction (or sharpen = 1)"
+    )

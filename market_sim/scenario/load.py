@@ -27,6 +27,7 @@ from market_sim.scenario.schema import (
     AGGREGATIONS,
     DEFAULT_SWEEP_LAMBDAS,
     DEVICES_DESCRIPTION,
+    DISTORTION_MECHANISM_KINDS,
     DTYPES,
     MECHANISM_KINDS,
     PAYMENTS,
@@ -244,6 +245,7 @@ def scenario_from_dict(
     mechanism = parse_mechanism(optional_table(table, "mechanism"))
     queries = parse_queries(optional_table(table, "queries"), base)
     advertisers = parse_advertisers(table.get("advertisers"))
+    check_distortions_are_read(advertisers, mechanism)
     return Scenario(
         **scalars,
         model=model,
@@ -457,7 +459,45 @@ def parse_strategy(table: Mapping[str, Any], key: str) -> StrategyConfig:
     kind = parse_field(table, "kind", kind_spec, key)
     values = validate_fields(table, {"kind": kind_spec, **STRATEGY_PARAMS[kind]}, key)
     params = {name: value for name, value in values.items() if name != "kind"}
+    check_strategy_ranges(params, key)
     return StrategyConfig(kind=kind, params=params)
+
+
+def check_strategy_ranges(params: Mapping[str, Any], key: str) -> None:
+    """Cross-field rules of a learner's strategy space (ranges must not be empty)."""
+    pairs = [("multiplier_min", "multiplier_max")]
+    if params.get("distortion_count", 1) > 1:
+        pairs.append(("distortion_min", "distortion_max"))
+    for low, high in pairs:
+        if low in params and params[high] <= params[low]:
+            raise ScenarioError(
+                child_key(key, high),
+                f"must exceed {low} = {params[low]!r}, got {params[high]!r}",
+            )
+    if "initial_multiplier" in params and not (
+        params["multiplier_min"] <= params["initial_multiplier"] <= params["multiplier_max"]
+    ):
+        raise ScenarioError(
+            child_key(key, "initial_multiplier"),
+            f"must lie in [multiplier_min, multiplier_max] = [{params['multiplier_min']!r}, "
+            f"{params['multiplier_max']!r}], got {params['initial_multiplier']!r}",
+        )
+
+
+def check_distortions_are_read(
+    advertisers: Sequence[AdvertiserConfig], mechanism: MechanismConfig
+) -> None:
+    """A fixed report distortion needs a mechanism that reads one (learners' grids collapse)."""
+    if mechanism.kind in DISTORTION_MECHANISM_KINDS:
+        return
+    for index, advertiser in enumerate(advertisers):
+        strategy = advertiser.strategy
+        if strategy.kind == "fixed" and strategy.sharpen != 1.0:
+            raise ScenarioError(
+                f"advertisers[{index}].strategy.sharpen",
+                f"mechanism {show(mechanism.kind)} reads bids only; a report distortion needs "
+                f"one of {', '.join(DISTORTION_MECHANISM_KINDS)} (or sharpen = 1)",
+            )
 
 
 def parse_lambda_sweep(value: object, advertiser_count: int) -> LambdaSweepConfig | None:

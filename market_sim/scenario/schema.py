@@ -24,6 +24,10 @@ MECHANISM_KINDS: tuple[str, ...] = ("token_auction", *SLOT_AUCTION_KINDS)
 """Mechanism kinds available in this version."""
 
 PLANNED_MECHANISM_KINDS: tuple[str, ...] = ("mosaic", "affine_maximizer")
+
+DISTORTION_MECHANISM_KINDS: tuple[str, ...] = ("token_auction",)
+"""Kinds whose platform reads ``Report.report_scale`` (its ``report_space.distortion``); a test
+keeps this in step with the platforms."""
 """Mechanism kinds named in the design but not implemented yet (they get a clear message)."""
 
 AGGREGATIONS: tuple[str, ...] = ("linear", "log_linear")
