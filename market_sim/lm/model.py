@@ -138,15 +138,21 @@ class LanguageModel:
 
     @torch.inference_mode()
     def continuation_logprobs(
-        self, contexts: Sequence[Prompt], continuations: Sequence[Prompt]
+        self,
+        contexts: Sequence[Prompt],
+        continuations: Sequence[Prompt],
+        temperature: float = 1.0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token log-likelihood of each continuation given its context, in one forward.
 
-        Row b scores ``log p(c_t | context_b, c_<t)`` for every token ``c_t`` of continuation b.
+        Row b scores ``log p(c_t | context_b, c_<t)`` for every token ``c_t`` of continuation b,
+        with ``p = softmax(logits / temperature)`` (the distribution :meth:`sample` draws from
+        at that temperature).
 
         Args:
             contexts: B contexts (non-empty).
             continuations: B continuations (may be empty).
+            temperature: Softmax temperature (> 0); 1.0 scores the model itself.
 
         Returns:
             ``(token_logprobs, mask)``, both ``[B, T]`` with T the longest continuation:
@@ -155,6 +161,8 @@ class LanguageModel:
         """
         if len(contexts) != len(continuations):
             raise ValueError("contexts and continuations must have the same length")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
         context_ids = [self.encode(c) for c in contexts]
         continuation_ids = [self.encode(c) for c in continuations]
         batch = left_pad(
@@ -168,7 +176,10 @@ class LanguageModel:
             position_ids=batch.position_ids,
             use_cache=False,
         ).logits
-        logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+        scaled = logits[:, :-1].float()
+        if temperature != 1.0:
+            scaled = scaled / temperature
+        logprobs = torch.log_softmax(scaled, dim=-1)
         targets = batch.input_ids[:, 1:]
         target_logprobs = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         width = max((len(k) for k in continuation_ids), default=0)
@@ -181,14 +192,22 @@ class LanguageModel:
         return out, mask
 
     def sequence_logprob(
-        self, contexts: Sequence[Prompt], continuations: Sequence[Prompt]
+        self,
+        contexts: Sequence[Prompt],
+        continuations: Sequence[Prompt],
+        temperature: float = 1.0,
     ) -> torch.Tensor:
         """Total log-likelihood ``sum_t log p(c_t | context, c_<t)`` of each continuation.
+
+        Args:
+            contexts: B contexts (non-empty).
+            continuations: B continuations (may be empty).
+            temperature: Softmax temperature (> 0), see :meth:`continuation_logprobs`.
 
         Returns:
             ``[B]`` float32.
         """
-        token_logprobs, mask = self.continuation_logprobs(contexts, continuations)
+        token_logprobs, mask = self.continuation_logprobs(contexts, continuations, temperature)
         return (token_logprobs * mask).sum(-1)
 
     @torch.inference_mode()
@@ -236,3 +255,36 @@ class LanguageModel:
         if self.eos_token_id is not None and self.eos_token_id in tokens:
             return tokens[: tokens.index(self.eos_token_id)]
         return tokens
+
+
+def complete_reply(
+    tokens: Sequence[int], max_new_tokens: int, eos_token_id: int | None
+) -> list[int]:
+    """Token sequence of the event "this reply was generated", as scored and trained on.
+
+    :meth:`LanguageModel.sample` cuts EOS off. A reply shorter than ``max_new_tokens`` stopped
+    at EOS, so its probability as a whole reply includes the EOS token; a reply of exactly
+    ``max_new_tokens`` tokens was truncated, and its event is "the first ``max_new_tokens``
+    tokens are these" (no EOS). Scoring every model on this event keeps likelihood ratios of
+    sampled replies exact.
+
+    Args:
+        tokens: A reply as :meth:`LanguageModel.sample` returns it.
+        max_new_tokens: The cap it was sampled with.
+        eos_token_id: The model's EOS id (None: nothing is appended).
+
+    Returns:
+        ``[*tokens, eos_token_id]`` when the reply is shorter than ``max_new_tokens``, else
+        the tokens.
+
+    Raises:
+        ValueError: The reply is longer than ``max_new_tokens``.
+    """
+    if len(tokens) > max_new_tokens:
+        raise ValueError(
+            f"a reply of {len(tokens)} tokens cannot come from max_new_tokens={max_new_tokens}"
+        )
+    reply = [int(token) for token in tokens]
+    if eos_token_id is not None and len(reply) < max_new_tokens:
+        return [*reply, int(eos_token_id)]
+    return reply

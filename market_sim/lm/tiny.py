@@ -108,7 +108,7 @@ def train_tiny_lm(
     tokenizer = train_tokenizer(texts, config.vocab_size)
     tokenizer.model_max_length = config.n_positions
     documents = encode_documents(tokenizer, texts, config.n_positions)
-    with _reproducible_torch(seed, config.num_threads):
+    with reproducible_torch(seed, config.num_threads):
         model = build_model(config, tokenizer)
         final_loss = _optimise(model, documents, tokenizer.pad_token_id, config, seed, progress)
     save_checkpoint(model, tokenizer, out_path)
@@ -239,18 +239,26 @@ def parameter_count(model: torch.nn.Module) -> int:
 
 
 @contextmanager
-def _reproducible_torch(seed: int, num_threads: int) -> Iterator[None]:
-    """Seed all RNGs, force deterministic algorithms and fix the thread count, then restore."""
+def reproducible_torch(seed: int, num_threads: int, warn_only: bool = False) -> Iterator[None]:
+    """Seed all RNGs, force deterministic algorithms and fix the thread count, then restore.
+
+    Args:
+        seed: Seeds python, numpy and torch (``transformers.set_seed``).
+        num_threads: Torch CPU threads inside the block.
+        warn_only: Let kernels without a deterministic version warn instead of raise (CUDA
+            matmuls would otherwise need ``CUBLAS_WORKSPACE_CONFIG``).
+    """
     saved_threads = torch.get_num_threads()
     saved_deterministic = torch.are_deterministic_algorithms_enabled()
+    saved_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     torch.set_num_threads(num_threads)
-    torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(True, warn_only=warn_only)
     set_global_seed(seed)
     try:
         yield
     finally:
         torch.set_num_threads(saved_threads)
-        torch.use_deterministic_algorithms(saved_deterministic)
+        torch.use_deterministic_algorithms(saved_deterministic, warn_only=saved_warn_only)
 
 
 def _optimise(
