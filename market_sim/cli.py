@@ -1,4 +1,4 @@
-"""Command-line interface: ``market-sim run | demo | lambda-sweep | lm train | lm generate``.
+"""Command-line interface: ``market-sim run | demo | sweep | plot | lambda-sweep | convergence``.
 
 Bad input (scenario keys, model references, devices) exits with status 2 and one line on stderr
 naming the problem; results are written only after a run completes, atomically.
@@ -46,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_scenario_arguments(sweep)
     sweep.add_argument("--samples", type=int, help="replies per lambda and aggregation")
     sweep.add_argument("--out", type=Path, help="folder for samples.parquet and shares.parquet")
+
+    convergence = commands.add_parser(
+        "convergence", help="MOSAIC: distance to pi* as the number of candidates M grows"
+    )
+    add_scenario_arguments(convergence)
+    convergence.add_argument("--out", type=Path, help="folder for convergence.parquet")
 
     add_sweep_parsers(commands)
 
@@ -225,6 +231,35 @@ def command_lambda_sweep(args: argparse.Namespace) -> None:
     print(f"\nresults: {out_dir}/ (samples.parquet, shares.parquet)")
 
 
+def command_convergence(args: argparse.Namespace) -> None:
+    """Run the MOSAIC convergence experiment of a scenario and print the mean curves."""
+    from market_sim.mosaic_convergence import run_convergence, summarize_convergence
+
+    scenario = load_checked_scenario(args.scenario, scenario_overrides(args))
+    if scenario.mechanism.kind != "mosaic":
+        raise UsageError(
+            f"mechanism.kind: the convergence experiment needs 'mosaic', got "
+            f"'{scenario.mechanism.kind}'"
+        )
+    lm = load_checked_model(
+        scenario.model.path, scenario.model.device, scenario.model.dtype, args.threads
+    )
+    out_dir = args.out or Path("results") / f"{scenario.name}-seed{scenario.seed}"
+    table = run_convergence(scenario, lm, out_dir)
+    summary = summarize_convergence(table)
+    for proposal, curve in summary["proposals"].items():
+        print(f"{proposal}: mean over queries, tau = {scenario.mechanism.tau}")
+        print("  M         " + " ".join(f"{m:>7d}" for m in curve["candidates"]))
+        print("  TV        " + " ".join(f"{v:7.4f}" for v in curve["tv_mean"]))
+        print("  KL        " + " ".join(f"{v:7.4f}" for v in curve["kl_mean"]))
+        print("  reward gap" + " ".join(f"{v:8.4f}" for v in curve["reward_gap_mean"]))
+        print(
+            f"  smallest M with TV <= {summary['tv_threshold']}: "
+            f"{curve['candidates_to_tv_threshold']}"
+        )
+    print(f"\nresults: {out_dir}/ (convergence.parquet, convergence_summary.json)")
+
+
 def command_lm(args: argparse.Namespace) -> None:
     """``lm train`` and ``lm generate``."""
     if args.lm_command == "train":
@@ -312,6 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             command_demo(args)
         elif args.command == "lambda-sweep":
             command_lambda_sweep(args)
+        elif args.command == "convergence":
+            command_convergence(args)
         elif args.command == "sweep":
             command_sweep(args)
         elif args.command == "plot":

@@ -79,7 +79,9 @@ def run_scenario(
     lm = lm or load_scenario_model(scenario)
     scenario_toml = dump_scenario_toml(scenario)
     run_id = make_run_id(scenario_toml, scenario)
-    market = MarketModel(scenario, build_platform(scenario.mechanism, lm), run_id)
+    market = MarketModel(
+        scenario, build_platform(scenario.mechanism, lm, scenario.queries.items), run_id
+    )
     started = time.perf_counter()
     hide_bar = None if progress is None else not progress
     for _ in tqdm(range(scenario.rounds), desc=scenario.name, unit="round", disable=hide_bar):

@@ -155,7 +155,15 @@ def test_scenario_is_frozen_hashable_and_picklable() -> None:
 
 
 def test_registries() -> None:
-    assert MECHANISM_KINDS == ("token_auction", "first_price", "second_price", "gsp", "vcg")
+    assert MECHANISM_KINDS == (
+        "token_auction",
+        "mosaic",
+        "affine_maximizer",
+        "first_price",
+        "second_price",
+        "gsp",
+        "vcg",
+    )
     assert set(STRATEGY_KINDS) == {
         "truthful",
         "fixed",
@@ -357,18 +365,48 @@ def test_unknown_mechanism() -> None:
     data["mechanism"]["kind"] = "foo"
     assert str(error_for(data)) == (
         "mechanism.kind: unknown value 'foo'; allowed: "
-        "token_auction, first_price, second_price, gsp, vcg"
+        "token_auction, mosaic, affine_maximizer, first_price, second_price, gsp, vcg"
     )
 
 
-@pytest.mark.parametrize("kind", ["mosaic", "affine_maximizer"])
-def test_mechanism_not_available_yet(kind: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "default", "allowed"),
+    [
+        ("mosaic", "mosaic", "mosaic, none"),
+        ("affine_maximizer", "affine_maximizer", "affine_maximizer, none"),
+    ],
+)
+def test_each_kind_has_its_own_payment_rules(kind: str, default: str, allowed: str) -> None:
     data = sample_data()
-    data["mechanism"] = {"kind": kind, "candidates": 8}  # its own keys are not checked first
+    data["mechanism"] = {"kind": kind}
+    assert scenario_from_dict(data).mechanism.payment == default
+    assert MechanismConfig(kind=kind).payment == default
+    data["mechanism"] = {"kind": kind, "payment": "none"}
+    assert scenario_from_dict(data).mechanism.payment == "none"
+    data["mechanism"] = {"kind": kind, "payment": "second_price"}
     assert str(error_for(data)) == (
-        f"mechanism.kind: '{kind}' is not available in this version; allowed: "
-        "token_auction, first_price, second_price, gsp, vcg"
+        f"mechanism.payment: unknown value 'second_price' for mechanism.kind '{kind}'; "
+        f"allowed: {allowed}"
     )
+    data["mechanism"] = {"kind": "token_auction", "payment": "mosaic"}
+    assert str(error_for(data)) == (
+        "mechanism.payment: unknown value 'mosaic' for mechanism.kind 'token_auction'; "
+        "allowed: second_price, first_price, none"
+    )
+
+
+def test_sequence_mechanism_keys_are_validated() -> None:
+    data = sample_data()
+    data["mechanism"] = {"kind": "mosaic", "proposal": "brand"}
+    assert str(error_for(data)) == (
+        "mechanism.proposal: unknown value 'brand'; allowed: reference, context_aware"
+    )
+    data["mechanism"] = {"kind": "affine_maximizer", "divergence": "js"}
+    assert str(error_for(data)) == (
+        "mechanism.divergence: unknown value 'js'; allowed: kl, chi2, tv"
+    )
+    data["mechanism"] = {"kind": "mosaic", "tau": 0.0}
+    assert "mechanism.tau" in str(error_for(data))
 
 
 def test_click_through_rates_must_not_increase() -> None:
@@ -386,10 +424,22 @@ def test_click_through_rates_must_not_increase() -> None:
 
 def test_learner_parameters_are_validated() -> None:
     data = sample_data()
+    data["advertisers"][0]["strategy"] = {"kind": "hedge", "multiplier_count": 0}
+    assert str(error_for(data)) == (
+        "advertisers[0].strategy.multiplier_count: must be between 1 and 10000, got 0"
+    )
     data["advertisers"][0]["strategy"] = {"kind": "hedge", "multiplier_count": 1}
     assert str(error_for(data)) == (
-        "advertisers[0].strategy.multiplier_count: must be between 2 and 10000, got 1"
+        "advertisers[0].strategy.multiplier_max: multiplier_count = 1 fixes the bid multiplier: "
+        "it must equal multiplier_min = 0.0, got 2.0"
     )
+    data["advertisers"][0]["strategy"] = {
+        "kind": "hedge",
+        "multiplier_count": 1,
+        "multiplier_min": 1.0,
+        "multiplier_max": 1.0,
+    }
+    assert scenario_from_dict(data).advertisers[0].strategy.params["multiplier_count"] == 1
     data["advertisers"][0]["strategy"] = {"kind": "exp3", "contextual": "yes"}
     assert "advertisers[0].strategy.contextual" in str(error_for(data))
     data["advertisers"][0]["strategy"] = {"kind": "hedge"}
@@ -712,5 +762,5 @@ def test_strategy_ranges_and_distortions_are_checked_before_running() -> None:
     data["mechanism"] = {"kind": "gsp"}
     assert str(error_for(data)) == (
         "advertisers[0].strategy.sharpen: mechanism 'gsp' reads bids only; a report distortion "
-        "needs one of token_auction (or sharpen = 1)"
+        "needs one of token_auction, mosaic, affine_maximizer (or sharpen = 1)"
     )

@@ -56,7 +56,13 @@ def report_bounds(params: Mapping[str, ParamValue], space: ReportSpace, where: s
         ValueError: Inverted ranges.
     """
     low, high = float(params["multiplier_min"]), float(params["multiplier_max"])
-    if high <= low:
+    fixed_bid = int(params["multiplier_count"]) == 1
+    if fixed_bid and high != low:
+        raise ValueError(
+            f"{where}.multiplier_count = 1 fixes the bid: it needs multiplier_min = "
+            f"multiplier_max ({low} != {high})"
+        )
+    if not fixed_bid and high <= low:
         raise ValueError(f"{where}.multiplier_max must exceed multiplier_min ({high} <= {low})")
     if int(params["distortion_count"]) <= 1 or space.distortion is None:
         return ReportBounds(low, high)

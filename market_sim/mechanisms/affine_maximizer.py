@@ -90,6 +90,7 @@ Divergence = Literal["kl", "chi2", "tv"]
 Normalization = Literal["max", "sum"]
 AffinePayment = Literal["affine_maximizer", "none"]
 Misreport = Literal["alpha", "beta", "epsilon"]
+GroupDistortion = Literal["reward_scale", "blend"]
 
 DIVERGENCES = ("kl", "chi2", "tv")
 
@@ -367,6 +368,77 @@ def run_affine_maximizer(
         utilities=values - payments,
         objective=regularized_value(policy, scores, init, divergence, lam),
     )
+
+
+def distorted_reward_models(
+    true_rewards: np.ndarray,
+    scales: np.ndarray,
+    distortion: GroupDistortion,
+    normalization: Normalization = "max",
+) -> np.ndarray:
+    r"""Reported reward models of groups that each distort their own by a scale.
+
+    * ``reward_scale``: :math:`\widetilde{rm}_i = s_i\,rm_i` (not renormalized: in the rule it
+      acts exactly like the size inflation :math:`\tilde w_i = s_i w_i`).
+    * ``blend``: :math:`\widetilde{rm}_i = \mathrm{normalize}\big(\max(0, s_i\,rm_i + (1 - s_i)
+      \overline{rm}_{-i})\big)`, :math:`\overline{rm}_{-i}` the mean of the OTHER groups' TRUE
+      reward models (what the platform holds; using true rows keeps simultaneous blends well
+      defined). :math:`s < 1` blends toward the others, :math:`s > 1` exaggerates what sets
+      the group apart (clipped at 0, then renormalized).
+
+    Truthful is :math:`s_i = 1` under both.
+
+    Args:
+        true_rewards: ``[..., n, Y]`` true normalized reward models.
+        scales: ``[..., n]`` each group's scale.
+        distortion: ``reward_scale`` or ``blend``.
+        normalization: ``max`` or ``sum`` (blends only).
+
+    Returns:
+        ``[..., n, Y]`` float64.
+    """
+    rewards = np.asarray(true_rewards, dtype=np.float64)
+    scales = np.asarray(scales, dtype=np.float64)[..., None]
+    if distortion == "reward_scale":
+        return scales * rewards
+    if distortion != "blend":
+        raise ValueError(f"distortion must be reward_scale or blend, got {distortion!r}")
+    n = rewards.shape[-2]
+    if n < 2:
+        raise ValueError("a blend needs at least one other group")
+    others = (rewards.sum(-2, keepdims=True) - rewards) / (n - 1)
+    blended = np.maximum(scales * rewards + (1 - scales) * others, 0.0)
+    return normalize_rewards(blended, normalization)
+
+
+def distorted_valuations(
+    valuations: np.ndarray, scales: np.ndarray, distortion: GroupDistortion
+) -> np.ndarray:
+    r"""Grid version of :func:`distorted_reward_models`: reported valuations per grid point.
+
+    ``reward_scale``: :math:`\tilde V_{g,i} = s_i V_{g,i}`; ``blend``: :math:`\tilde V_{g,i} =
+    s_i V_{g,i} + (1 - s_i)\bar V_{g,-i}` with :math:`\bar V_{g,-i}` the mean of the other
+    groups' TRUE valuations (linear: over sampled text there is no finite row to renormalize).
+
+    Args:
+        valuations: ``[..., G, n]`` true valuations :math:`V_{g,i}`.
+        scales: ``[..., n]`` each group's scale (truthful: 1).
+        distortion: ``reward_scale`` or ``blend``.
+
+    Returns:
+        ``[..., G, n]`` float64.
+    """
+    valuations = np.asarray(valuations, dtype=np.float64)
+    scales = np.asarray(scales, dtype=np.float64)[..., None, :]
+    if distortion == "reward_scale":
+        return scales * valuations
+    if distortion != "blend":
+        raise ValueError(f"distortion must be reward_scale or blend, got {distortion!r}")
+    n = valuations.shape[-1]
+    if n < 2:
+        raise ValueError("a blend needs at least one other group")
+    others = (valuations.sum(-1, keepdims=True) - valuations) / (n - 1)
+    return scales * valuations + (1 - scales) * others
 
 
 def favourite_outcomes(rewards: np.ndarray) -> np.ndarray:

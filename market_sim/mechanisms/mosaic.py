@@ -322,6 +322,58 @@ def scaled_report_utilities(
     return values - payments
 
 
+@dataclass(frozen=True)
+class DeviationOutcome:
+    """One advertiser's K alternative reports, the others' reports and the candidates fixed.
+
+    Attributes:
+        probabilities: ``[..., K, M]`` selection probabilities under each report.
+        payments: ``[..., K]`` the advertiser's payment under each report.
+    """
+
+    probabilities: torch.Tensor
+    payments: torch.Tensor
+
+
+def deviation_outcomes(
+    others_total: torch.Tensor,
+    deviations: torch.Tensor,
+    log_weights: torch.Tensor,
+    tau: float,
+    payment: MosaicPayment = "mosaic",
+) -> DeviationOutcome:
+    r"""Selection and payment when one advertiser reports each of K reward vectors.
+
+    With :math:`R_{-i}` the others' summed reports and :math:`\tilde r^{(k)}` the k-th
+    alternative report: :math:`q^{(k)} = \mathrm{softmax}((R_{-i} + \tilde r^{(k)})/\tau + l)`,
+    :math:`\mathrm{pay}^{(k)} = \langle q^{(k)}, \tilde r^{(k)}\rangle
+    - (U(R_{-i} + \tilde r^{(k)}) - U(R_{-i}))` (0 with ``payment = "none"``). Any report
+    shape is allowed (scaled, sharpened, arbitrary); :func:`scaled_report_utilities` is the
+    special case of scaled true rewards.
+
+    Args:
+        others_total: ``[..., M]`` :math:`R_{-i}(y_j)`.
+        deviations: ``[..., K, M]`` the alternative reports :math:`\tilde r^{(k)}(y_j)`.
+        log_weights: ``[..., M]`` importance log-weights.
+        tau: Temperature.
+        payment: ``mosaic`` or ``none``.
+
+    Returns:
+        Probabilities ``[..., K, M]`` and payments ``[..., K]``, float64.
+    """
+    if payment not in ("mosaic", "none"):
+        raise ValueError(f"payment must be 'mosaic' or 'none', got {payment!r}")
+    others = _as_double(others_total).unsqueeze(-2)  # [..., 1, M]
+    deviations = _as_double(deviations)
+    weights = _as_double(log_weights).unsqueeze(-2)
+    total = others + deviations
+    probs = selection_probabilities(total, weights, tau)
+    if payment == "none":
+        return DeviationOutcome(probs, torch.zeros(probs.shape[:-1], dtype=torch.float64))
+    gain = log_partition(total, weights, tau) - log_partition(others, weights, tau)
+    return DeviationOutcome(probs, (probs * deviations).sum(-1) - gain)
+
+
 def relevance_scores(
     advertiser_token_logprobs: torch.Tensor,
     reference_token_logprobs: torch.Tensor,

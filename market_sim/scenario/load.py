@@ -25,23 +25,31 @@ from market_sim.lm.bundled_models import BUNDLED_PREFIX, bundled_model_names
 from market_sim.scenario.overrides import apply_overrides
 from market_sim.scenario.schema import (
     AGGREGATIONS,
+    DEFAULT_CONVERGENCE_SIZES,
     DEFAULT_SWEEP_LAMBDAS,
     DEVICES_DESCRIPTION,
     DISTORTION_MECHANISM_KINDS,
+    DIVERGENCES,
     DTYPES,
+    GROUP_DISTORTIONS,
     MECHANISM_KINDS,
+    MOSAIC_PROPOSALS,
     PAYMENTS,
+    PAYMENTS_BY_KIND,
     PLANNED_MECHANISM_KINDS,
     PLANNED_QUERY_STREAMS,
     PLANNED_STRATEGY_KINDS,
+    POLICY_SPACES,
     QUERY_ORDERS,
     QUERY_STREAMS,
     REPLY_MODES,
+    REWARD_NORMALIZATIONS,
     SETTLEMENTS,
     STRATEGY_PARAMS,
     VALUATION_DISTS,
     VALUATION_REDRAWS,
     AdvertiserConfig,
+    ConvergenceConfig,
     LambdaSweepConfig,
     MechanismConfig,
     ModelConfig,
@@ -58,6 +66,7 @@ from market_sim.scenario.validate import (
     Flag,
     FloatList,
     FloatRange,
+    IntList,
     IntRange,
     ScenarioError,
     Text,
@@ -87,6 +96,7 @@ SCENARIO_TABLES: tuple[str, ...] = (
     "advertisers",
     "regret",
     "lambda_sweep",
+    "convergence",
 )
 
 MODEL_SPECS: dict[str, FieldSpec] = {
@@ -112,6 +122,21 @@ MECHANISM_SPECS: dict[str, FieldSpec] = {
     "click_through_rates": FloatList(FloatRange(min=0.0, max=1.0), min_items=1, default=(1.0,)),
     "reply": Choice(REPLY_MODES, default="sampled"),
     "slot_value": FloatRange(min=0.0, exclusive_min=True, default=1.0),
+    "candidates": IntRange(min=1, max=65_536, default=16),
+    "tau": FloatRange(min=0.0, exclusive_min=True, default=1.0),
+    "proposal": Choice(MOSAIC_PROPOSALS, default="reference"),
+    "relevance_temperature": FloatRange(min=0.0, exclusive_min=True, default=1.0),
+    "divergence": Choice(DIVERGENCES, default="kl"),
+    "regularization": FloatRange(min=0.0, exclusive_min=True, default=1.0),
+    "policy_space": Choice(POLICY_SPACES, default="candidates"),
+    "group_distortion": Choice(GROUP_DISTORTIONS, default="reward_scale"),
+    "normalization": Choice(REWARD_NORMALIZATIONS, default="max"),
+    "fine_tune_samples": IntRange(min=1, max=4096, default=16),
+    "fine_tune_steps": IntRange(min=0, max=100_000, default=30),
+    "fine_tune_beta": FloatRange(min=0.0, exclusive_min=True, default=0.1),
+    "fine_tune_learning_rate": FloatRange(min=0.0, exclusive_min=True, default=1e-3),
+    "grid_resolution": IntRange(min=1, max=20, default=2),
+    "grid_samples": IntRange(min=1, max=4096, default=32),
 }
 
 REGRET_SPECS: dict[str, FieldSpec] = {
@@ -164,6 +189,12 @@ LAMBDA_SWEEP_SPECS: dict[str, FieldSpec] = {
     "aggregations": ChoiceList(AGGREGATIONS, min_items=1, default=AGGREGATIONS),
 }
 LAMBDA_SWEEP_ADVERTISERS = 2
+
+CONVERGENCE_SPECS: dict[str, FieldSpec] = {
+    "sizes": IntList(IntRange(min=1, max=65_536), min_items=1, default=DEFAULT_CONVERGENCE_SIZES),
+    "support_samples": IntRange(min=1, max=65_536, default=256),
+    "proposals": ChoiceList(MOSAIC_PROPOSALS, min_items=1, default=MOSAIC_PROPOSALS),
+}
 
 
 # --------------------------------------------------------------------------- public API
@@ -254,6 +285,7 @@ def scenario_from_dict(
         advertisers=advertisers,
         regret=parse_regret(optional_table(table, "regret")),
         lambda_sweep=parse_lambda_sweep(table.get("lambda_sweep"), len(advertisers)),
+        convergence=parse_convergence(table.get("convergence")),
     )
 
 
@@ -324,6 +356,7 @@ def parse_mechanism(table: Mapping[str, Any]) -> MechanismConfig:
     """Validate ``[mechanism]``: its kind first, then the kind's keys."""
     parse_field(table, "kind", MECHANISM_KIND_SPEC, "mechanism")
     values = validate_fields(table, MECHANISM_SPECS, "mechanism")
+    check_payment(values, payment_given="payment" in table)
     check_settlement(values)
     rates = values["click_through_rates"]
     for index in range(1, len(rates)):
@@ -338,6 +371,21 @@ def parse_mechanism(table: Mapping[str, Any]) -> MechanismConfig:
 def parse_regret(table: Mapping[str, Any]) -> RegretConfig:
     """Validate ``[regret]``."""
     return RegretConfig(**validate_fields(table, REGRET_SPECS, "regret"))
+
+
+def check_payment(values: dict[str, Any], payment_given: bool) -> None:
+    """Each kind has its own payment rules; an absent ``payment`` takes the kind's default."""
+    allowed = PAYMENTS_BY_KIND.get(values["kind"])
+    if allowed is None:
+        return
+    if not payment_given:
+        values["payment"] = allowed[0]
+    elif values["payment"] not in allowed:
+        raise ScenarioError(
+            "mechanism.payment",
+            f"unknown value {show(values['payment'])} for mechanism.kind "
+            f"{show(values['kind'])}; allowed: {', '.join(allowed)}",
+        )
 
 
 def check_settlement(values: Mapping[str, Any]) -> None:
@@ -465,7 +513,16 @@ def parse_strategy(table: Mapping[str, Any], key: str) -> StrategyConfig:
 
 def check_strategy_ranges(params: Mapping[str, Any], key: str) -> None:
     """Cross-field rules of a learner's strategy space (ranges must not be empty)."""
-    pairs = [("multiplier_min", "multiplier_max")]
+    pairs = []
+    if params.get("multiplier_count") == 1:
+        if params["multiplier_max"] != params["multiplier_min"]:
+            raise ScenarioError(
+                child_key(key, "multiplier_max"),
+                "multiplier_count = 1 fixes the bid multiplier: it must equal multiplier_min = "
+                f"{params['multiplier_min']!r}, got {params['multiplier_max']!r}",
+            )
+    elif "multiplier_count" in params:
+        pairs.append(("multiplier_min", "multiplier_max"))
     if params.get("distortion_count", 1) > 1:
         pairs.append(("distortion_min", "distortion_max"))
     for low, high in pairs:
@@ -512,6 +569,15 @@ def parse_lambda_sweep(value: object, advertiser_count: int) -> LambdaSweepConfi
             f"needs exactly {LAMBDA_SWEEP_ADVERTISERS} advertisers, got {advertiser_count}",
         )
     return LambdaSweepConfig(**values)
+
+
+def parse_convergence(value: object) -> ConvergenceConfig | None:
+    """Validate the optional ``[convergence]`` table."""
+    if value is None:
+        return None
+    return ConvergenceConfig(
+        **validate_fields(require_table(value, "convergence"), CONVERGENCE_SPECS, "convergence")
+    )
 
 
 # --------------------------------------------------------------------------- dumping

@@ -20,18 +20,37 @@ from market_sim.scenario.validate import Flag, FloatRange, FrozenParams, IntRang
 SLOT_AUCTION_KINDS: tuple[str, ...] = ("first_price", "second_price", "gsp", "vcg")
 """Classic ad-slot baselines (DESIGN.md 3.4)."""
 
-MECHANISM_KINDS: tuple[str, ...] = ("token_auction", *SLOT_AUCTION_KINDS)
+MECHANISM_KINDS: tuple[str, ...] = (
+    "token_auction",
+    "mosaic",
+    "affine_maximizer",
+    *SLOT_AUCTION_KINDS,
+)
 """Mechanism kinds available in this version."""
 
-PLANNED_MECHANISM_KINDS: tuple[str, ...] = ("mosaic", "affine_maximizer")
-
-DISTORTION_MECHANISM_KINDS: tuple[str, ...] = ("token_auction",)
-"""Kinds whose platform reads ``Report.report_scale`` (its ``report_space.distortion``); a test
-keeps this in step with the platforms."""
+PLANNED_MECHANISM_KINDS: tuple[str, ...] = ()
 """Mechanism kinds named in the design but not implemented yet (they get a clear message)."""
 
+DISTORTION_MECHANISM_KINDS: tuple[str, ...] = ("token_auction", "mosaic", "affine_maximizer")
+"""Kinds whose platform reads ``Report.report_scale`` (its ``report_space.distortion``); a test
+keeps this in step with the platforms."""
+
 AGGREGATIONS: tuple[str, ...] = ("linear", "log_linear")
-PAYMENTS: tuple[str, ...] = ("second_price", "first_price", "none")
+PAYMENTS_BY_KIND: dict[str, tuple[str, ...]] = {
+    "token_auction": ("second_price", "first_price", "none"),
+    "mosaic": ("mosaic", "none"),
+    "affine_maximizer": ("affine_maximizer", "none"),
+}
+"""The payment rules each kind accepts, its default first (ad-slot kinds ignore the key: the
+kind names the auction)."""
+PAYMENTS: tuple[str, ...] = tuple(
+    dict.fromkeys(rule for rules in PAYMENTS_BY_KIND.values() for rule in rules)
+)
+MOSAIC_PROPOSALS: tuple[str, ...] = ("reference", "context_aware")
+DIVERGENCES: tuple[str, ...] = ("kl", "chi2", "tv")
+POLICY_SPACES: tuple[str, ...] = ("candidates", "fine_tuned")
+GROUP_DISTORTIONS: tuple[str, ...] = ("reward_scale", "blend")
+REWARD_NORMALIZATIONS: tuple[str, ...] = ("max", "sum")
 SETTLEMENTS: tuple[str, ...] = ("expected", "ex_post")
 REPLY_MODES: tuple[str, ...] = ("sampled", "cached")
 
@@ -51,14 +70,15 @@ StrategyParamSpec = FloatRange | IntRange | Flag
 LEARNER_SPACE_PARAMS: dict[str, StrategyParamSpec] = {
     "multiplier_min": FloatRange(min=0.0, default=0.0),
     "multiplier_max": FloatRange(min=0.0, exclusive_min=True, default=2.0),
-    "multiplier_count": IntRange(min=2, max=10_000, default=21),
+    "multiplier_count": IntRange(min=1, max=10_000, default=21),
     "distortion_min": FloatRange(min=0.0, exclusive_min=True, default=0.25),
     "distortion_max": FloatRange(min=0.0, exclusive_min=True, default=4.0),
     "distortion_count": IntRange(min=1, max=1_000, default=1),
     "contextual": Flag(default=False),
 }
-"""The strategy space every learner shares: bid multipliers (linear grid) x report distortions
-(geometric grid; ``distortion_count = 1`` keeps the report truthful), optionally per query."""
+"""The strategy space every learner shares: bid multipliers (linear grid; ``multiplier_count = 1``
+with ``multiplier_min = multiplier_max`` fixes the bid) x report distortions (geometric grid;
+``distortion_count = 1`` keeps the report truthful), optionally per query."""
 
 RATE_FROM_BOUND = FloatRange(min=0.0, default=0.0)
 """A learning or exploration rate; 0 (the default) means "from the regret bound for T"."""
@@ -121,7 +141,9 @@ class MechanismConfig:
         kind: One of :data:`MECHANISM_KINDS`.
         aggregation: How the advertisers' next-token distributions are combined:
             ``linear`` or ``log_linear``.
-        payment: ``second_price`` (critical bid), ``first_price`` or ``none``.
+        payment: Token auction: ``second_price`` (critical bid), ``first_price`` or ``none``;
+            MOSAIC: ``mosaic`` or ``none``; affine maximizer: ``affine_maximizer`` or ``none``
+            (see :data:`PAYMENTS_BY_KIND`; empty = the kind's default).
         settlement: ``expected`` payments, or ``ex_post`` payments from stable sampling (only
             with linear aggregation and second-price payments).
         max_new_tokens: Length limit of the generated reply.
@@ -134,13 +156,39 @@ class MechanismConfig:
             ``cached`` (one per query; the auction does not depend on it).
         slot_value: Ad-slot auctions: allocation units of a click-through rate of 1 (1 = value
             per click; ``max_new_tokens`` = a certain view is worth a fully steered reply).
+        candidates: MOSAIC: M, the candidate replies per query; affine maximizer on
+            ``candidates``: the size of the sampled outcome set.
+        tau: MOSAIC: temperature of the KL regularization (DESIGN.md 3.2).
+        proposal: MOSAIC: where candidates come from, ``reference`` (pi_ref, the query alone)
+            or ``context_aware`` (the query with every advertiser's context).
+        relevance_temperature: MOSAIC and affine maximizer: temperature T of the relevance
+            score ``sigmoid(mean log-likelihood ratio / T)``.
+        divergence: Affine maximizer: ``kl``, ``chi2`` or ``tv``.
+        regularization: Affine maximizer: lambda, the weight of the divergence.
+        policy_space: Affine maximizer: ``candidates`` (a distribution over sampled replies,
+            exact) or ``fine_tuned`` (a grid of weight interpolations of fine-tuned copies).
+        group_distortion: Affine maximizer: what ``report_scale`` distorts, ``reward_scale``
+            (reported reward model = scale x true) or ``blend`` (reported = normalized
+            ``scale x own + (1 - scale) x mean of the other groups'``); the bid is always the
+            reported group size.
+        normalization: Affine maximizer: reward models normalized by ``max`` or ``sum`` over
+            the outcome set (``candidates`` space).
+        fine_tune_samples: ``fine_tuned`` space: replies per query in each group's
+            reward-weighted fine-tuning run.
+        fine_tune_steps: ``fine_tuned`` space: optimizer steps per group.
+        fine_tune_beta: ``fine_tuned`` space: KL temperature of the fine-tuning target.
+        fine_tune_learning_rate: ``fine_tuned`` space: AdamW learning rate.
+        grid_resolution: ``fine_tuned`` space: interpolation coefficients are multiples of
+            1 / resolution on the simplex over (base, group copies).
+        grid_samples: ``fine_tuned`` space: replies per query sampled at each grid point to
+            estimate valuations and divergences.
 
     Keys a kind does not read are ignored, so one scenario can be swept across kinds.
     """
 
     kind: str = "token_auction"
     aggregation: str = "linear"
-    payment: str = "second_price"
+    payment: str = ""
     settlement: str = "expected"
     max_new_tokens: int = 24
     platform_weight: float = 0.0
@@ -149,6 +197,27 @@ class MechanismConfig:
     click_through_rates: tuple[float, ...] = (1.0,)
     reply: str = "sampled"
     slot_value: float = 1.0
+    candidates: int = 16
+    tau: float = 1.0
+    proposal: str = "reference"
+    relevance_temperature: float = 1.0
+    divergence: str = "kl"
+    regularization: float = 1.0
+    policy_space: str = "candidates"
+    group_distortion: str = "reward_scale"
+    normalization: str = "max"
+    fine_tune_samples: int = 16
+    fine_tune_steps: int = 30
+    fine_tune_beta: float = 0.1
+    fine_tune_learning_rate: float = 1e-3
+    grid_resolution: int = 2
+    grid_samples: int = 32
+
+    def __post_init__(self) -> None:
+        """An empty ``payment`` is the kind's default rule (the loader always fills it)."""
+        if not self.payment:
+            default = PAYMENTS_BY_KIND.get(self.kind, ("second_price",))[0]
+            object.__setattr__(self, "payment", default)
 
 
 @dataclass(frozen=True)
@@ -306,6 +375,25 @@ class LambdaSweepConfig:
     aggregations: tuple[str, ...] = AGGREGATIONS
 
 
+DEFAULT_CONVERGENCE_SIZES: tuple[int, ...] = tuple(2**k for k in range(9))
+
+
+@dataclass(frozen=True)
+class ConvergenceConfig:
+    """MOSAIC convergence on an enumerable output space (``market-sim convergence``).
+
+    Attributes:
+        sizes: The candidate counts M to evaluate (default 1, 2, 4, ..., 256).
+        support_samples: Replies drawn per query from EACH proposal; the distinct complete
+            replies of both draws form the enumerable output space Y.
+        proposals: Proposals compared (``reference``, ``context_aware``).
+    """
+
+    sizes: tuple[int, ...] = DEFAULT_CONVERGENCE_SIZES
+    support_samples: int = 256
+    proposals: tuple[str, ...] = MOSAIC_PROPOSALS
+
+
 @dataclass(frozen=True)
 class Scenario:
     """A fully validated scenario.
@@ -321,6 +409,7 @@ class Scenario:
         advertisers: The advertisers (at least one, unique names).
         regret: The deviation search of the regret estimator.
         lambda_sweep: Optional two-advertiser lambda sweep.
+        convergence: Optional MOSAIC convergence experiment.
     """
 
     name: str = "scenario"
@@ -333,6 +422,7 @@ class Scenario:
     advertisers: tuple[AdvertiserConfig, ...] = ()
     regret: RegretConfig = field(default_factory=RegretConfig)
     lambda_sweep: LambdaSweepConfig | None = None
+    convergence: ConvergenceConfig | None = None
 
     def advertiser(self, name: str) -> AdvertiserConfig:
         """Return the advertiser called ``name``.

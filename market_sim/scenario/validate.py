@@ -284,6 +284,21 @@ class FloatList:
 
 
 @dataclass(frozen=True)
+class IntList:
+    """A list of integers, each checked against ``element``; returned as a tuple."""
+
+    element: IntRange
+    min_items: int = 0
+    default: Any = REQUIRED
+
+    def parse(self, value: object, key: str) -> tuple[int, ...]:
+        """Check every element; return them as a tuple."""
+        items = require_list(value, key, "integers")
+        check_min_items(items, self.min_items, key)
+        return tuple(self.element.parse(item, item_key(key, i)) for i, item in enumerate(items))
+
+
+@dataclass(frozen=True)
 class ChoiceList:
     """A list of distinct strings from a fixed set; returned as a tuple."""
 
@@ -310,7 +325,9 @@ def check_min_items(items: Sequence[Any], min_items: int, key: str) -> None:
         raise ScenarioError(key, f"needs at least {min_items} element{plural}, got {len(items)}")
 
 
-FieldSpec = IntRange | FloatRange | Choice | Text | Flag | TextList | FloatList | ChoiceList
+FieldSpec = (
+    IntRange | FloatRange | Choice | Text | Flag | TextList | FloatList | IntList | ChoiceList
+)
 
 
 def validate_fields(
