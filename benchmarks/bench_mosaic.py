@@ -241,8 +241,8 @@ def measure(
             MAX_NEW_TOKENS,
             TEMPERATURE,
             extra,
-            platform.relevance_temperature,
-            platform.max_rows,
+            platform.sampling.relevance_temperature,
+            platform.sampling.max_rows,
         )
 
     scores = run_score()

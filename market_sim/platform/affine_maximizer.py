@@ -29,6 +29,7 @@ The counterfactual holds the outcome set, the reward models and the others' repo
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -51,9 +52,11 @@ from market_sim.platform.base import (
     Report,
     ReportBatch,
     ReportSpace,
+    check_batch,
 )
 from market_sim.platform.candidate_scoring import (
     DEFAULT_MAX_ROWS,
+    ReplySampling,
     draw_and_score,
 )
 
@@ -70,6 +73,38 @@ def group_report_space(distortion: str) -> ReportSpace:
         allowed = ", ".join(GROUP_DISTORTION_RANGES)
         raise ValueError(f"group_distortion must be one of {allowed}, got {distortion!r}")
     return ReportSpace(distortion, *GROUP_DISTORTION_RANGES[distortion])
+
+
+@dataclass(frozen=True)
+class AffineRule:
+    r"""The affine-maximizer rule both policy spaces run.
+
+    Attributes:
+        divergence: ``kl``, ``chi2`` or ``tv``.
+        regularization: :math:`\lambda > 0`.
+        payment: ``affine_maximizer`` or ``none``.
+        group_distortion: What ``report_scale`` distorts (``reward_scale`` or ``blend``).
+    """
+
+    divergence: Divergence = "kl"
+    regularization: float = 1.0
+    payment: AffinePayment = "affine_maximizer"
+    group_distortion: GroupDistortion = "reward_scale"
+
+    def __post_init__(self) -> None:
+        """Reject unknown rules, naming the argument and the allowed values."""
+        if self.divergence not in DIVERGENCES:
+            raise ValueError(f"divergence must be kl, chi2 or tv, got {self.divergence!r}")
+        if self.payment not in ("affine_maximizer", "none"):
+            raise ValueError(f"payment must be affine_maximizer or none, got {self.payment!r}")
+        if not self.regularization > 0:
+            raise ValueError(f"regularization must be > 0, got {self.regularization}")
+        group_report_space(self.group_distortion)
+
+    @property
+    def report_space(self) -> ReportSpace:
+        """What ``report_scale`` means under this rule, and its search range."""
+        return group_report_space(self.group_distortion)
 
 
 def deviation_profiles(
@@ -119,10 +154,7 @@ class AffineMaximizerCounterfactual:
         reported: ``[n, Y]`` reported reward models.
         weights: ``[n]`` reported sizes.
         init: ``[Y]`` :math:`\pi_{init}`.
-        divergence: ``kl``, ``chi2`` or ``tv``.
-        lam: :math:`\lambda`.
-        payment: ``affine_maximizer`` or ``none``.
-        distortion: What ``report_scale`` distorts.
+        rule: Divergence, lambda, payment and what ``report_scale`` distorts.
         normalization: Row normalization.
     """
 
@@ -132,20 +164,14 @@ class AffineMaximizerCounterfactual:
         reported: np.ndarray,
         weights: np.ndarray,
         init: np.ndarray,
-        divergence: Divergence,
-        lam: float,
-        payment: AffinePayment,
-        distortion: GroupDistortion,
+        rule: AffineRule,
         normalization: Normalization,
     ) -> None:
         self.true_rewards = true_rewards
         self.reported = reported
         self.weights = weights
         self.init = init
-        self.divergence: Divergence = divergence
-        self.lam = lam
-        self.payment: AffinePayment = payment
-        self.distortion: GroupDistortion = distortion
+        self.rule = rule
         self.normalization: Normalization = normalization
 
     def evaluate(self, agent: int, reports: ReportBatch | Sequence[Report]) -> CounterfactualValues:
@@ -157,11 +183,16 @@ class AffineMaximizerCounterfactual:
             self.weights,
             agent,
             batch,
-            self.distortion,
+            self.rule.group_distortion,
             self.normalization,
         )
         outcome = run_affine_maximizer(
-            rewards, weights, self.init, self.divergence, self.lam, self.payment
+            rewards,
+            weights,
+            self.init,
+            self.rule.divergence,
+            self.rule.regularization,
+            self.rule.payment,
         )
         return CounterfactualValues(
             allocations=outcome.policy @ self.true_rewards[agent],
@@ -202,41 +233,22 @@ class AffineMaximizerPlatform:
         relevance_temperature: float = 1.0,
         max_rows: int = DEFAULT_MAX_ROWS,
     ) -> None:
-        if divergence not in DIVERGENCES:
-            raise ValueError(f"divergence must be kl, chi2 or tv, got {divergence!r}")
-        if payment not in ("affine_maximizer", "none"):
-            raise ValueError(f"payment must be affine_maximizer or none, got {payment!r}")
-        if not regularization > 0:
-            raise ValueError(f"regularization must be > 0, got {regularization}")
         if candidates < 1:
             raise ValueError(f"candidates must be >= 1, got {candidates}")
         if normalization not in ("max", "sum"):
             raise ValueError(f"normalization must be max or sum, got {normalization!r}")
-        for name, value in (
-            ("temperature", temperature),
-            ("relevance_temperature", relevance_temperature),
-        ):
-            if not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
-        self.report_space = group_report_space(group_distortion)
+        self.rule = AffineRule(divergence, regularization, payment, group_distortion)
+        self.sampling = ReplySampling(max_new_tokens, temperature, relevance_temperature, max_rows)
+        self.report_space = self.rule.report_space
         self.lm = lm
         self.candidates = candidates
-        self.divergence: Divergence = divergence
-        self.regularization = regularization
-        self.payment: AffinePayment = payment
-        self.group_distortion: GroupDistortion = group_distortion
         self.normalization: Normalization = normalization
-        self.max_new_tokens = max_new_tokens
-        self.temperature = temperature
-        self.relevance_temperature = relevance_temperature
-        self.max_rows = max_rows
 
     def run_auctions(
         self, queries: Sequence[str], bidders: Sequence[Sequence[Bidder]], seed: int
     ) -> list[AuctionOutcome]:
         """Run A affine-maximizer auctions (see :class:`~market_sim.platform.base.Platform`)."""
-        if len(queries) != len(bidders):
-            raise ValueError("one list of bidders per query is required")
+        check_batch(queries, bidders)
         if not queries:
             return []
         rng = np.random.default_rng(seed)
@@ -246,27 +258,28 @@ class AffineMaximizerPlatform:
             queries,
             contexts,
             self.candidates,
-            self.max_new_tokens,
-            self.temperature,
-            self.relevance_temperature,
+            self.sampling,
             int(rng.integers(2**63 - 1)),
-            None,
-            self.max_rows,
         )
         true_rewards = normalize_rewards(scores.relevance.numpy(), self.normalization)
         weights = np.array([[b.report.bid for b in g] for g in bidders], dtype=np.float64)
         scales = np.array([[b.report.report_scale for b in g] for g in bidders], dtype=np.float64)
         reported = distorted_reward_models(
-            true_rewards, scales, self.group_distortion, self.normalization
+            true_rewards, scales, self.rule.group_distortion, self.normalization
         )
         init = np.full(self.candidates, 1.0 / self.candidates)
         outcome = run_affine_maximizer(
-            reported, weights, init, self.divergence, self.regularization, self.payment
+            reported,
+            weights,
+            init,
+            self.rule.divergence,
+            self.rule.regularization,
+            self.rule.payment,
         )
         policy = outcome.policy  # [A, M]
         allocations = (policy[:, None, :] * true_rewards).sum(-1)
         reported_allocations = (policy[:, None, :] * reported).sum(-1)
-        divergences = f_divergence(policy, init, self.divergence, self.regularization)
+        divergences = f_divergence(policy, init, self.rule.divergence, self.rule.regularization)
         results = []
         for a in range(len(queries)):
             pick = int(rng.choice(self.candidates, p=policy[a] / policy[a].sum()))
@@ -281,7 +294,7 @@ class AffineMaximizerPlatform:
                     user_value=-float(divergences[a]),
                     extras={
                         "n_tokens": float(len(tokens)),
-                        "stopped_at_eos": float(len(tokens) < self.max_new_tokens),
+                        "stopped_at_eos": float(len(tokens) < self.sampling.max_new_tokens),
                         "candidates": float(self.candidates),
                         "distinct_candidates": float(len({tuple(c) for c in candidates[a]})),
                         "policy_effective_outcomes": float(1.0 / (policy[a] ** 2).sum()),
@@ -293,10 +306,7 @@ class AffineMaximizerPlatform:
                         reported[a],
                         weights[a],
                         init,
-                        self.divergence,
-                        self.regularization,
-                        self.payment,
-                        self.group_distortion,
+                        self.rule,
                         self.normalization,
                     ),
                 )

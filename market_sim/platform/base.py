@@ -184,3 +184,13 @@ class Platform(Protocol):
             A outcomes, in order.
         """
         ...
+
+
+def check_batch(queries: Sequence[str], bidders: Sequence[Sequence[Bidder]]) -> None:
+    """The batch convention of :meth:`Platform.run_auctions`: one list of bidders per query.
+
+    Raises:
+        ValueError: The two lengths differ.
+    """
+    if len(queries) != len(bidders):
+        raise ValueError("one list of bidders per query is required")

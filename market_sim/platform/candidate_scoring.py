@@ -35,6 +35,32 @@ DEFAULT_MAX_ROWS = 512
 
 
 @dataclass(frozen=True)
+class ReplySampling:
+    """How a sequence-level platform draws and scores whole replies.
+
+    Attributes:
+        max_new_tokens: Reply length cap.
+        temperature: Sampling temperature; every distribution scored is taken at it.
+        relevance_temperature: T of the relevance score.
+        max_rows: Scoring rows per forward.
+    """
+
+    max_new_tokens: int = 24
+    temperature: float = 1.0
+    relevance_temperature: float = 1.0
+    max_rows: int = DEFAULT_MAX_ROWS
+
+    def __post_init__(self) -> None:
+        """Reject settings no platform could run with, naming the argument."""
+        for name in ("max_new_tokens", "max_rows"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("temperature", "relevance_temperature"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
 class CandidateScores:
     r"""Scores of A auctions' M candidates.
 
@@ -245,12 +271,9 @@ def draw_and_score(
     queries: Sequence[str],
     contexts: Sequence[Sequence[str]],
     count: int,
-    max_new_tokens: int,
-    temperature: float,
-    relevance_temperature: float,
+    sampling: ReplySampling,
     seed: int,
     proposal_prompts: Sequence[str] | None = None,
-    max_rows: int = DEFAULT_MAX_ROWS,
 ) -> tuple[list[list[list[int]]], CandidateScores]:
     """M candidates per auction from the proposal (or the reference), and their scores.
 
@@ -259,28 +282,27 @@ def draw_and_score(
         queries: A queries.
         contexts: A lists of the same n advertisers' brand contexts.
         count: M, candidates per auction.
-        max_new_tokens: Reply length cap.
-        temperature: Temperature of the draw and of every distribution scored.
-        relevance_temperature: T of the relevance score.
+        sampling: Reply length, temperatures and scoring chunk size.
         seed: Seeds the draw.
         proposal_prompts: A prompts to draw from, or None to draw from the reference prompt
             (the query alone; no extra rows are scored then).
-        max_rows: Scoring rows per forward.
 
     Returns:
         ``(candidates, scores)``: A lists of M replies (EOS cut) and :class:`CandidateScores`.
     """
     prompts = proposal_prompts or [build_prompt(q) for q in queries]
-    candidates = draw_candidates(lm, prompts, count, max_new_tokens, temperature, seed)
+    candidates = draw_candidates(
+        lm, prompts, count, sampling.max_new_tokens, sampling.temperature, seed
+    )
     scores = score_candidates(
         lm,
         queries,
         contexts,
         candidates,
-        max_new_tokens,
-        temperature,
+        sampling.max_new_tokens,
+        sampling.temperature,
         proposal_prompts,
-        relevance_temperature,
-        max_rows,
+        sampling.relevance_temperature,
+        sampling.max_rows,
     )
     return candidates, scores

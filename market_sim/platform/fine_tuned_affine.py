@@ -50,22 +50,22 @@ from market_sim.lm.fine_tune import (
 )
 from market_sim.lm.model import LanguageModel
 from market_sim.mechanisms.affine_maximizer import (
-    DIVERGENCES,
     AffinePayment,
     Divergence,
     GroupDistortion,
     distorted_valuations,
     run_grid_affine_maximizer,
 )
-from market_sim.platform.affine_maximizer import group_report_space
+from market_sim.platform.affine_maximizer import AffineRule
 from market_sim.platform.base import (
     AuctionOutcome,
     Bidder,
     CounterfactualValues,
     Report,
     ReportBatch,
+    check_batch,
 )
-from market_sim.platform.candidate_scoring import DEFAULT_MAX_ROWS, score_replies
+from market_sim.platform.candidate_scoring import DEFAULT_MAX_ROWS, ReplySampling, score_replies
 from market_sim.prompting import build_prompt
 
 
@@ -97,8 +97,7 @@ class GridCounterfactual:
         divergences: ``[G]``.
         weights: ``[n]`` reported sizes.
         scales: ``[n]`` reported distortion scales.
-        payment: ``affine_maximizer`` or ``none``.
-        distortion: What the scale distorts.
+        rule: Payment and what the scale distorts (the divergence is in ``divergences``).
     """
 
     def __init__(
@@ -107,15 +106,13 @@ class GridCounterfactual:
         divergences: np.ndarray,
         weights: np.ndarray,
         scales: np.ndarray,
-        payment: AffinePayment,
-        distortion: GroupDistortion,
+        rule: AffineRule,
     ) -> None:
         self.valuations = valuations
         self.divergences = divergences
         self.weights = weights
         self.scales = scales
-        self.payment: AffinePayment = payment
-        self.distortion: GroupDistortion = distortion
+        self.rule = rule
 
     def evaluate(self, agent: int, reports: ReportBatch | Sequence[Report]) -> CounterfactualValues:
         """Allocation :math:`V_{g^*,i}` and payment of ``agent`` under each report."""
@@ -127,10 +124,10 @@ class GridCounterfactual:
         reported = distorted_valuations(
             np.broadcast_to(self.valuations, (len(batch), *self.valuations.shape)),
             scales,
-            self.distortion,
+            self.rule.group_distortion,
         )
         outcome = run_grid_affine_maximizer(
-            reported, self.divergences, weights, self.payment, true_valuations=self.valuations
+            reported, self.divergences, weights, self.rule.payment, true_valuations=self.valuations
         )
         return CounterfactualValues(
             allocations=outcome.valuations[:, agent], payments=outcome.payments[:, agent]
@@ -174,30 +171,18 @@ class FineTunedAffineMaximizerPlatform:
         relevance_temperature: float = 1.0,
         max_rows: int = DEFAULT_MAX_ROWS,
     ) -> None:
-        if divergence not in DIVERGENCES:
-            raise ValueError(f"divergence must be kl, chi2 or tv, got {divergence!r}")
-        if payment not in ("affine_maximizer", "none"):
-            raise ValueError(f"payment must be affine_maximizer or none, got {payment!r}")
-        if not regularization > 0:
-            raise ValueError(f"regularization must be > 0, got {regularization}")
         self.queries = list(dict.fromkeys(queries))
         if not self.queries:
             raise ValueError("the fine-tuned policy space needs a non-empty query pool")
-        self.report_space = group_report_space(group_distortion)
+        self.rule = AffineRule(divergence, regularization, payment, group_distortion)
+        self.sampling = ReplySampling(max_new_tokens, temperature, relevance_temperature, max_rows)
+        self.report_space = self.rule.report_space
         self.lm = lm
-        self.divergence: Divergence = divergence
-        self.regularization = regularization
-        self.payment: AffinePayment = payment
-        self.group_distortion: GroupDistortion = group_distortion
         self.fine_tune = fine_tune or FineTuneConfig(
             max_new_tokens=max_new_tokens, temperature=temperature
         )
         self.grid_resolution = grid_resolution
         self.grid_samples = grid_samples
-        self.max_new_tokens = max_new_tokens
-        self.temperature = temperature
-        self.relevance_temperature = relevance_temperature
-        self.max_rows = max_rows
         self._grids: dict[tuple[str, ...], PolicyGrid] = {}
 
     def relevance(
@@ -209,11 +194,11 @@ class FineTunedAffineMaximizerPlatform:
             queries,
             contexts,
             replies,
-            self.max_new_tokens,
-            self.temperature,
+            self.sampling.max_new_tokens,
+            self.sampling.temperature,
             None,
-            self.relevance_temperature,
-            self.max_rows,
+            self.sampling.relevance_temperature,
+            self.sampling.max_rows,
         )
         return scores.relevance.numpy()
 
@@ -240,8 +225,8 @@ class FineTunedAffineMaximizerPlatform:
                 self.lm,
                 prompts,
                 self.grid_samples,
-                self.max_new_tokens,
-                self.temperature,
+                self.sampling.max_new_tokens,
+                self.sampling.temperature,
                 seed + len(contexts) + g,
             )
             queries = [self.queries[int(k)] for k in samples.prompt_index]
@@ -250,8 +235,8 @@ class FineTunedAffineMaximizerPlatform:
                 rows = np.flatnonzero(samples.prompt_index == x)
                 valuations[x, g] = relevance[:, rows].mean(-1)
                 divergences[x, g] = divergence_estimates(
-                    _subset(samples, rows), self.regularization
-                )[self.divergence]
+                    _subset(samples, rows), self.rule.regularization
+                )[self.rule.divergence]
                 replies[x][g] = [samples.replies[r] for r in rows]
         mean_valuations = valuations.mean(0)  # [G, n]
         base = policies.vertex_index(0)
@@ -274,8 +259,7 @@ class FineTunedAffineMaximizerPlatform:
         self, queries: Sequence[str], bidders: Sequence[Sequence[Bidder]], seed: int
     ) -> list[AuctionOutcome]:
         """Run A grid auctions (see :class:`~market_sim.platform.base.Platform`)."""
-        if len(queries) != len(bidders):
-            raise ValueError("one list of bidders per query is required")
+        check_batch(queries, bidders)
         rng = np.random.default_rng(seed)
         results = []
         for query, group in zip(queries, bidders, strict=True):
@@ -287,12 +271,12 @@ class FineTunedAffineMaximizerPlatform:
             x = self.queries.index(query)
             weights = np.array([b.report.bid for b in group], dtype=np.float64)
             scales = np.array([b.report.report_scale for b in group], dtype=np.float64)
-            reported = distorted_valuations(grid.valuations[x], scales, self.group_distortion)
+            reported = distorted_valuations(grid.valuations[x], scales, self.rule.group_distortion)
             outcome = run_grid_affine_maximizer(
                 reported,
                 grid.divergences[x],
                 weights,
-                self.payment,
+                self.rule.payment,
                 true_valuations=grid.valuations[x],
             )
             choice = int(outcome.choice)
@@ -308,18 +292,13 @@ class FineTunedAffineMaximizerPlatform:
                     user_value=-float(grid.divergences[x, choice]),
                     extras={
                         "n_tokens": float(len(tokens)),
-                        "stopped_at_eos": float(len(tokens) < self.max_new_tokens),
+                        "stopped_at_eos": float(len(tokens) < self.sampling.max_new_tokens),
                         "grid_point": float(choice),
                         "grid_base_weight": float(grid.coefficients[choice, 0]),
                         "divergence": float(grid.divergences[x, choice]),
                     },
                     counterfactual=GridCounterfactual(
-                        grid.valuations[x],
-                        grid.divergences[x],
-                        weights,
-                        scales,
-                        self.payment,
-                        self.group_distortion,
+                        grid.valuations[x], grid.divergences[x], weights, scales, self.rule
                     ),
                 )
             )

@@ -54,9 +54,11 @@ from market_sim.platform.base import (
     Report,
     ReportBatch,
     ReportSpace,
+    check_batch,
 )
 from market_sim.platform.candidate_scoring import (
     DEFAULT_MAX_ROWS,
+    ReplySampling,
     draw_and_score,
 )
 from market_sim.prompting import build_prompt
@@ -162,23 +164,14 @@ class MosaicPlatform:
             raise ValueError(f"payment must be mosaic or none, got {payment!r}")
         if candidates < 1:
             raise ValueError(f"candidates must be >= 1, got {candidates}")
-        for name, value in (
-            ("temperature", temperature),
-            ("relevance_temperature", relevance_temperature),
-        ):
-            if not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
         if not tau > 0:
             raise ValueError(f"tau must be > 0, got {tau}")
+        self.sampling = ReplySampling(max_new_tokens, temperature, relevance_temperature, max_rows)
         self.lm = lm
         self.candidates = candidates
         self.tau = tau
         self.proposal = proposal
         self.payment: MosaicPayment = payment
-        self.max_new_tokens = max_new_tokens
-        self.temperature = temperature
-        self.relevance_temperature = relevance_temperature
-        self.max_rows = max_rows
 
     def proposal_prompts(
         self, queries: Sequence[str], contexts: Sequence[Sequence[str]]
@@ -192,8 +185,7 @@ class MosaicPlatform:
         self, queries: Sequence[str], bidders: Sequence[Sequence[Bidder]], seed: int
     ) -> list[AuctionOutcome]:
         """Run A MOSAIC auctions (see :class:`~market_sim.platform.base.Platform`)."""
-        if len(queries) != len(bidders):
-            raise ValueError("one list of bidders per query is required")
+        check_batch(queries, bidders)
         if not queries:
             return []
         rng = np.random.default_rng(seed)
@@ -204,12 +196,9 @@ class MosaicPlatform:
             queries,
             contexts,
             self.candidates,
-            self.max_new_tokens,
-            self.temperature,
-            self.relevance_temperature,
+            self.sampling,
             int(rng.integers(2**63 - 1)),
             prompts,
-            self.max_rows,
         )
         log_weights = importance_log_weights(scores.reference_logprob, scores.proposal_logprob)
         bids = torch.tensor([[b.report.bid for b in g] for g in bidders], dtype=torch.float64)
@@ -241,7 +230,7 @@ class MosaicPlatform:
                     user_value=float(user_values[a]),
                     extras={
                         "n_tokens": float(len(tokens)),
-                        "stopped_at_eos": float(len(tokens) < self.max_new_tokens),
+                        "stopped_at_eos": float(len(tokens) < self.sampling.max_new_tokens),
                         "candidates": float(self.candidates),
                         "distinct_candidates": float(distinct),
                         "effective_candidates": float(1.0 / (probabilities[a] ** 2).sum()),

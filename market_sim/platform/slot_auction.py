@@ -38,6 +38,7 @@ from market_sim.platform.base import (
     Report,
     ReportBatch,
     ReportSpace,
+    check_batch,
 )
 from market_sim.prompting import build_prompt
 
@@ -128,8 +129,7 @@ class SlotAuctionPlatform:
         self, queries: Sequence[str], bidders: Sequence[Sequence[Bidder]], seed: int
     ) -> list[AuctionOutcome]:
         """Run A slot auctions beside A unsponsored replies (see :class:`Platform`)."""
-        if len(queries) != len(bidders):
-            raise ValueError("one list of bidders per query is required")
+        check_batch(queries, bidders)
         if not queries:
             return []
         rng = np.random.default_rng(seed)

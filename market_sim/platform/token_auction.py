@@ -30,6 +30,7 @@ from market_sim.platform.base import (
     Report,
     ReportBatch,
     ReportSpace,
+    check_batch,
 )
 from market_sim.prompting import build_prompt
 
@@ -93,8 +94,7 @@ class TokenAuctionPlatform:
         self, queries: Sequence[str], bidders: Sequence[Sequence[Bidder]], seed: int
     ) -> list[AuctionOutcome]:
         """Run A token auctions as one batched decode (see :class:`Platform`)."""
-        if len(queries) != len(bidders):
-            raise ValueError("one list of bidders per query is required")
+        check_batch(queries, bidders)
         if not queries:
             return []
         device = self.lm.device
