@@ -113,7 +113,7 @@ MECHANISM_KIND_SPEC = Choice(
 MECHANISM_SPECS: dict[str, FieldSpec] = {
     "kind": MECHANISM_KIND_SPEC,
     "aggregation": Choice(AGGREGATIONS, default="linear"),
-    "payment": Choice(PAYMENTS, default="second_price"),
+    "payment": Text(non_empty=True, default="second_price"),  # per kind: check_payment
     "settlement": Choice(SETTLEMENTS, default="expected"),
     "max_new_tokens": IntRange(min=1, max=512, default=24),
     "platform_weight": FloatRange(min=0.0, default=0.0),
@@ -375,12 +375,11 @@ def parse_regret(table: Mapping[str, Any]) -> RegretConfig:
 
 def check_payment(values: dict[str, Any], payment_given: bool) -> None:
     """Each kind has its own payment rules; an absent ``payment`` takes the kind's default."""
-    allowed = PAYMENTS_BY_KIND.get(values["kind"])
-    if allowed is None:
-        return
-    if not payment_given:
-        values["payment"] = allowed[0]
-    elif values["payment"] not in allowed:
+    own = PAYMENTS_BY_KIND.get(values["kind"])
+    if own is not None and not payment_given:
+        values["payment"] = own[0]
+    allowed = PAYMENTS if own is None else own  # ad-slot kinds ignore the key
+    if values["payment"] not in allowed:
         raise ScenarioError(
             "mechanism.payment",
             f"unknown value {show(values['payment'])} for mechanism.kind "
