@@ -245,7 +245,7 @@ def _fit_weighted_nll(
     batches = _row_batches(n_rows, min(config.batch_size, n_rows), seed)
     for _ in range(config.steps):
         rows = next(batches)
-        logprob = _sequence_logprob_with_grad(
+        logprob = sequence_logprob_tensor(
             model,
             [prompt_ids[i] for i in rows],
             [replies[i] for i in rows],
@@ -272,14 +272,19 @@ def _row_batches(n_rows: int, batch_size: int, seed: int) -> Iterator[list[int]]
             yield order[start : start + batch_size]
 
 
-def _sequence_logprob_with_grad(
+def sequence_logprob_tensor(
     model: torch.nn.Module,
     prompt_ids: Sequence[list[int]],
     replies: Sequence[list[int]],
     pad_id: int,
     device: torch.device,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """``[B]`` differentiable ``log p(reply | prompt)`` (left-padded, positions as in model.py)."""
+    """``[B]`` ``log p(reply | prompt)``, differentiable unless called under inference mode.
+
+    Left-padded with position ids as in :mod:`market_sim.lm.model`; the log-softmax is taken
+    in ``dtype``.
+    """
     batch = left_pad(
         [p + r for p, r in zip(prompt_ids, replies, strict=True)], pad_id, device=device
     )
@@ -289,7 +294,7 @@ def _sequence_logprob_with_grad(
         position_ids=batch.position_ids,
         use_cache=False,
     ).logits
-    logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    logprobs = torch.log_softmax(logits[:, :-1].to(dtype), dim=-1)
     token_logprobs = logprobs.gather(-1, batch.input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
     width = token_logprobs.shape[1]  # column c predicts token c + 1
     lengths = torch.as_tensor([len(r) for r in replies], device=device)
