@@ -455,11 +455,11 @@ def test_regret_table() -> None:
     assert str(error_for(data)).startswith("regret.grid: unknown key; allowed keys: distortion")
 
 
-def test_eva_stream_not_available_yet() -> None:
+def test_unknown_query_stream_names_the_allowed_ones() -> None:
     data = sample_data()
-    data["queries"]["stream"] = "eva"
+    data["queries"]["stream"] = "evolving"
     assert str(error_for(data)) == (
-        "queries.stream: 'eva' is not available in this version; allowed: static"
+        "queries.stream: unknown value 'evolving'; allowed: static, eva"
     )
 
 

@@ -15,16 +15,24 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 
+from market_sim.eva.vocabulary import (
+    DEFAULT_CONSTRAINTS,
+    DEFAULT_DETAILS,
+    DEFAULT_INTENTS,
+    DEFAULT_PERSONAS,
+    EVOLVE_OPERATORS,
+)
 from market_sim.lm.bundled_models import BUNDLED_PREFIX, bundled_model_names
 from market_sim.scenario.overrides import apply_overrides
 from market_sim.scenario.schema import (
     AGGREGATIONS,
+    AUDIT_TOP,
     DEFAULT_CONVERGENCE_SIZES,
     DEFAULT_SWEEP_LAMBDAS,
     DEVICES_DESCRIPTION,
@@ -32,6 +40,7 @@ from market_sim.scenario.schema import (
     DIVERGENCES,
     DTYPES,
     GROUP_DISTORTIONS,
+    INFORMATIVENESS_MEASURES,
     MECHANISM_KINDS,
     MOSAIC_PROPOSALS,
     PAYMENTS,
@@ -40,20 +49,25 @@ from market_sim.scenario.schema import (
     PLANNED_QUERY_STREAMS,
     PLANNED_STRATEGY_KINDS,
     POLICY_SPACES,
+    QUERY_HELDOUT_FRACTION,
     QUERY_ORDERS,
     QUERY_STREAMS,
     REPLY_MODES,
     REWARD_NORMALIZATIONS,
+    REWRITERS,
     SETTLEMENTS,
     STRATEGY_PARAMS,
     VALUATION_DISTS,
     VALUATION_REDRAWS,
     AdvertiserConfig,
+    AuditConfig,
     ConvergenceConfig,
+    EvaConfig,
     LambdaSweepConfig,
     MechanismConfig,
     ModelConfig,
     QueryConfig,
+    QueryGrammarConfig,
     RegretConfig,
     Scenario,
     StrategyConfig,
@@ -72,10 +86,12 @@ from market_sim.scenario.validate import (
     Text,
     TextList,
     check_known_keys,
+    check_min_items,
     child_key,
     item_key,
     parse_field,
     require_list,
+    require_str,
     require_table,
     show,
     validate_fields,
@@ -97,6 +113,8 @@ SCENARIO_TABLES: tuple[str, ...] = (
     "regret",
     "lambda_sweep",
     "convergence",
+    "eva",
+    "audit",
 )
 
 MODEL_SPECS: dict[str, FieldSpec] = {
@@ -156,7 +174,10 @@ STATIC_QUERY_SPECS: dict[str, FieldSpec] = {
     "file": Text(non_empty=True, default=None),
     "order": Choice(QUERY_ORDERS, default="cycle"),
     "file_merged": Flag(default=False),
+    "heldout": TextList(default=()),
+    "heldout_fraction": FloatRange(min=0.0, default=QUERY_HELDOUT_FRACTION),  # < 1: check_heldout
 }
+QUERY_DEFAULTS = QueryConfig()
 
 ADVERTISER_SPECS: dict[str, FieldSpec] = {
     "name": Text(non_empty=True),
@@ -195,6 +216,69 @@ CONVERGENCE_SPECS: dict[str, FieldSpec] = {
     "support_samples": IntRange(min=1, max=65_536, default=256),
     "proposals": ChoiceList(MOSAIC_PROPOSALS, min_items=1, default=MOSAIC_PROPOSALS),
 }
+
+
+@dataclass(frozen=True)
+class PhraseList(TextList):
+    """A list of distinct strings, returned as a tuple; ``allow_empty`` also accepts ``""``.
+
+    The empty string is how the query grammar says "no intent" or "no persona".
+    """
+
+    allow_empty: bool = False
+
+    def parse(self, value: object, key: str) -> tuple[str, ...]:
+        """Check every element and that none repeats; return them as a tuple."""
+        items = require_list(value, key, "strings")
+        check_min_items(items, self.min_items, key)
+        element = Text(non_empty=True)
+        phrases: list[str] = []
+        for index, item in enumerate(items):
+            item_name = item_key(key, index)
+            text = require_str(item, item_name)
+            if not (self.allow_empty and text == ""):
+                text = element.parse(text, item_name)
+            if text in phrases:
+                raise ScenarioError(item_name, f"duplicate value {show(text)}")
+            phrases.append(text)
+        return tuple(phrases)
+
+
+EVA_SPECS: dict[str, FieldSpec] = {
+    "replies": IntRange(min=2, max=256, default=6),
+    "informativeness": Choice(INFORMATIVENESS_MEASURES, default="gap"),
+    "sample_fraction": FloatRange(min=0.0, max=1.0, exclusive_min=True, default=0.25),
+    "variants": IntRange(min=1, max=64, default=4),
+    "operators": ChoiceList(EVOLVE_OPERATORS, min_items=1, default=EVOLVE_OPERATORS),
+    "rewriter": Choice(REWRITERS, default="auto"),
+    "max_pool": IntRange(min=1, max=100_000, default=256),
+    "max_constraints": IntRange(min=1, max=16, default=3),
+    "user_weight": FloatRange(min=0.0, default=1.0),
+    "pairs": IntRange(min=1, max=100_000, default=32),
+    "original_share": FloatRange(min=0.0, max=1.0, default=0.2),
+    "beta": FloatRange(min=0.0, exclusive_min=True, default=0.1),
+    "steps": IntRange(min=0, max=100_000, default=16),
+    "learning_rate": FloatRange(min=0.0, exclusive_min=True, default=5e-5),
+    "batch_size": IntRange(min=1, max=4096, default=8),
+    "heldout_replies": IntRange(min=1, max=4096, default=8),
+    "evolve_every": IntRange(min=1, default=50),
+}
+EVA_TABLES: tuple[str, ...] = ("grammar",)
+
+GRAMMAR_SPECS: dict[str, FieldSpec] = {
+    "topics": PhraseList(default=()),
+    "intents": PhraseList(min_items=1, allow_empty=True, default=DEFAULT_INTENTS),
+    "constraints": PhraseList(min_items=1, default=DEFAULT_CONSTRAINTS),
+    "details": PhraseList(min_items=1, default=DEFAULT_DETAILS),
+    "personas": PhraseList(min_items=1, allow_empty=True, default=DEFAULT_PERSONAS),
+}
+
+AUDIT_SPECS: dict[str, FieldSpec] = {
+    "top": IntRange(min=1, max=10_000, default=AUDIT_TOP),
+    "uniform": Flag(default=True),
+    "draws": IntRange(min=1, max=1_000, default=4),
+}
+AUDIT_TABLES: tuple[str, ...] = ("mechanisms",)
 
 
 # --------------------------------------------------------------------------- public API
@@ -273,7 +357,8 @@ def scenario_from_dict(
     check_known_keys(table, (*SCENARIO_SPECS, *SCENARIO_TABLES), "")
     scalars = {name: parse_field(table, name, spec, "") for name, spec in SCENARIO_SPECS.items()}
     model = parse_model(optional_table(table, "model"), base, bundled_models)
-    mechanism = parse_mechanism(optional_table(table, "mechanism"))
+    mechanism_table = optional_table(table, "mechanism")
+    mechanism = parse_mechanism(mechanism_table)
     queries = parse_queries(optional_table(table, "queries"), base)
     advertisers = parse_advertisers(table.get("advertisers"))
     check_distortions_are_read(advertisers, mechanism)
@@ -286,6 +371,8 @@ def scenario_from_dict(
         regret=parse_regret(optional_table(table, "regret")),
         lambda_sweep=parse_lambda_sweep(table.get("lambda_sweep"), len(advertisers)),
         convergence=parse_convergence(table.get("convergence")),
+        eva=parse_eva(table.get("eva"), queries),
+        audit=parse_audit(table.get("audit"), mechanism_table),
     )
 
 
@@ -352,17 +439,20 @@ def resolve_model_path(path: str, base_dir: Path, bundled_models: Collection[str
     return str(folder.resolve())
 
 
-def parse_mechanism(table: Mapping[str, Any]) -> MechanismConfig:
-    """Validate ``[mechanism]``: its kind first, then the kind's keys."""
-    parse_field(table, "kind", MECHANISM_KIND_SPEC, "mechanism")
-    values = validate_fields(table, MECHANISM_SPECS, "mechanism")
-    check_payment(values, payment_given="payment" in table)
-    check_settlement(values)
+def parse_mechanism(table: Mapping[str, Any], key: str = "mechanism") -> MechanismConfig:
+    """Validate a mechanism table: its kind first, then the kind's keys.
+
+    ``key`` is the table's dotted key (``audit.mechanisms[i]`` for an audited mechanism).
+    """
+    parse_field(table, "kind", MECHANISM_KIND_SPEC, key)
+    values = validate_fields(table, MECHANISM_SPECS, key)
+    check_payment(values, payment_given="payment" in table, key=key)
+    check_settlement(values, key=key)
     rates = values["click_through_rates"]
     for index in range(1, len(rates)):
         if rates[index] > rates[index - 1]:
             raise ScenarioError(
-                item_key("mechanism.click_through_rates", index),
+                item_key(child_key(key, "click_through_rates"), index),
                 f"click-through rates must be non-increasing (slot 1 first), got {list(rates)}",
             )
     return MechanismConfig(**values)
@@ -373,7 +463,7 @@ def parse_regret(table: Mapping[str, Any]) -> RegretConfig:
     return RegretConfig(**validate_fields(table, REGRET_SPECS, "regret"))
 
 
-def check_payment(values: dict[str, Any], payment_given: bool) -> None:
+def check_payment(values: dict[str, Any], payment_given: bool, key: str = "mechanism") -> None:
     """Each kind has its own payment rules; an absent ``payment`` takes the kind's default."""
     own = PAYMENTS_BY_KIND.get(values["kind"])
     if own is not None and not payment_given:
@@ -381,23 +471,24 @@ def check_payment(values: dict[str, Any], payment_given: bool) -> None:
     allowed = PAYMENTS if own is None else own  # ad-slot kinds ignore the key
     if values["payment"] not in allowed:
         raise ScenarioError(
-            "mechanism.payment",
-            f"unknown value {show(values['payment'])} for mechanism.kind "
+            child_key(key, "payment"),
+            f"unknown value {show(values['payment'])} for {child_key(key, 'kind')} "
             f"{show(values['kind'])}; allowed: {', '.join(allowed)}",
         )
 
 
-def check_settlement(values: Mapping[str, Any]) -> None:
+def check_settlement(values: Mapping[str, Any], key: str = "mechanism") -> None:
     """Ex-post settlement needs linear aggregation and second-price payments."""
     if values["settlement"] != "ex_post":
         return
     if values["aggregation"] == "linear" and values["payment"] == "second_price":
         return
     raise ScenarioError(
-        "mechanism.settlement",
-        "'ex_post' requires mechanism.aggregation = 'linear' and mechanism.payment = "
-        f"'second_price', got aggregation {show(values['aggregation'])} and payment "
-        f"{show(values['payment'])}; use settlement = 'expected'",
+        child_key(key, "settlement"),
+        f"'ex_post' requires {child_key(key, 'aggregation')} = 'linear' and "
+        f"{child_key(key, 'payment')} = 'second_price', got aggregation "
+        f"{show(values['aggregation'])} and payment {show(values['payment'])}; use settlement = "
+        "'expected'",
     )
 
 
@@ -415,12 +506,46 @@ def parse_queries(table: Mapping[str, Any], base_dir: Path) -> QueryConfig:
             "queries.items",
             "at least one query is required (a non-empty list of strings, or queries.file)",
         )
+    check_heldout(values, items)
     return QueryConfig(
         stream=values["stream"],
         items=items,
         file=None if file_path is None else str(file_path),
         order=values["order"],
+        heldout=values["heldout"],
+        heldout_fraction=values["heldout_fraction"],
     )
+
+
+def check_heldout(values: Mapping[str, Any], items: Sequence[str]) -> None:
+    """Held-out queries are distinct and outside the pool; a fractional split needs 2 queries."""
+    heldout: tuple[str, ...] = values["heldout"]
+    for index, query in enumerate(heldout):
+        if query in heldout[:index]:
+            raise ScenarioError(
+                item_key("queries.heldout", index), f"duplicate held-out query {show(query)}"
+            )
+    for query in heldout:
+        if query in items:
+            raise ScenarioError(
+                "queries.heldout",
+                f"query {show(query)} is also in queries.items; held-out queries must not be in "
+                "the training pool",
+            )
+    fraction: float = values["heldout_fraction"]
+    if fraction >= 1.0:
+        raise ScenarioError(
+            "queries.heldout_fraction",
+            f"must be >= 0 and < 1 (the training pool cannot be empty), got {fraction!r}",
+        )
+    if values["stream"] == "eva" and not heldout and fraction > 0.0 and len(items) < 2:
+        raise ScenarioError(
+            "queries.items",
+            f"the eva stream holds out heldout_fraction = {fraction!r} of the pool "
+            "(queries.heldout is empty), so it needs at least 2 queries, one on each side of the "
+            f"split; got {len(items)} (add queries, list queries.heldout, or set "
+            "heldout_fraction = 0)",
+        )
 
 
 def read_query_file(path: Path) -> tuple[str, ...]:
@@ -579,6 +704,53 @@ def parse_convergence(value: object) -> ConvergenceConfig | None:
     )
 
 
+def parse_eva(value: object, queries: QueryConfig) -> EvaConfig | None:
+    """Validate ``[eva]``; it takes its defaults when absent with ``queries.stream = "eva"``.
+
+    Returns:
+        ``None`` when the table is absent and the stream is not ``eva``.
+    """
+    key = "eva"
+    if value is None:
+        if queries.stream != "eva":
+            return None
+        value = {}
+    table = require_table(value, key)
+    check_known_keys(table, (*EVA_SPECS, *EVA_TABLES), key)
+    values = {name: parse_field(table, name, spec, key) for name, spec in EVA_SPECS.items()}
+    grammar_key = child_key(key, "grammar")
+    grammar_table = require_table(table.get("grammar", {}), grammar_key)
+    grammar = QueryGrammarConfig(**validate_fields(grammar_table, GRAMMAR_SPECS, grammar_key))
+    return EvaConfig(**values, grammar=grammar)
+
+
+def parse_audit(value: object, mechanism_table: Mapping[str, Any]) -> AuditConfig | None:
+    """Validate the optional ``[audit]`` table.
+
+    Each entry of ``mechanisms`` is a partial mechanism table merged over the scenario's
+    ``[mechanism]`` (the entry's keys win) and validated like it; when an entry changes the
+    ``kind`` but names no ``payment``, the new kind's default payment applies.
+    """
+    key = "audit"
+    if value is None:
+        return None
+    table = require_table(value, key)
+    check_known_keys(table, (*AUDIT_SPECS, *AUDIT_TABLES), key)
+    list_key = child_key(key, "mechanisms")
+    entries = require_list(table.get("mechanisms", []), list_key, "mechanism tables")
+    mechanisms = []
+    for index, entry in enumerate(entries):
+        entry_key = item_key(list_key, index)
+        partial = require_table(entry, entry_key)
+        merged = {**mechanism_table, **partial}
+        base_kind = mechanism_table.get("kind", MECHANISM_KIND_SPEC.default)
+        if "payment" not in partial and partial.get("kind", base_kind) != base_kind:
+            merged.pop("payment", None)
+        mechanisms.append(parse_mechanism(merged, entry_key))
+    values = {name: parse_field(table, name, spec, key) for name, spec in AUDIT_SPECS.items()}
+    return AuditConfig(mechanisms=tuple(mechanisms), **values)
+
+
 # --------------------------------------------------------------------------- dumping
 
 
@@ -590,6 +762,10 @@ def to_plain(value: Any) -> Any:
         plain = dataclass_to_plain(value)
         if value.file is not None:
             plain["file_merged"] = True
+        if value.stream != "eva":  # keep static scenarios' dumps (and run ids) as they were
+            for name in ("heldout", "heldout_fraction"):
+                if plain[name] == to_plain(getattr(QUERY_DEFAULTS, name)):
+                    del plain[name]
         return plain
     if is_dataclass(value) and not isinstance(value, type):
         return dataclass_to_plain(value)

@@ -13,6 +13,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from market_sim.eva.vocabulary import (
+    DEFAULT_CONSTRAINTS,
+    DEFAULT_DETAILS,
+    DEFAULT_INTENTS,
+    DEFAULT_PERSONAS,
+    EVOLVE_OPERATORS,
+)
 from market_sim.scenario.validate import Flag, FloatRange, FrozenParams, IntRange, ParamValue
 
 # --------------------------------------------------------------------------- registries
@@ -54,9 +61,17 @@ REWARD_NORMALIZATIONS: tuple[str, ...] = ("max", "sum")
 SETTLEMENTS: tuple[str, ...] = ("expected", "ex_post")
 REPLY_MODES: tuple[str, ...] = ("sampled", "cached")
 
-QUERY_STREAMS: tuple[str, ...] = ("static",)
-PLANNED_QUERY_STREAMS: tuple[str, ...] = ("eva",)
+QUERY_STREAMS: tuple[str, ...] = ("static", "eva")
+"""``static``: a fixed pool; ``eva``: a pool that a creator evolves towards informative queries
+(configured by the ``[eva]`` table)."""
+PLANNED_QUERY_STREAMS: tuple[str, ...] = ()
 QUERY_ORDERS: tuple[str, ...] = ("cycle", "sample")
+
+INFORMATIVENESS_MEASURES: tuple[str, ...] = ("gap", "variance", "max_mean")
+"""How the eva creator scores a query from the rewards of its k replies."""
+REWRITERS: tuple[str, ...] = ("auto", "lm", "grammar")
+"""Who applies the eva mutation operators: the platform ``lm``, the structured ``grammar``, or
+``auto`` (the LM when it can rewrite, the grammar otherwise)."""
 
 DEVICES_DESCRIPTION = "auto, cpu, cuda, cuda:N (N >= 0), mps"
 DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
@@ -249,23 +264,36 @@ class RegretConfig:
     refine_points: int = 5
 
 
+QUERY_HELDOUT_FRACTION = 0.25
+"""Default share of the query pool the eva stream holds out when no queries are named."""
+
+
 @dataclass(frozen=True)
 class QueryConfig:
     """The stream of user queries, one per round.
 
     Attributes:
-        stream: ``static`` (a fixed pool).
-        items: The final query pool: the inline items followed by the file's queries.
+        stream: ``static`` (a fixed pool) or ``eva`` (a pool evolved by a creator, see
+            :class:`EvaConfig`).
+        items: The final query pool: the inline items followed by the file's queries. For the
+            ``eva`` stream, the training pool the creator starts from.
         file: Absolute path of the query file the pool was (partly) read from, if any. The
             resolved dump writes ``file_merged = true`` next to it, so that loading the dump
             takes ``items`` as final and does not read the file again.
         order: ``cycle`` through the pool in order, or ``sample`` uniformly each round.
+        heldout: Read only by the ``eva`` stream: explicit held-out queries (never in
+            ``items``) on which the creator's progress is measured.
+        heldout_fraction: Read only by the ``eva`` stream, when ``heldout`` is empty: the share
+            in [0, 1) of ``items`` held out by a seeded split (done by the stream, not the
+            loader; 0 = no held-out set).
     """
 
     stream: str = "static"
     items: tuple[str, ...] = ()
     file: str | None = None
     order: str = "cycle"
+    heldout: tuple[str, ...] = ()
+    heldout_fraction: float = QUERY_HELDOUT_FRACTION
 
 
 @dataclass(frozen=True)
@@ -395,6 +423,114 @@ class ConvergenceConfig:
 
 
 @dataclass(frozen=True)
+class QueryGrammarConfig:
+    """Vocabulary of the structured query grammar (``[eva.grammar]``).
+
+    A structured query is ``intent + topic + persona + constraints``; the topics are the query
+    pool's plus ``topics``. The defaults come from :mod:`market_sim.eva.vocabulary`.
+
+    Attributes:
+        topics: Extra topics ``shift_topic`` may move to, besides the pool's.
+        intents: Intent prefixes from shallow to deep (``deepen`` moves to a later one); the
+            empty string renders the topic alone.
+        constraints: General constraints ``add_constraint`` appends.
+        details: Concrete details (numbers, dates, amounts) ``concretize`` appends.
+        personas: Personas ``shift_persona`` chooses from; the empty string renders nothing.
+    """
+
+    topics: tuple[str, ...] = ()
+    intents: tuple[str, ...] = DEFAULT_INTENTS
+    constraints: tuple[str, ...] = DEFAULT_CONSTRAINTS
+    details: tuple[str, ...] = DEFAULT_DETAILS
+    personas: tuple[str, ...] = DEFAULT_PERSONAS
+
+
+@dataclass(frozen=True)
+class EvaConfig:
+    """The eva query stream's settings (``[eva]``).
+
+    A creator evolves the query pool towards informative queries, and the platform LM is trained
+    with DPO on preference pairs of replies to them. Filled with its defaults when
+    ``queries.stream = "eva"``, even without an ``[eva]`` table.
+
+    Attributes:
+        replies: k, the replies sampled per query to estimate its informativeness and to build
+            a preference pair (best vs worst).
+        informativeness: How a query is scored from its k reply rewards (see
+            :data:`INFORMATIVENESS_MEASURES`): ``gap`` (max - min), ``variance`` or
+            ``max_mean`` (max - mean).
+        sample_fraction: Share f in (0, 1] of the active pool sampled as parents each
+            generation (``max(1, round(f * size))`` queries, in proportion to their normalized
+            informativeness).
+        variants: New queries the creator writes per selected query.
+        operators: Mutation operators the creator draws from (see
+            :data:`~market_sim.eva.vocabulary.EVOLVE_OPERATORS`).
+        rewriter: Who writes a child's text: ``grammar`` (the structure rendered), ``lm`` (an
+            LM rewrite that must carry the added phrase, else the rendering) or ``auto`` (the
+            LM unless the model is a bundled one, which cannot follow instructions).
+        max_pool: Largest size of the active pool: beyond it, the least informative measured
+            queries are retired (this generation's children are kept).
+        max_constraints: Most constraints a structured query carries.
+        user_weight: Weight w_0 of the user's score in the reply reward
+            ``w_0 s_0 + sum_i v_i s_i`` (:mod:`market_sim.eva.reward`).
+        pairs: Training queries per generation, each giving one (best, worst) DPO pair
+            (queries without a reward spread give none); the same for eva and the static
+            baseline.
+        original_share: Share in [0, 1] of the pairs drawn from the original pool rather than
+            from evolved queries.
+        beta: DPO temperature (> 0).
+        steps: DPO optimizer steps per generation (0 = score and evolve without training).
+        learning_rate: DPO learning rate.
+        batch_size: Pairs per DPO step.
+        heldout_replies: Replies sampled per held-out query to measure the model.
+        evolve_every: Market stream: rounds between creator generations.
+        grammar: Vocabulary of the structured query grammar.
+    """
+
+    replies: int = 6
+    informativeness: str = "gap"
+    sample_fraction: float = 0.25
+    variants: int = 4
+    operators: tuple[str, ...] = EVOLVE_OPERATORS
+    rewriter: str = "auto"
+    max_pool: int = 256
+    max_constraints: int = 3
+    user_weight: float = 1.0
+    pairs: int = 32
+    original_share: float = 0.2
+    beta: float = 0.1
+    steps: int = 16
+    learning_rate: float = 5e-5
+    batch_size: int = 8
+    heldout_replies: int = 8
+    evolve_every: int = 50
+    grammar: QueryGrammarConfig = field(default_factory=QueryGrammarConfig)
+
+
+AUDIT_TOP = 10
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Which mechanisms a query audit compares, and what it reports (``[audit]``).
+
+    Attributes:
+        mechanisms: The mechanisms to audit, each a full resolved mechanism (a partial table in
+            the file is merged over the scenario's ``[mechanism]``); empty = the scenario's own
+            mechanism only.
+        top: Queries reported per mechanism (the most informative ones).
+        uniform: Also run the uniform-parent baseline.
+        draws: Auctions per query whose regrets are averaged (common random numbers: draw d
+            uses the same seed for every query).
+    """
+
+    mechanisms: tuple[MechanismConfig, ...] = ()
+    top: int = AUDIT_TOP
+    uniform: bool = True
+    draws: int = 4
+
+
+@dataclass(frozen=True)
 class Scenario:
     """A fully validated scenario.
 
@@ -410,6 +546,9 @@ class Scenario:
         regret: The deviation search of the regret estimator.
         lambda_sweep: Optional two-advertiser lambda sweep.
         convergence: Optional MOSAIC convergence experiment.
+        eva: The eva query stream's settings: set when the file has an ``[eva]`` table or
+            ``queries.stream = "eva"``, else ``None`` (and left out of the resolved dump).
+        audit: Optional query audit (``[audit]``).
     """
 
     name: str = "scenario"
@@ -423,6 +562,8 @@ class Scenario:
     regret: RegretConfig = field(default_factory=RegretConfig)
     lambda_sweep: LambdaSweepConfig | None = None
     convergence: ConvergenceConfig | None = None
+    eva: EvaConfig | None = None
+    audit: AuditConfig | None = None
 
     def advertiser(self, name: str) -> AdvertiserConfig:
         """Return the advertiser called ``name``.
