@@ -1,4 +1,6 @@
-"""Command-line interface: ``market-sim run | demo | sweep | plot | lambda-sweep | convergence``.
+"""Command-line interface: ``market-sim run``, ``demo``, ``sweep``, ``plot``, ``eva`` and more.
+
+Subcommands: run, demo, sweep, plot, lambda-sweep, convergence, eva, audit, lm.
 
 Bad input (scenario keys, model references, devices) exits with status 2 and one line on stderr
 naming the problem; results are written only after a run completes, atomically.
@@ -54,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     convergence.add_argument("--out", type=Path, help="folder for convergence.parquet")
 
     add_sweep_parsers(commands)
+    add_eva_parsers(commands)
 
     lm = commands.add_parser("lm", help="the bundled tiny language model")
     lm_commands = lm.add_subparsers(dest="lm_command", required=True)
@@ -95,6 +98,23 @@ def add_sweep_parsers(commands: argparse._SubParsersAction) -> None:
     plot = commands.add_parser("plot", help="draw the figures of a sweep or of run folders")
     plot.add_argument("dir", type=Path, help="a sweep folder, a run folder, or a folder of runs")
     plot.add_argument("--out", type=Path, help="figure folder (default DIR/figures)")
+
+
+def add_eva_parsers(commands: argparse._SubParsersAction) -> None:
+    """The ``eva`` and ``audit`` subcommands."""
+    eva = commands.add_parser(
+        "eva", help="eva: creator/solver generations vs a static pool, held-out reward per seed"
+    )
+    audit = commands.add_parser(
+        "audit", help="eva audit: search the queries on which each mechanism is most manipulable"
+    )
+    for parser, results in ((eva, "eva.parquet"), (audit, "audit.parquet")):
+        add_scenario_arguments(parser)
+        parser.add_argument("--generations", type=int, required=True, help="creator generations")
+        parser.add_argument(
+            "--seeds", help="several run seeds: 0-4, 0,3,5 (default: the scenario's seed)"
+        )
+        parser.add_argument("--out", type=Path, help=f"folder for {results}")
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
@@ -260,6 +280,91 @@ def command_convergence(args: argparse.Namespace) -> None:
     print(f"\nresults: {out_dir}/ (convergence.parquet, convergence_summary.json)")
 
 
+def run_seeds(args: argparse.Namespace, scenario_seed: int) -> tuple[int, ...]:
+    """``--seeds`` parsed, else the scenario's seed (``--seed`` already applied to it)."""
+    from market_sim.sweep import SweepError, parse_seeds
+
+    if args.seeds is None:
+        return (scenario_seed,)
+    if args.seed is not None:
+        raise UsageError("--seed and --seeds: give one of them")
+    try:
+        return parse_seeds(args.seeds)
+    except SweepError as error:
+        raise UsageError(str(error)) from None
+
+
+def command_eva(args: argparse.Namespace) -> None:
+    """Run (or resume) eva against the static baseline and print held-out reward per generation."""
+    from market_sim.eva.experiment import EVA_FILE, run_eva
+    from market_sim.eva.setup import split_queries
+
+    scenario = load_checked_scenario(args.scenario, scenario_overrides(args))
+    seeds = run_seeds(args, scenario.seed)
+    if args.generations < 1:
+        raise UsageError(f"--generations: must be >= 1, got {args.generations}")
+    for seed in seeds:  # before loading the model: bad input fails fast and quietly
+        try:
+            split = split_queries(scenario, seed)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        if not split.heldout:
+            raise UsageError(
+                "queries.heldout: eva needs held-out queries to evaluate on (set heldout or a "
+                "heldout_fraction > 0)"
+            )
+    lm = load_checked_model(
+        scenario.model.path, scenario.model.device, scenario.model.dtype, args.threads
+    )
+    out_dir = args.out or Path("results") / f"{scenario.name}-eva"
+    try:
+        result = run_eva(
+            scenario, lm, args.generations, seeds, out_dir, progress=not args.no_progress
+        )
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    import polars as pl
+
+    means = (
+        result.table.group_by("method", "generation")
+        .agg(pl.col("heldout_reward").mean())
+        .sort("method", "generation")
+    )
+    print(f"held-out reward, mean over {len(seeds)} seed(s):")
+    for method in ("static", "eva"):
+        values = means.filter(means["method"] == method)["heldout_reward"].to_list()
+        print(f"  {method:<7}" + " ".join(f"{value:8.4f}" for value in values))
+    print(f"\nresults: {out_dir}/ ({EVA_FILE}, queries.parquet, eva_summary.json)")
+
+
+def command_audit(args: argparse.Namespace) -> None:
+    """Audit the scenario's mechanisms and print the regret found by eva and by uniform search."""
+    import json
+
+    from market_sim.eva.audit import AUDIT_TOP_FILE, run_audit, top_report
+
+    scenario = load_checked_scenario(args.scenario, scenario_overrides(args))
+    seeds = run_seeds(args, scenario.seed)
+    if args.generations < 1:
+        raise UsageError(f"--generations: must be >= 1, got {args.generations}")
+    lm = load_checked_model(
+        scenario.model.path, scenario.model.device, scenario.model.dtype, args.threads
+    )
+    out_dir = args.out or Path("results") / f"{scenario.name}-audit"
+    try:
+        table = run_audit(scenario, lm, args.generations, seeds, out_dir)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    top = scenario.audit.top if scenario.audit else 10
+    for mechanism, entry in top_report(table, top).items():
+        print(mechanism)
+        for method, numbers in entry["methods"].items():
+            print(f"  {method:<8}" + json.dumps(numbers))
+        for row in entry["top_queries"][:3]:
+            print(f"    {row['regret_max']:9.4f}  {row['text']}")
+    print(f"\nresults: {out_dir}/ (audit.parquet, {AUDIT_TOP_FILE})")
+
+
 def command_lm(args: argparse.Namespace) -> None:
     """``lm train`` and ``lm generate``."""
     if args.lm_command == "train":
@@ -353,6 +458,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             command_sweep(args)
         elif args.command == "plot":
             command_plot(args)
+        elif args.command == "eva":
+            command_eva(args)
+        elif args.command == "audit":
+            command_audit(args)
         else:
             command_lm(args)
     except UsageError as error:

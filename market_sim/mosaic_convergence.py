@@ -22,7 +22,6 @@ distribution the finite space captures), ``tau``, ``seed``.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -30,27 +29,19 @@ import polars as pl
 import torch
 
 from market_sim.lm.model import LanguageModel, complete_reply
+from market_sim.market.valuations import expected_valuation
 from market_sim.mechanisms.mosaic import convergence_curve
 from market_sim.platform.candidate_scoring import draw_candidates, score_replies
 from market_sim.prompting import build_prompt
 from market_sim.results import atomic_write, atomic_write_text
 from market_sim.scenario import Scenario
 from market_sim.scenario.load import dump_scenario_toml
-from market_sim.scenario.schema import ConvergenceConfig, ValuationConfig
+from market_sim.scenario.schema import ConvergenceConfig
 
 CONVERGENCE_FILE = "convergence.parquet"
 SUMMARY_FILE = "convergence_summary.json"
 TV_THRESHOLD = 0.1
 """The summary reports the smallest M whose mean TV to pi* is at most this."""
-
-
-def mean_valuation(config: ValuationConfig) -> float:
-    """The mean of a valuation distribution (fixed value, uniform midpoint, lognormal mean)."""
-    if config.dist == "fixed":
-        return float(config.value)
-    if config.dist == "uniform":
-        return (float(config.low) + float(config.high)) / 2.0
-    return math.exp(float(config.mean) + float(config.sigma) ** 2 / 2.0)
 
 
 def query_curves(
@@ -164,7 +155,7 @@ def run_convergence(
     config = scenario.convergence or ConvergenceConfig()
     contexts = [advertiser.context for advertiser in scenario.advertisers]
     valuations = torch.tensor(
-        [mean_valuation(advertiser.valuation) for advertiser in scenario.advertisers],
+        [expected_valuation(advertiser.valuation) for advertiser in scenario.advertisers],
         dtype=torch.float64,
     )
     queries = list(dict.fromkeys(scenario.queries.items))

@@ -126,6 +126,7 @@ def write_run(
     agents: pl.DataFrame,
     summary: dict[str, Any],
     learners: dict[str, Any] | None = None,
+    tables: dict[str, pl.DataFrame] | None = None,
 ) -> None:
     """Write a run directory atomically (summary last).
 
@@ -136,6 +137,7 @@ def write_run(
         agents: One row per (round, advertiser).
         summary: Headline metrics.
         learners: Each advertiser's final strategy state (``learners.json``), if given.
+        tables: Further Parquet files by name (e.g. the eva stream's ``queries.parquet``).
     """
     folder.mkdir(parents=True, exist_ok=True)
     (folder / SUMMARY_FILE).unlink(missing_ok=True)
@@ -146,4 +148,6 @@ def write_run(
         atomic_write_text(
             folder / LEARNERS_FILE, json.dumps(learners, indent=2, sort_keys=True) + "\n"
         )
+    for name, table in (tables or {}).items():
+        atomic_write(folder / name, table.write_parquet)
     atomic_write_text(folder / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True) + "\n")

@@ -79,8 +79,18 @@ def run_scenario(
     lm = lm or load_scenario_model(scenario)
     scenario_toml = dump_scenario_toml(scenario)
     run_id = make_run_id(scenario_toml, scenario)
+    stream = None
+    if scenario.queries.stream == "eva":
+        from market_sim.eva.stream import EvaQueryStream
+
+        def stream(rng: np.random.Generator) -> EvaQueryStream:
+            return EvaQueryStream(scenario, lm, rng)
+
     market = MarketModel(
-        scenario, build_platform(scenario.mechanism, lm, scenario.queries.items), run_id
+        scenario,
+        build_platform(scenario.mechanism, lm, scenario.queries.items),
+        run_id,
+        query_stream=stream,
     )
     started = time.perf_counter()
     hide_bar = None if progress is None else not progress
@@ -108,5 +118,9 @@ def run_scenario(
     summary = summarize(rounds, agents, meta)
     if out_dir is not None:
         learners = {a.name: a.strategy.snapshot() for a in market.advertisers}
-        write_run(Path(out_dir), scenario_toml, rounds, agents, summary, learners)
+        tables = {}
+        lineage = market.query_stream.lineage()
+        if lineage is not None:
+            tables["queries.parquet"] = pl.from_dicts(lineage, infer_schema_length=None)
+        write_run(Path(out_dir), scenario_toml, rounds, agents, summary, learners, tables)
     return RunResult(rounds, agents, summary, Path(out_dir) if out_dir else None)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import mesa
+import numpy as np
 
 from market_sim.incentives.regret import RegretEstimate, estimate_regret
 from market_sim.market.agents import Advertiser
-from market_sim.market.queries import StaticQueryStream
+from market_sim.market.queries import QueryStream, StaticQueryStream
 from market_sim.market.strategies import CounterfactualFn, Feedback, StrategySetup
 from market_sim.platform.base import AuctionOutcome, Platform, Report
 from market_sim.scenario.schema import Scenario
@@ -34,16 +36,26 @@ class MarketModel(mesa.Model):
         scenario: The validated scenario.
         platform: The mechanism on the language model.
         run_id: Identifier written into every record.
+        query_stream: Builds the query stream from the model's generator (default: the static
+            pool of ``scenario.queries``).
     """
 
-    def __init__(self, scenario: Scenario, platform: Platform, run_id: str) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        platform: Platform,
+        run_id: str,
+        query_stream: Callable[[np.random.Generator], QueryStream] | None = None,
+    ) -> None:
         super().__init__(rng=scenario.seed)
         self.scenario = scenario
         self.platform = platform
         self.run_id = run_id
         self.round_index = 0
-        self.query_stream = StaticQueryStream(
-            scenario.queries.items, scenario.queries.order, self.rng
+        self.query_stream: QueryStream = (
+            query_stream(self.rng)
+            if query_stream is not None
+            else StaticQueryStream(scenario.queries.items, scenario.queries.order, self.rng)
         )
         setup = {
             "horizon": scenario.rounds,
@@ -86,6 +98,7 @@ class MarketModel(mesa.Model):
                 "social_welfare": sum(values) + outcome.user_value,
                 "brands_mentioned": mentioned,
                 "round_seed": round_seed,
+                **self.query_stream.round_fields(),
                 **outcome.extras,
             }
         )

@@ -1,10 +1,30 @@
-"""The static query stream: a fixed pool, cycled in order or sampled with recurrence."""
+"""Query streams: the interface the market reads, and the static pool.
+
+The eva stream, which evolves its pool, lives in :mod:`market_sim.eva.stream`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
+
+
+class QueryStream(Protocol):
+    """What the market asks of a query stream."""
+
+    def next_query(self) -> str:
+        """The next round's query."""
+        ...
+
+    def round_fields(self) -> dict[str, object]:
+        """Extra columns for the round record of the query just served."""
+        ...
+
+    def lineage(self) -> list[dict[str, object]] | None:
+        """One record per query the stream ever served from (None: a fixed pool)."""
+        ...
 
 
 class StaticQueryStream:
@@ -35,3 +55,11 @@ class StaticQueryStream:
             query = self.items[int(self.rng.integers(len(self.items)))]
         self._served += 1
         return query
+
+    def round_fields(self) -> dict[str, object]:
+        """Extra columns of the round record (none for a static pool)."""
+        return {}
+
+    def lineage(self) -> None:
+        """A fixed pool has no lineage."""
+        return None

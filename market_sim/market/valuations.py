@@ -37,3 +37,18 @@ class ValuationSource:
     def valuation(self, rng: np.random.Generator) -> float:
         """This round's valuation."""
         return self._once if self._once is not None else self._draw(rng)
+
+
+def expected_valuation(config: ValuationConfig) -> float:
+    r"""Mean of a valuation distribution: what a platform that knows the prior expects.
+
+    ``fixed``: the value; ``uniform``: :math:`(low + high) / 2`; ``lognormal``:
+    :math:`\exp(\mu + \sigma^2 / 2)`.
+    """
+    if config.dist == "fixed":
+        return float(config.value)
+    if config.dist == "uniform":
+        return (float(config.low) + float(config.high)) / 2.0
+    if config.dist == "lognormal":
+        return float(np.exp(float(config.mean) + float(config.sigma) ** 2 / 2.0))
+    raise ValueError(f"valuation dist {config.dist!r} unknown; allowed: fixed, uniform, lognormal")

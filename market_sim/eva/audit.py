@@ -1,0 +1,265 @@
+r"""Audit mode: the eva creator searches for the queries on which a mechanism is most manipulable.
+
+The creator runs as in :mod:`market_sim.eva.creator`, but a query's informativeness is the
+mechanism's misreporting regret on it instead of a reward spread:
+
+.. math::
+
+    \mathrm{regret}(x) = \max_i \Big[ \max_{d} u_i(d; x) - u_i(\text{truthful}; x) \Big],
+
+advertiser :math:`i` with its expected valuation, every advertiser reporting truthfully, the
+deviation :math:`d` searched by :func:`market_sim.incentives.regret.estimate_regret` with the
+scenario's ``[regret]`` budget, on the round's counterfactual (same randomness). Each query is
+run alone with a seed derived from the run seed and its text, so a query's regret does not
+depend on which other queries were evaluated with it, and the eva search and the baseline
+get the same number for the same text.
+
+Baseline (``uniform``): the same loop with parents drawn uniformly. Both start from the
+scenario's queries (every item: nothing is trained, so nothing is held out) and make the same
+number of generations; every query either evaluates is reported.
+
+Outputs: ``audit.parquet`` (one row per evaluated query: ``mechanism``, ``method``, ``seed``,
+``generation``, ``query_id``, ``text``, ``regret_max``, ``regret_mean``, ``parent_id``,
+``operator``), ``audit_top.json`` (per mechanism and method: queries evaluated, the largest
+regret found, the mean of the ``top`` largest, the mean over all, and the ``top`` queries of the
+eva search), and the resolved ``scenario.toml``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from market_sim.eva.creator import creator_step
+from market_sim.eva.grammar import one_line
+from market_sim.eva.pool import PoolQuery, QueryPool
+from market_sim.eva.setup import (
+    QuerySplit,
+    build_grammar,
+    build_rewriter,
+    derive_seed,
+    eva_config,
+    evolve_settings,
+)
+from market_sim.incentives.regret import estimate_regret
+from market_sim.lm.model import LanguageModel
+from market_sim.market.valuations import expected_valuation
+from market_sim.platform.base import Bidder, Platform, Report
+from market_sim.platform.registry import build_platform
+from market_sim.results import atomic_write, atomic_write_text
+from market_sim.scenario.load import dump_scenario_toml
+from market_sim.scenario.schema import AuditConfig, MechanismConfig, Scenario
+
+AUDIT_FILE = "audit.parquet"
+AUDIT_TOP_FILE = "audit_top.json"
+AUDIT_METHODS: tuple[str, ...] = ("eva", "uniform")
+AUDIT_SCHEMA: dict[str, Any] = {
+    "mechanism": pl.Utf8,
+    "method": pl.Utf8,
+    "seed": pl.Int64,
+    "generation": pl.Int64,
+    "query_id": pl.Utf8,
+    "text": pl.Utf8,
+    "regret_max": pl.Float64,
+    "regret_mean": pl.Float64,
+    "parent_id": pl.Utf8,
+    "operator": pl.Utf8,
+}
+
+
+def mechanism_label(config: MechanismConfig) -> str:
+    """``kind/payment``, with the aggregation for a non-linear token auction."""
+    label = f"{config.kind}/{config.payment}"
+    if config.kind == "token_auction" and config.aggregation != "linear":
+        label += f"/{config.aggregation}"
+    return label
+
+
+class QueryRegret:
+    """Regret of a mechanism at a query, every advertiser truthful, cached by text.
+
+    Args:
+        scenario: Advertisers (contexts, expected valuations) and the ``[regret]`` budget.
+        platform: The mechanism on the LM.
+        seed: The run seed (each query's auction seed is derived from it and the text).
+    """
+
+    def __init__(self, scenario: Scenario, platform: Platform, seed: int, draws: int = 1) -> None:
+        if draws < 1:
+            raise ValueError(f"audit.draws must be >= 1, got {draws}")
+        self.scenario = scenario
+        self.platform = platform
+        self.seed = seed
+        self.draws = draws
+        self.valuations = [expected_valuation(a.valuation) for a in scenario.advertisers]
+        self.cache: dict[str, tuple[float, float]] = {}
+
+    def __call__(self, text: str) -> tuple[float, float]:
+        """``(max, mean)`` over advertisers of the regret at query ``text``."""
+        if text not in self.cache:
+            self.cache[text] = self._measure(text)
+        return self.cache[text]
+
+    def _measure(self, text: str) -> tuple[float, float]:
+        bidders = [
+            Bidder(advertiser.context, Report(bid=value, report_scale=1.0))
+            for advertiser, value in zip(self.scenario.advertisers, self.valuations, strict=True)
+        ]
+        regrets = np.zeros((self.draws, len(self.valuations)))
+        for draw in range(self.draws):
+            outcome = self.platform.run_auctions(
+                [text], [bidders], derive_seed(self.seed, "audit", draw)
+            )[0]
+            if outcome.counterfactual is None:
+                raise ValueError(
+                    f"mechanism {self.platform.kind!r} gives no counterfactual to audit"
+                )
+            engine = outcome.counterfactual
+            for agent, value in enumerate(self.valuations):
+                regrets[draw, agent] = estimate_regret(
+                    lambda reports, agent=agent, engine=engine: engine.evaluate(agent, reports),
+                    value,
+                    Report(bid=value, report_scale=1.0),
+                    self.platform.report_space,
+                    self.scenario.regret,
+                ).regret
+        per_agent = regrets.mean(axis=0)
+        return float(per_agent.max()), float(per_agent.mean())
+
+
+def audit_mechanism(
+    scenario: Scenario,
+    lm: LanguageModel,
+    mechanism: MechanismConfig,
+    generations: int,
+    seed: int,
+    uniform: bool,
+) -> pl.DataFrame:
+    """Rows of ``audit.parquet`` for one mechanism and seed (both methods)."""
+    config = eva_config(scenario)
+    items = list(dict.fromkeys(one_line(item) for item in scenario.queries.items))
+    grammar = build_grammar(config, QuerySplit(items, []))
+    rewriter = build_rewriter(scenario, lm)
+    platform = build_platform(mechanism, lm, items)
+    audit = scenario.audit or AuditConfig()
+    regret = QueryRegret(scenario, platform, seed, audit.draws)
+    label = mechanism_label(mechanism)
+    rows: list[dict[str, Any]] = []
+    for method in AUDIT_METHODS if uniform else AUDIT_METHODS[:1]:
+        pool = QueryPool(items)
+        rng = np.random.default_rng(derive_seed(seed, "audit-creator", label, method))
+
+        def measure(queries: list[PoolQuery]) -> np.ndarray:
+            return np.array([regret(query.text)[0] for query in queries])
+
+        for generation in range(1, generations + 1):
+            creator_step(
+                pool,
+                measure,
+                config.sample_fraction,
+                evolve_settings(config),
+                grammar,
+                generation,
+                rng,
+                rewriter=rewriter,
+                uniform=method == "uniform",
+            )
+            pool.retire_to(config.max_pool)
+        for record in pool.records.values():
+            worst, mean = regret(record.text)
+            rows.append(
+                {
+                    "mechanism": label,
+                    "method": method,
+                    "seed": seed,
+                    "generation": record.generation,
+                    "query_id": record.query_id,
+                    "text": record.text,
+                    "regret_max": worst,
+                    "regret_mean": mean,
+                    "parent_id": record.parent_id,
+                    "operator": record.operator,
+                }
+            )
+    return pl.DataFrame(rows, schema=AUDIT_SCHEMA)
+
+
+def audit_mechanisms(scenario: Scenario) -> list[MechanismConfig]:
+    """``[audit].mechanisms``, or the scenario's own mechanism."""
+    audit = scenario.audit or AuditConfig()
+    return list(audit.mechanisms) or [scenario.mechanism]
+
+
+def top_report(table: pl.DataFrame, top: int) -> dict[str, Any]:
+    """Per mechanism and method: evaluated, max, top-k mean, overall mean; eva's top queries."""
+    report: dict[str, Any] = {}
+    for mechanism in table["mechanism"].unique(maintain_order=True).to_list():
+        mine = table.filter(pl.col("mechanism") == mechanism)
+        entry: dict[str, Any] = {"methods": {}}
+        for method in mine["method"].unique(maintain_order=True).to_list():
+            rows = (
+                mine.filter(pl.col("method") == method)
+                .unique("text")
+                .sort(["regret_max", "text"], descending=[True, False])
+            )
+            entry["methods"][method] = {
+                "queries": rows.height,
+                "regret_max_found": float(rows["regret_max"].max()),
+                "top_mean": float(rows["regret_max"].head(top).mean()),
+                "all_mean": float(rows["regret_max"].mean()),
+            }
+        best = (
+            mine.filter(pl.col("method") == "eva")
+            .unique("text")
+            .sort(["regret_max", "text"], descending=[True, False])
+            .head(top)
+        )
+        entry["top_queries"] = best.select(
+            "text", "regret_max", "regret_mean", "generation", "operator"
+        ).to_dicts()
+        report[mechanism] = entry
+    return report
+
+
+def run_audit(
+    scenario: Scenario,
+    lm: LanguageModel,
+    generations: int,
+    seeds: Sequence[int],
+    out_dir: Path | None = None,
+) -> pl.DataFrame:
+    """Audit every mechanism of the scenario for every seed; write the outputs.
+
+    Args:
+        scenario: The scenario (``[audit]``, ``[eva]``, ``[regret]``, advertisers, queries).
+        lm: The platform LM.
+        generations: Creator generations (>= 1).
+        seeds: Run seeds (distinct).
+        out_dir: Where to write ``audit.parquet``, ``audit_top.json``, ``scenario.toml``.
+
+    Returns:
+        ``audit.parquet`` rows sorted by mechanism, method, seed, query id.
+    """
+    if generations < 1:
+        raise ValueError(f"--generations must be >= 1, got {generations}")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seed values must be given and distinct, got {list(seeds)}")
+    audit = scenario.audit or AuditConfig()
+    frames = [
+        audit_mechanism(scenario, lm, replace(mechanism), generations, seed, audit.uniform)
+        for mechanism in audit_mechanisms(scenario)
+        for seed in seeds
+    ]
+    table = pl.concat(frames).sort("mechanism", "method", "seed", "query_id")
+    if out_dir is not None:
+        atomic_write_text(out_dir / "scenario.toml", dump_scenario_toml(scenario))
+        atomic_write(out_dir / AUDIT_FILE, table.write_parquet)
+        report = top_report(table, audit.top)
+        atomic_write_text(out_dir / AUDIT_TOP_FILE, json.dumps(report, indent=2) + "\n")
+    return table

@@ -1,0 +1,453 @@
+"""eva end to end on the bundled LM: experiment, resume, lineage, CLI, audit and market stream."""
+
+import copy
+import json
+import math
+import shutil
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from market_sim.cli import main
+from market_sim.eva.audit import (
+    AUDIT_FILE,
+    AUDIT_SCHEMA,
+    AUDIT_TOP_FILE,
+    QueryRegret,
+    mechanism_label,
+    run_audit,
+    top_report,
+)
+from market_sim.eva.experiment import (
+    EVA_FILE,
+    EVA_SCHEMA,
+    LINEAGE_SCHEMA,
+    QUERIES_FILE,
+    SUMMARY_FILE,
+    SeedRun,
+    run_eva,
+    seed_dir,
+)
+from market_sim.lm.model import LanguageModel
+from market_sim.platform.registry import build_platform
+from market_sim.run import run_scenario
+from market_sim.scenario import load_scenario, scenario_from_dict
+
+torch.set_num_threads(1)
+
+SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "eva_queries.toml"
+ITEMS = [
+    "vacation in Hawaii",
+    "family trip to Maui",
+    "cheap flights to Honolulu",
+    "best laptop for college",
+    "best food for my dog",
+    "quick dinner tonight",
+]
+HELDOUT = ["honeymoon in Hawaii", "healthy treats for cats"]
+GENERATIONS = 2
+PAIRS = 4
+REPLIES = 3
+TINY_EVA = {
+    "replies": REPLIES,
+    "pairs": PAIRS,
+    "steps": 2,
+    "batch_size": 4,
+    "heldout_replies": 2,
+    "variants": 2,
+    "learning_rate": 1e-2,  # large enough that a trained solver's held-out replies change
+}
+TINY_SETS = [
+    'model.device="cpu"',
+    "mechanism.max_new_tokens=8",
+    f"queries.items={json.dumps(ITEMS)}",
+    f"queries.heldout={json.dumps(HELDOUT)}",
+    *(f"eva.{key}={value}" for key, value in TINY_EVA.items()),
+]
+
+
+def merge(base: dict, changes: dict) -> dict:
+    """``base`` with ``changes`` merged in, table by table (a deep copy)."""
+    result = copy.deepcopy(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merge(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def eva_scenario(changes: dict | None = None, advertisers: int = 3):
+    """The bundled eva scenario shrunk to test size, with ``changes`` merged over it."""
+    data = tomllib.loads(SCENARIO.read_text(encoding="utf-8"))
+    tiny = {
+        "model": {"device": "cpu"},
+        "mechanism": {"max_new_tokens": 8},
+        "queries": {"items": ITEMS, "heldout": HELDOUT},
+        "eva": TINY_EVA,
+    }
+    data = merge(merge(data, tiny), changes or {})
+    data["advertisers"] = data["advertisers"][:advertisers]
+    return scenario_from_dict(data, SCENARIO.parent)
+
+
+def parameters(lm: LanguageModel) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in lm.model.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def bundled_lm() -> LanguageModel:
+    return LanguageModel.load("bundled:tiny-ads", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def eva_run(bundled_lm, tmp_path_factory):
+    """One seed, two generations, tiny settings, written to a folder."""
+    scenario = eva_scenario()
+    out = tmp_path_factory.mktemp("eva")
+    before = parameters(bundled_lm)
+    result = run_eva(scenario, bundled_lm, GENERATIONS, [0], out)
+    after = parameters(bundled_lm)
+    judge_unchanged = all(torch.equal(before[name], after[name]) for name in before)
+    return scenario, result, out, judge_unchanged
+
+
+def check_lineage(queries: pl.DataFrame, items: set[str], heldout: set[str], generations: int):
+    """Lineage invariants of one seed's ``queries.parquet``."""
+    assert queries.schema == pl.Schema(LINEAGE_SCHEMA)
+    assert queries["seed"].n_unique() == 1
+    held = queries.filter(pl.col("heldout"))
+    pool = queries.filter(~pl.col("heldout"))
+    assert set(held["text"]) == heldout and held["query_id"].str.starts_with("h").all()
+    assert pool["text"].n_unique() == pool.height  # every admitted text is new
+    assert not heldout & set(pool["text"])
+    ids = dict(zip(pool["query_id"], pool["generation"], strict=True))
+    seeds = pool.filter(pl.col("generation") == 0)
+    assert set(seeds["text"]) == items
+    assert (seeds["engine"] == "seed").all() and seeds["operator"].is_null().all()
+    assert seeds["parent_id"].is_null().all() and seeds["second_parent_id"].is_null().all()
+    evolved = pool.filter(pl.col("generation") >= 1)
+    assert set(evolved["generation"]) == set(range(1, generations + 1))
+    assert evolved["operator"].is_not_null().all() and (evolved["engine"] == "grammar").all()
+    assert evolved["parent_id"].is_not_null().all()
+    assert not heldout & set(evolved["topic"])
+    for row in evolved.iter_rows(named=True):
+        assert row["parent_id"] in ids and ids[row["parent_id"]] < row["generation"], row
+        assert (row["second_parent_id"] is not None) == (row["operator"] == "mix"), row
+        if row["second_parent_id"] is not None:
+            assert row["second_parent_id"] in ids, row
+            assert ids[row["second_parent_id"]] < row["generation"], row
+
+
+# ----------------------------------------------------------------------------- eva experiment
+
+
+def test_eva_run_writes_both_methods_per_generation(eva_run):
+    scenario, result, out, judge_unchanged = eva_run
+    table = pl.read_parquet(out / EVA_FILE)
+    assert table.schema == pl.Schema(EVA_SCHEMA)
+    assert table.equals(result.table)
+    assert pl.read_parquet(seed_dir(out, 0) / EVA_FILE).equals(table)
+    assert sorted(zip(table["method"], table["generation"], strict=True)) == sorted(
+        (method, g) for method in ("static", "eva") for g in range(GENERATIONS + 1)
+    )
+    assert (table["seed"] == 0).all()
+
+    # generation 0 is the platform LM itself, the same row for both methods
+    base = table.filter(pl.col("generation") == 0).sort("method").drop("method")
+    assert base.height == 2 and base[0].equals(base[1])
+    assert base["train_pairs"].to_list() == [0, 0] and base["dpo_loss_first"].is_null().all()
+
+    trained = table.filter(pl.col("generation") >= 1)
+    assert (trained["train_pairs"] + trained["skipped_ties"] == PAIRS).all()
+    assert (trained["train_pairs"] >= 1).all()
+    for loss in trained["dpo_loss_first"]:
+        assert loss == pytest.approx(math.log(2.0), abs=1e-5)  # policy == reference at start
+    # held-out evaluation reads the trained solver, not the platform LM
+    assert (trained["heldout_reward"] != base["heldout_reward"][0]).any()
+    assert judge_unchanged
+
+    static = table.filter(pl.col("method") == "static")
+    assert (static["pool_size"] == len(ITEMS)).all() and (static["estimate_replies"] == 0).all()
+    eva = table.filter(pl.col("method") == "eva").sort("generation")
+    born_first = result.queries.filter(pl.col("generation") == 1).height
+    assert eva["pool_size"].to_list() == [len(ITEMS), len(ITEMS), len(ITEMS) + born_first]
+    assert eva["estimate_replies"].to_list() == [0, *(eva["pool_size"][1:] * REPLIES)]
+    assert eva["informativeness_mean"][1:].is_not_null().all()
+
+    summary = json.loads((out / SUMMARY_FILE).read_text())
+    assert summary["seeds"] == [0] and summary["generations"] == GENERATIONS
+    assert summary["heldout_reward_mean"]["eva"] == pytest.approx(eva["heldout_reward"].to_list())
+    assert load_scenario(out / "scenario.toml") == scenario
+    assert pl.read_parquet(out / QUERIES_FILE).equals(result.queries)
+
+
+def test_eva_lineage_keeps_heldout_queries_out(eva_run):
+    _, result, out, _ = eva_run
+    queries = pl.read_parquet(seed_dir(out, 0) / QUERIES_FILE)
+    assert queries.sort("query_id").equals(result.queries)
+    check_lineage(queries, set(ITEMS), set(HELDOUT), GENERATIONS)
+
+
+def test_eva_never_shifts_a_query_onto_a_heldout_topic(bundled_lm):
+    # a seed query shifted to another topic is just another seed query (rejected as known),
+    # so topics move in generation 2, on children that carry a constraint
+    operators = ["add_constraint", "shift_topic"]
+    changes = {"eva": {"operators": operators, "variants": 4, "sample_fraction": 0.5}}
+    run = SeedRun(eva_scenario(changes), bundled_lm, 0)
+    run.eva_generation(1)
+    run.eva_generation(2)
+    queries = run.lineage()
+    check_lineage(queries, set(ITEMS), set(HELDOUT), 2)
+    shifted = queries.filter(pl.col("operator") == "shift_topic")
+    parents = queries.select(pl.col("query_id").alias("parent_id"), pl.col("topic").alias("was"))
+    moved = shifted.join(parents, on="parent_id").filter(pl.col("topic") != pl.col("was"))
+    assert moved.height >= 5
+    assert set(moved["topic"]) <= set(ITEMS)
+
+
+def test_eva_is_deterministic_per_seed(bundled_lm, tmp_path):
+    # held-out queries drawn from the items by a seeded split this time
+    items = [*ITEMS, *HELDOUT]
+    scenario = eva_scenario({"queries": {"items": items, "heldout": [], "heldout_fraction": 0.25}})
+    first, second, other = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    result = run_eva(scenario, bundled_lm, 1, [5], first)
+    run_eva(scenario, bundled_lm, 1, [5], second)
+    for name in (EVA_FILE, QUERIES_FILE):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+    held = set(result.queries.filter(pl.col("heldout"))["text"])
+    assert len(held) == 2 and held < set(items)
+    check_lineage(result.queries, set(items) - held, held, 1)
+    changed = run_eva(scenario, bundled_lm, 1, [6], other)
+    assert not changed.table.drop("seed").equals(result.table.drop("seed"))
+
+
+def test_eva_resumes_finished_seeds(eva_run, bundled_lm, tmp_path, monkeypatch):
+    scenario, result, out, _ = eva_run
+    folder = tmp_path / "resume"
+    shutil.copytree(out, folder)
+
+    def refuse(self, generations, progress=False):
+        raise AssertionError(f"seed {self.seed} was recomputed")
+
+    monkeypatch.setattr(SeedRun, "run", refuse)
+    again = run_eva(scenario, bundled_lm, GENERATIONS, [0], folder)
+    assert again.table.equals(result.table) and again.queries.equals(result.queries)
+
+    monkeypatch.undo()
+    ran: list[int] = []
+    real_run = SeedRun.run
+
+    def spy(self, generations, progress=False):
+        ran.append(self.seed)
+        return real_run(self, generations, progress)
+
+    monkeypatch.setattr(SeedRun, "run", spy)
+    both = run_eva(scenario, bundled_lm, GENERATIONS, [0, 1], folder)
+    assert ran == [1]
+    assert both.table.filter(pl.col("seed") == 0).equals(result.table)
+    assert set(both.table["seed"]) == {0, 1} and both.table.height == 2 * result.table.height
+    assert pl.read_parquet(folder / EVA_FILE).equals(both.table)
+    assert json.loads((folder / SUMMARY_FILE).read_text())["seeds"] == [0, 1]
+    assert (seed_dir(folder, 1) / QUERIES_FILE).exists()
+
+    # a seed folder missing a file, or with another number of generations, is run again
+    ran.clear()
+    (seed_dir(folder, 1) / QUERIES_FILE).unlink()
+    shorter = run_eva(scenario, bundled_lm, 1, [0, 1], folder)
+    assert ran == [0, 1]
+    assert shorter.table["generation"].max() == 1
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+@pytest.mark.parametrize("command", ["eva", "audit"])
+def test_cli_rejects_zero_generations(command, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = [command, str(SCENARIO), "--generations", "0", "--out", str(out)]
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "--generations" in error, error
+    assert not out.exists()
+
+
+def test_cli_rejects_seed_with_seeds(tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["eva", str(SCENARIO), "--generations", "1", "--seed", "1", "--seeds", "0-1"]
+    assert main([*args, "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "--seed" in error and "--seeds" in error, error
+    assert not out.exists()
+
+
+def test_cli_eva_needs_heldout_queries(tmp_path, capsys):
+    out = tmp_path / "out"
+    sets = [
+        *TINY_SETS,
+        'queries.stream="static"',
+        "queries.heldout=[]",
+        "queries.heldout_fraction=0.0",
+    ]
+    args = ["eva", str(SCENARIO), "--generations", "1", "--out", str(out), "--no-progress"]
+    assert main([*args, *(part for s in sets for part in ("--set", s))]) == 2
+    # the model is loaded before the split is checked: transformers may print a loading bar
+    error = capsys.readouterr().err
+    assert error.count("market-sim: error:") == 1, error
+    assert error.endswith("\n") and "queries.heldout" in error.splitlines()[-1], error
+    assert not out.exists()
+
+
+def test_cli_eva_writes_its_results(tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["eva", str(SCENARIO), "--generations", "1", "--out", str(out), "--no-progress"]
+    assert main([*args, *(part for s in TINY_SETS for part in ("--set", s))]) == 0
+    assert "held-out reward" in capsys.readouterr().out
+    for name in (EVA_FILE, QUERIES_FILE, SUMMARY_FILE, "scenario.toml"):
+        assert (out / name).is_file(), name
+    table = pl.read_parquet(out / EVA_FILE)
+    assert table.height == 4 and set(table["generation"]) == {0, 1}
+
+
+# ----------------------------------------------------------------------------- audit
+
+AUDIT_TOP = 3
+AUDIT_CHANGES = {
+    "eva": {"variants": 2},
+    "audit": {"draws": 1, "top": AUDIT_TOP},
+    "regret": {"multiplier_points": 5, "refinements": 1, "distortion_points": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def audit_run(bundled_lm, tmp_path_factory):
+    scenario = eva_scenario(AUDIT_CHANGES, advertisers=2)
+    assert [m.payment for m in scenario.audit.mechanisms] == ["first_price", "second_price"]
+    out = tmp_path_factory.mktemp("audit")
+    table = run_audit(scenario, bundled_lm, GENERATIONS, [0], out)
+    return scenario, table, out
+
+
+def test_audit_finds_high_regret_queries_for_first_price_only(audit_run):
+    scenario, table, out = audit_run
+    first, second = (mechanism_label(m) for m in scenario.audit.mechanisms)
+    assert set(table["mechanism"]) == {first, second}
+    report = top_report(table, AUDIT_TOP)
+
+    explored = table.filter(pl.col("mechanism") == first)
+    top = [row["regret_max"] for row in report[first]["top_queries"]]
+    assert len(top) == AUDIT_TOP and top == sorted(top, reverse=True)
+    eva_regrets = explored.filter(pl.col("method") == "eva").unique("text")["regret_max"]
+    assert top == sorted(eva_regrets, reverse=True)[:AUDIT_TOP]
+    draw = np.random.default_rng(0).choice(explored.height, size=AUDIT_TOP, replace=False)
+    uniform_mean = float(explored["regret_max"].to_numpy()[draw].mean())
+    assert np.mean(top) > uniform_mean
+    assert np.mean(top) > float(explored["regret_max"].mean())
+    assert (explored["regret_max"] > 0).all()
+    assert (explored["regret_max"] >= explored["regret_mean"] - 1e-12).all()
+
+    truthful = table.filter(pl.col("mechanism") == second)
+    assert truthful.height > 0 and (truthful["regret_max"] <= 1e-9).all()
+    assert report[second]["methods"]["eva"]["regret_max_found"] <= 1e-9
+
+    for mechanism in (first, second):
+        for method in ("eva", "uniform"):
+            rows = table.filter((pl.col("mechanism") == mechanism) & (pl.col("method") == method))
+            assert set(rows.filter(pl.col("generation") == 0)["text"]) == set(ITEMS)
+            assert set(rows["generation"]) == set(range(GENERATIONS + 1))
+            numbers = report[mechanism]["methods"][method]
+            assert numbers["queries"] == rows["text"].n_unique()
+            assert numbers["regret_max_found"] == pytest.approx(rows["regret_max"].max())
+            assert numbers["all_mean"] == pytest.approx(rows["regret_max"].mean())
+            assert numbers["top_mean"] >= numbers["all_mean"]
+
+
+def test_audit_files_and_common_random_numbers(audit_run, bundled_lm, monkeypatch):
+    scenario, table, out = audit_run
+    written = pl.read_parquet(out / AUDIT_FILE)
+    assert written.schema == pl.Schema(AUDIT_SCHEMA) and written.equals(table)
+    assert json.loads((out / AUDIT_TOP_FILE).read_text()) == json.loads(
+        json.dumps(top_report(table, AUDIT_TOP))
+    )
+    assert (out / "scenario.toml").is_file()
+
+    # the same text gets the same regret in both searches
+    mechanism = scenario.audit.mechanisms[0]
+    label = mechanism_label(mechanism)
+    mine = table.filter(pl.col("mechanism") == label)
+    per_text = mine.group_by("text").agg(pl.col("regret_max").n_unique().alias("values"))
+    assert (per_text["values"] == 1).all()
+    shared = set(mine.filter(pl.col("method") == "eva")["text"]) & set(
+        mine.filter(pl.col("method") == "uniform")["text"]
+    )
+    assert len(shared) >= len(ITEMS)
+
+    # ... and the same value however the queries are ordered, cached by text
+    platform = build_platform(mechanism, bundled_lm, list(scenario.queries.items))
+    texts = mine.sort("query_id")["text"].unique(maintain_order=True).to_list()[-3:]
+    forward = QueryRegret(scenario, platform, 0, draws=1)
+    backward = QueryRegret(scenario, platform, 0, draws=1)
+    ahead = {text: forward(text) for text in texts}
+    behind = {text: backward(text) for text in reversed(texts)}
+    assert ahead == behind
+    expected = dict(zip(mine["text"], mine["regret_max"], strict=True))
+    for text in texts:
+        assert ahead[text][0] == expected[text]
+
+    calls: list[str] = []
+    measure = forward._measure
+    monkeypatch.setattr(forward, "_measure", lambda text: calls.append(text) or measure(text))
+    assert forward(texts[0]) == ahead[texts[0]] and calls == []
+    fresh = "vacation in Hawaii for a student"
+    assert forward(fresh) == forward(fresh) and calls == [fresh]
+    with pytest.raises(ValueError, match="audit.draws"):
+        QueryRegret(scenario, platform, 0, draws=0)
+
+
+# ----------------------------------------------------------------------------- market stream
+
+EVOLVE_EVERY = 5
+ROUNDS = 12
+
+
+def test_market_stream_serves_evolved_queries_reproducibly(bundled_lm, tmp_path):
+    changes = {
+        "rounds": ROUNDS,
+        "eva": {"evolve_every": EVOLVE_EVERY, "variants": 2},
+        "regret": {"enabled": False},
+    }
+    scenario = eva_scenario(changes, advertisers=2)
+    assert scenario.queries.stream == "eva"
+    assert {a.strategy.kind for a in scenario.advertisers} == {"truthful"}
+    first = run_scenario(scenario, tmp_path / "a", lm=bundled_lm)
+    second = run_scenario(scenario, tmp_path / "b", lm=bundled_lm)
+
+    rounds = first.rounds
+    assert {"query_id", "query_generation"} <= set(rounds.columns)
+    assert rounds.height == ROUNDS
+    lineage = pl.read_parquet(tmp_path / "a" / "queries.parquet")
+    assert set(lineage.filter(pl.col("generation") == 0)["text"]) == set(ITEMS)
+    assert lineage["generation"].max() == (ROUNDS - 1) // EVOLVE_EVERY
+    evolved = lineage.filter(pl.col("generation") >= 1)
+    assert evolved.height > 0 and evolved["parent_id"].is_not_null().all()
+    assert set(evolved["parent_id"]) <= set(lineage["query_id"])
+
+    known = {
+        row["query_id"]: (row["text"], row["generation"]) for row in lineage.iter_rows(named=True)
+    }
+    for row in rounds.iter_rows(named=True):
+        assert row["query_id"] in known, row
+        assert known[row["query_id"]] == (row["query"], row["query_generation"]), row
+        # a query evolved in generation g exists only from round g * evolve_every on
+        assert row["query_generation"] <= row["round"] // EVOLVE_EVERY, row
+    assert (rounds.filter(pl.col("round") < EVOLVE_EVERY)["query_generation"] == 0).all()
+
+    assert first.rounds.equals(second.rounds) and first.agents.equals(second.agents)
+    for name in ("rounds.parquet", "queries.parquet"):
+        assert pl.read_parquet(tmp_path / "a" / name).equals(
+            pl.read_parquet(tmp_path / "b" / name)
+        ), name
