@@ -22,6 +22,17 @@ import polars as pl
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from analysis.eva import (
+    AUDIT_FILE,
+    EVA_FILE,
+    audit_comparison,
+    audit_comparison_summary,
+    eva_paired_difference,
+    eva_summary,
+    find_result_files,
+    load_audit,
+    load_eva,
+)
 from analysis.load import Paths, Results, load_agents, load_convergence, load_results, load_shares
 from analysis.metrics import (
     LABEL,
@@ -71,6 +82,12 @@ CATEGORY_COLORS: dict[str, str] = {
     "both": OKABE_ITO["bluish_green"],
     "neither": "#999999",
 }
+METHOD_COLORS: dict[str, str] = {
+    "eva": OKABE_ITO["vermillion"],
+    "static": OKABE_ITO["blue"],
+    "uniform": OKABE_ITO["blue"],
+}
+"""Fixed colour of each EVA method and its baselines (others: :data:`EXTRA_COLORS`)."""
 
 DPI = 150
 FIGURE_SIZES: dict[str, tuple[float, float]] = {
@@ -81,6 +98,8 @@ FIGURE_SIZES: dict[str, tuple[float, float]] = {
     "regret_by_mechanism": (11.0, 4.2),
     "brand_shares": (11.0, 4.2),
     "mosaic_convergence": (6.4, 4.2),
+    "eva_heldout": (11.0, 4.2),
+    "audit_regret": (12.0, 4.6),
 }
 """Figure name (frontier figures: ``frontier_<key>``) -> (width, height) in inches."""
 FORMATS: tuple[str, ...] = ("png", "svg")
@@ -409,6 +428,125 @@ def plot_convergence(convergence: pl.DataFrame, out_dir: Path) -> list[Path]:
     return save(fig, out_dir, "mosaic_convergence")
 
 
+# --------------------------------------------------------------------------- EVA
+
+
+def method_colors(methods: Sequence[str]) -> dict[str, str]:
+    """A stable colour per method: :data:`METHOD_COLORS`, then the others in sorted order."""
+    colors: dict[str, str] = {}
+    extra = itertools.cycle(EXTRA_COLORS)
+    for method in sorted(set(methods)):
+        colors[method] = METHOD_COLORS[method] if method in METHOD_COLORS else next(extra)
+    return colors
+
+
+def plot_eva(frame: pl.DataFrame, out_dir: str | Path) -> list[Path]:
+    """Held-out reward against generation, one line and 95% t band per method.
+
+    A second panel shows the EVA minus static difference paired by seed
+    (:func:`analysis.eva.eva_paired_difference`) when both methods are present.
+
+    Args:
+        frame: ``eva.parquet`` rows (:func:`analysis.eva.load_eva`).
+        out_dir: Figure folder (created).
+
+    Returns:
+        ``eva_heldout.png`` and ``.svg``; [] when there is nothing to draw.
+    """
+    summary = eva_summary(frame) if frame.height else pl.DataFrame()
+    if summary.height == 0:
+        return []
+    difference = eva_paired_difference(frame)
+    panels = 2 if difference.height else 1
+    fig = new_figure("eva_heldout")
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    ax = axes[0]
+    methods = summary["method"].unique().sort().to_list()
+    colors = method_colors(methods)
+    for method in methods:
+        mine = summary.filter(pl.col("method") == method).sort("generation")
+        seeds = mine["seeds"].max()
+        label = f"{method} ({seeds} seed{'s' if seeds != 1 else ''})"
+        band(ax, mine.rename({"heldout_reward_mean": "mean"}), "generation", colors[method], label)
+        ax.lines[-1].set_marker("o")
+    ax.set_xlabel("generation (solver updates; 0 = base model)")
+    ax.set_ylabel("held-out reward (mean over queries x replies)")
+    ax.set_title("Held-out reward by generation")
+    ax.grid(alpha=0.3)
+    ax.legend(title="method", fontsize="small")
+    if panels == 2:
+        ax = axes[1]
+        band(
+            ax,
+            difference.rename({"difference_mean": "mean"}),
+            "generation",
+            colors.get("eva", OKABE_ITO["black"]),
+            "eva - static",
+        )
+        ax.lines[-1].set_marker("o")
+        ax.axhline(0.0, color="black", linewidth=0.6)
+        ax.set_xlabel("generation (solver updates; 0 = base model)")
+        ax.set_ylabel("held-out reward difference")
+        ax.set_title("EVA minus static, paired by seed")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    for ax in axes:
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.suptitle("mean over seeds; bands: 95% t interval over seeds")
+    return save(fig, Path(out_dir), "eva_heldout")
+
+
+AUDIT_PANELS: tuple[tuple[str, str, str], ...] = (
+    ("regret_max_found", "Highest regret found", "max over queries"),
+    ("top_mean", "Mean of the top {top} distinct queries", "mean over top queries"),
+    ("all_mean", "Mean over all evaluated queries", "mean over queries"),
+)
+"""Panels of :func:`plot_audit`: (per-seed metric, title, y label)."""
+
+
+def plot_audit(frame: pl.DataFrame, out_dir: str | Path, top: int = 10) -> list[Path]:
+    """Regret found by the audit, grouped by mechanism, one bar per method (eva, uniform).
+
+    Bars are means over seeds of the per-seed values of :func:`analysis.eva.audit_comparison`
+    (highest regret found, mean of the ``top`` highest distinct queries, mean over all
+    evaluated queries); error bars are 95% t intervals over seeds.
+
+    Args:
+        frame: ``audit.parquet`` rows (:func:`analysis.eva.load_audit`).
+        out_dir: Figure folder (created).
+        top: Queries averaged by the ``top_mean`` panel.
+
+    Returns:
+        ``audit_regret.png`` and ``.svg``; [] when there is nothing to draw.
+    """
+    per_seed = audit_comparison(frame, top=top) if frame.height else pl.DataFrame()
+    if per_seed.height == 0:
+        return []
+    table = audit_comparison_summary(per_seed).rename({"method": LABEL})
+    mechanisms = sorted(table["mechanism"].unique().to_list())
+    colors = method_colors(table[LABEL].to_list())
+    fig = new_figure("audit_regret")
+    axes = fig.subplots(1, len(AUDIT_PANELS), squeeze=False)[0]
+    for ax, (metric, title, ylabel) in zip(axes, AUDIT_PANELS, strict=True):
+        grouped_bars(ax, table, metric, ["mechanism"], colors, f"regret, {ylabel} ({CURRENCY})")
+        ax.set_xticks(np.arange(len(mechanisms)))
+        ax.set_xticklabels(mechanisms, rotation=20, ha="right", fontsize="small")
+        ax.set_title(title.format(top=top))
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(
+        handles,
+        names,
+        title="audit",
+        loc="outside lower center",
+        ncols=min(4, len(names)),
+        fontsize="small",
+    )
+    fig.suptitle(
+        "Max regret over advertisers per query; mean over seeds, error bars: 95% t interval"
+    )
+    return save(fig, Path(out_dir), "audit_regret")
+
+
 # --------------------------------------------------------------------------- everything
 
 
@@ -434,11 +572,14 @@ def plot_all(paths: Paths, out_dir: str | Path) -> list[Path]:
     """Draw every figure the results under ``paths`` support; return the files written.
 
     Args:
-        paths: Sweep folders, run folders, lambda-sweep folders, or folders above them.
+        paths: Sweep folders, run folders, lambda-sweep folders, ``market-sim eva`` /
+            ``market-sim audit`` folders, or folders above them. Every ``eva.parquet`` (and
+            every ``audit.parquet``) found is pooled into one figure.
         out_dir: Figure folder (created).
 
     Raises:
-        NoResultsError: When there are no runs, no lambda-sweep shares and no convergence file.
+        NoResultsError: When there are no runs, no lambda-sweep shares, no convergence file, no
+            ``eva.parquet`` and no ``audit.parquet``.
     """
     out = Path(out_dir)
     written: list[Path] = []
@@ -451,9 +592,19 @@ def plot_all(paths: Paths, out_dir: str | Path) -> list[Path]:
     shares, convergence = load_shares(paths), load_convergence(paths)
     written += plot_brand_shares(shares, out)
     written += plot_convergence(convergence, out)
-    if results is None and not shares.height and not convergence.height:
+    eva_files, audit_files = (
+        find_result_files(paths, EVA_FILE),
+        find_result_files(paths, AUDIT_FILE),
+    )
+    if eva_files:
+        written += plot_eva(load_eva(eva_files), out)
+    if audit_files:
+        written += plot_audit(load_audit(audit_files), out)
+    found_any = results is not None or shares.height or convergence.height
+    if not found_any and not eva_files and not audit_files:
         shown = paths if isinstance(paths, str | Path) else ", ".join(map(str, paths))
         raise NoResultsError(
-            f"{shown}: no results found (summary.json, runs.parquet, shares.parquet)"
+            f"{shown}: no results found "
+            "(summary.json, runs.parquet, shares.parquet, eva.parquet, audit.parquet)"
         )
     return written
