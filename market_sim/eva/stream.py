@@ -7,8 +7,7 @@ platform LM, their reward spread (:mod:`market_sim.eva.reward`, the advertisers'
 valuations) as informativeness, parents sampled in proportion, children admitted. Rounds are
 served from the active pool, cycled in order of admission or sampled uniformly
 (``queries.order``). The platform LM is not trained during a market run, so mechanisms are
-compared on the same model; to run a market on an eva-trained solver, point ``model.path`` at a
-solver folder written by ``market-sim eva``.
+compared on the same model (``market-sim eva`` trains solvers; it does not save them yet).
 
 Every draw comes from the market's generator, so a run is reproducible from its seed.
 """
