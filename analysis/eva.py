@@ -115,7 +115,11 @@ def load_audit(paths: Paths) -> pl.DataFrame:
 
 
 def find_result_files(paths: Paths, name: str) -> list[Path]:
-    """Every file called ``name`` at or below ``paths`` (sorted, no duplicates; none is fine)."""
+    """Every file called ``name`` at or below ``paths`` (sorted, no duplicates; none is fine).
+
+    A file inside a ``seeds/seed-S/`` folder of an ``eva`` output is one seed's copy of rows the
+    combined file two levels up already holds: it is skipped when that combined file exists.
+    """
     found: set[Path] = set()
     for root in as_paths(paths):
         root = root.resolve()
@@ -124,7 +128,13 @@ def find_result_files(paths: Paths, name: str) -> list[Path]:
                 found.add(root)
         elif root.is_dir():
             found.update(path for path in root.rglob(name) if path.is_file())
-    return sorted(found)
+    return sorted(path for path in found if not _per_seed_copy(path, found))
+
+
+def _per_seed_copy(path: Path, found: set[Path]) -> bool:
+    """Whether ``path`` is ``DIR/seeds/seed-S/<name>`` and ``DIR/<name>`` was found too."""
+    parent = path.parent
+    return parent.parent.name == "seeds" and parent.parent.parent / path.name in found
 
 
 # --------------------------------------------------------------------------- helpers

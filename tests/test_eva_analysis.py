@@ -1,6 +1,7 @@
 """EVA analysis: summaries and paired differences against hand computations, audit tables, plots."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -376,3 +377,17 @@ def test_plot_all_with_eva_and_audit_folders(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(NoResultsError, match="eva.parquet"):
         plot_all(tmp_path / "empty", tmp_path / "none")
+
+
+def test_per_seed_copies_of_an_eva_output_are_not_counted_twice(tmp_path: Path) -> None:
+    from analysis.eva import find_result_files
+
+    frame = pl.DataFrame({"seed": [0], "method": ["eva"], "generation": [0]})
+    (tmp_path / "seeds" / "seed-0").mkdir(parents=True)
+    frame.write_parquet(tmp_path / "eva.parquet")
+    frame.write_parquet(tmp_path / "seeds" / "seed-0" / "eva.parquet")
+    assert find_result_files(tmp_path, "eva.parquet") == [(tmp_path / "eva.parquet").resolve()]
+    (tmp_path / "eva.parquet").unlink()
+    assert find_result_files(tmp_path, "eva.parquet") == [
+        (tmp_path / "seeds" / "seed-0" / "eva.parquet").resolve()
+    ]
