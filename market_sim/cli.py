@@ -294,25 +294,32 @@ def run_seeds(args: argparse.Namespace, scenario_seed: int) -> tuple[int, ...]:
         raise UsageError(str(error)) from None
 
 
-def command_eva(args: argparse.Namespace) -> None:
-    """Run (or resume) eva against the static baseline and print held-out reward per generation."""
-    from market_sim.eva.experiment import EVA_FILE, run_eva
-    from market_sim.eva.setup import split_queries
+def eva_inputs(args: argparse.Namespace, check_heldout: bool = False):
+    """The scenario and run seeds of ``eva`` / ``audit``, checked before any model is loaded.
+
+    Returns:
+        ``(scenario, seeds)``.
+    """
+    from market_sim.eva.setup import check_run_arguments, eva_split
 
     scenario = load_checked_scenario(args.scenario, scenario_overrides(args))
     seeds = run_seeds(args, scenario.seed)
-    if args.generations < 1:
-        raise UsageError(f"--generations: must be >= 1, got {args.generations}")
-    for seed in seeds:  # before loading the model: bad input fails fast and quietly
-        try:
-            split = split_queries(scenario, seed)
-        except ValueError as error:
-            raise UsageError(str(error)) from None
-        if not split.heldout:
-            raise UsageError(
-                "queries.heldout: eva needs held-out queries to evaluate on (set heldout or a "
-                "heldout_fraction > 0)"
-            )
+    try:
+        check_run_arguments(args.generations, seeds)
+        for seed in seeds if check_heldout else ():
+            eva_split(scenario, seed)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    return scenario, seeds
+
+
+def command_eva(args: argparse.Namespace) -> None:
+    """Run (or resume) eva against the static baseline and print held-out reward per generation."""
+    import polars as pl
+
+    from market_sim.eva.experiment import EVA_FILE, run_eva
+
+    scenario, seeds = eva_inputs(args, check_heldout=True)
     lm = load_checked_model(
         scenario.model.path, scenario.model.device, scenario.model.dtype, args.threads
     )
@@ -323,8 +330,6 @@ def command_eva(args: argparse.Namespace) -> None:
         )
     except ValueError as error:
         raise UsageError(str(error)) from None
-    import polars as pl
-
     means = (
         result.table.group_by("method", "generation")
         .agg(pl.col("heldout_reward").mean())
@@ -343,10 +348,7 @@ def command_audit(args: argparse.Namespace) -> None:
 
     from market_sim.eva.audit import AUDIT_TOP_FILE, run_audit, top_report
 
-    scenario = load_checked_scenario(args.scenario, scenario_overrides(args))
-    seeds = run_seeds(args, scenario.seed)
-    if args.generations < 1:
-        raise UsageError(f"--generations: must be >= 1, got {args.generations}")
+    scenario, seeds = eva_inputs(args)
     lm = load_checked_model(
         scenario.model.path, scenario.model.device, scenario.model.dtype, args.threads
     )

@@ -43,6 +43,7 @@ from market_sim.eva.setup import (
     QuerySplit,
     build_grammar,
     build_rewriter,
+    check_run_arguments,
     derive_seed,
     eva_config,
     evolve_settings,
@@ -246,10 +247,7 @@ def run_audit(
     Returns:
         ``audit.parquet`` rows sorted by mechanism, method, seed, query id.
     """
-    if generations < 1:
-        raise ValueError(f"--generations must be >= 1, got {generations}")
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seed values must be given and distinct, got {list(seeds)}")
+    check_run_arguments(generations, seeds)
     audit = scenario.audit or AuditConfig()
     frames = [
         audit_mechanism(scenario, lm, replace(mechanism), generations, seed, audit.uniform)

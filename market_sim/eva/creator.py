@@ -202,7 +202,7 @@ def _one_child(
             rewritten = rewriter(parent, operator, structure, rewrite_seed)
             if rewritten is not None:
                 text, engine = rewritten, "lm"
-        if text in forbidden or text in pool.texts():
+        if text in forbidden or pool.known(text):
             continue
         return pool.admit(
             structure,

@@ -38,7 +38,7 @@ import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
-from market_sim.eva.creator import Rewriter, creator_step, informativeness
+from market_sim.eva.creator import Rewriter, creator_step
 from market_sim.eva.grammar import QueryGrammar
 from market_sim.eva.pool import PoolQuery, QueryPool
 from market_sim.eva.reward import ReplyReward
@@ -47,13 +47,14 @@ from market_sim.eva.setup import (
     build_grammar,
     build_reward,
     build_rewriter,
+    check_run_arguments,
     derive_seed,
     dpo_settings,
     eva_config,
+    eva_split,
     evolve_settings,
-    split_queries,
 )
-from market_sim.eva.solver import best_worst_pairs, sample_and_score
+from market_sim.eva.solver import best_worst_pairs, reward_spread, sample_and_score
 from market_sim.lm.model import LanguageModel
 from market_sim.lm.preference import DPOResult, dpo_fine_tune
 from market_sim.results import atomic_write, atomic_write_text
@@ -157,12 +158,7 @@ class SeedRun:
         self.seed = seed
         self.judge = lm
         self.reward = build_reward(scenario, lm)
-        self.split: QuerySplit = split_queries(scenario, seed)
-        if not self.split.heldout:
-            raise ValueError(
-                "queries.heldout: eva needs held-out queries to evaluate on (set heldout or "
-                "a heldout_fraction > 0)"
-            )
+        self.split: QuerySplit = eva_split(scenario, seed)
         self.grammar: QueryGrammar = build_grammar(self.config, self.split)
         self.rewriter: Rewriter | None = build_rewriter(scenario, lm)
         self.pool = QueryPool(self.split.training)
@@ -214,15 +210,11 @@ class SeedRun:
         estimate_seed = derive_seed(self.seed, "eva", generation, "estimate")
         pool_size = len(self.pool.active)
 
-        def measure(queries: list[PoolQuery]) -> np.ndarray:
-            scored = sample_and_score(
-                policy, self.reward, [q.text for q in queries], config.replies, estimate_seed
-            )
-            return informativeness(scored.rewards, config.informativeness)
-
         step = creator_step(
             self.pool,
-            measure,
+            reward_spread(
+                policy, self.reward, config.replies, config.informativeness, estimate_seed
+            ),
             config.sample_fraction,
             evolve_settings(config),
             self.grammar,
@@ -388,10 +380,7 @@ def run_eva(
     Returns:
         The combined tables, sorted by seed, method, generation.
     """
-    if generations < 1:
-        raise ValueError(f"--generations must be >= 1, got {generations}")
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seed values must be given and distinct, got {list(seeds)}")
+    check_run_arguments(generations, seeds)
     scenario_toml = dump_scenario_toml(scenario)
     tables, lineages = [], []
     for seed in seeds:

@@ -55,6 +55,7 @@ class QueryPool:
         self.records: dict[str, PoolQuery] = {}
         self.active: list[str] = []
         self.informativeness: dict[str, float] = {}
+        self._texts: set[str] = set()
         for text in seeds:
             self.admit(StructuredQuery.from_text(text), one_line(text))
 
@@ -73,7 +74,7 @@ class QueryPool:
         Raises:
             ValueError: Its text is already in the pool, or a parent is unknown.
         """
-        if text in self.texts():
+        if text in self._texts:
             raise ValueError(f"query {text!r} is already in the pool")
         for parent in (parent_id, second_parent_id):
             if parent is not None and parent not in self.records:
@@ -89,12 +90,17 @@ class QueryPool:
             engine,
         )
         self.records[record.query_id] = record
+        self._texts.add(text)
         self.active.append(record.query_id)
         return record
 
     def texts(self) -> set[str]:
-        """Texts of every query ever admitted (active or retired)."""
-        return {record.text for record in self.records.values()}
+        """Texts of every query ever admitted (active or retired); a copy."""
+        return set(self._texts)
+
+    def known(self, text: str) -> bool:
+        """Whether a query with this text was ever admitted."""
+        return text in self._texts
 
     def active_queries(self) -> list[PoolQuery]:
         """The active queries in order of admission."""

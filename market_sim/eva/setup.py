@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,14 @@ def derive_seed(seed: int, *labels: object) -> int:
     """A 31-bit seed from a run seed and labels (stable across runs and platforms: SHA-256)."""
     text = "/".join(str(part) for part in (seed, *labels))
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:4], "big") >> 1
+
+
+def check_run_arguments(generations: int, seeds: Sequence[int]) -> None:
+    """Reject fewer than one generation, no seeds or repeated seeds (``market-sim eva/audit``)."""
+    if generations < 1:
+        raise ValueError(f"--generations: must be >= 1, got {generations}")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds: must be given and distinct, got {list(seeds)}")
 
 
 def eva_config(scenario: Scenario) -> EvaConfig:
@@ -56,6 +65,21 @@ def split_queries(scenario: Scenario, seed: int) -> QuerySplit:
     if not training:
         raise ValueError("queries.items: no training query is left after the held-out split")
     return QuerySplit(training, heldout)
+
+
+def eva_split(scenario: Scenario, seed: int) -> QuerySplit:
+    """:func:`split_queries`, which must leave held-out queries to evaluate on.
+
+    Raises:
+        ValueError: No held-out query (neither ``queries.heldout`` nor a fraction > 0).
+    """
+    split = split_queries(scenario, seed)
+    if not split.heldout:
+        raise ValueError(
+            "queries.heldout: eva needs held-out queries to evaluate on (set heldout or a "
+            "heldout_fraction > 0)"
+        )
+    return split
 
 
 def build_grammar(config: EvaConfig, split: QuerySplit) -> QueryGrammar:

@@ -8,11 +8,13 @@ skipped.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from market_sim.eva.creator import informativeness
+from market_sim.eva.pool import PoolQuery
 from market_sim.eva.reward import ReplyReward
 from market_sim.lm.model import LanguageModel
 from market_sim.lm.preference import PreferencePair
@@ -96,3 +98,24 @@ def best_worst_pairs(
         )
     mean = float(scored.rewards.mean()) if scored.rewards.size else float("nan")
     return pairs, mean
+
+
+def reward_spread(
+    policy: LanguageModel,
+    reward: ReplyReward,
+    replies_per_query: int,
+    measure: str,
+    seed: int,
+) -> Callable[[list[PoolQuery]], np.ndarray]:
+    """The creator's measure: informativeness of k replies per query drawn from ``policy``.
+
+    Returns:
+        ``measure(queries) -> [Q]`` (see :func:`~market_sim.eva.creator.informativeness`).
+    """
+
+    def spread(queries: list[PoolQuery]) -> np.ndarray:
+        texts = [query.text for query in queries]
+        scored = sample_and_score(policy, reward, texts, replies_per_query, seed)
+        return informativeness(scored.rewards, measure)
+
+    return spread

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from market_sim.eva.creator import Rewriter, creator_step, informativeness
+from market_sim.eva.creator import Rewriter, creator_step
 from market_sim.eva.grammar import one_line
 from market_sim.eva.pool import PoolQuery, QueryPool
 from market_sim.eva.setup import (
@@ -29,7 +29,7 @@ from market_sim.eva.setup import (
     eva_config,
     evolve_settings,
 )
-from market_sim.eva.solver import sample_and_score
+from market_sim.eva.solver import reward_spread
 from market_sim.lm.model import LanguageModel
 from market_sim.scenario.schema import Scenario
 
@@ -78,15 +78,9 @@ class EvaQueryStream:
         seed = int(self.rng.integers(SEED_BOUND))
         config = self.config
 
-        def measure(queries: list[PoolQuery]) -> np.ndarray:
-            scored = sample_and_score(
-                self.lm, self.reward, [q.text for q in queries], config.replies, seed
-            )
-            return informativeness(scored.rewards, config.informativeness)
-
         creator_step(
             self.pool,
-            measure,
+            reward_spread(self.lm, self.reward, config.replies, config.informativeness, seed),
             config.sample_fraction,
             evolve_settings(config),
             self.grammar,

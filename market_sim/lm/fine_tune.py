@@ -77,14 +77,14 @@ class FineTuneConfig:
     num_threads: int = 1
 
     def __post_init__(self) -> None:
-        _check_int("samples_per_prompt", self.samples_per_prompt, minimum=1)
-        _check_positive("beta", self.beta)
-        _check_int("steps", self.steps, minimum=0)
-        _check_positive("learning_rate", self.learning_rate)
-        _check_int("batch_size", self.batch_size, minimum=1)
-        _check_int("max_new_tokens", self.max_new_tokens, minimum=1)
-        _check_positive("temperature", self.temperature)
-        _check_int("num_threads", self.num_threads, minimum=1)
+        check_int("samples_per_prompt", self.samples_per_prompt, minimum=1)
+        check_positive("beta", self.beta)
+        check_int("steps", self.steps, minimum=0)
+        check_positive("learning_rate", self.learning_rate)
+        check_int("batch_size", self.batch_size, minimum=1)
+        check_int("max_new_tokens", self.max_new_tokens, minimum=1)
+        check_positive("temperature", self.temperature)
+        check_int("num_threads", self.num_threads, minimum=1)
 
 
 @dataclass(frozen=True)
@@ -323,8 +323,8 @@ def simplex_grid(vertices: int, resolution: int) -> np.ndarray:
         ``[G, n]`` float64, ``G = C(m + n - 1, n - 1)``; every row is ``counts / m`` with
         non-negative integer counts summing to m.
     """
-    _check_int("vertices", vertices, minimum=1)
-    _check_int("resolution", resolution, minimum=1)
+    check_int("vertices", vertices, minimum=1)
+    check_int("resolution", resolution, minimum=1)
     rows = list(_compositions(resolution, vertices))
     return np.asarray(rows, dtype=np.float64).reshape(len(rows), vertices) / resolution
 
@@ -522,9 +522,9 @@ def sample_policy(
     """
     if len(prompts) == 0:
         raise ValueError("prompts must not be empty")
-    _check_int("samples_per_prompt", samples_per_prompt, minimum=1)
-    _check_int("max_new_tokens", max_new_tokens, minimum=1)
-    _check_positive("temperature", temperature)
+    check_int("samples_per_prompt", samples_per_prompt, minimum=1)
+    check_int("max_new_tokens", max_new_tokens, minimum=1)
+    check_positive("temperature", temperature)
     eos = _require_eos(policy)
     if init.eos_token_id != eos:
         raise ValueError("policy and init must share a tokenizer (their EOS tokens differ)")
@@ -614,12 +614,14 @@ def divergence_estimates(samples: PolicySamples, lam: float) -> dict[str, float]
 # --------------------------------------------------------------------------------------------
 
 
-def _check_int(name: str, value: int, minimum: int) -> None:
+def check_int(name: str, value: int, minimum: int) -> None:
+    """Raise ValueError naming ``name`` unless ``value`` is an integer >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
-def _check_positive(name: str, value: float) -> None:
+def check_positive(name: str, value: float) -> None:
+    """Raise ValueError naming ``name`` unless ``value`` is a finite number > 0."""
     if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     if not (math.isfinite(value) and value > 0):

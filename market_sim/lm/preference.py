@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import os
 import tempfile
 import warnings
@@ -50,10 +49,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-from market_sim.lm.fine_tune import sequence_logprob_tensor
+from market_sim.lm.fine_tune import check_int, check_positive, sequence_logprob_tensor
 from market_sim.lm.model import LanguageModel
 from market_sim.lm.tiny import reproducible_torch
 
@@ -112,11 +110,11 @@ class DPOSettings:
     num_threads: int = 1
 
     def __post_init__(self) -> None:
-        _check_positive("beta", self.beta)
-        _check_int("steps", self.steps, minimum=0)
-        _check_positive("learning_rate", self.learning_rate)
-        _check_int("batch_size", self.batch_size, minimum=1)
-        _check_int("num_threads", self.num_threads, minimum=1)
+        check_positive("beta", self.beta)
+        check_int("steps", self.steps, minimum=0)
+        check_positive("learning_rate", self.learning_rate)
+        check_int("batch_size", self.batch_size, minimum=1)
+        check_int("num_threads", self.num_threads, minimum=1)
 
 
 @dataclass(frozen=True)
@@ -271,7 +269,7 @@ def dpo_batch_stats(
         ``[B]`` float64 losses and margins.
     """
     _check_pairs(pairs)
-    _check_positive("beta", beta)
+    check_positive("beta", beta)
     tokens = [pair_tokens(policy, pair) for pair in pairs]
     prompts = [t.prompt_ids for t in tokens] * 2
     completions = [t.chosen_ids for t in tokens] + [t.rejected_ids for t in tokens]
@@ -324,7 +322,7 @@ def dpo_fine_tune(
     _check_pairs(pairs)
     if not isinstance(settings, DPOSettings):
         raise ValueError(f"settings must be a DPOSettings, got {type(settings).__name__}")
-    _check_int("seed", seed, minimum=0)
+    check_int("seed", seed, minimum=0)
     if lm.tokenizer.eos_token is None:
         raise ValueError("the tokenizer has no EOS token: TRL cannot terminate the replies")
     model = copy.deepcopy(lm.model)
@@ -494,15 +492,3 @@ def _check_pairs(pairs: Sequence[PreferencePair]) -> None:
     for index, pair in enumerate(pairs):
         if not isinstance(pair, PreferencePair):
             raise ValueError(f"pairs[{index}] must be a PreferencePair, got {type(pair).__name__}")
-
-
-def _check_int(name: str, value: int, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_positive(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
