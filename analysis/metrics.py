@@ -3,7 +3,9 @@
 Conventions:
 
 * Every run is one observation; a CI is over the runs (seeds) of a group, from
-  :mod:`analysis.stats` (Student t, 95% by default, null for fewer than two runs).
+  :mod:`analysis.stats` (Student t, 95% by default, null for fewer than two runs), intersected
+  with the metric's range when it has one (:data:`METRIC_RANGES`: revenue, regret and ratios are
+  non-negative, rates lie in [0, 1]), so no interval crosses a bound the quantity cannot cross.
 * A run's mechanism ``label`` is its ``mechanism`` kind, followed in brackets by the variant
   columns (:data:`VARIANT_COLUMNS`, and string-valued ``mechanism.*`` grid keys) that take more
   than one value among the runs of that kind, e.g. ``token_auction (log_linear)``. New mechanism
@@ -18,12 +20,12 @@ Conventions:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import polars as pl
 
 from analysis.load import WALL_CLOCK_PREFIXES, Results
-from analysis.stats import CONFIDENCE, t_quantile, wilson_interval
+from analysis.stats import CONFIDENCE, Range, clip_interval, t_quantile, wilson_interval
 from market_sim.results import HEADLINE_SUMMARY_KEYS
 
 VARIANT_COLUMNS: tuple[str, ...] = ("aggregation", "payment", "settlement")
@@ -44,6 +46,31 @@ AGENT_METRICS: tuple[str, ...] = (
     "truthful_utility",
 )
 """Per agent-round quantities averaged per run by :func:`agent_run_metrics` (when present)."""
+
+NON_NEGATIVE: Range = (0.0, None)
+UNIT_INTERVAL: Range = (0.0, 1.0)
+METRIC_RANGES: dict[str, Range] = {
+    "revenue_mean": NON_NEGATIVE,
+    "advertiser_value_mean": NON_NEGATIVE,
+    "ir_violation_rate": UNIT_INTERVAL,
+    "bid_ratio_final": NON_NEGATIVE,
+    "report_scale_final": NON_NEGATIVE,
+    "regret_mean": NON_NEGATIVE,
+    "regret_max": NON_NEGATIVE,
+    "best_response_gain_mean": NON_NEGATIVE,
+    "bid_ratio": NON_NEGATIVE,
+    "report_scale": NON_NEGATIVE,
+    "report_distortion": NON_NEGATIVE,
+    "payment": NON_NEGATIVE,
+    "value": NON_NEGATIVE,
+    "regret": NON_NEGATIVE,
+}
+"""Range of each metric that has one. Payments are non-negative under every mechanism (token
+auction ``0 <= pay_i <= b_i x_i``; MOSAIC's payment is at least zero because log-sum-exp is
+convex; affine-maximizer and ad-slot payments are non-negative), so revenue is; valuations and
+allocations are non-negative, so advertiser value is; regret and best-response gains are maxima
+over deviations that include the report played. Utility, user value and social welfare may be
+negative and are unbounded here."""
 
 LABEL = "label"
 UNLABELLED = "unknown"
@@ -121,6 +148,7 @@ def summarize(
     by: Sequence[str],
     metrics: Sequence[str],
     confidence: float = CONFIDENCE,
+    ranges: Mapping[str, Range] | None = None,
 ) -> pl.DataFrame:
     """Mean and t confidence interval of each metric per group, one row per (group, metric).
 
@@ -129,11 +157,14 @@ def summarize(
         by: Grouping columns.
         metrics: Numeric columns to summarize (nulls and NaNs are dropped per metric).
         confidence: Confidence level of the interval.
+        ranges: Metric -> its range; the interval is intersected with it
+            (:func:`analysis.stats.clip_interval`). Default :data:`METRIC_RANGES`.
 
     Returns:
         Columns ``*by, metric, n, mean, std, ci_low, ci_high`` sorted by ``by`` then metric
         order; ``std`` and the bounds are null when ``n < 2``.
     """
+    ranges = METRIC_RANGES if ranges is None else ranges
     metrics = [m for m in metrics if m in frame.columns]
     schema = {**{col: frame.schema[col] for col in by}, "metric": pl.String}
     if not metrics or frame.height == 0:
@@ -152,19 +183,19 @@ def summarize(
     quantiles = {
         n: t_quantile(0.5 + confidence / 2, n - 1) for n in grouped["n"].unique() if n >= 2
     }
-    half = pl.Series(
-        [
-            quantiles[n] * std / math.sqrt(n) if n >= 2 and std is not None else None
-            for n, std in zip(grouped["n"], grouped["std"], strict=True)
-        ],
-        dtype=pl.Float64,
-    )
+    bounds: list[tuple[float | None, float | None]] = []
+    for metric, n, mean, std in grouped.select("metric", "n", "mean", "std").iter_rows():
+        if n < 2 or std is None:
+            bounds.append((None, None))
+            continue
+        half = quantiles[n] * std / math.sqrt(n)
+        bounds.append(clip_interval(mean - half, mean + half, ranges.get(metric, (None, None))))
     order = {m: i for i, m in enumerate(metrics)}
     return (
         grouped.with_columns(
             pl.when(pl.col("n") >= 2).then(pl.col("std")).alias("std"),
-            (pl.col("mean") - half).alias("ci_low"),
-            (pl.col("mean") + half).alias("ci_high"),
+            pl.Series("ci_low", [b[0] for b in bounds], dtype=pl.Float64),
+            pl.Series("ci_high", [b[1] for b in bounds], dtype=pl.Float64),
             pl.col("metric").replace_strict(order, return_dtype=pl.Int64).alias("_order"),
         )
         .sort(*by, "_order")

@@ -1,5 +1,6 @@
 """Analysis: confidence intervals against hand computations, learning curves, headless figures."""
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -20,7 +21,14 @@ from analysis.metrics import (
     summarize,
 )
 from analysis.plots import DPI, FIGURE_SIZES, NoResultsError, mechanism_colors, plot_all
-from analysis.stats import mean_ci, t_quantile, wilson_interval
+from analysis.stats import (
+    bootstrap_interval,
+    clip_interval,
+    clopper_pearson_interval,
+    mean_ci,
+    t_quantile,
+    wilson_interval,
+)
 
 T_975 = {1: 12.706204736174707, 2: 4.302652729749464, 4: 2.7764451051977934, 9: 2.262157162798205}
 ROUNDS = 6
@@ -165,6 +173,34 @@ def test_mean_ci_by_hand():
     assert (low, high) == pytest.approx((centre - spread, centre + spread))
 
 
+def test_range_respecting_intervals():
+    # clipping keeps an interval inside the range and leaves one already inside untouched
+    assert clip_interval(-1.0, 2.0, (0.0, None)) == (0.0, 2.0)
+    assert clip_interval(0.2, 1.4, (0.0, 1.0)) == (0.2, 1.0)
+    assert clip_interval(-3.0, -1.0, (0.0, None)) == (0.0, 0.0)
+    assert clip_interval(0.5, 0.7, (0.0, 1.0)) == (0.5, 0.7)
+    mean, low, high = mean_ci([0.0, 0.0, 3.0], bounds=(0.0, None))
+    assert low == 0.0 and high > mean == 1.0
+    # the percentile bootstrap is deterministic and never leaves the sample's [min, max]
+    values = [0.0, 0.5, 3.0, 0.1]
+    first = bootstrap_interval(values)
+    assert first == bootstrap_interval(values)
+    assert 0.0 <= first[0] < first[1] <= 3.0
+    # with 4 values every resample mean is one of the 4^4 equally likely means; the 2.5% and
+    # 97.5% quantiles of the exact distribution lie within one attainable step of the estimate
+    exact = np.sort([np.mean(c) for c in itertools.product(values, repeat=4)])
+    assert exact[5] <= first[0] <= exact[8] and exact[-9] <= first[1] <= exact[-6]
+    wide = [float(v) for v in np.linspace(0.0, 1.0, 12) ** 2]
+    assert bootstrap_interval(wide) != bootstrap_interval(wide, seed=1)  # the seed is used
+    assert math.isnan(bootstrap_interval([1.0])[0])
+    # Clopper-Pearson: closed forms at the edges, (alpha/2)^(1/n) and 1 - (alpha/2)^(1/n)
+    assert clopper_pearson_interval(0, 10) == pytest.approx((0.0, 1 - 0.025 ** (1 / 10)))
+    assert clopper_pearson_interval(10, 10) == pytest.approx((0.025 ** (1 / 10), 1.0))
+    low, high = clopper_pearson_interval(12, 40)
+    wilson = wilson_interval(0.3, 40)
+    assert low < wilson[0] and high > wilson[1]  # exact interval is the more conservative
+
+
 def test_mechanism_summary_cis_over_seeds(sweep_dir):
     results = load_results(sweep_dir / "sweep")
     assert results.grid_keys == ("mechanism.kind", "mechanism.platform_weight")
@@ -183,7 +219,12 @@ def test_mechanism_summary_cis_over_seeds(sweep_dir):
         half = T_975[2] * sd / math.sqrt(3)
         assert row["n"] == 3
         assert row["mean"] == pytest.approx(mean)
-        assert (row["ci_low"], row["ci_high"]) == pytest.approx((mean - half, mean + half))
+        # revenue cannot be negative: the t interval is cut at 0 (two groups reach below it)
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx(
+            (max(0.0, mean - half), mean + half)
+        )
+    lows = table.filter(pl.col("metric") == "revenue_mean")["ci_low"].to_list()
+    assert lows.count(0.0) == 2
     # sorted deterministically
     assert table.equals(mechanism_summary(results))
 
