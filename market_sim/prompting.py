@@ -1,24 +1,55 @@
-"""The text format shared by the bundled LM's training corpus and the market's prompts.
+"""Prompts of the market's language models: the plain format and the chat format.
 
-One prompt is::
+Every platform turns (query, advertiser contexts) into the prompt of one distribution: no context
+is the *user's* distribution p_0 (an unsponsored reply), one context is advertiser i's preferred
+distribution p_i (DESIGN.md 3.1), several contexts are a context-aware proposal.
+:func:`prompt_builder` picks the format once per model from ``model.prompt_format``:
+
+* ``plain``: the format of the bundled LM's training corpus (:func:`build_prompt`);
+* ``chat``: the tokenizer's chat template (:func:`build_chat_prompt`), for instruction-tuned LMs;
+* ``auto``: ``chat`` when the tokenizer has a chat template, ``plain`` otherwise.
+
+The plain format: one prompt is::
 
     Sponsor: <advertiser context 1>
     Sponsor: <advertiser context 2>      (zero or more sponsor lines)
     Query: <user query>
     Reply:
 
-and the model continues with `` <reply text>`` followed by its end-of-sequence token. A prompt
-with no sponsor line is the *user's* distribution p_0 (an unsponsored reply); a prompt with one
-sponsor line is advertiser i's preferred distribution p_i (DESIGN.md 3.1).
+and the model continues with `` <reply text>`` followed by its end-of-sequence token.
+
+The chat format: a system message holds :data:`CHAT_SYSTEM_INSTRUCTION` and, when there are
+sponsors, :data:`CHAT_SPONSOR_INSTRUCTION` followed by one ``Sponsor: <context>`` line each; the
+user message is the query; the template's generation prompt (the assistant turn's header) ends the
+prompt. The wording was chosen once, before any run, and is not tuned toward any result:
+
+* p_0 and p_i share the system message and differ only by the sponsor paragraph, so the
+  advertiser's distribution is "the same assistant, told about the sponsor". An explicit system
+  message also replaces any default system prompt that a template inserts when none is given
+  (SmolLM2's names the model), equally for p_0 and p_i.
+* "recommend ... where it fits the query" states what an advertiser wants from a reply (its
+  product named to this user) while keeping the reply an answer to the query, the same role the
+  bare ``Sponsor:`` line plays for the bundled LM, which learned it from its corpus.
+* ``Sponsor: <context>`` lines reuse the plain format's words, so contexts read the same to
+  both kinds of model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 SPONSOR_PREFIX = "Sponsor: "
 QUERY_PREFIX = "Query: "
 REPLY_PREFIX = "Reply:"
+
+PROMPT_FORMATS: tuple[str, ...] = ("auto", "plain", "chat")
+"""Values of ``model.prompt_format``."""
+CHAT_SYSTEM_INSTRUCTION = "You are a helpful assistant. Answer the user's query."
+"""System message of every chat prompt (alone for p_0)."""
+CHAT_SPONSOR_INSTRUCTION = "This reply is sponsored: where it fits the query, recommend"
+"""Start of the sponsor paragraph, completed by ``the sponsor below.`` or ``the sponsors below.``"""
 
 
 def build_prompt(query: str, contexts: Sequence[str] = ()) -> str:
@@ -41,3 +72,88 @@ def build_prompt(query: str, contexts: Sequence[str] = ()) -> str:
 def _one_line(text: str) -> str:
     """Collapse whitespace so that a context or query cannot break the prompt's line structure."""
     return " ".join(text.split())
+
+
+def chat_messages(query: str, contexts: Sequence[str] = ()) -> list[dict[str, str]]:
+    """The system and user messages of a chat prompt (see the module docstring).
+
+    Args:
+        query: The user's query.
+        contexts: Advertiser contexts (none: the user's distribution p_0).
+
+    Returns:
+        ``[{"role": "system", ...}, {"role": "user", "content": query}]``.
+    """
+    system = CHAT_SYSTEM_INSTRUCTION
+    if contexts:
+        noun = "sponsor" if len(contexts) == 1 else "sponsors"
+        sponsor_lines = "\n".join(f"{SPONSOR_PREFIX}{_one_line(c)}" for c in contexts)
+        system = f"{system}\n{CHAT_SPONSOR_INSTRUCTION} the {noun} below.\n{sponsor_lines}"
+    return [{"role": "system", "content": system}, {"role": "user", "content": _one_line(query)}]
+
+
+def has_chat_template(tokenizer: Any) -> bool:
+    """Whether a tokenizer carries a chat template."""
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def build_chat_prompt(tokenizer: Any, query: str, contexts: Sequence[str] = ()) -> str:
+    """Render :func:`chat_messages` with the tokenizer's chat template and generation prompt.
+
+    The text contains the template's special tokens (e.g. ``<|im_start|>``) as text; the
+    tokenizer maps them back to their ids when the prompt is encoded.
+
+    Raises:
+        ValueError: The tokenizer has no chat template.
+    """
+    if not has_chat_template(tokenizer):
+        raise ValueError("the tokenizer has no chat template; use prompt_format 'plain'")
+    return tokenizer.apply_chat_template(
+        chat_messages(query, contexts), tokenize=False, add_generation_prompt=True
+    )
+
+
+def resolve_prompt_format(requested: str, tokenizer: Any) -> str:
+    """``plain`` or ``chat`` for a requested ``model.prompt_format`` and a tokenizer.
+
+    Raises:
+        ValueError: An unknown format, or ``chat`` for a tokenizer without a chat template.
+    """
+    if requested not in PROMPT_FORMATS:
+        raise ValueError(f"prompt_format {requested!r} is not one of {', '.join(PROMPT_FORMATS)}")
+    if requested == "auto":
+        return "chat" if has_chat_template(tokenizer) else "plain"
+    if requested == "chat" and not has_chat_template(tokenizer):
+        raise ValueError("prompt_format 'chat': the model's tokenizer has no chat template")
+    return requested
+
+
+@dataclass(frozen=True)
+class PromptBuilder:
+    """The one prompt builder of a model: ``builder(query, contexts) -> prompt text``.
+
+    Attributes:
+        format: ``plain`` or ``chat`` (resolved, never ``auto``).
+        tokenizer: The model's tokenizer (used by the chat format only).
+    """
+
+    format: str
+    tokenizer: Any = None
+
+    def __call__(self, query: str, contexts: Sequence[str] = ()) -> str:
+        """The prompt of the distribution given ``contexts`` (none: the user's p_0)."""
+        if self.format == "chat":
+            return build_chat_prompt(self.tokenizer, query, contexts)
+        return build_prompt(query, contexts)
+
+
+def prompt_builder(requested: str, tokenizer: Any) -> PromptBuilder:
+    """The prompt builder for ``model.prompt_format`` on a model's tokenizer.
+
+    Platforms call it once per model, e.g. ``prompt_builder(scenario.model.prompt_format,
+    lm.tokenizer)``, and use the builder wherever they called :func:`build_prompt`.
+
+    Raises:
+        ValueError: See :func:`resolve_prompt_format`.
+    """
+    return PromptBuilder(resolve_prompt_format(requested, tokenizer), tokenizer)

@@ -29,6 +29,7 @@ from market_sim.eva.vocabulary import (
     EVOLVE_OPERATORS,
 )
 from market_sim.lm.bundled_models import BUNDLED_PREFIX, bundled_model_names
+from market_sim.prompting import PROMPT_FORMATS
 from market_sim.scenario.overrides import apply_overrides
 from market_sim.scenario.schema import (
     AGGREGATIONS,
@@ -121,6 +122,7 @@ MODEL_SPECS: dict[str, FieldSpec] = {
     "path": Text(non_empty=True, default="bundled:tiny-ads"),
     "device": Text(non_empty=True, default="auto"),
     "dtype": Choice(DTYPES, default="auto"),
+    "prompt_format": Choice(PROMPT_FORMATS, default="auto"),
 }
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda|cuda:\d+|mps")
 HUB_ID_PATTERN = re.compile(r"[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?")

@@ -141,11 +141,14 @@ class ModelConfig:
             (resolved at load time), or a hub id.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16``.
+        prompt_format: ``auto`` (chat when the tokenizer has a chat template), ``plain`` or
+            ``chat``; see :mod:`market_sim.prompting`.
     """
 
     path: str = "bundled:tiny-ads"
     device: str = "auto"
     dtype: str = "auto"
+    prompt_format: str = "auto"
 
 
 @dataclass(frozen=True)

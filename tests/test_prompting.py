@@ -1,0 +1,105 @@
+"""The prompt builder: plain prompts byte for byte as before, chat prompts through a template."""
+
+import pytest
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from market_sim.lm.bundled_models import BUNDLED_ROOT
+from market_sim.lm.cached_models import CachedModelMissingError, resolve_cached_model
+from market_sim.prompting import (
+    CHAT_SPONSOR_INSTRUCTION,
+    CHAT_SYSTEM_INSTRUCTION,
+    PromptBuilder,
+    build_prompt,
+    chat_messages,
+    prompt_builder,
+    resolve_prompt_format,
+)
+
+ALPHA = "Alpha Airlines: nonstop flights to Hawaii."
+BETA = "Beta Resort: beachfront rooms on Maui."
+# ChatML, the template family of SmolLM2 (without its default system message).
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
+    "message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def word_tokenizer(chat_template: str | None) -> PreTrainedTokenizerFast:
+    tokenizer = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]")
+    wrapped.chat_template = chat_template
+    return wrapped
+
+
+# The prompts of today's platforms, written out: any change to the plain format fails here.
+PLAIN_CASES = [
+    (("vacation in Hawaii", ()), "Query: vacation in Hawaii\nReply:"),
+    (("vacation in Hawaii", (ALPHA,)), f"Sponsor: {ALPHA}\nQuery: vacation in Hawaii\nReply:"),
+    (
+        ("family  trip\nto Maui ", (ALPHA, "Beta Resort:\tbeachfront rooms on Maui.")),
+        f"Sponsor: {ALPHA}\nSponsor: {BETA}\nQuery: family trip to Maui\nReply:",
+    ),
+    (("", ()), "Query: \nReply:"),
+]
+
+
+@pytest.mark.parametrize(("arguments", "expected"), PLAIN_CASES)
+def test_plain_prompts_byte_for_byte(arguments, expected):
+    query, contexts = arguments
+    assert build_prompt(query, contexts) == expected
+    assert PromptBuilder("plain")(query, contexts) == expected
+    chat_capable = prompt_builder("plain", word_tokenizer(CHATML))  # plain even with a template
+    assert chat_capable(query, contexts) == expected
+
+
+def test_bundled_model_stays_on_its_training_format():
+    tokenizer = AutoTokenizer.from_pretrained(BUNDLED_ROOT / "tiny-ads")
+    builder = prompt_builder("auto", tokenizer)  # no chat template: today's prompts unchanged
+    assert builder.format == "plain"
+    for (query, contexts), expected in PLAIN_CASES:
+        assert builder(query, contexts) == expected
+
+
+def test_chat_prompt_structure():
+    builder = prompt_builder("auto", word_tokenizer(CHATML))
+    assert builder.format == "chat"
+    user = "<|im_start|>user\nvacation in Hawaii<|im_end|>\n<|im_start|>assistant\n"
+    assert builder("vacation  in Hawaii") == (
+        f"<|im_start|>system\n{CHAT_SYSTEM_INSTRUCTION}<|im_end|>\n{user}"
+    )
+    assert builder("vacation in Hawaii", [ALPHA]) == (
+        f"<|im_start|>system\n{CHAT_SYSTEM_INSTRUCTION}\n{CHAT_SPONSOR_INSTRUCTION} the sponsor "
+        f"below.\nSponsor: {ALPHA}<|im_end|>\n{user}"
+    )
+    both = chat_messages("q", [ALPHA, BETA])[0]["content"]
+    assert both.endswith(f"the sponsors below.\nSponsor: {ALPHA}\nSponsor: {BETA}")
+
+
+def test_prompt_format_errors():
+    plain_only = word_tokenizer(None)
+    assert resolve_prompt_format("auto", plain_only) == "plain"
+    with pytest.raises(ValueError, match=r"^prompt_format 'chat': the model's tokenizer has no"):
+        prompt_builder("chat", plain_only)
+    with pytest.raises(ValueError, match=r"^prompt_format 'xml' is not one of auto, plain, chat$"):
+        prompt_builder("xml", plain_only)
+
+
+def test_smollm2_chat_prompt_when_cached():
+    try:
+        folder = resolve_cached_model("cache:smollm2-135m-instruct")
+    except CachedModelMissingError:
+        pytest.skip("SmolLM2 is not in the cache (market-sim lm get smollm2-135m-instruct)")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    builder = prompt_builder("auto", tokenizer)
+    prompt = builder("vacation in Hawaii", [ALPHA])
+    assert builder.format == "chat"
+    # Our system message replaces the template's default one (which names the model).
+    assert prompt.startswith(f"<|im_start|>system\n{CHAT_SYSTEM_INSTRUCTION}\n")
+    assert prompt.count("<|im_start|>system") == 1 and "SmolLM" not in prompt
+    assert prompt.endswith("<|im_start|>assistant\n")
+    ids = tokenizer.encode(prompt, add_special_tokens=False)
+    im_start = tokenizer.convert_tokens_to_ids("<|im_start|>")
+    assert ids[0] == im_start and ids.count(im_start) == 3  # special tokens, not their letters
