@@ -298,7 +298,7 @@ def test_set_override_then_validation_error(tmp_path: Path) -> None:
     path.write_text(BASE_TOML, encoding="utf-8")
     with pytest.raises(ScenarioError) as caught:
         load_scenario(path, overrides=["eva.beta=0"])
-    assert str(caught.value) == "eva.beta: must be > 0, got 0.0"
+    assert str(caught.value) == "eva.beta: must be between 0.001 and 1000, got 0.0"
 
 
 # ----------------------------------------------------------------------------- bad [queries]
@@ -378,21 +378,21 @@ def test_unknown_query_stream_lists_both() -> None:
             "entropy",
             "eva.informativeness: unknown value 'entropy'; allowed: gap, variance, max_mean",
         ),
-        ("sample_fraction", 0, "eva.sample_fraction: must be > 0, got 0.0"),
-        ("sample_fraction", 1.5, "eva.sample_fraction: must be <= 1, got 1.5"),
+        ("sample_fraction", 0, "eva.sample_fraction: must be > 0 and <= 1, got 0.0"),
+        ("sample_fraction", 1.5, "eva.sample_fraction: must be > 0 and <= 1, got 1.5"),
         ("variants", 0, "eva.variants: must be between 1 and 64, got 0"),
         ("rewriter", "human", "eva.rewriter: unknown value 'human'; allowed: auto, lm, grammar"),
         ("max_pool", 0, "eva.max_pool: must be between 1 and 100000, got 0"),
         ("max_constraints", 17, "eva.max_constraints: must be between 1 and 16, got 17"),
-        ("user_weight", -1, "eva.user_weight: must be >= 0, got -1.0"),
+        ("user_weight", -1, "eva.user_weight: must be between 0 and 1000000, got -1.0"),
         ("pairs", 0, "eva.pairs: must be between 1 and 100000, got 0"),
         ("original_share", 1.5, "eva.original_share: must be between 0 and 1, got 1.5"),
-        ("beta", 0, "eva.beta: must be > 0, got 0.0"),
+        ("beta", 0, "eva.beta: must be between 0.001 and 1000, got 0.0"),
         ("steps", -1, "eva.steps: must be between 0 and 100000, got -1"),
-        ("learning_rate", 0.0, "eva.learning_rate: must be > 0, got 0.0"),
+        ("learning_rate", 0.0, "eva.learning_rate: must be > 0 and <= 1, got 0.0"),
         ("batch_size", 0, "eva.batch_size: must be between 1 and 4096, got 0"),
         ("heldout_replies", 0, "eva.heldout_replies: must be between 1 and 4096, got 0"),
-        ("evolve_every", 0, "eva.evolve_every: must be >= 1, got 0"),
+        ("evolve_every", 0, "eva.evolve_every: must be between 1 and 10000000, got 0"),
         ("replies", "six", "eva.replies: expected an integer, got 'six'"),
     ],
 )

@@ -113,10 +113,12 @@ def test_decoding_after_dropping_groups_stays_exact(random_lm):
 
 def test_model_references(tmp_path, random_model_dir):
     assert resolve_model_reference(str(random_model_dir)) == str(random_model_dir.resolve())
-    assert resolve_model_reference("some-org/some-model") == "some-org/some-model"
-    with pytest.raises(ModelNotFoundError, match="no transformers model folder"):
+    assert resolve_model_reference("hub:some-org/some-model") == "some-org/some-model"
+    with pytest.raises(ModelNotFoundError, match="no local model folder"):
         resolve_model_reference(str(tmp_path / "missing"))
-    with pytest.raises(ModelNotFoundError, match="no bundled model 'nope'"):
+    with pytest.raises(ModelNotFoundError, match="no local model folder"):
+        resolve_model_reference("some-org/some-model")  # path-like: never tried on the hub
+    with pytest.raises(ModelNotFoundError, match="unknown bundled model 'nope'"):
         resolve_model_reference("bundled:nope")
     assert resolve_device("cpu").type == "cpu"
     if not torch.cuda.is_available():

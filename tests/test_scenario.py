@@ -1,4 +1,5 @@
 import copy
+import hashlib
 import pickle
 import tomllib
 from pathlib import Path
@@ -69,8 +70,10 @@ def sample_data() -> dict:
 
 
 def make_model_folder(path: Path) -> Path:
+    """A folder the validator accepts: a JSON-object config.json and a *.safetensors file."""
     path.mkdir(parents=True)
     (path / "config.json").write_text("{}", encoding="utf-8")
+    (path / "model.safetensors").write_bytes(b"")
     return path
 
 
@@ -199,8 +202,8 @@ def test_local_model_folder_resolved_relative_to_scenario(tmp_path: Path) -> Non
 
 def test_hub_id_kept_as_is(tmp_path: Path) -> None:
     data = sample_data()
-    data["model"]["path"] = "openai-community/gpt2"
-    assert scenario_from_dict(data, tmp_path).model.path == "openai-community/gpt2"
+    data["model"]["path"] = "hub:openai-community/gpt2"
+    assert scenario_from_dict(data, tmp_path).model.path == "hub:openai-community/gpt2"
 
 
 def test_query_file_appended_after_items(tmp_path: Path) -> None:
@@ -209,7 +212,8 @@ def test_query_file_appended_after_items(tmp_path: Path) -> None:
     data["queries"]["file"] = "queries.txt"
     queries = scenario_from_dict(data, tmp_path).queries
     assert queries.items == ("vacation in Hawaii", "family trip to Maui", "first", "second")
-    assert queries.file == str((tmp_path / "queries.txt").resolve())
+    assert queries.file == "queries.txt"
+    assert queries.file_sha256 == hashlib.sha256(b"first\n\n  second  \n").hexdigest()
 
 
 def test_query_file_alone_is_enough(tmp_path: Path) -> None:
@@ -310,7 +314,9 @@ def test_unknown_top_level_key() -> None:
 def test_unknown_nested_key() -> None:
     data = sample_data()
     data["model"]["colour"] = "red"
-    assert str(error_for(data)) == "model.colour: unknown key; allowed keys: device, dtype, path"
+    assert str(error_for(data)) == (
+        "model.colour: unknown key; allowed keys: device, dtype, path, prompt_format"
+    )
 
 
 def test_unknown_valuation_key_lists_keys_of_its_dist() -> None:
@@ -332,7 +338,9 @@ def test_truthful_strategy_takes_no_parameters() -> None:
 def test_negative_valuation() -> None:
     data = sample_data()
     data["advertisers"][1]["valuation"]["value"] = -1
-    assert str(error_for(data)) == "advertisers[1].valuation.value: must be >= 0, got -1.0"
+    assert str(error_for(data)) == (
+        "advertisers[1].valuation.value: must be between 0 and 1000000, got -1.0"
+    )
 
 
 def test_no_advertisers() -> None:
@@ -450,7 +458,7 @@ def test_learner_parameters_are_validated() -> None:
 def test_regret_table() -> None:
     data = sample_data()
     data["regret"] = {"every": 0}
-    assert str(error_for(data)) == "regret.every: must be >= 1, got 0"
+    assert str(error_for(data)) == "regret.every: must be between 1 and 10000000, got 0"
     data["regret"] = {"grid": 5}
     assert str(error_for(data)).startswith("regret.grid: unknown key; allowed keys: distortion")
 
@@ -467,8 +475,8 @@ def test_missing_model_folder(tmp_path: Path) -> None:
     data = sample_data()
     data["model"]["path"] = "/x/y"
     assert str(error_for(data, tmp_path)) == (
-        "model.path: no model folder at '/x/y' (expected a transformers model folder with "
-        "config.json, 'bundled:tiny-ads', or a hub id)"
+        "model.path: no local model folder at '/x/y' (expected a transformers folder with "
+        "config.json and *.safetensors, 'bundled:<name>' or 'hub:<id>')"
     )
 
 
@@ -478,7 +486,7 @@ def test_folder_without_config_json(tmp_path: Path) -> None:
     data["model"]["path"] = "./empty"
     error = error_for(data, tmp_path)
     assert error.key == "model.path"
-    assert "no model folder at" in error.message
+    assert error.message == f"'{(tmp_path / 'empty').resolve()}' has no config.json"
 
 
 def test_unknown_bundled_model() -> None:
@@ -492,7 +500,7 @@ def test_unknown_bundled_model() -> None:
 def test_negative_rounds() -> None:
     data = sample_data()
     data["rounds"] = -5
-    assert str(error_for(data)) == "rounds: must be >= 1, got -5"
+    assert str(error_for(data)) == "rounds: must be between 1 and 10000000, got -5"
 
 
 def test_rounds_as_string() -> None:
@@ -528,7 +536,7 @@ def test_int_range_with_both_bounds() -> None:
 def test_temperature_must_be_positive() -> None:
     data = sample_data()
     data["mechanism"]["temperature"] = 0
-    assert str(error_for(data)) == "mechanism.temperature: must be > 0, got 0.0"
+    assert str(error_for(data)) == "mechanism.temperature: must be between 0.001 and 1000, got 0.0"
 
 
 def test_uniform_high_below_low() -> None:
@@ -582,7 +590,9 @@ def test_unknown_strategy_kind_and_planned_one() -> None:
 def test_sharpen_must_be_positive() -> None:
     data = sample_data()
     data["advertisers"][1]["strategy"]["sharpen"] = 0.0
-    assert str(error_for(data)) == "advertisers[1].strategy.sharpen: must be > 0, got 0.0"
+    assert str(error_for(data)) == (
+        "advertisers[1].strategy.sharpen: must be > 0 and <= 100, got 0.0"
+    )
 
 
 def test_lambda_sweep_needs_two_advertisers() -> None:
@@ -721,7 +731,7 @@ def test_override_index_out_of_range() -> None:
     with pytest.raises(ScenarioError) as caught:
         apply_overrides(sample_data(), ["advertisers.5.name=X"])
     assert str(caught.value) == (
-        "advertisers.5.name: index 5 out of range for advertisers (allowed: 0..1)"
+        "advertisers[5].name: index 5 out of range for advertisers (allowed: 0..1)"
     )
 
 
@@ -742,7 +752,7 @@ def test_override_through_a_plain_value() -> None:
 def test_override_index_into_missing_list() -> None:
     with pytest.raises(ScenarioError) as caught:
         apply_overrides({}, ["advertisers.0.name=X"])
-    assert caught.value.key == "advertisers.0.name"
+    assert caught.value.key == "advertisers[0].name"
     assert "out of range" in caught.value.message
 
 

@@ -1,11 +1,8 @@
-"""Resolve a model reference and load a causal LM with its tokenizer (safetensors only).
+"""Resolve a model reference and device, and load a causal LM with its tokenizer (safetensors only).
 
-A model reference is one of:
-
-* ``"bundled:<name>"`` -- a checkpoint shipped inside this package (``bundled:tiny-ads``);
-* a local folder holding a transformers checkpoint (``config.json`` + ``*.safetensors``);
-* a hub id (``"openai-community/gpt2"``): downloaded by transformers, which needs network.
-  Nothing else in market-sim ever downloads.
+A model reference is ``bundled:<name>``, ``hub:<id>`` or a local folder; what each means and how
+it is checked (files only, before torch loads anything) is in :mod:`market_sim.lm.references`.
+Only a ``hub:`` reference ever reaches the network.
 """
 
 from __future__ import annotations
@@ -14,59 +11,78 @@ from pathlib import Path
 
 import torch
 
-from market_sim.lm.bundled_models import BUNDLED_PREFIX, BUNDLED_ROOT, bundled_model_names
+from market_sim.lm.references import ModelReference, ModelReferenceError, parse_model_reference
 
 
 class ModelNotFoundError(FileNotFoundError):
-    """Raised when a model reference names a local folder or bundled model that does not exist."""
+    """Raised when a model reference names nothing loadable (one-line message)."""
 
 
-def looks_like_local_path(reference: str) -> bool:
-    """Whether a reference is meant as a local folder rather than a hub id."""
-    return reference.startswith(("/", ".", "~")) or Path(reference).expanduser().exists()
-
-
-def resolve_model_reference(reference: str) -> str:
+def resolve_model_reference(reference: str, base_dir: str | Path | None = None) -> str:
     """Turn a model reference into what ``from_pretrained`` takes.
 
     Args:
-        reference: ``bundled:<name>``, a local folder, or a hub id.
+        reference: ``bundled:<name>``, ``hub:<id>`` or a local folder.
+        base_dir: Folder a relative local path is resolved against (default: the current one).
 
     Returns:
-        An absolute folder path for bundled and local models, the hub id unchanged otherwise.
+        An absolute folder path for bundled and local models, the bare hub id for ``hub:<id>``.
 
     Raises:
-        ModelNotFoundError: A bundled name or local folder that does not exist.
+        ModelNotFoundError: A bundled name or local folder that does not exist or lacks
+            ``config.json`` / ``*.safetensors``, or a hub id that is not cached while offline.
     """
-    if reference.startswith(BUNDLED_PREFIX):
-        name = reference[len(BUNDLED_PREFIX) :]
-        folder = BUNDLED_ROOT / name
-        if not (folder / "config.json").is_file():
-            available = ", ".join(bundled_model_names()) or "none"
-            raise ModelNotFoundError(f"no bundled model {name!r}; available: {available}")
-        return str(folder)
-    if looks_like_local_path(reference):
-        folder = Path(reference).expanduser().resolve()
-        if not (folder / "config.json").is_file():
-            raise ModelNotFoundError(f"no transformers model folder (with config.json) at {folder}")
-        return str(folder)
-    return reference
+    return checked_reference(reference, base_dir).source
+
+
+def checked_reference(reference: str, base_dir: str | Path | None = None) -> ModelReference:
+    """:func:`~market_sim.lm.references.parse_model_reference`, raising ModelNotFoundError."""
+    try:
+        return parse_model_reference(reference, base_dir)
+    except ModelReferenceError as error:
+        raise ModelNotFoundError(str(error)) from None
 
 
 def resolve_device(device: str = "auto") -> torch.device:
     """Pick the torch device: ``auto`` means CUDA when available, else CPU.
 
     Raises:
-        ValueError: ``cuda`` was asked for on a machine without it.
+        ValueError: ``cuda``, ``cuda:N`` or ``mps`` was asked for on a machine without it (or
+            without device N).
     """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"device {device!r} is not a torch device ({error})") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {device!r} requested but CUDA is not available; use 'cpu' or 'auto'"
+            )
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(
+                f"device {device!r}: no such CUDA device; this machine has cuda:0..cuda:{count - 1}"
+            )
+    elif resolved.type == "mps":
+        if not mps_available():
+            raise ValueError(
+                f"device {device!r} requested but MPS (Apple GPUs) is not available here; "
+                "use 'cpu' or 'auto'"
+            )
+    elif resolved.type != "cpu":
         raise ValueError(
-            f"device {device!r} requested but CUDA is not available; use 'cpu' or 'auto'"
+            f"device {device!r} is not supported; allowed: auto, cpu, cuda, cuda:N, mps"
         )
     return resolved
+
+
+def mps_available() -> bool:
+    """Whether Apple's MPS backend can run here (never on Linux)."""
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:

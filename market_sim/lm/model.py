@@ -17,7 +17,13 @@ from dataclasses import dataclass
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from market_sim.lm.loading import resolve_device, resolve_dtype, resolve_model_reference
+from market_sim.lm.loading import (
+    ModelNotFoundError,
+    checked_reference,
+    resolve_device,
+    resolve_dtype,
+)
+from market_sim.lm.references import hub_offline
 
 Prompt = str | Sequence[int]
 
@@ -87,15 +93,48 @@ class LanguageModel:
     def load(cls, reference: str = "bundled:tiny-ads", device: str = "auto", dtype: str = "auto"):
         """Load a model reference (see :mod:`market_sim.lm.loading`) onto a device.
 
-        Weights are read with safetensors only; remote code is never trusted.
+        Weights are read with safetensors only; remote code is never trusted (transformers
+        refuses a model that needs it instead of asking on the terminal); a hub model is read
+        from the local cache only while the hub is offline.
+
+        Raises:
+            ModelNotFoundError: The reference names nothing loadable, or transformers cannot
+                load it (unknown architecture, missing tokenizer, no network); one line.
+            ValueError: The device is not available.
         """
-        source = resolve_model_reference(reference)
+        resolved = checked_reference(reference)
         torch_device = resolve_device(device)
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=resolve_dtype(dtype, torch_device), use_safetensors=True
-        )
+        options = {
+            "trust_remote_code": False,
+            "local_files_only": resolved.kind != "hub" or hub_offline(),
+        }
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(resolved.source, **options)
+            model = AutoModelForCausalLM.from_pretrained(
+                resolved.source,
+                dtype=resolve_dtype(dtype, torch_device),
+                use_safetensors=True,
+                **options,
+            )
+        except (OSError, ValueError, KeyError) as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise ModelNotFoundError(
+                f"transformers cannot load {resolved.text!r}: {type(error).__name__}: {first_line}"
+            ) from None
         return cls(model.to(torch_device), tokenizer, name=reference)
+
+    @property
+    def max_positions(self) -> int | None:
+        """Longest token sequence the model can attend over (prompt + reply), if it has a limit.
+
+        Read from the config's ``max_position_embeddings`` (``n_positions`` in GPT-2 configs);
+        ``None`` when the config names none.
+        """
+        for name in ("max_position_embeddings", "n_positions", "n_ctx"):
+            value = getattr(self.model.config, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
 
     @property
     def vocab_size(self) -> int:

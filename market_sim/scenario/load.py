@@ -12,6 +12,7 @@ Checks run in a fixed order and stop at the first error: unknown keys of a table
 
 from __future__ import annotations
 
+import hashlib
 import re
 import tomllib
 from collections.abc import Collection, Mapping, Sequence
@@ -28,8 +29,21 @@ from market_sim.eva.vocabulary import (
     DEFAULT_PERSONAS,
     EVOLVE_OPERATORS,
 )
-from market_sim.lm.bundled_models import BUNDLED_PREFIX, bundled_model_names
+from market_sim.lm.references import ModelReferenceError, parse_model_reference
 from market_sim.prompting import PROMPT_FORMATS
+from market_sim.scenario.bounds import (
+    MAX_LEARNING_RATE,
+    MAX_LOG_SIGMA,
+    MAX_LOG_VALUATION,
+    MAX_MULTIPLIER,
+    MAX_ROUNDS,
+    MAX_SAMPLES,
+    MAX_TEMPERATURE,
+    MAX_VALUATION,
+    MIN_LOG_VALUATION,
+    MIN_TEMPERATURE,
+    SEED_MAX,
+)
 from market_sim.scenario.overrides import apply_overrides
 from market_sim.scenario.schema import (
     AGGREGATIONS,
@@ -75,6 +89,7 @@ from market_sim.scenario.schema import (
     ValuationConfig,
 )
 from market_sim.scenario.validate import (
+    REQUIRED,
     Choice,
     ChoiceList,
     FieldSpec,
@@ -84,6 +99,7 @@ from market_sim.scenario.validate import (
     IntList,
     IntRange,
     ScenarioError,
+    Slug,
     Text,
     TextList,
     check_known_keys,
@@ -101,10 +117,10 @@ from market_sim.scenario.validate import (
 # --------------------------------------------------------------------------- field specs
 
 SCENARIO_SPECS: dict[str, FieldSpec] = {
-    "name": Text(non_empty=True, default="scenario"),
+    "name": Slug(default="scenario"),
     "description": Text(default=""),
-    "seed": IntRange(min=0, default=0),
-    "rounds": IntRange(min=1, default=100),
+    "seed": IntRange(min=0, max=SEED_MAX, default=0),
+    "rounds": IntRange(min=1, max=MAX_ROUNDS, default=100),
 }
 SCENARIO_TABLES: tuple[str, ...] = (
     "model",
@@ -125,7 +141,22 @@ MODEL_SPECS: dict[str, FieldSpec] = {
     "prompt_format": Choice(PROMPT_FORMATS, default="auto"),
 }
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda|cuda:\d+|mps")
-HUB_ID_PATTERN = re.compile(r"[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?")
+
+
+def temperature(default: float) -> FloatRange:
+    """A temperature-like divisor in ``[MIN_TEMPERATURE, MAX_TEMPERATURE]`` (see bounds)."""
+    return FloatRange(min=MIN_TEMPERATURE, max=MAX_TEMPERATURE, default=default)
+
+
+def amount(default: float | None, exclusive_min: bool = False) -> FloatRange:
+    """A value-like amount in ``[0, MAX_VALUATION]`` (``> 0`` with ``exclusive_min``)."""
+    return FloatRange(min=0.0, max=MAX_VALUATION, exclusive_min=exclusive_min, default=default)
+
+
+def learning_rate(default: float) -> FloatRange:
+    """An optimizer learning rate in ``(0, MAX_LEARNING_RATE]``."""
+    return FloatRange(min=0.0, max=MAX_LEARNING_RATE, exclusive_min=True, default=default)
+
 
 MECHANISM_KIND_SPEC = Choice(
     MECHANISM_KINDS, default="token_auction", planned=PLANNED_MECHANISM_KINDS
@@ -136,33 +167,33 @@ MECHANISM_SPECS: dict[str, FieldSpec] = {
     "payment": Text(non_empty=True, default="second_price"),  # per kind: check_payment
     "settlement": Choice(SETTLEMENTS, default="expected"),
     "max_new_tokens": IntRange(min=1, max=512, default=24),
-    "platform_weight": FloatRange(min=0.0, default=0.0),
-    "temperature": FloatRange(min=0.0, exclusive_min=True, default=1.0),
+    "platform_weight": amount(default=0.0),
+    "temperature": temperature(default=1.0),
     "integration_nodes": IntRange(min=8, max=4096, default=64),
     "click_through_rates": FloatList(FloatRange(min=0.0, max=1.0), min_items=1, default=(1.0,)),
     "reply": Choice(REPLY_MODES, default="sampled"),
-    "slot_value": FloatRange(min=0.0, exclusive_min=True, default=1.0),
+    "slot_value": amount(default=1.0, exclusive_min=True),
     "candidates": IntRange(min=1, max=65_536, default=16),
-    "tau": FloatRange(min=0.0, exclusive_min=True, default=1.0),
+    "tau": temperature(default=1.0),
     "proposal": Choice(MOSAIC_PROPOSALS, default="reference"),
-    "relevance_temperature": FloatRange(min=0.0, exclusive_min=True, default=1.0),
+    "relevance_temperature": temperature(default=1.0),
     "divergence": Choice(DIVERGENCES, default="kl"),
-    "regularization": FloatRange(min=0.0, exclusive_min=True, default=1.0),
+    "regularization": temperature(default=1.0),
     "policy_space": Choice(POLICY_SPACES, default="candidates"),
     "group_distortion": Choice(GROUP_DISTORTIONS, default="reward_scale"),
     "normalization": Choice(REWARD_NORMALIZATIONS, default="max"),
     "fine_tune_samples": IntRange(min=1, max=4096, default=16),
     "fine_tune_steps": IntRange(min=0, max=100_000, default=30),
-    "fine_tune_beta": FloatRange(min=0.0, exclusive_min=True, default=0.1),
-    "fine_tune_learning_rate": FloatRange(min=0.0, exclusive_min=True, default=1e-3),
+    "fine_tune_beta": temperature(default=0.1),
+    "fine_tune_learning_rate": learning_rate(default=1e-3),
     "grid_resolution": IntRange(min=1, max=20, default=2),
     "grid_samples": IntRange(min=1, max=4096, default=32),
 }
 
 REGRET_SPECS: dict[str, FieldSpec] = {
     "enabled": Flag(default=True),
-    "every": IntRange(min=1, default=1),
-    "multiplier_max": FloatRange(min=0.0, exclusive_min=True, default=2.0),
+    "every": IntRange(min=1, max=MAX_ROUNDS, default=1),
+    "multiplier_max": FloatRange(min=0.0, max=MAX_MULTIPLIER, exclusive_min=True, default=2.0),
     "multiplier_points": IntRange(min=2, max=10_000, default=11),
     "distortion_points": IntRange(min=1, max=1_000, default=5),
     "refinements": IntRange(min=0, max=50, default=3),
@@ -174,6 +205,7 @@ STATIC_QUERY_SPECS: dict[str, FieldSpec] = {
     "stream": QUERY_STREAM_SPEC,
     "items": TextList(default=()),
     "file": Text(non_empty=True, default=None),
+    "file_sha256": Text(non_empty=True, default=None),
     "order": Choice(QUERY_ORDERS, default="cycle"),
     "file_merged": Flag(default=False),
     "heldout": TextList(default=()),
@@ -191,24 +223,24 @@ ADVERTISER_TABLES: tuple[str, ...] = ("valuation", "strategy")
 VALUATION_DIST_SPEC = Choice(VALUATION_DISTS)
 REDRAW_SPEC = Choice(VALUATION_REDRAWS, default="round")
 VALUATION_SPECS: dict[str, dict[str, FieldSpec]] = {
-    "fixed": {"dist": VALUATION_DIST_SPEC, "value": FloatRange(min=0.0)},
+    "fixed": {"dist": VALUATION_DIST_SPEC, "value": amount(default=REQUIRED)},
     "uniform": {
         "dist": VALUATION_DIST_SPEC,
-        "low": FloatRange(min=0.0),
-        "high": FloatRange(min=0.0),
+        "low": amount(default=REQUIRED),
+        "high": amount(default=REQUIRED),
         "redraw": REDRAW_SPEC,
     },
     "lognormal": {
         "dist": VALUATION_DIST_SPEC,
-        "mean": FloatRange(),
-        "sigma": FloatRange(min=0.0),
+        "mean": FloatRange(min=MIN_LOG_VALUATION, max=MAX_LOG_VALUATION),
+        "sigma": FloatRange(min=0.0, max=MAX_LOG_SIGMA),
         "redraw": REDRAW_SPEC,
     },
 }
 
 LAMBDA_SWEEP_SPECS: dict[str, FieldSpec] = {
     "lambdas": FloatList(FloatRange(min=0.0, max=1.0), min_items=1, default=DEFAULT_SWEEP_LAMBDAS),
-    "samples": IntRange(min=1, default=32),
+    "samples": IntRange(min=1, max=MAX_SAMPLES, default=32),
     "aggregations": ChoiceList(AGGREGATIONS, min_items=1, default=AGGREGATIONS),
 }
 LAMBDA_SWEEP_ADVERTISERS = 2
@@ -255,15 +287,15 @@ EVA_SPECS: dict[str, FieldSpec] = {
     "rewriter": Choice(REWRITERS, default="auto"),
     "max_pool": IntRange(min=1, max=100_000, default=256),
     "max_constraints": IntRange(min=1, max=16, default=3),
-    "user_weight": FloatRange(min=0.0, default=1.0),
+    "user_weight": amount(default=1.0),
     "pairs": IntRange(min=1, max=100_000, default=32),
     "original_share": FloatRange(min=0.0, max=1.0, default=0.2),
-    "beta": FloatRange(min=0.0, exclusive_min=True, default=0.1),
+    "beta": temperature(default=0.1),
     "steps": IntRange(min=0, max=100_000, default=16),
-    "learning_rate": FloatRange(min=0.0, exclusive_min=True, default=5e-5),
+    "learning_rate": learning_rate(default=5e-5),
     "batch_size": IntRange(min=1, max=4096, default=8),
     "heldout_replies": IntRange(min=1, max=4096, default=8),
-    "evolve_every": IntRange(min=1, default=50),
+    "evolve_every": IntRange(min=1, max=MAX_ROUNDS, default=50),
 }
 EVA_TABLES: tuple[str, ...] = ("grammar",)
 
@@ -315,11 +347,19 @@ def load_scenario(
     )
 
 
+UTF8_BOM = "\ufeff"
+
+
 def read_toml(path: Path) -> dict[str, Any]:
-    """Parse a UTF-8 TOML file; every failure becomes a ScenarioError keyed by the file path."""
+    """Parse a UTF-8 TOML file; every failure becomes a ScenarioError keyed by the file path.
+
+    A UTF-8 byte-order mark at the start (written by some Windows editors) is skipped.
+    """
     key = str(path)
+    if path.is_dir():
+        raise ScenarioError(key, "is a folder; expected a scenario TOML file")
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = path.read_bytes().decode("utf-8").removeprefix(UTF8_BOM)
     except FileNotFoundError as error:
         raise ScenarioError(key, "no such scenario file") from error
     except UnicodeDecodeError as error:
@@ -330,6 +370,8 @@ def read_toml(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
+        raise ScenarioError(key, f"invalid TOML: {error}") from error
+    except ValueError as error:  # e.g. an integer with more digits than Python converts
         raise ScenarioError(key, f"invalid TOML: {error}") from error
 
 
@@ -412,33 +454,18 @@ def parse_model(
 
 
 def resolve_model_path(path: str, base_dir: Path, bundled_models: Collection[str] | None) -> str:
-    """Check ``model.path``: a bundled name, an existing local model folder, or a hub id.
+    """Check ``model.path`` (reading files only): ``bundled:<name>``, ``hub:<id>`` or a folder.
+
+    What each form means is in :mod:`market_sim.lm.references`; anything that is not
+    ``bundled:`` or ``hub:`` is a local folder, resolved against ``base_dir``.
 
     Returns:
         ``path`` unchanged for bundled models and hub ids; the absolute folder path otherwise.
     """
-    key = "model.path"
-    if bundled_models is None:
-        bundled_models = bundled_model_names()
-    bundled_choices = ", ".join(f"'{BUNDLED_PREFIX}{name}'" for name in sorted(bundled_models))
-    if path.startswith(BUNDLED_PREFIX):
-        name = path.removeprefix(BUNDLED_PREFIX)
-        if name not in bundled_models:
-            raise ScenarioError(
-                key, f"unknown bundled model {show(name)}; allowed: {bundled_choices}"
-            )
-        return path
-    folder = base_dir / Path(path).expanduser()
-    looks_local = path.startswith(("/", ".", "~")) or Path(path).is_absolute() or folder.exists()
-    if not looks_local and HUB_ID_PATTERN.fullmatch(path):
-        return path
-    if not (folder / "config.json").is_file():
-        raise ScenarioError(
-            key,
-            f"no model folder at '{folder.resolve()}' (expected a transformers model folder with "
-            f"config.json, {bundled_choices}, or a hub id)",
-        )
-    return str(folder.resolve())
+    try:
+        return parse_model_reference(path, base_dir, bundled_models).text
+    except ModelReferenceError as error:
+        raise ScenarioError("model.path", str(error)) from None
 
 
 def parse_mechanism(table: Mapping[str, Any], key: str = "mechanism") -> MechanismConfig:
@@ -495,14 +522,30 @@ def check_settlement(values: Mapping[str, Any], key: str = "mechanism") -> None:
 
 
 def parse_queries(table: Mapping[str, Any], base_dir: Path) -> QueryConfig:
-    """Validate ``[queries]`` and merge the queries of ``file`` after ``items``."""
+    """Validate ``[queries]`` and merge the queries of ``file`` after ``items``.
+
+    ``file`` is resolved against ``base_dir`` (the scenario file's folder) and kept as written;
+    its SHA-256 is recorded beside it, so the resolved scenario (and the run id hashed from it)
+    depends on the file's contents, not on where the scenario lies. A resolved dump says
+    ``file_merged = true``: its ``items`` are final and the file is not read again.
+    """
     parse_field(table, "stream", QUERY_STREAM_SPEC, "queries")
     values = validate_fields(table, STATIC_QUERY_SPECS, "queries")
     items: tuple[str, ...] = values["items"]
     file_name: str | None = values["file"]
-    file_path = None if file_name is None else (base_dir / Path(file_name).expanduser()).resolve()
-    if file_path is not None and not values["file_merged"]:
-        items = items + read_query_file(file_path)
+    digest: str | None = values["file_sha256"]
+    if digest is not None and not SHA256_PATTERN.fullmatch(digest):
+        raise ScenarioError(
+            "queries.file_sha256", f"expected 64 lowercase hex digits, got {show(digest)}"
+        )
+    if file_name is not None and not values["file_merged"]:
+        file_items, file_digest = read_query_file(base_dir / Path(file_name).expanduser())
+        if digest is not None and digest != file_digest:
+            raise ScenarioError(
+                "queries.file_sha256",
+                f"the file's SHA-256 is {file_digest}, not {digest}: the query file changed",
+            )
+        items, digest = items + file_items, file_digest
     if not items:
         raise ScenarioError(
             "queries.items",
@@ -512,7 +555,8 @@ def parse_queries(table: Mapping[str, Any], base_dir: Path) -> QueryConfig:
     return QueryConfig(
         stream=values["stream"],
         items=items,
-        file=None if file_path is None else str(file_path),
+        file=file_name,
+        file_sha256=digest if file_name is not None else None,
         order=values["order"],
         heldout=values["heldout"],
         heldout_fraction=values["heldout_fraction"],
@@ -550,18 +594,29 @@ def check_heldout(values: Mapping[str, Any], items: Sequence[str]) -> None:
         )
 
 
-def read_query_file(path: Path) -> tuple[str, ...]:
-    """Return the non-empty, stripped lines of a UTF-8 query file."""
+SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
+
+
+def read_query_file(path: Path) -> tuple[tuple[str, ...], str]:
+    """The non-empty, stripped lines of a UTF-8 query file, and the SHA-256 of its bytes.
+
+    A UTF-8 byte-order mark at the start is skipped.
+    """
     key = "queries.file"
+    path = path.resolve()
     try:
-        text = path.read_bytes().decode("utf-8")
+        data = path.read_bytes()
+        text = data.decode("utf-8").removeprefix(UTF8_BOM)
     except FileNotFoundError as error:
         raise ScenarioError(key, f"no query file at '{path}'") from error
+    except IsADirectoryError as error:
+        raise ScenarioError(key, f"'{path}' is a folder; expected a text file") from error
     except UnicodeDecodeError as error:
         raise ScenarioError(key, f"'{path}' is not valid UTF-8 ({error.reason})") from error
     except OSError as error:
         raise ScenarioError(key, f"cannot read '{path}': {error.strerror or error}") from error
-    return tuple(line.strip() for line in text.splitlines() if line.strip())
+    lines = tuple(line.strip() for line in text.splitlines() if line.strip())
+    return lines, hashlib.sha256(data).hexdigest()
 
 
 def parse_advertisers(value: object) -> tuple[AdvertiserConfig, ...]:
@@ -581,13 +636,17 @@ def parse_advertisers(value: object) -> tuple[AdvertiserConfig, ...]:
 
 
 def check_unique_name(name: str, earlier: Sequence[AdvertiserConfig], key: str) -> None:
-    """Raise if an earlier advertiser already uses ``name``."""
+    """Raise if an earlier advertiser already uses ``name``, ignoring case.
+
+    Brand mentions are matched case-insensitively, so ``Alpha Airlines`` and ``alpha airlines``
+    would both be credited with the same mention.
+    """
     for index, other in enumerate(earlier):
-        if other.name == name:
+        if other.name.lower() == name.lower():
             raise ScenarioError(
                 child_key(key, "name"),
-                f"duplicate advertiser name {show(name)} (also advertisers[{index}].name); "
-                "names must be unique",
+                f"duplicate advertiser name {show(name)} (also advertisers[{index}].name "
+                f"{show(other.name)}); names must be unique ignoring case",
             )
 
 

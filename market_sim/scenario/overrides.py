@@ -2,13 +2,15 @@
 
 The value is parsed as a TOML value (``50`` -> int, ``["a", "b"]`` -> list, ``"x"`` -> str) and
 falls back to the raw string when it is not valid TOML, so ``mechanism.payment=first_price`` works
-unquoted. Path segments that are integers index into lists (``advertisers.0.strategy.kind``).
+unquoted. Path segments that are integers index into lists, in either spelling:
+``advertisers.0.strategy.kind`` or ``advertisers[0].strategy.kind`` (the one error messages print).
 Missing tables are created; the result is validated afterwards like any scenario.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 import tomllib
 from collections.abc import Sequence
 from typing import Any
@@ -16,7 +18,9 @@ from typing import Any
 from market_sim.scenario.validate import ScenarioError, show
 
 OVERRIDE_KEY = "--set"
-OVERRIDE_FORMAT = "expected dotted.key=value, e.g. rounds=50 or advertisers.0.strategy.kind=fixed"
+OVERRIDE_FORMAT = "expected dotted.key=value, e.g. rounds=50 or advertisers[0].strategy.kind=fixed"
+INDEX_SPELLING = re.compile(r"\[\s*(\d+)\s*\]")
+"""``[i]`` after a key: the bracket spelling of the list index segment ``.i``."""
 
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -45,17 +49,33 @@ def parse_override(override: str) -> tuple[list[str], Any]:
     if not isinstance(override, str) or "=" not in override:
         raise ScenarioError(OVERRIDE_KEY, f"{OVERRIDE_FORMAT}; got {show(override)}")
     dotted, raw_value = override.split("=", 1)
-    segments = [segment.strip() for segment in dotted.strip().split(".")]
+    segments = split_key(dotted)
     if not all(segments):
         raise ScenarioError(OVERRIDE_KEY, f"{OVERRIDE_FORMAT}; got {show(override)}")
     return segments, parse_value(raw_value.strip())
+
+
+def split_key(dotted: str) -> list[str]:
+    """Path segments of a dotted key; ``a[0].b`` and ``a.0.b`` both give ``["a", "0", "b"]``."""
+    return [segment.strip() for segment in INDEX_SPELLING.sub(r".\1", dotted.strip()).split(".")]
+
+
+def display_key(segments: Sequence[str]) -> str:
+    """The key as error messages print it: index segments in brackets (``advertisers[0].name``)."""
+    text = ""
+    for segment in segments:
+        if segment.isdigit() and text:
+            text += f"[{segment}]"
+        else:
+            text += f".{segment}" if text else segment
+    return text
 
 
 def parse_value(raw_value: str) -> Any:
     """Parse ``raw_value`` as a TOML value, or return it unchanged if it is not one."""
     try:
         parsed = tomllib.loads("v = " + raw_value)
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, ValueError):  # ValueError: an integer too long to convert
         return raw_value
     if set(parsed) != {"v"}:
         return raw_value
@@ -81,7 +101,7 @@ def step_into(container: Any, segments: list[str], depth: int) -> Any:
     if segment not in container:
         if segments[depth + 1].isdigit():
             raise ScenarioError(
-                ".".join(segments),
+                display_key(segments),
                 f"index {segments[depth + 1]} out of range: {dotted(segments, depth)} is missing",
             )
         container[segment] = {}
@@ -105,7 +125,7 @@ def assign(container: Any, segments: list[str], value: Any) -> None:
 def list_index(items: list[Any], segments: list[str], depth: int) -> int:
     """Interpret ``segments[depth]`` as an index into ``items``; raise if it is not valid."""
     segment = segments[depth]
-    full_key = ".".join(segments)
+    full_key = display_key(segments)
     parent = dotted(segments, depth - 1)
     if not segment.isdigit():
         raise ScenarioError(full_key, f"{parent} is a list; expected an index, got {show(segment)}")
@@ -121,11 +141,11 @@ def list_index(items: list[Any], segments: list[str], depth: int) -> int:
 def not_a_table(segments: list[str], depth: int) -> ScenarioError:
     """Error for a path that runs through a plain value at ``segments[depth - 1]``."""
     return ScenarioError(
-        ".".join(segments),
+        display_key(segments),
         f"cannot set a key inside {dotted(segments, depth - 1)}: it is not a table or list",
     )
 
 
 def dotted(segments: list[str], depth: int) -> str:
-    """The dotted path of ``segments[: depth + 1]``."""
-    return ".".join(segments[: depth + 1])
+    """The key of ``segments[: depth + 1]``, as error messages print it."""
+    return display_key(segments[: depth + 1])

@@ -20,6 +20,7 @@ from market_sim.eva.vocabulary import (
     DEFAULT_PERSONAS,
     EVOLVE_OPERATORS,
 )
+from market_sim.scenario.bounds import MAX_MULTIPLIER, MAX_RATE
 from market_sim.scenario.validate import Flag, FloatRange, FrozenParams, IntRange, ParamValue
 
 # --------------------------------------------------------------------------- registries
@@ -83,11 +84,11 @@ VALUATION_REDRAWS: tuple[str, ...] = ("once", "round")
 StrategyParamSpec = FloatRange | IntRange | Flag
 
 LEARNER_SPACE_PARAMS: dict[str, StrategyParamSpec] = {
-    "multiplier_min": FloatRange(min=0.0, default=0.0),
-    "multiplier_max": FloatRange(min=0.0, exclusive_min=True, default=2.0),
+    "multiplier_min": FloatRange(min=0.0, max=MAX_MULTIPLIER, default=0.0),
+    "multiplier_max": FloatRange(min=0.0, max=MAX_MULTIPLIER, exclusive_min=True, default=2.0),
     "multiplier_count": IntRange(min=1, max=10_000, default=21),
-    "distortion_min": FloatRange(min=0.0, exclusive_min=True, default=0.25),
-    "distortion_max": FloatRange(min=0.0, exclusive_min=True, default=4.0),
+    "distortion_min": FloatRange(min=0.0, max=MAX_MULTIPLIER, exclusive_min=True, default=0.25),
+    "distortion_max": FloatRange(min=0.0, max=MAX_MULTIPLIER, exclusive_min=True, default=4.0),
     "distortion_count": IntRange(min=1, max=1_000, default=1),
     "contextual": Flag(default=False),
 }
@@ -95,14 +96,14 @@ LEARNER_SPACE_PARAMS: dict[str, StrategyParamSpec] = {
 with ``multiplier_min = multiplier_max`` fixes the bid) x report distortions (geometric grid;
 ``distortion_count = 1`` keeps the report truthful), optionally per query."""
 
-RATE_FROM_BOUND = FloatRange(min=0.0, default=0.0)
+RATE_FROM_BOUND = FloatRange(min=0.0, max=MAX_RATE, default=0.0)
 """A learning or exploration rate; 0 (the default) means "from the regret bound for T"."""
 
 STRATEGY_PARAMS: dict[str, dict[str, StrategyParamSpec]] = {
     "truthful": {},
     "fixed": {
-        "bid_multiplier": FloatRange(min=0.0, default=1.0),
-        "sharpen": FloatRange(min=0.0, exclusive_min=True, default=1.0),
+        "bid_multiplier": FloatRange(min=0.0, max=MAX_MULTIPLIER, default=1.0),
+        "sharpen": FloatRange(min=0.0, max=MAX_MULTIPLIER, exclusive_min=True, default=1.0),
     },
     "hedge": {**LEARNER_SPACE_PARAMS, "learning_rate": RATE_FROM_BOUND},
     "exp3": {**LEARNER_SPACE_PARAMS, "exploration": FloatRange(min=0.0, max=1.0, default=0.0)},
@@ -114,8 +115,10 @@ STRATEGY_PARAMS: dict[str, dict[str, StrategyParamSpec]] = {
     "policy_gradient": {
         **LEARNER_SPACE_PARAMS,
         "learning_rate": RATE_FROM_BOUND,
-        "initial_multiplier": FloatRange(min=0.0, exclusive_min=True, default=1.0),
-        "initial_std": FloatRange(min=0.0, exclusive_min=True, default=0.3),
+        "initial_multiplier": FloatRange(
+            min=0.0, max=MAX_MULTIPLIER, exclusive_min=True, default=1.0
+        ),
+        "initial_std": FloatRange(min=0.0, max=MAX_MULTIPLIER, exclusive_min=True, default=0.3),
     },
 }
 """Strategy kind -> its parameters (name -> range and default). Register new kinds here."""
@@ -280,9 +283,12 @@ class QueryConfig:
             :class:`EvaConfig`).
         items: The final query pool: the inline items followed by the file's queries. For the
             ``eva`` stream, the training pool the creator starts from.
-        file: Absolute path of the query file the pool was (partly) read from, if any. The
-            resolved dump writes ``file_merged = true`` next to it, so that loading the dump
-            takes ``items`` as final and does not read the file again.
+        file: The query file the pool was (partly) read from, if any, as the scenario names
+            it (relative paths are relative to the scenario file's folder). The resolved dump
+            writes ``file_merged = true`` next to it, so that loading the dump takes ``items``
+            as final and does not read the file again.
+        file_sha256: SHA-256 of the query file's bytes (``None`` without a file): the run id
+            depends on the file's contents, not on where it lies.
         order: ``cycle`` through the pool in order, or ``sample`` uniformly each round.
         heldout: Read only by the ``eva`` stream: explicit held-out queries (never in
             ``items``) on which the creator's progress is measured.
@@ -294,6 +300,7 @@ class QueryConfig:
     stream: str = "static"
     items: tuple[str, ...] = ()
     file: str | None = None
+    file_sha256: str | None = None
     order: str = "cycle"
     heldout: tuple[str, ...] = ()
     heldout_fraction: float = QUERY_HELDOUT_FRACTION

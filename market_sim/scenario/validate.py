@@ -11,6 +11,7 @@ to a TOML table, after rejecting unknown keys.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -100,7 +101,10 @@ def require_float(value: object, key: str) -> float:
     """Return ``value`` as a finite float if it is a TOML integer or float, else raise."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ScenarioError(key, f"expected a number, got {show(value)}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf if value > 0 else -math.inf
     if not math.isfinite(number):
         raise ScenarioError(key, f"must be a finite number, got {show(number)}")
     return number
@@ -126,14 +130,29 @@ def check_known_keys(table: Mapping[str, Any], allowed: Sequence[str], key: str)
     if unknown:
         allowed_text = ", ".join(sorted(allowed)) or "(none)"
         raise ScenarioError(
-            child_key(key, unknown[0]), f"unknown key; allowed keys: {allowed_text}"
+            child_key(key, unknown[0]),
+            f"unknown key{did_you_mean(unknown[0], allowed)}; allowed keys: {allowed_text}",
         )
+
+
+def did_you_mean(name: str, allowed: Sequence[str]) -> str:
+    """``" (did you mean `payment`?)"`` for the closest allowed name, or ``""`` if none is close.
+
+    Closeness is :func:`difflib.get_close_matches` with ratio >= 0.75, which catches swapped,
+    missing and extra letters in names of a few characters or more.
+    """
+    matches = difflib.get_close_matches(name, [str(option) for option in allowed], n=1, cutoff=0.75)
+    return f" (did you mean `{matches[0]}`?)" if matches else ""
 
 
 def check_choice(value: str, allowed: Sequence[str], key: str) -> str:
     """Return ``value`` if it is one of ``allowed``, else raise listing them."""
     if value not in allowed:
-        raise ScenarioError(key, f"unknown value {show(value)}; allowed: {', '.join(allowed)}")
+        raise ScenarioError(
+            key,
+            f"unknown value {show(value)}{did_you_mean(value, allowed)}; "
+            f"allowed: {', '.join(allowed)}",
+        )
     return value
 
 
@@ -181,9 +200,11 @@ class FloatRange:
         """Check type and range of ``value``; return it as a float."""
         number = require_float(value, key)
         if self.exclusive_min and self.min is not None:
-            if number <= self.min:
-                raise ScenarioError(key, f"must be > {format_number(self.min)}, got {number!r}")
-            check_bounds(number, None, self.max, key)
+            if number <= self.min or (self.max is not None and number > self.max):
+                rule = f"must be > {format_number(self.min)}"
+                if self.max is not None:
+                    rule += f" and <= {format_number(self.max)}"
+                raise ScenarioError(key, f"{rule}, got {number!r}")
         else:
             check_bounds(number, self.min, self.max, key)
         return number
@@ -239,6 +260,31 @@ class Text:
         text = require_str(value, key)
         if self.non_empty and not text.strip():
             raise ScenarioError(key, "must be a non-empty string")
+        return text
+
+
+SLUG_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+"""A safe folder name: letters, digits, ``.``, ``_``, ``-``; starts with a letter or digit."""
+
+
+@dataclass(frozen=True)
+class Slug:
+    """A string that is safe as one folder name (no separators, ``..``, control characters).
+
+    Used for names joined into output paths (``results/<name>-seed<seed>``).
+    """
+
+    default: Any = REQUIRED
+
+    def parse(self, value: object, key: str) -> str:
+        """Check that ``value`` is a safe slug; return it."""
+        text = require_str(value, key)
+        if not SLUG_PATTERN.fullmatch(text) or ".." in text:
+            raise ScenarioError(
+                key,
+                "must be a safe folder name (1-128 letters, digits, '.', '_' or '-', starting "
+                f"with a letter or digit, no '..'; it names the output folder), got {show(text)}",
+            )
         return text
 
 
@@ -326,7 +372,16 @@ def check_min_items(items: Sequence[Any], min_items: int, key: str) -> None:
 
 
 FieldSpec = (
-    IntRange | FloatRange | Choice | Text | Flag | TextList | FloatList | IntList | ChoiceList
+    IntRange
+    | FloatRange
+    | Choice
+    | Text
+    | Slug
+    | Flag
+    | TextList
+    | FloatList
+    | IntList
+    | ChoiceList
 )
 
 
@@ -373,7 +428,7 @@ def describe(spec: FieldSpec) -> str:
         return "a number"
     if isinstance(spec, Flag):
         return "true or false"
-    if isinstance(spec, Text):
+    if isinstance(spec, Text | Slug):
         return "a string"
     return "a list"
 

@@ -1,0 +1,58 @@
+"""Numeric bounds of scenario keys: what the simulation's arithmetic handles, stated once.
+
+Every number a scenario gives is checked against these bounds when the scenario loads, so a value
+the math cannot handle is refused (exit 2, one line naming the key and the bound) instead of
+producing NaN or an overflow rounds later. The reasons, per bound:
+
+* Temperatures ``T`` (``mechanism.temperature``, ``relevance_temperature``, ``tau``,
+  ``fine_tune_beta``, ``regularization``, ``eva.beta``) divide log-probabilities or rewards:
+  ``softmax(x / T)``. With ``T`` in ``[1e-3, 1e3]`` and ``|x| <= 1e6 * n`` the quotient stays far
+  inside float32's range (3.4e38), so ``exp`` after max-subtraction never sees ``inf - inf``.
+* Valuations (and hence truthful bids) lie in ``[0, 1e6]``; a lognormal valuation's ``mean``
+  (of the log) lies in ``[-20, ln 1e6 = 13.8]`` with ``sigma <= 5``. Payments multiply bids by
+  competing bids, so ``1e6 * 100 (bid multiplier) = 1e8`` squared stays exact in float64.
+* Bid multipliers and report distortions (``sharpen``, ``distortion_*``) lie in ``(0, 100]``: a
+  distortion is an exponent ``p ** s`` taken as ``s * log p`` with ``log p >= -1e4``.
+* Learning and exploration rates lie in ``[0, 100]`` (they scale bounded losses inside ``exp``).
+* ``seed`` fits the 63-bit seed bound of the market (``2**63 - 1``, numpy's and torch's
+  generators take it); ``rounds`` is at most ``1e7`` (a run writes one row per round and keeps
+  every row in memory until it ends).
+"""
+
+from __future__ import annotations
+
+SEED_MAX = 2**63 - 1
+"""Largest ``seed``: the market draws round seeds below the same 63-bit bound."""
+
+MAX_ROUNDS = 10**7
+"""Largest ``rounds`` (and ``regret.every``, ``eva.evolve_every``)."""
+
+MIN_TEMPERATURE = 1e-3
+"""Smallest temperature-like divisor (see the module docstring)."""
+
+MAX_TEMPERATURE = 1e3
+"""Largest temperature-like divisor."""
+
+MAX_VALUATION = 1e6
+"""Largest valuation (``value``, ``low``, ``high``), platform weight, slot value, user weight."""
+
+MIN_LOG_VALUATION = -20.0
+"""Smallest lognormal ``mean`` (of the log of the valuation)."""
+
+MAX_LOG_VALUATION = 13.8
+"""Largest lognormal ``mean``: ``exp(13.8) < 1e6 = MAX_VALUATION``."""
+
+MAX_LOG_SIGMA = 5.0
+"""Largest lognormal ``sigma``."""
+
+MAX_MULTIPLIER = 100.0
+"""Largest bid multiplier, report distortion (``sharpen``) or initial policy value."""
+
+MAX_RATE = 100.0
+"""Largest learning or exploration rate of a learner."""
+
+MAX_LEARNING_RATE = 1.0
+"""Largest optimizer learning rate (fine-tuning, DPO)."""
+
+MAX_SAMPLES = 65_536
+"""Largest sample count of a sweep or experiment table."""
