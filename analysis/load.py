@@ -4,7 +4,9 @@ Any path may be a sweep folder (``runs.parquet`` from ``market-sim sweep``), a r
 (``summary.json``), a lambda-sweep folder (``shares.parquet``) or any folder above them; folders
 are searched recursively and a run that belongs to a sweep found on the way is read through the
 sweep's table, not twice. Only complete runs (with ``summary.json``) are read. Every frame gets a
-``run_path`` column (the run folder, absolute) that links runs, rounds and agents.
+``run_path`` column (the run folder, absolute) that links runs, rounds and agents. Each run's
+resolved scenario (``scenario.toml``, flattened to dotted keys) is kept beside the table
+(:attr:`Results.scenarios`), so that runs of different settings are never pooled silently.
 
 This module reads files only; it never imports the simulator.
 """
@@ -12,14 +14,16 @@ This module reads files only; it never imports the simulator.
 from __future__ import annotations
 
 import json
+import tomllib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 SUMMARY_FILE = "summary.json"
+SCENARIO_FILE = "scenario.toml"
 RUNS_FILE = "runs.parquet"
 MANIFEST_FILE = "sweep.json"
 SHARES_FILE = "shares.parquet"
@@ -39,12 +43,15 @@ class Results:
         grid_keys: Dotted keys swept by the sweeps found (in first-seen order).
         sweep_dirs: Sweep folders found.
         run_dirs: Run folders read directly (not through a sweep table).
+        scenarios: ``run_path`` -> the run's resolved scenario as dotted keys (empty when the
+            run folder has no ``scenario.toml``).
     """
 
     runs: pl.DataFrame
     grid_keys: tuple[str, ...]
     sweep_dirs: tuple[Path, ...]
     run_dirs: tuple[Path, ...]
+    scenarios: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def as_paths(paths: Paths) -> list[Path]:
@@ -85,6 +92,14 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
     """A run's ``summary.json``, flattened, plus ``run_path``."""
     summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
     return {**flatten(summary), "run_path": str(run_dir)}
+
+
+def read_scenario(run_dir: Path) -> dict[str, Any]:
+    """A run's resolved ``scenario.toml`` flattened to dotted keys; {} when it has none."""
+    path = run_dir / SCENARIO_FILE
+    if not path.is_file():
+        return {}
+    return flatten(tomllib.loads(path.read_text(encoding="utf-8")))
 
 
 def frame_from_records(records: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
@@ -129,7 +144,10 @@ def load_results(paths: Paths) -> Results:
         raise FileNotFoundError(f"{shown}: no runs ({SUMMARY_FILE} or {RUNS_FILE}) found")
     runs = pl.concat(frames, how="diagonal_relaxed")
     order = [col for col in ("sweep", *grid_keys, "seed", "run_path") if col in runs.columns]
-    return Results(runs.sort(order), tuple(grid_keys), tuple(sweep_dirs), tuple(run_dirs))
+    scenarios = {path: read_scenario(Path(path)) for path in runs["run_path"].to_list()}
+    return Results(
+        runs.sort(order), tuple(grid_keys), tuple(sweep_dirs), tuple(run_dirs), scenarios
+    )
 
 
 def load_runs(paths: Paths) -> pl.DataFrame:

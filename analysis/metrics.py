@@ -11,7 +11,11 @@ Conventions:
   than one value among the runs of that kind, e.g. ``token_auction (log_linear)``. New mechanism
   kinds therefore need no code here.
 * The other grid keys that vary are *parameters*: groups are ``label`` x parameters, so runs with
-  different parameters are never pooled.
+  different parameters are never pooled. Runs of one group whose resolved scenarios differ in
+  anything else than the seed, the grid keys and the label's own keys (a sweep rerun with another
+  ``--rounds`` into the same folder) are not pooled either: a ``setting`` column naming the
+  differing values joins the groups and a :class:`PoolingWarning` says so.
+* Each label also has a readable name (``mechanism_name``, :mod:`analysis.names`) and a family.
 * Metrics are the numeric columns of the runs table (every numeric ``summary.json`` key) except
   identifiers, grid keys and wall-clock keys, so new summary keys show up without code changes.
 * polars does not keep row order after ``group_by``: every result is sorted explicitly.
@@ -19,12 +23,16 @@ Conventions:
 
 from __future__ import annotations
 
+import json
 import math
+import warnings
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import polars as pl
 
 from analysis.load import WALL_CLOCK_PREFIXES, Results
+from analysis.names import family, mechanism_name, slot_count, sort_key
 from analysis.stats import CONFIDENCE, Range, clip_interval, t_quantile, wilson_interval
 from market_sim.results import HEADLINE_SUMMARY_KEYS
 
@@ -73,7 +81,23 @@ over deviations that include the report played. Utility, user value and social w
 negative and are unbounded here."""
 
 LABEL = "label"
+NAME = "mechanism_name"
+FAMILY = "family"
+SETTING = "setting"
 UNLABELLED = "unknown"
+LABEL_SCENARIO_KEYS: tuple[str, ...] = (
+    "seed",
+    "mechanism.kind",
+    "mechanism.aggregation",
+    "mechanism.payment",
+    "mechanism.settlement",
+)
+"""Scenario keys that may differ within a group without splitting it (seed, label keys)."""
+NOT_METRIC_PREFIXES: tuple[str, ...] = ("versions.", "provenance.")
+
+
+class PoolingWarning(UserWarning):
+    """Runs of one group differ in their resolved scenarios; they were kept apart."""
 
 
 # --------------------------------------------------------------------------- labels and columns
@@ -89,19 +113,25 @@ def label_columns(runs: pl.DataFrame, grid_keys: Sequence[str]) -> list[str]:
     return candidates
 
 
-def add_labels(runs: pl.DataFrame, grid_keys: Sequence[str] = ()) -> pl.DataFrame:
-    """Add the ``label`` column: mechanism kind plus the variant values that vary within it."""
-    if "mechanism" not in runs.columns:
-        return runs.with_columns(pl.lit(UNLABELLED).alias(LABEL))
+def varying_label_columns(runs: pl.DataFrame, grid_keys: Sequence[str]) -> dict[str, list[str]]:
+    """Mechanism kind -> the label columns that take more than one value among its runs."""
     columns = label_columns(runs, grid_keys)
-    labels = []
     kinds = runs["mechanism"].fill_null(UNLABELLED).cast(pl.String)
-    varying = {
+    return {
         kind: [
             col for col in columns if runs.filter(kinds == kind)[col].cast(pl.String).n_unique() > 1
         ]
         for kind in kinds.unique().to_list()
     }
+
+
+def add_labels(runs: pl.DataFrame, grid_keys: Sequence[str] = ()) -> pl.DataFrame:
+    """Add the ``label`` column: mechanism kind plus the variant values that vary within it."""
+    if "mechanism" not in runs.columns:
+        return runs.with_columns(pl.lit(UNLABELLED).alias(LABEL))
+    labels = []
+    kinds = runs["mechanism"].fill_null(UNLABELLED).cast(pl.String)
+    varying = varying_label_columns(runs, grid_keys)
     for index, kind in enumerate(kinds.to_list()):
         parts = [str(runs[col][index]) for col in varying[kind]]
         parts = list(dict.fromkeys(parts))
@@ -128,16 +158,115 @@ def metric_columns(runs: pl.DataFrame, exclude: Sequence[str] = ()) -> list[str]
         if (dtype.is_numeric() or dtype == pl.Boolean)
         and name not in skip
         and name.split(".")[0] not in WALL_CLOCK_PREFIXES
-        and not name.startswith("versions.")
+        and not name.startswith(NOT_METRIC_PREFIXES)
     ]
     headline = [name for name in HEADLINE_METRICS if name in numeric]
     return headline + sorted(set(numeric) - set(headline))
 
 
+def add_names(runs: pl.DataFrame, scenarios: Mapping[str, Mapping[str, Any]]) -> pl.DataFrame:
+    """Add ``mechanism_name`` (readable, :func:`analysis.names.mechanism_name`) and ``family``.
+
+    Two labels that would share a name (variants the name does not show) keep their label in
+    brackets, so a name always means one label.
+    """
+    variant_columns = [col for col in VARIANT_COLUMNS if col in runs.columns]
+    names, families = [], []
+    for row in runs.iter_rows(named=True):
+        kind = str(row.get("mechanism") or UNLABELLED)
+        scenario = scenarios.get(row.get("run_path", ""), {})
+        variants = {col: row[col] for col in variant_columns}
+        names.append(mechanism_name(kind, variants, slot_count(scenario)))
+        families.append(family(kind))
+    named = runs.with_columns(
+        pl.Series(NAME, names, dtype=pl.String), pl.Series(FAMILY, families, dtype=pl.String)
+    )
+    pairs = named.select(LABEL, NAME).unique()
+    shared = pairs.filter(pl.col(NAME).is_duplicated())[NAME].to_list()
+    return named.with_columns(
+        pl.when(pl.col(NAME).is_in(shared))
+        .then(pl.format("{} [{}]", pl.col(NAME), pl.col(LABEL)))
+        .otherwise(pl.col(NAME))
+        .alias(NAME)
+    )
+
+
+def label_order(runs: pl.DataFrame) -> list[str]:
+    """Labels in figure order: family, kind, payment, variants (:func:`analysis.names.sort_key`)."""
+    variant_columns = [col for col in VARIANT_COLUMNS if col in runs.columns]
+    first = runs.unique(LABEL, keep="first", maintain_order=True)
+    keyed = [
+        (
+            sort_key(str(row.get("mechanism") or ""), {c: row[c] for c in variant_columns}),
+            row[LABEL],
+        )
+        for row in first.iter_rows(named=True)
+    ]
+    return [label for _, label in sorted(keyed)]
+
+
+def scenario_differences(
+    runs: pl.DataFrame,
+    by: Sequence[str],
+    scenarios: Mapping[str, Mapping[str, Any]],
+    ignore: Sequence[str],
+) -> list[str]:
+    """Scenario keys whose values differ between runs of one group of ``by`` (sorted)."""
+    skip = set(ignore)
+    differing: set[str] = set()
+    for _, group in runs.group_by(*by):
+        flats = [scenarios.get(path, {}) for path in group["run_path"].to_list()]
+        keys = {key for flat in flats for key in flat} - skip
+        for key in keys:
+            values = {json.dumps(flat.get(key), sort_keys=True, default=str) for flat in flats}
+            if len(values) > 1:
+                differing.add(key)
+    return sorted(differing)
+
+
+def split_settings(
+    runs: pl.DataFrame, by: list[str], results: Results
+) -> tuple[pl.DataFrame, list[str]]:
+    """Keep apart runs of one group whose resolved scenarios differ (see the module docstring).
+
+    Returns:
+        ``(runs, by)`` unchanged when every group is homogeneous; else ``runs`` with a
+        ``setting`` column (``key=value, ...`` of the differing keys) and ``[*by, "setting"]``,
+        after a :class:`PoolingWarning`.
+    """
+    if "run_path" not in runs.columns or not results.scenarios:
+        return runs, by
+    ignore = [*LABEL_SCENARIO_KEYS, *results.grid_keys]
+    differing = scenario_differences(runs, by, results.scenarios, ignore)
+    if not differing:
+        return runs, by
+    settings = [
+        ", ".join(
+            f"{key}={json.dumps(results.scenarios.get(path, {}).get(key), default=str)}"
+            for key in differing
+        )
+        for path in runs["run_path"].to_list()
+    ]
+    warnings.warn(
+        PoolingWarning(
+            f"runs of the same mechanism and grid values differ in {', '.join(differing)} "
+            "(beyond seed and the grid keys); they are grouped by setting, not pooled"
+        ),
+        stacklevel=2,
+    )
+    return runs.with_columns(pl.Series(SETTING, settings, dtype=pl.String)), [*by, SETTING]
+
+
 def labelled_runs(results: Results) -> tuple[pl.DataFrame, list[str]]:
-    """The runs with labels, and the grouping columns ``[label, *parameters]``."""
+    """The runs with labels, names and families, and the grouping columns.
+
+    Returns:
+        ``(runs, by)`` with ``by = [label, *parameters]``, plus ``setting`` when runs of one
+        group differ in their resolved scenarios (:func:`split_settings`).
+    """
     runs = add_labels(results.runs, results.grid_keys)
-    return runs, [LABEL, *parameter_keys(runs, results.grid_keys)]
+    runs = add_names(runs, results.scenarios)
+    return split_settings(runs, [LABEL, *parameter_keys(runs, results.grid_keys)], results)
 
 
 # --------------------------------------------------------------------------- summaries

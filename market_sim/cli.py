@@ -108,6 +108,24 @@ def add_sweep_parsers(commands: argparse._SubParsersAction) -> None:
     plot.add_argument("dir", type=Path, help="a sweep folder, a run folder, or a folder of runs")
     plot.add_argument("--out", type=Path, help="figure folder (default DIR/figures)")
 
+    summary = commands.add_parser(
+        "summary", help="headline metrics per mechanism (and grid values) with n and 95%% CIs"
+    )
+    summary.add_argument("dir", type=Path, help="a sweep folder, a run folder, or a folder of runs")
+    summary.add_argument(
+        "--by",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="also group by this runs-table column (a grid key or summary key); repeatable",
+    )
+    summary.add_argument(
+        "--format",
+        choices=("table", "markdown", "csv", "json"),
+        default="table",
+        help="output format; csv and json keep full precision (default: %(default)s)",
+    )
+
 
 def add_eva_parsers(commands: argparse._SubParsersAction) -> None:
     """The ``eva`` and ``audit`` subcommands."""
@@ -216,8 +234,8 @@ def command_run(args: argparse.Namespace, scenario_path: Path) -> None:
 def command_demo(args: argparse.Namespace) -> None:
     """Run the headline experiment, draw its figures, print the mechanism table."""
     from analysis.plots import plot_all
+    from analysis.summary import format_summary
     from market_sim.demo import run_demo
-    from market_sim.report import format_frame
     from market_sim.scenario import ScenarioError
     from market_sim.sweep import SweepError
 
@@ -238,7 +256,7 @@ def command_demo(args: argparse.Namespace) -> None:
     figures = plot_all(
         [result.sweeps[name].out_dir for name in result.sweeps], args.out / "figures"
     )
-    print(format_frame(result.table))
+    print(format_summary(result.table))
     print(f"\nruns: {args.out}/{{{','.join(result.sweeps)}}}/runs.parquet")
     print(f"figures ({len(figures) // 2} as PNG and SVG): {args.out / 'figures'}/")
 
@@ -457,8 +475,29 @@ def command_sweep(args: argparse.Namespace) -> None:
         raise UsageError(str(error)) from None
     print(
         f"{result.executed} runs done, {result.skipped} already complete; "
-        f"table: {out_dir / RUNS_FILE} ({result.runs.height} rows)"
+        f"table: {out_dir / RUNS_FILE} ({result.runs.height} rows)\n"
     )
+    print_summary(out_dir)
+
+
+def print_summary(folder: Path, by: Sequence[str] = (), fmt: str = "table") -> None:
+    """Print the summary table of the runs under ``folder``; pooling warnings go to stderr."""
+    from analysis.summary import summary_report
+
+    try:
+        text, warnings = summary_report(folder, by, fmt)
+    except (FileNotFoundError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    for warning in warnings:
+        print(f"market-sim: warning: {warning}", file=sys.stderr)
+    print(text)
+
+
+def command_summary(args: argparse.Namespace) -> None:
+    """Print headline metrics per mechanism with n and 95% intervals (``market-sim summary``)."""
+    if not args.dir.is_dir():
+        raise UsageError(f"{args.dir}: no such folder")
+    print_summary(args.dir, args.by, args.format)
 
 
 def command_plot(args: argparse.Namespace) -> None:
@@ -493,6 +532,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             command_sweep(args)
         elif args.command == "plot":
             command_plot(args)
+        elif args.command == "summary":
+            command_summary(args)
         elif args.command == "eva":
             command_eva(args)
         elif args.command == "audit":

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import polars as pl
 
+from analysis.load import load_results
+from analysis.summary import summary_table
 from market_sim.sweep import SweepResult, run_sweep
 
 DEMO_SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "hawaii_learning.toml"
@@ -24,19 +26,11 @@ DEMO_SWEEPS: dict[str, tuple[str, ...]] = {
     "ad_slots": ("mechanism.kind=first_price,second_price,gsp,vcg",),
 }
 """Sub-folder -> ``--grid`` strings of each demo sweep."""
-DEMO_COLUMNS = (
-    "revenue_mean",
-    "social_welfare_mean",
-    "utility_mean",
-    "bid_ratio_final",
-    "report_scale_final",
-    "regret_mean",
-)
 
 
 @dataclass(frozen=True)
 class DemoResult:
-    """The demo's sweeps and a per-mechanism table (means over seeds)."""
+    """The demo's sweeps and their summary (:func:`analysis.summary.summary_table`)."""
 
     sweeps: dict[str, SweepResult]
     table: pl.DataFrame
@@ -61,7 +55,7 @@ def run_demo(
         scenario_path: The scenario swept.
 
     Returns:
-        The sweeps and a table with one row per mechanism.
+        The sweeps and the summary table (headline metrics per mechanism, 95% intervals).
     """
     sweeps = {
         name: run_sweep(
@@ -75,27 +69,5 @@ def run_demo(
         )
         for name, grid in DEMO_SWEEPS.items()
     }
-    return DemoResult(sweeps, mechanism_table(sweeps))
-
-
-def mechanism_table(sweeps: dict[str, SweepResult]) -> pl.DataFrame:
-    """Mean of the headline summary keys per (mechanism, payment), over seeds."""
-    frames = []
-    for result in sweeps.values():
-        runs = result.runs
-        label = pl.when(pl.col("mechanism") == "token_auction")
-        frames.append(
-            runs.select(
-                label.then(pl.format("token_auction ({})", pl.col("payment")))
-                .otherwise(pl.col("mechanism"))
-                .alias("mechanism"),
-                pl.col("seed"),
-                *(pl.col(c).cast(pl.Float64) for c in DEMO_COLUMNS),
-            )
-        )
-    runs = pl.concat(frames)
-    return (
-        runs.group_by("mechanism", maintain_order=True)
-        .agg(pl.len().alias("seeds"), *(pl.col(c).mean() for c in DEMO_COLUMNS))
-        .sort("revenue_mean", descending=True)
-    )
+    results = load_results([sweep.out_dir for sweep in sweeps.values()])
+    return DemoResult(sweeps, summary_table(results))

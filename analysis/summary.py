@@ -1,0 +1,207 @@
+"""The summary table behind ``market-sim summary``: headline metrics per mechanism with 95% CIs.
+
+One function, :func:`summary_table`, computes every number; the formats (:func:`format_summary`)
+only render it, so ``--format json`` and ``--format csv`` carry the analysis' floats unrounded
+(``table`` and ``markdown`` round to 4 significant digits for reading).
+
+Per run, the metrics are the ``summary.json`` keys of :data:`SUMMARY_METRICS` plus
+``report_distortion``, the mean over the run's agent-rounds of ``|report_scale - 1|``
+(``agents.parquet``). Each run is one observation; groups are the mechanism label, the grid keys
+that vary, any ``--by`` keys, and ``setting`` when runs of one group differ in their resolved
+scenarios (:func:`analysis.metrics.split_settings`). Intervals are 95% Student t intervals over
+the runs of a group, intersected with the metric's range (:data:`analysis.metrics.METRIC_RANGES`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from collections.abc import Sequence
+
+import polars as pl
+
+from analysis.load import Paths, Results, load_agents, load_results
+from analysis.metrics import (
+    FAMILY,
+    LABEL,
+    NAME,
+    PoolingWarning,
+    agent_run_metrics,
+    label_order,
+    labelled_runs,
+    summarize,
+)
+from analysis.stats import CONFIDENCE
+
+SUMMARY_METRICS: tuple[str, ...] = (
+    "revenue_mean",
+    "advertiser_value_mean",
+    "user_value_mean",
+    "social_welfare_mean",
+    "utility_mean",
+    "regret_mean",
+    "regret_max",
+    "ir_violation_rate",
+    "bid_ratio_final",
+    "report_distortion",
+)
+"""Rows of the summary, in order."""
+FORMATS: tuple[str, ...] = ("table", "markdown", "csv", "json")
+COLUMNS: tuple[str, ...] = ("n", "mean", "ci_low", "ci_high")
+
+
+def summary_runs(results: Results, by: Sequence[str] = ()) -> tuple[pl.DataFrame, list[str]]:
+    """One row per run with the summary metrics, and the grouping columns.
+
+    Args:
+        results: Loaded runs.
+        by: Further grouping columns of the runs table (e.g. a grid key that did not vary).
+
+    Raises:
+        ValueError: A ``by`` column the runs table does not have.
+    """
+    runs, groups = labelled_runs(results)
+    missing = [key for key in by if key not in runs.columns]
+    if missing:
+        grid = ", ".join(results.grid_keys) or "none"
+        raise ValueError(
+            f"--by: no column {', '.join(missing)} in the runs (grid keys: {grid}; any "
+            "summary.json key also works)"
+        )
+    groups = [*groups, *[key for key in by if key not in groups]]
+    agents = load_agents(runs)
+    if agents.height and "report_scale" in agents.columns:
+        distortion = agent_run_metrics(agents).select("run_path", "report_distortion")
+        runs = runs.join(distortion, on="run_path", how="left")
+    return runs, groups
+
+
+def summary_table(
+    results: Results, by: Sequence[str] = (), confidence: float = CONFIDENCE
+) -> pl.DataFrame:
+    """The summary: per group and metric, ``n``, ``mean``, ``ci_low``, ``ci_high``.
+
+    Returns:
+        Columns ``mechanism_name, family, label, *groups, metric, n, mean, ci_low, ci_high``;
+        mechanisms in figure order (family, kind, payment), metrics in
+        :data:`SUMMARY_METRICS` order; metrics no run reports are left out.
+    """
+    runs, groups = summary_runs(results, by)
+    table = summarize(runs, groups, SUMMARY_METRICS, confidence)
+    names = runs.select(LABEL, NAME, FAMILY).unique(LABEL)
+    rank = {label: index for index, label in enumerate(label_order(runs))}
+    metric_rank = {metric: index for index, metric in enumerate(SUMMARY_METRICS)}
+    rest = [col for col in groups if col != LABEL]
+    return (
+        table.join(names, on=LABEL, how="left")
+        .with_columns(
+            pl.col(LABEL).replace_strict(rank, return_dtype=pl.Int64).alias("_rank"),
+            pl.col("metric").replace_strict(metric_rank, return_dtype=pl.Int64).alias("_metric"),
+        )
+        .sort("_rank", *rest, "_metric", nulls_last=True)
+        .select(NAME, FAMILY, LABEL, *rest, "metric", *COLUMNS)
+    )
+
+
+def format_number(value: float | int | None) -> str:
+    """4 significant digits; ``-`` for null."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def display_rows(table: pl.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Header and rows for reading: mechanism, label, groups, metric, n, mean, 95% CI."""
+    groups = [c for c in table.columns if c not in (NAME, FAMILY, LABEL, "metric", *COLUMNS)]
+    header = ["mechanism", "label", *groups, "metric", "n", "mean", "95% CI"]
+    rows = []
+    for row in table.iter_rows(named=True):
+        interval = (
+            "-"
+            if row["ci_low"] is None
+            else f"[{format_number(row['ci_low'])}, {format_number(row['ci_high'])}]"
+        )
+        rows.append(
+            [
+                str(row[NAME]),
+                str(row[LABEL]),
+                *[format_number(row[g]) for g in groups],
+                str(row["metric"]),
+                str(row["n"]),
+                format_number(row["mean"]),
+                interval,
+            ]
+        )
+    return header, rows
+
+
+def plain_table(header: list[str], rows: list[list[str]]) -> str:
+    """Left-aligned columns separated by two spaces, a dashed rule under the header."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in [header]]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A GitHub-flavoured Markdown table (``|`` in cells escaped)."""
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+    return "\n".join([line(header), line(["---"] * len(header)), *[line(r) for r in rows]])
+
+
+def format_summary(table: pl.DataFrame, fmt: str = "table") -> str:
+    """Render :func:`summary_table` as ``table``, ``markdown``, ``csv`` or ``json``.
+
+    ``csv`` and ``json`` keep every float exactly (shortest round-trip representation).
+
+    Raises:
+        ValueError: Unknown format.
+    """
+    if fmt == "csv":
+        buffer = io.StringIO()
+        table.write_csv(buffer, float_precision=None)
+        return buffer.getvalue().rstrip("\n")
+    if fmt == "json":
+        return json.dumps(table.to_dicts(), indent=2)
+    if fmt in ("table", "markdown"):
+        header, rows = display_rows(table)
+        n_values = sorted(set(table["n"].to_list())) if table.height else []
+        note = (
+            f"n = runs (seeds) per row: {', '.join(map(str, n_values))}; 95% t interval over "
+            "runs, cut at the bounds of quantities that cannot be negative or exceed 1"
+        )
+        body = plain_table(header, rows) if fmt == "table" else markdown_table(header, rows)
+        return f"{body}\n\n{note}"
+    raise ValueError(f"--format: unknown value {fmt!r}; allowed: {', '.join(FORMATS)}")
+
+
+def summary_report(
+    paths: Paths, by: Sequence[str] = (), fmt: str = "table"
+) -> tuple[str, list[str]]:
+    """Load the runs under ``paths`` and render their summary; also return pooling warnings.
+
+    Returns:
+        ``(text, warnings)``: the formatted :func:`summary_table`, and the message of each
+        :class:`analysis.metrics.PoolingWarning` raised while grouping (runs kept apart).
+
+    Raises:
+        FileNotFoundError: No runs under ``paths``.
+        ValueError: A ``by`` column that does not exist, or an unknown format.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"--format: unknown value {fmt!r}; allowed: {', '.join(FORMATS)}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PoolingWarning)
+        table = summary_table(load_results(paths), by)
+    messages = [str(w.message) for w in caught if issubclass(w.category, PoolingWarning)]
+    for other in caught:
+        if not issubclass(other.category, PoolingWarning):
+            warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
+    return format_summary(table, fmt), list(dict.fromkeys(messages))

@@ -1,0 +1,153 @@
+"""market-sim summary: numbers equal the analysis' to the last digit; settings never pooled."""
+
+import csv
+import io
+import json
+import math
+import warnings
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from analysis.load import load_results
+from analysis.metrics import PoolingWarning, labelled_runs
+from analysis.summary import SUMMARY_METRICS, format_summary, summary_table
+from market_sim.cli import main
+
+# (kind, payment, seed) -> revenue; report scales per seed make report_distortion checkable
+REVENUE = {
+    ("token_auction", "second_price"): [1.0, 2.5, 4.0],
+    ("token_auction", "first_price"): [3.0, 3.5, 5.0],
+    ("vcg", ""): [0.0, 0.0, 0.0],
+}
+SCENARIO = """name = "synthetic"
+seed = {seed}
+rounds = {rounds}
+
+[mechanism]
+kind = "{kind}"
+payment = "{payment}"
+click_through_rates = [1.0, 0.5]
+"""
+
+
+def write_run(folder: Path, kind: str, payment: str, seed: int, revenue: float, rounds: int = 4):
+    folder.mkdir(parents=True)
+    scale = 1.0 + 0.5 * seed if kind == "token_auction" else 1.0
+    agents = [
+        {"round": r, "agent": a, "valuation": 1.0, "bid": 1.0, "report_scale": scale}
+        for r in range(rounds)
+        for a in ("Alpha", "Beta")
+    ]
+    pl.DataFrame(agents).write_parquet(folder / "agents.parquet")
+    pl.DataFrame({"round": list(range(rounds)), "revenue": [revenue] * rounds}).write_parquet(
+        folder / "rounds.parquet"
+    )
+    text = SCENARIO.format(seed=seed, rounds=rounds, kind=kind, payment=payment)
+    (folder / "scenario.toml").write_text(text)
+    summary = {
+        "mechanism": kind,
+        "payment": payment,
+        "aggregation": "linear",
+        "seed": seed,
+        "rounds": rounds,
+        "revenue_mean": revenue,
+        "advertiser_value_mean": 2.0 + seed,
+        "user_value_mean": 1.0,
+        "social_welfare_mean": 3.0 + seed,
+        "utility_mean": 0.5 * seed - 0.5,
+        "regret_mean": 0.0 if kind == "vcg" else 0.1 * seed,
+        "regret_max": 0.0 if kind == "vcg" else 0.3 * seed,
+        "ir_violation_rate": 0.0,
+        "bid_ratio_final": 1.0,
+    }
+    (folder / "summary.json").write_text(json.dumps(summary))
+
+
+@pytest.fixture()
+def runs_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "runs"
+    for (kind, payment), revenues in REVENUE.items():
+        for seed, revenue in enumerate(revenues):
+            write_run(root / f"{kind}-{payment}-{seed}", kind, payment, seed, revenue)
+    return root
+
+
+def cli_output(capsys, *argv: str) -> tuple[int, str, str]:
+    status = main(list(argv))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_summary_json_and_csv_match_the_analysis_exactly(runs_dir, capsys):
+    expected = summary_table(load_results(runs_dir))
+    status, out, _ = cli_output(capsys, "summary", str(runs_dir), "--format", "json")
+    assert status == 0
+    assert json.loads(out) == expected.to_dicts()  # floats compared exactly: same function
+    status, out, _ = cli_output(capsys, "summary", str(runs_dir), "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [float(r["mean"]) for r in rows] == expected["mean"].to_list()
+    assert [float(r["ci_high"]) for r in rows] == expected["ci_high"].to_list()
+    # readable names in figure order: LLM-native first, payments in a fixed order, then slots
+    names = list(dict.fromkeys(expected["mechanism_name"].to_list()))
+    assert names == ["token auction, second price", "token auction, first price", "VCG"]
+    assert expected.filter(pl.col("label") == "vcg")["metric"].to_list() == list(SUMMARY_METRICS)
+
+
+def test_summary_values_by_hand(runs_dir):
+    table = summary_table(load_results(runs_dir))
+
+    def row(label: str, metric: str) -> dict:
+        return table.filter(pl.col("label") == label, pl.col("metric") == metric).row(0, named=True)
+
+    revenue = row("token_auction (second_price)", "revenue_mean")
+    mean, sd = 2.5, 1.5  # revenues 1, 2.5, 4
+    half = 4.302652729749464 * sd / math.sqrt(3)  # t_{0.975, 2}
+    assert revenue["n"] == 3 and revenue["mean"] == pytest.approx(mean)
+    assert revenue["ci_low"] == 0.0  # 2.5 - 3.73 < 0: revenue cannot be negative
+    assert revenue["ci_high"] == pytest.approx(mean + half)
+    # report distortion |scale - 1| with scales 1, 1.5, 2 -> 0, 0.5, 1
+    assert row("token_auction (second_price)", "report_distortion")["mean"] == pytest.approx(0.5)
+    zero = row("vcg", "regret_max")
+    assert (zero["mean"], zero["ci_low"], zero["ci_high"]) == (0.0, 0.0, 0.0)
+    # utility may be negative: its interval is the plain t interval
+    utility = row("vcg", "utility_mean")
+    assert utility["ci_low"] == pytest.approx(0.0 - 4.302652729749464 * 0.5 / math.sqrt(3))
+
+
+def test_runs_of_different_settings_are_grouped_not_pooled(runs_dir, capsys):
+    # a rerun with another number of rounds lands in the same folder
+    write_run(runs_dir / "rerun-0", "vcg", "", 0, 1.0, rounds=6)
+    write_run(runs_dir / "rerun-1", "vcg", "", 1, 3.0, rounds=6)
+    with pytest.warns(PoolingWarning, match=r"differ in rounds"):
+        table = summary_table(load_results(runs_dir))
+    vcg = table.filter(pl.col("label") == "vcg", pl.col("metric") == "revenue_mean")
+    assert vcg["setting"].to_list() == ["rounds=4", "rounds=6"]
+    assert vcg["n"].to_list() == [3, 2]
+    assert vcg["mean"].to_list() == pytest.approx([0.0, 2.0])
+    status, out, err = cli_output(capsys, "summary", str(runs_dir))
+    assert status == 0
+    assert err.startswith("market-sim: warning: runs of the same mechanism and grid values differ")
+    assert "rounds=6" in out
+
+
+def test_seed_only_differences_are_pooled(runs_dir):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PoolingWarning)
+        runs, by = labelled_runs(load_results(runs_dir))
+    assert "setting" not in by and runs.height == 9
+
+
+def test_summary_by_key_and_errors(runs_dir, capsys):
+    table = summary_table(load_results(runs_dir), by=["seed"])
+    assert set(table["n"].to_list()) == {1}
+    assert table["ci_low"].null_count() == table.height  # one run per group: no interval
+    status, _, err = cli_output(capsys, "summary", str(runs_dir), "--by", "nope")
+    assert status == 2 and err.startswith("market-sim: error: --by: no column nope in the runs")
+    status, _, err = cli_output(capsys, "summary", str(runs_dir / "absent"))
+    assert status == 2 and "no such folder" in err
+    with pytest.raises(ValueError, match="--format: unknown value 'xml'"):
+        format_summary(table, "xml")
+    status, out, _ = cli_output(capsys, "summary", str(runs_dir), "--format", "markdown")
+    assert out.startswith("| mechanism | label | metric | n | mean | 95% CI |")
