@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--max-new-tokens", type=int, default=24)
     generate.add_argument("--temperature", type=float, default=1.0)
     generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument(
+        "--prompt-format",
+        choices=("auto", "plain", "chat"),
+        default="auto",
+        help="auto (default): chat when the tokenizer has a chat template",
+    )
     add_runtime_arguments(generate)
     get = lm_commands.add_parser(
         "get", help="download, verify and convert a known pretrained model into the cache"
@@ -406,10 +412,14 @@ def command_lm(args: argparse.Namespace) -> None:
         folder = train_tiny_lm(args.out or BUNDLED_MODEL_DIR, seed=args.seed, **options)
         print(f"saved the tiny LM to {folder}")
         return
-    from market_sim.prompting import build_prompt
+    from market_sim.prompting import prompt_builder
 
     lm = load_checked_model(args.model, args.device or "auto", threads=args.threads)
-    prompt = args.prompt if args.prompt is not None else build_prompt(args.query, args.sponsor)
+    try:
+        builder = prompt_builder(args.prompt_format, lm.tokenizer)
+    except ValueError as error:
+        raise UsageError(f"--prompt-format: {error}") from None
+    prompt = args.prompt if args.prompt is not None else builder(args.query, args.sponsor)
     samples = lm.sample([prompt] * args.samples, args.max_new_tokens, args.temperature, args.seed)
     print(prompt)
     for tokens in samples:
