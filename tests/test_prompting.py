@@ -103,3 +103,15 @@ def test_smollm2_chat_prompt_when_cached():
     ids = tokenizer.encode(prompt, add_special_tokens=False)
     im_start = tokenizer.convert_tokens_to_ids("<|im_start|>")
     assert ids[0] == im_start and ids.count(im_start) == 3  # special tokens, not their letters
+
+
+def test_cli_chat_format_needs_a_template(capsys):
+    from market_sim.cli import main
+
+    argv = ["lm", "generate", "--model", "bundled:tiny-ads", "--prompt-format", "chat"]
+    assert main(argv) == 2
+    last_line = capsys.readouterr().err.splitlines()[-1]  # after transformers' loading bar
+    assert last_line == (
+        "market-sim: error: --prompt-format: prompt_format 'chat': the model's tokenizer has no "
+        "chat template"
+    )
