@@ -1,15 +1,18 @@
 """RoPE parity: batched, left-padded, cached log-probs equal single, unpadded, uncached ones.
 
-A rotary model sees positions only through the rotation of queries and keys, so a left-padded row
-is right only if its position ids start at 0 at its first real token. Checked on a randomly
+A rotary model sees positions only through the rotation of queries and keys, which makes attention
+depend on position differences only: a left-padded row is right when the mask hides its padding
+and every cached step continues its own row's positions. Checked on a randomly
 initialised ``LlamaForCausalLM`` built here (grouped-query attention, tied embeddings, like
 SmolLM2) and on SmolLM2-135M-Instruct when ``market-sim lm get`` has cached it.
 
-Tolerance: 1e-4 absolute on log-probabilities (the issue's bound). Padded and unpadded forwards
-sum the same float32 terms in different orders and shapes; log-probs here are of magnitude
-1-20, so 1e-4 is about 1e-5 relative, ten times above float32 reduction noise in a 30-layer model
-and far below the effect of one wrong position or an attended pad (see
-test_what_rope_parity_can_and_cannot_see).
+Tolerance: 1e-4 absolute on log-probabilities, the bound the issue sets. Padded and unpadded
+forwards sum the same float32 terms in different orders and shapes. Measured on SmolLM2 (30
+layers, vocabulary 49152, log-probs down to -33) with these prompts: two identical unpadded rows
+in one batch already differ from a single row by up to 3.6e-5; a row left-padded by 45 tokens by
+up to 6.5e-5 (at a token of log-prob -25.6; at most 3.1e-5 over tokens of log-prob > -10). The
+random Llama stays below 2e-6. One wrong position or an attended pad moves log-probs by more than
+1e-2 (see test_what_rope_parity_can_and_cannot_see).
 """
 
 from pathlib import Path
