@@ -13,7 +13,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from market_sim.process_lifetime import INTERRUPTED_EXIT_STATUS, terminate_as_interrupt
+
 USAGE_ERROR = 2
+RUN_ERROR = 1
 
 
 class UsageError(Exception):
@@ -530,6 +533,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``market-sim`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
+        with terminate_as_interrupt():
+            return run_command(args)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: one line, no traceback
+        detail = f": {interrupt}" if str(interrupt) else ""
+        print(f"market-sim: interrupted{detail}", file=sys.stderr)
+        return INTERRUPTED_EXIT_STATUS
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run the parsed subcommand; returns the exit status."""
+    from market_sim.result_files import NonFiniteResultError
+
+    try:
         if args.command == "run":
             command_run(args, args.scenario)
         elif args.command == "demo":
@@ -553,6 +569,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         print(f"market-sim: error: {error}", file=sys.stderr)
         return USAGE_ERROR
+    except NonFiniteResultError as error:
+        print(f"market-sim: error: {error}", file=sys.stderr)
+        return RUN_ERROR
     return 0
 
 

@@ -2,22 +2,46 @@
 
 A run directory holds ``scenario.toml``, ``rounds.parquet``, ``agents.parquet`` and
 ``summary.json``. Every file is written under a temporary name in the same folder and renamed
-into place; ``summary.json`` is removed first and written last, so its presence marks a complete
-run and a half-written run never looks finished.
+into place (:mod:`market_sim.result_files`: modes follow the umask, stale temporary files of an
+interrupted write are removed); ``summary.json`` is removed first and written last, so its
+presence marks a complete run and a half-written run never looks finished.
+
+No result holds NaN or Infinity: a statistic over no values is ``None`` (JSON ``null``), and a
+non-finite number in ``summary.json``, ``learners.json`` or a float column of a table raises
+:class:`~market_sim.result_files.NonFiniteResultError` before anything of the run is written.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
+
+from market_sim.result_files import (
+    NonFiniteResultError,
+    atomic_write,
+    atomic_write_json,
+    atomic_write_text,
+    check_finite_frame,
+    finite_json,
+)
+
+__all__ = [
+    "HEADLINE_SUMMARY_KEYS",
+    "NULLABLE_AGENT_COLUMNS",
+    "RESULT_FILES",
+    "SUMMARY_FILE",
+    "NonFiniteResultError",
+    "atomic_write",
+    "atomic_write_json",
+    "atomic_write_text",
+    "is_complete_run",
+    "summarize",
+    "write_run",
+]
 
 SUMMARY_FILE = "summary.json"
 LEARNERS_FILE = "learners.json"
@@ -46,24 +70,6 @@ IR_TOLERANCE = 1e-9
 FINAL_SHARE = 0.2
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write text atomically (UTF-8)."""
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
 def is_complete_run(folder: Path) -> bool:
     """Whether a folder holds a finished run (all files, summary written last)."""
     return all((folder / name).is_file() for name in RESULT_FILES)
@@ -76,9 +82,15 @@ def final_rounds_mask(rounds: np.ndarray, total_rounds: int) -> np.ndarray:
 
 
 def nullable_mean(series: pl.Series) -> float | None:
-    """Mean of the non-null values, or None when there are none."""
+    """Mean of the non-null values, or None (JSON null) when there are none: undefined, not NaN."""
     values = series.drop_nulls()
     return float(values.mean()) if len(values) else None
+
+
+def nullable_max(series: pl.Series) -> float | None:
+    """Largest non-null value, or None when there are none."""
+    values = series.drop_nulls()
+    return float(values.max()) if len(values) else None
 
 
 def summarize(rounds: pl.DataFrame, agents: pl.DataFrame, meta: dict[str, Any]) -> dict[str, Any]:
@@ -92,29 +104,28 @@ def summarize(rounds: pl.DataFrame, agents: pl.DataFrame, meta: dict[str, Any]) 
       ``report_scale_final``: mean report distortion over the same rows.
     * ``regret_mean`` / ``regret_max``: over agent-rounds where regret was measured, else null;
       ``best_response_gain_mean`` likewise (gain over the report actually played).
+
+    A statistic over no values is None (JSON null), never NaN; a NaN or infinite input stays
+    non-finite and :func:`write_run` refuses it.
     """
-    truthful_utilities = agents["truthful_utility"].drop_nulls()
-    ir_rate = (
-        float((truthful_utilities < -IR_TOLERANCE).mean()) if len(truthful_utilities) else None
-    )
     final = agents.filter(
         pl.Series(final_rounds_mask(agents["round"].to_numpy(), meta["rounds"])),
         pl.col("valuation") > 0,
     )
-    bid_ratio = float((final["bid"] / final["valuation"]).mean()) if final.height else None
-    regrets = agents["regret"].drop_nulls()
     return {
         **meta,
-        "revenue_mean": float(rounds["revenue"].mean()),
-        "advertiser_value_mean": float(rounds["advertiser_value"].mean()),
-        "user_value_mean": float(rounds["user_value"].mean()),
-        "social_welfare_mean": float(rounds["social_welfare"].mean()),
-        "utility_mean": float(agents["utility"].mean()),
-        "ir_violation_rate": ir_rate,
-        "bid_ratio_final": bid_ratio,
-        "report_scale_final": float(final["report_scale"].mean()) if final.height else None,
-        "regret_mean": nullable_mean(regrets),
-        "regret_max": float(regrets.max()) if len(regrets) else None,
+        "revenue_mean": nullable_mean(rounds["revenue"]),
+        "advertiser_value_mean": nullable_mean(rounds["advertiser_value"]),
+        "user_value_mean": nullable_mean(rounds["user_value"]),
+        "social_welfare_mean": nullable_mean(rounds["social_welfare"]),
+        "utility_mean": nullable_mean(agents["utility"]),
+        "ir_violation_rate": nullable_mean(
+            (agents["truthful_utility"] < -IR_TOLERANCE).cast(pl.Float64)
+        ),
+        "bid_ratio_final": nullable_mean(final["bid"] / final["valuation"]),
+        "report_scale_final": nullable_mean(final["report_scale"]),
+        "regret_mean": nullable_mean(agents["regret"]),
+        "regret_max": nullable_max(agents["regret"]),
         "best_response_gain_mean": nullable_mean(agents["best_response_gain"]),
     }
 
@@ -128,7 +139,7 @@ def write_run(
     learners: dict[str, Any] | None = None,
     tables: dict[str, pl.DataFrame] | None = None,
 ) -> None:
-    """Write a run directory atomically (summary last).
+    """Write a run directory atomically (summary last), after checking every number is finite.
 
     Args:
         folder: The run directory.
@@ -138,16 +149,22 @@ def write_run(
         summary: Headline metrics.
         learners: Each advertiser's final strategy state (``learners.json``), if given.
         tables: Further Parquet files by name (e.g. the eva stream's ``queries.parquet``).
+
+    Raises:
+        NonFiniteResultError: A NaN or infinity anywhere (nothing is written then).
     """
+    parquet = {"rounds.parquet": rounds, "agents.parquet": agents, **(tables or {})}
+    for name, table in parquet.items():
+        check_finite_frame(table, name)
+    summary_text = finite_json(summary, SUMMARY_FILE, sort_keys=True)
+    learners_text = (
+        None if learners is None else finite_json(learners, LEARNERS_FILE, sort_keys=True)
+    )
     folder.mkdir(parents=True, exist_ok=True)
     (folder / SUMMARY_FILE).unlink(missing_ok=True)
     atomic_write_text(folder / "scenario.toml", scenario_toml)
-    atomic_write(folder / "rounds.parquet", rounds.write_parquet)
-    atomic_write(folder / "agents.parquet", agents.write_parquet)
-    if learners is not None:
-        atomic_write_text(
-            folder / LEARNERS_FILE, json.dumps(learners, indent=2, sort_keys=True) + "\n"
-        )
-    for name, table in (tables or {}).items():
+    for name, table in parquet.items():
         atomic_write(folder / name, table.write_parquet)
-    atomic_write_text(folder / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    if learners_text is not None:
+        atomic_write_text(folder / LEARNERS_FILE, learners_text)
+    atomic_write_text(folder / SUMMARY_FILE, summary_text)

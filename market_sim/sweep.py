@@ -18,6 +18,13 @@ flattened to dotted names (``versions.torch``). Wall-clock keys (:data:`WALL_CLO
 ``wall_seconds``, ``rounds_per_second``, ``timings.*``) change from one execution to the next, so
 they go to ``timings.parquet`` instead; ``runs.parquet`` is then byte-for-byte the same whatever
 the backend, the number of workers, or how often the sweep was interrupted and resumed.
+
+Whenever a sweep stops, ``runs.parquet`` and ``timings.parquet`` list exactly the runs complete at
+that moment, in grid order: all of them when it finishes, only those done so far when it is
+interrupted (Ctrl-C, SIGTERM: :class:`SweepInterrupted`) or a run fails. A partial table can be
+analysed as it is; its row count against ``sweep.json``'s ``planned_runs`` tells it is partial, and
+running the same sweep again resumes it (complete runs are kept, the rest are run) to the table an
+uninterrupted sweep writes.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from typing import Any
 import polars as pl
 import tomli_w
 
-from market_sim.results import SUMMARY_FILE, atomic_write, atomic_write_text, is_complete_run
+from market_sim.results import SUMMARY_FILE, atomic_write, atomic_write_json, is_complete_run
 from market_sim.scenario import dump_scenario_toml, load_scenario
 from market_sim.scenario.overrides import parse_value
 from market_sim.sweep_backends import (
@@ -50,6 +57,7 @@ from market_sim.sweep_backends import (
 __all__ = [
     "BACKENDS",
     "SweepError",
+    "SweepInterrupted",
     "SweepResult",
     "SweepTask",
     "format_value",
@@ -66,8 +74,15 @@ RUNS_DIR = "runs"
 RUNS_FILE = "runs.parquet"
 TIMINGS_FILE = "timings.parquet"
 MANIFEST_FILE = "sweep.json"
-WALL_CLOCK_KEYS: tuple[str, ...] = ("wall_seconds", "rounds_per_second", "timings")
-"""Top-level summary keys whose values (and nested values) depend on the clock."""
+WALL_CLOCK_KEYS: tuple[str, ...] = (
+    "wall_seconds",
+    "rounds_per_second",
+    "auctions_per_second",
+    "timings",
+    "execution",
+)
+"""Top-level summary keys whose values (and nested values) depend on the clock, or on the machine
+and checkout that ran the run (``execution``: model folder, device, threads, git commit)."""
 RESERVED_GRID_KEYS: tuple[str, ...] = ("seed", "run_dir")
 SLUG_LENGTH = 48
 GRID_FORMAT = "expected dotted.key=v1,v2,... e.g. mechanism.payment=first_price,second_price"
@@ -91,6 +106,14 @@ class SweepResult:
     out_dir: Path
     executed: int
     skipped: int
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """A sweep stopped by an interrupt after writing the table of its complete runs.
+
+    A ``KeyboardInterrupt``, so callers that stop on Ctrl-C stop on it too; its message (one
+    line) says how many runs are complete and how to resume.
+    """
 
 
 # --------------------------------------------------------------------------- parsing
@@ -288,9 +311,18 @@ def frame_from_records(
     )
 
 
-def runs_table(tasks: Sequence[SweepTask], out_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Build ``(runs, timings)`` from the run directories' ``summary.json`` files, in task order."""
-    grid_keys = [key for key, _ in tasks[0].point] if tasks else []
+def runs_table(
+    tasks: Sequence[SweepTask], out_dir: Path, grid_keys: Sequence[str] | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Build ``(runs, timings)`` from the run directories' ``summary.json`` files, in task order.
+
+    Args:
+        tasks: Tasks whose runs are complete.
+        out_dir: The sweep folder.
+        grid_keys: The grid's dotted keys (default: those of the first task).
+    """
+    if grid_keys is None:
+        grid_keys = [key for key, _ in tasks[0].point] if tasks else []
     leading = [*grid_keys, "seed", "run_dir"]
     runs, timings = [], []
     for task in tasks:
@@ -303,6 +335,20 @@ def runs_table(tasks: Sequence[SweepTask], out_dir: Path) -> tuple[pl.DataFrame,
     return frame_from_records(runs, leading), frame_from_records(timings, leading)
 
 
+def write_tables(tasks: Sequence[SweepTask], out_dir: Path) -> pl.DataFrame:
+    """Write ``runs.parquet`` and ``timings.parquet`` over the tasks whose runs are complete.
+
+    Returns:
+        The runs table.
+    """
+    complete = [task for task in tasks if is_complete_run(out_dir / RUNS_DIR / task.name)]
+    grid_keys = [key for key, _ in tasks[0].point] if tasks else []
+    runs, timings = runs_table(complete, out_dir, grid_keys)
+    atomic_write(out_dir / RUNS_FILE, runs.write_parquet)
+    atomic_write(out_dir / TIMINGS_FILE, timings.write_parquet)
+    return runs
+
+
 def write_manifest(
     out_dir: Path,
     scenario_path: str | Path,
@@ -310,15 +356,15 @@ def write_manifest(
     seeds: Sequence[int],
     overrides: Sequence[str],
 ) -> None:
-    """Write ``sweep.json``: the scenario file, grid, seeds and overrides of the sweep."""
+    """Write ``sweep.json``: the scenario file, grid, seeds, overrides and number of runs."""
     manifest = {
         "scenario": str(scenario_path),
         "grid": {key: list(values) for key, values in grid.items()},
         "seeds": list(seeds),
         "overrides": list(overrides),
+        "planned_runs": len(grid_points(grid)) * len(seeds),
     }
-    text = json.dumps(manifest, indent=2, default=str) + "\n"
-    atomic_write_text(out_dir / MANIFEST_FILE, text)
+    atomic_write_json(out_dir / MANIFEST_FILE, manifest, default=str)
 
 
 # --------------------------------------------------------------------------- running
@@ -340,6 +386,9 @@ def run_sweep(
 ) -> SweepResult:
     """Run a sweep, skipping runs that are already complete, and write ``runs.parquet``.
 
+    However the sweep stops, the tables list the runs complete at that moment (see the module
+    docstring).
+
     Args:
         scenario_path: The base scenario file.
         grid: Dotted key -> values, or ``--grid`` strings.
@@ -359,6 +408,8 @@ def run_sweep(
     Raises:
         SweepError: Bad grid, seeds, backend or workers.
         ScenarioError: A grid value or override that makes the scenario invalid.
+        SweepInterrupted: An interrupt (``KeyboardInterrupt``: Ctrl-C, or SIGTERM as the CLI
+            turns it into one) during the runs; the queued runs were cancelled.
     """
     from tqdm.auto import tqdm
 
@@ -372,20 +423,28 @@ def run_sweep(
     todo = [task for task in tasks if not is_complete_run(runs_root / task.name)]
     write_manifest(out, scenario_path, parsed_grid, seed_list, overrides)
     hide = None if progress is None else not progress
-    with tqdm(
-        total=len(tasks), initial=len(tasks) - len(todo), desc="sweep", unit="run", disable=hide
-    ) as bar:
-        execute_tasks(
-            todo,
-            runs_root,
-            backend=backend,
-            workers=workers,
-            address=address,
-            threads=threads,
-            run_function=run_function,
-            tick=bar.update,
-        )
-    runs, timings = runs_table(tasks, out)
-    atomic_write(out / RUNS_FILE, runs.write_parquet)
-    atomic_write(out / TIMINGS_FILE, timings.write_parquet)
+    try:
+        with tqdm(
+            total=len(tasks), initial=len(tasks) - len(todo), desc="sweep", unit="run", disable=hide
+        ) as bar:
+            execute_tasks(
+                todo,
+                runs_root,
+                backend=backend,
+                workers=workers,
+                address=address,
+                threads=threads,
+                run_function=run_function,
+                tick=bar.update,
+            )
+    except KeyboardInterrupt:
+        complete = write_tables(tasks, out).height
+        raise SweepInterrupted(
+            f"{complete} of {len(tasks)} runs complete, listed in {out / RUNS_FILE}; "
+            "run the same sweep again to resume"
+        ) from None
+    except Exception:
+        write_tables(tasks, out)
+        raise
+    runs = write_tables(tasks, out)
     return SweepResult(runs, out, executed=len(todo), skipped=len(tasks) - len(todo))

@@ -7,12 +7,20 @@ pickles anywhere, including to a Ray cluster), and each worker process keeps the
 loaded in a cache keyed by (path, device, dtype), so a model is loaded once per worker, not once
 per run. Workers use one torch CPU thread each (two threads per worker on a small machine were
 measured up to 100x slower, see DESIGN.md section 6).
+
+Interruption (local pool): workers die with the parent process however it ends, and leave SIGINT
+and SIGTERM to it (:mod:`market_sim.process_lifetime`). A ``KeyboardInterrupt`` in the parent
+(Ctrl-C, or SIGTERM turned into one by the CLI) cancels the queued runs and kills the workers at
+once: the runs in flight are lost (a run is all or nothing; its half-written folder is redone on
+resume) and the finished ones stay.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import shutil
+import threading
 import tomllib
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -20,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from market_sim.process_lifetime import block_interrupts, die_with_parent, interrupts_blocked
 from market_sim.results import is_complete_run
 
 BACKENDS: tuple[str, ...] = ("local", "ray")
@@ -70,10 +79,27 @@ def cached_model(key: ModelKey) -> Any:
     return _MODELS[key]
 
 
-def init_worker(threads: int, model_keys: Sequence[ModelKey]) -> None:
-    """Process-pool initializer: set torch's thread count and preload the sweep's models."""
-    import torch
+def init_worker(threads: int, model_keys: Sequence[ModelKey], parent_pid: int) -> None:
+    """Process-pool initializer of a sweep worker.
 
+    Dies with the parent, leaves interrupts to it, sets torch's thread count, and preloads the
+    sweep's models (without transformers' loading bars: the sweep shows its own progress). tqdm
+    gets a thread lock instead of its default multiprocessing lock: a worker killed by an
+    interrupt would leave that semaphore to the resource tracker, which warns about it on stderr.
+
+    Args:
+        threads: torch CPU threads.
+        model_keys: The models the sweep's runs use.
+        parent_pid: The sweep's process.
+    """
+    die_with_parent(parent_pid)
+    block_interrupts()
+    import torch
+    import transformers
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
+    transformers.utils.logging.disable_progress_bar()
     torch.set_num_threads(threads)
     for key in model_keys:
         cached_model(key)
@@ -184,21 +210,33 @@ def run_in_pool(
     run_function: RunFunction,
     tick: Tick,
 ) -> None:
-    """Run the tasks in a spawn process pool; the first failure cancels what has not started."""
+    """Run the tasks in a spawn process pool.
+
+    The first failure cancels what has not started (runs in flight finish); an interrupt
+    (``KeyboardInterrupt``) cancels what has not started and kills the workers at once.
+    """
     model_keys = sorted({task.model_key for task in tasks})
+    others = set(multiprocessing.active_children())
     pool = ProcessPoolExecutor(
         max_workers=min(workers, len(tasks)),
         mp_context=multiprocessing.get_context("spawn"),
         initializer=init_worker,
-        initargs=(threads, model_keys),
+        initargs=(threads, model_keys, os.getpid()),
     )
     try:
-        pending: set[Future[str]] = {pool.submit(run_function, t, runs_root) for t in tasks}
+        # The pool starts its workers in submit(), from this thread: they inherit the blocked
+        # interrupts, and their parent-death signal is tied to a thread that outlives the pool.
+        with interrupts_blocked():
+            pending: set[Future[str]] = {pool.submit(run_function, t, runs_root) for t in tasks}
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 future.result()
                 tick(1)
+    except KeyboardInterrupt:
+        for worker in set(multiprocessing.active_children()) - others:
+            worker.kill()
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

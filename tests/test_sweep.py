@@ -1,6 +1,8 @@
 """Sweeps: grid and seed parsing, run folders, resume after interruption, backends agree."""
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import polars as pl
@@ -12,6 +14,7 @@ from market_sim.results import is_complete_run
 from market_sim.sweep import (
     RUNS_FILE,
     SweepError,
+    SweepInterrupted,
     parse_grid,
     parse_seeds,
     plan_sweep,
@@ -161,9 +164,12 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path, scenario, ref
     out = tmp_path / "sweep"
     with pytest.raises(SimulatedCrashError):
         run_sweep(scenario, GRID, SEEDS, out, progress=False, run_function=crash_after_two)
-    assert not (out / RUNS_FILE).exists()
     half = [p for p in (out / "runs").iterdir() if not is_complete_run(p)]
     assert len(half) == 1
+    partial = pl.read_parquet(out / RUNS_FILE)  # the table of the two complete runs
+    assert partial["run_dir"].to_list() == [f"runs/{name}" for name in calls]
+    reference_rows = pl.read_parquet(reference / RUNS_FILE).head(2)
+    assert partial.select(reference_rows.columns).equals(reference_rows)
 
     resumed = []
 
@@ -188,6 +194,51 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path, scenario, ref
         scenario, GRID, SEEDS, out, workers=2, progress=False, run_function=must_not_run
     )
     assert again.executed == 0
+
+
+def test_interrupt_keeps_finished_runs_and_writes_their_table(tmp_path, scenario, reference):
+    finished = []
+
+    def interrupted_at_third(task, runs_root):
+        if len(finished) == 2:
+            raise KeyboardInterrupt  # what Ctrl-C raises in the middle of the third run
+        finished.append(task.name)
+        return run_task(task, runs_root)
+
+    out = tmp_path / "sweep"
+    with pytest.raises(SweepInterrupted) as caught:
+        run_sweep(scenario, GRID, SEEDS, out, progress=False, run_function=interrupted_at_third)
+    assert str(caught.value) == (
+        f"2 of 4 runs complete, listed in {out / RUNS_FILE}; run the same sweep again to resume"
+    )
+    assert isinstance(caught.value, KeyboardInterrupt)
+    partial = pl.read_parquet(out / RUNS_FILE)
+    assert partial["run_dir"].to_list() == [f"runs/{name}" for name in finished]
+    assert pl.read_parquet(out / "timings.parquet")["run_dir"].equals(partial["run_dir"])
+    assert json.loads((out / "sweep.json").read_text())["planned_runs"] == 4
+
+    result = run_sweep(scenario, GRID, SEEDS, out, progress=False)
+    assert result.executed == 2 and result.skipped == 2
+    assert (out / RUNS_FILE).read_bytes() == (reference / RUNS_FILE).read_bytes()
+
+
+def test_interrupt_before_any_run_writes_an_empty_table(tmp_path, scenario):
+    def interrupted(task, runs_root):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "sweep"
+    with pytest.raises(SweepInterrupted, match="^0 of 4 runs complete"):
+        run_sweep(scenario, GRID, SEEDS, out, progress=False, run_function=interrupted)
+    empty = pl.read_parquet(out / RUNS_FILE)
+    assert empty.columns == ["mechanism.payment", "seed", "run_dir"] and empty.height == 0
+
+
+def test_sweep_files_follow_the_umask(reference):
+    umask = os.umask(0)
+    os.umask(umask)
+    files = [path for path in reference.rglob("*") if path.is_file()]
+    assert len(files) >= 3 + 4 * 4  # sweep.json, two tables, four runs of at least four files
+    assert {stat.S_IMODE(path.stat().st_mode) for path in files} == {0o666 & ~umask}
 
 
 def test_two_local_workers_match_one(tmp_path, scenario, reference):

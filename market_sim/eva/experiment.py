@@ -28,7 +28,6 @@ generations is not run again, so an interrupted run resumes; any other seed is r
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +56,7 @@ from market_sim.eva.setup import (
 from market_sim.eva.solver import best_worst_pairs, reward_spread, sample_and_score
 from market_sim.lm.model import LanguageModel
 from market_sim.lm.preference import DPOResult, dpo_fine_tune
-from market_sim.results import atomic_write, atomic_write_text
+from market_sim.results import atomic_write, atomic_write_json, atomic_write_text
 from market_sim.scenario.load import dump_scenario_toml
 from market_sim.scenario.schema import EvaConfig, Scenario
 
@@ -405,7 +404,7 @@ def run_eva(
         atomic_write(out_dir / QUERIES_FILE, queries.write_parquet)
         atomic_write(out_dir / EVA_FILE, table.write_parquet)
         summary = summarize_eva(table, scenario, generations)
-        atomic_write_text(out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+        atomic_write_json(out_dir / SUMMARY_FILE, summary)
     return EvaResult(table, queries)
 
 

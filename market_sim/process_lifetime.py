@@ -1,0 +1,124 @@
+"""Process lifetime: interrupts end the command cleanly, workers never outlive their parent.
+
+Interrupts: the CLI treats SIGTERM (what a job scheduler sends) like Ctrl-C's SIGINT, as a
+``KeyboardInterrupt`` (:func:`terminate_as_interrupt`), and reports either in one line with exit
+status :data:`INTERRUPTED_EXIT_STATUS`.
+
+A sweep's pool workers are separate processes. If the parent dies without shutting the pool down
+(``kill -9``, an out-of-memory kill), they would otherwise be reparented to PID 1 and go on running
+queued runs into the sweep folder. Two guards end them:
+
+* on Linux, ``prctl(PR_SET_PDEATHSIG, SIGKILL)``: the kernel kills the worker the moment its
+  parent ends (precisely: the parent *thread* that started it; the pool starts its workers from
+  the thread that submits, which lives as long as the pool);
+* everywhere, a daemon thread that polls ``os.getppid()`` every :data:`WATCHDOG_INTERVAL_SECONDS`
+  and exits the worker once the parent PID has changed.
+
+multiprocessing's resource tracker (a helper process the parent starts for its semaphores) reads a
+pipe whose write ends the parent and the workers hold; it exits by itself once they are all gone.
+
+Interrupts: a terminal's Ctrl-C sends SIGINT to every process of the foreground group, and job
+schedulers may send SIGTERM to all of a job's processes. Workers start with both signals blocked
+(:func:`interrupts_blocked` around their start; a blocked signal mask is inherited across fork and
+exec), so only the parent reacts: it cancels what is queued, ends the workers, and writes what is
+complete. A worker interrupted in the middle of a run would only print a traceback.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+PR_SET_PDEATHSIG = 1
+"""``prctl`` option: the signal the kernel sends this process when its parent ends (Linux)."""
+WATCHDOG_INTERVAL_SECONDS = 0.5
+ORPHANED_EXIT_STATUS = 1
+INTERRUPT_SIGNALS: frozenset[signal.Signals] = frozenset({signal.SIGINT, signal.SIGTERM})
+"""Signals the parent handles for its workers."""
+INTERRUPTED_EXIT_STATUS = 128 + signal.SIGINT
+"""Exit status of an interrupted command (130: the shell's status for a SIGINT death)."""
+
+
+def raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    """Signal handler: raise ``KeyboardInterrupt`` in the main thread, as SIGINT's does."""
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into ``KeyboardInterrupt`` for the block (only from the main thread).
+
+    Elsewhere (signal handlers can only be set from the main thread) nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def request_parent_death_signal(signum: int = signal.SIGKILL) -> bool:
+    """Ask the Linux kernel to send ``signum`` to this process when its parent ends.
+
+    Returns:
+        Whether the request took effect (False on other systems or without ``prctl``).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def watch_parent(parent_pid: int, interval: float = WATCHDOG_INTERVAL_SECONDS) -> None:
+    """Exit this process at once (no cleanup) when its parent is no longer ``parent_pid``."""
+    while os.getppid() == parent_pid:
+        time.sleep(interval)
+    os._exit(ORPHANED_EXIT_STATUS)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Make this process end when its parent ``parent_pid`` ends (see the module docstring).
+
+    Call it first thing in a worker (a pool initializer). If the parent has already gone, the
+    process exits here.
+
+    Args:
+        parent_pid: The PID of the process that started this one.
+    """
+    request_parent_death_signal()
+    if os.getppid() != parent_pid:  # the parent died before the request above took effect
+        os._exit(ORPHANED_EXIT_STATUS)
+    threading.Thread(
+        target=watch_parent, args=(parent_pid,), name="parent-watchdog", daemon=True
+    ).start()
+
+
+def block_interrupts() -> None:
+    """Block SIGINT and SIGTERM in the calling thread (in a worker: leave them to the parent)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPT_SIGNALS)
+
+
+@contextmanager
+def interrupts_blocked() -> Iterator[None]:
+    """Block SIGINT and SIGTERM in this thread for the duration of the block.
+
+    Processes and threads started inside inherit the blocked signals; a signal that arrives
+    meanwhile is delivered when the block ends.
+    """
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPT_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
