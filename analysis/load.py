@@ -28,7 +28,14 @@ RUNS_FILE = "runs.parquet"
 MANIFEST_FILE = "sweep.json"
 SHARES_FILE = "shares.parquet"
 CONVERGENCE_GLOB = "*convergence*.parquet"
-WALL_CLOCK_PREFIXES = ("wall_seconds", "rounds_per_second", "timings")
+WALL_CLOCK_PREFIXES = (
+    "wall_seconds",
+    "rounds_per_second",
+    "auctions_per_second",
+    "timings",
+    "execution",
+)
+"""Summary keys that depend on the clock or the machine (never metrics)."""
 
 PathLike = str | Path
 Paths = PathLike | Sequence[PathLike]

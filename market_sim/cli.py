@@ -25,10 +25,13 @@ class UsageError(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
+    from market_sim.provenance import VersionAction
+
     parser = argparse.ArgumentParser(
         prog="market-sim",
         description="Simulate an ad marketplace whose ads are written by a language model.",
     )
+    parser.add_argument("--version", action=VersionAction)
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run a scenario and write its results")

@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 import polars as pl
 import torch
-import transformers
 from tqdm.auto import tqdm
 
 from market_sim.lm.model import LanguageModel
 from market_sim.market.model import MarketModel
 from market_sim.platform.registry import build_platform
+from market_sim.provenance import run_provenance
 from market_sim.results import NULLABLE_AGENT_COLUMNS, summarize, write_run
 from market_sim.scenario import Scenario, dump_scenario_toml
 
@@ -113,7 +113,7 @@ def run_scenario(
         "device": str(lm.device),
         "wall_seconds": wall_seconds,
         "rounds_per_second": scenario.rounds / wall_seconds if wall_seconds > 0 else None,
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+        **run_provenance(lm, scenario.model.path, scenario_toml),
     }
     summary = summarize(rounds, agents, meta)
     if out_dir is not None:

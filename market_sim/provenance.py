@@ -1,0 +1,217 @@
+"""How a run was made: software versions, the exact model and weights, the scenario's hash.
+
+:func:`run_provenance` returns three tables for ``summary.json``:
+
+* ``versions``: market-sim, Python, torch, transformers, mesa, polars, numpy, scipy (read from
+  the installed distributions' metadata, no imports);
+* ``provenance``: what determines the results wherever they are computed: the model as
+  referenced (``bundled:tiny-ads``, a folder, a hub id), its kind (``bundled``, ``local``,
+  ``hub``), the hub id and the revision (commit) it resolved to, the sha256 of every weight file
+  (``*.safetensors``), the dtype, and the sha256 of the resolved scenario (``scenario.toml``);
+* ``execution``: what depends on the machine and checkout that ran it: the absolute model
+  folder, the device, torch's CPU thread count, and the git commit of the market-sim checkout
+  (with whether tracked files differed from it), null when not run from a git checkout or when
+  git is absent. A sweep keeps ``execution`` out of ``runs.parquet`` (with the wall-clock keys,
+  in ``timings.parquet``), so that table stays identical whichever machines ran the runs.
+
+Weight hashes are cached per process by (path, size, modification time): a sweep hashes each
+file once. Importing this module does not import torch (``market-sim --version`` stays fast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # torch is imported only where a model is at hand: --version stays fast
+    from market_sim.lm.model import LanguageModel
+
+PACKAGES: tuple[str, ...] = ("torch", "transformers", "mesa", "polars", "numpy", "scipy")
+"""Distributions whose versions every summary records (besides market-sim and Python)."""
+WEIGHT_PATTERNS: tuple[str, ...] = ("*.safetensors",)
+FOLDER_SCHEMES: tuple[str, ...] = ("bundled", "cache")
+"""Reference prefixes (``bundled:<name>``, ``cache:<name>``) recorded as the model's source."""
+CHECKOUT = Path(__file__).resolve().parent.parent
+"""The folder above the package: a git checkout when market-sim runs from source."""
+GIT_TIMEOUT_SECONDS = 10
+HASH_CHUNK_BYTES = 1 << 20
+
+
+def distribution_version(name: str) -> str | None:
+    """Installed version of a distribution, None when it is not installed."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def market_sim_version() -> str:
+    """market-sim's version (from its installed metadata; ``unknown`` when not installed)."""
+    return distribution_version("market-sim") or "unknown"
+
+
+def software_versions() -> dict[str, str | None]:
+    """market-sim, Python and :data:`PACKAGES` versions."""
+    versions: dict[str, str | None] = {
+        "market_sim": market_sim_version(),
+        "python": platform.python_version(),
+    }
+    versions.update({name: distribution_version(name) for name in PACKAGES})
+    return versions
+
+
+def run_git(*args: str, folder: Path = CHECKOUT) -> str | None:
+    """Output of ``git -C folder ARGS``, or None when git is absent, fails or times out."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(folder), *args],
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT_SECONDS,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def git_state(folder: Path = CHECKOUT) -> dict[str, Any]:
+    """``git_commit`` of the checkout holding ``folder`` and ``git_dirty`` (tracked changes).
+
+    Both are None when ``folder`` is not in a git checkout (an installed wheel) or git is absent.
+    """
+    if not (folder / ".git").exists():
+        return {"git_commit": None, "git_dirty": None}
+    commit = run_git("rev-parse", "HEAD", folder=folder)
+    status = run_git("status", "--porcelain", "--untracked-files=no", folder=folder)
+    return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes (cached by path, size and modification time)."""
+    stat = path.stat()
+    return _sha256_cached(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+def weight_hashes(folder: Path) -> dict[str, str]:
+    """File name (relative to ``folder``) -> sha256 of every weight file, sorted by name."""
+    files = sorted({p for pattern in WEIGHT_PATTERNS for p in folder.rglob(pattern)})
+    return {str(p.relative_to(folder)): sha256_file(p) for p in files}
+
+
+def hub_snapshot(hub_id: str, revision: str | None) -> Path | None:
+    """The local cache folder of a hub model's snapshot, without any network access."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = snapshot_download(hub_id, revision=revision, local_files_only=True)
+    except (ImportError, OSError, ValueError):  # not in the local cache (or no hub library)
+        return None
+    return Path(folder)
+
+
+def model_provenance(reference: str, lm: LanguageModel | None = None) -> tuple[dict, str | None]:
+    """What identifies the model's weights, and the absolute folder they were read from.
+
+    Args:
+        reference: The model reference as the scenario gives it.
+        lm: The loaded model (its config carries the hub revision it resolved to).
+
+    Returns:
+        ``(provenance, folder)``: ``provenance`` has ``reference``, ``source`` (``bundled``,
+        ``cache``, ``local`` or ``hub``), ``hub_id`` and ``revision`` (hub models, else None) and
+        ``weights_sha256`` (file -> hash; empty when no file could be found); ``folder`` is the
+        absolute folder of the weights (for a hub model, its local cache snapshot) or None.
+    """
+    from market_sim.lm.loading import resolve_model_reference
+
+    resolved = resolve_model_reference(reference)
+    if Path(resolved).is_dir():
+        scheme = reference.split(":", 1)[0]
+        source = scheme if scheme in FOLDER_SCHEMES else "local"
+        folder: Path | None = Path(resolved).resolve()
+        hub_id = revision = None
+    else:
+        source, hub_id = "hub", resolved
+        config = getattr(getattr(lm, "model", None), "config", None)
+        revision = getattr(config, "_commit_hash", None)
+        folder = hub_snapshot(hub_id, revision)
+    record = {
+        "reference": reference,
+        "source": source,
+        "hub_id": hub_id,
+        "revision": revision,
+        "weights_sha256": weight_hashes(folder) if folder is not None else {},
+    }
+    return record, str(folder) if folder is not None else None
+
+
+def model_dtype(lm: LanguageModel) -> str:
+    """The dtype of the model's parameters, e.g. ``float32``."""
+    return str(next(lm.model.parameters()).dtype).removeprefix("torch.")
+
+
+def scenario_sha256(scenario_toml: str) -> str:
+    """Hex sha256 of the resolved scenario text (``scenario.toml``, UTF-8)."""
+    return hashlib.sha256(scenario_toml.encode("utf-8")).hexdigest()
+
+
+def run_provenance(lm: LanguageModel, reference: str, scenario_toml: str) -> dict[str, Any]:
+    """The ``versions``, ``provenance`` and ``execution`` tables of a run's ``summary.json``.
+
+    Args:
+        lm: The loaded model the run used.
+        reference: The scenario's model reference (``model.path``).
+        scenario_toml: The resolved scenario text.
+    """
+    import torch
+
+    model, folder = model_provenance(reference, lm)
+    return {
+        "versions": software_versions(),
+        "provenance": {
+            "model": model,
+            "dtype": model_dtype(lm),
+            "scenario_sha256": scenario_sha256(scenario_toml),
+        },
+        "execution": {
+            "model_folder": folder,
+            "device": str(lm.device),
+            "torch_threads": torch.get_num_threads(),
+            **git_state(),
+        },
+    }
+
+
+def version_line() -> str:
+    """``market-sim X (git <commit>)`` for ``--version``; the commit only from a checkout."""
+    commit = git_state()["git_commit"]
+    suffix = f" (git {commit[:12]})" if commit else ""
+    return f"market-sim {market_sim_version()}{suffix}"
+
+
+class VersionAction(argparse.Action):
+    """``--version``: print :func:`version_line` and exit (git is asked only when used)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs) -> None:
+        kwargs.setdefault("help", "print market-sim's version (and git commit) and exit")
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, nargs=0, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # noqa: D102
+        print(version_line())
+        parser.exit()

@@ -1,0 +1,137 @@
+"""Provenance in summary.json: versions, model identity and weight hashes, scenario hash, git."""
+
+import hashlib
+import json
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from types import SimpleNamespace
+
+import polars as pl
+import tomli_w
+import torch
+
+from market_sim.provenance import git_state, model_provenance, version_line
+from market_sim.run import run_scenario
+from market_sim.scenario import load_scenario
+from market_sim.sweep import run_sweep
+
+
+def write_scenario(folder: Path, model_dir: Path) -> Path:
+    data = {
+        "name": "provenance",
+        "seed": 1,
+        "rounds": 2,
+        "model": {"path": str(model_dir), "device": "cpu"},
+        "mechanism": {"kind": "token_auction", "max_new_tokens": 4},
+        "queries": {"items": ["vacation in Hawaii"]},
+        "advertisers": [
+            {
+                "name": "Alpha",
+                "context": "Alpha Airlines: flights.",
+                "valuation": {"dist": "fixed", "value": 1.0},
+            },
+            {
+                "name": "Beta",
+                "context": "Beta Resort: rooms.",
+                "valuation": {"dist": "fixed", "value": 0.5},
+            },
+        ],
+    }
+    path = folder / "provenance.toml"
+    path.write_text(tomli_w.dumps(data))
+    return path
+
+
+def test_summary_records_versions_model_hashes_and_scenario(tmp_path, random_model_dir, random_lm):
+    scenario = load_scenario(write_scenario(tmp_path, random_model_dir))
+    out = tmp_path / "run"
+    run_scenario(scenario, out_dir=out, lm=random_lm)
+    summary = json.loads((out / "summary.json").read_text())
+    versions = summary["versions"]
+    assert versions["python"] == platform.python_version()
+    for name in ("torch", "transformers", "mesa", "polars", "numpy", "scipy"):
+        assert versions[name] == metadata.version(name), name
+    assert versions["market_sim"] == metadata.version("market-sim")
+    weights = random_model_dir / "model.safetensors"
+    expected_hash = hashlib.sha256(weights.read_bytes()).hexdigest()  # hashed here, independently
+    model = summary["provenance"]["model"]
+    assert model == {
+        "reference": str(random_model_dir),
+        "source": "local",
+        "hub_id": None,
+        "revision": None,
+        "weights_sha256": {"model.safetensors": expected_hash},
+    }
+    scenario_text = (out / "scenario.toml").read_bytes()
+    assert summary["provenance"]["scenario_sha256"] == hashlib.sha256(scenario_text).hexdigest()
+    assert summary["provenance"]["dtype"] == "float32"
+    execution = summary["execution"]
+    assert execution["model_folder"] == str(random_model_dir.resolve())
+    assert execution["device"] == "cpu" and execution["torch_threads"] == torch.get_num_threads()
+    assert set(execution) == {"model_folder", "device", "torch_threads", "git_commit", "git_dirty"}
+
+
+def test_hub_reference_is_told_apart_without_network(monkeypatch):
+    # a hub model that resolved (as it has once loaded) but whose snapshot is not in the cache
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(
+        "market_sim.lm.loading.resolve_model_reference", lambda reference, *a, **k: "org/model"
+    )
+    loaded = SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace(_commit_hash="abc123")))
+    record, folder = model_provenance("hub:org/model", loaded)
+    assert record == {
+        "reference": "hub:org/model",
+        "source": "hub",
+        "hub_id": "org/model",
+        "revision": "abc123",
+        "weights_sha256": {},
+    }
+    assert folder is None
+
+
+def test_bundled_reference_records_its_folder():
+    record, folder = model_provenance("bundled:tiny-ads")
+    assert record["source"] == "bundled" and Path(folder).name == "tiny-ads"
+    assert list(record["weights_sha256"]) == ["model.safetensors"]
+
+
+def git(folder: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(folder), *args], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_git_state_of_a_checkout_outside_one_and_without_git(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    (repo / "file.txt").write_text("one\n")
+    git(repo, "add", "file.txt")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+    assert git_state(repo) == {"git_commit": git(repo, "rev-parse", "HEAD"), "git_dirty": False}
+    (repo / "file.txt").write_text("two\n")
+    assert git_state(repo)["git_dirty"] is True
+    assert git_state(tmp_path) == {"git_commit": None, "git_dirty": None}  # not a checkout
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))  # git absent: no failure, nulls
+    assert git_state(repo) == {"git_commit": None, "git_dirty": None}
+
+
+def test_version_flag_and_python_dash_m():
+    done = subprocess.run(
+        [sys.executable, "-m", "market_sim", "--version"], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stdout.strip() == version_line()
+    assert done.stdout.startswith(f"market-sim {metadata.version('market-sim')}")
+
+
+def test_sweep_keeps_machine_dependent_keys_out_of_runs_table(tmp_path, random_model_dir):
+    scenario = write_scenario(tmp_path, random_model_dir)
+    result = run_sweep(scenario, [], "0", tmp_path / "sweep", progress=False)
+    runs = result.runs
+    assert "provenance.scenario_sha256" in runs.columns and "versions.mesa" in runs.columns
+    assert not [column for column in runs.columns if column.startswith("execution.")]
+    timings = pl.read_parquet(tmp_path / "sweep" / "timings.parquet")
+    assert timings["execution.model_folder"].to_list() == [str(random_model_dir.resolve())]
