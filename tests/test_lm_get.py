@@ -369,3 +369,17 @@ def test_real_conversion_of_a_tiny_gguf_reproduces_the_model(tmp_path, monkeypat
     monkeypatch.setitem(cached_models.KNOWN_MODELS, spec.name, spec)
     lm = LanguageModel.load("cache:fake-model", device="cpu")
     assert lm.name == "cache:fake-model" and lm.tokenizer.chat_template == TINY_TEMPLATE
+
+
+def test_scenario_cache_path_missing_is_one_line(tmp_path, monkeypatch):
+    from market_sim.scenario import ScenarioError, load_scenario
+
+    monkeypatch.setenv("MARKET_SIM_CACHE", str(tmp_path))
+    hawaii = Path(__file__).parent.parent / "scenarios" / "hawaii.toml"
+    with pytest.raises(ScenarioError) as error:
+        load_scenario(hawaii, ['model.path="cache:smollm2-135m-instruct"'])
+    assert str(error.value) == (
+        f"model.path: cache:smollm2-135m-instruct is not in the cache "
+        f"({tmp_path}/models/smollm2-135m-instruct); get it with: "
+        "market-sim lm get smollm2-135m-instruct"
+    )

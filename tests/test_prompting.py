@@ -115,3 +115,20 @@ def test_cli_chat_format_needs_a_template(capsys):
         "market-sim: error: --prompt-format: prompt_format 'chat': the model's tokenizer has no "
         "chat template"
     )
+
+
+def test_scenario_prompt_format_is_validated_and_recorded():
+    import tomllib
+    from pathlib import Path
+
+    from market_sim.scenario import ScenarioError, dump_scenario_toml, load_scenario
+
+    hawaii = Path(__file__).parent.parent / "scenarios" / "hawaii.toml"
+    assert load_scenario(hawaii).model.prompt_format == "auto"
+    scenario = load_scenario(hawaii, ['model.prompt_format="chat"'])
+    assert tomllib.loads(dump_scenario_toml(scenario))["model"]["prompt_format"] == "chat"
+    with pytest.raises(ScenarioError) as error:
+        load_scenario(hawaii, ['model.prompt_format="xml"'])
+    assert (
+        str(error.value) == "model.prompt_format: unknown value 'xml'; allowed: auto, plain, chat"
+    )
