@@ -9,9 +9,11 @@ naming the problem; results are written only after a run completes, atomically.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from market_sim.process_lifetime import INTERRUPTED_EXIT_STATUS, terminate_as_interrupt
 
@@ -23,11 +25,26 @@ class UsageError(Exception):
     """Bad input from the user: reported in one line, exit status 2."""
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (exit 2), not a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        """Raise the error as a :class:`UsageError` (``main`` prints it in one line)."""
+        raise UsageError(message)
+
+
+def check_threads(threads: int) -> None:
+    """``--threads``: between 1 and the number of CPUs of this machine."""
+    cpus = os.cpu_count() or 1
+    if not 1 <= threads <= cpus:
+        raise UsageError(f"--threads: must be between 1 and {cpus} (the CPUs here), got {threads}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     from market_sim.provenance import VersionAction
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="market-sim",
         description="Simulate an ad marketplace whose ads are written by a language model.",
     )
@@ -38,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_scenario_arguments(run)
     run.add_argument("--rounds", type=int, help="override the scenario's rounds")
     run.add_argument("--out", type=Path, help="results folder (default results/<name>-seed<seed>)")
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite a finished run of a different resolved scenario in the results folder",
+    )
 
     demo = commands.add_parser(
         "demo",
@@ -67,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     lm = commands.add_parser("lm", help="the bundled tiny language model")
     lm_commands = lm.add_subparsers(dest="lm_command", required=True)
     train = lm_commands.add_parser("train", help="generate the ad corpus and train the tiny LM")
-    train.add_argument("--out", type=Path, help="output folder (default: the bundled model)")
+    train.add_argument(
+        "--out", type=Path, help="output folder (required; the bundled model is never replaced)"
+    )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--steps", type=int, help="optimizer steps (default: the bundled recipe)")
     generate = lm_commands.add_parser("generate", help="sample replies from a model")
@@ -208,35 +232,96 @@ def load_checked_scenario(path: Path, overrides: Sequence[str]):
         raise UsageError(str(error)) from None
 
 
-def load_checked_model(reference: str, device: str, dtype: str = "auto", threads: int = 1):
+def load_checked_model(
+    reference: str,
+    device: str,
+    dtype: str = "auto",
+    threads: int = 1,
+    keys: tuple[str, str] = ("model.path", "model.device"),
+):
     """Load a model, turning a missing model or unavailable device into a :class:`UsageError`.
 
-    Also sets torch's CPU thread count (``threads``) before any model work.
+    Also sets torch's CPU thread count (``threads``) before any model work. ``keys`` name the
+    reference and the device in messages (``--model``, ``--device`` for ``lm generate``).
     """
+    check_threads(threads)
     import torch
 
     from market_sim.lm.loading import ModelNotFoundError
     from market_sim.lm.model import LanguageModel
 
-    if threads < 1:
-        raise UsageError(f"--threads: must be >= 1, got {threads}")
     torch.set_num_threads(threads)
     try:
         return LanguageModel.load(reference, device=device, dtype=dtype)
-    except (ModelNotFoundError, ValueError) as error:
-        raise UsageError(f"model: {error}") from None
+    except ModelNotFoundError as error:
+        raise UsageError(f"{keys[0]}: {error}") from None
+    except ValueError as error:
+        raise UsageError(f"{keys[1]}: {error}") from None
+
+
+def load_scenario_model(scenario, threads: int):
+    """The scenario's model, loaded and checked: every prompt plus the reply fits its positions."""
+    from market_sim.scenario import ScenarioError
+    from market_sim.scenario.prompt_fit import check_model_fits
+
+    config = scenario.model
+    lm = load_checked_model(config.path, config.device, config.dtype, threads)
+    try:
+        check_model_fits(scenario, lm)
+    except ScenarioError as error:
+        raise UsageError(str(error)) from None
+    return lm
+
+
+def checked_out_dir(out: Path | None, default: Path) -> Path:
+    """``--out`` (else ``default``), checked to be a folder this process can write into."""
+    from market_sim.scenario import ScenarioError
+    from market_sim.scenario.output_folder import check_writable_folder
+
+    out_dir = out or default
+    try:
+        check_writable_folder(out_dir)
+    except ScenarioError as error:
+        raise UsageError(str(error)) from None
+    return out_dir
+
+
+def checked_run_dir(args: argparse.Namespace, scenario) -> Path:
+    """The run's folder: writable, and not holding a run of a different resolved scenario.
+
+    Unrelated files already in the folder get a one-line warning each (the run still goes on).
+    """
+    from market_sim.scenario import ScenarioError, dump_scenario_toml
+    from market_sim.scenario.output_folder import check_run_folder
+
+    out_dir = checked_out_dir(args.out, Path("results") / f"{scenario.name}-seed{scenario.seed}")
+    try:
+        unrelated = check_run_folder(out_dir, dump_scenario_toml(scenario), args.force)
+    except ScenarioError as error:
+        raise UsageError(str(error)) from None
+    if unrelated:
+        shown = ", ".join(unrelated[:5]) + (", ..." if len(unrelated) > 5 else "")
+        print(
+            f"market-sim: warning: --out: '{out_dir}' also holds files a run does not write "
+            f"({shown}); they are left as they are",
+            file=sys.stderr,
+        )
+    return out_dir
 
 
 def command_run(args: argparse.Namespace, scenario_path: Path) -> None:
-    """Run a scenario, write results, print the summary."""
+    """Run a scenario, write results, print the summary.
+
+    Every input check (options, scenario, output folder, model, prompt lengths) runs before the
+    first round; torch and transformers are imported only once the model loads.
+    """
+    check_threads(args.threads)
+    scenario = load_checked_scenario(scenario_path, scenario_overrides(args))
+    out_dir = checked_run_dir(args, scenario)
+    lm = load_scenario_model(scenario, args.threads)
     from market_sim.report import format_run_summary
     from market_sim.run import run_scenario
 
-    scenario = load_checked_scenario(scenario_path, scenario_overrides(args))
-    lm = load_checked_model(
-        scenario.model.path, scenario.model.device, scenario.model.dtype, args.threads
-    )
-    out_dir = args.out or Path("results") / f"{scenario.name}-seed{scenario.seed}"
     progress = False if getattr(args, "no_progress", False) else None
     result = run_scenario(scenario, out_dir=out_dir, lm=lm, progress=progress)
     print(format_run_summary(result.summary, result.agents))
@@ -251,8 +336,8 @@ def command_demo(args: argparse.Namespace) -> None:
     from market_sim.scenario import ScenarioError
     from market_sim.sweep import SweepError
 
-    if args.threads < 1:
-        raise UsageError(f"--threads: must be >= 1, got {args.threads}")
+    check_threads(args.threads)
+    checked_out_dir(args.out, args.out)
     overrides = scenario_overrides(args)
     workers = parse_workers(args.workers) or 1
     try:
@@ -275,16 +360,15 @@ def command_demo(args: argparse.Namespace) -> None:
 
 def command_lambda_sweep(args: argparse.Namespace) -> None:
     """Run the lambda sweep of a scenario and print the share table."""
-    from market_sim.lambda_sweep import run_lambda_sweep
-    from market_sim.report import format_shares
-
+    check_threads(args.threads)
     scenario = load_checked_scenario(args.scenario, scenario_overrides(args))
     if scenario.lambda_sweep is None:
         raise UsageError("lambda_sweep: the scenario has no [lambda_sweep] table")
-    lm = load_checked_model(
-        scenario.model.path, scenario.model.device, scenario.model.dtype, args.threads
-    )
-    out_dir = args.out or Path("results") / f"{scenario.name}-seed{scenario.seed}"
+    out_dir = checked_out_dir(args.out, Path("results") / f"{scenario.name}-seed{scenario.seed}")
+    lm = load_scenario_model(scenario, args.threads)
+    from market_sim.lambda_sweep import run_lambda_sweep
+    from market_sim.report import format_shares
+
     _, shares = run_lambda_sweep(scenario, lm, out_dir)
     print(format_shares(shares))
     print(f"\nresults: {out_dir}/ (samples.parquet, shares.parquet)")
@@ -292,18 +376,17 @@ def command_lambda_sweep(args: argparse.Namespace) -> None:
 
 def command_convergence(args: argparse.Namespace) -> None:
     """Run the MOSAIC convergence experiment of a scenario and print the mean curves."""
-    from market_sim.mosaic_convergence import run_convergence, summarize_convergence
-
+    check_threads(args.threads)
     scenario = load_checked_scenario(args.scenario, scenario_overrides(args))
     if scenario.mechanism.kind != "mosaic":
         raise UsageError(
             f"mechanism.kind: the convergence experiment needs 'mosaic', got "
             f"'{scenario.mechanism.kind}'"
         )
-    lm = load_checked_model(
-        scenario.model.path, scenario.model.device, scenario.model.dtype, args.threads
-    )
-    out_dir = args.out or Path("results") / f"{scenario.name}-seed{scenario.seed}"
+    out_dir = checked_out_dir(args.out, Path("results") / f"{scenario.name}-seed{scenario.seed}")
+    lm = load_scenario_model(scenario, args.threads)
+    from market_sim.mosaic_convergence import run_convergence, summarize_convergence
+
     table = run_convergence(scenario, lm, out_dir)
     summary = summarize_convergence(table)
     for proposal, curve in summary["proposals"].items():
@@ -359,10 +442,8 @@ def command_eva(args: argparse.Namespace) -> None:
     from market_sim.eva.experiment import EVA_FILE, run_eva
 
     scenario, seeds = eva_inputs(args, check_heldout=True)
-    lm = load_checked_model(
-        scenario.model.path, scenario.model.device, scenario.model.dtype, args.threads
-    )
-    out_dir = args.out or Path("results") / f"{scenario.name}-eva"
+    out_dir = checked_out_dir(args.out, Path("results") / f"{scenario.name}-eva")
+    lm = load_scenario_model(scenario, args.threads)
     try:
         result = run_eva(
             scenario, lm, args.generations, seeds, out_dir, progress=not args.no_progress
@@ -388,10 +469,8 @@ def command_audit(args: argparse.Namespace) -> None:
     from market_sim.eva.audit import AUDIT_TOP_FILE, run_audit, top_report
 
     scenario, seeds = eva_inputs(args)
-    lm = load_checked_model(
-        scenario.model.path, scenario.model.device, scenario.model.dtype, args.threads
-    )
-    out_dir = args.out or Path("results") / f"{scenario.name}-audit"
+    out_dir = checked_out_dir(args.out, Path("results") / f"{scenario.name}-audit")
+    lm = load_scenario_model(scenario, args.threads)
     try:
         table = run_audit(scenario, lm, args.generations, seeds, out_dir)
     except ValueError as error:
@@ -412,15 +491,18 @@ def command_lm(args: argparse.Namespace) -> None:
         command_lm_get(args)
         return
     if args.lm_command == "train":
-        from market_sim.lm.tiny import BUNDLED_MODEL_DIR, train_tiny_lm
+        out_dir = checked_train_dir(args.out)
+        from market_sim.lm.tiny import train_tiny_lm
 
         options = {} if args.steps is None else {"steps": args.steps}
-        folder = train_tiny_lm(args.out or BUNDLED_MODEL_DIR, seed=args.seed, **options)
+        folder = train_tiny_lm(out_dir, seed=args.seed, **options)
         print(f"saved the tiny LM to {folder}")
         return
     from market_sim.prompting import prompt_builder
 
-    lm = load_checked_model(args.model, args.device or "auto", threads=args.threads)
+    lm = load_checked_model(
+        args.model, args.device or "auto", threads=args.threads, keys=("--model", "--device")
+    )
     try:
         builder = prompt_builder(args.prompt_format, lm.tokenizer)
     except ValueError as error:
@@ -430,6 +512,23 @@ def command_lm(args: argparse.Namespace) -> None:
     print(prompt)
     for tokens in samples:
         print("  ->", lm.decode(tokens).strip())
+
+
+def checked_train_dir(out: Path | None) -> Path:
+    """``lm train --out``: required, writable, and never inside the bundled checkpoints."""
+    from market_sim.lm.bundled_models import BUNDLED_ROOT
+
+    if out is None:
+        raise UsageError(
+            "--out: required (e.g. --out results/tiny-ads); the bundled model is never replaced"
+        )
+    bundled = BUNDLED_ROOT.resolve()
+    target = out.expanduser().resolve()
+    if target == bundled or bundled in target.parents:
+        raise UsageError(
+            f"--out: '{out}' is inside the bundled checkpoints ({bundled}); choose another folder"
+        )
+    return checked_out_dir(out, out)
 
 
 def command_lm_get(args: argparse.Namespace) -> None:
@@ -467,13 +566,12 @@ def command_sweep(args: argparse.Namespace) -> None:
     from market_sim.scenario import ScenarioError
     from market_sim.sweep import RUNS_FILE, SweepError, run_sweep
 
-    if args.threads < 1:
-        raise UsageError(f"--threads: must be >= 1, got {args.threads}")
+    check_threads(args.threads)
     if not args.scenario.is_file():
         raise UsageError(f"{args.scenario}: no such scenario file")
     if args.seed is not None:
         raise UsageError("--seed: a sweep takes --seeds (e.g. --seeds 0-9), not --seed")
-    out_dir = args.out or Path("results") / f"{args.scenario.stem}-sweep"
+    out_dir = checked_out_dir(args.out, Path("results") / f"{args.scenario.stem}-sweep")
     try:
         result = run_sweep(
             args.scenario,
@@ -534,7 +632,11 @@ def command_plot(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``market-sim`` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as error:  # argument errors: one line, not a usage block
+        print(f"market-sim: error: {error}", file=sys.stderr)
+        return USAGE_ERROR
     try:
         with terminate_as_interrupt():
             return run_command(args)

@@ -20,6 +20,7 @@ from market_sim.platform.registry import build_platform
 from market_sim.provenance import run_provenance
 from market_sim.results import NULLABLE_AGENT_COLUMNS, summarize, write_run
 from market_sim.scenario import Scenario, dump_scenario_toml
+from market_sim.scenario.prompt_fit import check_model_fits
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ def run_scenario(
     """
     seed_everything(scenario.seed)
     lm = lm or load_scenario_model(scenario)
+    check_model_fits(scenario, lm)  # ScenarioError before round 0, not an IndexError mid-run
     scenario_toml = dump_scenario_toml(scenario)
     run_id = make_run_id(scenario_toml, scenario)
     stream = None

@@ -38,13 +38,16 @@ valuation = {{ dist = "uniform", low = 0.5, high = 1.5 }}
 
 BAD_CASES = {
     "unknown key": (("rounds = 3", "rounds = 3\ncolour = 'blue'"), "colour: unknown key"),
-    "negative valuation": (("value = 1.0", "value = -1.0"), "valuation.value: must be >= 0"),
+    "negative valuation": (
+        ("value = 1.0", "value = -1.0"),
+        "valuation.value: must be between 0 and 1000000",
+    ),
     "unknown mechanism": (
         ('kind = "token_auction"', 'kind = "lottery"'),
         "mechanism.kind: unknown value 'lottery'; allowed: token_auction",
     ),
     "missing model folder": (('path = "{model}"', 'path = "./no/such/model"'), "model.path"),
-    "negative rounds": (("rounds = 3", "rounds = -3"), "rounds: must be >= 1"),
+    "negative rounds": (("rounds = 3", "rounds = -3"), "rounds: must be between 1 and 10000000"),
 }
 
 

@@ -1,0 +1,111 @@
+"""Do the scenario's prompts plus the reply fit in the model's positions? Checked before round 0.
+
+A causal LM attends over at most ``max_positions`` tokens (``n_positions`` of GPT-2). A round
+feeds the platform prompts of the query alone (the user's distribution), of the query with each
+advertiser's context, and -- for MOSAIC's context-aware proposal -- of the query with every
+context; the reply then adds up to ``mechanism.max_new_tokens`` tokens. A prompt that does not
+leave room raises an index error deep inside the model, rounds into the run. This check runs
+right after the tokenizer loads and names the offending query or context instead.
+
+Queries that an eva stream writes during the run are not known in advance and are not checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
+
+from market_sim.scenario.schema import Scenario
+from market_sim.scenario.validate import ScenarioError, item_key, show
+
+PromptBuilder = Callable[[str, Sequence[str]], str]
+
+
+class TokenizedModel(Protocol):
+    """What the check needs of a :class:`~market_sim.lm.model.LanguageModel` (torch-free)."""
+
+    tokenizer: Any
+
+    @property
+    def max_positions(self) -> int | None:
+        """The model's position limit, or None."""
+
+    def encode(self, prompt: str) -> list[int]:
+        """Token ids of a prompt text."""
+
+
+def prompt_cases(scenario: Scenario) -> Iterator[tuple[str, str, tuple[str, ...]]]:
+    """Every ``(key, query, contexts)`` a round may prompt with; ``key`` names what to shorten.
+
+    The key is the query's (``queries.items[j]``, ``queries.heldout[j]``) for the prompt of
+    the query alone or with every context, the advertiser's context otherwise.
+    """
+    queries = [
+        *((item_key("queries.items", j), q) for j, q in enumerate(scenario.queries.items)),
+        *((item_key("queries.heldout", j), q) for j, q in enumerate(scenario.queries.heldout)),
+    ]
+    contexts = tuple(advertiser.context for advertiser in scenario.advertisers)
+    mechanism = scenario.mechanism
+    every_context = mechanism.kind == "mosaic" and mechanism.proposal == "context_aware"
+    if scenario.convergence is not None and "context_aware" in scenario.convergence.proposals:
+        every_context = True
+    for query_key, query in queries:
+        yield query_key, query, ()
+        for index, context in enumerate(contexts):
+            yield f"advertisers[{index}].context", query, (context,)
+        if every_context and len(contexts) > 1:
+            yield query_key, query, contexts
+
+
+def check_prompts_fit(
+    scenario: Scenario,
+    count_tokens: Callable[[str], int],
+    build: PromptBuilder,
+    max_positions: int | None,
+) -> None:
+    """Raise unless every prompt plus ``mechanism.max_new_tokens`` fits in ``max_positions``.
+
+    Args:
+        scenario: The validated scenario.
+        count_tokens: Number of tokens of a prompt text (the model's tokenizer).
+        build: The platform's prompt builder, ``build(query, contexts) -> text``.
+        max_positions: The model's position limit; ``None`` means no limit (nothing checked).
+
+    Raises:
+        ScenarioError: Keyed by the query or context to shorten, naming the token counts.
+    """
+    if max_positions is None:
+        return
+    reply = scenario.mechanism.max_new_tokens
+    for key, query, contexts in prompt_cases(scenario):
+        length = count_tokens(build(query, contexts))
+        if length + reply > max_positions:
+            what = f"query {show(query)}" + (
+                f" with {len(contexts)} context(s)" if contexts else " alone"
+            )
+            raise ScenarioError(
+                key,
+                f"the prompt of {what} is {length} tokens; with mechanism.max_new_tokens = "
+                f"{reply} it needs {length + reply} positions but the model has "
+                f"{max_positions}; shorten it or lower max_new_tokens",
+            )
+
+
+def check_model_fits(scenario: Scenario, lm: TokenizedModel) -> None:
+    """:func:`check_prompts_fit` with a loaded model's tokenizer, prompt format and positions.
+
+    Args:
+        scenario: The validated scenario.
+        lm: A loaded :class:`~market_sim.lm.model.LanguageModel`.
+
+    Raises:
+        ScenarioError: ``model.prompt_format`` the tokenizer cannot serve, or a prompt that
+            does not fit (see :func:`check_prompts_fit`).
+    """
+    from market_sim.prompting import prompt_builder
+
+    try:
+        build = prompt_builder(scenario.model.prompt_format, lm.tokenizer)
+    except ValueError as error:
+        raise ScenarioError("model.prompt_format", str(error)) from None
+    check_prompts_fit(scenario, lambda text: len(lm.encode(text)), build, lm.max_positions)
