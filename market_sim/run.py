@@ -28,8 +28,8 @@ class RunResult:
     """A finished run.
 
     Attributes:
-        rounds: One row per round.
-        agents: One row per (round, advertiser).
+        rounds: One row per auction (``round``, ``auction``: its index within the round).
+        agents: One row per (auction, advertiser).
         summary: The ``summary.json`` content.
         out_dir: Where it was written, if anywhere.
     """
@@ -110,11 +110,17 @@ def run_scenario(
         "aggregation": scenario.mechanism.aggregation,
         "payment": scenario.mechanism.payment,
         "rounds": scenario.rounds,
+        "auctions_per_round": scenario.auctions_per_round,
         "seed": scenario.seed,
         "model": scenario.model.path,
         "device": str(lm.device),
         "wall_seconds": wall_seconds,
         "rounds_per_second": scenario.rounds / wall_seconds if wall_seconds > 0 else None,
+        "auctions_per_second": (
+            scenario.rounds * scenario.auctions_per_round / wall_seconds
+            if wall_seconds > 0
+            else None
+        ),
         **run_provenance(lm, scenario.model.path, scenario_toml),
     }
     summary = summarize(rounds, agents, meta)

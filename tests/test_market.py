@@ -142,7 +142,7 @@ def test_same_seed_same_results_different_seed_differs(random_lm, random_model_d
     assert first.rounds.equals(second.rounds) and first.agents.equals(second.agents)
     for name in ("rounds.parquet", "agents.parquet", "scenario.toml"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
-    timing = {"wall_seconds", "rounds_per_second"}
+    timing = {"wall_seconds", "rounds_per_second", "auctions_per_second"}
     strip = lambda s: {k: v for k, v in s.items() if k not in timing}  # noqa: E731
     assert strip(first.summary) == strip(second.summary)
     other = run_scenario(dataclasses.replace(scenario, seed=4), lm=random_lm)

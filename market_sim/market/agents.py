@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import mesa
 
 from market_sim.market.strategies import Feedback, StrategySetup
@@ -33,7 +35,11 @@ class Advertiser(mesa.Agent):
         self.report = Report(bid=0.0)
 
     def prepare(self, query: str) -> Bidder:
-        """Draw this round's valuation and choose the report."""
+        """Draw the valuation of one auction and choose the report (kept as the latest).
+
+        A round of K auctions calls this K times (once per auction, in order); the strategy
+        remembers each action until :meth:`observe_round`.
+        """
         self.valuation = self.valuation_source.valuation(self.model.rng)
         self.report = self.strategy.report(self.valuation, query, self.model.rng)
         if self.report.bid < 0 or self.report.report_scale <= 0:
@@ -42,9 +48,9 @@ class Advertiser(mesa.Agent):
             )
         return Bidder(context=self.context, report=self.report)
 
-    def observe(self, feedback: Feedback) -> None:
-        """Pass the round's outcome to the strategy."""
-        self.strategy.update(feedback)
+    def observe_round(self, feedbacks: Sequence[Feedback]) -> None:
+        """Pass the outcomes of the round's K auctions (in auction order) to the strategy."""
+        self.strategy.update_round(feedbacks)
 
     def mentioned_in(self, text: str) -> bool:
         """Whether a reply mentions this brand (case-insensitive)."""

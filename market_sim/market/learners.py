@@ -27,6 +27,20 @@ the usual scale-free practice; the rate is then non-increasing, as the bounds re
   distortion is learned), REINFORCE with a running-mean baseline and Adam at learning rate
   :math:`1/\sqrt{T}`; the sampled multiplier is clipped to the allowed range.
 
+Batched rounds (``auctions_per_round = K``): a learner samples its action **per auction**, K
+independent draws from the policy it holds at the start of the round, and updates **once per
+round** from the K outcomes, in auction order. Per-auction sampling keeps every auction an
+unbiased draw of the policy (the importance weights of EXP3 and the REINFORCE score need the
+action actually played in that auction, with its probability), and a round of K auctions then
+is exactly K plays of a policy with feedback delayed by at most K - 1 auctions; sampling once
+per round would instead correlate the K auctions and cut the exploration by K. The horizon T
+of the rates is the number of auctions played, ``rounds * K``. Per kind: Hedge adds the summed
+counterfactual utilities of the K auctions; EXP3, epsilon-greedy and UCB1 add each auction's
+(importance-weighted) estimate of its played action (UCB1, deterministic, plays one action for
+the whole round); policy gradient takes one Adam step on the mean REINFORCE gradient of the K
+samples; a contextual learner hands each query's auctions to that query's learner. With K = 1
+every update is the one-auction update.
+
 Randomness comes only from the generator the market passes to :meth:`report` (the model's seeded
 numpy generator), so a run's learning is reproducible from the scenario seed.
 """
@@ -35,7 +49,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -86,7 +100,7 @@ class GridLearner(ABC):
 
     Args:
         grid: The actions.
-        horizon: Rounds it will play (its rates are tuned to it).
+        horizon: Auctions it will play (its rates are tuned to it).
     """
 
     kind = "grid"
@@ -95,6 +109,7 @@ class GridLearner(ABC):
         self.grid = grid
         self.horizon = max(1, horizon)
         self.action = 0
+        self.played: list[int] = []
         self.rounds = 0
         self.range = UtilityRange()
 
@@ -104,22 +119,36 @@ class GridLearner(ABC):
         return self.grid.size
 
     def report(self, valuation: float, query: str, rng: np.random.Generator) -> Report:
-        """Choose an action and turn it into a report."""
+        """Choose an action for one auction (kept until the round's update) as a report."""
         self.action = self.choose(rng)
+        self.played.append(self.action)
         return self.grid.report(self.action, valuation)
 
     def update(self, feedback: Feedback) -> None:
-        """Learn from the round."""
-        self.learn(feedback)
+        """Learn from a round of one auction."""
+        self.update_round([feedback])
+
+    def update_round(self, feedbacks: Sequence[Feedback]) -> None:
+        """Learn once from the K auctions of the round (the K actions played, in order).
+
+        Raises:
+            ValueError: The number of feedbacks differs from the number of reports made.
+        """
+        if len(feedbacks) != len(self.played):
+            raise ValueError(
+                f"{self.kind}: {len(feedbacks)} feedbacks for {len(self.played)} reports"
+            )
+        self.learn_round(self.played, feedbacks)
+        self.played = []
         self.rounds += 1
 
     @abstractmethod
     def choose(self, rng: np.random.Generator) -> int:
-        """The action to play this round."""
+        """The action to play in one auction (the policy is fixed within a round)."""
 
     @abstractmethod
-    def learn(self, feedback: Feedback) -> None:
-        """Update from the outcome of :attr:`action`."""
+    def learn_round(self, actions: Sequence[int], feedbacks: Sequence[Feedback]) -> None:
+        """Update from the outcomes of the round's actions (``actions[k]`` got ``feedbacks[k]``)."""
 
     @abstractmethod
     def policy(self) -> np.ndarray:
@@ -157,7 +186,7 @@ class Hedge(GridLearner):
 
     Args:
         grid: The actions.
-        horizon: Rounds it will play.
+        horizon: Auctions it will play.
         learning_rate: :math:`\eta` per unit of utility spread; 0 means
             :math:`\sqrt{8 \ln K / T}`.
     """
@@ -180,18 +209,24 @@ class Hedge(GridLearner):
         """Sample from the weights."""
         return sample_index(self.policy(), rng)
 
-    def learn(self, feedback: Feedback) -> None:
-        """Add every action's counterfactual utility of the round.
+    def learn_round(self, actions: Sequence[int], feedbacks: Sequence[Feedback]) -> None:
+        r"""Add every action's counterfactual utility summed over the round's auctions.
+
+        :math:`S_k \mathrel{+}= \sum_{a=1}^{K} u_{a,k}`, each auction's ``[N]`` utilities from
+        its own counterfactual (the played actions do not matter: full information).
 
         Raises:
             ValueError: The mechanism gave no counterfactual.
         """
-        if feedback.counterfactual is None:
-            raise ValueError("hedge needs full-information feedback; the mechanism gives none")
-        values = feedback.counterfactual(self.grid.reports(feedback.valuation))
-        utilities = values.utilities(feedback.valuation)
-        self.cumulative += utilities
-        self.range.observe(utilities)
+        total = np.zeros(self.size)
+        for feedback in feedbacks:
+            if feedback.counterfactual is None:
+                raise ValueError("hedge needs full-information feedback; the mechanism gives none")
+            values = feedback.counterfactual(self.grid.reports(feedback.valuation))
+            utilities = values.utilities(feedback.valuation)
+            total += utilities
+            self.range.observe(utilities)
+        self.cumulative += total
 
     def statistics(self) -> dict[str, Any]:
         """Cumulative utilities and the rate."""
@@ -203,7 +238,7 @@ class Exp3(GridLearner):
 
     Args:
         grid: The actions.
-        horizon: Rounds it will play.
+        horizon: Auctions it will play.
         exploration: :math:`\gamma`; 0 means :math:`\min(1, \sqrt{K \ln K / ((e-1) T)})`.
     """
 
@@ -223,16 +258,21 @@ class Exp3(GridLearner):
         return (1 - self.exploration) * weights + self.exploration / self.size
 
     def choose(self, rng: np.random.Generator) -> int:
-        """Sample from the mixed policy (kept for the importance weight)."""
+        """Sample from the mixed policy (kept for the importance weight; fixed within a round)."""
         self._policy = self.policy()
         return sample_index(self._policy, rng)
 
-    def learn(self, feedback: Feedback) -> None:
-        """Importance-weighted gain of the played action, reward rescaled to [0, 1]."""
-        self.range.observe(feedback.utility)
-        spread = self.range.high - self.range.low
-        reward = (feedback.utility - self.range.low) / spread if spread > 0 else 0.5
-        self.estimated_gain[self.action] += reward / self._policy[self.action]
+    def learn_round(self, actions: Sequence[int], feedbacks: Sequence[Feedback]) -> None:
+        r"""Importance-weighted gain of each auction's played action, reward rescaled to [0, 1].
+
+        :math:`\hat G_{a_k} \mathrel{+}= r_k / p_{a_k}` for each auction k in order, where
+        :math:`r_k` is its utility rescaled by the range observed up to it.
+        """
+        for action, feedback in zip(actions, feedbacks, strict=True):
+            self.range.observe(feedback.utility)
+            spread = self.range.high - self.range.low
+            reward = (feedback.utility - self.range.low) / spread if spread > 0 else 0.5
+            self.estimated_gain[action] += reward / self._policy[action]
 
     def statistics(self) -> dict[str, Any]:
         """Estimated gains and the exploration rate."""
@@ -252,11 +292,12 @@ class EmpiricalMeans(GridLearner):
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(self.counts > 0, self.sums / np.maximum(self.counts, 1), np.inf)
 
-    def learn(self, feedback: Feedback) -> None:
-        """Record the played action's utility."""
-        self.range.observe(feedback.utility)
-        self.counts[self.action] += 1
-        self.sums[self.action] += feedback.utility
+    def learn_round(self, actions: Sequence[int], feedbacks: Sequence[Feedback]) -> None:
+        """Record each auction's played action and utility."""
+        for action, feedback in zip(actions, feedbacks, strict=True):
+            self.range.observe(feedback.utility)
+            self.counts[action] += 1
+            self.sums[action] += feedback.utility
 
     def greedy(self) -> int:
         """The action with the best empirical mean (lowest index on ties)."""
@@ -278,7 +319,7 @@ class EpsilonGreedy(EmpiricalMeans):
 
     Args:
         grid: The actions.
-        horizon: Rounds it will play.
+        horizon: Auctions it will play.
         epsilon: Exploration probability; 0 means :math:`\min(1, (K \ln T / T)^{1/3})`.
     """
 
@@ -305,7 +346,7 @@ class Ucb1(EmpiricalMeans):
 
     Args:
         grid: The actions.
-        horizon: Rounds it will play.
+        horizon: Auctions it will play.
         exploration: The constant c of :math:`c R_t \sqrt{\ln t / n_k}`; 0 means
             :math:`\sqrt 2`.
     """
@@ -317,10 +358,11 @@ class Ucb1(EmpiricalMeans):
         self.exploration = exploration or math.sqrt(2.0)
 
     def choose(self, rng: np.random.Generator) -> int:
-        """Every action once, then the largest upper confidence bound."""
+        """Every action once, then the largest upper confidence bound (t = plays so far)."""
         if (self.counts == 0).any():
             return int(np.argmin(self.counts))
-        width = self.exploration * self.range.spread * np.sqrt(math.log(self.rounds) / self.counts)
+        plays = int(self.counts.sum())
+        width = self.exploration * self.range.spread * np.sqrt(math.log(plays) / self.counts)
         return int(np.argmax(self.sums / self.counts + width))
 
     def statistics(self) -> dict[str, Any]:
@@ -331,12 +373,19 @@ class Ucb1(EmpiricalMeans):
 class PolicyGradient:
     r"""A Gaussian policy over the log multiplier (and log distortion), trained by REINFORCE.
 
+    A round of K auctions draws K independent samples (one per auction) and takes ONE Adam step
+    on the batch loss :math:`-\frac1K \sum_k A_k \log \pi(x_k)` with advantages
+    :math:`A_k = (u_k - b) / R` against the baseline b held at its start-of-round value; b then
+    moves toward the round's mean utility. Adam steps once per round, so its rate is set from
+    the number of updates :math:`T / K`.
+
     Args:
         bounds: The allowed multiplier and distortion ranges.
-        horizon: Rounds it will play.
-        learning_rate: Adam's step size; 0 means :math:`1 / \sqrt{T}`.
+        horizon: Auctions it will play (T).
+        learning_rate: Adam's step size; 0 means :math:`1 / \sqrt{T / K}`.
         initial_multiplier: Starting mean multiplier.
         initial_std: Starting standard deviation of the log multiplier (and log distortion).
+        auctions_per_round: K, auctions per update.
     """
 
     kind = "policy_gradient"
@@ -348,17 +397,19 @@ class PolicyGradient:
         learning_rate: float = 0.0,
         initial_multiplier: float = 1.0,
         initial_std: float = 0.3,
+        auctions_per_round: int = 1,
     ) -> None:
         self.bounds = bounds
         self.horizon = max(1, horizon)
-        self.learning_rate = learning_rate or 1.0 / math.sqrt(self.horizon)
+        updates = max(1, math.ceil(self.horizon / max(1, auctions_per_round)))
+        self.learning_rate = learning_rate or 1.0 / math.sqrt(updates)
         dims = 2 if bounds.learns_distortion else 1
         start = [math.log(max(initial_multiplier, 1e-6))] + [0.0] * (dims - 1)
         self.mean = torch.tensor(start, dtype=torch.float64, requires_grad=True)
         self.log_std = torch.full((dims,), math.log(initial_std), dtype=torch.float64)
         self.log_std.requires_grad_(True)
         self.optimizer = torch.optim.Adam([self.mean, self.log_std], lr=self.learning_rate)
-        self.sample = torch.zeros(dims, dtype=torch.float64)
+        self.samples: list[torch.Tensor] = []
         self.baseline = 0.0
         self.rounds = 0
         self.range = UtilityRange()
@@ -378,25 +429,44 @@ class PolicyGradient:
         noise = rng.standard_normal(self.mean.shape[0])
         with torch.no_grad():
             std = self.log_std.exp().clamp_min(MIN_STD)
-            self.sample = self.mean + std * torch.from_numpy(noise)
-        multiplier, distortion = self._clip(self.sample.numpy())
+            sample = self.mean + std * torch.from_numpy(noise)
+        self.samples.append(sample)
+        multiplier, distortion = self._clip(sample.numpy())
         return Report(bid=multiplier * valuation, report_scale=distortion)
 
     def update(self, feedback: Feedback) -> None:
-        """One REINFORCE step on the range-normalized advantage."""
-        self.range.observe(feedback.utility)
+        """Learn from a round of one auction."""
+        self.update_round([feedback])
+
+    def update_round(self, feedbacks: Sequence[Feedback]) -> None:
+        """One REINFORCE step on the round's range-normalized advantages (see the class).
+
+        Raises:
+            ValueError: The number of feedbacks differs from the number of samples drawn.
+        """
+        if len(feedbacks) != len(self.samples):
+            raise ValueError(
+                f"{self.kind}: {len(feedbacks)} feedbacks for {len(self.samples)} reports"
+            )
+        utilities = np.array([feedback.utility for feedback in feedbacks], dtype=np.float64)
+        self.range.observe(utilities)
         spread = self.range.spread
-        advantage = 0.0 if spread <= 0 else (feedback.utility - self.baseline) / spread
+        advantages = (
+            np.zeros_like(utilities) if spread <= 0 else (utilities - self.baseline) / spread
+        )
+        mean_utility = float(utilities.mean())
         self.baseline = (
-            feedback.utility
+            mean_utility
             if self.rounds == 0
-            else BASELINE_DECAY * self.baseline + (1 - BASELINE_DECAY) * feedback.utility
+            else BASELINE_DECAY * self.baseline + (1 - BASELINE_DECAY) * mean_utility
         )
         std = self.log_std.exp().clamp_min(MIN_STD)
-        log_prob = torch.distributions.Normal(self.mean, std).log_prob(self.sample).sum()
+        samples = torch.stack(self.samples)
+        log_probs = torch.distributions.Normal(self.mean, std).log_prob(samples).sum(dim=-1)
         self.optimizer.zero_grad()
-        (-advantage * log_prob).backward()
+        (-(torch.from_numpy(advantages) * log_probs).mean()).backward()
         self.optimizer.step()
+        self.samples = []
         self.rounds += 1
 
     def state(self) -> dict[str, float]:
@@ -424,6 +494,9 @@ class PolicyGradient:
 class Contextual:
     """One independent learner per query (built on first sight of the query).
 
+    In a round of K auctions each query's learner reports for that query's auctions and then
+    learns once from their feedbacks (its own batched update).
+
     Args:
         make_learner: Builds a fresh learner.
     """
@@ -432,6 +505,7 @@ class Contextual:
         self.make_learner = make_learner
         self.learners: dict[str, Strategy] = {}
         self.current: Strategy = make_learner()
+        self.reporters: list[Strategy] = []
         self.kind = f"contextual_{getattr(self.current, 'kind', 'learner')}"
 
     def report(self, valuation: float, query: str, rng: np.random.Generator) -> Report:
@@ -439,14 +513,32 @@ class Contextual:
         if query not in self.learners:
             self.learners[query] = self.make_learner() if self.learners else self.current
         self.current = self.learners[query]
+        self.reporters.append(self.current)
         return self.current.report(valuation, query, rng)
 
     def update(self, feedback: Feedback) -> None:
-        """Delegate to the learner that reported."""
-        self.current.update(feedback)
+        """Learn from a round of one auction."""
+        self.update_round([feedback])
+
+    def update_round(self, feedbacks: Sequence[Feedback]) -> None:
+        """Give each query's learner the feedbacks of its auctions (in order), one update each.
+
+        Raises:
+            ValueError: The number of feedbacks differs from the number of reports made.
+        """
+        if len(feedbacks) != len(self.reporters):
+            raise ValueError(
+                f"{self.kind}: {len(feedbacks)} feedbacks for {len(self.reporters)} reports"
+            )
+        groups: dict[int, tuple[Strategy, list[Feedback]]] = {}
+        for learner, feedback in zip(self.reporters, feedbacks, strict=True):
+            groups.setdefault(id(learner), (learner, []))[1].append(feedback)
+        for learner, own in groups.values():
+            learner.update_round(own)
+        self.reporters = []
 
     def state(self) -> dict[str, float]:
-        """State of the learner of the current query."""
+        """State of the learner of the query it last reported for."""
         return self.current.state()
 
     def snapshot(self) -> dict[str, Any]:
@@ -512,6 +604,7 @@ def policy_gradient_factory(params: Mapping[str, ParamValue], setup: StrategySet
             float(params["learning_rate"]),
             initial,
             float(params["initial_std"]),
+            setup.auctions_per_round,
         )
 
     return Contextual(make) if params["contextual"] else make()

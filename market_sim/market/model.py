@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import mesa
@@ -12,25 +13,57 @@ from market_sim.incentives.regret import RegretEstimate, estimate_regret
 from market_sim.market.agents import Advertiser
 from market_sim.market.queries import QueryStream, StaticQueryStream
 from market_sim.market.strategies import CounterfactualFn, Feedback, StrategySetup
-from market_sim.platform.base import AuctionOutcome, Platform, Report
+from market_sim.platform.base import AuctionOutcome, Bidder, Platform, Report
 from market_sim.scenario.schema import Scenario
 
 SEED_BOUND = 2**63 - 1
 
 
-class MarketModel(mesa.Model):
-    """A repeated ad marketplace (DESIGN.md section 2).
+@dataclass(frozen=True)
+class RoundPlan:
+    """Everything a round decides before the platform runs: K queries and K x n reports.
 
-    Each :meth:`step` is one round: a query arrives, every advertiser draws its valuation and
-    reports, the platform runs the mechanism on the LM, advertisers are paid out in value
-    (measured with their TRUE preferences) and charged, then learn from the outcome. One record
-    per round and per (round, advertiser) is appended to :attr:`round_records` and
-    :attr:`agent_records`. Where the platform gives a counterfactual, the regret estimator
-    (:mod:`market_sim.incentives.regret`) measures every advertiser's gain from deviating, on
-    the rounds ``scenario.regret`` asks for, with the round's randomness held fixed.
+    Attributes:
+        queries: ``[K]`` the queries of the round's auctions.
+        stream_fields: ``[K]`` the query stream's extra record columns of each query.
+        valuations: ``[K][n]`` each advertiser's valuation in each auction.
+        reports: ``[K][n]`` each advertiser's report in each auction.
+        states: ``[K][n]`` each strategy's state right after it reported (record columns).
+        bidders: ``[K][n]`` what the platform sees (context and report).
+        seed: Seeds every random draw of the platform's batch.
+    """
+
+    queries: list[str]
+    stream_fields: list[dict[str, object]]
+    valuations: list[list[float]]
+    reports: list[list[Report]]
+    states: list[list[dict[str, float]]]
+    bidders: list[list[Bidder]]
+    seed: int
+
+
+class MarketModel(mesa.Model):
+    """A repeated ad marketplace (DESIGN.md section 2), K auctions per round.
+
+    Each :meth:`step` is one round of ``scenario.auctions_per_round = K`` auctions:
+
+    1. :meth:`plan_round`: draw K queries from the stream, then for each auction every
+       advertiser draws its valuation and reports (auction by auction, advertiser by
+       advertiser), then one platform seed;
+    2. the platform runs the K auctions as one batch (:meth:`Platform.run_auctions`);
+    3. :meth:`settle_round`: advertisers are paid out in value (measured with their TRUE
+       preferences) and charged; one record per auction and per (auction, advertiser) is
+       appended to :attr:`round_records` and :attr:`agent_records`; where the platform gives a
+       counterfactual, the regret estimator (:mod:`market_sim.incentives.regret`) measures
+       every advertiser's gain from deviating in every auction of the rounds
+       ``scenario.regret`` asks for, with the auction's randomness held fixed;
+    4. every strategy learns once from its K feedbacks (``Strategy.update_round``).
+
+    With K = 1 the draws happen in the same order as one auction per round always did, so
+    results for a seed do not depend on whether ``auctions_per_round`` is given.
 
     All randomness flows from ``scenario.seed``: mesa's numpy generator draws valuations, query
-    order and, per round, the seed of the platform's torch generator.
+    order, the strategies' actions and, per round, the seed of the platform's torch generator.
 
     Args:
         scenario: The validated scenario.
@@ -52,13 +85,15 @@ class MarketModel(mesa.Model):
         self.platform = platform
         self.run_id = run_id
         self.round_index = 0
+        self.auctions_per_round = scenario.auctions_per_round
         self.query_stream: QueryStream = (
             query_stream(self.rng)
             if query_stream is not None
             else StaticQueryStream(scenario.queries.items, scenario.queries.order, self.rng)
         )
         setup = {
-            "horizon": scenario.rounds,
+            "horizon": scenario.rounds * scenario.auctions_per_round,
+            "auctions_per_round": scenario.auctions_per_round,
             "contexts": len(set(scenario.queries.items)),
             "report_space": platform.report_space,
         }
@@ -70,15 +105,47 @@ class MarketModel(mesa.Model):
         self.agent_records: list[dict[str, Any]] = []
 
     def step(self) -> None:
-        """Run one round and record it."""
-        query = self.query_stream.next_query()
-        bidders = [advertiser.prepare(query) for advertiser in self.advertisers]
+        """Run one round of K auctions and record it."""
+        plan = self.plan_round()
+        outcomes = self.platform.run_auctions(plan.queries, plan.bidders, plan.seed)
+        self.settle_round(plan, outcomes)
+
+    def plan_round(self) -> RoundPlan:
+        """Draw the round's K queries, K x n valuations and reports, and the platform seed."""
+        queries: list[str] = []
+        stream_fields: list[dict[str, object]] = []
+        for _ in range(self.auctions_per_round):
+            queries.append(self.query_stream.next_query())
+            stream_fields.append(self.query_stream.round_fields())
+        valuations, reports, states, bidders = [], [], [], []
+        for query in queries:
+            auction_bidders = [advertiser.prepare(query) for advertiser in self.advertisers]
+            bidders.append(auction_bidders)
+            valuations.append([advertiser.valuation for advertiser in self.advertisers])
+            reports.append([bidder.report for bidder in auction_bidders])
+            states.append([advertiser.strategy.state() for advertiser in self.advertisers])
         round_seed = int(self.rng.integers(SEED_BOUND))
-        outcome = self.platform.run_auctions([query], [bidders], round_seed)[0]
-        values = [
-            advertiser.valuation * float(outcome.allocations[i])
-            for i, advertiser in enumerate(self.advertisers)
-        ]
+        return RoundPlan(queries, stream_fields, valuations, reports, states, bidders, round_seed)
+
+    def settle_round(self, plan: RoundPlan, outcomes: list[AuctionOutcome]) -> None:
+        """Record the K outcomes, then let every advertiser learn from its K feedbacks."""
+        if len(outcomes) != len(plan.queries):
+            raise ValueError(f"platform returned {len(outcomes)} outcomes for {len(plan.queries)}")
+        feedbacks: list[list[Feedback]] = [[] for _ in self.advertisers]
+        for auction, outcome in enumerate(outcomes):
+            for i, feedback in enumerate(self.settle_auction(plan, auction, outcome)):
+                feedbacks[i].append(feedback)
+        for advertiser, own in zip(self.advertisers, feedbacks, strict=True):
+            advertiser.observe_round(own)
+        self.round_index += 1
+
+    def settle_auction(
+        self, plan: RoundPlan, auction: int, outcome: AuctionOutcome
+    ) -> list[Feedback]:
+        """Append one auction's records and return each advertiser's feedback."""
+        query = plan.queries[auction]
+        valuations = plan.valuations[auction]
+        values = [valuations[i] * float(outcome.allocations[i]) for i in range(len(valuations))]
         payments = [float(p) for p in outcome.payments]
         mentioned = [
             advertiser.name
@@ -89,6 +156,7 @@ class MarketModel(mesa.Model):
             {
                 "run_id": self.run_id,
                 "round": self.round_index,
+                "auction": auction,
                 "query": query,
                 "mechanism": self.platform.kind,
                 "text": outcome.text,
@@ -97,22 +165,24 @@ class MarketModel(mesa.Model):
                 "user_value": outcome.user_value,
                 "social_welfare": sum(values) + outcome.user_value,
                 "brands_mentioned": mentioned,
-                "round_seed": round_seed,
-                **self.query_stream.round_fields(),
+                "round_seed": plan.seed,
+                **plan.stream_fields[auction],
                 **outcome.extras,
             }
         )
+        feedbacks = []
         for i, advertiser in enumerate(self.advertisers):
+            valuation, report = valuations[i], plan.reports[auction][i]
             utility = values[i] - payments[i]
-            report = advertiser.report
             counterfactual = self.counterfactual_for(outcome, i)
-            incentives = self.measure_incentives(advertiser, counterfactual, utility)
+            incentives = self.measure_incentives(valuation, report, counterfactual, utility)
             self.agent_records.append(
                 {
                     "run_id": self.run_id,
                     "round": self.round_index,
+                    "auction": auction,
                     "agent": advertiser.name,
-                    "valuation": advertiser.valuation,
+                    "valuation": valuation,
                     "bid": report.bid,
                     "report_scale": report.report_scale,
                     "allocation": float(outcome.allocations[i]),
@@ -122,13 +192,13 @@ class MarketModel(mesa.Model):
                     "utility": utility,
                     **incentives,
                     "mentioned": advertiser.name in mentioned,
-                    **{f"strategy_{k}": v for k, v in advertiser.strategy.state().items()},
+                    **{f"strategy_{k}": v for k, v in plan.states[auction][i].items()},
                 }
             )
-            advertiser.observe(
+            feedbacks.append(
                 Feedback(
                     query,
-                    advertiser.valuation,
+                    valuation,
                     report,
                     float(outcome.allocations[i]),
                     payments[i],
@@ -136,34 +206,34 @@ class MarketModel(mesa.Model):
                     counterfactual,
                 )
             )
-        self.round_index += 1
+        return feedbacks
 
     def counterfactual_for(self, outcome: AuctionOutcome, agent: int) -> CounterfactualFn | None:
-        """The round's counterfactual bound to one advertiser (None if the platform has none)."""
+        """The auction's counterfactual bound to one advertiser (None if the platform has none)."""
         if outcome.counterfactual is None:
             return None
         engine = outcome.counterfactual
         return lambda reports: engine.evaluate(agent, reports)
 
     def measure_incentives(
-        self, advertiser: Advertiser, counterfactual: CounterfactualFn | None, utility: float
+        self,
+        valuation: float,
+        report: Report,
+        counterfactual: CounterfactualFn | None,
+        utility: float,
     ) -> dict[str, float | None]:
-        """Regret columns of one (round, advertiser) record (null where not measured).
+        """Regret columns of one (auction, advertiser) record (null where not measured).
 
-        ``truthful_utility`` is measured whenever regret is; on other rounds it is the realized
-        utility of an advertiser that reported truthfully, else null.
+        Regret is measured in every auction of the rounds ``scenario.regret`` selects
+        (``round % every == 0``). ``truthful_utility`` is measured whenever regret is; on other
+        rounds it is the realized utility of an advertiser that reported truthfully, else null.
         """
         config = self.scenario.regret
-        report = advertiser.report
-        truthful = report == Report(advertiser.valuation, 1.0)
+        truthful = report == Report(valuation, 1.0)
         estimate: RegretEstimate | None = None
         if counterfactual is not None and config.enabled and self.round_index % config.every == 0:
             estimate = estimate_regret(
-                counterfactual,
-                advertiser.valuation,
-                report,
-                self.platform.report_space,
-                config,
+                counterfactual, valuation, report, self.platform.report_space, config
             )
         if estimate is None:
             return {

@@ -1,8 +1,10 @@
 """How advertisers turn a hidden valuation into a report: the strategy interface and registry.
 
 A strategy sees its valuation and the query, returns a :class:`~market_sim.platform.base.Report`,
-and afterwards gets the round's feedback. Learning strategies (:mod:`market_sim.market.learners`)
-implement the same methods and register a factory in
+and afterwards gets the round's feedback. A round holds K auctions (``auctions_per_round``): the
+strategy reports once per auction (K calls of ``report``, in auction order) and then learns once
+from the K feedbacks (``update_round``), in the same order. Learning strategies
+(:mod:`market_sim.market.learners`) implement the same methods and register a factory in
 :data:`market_sim.market.strategy_registry.STRATEGY_FACTORIES`, next to their
 parameter table in :data:`market_sim.scenario.schema.STRATEGY_PARAMS`; the market model does
 not change.
@@ -28,7 +30,9 @@ class StrategySetup:
     """What a strategy may know before the run starts.
 
     Attributes:
-        horizon: Rounds in the run (learners tune their rates to it).
+        horizon: Auctions the strategy plays in the run, ``rounds * auctions_per_round``
+            (learners tune their rates to it).
+        auctions_per_round: K, auctions per round (feedback arrives in batches of K).
         contexts: Distinct queries of the stream (a contextual learner's horizon per context
             is ``horizon / contexts``).
         report_space: What the mechanism reads from a report.
@@ -36,6 +40,7 @@ class StrategySetup:
     """
 
     horizon: int = 1
+    auctions_per_round: int = 1
     contexts: int = 1
     report_space: ReportSpace = ReportSpace("sharpen", 0.25, 4.0)
     where: str = "strategy"
@@ -69,11 +74,15 @@ class Strategy(Protocol):
     """A reporting strategy."""
 
     def report(self, valuation: float, query: str, rng: np.random.Generator) -> Report:
-        """The report for this round."""
+        """The report for one auction of this round."""
         ...
 
     def update(self, feedback: Feedback) -> None:
-        """Learn from the round's outcome (no-op for non-learning strategies)."""
+        """Learn from a round of one auction (``update_round([feedback])``)."""
+        ...
+
+    def update_round(self, feedbacks: Sequence[Feedback]) -> None:
+        """Learn once from the round's K outcomes, in the order of the K reports."""
         ...
 
     def state(self) -> dict[str, float]:
@@ -100,6 +109,9 @@ class FixedDistortion:
         return Report(bid=self.bid_multiplier * valuation, report_scale=self.sharpen)
 
     def update(self, feedback: Feedback) -> None:
+        """Fixed strategies do not learn."""
+
+    def update_round(self, feedbacks: Sequence[Feedback]) -> None:
         """Fixed strategies do not learn."""
 
     def state(self) -> dict[str, float]:

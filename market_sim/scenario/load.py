@@ -56,6 +56,7 @@ from market_sim.scenario.schema import (
     DTYPES,
     GROUP_DISTORTIONS,
     INFORMATIVENESS_MEASURES,
+    MAX_AUCTIONS_PER_ROUND,
     MECHANISM_KINDS,
     MOSAIC_PROPOSALS,
     PAYMENTS,
@@ -121,6 +122,7 @@ SCENARIO_SPECS: dict[str, FieldSpec] = {
     "description": Text(default=""),
     "seed": IntRange(min=0, max=SEED_MAX, default=0),
     "rounds": IntRange(min=1, max=MAX_ROUNDS, default=100),
+    "auctions_per_round": IntRange(min=1, max=MAX_AUCTIONS_PER_ROUND, default=1),
 }
 SCENARIO_TABLES: tuple[str, ...] = (
     "model",

@@ -75,6 +75,8 @@ REWRITERS: tuple[str, ...] = ("auto", "lm", "grammar")
 ``auto`` (the LM when it can rewrite, the grammar otherwise)."""
 
 DEVICES_DESCRIPTION = "auto, cpu, cuda, cuda:N (N >= 0), mps"
+MAX_AUCTIONS_PER_ROUND = 4096
+"""Largest ``auctions_per_round``: one round's K x (n + 1) rows must fit one LM batch."""
 DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -549,6 +551,8 @@ class Scenario:
         description: Free text.
         seed: Seed of every random draw of the run (>= 0).
         rounds: Number of rounds (>= 1).
+        auctions_per_round: K, auctions run as one platform batch per round (1 ..
+            ``MAX_AUCTIONS_PER_ROUND``); learners update once per round from the K outcomes.
         model: The platform language model.
         mechanism: The auction.
         queries: The query stream.
@@ -565,6 +569,7 @@ class Scenario:
     description: str = ""
     seed: int = 0
     rounds: int = 100
+    auctions_per_round: int = 1
     model: ModelConfig = field(default_factory=ModelConfig)
     mechanism: MechanismConfig = field(default_factory=MechanismConfig)
     queries: QueryConfig = field(default_factory=QueryConfig)
