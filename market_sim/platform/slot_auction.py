@@ -112,6 +112,15 @@ class SlotAuctionPlatform:
         self.slot_value = slot_value
         self._reply_cache: dict[str, list[int]] = {}
 
+    @property
+    def needs_lm_per_auction(self) -> bool:
+        """Whether an auction costs an LM call: only with ``sampled`` replies.
+
+        With ``cached`` replies the LM writes one reply per distinct query, ever, so the market
+        may run these auctions as array operations (:mod:`market_sim.market.array_round`).
+        """
+        return self.reply != "cached"
+
     def replies(self, queries: Sequence[str], seed: int) -> list[list[int]]:
         """Unsponsored replies to the queries (one batched ``generate`` for those not cached)."""
         if self.reply == "sampled":
