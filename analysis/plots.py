@@ -2,11 +2,25 @@
 
 Figures are drawn on :class:`matplotlib.figure.Figure` objects directly (no pyplot state, so they
 render headless and are freed when dropped), at a fixed size (:data:`FIGURE_SIZES`, inches, at
-:data:`DPI`) so that every PNG has a known pixel size. Colours are colour-blind safe (Okabe-Ito,
-then Paul Tol's *muted* set); every mechanism kind has a fixed colour and other labels (variants
-such as ``token_auction (first_price)``) take the remaining colours in sorted label order, so a
-mechanism has the same colour in every figure of a dataset. Error bars and bands are 95% t
-intervals over seeds (:mod:`analysis.stats`).
+:data:`DPI`) so that every PNG has a known pixel size.
+
+Every figure of runs stands alone:
+
+* mechanisms sit on the x axis under readable names ("token auction, second price", "uniform
+  price, 2 slots", "GSP"), grouped by family (LLM-native, then ad slots; the family is named
+  above the axes), in a fixed order (:mod:`analysis.names`);
+* each mechanism has one colour in every figure and every sweep (:func:`mechanism_color`
+  depends on the name only);
+* the number of runs (seeds) behind each bar is stated under the figure, and written on the bar
+  when it differs between bars; "mean over n seeds" is said only when n > 1;
+* error bars are 95% t intervals over seeds, cut at the bounds of quantities that cannot be
+  negative or exceed 1 (:data:`analysis.metrics.METRIC_RANGES`); a bar of exactly zero is drawn
+  as a line and labelled ``0``; a value not measured is labelled ``n/a``; a panel with no value
+  is dropped;
+* a figure comparing ad slots with LLM-native mechanisms states the exchange rate between them
+  (``mechanism.slot_value``: the value of an ad seen with certainty, in units of one steered
+  token's value);
+* no figure title sits above the axes' titles: explanations go below the axes.
 
 :func:`plot_all` draws whatever the data supports and skips the rest.
 """
@@ -14,13 +28,16 @@ intervals over seeds (:mod:`analysis.stats`).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+import tomllib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from analysis.eva import (
     AUDIT_FILE,
@@ -35,47 +52,19 @@ from analysis.eva import (
 )
 from analysis.load import Paths, Results, load_agents, load_convergence, load_results, load_shares
 from analysis.metrics import (
+    FAMILY,
     LABEL,
+    METRIC_RANGES,
+    NAME,
     brand_shares,
     frontier,
+    label_order,
     labelled_runs,
     learning_curves,
     mechanism_summary,
 )
+from analysis.names import AD_SLOTS, EXTRA_COLORS, OKABE_ITO, mechanism_color
 
-OKABE_ITO: dict[str, str] = {
-    "orange": "#E69F00",
-    "sky_blue": "#56B4E9",
-    "bluish_green": "#009E73",
-    "yellow": "#F0E442",
-    "blue": "#0072B2",
-    "vermillion": "#D55E00",
-    "reddish_purple": "#CC79A7",
-    "black": "#000000",
-}
-MECHANISM_COLORS: dict[str, str] = {
-    "token_auction": OKABE_ITO["blue"],
-    "mosaic": OKABE_ITO["vermillion"],
-    "affine_maximizer": OKABE_ITO["bluish_green"],
-    "first_price": OKABE_ITO["orange"],
-    "second_price": OKABE_ITO["sky_blue"],
-    "gsp": OKABE_ITO["reddish_purple"],
-    "vcg": OKABE_ITO["black"],
-}
-"""Fixed colour of each mechanism kind named in the design."""
-EXTRA_COLORS: tuple[str, ...] = (
-    "#332288",
-    "#CC6677",
-    "#117733",
-    "#88CCEE",
-    "#882255",
-    "#44AA99",
-    "#999933",
-    "#AA4499",
-    "#DDCC77",
-    OKABE_ITO["yellow"],
-)
-"""Colours for other labels, in order (Paul Tol muted, then Okabe-Ito yellow)."""
 CATEGORY_COLORS: dict[str, str] = {
     "only_first": OKABE_ITO["blue"],
     "only_second": OKABE_ITO["orange"],
@@ -88,14 +77,16 @@ METHOD_COLORS: dict[str, str] = {
     "uniform": OKABE_ITO["blue"],
 }
 """Fixed colour of each EVA method and its baselines (others: :data:`EXTRA_COLORS`)."""
+SETTING_HATCHES: tuple[str, ...] = ("", "//", "..", "xx", "\\\\", "oo", "--", "++")
+"""Hatches telling apart parameter settings of one mechanism (its colour stays the same)."""
 
 DPI = 150
 FIGURE_SIZES: dict[str, tuple[float, float]] = {
-    "revenue_by_mechanism": (6.4, 4.2),
-    "welfare_by_mechanism": (12.0, 4.2),
+    "revenue_by_mechanism": (7.2, 4.8),
+    "welfare_by_mechanism": (14.0, 4.8),
     "frontier": (6.4, 4.8),
-    "learning_curves": (11.0, 4.2),
-    "regret_by_mechanism": (11.0, 4.2),
+    "learning_curves": (11.0, 6.4),
+    "regret_by_mechanism": (14.0, 4.8),
     "brand_shares": (11.0, 4.2),
     "mosaic_convergence": (6.4, 4.2),
     "eva_heldout": (11.0, 4.2),
@@ -104,6 +95,9 @@ FIGURE_SIZES: dict[str, tuple[float, float]] = {
 """Figure name (frontier figures: ``frontier_<key>``) -> (width, height) in inches."""
 FORMATS: tuple[str, ...] = ("png", "svg")
 CURRENCY = "bid currency"
+ZERO_LABEL = "0"
+MISSING_LABEL = "n/a"
+LEARNING_COLUMNS = 3
 
 
 class NoResultsError(FileNotFoundError):
@@ -113,13 +107,9 @@ class NoResultsError(FileNotFoundError):
 # --------------------------------------------------------------------------- colours and files
 
 
-def mechanism_colors(labels: Sequence[str]) -> dict[str, str]:
-    """A stable colour per label: fixed colours for mechanism kinds, then the others in order."""
-    colors: dict[str, str] = {}
-    extra = itertools.cycle(EXTRA_COLORS)
-    for label in sorted(set(labels)):
-        colors[label] = MECHANISM_COLORS[label] if label in MECHANISM_COLORS else next(extra)
-    return colors
+def mechanism_colors(names: Sequence[str]) -> dict[str, str]:
+    """The fixed colour of each readable mechanism name (:func:`analysis.names.mechanism_color`)."""
+    return {name: mechanism_color(name) for name in dict.fromkeys(names)}
 
 
 def new_figure(name: str) -> Figure:
@@ -148,11 +138,202 @@ def error_bars(frame: pl.DataFrame) -> np.ndarray:
     return np.nan_to_num(np.vstack([mean - low, high - mean]), nan=0.0)
 
 
+def seeds_note(counts: Sequence[int], what: str = "bar") -> str:
+    """``n = 3 seeds per bar; mean over seeds, error bars: ...`` (no "mean over" when n = 1)."""
+    values = sorted({int(c) for c in counts})
+    if not values:
+        return ""
+    shown = str(values[0]) if len(values) == 1 else f"{values[0]}-{values[-1]} (on each {what})"
+    if values[-1] == 1:
+        return f"n = 1 seed per {what}: a single run, no interval"
+    plural = "seed" if shown == "1" else "seeds"
+    return (
+        f"n = {shown} {plural} per {what}; mean over seeds, error bars: 95% t interval, "
+        "cut at 0 (and 1) for quantities that cannot cross it"
+    )
+
+
+def exchange_rate_note(results: Results, runs: pl.DataFrame) -> str:
+    """The ad-slot exchange rate, when a figure shows ad slots beside LLM-native mechanisms."""
+    if runs[FAMILY].n_unique() < 2 or AD_SLOTS not in runs[FAMILY].to_list():
+        return ""
+    paths = runs.filter(pl.col(FAMILY) == AD_SLOTS)["run_path"].to_list()
+    values = sorted(
+        {
+            results.scenarios.get(path, {}).get("mechanism.slot_value")
+            for path in paths
+            if results.scenarios.get(path, {}).get("mechanism.slot_value") is not None
+        }
+    )
+    if not values:
+        return ""
+    shown = ", ".join(f"{v:g}" for v in values)
+    return (
+        f"exchange rate: an ad seen with certainty is worth slot_value = {shown} steered tokens "
+        "(value per token = valuation)"
+    )
+
+
+def footer(fig: Figure, *lines: str) -> None:
+    """Explanations under the axes (never a title above them)."""
+    text = "\n".join(line for line in lines if line)
+    if text:
+        fig.supxlabel(text, fontsize="small", color="#333333")
+
+
 # --------------------------------------------------------------------------- bar charts
 
 
-def setting_name(row: dict, keys: Sequence[str]) -> str:
-    """Tick label of a parameter setting, e.g. ``platform_weight=0.5``."""
+def family_axis(ax: Axes, families: Sequence[str]) -> None:
+    """Name each family of consecutive mechanisms above the axes; dashed lines between them."""
+    spans: list[tuple[str, int, int]] = []
+    for index, name in enumerate(families):
+        if spans and spans[-1][0] == name:
+            spans[-1] = (name, spans[-1][1], index)
+        else:
+            spans.append((name, index, index))
+    top = ax.secondary_xaxis("top")
+    top.set_xticks([(first + last) / 2 for _, first, last in spans])
+    top.set_xticklabels([name for name, _, _ in spans], fontsize="small", style="italic")
+    top.tick_params(length=0)
+    for _, first, _ in spans[1:]:
+        ax.axvline(first - 0.5, color="grey", linewidth=0.8, linestyle="--")
+
+
+def mechanism_bars(
+    ax: Axes,
+    table: pl.DataFrame,
+    metric: str,
+    mechanisms: Sequence[tuple[str, str, str]],
+    settings: pl.DataFrame,
+    per_bar_n: bool,
+) -> bool:
+    """Bars of ``metric`` with CIs, one group per mechanism, one hatched bar per setting.
+
+    Args:
+        ax: Target axes.
+        table: :func:`analysis.metrics.mechanism_summary` rows with ``mechanism_name``.
+        metric: The metric to draw.
+        mechanisms: ``(label, name, family)`` in x order.
+        settings: The parameter settings (one row each; zero columns for none).
+        per_bar_n: Write ``n=`` on each bar (when the counts differ).
+
+    Returns:
+        Whether any value was drawn (else the panel should be dropped).
+    """
+    rows = table.filter(pl.col("metric") == metric)
+    if rows.height == 0 or rows["mean"].is_null().all():
+        return False
+    params = settings.columns
+    count = max(1, settings.height)
+    width = 0.8 / count
+    for position, (label, name, _) in enumerate(mechanisms):
+        for offset, setting in enumerate(settings.iter_rows(named=True) if params else [{}]):
+            mine = rows.filter(
+                pl.col(LABEL) == label, *[pl.col(k) == v for k, v in setting.items()]
+            )
+            x = position + (offset - (count - 1) / 2) * width
+            if mine.height == 0 or mine["mean"][0] is None:
+                ax.text(x, 0, MISSING_LABEL, ha="center", va="bottom", fontsize="x-small")
+                continue
+            mean = float(mine["mean"][0])
+            color = mechanism_color(name)
+            ax.bar(
+                [x],
+                [mean],
+                width,
+                color=color,
+                edgecolor="black",
+                linewidth=0.5,
+                hatch=SETTING_HATCHES[offset % len(SETTING_HATCHES)],
+                label=name,
+            )
+            if mine["ci_low"][0] is not None:
+                ax.errorbar(
+                    [x], [mean], yerr=error_bars(mine), fmt="none", ecolor="black", capsize=3
+                )
+            if mean == 0.0:
+                ax.plot([x - width / 2, x + width / 2], [0, 0], color=color, linewidth=3)
+                ax.annotate(
+                    ZERO_LABEL,
+                    (x, 0.0),
+                    xytext=(0, 3),
+                    textcoords="offset points",
+                    ha="center",
+                    va="bottom",
+                    fontsize="small",
+                )
+            if per_bar_n:
+                ax.text(x, 0, f"n={mine['n'][0]}", ha="center", va="top", fontsize="xx-small")
+    ax.set_xticks(np.arange(len(mechanisms)))
+    ax.set_xticklabels(
+        [name for _, name, _ in mechanisms],
+        rotation=30,
+        ha="right",
+        rotation_mode="anchor",
+        fontsize="small",
+    )
+    ax.set_xlim(-0.6, len(mechanisms) - 0.4)
+    family_axis(ax, [fam for _, _, fam in mechanisms])
+    lower = METRIC_RANGES.get(metric, (None, None))[0]
+    if lower is not None:
+        ax.set_ylim(bottom=lower)
+    if METRIC_RANGES.get(metric) == (0.0, 1.0):
+        high = rows["ci_high"].fill_null(rows["mean"]).max()
+        ax.set_ylim(0.0, max(0.05, min(1.0, 1.15 * float(high or 0.0))))
+    ax.axhline(0.0, color="black", linewidth=0.6)
+    ax.grid(axis="y", alpha=0.3)
+    return True
+
+
+def bar_figure(
+    results: Results, name: str, panels: Sequence[tuple[str, str, str]]
+) -> Figure | None:
+    """A figure of bar panels ``(metric, title, y label)``; panels without values are dropped.
+
+    Returns:
+        The figure, or None when no panel has a value.
+    """
+    runs, by = labelled_runs(results)
+    params = [col for col in by if col != LABEL]
+    table = mechanism_summary(results, [metric for metric, _, _ in panels])
+    order = label_order(runs)
+    names = runs.select(LABEL, NAME, FAMILY).unique(LABEL)
+    lookup = {row[LABEL]: (row[NAME], row[FAMILY]) for row in names.iter_rows(named=True)}
+    mechanisms = [(label, *lookup[label]) for label in order]
+    settings = runs.select(params).unique().sort(params) if params else pl.DataFrame()
+    present = [
+        panel
+        for panel in panels
+        if table.filter(pl.col("metric") == panel[0], pl.col("mean").is_not_null()).height
+    ]
+    if not present:
+        return None
+    fig = new_figure(name)
+    axes = fig.subplots(1, len(present), squeeze=False)[0]
+    counts = table.filter(pl.col("metric").is_in([p[0] for p in present]))["n"].to_list()
+    per_bar_n = len(set(counts)) > 1
+    for ax, (metric, title, ylabel) in zip(axes, present, strict=True):
+        mechanism_bars(ax, table, metric, mechanisms, settings, per_bar_n)
+        ax.set_title(title)
+        ax.set_ylabel(ylabel)
+    if params:
+        handles = [
+            Patch(
+                facecolor="white",
+                edgecolor="black",
+                hatch=SETTING_HATCHES[i % len(SETTING_HATCHES)],
+                label=setting_name(row, params),
+            )
+            for i, row in enumerate(settings.iter_rows(named=True))
+        ]
+        fig.legend(handles=handles, title="setting", loc="outside right upper", fontsize="small")
+    footer(fig, seeds_note(counts), exchange_rate_note(results, runs))
+    return fig
+
+
+def setting_name(row: Mapping[str, Any], keys: Sequence[str]) -> str:
+    """Label of a parameter setting, e.g. ``platform_weight=0.5``."""
     return ", ".join(f"{key.split('.')[-1]}={row[key]}" for key in keys) or "all runs"
 
 
@@ -164,7 +345,9 @@ def grouped_bars(
     colors: dict[str, str],
     ylabel: str,
 ) -> bool:
-    """Bars of ``metric`` with CIs: groups are parameter settings, one bar per mechanism label.
+    """Bars of ``metric`` with CIs: groups are ``params`` values, one bar per ``label``.
+
+    Used by the audit figure (mechanisms as groups, search methods as bars).
 
     Returns:
         Whether anything was drawn.
@@ -199,45 +382,18 @@ def grouped_bars(
     return True
 
 
-def bar_figure(
-    results: Results,
-    name: str,
-    panels: Sequence[tuple[str, str, str]],
-    out_dir: Path,
-) -> list[Path]:
-    """A figure of one or more bar panels ``(metric, title, y label)``; [] if nothing to draw."""
-    runs, by = labelled_runs(results)
-    params = [col for col in by if col != LABEL]
-    table = mechanism_summary(results, [metric for metric, _, _ in panels])
-    present = [panel for panel in panels if table.filter(pl.col("metric") == panel[0]).height]
-    if not present:
-        return []
-    colors = mechanism_colors(runs[LABEL].to_list())
-    fig = new_figure(name)
-    axes = fig.subplots(1, len(present), squeeze=False)[0]
-    for ax, (metric, title, ylabel) in zip(axes, present, strict=True):
-        grouped_bars(ax, table, metric, params, colors, ylabel)
-        ax.set_title(title)
-    handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(
-        handles,
-        names,
-        title="mechanism",
-        loc="outside lower center",
-        ncols=min(3, len(names)),
-        fontsize="small",
-    )
-    fig.suptitle("mean over seeds, error bars: 95% t interval")
-    return save(fig, out_dir, name)
+def save_figure(fig: Figure | None, out_dir: Path, name: str) -> list[Path]:
+    """:func:`save` a figure; [] for None (nothing to draw)."""
+    return [] if fig is None else save(fig, out_dir, name)
 
 
-def plot_revenue(results: Results, out_dir: Path) -> list[Path]:
+def revenue_figure(results: Results) -> Figure | None:
     """Revenue per round by mechanism."""
     panel = ("revenue_mean", "Revenue by mechanism", f"revenue per round ({CURRENCY})")
-    return bar_figure(results, "revenue_by_mechanism", [panel], out_dir)
+    return bar_figure(results, "revenue_by_mechanism", [panel])
 
 
-def plot_welfare(results: Results, out_dir: Path) -> list[Path]:
+def welfare_figure(results: Results) -> Figure | None:
     """Advertiser, user and social welfare per round by mechanism."""
     unit = f"value per round ({CURRENCY})"
     panels = [
@@ -245,11 +401,11 @@ def plot_welfare(results: Results, out_dir: Path) -> list[Path]:
         ("user_value_mean", "User welfare", unit),
         ("social_welfare_mean", "Social welfare", unit),
     ]
-    return bar_figure(results, "welfare_by_mechanism", panels, out_dir)
+    return bar_figure(results, "welfare_by_mechanism", panels)
 
 
-def plot_regret(results: Results, out_dir: Path) -> list[Path]:
-    """Mean and maximum regret, and the IR violation rate, by mechanism (where computed)."""
+def regret_figure(results: Results) -> Figure | None:
+    """Mean and maximum regret, and the IR violation rate, by mechanism (where measured)."""
     unit = f"regret per agent-round ({CURRENCY})"
     panels = [
         ("regret_mean", "Mean regret", unit),
@@ -258,27 +414,44 @@ def plot_regret(results: Results, out_dir: Path) -> list[Path]:
     ]
     runs = results.runs
     if "regret_mean" not in runs.columns or runs["regret_mean"].null_count() == runs.height:
-        return []
-    return bar_figure(results, "regret_by_mechanism", panels, out_dir)
+        return None
+    return bar_figure(results, "regret_by_mechanism", panels)
+
+
+def plot_revenue(results: Results, out_dir: Path) -> list[Path]:
+    """``revenue_by_mechanism.png`` / ``.svg`` (:func:`revenue_figure`)."""
+    return save_figure(revenue_figure(results), out_dir, "revenue_by_mechanism")
+
+
+def plot_welfare(results: Results, out_dir: Path) -> list[Path]:
+    """``welfare_by_mechanism.png`` / ``.svg`` (:func:`welfare_figure`)."""
+    return save_figure(welfare_figure(results), out_dir, "welfare_by_mechanism")
+
+
+def plot_regret(results: Results, out_dir: Path) -> list[Path]:
+    """``regret_by_mechanism.png`` / ``.svg`` (:func:`regret_figure`), when regret was measured."""
+    return save_figure(regret_figure(results), out_dir, "regret_by_mechanism")
 
 
 # --------------------------------------------------------------------------- lines
 
 
 def plot_frontier(results: Results, parameter: str, out_dir: Path) -> list[Path]:
-    """Revenue against social welfare as ``parameter`` moves, one line per mechanism label."""
+    """Revenue against social welfare as ``parameter`` moves, one line per mechanism."""
     points = frontier(results, parameter)
     if points.height < 2 or points.schema[parameter] == pl.String:
         return []
     runs, by = labelled_runs(results)
-    colors = mechanism_colors(runs[LABEL].to_list())
+    names = dict(runs.select(LABEL, NAME).unique(LABEL).iter_rows())
     others = [col for col in by if col not in (LABEL, parameter)]
     name = f"frontier_{parameter.replace('.', '_')}"
     fig = new_figure(name)
     ax = fig.subplots()
     markers = itertools.cycle("osD^v<>")
-    groups = points.select(LABEL, *others).unique().sort(LABEL, *others)
-    for group in groups.iter_rows(named=True):
+    groups = points.select(LABEL, *others).unique()
+    rank = {label: index for index, label in enumerate(label_order(runs))}
+    ordered = sorted(groups.iter_rows(named=True), key=lambda g: (rank[g[LABEL]], str(g)))
+    for group in ordered:
         mine = points.filter(*[pl.col(k) == v for k, v in group.items()]).sort(parameter)
         extra = setting_name(group, others) if others else ""
         ax.errorbar(
@@ -290,10 +463,10 @@ def plot_frontier(results: Results, parameter: str, out_dir: Path) -> list[Path]
             yerr=error_bars(
                 mine.rename({"y_mean": "mean", "y_low": "ci_low", "y_high": "ci_high"})
             ),
-            color=colors[group[LABEL]],
+            color=mechanism_color(names[group[LABEL]]),
             marker=next(markers),
             capsize=2,
-            label=f"{group[LABEL]} {extra}".strip(),
+            label=f"{names[group[LABEL]]} {extra}".strip(),
         )
         for row in mine.iter_rows(named=True):
             ax.annotate(
@@ -308,6 +481,7 @@ def plot_frontier(results: Results, parameter: str, out_dir: Path) -> list[Path]
     ax.set_title(f"Revenue vs welfare as {parameter.split('.')[-1]} moves (point labels)")
     ax.grid(alpha=0.3)
     ax.legend(title="mechanism", fontsize="small")
+    footer(fig, seeds_note(points["n"].to_list(), "point"), exchange_rate_note(results, runs))
     return save(fig, out_dir, name)
 
 
@@ -321,74 +495,136 @@ def band(ax: Axes, frame: pl.DataFrame, x: str, color: str, label: str) -> None:
         ax.fill_between(xs, low, high, color=color, alpha=0.2, linewidth=0)
 
 
+def is_constant(frame: pl.DataFrame, value: float) -> bool:
+    """Whether every mean and bound of a curve equals ``value`` (nothing to show)."""
+    columns = [frame[c].drop_nulls() for c in ("mean", "ci_low", "ci_high")]
+    return all(((c - value).abs() <= 1e-12 * max(1.0, abs(value))).all() for c in columns)
+
+
 def plot_learning_curves(
     results: Results, agents: pl.DataFrame, out_dir: Path, window: int | None = None
 ) -> list[Path]:
-    """Bid / valuation and report scale over rounds, one line per mechanism label and setting."""
+    """``learning_curves.png`` / ``.svg`` (:func:`learning_figure`)."""
+    return save_figure(learning_figure(results, agents, window), out_dir, "learning_curves")
+
+
+def learning_figure(
+    results: Results, agents: pl.DataFrame, window: int | None = None
+) -> Figure | None:
+    """Small multiples, one panel per mechanism: bid / valuation and report scale over rounds.
+
+    A report-scale line that stays at 1 (mechanisms without a distortion to learn) is not
+    drawn; a mechanism with nothing to show has no panel.
+    """
     runs, by = labelled_runs(results)
     curves = learning_curves(agents, by=by, window=window)
-    panels = [
-        ("bid_ratio", "Bid ratio", "bid / valuation (ratio)", 1.0),
-        ("report_scale", "Report distortion", "reported / true scale (ratio)", 1.0),
-    ]
-    present = [
-        p for p in panels if curves.height and curves.filter(pl.col("metric") == p[0]).height
-    ]
-    if not present:
-        return []
-    colors = mechanism_colors(runs[LABEL].to_list())
+    if curves.height == 0:
+        return None
+    names = dict(runs.select(LABEL, NAME).unique(LABEL).iter_rows())
     params = [col for col in by if col != LABEL]
-    styles = itertools.cycle(["-", "--", ":", "-."])
-    fig = new_figure("learning_curves")
-    axes = fig.subplots(1, len(present), squeeze=False)[0]
-    groups = curves.select(by).unique().sort(by)
-    style_of = {tuple(row.values()): next(styles) for row in groups.iter_rows(named=True)}
-    for ax, (metric, title, ylabel, truthful) in zip(axes, present, strict=True):
-        for group in groups.iter_rows(named=True):
+    settings = curves.select(params).unique().sort(params) if params else pl.DataFrame()
+    styles = ["-", "--", ":", "-."]
+    shown: list[tuple[str, list[tuple[dict, str, pl.DataFrame]]]] = []
+    for label in label_order(runs):
+        lines = []
+        for index, setting in enumerate(settings.iter_rows(named=True) if params else [{}]):
             mine = curves.filter(
-                pl.col("metric") == metric, *[pl.col(k) == v for k, v in group.items()]
+                pl.col(LABEL) == label, *[pl.col(k) == v for k, v in setting.items()]
             )
-            label = f"{group[LABEL]} {setting_name(group, params) if params else ''}".strip()
-            band(ax, mine.sort("round_mid"), "round_mid", colors[group[LABEL]], label)
-            ax.lines[-1].set_linestyle(style_of[tuple(group.values())])
-        ax.axhline(truthful, color="grey", linewidth=0.8, linestyle=":", label="truthful")
-        ax.set_xlabel("round")
-        ax.set_ylabel(ylabel)
-        ax.set_title(title)
+            for metric in ("bid_ratio", "report_scale"):
+                curve = mine.filter(pl.col("metric") == metric).sort("round_mid")
+                if curve.height and not (metric == "report_scale" and is_constant(curve, 1.0)):
+                    lines.append(({**setting, "_style": styles[index % 4]}, metric, curve))
+        if lines:
+            shown.append((label, lines))
+    if not shown:
+        return None
+    fig = new_figure("learning_curves")
+    rows = -(-len(shown) // LEARNING_COLUMNS)
+    axes = fig.subplots(rows, LEARNING_COLUMNS, squeeze=False, sharex=True, sharey=True).ravel()
+    for ax, (label, lines) in zip(axes, shown, strict=False):
+        color = mechanism_color(names[label])
+        for setting, metric, curve in lines:
+            extra = setting_name(setting, params) if params else ""
+            what = "bid / valuation" if metric == "bid_ratio" else "reported / true scale"
+            band(ax, curve, "round_mid", color if metric == "bid_ratio" else "#444444", what)
+            ax.lines[-1].set_linestyle(setting["_style"] if metric == "bid_ratio" else "--")
+            ax.lines[-1].set_label(f"{what} {extra}".strip())
+        ax.axhline(1.0, color="grey", linewidth=0.8, linestyle=":", label="truthful (1)")
+        ax.set_title(names[label], fontsize="medium")
         ax.grid(alpha=0.3)
-    handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(
-        handles, names, loc="outside lower center", ncols=min(4, len(names)), fontsize="small"
+        ax.legend(fontsize="x-small", loc="best")
+    for ax in axes[len(shown) :]:
+        ax.set_visible(False)
+    for index, ax in enumerate(axes[: len(shown)]):
+        if index + LEARNING_COLUMNS >= len(shown):  # lowest panel of its column
+            ax.set_xlabel("round")
+            ax.xaxis.set_tick_params(labelbottom=True)
+        if index % LEARNING_COLUMNS == 0:
+            ax.set_ylabel("ratio")
+    counts = curves.group_by(LABEL).agg(pl.col("n").max())["n"].to_list()
+    footer(
+        fig,
+        "mean over agents per round window; "
+        + seeds_note(counts, "curve").replace("error bars", "bands"),
     )
-    fig.suptitle("mean over agents per round window; bands: 95% t interval over seeds")
-    return save(fig, out_dir, "learning_curves")
+    return fig
+
+
+def brand_names(source: str | None) -> tuple[str, str]:
+    """The two brands of a lambda sweep (``scenario.toml`` beside ``shares.parquet``)."""
+    path = Path(source) / "scenario.toml" if source else None
+    if path is not None and path.is_file():
+        advertisers = tomllib.loads(path.read_text(encoding="utf-8")).get("advertisers", [])
+        if len(advertisers) == 2:
+            return str(advertisers[0]["name"]), str(advertisers[1]["name"])
+    return "first advertiser", "second advertiser"
+
+
+def category_name(category: str, brands: tuple[str, str]) -> str:
+    """``only_first`` -> ``only Alpha Airlines``; ``both`` and ``neither`` unchanged."""
+    return {"only_first": f"only {brands[0]}", "only_second": f"only {brands[1]}"}.get(
+        category, category
+    )
 
 
 def plot_brand_shares(shares: pl.DataFrame, out_dir: Path) -> list[Path]:
-    """Lambda-sweep brand shares, one panel per aggregation, Wilson 95% bands."""
+    """``brand_shares.png`` / ``.svg`` (:func:`brand_share_figure`)."""
+    return save_figure(brand_share_figure(shares), out_dir, "brand_shares")
+
+
+def brand_share_figure(shares: pl.DataFrame) -> Figure | None:
+    """Lambda-sweep brand shares, one panel per aggregation, Wilson 95% bands.
+
+    Categories are named by the brands when the sweep's ``scenario.toml`` is beside its
+    ``shares.parquet`` (:func:`brand_names`).
+    """
     long = brand_shares(shares) if shares.height else pl.DataFrame()
     if long.height == 0:
-        return []
+        return None
+    sources = long["source"].unique().to_list() if "source" in long.columns else [None]
+    brands = brand_names(sources[0] if len(sources) == 1 else None)
     aggregations = sorted(long["aggregation"].unique().to_list())
     fig = new_figure("brand_shares")
     axes = fig.subplots(1, len(aggregations), squeeze=False, sharey=True)[0]
     for ax, aggregation in zip(axes, aggregations, strict=True):
         mine = long.filter(pl.col("aggregation") == aggregation)
-        for category in sorted(mine["category"].unique().to_list()):
+        for category in [c for c in CATEGORY_COLORS if c in mine["category"].to_list()]:
             rows = mine.filter(pl.col("category") == category)
             rows = rows.group_by("lambda").agg(pl.col("share", "ci_low", "ci_high").mean())
             rows = rows.sort("lambda").rename({"share": "mean"})
-            color = CATEGORY_COLORS.get(category, "#777777")
-            band(ax, rows, "lambda", color, category.replace("_", " "))
+            band(ax, rows, "lambda", CATEGORY_COLORS[category], category_name(category, brands))
             ax.lines[-1].set_marker("o")
-        ax.set_title(f"{aggregation} aggregation")
-        ax.set_xlabel("λ, first advertiser's bid share")
+        ax.set_title(f"{aggregation.replace('_', '-')} aggregation")
+        ax.set_xlabel(f"λ, {brands[0]}'s share of the bids")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("share of replies")
     axes[0].legend(title="brands mentioned", fontsize="small")
-    fig.suptitle("Brand shares per λ; bands: Wilson 95% interval")
-    return save(fig, out_dir, "brand_shares")
+    samples = sorted(set(long["samples"].to_list())) if "samples" in long.columns else []
+    shown = ", ".join(map(str, samples)) or "?"
+    footer(fig, f"n = {shown} replies per λ; bands: Wilson 95% interval")
+    return fig
 
 
 CANDIDATE_COLUMNS: tuple[str, ...] = ("candidates", "M", "m", "num_candidates", "n_candidates")
@@ -492,7 +728,8 @@ def plot_eva(frame: pl.DataFrame, out_dir: str | Path) -> list[Path]:
         ax.legend(fontsize="small")
     for ax in axes:
         ax.xaxis.get_major_locator().set_params(integer=True)
-    fig.suptitle("mean over seeds; bands: 95% t interval over seeds")
+    seeds = summary["seeds"].max()
+    footer(fig, f"n = {seeds} seeds; mean over seeds; bands: 95% t interval over seeds")
     return save(fig, Path(out_dir), "eva_heldout")
 
 
@@ -541,8 +778,10 @@ def plot_audit(frame: pl.DataFrame, out_dir: str | Path, top: int = 10) -> list[
         ncols=min(4, len(names)),
         fontsize="small",
     )
-    fig.suptitle(
-        "Max regret over advertisers per query; mean over seeds, error bars: 95% t interval"
+    footer(
+        fig,
+        "max regret over advertisers per query; "
+        + seeds_note(table["seeds"].to_list() if "seeds" in table.columns else []),
     )
     return save(fig, Path(out_dir), "audit_regret")
 

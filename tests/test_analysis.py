@@ -247,8 +247,10 @@ def test_labels_show_varying_variants():
     )
     labels = add_labels(runs)["label"].to_list()
     assert labels == ["token_auction (linear)", "token_auction (log_linear)", "gsp", "gsp"]
-    colors = mechanism_colors(labels)
-    assert colors["gsp"] == mechanism_colors(["gsp", "new_kind"])["gsp"]
+    # a colour depends on the readable name only, whatever else a figure shows
+    names = ["token auction, second price", "token auction, first price", "GSP"]
+    colors = mechanism_colors(names)
+    assert colors["GSP"] == mechanism_colors(["GSP", "new kind"])["GSP"]
     assert len(set(colors.values())) == 3
 
 

@@ -1,0 +1,230 @@
+"""Figures read back from their matplotlib objects: names, order, colours, intervals, n, notes."""
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from matplotlib.container import BarContainer, ErrorbarContainer
+from matplotlib.figure import Figure
+
+from analysis.load import load_agents, load_results
+from analysis.metrics import labelled_runs
+from analysis.names import mechanism_color, mechanism_name
+from analysis.plots import (
+    brand_names,
+    brand_share_figure,
+    learning_figure,
+    plot_brand_shares,
+    regret_figure,
+    revenue_figure,
+    welfare_figure,
+)
+
+ROUNDS = 4
+SLOT_VALUE = 24.0
+# (kind, payment) -> revenue per seed; large spreads make t intervals reach below zero
+RUNS = {
+    ("token_auction", "second_price"): [0.5, 4.0, 0.2],
+    ("token_auction", "none"): [0.0, 0.0, 0.0],
+    ("second_price", ""): [3.0, 3.5, 2.5],
+    ("vcg", ""): [2.0, 2.5, 3.0],
+    ("gsp", ""): [2.2, 2.6, 0.1],
+}
+SCENARIO = """name = "figures"
+seed = {seed}
+rounds = {rounds}
+
+[mechanism]
+kind = "{kind}"
+payment = "{payment}"
+click_through_rates = [1.0, 0.5]
+slot_value = {slot_value}
+
+[[advertisers]]
+name = "Alpha Airlines"
+
+[[advertisers]]
+name = "Beta Resort"
+"""
+
+
+def write_run(folder: Path, kind: str, payment: str, seed: int, revenue: float) -> None:
+    folder.mkdir(parents=True)
+    token = kind == "token_auction"
+    agents = [
+        {
+            "round": r,
+            "agent": a,
+            "valuation": 1.0,
+            "bid": 0.5 + 0.1 * r,
+            "report_scale": 1.0 + 0.2 * seed if token else 1.0,
+        }
+        for r in range(ROUNDS)
+        for a in ("Alpha Airlines", "Beta Resort")
+    ]
+    pl.DataFrame(agents).write_parquet(folder / "agents.parquet")
+    text = SCENARIO.format(
+        seed=seed, rounds=ROUNDS, kind=kind, payment=payment, slot_value=SLOT_VALUE
+    )
+    (folder / "scenario.toml").write_text(text)
+    regret = 0.0 if kind == "vcg" or payment == "none" else [0.05, 0.9, 0.0][seed]
+    summary = {
+        "mechanism": kind,
+        "payment": payment,
+        "aggregation": "linear",
+        "seed": seed,
+        "rounds": ROUNDS,
+        "revenue_mean": revenue,
+        "advertiser_value_mean": 2.0,
+        "user_value_mean": 1.0 - seed,
+        "social_welfare_mean": 3.0 - seed,
+        "regret_mean": regret,
+        "regret_max": 2 * regret,
+        "ir_violation_rate": 0.0,
+    }
+    (folder / "summary.json").write_text(json.dumps(summary))
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("figures")
+    for (kind, payment), revenues in RUNS.items():
+        for seed, revenue in enumerate(revenues):
+            write_run(root / f"{kind}-{payment}-{seed}", kind, payment, seed, revenue)
+    return load_results(root)
+
+
+def bars_by_name(fig: Figure) -> dict[str, list]:
+    """Readable name -> bar patches, over every axes of a figure."""
+    bars: dict[str, list] = {}
+    for ax in fig.axes:
+        for container in ax.containers:
+            if isinstance(container, BarContainer):
+                bars.setdefault(container.get_label(), []).extend(container.patches)
+    return bars
+
+
+def figure_text(fig: Figure) -> str:
+    texts = [t.get_text() for t in fig.texts]
+    if fig._supxlabel is not None:
+        texts.append(fig._supxlabel.get_text())
+    for ax in fig.axes:
+        texts += [t.get_text() for t in ax.texts] + [ax.get_title()]
+    return "\n".join(texts)
+
+
+def interval_bounds(fig: Figure, title: str) -> list[tuple[float, float]]:
+    """(low, high) of every error bar in the axes titled ``title``."""
+    ax = next(a for a in fig.axes if a.get_title() == title)
+    bounds = []
+    for container in ax.containers:
+        if isinstance(container, ErrorbarContainer):
+            for segment in container.lines[2][0].get_segments():
+                bounds.append((float(segment[0][1]), float(segment[1][1])))
+    return bounds
+
+
+EXPECTED_ORDER = [
+    "token auction, second price",
+    "token auction, no payment",
+    "uniform price, 2 slots",
+    "GSP",
+    "VCG",
+]
+
+
+def test_mechanisms_named_ordered_by_family_and_labelled(results):
+    fig = revenue_figure(results)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == EXPECTED_ORDER
+    assert ax.get_ylabel() == "revenue per round (bid currency)"
+    top = ax.child_axes[0]  # family names above the axes, over their mechanisms
+    assert [t.get_text() for t in top.get_xticklabels()] == ["LLM-native", "ad slots"]
+    assert list(top.get_xticks()) == [0.5, 3.0]
+    assert fig._suptitle is None  # nothing above the axes' titles
+
+
+def test_each_mechanism_keeps_one_colour_across_figures(results):
+    revenue, welfare = bars_by_name(revenue_figure(results)), bars_by_name(welfare_figure(results))
+    assert set(revenue) == set(welfare) == set(EXPECTED_ORDER)
+    for name in EXPECTED_ORDER:
+        colours = {tuple(p.get_facecolor()) for p in revenue[name] + welfare[name]}
+        assert len(colours) == 1, name
+        assert colours == {tuple(revenue[name][0].get_facecolor())}
+    # the colour depends on the name only, not on which other mechanisms are shown
+    assert mechanism_color("VCG") == mechanism_color(mechanism_name("vcg"))
+    assert len({mechanism_color(n) for n in EXPECTED_ORDER}) == len(EXPECTED_ORDER)
+
+
+def test_intervals_of_non_negative_quantities_stay_above_zero(results):
+    revenue = interval_bounds(revenue_figure(results), "Revenue by mechanism")
+    assert len(revenue) == 5
+    assert revenue[1] == (0.0, 0.0)  # no payment: revenue 0 in every seed, a degenerate interval
+    assert min(low for low, _ in revenue) == 0.0  # a symmetric t interval would go below 0
+    regret = regret_figure(results)
+    for title in ("Mean regret", "Max regret"):
+        assert all(low >= 0.0 for low, _ in interval_bounds(regret, title)), title
+    # user welfare may be negative: its interval is not cut
+    welfare = interval_bounds(welfare_figure(results), "User welfare")
+    assert min(low for low, _ in welfare) < 0.0
+
+
+def test_zero_bars_are_labelled_and_n_and_exchange_rate_stated(results):
+    fig = revenue_figure(results)
+    zeros = [t for t in fig.axes[0].texts if t.get_text() == "0"]
+    assert [round(t.xy[0]) for t in zeros] == [EXPECTED_ORDER.index("token auction, no payment")]
+    text = figure_text(fig)
+    assert "n = 3 seeds per bar" in text and "mean over seeds" in text
+    assert "slot_value = 24 steered tokens" in text
+    ir = next(a for a in regret_figure(results).axes if a.get_title() == "IR violations")
+    assert ir.get_ylim()[0] == 0.0 and len([t for t in ir.texts if t.get_text() == "0"]) == 5
+
+
+def test_single_run_never_says_mean_over_seeds(tmp_path):
+    write_run(tmp_path / "one", "vcg", "", 0, 2.0)
+    text = figure_text(revenue_figure(load_results(tmp_path)))
+    assert "n = 1 seed per bar" in text and "mean over" not in text
+    assert "slot_value" not in text  # one family: no exchange rate to state
+
+
+def test_learning_curves_are_small_multiples_without_flat_distortion(results):
+    runs, by = labelled_runs(results)
+    fig = learning_figure(results, load_agents(runs, by))
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == EXPECTED_ORDER
+    for ax in visible:
+        labels = [line.get_label() for line in ax.lines]
+        has_distortion = "reported / true scale" in labels
+        assert has_distortion == ax.get_title().startswith("token auction"), ax.get_title()
+        for collection in ax.collections:  # bands of non-negative ratios stay above zero
+            assert collection.get_paths()[0].vertices[:, 1].min() >= 0.0
+    assert "n = 3 seeds per curve" in figure_text(fig)
+
+
+def test_brand_share_legend_names_the_brands(tmp_path):
+    lam = tmp_path / "lambda"
+    lam.mkdir()
+    (lam / "scenario.toml").write_text(
+        SCENARIO.format(seed=0, rounds=1, kind="token_auction", payment="", slot_value=1.0)
+    )
+    assert brand_names(str(lam)) == ("Alpha Airlines", "Beta Resort")
+    pl.DataFrame(
+        {
+            "aggregation": ["linear"] * 2,
+            "lambda": [0.0, 1.0],
+            "samples": [20, 20],
+            "share_only_first": [0.0, 0.9],
+            "share_only_second": [0.9, 0.0],
+            "share_both": [0.1, 0.1],
+            "share_neither": [0.0, 0.0],
+        }
+    ).with_columns(pl.lit(str(lam)).alias("source")).write_parquet(lam / "shares.parquet")
+    shares = pl.read_parquet(lam / "shares.parquet")
+    fig = brand_share_figure(shares)
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == ["only Alpha Airlines", "only Beta Resort", "both", "neither"]
+    assert fig.axes[0].get_xlabel() == "λ, Alpha Airlines's share of the bids"
+    assert "n = 20 replies per λ" in figure_text(fig)
+    paths = plot_brand_shares(shares, tmp_path / "figs")
+    assert [p.name for p in paths] == ["brand_shares.png", "brand_shares.svg"]
