@@ -1,0 +1,312 @@
+"""Interrupted commands: real ``market-sim`` subprocesses killed or signalled mid-sweep or mid-run.
+
+What must hold: after ``kill -9`` of a sweep's parent no process of that sweep survives (pool
+workers, multiprocessing's resource tracker) and rerunning the sweep resumes to the table of an
+uninterrupted sweep, byte for byte; SIGINT or SIGTERM (to the parent alone, or Ctrl-C to the whole
+process group; the parent's code path is the same for SIGINT alone) stops a sweep at once with
+exit status 130, exactly one line on stderr, and the finished runs kept and listed; SIGINT or
+SIGTERM to ``market-sim run``, while it imports torch or while it steps the market, gives one line
+and 130.
+
+Processes of a sweep are found by walking ``/proc`` from the sweep's PID (its descendants) while
+it is alive; after the kill they are checked by PID and start time (a reused PID is not them).
+Everything polls against deadlines: startup imports torch in every worker, which takes from
+seconds to over a minute on a loaded 2-core machine.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from market_sim.cli import main
+from market_sim.results import is_complete_run
+from market_sim.sweep import RUNS_FILE, run_sweep
+
+pytestmark = pytest.mark.skipif(
+    not Path("/proc/self/stat").exists(), reason="finds a sweep's processes through /proc (Linux)"
+)
+
+SCENARIO = """
+name = "interrupted"
+seed = 0
+rounds = 6
+
+[model]
+path = "{model}"
+device = "cpu"
+
+[mechanism]
+kind = "token_auction"
+max_new_tokens = 3
+
+[queries]
+items = ["vacation in Hawaii", "family trip to Maui"]
+
+[[advertisers]]
+name = "Alpha Airlines"
+context = "Alpha Airlines: nonstop flights to Hawaii."
+valuation = {{ dist = "uniform", low = 0.5, high = 1.5 }}
+
+[[advertisers]]
+name = "Beta Resort"
+context = "Beta Resort: beachfront rooms on Maui."
+valuation = {{ dist = "uniform", low = 0.5, high = 1.5 }}
+"""
+SEEDS = "0-5"
+PLANNED_RUNS = 6
+STARTUP_DEADLINE_SECONDS = 300.0
+"""Until the first run is complete: two workers import torch and load the model (slow on a
+loaded machine; a few seconds on an idle one)."""
+EXIT_DEADLINE_SECONDS = 30.0
+"""From the signal until the process has exited."""
+ORPHAN_DEADLINE_SECONDS = 10.0
+"""From the parent's death until its workers and resource tracker are gone (on Linux the kernel
+kills the workers at once; the portable watchdog polls every half second)."""
+POLL_SECONDS = 0.05
+QUIET_ENV = {
+    # Other modules' output is not the subject here: transformers' deprecation warnings and model
+    # loading bars would add stderr lines that these tests count.
+    "PYTHONWARNINGS": "ignore::FutureWarning",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+}
+INTERRUPTED_LINE = re.compile(
+    r"market-sim: interrupted: (\d+) of 6 runs complete, listed in (.+); "
+    r"run the same sweep again to resume"
+)
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory, random_model_dir) -> Path:
+    path = tmp_path_factory.mktemp("interrupt-scenario") / "interrupted.toml"
+    path.write_text(SCENARIO.format(model=random_model_dir))
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, scenario) -> Path:
+    """The same sweep, uninterrupted, in this process (the table does not depend on workers)."""
+    out = tmp_path_factory.mktemp("uninterrupted")
+    run_sweep(scenario, [], SEEDS, out, progress=False)
+    return out
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def process_stat(pid: int) -> tuple[str, int, int] | None:
+    """``(state, parent PID, start time)`` of a process from ``/proc/<pid>/stat``, or None."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()  # after "pid (command) "
+    return fields[0], int(fields[1]), int(fields[19])
+
+
+def descendants(root: int) -> dict[int, int]:
+    """PID -> start time of every living descendant of ``root``."""
+    children: dict[int, list[int]] = {}
+    starts: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := process_stat(int(entry.name))) is not None:
+            children.setdefault(stat[1], []).append(int(entry.name))
+            starts[int(entry.name)] = stat[2]
+    found, frontier = {}, [root]
+    while frontier:
+        for child in children.get(frontier.pop(), []):
+            found[child] = starts[child]
+            frontier.append(child)
+    return found
+
+
+def still_running(processes: dict[int, int]) -> dict[int, str]:
+    """Which of ``processes`` (PID -> start time) still run: PID -> command line."""
+    running = {}
+    for pid, start in processes.items():
+        stat = process_stat(pid)
+        if stat is not None and stat[2] == start and stat[0] != "Z":
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            running[pid] = command.decode(errors="replace")
+    return running
+
+
+def wait_until(condition: Callable[[], object], deadline: float, what: str) -> None:
+    """Poll ``condition`` every :data:`POLL_SECONDS` until it is true or ``deadline`` passes."""
+    end = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > end:
+            pytest.fail(f"{what}: not within {deadline:.0f} s")
+        time.sleep(POLL_SECONDS)
+
+
+def maps_library(pid: int, name: str) -> bool:
+    """Whether process ``pid`` has a file whose path contains ``name`` mapped (False if gone)."""
+    try:
+        return name in Path(f"/proc/{pid}/maps").read_text(errors="replace")
+    except OSError:
+        return False
+
+
+def complete_runs(out: Path) -> list[Path]:
+    """The complete run folders of a sweep folder."""
+    runs = out / "runs"
+    return [path for path in runs.iterdir() if is_complete_run(path)] if runs.is_dir() else []
+
+
+def start_sweep(scenario: Path, out: Path, stderr: Path) -> subprocess.Popen:
+    """``market-sim sweep`` with two workers, in a session of its own (a process group)."""
+    command = [sys.executable, "-m", "market_sim.cli", "sweep", str(scenario), "--seeds", SEEDS]
+    command += ["--workers", "2", "--out", str(out), "--no-progress"]
+    with stderr.open("wb") as sink:
+        return subprocess.Popen(
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+            env={**os.environ, **QUIET_ENV},
+            start_new_session=True,
+        )
+
+
+def sweep_with_one_finished_run(scenario: Path, out: Path, stderr: Path):
+    """Start a sweep, wait until a run is complete; returns it and its processes then."""
+    sweep = start_sweep(scenario, out, stderr)
+    try:
+        wait_until(lambda: complete_runs(out), STARTUP_DEADLINE_SECONDS, "a first complete run")
+    except BaseException:
+        sweep.kill()
+        sweep.wait()
+        raise
+    assert sweep.poll() is None, "the sweep finished before it could be interrupted"
+    processes = descendants(sweep.pid)
+    assert len(processes) >= 3, processes  # two workers and the resource tracker
+    return sweep, processes
+
+
+def assert_none_left(processes: dict[int, int]) -> None:
+    """Every process in ``processes`` ends within :data:`ORPHAN_DEADLINE_SECONDS`."""
+    end = time.monotonic() + ORPHAN_DEADLINE_SECONDS
+    while (running := still_running(processes)) and time.monotonic() < end:
+        time.sleep(POLL_SECONDS)
+    assert not running, f"processes of the sweep outlived it: {running}"
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_kill_9_leaves_no_process_and_a_rerun_resumes(tmp_path, scenario, reference, capsys):
+    out = tmp_path / "sweep-killed-9"
+    sweep, processes = sweep_with_one_finished_run(scenario, out, tmp_path / "stderr")
+    os.kill(sweep.pid, signal.SIGKILL)
+    sweep.wait()
+    assert_none_left(processes)
+    finished = len(complete_runs(out))
+    assert 1 <= finished < PLANNED_RUNS
+
+    args = ["sweep", str(scenario), "--seeds", SEEDS, "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert f"already complete; table: {out / RUNS_FILE} ({PLANNED_RUNS} rows)" in printed
+    resumed = re.search(r"(\d+) runs done, (\d+) already complete", printed)
+    assert resumed is not None and int(resumed[2]) >= finished  # finished runs were kept
+    assert (out / RUNS_FILE).read_bytes() == (reference / RUNS_FILE).read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("signum", "to_group"),
+    [(signal.SIGTERM, False), (signal.SIGINT, True)],
+    ids=["SIGTERM-parent", "Ctrl-C-group"],
+)
+def test_interrupted_sweep_keeps_finished_runs(tmp_path, scenario, reference, signum, to_group):
+    out = tmp_path / "sweep-interrupted"
+    stderr = tmp_path / "stderr"
+    sweep, processes = sweep_with_one_finished_run(scenario, out, stderr)
+    if to_group:  # what a terminal's Ctrl-C does: every process of the foreground group
+        os.killpg(sweep.pid, signum)
+    else:
+        os.kill(sweep.pid, signum)
+    try:
+        status = sweep.wait(timeout=EXIT_DEADLINE_SECONDS)
+    finally:
+        sweep.kill()
+    assert status == 130
+    assert_none_left(processes)
+
+    lines = stderr.read_text().splitlines()
+    assert len(lines) == 1, lines
+    message = INTERRUPTED_LINE.fullmatch(lines[0])
+    assert message is not None, lines[0]
+    assert Path(message[2]) == out / RUNS_FILE
+    kept = sorted(f"runs/{path.name}" for path in complete_runs(out))
+    assert int(message[1]) == len(kept) and 1 <= len(kept) < PLANNED_RUNS
+    table = pl.read_parquet(out / RUNS_FILE)
+    assert sorted(table["run_dir"]) == kept
+    expected = pl.read_parquet(reference / RUNS_FILE).filter(pl.col("run_dir").is_in(kept))
+    # A column null in every kept run is typed Null in the partial table, Float64 in the full one.
+    assert_frame_equal(table, expected, check_dtypes=False)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_run_prints_one_line(tmp_path, scenario, signum):
+    out = tmp_path / "run"
+    stderr = tmp_path / "stderr"
+    command = [sys.executable, "-m", "market_sim.cli", "run", str(scenario), "--rounds", "100000"]
+    with stderr.open("wb") as sink:
+        run = subprocess.Popen(
+            [*command, "--out", str(out), "--no-progress"],
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+            env={**os.environ, **QUIET_ENV},
+        )
+    try:
+        # torch is imported by the command itself, inside main's handling, never before it.
+        wait_until(
+            lambda: run.poll() is not None or maps_library(run.pid, "libtorch"),
+            STARTUP_DEADLINE_SECONDS,
+            "the run importing torch",
+        )
+        assert run.poll() is None, stderr.read_text()
+        run.send_signal(signum)
+        status = run.wait(timeout=EXIT_DEADLINE_SECONDS)
+    finally:
+        run.kill()
+    assert status == 130
+    assert stderr.read_text().splitlines() == ["market-sim: interrupted"]
+    assert not (out / "summary.json").exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_during_the_rounds_of_a_run(tmp_path, scenario, signum, monkeypatch, capsys):
+    """In process: the signal arrives from inside the market's third step, so inside ``main``."""
+    from market_sim.market.model import MarketModel
+
+    step = MarketModel.step
+    steps = []
+
+    def step_then_signal(market):
+        steps.append(1)
+        if len(steps) == 3:
+            os.kill(os.getpid(), signum)  # handled before the next bytecode of this thread
+        return step(market)
+
+    monkeypatch.setattr(MarketModel, "step", step_then_signal)
+    terminate_handler = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "run"
+    assert (
+        main(["run", str(scenario), "--rounds", "1000", "--out", str(out), "--no-progress"]) == 130
+    )
+    error = capsys.readouterr().err  # in process, model loading's bar and warnings come first
+    assert error.splitlines()[-1] == "market-sim: interrupted"
+    assert error.count("market-sim") == 1 and "Traceback" not in error
+    assert len(steps) == 3 and not out.exists()
+    assert signal.getsignal(signal.SIGTERM) is terminate_handler  # main restored it
