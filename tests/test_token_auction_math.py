@@ -9,15 +9,20 @@ import torch
 from hypothesis import given, settings
 
 from market_sim.mechanisms.token_auction import (
+    SERIES_RATIO_BELOW,
     TokenAuctionRule,
     aggregate,
     allocation_curve,
+    allocations,
     ex_post_second_price_payments,
     linear_second_price_payments,
+    myerson_ownership_payment,
     normalized_weights,
     numerical_second_price_payments,
     participant_weights,
     run_token_auction_step,
+    scale_by_power_of_two,
+    sharpen,
     stable_sampling_critical_bids,
     stable_sampling_owner,
 )
@@ -258,5 +263,195 @@ def test_rule_validation_names_the_problem():
         TokenAuctionRule(aggregation="log_linear", settlement="ex_post")
     with pytest.raises(ValueError, match="aggregation must be"):
         TokenAuctionRule(aggregation="geometric")
-    with pytest.raises(ValueError, match="platform_weight must be >= 0"):
+    with pytest.raises(ValueError, match="platform_weight must be finite and >= 0"):
         TokenAuctionRule(platform_weight=-1.0)
+
+
+# --- Numbers at the edges: the domain is finite non-negative bids at every float64 scale. ---
+
+
+def test_power_of_two_scaling_is_exact_over_the_whole_exponent_range():
+    values = torch.tensor([1.0, 0.7, 3.0e-300, 5.0e-324, 1.5e308], dtype=torch.float64)
+    for exponent in (-1074, -1030, -600, -1, 0, 1, 600, 1023):
+        scaled = scale_by_power_of_two(values, torch.tensor(exponent))
+        expected = [
+            math.ldexp(v, exponent) if math.frexp(v)[1] + exponent <= 1024 else math.inf
+            for v in values.tolist()
+        ]
+        assert scaled.tolist() == expected, exponent
+
+
+def test_ownership_payment_matches_high_precision_at_every_ratio():
+    import mpmath
+
+    mpmath.mp.dps = 50
+    ratios = np.concatenate([np.logspace(-15, 3, 73), [SERIES_RATIO_BELOW * (1 - 1e-9)]])
+    for competing in (1.0, 1e-300, 1e300):
+        bids = torch.tensor(ratios * competing, dtype=torch.float64)
+        computed = myerson_ownership_payment(bids, torch.tensor(competing, dtype=torch.float64))
+        for ratio, value in zip(ratios, computed.tolist(), strict=True):
+            r = mpmath.mpf(float(ratio))
+            exact = competing * float(mpmath.log1p(r) - r / (1 + r))
+            # Series branch: < 1e-15 relative; closed form just above the switch loses
+            # about 2 eps / r = 4.4e-13 to cancellation, hence 1e-12.
+            assert value == pytest.approx(exact, rel=1e-12, abs=0), (competing, ratio)
+
+
+def test_weights_are_exact_at_every_scale():
+    raw = torch.tensor(
+        [[0.0, 1e-310], [0.0, 5e-324], [0.0, 1e308], [1e308, 1e308], [0.0, 0.0]],
+        dtype=torch.float64,
+    )
+    weights = normalized_weights(raw)
+    expected = [[0.0, 1.0], [0.0, 1.0], [0.0, 1.0], [0.5, 0.5], [1.0, 0.0]]
+    assert weights.tolist() == expected
+
+
+def test_lone_subnormal_bidder_gets_the_whole_allocation():
+    logprobs, _ = random_instance(30, auctions=1, agents=1)
+    for bid in (1e-300, 1e-310, 5e-324):
+        step = run_token_auction_step(
+            logprobs, None, torch.tensor([[bid]], dtype=torch.float64), TokenAuctionRule()
+        )
+        assert step.reported_allocations.item() == 1.0
+        assert step.payments.item() == 0.0  # no competition: the critical bid is 0
+
+
+@pytest.mark.parametrize("bid_scale", [1e150, 1.4e154, 1e200, 1e307, 8e307])
+def test_second_price_payments_scale_with_the_bids_through_overflow(bid_scale):
+    # Degree-one homogeneity on both sides of where bid * competing used to overflow (1.3e154).
+    logprobs, raw = random_instance(31, auctions=3, agents=3, platform_weight=0.3)
+    unit = linear_second_price_payments(logprobs.exp(), raw)
+    large = linear_second_price_payments(logprobs.exp(), raw * bid_scale)
+    assert torch.isfinite(large).all() and torch.all(large > 0)
+    # Scaling by a non-power-of-two moves each input by half an ulp: 1e-12 relative is ample.
+    torch.testing.assert_close(large / bid_scale, unit, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("bid_scale", [1e-150, 1e-300, 1e300, 3.9e307])
+def test_log_linear_payments_scale_with_the_bids(bid_scale):
+    logprobs, raw = random_instance(32, auctions=2, agents=2, platform_weight=0.2)
+    unit = numerical_second_price_payments(logprobs, raw, "log_linear", nodes=16)
+    scaled = numerical_second_price_payments(logprobs, raw * bid_scale, "log_linear", nodes=16)
+    assert torch.isfinite(scaled).all() and torch.all(scaled > 0)
+    # Same quadrature rule at every scale; the remaining difference is input rounding.
+    torch.testing.assert_close(scaled / bid_scale, unit, rtol=1e-10, atol=0)
+
+
+def test_allocations_are_clamped_to_the_unit_interval():
+    # Disjoint distributions: TV = 1 exactly, but this pair rounds to 1 + 2.2e-16.
+    generator = torch.Generator().manual_seed(7)
+    zeros = torch.zeros(5, dtype=torch.float64)
+    q = torch.cat(
+        [torch.softmax(torch.randn(5, generator=generator, dtype=torch.float64), -1), zeros]
+    )
+    p = torch.cat(
+        [zeros, torch.softmax(torch.randn(5, generator=generator, dtype=torch.float64), -1)]
+    )
+    assert (1 - 0.5 * (q - p).abs().sum()).item() < 0  # the unclamped value is negative
+    assert allocations(q[None], p[None, None]).item() == 0.0
+
+
+@pytest.mark.parametrize("aggregation", ["linear", "log_linear"])
+@pytest.mark.parametrize("bid", [1e300, 1e308])
+def test_huge_equal_bids_split_the_auction(aggregation, bid):
+    logprobs, _ = random_instance(33, auctions=2, agents=2, vocab=9)
+    rule = TokenAuctionRule(aggregation=aggregation, integration_nodes=16)
+    bids = torch.full((2, 2), bid, dtype=torch.float64)
+    step = run_token_auction_step(logprobs, None, bids, rule, torch.Generator().manual_seed(0))
+    reference = run_token_auction_step(logprobs, None, torch.ones(2, 2, dtype=torch.float64), rule)
+    torch.testing.assert_close(step.reported_allocations, reference.reported_allocations)
+    # Payments are homogeneous of degree one: bid x (payments at unit bids).
+    torch.testing.assert_close(step.payments / bid, reference.payments, rtol=1e-12, atol=0)
+    if aggregation == "linear":
+        ex_post = TokenAuctionRule(settlement="ex_post")
+        step = run_token_auction_step(logprobs, None, bids, ex_post, torch.Generator())
+        assert torch.isfinite(step.payments).all() and torch.all(step.owners >= 1)
+
+
+@pytest.mark.parametrize("exponent", [1e3, 1e100, 1e308])
+def test_extreme_sharpening_tends_to_the_most_likely_token(exponent):
+    logprobs = torch.log(torch.tensor([[0.05, 0.15, 0.5, 0.3], [0.1, 0.1, 0.1, 0.7]]))
+    logprobs = logprobs.double()
+    sharpened = sharpen(logprobs, torch.full((2,), exponent, dtype=torch.float64))
+    assert not torch.isnan(sharpened).any()
+    torch.testing.assert_close(sharpened.exp(), torch.eye(4, dtype=torch.float64)[[2, 3]])
+
+
+def test_ordinary_sharpening_is_the_direct_formula_bit_for_bit():
+    logprobs = random_logprobs(torch.Generator().manual_seed(34), (6, 11))
+    exponents = torch.tensor([0.25, 0.5, 1.0, 2.0, 4.0, 1e-300], dtype=torch.float64)
+    direct = torch.log_softmax(logprobs * exponents[:, None], dim=-1)
+    direct[2] = logprobs[2]
+    assert torch.equal(sharpen(logprobs, exponents), direct)
+
+
+def test_inputs_outside_the_domain_are_refused_with_the_reason():
+    logprobs, _ = random_instance(35, auctions=1, agents=2)
+    for bad in (-1.0, math.nan, math.inf):
+        bids = torch.tensor([[1.0, bad]], dtype=torch.float64)
+        with pytest.raises(ValueError, match="bids must be finite and >= 0"):
+            run_token_auction_step(logprobs, None, bids, TokenAuctionRule())
+    for bad in (0.0, -1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match="sharpening exponents must be finite and > 0"):
+            sharpen(logprobs[0], torch.tensor([1.0, 1.0, bad], dtype=torch.float64))
+    with pytest.raises(ValueError, match="platform_weight must be finite and >= 0"):
+        TokenAuctionRule(platform_weight=math.inf)
+    with pytest.raises(ValueError, match="integration_nodes must be >= 1"):
+        TokenAuctionRule(integration_nodes=0)
+
+
+RULE_KINDS = [
+    ("linear", "second_price", "expected"),
+    ("linear", "first_price", "expected"),
+    ("linear", "second_price", "ex_post"),
+    ("log_linear", "second_price", "expected"),
+    ("log_linear", "first_price", "expected"),
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    agents=st.integers(1, 4),
+    vocab=st.integers(2, 12),
+    decades=st.lists(st.one_of(st.floats(-310, 308), st.just(-math.inf)), min_size=4, max_size=4),
+    platform_decade=st.one_of(st.floats(-310, 308), st.just(-math.inf)),
+    kind=st.sampled_from(RULE_KINDS),
+    scale_decade=st.integers(-300, 300),
+)
+def test_payments_are_finite_bounded_and_homogeneous_at_every_scale(
+    seed, agents, vocab, decades, platform_decade, kind, scale_decade
+):
+    aggregation, payment, settlement = kind
+    bids = torch.tensor([[10.0**d for d in decades[:agents]]], dtype=torch.float64)  # -inf: 0
+    platform_weight = 10.0**platform_decade
+    logprobs = random_logprobs(torch.Generator().manual_seed(seed), (1, agents + 1, vocab))
+    rule = TokenAuctionRule(aggregation, payment, settlement, platform_weight, 16)
+    step = run_token_auction_step(logprobs, None, bids, rule, torch.Generator().manual_seed(0))
+    weights = normalized_weights(participant_weights(bids, platform_weight))
+    assert torch.isfinite(step.payments).all()
+    assert torch.all((step.reported_allocations >= 0) & (step.reported_allocations <= 1))
+    assert torch.all(step.payments >= 0)
+    ceiling = bids if settlement == "ex_post" else bids * step.reported_allocations
+    assert torch.all(step.payments <= ceiling)
+    # m = agents + 1 terms, each rounded once: the sum is 1 within m ulps.
+    assert abs(weights.sum().item() - 1.0) <= (agents + 1) * 2.3e-16
+    if settlement == "ex_post":
+        return
+    # Homogeneity: scale every weight (the platform's too) by c; keep all of them in the
+    # normal range, where scaling by a non-power-of-two costs half an ulp per input.
+    every = torch.cat([bids.flatten(), bids.new_tensor([platform_weight])])
+    positive = every[every > 0]
+    if positive.numel() == 0:
+        return
+    low, high = math.log10(positive.min().item()), math.log10(positive.max().item())
+    c = 10.0 ** min(max(scale_decade, -307 - low), 307 - high)
+    if not (positive.min().item() >= 1e-300 and c * positive.min().item() >= 1e-300):
+        return  # subnormal inputs lose digits when scaled: homogeneity is not testable there
+    scaled_rule = TokenAuctionRule(aggregation, payment, settlement, platform_weight * c, 16)
+    scaled = run_token_auction_step(logprobs, None, bids * c, scaled_rule)
+    # Relative to each bidder's own charge ceiling b x: a payment tiny next to it (b << B)
+    # carries the rounding of the competing weight's scaling.
+    tolerance = 1e-9 * (bids * step.reported_allocations) + 1e-300
+    assert torch.all((scaled.payments / c - step.payments).abs() <= tolerance)

@@ -55,19 +55,56 @@ def participant_weights(bids: torch.Tensor, platform_weight: float) -> torch.Ten
     return torch.cat([user, bids], dim=-1)
 
 
+def largest_binary_exponent(raw_weights: torch.Tensor) -> torch.Tensor:
+    r"""Binary exponent :math:`e` of each row's largest weight (:math:`2^{e-1} \le \max < 2^e`).
+
+    Args:
+        raw_weights: ``[A, m]`` non-negative finite weights.
+
+    Returns:
+        ``[A, 1]`` int32 exponents; 0 for all-zero rows.
+    """
+    _, exponent = torch.frexp(raw_weights.amax(-1, keepdim=True))
+    return exponent
+
+
+def scale_by_power_of_two(values: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:
+    r""":math:`\text{values} \cdot 2^{\text{exponent}}`, exact unless subnormal or overflowing.
+
+    The factor is applied in two halves so that neither half overflows even for exponents near
+    :math:`\pm 1074` (the span from the smallest subnormal to the largest float64). Scaling by a
+    power of two commutes with every rounding of float arithmetic, which is why the mechanism
+    normalizes by :math:`2^{e}` and not by the largest weight itself: for weights in the
+    ordinary range the normalized computation is bit-identical to the unnormalized one.
+
+    Args:
+        values: Any float tensor.
+        exponent: Integer tensor broadcastable to ``values``.
+    """
+    first = torch.div(exponent, 2, rounding_mode="floor")
+    second = exponent - first
+    two = values.new_tensor(2.0)
+    return values * torch.pow(two, first.to(values.dtype)) * torch.pow(two, second.to(values.dtype))
+
+
 def normalized_weights(raw_weights: torch.Tensor) -> torch.Tensor:
     r""":math:`\lambda = w / \sum w` per auction; all-zero rows put weight 1 on the user (column 0).
 
+    Each row is first scaled by :math:`2^{-e}`, :math:`e` the binary exponent of its largest
+    weight, so the sum can neither overflow nor underflow: a lone weight of :math:`10^{-310}`
+    (subnormal) gets :math:`\lambda = 1` exactly, two weights of :math:`10^{308}` get 1/2 each.
+
     Args:
-        raw_weights: ``[A, m]`` non-negative weights, user first.
+        raw_weights: ``[A, m]`` non-negative finite weights, user first.
 
     Returns:
-        ``[A, m]`` rows summing to 1.
+        ``[A, m]`` rows summing to 1 (within m rounding errors).
     """
-    total = raw_weights.sum(-1, keepdim=True)
+    scaled = scale_by_power_of_two(raw_weights, -largest_binary_exponent(raw_weights))
+    total = scaled.sum(-1, keepdim=True)
     user_only = torch.zeros_like(raw_weights)
     user_only[:, 0] = 1.0
-    return torch.where(total > 0, raw_weights / total.clamp_min(1e-300), user_only)
+    return torch.where(total > 0, scaled / total.clamp_min(1e-300), user_only)
 
 
 def aggregate(
@@ -109,9 +146,10 @@ def allocations(aggregate_probs: torch.Tensor, probs: torch.Tensor) -> torch.Ten
         probs: ``[A, k, V]`` the distributions to compare against.
 
     Returns:
-        ``[A, k]`` in [0, 1].
+        ``[A, k]``, clamped to [0, 1] (rounding can put a TV of disjoint distributions a few
+        ulps above 1).
     """
-    return 1.0 - total_variation(aggregate_probs.unsqueeze(-2), probs)
+    return (1.0 - total_variation(aggregate_probs.unsqueeze(-2), probs)).clamp(0.0, 1.0)
 
 
 def competing_aggregate_linear(
@@ -139,16 +177,44 @@ def competing_aggregate_linear(
     return q_minus, competing
 
 
+SERIES_RATIO_BELOW = 1e-3
+"""Below this b/B the ownership payment uses its Taylor series (the closed form cancels)."""
+
+
 def myerson_ownership_payment(bid: torch.Tensor, competing: torch.Tensor) -> torch.Tensor:
     r"""Critical-bid payment for the allocation :math:`y(z) = z / (z + B)`.
 
     .. math:: b\,y(b) - \int_0^b y(z)\,dz = B \ln(1 + b/B) - \frac{bB}{b + B}
+              = B \sum_{k \ge 2} (-1)^k \frac{k - 1}{k} r^k, \quad r = b / B
 
-    (zero when :math:`B = 0` or :math:`b = 0`). Shapes broadcast.
+    (zero when :math:`B = 0` or :math:`b = 0`). The value is homogeneous of degree one, so it is
+    computed on :math:`(b, B) / 2^e`, :math:`2^e` just above :math:`\max(b, B)`, and scaled back
+    (no overflow of :math:`bB` near :math:`10^{154}`, no underflow for subnormal inputs). For
+    :math:`r <` ``SERIES_RATIO_BELOW`` the closed form loses :math:`\approx 2\epsilon / r` of
+    relative accuracy to cancellation, so the series through :math:`r^7` is used (truncation
+    :math:`< 2 r^6`, relative).
+
+    Args:
+        bid: Non-negative finite bids b.
+        competing: Non-negative finite competing weights B (broadcasts with ``bid``).
+
+    Returns:
+        The payments, :math:`\ge 0`, finite.
     """
-    safe_competing = competing.clamp_min(1e-300)
-    value = competing * torch.log1p(bid / safe_competing) - bid * competing / (bid + safe_competing)
-    return torch.where((competing > 0) & (bid > 0), value, torch.zeros_like(value)).clamp_min(0)
+    bid, competing = torch.broadcast_tensors(bid, competing)
+    exponent = torch.frexp(torch.maximum(bid, competing))[1]
+    b = scale_by_power_of_two(bid, -exponent)
+    big_b = scale_by_power_of_two(competing, -exponent)
+    safe_competing = big_b.clamp_min(torch.finfo(big_b.dtype).tiny)
+    closed_form = big_b * torch.log1p(b / safe_competing) - b * big_b / (b + safe_competing)
+    ratio = b / safe_competing
+    series = torch.zeros_like(ratio)
+    for k in range(7, 1, -1):  # Horner: sum_{k=2..7} (-1)^k (k - 1) / k * r^(k - 2)
+        series = series * ratio + (-1) ** k * (k - 1) / k
+    series = big_b * ratio * ratio * series
+    value = torch.where(ratio < SERIES_RATIO_BELOW, series, closed_form)
+    value = torch.where((competing > 0) & (bid > 0), value, torch.zeros_like(value)).clamp_min(0)
+    return scale_by_power_of_two(value, exponent)
 
 
 def linear_second_price_payments(probs: torch.Tensor, raw_weights: torch.Tensor) -> torch.Tensor:
@@ -164,11 +230,16 @@ def linear_second_price_payments(probs: torch.Tensor, raw_weights: torch.Tensor)
         raw_weights: ``[A, n + 1]`` raw weights, user first.
 
     Returns:
-        ``[A, n]`` payments.
+        ``[A, n]`` payments, finite for any finite non-negative weights (computed on weights
+        divided by a power of two near each row's largest and scaled back: payments are
+        homogeneous of degree one in the weights, :math:`T_i` of degree zero).
     """
-    q_minus, competing = competing_aggregate_linear(probs, raw_weights)
+    exponent = largest_binary_exponent(raw_weights)
+    unit_weights = scale_by_power_of_two(raw_weights, -exponent)
+    q_minus, competing = competing_aggregate_linear(probs, unit_weights)
     distance = total_variation(q_minus, probs[:, 1:])
-    return distance * myerson_ownership_payment(raw_weights[:, 1:], competing)
+    payments = distance * myerson_ownership_payment(unit_weights[:, 1:], competing)
+    return scale_by_power_of_two(payments, exponent)
 
 
 def gauss_legendre_unit_nodes(total_nodes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -203,8 +274,13 @@ def allocation_curve(
         aggregation: ``linear`` or ``log_linear``.
 
     Returns:
-        ``[A, n, K]`` allocations :math:`1 - TV(q(z), p_i)`.
+        ``[A, n, K]`` allocations :math:`1 - TV(q(z), p_i)` in [0, 1]. The allocation is
+        homogeneous of degree zero, so weights and grid are first divided by a power of two
+        near the row's largest (bit-identical in the ordinary range, finite up to 1.8e308).
     """
+    exponent = largest_binary_exponent(torch.cat([raw_weights, agent_bid_grid.flatten(1)], dim=-1))
+    raw_weights = scale_by_power_of_two(raw_weights, -exponent)
+    agent_bid_grid = scale_by_power_of_two(agent_bid_grid, -exponent.unsqueeze(-1))
     agent_logprobs = logprobs[:, 1:]
     agent_weights = raw_weights[:, 1:]
     competing = raw_weights.sum(-1, keepdim=True) - agent_weights
@@ -225,7 +301,7 @@ def allocation_curve(
         raise ValueError(f"aggregation must be 'linear' or 'log_linear', got {aggregation!r}")
     user = logprobs[:, :1].exp().unsqueeze(2)
     mixed = torch.where(total > 0, mixed, user)
-    return 1.0 - total_variation(mixed, agent_logprobs.exp().unsqueeze(2))
+    return (1.0 - total_variation(mixed, agent_logprobs.exp().unsqueeze(2))).clamp(0.0, 1.0)
 
 
 def numerical_second_price_payments(
@@ -247,8 +323,12 @@ def numerical_second_price_payments(
         node_chunk: Nodes evaluated per pass (bounds memory at ``A*n*node_chunk*V``).
 
     Returns:
-        ``[A, n]`` payments, clamped to ``[0, b_i x_i(b_i)]`` against rounding.
+        ``[A, n]`` payments, clamped to ``[0, b_i x_i(b_i)]`` against rounding; computed on
+        weights divided by a power of two near each row's largest and scaled back (degree-one
+        homogeneity), so finite for any finite non-negative weights.
     """
+    exponent = largest_binary_exponent(raw_weights)
+    raw_weights = scale_by_power_of_two(raw_weights, -exponent)
     bids = raw_weights[:, 1:]
     unit_nodes, unit_weights = gauss_legendre_unit_nodes(nodes)
     unit_nodes_t = torch.as_tensor(unit_nodes, dtype=bids.dtype, device=bids.device)
@@ -261,7 +341,8 @@ def numerical_second_price_payments(
         integral = integral + (curve * unit_weights_t[chunk]).sum(-1)
     at_bid = allocation_curve(logprobs, raw_weights, bids.unsqueeze(-1), aggregation).squeeze(-1)
     full_charge = bids * at_bid
-    return (full_charge - bids * integral).clamp_min(0).minimum(full_charge)
+    payments = (full_charge - bids * integral).clamp_min(0).minimum(full_charge)
+    return scale_by_power_of_two(payments, exponent)
 
 
 def stable_sampling_owner(raw_weights: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
@@ -272,8 +353,11 @@ def stable_sampling_owner(raw_weights: torch.Tensor, uniforms: torch.Tensor) -> 
         uniforms: ``[A]`` in (0, 1).
 
     Returns:
-        ``[A]`` long participant index (0 = user); the user when every weight is zero.
+        ``[A]`` long participant index (0 = user); the user when every weight is zero. Weights
+        are divided by a power of two near the row's largest first (the owner is scale-free),
+        so two weights of 1e308 do not overflow the cumulative sum.
     """
+    raw_weights = scale_by_power_of_two(raw_weights, -largest_binary_exponent(raw_weights))
     cumulative = raw_weights.cumsum(-1)
     target = (uniforms * cumulative[:, -1]).unsqueeze(-1)
     owner = torch.searchsorted(cumulative.contiguous(), target.contiguous(), right=True)
@@ -293,8 +377,11 @@ def stable_sampling_critical_bids(
         uniforms: ``[A]`` in (0, 1).
 
     Returns:
-        ``[A, n]`` critical bids of the advertisers.
+        ``[A, n]`` critical bids of the advertisers (degree one in the weights: computed on
+        weights divided by a power of two near the row's largest and scaled back).
     """
+    exponent = largest_binary_exponent(raw_weights)
+    raw_weights = scale_by_power_of_two(raw_weights, -exponent)
     cumulative = raw_weights.cumsum(-1)
     before = (cumulative - raw_weights)[:, 1:]
     after = (cumulative[:, -1:] - cumulative)[:, 1:]
@@ -302,7 +389,8 @@ def stable_sampling_critical_bids(
     u = uniforms.unsqueeze(-1)
     low_edge = before / u - competing
     high_edge = after / (1.0 - u) - competing
-    return torch.clamp_min(torch.maximum(low_edge, high_edge), 0.0)
+    critical = torch.clamp_min(torch.maximum(low_edge, high_edge), 0.0)
+    return scale_by_power_of_two(critical, exponent)
 
 
 def ex_post_second_price_payments(
@@ -321,7 +409,8 @@ def ex_post_second_price_payments(
     Returns:
         ``[A, n]`` payments.
     """
-    q_minus, _ = competing_aggregate_linear(probs, raw_weights)
+    unit_weights = scale_by_power_of_two(raw_weights, -largest_binary_exponent(raw_weights))
+    q_minus, _ = competing_aggregate_linear(probs, unit_weights)
     distance = total_variation(q_minus, probs[:, 1:])
     critical = stable_sampling_critical_bids(raw_weights, uniforms)
     agent_index = torch.arange(1, raw_weights.shape[-1], device=owner.device)
@@ -332,6 +421,13 @@ def ex_post_second_price_payments(
 def sharpen(logprobs: torch.Tensor, exponents: torch.Tensor) -> torch.Tensor:
     r"""Reported distribution :math:`\tilde p \propto p^{s}`.
 
+    Domain: any finite s > 0 (up to 1.8e308) and log-probabilities that are finite or
+    ``-inf`` with at least one finite entry per row. When :math:`s \log p` overflows to
+    ``-inf`` on every token (huge s), the row is computed as
+    :math:`\mathrm{log\_softmax}(s(\log p - \max \log p))` instead, whose limit is the
+    uniform distribution on the most likely tokens; other rows keep the direct formula, so
+    ordinary reports are bit-identical to it.
+
     Args:
         logprobs: ``[..., V]`` log-probabilities.
         exponents: ``[...]`` sharpening exponents s > 0 (1 = unchanged).
@@ -339,9 +435,22 @@ def sharpen(logprobs: torch.Tensor, exponents: torch.Tensor) -> torch.Tensor:
     Returns:
         ``[..., V]`` log-probabilities; rows with s = 1 are returned unchanged (not
         renormalized), so a truthful report is bit-identical to the model's distribution.
+
+    Raises:
+        ValueError: If an exponent is not finite and positive.
     """
+    if not bool(torch.all(torch.isfinite(exponents) & (exponents > 0))):
+        raise ValueError(
+            "sharpening exponents must be finite and > 0, got "
+            f"{exponents[~(torch.isfinite(exponents) & (exponents > 0))].flatten()[:3].tolist()}"
+        )
     exponents = exponents.unsqueeze(-1)
-    sharpened = torch.log_softmax(logprobs * exponents, dim=-1)
+    scaled = logprobs * exponents
+    overflowed = scaled.amax(-1, keepdim=True) == -torch.inf
+    if bool(overflowed.any()):
+        shifted = (logprobs - logprobs.amax(-1, keepdim=True)) * exponents
+        scaled = torch.where(overflowed, shifted, scaled)
+    sharpened = torch.log_softmax(scaled, dim=-1)
     return torch.where(exponents == 1.0, logprobs, sharpened)
 
 
@@ -377,8 +486,10 @@ class TokenAuctionRule:
             self.aggregation != "linear" or self.payment != "second_price"
         ):
             raise ValueError("ex_post settlement needs linear aggregation and second_price payment")
-        if self.platform_weight < 0:
-            raise ValueError(f"platform_weight must be >= 0, got {self.platform_weight}")
+        if not (0 <= self.platform_weight < float("inf")):
+            raise ValueError(f"platform_weight must be finite and >= 0, got {self.platform_weight}")
+        if self.integration_nodes < 1:
+            raise ValueError(f"integration_nodes must be >= 1, got {self.integration_nodes}")
 
 
 @dataclass(frozen=True)
@@ -402,6 +513,13 @@ class TokenAuctionStep:
     owners: torch.Tensor
 
 
+def check_bids(bids: torch.Tensor) -> None:
+    """Raise ValueError unless every bid is finite and >= 0 (the mechanism's domain)."""
+    valid = torch.isfinite(bids) & (bids >= 0)
+    if not bool(valid.all()):
+        raise ValueError(f"bids must be finite and >= 0, got {bids[~valid].flatten()[:3].tolist()}")
+
+
 def run_token_auction_step(
     reported_logprobs: torch.Tensor,
     true_logprobs: torch.Tensor | None,
@@ -409,7 +527,7 @@ def run_token_auction_step(
     rule: TokenAuctionRule,
     generator: torch.Generator | None = None,
 ) -> TokenAuctionStep:
-    """Aggregate, sample one token, allocate and charge, for A auctions at once.
+    r"""Aggregate, sample one token, allocate and charge, for A auctions at once.
 
     Args:
         reported_logprobs: ``[A, n + 1, V]`` reported log-probabilities, user (p_0) first.
@@ -419,9 +537,19 @@ def run_token_auction_step(
         rule: The auction's rule.
         generator: Random source for sampling (on the tensors' device).
 
+    Domain: bids finite and :math:`\ge 0` at any scale (subnormal to 1.8e308; the math divides
+    each auction's weights by a power of two near the largest, exactly); log-probabilities
+    finite or ``-inf``, at least one finite per row. On it the outputs are finite,
+    allocations lie in [0, 1], and expected payments in :math:`[0, b_i x_i]` (ex post:
+    :math:`[0, b_i]`).
+
     Returns:
         The step's token, allocations and payments. Math runs in float64.
+
+    Raises:
+        ValueError: If a bid is negative, NaN or infinite.
     """
+    check_bids(bids)
     reported_logprobs = reported_logprobs.double()
     raw_weights = participant_weights(bids.double(), rule.platform_weight)
     weights = normalized_weights(raw_weights)
@@ -450,6 +578,11 @@ def run_token_auction_step(
         payments = numerical_second_price_payments(
             reported_logprobs, raw_weights, rule.aggregation, rule.integration_nodes
         )
+    # Against rounding: an expected payment lies in [0, b_i x_i], an ex-post one in [0, b_i].
+    ceiling = (
+        raw_weights[:, 1:] if rule.settlement == "ex_post" else raw_weights[:, 1:] * reported_alloc
+    )
+    payments = payments.clamp_min(0).minimum(ceiling)
     if true_logprobs is None:
         true_alloc = reported_alloc
     else:
