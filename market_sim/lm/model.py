@@ -104,17 +104,17 @@ class LanguageModel:
         """
         resolved = checked_reference(reference)
         torch_device = resolve_device(device)
-        options = {
-            "trust_remote_code": False,
-            "local_files_only": resolved.kind != "hub" or hub_offline(),
-        }
+        local_only = resolved.kind != "hub" or hub_offline()
         try:
-            tokenizer = AutoTokenizer.from_pretrained(resolved.source, **options)
+            tokenizer = AutoTokenizer.from_pretrained(
+                resolved.source, trust_remote_code=False, local_files_only=local_only
+            )
             model = AutoModelForCausalLM.from_pretrained(
                 resolved.source,
                 dtype=resolve_dtype(dtype, torch_device),
                 use_safetensors=True,
-                **options,
+                trust_remote_code=False,
+                local_files_only=local_only,
             )
         except (OSError, ValueError, KeyError) as error:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
