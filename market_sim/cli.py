@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Simulate an ad marketplace whose ads are written by a language model.",
     )
     parser.add_argument("--version", action=VersionAction)
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show transformers' loading bars and library warnings (default: silenced)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run a scenario and write its results")
@@ -318,6 +323,7 @@ def command_run(args: argparse.Namespace, scenario_path: Path) -> None:
     check_threads(args.threads)
     scenario = load_checked_scenario(scenario_path, scenario_overrides(args))
     out_dir = checked_run_dir(args, scenario)
+    warn_if_slow(scenario)
     lm = load_scenario_model(scenario, args.threads)
     from market_sim.report import format_run_summary
     from market_sim.run import run_scenario
@@ -572,6 +578,7 @@ def command_sweep(args: argparse.Namespace) -> None:
     if args.seed is not None:
         raise UsageError("--seed: a sweep takes --seeds (e.g. --seeds 0-9), not --seed")
     out_dir = checked_out_dir(args.out, Path("results") / f"{args.scenario.stem}-sweep")
+    warn_if_slow_sweep(args)
     try:
         result = run_sweep(
             args.scenario,
@@ -592,6 +599,28 @@ def command_sweep(args: argparse.Namespace) -> None:
         f"table: {out_dir / RUNS_FILE} ({result.runs.height} rows)\n"
     )
     print_summary(out_dir)
+
+
+def warn_if_slow(scenario, runs: int = 1) -> None:
+    """One ``market-sim: warning:`` line on stderr per slow setting (before anything runs)."""
+    from market_sim.progress import slow_setting_warnings
+
+    for line in slow_setting_warnings(scenario, runs):
+        print(f"market-sim: warning: slow setting: {line}", file=sys.stderr)
+
+
+def warn_if_slow_sweep(args: argparse.Namespace) -> None:
+    """:func:`warn_if_slow` for a sweep's base scenario and run count (errors left to the sweep)."""
+    import math
+
+    from market_sim.sweep import SweepError, parse_grid, parse_seeds
+
+    try:
+        grid, seeds = parse_grid(args.grid), parse_seeds(args.seeds)
+        scenario = load_checked_scenario(args.scenario, scenario_overrides(args))
+    except (SweepError, UsageError):
+        return
+    warn_if_slow(scenario, len(seeds) * math.prod(len(values) for values in grid.values()))
 
 
 def print_summary(folder: Path, by: Sequence[str] = (), fmt: str = "table") -> None:
@@ -648,7 +677,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run the parsed subcommand; returns the exit status."""
+    from market_sim.progress import quiet_libraries
     from market_sim.result_files import NonFiniteResultError
+
+    quiet_libraries(args.verbose)
 
     try:
         if args.command == "run":

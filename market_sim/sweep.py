@@ -399,7 +399,8 @@ def run_sweep(
         workers: Parallel runs (see :func:`market_sim.sweep_backends.execute_tasks`).
         address: Ray cluster address (Ray only).
         threads: torch CPU threads per worker.
-        progress: Progress bar (None: only on a terminal).
+        progress: Progress (False: none; None or True: a bar on a terminal, else a line on
+            stderr every 5% or 30 s, see :func:`market_sim.progress.progress_bar`).
         run_function: The run function of every task (tests substitute it).
 
     Returns:
@@ -411,7 +412,7 @@ def run_sweep(
         SweepInterrupted: An interrupt (``KeyboardInterrupt``: Ctrl-C, or SIGTERM as the CLI
             turns it into one) during the runs; the queued runs were cancelled.
     """
-    from tqdm.auto import tqdm
+    from market_sim.progress import progress_bar
 
     check_backend(backend, workers, address)
     parsed_grid = grid if isinstance(grid, Mapping) else parse_grid(grid)
@@ -422,10 +423,9 @@ def run_sweep(
     runs_root = out / RUNS_DIR
     todo = [task for task in tasks if not is_complete_run(runs_root / task.name)]
     write_manifest(out, scenario_path, parsed_grid, seed_list, overrides)
-    hide = None if progress is None else not progress
     try:
-        with tqdm(
-            total=len(tasks), initial=len(tasks) - len(todo), desc="sweep", unit="run", disable=hide
+        with progress_bar(
+            len(tasks), "sweep", "run", enabled=progress, initial=len(tasks) - len(todo)
         ) as bar:
             execute_tasks(
                 todo,
