@@ -254,6 +254,7 @@ def test_dump_contains_every_default_and_no_none() -> None:
         "description",
         "seed",
         "rounds",
+        "auctions_per_round",
         "model",
         "mechanism",
         "queries",
@@ -774,3 +775,221 @@ def test_strategy_ranges_and_distortions_are_checked_before_running() -> None:
         "advertisers[0].strategy.sharpen: mechanism 'gsp' reads bids only; a report distortion "
         "needs one of token_auction, mosaic, affine_maximizer (or sharpen = 1)"
     )
+
+
+# ----------------------------------------------------------------------------- input hardening
+
+
+def test_utf8_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    plain, marked = tmp_path / "plain.toml", tmp_path / "marked.toml"
+    plain.write_text(SAMPLE_TOML, encoding="utf-8")
+    marked.write_bytes(b"\xef\xbb\xbf" + SAMPLE_TOML.encode("utf-8"))
+    assert load_scenario(marked) == load_scenario(plain)
+
+
+def test_unknown_key_suggests_the_closest_one() -> None:
+    data = sample_data()
+    data["mechanism"]["paymnet"] = "none"
+    error = error_for(data)
+    assert error.key == "mechanism.paymnet"
+    assert error.message.startswith("unknown key (did you mean `payment`?); allowed keys: ")
+    data = sample_data()
+    data["mechanism"]["zzz"] = 1  # nothing close: no suggestion
+    assert error_for(data).message.startswith("unknown key; allowed keys: aggregation, ")
+
+
+def test_override_index_in_either_spelling() -> None:
+    brackets = apply_overrides(sample_data(), ["advertisers[0].valuation.low=0.25"])
+    dots = apply_overrides(sample_data(), ["advertisers.0.valuation.low=0.25"])
+    assert brackets == dots
+    assert brackets["advertisers"][0]["valuation"]["low"] == 0.25
+    with pytest.raises(ScenarioError) as caught:
+        apply_overrides(sample_data(), ["advertisers[7].name=X"])
+    assert str(caught.value) == (
+        "advertisers[7].name: index 7 out of range for advertisers (allowed: 0..1)"
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ["../../../escape", "/tmp/x", "a/b", "..", ".hidden", "a\x00b", "a\nb", "x" * 129]
+)
+def test_scenario_name_must_be_a_safe_folder_name(name: str) -> None:
+    data = sample_data()
+    data["name"] = name
+    error = error_for(data)
+    assert error.key == "name"
+    assert error.message.startswith("must be a safe folder name (1-128 letters, digits")
+
+
+@pytest.mark.parametrize("name", ["hawaii", "hawaii_learning", "b0-sweep.v2", "X" * 128])
+def test_safe_scenario_names_are_accepted(name: str) -> None:
+    data = sample_data()
+    data["name"] = name
+    assert scenario_from_dict(data).name == name
+
+
+def test_advertiser_names_unique_ignoring_case() -> None:
+    data = sample_data()
+    data["advertisers"][1]["name"] = "alpha AIRLINES"
+    assert str(error_for(data)) == (
+        "advertisers[1].name: duplicate advertiser name 'alpha AIRLINES' (also "
+        "advertisers[0].name 'Alpha Airlines'); names must be unique ignoring case"
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("seed", 2**63, "seed: must be between 0 and 9223372036854775807, got 9223372036854775808"),
+        ("rounds", 10**7 + 1, "rounds: must be between 1 and 10000000, got 10000001"),
+        ("rounds", 2**64, "rounds: must be between 1 and 10000000, got 18446744073709551616"),
+    ],
+)
+def test_seed_and_rounds_bounds(key: str, value: int, message: str) -> None:
+    data = sample_data()
+    data[key] = value
+    assert str(error_for(data)) == message
+
+
+def test_seed_bound_is_the_markets() -> None:
+    from market_sim.market.model import SEED_BOUND
+    from market_sim.scenario.bounds import SEED_MAX
+
+    assert SEED_MAX == SEED_BOUND
+    data = sample_data()
+    data["seed"] = SEED_BOUND
+    assert scenario_from_dict(data).seed == SEED_BOUND
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (
+            ("mechanism", "temperature"),
+            1e-308,
+            "mechanism.temperature: must be between 0.001 and 1000, got 1e-308",
+        ),
+        (("mechanism", "tau"), 1e-308, "mechanism.tau: must be between 0.001 and 1000, got 1e-308"),
+        (
+            ("advertisers", 1, "strategy", "sharpen"),
+            1e308,
+            "advertisers[1].strategy.sharpen: must be > 0 and <= 100, got 1e+308",
+        ),
+        (
+            ("advertisers", 1, "valuation", "value"),
+            1e308,
+            "advertisers[1].valuation.value: must be between 0 and 1000000, got 1e+308",
+        ),
+        (
+            ("mechanism", "platform_weight"),
+            10**400,
+            "mechanism.platform_weight: must be a finite number, got inf",
+        ),
+    ],
+)
+def test_numbers_the_math_cannot_handle_are_refused(path, value, message) -> None:
+    data = sample_data()
+    container = data
+    for step in path[:-1]:
+        container = container[step]
+    container[path[-1]] = value
+    assert str(error_for(data)) == message
+
+
+def test_lognormal_mean_bound() -> None:
+    data = sample_data()
+    data["advertisers"][0]["valuation"] = {"dist": "lognormal", "mean": 1000.0, "sigma": 1.0}
+    assert str(error_for(data)) == (
+        "advertisers[0].valuation.mean: must be between -20 and 13.8, got 1000.0"
+    )
+
+
+# ----------------------------------------------------------------------------- model paths
+
+
+@pytest.mark.parametrize("path", ["models/my-gpt2", "./x", "gpt2", "~/no-such-model-folder"])
+def test_path_like_model_that_does_not_exist_is_a_missing_folder(tmp_path, path) -> None:
+    data = sample_data()
+    data["model"]["path"] = path
+    error = error_for(data, tmp_path)
+    assert error.key == "model.path"
+    assert error.message.startswith("no local model folder at ")
+
+
+def test_hub_models_are_written_hub_and_refused_offline_when_not_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = sample_data()
+    data["model"]["path"] = "models/my-gpt2"
+    assert error_for(data, tmp_path).message.endswith(
+        "; a hub model is written 'hub:models/my-gpt2'"
+    )
+    data["model"]["path"] = "hub:someone/not-cached-xyz"
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    assert scenario_from_dict(data, tmp_path).model.path == "hub:someone/not-cached-xyz"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert str(error_for(data, tmp_path)) == (
+        "model.path: hub model 'someone/not-cached-xyz' is not in the local hub cache and the "
+        "hub is offline (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set); download it once with "
+        "network or use a local folder"
+    )
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"config.json": b"{}", "pytorch_model.bin": b"x"}, "has no *.safetensors weights"),
+        ({"config.json": b"{not json", "model.safetensors": b""}, "is not valid JSON"),
+        ({"config.json": b"[1]", "model.safetensors": b""}, "must hold a JSON object"),
+        ({"model.safetensors": b""}, "has no config.json"),
+    ],
+)
+def test_malformed_model_folders_are_refused(tmp_path: Path, files, message) -> None:
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+    data = sample_data()
+    data["model"]["path"] = "./m"
+    error = error_for(data, tmp_path)
+    assert error.key == "model.path" and message in error.message
+
+
+# ----------------------------------------------------------------------------- query files
+
+
+def test_query_file_hashes_contents_not_location(tmp_path: Path) -> None:
+    """The same scenario and query file in two folders resolve (and dump) identically."""
+    data = sample_data()
+    data["queries"] = {"file": "queries.txt"}
+    dumps = []
+    for folder in (tmp_path / "a", tmp_path / "b" / "deeper"):
+        folder.mkdir(parents=True)
+        (folder / "queries.txt").write_text("one\ntwo\n", encoding="utf-8")
+        dumps.append(dump_scenario_toml(scenario_from_dict(data, folder)))
+    assert dumps[0] == dumps[1]
+    queries = tomllib.loads(dumps[0])["queries"]
+    assert queries["file"] == "queries.txt" and queries["file_merged"] is True
+    assert queries["file_sha256"] == hashlib.sha256(b"one\ntwo\n").hexdigest()
+    (tmp_path / "a" / "queries.txt").write_text("one\ntwo\nthree\n", encoding="utf-8")
+    assert dump_scenario_toml(scenario_from_dict(data, tmp_path / "a")) != dumps[0]
+
+
+def test_query_file_resolved_relative_to_the_scenario_file(tmp_path: Path) -> None:
+    (tmp_path / "scenarios").mkdir()
+    (tmp_path / "scenarios" / "q.txt").write_text("\ufefffrom the file\n", encoding="utf-8")
+    text = SAMPLE_TOML.replace("[queries]\n", '[queries]\nfile = "q.txt"\n')
+    (tmp_path / "scenarios" / "s.toml").write_text(text, encoding="utf-8")
+    scenario = load_scenario(tmp_path / "scenarios" / "s.toml")
+    assert scenario.queries.items[-1] == "from the file"  # BOM skipped
+    assert scenario.queries.file == "q.txt"
+
+
+def test_query_file_hash_mismatch_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "q.txt").write_text("one\n", encoding="utf-8")
+    data = sample_data()
+    data["queries"] = {"file": "q.txt", "file_sha256": "0" * 64}
+    error = error_for(data, tmp_path)
+    assert error.key == "queries.file_sha256"
+    assert error.message.endswith("not " + "0" * 64 + ": the query file changed")
