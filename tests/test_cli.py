@@ -1,12 +1,15 @@
 """The command line: bad scenario files exit 2 with one line and leave nothing behind."""
 
+import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+import market_sim.cli as cli
 from market_sim.cli import main
 
 GOOD = """
@@ -140,3 +143,169 @@ def test_demo_runs_every_mechanism_and_draws_figures(tmp_path, capsys):
     assert main([*args, "--no-progress"]) == 0  # a rerun finds every run complete
     assert capsys.readouterr().out.split("\n\nruns:")[0] == printed.split("\n\nruns:")[0]
     assert (out / "ad_slots" / "runs.parquet").read_bytes() == table
+
+
+# ----------------------------------------------------------------------------- checked before work
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Fail the test if the command gets as far as loading a model."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(cli, "load_checked_model", refuse)
+
+
+def test_out_that_is_a_file_or_under_a_file_or_not_writable(
+    tmp_path, random_model_dir, capsys, no_model_load
+):
+    scenario = write_scenario(tmp_path, random_model_dir)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    cases = {
+        str(a_file): f"market-sim: error: --out: '{a_file}' is a file, not a folder\n",
+        str(a_file / "sub"): (
+            f"market-sim: error: --out: '{a_file / 'sub'}' lies under '{a_file}', which is a "
+            "file, not a folder\n"
+        ),
+        "/proc/x": "market-sim: error: --out: cannot write into '/proc' (",
+    }
+    for out, expected in cases.items():
+        assert main(["run", str(scenario), "--out", out]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith(expected) and error.count("\n") == 1, error
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a_file", "scenario.toml"]
+
+
+def test_argument_errors_are_one_line(tmp_path, random_model_dir, capsys):
+    scenario = write_scenario(tmp_path, random_model_dir)
+    assert main(["run", str(scenario), "--rounds", "abc"]) == 2
+    assert capsys.readouterr().err == (
+        "market-sim: error: argument --rounds: invalid int value: 'abc'\n"
+    )
+    assert main(["run"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_threads_bounded_by_the_cpus(tmp_path, random_model_dir, capsys, no_model_load):
+    scenario = write_scenario(tmp_path, random_model_dir)
+    cpus = os.cpu_count()
+    assert main(["run", str(scenario), "--threads", str(cpus + 1)]) == 2
+    assert capsys.readouterr().err == (
+        f"market-sim: error: --threads: must be between 1 and {cpus} (the CPUs here), "
+        f"got {cpus + 1}\n"
+    )
+
+
+def test_devices_that_do_not_exist_are_one_line(tmp_path, random_model_dir, capsys):
+    scenario = write_scenario(tmp_path, random_model_dir)
+    out = tmp_path / "out"
+    assert main(["run", str(scenario), "--device", "mps", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        "market-sim: error: model.device: device 'mps' requested but MPS (Apple GPUs) is not "
+        "available here; use 'cpu' or 'auto'\n"
+    )
+    assert main(["run", str(scenario), "--device", "cuda:99", "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("market-sim: error: model.device: device 'cuda:99'")
+    assert error.count("\n") == 1 and not out.exists()
+
+
+def test_prompt_longer_than_the_model_positions(tmp_path, random_model_dir, capsys):
+    """The random model has 128 positions: refused after the tokenizer loads, before round 0."""
+    long_query = " ".join(["vacation in Hawaii"] * 60)
+    scenario = write_scenario(
+        tmp_path, random_model_dir, ('items = ["vacation in Hawaii"]', f'items = ["{long_query}"]')
+    )
+    out = tmp_path / "out"
+    assert main(["run", str(scenario), "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("market-sim: error: queries.items[0]: the prompt of query ")
+    assert "but the model has 128; shorten it or lower max_new_tokens\n" in error
+    assert error.count("\n") == 1 and not out.exists()
+    long_context = "Beta Resort: " + "beachfront rooms on Maui " * 40
+    scenario = write_scenario(
+        tmp_path,
+        random_model_dir,
+        ('"Beta Resort: beachfront rooms on Maui."', f'"{long_context}"'),
+    )
+    assert main(["run", str(scenario), "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("market-sim: error: advertisers[1].context: the prompt of query ")
+    assert not out.exists()
+
+
+def test_run_folder_of_a_different_scenario_needs_force(tmp_path, random_model_dir, capsys):
+    scenario = write_scenario(tmp_path, random_model_dir)
+    out = tmp_path / "out"
+    base = ["run", str(scenario), "--out", str(out), "--no-progress", "--rounds", "1"]
+    assert main(base) == 0
+    first = (out / "scenario.toml").read_text()
+    capsys.readouterr()
+    assert main([*base, "--seed", "9"]) == 2
+    assert capsys.readouterr().err == (
+        f"market-sim: error: --out: '{out}' holds a run of a different resolved scenario "
+        "(scenario.toml differs); choose another --out, or pass --force to overwrite it\n"
+    )
+    assert (out / "scenario.toml").read_text() == first
+    assert main(base) == 0  # the same resolved scenario: a rerun is fine
+    (out / "notes.txt").write_text("mine")
+    assert main([*base, "--seed", "9", "--force"]) == 0
+    assert "seed = 9" in (out / "scenario.toml").read_text()
+    warning = capsys.readouterr().err
+    assert warning == (
+        f"market-sim: warning: --out: '{out}' also holds files a run does not write "
+        "(notes.txt); they are left as they are\n"
+    )
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_lm_train_never_replaces_the_bundled_model(tmp_path, capsys):
+    from market_sim.lm.bundled_models import BUNDLED_ROOT
+
+    before = {path: path.stat().st_mtime_ns for path in BUNDLED_ROOT.rglob("*")}
+    assert main(["lm", "train"]) == 2
+    assert capsys.readouterr().err == (
+        "market-sim: error: --out: required (e.g. --out results/tiny-ads); the bundled model is "
+        "never replaced\n"
+    )
+    inside = BUNDLED_ROOT / "tiny-ads"
+    assert main(["lm", "train", "--out", str(inside)]) == 2
+    assert "is inside the bundled checkpoints" in capsys.readouterr().err
+    assert {path: path.stat().st_mtime_ns for path in BUNDLED_ROOT.rglob("*")} == before
+
+
+def test_remote_code_is_never_trusted_nor_asked_for(tmp_path, capsys):
+    """A folder whose config names unknown code: refused in one line, its code never runs."""
+    folder = tmp_path / "custom"
+    folder.mkdir()
+    marker = tmp_path / "code_ran"
+    config = {
+        "model_type": "my_custom_lm",
+        "auto_map": {"AutoConfig": "modeling.Config", "AutoModelForCausalLM": "modeling.Model"},
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "model.safetensors").write_bytes(b"")
+    (folder / "modeling.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    assert main(["lm", "generate", "--model", str(folder), "--device", "cpu"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"market-sim: error: --model: transformers cannot load '{folder}'")
+    assert error.count("\n") == 1
+    assert not marker.exists()
+
+
+def test_every_from_pretrained_call_refuses_remote_code() -> None:
+    """Source check: each ``from_pretrained`` call in the package says trust_remote_code=False."""
+    package = Path(cli.__file__).parent
+    calls = []
+    for source in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "from_pretrained":
+                keywords = {k.arg: k.value for k in node.keywords}
+                refuses = isinstance(keywords.get("trust_remote_code"), ast.Constant) and (
+                    keywords["trust_remote_code"].value is False
+                )
+                calls.append((source.name, node.lineno, refuses))
+    assert calls and all(refuses for _, _, refuses in calls), calls
