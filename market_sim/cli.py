@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run a scenario and write its results")
     add_scenario_arguments(run)
-    run.add_argument("--rounds", type=int, help="override the scenario's rounds")
+    run.add_argument("--rounds", type=int, help="rounds to run (default: the scenario's)")
     run.add_argument("--out", type=Path, help="results folder (default results/<name>-seed<seed>)")
     run.add_argument(
         "--force",
@@ -70,23 +70,44 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="every mechanism on the Hawaii scenario with learning advertisers, with figures",
     )
-    demo.add_argument("--out", type=Path, default=Path("results/demo"))
-    demo.add_argument("--rounds", type=int, help="override the scenario's rounds")
+    demo.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results/demo"),
+        help="folder of the two sweeps and the figures (default results/demo)",
+    )
+    demo.add_argument("--rounds", type=int, help="rounds to run (default: the scenario's)")
     demo.add_argument("--seeds", default="0-2", help="seeds per mechanism (default 0-2)")
     demo.add_argument("--workers", default="2", help="parallel runs (default 2)")
-    demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    demo.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress (default: a bar on a terminal, else a line every 5%% or 30 s)",
+    )
     add_runtime_arguments(demo)
 
     sweep = commands.add_parser("lambda-sweep", help="brand shares as the first bid share moves")
     add_scenario_arguments(sweep)
-    sweep.add_argument("--samples", type=int, help="replies per lambda and aggregation")
-    sweep.add_argument("--out", type=Path, help="folder for samples.parquet and shares.parquet")
+    sweep.add_argument(
+        "--samples",
+        type=int,
+        help="replies per lambda and aggregation (default: the scenario's lambda_sweep.samples)",
+    )
+    sweep.add_argument(
+        "--out",
+        type=Path,
+        help="folder for samples.parquet and shares.parquet (default results/<name>-seed<seed>)",
+    )
 
     convergence = commands.add_parser(
         "convergence", help="MOSAIC: distance to pi* as the number of candidates M grows"
     )
     add_scenario_arguments(convergence)
-    convergence.add_argument("--out", type=Path, help="folder for convergence.parquet")
+    convergence.add_argument(
+        "--out",
+        type=Path,
+        help="folder for convergence.parquet (default results/<name>-seed<seed>)",
+    )
 
     add_sweep_parsers(commands)
     add_eva_parsers(commands)
@@ -97,17 +118,36 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--out", type=Path, help="output folder (required; the bundled model is never replaced)"
     )
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     train.add_argument("--steps", type=int, help="optimizer steps (default: the bundled recipe)")
     generate = lm_commands.add_parser("generate", help="sample replies from a model")
     generate.add_argument("prompt", nargs="?", help="raw prompt (default: built from --query)")
-    generate.add_argument("--query", default="vacation in Hawaii")
-    generate.add_argument("--sponsor", action="append", default=[], help="advertiser context")
-    generate.add_argument("--model", default="bundled:tiny-ads")
-    generate.add_argument("--samples", type=int, default=3)
-    generate.add_argument("--max-new-tokens", type=int, default=24)
-    generate.add_argument("--temperature", type=float, default=1.0)
-    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument(
+        "--query", default="vacation in Hawaii", help="the user's query (default: %(default)s)"
+    )
+    generate.add_argument(
+        "--sponsor",
+        action="append",
+        default=[],
+        help="an advertiser context put in the prompt; repeatable (default: none)",
+    )
+    generate.add_argument(
+        "--model",
+        default="bundled:tiny-ads",
+        help="bundled:<name>, a model folder or a hub model (default: %(default)s)",
+    )
+    generate.add_argument(
+        "--samples", type=int, default=3, help="replies to sample (default: %(default)s)"
+    )
+    generate.add_argument(
+        "--max-new-tokens", type=int, default=24, help="reply length limit (default: %(default)s)"
+    )
+    generate.add_argument(
+        "--temperature", type=float, default=1.0, help="sampling temperature (default: %(default)s)"
+    )
+    generate.add_argument(
+        "--seed", type=int, default=0, help="sampling seed (default: %(default)s)"
+    )
     generate.add_argument(
         "--prompt-format",
         choices=("auto", "plain", "chat"),
@@ -136,14 +176,18 @@ def add_sweep_parsers(commands: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=V1,V2,...",
-        help="a dotted key and its values (TOML-typed), e.g. mechanism.payment=first_price,none",
+        help="a dotted key and its values (TOML-typed), e.g. mechanism.payment=first_price,none; "
+        "repeatable (default: no grid, the scenario alone)",
     )
     sweep.add_argument("--seeds", required=True, help="seeds: 0-9, 0,3,5 or a mix like 0-3,8")
-    sweep.add_argument("--rounds", type=int, help="override the scenario's rounds")
+    sweep.add_argument("--rounds", type=int, help="rounds to run (default: the scenario's)")
     sweep.add_argument("--out", type=Path, help="sweep folder (default results/<name>-sweep)")
     sweep.add_argument("--backend", default="local", help="local (default) | ray")
     sweep.add_argument("--workers", help="parallel runs (local default 1; ray: local CPUs)")
-    sweep.add_argument("--address", help="Ray cluster address (ray backend), e.g. auto")
+    sweep.add_argument(
+        "--address", help="Ray cluster address (ray backend), e.g. auto (default: a local Ray)"
+    )
+    hide_option(sweep, "--seed")  # rejected with a pointer to --seeds, so not offered
 
     plot = commands.add_parser("plot", help="draw the figures of a sweep or of run folders")
     plot.add_argument("dir", type=Path, help="a sweep folder, a run folder, or a folder of runs")
@@ -158,7 +202,8 @@ def add_sweep_parsers(commands: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY",
-        help="also group by this runs-table column (a grid key or summary key); repeatable",
+        help="also group by this runs-table column (a grid key or summary key); repeatable "
+        "(default: mechanism and the grid keys that vary)",
     )
     summary.add_argument(
         "--format",
@@ -182,12 +227,19 @@ def add_eva_parsers(commands: argparse._SubParsersAction) -> None:
         parser.add_argument(
             "--seeds", help="several run seeds: 0-4, 0,3,5 (default: the scenario's seed)"
         )
-        parser.add_argument("--out", type=Path, help=f"folder for {results}")
+        parser.add_argument(
+            "--out",
+            type=Path,
+            help=f"folder for {results} (default results/<name>-{parser.prog.split()[-1]})",
+        )
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     """``--device`` and ``--threads``."""
-    parser.add_argument("--device", help="auto | cpu | cuda | cuda:N (overrides model.device)")
+    parser.add_argument(
+        "--device",
+        help="auto | cpu | cuda | cuda:N (default: the scenario's model.device, else auto)",
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -205,11 +257,22 @@ def add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a dotted key, e.g. mechanism.payment=none",
+        help="override a dotted key, e.g. mechanism.payment=none; repeatable (default: none)",
     )
-    parser.add_argument("--seed", type=int, help="override the scenario's seed")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--seed", type=int, help="override the scenario's seed (default: its own)")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress (default: a bar on a terminal, else a line every 5%% or 30 s)",
+    )
     add_runtime_arguments(parser)
+
+
+def hide_option(parser: argparse.ArgumentParser, flag: str) -> None:
+    """Leave ``flag`` out of ``parser``'s ``--help`` (it is still parsed)."""
+    for action in parser._actions:
+        if flag in action.option_strings:
+            action.help = argparse.SUPPRESS
 
 
 def scenario_overrides(args: argparse.Namespace) -> list[str]:
