@@ -58,6 +58,82 @@ def test_agent_versus_rest_equals_full_auction(rule):
             assert float(result.payments[k]) == pytest.approx(float(payments[agent]), abs=1e-9)
 
 
+LOG_LINEAR_RULES = [
+    TokenAuctionRule("log_linear", "second_price", platform_weight=0.3, integration_nodes=24),
+    TokenAuctionRule("log_linear", "first_price", platform_weight=0.0),
+    TokenAuctionRule("log_linear", "none", platform_weight=0.1),
+]
+
+
+@pytest.mark.parametrize("rule", LOG_LINEAR_RULES, ids=lambda r: r.payment)
+def test_log_linear_share_evaluation_equals_the_two_party_auctions(rule):
+    """The share-based log-linear path against the generic two-party auctions it replaces."""
+    generator = torch.Generator().manual_seed(5)
+    step_logprobs = torch.log_softmax(torch.randn(4, 3, 50, generator=generator) * 3, -1)
+    engine = TokenAuctionCounterfactual(
+        step_logprobs, torch.tensor([0.8, 1.1]), torch.tensor([1.0, 2.0]), rule
+    )
+    bids = torch.tensor([0.0, 1e-9, 0.4, 0.8, 0.8, 2.0, 1e3], dtype=torch.float64)
+    exponents = torch.tensor([1.0, 0.5, 1.0, 1.0, 3.0, 0.25, 1.0])
+    for agent in range(2):
+        result = engine.evaluate(agent, bids, exponents)
+        rest, rest_weight = engine.rest(agent)
+        true_logprobs = engine.step_logprobs[:, agent + 1]
+        sharpened = sharpen(true_logprobs.unsqueeze(1), exponents.unsqueeze(0)).double()
+        true, reported, payments = engine._evaluate_chunk(
+            rest, rest_weight, true_logprobs, sharpened, bids
+        )
+        # Same formulas; the logits r + t (f - r) and (B r + z f) / (B + z) round differently
+        # (about 1e-16), which the sums over 4 steps and the quadrature keep below 1e-13.
+        torch.testing.assert_close(result.reported_allocations, reported, rtol=0, atol=1e-13)
+        torch.testing.assert_close(result.true_allocations, true, rtol=0, atol=1e-13)
+        torch.testing.assert_close(result.payments, payments, rtol=1e-12, atol=1e-13)
+
+
+def test_log_linear_share_blocks_do_not_change_the_numbers(monkeypatch):
+    import market_sim.mechanisms.token_auction_counterfactual as module
+
+    step_logprobs = torch.log_softmax(
+        torch.randn(3, 3, 20, generator=torch.Generator().manual_seed(6)) * 2, -1
+    )
+    rule = TokenAuctionRule("log_linear", integration_nodes=8)
+    engine = TokenAuctionCounterfactual(
+        step_logprobs, torch.tensor([1.0, 0.5]), torch.ones(2), rule
+    )
+    bids = torch.linspace(0, 2, 7, dtype=torch.float64)
+    exponents = torch.tensor([1.0, 2.0, 1.0, 0.5, 2.0, 1.0, 3.0])
+    whole = engine.evaluate(0, bids, exponents)
+    for block in (1, 3, 7):  # shares per pass: blocks straddle the quadrature/own-bid boundary
+        monkeypatch.setattr(module, "SHARE_BLOCK_ELEMENTS", 20 * block)
+        blocked = engine.evaluate(0, bids, exponents)
+        assert torch.equal(blocked.payments, whole.payments)
+        assert torch.equal(blocked.true_allocations, whole.true_allocations)
+        assert torch.equal(blocked.reported_allocations, whole.reported_allocations)
+
+
+def test_log_linear_counterfactual_payments_match_high_resolution_quadrature():
+    step_logprobs = torch.log_softmax(
+        torch.randn(3, 3, 40, generator=torch.Generator().manual_seed(8)) * 2, -1
+    )
+    bids = torch.tensor([0.9, 1.2], dtype=torch.float64)
+    candidates = torch.tensor([0.3, 0.9, 1.8], dtype=torch.float64)
+    exponents = torch.tensor([1.0, 2.0, 0.5])
+    rule = TokenAuctionRule("log_linear", platform_weight=0.2, integration_nodes=64)
+    fine = TokenAuctionRule("log_linear", platform_weight=0.2, integration_nodes=2048)
+    result = TokenAuctionCounterfactual(step_logprobs, bids, torch.ones(2), rule).evaluate(
+        0, candidates, exponents
+    )
+    for k in range(3):
+        new_bids = bids.clone()
+        new_bids[0] = candidates[k]
+        _, reference = full_auction_outcome(
+            step_logprobs, new_bids, torch.tensor([float(exponents[k]), 1.0]), fine
+        )
+        # The 64-node rule against 2048 nodes: the tolerance of the per-token convergence test
+        # (tests/test_token_auction_math.py), relative to the bid, the payment's scale.
+        assert abs(float(result.payments[k]) - float(reference[0])) <= 2e-3 * float(candidates[k])
+
+
 @pytest.mark.parametrize("aggregation", ["linear", "log_linear"])
 def test_chunked_evaluation_equals_one_batch(monkeypatch, aggregation):
     import market_sim.mechanisms.token_auction_counterfactual as module

@@ -39,6 +39,7 @@ from market_sim.mechanisms.token_auction import (
     TokenAuctionRule,
     aggregate,
     allocations,
+    gauss_legendre_unit_nodes,
     linear_second_price_payments,
     myerson_ownership_payment,
     normalized_weights,
@@ -51,6 +52,9 @@ ELEMENT_BUDGET = 2**22
 """Float64 elements per batch of counterfactual rows (bounds memory at about 32 MB)."""
 
 QUADRATURE_CHUNK = 16
+
+SHARE_BLOCK_ELEMENTS = 2**18
+"""Float64 elements of one pass of the log-linear share evaluation (2 MB: stays in cache)."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,10 @@ class TokenAuctionCounterfactual:
             return self._evaluate_linear(
                 rest, rest_weight, true_logprobs, sharpened, distinct, which, bids
             )
+        if rest_weight > 0:
+            return self._evaluate_log_linear(
+                rest, rest_weight, true_logprobs, sharpened, which, bids
+            )
         numerical = self.rule.payment == "second_price" and self.rule.aggregation != "linear"
         per_row = vocab * (QUADRATURE_CHUNK + 4 if numerical else 8)
         chunk = max(1, ELEMENT_BUDGET // (per_row * steps))
@@ -225,6 +233,112 @@ class TokenAuctionCounterfactual:
             ownership = myerson_ownership_payment(bids, bids.new_tensor(rest_weight))
             payments = rest_distance[:, which].sum(0) * ownership
         return AgentCounterfactual(true_alloc, reported_alloc, payments)
+
+    def _evaluate_log_linear(
+        self,
+        rest: torch.Tensor,
+        rest_weight: float,
+        true_logprobs: torch.Tensor,
+        sharpened: torch.Tensor,
+        which: torch.Tensor,
+        bids: torch.Tensor,
+    ) -> AgentCounterfactual:
+        r"""Log-linear aggregation against a rest of positive weight, by the agent's share.
+
+        With :math:`t = z / (B + z)` the agent's share of the weight, :math:`r` the rest's
+        floored log-distribution and :math:`f` the floored report, the aggregate logits are
+        :math:`r + t (f - r)`, so one softmax over the vocabulary per (step, share) prices any
+        candidate: the reported allocation :math:`x(t) = 1 - TV(q(t), \tilde p)` at
+        :math:`t(b)`, and the second-price payment by the same composite Gauss-Legendre rule
+        as :func:`~market_sim.mechanisms.token_auction.numerical_second_price_payments`
+        (nodes :math:`z = b u_k`), clamped per step to :math:`[0, b x(b)]` as there. The same
+        numbers as running the two-party auctions through that function (within float64
+        rounding of the logits, about 1e-16), at a fraction of its passes over the vocabulary.
+
+        Args:
+            rest: ``[S, V]`` the rest's floored, weighted mean log-probabilities.
+            rest_weight: Its weight :math:`B > 0`.
+            true_logprobs: ``[S, V]`` the advertiser's true log-probabilities.
+            sharpened: ``[S, U, V]`` float64 reported log-probabilities per distinct exponent.
+            which: ``[K]`` index of each candidate's exponent in ``sharpened``.
+            bids: ``[K]`` candidate bids.
+        """
+        rule = self.rule
+        steps = rest.shape[0]
+        quadrature = rule.payment == "second_price"
+        unit_nodes = unit_weights = bids.new_zeros(0)
+        if quadrature:
+            nodes, weights = gauss_legendre_unit_nodes(rule.integration_nodes)
+            unit_nodes, unit_weights = bids.new_tensor(nodes), bids.new_tensor(weights)
+        true_probs = true_logprobs.double().exp()
+        reported_alloc = torch.zeros(steps, len(bids), dtype=torch.float64, device=bids.device)
+        true_alloc = torch.zeros_like(reported_alloc)
+        payments = torch.zeros_like(reported_alloc)
+        for index in range(sharpened.shape[1]):
+            members = (which == index).nonzero().squeeze(-1)
+            if members.numel() == 0:
+                continue
+            member_bids = bids[members]
+            # Shares: the quadrature nodes of every member, then each member's own bid.
+            grid = torch.cat([(member_bids[:, None] * unit_nodes).flatten(), member_bids])
+            shares = grid / (rest_weight + grid)
+            report = sharpened[:, index]
+            reported_x, true_x = self._share_allocations(
+                rest, report, true_probs, shares, len(members)
+            )
+            at_bid = reported_x[:, -len(members) :]
+            reported_alloc[:, members] = at_bid
+            true_alloc[:, members] = true_x
+            if rule.payment == "first_price":
+                payments[:, members] = member_bids * at_bid
+            elif quadrature:
+                curve = reported_x[:, : -len(members)].view(steps, len(members), -1)
+                integral = (curve * unit_weights).sum(-1)
+                full_charge = member_bids * at_bid
+                charged = (full_charge - member_bids * integral).clamp_min(0)
+                payments[:, members] = charged.minimum(full_charge)
+        return AgentCounterfactual(true_alloc.sum(0), reported_alloc.sum(0), payments.sum(0))
+
+    @staticmethod
+    def _share_allocations(
+        rest: torch.Tensor,
+        report: torch.Tensor,
+        true_probs: torch.Tensor,
+        shares: torch.Tensor,
+        true_count: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""Allocations :math:`1 - TV(q(t), \cdot)` at the agent's shares t, per step.
+
+        Args:
+            rest: ``[S, V]`` the rest's floored log-probabilities.
+            report: ``[S, V]`` the agent's reported log-probabilities.
+            true_probs: ``[S, V]`` its true probabilities.
+            shares: ``[N]`` shares t in [0, 1).
+            true_count: The last ``true_count`` shares also need the true allocation.
+
+        Returns:
+            ``([S, N], [S, true_count])``: reported and true allocations, in [0, 1].
+        """
+        steps, vocab = rest.shape
+        slope = report.clamp_min(LOG_PROB_FLOOR) - rest
+        reported_probs = report.exp()
+        reported_x = torch.empty(steps, len(shares), dtype=torch.float64, device=rest.device)
+        true_x = torch.empty(steps, true_count, dtype=torch.float64, device=rest.device)
+        first_true = len(shares) - true_count
+        block = max(1, SHARE_BLOCK_ELEMENTS // vocab)
+        for step in range(steps):
+            for start in range(0, len(shares), block):
+                part = shares[start : start + block]
+                q = torch.softmax(torch.addcmul(rest[step], part[:, None], slope[step]), dim=-1)
+                if start + len(part) > first_true:
+                    own = q[max(first_true - start, 0) :]
+                    offset = max(start - first_true, 0)
+                    distance = total_variation(own, true_probs[step])
+                    true_x[step, offset : offset + len(own)] = 1.0 - distance
+                reported_x[step, start : start + len(part)] = 1.0 - total_variation(
+                    q, reported_probs[step]
+                )
+        return reported_x.clamp(0.0, 1.0), true_x.clamp(0.0, 1.0)
 
     def _evaluate_chunk(
         self,
