@@ -309,3 +309,20 @@ def test_every_from_pretrained_call_refuses_remote_code() -> None:
                 )
                 calls.append((source.name, node.lineno, refuses))
     assert calls and all(refuses for _, _, refuses in calls), calls
+
+
+def test_hub_model_without_network_is_one_line_at_once(monkeypatch, capsys):
+    """Not cached and no network: refused before transformers retries, naming the reason."""
+    import market_sim.lm.loading as loading
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens
+    assert loading.hub_unreachable_reason(timeout=2.0).startswith("127.0.0.1: ")
+    assert main(["lm", "generate", "--model", "hub:someone/not-cached-xyz", "--device", "cpu"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(
+        "market-sim: error: --model: hub model 'someone/not-cached-xyz' is not in the local hub "
+        "cache and the hub cannot be reached (127.0.0.1: "
+    )
+    assert error.count("\n") == 1

@@ -7,11 +7,20 @@ Only a ``hub:`` reference ever reaches the network.
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import torch
 
-from market_sim.lm.references import ModelReference, ModelReferenceError, parse_model_reference
+from market_sim.lm.references import (
+    ModelReference,
+    ModelReferenceError,
+    hub_cached,
+    hub_offline,
+    parse_model_reference,
+)
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -41,6 +50,42 @@ def checked_reference(reference: str, base_dir: str | Path | None = None) -> Mod
         return parse_model_reference(reference, base_dir)
     except ModelReferenceError as error:
         raise ModelNotFoundError(str(error)) from None
+
+
+def check_hub_reachable(resolved: ModelReference) -> None:
+    """A ``hub:`` model outside the hub cache needs the hub: probe it once before loading.
+
+    Without network this gives one line at once instead of transformers' retries.
+
+    Raises:
+        ModelNotFoundError: The model is not cached and the hub cannot be reached.
+    """
+    if resolved.kind != "hub" or hub_offline() or hub_cached(resolved.source):
+        return
+    reason = hub_unreachable_reason()
+    if reason is not None:
+        raise ModelNotFoundError(
+            f"hub model {resolved.source!r} is not in the local hub cache and the hub cannot "
+            f"be reached ({reason}); connect, or use a local folder"
+        )
+
+
+HUB_PROBE_SECONDS = 5.0
+"""How long the reachability probe of the hub waits for a TCP connection."""
+
+
+def hub_unreachable_reason(timeout: float = HUB_PROBE_SECONDS) -> str | None:
+    """Why the hub endpoint (``HF_ENDPOINT``, default huggingface.co) cannot be reached, or None.
+
+    Opens (and closes) one TCP connection to the endpoint's host; nothing is sent.
+    """
+    endpoint = urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname or "", port), timeout=timeout).close()
+    except OSError as error:
+        return f"{endpoint.hostname}: {error.strerror or type(error).__name__}"
+    return None
 
 
 def resolve_device(device: str = "auto") -> torch.device:

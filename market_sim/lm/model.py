@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from market_sim.lm.loading import (
     ModelNotFoundError,
+    check_hub_reachable,
     checked_reference,
     resolve_device,
     resolve_dtype,
@@ -104,6 +105,7 @@ class LanguageModel:
         """
         resolved = checked_reference(reference)
         torch_device = resolve_device(device)
+        check_hub_reachable(resolved)
         local_only = resolved.kind != "hub" or hub_offline()
         try:
             tokenizer = AutoTokenizer.from_pretrained(
