@@ -1,12 +1,17 @@
-"""Process lifetime: interrupts end the command cleanly, workers never outlive their parent.
+"""Process lifetime: interrupts end a command cleanly, pool workers never outlive their parent.
 
-Interrupts: the CLI treats SIGTERM (what a job scheduler sends) like Ctrl-C's SIGINT, as a
+Interrupts. The CLI treats SIGTERM (what a job scheduler sends) like Ctrl-C's SIGINT, as a
 ``KeyboardInterrupt`` (:func:`terminate_as_interrupt`), and reports either in one line with exit
-status :data:`INTERRUPTED_EXIT_STATUS`.
+status :data:`INTERRUPTED_EXIT_STATUS`. A terminal's Ctrl-C sends SIGINT to every process of the
+foreground group, and schedulers may signal all of a job's processes; pool workers therefore
+start with SIGINT and SIGTERM blocked (:func:`interrupts_blocked` around their start: a blocked
+signal mask is inherited across fork and exec; :func:`block_interrupts` in the worker), so only
+the parent reacts: it cancels what is queued, ends the workers and writes what is complete. A
+worker interrupted in the middle of a run would only print a traceback.
 
-A sweep's pool workers are separate processes. If the parent dies without shutting the pool down
-(``kill -9``, an out-of-memory kill), they would otherwise be reparented to PID 1 and go on running
-queued runs into the sweep folder. Two guards end them:
+Orphans. If the parent dies without shutting its pool down (``kill -9``, the out-of-memory
+killer), its workers would be reparented to PID 1 and go on running queued runs into the sweep
+folder. :func:`die_with_parent` ends them by two guards:
 
 * on Linux, ``prctl(PR_SET_PDEATHSIG, SIGKILL)``: the kernel kills the worker the moment its
   parent ends (precisely: the parent *thread* that started it; the pool starts its workers from
@@ -16,12 +21,6 @@ queued runs into the sweep folder. Two guards end them:
 
 multiprocessing's resource tracker (a helper process the parent starts for its semaphores) reads a
 pipe whose write ends the parent and the workers hold; it exits by itself once they are all gone.
-
-Interrupts: a terminal's Ctrl-C sends SIGINT to every process of the foreground group, and job
-schedulers may send SIGTERM to all of a job's processes. Workers start with both signals blocked
-(:func:`interrupts_blocked` around their start; a blocked signal mask is inherited across fork and
-exec), so only the parent reacts: it cancels what is queued, ends the workers, and writes what is
-complete. A worker interrupted in the middle of a run would only print a traceback.
 """
 
 from __future__ import annotations

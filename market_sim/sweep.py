@@ -441,7 +441,7 @@ def run_sweep(
         complete = write_tables(tasks, out).height
         raise SweepInterrupted(
             f"{complete} of {len(tasks)} runs complete, listed in {out / RUNS_FILE}; "
-            "run the same sweep again to resume"
+            "run the same command again to resume"
         ) from None
     except Exception:
         write_tables(tasks, out)

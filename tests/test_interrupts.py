@@ -53,6 +53,9 @@ max_new_tokens = 3
 [queries]
 items = ["vacation in Hawaii", "family trip to Maui"]
 
+[regret]
+every = 10  # measuring every round over the long runs below would be flagged as a slow setting
+
 [[advertisers]]
 name = "Alpha Airlines"
 context = "Alpha Airlines: nonstop flights to Hawaii."
@@ -82,7 +85,7 @@ QUIET_ENV = {
 }
 INTERRUPTED_LINE = re.compile(
     r"market-sim: interrupted: (\d+) of 6 runs complete, listed in (.+); "
-    r"run the same sweep again to resume"
+    r"run the same command again to resume"
 )
 
 
@@ -256,11 +259,59 @@ def test_interrupted_sweep_keeps_finished_runs(tmp_path, scenario, reference, si
     assert_frame_equal(table, expected, check_dtypes=False)
 
 
+WATCHED_CHILD = """
+import os, sys
+from market_sim.process_lifetime import watch_parent
+print("watching", flush=True)
+watch_parent(int(sys.argv[1]), interval=0.05)
+"""
+ORPHANING_PARENT = """
+import os, subprocess, sys
+child = subprocess.Popen(
+    [sys.executable, "-c", sys.argv[1], str(os.getpid())], stdout=subprocess.PIPE, text=True
+)
+assert child.stdout.readline() == "watching\\n"
+print(child.pid, flush=True)
+os._exit(0)  # dies without waiting: the child is orphaned while it watches
+"""
+
+
+def test_watchdog_alone_ends_an_orphaned_worker():
+    """The portable fallback, without the Linux parent-death signal: the orphan exits itself."""
+    parent = subprocess.run(
+        [sys.executable, "-c", ORPHANING_PARENT, WATCHED_CHILD],
+        capture_output=True,
+        text=True,
+        timeout=STARTUP_DEADLINE_SECONDS,
+        check=True,
+    )
+    child = int(parent.stdout)
+    stat = process_stat(child)
+    assert_none_left({} if stat is None else {child: stat[2]})
+
+
+PARENT_DEATH_SIGNAL_CHECK = """
+import ctypes, signal
+from market_sim.process_lifetime import request_parent_death_signal
+assert request_parent_death_signal()
+current = ctypes.c_int()
+assert ctypes.CDLL(None).prctl(2, ctypes.byref(current), 0, 0, 0) == 0  # PR_GET_PDEATHSIG
+print(current.value == signal.SIGKILL)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux only")
+def test_parent_death_signal_is_set_on_linux():
+    check = [sys.executable, "-c", PARENT_DEATH_SIGNAL_CHECK]
+    result = subprocess.run(check, capture_output=True, text=True, check=True, timeout=60)
+    assert result.stdout == "True\n"
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupted_run_prints_one_line(tmp_path, scenario, signum):
     out = tmp_path / "run"
     stderr = tmp_path / "stderr"
-    command = [sys.executable, "-m", "market_sim.cli", "run", str(scenario), "--rounds", "100000"]
+    command = [sys.executable, "-m", "market_sim.cli", "run", str(scenario), "--rounds", "2000"]
     with stderr.open("wb") as sink:
         run = subprocess.Popen(
             [*command, "--out", str(out), "--no-progress"],

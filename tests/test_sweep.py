@@ -209,7 +209,7 @@ def test_interrupt_keeps_finished_runs_and_writes_their_table(tmp_path, scenario
     with pytest.raises(SweepInterrupted) as caught:
         run_sweep(scenario, GRID, SEEDS, out, progress=False, run_function=interrupted_at_third)
     assert str(caught.value) == (
-        f"2 of 4 runs complete, listed in {out / RUNS_FILE}; run the same sweep again to resume"
+        f"2 of 4 runs complete, listed in {out / RUNS_FILE}; run the same command again to resume"
     )
     assert isinstance(caught.value, KeyboardInterrupt)
     partial = pl.read_parquet(out / RUNS_FILE)
