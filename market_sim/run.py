@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,9 +18,10 @@ from tqdm.auto import tqdm
 
 from market_sim.lm.model import LanguageModel
 from market_sim.market.model import MarketModel
+from market_sim.platform.base import AuctionBatch, run_auction_groups
 from market_sim.platform.registry import build_platform
 from market_sim.provenance import run_provenance
-from market_sim.results import NULLABLE_AGENT_COLUMNS, summarize, write_run
+from market_sim.results import summarize, write_run
 from market_sim.scenario import Scenario, dump_scenario_toml
 from market_sim.scenario.prompt_fit import check_model_fits
 
@@ -79,6 +82,72 @@ def run_scenario(
     seed_everything(scenario.seed)
     lm = lm or load_scenario_model(scenario)
     check_model_fits(scenario, lm)  # ScenarioError before round 0, not an IndexError mid-run
+    market, scenario_toml = build_market(scenario, lm)
+    started = time.perf_counter()
+    hide_bar = None if progress is None else not progress
+    for _ in tqdm(range(scenario.rounds), desc=scenario.name, unit="round", disable=hide_bar):
+        market.step()
+    wall_seconds = time.perf_counter() - started
+    return finish_run(market, lm, scenario_toml, wall_seconds, out_dir)
+
+
+def run_replicates(
+    scenario: Scenario,
+    seeds: Sequence[int],
+    out_dirs: Sequence[Path | None] | None = None,
+    lm: LanguageModel | None = None,
+    progress: bool | None = False,
+) -> list[RunResult]:
+    """Run one replicate market per seed in lockstep, their auctions sharing each LM forward.
+
+    Each round every replicate plans its K auctions with its own generator, the platform runs
+    the R x K auctions as one decode where it can (:func:`run_auction_groups`: the token
+    auction; other platforms run replicate after replicate), and each replicate settles its
+    own outcomes. A replicate's records and files are those of ``run_scenario`` with its seed
+    (same run id), up to the float32 rounding of logits in a larger batch; its timing fields
+    are those of the whole lockstep run.
+
+    Args:
+        scenario: A validated scenario (its ``seed`` is replaced by each of ``seeds``).
+        seeds: The replicates' seeds (distinct).
+        out_dirs: One results folder per seed (None: write nothing).
+        lm: A loaded model to reuse (else the scenario's model is loaded).
+        progress: Show a progress bar (None: only on a terminal).
+
+    Returns:
+        One result per seed, in order.
+
+    Raises:
+        ValueError: Repeated seeds, or not one folder per seed.
+    """
+    if len(set(seeds)) != len(seeds) or not seeds:
+        raise ValueError(f"replicate seeds must be distinct and non-empty, got {list(seeds)}")
+    folders = list(out_dirs) if out_dirs is not None else [None] * len(seeds)
+    if len(folders) != len(seeds):
+        raise ValueError(f"{len(folders)} results folders for {len(seeds)} seeds")
+    seed_everything(seeds[0])
+    lm = lm or load_scenario_model(scenario)
+    check_model_fits(scenario, lm)
+    built = [build_market(dataclasses.replace(scenario, seed=seed), lm) for seed in seeds]
+    markets = [market for market, _ in built]
+    platforms = [market.platform for market in markets]
+    started = time.perf_counter()
+    hide_bar = None if progress is None else not progress
+    for _ in tqdm(range(scenario.rounds), desc=scenario.name, unit="round", disable=hide_bar):
+        plans = [market.plan_round() for market in markets]
+        batches = [AuctionBatch(plan.queries, plan.bidders, plan.seed) for plan in plans]
+        outcomes = run_auction_groups(platforms, batches)
+        for market, plan, own in zip(markets, plans, outcomes, strict=True):
+            market.settle_round(plan, own)
+    wall_seconds = time.perf_counter() - started
+    return [
+        finish_run(market, lm, toml, wall_seconds, folder)
+        for (market, toml), folder in zip(built, folders, strict=True)
+    ]
+
+
+def build_market(scenario: Scenario, lm: LanguageModel) -> tuple[MarketModel, str]:
+    """The market of a scenario on a loaded model, and the resolved scenario TOML."""
     scenario_toml = dump_scenario_toml(scenario)
     run_id = make_run_id(scenario_toml, scenario)
     stream = None
@@ -94,15 +163,19 @@ def run_scenario(
         run_id,
         query_stream=stream,
     )
-    started = time.perf_counter()
-    hide_bar = None if progress is None else not progress
-    for _ in tqdm(range(scenario.rounds), desc=scenario.name, unit="round", disable=hide_bar):
-        market.step()
-    wall_seconds = time.perf_counter() - started
-    rounds = pl.from_dicts(market.round_records, infer_schema_length=None)
-    agents = pl.from_dicts(market.agent_records, infer_schema_length=None).with_columns(
-        pl.col(name).cast(pl.Float64) for name in NULLABLE_AGENT_COLUMNS
-    )
+    return market, scenario_toml
+
+
+def finish_run(
+    market: MarketModel,
+    lm: LanguageModel,
+    scenario_toml: str,
+    wall_seconds: float,
+    out_dir: Path | None,
+) -> RunResult:
+    """Tables, summary and (if ``out_dir``) the results folder of a finished market."""
+    scenario, run_id = market.scenario, market.run_id
+    rounds, agents = market.tables()
     meta = {
         "run_id": run_id,
         "scenario": scenario.name,

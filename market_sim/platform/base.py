@@ -186,6 +186,42 @@ class Platform(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class AuctionBatch:
+    """The arguments of one :meth:`Platform.run_auctions` call (one replicate's round).
+
+    Attributes:
+        queries: A user queries.
+        bidders: A lists of the same n bidders.
+        seed: Seeds every random draw of the batch.
+    """
+
+    queries: Sequence[str]
+    bidders: Sequence[Sequence[Bidder]]
+    seed: int
+
+
+def run_auction_groups(
+    platforms: Sequence[Platform], batches: Sequence[AuctionBatch]
+) -> list[list[AuctionOutcome]]:
+    """Run R batches, batch r on platform r, sharing the LM forward where the platform can.
+
+    Platforms of one kind built from one scenario may share a decode when they define
+    ``run_auction_groups`` and keep no state between rounds (the token auction); the others
+    (e.g. ad slots with their reply cache) run their batches one after another.
+
+    Returns:
+        R lists of outcomes, each equal to ``platforms[r].run_auctions(*batches[r])``.
+    """
+    shared = getattr(platforms[0], "run_auction_groups", None) if platforms else None
+    if shared is not None and len({type(p) for p in platforms}) == 1:
+        return shared(batches)
+    return [
+        platform.run_auctions(batch.queries, batch.bidders, batch.seed)
+        for platform, batch in zip(platforms, batches, strict=True)
+    ]
+
+
 def check_batch(queries: Sequence[str], bidders: Sequence[Sequence[Bidder]]) -> None:
     """The batch convention of :meth:`Platform.run_auctions`: one list of bidders per query.
 

@@ -24,6 +24,7 @@ from market_sim.mechanisms.token_auction import (
 )
 from market_sim.mechanisms.token_auction_counterfactual import TokenAuctionCounterfactual
 from market_sim.platform.base import (
+    AuctionBatch,
     AuctionOutcome,
     Bidder,
     CounterfactualValues,
@@ -94,9 +95,32 @@ class TokenAuctionPlatform:
         self, queries: Sequence[str], bidders: Sequence[Sequence[Bidder]], seed: int
     ) -> list[AuctionOutcome]:
         """Run A token auctions as one batched decode (see :class:`Platform`)."""
-        check_batch(queries, bidders)
+        return self.run_auction_groups([AuctionBatch(queries, bidders, seed)])[0]
+
+    def run_auction_groups(self, batches: Sequence[AuctionBatch]) -> list[list[AuctionOutcome]]:
+        """Run several seeded batches of auctions in ONE decode (replicate markets in lockstep).
+
+        Every batch keeps its own torch generator, seeded with its seed, and every step samples
+        and prices each batch's live auctions with its own generator, in the order a separate
+        :meth:`run_auctions` call of that batch would; only the LM forward is shared. A
+        batch's outcomes therefore equal a separate call's up to the float32 rounding of
+        logits computed in a larger (differently padded) batch.
+
+        Device: bids, payments and totals stay float64 and the distributions float32 on the
+        LM's device for the whole decode; the host reads them once, after the last token.
+
+        Args:
+            batches: R batches of auctions, each with its own seed.
+
+        Returns:
+            R lists of outcomes, in order.
+        """
+        for batch in batches:
+            check_batch(batch.queries, batch.bidders)
+        queries = [query for batch in batches for query in batch.queries]
+        bidders = [group for batch in batches for group in batch.bidders]
         if not queries:
-            return []
+            return [[] for _ in batches]
         device = self.lm.device
         auction_count, agent_count = len(queries), len(bidders[0])
         prompts = [
@@ -111,8 +135,16 @@ class TokenAuctionPlatform:
             dtype=torch.float32,
             device=device,
         )
-        all_truthful = bool((exponents == 1.0).all())
-        generator = torch.Generator(device=device).manual_seed(seed)
+        sizes = [len(batch.queries) for batch in batches]
+        owner = torch.repeat_interleave(
+            torch.arange(len(batches), device=device), torch.tensor(sizes, device=device)
+        )
+        starts = [sum(sizes[:b]) for b in range(len(batches))]
+        truthful = [
+            bool((exponents[start : start + size] == 1.0).all())
+            for start, size in zip(starts, sizes, strict=True)
+        ]
+        generators = [torch.Generator(device=device).manual_seed(batch.seed) for batch in batches]
         totals = {
             name: torch.zeros((auction_count, agent_count), dtype=torch.float64, device=device)
             for name in ("true", "reported", "payment")
@@ -120,12 +152,9 @@ class TokenAuctionPlatform:
         user_total = torch.zeros(auction_count, dtype=torch.float64, device=device)
         step_records: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-        def combine(logprobs: torch.Tensor, groups: torch.Tensor, step: int) -> torch.Tensor:
-            if self.temperature != 1.0:
-                logprobs = torch.log_softmax(logprobs / self.temperature, dim=-1)
-            if self.counterfactuals:
-                step_records.append((groups.clone(), logprobs.float().clone()))
-            if all_truthful:
+        def settle(logprobs: torch.Tensor, groups: torch.Tensor, batch: int) -> torch.Tensor:
+            """One step of the auctions ``groups`` (all of batch ``batch``): ``[a]`` tokens."""
+            if truthful[batch]:
                 reported, true_logprobs = logprobs, None
             else:
                 true_logprobs = logprobs[:, 1:]
@@ -133,13 +162,30 @@ class TokenAuctionPlatform:
                     [logprobs[:, :1], sharpen(true_logprobs, exponents[groups])], dim=1
                 )
             outcome = run_token_auction_step(
-                reported, true_logprobs, bids[groups], self.rule, generator
+                reported, true_logprobs, bids[groups], self.rule, generators[batch]
             )
             totals["true"].index_add_(0, groups, outcome.true_allocations)
             totals["reported"].index_add_(0, groups, outcome.reported_allocations)
             totals["payment"].index_add_(0, groups, outcome.payments)
             user_total.index_add_(0, groups, outcome.user_allocations)
             return outcome.tokens
+
+        def combine(logprobs: torch.Tensor, groups: torch.Tensor, step: int) -> torch.Tensor:
+            if self.temperature != 1.0:
+                logprobs = torch.log_softmax(logprobs / self.temperature, dim=-1)
+            if self.counterfactuals:
+                step_records.append((groups.clone(), logprobs.float().clone()))
+            if len(batches) == 1:
+                return settle(logprobs, groups, 0)
+            # one host read per step: which live auctions belong to which batch
+            tokens = torch.empty(groups.shape[0], dtype=torch.long, device=logprobs.device)
+            present, counts = torch.unique_consecutive(owner[groups], return_counts=True)
+            offset = 0
+            for batch, count in zip(present.tolist(), counts.tolist(), strict=True):
+                rows = slice(offset, offset + count)
+                tokens[rows] = settle(logprobs[rows], groups[rows], batch)
+                offset += count
+            return tokens
 
         result = decode_combined(self.lm, prompts, combine, self.max_new_tokens)
         true_alloc = totals["true"].cpu().numpy()
@@ -152,7 +198,7 @@ class TokenAuctionPlatform:
             else None
             for a in range(auction_count)
         ]
-        return [
+        outcomes = [
             AuctionOutcome(
                 text=self.lm.decode(tokens).strip(),
                 token_ids=tokens,
@@ -168,6 +214,7 @@ class TokenAuctionPlatform:
             )
             for a, tokens in enumerate(result.tokens)
         ]
+        return [outcomes[start : start + size] for start, size in zip(starts, sizes, strict=True)]
 
     def _counterfactual(
         self,
