@@ -717,6 +717,9 @@ def command_plot(args: argparse.Namespace) -> None:
         paths = plot_all(args.dir, out_dir)
     except NoResultsError as error:
         raise UsageError(str(error)) from None
+    from market_sim.token_trace import plot_run_tokens
+
+    paths += plot_run_tokens(args.dir, out_dir)  # a token-auction run: who wrote each token
     print(f"{len(paths)} figures in {out_dir}/:")
     for path in paths:
         print(f"  {path}")

@@ -1,6 +1,7 @@
 """Figures read back from their matplotlib objects: names, order, colours, intervals, n, notes."""
 
 import json
+import math
 from pathlib import Path
 
 import polars as pl
@@ -228,3 +229,71 @@ def test_brand_share_legend_names_the_brands(tmp_path):
     assert "n = 20 replies per λ" in figure_text(fig)
     paths = plot_brand_shares(shares, tmp_path / "figs")
     assert [p.name for p in paths] == ["brand_shares.png", "brand_shares.svg"]
+
+
+def test_carrier_is_the_largest_weighted_share_or_the_ex_post_owner():
+    import torch
+
+    from market_sim.token_trace import carriers
+
+    probabilities = torch.tensor([[[0.3, 0.7], [0.5, 0.5], [0.1, 0.9]]])  # user, 2 advertisers
+    step = {
+        "reported": probabilities.log(),
+        "bids": torch.tensor([[1.0, 3.0]], dtype=torch.float64),
+        "tokens": torch.tensor([0]),
+        "owners": torch.tensor([-1]),
+    }
+    # platform weight 1: lambda = (1, 1, 3) / 5; masses of token 0: 0.06, 0.1, 0.06
+    index, share = carriers(step, platform_weight=1.0)
+    # log-probabilities are float32 (as the platform's): shares agree to float32 precision
+    assert index == [1] and math.isclose(share[0], 0.1 / 0.22, rel_tol=1e-6)
+    step["owners"] = torch.tensor([2])  # stable sampling chose advertiser 2: it carried the token
+    index, share = carriers(step, platform_weight=1.0)
+    assert index == [2] and math.isclose(share[0], 0.06 / 0.22, rel_tol=1e-6)
+
+
+def test_token_trace_replays_the_run_and_its_payments_add_up(tmp_path, random_model_dir, random_lm):
+    import tomli_w
+
+    from analysis.tokens import token_figure, token_html
+    from market_sim.run import run_scenario
+    from market_sim.scenario import load_scenario
+    from market_sim.token_trace import trace_run
+
+    data = {
+        "name": "trace",
+        "seed": 2,
+        "rounds": 3,
+        "model": {"path": str(random_model_dir), "device": "cpu"},
+        "mechanism": {"kind": "token_auction", "max_new_tokens": 5},
+        "queries": {"items": ["vacation in Hawaii"]},
+        "advertisers": [
+            {
+                "name": "Alpha",
+                "context": "Alpha: flights.",
+                "valuation": {"dist": "fixed", "value": 1.0},
+            },
+            {
+                "name": "Beta",
+                "context": "Beta: rooms.",
+                "valuation": {"dist": "fixed", "value": 0.5},
+            },
+        ],
+    }
+    (tmp_path / "trace.toml").write_text(tomli_w.dumps(data))
+    run_scenario(load_scenario(tmp_path / "trace.toml"), out_dir=tmp_path / "run", lm=random_lm)
+    tokens = trace_run(tmp_path / "run", random_lm, rounds=2)
+    assert tokens["replay_matches"].all() and tokens["round"].unique().sort().to_list() == [0, 1]
+    recorded = pl.read_parquet(tmp_path / "run" / "rounds.parquet").head(2)
+    per_round = tokens.group_by("round").agg(pl.len(), pl.col("payment").sum()).sort("round")
+    assert per_round["len"].to_list() == recorded["n_tokens"].cast(pl.UInt32).to_list()
+    # the per-token payments add up to the round's revenue (float64 sums in another order)
+    for mine, revenue in zip(per_round["payment"], recorded["revenue"], strict=True):
+        assert math.isclose(mine, revenue, rel_tol=1e-9, abs_tol=1e-12)
+    assert set(tokens["carrier"]) <= {"user", "Alpha", "Beta"}
+    assert ((tokens["carrier_share"] > 0) & (tokens["carrier_share"] <= 1)).all()
+    fig = token_figure(tokens, [0, 1], ["Alpha", "Beta"])
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["user", "Alpha", "Beta"]
+    snippet = token_html(tokens.with_columns(pl.lit("<b>").alias("token")), [0], ["Alpha", "Beta"])
+    assert "&lt;b&gt;" in snippet and "<b>" not in snippet
