@@ -64,9 +64,3 @@ def format_shares(shares: pl.DataFrame) -> str:
     ]
     rows = [[format_number(v) for v in row] for row in shares.select(columns).iter_rows()]
     return format_table(columns, rows)
-
-
-def format_frame(frame: pl.DataFrame) -> str:
-    """Any table, numbers to 4 significant digits."""
-    rows = [[format_number(v) for v in row] for row in frame.iter_rows()]
-    return format_table(list(frame.columns), rows)
