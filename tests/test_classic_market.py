@@ -3,16 +3,19 @@
 import numpy as np
 import polars as pl
 
+from market_sim.market.model import MarketModel
+from market_sim.platform.registry import build_platform
 from market_sim.run import run_scenario
 from market_sim.scenario import scenario_from_dict
 
 
-def classic_scenario(model_dir, kind, bidders, strategy, rounds, **mechanism):
+def classic_scenario(model_dir, kind, bidders, strategy, rounds, auctions_per_round=1, **mechanism):
     return scenario_from_dict(
         {
             "name": "classic",
             "seed": 1,
             "rounds": rounds,
+            "auctions_per_round": auctions_per_round,
             "model": {"path": str(model_dir), "device": "cpu"},
             "mechanism": {"kind": kind, "max_new_tokens": 4, "reply": "cached", **mechanism},
             "queries": {"items": ["vacation in Hawaii", "family trip to Maui"]},
@@ -47,6 +50,19 @@ def test_first_price_learners_shade_toward_the_equilibrium(random_lm, random_mod
     scenario = classic_scenario(random_model_dir, "first_price", 2, strategy, 3000)
     summary = run_scenario(scenario, lm=random_lm).summary
     # symmetric equilibrium bid (n - 1) / n v = 0.5 v; truthful bidding earns nothing
+    assert 0.4 < summary["bid_ratio_final"] < 0.65
+    assert summary["regret_mean"] > 0.01
+
+
+def test_first_price_learners_shade_toward_the_equilibrium_on_the_array_path(
+    random_lm, random_model_dir
+):
+    strategy = {"kind": "hedge", "multiplier_max": 1.5, "multiplier_count": 31}
+    scenario = classic_scenario(random_model_dir, "first_price", 2, strategy, 100, 30)
+    platform = build_platform(scenario.mechanism, random_lm, scenario.queries.items)
+    assert MarketModel(scenario, platform, "run").array_round is not None  # K > 1, cached reply
+    summary = run_scenario(scenario, lm=random_lm).summary
+    # the same 3000 auctions as above, 30 per round: still near (n - 1) / n v = 0.5 v
     assert 0.4 < summary["bid_ratio_final"] < 0.65
     assert summary["regret_mean"] > 0.01
 

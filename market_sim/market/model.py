@@ -8,12 +8,15 @@ from typing import Any
 
 import mesa
 import numpy as np
+import polars as pl
 
 from market_sim.incentives.regret import RegretEstimate, estimate_regret
 from market_sim.market.agents import Advertiser
+from market_sim.market.array_round import ArraySlotRound
 from market_sim.market.queries import QueryStream, StaticQueryStream
 from market_sim.market.strategies import CounterfactualFn, Feedback, StrategySetup
 from market_sim.platform.base import AuctionOutcome, Bidder, Platform, Report
+from market_sim.results import NULLABLE_AGENT_COLUMNS
 from market_sim.scenario.schema import Scenario
 
 SEED_BOUND = 2**63 - 1
@@ -69,6 +72,9 @@ class MarketModel(mesa.Model):
         scenario: The validated scenario.
         platform: The mechanism on the language model.
         run_id: Identifier written into every record.
+        vectorize: Let rounds of K > 1 ad-slot auctions beside a cached reply run as array
+            operations (:mod:`market_sim.market.array_round`: the same rules and learners,
+            the random draws in another order); False keeps the generic round everywhere.
         query_stream: Builds the query stream from the model's generator (default: the static
             pool of ``scenario.queries``).
     """
@@ -79,6 +85,7 @@ class MarketModel(mesa.Model):
         platform: Platform,
         run_id: str,
         query_stream: Callable[[np.random.Generator], QueryStream] | None = None,
+        vectorize: bool = True,
     ) -> None:
         super().__init__(rng=scenario.seed)
         self.scenario = scenario
@@ -103,12 +110,28 @@ class MarketModel(mesa.Model):
         ]
         self.round_records: list[dict[str, Any]] = []
         self.agent_records: list[dict[str, Any]] = []
+        # Rounds of K > 1 no-LM slot auctions run as array operations (records in its arrays).
+        self.array_round = ArraySlotRound.for_model(self) if vectorize else None
 
     def step(self) -> None:
         """Run one round of K auctions and record it."""
+        if self.array_round is not None:
+            self.array_round.run(self.round_index)
+            self.round_index += 1
+            return
         plan = self.plan_round()
         outcomes = self.platform.run_auctions(plan.queries, plan.bidders, plan.seed)
         self.settle_round(plan, outcomes)
+
+    def tables(self) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """The records so far: one row per auction, and one per (auction, advertiser)."""
+        if self.array_round is not None:
+            return self.array_round.tables()
+        rounds = pl.from_dicts(self.round_records, infer_schema_length=None)
+        agents = pl.from_dicts(self.agent_records, infer_schema_length=None).with_columns(
+            pl.col(name).cast(pl.Float64) for name in NULLABLE_AGENT_COLUMNS
+        )
+        return rounds, agents
 
     def plan_round(self) -> RoundPlan:
         """Draw the round's K queries, K x n valuations and reports, and the platform seed."""

@@ -32,6 +32,8 @@ Shapes: K auctions, n bidders, A candidate bids per auction, k slots.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from market_sim.mechanisms.slot_auctions import SlotAuctionKind, SlotAuctionOutcome
@@ -57,9 +59,12 @@ def bidder_ranks(bids: np.ndarray, priority: np.ndarray) -> np.ndarray:
     return ranks
 
 
+@functools.lru_cache(maxsize=64)
 def row_offsets(rows: int, width: int) -> np.ndarray:
-    """``[K, 1]`` flat offset of each row of a C-contiguous ``[K, width]`` array."""
-    return np.arange(rows, dtype=np.int64)[:, None] * width
+    """``[K, 1]`` flat offset of each row of a C-contiguous ``[K, width]`` array (read-only)."""
+    offsets = np.arange(rows, dtype=np.int64)[:, None] * width
+    offsets.flags.writeable = False
+    return offsets
 
 
 def scatter_by_rank(values: np.ndarray, ranks: np.ndarray, width: int) -> np.ndarray:
