@@ -134,6 +134,10 @@ def run_replicates(
     started = time.perf_counter()
     hide_bar = None if progress is None else not progress
     for _ in tqdm(range(scenario.rounds), desc=scenario.name, unit="round", disable=hide_bar):
+        if markets[0].array_round is not None:  # array rounds call no LM: nothing to share
+            for market in markets:
+                market.step()
+            continue
         plans = [market.plan_round() for market in markets]
         batches = [AuctionBatch(plan.queries, plan.bidders, plan.seed) for plan in plans]
         outcomes = run_auction_groups(platforms, batches)

@@ -8,6 +8,7 @@ deterministic piece (auction rules, counterfactuals, learner updates) is compare
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from market_sim.platform.base import ReportBatch
 from market_sim.platform.registry import build_platform
 from market_sim.platform.slot_auction import SlotAuctionCounterfactual
 from market_sim.results import NULLABLE_AGENT_COLUMNS
+from market_sim.run import run_replicates, run_scenario
 from market_sim.scenario import scenario_from_dict
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
@@ -304,3 +306,13 @@ def test_market_sim_run_with_k_above_one_is_deterministic(tmp_path):
     assert rounds.height == 12 * 16 and set(rounds["auction"]) == set(range(16))
     agents = pl.read_parquet(outputs[0] / "agents.parquet")
     assert agents["regret"].is_not_null().sum() == 2 * 16 * 4  # rounds 0 and 10, every auction
+
+
+def test_replicates_of_an_array_market_equal_separate_runs(random_lm, random_model_dir):
+    scenario = market_scenario(random_model_dir, 16, 5, [HEDGE] * 2, kind="first_price")
+    together = run_replicates(scenario, [4, 9], lm=random_lm)
+    for seed, result in zip([4, 9], together, strict=True):
+        alone = run_scenario(dataclasses.replace(scenario, seed=seed), lm=random_lm)
+        assert result.rounds.equals(alone.rounds)
+        assert result.agents.equals(alone.agents)
+        assert result.rounds.height == 16 * 5
