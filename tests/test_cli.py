@@ -211,6 +211,8 @@ def test_devices_that_do_not_exist_are_one_line(tmp_path, random_model_dir, caps
     error = capsys.readouterr().err
     assert error.startswith("market-sim: error: model.device: device 'cuda:99'")
     assert error.count("\n") == 1 and not out.exists()
+    # --out passed its writability probe first; the probe left nothing behind
+    assert [path.name for path in tmp_path.iterdir()] == ["scenario.toml"]
 
 
 def test_prompt_longer_than_the_model_positions(tmp_path, random_model_dir, capsys):
