@@ -97,15 +97,18 @@ def test_log_linear_share_blocks_do_not_change_the_numbers(monkeypatch):
         torch.randn(3, 3, 20, generator=torch.Generator().manual_seed(6)) * 2, -1
     )
     rule = TokenAuctionRule("log_linear", integration_nodes=8)
-    engine = TokenAuctionCounterfactual(
-        step_logprobs, torch.tensor([1.0, 0.5]), torch.ones(2), rule
-    )
     bids = torch.linspace(0, 2, 7, dtype=torch.float64)
     exponents = torch.tensor([1.0, 2.0, 1.0, 0.5, 2.0, 1.0, 3.0])
-    whole = engine.evaluate(0, bids, exponents)
+
+    def fresh_engine() -> TokenAuctionCounterfactual:  # a new engine: nothing memoized
+        return TokenAuctionCounterfactual(
+            step_logprobs, torch.tensor([1.0, 0.5]), torch.ones(2), rule
+        )
+
+    whole = fresh_engine().evaluate(0, bids, exponents)
     for block in (1, 3, 7):  # shares per pass: blocks straddle the quadrature/own-bid boundary
         monkeypatch.setattr(module, "SHARE_BLOCK_ELEMENTS", 20 * block)
-        blocked = engine.evaluate(0, bids, exponents)
+        blocked = fresh_engine().evaluate(0, bids, exponents)
         assert torch.equal(blocked.payments, whole.payments)
         assert torch.equal(blocked.true_allocations, whole.true_allocations)
         assert torch.equal(blocked.reported_allocations, whole.reported_allocations)
@@ -135,6 +138,37 @@ def test_log_linear_counterfactual_payments_match_high_resolution_quadrature():
 
 
 @pytest.mark.parametrize("aggregation", ["linear", "log_linear"])
+def test_memoized_candidates_equal_a_fresh_evaluation(aggregation):
+    step_logprobs = torch.log_softmax(
+        torch.randn(3, 3, 25, generator=torch.Generator().manual_seed(9)), -1
+    )
+    rule = TokenAuctionRule(aggregation, platform_weight=0.1, integration_nodes=16)
+
+    def fresh_engine() -> TokenAuctionCounterfactual:
+        return TokenAuctionCounterfactual(
+            step_logprobs, torch.tensor([0.6, 1.4]), torch.ones(2), rule
+        )
+
+    engine = fresh_engine()
+    first = engine.evaluate(0, torch.tensor([0.5, 1.0, 0.5]), torch.tensor([1.0, 2.0, 1.0]))
+    again = engine.evaluate(0, torch.tensor([1.0, 1.5, 0.5]), torch.tensor([2.0, 1.0, 1.0]))
+    reference = fresh_engine()._evaluate_distinct(
+        0, torch.tensor([0.5, 1.0, 1.5], dtype=torch.float64), torch.tensor([1.0, 2.0, 1.0])
+    )
+    for name in ("true_allocations", "reported_allocations", "payments"):
+        expected = getattr(reference, name)
+        assert getattr(first, name).tolist() == expected[[0, 1, 0]].tolist()
+        assert getattr(again, name).tolist() == expected[[1, 2, 0]].tolist()
+    other = engine.evaluate(1, torch.tensor([0.5]), torch.tensor([1.0]))  # memo is per agent
+    assert (
+        other.payments.tolist()
+        == fresh_engine()
+        ._evaluate_distinct(1, torch.tensor([0.5], dtype=torch.float64), torch.tensor([1.0]))
+        .payments.tolist()
+    )
+
+
+@pytest.mark.parametrize("aggregation", ["linear", "log_linear"])
 def test_chunked_evaluation_equals_one_batch(monkeypatch, aggregation):
     import market_sim.mechanisms.token_auction_counterfactual as module
 
@@ -151,7 +185,7 @@ def test_chunked_evaluation_equals_one_batch(monkeypatch, aggregation):
     exponents = torch.tensor([1.0, 2.0, 1.0, 0.5, 2.0, 1.0, 1.0, 3.0, 1.0])
     whole = engine.evaluate(1, bids, exponents)
     monkeypatch.setattr(module, "ELEMENT_BUDGET", 1)
-    chunked = engine.evaluate(1, bids, exponents)
+    chunked = engine._evaluate_distinct(1, bids, exponents)  # past the memo
     torch.testing.assert_close(whole.payments, chunked.payments)
     torch.testing.assert_close(whole.true_allocations, chunked.true_allocations)
 
