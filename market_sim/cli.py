@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rounds", type=int, help="rounds to run (default: the scenario's)")
     run.add_argument("--out", type=Path, help="results folder (default results/<name>-seed<seed>)")
     run.add_argument(
+        "--seeds",
+        help="replicate seeds run in lockstep, sharing each LM forward (0-7, 0,3,5); each "
+        "writes <out>/<name>-seed<seed> (default out: results) exactly as a separate run",
+    )
+    run.add_argument(
         "--force",
         action="store_true",
         help="overwrite a finished run of a different resolved scenario in the results folder",
@@ -385,6 +390,9 @@ def command_run(args: argparse.Namespace, scenario_path: Path) -> None:
     """
     check_threads(args.threads)
     scenario = load_checked_scenario(scenario_path, scenario_overrides(args))
+    if args.seeds is not None:
+        command_run_replicates(args, scenario)
+        return
     out_dir = checked_run_dir(args, scenario)
     warn_if_slow(scenario)
     lm = load_scenario_model(scenario, args.threads)
@@ -395,6 +403,31 @@ def command_run(args: argparse.Namespace, scenario_path: Path) -> None:
     result = run_scenario(scenario, out_dir=out_dir, lm=lm, progress=progress)
     print(format_run_summary(result.summary, result.agents))
     print(f"\nresults: {out_dir}/ (scenario.toml, rounds.parquet, agents.parquet, summary.json)")
+
+
+def command_run_replicates(args: argparse.Namespace, scenario) -> None:
+    """``run --seeds``: replicate markets in lockstep, one results folder per seed."""
+    import dataclasses
+
+    seeds = run_seeds(args, scenario.seed)
+    base = args.out or Path("results")
+    replicas = [dataclasses.replace(scenario, seed=seed) for seed in seeds]
+    out_dirs = [
+        checked_run_dir(
+            argparse.Namespace(**{**vars(args), "out": base / f"{r.name}-seed{r.seed}"}), r
+        )
+        for r in replicas
+    ]
+    warn_if_slow(scenario)
+    lm = load_scenario_model(scenario, args.threads)
+    from market_sim.report import format_run_summary
+    from market_sim.run import run_replicates
+
+    progress = False if getattr(args, "no_progress", False) else None
+    results = run_replicates(scenario, seeds, out_dirs, lm=lm, progress=progress)
+    for result, out_dir in zip(results, out_dirs, strict=True):
+        print(format_run_summary(result.summary, result.agents))
+        print(f"\nresults: {out_dir}/\n")
 
 
 def command_demo(args: argparse.Namespace) -> None:

@@ -6,6 +6,11 @@ function turns each group's n next-token distributions into one token, which is 
 rows of that group. A group stops when its token is EOS (or at ``max_new_tokens``); finished
 groups are dropped from the batch and the cache, so late steps cost only the live groups.
 
+Device and dtype: the forward runs in the model's dtype on its device; log-probabilities are
+float32 there; ``combine`` gets them and returns ``[A]`` long tokens on the same device. Tokens
+are written into a device buffer, so the loop reads the host only once per step (the number of
+groups still live, to stop at EOS; none at all with ``stop_at_eos=False``) and once at the end.
+
 This is the whole cost model of LLM-native auctions: per step about the price of plain batched
 generation of ``B * n`` sequences (see ``benchmarks/bench_decoding.py``).
 """
@@ -19,6 +24,9 @@ import torch
 from transformers import DynamicCache
 
 from market_sim.lm.model import LanguageModel, Prompt
+
+NO_TOKEN = -1
+"""Marks the steps after a group stopped in the ``[B, max_new_tokens]`` token buffer."""
 
 CombineFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 """``combine(logprobs, group_index, step) -> tokens``.
@@ -77,8 +85,7 @@ def decode_combined(
     input_ids, position_ids = batch.input_ids, batch.position_ids
     cache = DynamicCache(config=lm.model.config)
     live_groups = torch.arange(group_count, device=lm.device)
-    generated: list[list[int]] = [[] for _ in range(group_count)]
-    stopped = [False] * group_count
+    chosen = torch.full((group_count, max(max_new_tokens, 0)), NO_TOKEN, device=lm.device)
     eos = lm.eos_token_id if stop_at_eos else None
     steps = 0
     for step in range(max_new_tokens):
@@ -93,15 +100,17 @@ def decode_combined(
         steps += 1
         logprobs = torch.log_softmax(logits.float(), dim=-1).view(len(live_groups), width, -1)
         tokens = combine(logprobs, live_groups, step).to(torch.long)
-        for group, token in zip(live_groups.tolist(), tokens.tolist(), strict=True):
-            if token == eos:
-                stopped[group] = True
-            else:
-                generated[group].append(token)
-        keep = torch.ones_like(tokens, dtype=torch.bool) if eos is None else tokens != eos
-        if step == max_new_tokens - 1 or not bool(keep.any()):
+        chosen[live_groups, step] = tokens
+        if step == max_new_tokens - 1:
             break
-        if not bool(keep.all()):
+        if eos is None:
+            live = len(tokens)
+        else:
+            keep = tokens != eos
+            live = int(keep.sum())  # the one host read per step: which groups stopped
+        if live == 0:
+            break
+        if live < len(tokens):
             row_keep = keep.repeat_interleave(width).nonzero().squeeze(-1)
             cache.batch_select_indices(row_keep)
             attention_mask, next_positions = attention_mask[row_keep], next_positions[row_keep]
@@ -110,4 +119,23 @@ def decode_combined(
         attention_mask = torch.cat([attention_mask, torch.ones_like(input_ids)], dim=-1)
         position_ids = next_positions
         next_positions = next_positions + 1
+    generated, stopped = split_at_eos(chosen.cpu().tolist(), eos)
     return DecodeResult(generated, stopped, steps)
+
+
+def split_at_eos(rows: list[list[int]], eos: int | None) -> tuple[list[list[int]], list[bool]]:
+    """Each group's tokens up to its EOS (excluded) or its first unfilled slot, and EOS flags."""
+    generated, stopped = [], []
+    for row in rows:
+        tokens = []
+        ended = False
+        for token in row:
+            if token == NO_TOKEN:
+                break
+            if token == eos:
+                ended = True
+                break
+            tokens.append(token)
+        generated.append(tokens)
+        stopped.append(ended)
+    return generated, stopped

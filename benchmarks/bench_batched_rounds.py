@@ -1,0 +1,175 @@
+"""Auctions per second against K, the auctions a round runs as one batch, measured in one run.
+
+For each model and each K, times one round of the market's platform
+(:meth:`market_sim.platform.token_auction.TokenAuctionPlatform.run_auctions`: linear
+second-price token auction, 2 advertisers + the user row, counterfactual recording on, as in a
+learning run) on K auctions, and the floor: plain batched sampling
+(:meth:`market_sim.lm.model.LanguageModel.sample`) of the same K x (n + 1) rows for the same
+number of new tokens. Printed: auctions/s, the speed-up over K = 1, and round time / floor time.
+
+Models: the bundled tiny LM; a randomly initialised GPT-2-small-shaped model (12 layers, width
+768, vocabulary 50,257); a randomly initialised Llama-architecture model of about 135M
+parameters (30 layers, width 576, 9 heads, 3 KV heads, vocabulary 49,152). Random models borrow
+the tiny LM's tokenizer; nothing is downloaded. On CUDA the random models run in bfloat16.
+
+The tiny LM's replies may end at EOS before ``--tokens`` (the round stops there, the floor does
+not), so its round/floor ratio can fall below 1; the random models practically never emit EOS.
+
+Run: ``python benchmarks/bench_batched_rounds.py [--device cuda] [--tokens 4] [--repeats 1]
+[--ks 1,8,64,256] [--large-ks 1,8,64] [--models tiny,gpt2,llama]`` (one torch thread unless
+``--threads``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+from market_sim.lm.model import LanguageModel
+from market_sim.mechanisms.token_auction import TokenAuctionRule
+from market_sim.platform.base import Bidder, Report
+from market_sim.platform.token_auction import TokenAuctionPlatform
+from market_sim.prompting import build_prompt
+
+QUERIES = ["vacation in Hawaii", "family trip to Maui", "cheap flights to Honolulu"]
+CONTEXTS = ["Alpha Airlines: nonstop flights to Hawaii.", "Beta Resort: beachfront rooms on Maui."]
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work so that timings are honest."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_seconds(action: Callable[[], object], device: torch.device, repeats: int) -> float:
+    """Median wall time of ``repeats`` runs after one warm-up run."""
+    action()
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        started = time.perf_counter()
+        action()
+        synchronize(device)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def round_inputs(auctions: int) -> tuple[list[str], list[list[Bidder]]]:
+    """K queries and their bidders (two advertisers, truthful bids 0.8 and 1.2)."""
+    queries = [QUERIES[a % len(QUERIES)] for a in range(auctions)]
+    bidders = [
+        [Bidder(context, Report(bid)) for context, bid in zip(CONTEXTS, (0.8, 1.2), strict=True)]
+        for _ in range(auctions)
+    ]
+    return queries, bidders
+
+
+def floor_rows(queries: Sequence[str]) -> list[str]:
+    """The K x (n + 1) prompts of the same auctions (user row + one per advertiser)."""
+    return [
+        prompt
+        for query in queries
+        for prompt in [build_prompt(query)] + [build_prompt(query, [c]) for c in CONTEXTS]
+    ]
+
+
+def benchmark_model(lm: LanguageModel, label: str, ks: Sequence[int], tokens: int, repeats: int):
+    """Print one row per K: auctions/s, speed-up over the first K, and round / floor time."""
+    platform = TokenAuctionPlatform(lm, TokenAuctionRule(), max_new_tokens=tokens)
+    base_rate = None
+    for k in ks:
+        queries, bidders = round_inputs(k)
+        rows = floor_rows(queries)
+
+        def run_round(queries=queries, bidders=bidders):
+            return platform.run_auctions(queries, bidders, seed=0)
+
+        def run_floor(rows=rows):
+            return lm.sample(rows, tokens, seed=0, stop_at_eos=False)
+
+        round_seconds = median_seconds(run_round, lm.device, repeats)
+        floor_seconds = median_seconds(run_floor, lm.device, repeats)
+        mean_tokens = statistics.mean(len(o.token_ids) for o in run_round())
+        rate = k / round_seconds
+        base_rate = base_rate or rate
+        print(
+            f"{label:<18} K={k:<4} rows={len(rows):<5} T={tokens:<3} "
+            f"round={round_seconds * 1e3:9.1f} ms  floor={floor_seconds * 1e3:9.1f} ms  "
+            f"auctions/s={rate:9.1f}  vs K={ks[0]}: {rate / base_rate:6.2f}x  "
+            f"round/floor={round_seconds / floor_seconds:5.2f}  "
+            f"mean reply tokens={mean_tokens:.1f}",
+            flush=True,
+        )
+
+
+def random_model(kind: str, tokenizer_source: LanguageModel, device: torch.device) -> LanguageModel:
+    """A randomly initialised GPT-2-small-shaped or ~135M Llama-architecture model."""
+    torch.manual_seed(0)
+    special = {
+        "eos_token_id": tokenizer_source.eos_token_id,
+        "pad_token_id": tokenizer_source.pad_token_id,
+    }
+    if kind == "gpt2":
+        config = GPT2Config(
+            vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12, **special
+        )
+        model = GPT2LMHeadModel(config)
+    else:
+        config = LlamaConfig(
+            vocab_size=49152,
+            hidden_size=576,
+            intermediate_size=1536,
+            num_hidden_layers=30,
+            num_attention_heads=9,
+            num_key_value_heads=3,
+            max_position_embeddings=2048,
+            tie_word_embeddings=True,
+            **special,
+        )
+        model = LlamaForCausalLM(config)
+    if device.type == "cuda":
+        model = model.to(torch.bfloat16)
+    model.eval()
+    name = "random-gpt2-small" if kind == "gpt2" else "random-llama-135m"
+    return LanguageModel(model.to(device), tokenizer_source.tokenizer, name=name)
+
+
+def parse_ks(text: str) -> list[int]:
+    """``1,8,64`` -> [1, 8, 64]."""
+    return [int(part) for part in text.split(",") if part]
+
+
+def main() -> None:
+    """Run the benchmark and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--tokens", type=int, default=4, help="new tokens per reply")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs after a warm-up")
+    parser.add_argument("--ks", default="1,8,64,256", help="K values for the tiny LM")
+    parser.add_argument("--large-ks", default=None, help="K values for the random models")
+    parser.add_argument("--models", default="tiny,gpt2,llama")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    tiny = LanguageModel.load("bundled:tiny-ads", device=args.device)
+    device = tiny.device
+    large_ks = args.large_ks or ("1,8,64,256" if device.type == "cuda" else "1,8,64")
+    print(f"device={device} threads={torch.get_num_threads()} torch={torch.__version__}")
+    models = args.models.split(",")
+    if "tiny" in models:
+        benchmark_model(tiny, "tiny-ads", parse_ks(args.ks), args.tokens, args.repeats)
+    for kind in ("gpt2", "llama"):
+        if kind in models:
+            lm = random_model(kind, tiny, device)
+            params = sum(p.numel() for p in lm.model.parameters()) / 1e6
+            label = f"{lm.name}({params:.0f}M)"
+            benchmark_model(lm, label, parse_ks(large_ks), args.tokens, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
