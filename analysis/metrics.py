@@ -404,7 +404,10 @@ def learning_curves(
     """Per-window means of agent metrics over rounds, with CIs over runs (seeds).
 
     Each run contributes one value per window: the mean over its agents and the rounds of the
-    window. Windows are ``[k * window, (k + 1) * window)``.
+    window. Windows are ``[k * window, (k + 1) * window)``. With batched rounds
+    (``auctions_per_round = K``) a round's K auctions (its K x n agent rows) fall in the same
+    window, so curves are by round, the unit in which learners update; replicate markets run in
+    lockstep (``market-sim run --seeds``) are separate runs, pooled over seeds like any others.
 
     Args:
         agents: Agent rows with ``run_path``, ``round``, the ``by`` columns and inputs of the

@@ -79,14 +79,16 @@ def test_one_auction_per_round_reproduces_the_unbatched_market(scenario_name):
     assert_columns_match(expected["agents"], actual["agents"])
 
 
-def batched_scenario(model_dir, auctions_per_round: int, rounds: int = 3, strategies=None):
+def batched_scenario(
+    model_dir, auctions_per_round: int, rounds: int = 3, strategies=None, seed: int = 5
+):
     """Hedge, fixed and EXP3 advertisers on the random test model, K auctions per round.
 
     ``strategies``: replaces the advertisers' strategy tables where not None.
     """
     data = {
         "name": "batched",
-        "seed": 5,
+        "seed": seed,
         "rounds": rounds,
         "auctions_per_round": auctions_per_round,
         "model": {"path": str(model_dir), "device": "cpu"},
@@ -235,3 +237,29 @@ def test_replicates_in_one_decode_equal_separate_runs(random_model_dir, tmp_path
                     )
                 else:
                     assert mine[column].to_list() == theirs[column].to_list(), column
+
+
+def test_learning_curves_pool_the_auctions_of_a_round(random_model_dir):
+    from analysis.metrics import learning_curves
+
+    runs = [
+        run_scenario(batched_scenario(random_model_dir, 4, rounds=2, seed=seed)) for seed in (5, 6)
+    ]
+    agents = pl.concat(
+        [
+            r.agents.with_columns(pl.lit(f"run{i}").alias("run_path"), pl.lit("K=4").alias("label"))
+            for i, r in enumerate(runs)
+        ]
+    )
+    curves = learning_curves(agents, metrics=("bid_ratio",), window=1)
+    assert curves["window"].to_list() == [0, 1]
+    assert curves["n"].to_list() == [2, 2]  # one value per run (seed) and round
+    per_run = [
+        [
+            float((r.agents["bid"] / r.agents["valuation"]).filter(r.agents["round"] == w).mean())
+            for r in runs
+        ]
+        for w in (0, 1)
+    ]
+    # means of float64 ratios over the same 12 rows per run, summed in another order
+    np.testing.assert_allclose(curves["mean"], [np.mean(v) for v in per_run], rtol=1e-12)
