@@ -138,10 +138,12 @@ class TokenAuctionCounterfactual:
     ) -> AgentCounterfactual:
         """Advertiser ``agent``'s summed allocation and payment under K candidate reports.
 
-        A candidate's outcome does not depend on the other candidates, so each distinct
-        (bid, exponent) is computed once per engine and remembered: a regret search's zoom
-        grids repeat the corners of the previous bracket, and the truthful report is usually
-        on the coarse grid too.
+        Under log-linear aggregation (quadrature: the costly case) each distinct
+        (bid, exponent) is computed once per engine and remembered, since a candidate's outcome
+        does not depend on the other candidates: a regret search's zoom grids repeat the
+        corners of the previous bracket, and the truthful report is usually on the coarse grid
+        too. Linear aggregation is cheap and evaluates the batch as given (the sums over steps
+        of a different batch could round differently in the last bit).
 
         Args:
             agent: Advertiser index in ``0..n-1``.
@@ -151,6 +153,8 @@ class TokenAuctionCounterfactual:
         Returns:
             ``[K]`` true allocations, reported allocations and payments, summed over steps.
         """
+        if self.rule.aggregation == "linear":
+            return self._evaluate_distinct(agent, bids, exponents)
         bids = bids.double().cpu()
         exponents = exponents.float().cpu()
         keys = list(zip(bids.tolist(), exponents.tolist(), strict=True))
