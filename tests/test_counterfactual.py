@@ -1,5 +1,7 @@
 """Counterfactuals re-price a recorded round: at the actual report they reproduce it exactly."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -165,6 +167,27 @@ def test_remembered_log_linear_candidates_equal_a_fresh_evaluation():
         ._evaluate_distinct(1, torch.tensor([0.5], dtype=torch.float64), torch.tensor([1.0]))
         .payments.tolist()
     )
+
+
+def test_counterfactual_refuses_bids_outside_its_domain():
+    step_logprobs = torch.log_softmax(torch.randn(2, 3, 10), -1)
+    rule = TokenAuctionRule("log_linear")
+    with pytest.raises(ValueError, match="bids must be finite and >= 0"):
+        TokenAuctionCounterfactual(step_logprobs, torch.tensor([1.0, -1.0]), torch.ones(2), rule)
+    engine = TokenAuctionCounterfactual(
+        step_logprobs, torch.tensor([1e308, 1e308], dtype=torch.float64), torch.ones(2), rule
+    )
+    with pytest.raises(ValueError, match="bids must be finite and >= 0"):
+        engine.evaluate(0, torch.tensor([math.nan]), torch.ones(1))
+    with pytest.raises(ValueError, match="weights sum past 1.8e308"):
+        TokenAuctionCounterfactual(
+            torch.log_softmax(torch.randn(2, 4, 10), -1),
+            torch.tensor([1e308, 1e308, 1e308], dtype=torch.float64),
+            torch.ones(3),
+            rule,
+        ).evaluate(0, torch.tensor([1.0]), torch.ones(1))
+    with pytest.raises(ValueError, match="sharpening exponents must be finite and > 0"):
+        engine.evaluate(0, torch.tensor([1.0]), torch.tensor([0.0]))
 
 
 @pytest.mark.parametrize("aggregation", ["linear", "log_linear"])

@@ -39,6 +39,7 @@ from market_sim.mechanisms.token_auction import (
     TokenAuctionRule,
     aggregate,
     allocations,
+    check_bids,
     gauss_legendre_unit_nodes,
     linear_second_price_payments,
     myerson_ownership_payment,
@@ -81,6 +82,9 @@ class TokenAuctionCounterfactual:
         bids: ``[n]`` the bids of the round.
         exponents: ``[n]`` the sharpening exponents of the round.
         rule: The auction's rule.
+
+    Domain: bids (the round's and the candidates') finite and >= 0 whose sums stay below the
+    float64 maximum (1.8e308); exponents finite and > 0. Outside it, ValueError.
     """
 
     def __init__(
@@ -90,6 +94,7 @@ class TokenAuctionCounterfactual:
         exponents: torch.Tensor,
         rule: TokenAuctionRule,
     ) -> None:
+        check_bids(bids)
         self.step_logprobs = step_logprobs.float()
         self.bids = bids.double()
         self.exponents = exponents.float()
@@ -123,6 +128,10 @@ class TokenAuctionCounterfactual:
         )
         weights[agent + 1] = 0.0
         rest_weight = float(weights.sum())
+        if rest_weight == float("inf"):
+            raise ValueError(
+                f"the other participants' weights sum past 1.8e308: {weights.tolist()}"
+            )
         if rest_weight <= 0:
             rest = reported[:, 0]
         elif self.rule.aggregation == "linear":
@@ -153,6 +162,7 @@ class TokenAuctionCounterfactual:
         Returns:
             ``[K]`` true allocations, reported allocations and payments, summed over steps.
         """
+        check_bids(bids)
         if self.rule.aggregation == "linear":
             return self._evaluate_distinct(agent, bids, exponents)
         bids = bids.double().cpu()
