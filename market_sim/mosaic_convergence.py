@@ -21,7 +21,6 @@ distribution the finite space captures), ``tau``, ``seed``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from market_sim.market.valuations import expected_valuation
 from market_sim.mechanisms.mosaic import convergence_curve
 from market_sim.platform.candidate_scoring import draw_candidates, score_replies
 from market_sim.prompting import build_prompt
-from market_sim.results import atomic_write, atomic_write_text
+from market_sim.results import atomic_write, atomic_write_json, atomic_write_text
 from market_sim.scenario import Scenario
 from market_sim.scenario.load import dump_scenario_toml
 from market_sim.scenario.schema import ConvergenceConfig
@@ -170,5 +169,5 @@ def run_convergence(
         atomic_write_text(out_dir / "scenario.toml", dump_scenario_toml(scenario))
         atomic_write(out_dir / CONVERGENCE_FILE, table.write_parquet)
         summary = summarize_convergence(table)
-        atomic_write_text(out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+        atomic_write_json(out_dir / SUMMARY_FILE, summary)
     return table

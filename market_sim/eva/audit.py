@@ -27,7 +27,6 @@ eva search), and the resolved ``scenario.toml``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -53,7 +52,7 @@ from market_sim.lm.model import LanguageModel
 from market_sim.market.valuations import expected_valuation
 from market_sim.platform.base import Bidder, Platform, Report
 from market_sim.platform.registry import build_platform
-from market_sim.results import atomic_write, atomic_write_text
+from market_sim.results import atomic_write, atomic_write_json, atomic_write_text
 from market_sim.scenario.load import dump_scenario_toml
 from market_sim.scenario.schema import AuditConfig, MechanismConfig, Scenario
 
@@ -259,5 +258,5 @@ def run_audit(
         atomic_write_text(out_dir / "scenario.toml", dump_scenario_toml(scenario))
         atomic_write(out_dir / AUDIT_FILE, table.write_parquet)
         report = top_report(table, audit.top)
-        atomic_write_text(out_dir / AUDIT_TOP_FILE, json.dumps(report, indent=2) + "\n")
+        atomic_write_json(out_dir / AUDIT_TOP_FILE, report)
     return table
