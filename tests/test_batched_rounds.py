@@ -191,8 +191,9 @@ if __name__ == "__main__":
     write_reference(Path(sys.argv[1]) if len(sys.argv) > 1 else REFERENCE)
 
 
-def learn_batched(payment: str) -> tuple[float, float]:
-    """The shipped learning token auction with K = 16 and the same ~1000 auctions (63 rounds)."""
+def learn_batched(payment: str) -> float:
+    """``bid_ratio_final`` of the shipped learning token auction with K = 16 and the same
+    ~1000 auctions (63 rounds of 16)."""
     overrides = [
         "rounds=63",
         "auctions_per_round=16",
@@ -200,16 +201,20 @@ def learn_batched(payment: str) -> tuple[float, float]:
         "regret.enabled=false",
     ]
     result = run_scenario(load_scenario(SCENARIOS / "learning_token_auction.toml", overrides))
-    return result.summary["bid_ratio_final"], float(result.agents["payment"].max())
+    return result.summary["bid_ratio_final"]
 
 
 @pytest.mark.slow
-def test_batched_learners_still_learn_truthful_and_shaded_bids():
-    second_price, second_max_payment = learn_batched("second_price")
-    first_price, first_max_payment = learn_batched("first_price")
-    assert abs(second_price - 1) < 0.1
-    assert first_price < 0.5
-    assert max(second_max_payment, first_max_payment) <= 1.3
+def test_batched_learners_still_learn_truthful_shaded_and_maximal_bids():
+    """Hedge updating once per 16 auctions still finds the payment rules' incentives.
+
+    Seen at commit time: 1.051 (second price), 0.085 (first price), 1.639 (no payment). Slow:
+    each run took 2.7 to 6.6 CPU minutes on a shared 2-core machine (the Hedge counterfactuals
+    of 105 joint actions per advertiser and auction dominate).
+    """
+    assert abs(learn_batched("second_price") - 1) < 0.1
+    assert learn_batched("first_price") < 0.5
+    assert learn_batched("none") > 1.3
 
 
 def test_replicates_in_one_decode_equal_separate_runs(random_model_dir, tmp_path):
