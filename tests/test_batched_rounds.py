@@ -209,8 +209,8 @@ def test_batched_learners_still_learn_truthful_shaded_and_maximal_bids():
     """Hedge updating once per 16 auctions still finds the payment rules' incentives.
 
     Seen at commit time: 1.051 (second price), 0.085 (first price), 1.639 (no payment). Slow:
-    each run took 2.7 to 6.6 CPU minutes on a shared 2-core machine (the Hedge counterfactuals
-    of 105 joint actions per advertiser and auction dominate).
+    on a shared, oversubscribed 2-core machine the first two runs took 2.7 CPU minutes
+    together and the third 6.6 (8 to 11 minutes of wall time each), far above a minute.
     """
     assert abs(learn_batched("second_price") - 1) < 0.1
     assert learn_batched("first_price") < 0.5
