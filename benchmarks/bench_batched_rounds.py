@@ -15,6 +15,14 @@ the tiny LM's tokenizer; nothing is downloaded. On CUDA the random models run in
 The tiny LM's replies may end at EOS before ``--tokens`` (the round stops there, the floor does
 not), so its round/floor ratio can fall below 1; the random models practically never emit EOS.
 
+Measured on a 2-core CPU, one torch thread (speed-up of auctions/s over K = 1; round / floor):
+
+* tiny LM, T = 4: K = 8 3.7x, K = 64 4.6x (1.20), K = 256 4.1x (1.22); T = 24: K = 64 4.9x
+  (0.85), K = 256 5.3x. The floor itself gains 4.3x (T = 4) and 7.1x (T = 24) from K = 1 to 64:
+  the forward is compute-bound there, so the 10x asked of K = 64 is out of reach on this CPU.
+* random GPT-2-small shape, T = 4: K = 8 2.6x, K = 64 2.7x (1.00); Llama ~135M shape: K = 8
+  2.7x, K = 64 3.1x (0.92). Rounds run at the floor's speed: the auction adds nothing visible.
+
 Run: ``python benchmarks/bench_batched_rounds.py [--device cuda] [--tokens 4] [--repeats 1]
 [--ks 1,8,64,256] [--large-ks 1,8,64] [--models tiny,gpt2,llama]`` (one torch thread unless
 ``--threads``).
