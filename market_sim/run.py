@@ -50,10 +50,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_run_id(scenario_toml: str, scenario: Scenario) -> str:
-    """Deterministic id: scenario name, seed and a hash of the resolved scenario."""
+def make_run_id(scenario_toml: str, scenario: Scenario, threads: int = 1) -> str:
+    """Deterministic id: scenario name, seed, a hash of the resolved scenario, torch's threads.
+
+    The LM's float32 forward rounds differently with another intra-op thread count (measured on
+    ``hawaii_learning``: identical texts, allocations up to 9e-6 apart between 1 and 2 threads),
+    so results are byte-identical only for the same thread count. The default of one thread
+    keeps the plain ``<name>-seed<seed>-<hash>`` form; any other count is part of the id
+    (``...-threads2``), so runs that may differ in the last bits never share an id.
+    """
     digest = hashlib.sha256(scenario_toml.encode("utf-8")).hexdigest()[:10]
-    return f"{scenario.name}-seed{scenario.seed}-{digest}"
+    suffix = "" if threads == 1 else f"-threads{threads}"
+    return f"{scenario.name}-seed{scenario.seed}-{digest}{suffix}"
 
 
 def load_scenario_model(scenario: Scenario, device: str | None = None) -> LanguageModel:
@@ -153,7 +161,7 @@ def run_replicates(
 def build_market(scenario: Scenario, lm: LanguageModel) -> tuple[MarketModel, str]:
     """The market of a scenario on a loaded model, and the resolved scenario TOML."""
     scenario_toml = dump_scenario_toml(scenario)
-    run_id = make_run_id(scenario_toml, scenario)
+    run_id = make_run_id(scenario_toml, scenario, torch.get_num_threads())
     stream = None
     if scenario.queries.stream == "eva":
         from market_sim.eva.stream import EvaQueryStream

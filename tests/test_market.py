@@ -183,3 +183,16 @@ def test_regret_can_be_switched_off_or_thinned(random_lm, random_model_dir):
     agents = run_scenario(thinned, lm=random_lm).agents
     measured = agents.filter(pl.col("regret").is_not_null())["round"].unique().sort().to_list()
     assert measured == [0, 3]
+
+
+def test_run_id_names_a_thread_count_other_than_one(random_model_dir):
+    """Results are byte-identical only for one thread count, so the id says which one ran."""
+    from market_sim.run import make_run_id
+
+    scenario = make_scenario(random_model_dir)
+    toml = "name = 'x'\n"
+    plain = make_run_id(toml, scenario)
+    assert plain == make_run_id(toml, scenario, threads=1)
+    assert not plain.endswith("threads1")
+    two = make_run_id(toml, scenario, threads=2)
+    assert two == f"{plain}-threads2"
