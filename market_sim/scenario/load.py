@@ -456,13 +456,14 @@ def parse_model(
 
 
 def resolve_model_path(path: str, base_dir: Path, bundled_models: Collection[str] | None) -> str:
-    """Check ``model.path`` (reading files only): ``bundled:<name>``, ``hub:<id>`` or a folder.
+    """Check ``model.path`` (reading files only): ``bundled:``, ``cache:``, ``hub:`` or a folder.
 
     What each form means is in :mod:`market_sim.lm.references`; anything that is not
-    ``bundled:`` or ``hub:`` is a local folder, resolved against ``base_dir``.
+    ``bundled:``, ``cache:`` or ``hub:`` is a local folder, resolved against ``base_dir``.
 
     Returns:
-        ``path`` unchanged for bundled models and hub ids; the absolute folder path otherwise.
+        ``path`` unchanged for ``bundled:``, ``cache:`` and ``hub:`` references; the absolute
+        folder path otherwise.
     """
     try:
         return parse_model_reference(path, base_dir, bundled_models).text

@@ -142,8 +142,9 @@ class ModelConfig:
     """Which language model the platform runs, and where.
 
     Attributes:
-        path: ``bundled:<name>``, an absolute path to a local transformers model folder
-            (resolved at load time), or a hub id.
+        path: ``bundled:<name>``, ``cache:<name>`` (downloaded by ``market-sim lm get``),
+            ``hub:<id>``, or an absolute path to a local transformers model folder (anything
+            else is a folder, resolved at load time; see :mod:`market_sim.lm.references`).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16``.
         prompt_format: ``auto`` (chat when the tokenizer has a chat template), ``plain`` or
