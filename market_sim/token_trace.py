@@ -27,6 +27,7 @@ import market_sim.platform.token_auction as token_auction_platform
 from market_sim.lm.model import LanguageModel
 from market_sim.platform.base import Bidder, Report
 from market_sim.platform.registry import build_platform
+from market_sim.result_files import atomic_write, check_finite_frame
 from market_sim.scenario import scenario_from_dict
 
 TOKENS_FILE = "tokens.parquet"
@@ -176,6 +177,7 @@ def plot_run_tokens(run_dir: Path, out_dir: Path, rounds: int = 3) -> list[Path]
     if tokens.height == 0 or not tokens["replay_matches"].all():
         return []
     out_dir.mkdir(parents=True, exist_ok=True)
-    tokens.write_parquet(out_dir / TOKENS_FILE)
+    check_finite_frame(tokens, TOKENS_FILE)
+    atomic_write(out_dir / TOKENS_FILE, tokens.write_parquet)
     names = [advertiser.name for advertiser in scenario.advertisers]
     return [*plot_token_ownership(tokens, names, out_dir, rounds), out_dir / TOKENS_FILE]
