@@ -55,11 +55,13 @@ from market_sim.market.valuations import ValuationSource
 from market_sim.mechanisms.slot_auctions_array import bidder_outcome, rank_slot_auction
 from market_sim.platform.base import Report
 from market_sim.platform.slot_auction import SlotAuctionCounterfactual, SlotAuctionPlatform
+from market_sim.scenario.bounds import SEED_MAX
 
 if TYPE_CHECKING:
     from market_sim.market.model import MarketModel
 
-SEED_BOUND = 2**63 - 1
+SEED_BOUND = SEED_MAX
+"""Round seeds are drawn below the scenario's seed bound, as on the generic path."""
 REGRET_COLUMNS: tuple[str, ...] = (
     "regret",
     "best_response_gain",

@@ -17,9 +17,11 @@ from market_sim.market.queries import QueryStream, StaticQueryStream
 from market_sim.market.strategies import CounterfactualFn, Feedback, StrategySetup
 from market_sim.platform.base import AuctionOutcome, Bidder, Platform, Report
 from market_sim.results import NULLABLE_AGENT_COLUMNS
+from market_sim.scenario.bounds import SEED_MAX
 from market_sim.scenario.schema import Scenario
 
-SEED_BOUND = 2**63 - 1
+SEED_BOUND = SEED_MAX
+"""Round seeds are drawn below the scenario's seed bound (numpy's and torch's generators)."""
 
 
 @dataclass(frozen=True)
