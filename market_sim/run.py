@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import polars as pl
 import torch
-from tqdm.auto import tqdm
 
 from market_sim.lm.model import LanguageModel
 from market_sim.market.model import MarketModel
 from market_sim.platform.base import AuctionBatch, run_auction_groups
 from market_sim.platform.registry import build_platform
+from market_sim.progress import progress_range
 from market_sim.provenance import run_provenance
 from market_sim.results import summarize, write_run
 from market_sim.scenario import Scenario, dump_scenario_toml
@@ -82,7 +82,8 @@ def run_scenario(
         scenario: A validated scenario.
         out_dir: Where to write the results contract; nothing is written if None.
         lm: A loaded model to reuse (else the scenario's model is loaded).
-        progress: Show a progress bar (None: only on a terminal).
+        progress: Progress (False: none; None or True: a bar on a terminal, else a line on
+            stderr every 5% or 30 s, see :func:`market_sim.progress.progress_bar`).
 
     Returns:
         The records and the summary.
@@ -92,8 +93,7 @@ def run_scenario(
     check_model_fits(scenario, lm)  # ScenarioError before round 0, not an IndexError mid-run
     market, scenario_toml = build_market(scenario, lm)
     started = time.perf_counter()
-    hide_bar = None if progress is None else not progress
-    for _ in tqdm(range(scenario.rounds), desc=scenario.name, unit="round", disable=hide_bar):
+    for _ in progress_range(scenario.rounds, scenario.name, "round", enabled=progress):
         market.step()
     wall_seconds = time.perf_counter() - started
     return finish_run(market, lm, scenario_toml, wall_seconds, out_dir)
@@ -120,7 +120,8 @@ def run_replicates(
         seeds: The replicates' seeds (distinct).
         out_dirs: One results folder per seed (None: write nothing).
         lm: A loaded model to reuse (else the scenario's model is loaded).
-        progress: Show a progress bar (None: only on a terminal).
+        progress: Progress (False: none; None or True: a bar on a terminal, else a line on
+            stderr every 5% or 30 s, see :func:`market_sim.progress.progress_bar`).
 
     Returns:
         One result per seed, in order.
@@ -140,8 +141,7 @@ def run_replicates(
     markets = [market for market, _ in built]
     platforms = [market.platform for market in markets]
     started = time.perf_counter()
-    hide_bar = None if progress is None else not progress
-    for _ in tqdm(range(scenario.rounds), desc=scenario.name, unit="round", disable=hide_bar):
+    for _ in progress_range(scenario.rounds, scenario.name, "round", enabled=progress):
         if markets[0].array_round is not None:  # array rounds call no LM: nothing to share
             for market in markets:
                 market.step()
