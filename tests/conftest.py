@@ -61,3 +61,16 @@ def random_model_dir(tmp_path_factory) -> Path:
 def random_lm(random_model_dir) -> LanguageModel:
     torch.set_num_threads(1)
     return LanguageModel.load(str(random_model_dir), device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Every test starts with one torch CPU thread, whatever an earlier test set.
+
+    Results are byte-identical only for one thread count (the LM's float32 reductions depend on
+    it), and the CLI sets the process-wide count from ``--threads``: without this, a test that
+    ran the CLI with ``--threads 2`` moved a later test's LM log-probs by ~1e-6 relative.
+    """
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(1)
