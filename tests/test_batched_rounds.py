@@ -218,8 +218,7 @@ def test_batched_learners_still_learn_truthful_shaded_and_maximal_bids():
     Seen: 1.050 (second price), 0.080 (first price), 1.381 (no payment), about 25 s for the
     three runs on 2 cores. Bid-only learners as in the K = 1 test: the joint multiplier x
     sharpening grid (105 actions) over 1,000 auctions showed the same pattern (1.051, 0.085,
-    1.639) but
-    took over four minutes, too long for every CI run.
+    1.639) but took over four minutes, too long for every CI run.
     """
     assert abs(learn_batched("second_price") - 1) < 0.1
     assert learn_batched("first_price") < 0.5
