@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_runtime_arguments(demo)
 
     sweep = commands.add_parser("lambda-sweep", help="brand shares as the first bid share moves")
-    add_scenario_arguments(sweep)
+    add_scenario_arguments(sweep, NO_PROGRESS_HELP)
     sweep.add_argument(
         "--samples",
         type=int,
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     convergence = commands.add_parser(
         "convergence", help="MOSAIC: distance to pi* as the number of candidates M grows"
     )
-    add_scenario_arguments(convergence)
+    add_scenario_arguments(convergence, NO_PROGRESS_HELP)
     convergence.add_argument(
         "--out",
         type=Path,
@@ -226,8 +226,15 @@ def add_eva_parsers(commands: argparse._SubParsersAction) -> None:
     audit = commands.add_parser(
         "audit", help="eva audit: search the queries on which each mechanism is most manipulable"
     )
-    for parser, results in ((eva, "eva.parquet"), (audit, "audit.parquet")):
-        add_scenario_arguments(parser)
+    eva_progress = (
+        "no progress (default: a bar per seed on a terminal, else a line every 5%% of its "
+        "generations or 30 s)"
+    )
+    for parser, results, progress_help in (
+        (eva, "eva.parquet", eva_progress),
+        (audit, "audit.parquet", NO_PROGRESS_HELP),
+    ):
+        add_scenario_arguments(parser, progress_help)
         parser.add_argument("--generations", type=int, required=True, help="creator generations")
         parser.add_argument(
             "--seeds", help="several run seeds: 0-4, 0,3,5 (default: the scenario's seed)"
@@ -253,8 +260,18 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
-    """The scenario file, ``--set`` overrides, ``--seed``, and runtime options."""
+PROGRESS_HELP = "no progress (default: a bar on a terminal, else a line every 5%% or 30 s)"
+NO_PROGRESS_HELP = "accepted and ignored: this command prints no progress while it works"
+
+
+def add_scenario_arguments(
+    parser: argparse.ArgumentParser, progress_help: str = PROGRESS_HELP
+) -> None:
+    """The scenario file, ``--set`` overrides, ``--seed``, and runtime options.
+
+    ``progress_help`` is the ``--no-progress`` help: :data:`NO_PROGRESS_HELP` for commands that
+    report no progress.
+    """
     parser.add_argument("scenario", type=Path, help="scenario TOML file")
     parser.add_argument(
         "--set",
@@ -268,7 +285,7 @@ def add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-progress",
         action="store_true",
-        help="no progress (default: a bar on a terminal, else a line every 5%% or 30 s)",
+        help=progress_help,
     )
     add_runtime_arguments(parser)
 
@@ -548,7 +565,12 @@ def command_eva(args: argparse.Namespace) -> None:
     lm = load_scenario_model(scenario, args.threads)
     try:
         result = run_eva(
-            scenario, lm, args.generations, seeds, out_dir, progress=not args.no_progress
+            scenario,
+            lm,
+            args.generations,
+            seeds,
+            out_dir,
+            progress=False if args.no_progress else None,
         )
     except ValueError as error:
         raise UsageError(str(error)) from None

@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from tqdm.auto import tqdm
 
 from market_sim.eva.creator import Rewriter, creator_step
 from market_sim.eva.grammar import QueryGrammar
@@ -56,6 +55,7 @@ from market_sim.eva.setup import (
 from market_sim.eva.solver import best_worst_pairs, reward_spread, sample_and_score
 from market_sim.lm.model import LanguageModel
 from market_sim.lm.preference import DPOResult, dpo_fine_tune
+from market_sim.progress import progress_range
 from market_sim.results import atomic_write, atomic_write_json, atomic_write_text
 from market_sim.scenario.load import dump_scenario_toml
 from market_sim.scenario.schema import EvaConfig, Scenario
@@ -165,13 +165,19 @@ class SeedRun:
         self.creator_rng = np.random.default_rng(derive_seed(seed, "creator"))
         self.rows: list[dict[str, Any]] = []
 
-    def run(self, generations: int, progress: bool = False) -> None:
-        """Generation 0 (the platform LM), then ``generations`` solver updates per method."""
+    def run(self, generations: int, progress: bool | None = False) -> None:
+        """Generation 0 (the platform LM), then ``generations`` solver updates per method.
+
+        Args:
+            generations: Solver updates per method.
+            progress: False: silent; True or None: a bar on a terminal, else a line on stderr
+                every 5% of the generations or 30 s (:func:`market_sim.progress.progress_bar`).
+        """
         base = self.evaluate(self.judge)
         for method in METHODS:
             self.rows.append(self.row(method, 0, base, len(self.split.training)))
-        steps = tqdm(range(1, generations + 1), desc=f"eva seed {self.seed}", disable=not progress)
-        for generation in steps:
+        steps = progress_range(generations, f"eva seed {self.seed}", "generation", progress)
+        for generation in (step + 1 for step in steps):
             self.static_generation(generation)
             self.eva_generation(generation)
 
@@ -364,7 +370,7 @@ def run_eva(
     generations: int,
     seeds: Sequence[int],
     out_dir: Path | None = None,
-    progress: bool = False,
+    progress: bool | None = False,
 ) -> EvaResult:
     """Run (or resume) every seed and write the combined results.
 
@@ -374,7 +380,7 @@ def run_eva(
         generations: Solver updates per method (>= 1).
         seeds: Run seeds (distinct).
         out_dir: Where to write (see the module docstring), or None.
-        progress: Show progress bars.
+        progress: False: silent; True or None: per-seed progress (see :meth:`SeedRun.run`).
 
     Returns:
         The combined tables, sorted by seed, method, generation.
