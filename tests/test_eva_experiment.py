@@ -32,6 +32,7 @@ from market_sim.eva.experiment import (
     run_eva,
     seed_dir,
 )
+from market_sim.eva.stream import EvaQueryStream
 from market_sim.lm.model import LanguageModel
 from market_sim.platform.registry import build_platform
 from market_sim.run import run_scenario
@@ -456,3 +457,15 @@ def test_market_stream_serves_evolved_queries_reproducibly(bundled_lm, tmp_path)
             pl.read_parquet(tmp_path / "b" / name)
         ), name
 
+
+@pytest.mark.parametrize("auctions_per_round", [1, 3])
+def test_market_stream_evolves_between_rounds_only(bundled_lm, monkeypatch, auctions_per_round):
+    # evolve_every counts rounds of K queries: generations fall before rounds 2 and 4 of 5,
+    # i.e. before query 2K and 4K, never inside a round (K = 1: every 2 queries, as before)
+    changes = {"auctions_per_round": auctions_per_round, "eva": {"evolve_every": 2}}
+    stream = EvaQueryStream(eva_scenario(changes), bundled_lm, np.random.default_rng(0))
+    served_at_generation: list[int] = []
+    monkeypatch.setattr(stream, "evolve", lambda: served_at_generation.append(stream._served))
+    for _ in range(5 * auctions_per_round):
+        stream.next_query()
+    assert served_at_generation == [2 * auctions_per_round, 4 * auctions_per_round]

@@ -1,13 +1,15 @@
 """The eva query stream of a market run (``queries.stream = "eva"``).
 
 The market starts from the scenario's queries (every item: a market run trains nothing, so
-nothing is held out). Every ``eva.evolve_every`` rounds the creator runs one generation on the
-active pool (:func:`~market_sim.eva.creator.creator_step`): k replies per active query from the
-platform LM, their reward spread (:mod:`market_sim.eva.reward`, the advertisers' expected
-valuations) as informativeness, parents sampled in proportion, children admitted. Rounds are
-served from the active pool, cycled in order of admission or sampled uniformly
-(``queries.order``). The platform LM is not trained during a market run, so mechanisms are
-compared on the same model (``market-sim eva`` trains solvers; it does not save them yet).
+nothing is held out). Every ``eva.evolve_every`` rounds (of ``auctions_per_round`` = K queries
+each; a generation always falls between two rounds, never inside one) the creator runs one
+generation on the active pool (:func:`~market_sim.eva.creator.creator_step`): k replies per
+active query from the platform LM, their reward spread (:mod:`market_sim.eva.reward`, the
+advertisers' expected valuations) as informativeness, parents sampled in proportion, children
+admitted. Auctions are served from the active pool, cycled in order of admission or sampled
+uniformly (``queries.order``). The platform LM is not trained during a market run, so
+mechanisms are compared on the same model (``market-sim eva`` trains solvers; it does not save
+them yet).
 
 Every draw comes from the market's generator, so a run is reproducible from its seed.
 """
@@ -37,7 +39,7 @@ SEED_BOUND = 2**31 - 1
 
 
 class EvaQueryStream:
-    """One query per round from a pool the creator evolves (see the module docstring).
+    """One query per auction from a pool the creator evolves (see the module docstring).
 
     Args:
         scenario: The scenario (``[queries]``, ``[eva]``, advertisers, reply settings).
@@ -55,13 +57,21 @@ class EvaQueryStream:
         self.grammar = build_grammar(self.config, QuerySplit(items, []))
         self.reward = build_reward(scenario, lm)
         self.rewriter: Rewriter | None = build_rewriter(scenario, lm)
+        self.auctions_per_round = scenario.auctions_per_round
         self.generation = 0
         self._served = 0
         self.last: PoolQuery | None = None
 
     def next_query(self) -> str:
-        """The next round's query (after a creator generation every ``evolve_every`` rounds)."""
-        if self._served > 0 and self._served % self.config.evolve_every == 0:
+        """The next auction's query (after a creator generation every ``evolve_every`` rounds).
+
+        With K = ``auctions_per_round``, query number s (from 0) opens a round when s % K == 0;
+        the creator runs before it when rounds_done = s // K is a positive multiple of
+        ``evolve_every``. With K = 1 this is every ``evolve_every`` queries, as before.
+        """
+        opens_round = self._served % self.auctions_per_round == 0
+        rounds_done = self._served // self.auctions_per_round
+        if opens_round and rounds_done > 0 and rounds_done % self.config.evolve_every == 0:
             self.evolve()
         active = self.pool.active_queries()
         if self.order == "cycle":
