@@ -327,17 +327,18 @@ def load_checked_model(
     device: str,
     dtype: str = "auto",
     threads: int = 1,
-    keys: tuple[str, str] = ("model.path", "model.device"),
+    keys: tuple[str, str, str] = ("model.path", "model.device", "model.dtype"),
 ):
-    """Load a model, turning a missing model or unavailable device into a :class:`UsageError`.
+    """Load a model; a missing model, unavailable device or unknown dtype is a UsageError.
 
-    Also sets torch's CPU thread count (``threads``) before any model work. ``keys`` name the
-    reference and the device in messages (``--model``, ``--device`` for ``lm generate``).
+    Each problem is reported under the key it concerns: ``keys`` name the reference, the device
+    and the dtype (``--model``, ``--device`` for ``lm generate``). Also sets torch's CPU thread
+    count (``threads``) before any model work.
     """
     check_threads(threads)
     import torch
 
-    from market_sim.lm.loading import ModelNotFoundError
+    from market_sim.lm.loading import ModelNotFoundError, UnknownDtypeError
     from market_sim.lm.model import LanguageModel
 
     torch.set_num_threads(threads)
@@ -345,7 +346,9 @@ def load_checked_model(
         return LanguageModel.load(reference, device=device, dtype=dtype)
     except ModelNotFoundError as error:
         raise UsageError(f"{keys[0]}: {error}") from None
-    except ValueError as error:
+    except UnknownDtypeError as error:
+        raise UsageError(f"{keys[2]}: {error}") from None
+    except ValueError as error:  # resolve_device: the device is not available here
         raise UsageError(f"{keys[1]}: {error}") from None
 
 
@@ -624,9 +627,8 @@ def command_lm(args: argparse.Namespace) -> None:
         return
     from market_sim.prompting import prompt_builder
 
-    lm = load_checked_model(
-        args.model, args.device or "auto", threads=args.threads, keys=("--model", "--device")
-    )
+    keys = ("--model", "--device", "dtype")  # dtype is always auto here: never reported
+    lm = load_checked_model(args.model, args.device or "auto", threads=args.threads, keys=keys)
     try:
         builder = prompt_builder(args.prompt_format, lm.tokenizer)
     except ValueError as error:

@@ -215,6 +215,21 @@ def test_devices_that_do_not_exist_are_one_line(tmp_path, random_model_dir, caps
     assert [path.name for path in tmp_path.iterdir()] == ["scenario.toml"]
 
 
+def test_model_load_errors_name_the_key_they_concern(random_model_dir):
+    # all three are refused before any weights are read
+    cases = {
+        ("bundled:no-such-model", "cpu", "auto"): "model.path: ",
+        (str(random_model_dir), "cuda:99", "auto"): "model.device: device 'cuda:99'",
+        (str(random_model_dir), "cpu", "float64"): (
+            "model.dtype: dtype 'float64' is not one of auto, float32, bfloat16, float16"
+        ),
+    }
+    for (reference, device, dtype), expected in cases.items():
+        with pytest.raises(cli.UsageError) as caught:
+            cli.load_checked_model(reference, device, dtype)
+        assert str(caught.value).startswith(expected), caught.value
+
+
 def test_prompt_longer_than_the_model_positions(tmp_path, random_model_dir, capsys):
     """The random model has 128 positions: refused after the tokenizer loads, before round 0."""
     long_query = " ".join(["vacation in Hawaii"] * 60)

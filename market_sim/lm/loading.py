@@ -27,6 +27,10 @@ class ModelNotFoundError(FileNotFoundError):
     """Raised when a model reference names nothing loadable (one-line message)."""
 
 
+class UnknownDtypeError(ValueError):
+    """Raised when a dtype name is none of ``auto``, ``float32``, ``bfloat16``, ``float16``."""
+
+
 def resolve_model_reference(reference: str, base_dir: str | Path | None = None) -> str:
     """Turn a model reference into what ``from_pretrained`` takes.
 
@@ -131,10 +135,14 @@ def mps_available() -> bool:
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """``auto`` is bfloat16 on CUDA and float32 elsewhere; otherwise the named dtype."""
+    """``auto`` is bfloat16 on CUDA and float32 elsewhere; otherwise the named dtype.
+
+    Raises:
+        UnknownDtypeError: ``dtype`` names no dtype offered here.
+    """
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if dtype not in names:
-        raise ValueError(f"dtype {dtype!r} is not one of auto, {', '.join(names)}")
+        raise UnknownDtypeError(f"dtype {dtype!r} is not one of auto, {', '.join(names)}")
     return names[dtype]

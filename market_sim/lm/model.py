@@ -101,10 +101,12 @@ class LanguageModel:
         Raises:
             ModelNotFoundError: The reference names nothing loadable, or transformers cannot
                 load it (unknown architecture, missing tokenizer, no network); one line.
+            UnknownDtypeError: ``dtype`` names no dtype offered (a :class:`ValueError`).
             ValueError: The device is not available.
         """
         resolved = checked_reference(reference)
         torch_device = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, torch_device)
         check_hub_reachable(resolved)
         local_only = resolved.kind != "hub" or hub_offline()
         try:
@@ -113,7 +115,7 @@ class LanguageModel:
             )
             model = AutoModelForCausalLM.from_pretrained(
                 resolved.source,
-                dtype=resolve_dtype(dtype, torch_device),
+                dtype=torch_dtype,
                 use_safetensors=True,
                 trust_remote_code=False,
                 local_files_only=local_only,
