@@ -524,6 +524,11 @@ OPTION_CASES = [
         ("rounds-text", ("--rounds", "abc"), "--rounds"),
         ("rounds-zero", ("--rounds", "0"), "rounds"),
         ("rounds-huge", ("--rounds", "100000000"), "rounds"),
+        (
+            "auctions-huge",  # 2442 * 4096 = 10_002_432 auctions > 1e7
+            ("--rounds", "2442", "--set", "auctions_per_round=4096"),
+            "rounds: rounds * auctions_per_round must be at most 10000000",
+        ),
         ("seed-text", ("--seed", "x"), "--seed"),
         ("seed-negative", ("--seed", "-5"), "seed"),
         ("threads-zero", ("--threads", "0"), "--threads"),

@@ -244,6 +244,20 @@ def test_dump_round_trips_with_query_file_and_local_model(tmp_path: Path) -> Non
     assert scenario_from_dict(tomllib.loads(text), tmp_path / "elsewhere") == scenario
 
 
+def test_rounds_times_auctions_per_round_is_bounded() -> None:
+    data = sample_data()
+    data["auctions_per_round"] = 4096
+    data["rounds"] = 2441  # 2441 * 4096 = 9_998_336 <= 1e7: accepted
+    assert scenario_from_dict(data).rounds == 2441
+    data["rounds"] = 2442  # 10_002_432 > 1e7
+    with pytest.raises(ScenarioError) as caught:
+        scenario_from_dict(data)
+    assert str(caught.value) == (
+        "rounds: rounds * auctions_per_round must be at most 10000000 (one row per auction, all "
+        "kept in memory), got 2442 * 4096 = 10002432"
+    )
+
+
 def test_dump_contains_every_default_and_no_none() -> None:
     data = sample_data()
     del data["lambda_sweep"]

@@ -15,8 +15,9 @@ producing NaN or an overflow rounds later. The reasons, per bound:
   distortion is an exponent ``p ** s`` taken as ``s * log p`` with ``log p >= -1e4``.
 * Learning and exploration rates lie in ``[0, 100]`` (they scale bounded losses inside ``exp``).
 * ``seed`` fits the 63-bit seed bound of the market (``2**63 - 1``, numpy's and torch's
-  generators take it); ``rounds`` is at most ``1e7`` (a run writes one row per round and keeps
-  every row in memory until it ends).
+  generators take it); ``rounds`` is at most ``1e7``, and so is the number of auctions
+  ``rounds * auctions_per_round`` (a run writes one row per auction and keeps every row in
+  memory until it ends).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ SEED_MAX = 2**63 - 1
 
 MAX_ROUNDS = 10**7
 """Largest ``rounds`` (and ``regret.every``, ``eva.evolve_every``)."""
+
+MAX_AUCTIONS = 10**7
+"""Largest ``rounds * auctions_per_round``: the auctions of a run, one row each, all in memory."""
 
 MIN_TEMPERATURE = 1e-3
 """Smallest temperature-like divisor (see the module docstring)."""

@@ -32,6 +32,7 @@ from market_sim.eva.vocabulary import (
 from market_sim.lm.references import ModelReferenceError, parse_model_reference
 from market_sim.prompting import PROMPT_FORMATS
 from market_sim.scenario.bounds import (
+    MAX_AUCTIONS,
     MAX_LEARNING_RATE,
     MAX_LOG_SIGMA,
     MAX_LOG_VALUATION,
@@ -402,6 +403,7 @@ def scenario_from_dict(
     base = Path.cwd() if base_dir is None else Path(base_dir).expanduser().resolve()
     check_known_keys(table, (*SCENARIO_SPECS, *SCENARIO_TABLES), "")
     scalars = {name: parse_field(table, name, spec, "") for name, spec in SCENARIO_SPECS.items()}
+    check_auction_count(scalars["rounds"], scalars["auctions_per_round"])
     model = parse_model(optional_table(table, "model"), base, bundled_models)
     mechanism_table = optional_table(table, "mechanism")
     mechanism = parse_mechanism(mechanism_table)
@@ -420,6 +422,22 @@ def scenario_from_dict(
         eva=parse_eva(table.get("eva"), queries),
         audit=parse_audit(table.get("audit"), mechanism_table),
     )
+
+
+def check_auction_count(rounds: int, auctions_per_round: int) -> None:
+    """Refuse more than :data:`~market_sim.scenario.bounds.MAX_AUCTIONS` auctions in a run.
+
+    Raises:
+        ScenarioError: ``rounds * auctions_per_round > MAX_AUCTIONS`` (every auction's row is
+            kept in memory until the run ends).
+    """
+    if rounds * auctions_per_round > MAX_AUCTIONS:
+        raise ScenarioError(
+            "rounds",
+            f"rounds * auctions_per_round must be at most {MAX_AUCTIONS} (one row per auction, "
+            f"all kept in memory), got {rounds} * {auctions_per_round} = "
+            f"{rounds * auctions_per_round}",
+        )
 
 
 def scenario_to_dict(scenario: Scenario) -> dict[str, Any]:
