@@ -10,12 +10,17 @@ during normal runs.
 
 Only rounds of one auction (``auctions_per_round = 1``) replay exactly: with K auctions per round
 the platform draws the K replies from one generator, so a single auction would not see the same
-random numbers; those runs are refused.
+random numbers; those runs are refused. CPU reductions split their work by torch thread, so the
+replay runs with the thread count the run recorded (``execution.torch_threads`` of its
+``summary.json``, :func:`recorded_threads`); a replay that still differs is reported in one line
+on stderr and draws nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,10 +30,11 @@ import torch
 
 import market_sim.platform.token_auction as token_auction_platform
 from market_sim.lm.model import LanguageModel
-from market_sim.platform.base import Bidder, Report
+from market_sim.platform.base import Bidder, Platform, Report
 from market_sim.platform.registry import build_platform
 from market_sim.result_files import atomic_write, check_finite_frame
-from market_sim.scenario import scenario_from_dict
+from market_sim.results import SUMMARY_FILE
+from market_sim.scenario import Scenario, scenario_from_dict
 
 TOKENS_FILE = "tokens.parquet"
 USER = "user"
@@ -66,6 +72,37 @@ def observe_steps() -> Iterator[list[dict[str, torch.Tensor]]]:
         token_auction_platform.run_token_auction_step = original
 
 
+def recorded_thread_count(run_dir: Path) -> int | None:
+    """``execution.torch_threads`` of the run's ``summary.json``; None when it records none."""
+    try:
+        summary = json.loads((Path(run_dir) / SUMMARY_FILE).read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    execution = summary.get("execution") if isinstance(summary, dict) else None
+    threads = execution.get("torch_threads") if isinstance(execution, dict) else None
+    is_count = isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1
+    return threads if is_count else None
+
+
+@contextlib.contextmanager
+def recorded_threads(run_dir: Path) -> Iterator[int]:
+    """Run the block with the torch CPU thread count the run recorded; restore the previous one.
+
+    Without a recorded count (:func:`recorded_thread_count`) the current count is kept.
+
+    Yields:
+        The thread count in effect inside the block.
+    """
+    previous = torch.get_num_threads()
+    recorded = recorded_thread_count(run_dir)
+    if recorded is not None:
+        torch.set_num_threads(recorded)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
+
+
 def carriers(
     step: dict[str, torch.Tensor], platform_weight: float
 ) -> tuple[list[int], list[float]]:
@@ -94,6 +131,8 @@ def carriers(
 def trace_run(run_dir: Path, lm: LanguageModel, rounds: int = 3) -> pl.DataFrame:
     """Replay the first ``rounds`` rounds of a token-auction run; one row per generated token.
 
+    The replay runs with the run's recorded torch thread count (:func:`recorded_threads`).
+
     Returns:
         Columns ``round, position, token_id, token, carrier, carrier_share, payment,
         replay_matches`` (the replayed reply equals the recorded one).
@@ -112,8 +151,20 @@ def trace_run(run_dir: Path, lm: LanguageModel, rounds: int = 3) -> pl.DataFrame
         raise ValueError(f"{run_dir}: only runs of one auction per round replay exactly")
     recorded = pl.read_parquet(run_dir / "rounds.parquet").sort("round").head(rounds)
     agents = pl.read_parquet(run_dir / "agents.parquet")
-    names = [advertiser.name for advertiser in scenario.advertisers]
     platform = build_platform(scenario.mechanism, lm, scenario.queries.items)
+    with recorded_threads(run_dir):
+        return replay_rounds(scenario, recorded, agents, platform, lm)
+
+
+def replay_rounds(
+    scenario: Scenario,
+    recorded: pl.DataFrame,
+    agents: pl.DataFrame,
+    platform: Platform,
+    lm: LanguageModel,
+) -> pl.DataFrame:
+    """The rows of :func:`trace_run` for the ``recorded`` rounds (``rounds.parquet`` rows)."""
+    names = [advertiser.name for advertiser in scenario.advertisers]
     rows = []
     for record in recorded.iter_rows(named=True):
         mine = agents.filter(pl.col("round") == record["round"])
@@ -162,7 +213,8 @@ def plot_run_tokens(run_dir: Path, out_dir: Path, rounds: int = 3) -> list[Path]
     Returns:
         The files written; [] when ``run_dir`` is not a token-auction run of one auction per
         round, or when the replay does not reproduce the recorded replies (nothing is drawn
-        from a replay that differs).
+        from a replay that differs; one line on stderr names the run and the first round that
+        differs).
     """
     from analysis.tokens import plot_token_ownership
 
@@ -174,7 +226,15 @@ def plot_run_tokens(run_dir: Path, out_dir: Path, rounds: int = 3) -> list[Path]
         return []
     lm = LanguageModel.load(scenario.model.path, scenario.model.device, scenario.model.dtype)
     tokens = trace_run(run_dir, lm, rounds)
-    if tokens.height == 0 or not tokens["replay_matches"].all():
+    if tokens.height == 0:
+        return []
+    if not tokens["replay_matches"].all():
+        first = int(tokens.filter(~pl.col("replay_matches"))["round"].min())
+        print(
+            f"market-sim: warning: {run_dir}: the replay of round {first} does not reproduce the "
+            "recorded reply (another torch version, device or thread count?); no token figure",
+            file=sys.stderr,
+        )
         return []
     out_dir.mkdir(parents=True, exist_ok=True)
     check_finite_frame(tokens, TOKENS_FILE)

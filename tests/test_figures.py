@@ -3,6 +3,7 @@
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 import pytest
@@ -21,6 +22,9 @@ from analysis.plots import (
     revenue_figure,
     welfare_figure,
 )
+
+if TYPE_CHECKING:
+    from market_sim.lm.model import LanguageModel
 
 ROUNDS = 4
 SLOT_VALUE = 24.0
@@ -252,19 +256,18 @@ def test_carrier_is_the_largest_weighted_share_or_the_ex_post_owner():
     assert index == [2] and math.isclose(share[0], 0.06 / 0.22, rel_tol=1e-6)
 
 
-def test_token_trace_replays_the_run_and_its_payments_add_up(tmp_path, random_model_dir, random_lm):
+def write_token_auction_run(folder: Path, model_dir: Path, lm: "LanguageModel") -> Path:
+    """A 3-round token-auction run of the random model in ``folder / "run"``; its folder."""
     import tomli_w
 
-    from analysis.tokens import token_figure, token_html
     from market_sim.run import run_scenario
     from market_sim.scenario import load_scenario
-    from market_sim.token_trace import trace_run
 
     data = {
         "name": "trace",
         "seed": 2,
         "rounds": 3,
-        "model": {"path": str(random_model_dir), "device": "cpu"},
+        "model": {"path": str(model_dir), "device": "cpu"},
         "mechanism": {"kind": "token_auction", "max_new_tokens": 5},
         "queries": {"items": ["vacation in Hawaii"]},
         "advertisers": [
@@ -280,8 +283,16 @@ def test_token_trace_replays_the_run_and_its_payments_add_up(tmp_path, random_mo
             },
         ],
     }
-    (tmp_path / "trace.toml").write_text(tomli_w.dumps(data))
-    run_scenario(load_scenario(tmp_path / "trace.toml"), out_dir=tmp_path / "run", lm=random_lm)
+    (folder / "trace.toml").write_text(tomli_w.dumps(data))
+    run_scenario(load_scenario(folder / "trace.toml"), out_dir=folder / "run", lm=lm)
+    return folder / "run"
+
+
+def test_token_trace_replays_the_run_and_its_payments_add_up(tmp_path, random_model_dir, random_lm):
+    from analysis.tokens import token_figure, token_html
+    from market_sim.token_trace import trace_run
+
+    write_token_auction_run(tmp_path, random_model_dir, random_lm)
     tokens = trace_run(tmp_path / "run", random_lm, rounds=2)
     assert tokens["replay_matches"].all() and tokens["round"].unique().sort().to_list() == [0, 1]
     recorded = pl.read_parquet(tmp_path / "run" / "rounds.parquet").head(2)
@@ -297,3 +308,30 @@ def test_token_trace_replays_the_run_and_its_payments_add_up(tmp_path, random_mo
     assert legend == ["user", "Alpha", "Beta"]
     snippet = token_html(tokens.with_columns(pl.lit("<b>").alias("token")), [0], ["Alpha", "Beta"])
     assert "&lt;b&gt;" in snippet and "<b>" not in snippet
+
+
+def test_token_replay_uses_the_recorded_threads_and_warns_when_it_differs(
+    tmp_path, random_model_dir, random_lm, capsys
+):
+    import torch
+
+    from market_sim.token_trace import plot_run_tokens, recorded_threads
+
+    run = write_token_auction_run(tmp_path, random_model_dir, random_lm)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["execution"]["torch_threads"] == torch.get_num_threads() == 1  # conftest
+    summary["execution"]["torch_threads"] = 2
+    (run / "summary.json").write_text(json.dumps(summary))
+    with recorded_threads(run) as threads:
+        assert threads == torch.get_num_threads() == 2
+    assert torch.get_num_threads() == 1  # restored
+    # a recorded reply the replay cannot reproduce: round 1's text changed
+    rounds = pl.read_parquet(run / "rounds.parquet")
+    changed = pl.when(pl.col("round") == 1).then(pl.lit("not the reply")).otherwise("text")
+    rounds.with_columns(changed.alias("text")).write_parquet(run / "rounds.parquet")
+    assert plot_run_tokens(run, tmp_path / "figures", rounds=2) == []
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"market-sim: warning: {run}: the replay of round 1 does not reproduce the recorded "
+        "reply (another torch version, device or thread count?); no token figure"
+    )
+    assert not (tmp_path / "figures").exists() and torch.get_num_threads() == 1
