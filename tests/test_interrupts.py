@@ -351,11 +351,19 @@ def test_signal_during_the_rounds_of_a_run(tmp_path, scenario, signum, monkeypat
         return step(market)
 
     monkeypatch.setattr(MarketModel, "step", step_then_signal)
+    # A shell starts a background job with SIGINT ignored, and Python then leaves it ignored
+    # (a CI runner may start pytest so): give this process Python's usual Ctrl-C handler, as an
+    # interactive `market-sim run` has, for the test's duration.
+    interrupt_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     terminate_handler = signal.getsignal(signal.SIGTERM)
     out = tmp_path / "run"
-    assert (
-        main(["run", str(scenario), "--rounds", "1000", "--out", str(out), "--no-progress"]) == 130
-    )
+    try:
+        status = main(
+            ["run", str(scenario), "--rounds", "1000", "--out", str(out), "--no-progress"]
+        )
+    finally:
+        signal.signal(signal.SIGINT, interrupt_handler)
+    assert status == 130
     error = capsys.readouterr().err  # in process, model loading's bar and warnings come first
     assert error.splitlines()[-1] == "market-sim: interrupted"
     assert error.count("market-sim") == 1 and "Traceback" not in error
