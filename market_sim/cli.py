@@ -414,8 +414,8 @@ def command_run(args: argparse.Namespace, scenario_path: Path) -> None:
         command_run_replicates(args, scenario)
         return
     out_dir = checked_run_dir(args, scenario)
-    warn_if_slow(scenario)
     lm = load_scenario_model(scenario, args.threads)
+    warn_if_slow(scenario)  # after every check, so a refused input prints only its error line
     from market_sim.report import format_run_summary
     from market_sim.run import run_scenario
 
@@ -438,8 +438,8 @@ def command_run_replicates(args: argparse.Namespace, scenario) -> None:
         )
         for r in replicas
     ]
-    warn_if_slow(scenario)
     lm = load_scenario_model(scenario, args.threads)
+    warn_if_slow(scenario)  # after every check, so a refused input prints only its error line
     from market_sim.report import format_run_summary
     from market_sim.run import run_replicates
 

@@ -207,6 +207,10 @@ def test_devices_that_do_not_exist_are_one_line(tmp_path, random_model_dir, caps
         "market-sim: error: model.device: device 'mps' requested but MPS (Apple GPUs) is not "
         "available here; use 'cpu' or 'auto'\n"
     )
+    # a slow setting's warning waits until every check has passed: still exactly one line
+    slow = ["--set", "regret.every=1", "--rounds", "200"]
+    assert main(["run", str(scenario), "--device", "mps", "--out", str(out), *slow]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
     assert main(["run", str(scenario), "--device", "cuda:99", "--out", str(out)]) == 2
     error = capsys.readouterr().err
     assert error.startswith("market-sim: error: model.device: device 'cuda:99'")
