@@ -360,10 +360,10 @@ def load_scenario_model(scenario, threads: int):
     config = scenario.model
     lm = load_checked_model(config.path, config.device, config.dtype, threads)
     try:
-        check_model_fits(scenario, lm)
+        check_model_fits(scenario, lm)  # also checks model.prompt_format against the tokenizer
     except ScenarioError as error:
         raise UsageError(str(error)) from None
-    return lm
+    return lm.with_prompt_format(config.prompt_format)
 
 
 def checked_out_dir(out: Path | None, default: Path) -> Path:

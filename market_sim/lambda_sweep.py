@@ -52,6 +52,7 @@ def run_lambda_sweep(
     sweep = scenario.lambda_sweep
     if sweep is None or len(scenario.advertisers) != 2:
         raise ValueError("lambda_sweep: needs a [lambda_sweep] table and exactly two advertisers")
+    lm = lm.with_prompt_format(scenario.model.prompt_format)
     first, second = scenario.advertisers
     mechanism = scenario.mechanism
     auctions = [(lam, sample) for lam in sweep.lambdas for sample in range(sweep.samples)]

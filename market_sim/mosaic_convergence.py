@@ -31,7 +31,6 @@ from market_sim.lm.model import LanguageModel, complete_reply
 from market_sim.market.valuations import expected_valuation
 from market_sim.mechanisms.mosaic import convergence_curve
 from market_sim.platform.candidate_scoring import draw_candidates, score_replies
-from market_sim.prompting import build_prompt
 from market_sim.results import atomic_write, atomic_write_json, atomic_write_text
 from market_sim.scenario import Scenario
 from market_sim.scenario.load import dump_scenario_toml
@@ -54,7 +53,7 @@ def query_curves(
 ) -> list[dict[str, Any]]:
     """The convergence rows of one query (every proposal, every M)."""
     mechanism = scenario.mechanism
-    prompts = {"reference": build_prompt(query), "context_aware": build_prompt(query, contexts)}
+    prompts = {"reference": lm.prompt(query), "context_aware": lm.prompt(query, contexts)}
     draws = draw_candidates(
         lm,
         list(prompts.values()),
@@ -151,6 +150,7 @@ def run_convergence(
             f"mechanism.kind: the convergence experiment needs 'mosaic', got "
             f"{scenario.mechanism.kind!r}"
         )
+    lm = lm.with_prompt_format(scenario.model.prompt_format)
     config = scenario.convergence or ConvergenceConfig()
     contexts = [advertiser.context for advertiser in scenario.advertisers]
     valuations = torch.tensor(

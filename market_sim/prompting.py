@@ -128,6 +128,27 @@ def resolve_prompt_format(requested: str, tokenizer: Any) -> str:
     return requested
 
 
+CHAT_TASK_ANSWER_INSTRUCTION = "Answer with the result only, on one line."
+"""Appended to a task's request in chat format, where no plain-text answer cue ends the prompt."""
+
+
+def build_chat_task(tokenizer: Any, request: str) -> str:
+    """A task (e.g. eva's query rewrite) as a chat prompt: the request is the user message.
+
+    The system message is :data:`CHAT_SYSTEM_INSTRUCTION`, as in every chat prompt; the user
+    message is the request followed by :data:`CHAT_TASK_ANSWER_INSTRUCTION`, which does in chat
+    what the plain format's trailing answer cue (``Rewritten query:``) does: it asks for the
+    result alone, so that the first line of the reply can be read as the answer.
+    """
+    if not has_chat_template(tokenizer):
+        raise ValueError("the tokenizer has no chat template; use prompt_format 'plain'")
+    messages = [
+        {"role": "system", "content": CHAT_SYSTEM_INSTRUCTION},
+        {"role": "user", "content": f"{request}\n{CHAT_TASK_ANSWER_INSTRUCTION}"},
+    ]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
 @dataclass(frozen=True)
 class PromptBuilder:
     """The one prompt builder of a model: ``builder(query, contexts) -> prompt text``.
@@ -145,6 +166,17 @@ class PromptBuilder:
         if self.format == "chat":
             return build_chat_prompt(self.tokenizer, query, contexts)
         return build_prompt(query, contexts)
+
+    def task(self, request: str, answer_cue: str) -> str:
+        """A task prompt: the request and the answer cue (plain), or :func:`build_chat_task`.
+
+        Args:
+            request: What the model is asked to do, including its input.
+            answer_cue: The plain format's last line, e.g. ``"Rewritten query:"``.
+        """
+        if self.format == "chat":
+            return build_chat_task(self.tokenizer, request)
+        return f"{request}\n{answer_cue}"
 
 
 def prompt_builder(requested: str, tokenizer: Any) -> PromptBuilder:

@@ -187,6 +187,7 @@ def run_provenance(lm: LanguageModel, reference: str, scenario_toml: str) -> dic
         "provenance": {
             "model": model,
             "dtype": model_dtype(lm),
+            "prompt_format": lm.prompt_format,
             "scenario_sha256": scenario_sha256(scenario_toml),
         },
         "execution": {

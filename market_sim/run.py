@@ -67,7 +67,16 @@ def make_run_id(scenario_toml: str, scenario: Scenario, threads: int = 1) -> str
 def load_scenario_model(scenario: Scenario, device: str | None = None) -> LanguageModel:
     """Load the scenario's language model (``device`` overrides ``model.device``)."""
     config = scenario.model
-    return LanguageModel.load(config.path, device=device or config.device, dtype=config.dtype)
+    return LanguageModel.load(
+        config.path, device or config.device, config.dtype, config.prompt_format
+    )
+
+
+def scenario_model(scenario: Scenario, lm: LanguageModel | None = None) -> LanguageModel:
+    """``lm`` (else the scenario's model, loaded) with the scenario's ``model.prompt_format``."""
+    if lm is None:
+        return load_scenario_model(scenario)
+    return lm.with_prompt_format(scenario.model.prompt_format)
 
 
 def run_scenario(
@@ -89,7 +98,7 @@ def run_scenario(
         The records and the summary.
     """
     seed_everything(scenario.seed)
-    lm = lm or load_scenario_model(scenario)
+    lm = scenario_model(scenario, lm)
     check_model_fits(scenario, lm)  # ScenarioError before round 0, not an IndexError mid-run
     market, scenario_toml = build_market(scenario, lm)
     started = time.perf_counter()
@@ -135,7 +144,7 @@ def run_replicates(
     if len(folders) != len(seeds):
         raise ValueError(f"{len(folders)} results folders for {len(seeds)} seeds")
     seed_everything(seeds[0])
-    lm = lm or load_scenario_model(scenario)
+    lm = scenario_model(scenario, lm)
     check_model_fits(scenario, lm)
     built = [build_market(dataclasses.replace(scenario, seed=seed), lm) for seed in seeds]
     markets = [market for market, _ in built]

@@ -224,7 +224,8 @@ def plot_run_tokens(run_dir: Path, out_dir: Path, rounds: int = 3) -> list[Path]
     scenario = scenario_from_dict(tomllib.loads(scenario_path.read_text("utf-8")))
     if scenario.mechanism.kind != "token_auction" or scenario.auctions_per_round != 1:
         return []
-    lm = LanguageModel.load(scenario.model.path, scenario.model.device, scenario.model.dtype)
+    model = scenario.model
+    lm = LanguageModel.load(model.path, model.device, model.dtype, model.prompt_format)
     tokens = trace_run(run_dir, lm, rounds)
     if tokens.height == 0:
         return []

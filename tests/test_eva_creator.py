@@ -35,6 +35,7 @@ from market_sim.eva.vocabulary import (
     DEFAULT_PERSONAS,
     EVOLVE_OPERATORS,
 )
+from market_sim.prompting import PromptBuilder
 from market_sim.scenario import scenario_from_dict
 
 SEEDS = (
@@ -702,6 +703,7 @@ class FakeLM:
     def __init__(self, reply):
         self.reply = reply
         self.calls = []
+        self.prompt = PromptBuilder("plain")  # the bundled LM's format
 
     def sample(self, prompts, max_new_tokens, temperature, seed):
         self.calls.append((prompts, max_new_tokens, temperature, seed))

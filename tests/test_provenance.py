@@ -68,6 +68,7 @@ def test_summary_records_versions_model_hashes_and_scenario(tmp_path, random_mod
     scenario_text = (out / "scenario.toml").read_bytes()
     assert summary["provenance"]["scenario_sha256"] == hashlib.sha256(scenario_text).hexdigest()
     assert summary["provenance"]["dtype"] == "float32"
+    assert summary["provenance"]["prompt_format"] == "plain"  # the random model has no template
     execution = summary["execution"]
     assert execution["model_folder"] == str(random_model_dir.resolve())
     assert execution["device"] == "cpu" and execution["torch_threads"] == torch.get_num_threads()

@@ -15,13 +15,9 @@ random Llama stays below 2e-6. One wrong position or an attended pad moves log-p
 1e-2 (see test_what_rope_parity_can_and_cannot_see).
 """
 
-from pathlib import Path
-
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-from tokenizers import decoders as tokenizer_decoders
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from random_llama import build_random_llama
 
 from market_sim.lm.cached_models import CachedModelMissingError, resolve_cached_model
 from market_sim.lm.decoding import decode_combined
@@ -38,48 +34,6 @@ QUERIES_AND_CONTEXTS = [
     ("Maui", (ALPHA, BETA)),
 ]
 CONTINUATIONS = [" Fly nonstop.", " Relax on the beach today", "", " Book"]
-TOKENIZER_TEXT = [
-    "Sponsor: Alpha Airlines: nonstop flights to Hawaii.",
-    "Sponsor: Beta Resort: beachfront rooms on Maui.",
-    "Query: vacation in Hawaii\nReply: Fly nonstop and relax on the beach.",
-    "Query: family trip to Maui with two kids and a dog\nReply: Book a room with an ocean view.",
-]
-
-
-def build_random_llama(folder: Path, seed: int = 0) -> Path:
-    """A 2-layer Llama (4 query heads, 2 key/value heads, RoPE) with a small BPE tokenizer."""
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = tokenizer_decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=["</s>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tokenizer.train_from_iterator(TOKENIZER_TEXT * 5, trainer)
-    wrapped = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, eos_token="</s>", bos_token="</s>", pad_token="</s>"
-    )
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(wrapped),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-        # Larger than the default 0.02 so that attention, hence position, visibly moves the
-        # logits (a near-uniform model would pass a parity test whatever the positions).
-        initializer_range=0.2,
-        eos_token_id=wrapped.eos_token_id,
-        bos_token_id=wrapped.eos_token_id,
-        pad_token_id=wrapped.eos_token_id,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
-    wrapped.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module", params=["random-llama", "smollm2"])

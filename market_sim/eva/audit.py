@@ -247,6 +247,7 @@ def run_audit(
         ``audit.parquet`` rows sorted by mechanism, method, seed, query id.
     """
     check_run_arguments(generations, seeds)
+    lm = lm.with_prompt_format(scenario.model.prompt_format)
     audit = scenario.audit or AuditConfig()
     frames = [
         audit_mechanism(scenario, lm, replace(mechanism), generations, seed, audit.uniform)

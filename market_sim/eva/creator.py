@@ -242,12 +242,25 @@ def added_part(parent: StructuredQuery, child: StructuredQuery, operator: str) -
     return child.topic  # shift_topic, mix
 
 
-def rewrite_prompt(parent_text: str, instruction: str) -> str:
-    """The LM prompt of a rewrite (plain text: instruction-tuned models answer on one line)."""
-    return (
-        "Rewrite the search query as a new search query. "
-        f"{instruction}\nQuery: {parent_text}\nRewritten query:"
-    )
+REWRITE_ANSWER_CUE = "Rewritten query:"
+"""Last line of a plain-format rewrite prompt; chat prompts ask for the answer alone instead."""
+
+
+def rewrite_request(parent_text: str, instruction: str) -> str:
+    """What a rewrite asks of the LM: the task, the operator's instruction and the parent."""
+    return f"Rewrite the search query as a new search query. {instruction}\nQuery: {parent_text}"
+
+
+def rewrite_prompt(parent_text: str, instruction: str, lm=None) -> str:
+    """The LM prompt of a rewrite, in the model's prompt format (plain when ``lm`` is None).
+
+    Plain: :func:`rewrite_request` then ``Rewritten query:``; chat:
+    :meth:`market_sim.prompting.PromptBuilder.task` (the request as the user message).
+    """
+    request = rewrite_request(parent_text, instruction)
+    if lm is None:
+        return f"{request}\n{REWRITE_ANSWER_CUE}"
+    return lm.prompt.task(request, REWRITE_ANSWER_CUE)
 
 
 def valid_rewrite(text: str, parent_text: str, must_contain: str) -> bool:
@@ -273,8 +286,8 @@ class LMRewriter:
     :func:`valid_rewrite` says so. Counters record how often it was used.
 
     Args:
-        lm: A :class:`~market_sim.lm.model.LanguageModel` (only ``sample`` and ``decode`` are
-            used).
+        lm: A :class:`~market_sim.lm.model.LanguageModel` (``prompt``, ``sample`` and
+            ``decode`` are used).
         max_new_tokens: Length cap of a rewrite.
         temperature: Sampling temperature.
     """
@@ -293,7 +306,7 @@ class LMRewriter:
         new = added_part(parent.query, child, operator)
         instruction = OPERATOR_INSTRUCTIONS[operator].format(new=new)
         tokens = self.lm.sample(
-            [rewrite_prompt(parent.text, instruction)],
+            [rewrite_prompt(parent.text, instruction, self.lm)],
             self.max_new_tokens,
             self.temperature,
             seed,

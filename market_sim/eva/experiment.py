@@ -386,6 +386,7 @@ def run_eva(
         The combined tables, sorted by seed, method, generation.
     """
     check_run_arguments(generations, seeds)
+    lm = lm.with_prompt_format(scenario.model.prompt_format)
     scenario_toml = dump_scenario_toml(scenario)
     tables, lineages = [], []
     for seed in seeds:

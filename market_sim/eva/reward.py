@@ -32,9 +32,7 @@ import torch
 
 from market_sim.lm.model import LanguageModel, complete_reply
 from market_sim.platform.candidate_scoring import ReplySampling, score_replies
-from market_sim.prompting import build_prompt
 
-EMPTY_QUERY_PROMPT = build_prompt("")
 """The prompt of the user score's baseline: a reply with no query."""
 
 
@@ -106,7 +104,7 @@ class ReplyReward:
             replies,
             sampling.max_new_tokens,
             sampling.temperature,
-            extra_prompts=[EMPTY_QUERY_PROMPT] * len(replies),
+            extra_prompts=[self.judge.prompt("")] * len(replies),
             relevance_temperature=sampling.relevance_temperature,
             max_rows=sampling.max_rows,
         )

@@ -18,7 +18,6 @@ from market_sim.eva.pool import PoolQuery
 from market_sim.eva.reward import ReplyReward
 from market_sim.lm.model import LanguageModel
 from market_sim.lm.preference import PreferencePair
-from market_sim.prompting import build_prompt
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,7 @@ def sample_and_score(
     """
     sampling = reward.sampling
     k = replies_per_query
-    rows = [build_prompt(text) for text in texts for _ in range(k)]
+    rows = [policy.prompt(text) for text in texts for _ in range(k)]
     flat = policy.sample(rows, sampling.max_new_tokens, sampling.temperature, seed) if rows else []
     breakdown = reward.score([text for text in texts for _ in range(k)], flat)
     shape = (len(texts), k)
@@ -91,7 +90,7 @@ def best_worst_pairs(
             continue
         pairs.append(
             PreferencePair(
-                prompt=build_prompt(text),
+                prompt=policy.prompt(text),
                 chosen=policy.decode(scored.replies[q][best]),
                 rejected=policy.decode(scored.replies[q][worst]),
             )

@@ -197,7 +197,7 @@ def reward_weighted_fine_tune(
         parameter.requires_grad_(False)
     ess = float(np.mean(1.0 / np.sum(weights**2, axis=1)))
     return FineTuneResult(
-        lm=LanguageModel(model, lm.tokenizer, name=f"{lm.name}+rwr"),
+        lm=LanguageModel(model, lm.tokenizer, f"{lm.name}+rwr", lm.prompt_format),
         losses=losses,
         mean_reward_base=float(np.mean(rewards)),
         effective_sample_size=ess,
@@ -457,7 +457,12 @@ class InterpolatedPolicies:
         with torch.no_grad():
             self._working.load_state_dict(interpolate_state_dicts(states, coefficients))
         label = ",".join(f"{c:g}" for c in coefficients)
-        return LanguageModel(self._working, self.base.tokenizer, name=f"{self.base.name}@[{label}]")
+        return LanguageModel(
+            self._working,
+            self.base.tokenizer,
+            f"{self.base.name}@[{label}]",
+            self.base.prompt_format,
+        )
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 This module knows nothing about auctions: it turns prompts into next-token log-probabilities,
 scores continuations, and samples plainly. The aggregated decoding loop lives in
-:mod:`market_sim.lm.decoding`.
+:mod:`market_sim.lm.decoding`. It carries one piece of wording: its prompt builder
+(:attr:`LanguageModel.prompt`, :mod:`market_sim.prompting`), chosen once per model so that every
+platform, reward model and eva step renders a (query, contexts) pair the same way.
 
 Batching convention: prompts of unequal length are *left*-padded, the attention mask marks real
 tokens, and position ids are ``attention_mask.cumsum(-1) - 1`` clamped at 0, so that a padded row
@@ -25,6 +27,7 @@ from market_sim.lm.loading import (
     resolve_dtype,
 )
 from market_sim.lm.references import hub_offline
+from market_sim.prompting import prompt_builder
 
 Prompt = str | Sequence[int]
 
@@ -76,12 +79,21 @@ class LanguageModel:
         model: A loaded causal LM (put in eval mode here).
         tokenizer: Its tokenizer.
         name: The reference it was loaded from, for the record.
+        prompt_format: ``auto``, ``plain`` or ``chat`` (:mod:`market_sim.prompting`); resolved
+            here against the tokenizer, so :attr:`prompt_format` is ``plain`` or ``chat``.
+
+    Raises:
+        ValueError: An unknown ``prompt_format``, or ``chat`` for a tokenizer without a chat
+            template.
     """
 
-    def __init__(self, model: PreTrainedModel, tokenizer, name: str = "") -> None:
+    def __init__(
+        self, model: PreTrainedModel, tokenizer, name: str = "", prompt_format: str = "auto"
+    ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
+        self.prompt = prompt_builder(prompt_format, tokenizer)
         self.device = next(model.parameters()).device
         eos = tokenizer.eos_token_id
         if eos is None:
@@ -90,8 +102,32 @@ class LanguageModel:
         pad = tokenizer.pad_token_id
         self.pad_token_id: int = pad if pad is not None else (self.eos_token_id or 0)
 
+    @property
+    def prompt_format(self) -> str:
+        """``plain`` or ``chat``: how :attr:`prompt` renders (query, contexts) for this model."""
+        return self.prompt.format
+
+    def with_prompt_format(self, prompt_format: str) -> LanguageModel:
+        """This model (same weights, tokenizer and device) with another prompt format.
+
+        Returns ``self`` when the resolved format is already this model's.
+
+        Raises:
+            ValueError: See the class.
+        """
+        builder = prompt_builder(prompt_format, self.tokenizer)
+        if builder.format == self.prompt_format:
+            return self
+        return LanguageModel(self.model, self.tokenizer, self.name, builder.format)
+
     @classmethod
-    def load(cls, reference: str = "bundled:tiny-ads", device: str = "auto", dtype: str = "auto"):
+    def load(
+        cls,
+        reference: str = "bundled:tiny-ads",
+        device: str = "auto",
+        dtype: str = "auto",
+        prompt_format: str = "auto",
+    ):
         """Load a model reference (see :mod:`market_sim.lm.loading`) onto a device.
 
         Weights are read with safetensors only; remote code is never trusted (transformers
@@ -125,7 +161,7 @@ class LanguageModel:
             raise ModelNotFoundError(
                 f"transformers cannot load {resolved.text!r}: {type(error).__name__}: {first_line}"
             ) from None
-        return cls(model.to(torch_device), tokenizer, name=reference)
+        return cls(model.to(torch_device), tokenizer, name=reference, prompt_format=prompt_format)
 
     @property
     def max_positions(self) -> int | None:

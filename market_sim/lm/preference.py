@@ -345,7 +345,7 @@ def dpo_fine_tune(
     model.eval()
     model.requires_grad_(False)
     return DPOResult(
-        lm=LanguageModel(model, lm.tokenizer, name=f"{lm.name}+dpo"),
+        lm=LanguageModel(model, lm.tokenizer, f"{lm.name}+dpo", lm.prompt_format),
         losses=losses,
         margins=margins,
         accuracies=accuracies,

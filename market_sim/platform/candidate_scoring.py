@@ -28,7 +28,6 @@ import torch
 
 from market_sim.lm.model import LanguageModel, complete_reply
 from market_sim.mechanisms.mosaic import relevance_scores
-from market_sim.prompting import build_prompt
 
 DEFAULT_MAX_ROWS = 512
 """Scoring rows per forward (bounds activation memory: rows x length x vocabulary floats)."""
@@ -181,10 +180,10 @@ def score_replies(
     row_contexts: list[str] = []
     row_continuations: list[list[int]] = []
     for r, (query, reply) in enumerate(zip(queries, replies, strict=True)):
-        row_contexts.append(build_prompt(query))
+        row_contexts.append(lm.prompt(query))
         if extra_prompts is not None:
             row_contexts.append(extra_prompts[r])
-        row_contexts.extend(build_prompt(query, [context]) for context in contexts)
+        row_contexts.extend(lm.prompt(query, [context]) for context in contexts)
         row_continuations.extend(
             [complete_reply(reply, max_new_tokens, lm.eos_token_id)] * per_reply
         )
@@ -290,7 +289,7 @@ def draw_and_score(
     Returns:
         ``(candidates, scores)``: A lists of M replies (EOS cut) and :class:`CandidateScores`.
     """
-    prompts = proposal_prompts or [build_prompt(q) for q in queries]
+    prompts = proposal_prompts or [lm.prompt(q) for q in queries]
     candidates = draw_candidates(
         lm, prompts, count, sampling.max_new_tokens, sampling.temperature, seed
     )

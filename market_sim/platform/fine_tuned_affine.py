@@ -66,7 +66,6 @@ from market_sim.platform.base import (
     check_batch,
 )
 from market_sim.platform.candidate_scoring import DEFAULT_MAX_ROWS, ReplySampling, score_replies
-from market_sim.prompting import build_prompt
 
 
 @dataclass(frozen=True)
@@ -204,7 +203,7 @@ class FineTunedAffineMaximizerPlatform:
 
     def build_grid(self, contexts: Sequence[str], seed: int) -> PolicyGrid:
         """Fine-tune one copy per group, interpolate, and estimate every grid point."""
-        prompts = [build_prompt(q) for q in self.queries]
+        prompts = [self.lm.prompt(q) for q in self.queries]
         copies = []
         for i, context in enumerate(contexts):
 

@@ -61,7 +61,6 @@ from market_sim.platform.candidate_scoring import (
     ReplySampling,
     draw_and_score,
 )
-from market_sim.prompting import build_prompt
 
 PROPOSALS: tuple[str, ...] = ("reference", "context_aware")
 RELEVANCE_EXPONENT_RANGE = (0.25, 4.0)
@@ -179,7 +178,7 @@ class MosaicPlatform:
         """The prompt each auction's candidates are drawn from (None: the reference prompt)."""
         if self.proposal == "reference":
             return None
-        return [build_prompt(q, list(c)) for q, c in zip(queries, contexts, strict=True)]
+        return [self.lm.prompt(q, list(c)) for q, c in zip(queries, contexts, strict=True)]
 
     def run_auctions(
         self, queries: Sequence[str], bidders: Sequence[Sequence[Bidder]], seed: int

@@ -40,7 +40,6 @@ from market_sim.platform.base import (
     ReportSpace,
     check_batch,
 )
-from market_sim.prompting import build_prompt
 
 REPLY_MODES: tuple[str, ...] = ("sampled", "cached")
 
@@ -131,7 +130,7 @@ class SlotAuctionPlatform:
         return [self._reply_cache[q] for q in queries]
 
     def _sample(self, queries: Sequence[str], seed: int) -> list[list[int]]:
-        prompts = [self.lm.encode(build_prompt(q)) for q in queries]
+        prompts = [self.lm.encode(self.lm.prompt(q)) for q in queries]
         return self.lm.sample(prompts, self.max_new_tokens, self.temperature, seed)
 
     def run_auctions(

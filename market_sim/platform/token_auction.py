@@ -33,7 +33,6 @@ from market_sim.platform.base import (
     ReportSpace,
     check_batch,
 )
-from market_sim.prompting import build_prompt
 
 SHARPEN_SEARCH_RANGE = (0.25, 4.0)
 """Sharpening exponents a deviation search or learner grid tries by default."""
@@ -124,7 +123,7 @@ class TokenAuctionPlatform:
         device = self.lm.device
         auction_count, agent_count = len(queries), len(bidders[0])
         prompts = [
-            [build_prompt(query)] + [build_prompt(query, [b.context]) for b in group]
+            [self.lm.prompt(query)] + [self.lm.prompt(query, [b.context]) for b in group]
             for query, group in zip(queries, bidders, strict=True)
         ]
         bids = torch.tensor(
