@@ -8,6 +8,7 @@ GGUF written with the `gguf` package, skipped when the `real-lm` extra is not in
 import hashlib
 import importlib.util
 import json
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -176,6 +177,13 @@ def test_cli_get_success_prints_manifest_and_reference(tmp_path, monkeypatch, ca
     reference = parse_model_reference("cache:fake-model")
     assert (reference.kind, reference.text) == ("local", "cache:fake-model")
     assert reference.source == str(model_folder(spec.name, root).resolve())
+    # A scenario on it records the weights hash of the manifest (no chat template: plain).
+    from market_sim.scenario import load_scenario
+
+    hawaii = Path(__file__).parent.parent / "scenarios" / "hawaii.toml"
+    model = load_scenario(hawaii, ['model.path="cache:fake-model"']).model
+    weights = (model_folder(spec.name, root) / "m.safetensors").read_bytes()
+    assert (model.prompt_format, model.weights_sha256) == ("plain", sha256(weights))
 
 
 def test_unknown_name_and_missing_extra(tmp_path, monkeypatch, capsys):
@@ -337,7 +345,7 @@ TINY_TEMPLATE = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% en
 @needs_extra
 def test_real_conversion_of_a_tiny_gguf_reproduces_the_model(tmp_path, monkeypatch):
     """The real converter through the whole `lm get`: same logits, same tokens, template kept."""
-    from test_rope_parity import build_random_llama
+    from random_llama import build_random_llama
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from market_sim.lm.model import LanguageModel
@@ -369,6 +377,45 @@ def test_real_conversion_of_a_tiny_gguf_reproduces_the_model(tmp_path, monkeypat
     monkeypatch.setitem(cached_models.KNOWN_MODELS, spec.name, spec)
     lm = LanguageModel.load("cache:fake-model", device="cpu")
     assert lm.name == "cache:fake-model" and lm.tokenizer.chat_template == TINY_TEMPLATE
+    assert lm.prompt_format == "chat"
+    # The resolved scenario records the prompt format and the manifest's weights hash.
+    from market_sim.scenario import ScenarioError, dump_scenario_toml, load_scenario
+
+    hawaii = Path(__file__).parent.parent / "scenarios" / "hawaii.toml"
+    scenario = load_scenario(hawaii, ['model.path="cache:fake-model"'])
+    (weights_hash,) = result.manifest["sha256"]["weights"].values()
+    dumped = tomllib.loads(dump_scenario_toml(scenario))["model"]
+    assert (dumped["prompt_format"], dumped["weights_sha256"]) == ("chat", weights_hash)
+    assert weights_hash == sha256((result.folder / "model.safetensors").read_bytes())
+    wrong = "0" * 64
+    with pytest.raises(ScenarioError) as error:
+        load_scenario(hawaii, ['model.path="cache:fake-model"', f'model.weights_sha256="{wrong}"'])
+    assert str(error.value) == (
+        f"model.weights_sha256: the weights of 'cache:fake-model' hash to {weights_hash}, not the "
+        f"pinned {wrong}"
+    )
+
+
+def test_weights_pin_on_a_local_folder(tmp_path, monkeypatch):
+    from random_llama import build_random_llama
+
+    from market_sim.scenario import ScenarioError, load_scenario
+
+    folder = build_random_llama(tmp_path / "model")
+    actual = sha256((folder / "model.safetensors").read_bytes())
+    hawaii = Path(__file__).parent.parent / "scenarios" / "hawaii.toml"
+    pinned = load_scenario(hawaii, [f'model.path="{folder}"', f'model.weights_sha256="{actual}"'])
+    assert pinned.model.weights_sha256 == actual
+    assert load_scenario(hawaii, [f'model.path="{folder}"']).model.weights_sha256 is None
+    with pytest.raises(ScenarioError) as error:
+        load_scenario(hawaii, [f'model.path="{folder}"', 'model.weights_sha256="ABC"'])
+    assert str(error.value) == (
+        "model.weights_sha256: 'ABC' is not a sha256 (64 lowercase hex digits)"
+    )
+    for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):  # a hub id is accepted unseen
+        monkeypatch.delenv(variable, raising=False)
+    with pytest.raises(ScenarioError, match=r"^model.weights_sha256: hub models cannot be pinned"):
+        load_scenario(hawaii, ['model.path="hub:gpt2"', f'model.weights_sha256="{actual}"'])
 
 
 def test_scenario_cache_path_missing_is_one_line(tmp_path, monkeypatch):

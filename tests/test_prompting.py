@@ -124,9 +124,10 @@ def test_scenario_prompt_format_is_validated_and_recorded():
     from market_sim.scenario import ScenarioError, dump_scenario_toml, load_scenario
 
     hawaii = Path(__file__).parent.parent / "scenarios" / "hawaii.toml"
-    assert load_scenario(hawaii).model.prompt_format == "auto"
-    scenario = load_scenario(hawaii, ['model.prompt_format="chat"'])
-    assert tomllib.loads(dump_scenario_toml(scenario))["model"]["prompt_format"] == "chat"
+    # auto is resolved from the tokenizer's files: the bundled LM has no chat template.
+    assert load_scenario(hawaii).model.prompt_format == "plain"
+    scenario = load_scenario(hawaii, ['model.prompt_format="plain"'])
+    assert tomllib.loads(dump_scenario_toml(scenario))["model"]["prompt_format"] == "plain"
     with pytest.raises(ScenarioError) as error:
         load_scenario(hawaii, ['model.prompt_format="xml"'])
     assert (

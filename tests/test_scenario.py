@@ -1,4 +1,5 @@
 import copy
+import dataclasses
 import hashlib
 import pickle
 import tomllib
@@ -108,7 +109,10 @@ valuation = { dist = "fixed", value = 2.0 }
     assert scenario.description == ""
     assert scenario.seed == 0
     assert scenario.rounds == 100
-    assert scenario.model == ModelConfig(path="bundled:tiny-ads", device="auto", dtype="auto")
+    # prompt_format "auto" is resolved from the tokenizer's files: the bundled LM has no template.
+    assert scenario.model == ModelConfig(
+        path="bundled:tiny-ads", device="auto", dtype="auto", prompt_format="plain"
+    )
     assert scenario.mechanism == MechanismConfig(
         kind="token_auction",
         aggregation="linear",
@@ -311,7 +315,9 @@ def test_scenario_to_dict_of_code_built_scenario() -> None:
         "bid_multiplier": 1.0,
         "sharpen": 1.0,
     }
-    assert scenario_from_dict(data) == scenario
+    # Loading resolves model.prompt_format "auto" (the code-built default) from the files.
+    resolved_model = dataclasses.replace(scenario.model, prompt_format="plain")
+    assert scenario_from_dict(data) == dataclasses.replace(scenario, model=resolved_model)
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -330,7 +336,8 @@ def test_unknown_nested_key() -> None:
     data = sample_data()
     data["model"]["colour"] = "red"
     assert str(error_for(data)) == (
-        "model.colour: unknown key; allowed keys: device, dtype, path, prompt_format"
+        "model.colour: unknown key; allowed keys: device, dtype, path, prompt_format, "
+        "weights_sha256"
     )
 
 

@@ -130,3 +130,17 @@ def resolve_cached_model(reference: str, root: Path | None = None) -> Path:
 def read_manifest(folder: Path) -> dict[str, Any]:
     """The manifest JSON that ``market-sim lm get`` wrote into a cached model folder."""
     return json.loads((Path(folder) / MANIFEST_FILE).read_text(encoding="utf-8"))
+
+
+def manifest_weights_sha256(folder: Path) -> str:
+    """The sha256 of a cached model's weights file, as its manifest records it.
+
+    ``market-sim lm get`` saves one ``model.safetensors`` per model and records its hash.
+
+    Raises:
+        ValueError: The manifest records no weights or more than one weights file.
+    """
+    weights = read_manifest(folder).get("sha256", {}).get("weights", {})
+    if not isinstance(weights, dict) or len(weights) != 1:
+        raise ValueError(f"{folder / MANIFEST_FILE} must record exactly one weights file")
+    return str(next(iter(weights.values())))

@@ -163,3 +163,39 @@ def check_model_folder(folder: Path, reference: str) -> None:
             f"'{folder}' has no {WEIGHTS_GLOB} weights (weights load through safetensors only; "
             "pickle checkpoints such as pytorch_model.bin are refused)"
         )
+
+
+CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
+"""Files in which transformers 5 saves a tokenizer's chat template (beside the tokenizer)."""
+
+
+def has_chat_template_file(reference: ModelReference) -> bool | None:
+    """Whether the model's tokenizer carries a chat template, read from its files only.
+
+    A template is in ``chat_template.jinja``, ``chat_template.json`` or the ``chat_template``
+    entry of ``tokenizer_config.json``.
+
+    Returns:
+        True or False for a bundled or local folder and for a hub model in the local hub cache;
+        None for a hub model not cached yet (decided when the tokenizer loads).
+    """
+    names = (*CHAT_TEMPLATE_FILES, "tokenizer_config.json")
+    if reference.kind == "hub":
+        from huggingface_hub import try_to_load_from_cache
+
+        found = {name: try_to_load_from_cache(reference.source, name) for name in names}
+        if not isinstance(found["tokenizer_config.json"], str):
+            return None
+        files = {name: Path(path) for name, path in found.items() if isinstance(path, str)}
+    else:
+        folder = Path(reference.source)
+        files = {name: folder / name for name in names if (folder / name).is_file()}
+    if any(name in files for name in CHAT_TEMPLATE_FILES):
+        return True
+    if "tokenizer_config.json" not in files:
+        return False
+    try:
+        config = json.loads(files["tokenizer_config.json"].read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None  # unreadable here: the tokenizer decides when it loads
+    return isinstance(config, dict) and bool(config.get("chat_template"))

@@ -29,7 +29,6 @@ from market_sim.eva.vocabulary import (
     DEFAULT_PERSONAS,
     EVOLVE_OPERATORS,
 )
-from market_sim.lm.references import ModelReferenceError, parse_model_reference
 from market_sim.prompting import PROMPT_FORMATS
 from market_sim.scenario.bounds import (
     MAX_AUCTIONS,
@@ -44,6 +43,11 @@ from market_sim.scenario.bounds import (
     MIN_LOG_VALUATION,
     MIN_TEMPERATURE,
     SEED_MAX,
+)
+from market_sim.scenario.model_table import (
+    model_reference,
+    resolved_prompt_format,
+    resolved_weights_sha256,
 )
 from market_sim.scenario.overrides import apply_overrides
 from market_sim.scenario.schema import (
@@ -142,6 +146,7 @@ MODEL_SPECS: dict[str, FieldSpec] = {
     "device": Text(non_empty=True, default="auto"),
     "dtype": Choice(DTYPES, default="auto"),
     "prompt_format": Choice(PROMPT_FORMATS, default="auto"),
+    "weights_sha256": Text(non_empty=True, default=None),
 }
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda|cuda:\d+|mps")
 
@@ -464,29 +469,19 @@ def optional_table(table: Mapping[str, Any], name: str) -> Mapping[str, Any]:
 def parse_model(
     table: Mapping[str, Any], base_dir: Path, bundled_models: Collection[str] | None
 ) -> ModelConfig:
-    """Validate ``[model]`` and resolve its path."""
+    """Validate ``[model]``; resolve its path, prompt format and weights hash from the files.
+
+    See :mod:`market_sim.scenario.model_table` for what the resolved table records.
+    """
     values = validate_fields(table, MODEL_SPECS, "model")
     if not DEVICE_PATTERN.fullmatch(values["device"]):
         message = f"unknown value {show(values['device'])}; allowed: {DEVICES_DESCRIPTION}"
         raise ScenarioError("model.device", message)
-    values["path"] = resolve_model_path(values["path"], base_dir, bundled_models)
+    reference = model_reference(values["path"], base_dir, bundled_models)
+    values["path"] = reference.text
+    values["prompt_format"] = resolved_prompt_format(values["prompt_format"], reference)
+    values["weights_sha256"] = resolved_weights_sha256(values["weights_sha256"], reference)
     return ModelConfig(**values)
-
-
-def resolve_model_path(path: str, base_dir: Path, bundled_models: Collection[str] | None) -> str:
-    """Check ``model.path`` (reading files only): ``bundled:``, ``cache:``, ``hub:`` or a folder.
-
-    What each form means is in :mod:`market_sim.lm.references`; anything that is not
-    ``bundled:``, ``cache:`` or ``hub:`` is a local folder, resolved against ``base_dir``.
-
-    Returns:
-        ``path`` unchanged for ``bundled:``, ``cache:`` and ``hub:`` references; the absolute
-        folder path otherwise.
-    """
-    try:
-        return parse_model_reference(path, base_dir, bundled_models).text
-    except ModelReferenceError as error:
-        raise ScenarioError("model.path", str(error)) from None
 
 
 def parse_mechanism(table: Mapping[str, Any], key: str = "mechanism") -> MechanismConfig:

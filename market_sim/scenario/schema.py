@@ -148,13 +148,17 @@ class ModelConfig:
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16``.
         prompt_format: ``auto`` (chat when the tokenizer has a chat template), ``plain`` or
-            ``chat``; see :mod:`market_sim.prompting`.
+            ``chat``; see :mod:`market_sim.prompting`. Resolved from the tokenizer's files when
+            the scenario loads (:mod:`market_sim.scenario.model_table`).
+        weights_sha256: sha256 of the model's one weights file: filled from the manifest of a
+            ``cache:`` model, or set by the user to pin the weights; None otherwise.
     """
 
     path: str = "bundled:tiny-ads"
     device: str = "auto"
     dtype: str = "auto"
     prompt_format: str = "auto"
+    weights_sha256: str | None = None
 
 
 @dataclass(frozen=True)
