@@ -74,3 +74,56 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(1)
+
+
+def write_stand_in_cached_model(root: Path, name: str) -> Path:
+    """A stand-in for a ``cache:<name>`` model: the files a scenario's parser reads, no weights.
+
+    ``config.json``, a placeholder ``model.safetensors``, a chat template and the manifest that
+    ``market-sim lm get`` writes, under ``root/models/<name>``. It parses (model.path,
+    prompt_format, weights_sha256) but cannot be loaded: tests use it where only the scenario is
+    read, so shipped scenarios on downloadable models are checked in CI, where nothing downloads.
+    """
+    import hashlib
+    import json
+
+    from market_sim.lm.cached_models import MANIFEST_FILE, model_folder
+
+    folder = model_folder(name, root)
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}", encoding="utf-8")
+    weights = b"stand-in weights"
+    (folder / "model.safetensors").write_bytes(weights)
+    (folder / "chat_template.jinja").write_text("{{ messages }}", encoding="utf-8")
+    manifest = {"sha256": {"weights": {"model.safetensors": hashlib.sha256(weights).hexdigest()}}}
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def shipped_scenario_models(tmp_path, monkeypatch):
+    """``prepare(path)``: make a shipped scenario's ``cache:`` model parseable.
+
+    The user's cache is used when it holds the model; otherwise ``MARKET_SIM_CACHE`` points at a
+    stand-in (:func:`write_stand_in_cached_model`).
+    """
+    import tomllib
+
+    from market_sim.lm.cached_models import (
+        CACHE_PREFIX,
+        CachedModelMissingError,
+        resolve_cached_model,
+    )
+
+    def prepare(path: Path) -> None:
+        reference = tomllib.loads(path.read_text("utf-8")).get("model", {}).get("path", "")
+        if not reference.startswith(CACHE_PREFIX):
+            return
+        try:
+            resolve_cached_model(reference)
+        except CachedModelMissingError:
+            root = tmp_path / "stand-in-cache"
+            write_stand_in_cached_model(root, reference.removeprefix(CACHE_PREFIX))
+            monkeypatch.setenv("MARKET_SIM_CACHE", str(root))
+
+    return prepare

@@ -179,8 +179,9 @@ def test_some_shipped_scenarios_are_static() -> None:
 
 
 @pytest.mark.parametrize("path", STATIC_SCENARIOS, ids=lambda path: path.name)
-def test_static_scenarios_resolve_and_dump_as_before(path: Path) -> None:
+def test_static_scenarios_resolve_and_dump_as_before(path: Path, shipped_scenario_models) -> None:
     """No eva, audit or held-out keys in the dump of a static scenario: its run id is unchanged."""
+    shipped_scenario_models(path)
     scenario = load_scenario(path)
     assert scenario.eva is None and scenario.audit is None
     text = dump_scenario_toml(scenario)
@@ -192,7 +193,8 @@ def test_static_scenarios_resolve_and_dump_as_before(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", SHIPPED_SCENARIOS, ids=lambda path: path.name)
-def test_shipped_scenarios_round_trip(path: Path) -> None:
+def test_shipped_scenarios_round_trip(path: Path, shipped_scenario_models) -> None:
+    shipped_scenario_models(path)
     scenario = load_scenario(path)
     assert scenario_from_dict(tomllib.loads(dump_scenario_toml(scenario))) == scenario
 
