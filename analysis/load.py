@@ -1,4 +1,4 @@
-"""Load result files (DESIGN.md section 5) from sweep folders and run folders into polars frames.
+"""Load result files (docs/design.md, section 7) from sweep and run folders into polars frames.
 
 Any path may be a sweep folder (``runs.parquet`` from ``market-sim sweep``), a run folder
 (``summary.json``), a lambda-sweep folder (``shares.parquet``) or any folder above them; folders

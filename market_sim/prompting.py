@@ -2,7 +2,7 @@
 
 Every platform turns (query, advertiser contexts) into the prompt of one distribution: no context
 is the *user's* distribution p_0 (an unsponsored reply), one context is advertiser i's preferred
-distribution p_i (DESIGN.md 3.1), several contexts are a context-aware proposal.
+distribution p_i (docs/design.md, section 3.1.1), several contexts are a context-aware proposal.
 :func:`prompt_builder` picks the format once per model from ``model.prompt_format``:
 
 * ``plain``: the format of the bundled LM's training corpus (:func:`build_prompt`);

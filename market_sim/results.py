@@ -1,4 +1,4 @@
-"""The results contract (DESIGN.md section 5), written atomically.
+"""The results contract (docs/design.md, section 7.1), written atomically.
 
 A run directory holds ``scenario.toml``, ``rounds.parquet``, ``agents.parquet`` and
 ``summary.json``. Every file is written under a temporary name in the same folder and renamed
@@ -56,7 +56,8 @@ HEADLINE_SUMMARY_KEYS: tuple[str, ...] = (
     "regret_mean",
     "regret_max",
 )
-"""The headline metrics of ``summary.json`` (DESIGN.md section 5), in the order tables show them."""
+"""The headline metrics of ``summary.json`` (docs/design.md, section 7.1), in the order
+tables show them."""
 NULLABLE_AGENT_COLUMNS = (
     "regret",
     "best_response_gain",

@@ -6,7 +6,7 @@ on the number of workers. A task carries its resolved scenario as TOML text (pla
 pickles anywhere, including to a Ray cluster), and each worker process keeps the language models it
 loaded in a cache keyed by (path, device, dtype), so a model is loaded once per worker, not once
 per run. Workers use one torch CPU thread each (two threads per worker on a small machine were
-measured up to 100x slower, see DESIGN.md section 6).
+measured up to 100x slower, see docs/design.md, section 8).
 
 Interruption (local pool): workers die with the parent process however it ends, and leave SIGINT
 and SIGTERM to it (:mod:`market_sim.process_lifetime`). A ``KeyboardInterrupt`` in the parent

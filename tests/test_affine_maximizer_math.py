@@ -1,4 +1,4 @@
-"""Affine maximizer math (DESIGN.md 3.3): exact solvers, payments, DSIC, IR, synthetic game."""
+"""Affine maximizer (docs/design.md, section 3.3): exact solvers, payments, DSIC, IR, synthetic."""
 
 import itertools
 import math

@@ -1,4 +1,4 @@
-"""MOSAIC sampling auction math (DESIGN.md 3.2): payments, truthfulness, IR, convergence to pi*."""
+"""MOSAIC math (docs/design.md, section 3.2): payments, truthfulness, IR, convergence to pi*."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Token auction math (DESIGN.md 3.1): closed forms, quadrature, stable sampling, truthfulness."""
+"""Token auction (docs/design.md, section 3.1): closed forms, quadrature, stable sampling, DSIC."""
 
 import math
 

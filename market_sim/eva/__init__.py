@@ -1,4 +1,4 @@
-"""eva: an evolving query stream by asymmetric self-play (DESIGN.md 3.5).
+"""eva: an evolving query stream by asymmetric self-play (docs/design.md, section 6).
 
 Modules: :mod:`~market_sim.eva.grammar` (structured queries and mutation operators),
 :mod:`~market_sim.eva.pool` (lineage, held-out split), :mod:`~market_sim.eva.creator`

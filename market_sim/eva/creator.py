@@ -1,4 +1,4 @@
-r"""The eva creator: estimate, sample and evolve queries (DESIGN.md 3.5).
+r"""The eva creator: estimate, sample and evolve queries (docs/design.md, section 6).
 
 Per generation, on the active pool of Q queries:
 

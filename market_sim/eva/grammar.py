@@ -9,8 +9,8 @@ renders ``"how to plan vacation in Hawaii for a family on a budget"``. A query r
 scenario's pool is its topic alone (empty intent and persona, no constraints), so it renders
 exactly as written.
 
-Operators (DESIGN.md 3.5), each returning a *different* valid query or None when it does not
-apply:
+Operators (docs/design.md, section 6), each returning a *different* valid query or None when it
+does not apply:
 
 * in depth: ``add_constraint`` (append a general constraint), ``concretize`` (append a concrete
   detail: an amount, a date, a party size), ``deepen`` (move to a deeper intent: intents are

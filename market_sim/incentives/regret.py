@@ -11,7 +11,7 @@ where truthful is ``Report(bid = v, report_scale = 1)`` and :math:`D` is the dev
 bids :math:`m v` with :math:`m \in [0, m_{\max}]` and, for mechanisms that read one, report
 distortions on the mechanism's range (:class:`~market_sim.platform.base.ReportSpace`). The
 truthful report and the played report are always among the candidates, so the estimate is
-:math:`\ge 0` and is a lower bound on the true supremum (DESIGN.md section 4).
+:math:`\ge 0` and is a lower bound on the true supremum (docs/design.md, section 5).
 
 Search: a coarse grid (linear in :math:`m`, geometric in the distortion), then ``refinements``
 zoom rounds, each evaluating a ``refine_points``-per-axis grid on the bracket of neighbouring grid

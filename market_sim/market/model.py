@@ -48,7 +48,7 @@ class RoundPlan:
 
 
 class MarketModel(mesa.Model):
-    """A repeated ad marketplace (DESIGN.md section 2), K auctions per round.
+    """A repeated ad marketplace (docs/design.md, section 2.2), K auctions per round.
 
     Each :meth:`step` is one round of ``scenario.auctions_per_round = K`` auctions:
 

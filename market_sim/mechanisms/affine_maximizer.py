@@ -1,4 +1,4 @@
-r"""Affine maximizer for fine-tuning with several reward models (DESIGN.md 3.3).
+r"""Affine maximizer for fine-tuning with several reward models (docs/design.md, section 3.3).
 
 Pure numpy math, float64, vectorized over any leading batch shape (written ``[B, ...]``; a
 single game drops the B). Groups i = 1..n report a reward model :math:`\widetilde{rm}_i` over a

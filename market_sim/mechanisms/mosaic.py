@@ -1,7 +1,8 @@
 r"""MOSAIC-style sampling auction: one whole reply chosen among M sampled candidates.
 
-Pure tensor math (DESIGN.md 3.2), float64, vectorized over any leading batch shape (written
-``[A, ...]`` below: A auctions; a single auction simply drops the A). n advertisers report
+Pure tensor math (docs/design.md, section 3.2), float64, vectorized over any leading batch
+shape (written ``[A, ...]`` below: A auctions; a single auction simply drops the A). n
+advertisers report
 rewards :math:`\tilde r_i(y_j)` for M candidates :math:`y_1..y_M` drawn i.i.d. from a proposal
 :math:`\pi_{gen}` (the reference model :math:`\pi_{ref}` itself, or a context-aware LM).
 

@@ -1,4 +1,4 @@
-r"""The affine maximizer over a sampled outcome set, on a real LM (DESIGN.md 3.3, space (a)).
+r"""The affine maximizer over a sampled outcome set, on a real LM (docs/design.md, section 3.3).
 
 Each advertiser is a *group* with a private size :math:`w_i` (its valuation: value =
 ``valuation x allocation``) and a private reward model :math:`rm_i`. Per auction:

@@ -1,4 +1,4 @@
-r"""The affine maximizer over real LM parameters (DESIGN.md 3.3, policy space (b)).
+r"""The affine maximizer over real LM parameters (docs/design.md, section 3.4).
 
 The policy space is a finite grid of language models: per-group fine-tuned copies of the
 platform LM and the weight interpolations between them and the base. It is built once, the

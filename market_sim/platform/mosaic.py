@@ -1,4 +1,4 @@
-r"""The MOSAIC-style sampling auction on a real LM (DESIGN.md 3.2).
+r"""The MOSAIC-style sampling auction on a real LM (docs/design.md, section 3.2).
 
 Per auction: M candidate replies are drawn from the proposal in ONE batched ``generate``
 (``reference``: :math:`\pi_{ref}`, the LM on the query alone; ``context_aware``: the LM on the

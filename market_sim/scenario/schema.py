@@ -26,7 +26,7 @@ from market_sim.scenario.validate import Flag, FloatRange, FrozenParams, IntRang
 # --------------------------------------------------------------------------- registries
 
 SLOT_AUCTION_KINDS: tuple[str, ...] = ("first_price", "second_price", "gsp", "vcg")
-"""Classic ad-slot baselines (DESIGN.md 3.4)."""
+"""Classic ad-slot baselines (docs/design.md, section 3.5)."""
 
 MECHANISM_KINDS: tuple[str, ...] = (
     "token_auction",
@@ -186,7 +186,7 @@ class MechanismConfig:
             per click; ``max_new_tokens`` = a certain view is worth a fully steered reply).
         candidates: MOSAIC: M, the candidate replies per query; affine maximizer on
             ``candidates``: the size of the sampled outcome set.
-        tau: MOSAIC: temperature of the KL regularization (DESIGN.md 3.2).
+        tau: MOSAIC: temperature of the KL regularization (docs/design.md, section 3.2.3).
         proposal: MOSAIC: where candidates come from, ``reference`` (pi_ref, the query alone)
             or ``context_aware`` (the query with every advertiser's context).
         relevance_temperature: MOSAIC and affine maximizer: temperature T of the relevance
@@ -250,7 +250,7 @@ class MechanismConfig:
 
 @dataclass(frozen=True)
 class RegretConfig:
-    """How the regret estimator searches deviations (DESIGN.md section 4).
+    """How the regret estimator searches deviations (docs/design.md, section 5).
 
     The search covers bids ``m * valuation`` with ``m`` in ``[0, multiplier_max]`` and, where the
     mechanism reads one, report distortions on its default range: a grid of
