@@ -145,3 +145,26 @@ def plot_token_ownership(
     html_path = out_dir / "token_ownership.html"
     html_path.write_text(token_html(tokens, shown, advertisers), encoding="utf-8")
     return [*paths, html_path]
+
+
+def plot_run_tokens(run_dir: Path, out_dir: Path, rounds: int = 3) -> list[Path]:
+    """Token-ownership figure (PNG, SVG, HTML) and ``tokens.parquet`` of a run's first rounds.
+
+    Replays the run (:func:`market_sim.token_trace.replay_run_tokens`: loads its model) and draws
+    :func:`plot_token_ownership` into ``out_dir``; the run folder is not touched.
+
+    Returns:
+        The files written; [] when the run is not a token-auction run of one auction per round
+        or its replay does not reproduce the recorded replies.
+    """
+    from market_sim.result_files import atomic_write, check_finite_frame
+    from market_sim.token_trace import replay_run_tokens
+
+    replayed = replay_run_tokens(run_dir, rounds)
+    if replayed is None:
+        return []
+    tokens, advertisers = replayed
+    out_dir.mkdir(parents=True, exist_ok=True)
+    check_finite_frame(tokens, TOKENS_FILE)
+    atomic_write(out_dir / TOKENS_FILE, tokens.write_parquet)
+    return [*plot_token_ownership(tokens, advertisers, out_dir, rounds), out_dir / TOKENS_FILE]

@@ -1,6 +1,9 @@
 """Command-line interface: ``market-sim run``, ``demo``, ``sweep``, ``plot``, ``eva`` and more.
 
-Subcommands: run, demo, sweep, plot, lambda-sweep, convergence, eva, audit, lm.
+Subcommands: run, lambda-sweep, convergence, sweep, eva, audit, lm here; demo, plot and summary
+come from :mod:`analysis.commands`, registered as entry points of the group
+:data:`COMMAND_ENTRY_POINTS` (``pyproject.toml``), so that ``market_sim`` never imports
+``analysis``, the layer above it. Any installed package can add a subcommand the same way.
 
 Bad input (scenario keys, model references, devices) exits with status 2 and one line on stderr
 naming the problem; results are written only after a run completes, atomically.
@@ -13,16 +16,40 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 from market_sim.process_lifetime import INTERRUPTED_EXIT_STATUS, terminate_as_interrupt
 
 USAGE_ERROR = 2
 RUN_ERROR = 1
+COMMAND_ENTRY_POINTS = "market_sim.commands"
+"""Entry-point group of the subcommands other packages add (``name = "module:object"``)."""
 
 
 class UsageError(Exception):
     """Bad input from the user: reported in one line, exit status 2."""
+
+
+class ExtensionCommand(Protocol):
+    """A subcommand registered under :data:`COMMAND_ENTRY_POINTS` (e.g. ``analysis.commands``).
+
+    Its module should import little at load time: every ``market-sim`` call loads it to build
+    the parser.
+    """
+
+    def add_parser(self, commands: argparse._SubParsersAction) -> None:
+        """Add the subcommand's parser (named as its entry point) to ``commands``."""
+
+    def run(self, args: argparse.Namespace) -> None:
+        """Run it; bad input raises :class:`UsageError`."""
+
+
+def extension_commands() -> dict[str, ExtensionCommand]:
+    """The installed extension subcommands, by name (sorted)."""
+    from importlib.metadata import entry_points
+
+    found = {entry.name: entry for entry in entry_points(group=COMMAND_ENTRY_POINTS)}
+    return {name: found[name].load() for name in sorted(found)}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -70,26 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="overwrite a finished run of a different resolved scenario in the results folder",
     )
-
-    demo = commands.add_parser(
-        "demo",
-        help="every mechanism on the Hawaii scenario with learning advertisers, with figures",
-    )
-    demo.add_argument(
-        "--out",
-        type=Path,
-        default=Path("results/demo"),
-        help="folder of the two sweeps and the figures (default results/demo)",
-    )
-    demo.add_argument("--rounds", type=int, help="rounds to run (default: the scenario's)")
-    demo.add_argument("--seeds", default="0-2", help="seeds per mechanism (default 0-2)")
-    demo.add_argument("--workers", default="2", help="parallel runs (default 2)")
-    demo.add_argument(
-        "--no-progress",
-        action="store_true",
-        help="no progress (default: a bar on a terminal, else a line every 5%% or 30 s)",
-    )
-    add_runtime_arguments(demo)
+    for command in extension_commands().values():
+        command.add_parser(commands)
 
     sweep = commands.add_parser("lambda-sweep", help="brand shares as the first bid share moves")
     add_scenario_arguments(sweep, NO_PROGRESS_HELP)
@@ -193,29 +202,6 @@ def add_sweep_parsers(commands: argparse._SubParsersAction) -> None:
         "--address", help="Ray cluster address (ray backend), e.g. auto (default: a local Ray)"
     )
     hide_option(sweep, "--seed")  # rejected with a pointer to --seeds, so not offered
-
-    plot = commands.add_parser("plot", help="draw the figures of a sweep or of run folders")
-    plot.add_argument("dir", type=Path, help="a sweep folder, a run folder, or a folder of runs")
-    plot.add_argument("--out", type=Path, help="figure folder (default DIR/figures)")
-
-    summary = commands.add_parser(
-        "summary", help="headline metrics per mechanism (and grid values) with n and 95%% CIs"
-    )
-    summary.add_argument("dir", type=Path, help="a sweep folder, a run folder, or a folder of runs")
-    summary.add_argument(
-        "--by",
-        action="append",
-        default=[],
-        metavar="KEY",
-        help="also group by this runs-table column (a grid key or summary key); repeatable "
-        "(default: mechanism and the grid keys that vary)",
-    )
-    summary.add_argument(
-        "--format",
-        choices=("table", "markdown", "csv", "json"),
-        default="table",
-        help="output format; csv and json keep full precision (default: %(default)s)",
-    )
 
 
 def add_eva_parsers(commands: argparse._SubParsersAction) -> None:
@@ -448,36 +434,6 @@ def command_run_replicates(args: argparse.Namespace, scenario) -> None:
     for result, out_dir in zip(results, out_dirs, strict=True):
         print(format_run_summary(result.summary, result.agents))
         print(f"\nresults: {out_dir}/\n")
-
-
-def command_demo(args: argparse.Namespace) -> None:
-    """Run the headline experiment, draw its figures, print the mechanism table."""
-    from analysis.plots import plot_all
-    from analysis.summary import format_summary
-    from market_sim.demo import run_demo
-    from market_sim.scenario import ScenarioError
-    from market_sim.sweep import SweepError
-
-    check_threads(args.threads)
-    checked_out_dir(args.out, args.out)
-    overrides = scenario_overrides(args)
-    workers = parse_workers(args.workers) or 1
-    try:
-        result = run_demo(
-            args.out,
-            args.seeds,
-            tuple(overrides),
-            workers,
-            progress=False if args.no_progress else None,
-        )
-    except (SweepError, ScenarioError) as error:
-        raise UsageError(str(error)) from None
-    figures = plot_all(
-        [result.sweeps[name].out_dir for name in result.sweeps], args.out / "figures"
-    )
-    print(format_summary(result.table))
-    print(f"\nruns: {args.out}/{{{','.join(result.sweeps)}}}/runs.parquet")
-    print(f"figures ({len(figures) // 2} as PNG and SVG): {args.out / 'figures'}/")
 
 
 def command_lambda_sweep(args: argparse.Namespace) -> None:
@@ -718,7 +674,9 @@ def command_sweep(args: argparse.Namespace) -> None:
         f"{result.executed} runs done, {result.skipped} already complete; "
         f"table: {out_dir / RUNS_FILE} ({result.runs.height} rows)\n"
     )
-    print_summary(out_dir)
+    summary = extension_commands().get("summary")  # analysis.commands, when installed
+    if summary is not None:
+        summary.run(argparse.Namespace(dir=out_dir, by=[], format="table"))
 
 
 def warn_if_slow(scenario, runs: int = 1) -> None:
@@ -741,45 +699,6 @@ def warn_if_slow_sweep(args: argparse.Namespace) -> None:
     except (SweepError, UsageError):
         return
     warn_if_slow(scenario, len(seeds) * math.prod(len(values) for values in grid.values()))
-
-
-def print_summary(folder: Path, by: Sequence[str] = (), fmt: str = "table") -> None:
-    """Print the summary table of the runs under ``folder``; pooling warnings go to stderr."""
-    from analysis.summary import summary_report
-
-    try:
-        text, warnings = summary_report(folder, by, fmt)
-    except (FileNotFoundError, ValueError) as error:
-        raise UsageError(str(error)) from None
-    for warning in warnings:
-        print(f"market-sim: warning: {warning}", file=sys.stderr)
-    print(text)
-
-
-def command_summary(args: argparse.Namespace) -> None:
-    """Print headline metrics per mechanism with n and 95% intervals (``market-sim summary``)."""
-    if not args.dir.is_dir():
-        raise UsageError(f"{args.dir}: no such folder")
-    print_summary(args.dir, args.by, args.format)
-
-
-def command_plot(args: argparse.Namespace) -> None:
-    """Draw every figure the results in ``args.dir`` support."""
-    from analysis.plots import NoResultsError, plot_all
-
-    if not args.dir.is_dir():
-        raise UsageError(f"{args.dir}: no such folder")
-    out_dir = args.out or args.dir / "figures"
-    try:
-        paths = plot_all(args.dir, out_dir)
-    except NoResultsError as error:
-        raise UsageError(str(error)) from None
-    from market_sim.token_trace import plot_run_tokens
-
-    paths += plot_run_tokens(args.dir, out_dir)  # a token-auction run: who wrote each token
-    print(f"{len(paths)} figures in {out_dir}/:")
-    for path in paths:
-        print(f"  {path}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -808,24 +727,20 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         if args.command == "run":
             command_run(args, args.scenario)
-        elif args.command == "demo":
-            command_demo(args)
         elif args.command == "lambda-sweep":
             command_lambda_sweep(args)
         elif args.command == "convergence":
             command_convergence(args)
         elif args.command == "sweep":
             command_sweep(args)
-        elif args.command == "plot":
-            command_plot(args)
-        elif args.command == "summary":
-            command_summary(args)
         elif args.command == "eva":
             command_eva(args)
         elif args.command == "audit":
             command_audit(args)
-        else:
+        elif args.command == "lm":
             command_lm(args)
+        else:
+            extension_commands()[args.command].run(args)
     except UsageError as error:
         print(f"market-sim: error: {error}", file=sys.stderr)
         return USAGE_ERROR

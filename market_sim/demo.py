@@ -14,10 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import polars as pl
-
-from analysis.load import load_results
-from analysis.summary import summary_table
 from market_sim.sweep import SweepResult, run_sweep
 
 DEMO_SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "hawaii_learning.toml"
@@ -30,10 +26,9 @@ DEMO_SWEEPS: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class DemoResult:
-    """The demo's sweeps and their summary (:func:`analysis.summary.summary_table`)."""
+    """The demo's sweeps (their figures and summary table are drawn by :mod:`analysis`)."""
 
     sweeps: dict[str, SweepResult]
-    table: pl.DataFrame
 
 
 def run_demo(
@@ -55,7 +50,7 @@ def run_demo(
         scenario_path: The scenario swept.
 
     Returns:
-        The sweeps and the summary table (headline metrics per mechanism, 95% intervals).
+        The sweeps, by sub-folder.
     """
     sweeps = {
         name: run_sweep(
@@ -69,5 +64,4 @@ def run_demo(
         )
         for name, grid in DEMO_SWEEPS.items()
     }
-    results = load_results([sweep.out_dir for sweep in sweeps.values()])
-    return DemoResult(sweeps, summary_table(results))
+    return DemoResult(sweeps)

@@ -32,11 +32,9 @@ import market_sim.platform.token_auction as token_auction_platform
 from market_sim.lm.model import LanguageModel
 from market_sim.platform.base import Bidder, Platform, Report
 from market_sim.platform.registry import build_platform
-from market_sim.result_files import atomic_write, check_finite_frame
 from market_sim.results import SUMMARY_FILE
 from market_sim.scenario import Scenario, scenario_from_dict
 
-TOKENS_FILE = "tokens.parquet"
 USER = "user"
 
 
@@ -204,31 +202,29 @@ def replay_rounds(
     return pl.DataFrame(rows)
 
 
-def plot_run_tokens(run_dir: Path, out_dir: Path, rounds: int = 3) -> list[Path]:
-    """Token-ownership figure (PNG, SVG, HTML) and ``tokens.parquet`` of a run's first rounds.
+def replay_run_tokens(run_dir: Path, rounds: int = 3) -> tuple[pl.DataFrame, list[str]] | None:
+    """The :func:`trace_run` rows of a run's first rounds, with its model, and its advertisers.
 
-    Loads the run's model, replays its first ``rounds`` rounds (:func:`trace_run`) and draws
-    :func:`analysis.tokens.plot_token_ownership` into ``out_dir``; the run folder is not touched.
+    Loads the run's model (``scenario.toml``) and replays; the run folder is not touched.
+    :func:`analysis.tokens.plot_run_tokens` draws the result.
 
     Returns:
-        The files written; [] when ``run_dir`` is not a token-auction run of one auction per
-        round, or when the replay does not reproduce the recorded replies (nothing is drawn
-        from a replay that differs; one line on stderr names the run and the first round that
-        differs).
+        ``(tokens, advertiser names)``; None when ``run_dir`` is not a finished token-auction run
+        of one auction per round, when the replay produced no token, or when it does not
+        reproduce the recorded replies (nothing is drawn from a replay that differs; one line on
+        stderr names the run and the first round that differs).
     """
-    from analysis.tokens import plot_token_ownership
-
     scenario_path = Path(run_dir) / "scenario.toml"
-    if not (Path(run_dir) / "summary.json").is_file() or not scenario_path.is_file():
-        return []
+    if not (Path(run_dir) / SUMMARY_FILE).is_file() or not scenario_path.is_file():
+        return None
     scenario = scenario_from_dict(tomllib.loads(scenario_path.read_text("utf-8")))
     if scenario.mechanism.kind != "token_auction" or scenario.auctions_per_round != 1:
-        return []
+        return None
     model = scenario.model
     lm = LanguageModel.load(model.path, model.device, model.dtype, model.prompt_format)
     tokens = trace_run(run_dir, lm, rounds)
     if tokens.height == 0:
-        return []
+        return None
     if not tokens["replay_matches"].all():
         first = int(tokens.filter(~pl.col("replay_matches"))["round"].min())
         print(
@@ -236,9 +232,5 @@ def plot_run_tokens(run_dir: Path, out_dir: Path, rounds: int = 3) -> list[Path]
             "recorded reply (another torch version, device or thread count?); no token figure",
             file=sys.stderr,
         )
-        return []
-    out_dir.mkdir(parents=True, exist_ok=True)
-    check_finite_frame(tokens, TOKENS_FILE)
-    atomic_write(out_dir / TOKENS_FILE, tokens.write_parquet)
-    names = [advertiser.name for advertiser in scenario.advertisers]
-    return [*plot_token_ownership(tokens, names, out_dir, rounds), out_dir / TOKENS_FILE]
+        return None
+    return tokens, [advertiser.name for advertiser in scenario.advertisers]

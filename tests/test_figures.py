@@ -315,7 +315,8 @@ def test_token_replay_uses_the_recorded_threads_and_warns_when_it_differs(
 ):
     import torch
 
-    from market_sim.token_trace import plot_run_tokens, recorded_threads
+    from analysis.tokens import plot_run_tokens
+    from market_sim.token_trace import recorded_threads
 
     run = write_token_auction_run(tmp_path, random_model_dir, random_lm)
     summary = json.loads((run / "summary.json").read_text())

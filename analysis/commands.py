@@ -1,0 +1,168 @@
+"""The ``market-sim`` subcommands that read results: ``demo``, ``plot`` and ``summary``.
+
+They live here, above :mod:`market_sim`, because they draw figures and tables with
+:mod:`analysis`; ``market_sim.cli`` finds them through the ``market_sim.commands`` entry points
+of ``pyproject.toml`` (:func:`market_sim.cli.extension_commands`) and never imports this package.
+Each command is an object with ``add_parser(commands)`` and ``run(args)``. This module imports
+only the standard library at load time, since every ``market-sim`` call loads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+class DemoCommand:
+    """``market-sim demo``: the headline experiment, its figures and its mechanism table."""
+
+    def add_parser(self, commands: argparse._SubParsersAction) -> None:
+        """The ``demo`` parser."""
+        from market_sim.cli import add_runtime_arguments
+
+        demo = commands.add_parser(
+            "demo",
+            help="every mechanism on the Hawaii scenario with learning advertisers, with figures",
+        )
+        demo.add_argument(
+            "--out",
+            type=Path,
+            default=Path("results/demo"),
+            help="folder of the two sweeps and the figures (default results/demo)",
+        )
+        demo.add_argument("--rounds", type=int, help="rounds to run (default: the scenario's)")
+        demo.add_argument("--seeds", default="0-2", help="seeds per mechanism (default 0-2)")
+        demo.add_argument("--workers", default="2", help="parallel runs (default 2)")
+        demo.add_argument(
+            "--no-progress",
+            action="store_true",
+            help="no progress (default: a bar on a terminal, else a line every 5%% or 30 s)",
+        )
+        add_runtime_arguments(demo)
+
+    def run(self, args: argparse.Namespace) -> None:
+        """Run both demo sweeps, draw their figures, print the mechanism table."""
+        from market_sim.cli import (
+            UsageError,
+            check_threads,
+            checked_out_dir,
+            parse_workers,
+            scenario_overrides,
+        )
+        from market_sim.demo import run_demo
+        from market_sim.scenario import ScenarioError
+        from market_sim.sweep import SweepError
+
+        check_threads(args.threads)
+        checked_out_dir(args.out, args.out)
+        overrides = scenario_overrides(args)
+        workers = parse_workers(args.workers) or 1
+        try:
+            result = run_demo(
+                args.out,
+                args.seeds,
+                tuple(overrides),
+                workers,
+                progress=False if args.no_progress else None,
+            )
+        except (SweepError, ScenarioError) as error:
+            raise UsageError(str(error)) from None
+        from analysis.load import load_results
+        from analysis.plots import plot_all
+        from analysis.summary import format_summary, summary_table
+
+        folders = [sweep.out_dir for sweep in result.sweeps.values()]
+        figures = plot_all(folders, args.out / "figures")
+        print(format_summary(summary_table(load_results(folders))))
+        print(f"\nruns: {args.out}/{{{','.join(result.sweeps)}}}/runs.parquet")
+        print(f"figures ({len(figures) // 2} as PNG and SVG): {args.out / 'figures'}/")
+
+
+class PlotCommand:
+    """``market-sim plot DIR``: every figure the results under DIR support."""
+
+    def add_parser(self, commands: argparse._SubParsersAction) -> None:
+        """The ``plot`` parser."""
+        plot = commands.add_parser("plot", help="draw the figures of a sweep or of run folders")
+        plot.add_argument(
+            "dir", type=Path, help="a sweep folder, a run folder, or a folder of runs"
+        )
+        plot.add_argument("--out", type=Path, help="figure folder (default DIR/figures)")
+
+    def run(self, args: argparse.Namespace) -> None:
+        """Draw the figures; a token-auction run also gets its token-ownership figure."""
+        from analysis.plots import NoResultsError, plot_all
+        from analysis.tokens import plot_run_tokens
+        from market_sim.cli import UsageError
+
+        if not args.dir.is_dir():
+            raise UsageError(f"{args.dir}: no such folder")
+        out_dir = args.out or args.dir / "figures"
+        try:
+            paths = plot_all(args.dir, out_dir)
+        except NoResultsError as error:
+            raise UsageError(str(error)) from None
+        paths += plot_run_tokens(args.dir, out_dir)  # a token-auction run: who wrote each token
+        print(f"{len(paths)} figures in {out_dir}/:")
+        for path in paths:
+            print(f"  {path}")
+
+
+class SummaryCommand:
+    """``market-sim summary DIR``: headline metrics per mechanism with n and 95% intervals."""
+
+    def add_parser(self, commands: argparse._SubParsersAction) -> None:
+        """The ``summary`` parser."""
+        summary = commands.add_parser(
+            "summary", help="headline metrics per mechanism (and grid values) with n and 95%% CIs"
+        )
+        summary.add_argument(
+            "dir", type=Path, help="a sweep folder, a run folder, or a folder of runs"
+        )
+        summary.add_argument(
+            "--by",
+            action="append",
+            default=[],
+            metavar="KEY",
+            help="also group by this runs-table column (a grid key or summary key); repeatable "
+            "(default: mechanism and the grid keys that vary)",
+        )
+        summary.add_argument(
+            "--format",
+            choices=("table", "markdown", "csv", "json"),
+            default="table",
+            help="output format; csv and json keep full precision (default: %(default)s)",
+        )
+
+    def run(self, args: argparse.Namespace) -> None:
+        """Print the table; pooling warnings go to stderr."""
+        from market_sim.cli import UsageError
+
+        if not args.dir.is_dir():
+            raise UsageError(f"{args.dir}: no such folder")
+        print_summary(args.dir, args.by, args.format)
+
+
+def print_summary(folder: Path, by: Sequence[str] = (), fmt: str = "table") -> None:
+    """Print the summary table of the runs under ``folder``; pooling warnings go to stderr.
+
+    Raises:
+        UsageError: No readable runs, or an unknown grouping key.
+    """
+    from analysis.summary import summary_report
+    from market_sim.cli import UsageError
+
+    try:
+        text, warnings = summary_report(folder, by, fmt)
+    except (FileNotFoundError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    for warning in warnings:
+        print(f"market-sim: warning: {warning}", file=sys.stderr)
+    print(text)
+
+
+DEMO = DemoCommand()
+PLOT = PlotCommand()
+SUMMARY = SummaryCommand()
