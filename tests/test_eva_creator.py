@@ -28,15 +28,15 @@ from market_sim.eva.creator import (
 from market_sim.eva.grammar import QueryGrammar, StructuredQuery, one_line
 from market_sim.eva.pool import QueryPool, split_heldout
 from market_sim.eva.setup import build_grammar, eva_config, split_queries
-from market_sim.eva.vocabulary import (
+from market_sim.prompting import PromptBuilder
+from market_sim.scenario import scenario_from_dict
+from market_sim.scenario.eva_vocabulary import (
     DEFAULT_CONSTRAINTS,
     DEFAULT_DETAILS,
     DEFAULT_INTENTS,
     DEFAULT_PERSONAS,
     EVOLVE_OPERATORS,
 )
-from market_sim.prompting import PromptBuilder
-from market_sim.scenario import scenario_from_dict
 
 SEEDS = (
     "vacation in Hawaii",

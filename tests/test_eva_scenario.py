@@ -5,13 +5,6 @@ from pathlib import Path
 
 import pytest
 
-from market_sim.eva.vocabulary import (
-    DEFAULT_CONSTRAINTS,
-    DEFAULT_DETAILS,
-    DEFAULT_INTENTS,
-    DEFAULT_PERSONAS,
-    EVOLVE_OPERATORS,
-)
 from market_sim.scenario import (
     INFORMATIVENESS_MEASURES,
     QUERY_STREAMS,
@@ -24,6 +17,13 @@ from market_sim.scenario import (
     dump_scenario_toml,
     load_scenario,
     scenario_from_dict,
+)
+from market_sim.scenario.eva_vocabulary import (
+    DEFAULT_CONSTRAINTS,
+    DEFAULT_DETAILS,
+    DEFAULT_INTENTS,
+    DEFAULT_PERSONAS,
+    EVOLVE_OPERATORS,
 )
 from market_sim.scenario.load import SCENARIO_TABLES
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from market_sim.eva.vocabulary import (
+from market_sim.scenario.eva_vocabulary import (
     DEFAULT_CONSTRAINTS,
     DEFAULT_DETAILS,
     DEFAULT_INTENTS,
@@ -142,7 +142,7 @@ class QueryGrammar:
 
         Args:
             query: The parent.
-            operator: One of :data:`~market_sim.eva.vocabulary.EVOLVE_OPERATORS`.
+            operator: One of :data:`~market_sim.scenario.eva_vocabulary.EVOLVE_OPERATORS`.
             rng: Draws the choice among the operator's options.
             partner: The second parent of ``mix`` (ignored by the other operators).
 

@@ -1,4 +1,7 @@
-"""Default vocabulary of the structured query grammar (pure data, no imports).
+"""Default vocabulary of eva's structured query grammar (pure data, no imports).
+
+It belongs to the scenario layer: ``[eva]`` keys are validated against it before eva (a layer
+above) is imported.
 
 A structured query is ``intent + topic + persona + constraints`` rendered as one line of text
 (:mod:`market_sim.eva.grammar`). The topics come from the scenario's query pool; the other parts

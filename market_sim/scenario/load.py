@@ -22,13 +22,6 @@ from typing import Any
 
 import tomli_w
 
-from market_sim.eva.vocabulary import (
-    DEFAULT_CONSTRAINTS,
-    DEFAULT_DETAILS,
-    DEFAULT_INTENTS,
-    DEFAULT_PERSONAS,
-    EVOLVE_OPERATORS,
-)
 from market_sim.prompting import PROMPT_FORMATS
 from market_sim.scenario.bounds import (
     MAX_AUCTIONS,
@@ -43,6 +36,13 @@ from market_sim.scenario.bounds import (
     MIN_LOG_VALUATION,
     MIN_TEMPERATURE,
     SEED_MAX,
+)
+from market_sim.scenario.eva_vocabulary import (
+    DEFAULT_CONSTRAINTS,
+    DEFAULT_DETAILS,
+    DEFAULT_INTENTS,
+    DEFAULT_PERSONAS,
+    EVOLVE_OPERATORS,
 )
 from market_sim.scenario.model_table import (
     model_reference,

@@ -13,14 +13,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from market_sim.eva.vocabulary import (
+from market_sim.scenario.bounds import MAX_MULTIPLIER, MAX_RATE
+from market_sim.scenario.eva_vocabulary import (
     DEFAULT_CONSTRAINTS,
     DEFAULT_DETAILS,
     DEFAULT_INTENTS,
     DEFAULT_PERSONAS,
     EVOLVE_OPERATORS,
 )
-from market_sim.scenario.bounds import MAX_MULTIPLIER, MAX_RATE
 from market_sim.scenario.validate import Flag, FloatRange, FrozenParams, IntRange, ParamValue
 
 # --------------------------------------------------------------------------- registries
@@ -444,7 +444,7 @@ class QueryGrammarConfig:
     """Vocabulary of the structured query grammar (``[eva.grammar]``).
 
     A structured query is ``intent + topic + persona + constraints``; the topics are the query
-    pool's plus ``topics``. The defaults come from :mod:`market_sim.eva.vocabulary`.
+    pool's plus ``topics``. The defaults come from :mod:`market_sim.scenario.eva_vocabulary`.
 
     Attributes:
         topics: Extra topics ``shift_topic`` may move to, besides the pool's.
@@ -481,7 +481,7 @@ class EvaConfig:
             informativeness).
         variants: New queries the creator writes per selected query.
         operators: Mutation operators the creator draws from (see
-            :data:`~market_sim.eva.vocabulary.EVOLVE_OPERATORS`).
+            :data:`~market_sim.scenario.eva_vocabulary.EVOLVE_OPERATORS`).
         rewriter: Who writes a child's text: ``grammar`` (the structure rendered), ``lm`` (an
             LM rewrite that must carry the added phrase, else the rendering) or ``auto`` (the
             LM unless the model is a bundled one, which cannot follow instructions).
