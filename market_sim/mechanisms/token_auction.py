@@ -19,9 +19,10 @@ Conventions chosen here (the papers leave them open):
   distribution :math:`p_0` and nobody pays: with no bid there is nothing to sell.
 * Log-linear aggregation floors probabilities at ``PROB_FLOOR`` (in log space) so that a zero
   probability with a positive weight vetoes a token without producing ``-inf`` or NaN.
-* Numerical payments integrate :math:`x_i(z)` with composite Gauss-Legendre quadrature on panels
-  whose edges are graded quadratically toward :math:`z = 0`, where :math:`x_i` varies on the
-  scale of the competing weight :math:`B_i` (kinks of the TV are handled by the many panels).
+* Numerical payments integrate :math:`x_i(z)` with composite Gauss-Legendre quadrature on a
+  ladder of panels at fixed multiples of the competing weight :math:`B_i`, uniform in
+  :math:`\ln(1 + z/B_i)`: :math:`x_i` varies on the scale :math:`B_i`, and every bid against
+  the same :math:`B_i` shares the ladder's nodes (kinks of the TV are handled by the many panels).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ Settlement = Literal["expected", "ex_post"]
 PROB_FLOOR = 1e-12
 LOG_PROB_FLOOR = float(np.log(PROB_FLOOR))
 GAUSS_NODES_PER_PANEL = 8
+GAUSS_NODES, GAUSS_WEIGHTS = np.polynomial.legendre.leggauss(GAUSS_NODES_PER_PANEL)
+"""Gauss-Legendre nodes and weights on [-1, 1], one panel's rule."""
 
 
 def participant_weights(bids: torch.Tensor, platform_weight: float) -> torch.Tensor:
@@ -242,21 +245,100 @@ def linear_second_price_payments(probs: torch.Tensor, raw_weights: torch.Tensor)
     return scale_by_power_of_two(payments, exponent)
 
 
-def gauss_legendre_unit_nodes(total_nodes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Composite Gauss-Legendre nodes and weights on [0, 1], panels graded toward 0.
+LADDER_TOP = 4.0
+r"""Top of the shared ladder in :math:`y = \ln(1 + z/B)`: it covers bids up to
+:math:`(e^4 - 1) B \approx 54 B`; higher bids add a graded tail (``TAIL_PANELS``)."""
 
-    Panel edges are ``(k / P) ** 2`` for P panels of ``GAUSS_NODES_PER_PANEL`` nodes each.
+TAIL_PANELS = 8
+"""Graded panels of the tail above the ladder (bids above ``LADDER_TOP``)."""
+
+
+def ladder_panels_per_unit(integration_nodes: int) -> int:
+    r"""Ladder panels per unit of :math:`y`: ``integration_nodes / GAUSS_NODES_PER_PANEL``, >= 1."""
+    return max(1, -(-integration_nodes // GAUSS_NODES_PER_PANEL))
+
+
+def ladder_edges(panels_per_unit: int) -> np.ndarray:
+    r"""Edges of the shared ladder, in units of the competing weight B.
+
+    :math:`u_j = e^{j/P} - 1` for :math:`j = 0..J`, :math:`J = \lceil` ``LADDER_TOP`` :math:`P
+    \rceil`: uniform panels in :math:`y = \ln(1 + z/B) = -\ln(1 - t)`, t the agent's share
+    :math:`z/(B + z)` (in which the aggregate logits are affine).
 
     Returns:
-        ``(nodes, weights)``, each of length ``P * GAUSS_NODES_PER_PANEL`` (>= total_nodes).
+        ``[J + 1]`` increasing edges, the first 0.
     """
-    panels = max(1, -(-total_nodes // GAUSS_NODES_PER_PANEL))
-    base_nodes, base_weights = np.polynomial.legendre.leggauss(GAUSS_NODES_PER_PANEL)
-    edges = (np.arange(panels + 1) / panels) ** 2
+    return np.expm1(np.arange(int(np.ceil(LADDER_TOP * panels_per_unit)) + 1) / panels_per_unit)
+
+
+def ladder_panel_rule(panels_per_unit: int, panels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Legendre nodes and weights of the first ``panels`` ladder panels, in units of B.
+
+    Returns:
+        ``(nodes, weights)``, each ``[panels, GAUSS_NODES_PER_PANEL]``.
+    """
+    edges = ladder_edges(panels_per_unit)[: panels + 1]
+    base_nodes, base_weights = GAUSS_NODES, GAUSS_WEIGHTS
     lows, widths = edges[:-1, None], np.diff(edges)[:, None]
-    nodes = lows + widths * (base_nodes[None, :] + 1.0) / 2.0
-    weights = widths * base_weights[None, :] / 2.0
-    return nodes.ravel(), weights.ravel()
+    return lows + widths * (base_nodes + 1.0) / 2.0, widths * base_weights / 2.0
+
+
+def ladder_remainder_rule(
+    bids: torch.Tensor, competing: torch.Tensor, panels_per_unit: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""Each bid's quadrature of :math:`\int_0^b x(z)\,dz` beyond the shared ladder panels.
+
+    The integral over :math:`[0, b]` is split at the ladder edges :math:`B u_j`
+    (:func:`ladder_edges`): every whole panel below b (their rule is shared by all bids against
+    the same B, :func:`ladder_panel_rule`), then the remainder :math:`[B u_J, b]` by one
+    Gauss-Legendre panel, or, when b is above the ladder's top, by ``TAIL_PANELS`` panels
+    graded quadratically toward :math:`B u_J`, where x still varies on the scale B. The rule
+    depends on b / B only (homogeneous of degree one) and is continuous in b: as b reaches an
+    edge the remainder panel becomes the whole panel it replaces.
+
+    Args:
+        bids: ``[...]`` bids :math:`b \ge 0`.
+        competing: ``[...]`` competing weights :math:`B > 0` (rows with B = 0 get no nodes).
+        panels_per_unit: Ladder panels per unit of y.
+
+    Returns:
+        ``(whole_panels, nodes, weights)``: ``[...]`` long count J of whole ladder panels below
+        b, and ``[..., E]`` remainder nodes z and weights (E = ``GAUSS_NODES_PER_PANEL``, or
+        ``TAIL_PANELS`` times that when some b is above the top; unused nodes have weight 0).
+    """
+    edges_unit = ladder_edges(panels_per_unit)
+    edges = torch.as_tensor(edges_unit, dtype=bids.dtype, device=bids.device)
+    positive = competing > 0
+    ratio = torch.where(positive, bids / competing.clamp_min(torch.finfo(bids.dtype).tiny), 0.0)
+    last = len(edges_unit) - 1
+    whole = (torch.searchsorted(edges, ratio.contiguous(), right=True) - 1).clamp(0, last)
+    whole = torch.where(positive, whole, torch.zeros_like(whole))
+    low = competing * edges[whole]
+    width = (bids - low).clamp_min(0.0)
+    above_top = positive & (whole == last)
+    base_nodes, base_weights = GAUSS_NODES, GAUSS_WEIGHTS
+    if bool(above_top.any()):
+        panel_edges = (np.arange(TAIL_PANELS + 1) / TAIL_PANELS) ** 2
+        unit_nodes = panel_edges[:-1, None] + np.diff(panel_edges)[:, None] * (base_nodes + 1) / 2
+        unit_weights = np.diff(panel_edges)[:, None] * base_weights / 2
+        # Bids below the top keep their one remainder panel, padded with zero weights.
+        single_nodes = np.zeros_like(unit_nodes)
+        single_nodes[0] = (base_nodes + 1) / 2
+        single_weights = np.zeros_like(unit_weights)
+        single_weights[0] = base_weights / 2
+        tail = above_top.unsqueeze(-1)
+        unit_nodes_t = torch.where(
+            tail, bids.new_tensor(unit_nodes.ravel()), bids.new_tensor(single_nodes.ravel())
+        )
+        unit_weights_t = torch.where(
+            tail, bids.new_tensor(unit_weights.ravel()), bids.new_tensor(single_weights.ravel())
+        )
+    else:
+        unit_nodes_t = bids.new_tensor((base_nodes + 1) / 2)
+        unit_weights_t = bids.new_tensor(base_weights / 2)
+    nodes = low.unsqueeze(-1) + width.unsqueeze(-1) * unit_nodes_t
+    weights = torch.where(positive.unsqueeze(-1), width.unsqueeze(-1) * unit_weights_t, 0.0)
+    return whole, nodes, weights
 
 
 def allocation_curve(
@@ -311,15 +393,26 @@ def numerical_second_price_payments(
     nodes: int = 64,
     node_chunk: int = 16,
 ) -> torch.Tensor:
-    r"""Second-price payments by quadrature, any aggregation.
+    r"""Second-price payments by quadrature on the competing weight's ladder, any aggregation.
 
-    .. math:: \mathrm{pay}_i = b_i x_i(b_i) - b_i \int_0^1 x_i(t\, b_i)\,dt
+    .. math:: \mathrm{pay}_i = b_i x_i(b_i) - \int_0^{b_i} x_i(z)\,dz, \qquad
+              \int_0^{b_i} x_i\,dz \approx \sum_{j < J_i} \sum_k B_i w_{jk} x_i(B_i u_{jk})
+              + \sum_k \omega_{ik} x_i(\zeta_{ik})
+
+    with :math:`(u_{jk}, w_{jk})` the ladder's Gauss-Legendre rule (:func:`ladder_panel_rule`,
+    ``nodes / GAUSS_NODES_PER_PANEL`` panels per unit of :math:`\ln(1 + z/B_i)`) on the
+    :math:`J_i` whole panels below :math:`b_i`, and :math:`(\zeta, \omega)` the remainder's
+    (:func:`ladder_remainder_rule`). The panels sit at fixed multiples of :math:`B_i`, so every
+    bid against the same :math:`B_i` shares the ladder's nodes: the counterfactual
+    (:mod:`~market_sim.mechanisms.token_auction_counterfactual`) prices all of a regret
+    search's bids from one evaluation of the ladder, with this same rule. When
+    :math:`B_i = 0`, :math:`x_i` is constant on :math:`(0, b_i]` and the payment is 0.
 
     Args:
         logprobs: ``[A, n + 1, V]`` reported log-probabilities, user first.
         raw_weights: ``[A, n + 1]`` raw weights, user first.
         aggregation: ``linear`` or ``log_linear``.
-        nodes: Quadrature nodes (rounded up to whole panels).
+        nodes: Quadrature nodes per unit of :math:`\ln(1 + z/B)` (rounded up to whole panels).
         node_chunk: Nodes evaluated per pass (bounds memory at ``A*n*node_chunk*V``).
 
     Returns:
@@ -330,18 +423,27 @@ def numerical_second_price_payments(
     exponent = largest_binary_exponent(raw_weights)
     raw_weights = scale_by_power_of_two(raw_weights, -exponent)
     bids = raw_weights[:, 1:]
-    unit_nodes, unit_weights = gauss_legendre_unit_nodes(nodes)
-    unit_nodes_t = torch.as_tensor(unit_nodes, dtype=bids.dtype, device=bids.device)
-    unit_weights_t = torch.as_tensor(unit_weights, dtype=bids.dtype, device=bids.device)
+    competing = raw_weights.sum(-1, keepdim=True) - bids
+    panels_per_unit = ladder_panels_per_unit(nodes)
+    whole, remainder_nodes, remainder_weights = ladder_remainder_rule(
+        bids, competing, panels_per_unit
+    )
+    ladder_nodes, ladder_weights = ladder_panel_rule(panels_per_unit, int(whole.max()))
+    scale = competing[..., None, None]  # [A, n, 1, 1]: the ladder is in units of B_i
+    used = torch.arange(ladder_nodes.shape[0], device=bids.device) < whole.unsqueeze(-1)
+    ladder_grid = scale * bids.new_tensor(ladder_nodes)  # [A, n, J, G]
+    ladder_quadrature = torch.where(used.unsqueeze(-1), scale * bids.new_tensor(ladder_weights), 0)
+    grid = torch.cat([ladder_grid.flatten(-2), remainder_nodes], dim=-1)  # [A, n, J G + E]
+    weights = torch.cat([ladder_quadrature.flatten(-2), remainder_weights], dim=-1)
     integral = torch.zeros_like(bids)
-    for start in range(0, len(unit_nodes), node_chunk):
+    for start in range(0, grid.shape[-1], node_chunk):
         chunk = slice(start, start + node_chunk)
-        grid = bids.unsqueeze(-1) * unit_nodes_t[chunk]
-        curve = allocation_curve(logprobs, raw_weights, grid, aggregation)
-        integral = integral + (curve * unit_weights_t[chunk]).sum(-1)
+        curve = allocation_curve(logprobs, raw_weights, grid[..., chunk], aggregation)
+        integral = integral + (curve * weights[..., chunk]).sum(-1)
     at_bid = allocation_curve(logprobs, raw_weights, bids.unsqueeze(-1), aggregation).squeeze(-1)
     full_charge = bids * at_bid
-    payments = (full_charge - bids * integral).clamp_min(0).minimum(full_charge)
+    payments = (full_charge - integral).clamp_min(0).minimum(full_charge)
+    payments = torch.where(competing > 0, payments, torch.zeros_like(payments))
     return scale_by_power_of_two(payments, exponent)
 
 
