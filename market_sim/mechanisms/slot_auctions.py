@@ -1,4 +1,4 @@
-r"""Classic ad-slot auctions over k positions with click-through rates (docs/design.md, section 3.5).
+r"""Classic ad-slot auctions over k slots with click-through rates (docs/design.md, section 3.5).
 
 Pure numpy, vectorized over R independent auctions (rounds, or candidate reports of one round).
 Bidders are ranked by bid; ties go to the higher ``priority`` (a random permutation per round, so
