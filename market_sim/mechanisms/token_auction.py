@@ -1,6 +1,6 @@
 r"""Token auction: aggregate advertisers' next-token distributions, allocate, charge, sample.
 
-Pure tensor math (DESIGN.md 3.1), vectorized over A auctions, n advertisers and V tokens.
+Pure tensor math (docs/design.md, section 3.1), batched over A auctions, n advertisers, V tokens.
 Participants are laid out user first: column 0 is the user's distribution :math:`p_0` with the
 fixed platform weight :math:`b_0 \ge 0`, columns 1..n are the advertisers with bids :math:`b_i`.
 
