@@ -3,9 +3,12 @@
 The example runs ``scenarios/hawaii.toml`` (two truthful advertisers, bundled LM, 24-token
 replies) with ``mechanism.aggregation = log_linear`` and regret measured every round (the
 default ``[regret]``). Under log-linear aggregation the second-price payment has no closed form:
-every counterfactual candidate of the regret search is priced by quadrature over the agent's
-bid, so this is the benchmark of the log-linear counterfactual. Prints, in one run on one
-loaded model, the rounds per second of the linear and log-linear versions and their ratio.
+every counterfactual candidate of the regret search is priced by quadrature (on the ladder of
+panels its report shares with the other candidates, see
+``market_sim.mechanisms.token_auction.numerical_second_price_payments``), so this is the
+benchmark of the log-linear counterfactual. Prints, in one run on one loaded model, the rounds
+per second of the linear and log-linear versions and their ratio, and the load average before
+and after (the ratio is only comparable between runs on an equally loaded machine).
 
 Usage: ``python benchmarks/bench_log_linear_counterfactual.py [--rounds 10] [--threads 1]``.
 """
@@ -13,6 +16,7 @@ Usage: ``python benchmarks/bench_log_linear_counterfactual.py [--rounds 10] [--t
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -40,6 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     lm = load_scenario_model(load_scenario(SCENARIO), device="cpu")
+    load_before = os.getloadavg()[0]
     rounds_per_second("linear", 1, lm)  # warm-up: first-call allocations and lazy imports
     linear = rounds_per_second("linear", args.rounds, lm)
     log_linear = rounds_per_second("log_linear", args.rounds, lm)
@@ -47,6 +52,7 @@ def main() -> None:
     print(f"  linear aggregation:     {linear:8.2f} rounds/s")
     print(f"  log-linear aggregation: {log_linear:8.2f} rounds/s")
     print(f"  linear / log-linear:    {linear / log_linear:8.2f}x")
+    print(f"  load average (1 min):   {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
 
 
 if __name__ == "__main__":

@@ -258,17 +258,26 @@ def ladder_panels_per_unit(integration_nodes: int) -> int:
     return max(1, -(-integration_nodes // GAUSS_NODES_PER_PANEL))
 
 
+FIRST_PANEL_HALVINGS = 4
+"""The ladder's first panel is split at 1/2, 1/4, ... of its width, this many times."""
+
+
 def ladder_edges(panels_per_unit: int) -> np.ndarray:
     r"""Edges of the shared ladder, in units of the competing weight B.
 
     :math:`u_j = e^{j/P} - 1` for :math:`j = 0..J`, :math:`J = \lceil` ``LADDER_TOP`` :math:`P
     \rceil`: uniform panels in :math:`y = \ln(1 + z/B) = -\ln(1 - t)`, t the agent's share
-    :math:`z/(B + z)` (in which the aggregate logits are affine).
+    :math:`z/(B + z)` (in which the aggregate logits are affine). The first panel is further
+    split at :math:`u_1 2^{-k}`, :math:`k = 1..` ``FIRST_PANEL_HALVINGS``, so that a bid well
+    below B still meets panels no wider than about half of it (its payment is of order
+    :math:`b^2` and would otherwise carry the error of a whole panel).
 
     Returns:
-        ``[J + 1]`` increasing edges, the first 0.
+        ``[J + 1 + FIRST_PANEL_HALVINGS]`` increasing edges, the first 0.
     """
-    return np.expm1(np.arange(int(np.ceil(LADDER_TOP * panels_per_unit)) + 1) / panels_per_unit)
+    uniform = np.expm1(np.arange(int(np.ceil(LADDER_TOP * panels_per_unit)) + 1) / panels_per_unit)
+    halvings = uniform[1] * 2.0 ** -np.arange(FIRST_PANEL_HALVINGS, 0, -1)
+    return np.concatenate([uniform[:1], halvings, uniform[1:]])
 
 
 def ladder_panel_rule(panels_per_unit: int, panels: int) -> tuple[np.ndarray, np.ndarray]:
