@@ -41,8 +41,8 @@ def previous_graded_rule_payments(
     unit_weights = (np.diff(edges)[:, None] * base_weights / 2).ravel()
     bids = raw_weights[:, 1:]
     integral = torch.zeros_like(bids)
-    for start in range(0, len(unit_nodes), 64):
-        chunk = slice(start, start + 64)
+    for start in range(0, len(unit_nodes), 512):
+        chunk = slice(start, start + 512)
         grid = bids.unsqueeze(-1) * bids.new_tensor(unit_nodes[chunk])
         curve = allocation_curve(logprobs, raw_weights, grid, "log_linear")
         integral = integral + (curve * bids.new_tensor(unit_weights[chunk])).sum(-1)
@@ -76,7 +76,10 @@ def three_rules():
             (
                 numerical_second_price_payments(logprobs, raw, "log_linear", nodes=64)[:, 0],
                 previous_graded_rule_payments(logprobs, raw, nodes=64)[:, 0],
-                numerical_second_price_payments(logprobs, raw, "log_linear", nodes=2048)[:, 0],
+                # 1024 nodes per pass: a reference of 8k-16k nodes in 16-node passes is slow.
+                numerical_second_price_payments(
+                    logprobs, raw, "log_linear", nodes=2048, node_chunk=1024
+                )[:, 0],
                 previous_graded_rule_payments(logprobs, raw, nodes=2048)[:, 0],
                 ratio * at_bid,
             )
