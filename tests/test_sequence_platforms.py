@@ -466,3 +466,30 @@ def test_mismatched_batches_are_rejected_and_empty_batches_are_empty(random_lm, 
     with pytest.raises(ValueError, match="one list of bidders per query"):
         platform.run_auctions(QUERIES, [truthful_bidders()], seed=0)
     assert platform.run_auctions([], [], seed=0) == []
+
+
+def test_scoring_rows_per_forward_follow_the_logit_budget(tiny_lm):
+    from market_sim.platform.candidate_scoring import SCORING_LOGIT_BUDGET, rows_per_forward
+
+    # The bundled LM keeps its 512 rows; a 49k vocabulary gets budget / ((40 + 1) x 49,152).
+    assert rows_per_forward(512, MAX_NEW_TOKENS, tiny_lm.vocab_size) == 512
+    assert rows_per_forward(512, 40, 49_152) == SCORING_LOGIT_BUDGET // (41 * 49_152) == 33
+    assert rows_per_forward(512, 10**6, 10**6) == 1  # never zero rows
+
+
+def test_continuation_scoring_keeps_only_the_continuation_logits(tiny_lm, monkeypatch):
+    """The forward computes [B, width + 1, V] logits, not [B, prompt + reply, V]."""
+    shapes = []
+    forward = tiny_lm.model.forward
+
+    def spy(*args, **kwargs):
+        output = forward(*args, **kwargs)
+        shapes.append(tuple(output.logits.shape))
+        return output
+
+    monkeypatch.setattr(tiny_lm.model, "forward", spy)
+    prompts = [build_prompt(q, CONTEXTS) for q in QUERIES]
+    replies = [tiny_lm.encode(" Fly nonstop."), tiny_lm.encode(" Relax")]
+    tiny_lm.continuation_logprobs(prompts, replies)
+    width = max(len(r) for r in replies)
+    assert shapes == [(len(prompts), width + 1, tiny_lm.vocab_size)]

@@ -249,19 +249,23 @@ class LanguageModel:
             self.pad_token_id,
             self.device,
         )
+        width = max((len(k) for k in continuation_ids), default=0)
+        # Rows are left-padded, so every continuation token sits in the last `width` positions:
+        # only the logits predicting them ([B, width + 1, V], the last one unused) are computed,
+        # not [B, L, V] (prompt + reply positions x a 49k vocabulary is gigabytes per 100 rows).
         logits = self.model(
             input_ids=batch.input_ids,
             attention_mask=batch.attention_mask,
             position_ids=batch.position_ids,
             use_cache=False,
+            logits_to_keep=width + 1,
         ).logits
         scaled = logits[:, :-1].float()
         if temperature != 1.0:
             scaled = scaled / temperature
         logprobs = torch.log_softmax(scaled, dim=-1)
-        targets = batch.input_ids[:, 1:]
+        targets = batch.input_ids[:, batch.input_ids.shape[1] - width :]
         target_logprobs = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        width = max((len(k) for k in continuation_ids), default=0)
         out = torch.zeros((len(contexts), width), dtype=torch.float32, device=self.device)
         mask = torch.zeros((len(contexts), width), dtype=torch.bool, device=self.device)
         for row, tokens in enumerate(continuation_ids):

@@ -103,6 +103,22 @@ def draw_candidates(
     return [replies[a * count : (a + 1) * count] for a in range(len(prompts))]
 
 
+SCORING_LOGIT_BUDGET = 2**26
+"""Most float32 logits one scoring forward holds (256 MiB; its log-softmax doubles that)."""
+
+
+def rows_per_forward(max_rows: int, width: int, vocab_size: int) -> int:
+    """Rows per scoring forward: ``max_rows``, fewer when the logits would pass the budget.
+
+    One row holds ``(width + 1) x vocab_size`` logits (:meth:`LanguageModel.continuation_logprobs`
+    keeps only the continuation's positions): the bundled LM (1,562 tokens) keeps
+    :data:`DEFAULT_MAX_ROWS` for 24-token replies, SmolLM2 (49,152 tokens) scores 33 rows of 40
+    tokens per forward. Smaller forwards change a score only as any other batch composition
+    does (float32 rounding).
+    """
+    return max(1, min(max_rows, SCORING_LOGIT_BUDGET // ((width + 1) * vocab_size)))
+
+
 def chunked_continuation_logprobs(
     lm: LanguageModel,
     contexts: Sequence[str | Sequence[int]],
@@ -110,7 +126,10 @@ def chunked_continuation_logprobs(
     temperature: float = 1.0,
     max_rows: int = DEFAULT_MAX_ROWS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:meth:`LanguageModel.continuation_logprobs` over many rows, ``max_rows`` per forward.
+    """:meth:`LanguageModel.continuation_logprobs` over many rows, at most ``max_rows`` per forward.
+
+    Fewer rows per forward where the logits would pass :data:`SCORING_LOGIT_BUDGET`
+    (:func:`rows_per_forward`).
 
     Returns:
         ``(token_logprobs, mask)``, both ``[R, T]`` (T the longest continuation), on the CPU.
@@ -118,8 +137,9 @@ def chunked_continuation_logprobs(
     width = max((len(c) for c in continuations), default=0)
     token_logprobs = torch.zeros((len(contexts), width), dtype=torch.float32)
     mask = torch.zeros((len(contexts), width), dtype=torch.bool)
-    for start in range(0, len(contexts), max_rows):
-        stop = min(start + max_rows, len(contexts))
+    rows = rows_per_forward(max_rows, width, lm.vocab_size)
+    for start in range(0, len(contexts), rows):
+        stop = min(start + rows, len(contexts))
         chunk_lp, chunk_mask = lm.continuation_logprobs(
             contexts[start:stop], [list(c) for c in continuations[start:stop]], temperature
         )
