@@ -675,8 +675,14 @@ def command_sweep(args: argparse.Namespace) -> None:
         f"table: {out_dir / RUNS_FILE} ({result.runs.height} rows)\n"
     )
     summary = extension_commands().get("summary")  # analysis.commands, when installed
-    if summary is not None:
-        summary.run(argparse.Namespace(dir=out_dir, by=[], format="table"))
+    if summary is None:
+        print(
+            "market-sim: warning: no summary table: the 'summary' command is not installed "
+            "(pip install -e . registers it)",
+            file=sys.stderr,
+        )
+        return
+    summary.run(argparse.Namespace(dir=out_dir, by=[], format="table"))
 
 
 def warn_if_slow(scenario, runs: int = 1) -> None:

@@ -168,7 +168,14 @@ def run_replicates(
 
 
 def build_market(scenario: Scenario, lm: LanguageModel) -> tuple[MarketModel, str]:
-    """The market of a scenario on a loaded model, and the resolved scenario TOML."""
+    """The market of a scenario on a loaded model, and the resolved scenario TOML.
+
+    A ``model.prompt_format`` still ``auto`` (a hub model not cached when the scenario loaded)
+    is recorded as the format the loaded model uses, so the run id and ``scenario.toml`` name it.
+    """
+    if scenario.model.prompt_format == "auto":
+        model = dataclasses.replace(scenario.model, prompt_format=lm.prompt_format)
+        scenario = dataclasses.replace(scenario, model=model)
     scenario_toml = dump_scenario_toml(scenario)
     run_id = make_run_id(scenario_toml, scenario, torch.get_num_threads())
     stream = None

@@ -33,7 +33,7 @@ from market_sim.lm.model import LanguageModel
 from market_sim.platform.base import Bidder, Platform, Report
 from market_sim.platform.registry import build_platform
 from market_sim.results import SUMMARY_FILE
-from market_sim.scenario import Scenario, scenario_from_dict
+from market_sim.scenario import Scenario, ScenarioError, scenario_from_dict
 
 USER = "user"
 
@@ -147,6 +147,7 @@ def trace_run(run_dir: Path, lm: LanguageModel, rounds: int = 3) -> pl.DataFrame
         )
     if scenario.auctions_per_round != 1:
         raise ValueError(f"{run_dir}: only runs of one auction per round replay exactly")
+    lm = lm.with_prompt_format(scenario.model.prompt_format)  # the prompts the run used
     recorded = pl.read_parquet(run_dir / "rounds.parquet").sort("round").head(rounds)
     agents = pl.read_parquet(run_dir / "agents.parquet")
     platform = build_platform(scenario.mechanism, lm, scenario.queries.items)
@@ -217,7 +218,11 @@ def replay_run_tokens(run_dir: Path, rounds: int = 3) -> tuple[pl.DataFrame, lis
     scenario_path = Path(run_dir) / "scenario.toml"
     if not (Path(run_dir) / SUMMARY_FILE).is_file() or not scenario_path.is_file():
         return None
-    scenario = scenario_from_dict(tomllib.loads(scenario_path.read_text("utf-8")))
+    try:
+        scenario = scenario_from_dict(tomllib.loads(scenario_path.read_text("utf-8")))
+    except ScenarioError as error:  # e.g. its model is gone from the cache, or re-fetched
+        print(f"market-sim: warning: {run_dir}: no token figure: {error}", file=sys.stderr)
+        return None
     if scenario.mechanism.kind != "token_auction" or scenario.auctions_per_round != 1:
         return None
     model = scenario.model

@@ -185,3 +185,11 @@ def test_kept_ladder_gives_the_numbers_of_a_fresh_evaluation():
     )
     assert one_by_one == at_once
     assert all(payment > 0 for payment in at_once)
+
+
+def test_no_auction_gives_no_payment():
+    """An empty batch (A = 0) prices to an empty ``[0, n]`` tensor, not an error."""
+    logprobs = peaked_instance(3, auctions=1)[:0]  # [0, 3, V]
+    raw = participant_weights(torch.zeros((0, 2), dtype=torch.float64), 0.3)
+    payments = numerical_second_price_payments(logprobs, raw, "log_linear", nodes=64)
+    assert payments.shape == (0, 2)

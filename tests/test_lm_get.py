@@ -392,7 +392,7 @@ def test_real_conversion_of_a_tiny_gguf_reproduces_the_model(tmp_path, monkeypat
         load_scenario(hawaii, ['model.path="cache:fake-model"', f'model.weights_sha256="{wrong}"'])
     assert str(error.value) == (
         f"model.weights_sha256: the weights of 'cache:fake-model' hash to {weights_hash}, not the "
-        f"pinned {wrong}"
+        f"pinned {wrong} (remove model.weights_sha256 to run other weights)"
     )
 
 

@@ -259,7 +259,7 @@ class LanguageModel:
             position_ids=batch.position_ids,
             use_cache=False,
             logits_to_keep=width + 1,
-        ).logits
+        ).logits[:, -(width + 1) :]  # a no-op where the model honours logits_to_keep
         scaled = logits[:, :-1].float()
         if temperature != 1.0:
             scaled = scaled / temperature

@@ -437,7 +437,8 @@ def numerical_second_price_payments(
     whole, remainder_nodes, remainder_weights = ladder_remainder_rule(
         bids, competing, panels_per_unit
     )
-    ladder_nodes, ladder_weights = ladder_panel_rule(panels_per_unit, int(whole.max()))
+    panels = int(whole.max()) if whole.numel() else 0  # no auction or no advertiser: no panel
+    ladder_nodes, ladder_weights = ladder_panel_rule(panels_per_unit, panels)
     scale = competing[..., None, None]  # [A, n, 1, 1]: the ladder is in units of B_i
     used = torch.arange(ladder_nodes.shape[0], device=bids.device) < whole.unsqueeze(-1)
     ladder_grid = scale * bids.new_tensor(ladder_nodes)  # [A, n, J, G]

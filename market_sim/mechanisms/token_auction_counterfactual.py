@@ -317,7 +317,9 @@ class TokenAuctionCounterfactual:
         its whole-panel prefix :math:`\sum_{j<J(b)} L_j` (a cumulative sum, ``[S, J + 1]``), its
         remainder panel (``GAUSS_NODES_PER_PANEL`` nodes, ``[S, K, E]``) and :math:`x(b)`.
         Cost per step: :math:`8 J + 9 K` softmaxes for K bids, against :math:`65 K` for a
-        rule scaled to each bid. Payments are clamped per step to :math:`[0, b x(b)]` as
+        rule scaled to each bid, while every bid is below the ladder's top (about 54 B); once one
+        is above it, every bid's remainder grows to the tail's nodes (about :math:`65 K` again).
+        Payments are clamped per step to :math:`[0, b x(b)]` as
         there; the numbers equal that function's within float64 rounding of the logits and of
         the summation order (about 1e-16 relative per step).
 

@@ -106,7 +106,9 @@ def resolved_weights_sha256(pinned: str | None, reference: ModelReference) -> st
         actual = file_sha256(files[0])
     if pinned is not None and pinned != actual:
         raise ScenarioError(
-            key, f"the weights of {reference.text!r} hash to {actual}, not the pinned {pinned}"
+            key,
+            f"the weights of {reference.text!r} hash to {actual}, not the pinned {pinned} "
+            "(remove model.weights_sha256 to run other weights)",
         )
     return actual
 

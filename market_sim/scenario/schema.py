@@ -177,7 +177,9 @@ class MechanismConfig:
         max_new_tokens: Length limit of the generated reply.
         platform_weight: Weight b0 of the user's unsponsored distribution (0 = plain model).
         temperature: Sampling temperature of the aggregate distribution.
-        integration_nodes: Quadrature nodes for numerically integrated payments.
+        integration_nodes: Quadrature nodes per unit of ln(1 + z / B) for numerically
+            integrated payments (log-linear second price; the ladder of
+            :func:`market_sim.mechanisms.token_auction.ladder_panel_rule`).
         click_through_rates: Ad-slot auctions: non-increasing click-through rates of slots
             1..k.
         reply: Ad-slot auctions: ``sampled`` (a fresh unsponsored reply per round) or
