@@ -29,6 +29,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from market_sim.lm.get import sha256_file as sha256_of_file
+
 if TYPE_CHECKING:  # torch is imported only where a model is at hand: --version stays fast
     from market_sim.lm.model import LanguageModel
 
@@ -40,7 +42,6 @@ FOLDER_SCHEMES: tuple[str, ...] = ("bundled", "cache")
 CHECKOUT = Path(__file__).resolve().parent.parent
 """The folder above the package: a git checkout when market-sim runs from source."""
 GIT_TIMEOUT_SECONDS = 10
-HASH_CHUNK_BYTES = 1 << 20
 
 
 def distribution_version(name: str) -> str | None:
@@ -95,11 +96,7 @@ def git_state(folder: Path = CHECKOUT) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=256)
 def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_of_file(Path(path))
 
 
 def sha256_file(path: Path) -> str:

@@ -18,12 +18,12 @@ records what the run used:
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Collection
 from pathlib import Path
 
 from market_sim.lm.cached_models import CACHE_PREFIX, manifest_weights_sha256
+from market_sim.lm.get import sha256_file
 from market_sim.lm.references import (
     WEIGHTS_GLOB,
     ModelReference,
@@ -103,7 +103,7 @@ def resolved_weights_sha256(pinned: str | None, reference: ModelReference) -> st
                 key,
                 f"pins need exactly one {WEIGHTS_GLOB} file, '{reference.source}' has {len(files)}",
             )
-        actual = file_sha256(files[0])
+        actual = sha256_file(files[0])
     if pinned is not None and pinned != actual:
         raise ScenarioError(
             key,
@@ -111,12 +111,3 @@ def resolved_weights_sha256(pinned: str | None, reference: ModelReference) -> st
             "(remove model.weights_sha256 to run other weights)",
         )
     return actual
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
