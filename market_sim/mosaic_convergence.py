@@ -8,7 +8,8 @@ output space Y. On Y every distribution is the LM's, renormalized:
 :math:`\pi^*(y) \propto \pi_{ref}|_Y(y)\,e^{R(y)/\tau}` with truthful rewards
 :math:`R(y) = \sum_i v_i s_i(y)` (:math:`v_i` the mean of advertiser i's valuation
 distribution), and the M-candidate scheme's output distribution :math:`P_M` on Y is computed
-exactly (quadrature; :func:`market_sim.mechanisms.mosaic.expected_output_distribution`), so the
+exactly (quadrature;
+:func:`market_sim.mechanisms.mosaic_output_distribution.expected_output_distribution`), so the
 curves carry no Monte Carlo noise beyond the choice of Y. Both proposals are compared on the
 same Y and the same target.
 
@@ -29,7 +30,7 @@ import torch
 
 from market_sim.lm.model import LanguageModel, complete_reply
 from market_sim.market.valuations import expected_valuation
-from market_sim.mechanisms.mosaic import convergence_curve
+from market_sim.mechanisms.mosaic_output_distribution import convergence_curve
 from market_sim.platform.candidate_scoring import draw_candidates, score_replies
 from market_sim.results import atomic_write, atomic_write_json, atomic_write_text
 from market_sim.scenario import Scenario

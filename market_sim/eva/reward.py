@@ -9,7 +9,7 @@ stopped),
 
 * :math:`s_i(x, y) = \sigma(\bar\ell_i / T)` the relevance of the reply for advertiser
   :math:`i` (its brand context + the query against the query alone, the score MOSAIC and the
-  affine maximizer use, :func:`market_sim.mechanisms.mosaic.relevance_scores`), weighted by its
+  affine maximizer use, :func:`market_sim.mechanisms.relevance.relevance_scores`), weighted by its
   expected valuation :math:`v_i`;
 * :math:`s_0(x, y) = \sigma(\bar\ell_0 / T)` the user's score: the mean per-token
   log-likelihood ratio of the reply given the query against the reply given an empty query,

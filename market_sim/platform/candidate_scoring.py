@@ -9,7 +9,7 @@ the mechanisms need:
   itself, or the LM on the query with every advertiser's brand context);
 * per-token log-likelihoods of :math:`y_j` under each advertiser's LM (its context + the query),
   turned into relevance scores :math:`s_i(y_j) \in (0, 1)` by
-  :func:`market_sim.mechanisms.mosaic.relevance_scores` (mean per-token log-likelihood ratio
+  :func:`market_sim.mechanisms.relevance.relevance_scores` (mean per-token log-likelihood ratio
   against :math:`\pi_{ref}`, squashed by a logistic function).
 
 Every score is of the COMPLETE reply (:func:`market_sim.lm.model.complete_reply`: EOS included
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from market_sim.lm.model import LanguageModel, complete_reply
-from market_sim.mechanisms.mosaic import relevance_scores
+from market_sim.mechanisms.relevance import relevance_scores
 
 DEFAULT_MAX_ROWS = 512
 """Scoring rows per forward (bounds activation memory: rows x length x vocabulary floats)."""
