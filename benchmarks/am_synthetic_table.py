@@ -3,7 +3,7 @@
 5 groups, 10 outcomes, reward models rm ~ U[0, 1] normalized (by max or by sum), sizes
 w ~ U{1..10}, base policy uniform (or Dirichlet(1) with ``--init dirichlet``). Each group in turn
 shifts epsilon of reported reward toward its favourite outcome (see
-``market_sim.mechanisms.affine_maximizer.epsilon_shift``), the others truthful. Printed per
+``market_sim.mechanisms.affine_misreports.epsilon_shift``), the others truthful. Printed per
 normalization, divergence and epsilon, averaged over every (game, group):
 
 * ``d_value``: change of the group's true valuation w_i E_pi*[rm_i] (= change of its utility
@@ -22,11 +22,8 @@ import time
 
 import numpy as np
 
-from market_sim.mechanisms.affine_maximizer import (
-    epsilon_effects,
-    run_affine_maximizer,
-    synthetic_games,
-)
+from market_sim.mechanisms.affine_maximizer import run_affine_maximizer
+from market_sim.mechanisms.affine_synthetic_game import epsilon_effects, synthetic_games
 
 EPSILONS = (0.001, 0.01, 0.1)
 

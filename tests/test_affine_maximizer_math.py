@@ -8,13 +8,7 @@ import pytest
 
 from market_sim.mechanisms.affine_maximizer import (
     chi2_threshold,
-    epsilon_effects,
-    epsilon_shift,
     f_divergence,
-    grid_misreport_utilities,
-    grid_valuations,
-    misreport_reports,
-    misreport_utilities,
     normalize_rewards,
     regularized_value,
     run_affine_maximizer,
@@ -23,6 +17,20 @@ from market_sim.mechanisms.affine_maximizer import (
     solve_kl,
     solve_policy,
     solve_tv,
+)
+from market_sim.mechanisms.affine_misreport_utilities import (
+    grid_misreport_utilities,
+    misreport_reports,
+    misreport_utilities,
+)
+from market_sim.mechanisms.affine_misreports import (
+    distorted_reward_models,
+    distorted_valuations,
+    epsilon_shift,
+)
+from market_sim.mechanisms.affine_synthetic_game import (
+    epsilon_effects,
+    grid_valuations,
     synthetic_games,
 )
 
@@ -310,6 +318,60 @@ def test_misreport_definitions_keep_normalization():
         np.testing.assert_allclose(norm(blended, -1), 1.0)
         _, inflated = misreport_reports(rewards, weights * 3, 2, "alpha", [2.5], normalization)
         np.testing.assert_allclose(inflated[:, 0], np.tile([3.0, 3.0, 7.5], (4, 1)))
+
+
+def test_the_analysis_blend_is_the_platform_blend():
+    """One blend: toward the others' TRUE rows (whatever they report), clipped at 0."""
+    rng = np.random.default_rng(14)
+    betas = np.array([-0.5, 0.0, 0.5, 1.0, 2.0, 3.0])
+    for normalization in ("max", "sum"):
+        rewards = normalize_rewards(rng.uniform(size=(5, 3, 7)), normalization)
+        weights = rng.integers(1, 11, size=(5, 3)).astype(float)
+        others_lie = normalize_rewards(rng.uniform(size=(5, 3, 7)), normalization)
+        blended, sizes = misreport_reports(
+            rewards, weights, 1, "beta", betas, normalization, reported_rewards=others_lie
+        )
+        for k, beta in enumerate(betas):
+            platform = distorted_reward_models(
+                rewards, np.array([1.0, beta, 1.0]), "blend", normalization
+            )
+            np.testing.assert_array_equal(blended[:, k, 1], platform[:, 1])  # the same function
+            np.testing.assert_array_equal(blended[:, k, [0, 2]], others_lie[:, [0, 2]])
+            np.testing.assert_array_equal(sizes[:, k], weights)
+        truth_mean = rewards[:, [0, 2]].mean(1)  # not the mean of others_lie
+        np.testing.assert_allclose(
+            blended[:, 1, 1], normalize_rewards(truth_mean, normalization), rtol=1e-12
+        )
+        # beta = 3 extrapolates to 3 rm - 2 mean, negative somewhere: clipped to 0 there.
+        raw = 3 * rewards[:, 1] - 2 * truth_mean
+        assert (raw < 0).any()
+        np.testing.assert_array_equal(blended[:, -1, 1] == 0, raw <= 0)
+        np.testing.assert_allclose(
+            blended[:, -1, 1], normalize_rewards(np.maximum(raw, 0), normalization), rtol=1e-12
+        )
+
+
+def test_the_grid_analysis_blend_is_the_platform_grid_blend():
+    """Grid beta mixes in the others' TRUE valuations, linearly, as the fine-tuned platform."""
+    rng = np.random.default_rng(15)
+    valuations = rng.uniform(size=(6, 8, 3))  # [B, G, n]
+    weights = rng.integers(1, 11, size=(6, 3)).astype(float)
+    divergences = rng.uniform(0, 0.2, size=8)
+    others_lie = rng.uniform(size=(6, 8, 3))
+    betas = np.array([-1.0, 0.0, 0.5, 1.0, 2.5])
+    utilities = grid_misreport_utilities(
+        valuations, weights, divergences, 2, "beta", betas, reported_valuations=others_lie
+    )
+    for k, beta in enumerate(betas):
+        reported = others_lie.copy()
+        own = distorted_valuations(valuations, np.array([1.0, 1.0, beta]), "blend")
+        reported[..., 2] = own[..., 2]
+        direct = run_grid_affine_maximizer(
+            reported, divergences, weights, true_valuations=valuations
+        )
+        np.testing.assert_array_equal(utilities[:, k], direct.utilities[:, 2])
+    mean_of_others = valuations[..., :2].mean(-1)
+    np.testing.assert_allclose(own[..., 2], 2.5 * valuations[..., 2] - 1.5 * mean_of_others)
 
 
 def test_constant_shift_of_a_report_changes_nothing():

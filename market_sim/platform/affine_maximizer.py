@@ -13,7 +13,7 @@ Each advertiser is a *group* with a private size :math:`w_i` (its valuation: val
    outcome set.
 3. Reports: ``bid`` is the reported size :math:`\tilde w_i` (bid / valuation is the size
    inflation :math:`\alpha`); ``report_scale`` :math:`s_i` distorts the reward model as
-   ``group_distortion`` says (:func:`market_sim.mechanisms.affine_maximizer.
+   ``group_distortion`` says (:func:`market_sim.mechanisms.affine_misreports.
    distorted_reward_models`: ``reward_scale`` or ``blend``). Truthful: bid = size, scale 1.
 4. The rule :math:`\pi^* = \arg\max_\pi \sum_i \tilde w_i E_\pi[\widetilde{rm}_i]
    - D_f(\pi\|\pi_{init})`, solved exactly for KL, chi-squared or TV, the affine-maximizer
@@ -38,13 +38,12 @@ from market_sim.mechanisms.affine_maximizer import (
     DIVERGENCES,
     AffinePayment,
     Divergence,
-    GroupDistortion,
     Normalization,
-    distorted_reward_models,
     f_divergence,
     normalize_rewards,
     run_affine_maximizer,
 )
+from market_sim.mechanisms.affine_misreports import GroupDistortion, distorted_reward_models
 from market_sim.platform.base import (
     AuctionOutcome,
     Bidder,

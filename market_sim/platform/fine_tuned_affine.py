@@ -19,7 +19,7 @@ first time the platform sees its groups (their brand contexts define the reward 
    Carlo estimators of :func:`market_sim.lm.fine_tune.divergence_estimates`.
 
 Per round (query x): group i reports its size :math:`\tilde w_i` (``bid``) and a distortion
-scale (``report_scale``; :func:`market_sim.mechanisms.affine_maximizer.distorted_valuations`);
+scale (``report_scale``; :func:`market_sim.mechanisms.affine_misreports.distorted_valuations`);
 the rule picks :math:`g^* = \arg\max_g \sum_i \tilde w_i \tilde V_{g,i}(x) - D_g(x)` and charges
 :math:`p_i = \max_g A_{-i}(g) - A_{-i}(g^*)` (or nothing), both over the same grid
 (:func:`market_sim.mechanisms.affine_maximizer.run_grid_affine_maximizer`). The reply is one of
@@ -52,10 +52,9 @@ from market_sim.lm.model import LanguageModel
 from market_sim.mechanisms.affine_maximizer import (
     AffinePayment,
     Divergence,
-    GroupDistortion,
-    distorted_valuations,
     run_grid_affine_maximizer,
 )
+from market_sim.mechanisms.affine_misreports import GroupDistortion, distorted_valuations
 from market_sim.platform.affine_maximizer import AffineRule
 from market_sim.platform.base import (
     AuctionOutcome,
@@ -77,15 +76,12 @@ class PolicyGrid:
         valuations: ``[X, G, n]`` :math:`V_{g,i}(x)` per query of the pool.
         divergences: ``[X, G]`` :math:`D_g(x)`.
         replies: ``replies[x][g]``: the replies sampled at grid point g for query x.
-        fine_tune_reward_gain: ``[n]`` mean reward of each group under its own copy minus
-            under the base (on the grid samples), a check that fine-tuning moved the policy.
     """
 
     coefficients: np.ndarray
     valuations: np.ndarray
     divergences: np.ndarray
     replies: list[list[list[list[int]]]]
-    fine_tune_reward_gain: np.ndarray
 
 
 class GridCounterfactual:
@@ -237,15 +233,7 @@ class FineTunedAffineMaximizerPlatform:
                     _subset(samples, rows), self.rule.regularization
                 )[self.rule.divergence]
                 replies[x][g] = [samples.replies[r] for r in rows]
-        mean_valuations = valuations.mean(0)  # [G, n]
-        base = policies.vertex_index(0)
-        gain = np.array(
-            [
-                mean_valuations[policies.vertex_index(i + 1), i] - mean_valuations[base, i]
-                for i in range(len(contexts))
-            ]
-        )
-        return PolicyGrid(policies.grid, valuations, divergences, replies, gain)
+        return PolicyGrid(policies.grid, valuations, divergences, replies)
 
     def grid_for(self, contexts: Sequence[str], seed: int) -> PolicyGrid:
         """The grid of these groups (built on first use, then reused)."""
