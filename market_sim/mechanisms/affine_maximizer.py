@@ -157,7 +157,7 @@ def regularized_value(
     return (policy * scores).sum(-1) - f_divergence(policy, init, divergence, lam)
 
 
-def as_float_pair(scores: np.ndarray, init: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _as_float_pair(scores: np.ndarray, init: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``scores`` and ``init`` as float64 arrays broadcast to one shape ``[..., Y]``."""
     scores, init = np.broadcast_arrays(
         np.asarray(scores, dtype=np.float64), np.asarray(init, dtype=np.float64)
@@ -176,7 +176,7 @@ def solve_kl(scores: np.ndarray, init: np.ndarray, lam: float) -> np.ndarray:
     Returns:
         ``[..., Y]``.
     """
-    scores, init = as_float_pair(scores, init)
+    scores, init = _as_float_pair(scores, init)
     logits = np.where(init > 0, np.log(np.where(init > 0, init, 1.0)) + scores / lam, -np.inf)
     logits = logits - logits.max(-1, keepdims=True)
     weights = np.exp(logits)
@@ -194,7 +194,7 @@ def chi2_threshold(scores: np.ndarray, init: np.ndarray, lam: float) -> np.ndarr
     Returns:
         ``[...]`` t with :math:`\sum_y \pi_{init}(y)(g_y - t)_+ = 2\lambda`.
     """
-    scores, init = as_float_pair(scores, init)
+    scores, init = _as_float_pair(scores, init)
     on_support = init > 0
     keyed = np.where(on_support, scores, -np.inf)
     order = np.argsort(-keyed, axis=-1, kind="stable")
@@ -222,7 +222,7 @@ def solve_chi2(scores: np.ndarray, init: np.ndarray, lam: float) -> np.ndarray:
     Returns:
         ``[..., Y]``.
     """
-    scores, init = as_float_pair(scores, init)
+    scores, init = _as_float_pair(scores, init)
     t = chi2_threshold(scores, init, lam)[..., None]
     policy = np.where(init > 0, init * np.maximum(scores - t, 0.0) / (2.0 * lam), 0.0)
     return policy / policy.sum(-1, keepdims=True)
@@ -239,7 +239,7 @@ def solve_tv(scores: np.ndarray, init: np.ndarray, lam: float) -> np.ndarray:
     Returns:
         ``[..., Y]``.
     """
-    scores, init = as_float_pair(scores, init)
+    scores, init = _as_float_pair(scores, init)
     top = scores.max(-1, keepdims=True)
     donors = scores < top - 2.0 * lam
     moved = np.where(donors, init, 0.0).sum(-1, keepdims=True)
