@@ -8,7 +8,9 @@ sweep's table, not twice. Only complete runs (with ``summary.json``) are read. E
 resolved scenario (``scenario.toml``, flattened to dotted keys) is kept beside the table
 (:attr:`Results.scenarios`), so that runs of different settings are never pooled silently.
 
-This module reads files only; it never imports the simulator.
+This module reads files only; of the simulator it imports only the record schema
+(:mod:`market_sim.records`), which names and types the columns of ``rounds.parquet`` and
+``agents.parquet``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+
+from market_sim.records import AGENTS, RecordTable
 
 SUMMARY_FILE = "summary.json"
 SCENARIO_FILE = "scenario.toml"
@@ -162,19 +166,35 @@ def load_runs(paths: Paths) -> pl.DataFrame:
     return load_results(paths).runs
 
 
-def load_run_files(runs: pl.DataFrame, name: str, columns: Iterable[str] = ()) -> pl.DataFrame:
-    """Concatenate ``<run_path>/<name>`` of every run, tagged with ``run_path`` and ``columns``.
+def typed(frame: pl.DataFrame, table: RecordTable) -> pl.DataFrame:
+    """``frame`` with every column ``table`` declares cast to the declared dtype.
+
+    Columns the schema does not declare (files of older versions) are kept as read; a declared
+    column that cannot take its dtype raises.
+    """
+    schema = table.schema
+    return frame.with_columns(
+        pl.col(name).cast(schema[name], strict=True) for name in frame.columns if name in schema
+    )
+
+
+def load_run_files(
+    runs: pl.DataFrame, table: RecordTable, columns: Iterable[str] = ()
+) -> pl.DataFrame:
+    """Concatenate ``<run_path>/<table.file>`` of every run, tagged with ``run_path``, ``columns``.
 
     Args:
         runs: A runs table (from :func:`load_runs`).
-        name: ``rounds.parquet`` or ``agents.parquet``.
+        table: :data:`~market_sim.records.ROUNDS` or :data:`~market_sim.records.AGENTS` (its
+            dtypes are applied to each file).
         columns: Run-level columns of ``runs`` to join on every row (e.g. ``label``, ``seed``).
     """
     frames = []
     for run_path in runs["run_path"].to_list():
-        path = Path(run_path) / name
+        path = Path(run_path) / table.file
         if path.is_file():
-            frames.append(pl.read_parquet(path).with_columns(pl.lit(run_path).alias("run_path")))
+            frame = typed(pl.read_parquet(path), table)
+            frames.append(frame.with_columns(pl.lit(run_path).alias("run_path")))
     if not frames:
         return pl.DataFrame({"run_path": []}, schema={"run_path": pl.String})
     table = pl.concat(frames, how="diagonal_relaxed")
@@ -184,13 +204,8 @@ def load_run_files(runs: pl.DataFrame, name: str, columns: Iterable[str] = ()) -
 
 
 def load_agents(runs: pl.DataFrame, columns: Iterable[str] = ()) -> pl.DataFrame:
-    """``agents.parquet`` of every run (one row per round and advertiser)."""
-    return load_run_files(runs, "agents.parquet", columns)
-
-
-def load_rounds(runs: pl.DataFrame, columns: Iterable[str] = ()) -> pl.DataFrame:
-    """``rounds.parquet`` of every run (one row per round)."""
-    return load_run_files(runs, "rounds.parquet", columns)
+    """``agents.parquet`` of every run (one row per (auction, advertiser))."""
+    return load_run_files(runs, AGENTS, columns)
 
 
 def load_shares(paths: Paths) -> pl.DataFrame:

@@ -64,6 +64,7 @@ from analysis.metrics import (
     mechanism_summary,
 )
 from analysis.names import AD_SLOTS, EXTRA_COLORS, OKABE_ITO, mechanism_color
+from market_sim.records import CONVERGENCE, CONVERGENCE_DISTANCES
 
 CATEGORY_COLORS: dict[str, str] = {
     "only_first": OKABE_ITO["blue"],
@@ -627,20 +628,17 @@ def brand_share_figure(shares: pl.DataFrame) -> Figure | None:
     return fig
 
 
-CANDIDATE_COLUMNS: tuple[str, ...] = ("candidates", "M", "m", "num_candidates", "n_candidates")
-DISTANCE_COLUMNS: tuple[str, ...] = ("kl", "tv", "reward_gap", "distance")
-
-
 def plot_convergence(convergence: pl.DataFrame, out_dir: Path) -> list[Path]:
     """MOSAIC convergence: distance to pi* against the number of candidates M (log scale).
 
-    Expects a ``*convergence*.parquet`` with a candidates column (:data:`CANDIDATE_COLUMNS`),
-    distance columns (:data:`DISTANCE_COLUMNS`), optionally ``proposal`` (one line each) and
-    ``seed`` (CI over seeds). Anything else is skipped.
+    Reads the columns :data:`market_sim.records.CONVERGENCE` declares: ``candidates`` (M), the
+    distances :data:`~market_sim.records.CONVERGENCE_DISTANCES` present, optionally
+    ``proposal`` (one line each) and ``seed`` (CI over seeds). Without M or a distance there is
+    nothing to draw.
     """
-    x = next((c for c in CANDIDATE_COLUMNS if c in convergence.columns), None)
-    ys = [c for c in DISTANCE_COLUMNS if c in convergence.columns]
-    if x is None or not ys or convergence.height == 0:
+    x = CONVERGENCE["candidates"].name
+    ys = [c for c in CONVERGENCE_DISTANCES if c in convergence.columns]
+    if x not in convergence.columns or not ys or convergence.height == 0:
         return []
     from analysis.metrics import summarize
 

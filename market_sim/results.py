@@ -6,6 +6,9 @@ into place (:mod:`market_sim.result_files`: modes follow the umask, stale tempor
 interrupted write are removed); ``summary.json`` is removed first and written last, so its
 presence marks a complete run and a half-written run never looks finished.
 
+The two tables follow the record schema (:mod:`market_sim.records`): :func:`write_run` refuses a
+column it does not declare and writes every column with its declared dtype, in declared order.
+
 No result holds NaN or Infinity: a statistic over no values is ``None`` (JSON ``null``), and a
 non-finite number in ``summary.json``, ``learners.json`` or a float column of a table raises
 :class:`~market_sim.result_files.NonFiniteResultError` before anything of the run is written.
@@ -20,6 +23,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from market_sim.records import AGENTS, REGRET_COLUMNS, ROUNDS
 from market_sim.result_files import (
     NonFiniteResultError,
     atomic_write,
@@ -58,15 +62,9 @@ HEADLINE_SUMMARY_KEYS: tuple[str, ...] = (
 )
 """The headline metrics of ``summary.json`` (docs/design.md, section 7.1), in the order
 tables show them."""
-NULLABLE_AGENT_COLUMNS = (
-    "regret",
-    "best_response_gain",
-    "truthful_utility",
-    "best_deviation_multiplier",
-    "best_deviation_distortion",
-)
-"""Agent columns that are null where not measured (cast to float64 so the schema is stable)."""
-RESULT_FILES = ("scenario.toml", "rounds.parquet", "agents.parquet", SUMMARY_FILE)
+NULLABLE_AGENT_COLUMNS = REGRET_COLUMNS
+"""Agent columns that are null where not measured (float64 in :data:`market_sim.records.AGENTS`)."""
+RESULT_FILES = ("scenario.toml", ROUNDS.file, AGENTS.file, SUMMARY_FILE)
 IR_TOLERANCE = 1e-9
 FINAL_SHARE = 0.2
 
@@ -142,21 +140,25 @@ def write_run(
 ) -> None:
     """Write a run directory atomically (summary last), after checking every number is finite.
 
+    The tables are written as the record schema types them (:meth:`RecordTable.conform`).
+
     Args:
         folder: The run directory.
         scenario_toml: The resolved scenario.
-        rounds: One row per round.
-        agents: One row per (round, advertiser).
+        rounds: One row per auction (:data:`market_sim.records.ROUNDS`).
+        agents: One row per (auction, advertiser) (:data:`market_sim.records.AGENTS`).
         summary: Headline metrics.
         learners: Each advertiser's final strategy state (``learners.json``), if given.
         tables: Further Parquet files by name (e.g. the eva stream's ``queries.parquet``).
 
     Raises:
         NonFiniteResultError: A NaN or infinity anywhere (nothing is written then).
+        UndeclaredColumnError: A table column the record schema does not declare.
     """
-    parquet = {"rounds.parquet": rounds, "agents.parquet": agents, **(tables or {})}
+    parquet = {ROUNDS.file: rounds, AGENTS.file: agents, **(tables or {})}
     for name, table in parquet.items():
         check_finite_frame(table, name)
+    parquet[ROUNDS.file], parquet[AGENTS.file] = ROUNDS.conform(rounds), AGENTS.conform(agents)
     summary_text = finite_json(summary, SUMMARY_FILE, sort_keys=True)
     learners_text = (
         None if learners is None else finite_json(learners, LEARNERS_FILE, sort_keys=True)

@@ -16,8 +16,7 @@ import polars as pl
 import torch
 
 from market_sim.lm.model import LanguageModel
-from market_sim.market.model import MarketModel
-from market_sim.platform.base import AuctionBatch, run_auction_groups
+from market_sim.market.model import MarketModel, step_in_lockstep
 from market_sim.platform.registry import build_platform
 from market_sim.progress import progress_range
 from market_sim.provenance import run_provenance
@@ -148,18 +147,9 @@ def run_replicates(
     check_model_fits(scenario, lm)
     built = [build_market(dataclasses.replace(scenario, seed=seed), lm) for seed in seeds]
     markets = [market for market, _ in built]
-    platforms = [market.platform for market in markets]
     started = time.perf_counter()
     for _ in progress_range(scenario.rounds, scenario.name, "round", enabled=progress):
-        if markets[0].array_round is not None:  # array rounds call no LM: nothing to share
-            for market in markets:
-                market.step()
-            continue
-        plans = [market.plan_round() for market in markets]
-        batches = [AuctionBatch(plan.queries, plan.bidders, plan.seed) for plan in plans]
-        outcomes = run_auction_groups(platforms, batches)
-        for market, plan, own in zip(markets, plans, outcomes, strict=True):
-            market.settle_round(plan, own)
+        step_in_lockstep(markets)
     wall_seconds = time.perf_counter() - started
     return [
         finish_run(market, lm, toml, wall_seconds, folder)
@@ -226,7 +216,7 @@ def finish_run(
     }
     summary = summarize(rounds, agents, meta)
     if out_dir is not None:
-        learners = {a.name: a.strategy.snapshot() for a in market.advertisers}
+        learners = {a.name: a.strategy.snapshot() for a in market.agents}
         tables = {}
         lineage = market.query_stream.lineage()
         if lineage is not None:

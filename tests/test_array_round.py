@@ -25,7 +25,6 @@ from market_sim.mechanisms.slot_auctions_array import bidder_outcome
 from market_sim.platform.base import ReportBatch
 from market_sim.platform.registry import build_platform
 from market_sim.platform.slot_auction import SlotAuctionCounterfactual
-from market_sim.results import NULLABLE_AGENT_COLUMNS
 from market_sim.run import run_replicates, run_scenario
 from market_sim.scenario import scenario_from_dict
 
@@ -188,7 +187,7 @@ HEDGE = {"kind": "hedge", "multiplier_max": 1.5, "multiplier_count": 31}
 
 
 def run_market(scenario, lm, vectorize):
-    """Step a market to the end; its two tables (the generic path's built as run.py does)."""
+    """Step a market to the end; its two tables (either path's, typed by the record schema)."""
     market = MarketModel(
         scenario,
         build_platform(scenario.mechanism, lm, scenario.queries.items),
@@ -197,13 +196,7 @@ def run_market(scenario, lm, vectorize):
     )
     for _ in range(scenario.rounds):
         market.step()
-    if market.array_round is not None:
-        return market.array_round.tables()
-    rounds = pl.from_dicts(market.round_records, infer_schema_length=None)
-    agents = pl.from_dicts(market.agent_records, infer_schema_length=None).with_columns(
-        pl.col(name).cast(pl.Float64) for name in NULLABLE_AGENT_COLUMNS
-    )
-    return rounds, agents
+    return market.tables()
 
 
 @pytest.mark.parametrize(

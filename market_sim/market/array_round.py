@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from market_sim.config.bounds import SEED_MAX
 from market_sim.incentives.regret import estimate_regret
 from market_sim.market.array_learners import (
     ArrayStrategy,
@@ -55,20 +56,13 @@ from market_sim.market.valuations import ValuationSource
 from market_sim.mechanisms.slot_auctions_array import bidder_outcome, rank_slot_auction
 from market_sim.platform.base import Report
 from market_sim.platform.slot_auction import SlotAuctionCounterfactual, SlotAuctionPlatform
-from market_sim.scenario.bounds import SEED_MAX
+from market_sim.records import AGENTS, REGRET_COLUMNS, ROUNDS, STRATEGY_PREFIX, RecordTable
 
 if TYPE_CHECKING:
     from market_sim.market.model import MarketModel
 
 SEED_BOUND = SEED_MAX
 """Round seeds are drawn below the scenario's seed bound, as on the generic path."""
-REGRET_COLUMNS: tuple[str, ...] = (
-    "regret",
-    "best_response_gain",
-    "truthful_utility",
-    "best_deviation_multiplier",
-    "best_deviation_distortion",
-)
 
 
 def draw_valuations(source: ValuationSource, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -158,7 +152,7 @@ class ArraySlotRound:
             return None
         if not isinstance(model.query_stream, StaticQueryStream):
             return None
-        strategies = [array_strategy(a.strategy) for a in model.advertisers]
+        strategies = [array_strategy(a.strategy) for a in model.agents]
         if any(strategy is None for strategy in strategies):
             return None
         return cls(model, platform, strategies)  # type: ignore[arg-type]
@@ -187,7 +181,7 @@ class ArraySlotRound:
                 text=text,
                 n_tokens=float(len(reply)),
                 stopped=float(len(reply) < platform.max_new_tokens),
-                mentioned=[a.name for a in self.model.advertisers if a.mentioned_in(text)],
+                mentioned=[a.name for a in self.model.agents if a.mentioned_in(text)],
             )
 
     def run(self, round_index: int) -> None:
@@ -196,7 +190,7 @@ class ArraySlotRound:
         count, bidders = self.auctions, len(self.strategies)
         query_index = self.draw_queries(rng)
         valuations = np.stack(
-            [draw_valuations(a.valuation_source, count, rng) for a in model.advertisers], axis=1
+            [draw_valuations(a.valuation_source, count, rng) for a in model.agents], axis=1
         )
         states = [strategy.strategy.state() for strategy in self.strategies]
         drawn = [
@@ -314,7 +308,7 @@ class ArraySlotRound:
         and (round, auction, advertiser) order.
         """
         model = self.model
-        names = [a.name for a in model.advertisers]
+        names = [a.name for a in model.agents]
         rounds, count, bidders = len(self.rounds), self.auctions, len(names)
         rows = rounds * count
 
@@ -343,6 +337,7 @@ class ArraySlotRound:
         round_column = np.repeat(np.arange(rounds, dtype=np.int64), count)
         auction_column = np.tile(np.arange(count, dtype=np.int64), rounds)
         round_table = frame(
+            ROUNDS,
             {
                 "run_id": model.run_id,
                 "round": round_column,
@@ -363,7 +358,7 @@ class ArraySlotRound:
                 "n_tokens": n_tokens,
                 "stopped_at_eos": stopped,
                 "slots_filled": stacked("slots_filled") if rounds else np.zeros(0),
-            }
+            },
         )
         return round_table, self.agent_table(position, replies, valuations, allocations, payments)
 
@@ -377,7 +372,7 @@ class ArraySlotRound:
     ) -> pl.DataFrame:
         """The agents table from the stacked ``[R K, n]`` arrays (rows auction-major)."""
         model = self.model
-        names = [a.name for a in model.advertisers]
+        names = [a.name for a in model.agents]
         rounds, count, bidders = len(self.rounds), self.auctions, len(names)
         mentions = np.array(
             [[name in r.mentioned for name in names] for r in replies], dtype=bool
@@ -419,8 +414,10 @@ class ArraySlotRound:
             columns[name] = nullable_column(column.ravel())
         columns["mentioned"] = mentions[position].ravel()
         for key, state in self.state_columns().items():
-            columns[f"strategy_{key}"] = nullable_column(np.repeat(state, count, axis=0).ravel())
-        return frame(columns)
+            columns[STRATEGY_PREFIX + key] = nullable_column(
+                np.repeat(state, count, axis=0).ravel()
+            )
+        return frame(AGENTS, columns)
 
     def state_columns(self) -> dict[str, np.ndarray]:
         """``[R, n]`` start-of-round strategy states per key (NaN where a strategy has none).
@@ -453,12 +450,12 @@ def nullable_column(values: np.ndarray) -> pl.Series:
     return pl.Series(values, nan_to_null=bool(missing.any()))
 
 
-def frame(columns: dict[str, Any]) -> pl.DataFrame:
-    """A table from columns in order; a ``str`` value is a constant column.
+def frame(table: RecordTable, columns: dict[str, Any]) -> pl.DataFrame:
+    """The typed ``table`` (:meth:`RecordTable.conform`) from columns; a ``str`` is a constant.
 
     Constants are polars literals, broadcast instead of materialized row by row.
     """
     constants = {name: value for name, value in columns.items() if isinstance(value, str)}
-    table = pl.DataFrame({k: v for k, v in columns.items() if k not in constants})
-    table = table.with_columns(pl.lit(v, dtype=pl.String).alias(k) for k, v in constants.items())
-    return table.select(list(columns))
+    built = pl.DataFrame({k: v for k, v in columns.items() if k not in constants})
+    built = built.with_columns(pl.lit(v, dtype=pl.String).alias(k) for k, v in constants.items())
+    return table.conform(built)

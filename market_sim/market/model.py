@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,14 +10,21 @@ import mesa
 import numpy as np
 import polars as pl
 
+from market_sim.config.bounds import SEED_MAX
 from market_sim.incentives.regret import RegretEstimate, estimate_regret
-from market_sim.market.agents import Advertiser
+from market_sim.market.agents import Advertiser, AuctionResult
 from market_sim.market.array_round import ArraySlotRound
 from market_sim.market.queries import QueryStream, StaticQueryStream
-from market_sim.market.strategies import CounterfactualFn, Feedback, StrategySetup
-from market_sim.platform.base import AuctionOutcome, Bidder, Platform, Report
-from market_sim.results import NULLABLE_AGENT_COLUMNS
-from market_sim.scenario.bounds import SEED_MAX
+from market_sim.market.strategies import CounterfactualFn, StrategySetup
+from market_sim.platform.base import (
+    AuctionBatch,
+    AuctionOutcome,
+    Bidder,
+    Platform,
+    Report,
+    run_auction_groups,
+)
+from market_sim.records import AGENTS, ROUNDS, RecordTable
 from market_sim.scenario.schema import Scenario
 
 SEED_BOUND = SEED_MAX
@@ -26,23 +33,20 @@ SEED_BOUND = SEED_MAX
 
 @dataclass(frozen=True)
 class RoundPlan:
-    """Everything a round decides before the platform runs: K queries and K x n reports.
+    """What a round decides before the platform runs: K queries, K x n bids and a seed.
+
+    Each advertiser keeps its own K bids (valuation, report, strategy state:
+    :attr:`Advertiser.bids`); the plan holds what the platform sees.
 
     Attributes:
         queries: ``[K]`` the queries of the round's auctions.
         stream_fields: ``[K]`` the query stream's extra record columns of each query.
-        valuations: ``[K][n]`` each advertiser's valuation in each auction.
-        reports: ``[K][n]`` each advertiser's report in each auction.
-        states: ``[K][n]`` each strategy's state right after it reported (record columns).
-        bidders: ``[K][n]`` what the platform sees (context and report).
+        bidders: ``[K][n]`` what the platform sees (context and report), in seat order.
         seed: Seeds every random draw of the platform's batch.
     """
 
     queries: list[str]
     stream_fields: list[dict[str, object]]
-    valuations: list[list[float]]
-    reports: list[list[Report]]
-    states: list[list[dict[str, float]]]
     bidders: list[list[Bidder]]
     seed: int
 
@@ -50,25 +54,41 @@ class RoundPlan:
 class MarketModel(mesa.Model):
     """A repeated ad marketplace (docs/design.md, section 2.2), K auctions per round.
 
-    Each :meth:`step` is one round of ``scenario.auctions_per_round = K`` auctions:
+    A mesa model: the advertisers are :class:`Advertiser` agents in ``model.agents``, activated
+    through AgentSet methods in their creation order (``unique_id`` order; an agent's
+    :attr:`~Advertiser.seat` is its position there, the index of its entries in the platform's
+    outcome arrays; nothing shuffles them, since every draw of a round comes from one generator
+    in that order). Each :meth:`step` is one round of ``scenario.auctions_per_round = K``
+    auctions, and mesa's ``model.steps`` counts the rounds run (the records' ``round`` is
+    ``steps - 1`` during the step, :attr:`current_round`):
 
-    1. :meth:`plan_round`: draw K queries from the stream, then for each auction every
-       advertiser draws its valuation and reports (auction by auction, advertiser by
-       advertiser), then one platform seed;
+    1. :meth:`plan_round`: draw K queries from the stream, then for each auction
+       ``agents.map("bid", query)`` (each advertiser draws its valuation and reports), then one
+       platform seed;
     2. the platform runs the K auctions as one batch (:meth:`Platform.run_auctions`);
-    3. :meth:`settle_round`: advertisers are paid out in value (measured with their TRUE
-       preferences) and charged; one record per auction and per (auction, advertiser) is
-       appended to :attr:`round_records` and :attr:`agent_records`; where the platform gives a
-       counterfactual, the regret estimator (:mod:`market_sim.incentives.regret`) measures
-       every advertiser's gain from deviating in every auction of the rounds
-       ``scenario.regret`` asks for, with the auction's randomness held fixed;
-    4. every strategy learns once from its K feedbacks (``Strategy.update_round``).
+    3. :meth:`settle_round`: per auction, ``agents.do("settle", auction, outcome)``: each
+       advertiser takes its own outcome (value measured with its TRUE preferences, payment,
+       utility and, where the platform gives a counterfactual on the rounds ``scenario.regret``
+       asks for, its gain from deviating with the auction's randomness held fixed) and keeps
+       it as ``agent.latest``; the datacollector records one row per auction and one per
+       (auction, advertiser);
+    4. ``agents.do("learn")``: every strategy learns once from its K outcomes.
 
-    With K = 1 the draws happen in the same order as one auction per round always did, so
-    results for a seed do not depend on whether ``auctions_per_round`` is given.
-
-    All randomness flows from ``scenario.seed``: mesa's numpy generator draws valuations, query
+    ``running`` turns False after ``scenario.rounds`` steps, so ``run_model()`` runs the
+    scenario. With K = 1 the draws happen in the same order as one auction per round always
+    did, so results for a seed do not depend on whether ``auctions_per_round`` is given. All
+    randomness flows from ``scenario.seed``: mesa's numpy generator draws valuations, query
     order, the strategies' actions and, per round, the seed of the platform's torch generator.
+
+    Records: mesa's ``DataCollector`` with one table per results file (``rounds`` and
+    ``agents``, columns from :mod:`market_sim.records`), filled with ``add_table_row``: the
+    rows are per auction, not per step, so model and agent reporters (one value per step) do
+    not fit. Rounds of K > 1 ad-slot auctions beside a cached reply run as array code
+    (:mod:`market_sim.market.array_round`) and keep their records as ``[K, n]`` arrays instead:
+    there a round costs a few array operations, and one ``add_table_row`` per row would cost
+    more than the round itself (``benchmarks/datacollector_rows.py``, K = 64, n = 4, 200
+    rounds: the columnar tables take 3 ms, the same rows through the DataCollector 104 ms,
+    about 35x; the array round itself about 1 ms).
 
     Args:
         scenario: The validated scenario.
@@ -93,7 +113,6 @@ class MarketModel(mesa.Model):
         self.scenario = scenario
         self.platform = platform
         self.run_id = run_id
-        self.round_index = 0
         self.auctions_per_round = scenario.auctions_per_round
         self.query_stream: QueryStream = (
             query_stream(self.rng)
@@ -106,34 +125,40 @@ class MarketModel(mesa.Model):
             "contexts": len(set(scenario.queries.items)),
             "report_space": platform.report_space,
         }
-        self.advertisers = [
+        for i, config in enumerate(scenario.advertisers):
             Advertiser(self, config, StrategySetup(**setup, where=f"advertisers.{i}.strategy"))
-            for i, config in enumerate(scenario.advertisers)
-        ]
-        self.round_records: list[dict[str, Any]] = []
-        self.agent_records: list[dict[str, Any]] = []
+        self.datacollector = mesa.DataCollector(
+            tables={ROUNDS.file: list(ROUNDS.names), AGENTS.file: list(AGENTS.names)}
+        )
         # Rounds of K > 1 no-LM slot auctions run as array operations (records in its arrays).
         self.array_round = ArraySlotRound.for_model(self) if vectorize else None
+        self.running = scenario.rounds > 0
 
-    def step(self) -> None:
-        """Run one round of K auctions and record it."""
-        if self.array_round is not None:
-            self.array_round.run(self.round_index)
-            self.round_index += 1
-            return
-        plan = self.plan_round()
-        outcomes = self.platform.run_auctions(plan.queries, plan.bidders, plan.seed)
-        self.settle_round(plan, outcomes)
+    @property
+    def current_round(self) -> int:
+        """The round being run (0-based): mesa's ``steps`` counts it from 1 when it starts."""
+        return self.steps - 1
 
-    def tables(self) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """The records so far: one row per auction, and one per (auction, advertiser)."""
+    def step(
+        self, plan: RoundPlan | None = None, outcomes: Sequence[AuctionOutcome] | None = None
+    ) -> None:
+        """Run one round of K auctions and record it.
+
+        Args:
+            plan: The round's plan, when its auctions already ran outside (replicates in
+                lockstep, :func:`step_in_lockstep`); None plans here.
+            outcomes: The platform's K outcomes of ``plan`` (given with ``plan``).
+        """
         if self.array_round is not None:
-            return self.array_round.tables()
-        rounds = pl.from_dicts(self.round_records, infer_schema_length=None)
-        agents = pl.from_dicts(self.agent_records, infer_schema_length=None).with_columns(
-            pl.col(name).cast(pl.Float64) for name in NULLABLE_AGENT_COLUMNS
-        )
-        return rounds, agents
+            self.array_round.run(self.current_round)
+        else:
+            if plan is None:
+                plan = self.plan_round()
+                outcomes = self.platform.run_auctions(plan.queries, plan.bidders, plan.seed)
+            if outcomes is None:
+                raise ValueError("a planned round needs the platform's outcomes")
+            self.settle_round(plan, outcomes)
+        self.running = self.steps < self.scenario.rounds
 
     def plan_round(self) -> RoundPlan:
         """Draw the round's K queries, K x n valuations and reports, and the platform seed."""
@@ -142,103 +167,68 @@ class MarketModel(mesa.Model):
         for _ in range(self.auctions_per_round):
             queries.append(self.query_stream.next_query())
             stream_fields.append(self.query_stream.round_fields())
-        valuations, reports, states, bidders = [], [], [], []
-        for query in queries:
-            auction_bidders = [advertiser.prepare(query) for advertiser in self.advertisers]
-            bidders.append(auction_bidders)
-            valuations.append([advertiser.valuation for advertiser in self.advertisers])
-            reports.append([bidder.report for bidder in auction_bidders])
-            states.append([advertiser.strategy.state() for advertiser in self.advertisers])
-        round_seed = int(self.rng.integers(SEED_BOUND))
-        return RoundPlan(queries, stream_fields, valuations, reports, states, bidders, round_seed)
+        bidders = [self.agents.map("bid", query) for query in queries]
+        return RoundPlan(queries, stream_fields, bidders, int(self.rng.integers(SEED_BOUND)))
 
-    def settle_round(self, plan: RoundPlan, outcomes: list[AuctionOutcome]) -> None:
-        """Record the K outcomes, then let every advertiser learn from its K feedbacks."""
+    def settle_round(self, plan: RoundPlan, outcomes: Sequence[AuctionOutcome]) -> None:
+        """Settle and record the K auctions, then let every advertiser learn from its K."""
         if len(outcomes) != len(plan.queries):
             raise ValueError(f"platform returned {len(outcomes)} outcomes for {len(plan.queries)}")
-        feedbacks: list[list[Feedback]] = [[] for _ in self.advertisers]
         for auction, outcome in enumerate(outcomes):
-            for i, feedback in enumerate(self.settle_auction(plan, auction, outcome)):
-                feedbacks[i].append(feedback)
-        for advertiser, own in zip(self.advertisers, feedbacks, strict=True):
-            advertiser.observe_round(own)
-        self.round_index += 1
+            self.agents.do("settle", auction, outcome)
+            results: list[AuctionResult] = self.agents.get("latest")
+            self.add_row(ROUNDS, self.round_record(plan, auction, outcome, results))
+            for row in self.agents.map("record"):
+                self.add_row(AGENTS, row)
+        self.agents.do("learn")
 
-    def settle_auction(
-        self, plan: RoundPlan, auction: int, outcome: AuctionOutcome
-    ) -> list[Feedback]:
-        """Append one auction's records and return each advertiser's feedback."""
-        query = plan.queries[auction]
-        valuations = plan.valuations[auction]
-        values = [valuations[i] * float(outcome.allocations[i]) for i in range(len(valuations))]
-        payments = [float(p) for p in outcome.payments]
-        mentioned = [
-            advertiser.name
-            for advertiser in self.advertisers
-            if advertiser.mentioned_in(outcome.text)
-        ]
-        self.round_records.append(
-            {
-                "run_id": self.run_id,
-                "round": self.round_index,
-                "auction": auction,
-                "query": query,
-                "mechanism": self.platform.kind,
-                "text": outcome.text,
-                "revenue": sum(payments),
-                "advertiser_value": sum(values),
-                "user_value": outcome.user_value,
-                "social_welfare": sum(values) + outcome.user_value,
-                "brands_mentioned": mentioned,
-                "round_seed": plan.seed,
-                **plan.stream_fields[auction],
-                **outcome.extras,
-            }
-        )
-        feedbacks = []
-        for i, advertiser in enumerate(self.advertisers):
-            valuation, report = valuations[i], plan.reports[auction][i]
-            utility = values[i] - payments[i]
-            counterfactual = self.counterfactual_for(outcome, i)
-            incentives = self.measure_incentives(valuation, report, counterfactual, utility)
-            self.agent_records.append(
-                {
-                    "run_id": self.run_id,
-                    "round": self.round_index,
-                    "auction": auction,
-                    "agent": advertiser.name,
-                    "valuation": valuation,
-                    "bid": report.bid,
-                    "report_scale": report.report_scale,
-                    "allocation": float(outcome.allocations[i]),
-                    "reported_allocation": float(outcome.reported_allocations[i]),
-                    "value": values[i],
-                    "payment": payments[i],
-                    "utility": utility,
-                    **incentives,
-                    "mentioned": advertiser.name in mentioned,
-                    **{f"strategy_{k}": v for k, v in plan.states[auction][i].items()},
-                }
-            )
-            feedbacks.append(
-                Feedback(
-                    query,
-                    valuation,
-                    report,
-                    float(outcome.allocations[i]),
-                    payments[i],
-                    utility,
-                    counterfactual,
-                )
-            )
-        return feedbacks
+    def round_record(
+        self, plan: RoundPlan, auction: int, outcome: AuctionOutcome, results: list[AuctionResult]
+    ) -> dict[str, Any]:
+        """The ``rounds.parquet`` row of one settled auction (sums in seat order)."""
+        values = [result.value for result in results]
+        payments = [result.payment for result in results]
+        advertiser_value = sum(values)
+        return {
+            "run_id": self.run_id,
+            "round": self.current_round,
+            "auction": auction,
+            "query": plan.queries[auction],
+            "mechanism": self.platform.kind,
+            "text": outcome.text,
+            "revenue": sum(payments),
+            "advertiser_value": advertiser_value,
+            "user_value": outcome.user_value,
+            "social_welfare": advertiser_value + outcome.user_value,
+            "brands_mentioned": [
+                agent.name
+                for agent, result in zip(self.agents, results, strict=True)
+                if result.mentioned
+            ],
+            "round_seed": plan.seed,
+            **plan.stream_fields[auction],
+            **outcome.extras,
+        }
 
-    def counterfactual_for(self, outcome: AuctionOutcome, agent: int) -> CounterfactualFn | None:
-        """The auction's counterfactual bound to one advertiser (None if the platform has none)."""
-        if outcome.counterfactual is None:
-            return None
-        engine = outcome.counterfactual
-        return lambda reports: engine.evaluate(agent, reports)
+    def add_row(self, table: RecordTable, row: dict[str, Any]) -> None:
+        """Append a row to the datacollector's table of ``table`` (undeclared keys refused).
+
+        ``DataCollector.add_table_row`` would drop a key its table does not list; the schema
+        check makes that an error instead.
+        """
+        table.check_names(list(row))
+        self.datacollector.add_table_row(table.file, row, ignore_missing=True)
+
+    def tables(self) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """The records so far, typed by :mod:`market_sim.records`.
+
+        Returns:
+            ``rounds`` (one row per auction) and ``agents`` (one per (auction, advertiser)).
+        """
+        if self.array_round is not None:
+            return self.array_round.tables()
+        collected = self.datacollector.tables
+        return ROUNDS.frame(collected[ROUNDS.file]), AGENTS.frame(collected[AGENTS.file])
 
     def measure_incentives(
         self,
@@ -256,7 +246,8 @@ class MarketModel(mesa.Model):
         config = self.scenario.regret
         truthful = report == Report(valuation, 1.0)
         estimate: RegretEstimate | None = None
-        if counterfactual is not None and config.enabled and self.round_index % config.every == 0:
+        measured_round = self.current_round % config.every == 0
+        if counterfactual is not None and config.enabled and measured_round:
             estimate = estimate_regret(
                 counterfactual, valuation, report, self.platform.report_space, config
             )
@@ -275,3 +266,24 @@ class MarketModel(mesa.Model):
             "best_deviation_multiplier": estimate.best_multiplier,
             "best_deviation_distortion": estimate.best_distortion,
         }
+
+
+def step_in_lockstep(markets: Sequence[MarketModel]) -> None:
+    """One round of each replicate market, their auctions in one platform call where possible.
+
+    Every market plans its round with its own generator, the platform runs the R x K auctions
+    as one decode where it can (:func:`run_auction_groups`: the token auction; other platforms
+    run replicate after replicate), then each market steps on its own outcomes. Array rounds
+    call no LM, so there each market simply steps.
+    """
+    shared = [market for market in markets if market.array_round is None]
+    for market in markets:
+        if market.array_round is not None:
+            market.step()
+    if not shared:
+        return
+    plans = [market.plan_round() for market in shared]
+    batches = [AuctionBatch(plan.queries, plan.bidders, plan.seed) for plan in plans]
+    outcomes = run_auction_groups([market.platform for market in shared], batches)
+    for market, plan, own in zip(shared, plans, outcomes, strict=True):
+        market.step(plan, own)
