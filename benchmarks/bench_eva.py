@@ -38,7 +38,7 @@ from market_sim.eva.setup import dpo_settings, evolve_settings
 from market_sim.eva.solver import best_worst_pairs, sample_and_score
 from market_sim.lm.model import LanguageModel
 from market_sim.lm.preference import dpo_fine_tune
-from market_sim.platform.registry import build_platform
+from market_sim.plugins import build_platform
 from market_sim.prompting import build_prompt
 from market_sim.scenario import load_scenario
 

@@ -20,7 +20,7 @@ import torch
 
 from market_sim.incentives.regret import estimate_regret
 from market_sim.market.model import MarketModel
-from market_sim.platform.registry import build_platform
+from market_sim.plugins import build_platform
 from market_sim.run import load_scenario_model, seed_everything
 from market_sim.scenario import RegretConfig, load_scenario
 

@@ -442,6 +442,11 @@ def command_lambda_sweep(args: argparse.Namespace) -> None:
     scenario = load_checked_scenario(args.scenario, scenario_overrides(args))
     if scenario.lambda_sweep is None:
         raise UsageError("lambda_sweep: the scenario has no [lambda_sweep] table")
+    if scenario.mechanism.kind != "token_auction":
+        raise UsageError(
+            f"mechanism.kind: the lambda sweep needs 'token_auction', got "
+            f"'{scenario.mechanism.kind}'"
+        )
     out_dir = checked_out_dir(args.out, Path("results") / f"{scenario.name}-seed{scenario.seed}")
     lm = load_scenario_model(scenario, args.threads)
     from market_sim.lambda_sweep import run_lambda_sweep
@@ -687,7 +692,7 @@ def command_sweep(args: argparse.Namespace) -> None:
 
 def warn_if_slow(scenario, runs: int = 1) -> None:
     """One ``market-sim: warning:`` line on stderr per slow setting (before anything runs)."""
-    from market_sim.progress import slow_setting_warnings
+    from market_sim.scenario.slow_settings import slow_setting_warnings
 
     for line in slow_setting_warnings(scenario, runs):
         print(f"market-sim: warning: slow setting: {line}", file=sys.stderr)

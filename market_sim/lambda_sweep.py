@@ -16,6 +16,7 @@ from market_sim.lm.model import LanguageModel
 from market_sim.mechanisms.token_auction import TokenAuctionRule
 from market_sim.platform.base import Bidder, Report
 from market_sim.platform.token_auction import TokenAuctionPlatform
+from market_sim.plugins.token_auction import TokenAuctionConfig
 from market_sim.results import atomic_write
 from market_sim.scenario import Scenario
 
@@ -52,9 +53,13 @@ def run_lambda_sweep(
     sweep = scenario.lambda_sweep
     if sweep is None or len(scenario.advertisers) != 2:
         raise ValueError("lambda_sweep: needs a [lambda_sweep] table and exactly two advertisers")
+    mechanism = scenario.mechanism
+    if not isinstance(mechanism, TokenAuctionConfig):
+        raise ValueError(
+            f"mechanism.kind: the lambda sweep needs 'token_auction', got {mechanism.kind!r}"
+        )
     lm = lm.with_prompt_format(scenario.model.prompt_format)
     first, second = scenario.advertisers
-    mechanism = scenario.mechanism
     auctions = [(lam, sample) for lam in sweep.lambdas for sample in range(sweep.samples)]
     queries = scenario.queries.items
     rows = []

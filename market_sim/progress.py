@@ -7,8 +7,6 @@
   warnings (the ``past_key_values`` deprecation FutureWarning, the ``attention_mask`` notice)
   unless ``--verbose``. It works through environment variables too, so the spawned processes of
   a sweep's pool inherit it.
-* :func:`slow_setting_warnings`: one line per setting of a scenario known to be slow, said
-  before the run starts.
 """
 
 from __future__ import annotations
@@ -19,10 +17,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, TextIO
-
-if TYPE_CHECKING:
-    from market_sim.scenario import Scenario
+from typing import TextIO
 
 LINE_PERCENT = 5.0
 LINE_SECONDS = 30.0
@@ -38,10 +33,6 @@ QUIET_WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
 """(message start, category) of Python warnings that say nothing about the results. The
 ``attention_mask`` notices of ``generate`` are transformers logger warnings, silenced by
 ``TRANSFORMERS_VERBOSITY=error``."""
-SECONDS_PER_LM_ROUND = 0.07
-"""Measured cost of one round of an LM mechanism, bundled model, 2 CPU cores (README)."""
-SLOW_RUN_SECONDS = 600.0
-LM_KINDS = ("token_auction", "mosaic", "affine_maximizer")
 
 
 class LineProgress:
@@ -150,38 +141,3 @@ def quiet_libraries(verbose: bool = False) -> None:
 
         transformers_logging.set_verbosity_error()
         transformers_logging.disable_progress_bar()
-
-
-def slow_setting_warnings(scenario: Scenario, runs: int = 1) -> list[str]:
-    """One line per setting of ``scenario`` known to be slow (empty when none).
-
-    Args:
-        scenario: The resolved scenario.
-        runs: How many runs of it will be made (a sweep's grid points x seeds).
-    """
-    lines = []
-    mechanism = scenario.mechanism
-    if mechanism.kind == "affine_maximizer" and mechanism.policy_space == "fine_tuned":
-        lines.append(
-            "mechanism.policy_space = fine_tuned fine-tunes a copy of the LM per group and "
-            "samples every grid point before round 0: minutes on a CPU"
-        )
-    if mechanism.kind == "mosaic" and mechanism.candidates >= 64:
-        lines.append(
-            f"mechanism.candidates = {mechanism.candidates}: MOSAIC scores M x (1 + n) replies "
-            "per auction, its cost grows linearly in M"
-        )
-    regret = scenario.regret
-    if regret.enabled and regret.every == 1 and scenario.rounds > 100:
-        lines.append(
-            f"regret.every = 1 over {scenario.rounds} rounds: the regret search runs every round"
-        )
-    if mechanism.kind in LM_KINDS:
-        rounds = scenario.rounds * scenario.auctions_per_round * runs
-        seconds = rounds * SECONDS_PER_LM_ROUND
-        if seconds > SLOW_RUN_SECONDS:
-            lines.append(
-                f"{rounds} LM auctions: about {seconds / 60:.0f} min on 2 CPU cores with the "
-                f"bundled model (measured {SECONDS_PER_LM_ROUND * 1000:.0f} ms per round)"
-            )
-    return lines

@@ -29,11 +29,17 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+TITLE_VARIANT_KEYS: tuple[str, ...] = ("aggregation", "payment")
+"""Summary keys shown beside the mechanism in a run's title, when its kind reads them."""
+
+
 def format_run_summary(summary: dict[str, Any], agents: pl.DataFrame) -> str:
     """Headline metrics, then the mean of each advertiser's columns over rounds."""
+    variant = ", ".join(str(summary[key]) for key in TITLE_VARIANT_KEYS if key in summary)
+    variant = f" ({variant})" if variant else ""
     title = (
-        f"{summary['scenario']}: {summary['mechanism']} ({summary.get('aggregation')}, "
-        f"{summary.get('payment')}), {summary['rounds']} rounds, seed {summary['seed']}, "
+        f"{summary['scenario']}: {summary['mechanism']}{variant}, {summary['rounds']} rounds, "
+        f"seed {summary['seed']}, "
         f"{format_number(summary.get('rounds_per_second'))} rounds/s on {summary['device']}"
     )
     headline = format_table(

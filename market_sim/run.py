@@ -17,7 +17,7 @@ import torch
 
 from market_sim.lm.model import LanguageModel
 from market_sim.market.model import MarketModel, step_in_lockstep
-from market_sim.platform.registry import build_platform
+from market_sim.plugins import build_platform, mechanism_choices
 from market_sim.progress import progress_range
 from market_sim.provenance import run_provenance
 from market_sim.results import summarize, write_run
@@ -198,8 +198,7 @@ def finish_run(
         "run_id": run_id,
         "scenario": scenario.name,
         "mechanism": scenario.mechanism.kind,
-        "aggregation": scenario.mechanism.aggregation,
-        "payment": scenario.mechanism.payment,
+        **mechanism_choices(scenario.mechanism),
         "rounds": scenario.rounds,
         "auctions_per_round": scenario.auctions_per_round,
         "seed": scenario.seed,

@@ -31,7 +31,7 @@ import torch
 import market_sim.platform.token_auction as token_auction_platform
 from market_sim.lm.model import LanguageModel
 from market_sim.platform.base import Bidder, Platform, Report
-from market_sim.platform.registry import build_platform
+from market_sim.plugins import build_platform
 from market_sim.results import SUMMARY_FILE
 from market_sim.scenario import Scenario, ScenarioError, scenario_from_dict
 

@@ -23,8 +23,8 @@ from market_sim.market.model import MarketModel
 from market_sim.market.strategies import Feedback
 from market_sim.mechanisms.slot_auctions_array import bidder_outcome
 from market_sim.platform.base import ReportBatch
-from market_sim.platform.registry import build_platform
 from market_sim.platform.slot_auction import SlotAuctionCounterfactual
+from market_sim.plugins import build_platform
 from market_sim.run import run_replicates, run_scenario
 from market_sim.scenario import scenario_from_dict
 

@@ -4,7 +4,7 @@ import numpy as np
 import polars as pl
 
 from market_sim.market.model import MarketModel
-from market_sim.platform.registry import build_platform
+from market_sim.plugins import build_platform
 from market_sim.run import run_scenario
 from market_sim.scenario import scenario_from_dict
 

@@ -230,19 +230,3 @@ def test_platform_counterfactual_reproduces_the_round(random_lm, aggregation):
         np.testing.assert_allclose(
             utilities, 2.0 * outcome.allocations[0] - outcome.payments[0], atol=1e-6
         )
-
-
-def test_scenario_registry_of_distortion_kinds_matches_the_platforms(random_lm):
-    from market_sim.platform.registry import build_platform
-    from market_sim.scenario.schema import (
-        DISTORTION_MECHANISM_KINDS,
-        MECHANISM_KINDS,
-        MechanismConfig,
-    )
-
-    reads = {
-        kind
-        for kind in MECHANISM_KINDS
-        if build_platform(MechanismConfig(kind=kind), random_lm).report_space.distortion
-    }
-    assert reads == set(DISTORTION_MECHANISM_KINDS)

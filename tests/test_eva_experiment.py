@@ -34,7 +34,7 @@ from market_sim.eva.experiment import (
 )
 from market_sim.eva.stream import EvaQueryStream
 from market_sim.lm.model import LanguageModel
-from market_sim.platform.registry import build_platform
+from market_sim.plugins import build_platform
 from market_sim.run import run_scenario
 from market_sim.scenario import load_scenario, scenario_from_dict
 

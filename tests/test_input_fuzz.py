@@ -28,9 +28,10 @@ import tomli_w
 
 import market_sim.cli as cli
 from market_sim.cli import main
+from market_sim.config.fields import FloatList, FloatRange, IntList, IntRange
+from market_sim.plugins import mechanism_plugins
 from market_sim.scenario import load
 from market_sim.scenario.schema import STRATEGY_PARAMS
-from market_sim.scenario.validate import FloatList, FloatRange, IntList, IntRange
 
 BASE_TOML = """
 name = "fuzz"
@@ -135,11 +136,36 @@ VALID_VALUATIONS = {
 NumericSpec = IntRange | FloatRange | IntList | FloatList
 
 
+def mechanism_numeric_targets() -> Iterator[tuple[str, tuple[Any, ...], Mutation | None]]:
+    """Every numeric key of every mechanism plugin, on a table of a kind (and gate) reading it."""
+    seen: set[str] = set()
+    for plugin in mechanism_plugins():
+        for item in plugin.settings:
+            if not isinstance(item.spec, NumericSpec) or item.name in seen:
+                continue
+            seen.add(item.name)
+            gates = {gate: values[0] for gate, values in item.when.items()}
+            table = {"kind": plugin.kinds[0], **gates}
+            yield (
+                f"mechanism.{item.name}",
+                ("mechanism", item.name),
+                setter("mechanism", value=table),
+            )
+
+
+def mechanism_settings() -> dict[str, Any]:
+    """Mechanism key -> its spec, over every plugin (first declaration of each name)."""
+    specs: dict[str, Any] = {}
+    for plugin in mechanism_plugins():
+        for item in plugin.settings:
+            specs.setdefault(item.name, item.spec)
+    return specs
+
+
 def numeric_targets() -> Iterator[tuple[str, tuple[Any, ...], Mutation | None]]:
     """``(dotted key, path, preparation)`` of every numeric key of the validator's spec tables."""
     tables: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
         ("", (), load.SCENARIO_SPECS),
-        ("mechanism", ("mechanism",), load.MECHANISM_SPECS),
         ("regret", ("regret",), load.REGRET_SPECS),
         ("lambda_sweep", ("lambda_sweep",), load.LAMBDA_SWEEP_SPECS),
         ("convergence", ("convergence",), load.CONVERGENCE_SPECS),
@@ -147,6 +173,7 @@ def numeric_targets() -> Iterator[tuple[str, tuple[Any, ...], Mutation | None]]:
         ("audit", ("audit",), load.AUDIT_SPECS),
         ("queries", ("queries",), load.STATIC_QUERY_SPECS),
     ]
+    yield from mechanism_numeric_targets()
     for prefix, path, specs in tables:
         for name, spec in specs.items():
             if isinstance(spec, NumericSpec):
@@ -585,7 +612,7 @@ def test_every_numeric_key_is_bounded() -> None:
             continue  # checked below from the registries themselves
         table = {
             "": load.SCENARIO_SPECS,
-            "mechanism": load.MECHANISM_SPECS,
+            "mechanism": mechanism_settings(),
             "regret": load.REGRET_SPECS,
             "lambda_sweep": load.LAMBDA_SWEEP_SPECS,
             "convergence": load.CONVERGENCE_SPECS,

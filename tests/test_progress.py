@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from market_sim import progress
-from market_sim.progress import LineProgress, progress_bar, slow_setting_warnings
+from market_sim.progress import LineProgress, progress_bar
 from market_sim.scenario import load_scenario
+from market_sim.scenario.slow_settings import slow_setting_warnings
 
 HAWAII = Path(__file__).resolve().parent.parent / "scenarios" / "hawaii_learning.toml"
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from market_sim.plugins import mechanism_kinds, mechanism_plugin
+from market_sim.plugins.token_auction import TokenAuctionConfig
 from market_sim.scenario import (
-    MECHANISM_KINDS,
     STRATEGY_KINDS,
     AdvertiserConfig,
     LambdaSweepConfig,
-    MechanismConfig,
     ModelConfig,
     QueryConfig,
     Scenario,
@@ -113,7 +113,7 @@ valuation = { dist = "fixed", value = 2.0 }
     assert scenario.model == ModelConfig(
         path="bundled:tiny-ads", device="auto", dtype="auto", prompt_format="plain"
     )
-    assert scenario.mechanism == MechanismConfig(
+    assert scenario.mechanism == TokenAuctionConfig(
         kind="token_auction",
         aggregation="linear",
         payment="second_price",
@@ -162,7 +162,7 @@ def test_scenario_is_frozen_hashable_and_picklable() -> None:
 
 
 def test_registries() -> None:
-    assert MECHANISM_KINDS == (
+    assert mechanism_kinds() == (
         "token_auction",
         "mosaic",
         "affine_maximizer",
@@ -279,7 +279,18 @@ def test_dump_contains_every_default_and_no_none() -> None:
         "advertisers",
         "regret",
     }
-    assert dumped["regret"]["every"] == 1 and dumped["mechanism"]["reply"] == "sampled"
+    assert dumped["regret"]["every"] == 1
+    # The dump holds the keys the token auction reads, every default filled, and nothing else.
+    assert list(dumped["mechanism"]) == [
+        "kind",
+        "max_new_tokens",
+        "temperature",
+        "aggregation",
+        "payment",
+        "settlement",
+        "platform_weight",
+        "integration_nodes",
+    ]
     assert dumped["mechanism"]["integration_nodes"] == 64
     assert dumped["mechanism"]["platform_weight"] == 0.0
     assert dumped["queries"] == {
@@ -410,7 +421,7 @@ def test_each_kind_has_its_own_payment_rules(kind: str, default: str, allowed: s
     data = sample_data()
     data["mechanism"] = {"kind": kind}
     assert scenario_from_dict(data).mechanism.payment == default
-    assert MechanismConfig(kind=kind).payment == default
+    assert mechanism_plugin(kind).config_type().payment == default
     data["mechanism"] = {"kind": kind, "payment": "none"}
     assert scenario_from_dict(data).mechanism.payment == "none"
     data["mechanism"] = {"kind": kind, "payment": "second_price"}
@@ -429,14 +440,16 @@ def test_sequence_mechanism_keys_are_validated() -> None:
     data = sample_data()
     data["mechanism"] = {"kind": "mosaic", "proposal": "brand"}
     assert str(error_for(data)) == (
-        "mechanism.proposal: unknown value 'brand'; allowed: reference, context_aware"
+        "mechanism.proposal: unknown value 'brand' for mechanism.kind 'mosaic'; allowed: "
+        "reference, context_aware"
     )
     data["mechanism"] = {"kind": "affine_maximizer", "divergence": "js"}
     assert str(error_for(data)) == (
-        "mechanism.divergence: unknown value 'js'; allowed: kl, chi2, tv"
+        "mechanism.divergence: unknown value 'js' for mechanism.kind 'affine_maximizer'; "
+        "allowed: kl, chi2, tv"
     )
-    data["mechanism"] = {"kind": "mosaic", "tau": 0.0}
-    assert "mechanism.tau" in str(error_for(data))
+    data["mechanism"] = {"kind": "mosaic", "tau": 1e-308}
+    assert str(error_for(data)) == "mechanism.tau: must be between 0.001 and 1000, got 1e-308"
 
 
 def test_click_through_rates_must_not_increase() -> None:
@@ -793,8 +806,8 @@ def test_strategy_ranges_and_distortions_are_checked_before_running() -> None:
     data["advertisers"][0]["strategy"] = {"kind": "fixed", "sharpen": 2.0}
     data["mechanism"] = {"kind": "gsp"}
     assert str(error_for(data)) == (
-        "advertisers[0].strategy.sharpen: mechanism 'gsp' reads bids only; a report distortion "
-        "needs one of token_auction, mosaic, affine_maximizer (or sharpen = 1)"
+        "advertisers[0].strategy.sharpen: the ad-slot auction (kind 'gsp') reads bids only; a "
+        "report distortion needs one of token_auction, mosaic, affine_maximizer (or sharpen = 1)"
     )
 
 
@@ -813,10 +826,16 @@ def test_unknown_key_suggests_the_closest_one() -> None:
     data["mechanism"]["paymnet"] = "none"
     error = error_for(data)
     assert error.key == "mechanism.paymnet"
-    assert error.message.startswith("unknown key (did you mean `payment`?); allowed keys: ")
+    assert error.message == (
+        "the token auction (kind 'token_auction') does not read this key (did you mean "
+        "`payment`?); it reads: max_new_tokens, temperature, aggregation, payment, settlement, "
+        "platform_weight, integration_nodes"
+    )
     data = sample_data()
     data["mechanism"]["zzz"] = 1  # nothing close: no suggestion
-    assert error_for(data).message.startswith("unknown key; allowed keys: aggregation, ")
+    assert error_for(data).message.startswith(
+        "the token auction (kind 'token_auction') does not read this key; it reads: "
+    )
 
 
 def test_override_index_in_either_spelling() -> None:
@@ -873,8 +892,8 @@ def test_seed_and_rounds_bounds(key: str, value: int, message: str) -> None:
 
 
 def test_seed_bound_is_the_markets() -> None:
+    from market_sim.config.bounds import SEED_MAX
     from market_sim.market.model import SEED_BOUND
-    from market_sim.scenario.bounds import SEED_MAX
 
     assert SEED_MAX == SEED_BOUND
     data = sample_data()
@@ -890,7 +909,6 @@ def test_seed_bound_is_the_markets() -> None:
             1e-308,
             "mechanism.temperature: must be between 0.001 and 1000, got 1e-308",
         ),
-        (("mechanism", "tau"), 1e-308, "mechanism.tau: must be between 0.001 and 1000, got 1e-308"),
         (
             ("advertisers", 1, "strategy", "sharpen"),
             1e308,

@@ -10,7 +10,6 @@ import torch
 
 from market_sim.lm.model import LanguageModel
 from market_sim.platform.affine_maximizer import (
-    GROUP_DISTORTION_RANGES,
     AffineMaximizerPlatform,
 )
 from market_sim.platform.base import Bidder, Report, ReportBatch
@@ -20,6 +19,7 @@ from market_sim.platform.candidate_scoring import (
     score_replies,
 )
 from market_sim.platform.mosaic import MosaicPlatform
+from market_sim.platform.report_spaces import GROUP_DISTORTION_RANGES
 from market_sim.prompting import build_prompt
 
 torch.set_num_threads(1)

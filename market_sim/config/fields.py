@@ -227,25 +227,14 @@ def check_bounds(number: float, low: float | None, high: float | None, key: str)
 
 @dataclass(frozen=True)
 class Choice:
-    """A string from a fixed set.
-
-    ``planned`` names values that are known but not available in this version; they get a
-    dedicated message instead of "unknown value".
-    """
+    """A string from a fixed set."""
 
     values: tuple[str, ...]
     default: Any = REQUIRED
-    planned: tuple[str, ...] = ()
 
     def parse(self, value: object, key: str) -> str:
         """Check that ``value`` is one of ``values``; return it."""
-        text = require_str(value, key)
-        if text in self.planned and text not in self.values:
-            raise ScenarioError(
-                key,
-                f"{show(text)} is not available in this version; allowed: {', '.join(self.values)}",
-            )
-        return check_choice(text, self.values, key)
+        return check_choice(require_str(value, key), self.values, key)
 
 
 @dataclass(frozen=True)

@@ -51,10 +51,10 @@ from market_sim.incentives.regret import estimate_regret
 from market_sim.lm.model import LanguageModel
 from market_sim.market.valuations import expected_valuation
 from market_sim.platform.base import Bidder, Platform, Report
-from market_sim.platform.registry import build_platform
+from market_sim.plugins import MechanismConfig, build_platform, mechanism_choices
 from market_sim.results import atomic_write, atomic_write_json, atomic_write_text
 from market_sim.scenario.load import dump_scenario_toml
-from market_sim.scenario.schema import AuditConfig, MechanismConfig, Scenario
+from market_sim.scenario.schema import AuditConfig, Scenario
 
 AUDIT_FILE = "audit.parquet"
 AUDIT_TOP_FILE = "audit_top.json"
@@ -74,10 +74,11 @@ AUDIT_SCHEMA: dict[str, Any] = {
 
 
 def mechanism_label(config: MechanismConfig) -> str:
-    """``kind/payment``, with the aggregation for a non-linear token auction."""
-    label = f"{config.kind}/{config.payment}"
-    if config.kind == "token_auction" and config.aggregation != "linear":
-        label += f"/{config.aggregation}"
+    """``kind/payment`` (the kind alone if it has no payment key), then a non-linear aggregation."""
+    choices = mechanism_choices(config)
+    label = config.kind if "payment" not in choices else f"{config.kind}/{choices['payment']}"
+    if choices.get("aggregation", "linear") != "linear":
+        label += f"/{choices['aggregation']}"
     return label
 
 

@@ -109,13 +109,25 @@ def evolve_settings(config: EvaConfig) -> EvolveSettings:
     return EvolveSettings(variants=config.variants, operators=tuple(config.operators))
 
 
+DEFAULT_RELEVANCE_TEMPERATURE = 1.0
+"""The judge's relevance temperature under a mechanism that has none (token and ad-slot
+auctions): the relevance score is ``sigmoid(mean log-likelihood ratio)``."""
+
+
 def reply_sampling(scenario: Scenario) -> ReplySampling:
-    """Reply length, temperature and relevance temperature from ``[mechanism]``."""
+    """Reply length and temperature from ``[mechanism]``; its relevance temperature if it has one.
+
+    MOSAIC and the affine maximizer score relevance with ``mechanism.relevance_temperature``, and
+    the judge then scores replies the way the mechanism does; other kinds do not read that key,
+    and the judge uses :data:`DEFAULT_RELEVANCE_TEMPERATURE`.
+    """
     mechanism = scenario.mechanism
     return ReplySampling(
         max_new_tokens=mechanism.max_new_tokens,
         temperature=mechanism.temperature,
-        relevance_temperature=mechanism.relevance_temperature,
+        relevance_temperature=getattr(
+            mechanism, "relevance_temperature", DEFAULT_RELEVANCE_TEMPERATURE
+        ),
     )
 
 

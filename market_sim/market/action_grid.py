@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from market_sim.config.fields import ParamValue
 from market_sim.platform.base import Report, ReportBatch, ReportSpace
-from market_sim.scenario.validate import ParamValue
 
 
 @dataclass(frozen=True)

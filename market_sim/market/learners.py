@@ -55,10 +55,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from market_sim.config.fields import ParamValue
 from market_sim.market.action_grid import ActionGrid, ReportBounds, report_bounds
 from market_sim.market.strategies import Feedback, Strategy, StrategySetup
 from market_sim.platform.base import Report
-from market_sim.scenario.validate import ParamValue
 
 MIN_STD = 0.02
 """Floor of the policy-gradient standard deviation (log-multiplier units)."""

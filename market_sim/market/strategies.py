@@ -18,8 +18,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from market_sim.config.fields import ParamValue
 from market_sim.platform.base import CounterfactualValues, Report, ReportBatch, ReportSpace
-from market_sim.scenario.validate import ParamValue
 
 CounterfactualFn = Callable[[ReportBatch | Sequence[Report]], CounterfactualValues]
 """The round re-run for this advertiser under other reports (same randomness)."""

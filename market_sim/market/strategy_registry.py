@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from market_sim.config.fields import ParamValue
 from market_sim.market.learners import LEARNER_FACTORIES
 from market_sim.market.strategies import FixedDistortion, Strategy, StrategySetup, fixed_strategy
-from market_sim.scenario.validate import ParamValue
 
 StrategyFactory = Callable[[Mapping[str, ParamValue], StrategySetup], Strategy]
 

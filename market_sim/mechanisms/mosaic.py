@@ -70,12 +70,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
 
-MosaicPayment = Literal["mosaic", "none"]
+from market_sim.mechanisms.options import MosaicPayment
 
 
 def _as_double(x: torch.Tensor | np.ndarray | Sequence[float]) -> torch.Tensor:

@@ -28,14 +28,11 @@ Conventions chosen here (the papers leave them open):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
 
-Aggregation = Literal["linear", "log_linear"]
-PaymentRule = Literal["second_price", "first_price", "none"]
-Settlement = Literal["expected", "ex_post"]
+from market_sim.mechanisms.options import Aggregation, PaymentRule, Settlement
 
 PROB_FLOOR = 1e-12
 LOG_PROB_FLOOR = float(np.log(PROB_FLOOR))

@@ -58,20 +58,7 @@ from market_sim.platform.candidate_scoring import (
     ReplySampling,
     draw_and_score,
 )
-
-GROUP_DISTORTION_RANGES: dict[str, tuple[float, float]] = {
-    "reward_scale": (0.25, 4.0),
-    "blend": (0.5, 2.0),
-}
-"""Report scales a deviation search or learner grid tries by default, per distortion."""
-
-
-def group_report_space(distortion: str) -> ReportSpace:
-    """The report space of a group mechanism whose ``report_scale`` means ``distortion``."""
-    if distortion not in GROUP_DISTORTION_RANGES:
-        allowed = ", ".join(GROUP_DISTORTION_RANGES)
-        raise ValueError(f"group_distortion must be one of {allowed}, got {distortion!r}")
-    return ReportSpace(distortion, *GROUP_DISTORTION_RANGES[distortion])
+from market_sim.platform.report_spaces import group_report_space
 
 
 @dataclass(frozen=True)

@@ -47,13 +47,13 @@ from market_sim.mechanisms.mosaic import (
     importance_log_weights,
     run_mosaic,
 )
+from market_sim.mechanisms.options import PROPOSALS
 from market_sim.platform.base import (
     AuctionOutcome,
     Bidder,
     CounterfactualValues,
     Report,
     ReportBatch,
-    ReportSpace,
     check_batch,
 )
 from market_sim.platform.candidate_scoring import (
@@ -61,10 +61,7 @@ from market_sim.platform.candidate_scoring import (
     ReplySampling,
     draw_and_score,
 )
-
-PROPOSALS: tuple[str, ...] = ("reference", "context_aware")
-RELEVANCE_EXPONENT_RANGE = (0.25, 4.0)
-"""Relevance exponents a deviation search or learner grid tries by default."""
+from market_sim.platform.report_spaces import RELEVANCE_EXPONENT
 
 
 def reported_rewards(relevance: torch.Tensor, bids: torch.Tensor, exponents: torch.Tensor):
@@ -143,7 +140,7 @@ class MosaicPlatform:
     """
 
     kind = "mosaic"
-    report_space = ReportSpace("relevance_exponent", *RELEVANCE_EXPONENT_RANGE)
+    report_space = RELEVANCE_EXPONENT
 
     def __init__(
         self,

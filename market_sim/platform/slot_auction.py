@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from market_sim.lm.model import LanguageModel
+from market_sim.mechanisms.options import REPLY_MODES
 from market_sim.mechanisms.slot_auctions import (
     SlotAuctionKind,
     check_click_through_rates,
@@ -37,11 +38,9 @@ from market_sim.platform.base import (
     CounterfactualValues,
     Report,
     ReportBatch,
-    ReportSpace,
     check_batch,
 )
-
-REPLY_MODES: tuple[str, ...] = ("sampled", "cached")
+from market_sim.platform.report_spaces import BIDS_ONLY
 
 
 class SlotAuctionCounterfactual:
@@ -88,7 +87,7 @@ class SlotAuctionPlatform:
         slot_value: Allocation units of a click-through rate of 1 (see the module docstring).
     """
 
-    report_space = ReportSpace(None)
+    report_space = BIDS_ONLY
 
     def __init__(
         self,

@@ -30,11 +30,10 @@ from market_sim.platform.base import (
     CounterfactualValues,
     Report,
     ReportBatch,
-    ReportSpace,
     check_batch,
 )
+from market_sim.platform.report_spaces import SHARPEN
 
-SHARPEN_SEARCH_RANGE = (0.25, 4.0)
 """Sharpening exponents a deviation search or learner grid tries by default."""
 
 
@@ -74,7 +73,7 @@ class TokenAuctionPlatform:
     """
 
     kind = "token_auction"
-    report_space = ReportSpace("sharpen", *SHARPEN_SEARCH_RANGE)
+    report_space = SHARPEN
 
     def __init__(
         self,

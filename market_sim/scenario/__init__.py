@@ -1,5 +1,7 @@
 """Scenario files: TOML data validated into a typed, frozen, fully resolved :class:`Scenario`."""
 
+from market_sim.config.fields import FloatRange, IntRange, ScenarioError
+from market_sim.plugins import MechanismConfig
 from market_sim.scenario.load import (
     dump_scenario_toml,
     load_scenario,
@@ -10,19 +12,14 @@ from market_sim.scenario.overrides import apply_overrides
 from market_sim.scenario.schema import (
     AGGREGATIONS,
     INFORMATIVENESS_MEASURES,
-    MECHANISM_KINDS,
-    PAYMENTS,
-    PLANNED_MECHANISM_KINDS,
     QUERY_STREAMS,
     REWRITERS,
-    SETTLEMENTS,
     STRATEGY_KINDS,
     STRATEGY_PARAMS,
     AdvertiserConfig,
     AuditConfig,
     EvaConfig,
     LambdaSweepConfig,
-    MechanismConfig,
     ModelConfig,
     QueryConfig,
     QueryGrammarConfig,
@@ -31,17 +28,12 @@ from market_sim.scenario.schema import (
     StrategyConfig,
     ValuationConfig,
 )
-from market_sim.scenario.validate import FloatRange, IntRange, ScenarioError
 
 __all__ = [
     "AGGREGATIONS",
     "INFORMATIVENESS_MEASURES",
-    "MECHANISM_KINDS",
-    "PAYMENTS",
-    "PLANNED_MECHANISM_KINDS",
     "QUERY_STREAMS",
     "REWRITERS",
-    "SETTLEMENTS",
     "STRATEGY_KINDS",
     "STRATEGY_PARAMS",
     "AdvertiserConfig",

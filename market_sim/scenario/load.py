@@ -22,79 +22,17 @@ from typing import Any
 
 import tomli_w
 
-from market_sim.prompting import PROMPT_FORMATS
-from market_sim.scenario.bounds import (
+from market_sim.config.bounds import (
     MAX_AUCTIONS,
-    MAX_LEARNING_RATE,
     MAX_LOG_SIGMA,
     MAX_LOG_VALUATION,
     MAX_MULTIPLIER,
     MAX_ROUNDS,
     MAX_SAMPLES,
-    MAX_TEMPERATURE,
-    MAX_VALUATION,
     MIN_LOG_VALUATION,
-    MIN_TEMPERATURE,
     SEED_MAX,
 )
-from market_sim.scenario.eva_vocabulary import (
-    DEFAULT_CONSTRAINTS,
-    DEFAULT_DETAILS,
-    DEFAULT_INTENTS,
-    DEFAULT_PERSONAS,
-    EVOLVE_OPERATORS,
-)
-from market_sim.scenario.model_table import (
-    model_reference,
-    resolved_prompt_format,
-    resolved_weights_sha256,
-)
-from market_sim.scenario.overrides import apply_overrides
-from market_sim.scenario.schema import (
-    AGGREGATIONS,
-    AUDIT_TOP,
-    DEFAULT_CONVERGENCE_SIZES,
-    DEFAULT_SWEEP_LAMBDAS,
-    DEVICES_DESCRIPTION,
-    DISTORTION_MECHANISM_KINDS,
-    DIVERGENCES,
-    DTYPES,
-    GROUP_DISTORTIONS,
-    INFORMATIVENESS_MEASURES,
-    MAX_AUCTIONS_PER_ROUND,
-    MECHANISM_KINDS,
-    MOSAIC_PROPOSALS,
-    PAYMENTS,
-    PAYMENTS_BY_KIND,
-    PLANNED_MECHANISM_KINDS,
-    PLANNED_QUERY_STREAMS,
-    PLANNED_STRATEGY_KINDS,
-    POLICY_SPACES,
-    QUERY_HELDOUT_FRACTION,
-    QUERY_ORDERS,
-    QUERY_STREAMS,
-    REPLY_MODES,
-    REWARD_NORMALIZATIONS,
-    REWRITERS,
-    SETTLEMENTS,
-    STRATEGY_PARAMS,
-    VALUATION_DISTS,
-    VALUATION_REDRAWS,
-    AdvertiserConfig,
-    AuditConfig,
-    ConvergenceConfig,
-    EvaConfig,
-    LambdaSweepConfig,
-    MechanismConfig,
-    ModelConfig,
-    QueryConfig,
-    QueryGrammarConfig,
-    RegretConfig,
-    Scenario,
-    StrategyConfig,
-    ValuationConfig,
-)
-from market_sim.scenario.validate import (
+from market_sim.config.fields import (
     REQUIRED,
     Choice,
     ChoiceList,
@@ -118,6 +56,57 @@ from market_sim.scenario.validate import (
     require_table,
     show,
     validate_fields,
+)
+from market_sim.config.settings import amount, learning_rate, temperature
+from market_sim.mechanisms.options import PROPOSALS
+from market_sim.plugins import MechanismConfig, MechanismPlugin, mechanism_plugin, mechanism_plugins
+from market_sim.prompting import PROMPT_FORMATS
+from market_sim.scenario.eva_vocabulary import (
+    DEFAULT_CONSTRAINTS,
+    DEFAULT_DETAILS,
+    DEFAULT_INTENTS,
+    DEFAULT_PERSONAS,
+    EVOLVE_OPERATORS,
+)
+from market_sim.scenario.mechanism_table import (
+    mechanism_to_plain,
+    merge_audited,
+    parse_mechanism,
+)
+from market_sim.scenario.model_table import (
+    model_reference,
+    resolved_prompt_format,
+    resolved_weights_sha256,
+)
+from market_sim.scenario.overrides import apply_overrides
+from market_sim.scenario.schema import (
+    AGGREGATIONS,
+    AUDIT_TOP,
+    DEFAULT_CONVERGENCE_SIZES,
+    DEFAULT_SWEEP_LAMBDAS,
+    DEVICES_DESCRIPTION,
+    DTYPES,
+    INFORMATIVENESS_MEASURES,
+    MAX_AUCTIONS_PER_ROUND,
+    QUERY_HELDOUT_FRACTION,
+    QUERY_ORDERS,
+    QUERY_STREAMS,
+    REWRITERS,
+    STRATEGY_PARAMS,
+    VALUATION_DISTS,
+    VALUATION_REDRAWS,
+    AdvertiserConfig,
+    AuditConfig,
+    ConvergenceConfig,
+    EvaConfig,
+    LambdaSweepConfig,
+    ModelConfig,
+    QueryConfig,
+    QueryGrammarConfig,
+    RegretConfig,
+    Scenario,
+    StrategyConfig,
+    ValuationConfig,
 )
 
 # --------------------------------------------------------------------------- field specs
@@ -151,53 +140,6 @@ MODEL_SPECS: dict[str, FieldSpec] = {
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda|cuda:\d+|mps")
 
 
-def temperature(default: float) -> FloatRange:
-    """A temperature-like divisor in ``[MIN_TEMPERATURE, MAX_TEMPERATURE]`` (see bounds)."""
-    return FloatRange(min=MIN_TEMPERATURE, max=MAX_TEMPERATURE, default=default)
-
-
-def amount(default: float | None, exclusive_min: bool = False) -> FloatRange:
-    """A value-like amount in ``[0, MAX_VALUATION]`` (``> 0`` with ``exclusive_min``)."""
-    return FloatRange(min=0.0, max=MAX_VALUATION, exclusive_min=exclusive_min, default=default)
-
-
-def learning_rate(default: float) -> FloatRange:
-    """An optimizer learning rate in ``(0, MAX_LEARNING_RATE]``."""
-    return FloatRange(min=0.0, max=MAX_LEARNING_RATE, exclusive_min=True, default=default)
-
-
-MECHANISM_KIND_SPEC = Choice(
-    MECHANISM_KINDS, default="token_auction", planned=PLANNED_MECHANISM_KINDS
-)
-MECHANISM_SPECS: dict[str, FieldSpec] = {
-    "kind": MECHANISM_KIND_SPEC,
-    "aggregation": Choice(AGGREGATIONS, default="linear"),
-    "payment": Text(non_empty=True, default="second_price"),  # per kind: check_payment
-    "settlement": Choice(SETTLEMENTS, default="expected"),
-    "max_new_tokens": IntRange(min=1, max=512, default=24),
-    "platform_weight": amount(default=0.0),
-    "temperature": temperature(default=1.0),
-    "integration_nodes": IntRange(min=8, max=4096, default=64),
-    "click_through_rates": FloatList(FloatRange(min=0.0, max=1.0), min_items=1, default=(1.0,)),
-    "reply": Choice(REPLY_MODES, default="sampled"),
-    "slot_value": amount(default=1.0, exclusive_min=True),
-    "candidates": IntRange(min=1, max=65_536, default=16),
-    "tau": temperature(default=1.0),
-    "proposal": Choice(MOSAIC_PROPOSALS, default="reference"),
-    "relevance_temperature": temperature(default=1.0),
-    "divergence": Choice(DIVERGENCES, default="kl"),
-    "regularization": temperature(default=1.0),
-    "policy_space": Choice(POLICY_SPACES, default="candidates"),
-    "group_distortion": Choice(GROUP_DISTORTIONS, default="reward_scale"),
-    "normalization": Choice(REWARD_NORMALIZATIONS, default="max"),
-    "fine_tune_samples": IntRange(min=1, max=4096, default=16),
-    "fine_tune_steps": IntRange(min=0, max=100_000, default=30),
-    "fine_tune_beta": temperature(default=0.1),
-    "fine_tune_learning_rate": learning_rate(default=1e-3),
-    "grid_resolution": IntRange(min=1, max=20, default=2),
-    "grid_samples": IntRange(min=1, max=4096, default=32),
-}
-
 REGRET_SPECS: dict[str, FieldSpec] = {
     "enabled": Flag(default=True),
     "every": IntRange(min=1, max=MAX_ROUNDS, default=1),
@@ -208,7 +150,7 @@ REGRET_SPECS: dict[str, FieldSpec] = {
     "refine_points": IntRange(min=3, max=101, default=5),
 }
 
-QUERY_STREAM_SPEC = Choice(QUERY_STREAMS, default="static", planned=PLANNED_QUERY_STREAMS)
+QUERY_STREAM_SPEC = Choice(QUERY_STREAMS, default="static")
 STATIC_QUERY_SPECS: dict[str, FieldSpec] = {
     "stream": QUERY_STREAM_SPEC,
     "items": TextList(default=()),
@@ -256,7 +198,7 @@ LAMBDA_SWEEP_ADVERTISERS = 2
 CONVERGENCE_SPECS: dict[str, FieldSpec] = {
     "sizes": IntList(IntRange(min=1, max=65_536), min_items=1, default=DEFAULT_CONVERGENCE_SIZES),
     "support_samples": IntRange(min=1, max=65_536, default=256),
-    "proposals": ChoiceList(MOSAIC_PROPOSALS, min_items=1, default=MOSAIC_PROPOSALS),
+    "proposals": ChoiceList(PROPOSALS, min_items=1, default=PROPOSALS),
 }
 
 
@@ -430,7 +372,7 @@ def scenario_from_dict(
 
 
 def check_auction_count(rounds: int, auctions_per_round: int) -> None:
-    """Refuse more than :data:`~market_sim.scenario.bounds.MAX_AUCTIONS` auctions in a run.
+    """Refuse more than :data:`~market_sim.config.bounds.MAX_AUCTIONS` auctions in a run.
 
     Raises:
         ScenarioError: ``rounds * auctions_per_round > MAX_AUCTIONS`` (every auction's row is
@@ -484,57 +426,9 @@ def parse_model(
     return ModelConfig(**values)
 
 
-def parse_mechanism(table: Mapping[str, Any], key: str = "mechanism") -> MechanismConfig:
-    """Validate a mechanism table: its kind first, then the kind's keys.
-
-    ``key`` is the table's dotted key (``audit.mechanisms[i]`` for an audited mechanism).
-    """
-    parse_field(table, "kind", MECHANISM_KIND_SPEC, key)
-    values = validate_fields(table, MECHANISM_SPECS, key)
-    check_payment(values, payment_given="payment" in table, key=key)
-    check_settlement(values, key=key)
-    rates = values["click_through_rates"]
-    for index in range(1, len(rates)):
-        if rates[index] > rates[index - 1]:
-            raise ScenarioError(
-                item_key(child_key(key, "click_through_rates"), index),
-                f"click-through rates must be non-increasing (slot 1 first), got {list(rates)}",
-            )
-    return MechanismConfig(**values)
-
-
 def parse_regret(table: Mapping[str, Any]) -> RegretConfig:
     """Validate ``[regret]``."""
     return RegretConfig(**validate_fields(table, REGRET_SPECS, "regret"))
-
-
-def check_payment(values: dict[str, Any], payment_given: bool, key: str = "mechanism") -> None:
-    """Each kind has its own payment rules; an absent ``payment`` takes the kind's default."""
-    own = PAYMENTS_BY_KIND.get(values["kind"])
-    if own is not None and not payment_given:
-        values["payment"] = own[0]
-    allowed = PAYMENTS if own is None else own  # ad-slot kinds ignore the key
-    if values["payment"] not in allowed:
-        raise ScenarioError(
-            child_key(key, "payment"),
-            f"unknown value {show(values['payment'])} for {child_key(key, 'kind')} "
-            f"{show(values['kind'])}; allowed: {', '.join(allowed)}",
-        )
-
-
-def check_settlement(values: Mapping[str, Any], key: str = "mechanism") -> None:
-    """Ex-post settlement needs linear aggregation and second-price payments."""
-    if values["settlement"] != "ex_post":
-        return
-    if values["aggregation"] == "linear" and values["payment"] == "second_price":
-        return
-    raise ScenarioError(
-        child_key(key, "settlement"),
-        f"'ex_post' requires {child_key(key, 'aggregation')} = 'linear' and "
-        f"{child_key(key, 'payment')} = 'second_price', got aggregation "
-        f"{show(values['aggregation'])} and payment {show(values['payment'])}; use settlement = "
-        "'expected'",
-    )
 
 
 def parse_queries(table: Mapping[str, Any], base_dir: Path) -> QueryConfig:
@@ -704,7 +598,7 @@ def parse_valuation(table: Mapping[str, Any], key: str) -> ValuationConfig:
 
 def parse_strategy(table: Mapping[str, Any], key: str) -> StrategyConfig:
     """Validate a strategy table: the kind first, then the parameters registered for it."""
-    kind_spec = Choice(tuple(STRATEGY_PARAMS), default="truthful", planned=PLANNED_STRATEGY_KINDS)
+    kind_spec = Choice(tuple(STRATEGY_PARAMS), default="truthful")
     kind = parse_field(table, "kind", kind_spec, key)
     values = validate_fields(table, {"kind": kind_spec, **STRATEGY_PARAMS[kind]}, key)
     params = {name: value for name, value in values.items() if name != "kind"}
@@ -746,16 +640,28 @@ def check_distortions_are_read(
     advertisers: Sequence[AdvertiserConfig], mechanism: MechanismConfig
 ) -> None:
     """A fixed report distortion needs a mechanism that reads one (learners' grids collapse)."""
-    if mechanism.kind in DISTORTION_MECHANISM_KINDS:
+    plugin = mechanism_plugin(mechanism.kind)
+    if plugin.report_space(mechanism).distortion is not None:
         return
     for index, advertiser in enumerate(advertisers):
         strategy = advertiser.strategy
         if strategy.kind == "fixed" and strategy.sharpen != 1.0:
+            readers = [
+                kind
+                for other in mechanism_plugins()
+                if other_reads_distortion(other)
+                for kind in other.kinds
+            ]
             raise ScenarioError(
                 f"advertisers[{index}].strategy.sharpen",
-                f"mechanism {show(mechanism.kind)} reads bids only; a report distortion needs "
-                f"one of {', '.join(DISTORTION_MECHANISM_KINDS)} (or sharpen = 1)",
+                f"{plugin.title} (kind {show(mechanism.kind)}) reads bids only; a report "
+                f"distortion needs one of {', '.join(readers)} (or sharpen = 1)",
             )
+
+
+def other_reads_distortion(plugin: MechanismPlugin) -> bool:
+    """Whether ``plugin`` reads a report distortion with its default config."""
+    return plugin.report_space(plugin.config_type()).distortion is not None
 
 
 def parse_lambda_sweep(value: object, advertiser_count: int) -> LambdaSweepConfig | None:
@@ -806,7 +712,8 @@ def parse_audit(value: object, mechanism_table: Mapping[str, Any]) -> AuditConfi
 
     Each entry of ``mechanisms`` is a partial mechanism table merged over the scenario's
     ``[mechanism]`` (the entry's keys win) and validated like it; when an entry changes the
-    ``kind`` but names no ``payment``, the new kind's default payment applies.
+    ``kind``, the scenario's keys the new kind does not read are dropped
+    (:func:`~market_sim.scenario.mechanism_table.merge_audited`).
     """
     key = "audit"
     if value is None:
@@ -819,11 +726,7 @@ def parse_audit(value: object, mechanism_table: Mapping[str, Any]) -> AuditConfi
     for index, entry in enumerate(entries):
         entry_key = item_key(list_key, index)
         partial = require_table(entry, entry_key)
-        merged = {**mechanism_table, **partial}
-        base_kind = mechanism_table.get("kind", MECHANISM_KIND_SPEC.default)
-        if "payment" not in partial and partial.get("kind", base_kind) != base_kind:
-            merged.pop("payment", None)
-        mechanisms.append(parse_mechanism(merged, entry_key))
+        mechanisms.append(parse_mechanism(merge_audited(mechanism_table, partial), entry_key))
     values = {name: parse_field(table, name, spec, key) for name, spec in AUDIT_SPECS.items()}
     return AuditConfig(mechanisms=tuple(mechanisms), **values)
 
@@ -835,6 +738,8 @@ def to_plain(value: Any) -> Any:
     """Convert schema objects to TOML-ready dicts, lists and scalars, leaving out ``None``."""
     if isinstance(value, StrategyConfig):
         return {"kind": value.kind, **value.params}
+    if isinstance(value, MechanismConfig):
+        return to_plain(mechanism_to_plain(value))
     if isinstance(value, QueryConfig):
         plain = dataclass_to_plain(value)
         if value.file is not None:

@@ -22,6 +22,7 @@ import re
 from collections.abc import Collection
 from pathlib import Path
 
+from market_sim.config.fields import ScenarioError
 from market_sim.lm.cached_models import CACHE_PREFIX, manifest_weights_sha256
 from market_sim.lm.get import sha256_file
 from market_sim.lm.references import (
@@ -31,7 +32,6 @@ from market_sim.lm.references import (
     has_chat_template_file,
     parse_model_reference,
 )
-from market_sim.scenario.validate import ScenarioError
 
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 

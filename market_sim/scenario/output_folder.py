@@ -11,7 +11,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from market_sim.scenario.validate import ScenarioError
+from market_sim.config.fields import ScenarioError
 
 SCENARIO_FILE = "scenario.toml"
 RUN_FILE_NAMES = frozenset(

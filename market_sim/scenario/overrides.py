@@ -15,7 +15,7 @@ import tomllib
 from collections.abc import Sequence
 from typing import Any
 
-from market_sim.scenario.validate import ScenarioError, show
+from market_sim.config.fields import ScenarioError, show
 
 OVERRIDE_KEY = "--set"
 OVERRIDE_FORMAT = "expected dotted.key=value, e.g. rounds=50 or advertisers[0].strategy.kind=fixed"

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
+from market_sim.config.fields import ScenarioError, item_key, show
 from market_sim.scenario.schema import Scenario
-from market_sim.scenario.validate import ScenarioError, item_key, show
 
 PromptBuilder = Callable[[str, Sequence[str]], str]
 

@@ -3,9 +3,10 @@
 Every dataclass has defaults, so a scenario can also be built in code. The loader
 (:mod:`market_sim.scenario.load`) fills every default, so a loaded scenario is fully resolved.
 
-To add a mechanism kind, append it to :data:`MECHANISM_KINDS` (and drop it from
-:data:`PLANNED_MECHANISM_KINDS`). To add a strategy kind (e.g. a learner), add one entry to
-:data:`STRATEGY_PARAMS`: its parameter names with their ranges and defaults.
+Mechanism kinds are not listed here: each is a plugin (:mod:`market_sim.plugins`) that declares
+its own typed config, and ``Scenario.mechanism`` holds that config. To add a strategy kind (e.g. a
+learner), add one entry to :data:`STRATEGY_PARAMS`: its parameter names with their ranges and
+defaults.
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from market_sim.scenario.bounds import MAX_MULTIPLIER, MAX_RATE
+from market_sim.config.bounds import MAX_MULTIPLIER, MAX_RATE
+from market_sim.config.fields import Flag, FloatRange, FrozenParams, IntRange, ParamValue
+from market_sim.mechanisms.options import AGGREGATIONS, PROPOSALS
+from market_sim.plugins import MechanismConfig
+from market_sim.plugins.token_auction import TokenAuctionConfig
 from market_sim.scenario.eva_vocabulary import (
     DEFAULT_CONSTRAINTS,
     DEFAULT_DETAILS,
@@ -21,51 +26,13 @@ from market_sim.scenario.eva_vocabulary import (
     DEFAULT_PERSONAS,
     EVOLVE_OPERATORS,
 )
-from market_sim.scenario.validate import Flag, FloatRange, FrozenParams, IntRange, ParamValue
 
 # --------------------------------------------------------------------------- registries
 
-SLOT_AUCTION_KINDS: tuple[str, ...] = ("first_price", "second_price", "gsp", "vcg")
-"""Classic ad-slot baselines (docs/design.md, section 3.5)."""
-
-MECHANISM_KINDS: tuple[str, ...] = (
-    "token_auction",
-    "mosaic",
-    "affine_maximizer",
-    *SLOT_AUCTION_KINDS,
-)
-"""Mechanism kinds available in this version."""
-
-PLANNED_MECHANISM_KINDS: tuple[str, ...] = ()
-"""Mechanism kinds named in the design but not implemented yet (they get a clear message)."""
-
-DISTORTION_MECHANISM_KINDS: tuple[str, ...] = ("token_auction", "mosaic", "affine_maximizer")
-"""Kinds whose platform reads ``Report.report_scale`` (its ``report_space.distortion``); a test
-keeps this in step with the platforms."""
-
-AGGREGATIONS: tuple[str, ...] = ("linear", "log_linear")
-PAYMENTS_BY_KIND: dict[str, tuple[str, ...]] = {
-    "token_auction": ("second_price", "first_price", "none"),
-    "mosaic": ("mosaic", "none"),
-    "affine_maximizer": ("affine_maximizer", "none"),
-}
-"""The payment rules each kind accepts, its default first (ad-slot kinds ignore the key: the
-kind names the auction)."""
-PAYMENTS: tuple[str, ...] = tuple(
-    dict.fromkeys(rule for rules in PAYMENTS_BY_KIND.values() for rule in rules)
-)
-MOSAIC_PROPOSALS: tuple[str, ...] = ("reference", "context_aware")
-DIVERGENCES: tuple[str, ...] = ("kl", "chi2", "tv")
-POLICY_SPACES: tuple[str, ...] = ("candidates", "fine_tuned")
-GROUP_DISTORTIONS: tuple[str, ...] = ("reward_scale", "blend")
-REWARD_NORMALIZATIONS: tuple[str, ...] = ("max", "sum")
-SETTLEMENTS: tuple[str, ...] = ("expected", "ex_post")
-REPLY_MODES: tuple[str, ...] = ("sampled", "cached")
 
 QUERY_STREAMS: tuple[str, ...] = ("static", "eva")
 """``static``: a fixed pool; ``eva``: a pool that a creator evolves towards informative queries
 (configured by the ``[eva]`` table)."""
-PLANNED_QUERY_STREAMS: tuple[str, ...] = ()
 QUERY_ORDERS: tuple[str, ...] = ("cycle", "sample")
 
 INFORMATIVENESS_MEASURES: tuple[str, ...] = ("gap", "variance", "max_mean")
@@ -128,9 +95,6 @@ STRATEGY_PARAMS: dict[str, dict[str, StrategyParamSpec]] = {
 STRATEGY_KINDS: tuple[str, ...] = tuple(STRATEGY_PARAMS)
 """Strategy kinds available in this version (the keys of :data:`STRATEGY_PARAMS`)."""
 
-PLANNED_STRATEGY_KINDS: tuple[str, ...] = ()
-"""Strategy kinds named in the design but not implemented yet."""
-
 DEFAULT_SWEEP_LAMBDAS: tuple[float, ...] = tuple(round(i / 10, 1) for i in range(11))
 
 
@@ -159,95 +123,6 @@ class ModelConfig:
     dtype: str = "auto"
     prompt_format: str = "auto"
     weights_sha256: str | None = None
-
-
-@dataclass(frozen=True)
-class MechanismConfig:
-    """The auction the platform runs.
-
-    Attributes:
-        kind: One of :data:`MECHANISM_KINDS`.
-        aggregation: How the advertisers' next-token distributions are combined:
-            ``linear`` or ``log_linear``.
-        payment: Token auction: ``second_price`` (critical bid), ``first_price`` or ``none``;
-            MOSAIC: ``mosaic`` or ``none``; affine maximizer: ``affine_maximizer`` or ``none``
-            (see :data:`PAYMENTS_BY_KIND`; empty = the kind's default).
-        settlement: ``expected`` payments, or ``ex_post`` payments from stable sampling (only
-            with linear aggregation and second-price payments).
-        max_new_tokens: Length limit of the generated reply.
-        platform_weight: Weight b0 of the user's unsponsored distribution (0 = plain model).
-        temperature: Sampling temperature of the aggregate distribution.
-        integration_nodes: Quadrature nodes per unit of ln(1 + z / B) for numerically
-            integrated payments (log-linear second price; the ladder of
-            :func:`market_sim.mechanisms.token_auction.ladder_panel_rule`).
-        click_through_rates: Ad-slot auctions: non-increasing click-through rates of slots
-            1..k.
-        reply: Ad-slot auctions: ``sampled`` (a fresh unsponsored reply per round) or
-            ``cached`` (one per query; the auction does not depend on it).
-        slot_value: Ad-slot auctions: allocation units of a click-through rate of 1 (1 = value
-            per click; ``max_new_tokens`` = a certain view is worth a fully steered reply).
-        candidates: MOSAIC: M, the candidate replies per query; affine maximizer on
-            ``candidates``: the size of the sampled outcome set.
-        tau: MOSAIC: temperature of the KL regularization (docs/design.md, section 3.2.3).
-        proposal: MOSAIC: where candidates come from, ``reference`` (pi_ref, the query alone)
-            or ``context_aware`` (the query with every advertiser's context).
-        relevance_temperature: MOSAIC and affine maximizer: temperature T of the relevance
-            score ``sigmoid(mean log-likelihood ratio / T)``.
-        divergence: Affine maximizer: ``kl``, ``chi2`` or ``tv``.
-        regularization: Affine maximizer: lambda, the weight of the divergence.
-        policy_space: Affine maximizer: ``candidates`` (a distribution over sampled replies,
-            exact) or ``fine_tuned`` (a grid of weight interpolations of fine-tuned copies).
-        group_distortion: Affine maximizer: what ``report_scale`` distorts, ``reward_scale``
-            (reported reward model = scale x true) or ``blend`` (reported = normalized
-            ``scale x own + (1 - scale) x mean of the other groups'``); the bid is always the
-            reported group size.
-        normalization: Affine maximizer: reward models normalized by ``max`` or ``sum`` over
-            the outcome set (``candidates`` space).
-        fine_tune_samples: ``fine_tuned`` space: replies per query in each group's
-            reward-weighted fine-tuning run.
-        fine_tune_steps: ``fine_tuned`` space: optimizer steps per group.
-        fine_tune_beta: ``fine_tuned`` space: KL temperature of the fine-tuning target.
-        fine_tune_learning_rate: ``fine_tuned`` space: AdamW learning rate.
-        grid_resolution: ``fine_tuned`` space: interpolation coefficients are multiples of
-            1 / resolution on the simplex over (base, group copies).
-        grid_samples: ``fine_tuned`` space: replies per query sampled at each grid point to
-            estimate valuations and divergences.
-
-    Keys a kind does not read are ignored, so one scenario can be swept across kinds.
-    """
-
-    kind: str = "token_auction"
-    aggregation: str = "linear"
-    payment: str = ""
-    settlement: str = "expected"
-    max_new_tokens: int = 24
-    platform_weight: float = 0.0
-    temperature: float = 1.0
-    integration_nodes: int = 64
-    click_through_rates: tuple[float, ...] = (1.0,)
-    reply: str = "sampled"
-    slot_value: float = 1.0
-    candidates: int = 16
-    tau: float = 1.0
-    proposal: str = "reference"
-    relevance_temperature: float = 1.0
-    divergence: str = "kl"
-    regularization: float = 1.0
-    policy_space: str = "candidates"
-    group_distortion: str = "reward_scale"
-    normalization: str = "max"
-    fine_tune_samples: int = 16
-    fine_tune_steps: int = 30
-    fine_tune_beta: float = 0.1
-    fine_tune_learning_rate: float = 1e-3
-    grid_resolution: int = 2
-    grid_samples: int = 32
-
-    def __post_init__(self) -> None:
-        """An empty ``payment`` is the kind's default rule (the loader always fills it)."""
-        if not self.payment:
-            default = PAYMENTS_BY_KIND.get(self.kind, ("second_price",))[0]
-            object.__setattr__(self, "payment", default)
 
 
 @dataclass(frozen=True)
@@ -438,7 +313,7 @@ class ConvergenceConfig:
 
     sizes: tuple[int, ...] = DEFAULT_CONVERGENCE_SIZES
     support_samples: int = 256
-    proposals: tuple[str, ...] = MOSAIC_PROPOSALS
+    proposals: tuple[str, ...] = PROPOSALS
 
 
 @dataclass(frozen=True)
@@ -578,7 +453,7 @@ class Scenario:
     rounds: int = 100
     auctions_per_round: int = 1
     model: ModelConfig = field(default_factory=ModelConfig)
-    mechanism: MechanismConfig = field(default_factory=MechanismConfig)
+    mechanism: MechanismConfig = field(default_factory=TokenAuctionConfig)
     queries: QueryConfig = field(default_factory=QueryConfig)
     advertisers: tuple[AdvertiserConfig, ...] = ()
     regret: RegretConfig = field(default_factory=RegretConfig)

@@ -1,0 +1,115 @@
+"""The registered mechanism plugins: kind -> plugin, and the platform factory built from them.
+
+Built-in plugins are registered by :mod:`market_sim.plugins`; an installed package adds its own
+through the ``market_sim.mechanisms`` entry-point group (each entry point loads a
+:class:`~market_sim.plugins.base.MechanismPlugin`), and a script or test can call
+:func:`register_mechanism`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
+
+from market_sim.plugins.base import MechanismConfig, MechanismPlugin
+
+if TYPE_CHECKING:
+    from market_sim.lm.model import LanguageModel
+    from market_sim.platform.base import Platform
+
+ENTRY_POINT_GROUP = "market_sim.mechanisms"
+
+_PLUGINS: dict[str, MechanismPlugin] = {}
+"""Plugin name -> plugin, in registration order."""
+_ENTRY_POINTS_LOADED: list[bool] = []
+
+
+def register_mechanism(plugin: MechanismPlugin) -> MechanismPlugin:
+    """Make ``plugin``'s kinds available to scenarios, sweeps and the market.
+
+    Raises:
+        ValueError: Its name or one of its kinds is taken by another plugin.
+    """
+    taken = {kind: other.name for other in _PLUGINS.values() for kind in other.kinds}
+    taken.update({other.name: other.name for other in _PLUGINS.values()})
+    for name in (plugin.name, *plugin.kinds):
+        if name in taken and taken[name] != plugin.name:
+            raise ValueError(f"mechanism {name!r} is already registered by plugin {taken[name]!r}")
+    _PLUGINS[plugin.name] = plugin
+    return plugin
+
+
+def unregister_mechanism(name: str) -> None:
+    """Remove the plugin called ``name`` (tests that register their own)."""
+    _PLUGINS.pop(name, None)
+
+
+@contextmanager
+def registered(plugin: MechanismPlugin) -> Iterator[MechanismPlugin]:
+    """Register ``plugin`` for the duration of a ``with`` block."""
+    register_mechanism(plugin)
+    try:
+        yield plugin
+    finally:
+        unregister_mechanism(plugin.name)
+
+
+def load_entry_point_plugins() -> None:
+    """Register the plugins of installed packages (once per process)."""
+    if _ENTRY_POINTS_LOADED:
+        return
+    _ENTRY_POINTS_LOADED.append(True)
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        register_mechanism(entry_point.load())
+
+
+def mechanism_plugins() -> tuple[MechanismPlugin, ...]:
+    """Every registered plugin, in registration order."""
+    load_entry_point_plugins()
+    return tuple(_PLUGINS.values())
+
+
+def mechanism_kinds() -> tuple[str, ...]:
+    """Every registered ``mechanism.kind``, in registration order."""
+    return tuple(kind for plugin in mechanism_plugins() for kind in plugin.kinds)
+
+
+def mechanism_plugin(kind: str) -> MechanismPlugin:
+    """The plugin that runs ``kind``.
+
+    Raises:
+        KeyError: No registered plugin runs it.
+    """
+    for plugin in mechanism_plugins():
+        if kind in plugin.kinds:
+            return plugin
+    raise KeyError(f"no mechanism plugin runs kind {kind!r}; registered: {mechanism_kinds()}")
+
+
+def mechanism_choices(config: MechanismConfig) -> dict[str, str]:
+    """The string-valued keys ``config`` reads (its variant: payment rule, aggregation, ...).
+
+    ``summary.json`` records them beside the kind, so analysis can tell the variants of one
+    kind apart without knowing the kind; a kind records none it does not read.
+    """
+    plugin = mechanism_plugin(config.kind)
+    values = {item.name: getattr(config, item.name) for item in plugin.read_settings(config)}
+    return {name: value for name, value in values.items() if isinstance(value, str)}
+
+
+def build_platform(
+    config: MechanismConfig, lm: LanguageModel, queries: Sequence[str] = ()
+) -> Platform:
+    """The platform of ``config.kind``, built by its plugin.
+
+    Args:
+        config: The resolved mechanism table (the plugin's config type).
+        lm: The platform language model.
+        queries: The scenario's query pool (read by platforms that prepare per pool).
+
+    Raises:
+        KeyError: No registered plugin runs the kind.
+    """
+    return mechanism_plugin(config.kind).build(config, lm, queries)

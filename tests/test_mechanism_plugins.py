@@ -1,0 +1,291 @@
+"""Mechanism plugins: a mechanism defined entirely in this file runs end to end, and every kind's
+keys, dumps, run ids and error messages derive from its plugin."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from market_sim.config.settings import amount, setting
+from market_sim.platform.base import (
+    AuctionOutcome,
+    Bidder,
+    CounterfactualValues,
+    Report,
+    ReportBatch,
+    ReportSpace,
+)
+from market_sim.plugins import (
+    MechanismConfig,
+    MechanismPlugin,
+    build_platform,
+    mechanism_kinds,
+    mechanism_plugin,
+    mechanism_plugins,
+    registered,
+)
+from market_sim.run import run_scenario
+from market_sim.scenario import ScenarioError, dump_scenario_toml, scenario_from_dict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# ----------------------------------------------------------------------------- a plugin in a test
+
+
+@dataclass(frozen=True)
+class PostedPriceConfig(MechanismConfig):
+    """A posted price: every bidder at or above it shares one unit equally and pays the price."""
+
+    kind: str = "posted_price"
+    price: float = setting(amount(default=0.5), "The posted price of the whole unit.")
+
+
+def posted_price_share(bids: np.ndarray, price: float) -> np.ndarray:
+    """``[n]`` allocations: ``1 / k`` to each of the ``k`` bidders with ``bid >= price``."""
+    accepted = bids >= price
+    return accepted / max(int(accepted.sum()), 1)
+
+
+@dataclass(frozen=True)
+class PostedPriceCounterfactual:
+    """One agent's allocation and payment under K other bids, the others' bids held fixed."""
+
+    bids: np.ndarray
+    price: float
+
+    def evaluate(self, agent: int, reports: ReportBatch | Sequence[Report]) -> CounterfactualValues:
+        batch = ReportBatch.of(reports)
+        others_accepted = int(np.delete(self.bids >= self.price, agent).sum())
+        accepted = batch.bid >= self.price
+        allocations = accepted / (others_accepted + 1.0)
+        return CounterfactualValues(allocations, self.price * allocations)
+
+
+class PostedPricePlatform:
+    """No LM at all: the reply is empty, the unit is shared by the accepted bidders."""
+
+    report_space = ReportSpace(None)
+
+    def __init__(self, config: PostedPriceConfig) -> None:
+        self.kind = config.kind
+        self.price = config.price
+
+    def run_auctions(
+        self, queries: Sequence[str], bidders: Sequence[Sequence[Bidder]], seed: int
+    ) -> list[AuctionOutcome]:
+        outcomes = []
+        for round_bidders in bidders:
+            bids = np.array([bidder.report.bid for bidder in round_bidders])
+            shares = posted_price_share(bids, self.price)
+            outcomes.append(
+                AuctionOutcome(
+                    text="",
+                    token_ids=[],
+                    allocations=shares,
+                    reported_allocations=shares,
+                    payments=self.price * shares,
+                    user_value=0.0,
+                    counterfactual=PostedPriceCounterfactual(bids, self.price),
+                )
+            )
+        return outcomes
+
+
+POSTED_PRICE = MechanismPlugin(
+    name="posted_price",
+    kinds=("posted_price",),
+    title="the posted price",
+    summary="A posted price shared by the bidders who accept it.",
+    config_type=PostedPriceConfig,
+    build=lambda config, lm, queries: PostedPricePlatform(config),
+    report_space=lambda config: PostedPricePlatform.report_space,
+    decodes_per_auction=False,
+)
+
+
+def posted_price_data(random_model_dir: Path, **mechanism: object) -> dict:
+    return {
+        "name": "posted",
+        "seed": 3,
+        "rounds": 300,
+        "model": {"path": str(random_model_dir), "device": "cpu"},
+        "mechanism": {"kind": "posted_price", "price": 0.4, **mechanism},
+        "queries": {"items": ["q"]},
+        "advertisers": [
+            {
+                "name": f"Bidder {index}",
+                "context": "ctx",
+                "valuation": {"dist": "uniform", "low": 0.0, "high": 1.0},
+            }
+            for index in range(3)
+        ],
+    }
+
+
+def test_a_plugin_defined_in_a_test_runs_through_parsing_market_results_and_regret(
+    random_lm, random_model_dir, tmp_path
+):
+    with registered(POSTED_PRICE):
+        assert mechanism_kinds()[-1] == "posted_price"
+        scenario = scenario_from_dict(posted_price_data(random_model_dir))
+        assert scenario.mechanism == PostedPriceConfig(max_new_tokens=24, price=0.4)
+        dumped = tomllib.loads(dump_scenario_toml(scenario))["mechanism"]
+        assert dumped == {
+            "kind": "posted_price",
+            "max_new_tokens": 24,
+            "temperature": 1.0,
+            "price": 0.4,
+        }
+        result = run_scenario(scenario, out_dir=tmp_path / "run", lm=random_lm)
+        with pytest.raises(ScenarioError) as caught:
+            scenario_from_dict(posted_price_data(random_model_dir, tau=0.5))
+    assert "posted_price" not in mechanism_kinds()  # unregistered on leaving the block
+    assert str(caught.value) == (
+        "mechanism.tau: the posted price (kind 'posted_price') does not read this key; it reads: "
+        "max_new_tokens, temperature, price; tau is read by: mosaic"
+    )
+    agents = result.agents
+    # Allocation and payment are the closed form of the posted price, round by round.
+    valuations = agents["valuation"].to_numpy().reshape(-1, 3)
+    shares = np.stack([posted_price_share(row, 0.4) for row in valuations])  # truthful bids
+    np.testing.assert_allclose(agents["allocation"].to_numpy().reshape(-1, 3), shares)
+    np.testing.assert_allclose(agents["payment"].to_numpy().reshape(-1, 3), 0.4 * shares)
+    # Conservation: revenue is the sum of the payments.
+    paid = agents.group_by("round").agg(pl.col("payment").sum()).sort("round")["payment"]
+    np.testing.assert_allclose(result.rounds.sort("round")["revenue"], paid, rtol=1e-12)
+    # The posted price is truthful: the regret search finds no profitable bid deviation (bids
+    # above the price win the same share, bids below win nothing), up to float rounding.
+    assert result.summary["regret_max"] <= 1e-12
+    written = tomllib.loads((tmp_path / "run" / "scenario.toml").read_text())
+    assert written["mechanism"] == dumped
+    assert pl.read_parquet(tmp_path / "run" / "agents.parquet").height == 300 * 3
+
+
+def test_a_plugin_cannot_take_a_registered_kind():
+    clash = MechanismPlugin(
+        name="other",
+        kinds=("mosaic",),
+        title="a clash",
+        summary="",
+        config_type=PostedPriceConfig,
+        build=POSTED_PRICE.build,
+        report_space=POSTED_PRICE.report_space,
+    )
+    message = "'mosaic' is already registered by plugin 'mosaic'"
+    with pytest.raises(ValueError, match=message), registered(clash):
+        pass
+    assert mechanism_plugin("mosaic").name == "mosaic"
+
+
+# ----------------------------------------------------------------------------- built-in plugins
+
+
+def test_the_must_hold_message_names_the_token_auction_and_its_keys():
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "market_sim",
+            "run",
+            "scenarios/hawaii.toml",
+            "--set",
+            "mechanism.tau=0.5",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 2
+    assert completed.stdout == ""
+    assert completed.stderr == (
+        "market-sim: error: mechanism.tau: the token auction (kind 'token_auction') does not read "
+        "this key; it reads: max_new_tokens, temperature, aggregation, payment, settlement, "
+        "platform_weight, integration_nodes; tau is read by: mosaic\n"
+    )
+
+
+def minimal(mechanism: dict) -> dict:
+    return {
+        "mechanism": mechanism,
+        "queries": {"items": ["q"]},
+        "advertisers": [
+            {"name": "A", "context": "a", "valuation": {"dist": "fixed", "value": 1.0}}
+        ],
+    }
+
+
+@pytest.mark.parametrize("kind", mechanism_kinds())
+def test_each_kind_dumps_exactly_the_keys_its_plugin_reads(kind):
+    plugin = mechanism_plugin(kind)
+    scenario = scenario_from_dict(minimal({"kind": kind}))
+    assert isinstance(scenario.mechanism, plugin.config_type)
+    dumped = tomllib.loads(dump_scenario_toml(scenario))["mechanism"]
+    assert list(dumped) == [
+        "kind",
+        *(item.name for item in plugin.read_settings(scenario.mechanism)),
+    ]
+    assert scenario_from_dict({**minimal(dumped)}) == scenario  # the dump loads back equal
+    foreign = next(
+        item.name
+        for other in mechanism_plugins()
+        for item in other.settings
+        if all(item.name != own.name for own in plugin.settings)
+    )
+    with pytest.raises(ScenarioError) as caught:
+        scenario_from_dict(minimal({"kind": kind, foreign: 1}))
+    assert caught.value.key == f"mechanism.{foreign}"
+    assert f"(kind '{kind}') does not read this key; it reads: " in caught.value.message
+
+
+def test_adding_a_key_to_one_kind_does_not_rename_another_kinds_runs():
+    data = minimal({"kind": "gsp"})
+    before = dump_scenario_toml(scenario_from_dict(data))
+    with registered(POSTED_PRICE):  # a new kind with a new key
+        assert dump_scenario_toml(scenario_from_dict(data)) == before
+
+
+def test_gated_keys_are_read_only_with_their_policy_space():
+    fine_tuned = {"kind": "affine_maximizer", "policy_space": "fine_tuned", "candidates": 8}
+    with pytest.raises(ScenarioError) as caught:
+        scenario_from_dict(minimal(fine_tuned))
+    assert str(caught.value).startswith(
+        "mechanism.candidates: the affine maximizer with policy_space = 'fine_tuned' (it reads it "
+        "with policy_space = 'candidates') does not read this key; it reads: "
+    )
+    sampled = scenario_from_dict(minimal({"kind": "affine_maximizer", "candidates": 8}))
+    dumped = tomllib.loads(dump_scenario_toml(sampled))["mechanism"]
+    assert dumped["candidates"] == 8 and "grid_samples" not in dumped
+
+
+def test_per_kind_tables_apply_to_their_kind_and_top_level_keys_win():
+    table = {
+        "kind": "token_auction",
+        "payment": "first_price",
+        "token_auction": {"payment": "none", "aggregation": "log_linear"},
+        "ad_slots": {"click_through_rates": [1.0, 0.5], "reply": "cached"},
+    }
+    token = scenario_from_dict(minimal(table)).mechanism
+    assert (token.payment, token.aggregation) == ("first_price", "log_linear")
+    slots_table = {name: value for name, value in table.items() if name != "payment"}
+    slots = scenario_from_dict(minimal({**slots_table, "kind": "vcg"})).mechanism
+    assert slots.click_through_rates == (1.0, 0.5) and slots.reply == "cached"
+    with pytest.raises(ScenarioError) as caught:
+        scenario_from_dict(minimal({**table, "ad_slots": {"tau": 1.0}}))
+    assert caught.value.key == "mechanism.ad_slots.tau"
+
+
+def test_every_platform_reads_the_report_its_plugin_declares(random_lm):
+    for kind in mechanism_kinds():
+        plugin = mechanism_plugin(kind)
+        config = plugin.config_type(kind=kind)
+        platform = build_platform(config, random_lm)
+        assert platform.report_space == plugin.report_space(config), kind
