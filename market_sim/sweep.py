@@ -25,6 +25,13 @@ interrupted (Ctrl-C, SIGTERM: :class:`SweepInterrupted`) or a run fails. A parti
 analysed as it is; its row count against ``sweep.json``'s ``planned_runs`` tells it is partial, and
 running the same sweep again resumes it (complete runs are kept, the rest are run) to the table an
 uninterrupted sweep writes.
+
+Sweeps across mechanism kinds: a grid key read by one kind only is written
+``mechanism.<plugin>.<key>`` (e.g. ``--grid mechanism.kind=token_auction,mosaic --grid
+mechanism.mosaic.tau=0.5,1``). It applies to that plugin's kinds only: runs of other kinds are
+planned once, without it (their grid column is empty), and ``sweep.json`` lists which kinds each
+such key applies to. A plain ``mechanism.<key>`` that some kind of the sweep does not read is an
+error naming that kind.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import hashlib
 import itertools
 import json
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +49,9 @@ from typing import Any
 import polars as pl
 import tomli_w
 
+from market_sim.plugins import MechanismPlugin, mechanism_plugins
 from market_sim.results import SUMMARY_FILE, atomic_write, atomic_write_json, is_complete_run
-from market_sim.scenario import dump_scenario_toml, load_scenario
+from market_sim.scenario import ScenarioError, dump_scenario_toml, load_scenario
 from market_sim.scenario.overrides import parse_value
 from market_sim.sweep_backends import (
     BACKENDS,
@@ -255,17 +264,27 @@ def plan_sweep(
         ScenarioError: A grid value or override that makes the scenario invalid.
     """
     tasks: list[SweepTask] = []
+    planned: set[tuple[tuple[tuple[str, Any], ...], int]] = set()
     for point in grid_points(grid):
         point_overrides = [f"{key}={format_value(value)}" for key, value in point]
         for seed in seeds:
-            scenario = load_scenario(scenario_path, [*overrides, *point_overrides, f"seed={seed}"])
+            try:
+                scenario = load_scenario(
+                    scenario_path, [*overrides, *point_overrides, f"seed={seed}"]
+                )
+            except ScenarioError as error:
+                raise with_per_kind_hint(error, grid) from error
+            applied = applicable_point(point, scenario.mechanism.kind)
+            if (applied, seed) in planned:
+                continue  # a per-kind grid key of another kind: this run is planned already
+            planned.add((applied, seed))
             text = dump_scenario_toml(scenario)
             model = scenario.model
             tasks.append(
                 SweepTask(
                     index=len(tasks),
-                    name=run_dir_name(point, seed, text, scenario.name),
-                    point=point,
+                    name=run_dir_name(applied, seed, text, scenario.name),
+                    point=applied,
                     seed=seed,
                     scenario_toml=text,
                     model_key=(model.path, model.device, model.dtype),
@@ -275,6 +294,50 @@ def plan_sweep(
     if len(set(names)) != len(names):
         raise SweepError("--grid: two grid points resolve to the same scenario")
     return tasks
+
+
+def per_kind_plugin(key: str) -> MechanismPlugin | None:
+    """The plugin a grid key is scoped to: ``mechanism.<plugin name>.<key>``, else None."""
+    parts = key.split(".")
+    if len(parts) < 3 or parts[0] != "mechanism":
+        return None
+    return next((plugin for plugin in mechanism_plugins() if plugin.name == parts[1]), None)
+
+
+def applicable_point(point: Sequence[tuple[str, Any]], kind: str) -> tuple[tuple[str, Any], ...]:
+    """The grid values that apply to a run of ``kind``: per-kind keys of other kinds dropped.
+
+    ``mechanism.mosaic.tau`` applies to MOSAIC runs only; a token-auction run of the same sweep
+    is the same run for every value of it, so it is planned once, without that key.
+    """
+    kept = []
+    for key, value in point:
+        plugin = per_kind_plugin(key)
+        if plugin is None or kind in plugin.kinds:
+            kept.append((key, value))
+    return tuple(kept)
+
+
+def grid_scope_lines(grid: Grid) -> list[str]:
+    """One line per per-kind grid key, saying which kinds it applies to."""
+    lines = []
+    for key in grid:
+        plugin = per_kind_plugin(key)
+        if plugin is not None:
+            lines.append(f"--grid {key} applies to kind {', '.join(plugin.kinds)} only")
+    return lines
+
+
+def with_per_kind_hint(error: ScenarioError, grid: Grid) -> ScenarioError:
+    """Add to "does not read this key" on a grid key how to scope it to the kinds that read it."""
+    if error.key not in grid or "does not read this key" not in error.message:
+        return error
+    name = error.key.rpartition(".")[2]
+    return ScenarioError(
+        error.key,
+        f"{error.message}; in a sweep across kinds, write the grid key as "
+        f"mechanism.<plugin>.{name} to sweep it for that plugin's kinds only",
+    )
 
 
 # --------------------------------------------------------------------------- tables
@@ -342,7 +405,7 @@ def write_tables(tasks: Sequence[SweepTask], out_dir: Path) -> pl.DataFrame:
         The runs table.
     """
     complete = [task for task in tasks if is_complete_run(out_dir / RUNS_DIR / task.name)]
-    grid_keys = [key for key, _ in tasks[0].point] if tasks else []
+    grid_keys = list(dict.fromkeys(key for task in tasks for key, _ in task.point))
     runs, timings = runs_table(complete, out_dir, grid_keys)
     atomic_write(out_dir / RUNS_FILE, runs.write_parquet)
     atomic_write(out_dir / TIMINGS_FILE, timings.write_parquet)
@@ -355,14 +418,22 @@ def write_manifest(
     grid: Grid,
     seeds: Sequence[int],
     overrides: Sequence[str],
+    planned_runs: int,
 ) -> None:
-    """Write ``sweep.json``: the scenario file, grid, seeds, overrides and number of runs."""
+    """Write ``sweep.json``: the scenario file, grid, seeds, overrides and number of runs.
+
+    ``grid_kinds`` maps each per-kind grid key (``mechanism.<plugin>.<key>``) to the kinds it
+    applies to; ``planned_runs`` counts distinct runs (a per-kind key does not multiply the runs
+    of other kinds).
+    """
+    scoped = {key: per_kind_plugin(key) for key in grid}
     manifest = {
         "scenario": str(scenario_path),
         "grid": {key: list(values) for key, values in grid.items()},
+        "grid_kinds": {key: list(plugin.kinds) for key, plugin in scoped.items() if plugin},
         "seeds": list(seeds),
         "overrides": list(overrides),
-        "planned_runs": len(grid_points(grid)) * len(seeds),
+        "planned_runs": planned_runs,
     }
     atomic_write_json(out_dir / MANIFEST_FILE, manifest, default=str)
 
@@ -422,7 +493,9 @@ def run_sweep(
     out = Path(out_dir)
     runs_root = out / RUNS_DIR
     todo = [task for task in tasks if not is_complete_run(runs_root / task.name)]
-    write_manifest(out, scenario_path, parsed_grid, seed_list, overrides)
+    for line in grid_scope_lines(parsed_grid):
+        print(f"market-sim: sweep: {line}", file=sys.stderr)
+    write_manifest(out, scenario_path, parsed_grid, seed_list, overrides, len(tasks))
     try:
         with progress_bar(
             len(tasks), "sweep", "run", enabled=progress, initial=len(tasks) - len(todo)

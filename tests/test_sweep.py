@@ -3,6 +3,7 @@
 import json
 import os
 import stat
+import tomllib
 from pathlib import Path
 
 import polars as pl
@@ -11,10 +12,12 @@ import torch
 
 from market_sim.cli import main
 from market_sim.results import is_complete_run
+from market_sim.scenario import ScenarioError
 from market_sim.sweep import (
     RUNS_FILE,
     SweepError,
     SweepInterrupted,
+    grid_scope_lines,
     parse_grid,
     parse_seeds,
     plan_sweep,
@@ -313,3 +316,28 @@ def test_cli_sweep_and_plot(tmp_path, scenario, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["plot", str(tmp_path / "empty")]) == 2
     assert "no results found" in capsys.readouterr().err
+
+
+def test_a_per_kind_grid_key_applies_to_its_kind_only(scenario):
+    grid = parse_grid(["mechanism.kind=second_price,mosaic", "mechanism.mosaic.tau=0.5,2.0"])
+    tasks = plan_sweep(scenario, grid, [0])
+    # three runs, not four: the second-price run is the same for every MOSAIC tau
+    assert [task.point for task in tasks] == [
+        (("mechanism.kind", "second_price"),),
+        (("mechanism.kind", "mosaic"), ("mechanism.mosaic.tau", 0.5)),
+        (("mechanism.kind", "mosaic"), ("mechanism.mosaic.tau", 2.0)),
+    ]
+    taus = [tomllib.loads(task.scenario_toml)["mechanism"].get("tau") for task in tasks]
+    assert taus == [None, 0.5, 2.0]
+    assert grid_scope_lines(grid) == ["--grid mechanism.mosaic.tau applies to kind mosaic only"]
+
+
+def test_a_plain_grid_key_some_kind_does_not_read_is_refused_with_the_per_kind_spelling(scenario):
+    grid = parse_grid(["mechanism.kind=second_price,mosaic", "mechanism.tau=0.5,2.0"])
+    with pytest.raises(ScenarioError) as caught:
+        plan_sweep(scenario, grid, [0])
+    assert caught.value.key == "mechanism.tau"
+    assert caught.value.message.startswith("the ad-slot auction (kind 'second_price') does not")
+    assert caught.value.message.endswith(
+        "write the grid key as mechanism.<plugin>.tau to sweep it for that plugin's kinds only"
+    )
