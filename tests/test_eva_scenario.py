@@ -5,13 +5,15 @@ from pathlib import Path
 
 import pytest
 
+from market_sim.plugins import mechanism_plugin
+from market_sim.plugins.mosaic import MosaicConfig
+from market_sim.plugins.token_auction import TokenAuctionConfig
 from market_sim.scenario import (
     INFORMATIVENESS_MEASURES,
     QUERY_STREAMS,
     REWRITERS,
     AuditConfig,
     EvaConfig,
-    MechanismConfig,
     QueryGrammarConfig,
     ScenarioError,
     dump_scenario_toml,
@@ -232,17 +234,21 @@ def test_full_eva_grammar_and_audit_values() -> None:
     assert (audit.top, audit.uniform) == (5, False)
     mosaic, log_linear = audit.mechanisms
     # Each entry is merged over [mechanism]: its own keys win, the rest is inherited.
-    assert mosaic == MechanismConfig(kind="mosaic", candidates=8, max_new_tokens=12)
+    assert mosaic == MosaicConfig(candidates=8, max_new_tokens=12)
     assert mosaic.payment == "mosaic"  # a new kind without a payment takes its default rule
-    assert log_linear == MechanismConfig(aggregation="log_linear", max_new_tokens=12)
+    assert log_linear == TokenAuctionConfig(aggregation="log_linear", max_new_tokens=12)
     assert log_linear.payment == "second_price"
 
 
 def test_round_trip_with_eva_audit_and_grammar() -> None:
     scenario = scenario_from_dict(tomllib.loads(FULL_TOML))
     dumped = tomllib.loads(dump_scenario_toml(scenario))
-    # Audit mechanisms are written as full, resolved mechanism tables.
-    assert set(dumped["audit"]["mechanisms"][0]) == set(dumped["mechanism"])
+    # Audit mechanisms are written as full, resolved tables of their own kind's keys.
+    assert set(dumped["audit"]["mechanisms"][0]) == {
+        "kind",
+        *(item.name for item in mechanism_plugin("mosaic").settings),
+    }
+    assert set(dumped["audit"]["mechanisms"][1]) == set(dumped["mechanism"])
     assert dumped["audit"]["mechanisms"][0]["payment"] == "mosaic"
     assert scenario_from_dict(dumped) == scenario
     # The dump is self-contained: it loads to the same scenario under a different [mechanism].
@@ -511,13 +517,15 @@ def test_audit_mechanism_errors_are_keyed_by_entry() -> None:
     data["audit"] = {"mechanisms": [{"bids": 2}]}
     error = error_for(data)
     assert error.key == "audit.mechanisms[0].bids"
-    assert error.message.startswith("unknown key; allowed keys: aggregation,")
+    assert error.message.startswith(
+        "the token auction (kind 'token_auction') does not read this key; it reads: "
+    )
     data["audit"] = {"mechanisms": [{"kind": "mosaic", "payment": "second_price"}]}
     assert str(error_for(data)) == (
         "audit.mechanisms[0].payment: unknown value 'second_price' for "
         "audit.mechanisms[0].kind 'mosaic'; allowed: mosaic, none"
     )
-    data["audit"] = {"mechanisms": [{"click_through_rates": [0.5, 0.9]}]}
+    data["audit"] = {"mechanisms": [{"kind": "gsp", "click_through_rates": [0.5, 0.9]}]}
     assert error_for(data).key == "audit.mechanisms[0].click_through_rates[1]"
     data["audit"] = {"mechanisms": [{"aggregation": "log_linear", "settlement": "ex_post"}]}
     error = error_for(data)

@@ -25,7 +25,7 @@ from market_sim.config.fields import (
     require_table,
     show,
 )
-from market_sim.config.settings import Setting
+from market_sim.config.settings import Setting, settings_of
 from market_sim.plugins import (
     MechanismConfig,
     MechanismPlugin,
@@ -145,17 +145,21 @@ def check_read(
 def merge_audited(base: Mapping[str, Any], partial: Mapping[str, Any]) -> dict[str, Any]:
     """An audited mechanism's table: ``partial`` merged over the scenario's ``[mechanism]``.
 
-    When ``partial`` changes the kind, the base's top-level keys the new kind's plugin does not
-    declare are dropped (the base's per-kind tables stay), so ``{ kind = "mosaic" }`` audits
-    MOSAIC with its defaults rather than failing on the token auction's ``aggregation``.
+    An entry of the scenario's plugin inherits every key of the scenario's table. An entry of
+    another plugin inherits only the keys every mechanism reads (``max_new_tokens``,
+    ``temperature``) and the per-kind tables, so ``{ kind = "mosaic" }`` audits MOSAIC with its
+    own defaults (payment ``mosaic``) rather than the token auction's ``payment``.
     """
     base_kind = base.get("kind", DEFAULT_KIND)
     kind = partial.get("kind", base_kind)
-    if kind == base_kind or kind not in mechanism_kinds():
+    known = mechanism_kinds()
+    if kind not in known or base_kind not in known:
+        return {**base, **partial}  # the unknown kind is reported by parse_mechanism
+    if mechanism_plugin(kind) is mechanism_plugin(base_kind):
         return {**base, **partial}
-    plugin = mechanism_plugin(kind)
-    keep = {item.name for item in plugin.settings} | {other.name for other in mechanism_plugins()}
-    return {**{name: value for name, value in base.items() if name in keep}, **partial}
+    shared = {item.name for item in settings_of(MechanismConfig)}
+    shared |= {plugin.name for plugin in mechanism_plugins()}
+    return {**{name: value for name, value in base.items() if name in shared}, **partial}
 
 
 def mechanism_to_plain(config: MechanismConfig) -> dict[str, Any]:

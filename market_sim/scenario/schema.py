@@ -95,6 +95,35 @@ STRATEGY_PARAMS: dict[str, dict[str, StrategyParamSpec]] = {
 STRATEGY_KINDS: tuple[str, ...] = tuple(STRATEGY_PARAMS)
 """Strategy kinds available in this version (the keys of :data:`STRATEGY_PARAMS`)."""
 
+STRATEGY_KIND_DOCS: dict[str, str] = {
+    "truthful": "bids the valuation, reports the true preferences.",
+    "fixed": "a fixed bid multiplier and report distortion.",
+    "hedge": "full-information multiplicative weights over the strategy grid.",
+    "exp3": "bandit-feedback exponential weights over the strategy grid.",
+    "epsilon_greedy": "the best empirical mean, a uniform grid point with probability epsilon.",
+    "ucb1": "the upper confidence bound of each grid point's empirical mean.",
+    "policy_gradient": "a Gaussian policy on the log multiplier (and distortion), REINFORCE.",
+}
+"""One line per strategy kind (the key reference's)."""
+
+STRATEGY_PARAM_DOCS: dict[str, str] = {
+    "bid_multiplier": "Bid = bid_multiplier x valuation.",
+    "sharpen": "Report distortion (the mechanism's report_scale; 1 = truthful).",
+    "multiplier_min": "Smallest bid multiplier of the grid.",
+    "multiplier_max": "Largest bid multiplier of the grid.",
+    "multiplier_count": "Points of the linear multiplier grid (1 fixes the bid).",
+    "distortion_min": "Smallest report distortion of the geometric grid.",
+    "distortion_max": "Largest report distortion of the geometric grid.",
+    "distortion_count": "Points of the distortion grid (1 keeps reports truthful).",
+    "contextual": "Learn one strategy per query instead of one for all.",
+    "learning_rate": "Learning (or Adam step) rate; 0: from the run's length T.",
+    "exploration": "Exploration rate (EXP3's gamma, UCB1's c); 0: from the run's length T.",
+    "epsilon": "Probability of a uniform exploration step (0: from the regret bound).",
+    "initial_multiplier": "Initial mean bid multiplier of the Gaussian policy.",
+    "initial_std": "Initial standard deviation of the log multiplier (and log distortion).",
+}
+"""One line per strategy parameter (the key reference's; a test checks every one has it)."""
+
 DEFAULT_SWEEP_LAMBDAS: tuple[float, ...] = tuple(round(i / 10, 1) for i in range(11))
 
 
