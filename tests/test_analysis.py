@@ -12,6 +12,7 @@ from matplotlib.image import imread
 
 from analysis.load import load_agents, load_results, load_runs
 from analysis.metrics import (
+    AGENT_METRICS,
     add_labels,
     agent_summary,
     brand_shares,
@@ -29,6 +30,7 @@ from analysis.stats import (
     t_quantile,
     wilson_interval,
 )
+from market_sim.records import AGENTS, CONVERGENCE
 
 T_975 = {1: 12.706204736174707, 2: 4.302652729749464, 4: 2.7764451051977934, 9: 2.262157162798205}
 ROUNDS = 6
@@ -327,3 +329,24 @@ def test_plot_all_skips_what_is_absent(sweep_dir, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(NoResultsError):
         plot_all(tmp_path / "empty", tmp_path / "none")
+
+
+def test_agent_metrics_are_schema_columns_or_derived_from_them():
+    derived = {"bid_ratio": ("bid", "valuation"), "report_distortion": ("report_scale",)}
+    for metric in AGENT_METRICS:
+        for name in derived.get(metric, (metric,)):
+            assert AGENTS[name].dtype == pl.Float64, name
+    assert CONVERGENCE["candidates"].dtype == pl.Int64
+
+
+def test_agents_are_read_with_the_schema_dtypes(tmp_path):
+    """A run written before the schema (brands/regret typed by inference) reads as declared."""
+    folder = tmp_path / "old"
+    write_run(folder, "vcg", 1.0, 0, 1.0)
+    agents = pl.read_parquet(folder / "agents.parquet").with_columns(
+        pl.col("round").cast(pl.Int32), pl.lit(None).alias("regret")
+    )
+    agents.write_parquet(folder / "agents.parquet")
+    loaded = load_agents(load_runs(tmp_path))
+    assert loaded.schema["round"] == pl.Int64 and loaded.schema["regret"] == pl.Float64
+    assert loaded["round"].to_list() == agents["round"].cast(pl.Int64).to_list()

@@ -85,10 +85,11 @@ class MarketModel(mesa.Model):
     rows are per auction, not per step, so model and agent reporters (one value per step) do
     not fit. Rounds of K > 1 ad-slot auctions beside a cached reply run as array code
     (:mod:`market_sim.market.array_round`) and keep their records as ``[K, n]`` arrays instead:
-    there a round costs a few array operations, and one ``add_table_row`` per row would cost
-    more than the round itself (``benchmarks/datacollector_rows.py``, K = 64, n = 4, 200
-    rounds: the columnar tables take 3 ms, the same rows through the DataCollector 104 ms,
-    about 35x; the array round itself about 1 ms).
+    there a round costs a few array operations, and one ``add_table_row`` per row costs far more
+    than building the columns (``benchmarks/datacollector_rows.py``, K = 64, 3 advertisers,
+    200 rounds, 51,200 rows: columnar tables 0.06 to 0.09 s, the same rows through the
+    DataCollector 0.9 to 1.0 s, 9x to 17x on a loaded 2-core CPU, about half the time of the
+    array rounds themselves).
 
     Args:
         scenario: The validated scenario.
