@@ -67,6 +67,3 @@ EVOLVE_OPERATORS: tuple[str, ...] = (
     "mix",
 )
 """Mutation operators: in depth (the first three) and in breadth (the last three)."""
-
-DEPTH_OPERATORS: tuple[str, ...] = EVOLVE_OPERATORS[:3]
-BREADTH_OPERATORS: tuple[str, ...] = EVOLVE_OPERATORS[3:]
