@@ -289,3 +289,27 @@ def test_every_platform_reads_the_report_its_plugin_declares(random_lm):
         config = plugin.config_type(kind=kind)
         platform = build_platform(config, random_lm)
         assert platform.report_space == plugin.report_space(config), kind
+
+
+def test_an_installed_package_registers_a_plugin_through_its_entry_point(monkeypatch):
+    from market_sim.plugins import registry
+
+    class EntryPoint:
+        def load(self):
+            return POSTED_PRICE
+
+    asked = []
+
+    def entry_points(group):
+        asked.append(group)
+        return [EntryPoint()]
+
+    monkeypatch.setattr(registry, "entry_points", entry_points)
+    monkeypatch.setattr(registry, "_ENTRY_POINTS_LOADED", [])
+    try:
+        assert mechanism_plugin("posted_price") is POSTED_PRICE
+        assert asked == ["market_sim.mechanisms"]
+        mechanism_kinds()
+        assert asked == ["market_sim.mechanisms"]  # loaded once per process
+    finally:
+        registry.unregister_mechanism("posted_price")
