@@ -17,11 +17,12 @@ mechanism's ``AuctionOutcome.extras``), the eva query stream, or strategy kinds 
 ``state()``). A column filled by a mechanism, a stream or a strategy is **optional**: it is
 written only by runs whose filler ran (:attr:`Column.when` states any further condition).
 
-Mechanism extras keep the unprefixed names they had before this schema existed (``n_tokens``,
-``candidates``, ...: renaming them would rename columns of existing results); the schema marks
-them with ``group="extra"``, and :data:`EXTRA_PREFIX` is the prefix a writer must give an extra
-it does not declare here (none today: an undeclared column is an error). Strategy state
-columns are ``strategy_<key>`` (:data:`STRATEGY_PREFIX`).
+Mechanism extras (``AuctionOutcome.extras``): the built-in mechanisms' extras are declared one
+by one and keep the unprefixed names they had before this schema existed (``n_tokens``,
+``candidates``, ...; a prefix would rename columns of every existing result). Any other extra
+must carry the prefix :data:`EXTRA_PREFIX` (``extra_<name>``, float64): a mechanism plugin can
+add its own extras without an edit here, and a writer refuses an unprefixed extra it does not
+declare. Strategy state columns are ``strategy_<key>`` (:data:`STRATEGY_PREFIX`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ EVA_STREAM = "eva query stream"
 STRATEGY_PREFIX = "strategy_"
 """Prefix of the agents' strategy-state columns (``strategy_<key>`` of ``Strategy.state()``)."""
 EXTRA_PREFIX = "extra_"
-"""Reserved prefix for a mechanism extra not declared in :data:`ROUNDS` (none today)."""
+"""Prefix of a mechanism extra not declared one by one in :data:`ROUNDS` (written as float64)."""
 
 TOKEN_AUCTION = "token_auction"
 MOSAIC = "mosaic"
@@ -105,10 +106,14 @@ class RecordTable:
     Attributes:
         file: The file name in a run folder.
         columns: Its columns.
+        families: Columns declared by prefix: the :attr:`Column.name` of each is a prefix, and
+            any column whose name starts with it has its dtype (written after ``columns``, in
+            the order they first appear).
     """
 
     file: str
     columns: tuple[Column, ...]
+    families: tuple[Column, ...] = ()
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -140,14 +145,41 @@ class RecordTable:
             or (filler in column.filled_by and filler not in dict(column.when))
         )
 
+    def column(self, name: str) -> Column | None:
+        """The column declaring ``name``: its own, else its prefix family's (None if neither)."""
+        for column in self.columns:
+            if column.name == name:
+                return column
+        for family in self.families:
+            if name.startswith(family.name):
+                return family
+        return None
+
     def check_names(self, names: Sequence[str]) -> None:
         """Raise :class:`UndeclaredColumnError` naming the first column not declared here."""
-        declared = set(self.names)
         for name in names:
-            if name not in declared:
+            if self.column(name) is None:
+                prefixes = "".join(f"; or name it {f.name}<name>" for f in self.families)
                 raise UndeclaredColumnError(
-                    f"{self.file}: column {name!r} is not declared in market_sim.records"
+                    f"{self.file}: column {name!r} is not declared in market_sim.records{prefixes}"
                 )
+
+    def ordered(self, names: Sequence[str]) -> list[tuple[str, Column]]:
+        """``names`` with their columns: declared order, then family members as given.
+
+        Raises:
+            UndeclaredColumnError: A name neither declared nor in a family.
+        """
+        present = set(names)
+        ordered = [(column.name, column) for column in self.columns if column.name in present]
+        declared = {column.name for column in self.columns}
+        for name in names:
+            column = self.column(name)
+            if column is None:
+                self.check_names([name])  # raises, naming it
+            elif name not in declared:
+                ordered.append((name, column))
+        return ordered
 
     def frame(self, columns: Mapping[str, Sequence[object]]) -> pl.DataFrame:
         """A typed frame from value lists of every declared column (``None`` where not filled).
@@ -156,23 +188,19 @@ class RecordTable:
         left out; every other column is built with its declared dtype, strictly (a value that
         does not fit the dtype raises instead of becoming null).
         """
-        self.check_names(list(columns))
-        series = [
-            pl.Series(column.name, list(columns[column.name]), dtype=column.dtype, strict=True)
-            for column in self.columns
-            if column.name in columns
-            and not (column.optional and all(v is None for v in columns[column.name]))
-        ]
-        return pl.DataFrame(series)
+        return pl.DataFrame(
+            [
+                pl.Series(name, list(columns[name]), dtype=column.dtype, strict=True)
+                for name, column in self.ordered(list(columns))
+                if not (column.optional and all(v is None for v in columns[name]))
+            ]
+        )
 
     def conform(self, frame: pl.DataFrame) -> pl.DataFrame:
         """``frame`` with declared columns only, each cast to its dtype, in declared order."""
-        self.check_names(frame.columns)
-        present = set(frame.columns)
         return frame.select(
-            pl.col(column.name).cast(column.dtype, strict=True)
-            for column in self.columns
-            if column.name in present
+            pl.col(name).cast(column.dtype, strict=True)
+            for name, column in self.ordered(frame.columns)
         )
 
 
@@ -282,6 +310,16 @@ ROUNDS = RecordTable(
             (AFFINE_MAXIMIZER,),
             "extra",
             ((AFFINE_MAXIMIZER, FINE_TUNED),),
+        ),
+    ),
+    families=(
+        Column(
+            EXTRA_PREFIX,
+            pl.Float64,
+            "the mechanism's",
+            "an extra of a mechanism not declared above, extra_<name>",
+            ("any mechanism plugin",),
+            "extra",
         ),
     ),
 )

@@ -113,8 +113,31 @@ def test_a_mechanism_extra_the_schema_does_not_declare_is_refused(bundled_lm):
     market.platform.run_auctions = with_bogus_extra
     with pytest.raises(UndeclaredColumnError) as error:
         market.step()
-    expected = "rounds.parquet: column 'bogus' is not declared in market_sim.records"
+    expected = (
+        "rounds.parquet: column 'bogus' is not declared in market_sim.records; "
+        "or name it extra_<name>"
+    )
     assert str(error.value) == expected
+
+
+def test_a_prefixed_extra_is_written_as_float64_from_the_round_it_appears(bundled_lm):
+    """A plugin's own extra needs no schema edit: ``extra_<name>``, null before it appears."""
+    scenario = dataclasses.replace(bundled_scenario({"kind": "token_auction"}), rounds=3)
+    market, _ = build_market(scenario, bundled_lm)
+    run_auctions = market.platform.run_auctions
+
+    def with_late_extra(queries, bidders, seed):
+        outcomes = run_auctions(queries, bidders, seed)
+        if market.current_round == 0:
+            return outcomes
+        return [dataclasses.replace(o, extras={**o.extras, "extra_load": 2}) for o in outcomes]
+
+    market.platform.run_auctions = with_late_extra
+    market.run_model()
+    rounds, _ = market.tables()
+    assert rounds.columns[-1] == "extra_load" and rounds.schema["extra_load"] == pl.Float64
+    assert rounds["extra_load"].to_list() == [None, 2.0, 2.0]
+    assert ROUNDS.column("extra_load") is ROUNDS.families[0]
 
 
 def test_frame_types_columns_drops_unfilled_optional_ones_and_keeps_unmeasured_regret():
@@ -145,6 +168,11 @@ def test_conform_orders_casts_and_refuses_undeclared_columns():
     assert conformed.schema["revenue"] == pl.Float64
     with pytest.raises(UndeclaredColumnError, match="'shares' is not declared"):
         ROUNDS.conform(frame.with_columns(shares=pl.lit(0.5)))
+    with pytest.raises(UndeclaredColumnError, match="'shares' is not declared"):
+        AGENTS.conform(frame.select("round").with_columns(shares=pl.lit(0.5)))
+    extra = ROUNDS.conform(frame.with_columns(extra_share=pl.lit(1), run_id=pl.lit("r")))
+    assert extra.columns == ["run_id", "round", "revenue", "extra_share"]
+    assert extra.schema["extra_share"] == pl.Float64
 
 
 def test_names_are_unique_and_lookups_name_the_file():

@@ -215,9 +215,15 @@ class MarketModel(mesa.Model):
         """Append a row to the datacollector's table of ``table`` (undeclared keys refused).
 
         ``DataCollector.add_table_row`` would drop a key its table does not list; the schema
-        check makes that an error instead.
+        check makes an undeclared key an error instead, and a key declared by prefix (a
+        plugin's ``extra_<name>``) seen for the first time becomes a new column, null on the
+        earlier rows.
         """
         table.check_names(list(row))
+        collected = self.datacollector.tables[table.file]
+        for name in row:
+            if name not in collected:
+                collected[name] = [None] * len(collected[table.columns[0].name])
         self.datacollector.add_table_row(table.file, row, ignore_missing=True)
 
     def tables(self) -> tuple[pl.DataFrame, pl.DataFrame]:
