@@ -5,6 +5,7 @@ import dataclasses
 import polars as pl
 import pytest
 
+from market_sim.plugins import mechanism_kinds
 from market_sim.records import (
     AGENTS,
     CONVERGENCE,
@@ -181,3 +182,10 @@ def test_names_are_unique_and_lookups_name_the_file():
     with pytest.raises(KeyError, match="agents.parquet declares no column 'candidates'"):
         AGENTS["candidates"]
     assert all(c.name.startswith(STRATEGY_PREFIX) for c in AGENTS.columns if c.group == "strategy")
+
+
+def test_the_schema_names_exactly_the_registered_mechanisms():
+    assert set(MECHANISMS) == set(mechanism_kinds())
+    for column in ROUNDS.columns:
+        if column.group == "extra":
+            assert set(column.filled_by) <= set(MECHANISMS), column.name
