@@ -351,7 +351,7 @@ AGENTS = RecordTable(
         _regret("best_deviation_distortion", "1", "report distortion of the best deviation"),
         Column("mentioned", pl.Boolean, "flag", "whether the reply mentions the brand"),
         _strategy("bid_multiplier", "1", "the fixed bid / valuation", *FIXED_STRATEGIES),
-        _strategy("sharpen", "1", "the fixed report distortion", *FIXED_STRATEGIES),
+        _strategy("distortion", "1", "the fixed report distortion", *FIXED_STRATEGIES),
         _strategy(
             "mean_multiplier",
             "1",

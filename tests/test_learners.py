@@ -126,14 +126,14 @@ def test_hedge_refuses_bandit_feedback_and_bad_spaces():
         hedge.update(Feedback("q", 1.0, report, 1.0, 0.5, 0.5))
     bid_only = build("exp3", 10, distortion_count=5)  # no distortion on a bid-only mechanism
     assert bid_only.grid.size == 21 and set(bid_only.grid.distortions) == {1.0}
-    with pytest.raises(ValueError, match=r"strategy.sharpen: the mechanism reads no"):
-        build("fixed", 10, sharpen=2.0)
+    with pytest.raises(ValueError, match=r"strategy.distortion: the mechanism reads no"):
+        build("fixed", 10, distortion=2.0)
     with pytest.raises(ValueError, match="multiplier_max must exceed"):
         build("ucb1", 10, multiplier_min=1.0, multiplier_max=0.5)
 
 
 def test_joint_grid_covers_multiplier_and_distortion():
-    setup = StrategySetup(horizon=10, report_space=ReportSpace("sharpen", 0.25, 4.0))
+    setup = StrategySetup(horizon=10, report_space=ReportSpace("distortion", 0.25, 4.0))
     hedge = make_strategy(
         "hedge",
         StrategyConfig("hedge", {"distortion_count": 5, "multiplier_count": 3}).params,

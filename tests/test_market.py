@@ -71,7 +71,7 @@ def make_scenario(model_dir, **mechanism):
                 "name": "Beta Resort",
                 "context": "Beta Resort: beachfront rooms on Maui.",
                 "valuation": {"dist": "fixed", "value": 0.8},
-                "strategy": {"kind": "fixed", "bid_multiplier": 0.7, "sharpen": 2.0},
+                "strategy": {"kind": "fixed", "bid_multiplier": 0.7, "distortion": 2.0},
             },
             {
                 "name": "Gamma Cars",

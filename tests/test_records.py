@@ -147,13 +147,13 @@ def test_frame_types_columns_drops_unfilled_optional_ones_and_keeps_unmeasured_r
     rows.update({name: [1.0, 2.0] for name in ("valuation", "bid", "report_scale", "allocation")})
     rows.update({name: [0.5, 1.0] for name in ("reported_allocation", "value", "payment")})
     rows.update(utility=[0.5, 1.0], mentioned=[True, False])
-    rows[STRATEGY_PREFIX + "sharpen"] = [1.0, None]
+    rows[STRATEGY_PREFIX + "distortion"] = [1.0, None]
     frame = AGENTS.frame(rows)
     strategy_columns = [name for name in frame.columns if name.startswith(STRATEGY_PREFIX)]
-    assert strategy_columns == ["strategy_sharpen"]  # the others were filled by nobody
+    assert strategy_columns == ["strategy_distortion"]  # the others were filled by nobody
     assert frame["regret"].dtype == pl.Float64 and frame["regret"].null_count() == 2
     assert list(frame.columns) == [name for name in AGENTS.names if name in frame.columns]
-    assert frame["strategy_sharpen"].to_list() == [1.0, None]
+    assert frame["strategy_distortion"].to_list() == [1.0, None]
 
 
 def test_frame_refuses_a_value_its_declared_dtype_cannot_hold():

@@ -145,8 +145,8 @@ def test_sample_scenario_values() -> None:
     assert beta.valuation.value == 1.0 and isinstance(beta.valuation.value, float)
     assert beta.strategy.kind == "fixed"
     assert beta.strategy.bid_multiplier == 0.8
-    assert beta.strategy.sharpen == 1.0
-    assert beta.strategy.param("sharpen") == 1.0
+    assert beta.strategy.distortion == 1.0
+    assert beta.strategy.param("distortion") == 1.0
     assert scenario.lambda_sweep == LambdaSweepConfig(
         lambdas=tuple(i / 10 for i in range(11)), samples=4, aggregations=("linear", "log_linear")
     )
@@ -308,7 +308,7 @@ def test_dump_contains_every_default_and_no_none() -> None:
     assert dumped["advertisers"][1]["strategy"] == {
         "kind": "fixed",
         "bid_multiplier": 0.8,
-        "sharpen": 1.0,
+        "distortion": 1.0,
     }
     assert dumped["advertisers"][1]["mentions"] == ["Beta Resorts"]
 
@@ -324,7 +324,7 @@ def test_scenario_to_dict_of_code_built_scenario() -> None:
     assert data["advertisers"][0]["strategy"] == {
         "kind": "fixed",
         "bid_multiplier": 1.0,
-        "sharpen": 1.0,
+        "distortion": 1.0,
     }
     # Loading resolves model.prompt_format "auto" (the code-built default) from the files.
     resolved_model = dataclasses.replace(scenario.model, prompt_format="plain")
@@ -362,9 +362,9 @@ def test_unknown_valuation_key_lists_keys_of_its_dist() -> None:
 
 def test_truthful_strategy_takes_no_parameters() -> None:
     data = sample_data()
-    data["advertisers"][0]["strategy"]["sharpen"] = 2.0
+    data["advertisers"][0]["strategy"]["distortion"] = 2.0
     assert str(error_for(data)) == (
-        "advertisers[0].strategy.sharpen: unknown key; allowed keys: kind"
+        "advertisers[0].strategy.distortion: unknown key; allowed keys: kind"
     )
 
 
@@ -622,11 +622,11 @@ def test_unknown_strategy_kind_and_planned_one() -> None:
     assert str(error_for(data)).startswith("advertisers[0].strategy.eta: unknown key; allowed")
 
 
-def test_sharpen_must_be_positive() -> None:
+def test_distortion_must_be_positive() -> None:
     data = sample_data()
-    data["advertisers"][1]["strategy"]["sharpen"] = 0.0
+    data["advertisers"][1]["strategy"]["distortion"] = 0.0
     assert str(error_for(data)) == (
-        "advertisers[1].strategy.sharpen: must be > 0 and <= 100, got 0.0"
+        "advertisers[1].strategy.distortion: must be > 0 and <= 100, got 0.0"
     )
 
 
@@ -740,9 +740,9 @@ def test_override_index_into_list_of_floats() -> None:
 def test_load_scenario_applies_overrides(tmp_path: Path) -> None:
     path = tmp_path / "s.toml"
     path.write_text(SAMPLE_TOML, encoding="utf-8")
-    scenario = load_scenario(path, ["rounds=5", "advertisers.1.strategy.sharpen=2"])
+    scenario = load_scenario(path, ["rounds=5", "advertisers.1.strategy.distortion=2"])
     assert scenario.rounds == 5
-    assert scenario.advertisers[1].strategy.sharpen == 2.0
+    assert scenario.advertisers[1].strategy.distortion == 2.0
 
 
 def test_override_then_validation_error_names_schema_key(tmp_path: Path) -> None:
@@ -803,11 +803,11 @@ def test_strategy_ranges_and_distortions_are_checked_before_running() -> None:
     )
     data["advertisers"][0]["strategy"] = {"kind": "policy_gradient", "initial_multiplier": 3.0}
     assert str(error_for(data)).startswith("advertisers[0].strategy.initial_multiplier: must lie")
-    data["advertisers"][0]["strategy"] = {"kind": "fixed", "sharpen": 2.0}
+    data["advertisers"][0]["strategy"] = {"kind": "fixed", "distortion": 2.0}
     data["mechanism"] = {"kind": "gsp"}
     assert str(error_for(data)) == (
-        "advertisers[0].strategy.sharpen: the ad-slot auction (kind 'gsp') reads bids only; a "
-        "report distortion needs one of token_auction, mosaic, affine_maximizer (or sharpen = 1)"
+        "advertisers[0].strategy.distortion: the ad-slot auction (kind 'gsp') reads bids only; a "
+        "report distortion needs one of token_auction, mosaic, affine_maximizer (or distortion = 1)"
     )
 
 
@@ -910,9 +910,9 @@ def test_seed_bound_is_the_markets() -> None:
             "mechanism.temperature: must be between 0.001 and 1000, got 1e-308",
         ),
         (
-            ("advertisers", 1, "strategy", "sharpen"),
+            ("advertisers", 1, "strategy", "distortion"),
             1e308,
-            "advertisers[1].strategy.sharpen: must be > 0 and <= 100, got 1e+308",
+            "advertisers[1].strategy.distortion: must be > 0 and <= 100, got 1e+308",
         ),
         (
             ("advertisers", 1, "valuation", "value"),

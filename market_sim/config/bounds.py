@@ -11,7 +11,7 @@ producing NaN or an overflow rounds later. The reasons, per bound:
 * Valuations (and hence truthful bids) lie in ``[0, 1e6]``; a lognormal valuation's ``mean``
   (of the log) lies in ``[-20, ln 1e6 = 13.8]`` with ``sigma <= 5``. Payments multiply bids by
   competing bids, so ``1e6 * 100 (bid multiplier) = 1e8`` squared stays exact in float64.
-* Bid multipliers and report distortions (``sharpen``, ``distortion_*``) lie in ``(0, 100]``: a
+* Bid multipliers and report distortions (``distortion``, ``distortion_*``) lie in ``(0, 100]``: a
   distortion is an exponent ``p ** s`` taken as ``s * log p`` with ``log p >= -1e4``.
 * Learning and exploration rates lie in ``[0, 100]`` (they scale bounded losses inside ``exp``).
 * ``seed`` fits the 63-bit seed bound of the market (``2**63 - 1``, numpy's and torch's
@@ -50,7 +50,7 @@ MAX_LOG_SIGMA = 5.0
 """Largest lognormal ``sigma``."""
 
 MAX_MULTIPLIER = 100.0
-"""Largest bid multiplier, report distortion (``sharpen``) or initial policy value."""
+"""Largest bid multiplier, report distortion (``distortion``) or initial policy value."""
 
 MAX_RATE = 100.0
 """Largest learning or exploration rate of a learner."""

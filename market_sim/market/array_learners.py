@@ -85,7 +85,7 @@ class ArrayFixed:
         """No draw; the same distortion in every auction."""
         count = valuations.shape[0]
         bids = self.strategy.bid_multiplier * valuations
-        return np.zeros(count, dtype=np.int64), bids, np.full(count, self.strategy.sharpen)
+        return np.zeros(count, dtype=np.int64), bids, np.full(count, self.strategy.distortion)
 
     def learn(self, outcome: BidderRound) -> None:
         """Fixed strategies do not learn."""

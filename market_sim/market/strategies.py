@@ -42,7 +42,7 @@ class StrategySetup:
     horizon: int = 1
     auctions_per_round: int = 1
     contexts: int = 1
-    report_space: ReportSpace = ReportSpace("sharpen", 0.25, 4.0)
+    report_space: ReportSpace = ReportSpace("distortion", 0.25, 4.0)
     where: str = "strategy"
 
 
@@ -96,17 +96,20 @@ class Strategy(Protocol):
 
 @dataclass
 class FixedDistortion:
-    """Bid ``bid_multiplier * valuation`` and report with sharpening ``sharpen``.
+    """Bid ``bid_multiplier * valuation`` and report the distortion ``distortion``.
 
-    ``bid_multiplier = sharpen = 1`` is truthful reporting.
+    The distortion is the mechanism's ``report_scale`` (the token auction's sharpening
+    exponent, MOSAIC's relevance exponent, the affine maximizer's reward scale or blend).
+
+    ``bid_multiplier = distortion = 1`` is truthful reporting.
     """
 
     bid_multiplier: float = 1.0
-    sharpen: float = 1.0
+    distortion: float = 1.0
 
     def report(self, valuation: float, query: str, rng: np.random.Generator) -> Report:
         """Scale the valuation; the distortion never changes."""
-        return Report(bid=self.bid_multiplier * valuation, report_scale=self.sharpen)
+        return Report(bid=self.bid_multiplier * valuation, report_scale=self.distortion)
 
     def update(self, feedback: Feedback) -> None:
         """Fixed strategies do not learn."""
@@ -116,7 +119,7 @@ class FixedDistortion:
 
     def state(self) -> dict[str, float]:
         """The fixed parameters."""
-        return {"bid_multiplier": self.bid_multiplier, "sharpen": self.sharpen}
+        return {"bid_multiplier": self.bid_multiplier, "distortion": self.distortion}
 
     def snapshot(self) -> dict[str, Any]:
         """The fixed parameters."""
@@ -124,11 +127,11 @@ class FixedDistortion:
 
 
 def fixed_strategy(params: Mapping[str, ParamValue], setup: StrategySetup) -> FixedDistortion:
-    """A fixed distortion; a sharpening other than 1 needs a mechanism that reads it."""
-    strategy = FixedDistortion(float(params["bid_multiplier"]), float(params["sharpen"]))
-    if strategy.sharpen != 1.0 and setup.report_space.distortion is None:
+    """A fixed report; a distortion other than 1 needs a mechanism that reads one."""
+    strategy = FixedDistortion(float(params["bid_multiplier"]), float(params["distortion"]))
+    if strategy.distortion != 1.0 and setup.report_space.distortion is None:
         raise ValueError(
-            f"{setup.where}.sharpen: the mechanism reads no report distortion (bid only); "
-            "use sharpen = 1"
+            f"{setup.where}.distortion: the mechanism reads no report distortion (bid only); "
+            "use distortion = 1"
         )
     return strategy

@@ -645,7 +645,7 @@ def check_distortions_are_read(
         return
     for index, advertiser in enumerate(advertisers):
         strategy = advertiser.strategy
-        if strategy.kind == "fixed" and strategy.sharpen != 1.0:
+        if strategy.kind == "fixed" and strategy.distortion != 1.0:
             readers = [
                 kind
                 for other in mechanism_plugins()
@@ -653,9 +653,9 @@ def check_distortions_are_read(
                 for kind in other.kinds
             ]
             raise ScenarioError(
-                f"advertisers[{index}].strategy.sharpen",
+                f"advertisers[{index}].strategy.distortion",
                 f"{plugin.title} (kind {show(mechanism.kind)}) reads bids only; a report "
-                f"distortion needs one of {', '.join(readers)} (or sharpen = 1)",
+                f"distortion needs one of {', '.join(readers)} (or distortion = 1)",
             )
 
 

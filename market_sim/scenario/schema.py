@@ -72,7 +72,7 @@ STRATEGY_PARAMS: dict[str, dict[str, StrategyParamSpec]] = {
     "truthful": {},
     "fixed": {
         "bid_multiplier": FloatRange(min=0.0, max=MAX_MULTIPLIER, default=1.0),
-        "sharpen": FloatRange(min=0.0, max=MAX_MULTIPLIER, exclusive_min=True, default=1.0),
+        "distortion": FloatRange(min=0.0, max=MAX_MULTIPLIER, exclusive_min=True, default=1.0),
     },
     "hedge": {**LEARNER_SPACE_PARAMS, "learning_rate": RATE_FROM_BOUND},
     "exp3": {**LEARNER_SPACE_PARAMS, "exploration": FloatRange(min=0.0, max=1.0, default=0.0)},
@@ -108,7 +108,7 @@ STRATEGY_KIND_DOCS: dict[str, str] = {
 
 STRATEGY_PARAM_DOCS: dict[str, str] = {
     "bid_multiplier": "Bid = bid_multiplier x valuation.",
-    "sharpen": "Report distortion (the mechanism's report_scale; 1 = truthful).",
+    "distortion": "Report distortion (the mechanism's report_scale; 1 = truthful).",
     "multiplier_min": "Smallest bid multiplier of the grid.",
     "multiplier_max": "Largest bid multiplier of the grid.",
     "multiplier_count": "Points of the linear multiplier grid (1 fixes the bid).",
@@ -253,7 +253,7 @@ class StrategyConfig:
 
     Attributes:
         kind: One of :data:`STRATEGY_KINDS`.
-        params: Kind-specific parameters (e.g. ``bid_multiplier`` and ``sharpen`` for ``fixed``).
+        params: Kind-specific parameters (e.g. ``bid_multiplier`` and ``distortion`` for ``fixed``).
     """
 
     kind: str = "truthful"
@@ -282,9 +282,9 @@ class StrategyConfig:
         return float(self.params.get("bid_multiplier", 1.0))
 
     @property
-    def sharpen(self) -> float:
-        """Reported distribution is proportional to p ** sharpen (1.0 = truthful)."""
-        return float(self.params.get("sharpen", 1.0))
+    def distortion(self) -> float:
+        """The fixed report distortion (the mechanism's ``report_scale``; 1.0 = truthful)."""
+        return float(self.params.get("distortion", 1.0))
 
 
 @dataclass(frozen=True)
