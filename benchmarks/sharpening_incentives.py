@@ -42,25 +42,17 @@ class MeasuringModel(MarketModel):
         super().__init__(*args, **kwargs)
         self.pairs: list[tuple[float, float, float]] = []
 
-    def measure_incentives(self, advertiser, counterfactual, utility):
+    def measure_incentives(self, valuation, report, counterfactual, utility):
         """Record bid-only and joint regrets, then fill the usual columns."""
         space = self.platform.report_space
         bid_only = estimate_regret(
-            counterfactual,
-            advertiser.valuation,
-            advertiser.report,
-            space,
-            RegretConfig(distortion_points=1),
+            counterfactual, valuation, report, space, RegretConfig(distortion_points=1)
         )
         joint = estimate_regret(
-            counterfactual,
-            advertiser.valuation,
-            advertiser.report,
-            space,
-            RegretConfig(distortion_points=9),
+            counterfactual, valuation, report, space, RegretConfig(distortion_points=9)
         )
         self.pairs.append((bid_only.regret, joint.regret, joint.best_distortion))
-        return super().measure_incentives(advertiser, None, utility)
+        return super().measure_incentives(valuation, report, None, utility)
 
 
 def measure(aggregation: str, payment: str, rounds: int, lm) -> np.ndarray:
