@@ -7,7 +7,8 @@ in [0.25, 4]. The difference is what sharpening adds to the best misreport. Prin
 mean and max of both regrets, the share of agent-rounds where sharpening adds more than 1e-6,
 and the mean best exponent where it does.
 
-Usage: ``python benchmarks/sharpening_incentives.py [--rounds 60]``.
+Usage: ``python benchmarks/sharpening_incentives.py [--rounds 60] [--scenario FILE]`` (default
+``scenarios/hawaii.toml``; ``scenarios/smollm2_hawaii.toml`` asks the same on SmolLM2).
 """
 
 from __future__ import annotations
@@ -55,10 +56,10 @@ class MeasuringModel(MarketModel):
         return super().measure_incentives(valuation, report, None, utility)
 
 
-def measure(aggregation: str, payment: str, rounds: int, lm) -> np.ndarray:
+def measure(aggregation: str, payment: str, rounds: int, lm, path: Path = SCENARIO) -> np.ndarray:
     """``[agent-rounds, 3]``: bid-only regret, joint regret, best exponent of the joint search."""
     scenario = load_scenario(
-        SCENARIO,
+        path,
         [
             f"rounds={rounds}",
             f'mechanism.aggregation="{aggregation}"',
@@ -77,17 +78,21 @@ def main() -> None:
     """Print one row per variant."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--scenario", type=Path, default=SCENARIO)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    lm = load_scenario_model(load_scenario(SCENARIO))
-    print(f"hawaii.toml, truthful advertisers, {args.rounds} rounds x 2 advertisers per variant")
+    lm = load_scenario_model(load_scenario(args.scenario))
+    print(
+        f"{args.scenario.name}, truthful advertisers, {args.rounds} rounds x 2 advertisers "
+        "per variant"
+    )
     header = (
         f"{'aggregation':<11} {'payment':<13}{'bid-only mean':>14}{'max':>9}"
         f"{'joint mean':>12}{'max':>9}{'sharpening pays':>17}{'best s':>8}"
     )
     print(header)
     for aggregation, payment in VARIANTS:
-        pairs = measure(aggregation, payment, args.rounds, lm)
+        pairs = measure(aggregation, payment, args.rounds, lm, args.scenario)
         gain = pairs[:, 1] - pairs[:, 0]
         pays = gain > 1e-6
         best = pairs[pays, 2].mean() if pays.any() else float("nan")
