@@ -94,20 +94,57 @@ class QueryReply:
     mentioned: list[str]
 
 
-@dataclass
-class RoundArrays:
-    """One round's arrays (K auctions, n advertisers), kept until the tables are built."""
+class RoundRecords:
+    """Every round's arrays, written in place into buffers allocated for the scenario's rounds.
 
-    query_index: np.ndarray  # [K] int
-    round_seed: int
-    valuations: np.ndarray  # [K, n]
-    bids: np.ndarray  # [K, n]
-    report_scales: np.ndarray  # [K, n]
-    allocations: np.ndarray  # [K, n] (slot_value units)
-    payments: np.ndarray  # [K, n]
-    slots_filled: np.ndarray  # [K]
-    incentives: np.ndarray | None  # [len(REGRET_COLUMNS), K, n] on regret rounds, else None
-    states: list[dict[str, float]]  # [n] start-of-round strategy states
+    Rounds are rows of preallocated ``[R, K, n]`` / ``[R, K]`` arrays (R = the rounds reserved,
+    doubled when a market steps past them), so a round allocates nothing it keeps and the
+    tables take the filled rows as views instead of concatenating per-round arrays.
+
+    Args:
+        rounds: Rounds to reserve at first (the scenario's).
+        auctions: K, auctions per round.
+        bidders: n, advertisers.
+
+    Attributes:
+        count: Rounds written so far.
+        query_index: ``[R, K]`` int64 indices into the query pool.
+        round_seeds: ``[R]`` int64 round seeds.
+        valuations, bids, report_scales, allocations, payments: ``[R, K, n]`` float64
+            (allocations and payments in ``slot_value`` units).
+        slots_filled: ``[R, K]`` float64 bidders shown per auction.
+        incentives: Round -> ``[len(REGRET_COLUMNS), K, n]`` regret columns, measured rounds only.
+        states: ``[R]`` lists of the ``n`` start-of-round strategy states.
+    """
+
+    MATRICES = ("valuations", "bids", "report_scales", "allocations", "payments")
+    """The ``[R, K, n]`` float64 buffers."""
+
+    def __init__(self, rounds: int, auctions: int, bidders: int) -> None:
+        self.count = 0
+        self.auctions, self.bidders = auctions, bidders
+        capacity = max(rounds, 1)
+        self.query_index = np.empty((capacity, auctions), dtype=np.int64)
+        self.round_seeds = np.empty(capacity, dtype=np.int64)
+        self.slots_filled = np.empty((capacity, auctions))
+        for name in self.MATRICES:
+            setattr(self, name, np.empty((capacity, auctions, bidders)))
+        self.incentives: dict[int, np.ndarray] = {}
+        self.states: list[list[dict[str, float]]] = []
+
+    def next_round(self) -> int:
+        """The row of the next round (buffers doubled when full)."""
+        if self.count == len(self.round_seeds):
+            for name in ("query_index", "round_seeds", "slots_filled", *self.MATRICES):
+                full = getattr(self, name)
+                setattr(self, name, np.concatenate([full, np.empty_like(full)]))
+        self.count += 1
+        return self.count - 1
+
+    def filled(self, name: str) -> np.ndarray:
+        """The written rounds of buffer ``name``, flattened to ``[R K, ...]`` (a view)."""
+        array = getattr(self, name)[: self.count]
+        return array.reshape(self.count * self.auctions, *array.shape[2:])
 
 
 class ArraySlotRound:
@@ -135,7 +172,7 @@ class ArraySlotRound:
         self.order = model.query_stream.order
         self.served = 0
         self.replies: dict[int, QueryReply] = {}
-        self.rounds: list[RoundArrays] = []
+        self.records = RoundRecords(model.scenario.rounds, self.auctions, len(strategies))
 
     @classmethod
     def for_model(cls, model: MarketModel) -> ArraySlotRound | None:
@@ -185,31 +222,36 @@ class ArraySlotRound:
             )
 
     def run(self, round_index: int) -> None:
-        """Run round ``round_index``: K auctions, learner updates, arrays for the records."""
-        model, platform, rng = self.model, self.platform, self.model.rng
-        count, bidders = self.auctions, len(self.strategies)
-        query_index = self.draw_queries(rng)
-        valuations = np.stack(
-            [draw_valuations(a.valuation_source, count, rng) for a in model.agents], axis=1
-        )
-        states = [strategy.strategy.state() for strategy in self.strategies]
-        drawn = [
-            strategy.reports(valuations[:, i], rng) for i, strategy in enumerate(self.strategies)
-        ]
-        actions = np.stack([d[0] for d in drawn], axis=1)
-        bids = np.stack([d[1] for d in drawn], axis=1)
-        report_scales = np.stack([d[2] for d in drawn], axis=1)
+        """Run round ``round_index``: K auctions, learner updates, arrays for the records.
+
+        The round's ``[K, n]`` arrays are rows of :attr:`records`, written in place.
+        """
+        model, platform, rng, records = self.model, self.platform, self.model.rng, self.records
+        row = records.next_round()
+        query_index = records.query_index[row]
+        query_index[:] = self.draw_queries(rng)
+        valuations, bids = records.valuations[row], records.bids[row]
+        for i, agent in enumerate(model.agents):
+            valuations[:, i] = draw_valuations(agent.valuation_source, self.auctions, rng)
+        records.states.append([strategy.strategy.state() for strategy in self.strategies])
+        actions = self.report(valuations, bids, records.report_scales[row], rng)
         if bids.min() < 0:
             raise ValueError("a strategy produced a negative bid")
-        priority = rng.permuted(np.broadcast_to(np.arange(bidders), (count, bidders)), axis=1)
-        round_seed = int(rng.integers(SEED_BOUND))
+        bidders = len(self.strategies)
+        priority = rng.permuted(np.broadcast_to(np.arange(bidders), bids.shape), axis=1)
+        records.round_seeds[row] = round_seed = int(rng.integers(SEED_BOUND))
         self.cache_replies(query_index, round_seed)
-        rates, kind, scale = platform.click_through_rates, platform.kind, platform.slot_value
-        outcome = rank_slot_auction(bids, rates, kind, priority)
-        allocations = outcome.allocations * scale
-        payments = outcome.payments * scale
+        outcome = rank_slot_auction(bids, platform.click_through_rates, platform.kind, priority)
+        allocations, payments = records.allocations[row], records.payments[row]
+        np.multiply(outcome.allocations, platform.slot_value, out=allocations)
+        np.multiply(outcome.payments, platform.slot_value, out=payments)
+        count_shown(outcome.slots, out=records.slots_filled[row])
+        incentives = self.measure_incentives(
+            round_index, valuations, bids, records.report_scales[row], priority
+        )
+        if incentives is not None:
+            records.incentives[row] = incentives
         utilities = valuations * allocations - payments
-        incentives = self.measure_incentives(round_index, valuations, bids, report_scales, priority)
         for i, strategy in enumerate(self.strategies):
             strategy.learn(
                 BidderRound(
@@ -219,20 +261,29 @@ class ArraySlotRound:
                     counterfactual_utilities=self.counterfactual(i, valuations, bids, priority),
                 )
             )
-        self.rounds.append(
-            RoundArrays(
-                query_index=query_index,
-                round_seed=round_seed,
-                valuations=valuations,
-                bids=bids,
-                report_scales=report_scales,
-                allocations=allocations,
-                payments=payments,
-                slots_filled=slots_filled(outcome.slots),
-                incentives=incentives,
-                states=states,
-            )
-        )
+
+    def report(
+        self,
+        valuations: np.ndarray,
+        bids: np.ndarray,
+        report_scales: np.ndarray,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        """Every strategy's reports, advertiser after advertiser (their draws in that order).
+
+        Args:
+            valuations: ``[K, n]`` the round's valuations.
+            bids: ``[K, n]`` written with the bids.
+            report_scales: ``[K, n]`` written with the report distortions.
+            rng: The model's generator.
+
+        Returns:
+            ``[K, n]`` int64 grid actions (zeros for fixed strategies).
+        """
+        actions = np.empty(bids.shape, dtype=np.int64)
+        for i, strategy in enumerate(self.strategies):
+            actions[:, i], bids[:, i], report_scales[:, i] = strategy.reports(valuations[:, i], rng)
+        return actions
 
     def counterfactual(
         self, agent: int, valuations: np.ndarray, bids: np.ndarray, priority: np.ndarray
@@ -305,145 +356,169 @@ class ArraySlotRound:
         """The rounds table (one row per auction) and the agents table (per auction, advertiser).
 
         Same columns, order and dtypes as the generic path's records; rows in (round, auction)
-        and (round, auction, advertiser) order.
+        and (round, auction, advertiser) order. Columns come from the ``[R K, n]`` views of
+        :attr:`records`; a query's strings (query, text, mentions) are stored once and gathered
+        by the ``[R K]`` index of its reply.
         """
-        model = self.model
-        names = [a.name for a in model.agents]
-        rounds, count, bidders = len(self.rounds), self.auctions, len(names)
-        rows = rounds * count
-
-        def stacked(field: str) -> np.ndarray:
-            return np.concatenate([getattr(r, field) for r in self.rounds])
-
-        query_index = stacked("query_index") if rounds else np.zeros(0, dtype=np.int64)
+        records = self.records
+        rounds, count = records.count, self.auctions
         seen = sorted(self.replies)
         lookup = np.zeros(len(self.items), dtype=np.int64)
         lookup[seen] = np.arange(len(seen))
-        position = lookup[query_index]
+        position = lookup[records.filled("query_index")]  # [R K] index into `replies`
         replies = [self.replies[q] for q in seen]
-        n_tokens = np.array([r.n_tokens for r in replies])[position]
-        stopped = np.array([r.stopped for r in replies])[position]
+        n_tokens = np.array([r.n_tokens for r in replies], dtype=np.float64)[position]
+        stopped = np.array([r.stopped for r in replies], dtype=np.float64)[position]
         user_value = n_tokens + stopped
-        if rounds:
-            allocations, payments = stacked("allocations"), stacked("payments")
-            valuations = stacked("valuations")
-        else:
-            allocations = payments = valuations = np.zeros((0, bidders))
-        values = valuations * allocations
-        revenue, advertiser_value = np.zeros(rows), np.zeros(rows)
-        for i in range(bidders):  # left to right, as Python's sum on the generic path
-            revenue += payments[:, i]
-            advertiser_value += values[:, i]
-        round_column = np.repeat(np.arange(rounds, dtype=np.int64), count)
-        auction_column = np.tile(np.arange(count, dtype=np.int64), rounds)
+        valuations, payments = records.filled("valuations"), records.filled("payments")
+        values = valuations * records.filled("allocations")
+        advertiser_value = column_sums(values)
+        per_reply = pl.DataFrame(
+            {
+                "query": pl.Series([self.items[q] for q in seen], dtype=pl.String),
+                "text": pl.Series([r.text for r in replies], dtype=pl.String),
+                "brands_mentioned": pl.Series(
+                    [r.mentioned for r in replies], dtype=pl.List(pl.String)
+                ),
+            }
+        )[position]
         round_table = frame(
             ROUNDS,
             {
-                "run_id": model.run_id,
-                "round": round_column,
-                "auction": auction_column,
-                "query": pl.Series([self.items[q] for q in seen], dtype=pl.String).gather(position),
+                "run_id": self.model.run_id,
+                "round": np.repeat(np.arange(rounds, dtype=np.int64), count),
+                "auction": np.tile(np.arange(count, dtype=np.int64), rounds),
+                "query": per_reply["query"],
                 "mechanism": self.platform.kind,
-                "text": pl.Series([r.text for r in replies], dtype=pl.String).gather(position),
-                "revenue": revenue,
+                "text": per_reply["text"],
+                "revenue": column_sums(payments),
                 "advertiser_value": advertiser_value,
                 "user_value": user_value,
                 "social_welfare": advertiser_value + user_value,
-                "brands_mentioned": pl.Series(
-                    [r.mentioned for r in replies], dtype=pl.List(pl.String)
-                ).gather(position),
-                "round_seed": np.repeat(
-                    np.array([r.round_seed for r in self.rounds], dtype=np.int64), count
-                ),
+                "brands_mentioned": per_reply["brands_mentioned"],
+                "round_seed": np.repeat(records.round_seeds[:rounds], count),
                 "n_tokens": n_tokens,
                 "stopped_at_eos": stopped,
-                "slots_filled": stacked("slots_filled") if rounds else np.zeros(0),
+                "slots_filled": records.filled("slots_filled"),
             },
         )
-        return round_table, self.agent_table(position, replies, valuations, allocations, payments)
+        return round_table, self.agent_table(position, replies, values)
 
     def agent_table(
-        self,
-        position: np.ndarray,
-        replies: list[QueryReply],
-        valuations: np.ndarray,
-        allocations: np.ndarray,
-        payments: np.ndarray,
+        self, position: np.ndarray, replies: list[QueryReply], values: np.ndarray
     ) -> pl.DataFrame:
-        """The agents table from the stacked ``[R K, n]`` arrays (rows auction-major)."""
-        model = self.model
-        names = [a.name for a in model.agents]
-        rounds, count, bidders = len(self.rounds), self.auctions, len(names)
+        """The agents table (rows auction-major).
+
+        Args:
+            position: ``[R K]`` each auction's index into ``replies``.
+            replies: The distinct queries' replies.
+            values: ``[R K, n]`` realized values ``v x``.
+        """
+        records = self.records
+        names = [a.name for a in self.model.agents]
+        rounds, count, bidders = records.count, self.auctions, len(names)
         mentions = np.array(
             [[name in r.mentioned for name in names] for r in replies], dtype=bool
         ).reshape(len(replies), bidders)
-        values = valuations * allocations
-        if rounds:
-            bids = np.concatenate([r.bids for r in self.rounds])
-            scales = np.concatenate([r.report_scales for r in self.rounds])
-        else:
-            bids = scales = np.zeros((0, bidders))
-        unmeasured = np.full((len(REGRET_COLUMNS), count, bidders), np.nan)
-        incentives = np.concatenate(
-            [unmeasured if r.incentives is None else r.incentives for r in self.rounds]
-            or [unmeasured[:, :0]],
-            axis=1,
-        )
-        # Unmeasured rounds: truthful_utility is the realized utility of a truthful report.
-        truthful = (bids == valuations) & (scales == 1.0)
-        incentives[2] = np.where(
-            np.isnan(incentives[2]) & truthful, values - payments, incentives[2]
-        )
+        allocations, payments = records.filled("allocations"), records.filled("payments")
         columns: dict[str, Any] = {
-            "run_id": model.run_id,
+            "run_id": self.model.run_id,
             "round": np.repeat(np.arange(rounds, dtype=np.int64), count * bidders),
             "auction": np.tile(np.repeat(np.arange(count, dtype=np.int64), bidders), rounds),
             "agent": pl.Series(names, dtype=pl.String).gather(
                 np.tile(np.arange(bidders), rounds * count)
             ),
-            "valuation": valuations.ravel(),
-            "bid": bids.ravel(),
-            "report_scale": scales.ravel(),
+            "valuation": records.filled("valuations").ravel(),
+            "bid": records.filled("bids").ravel(),
+            "report_scale": records.filled("report_scales").ravel(),
             "allocation": allocations.ravel(),
             "reported_allocation": allocations.ravel(),
             "value": values.ravel(),
             "payment": payments.ravel(),
             "utility": (values - payments).ravel(),
+            **self.regret_columns(values - payments),
+            "mentioned": mentions[position].ravel(),
         }
-        for name, column in zip(REGRET_COLUMNS, incentives, strict=True):
-            columns[name] = nullable_column(column.ravel())
-        columns["mentioned"] = mentions[position].ravel()
         for key, state in self.state_columns().items():
             columns[STRATEGY_PREFIX + key] = nullable_column(
                 np.repeat(state, count, axis=0).ravel()
             )
         return frame(AGENTS, columns)
 
+    def regret_columns(self, utilities: np.ndarray) -> dict[str, pl.Series]:
+        """The :data:`REGRET_COLUMNS`, ``[R K n]`` each, null where not measured.
+
+        On unmeasured rounds ``truthful_utility`` is the realized utility of an advertiser that
+        reported truthfully (bid = valuation, distortion 1), as on the generic path.
+
+        Args:
+            utilities: ``[R K, n]`` realized utilities.
+        """
+        records = self.records
+        shape = (records.count, self.auctions, records.bidders)
+        bids, valuations = records.filled("bids"), records.filled("valuations")
+        truthful = (bids == valuations) & (records.filled("report_scales") == 1.0)
+        columns = {}
+        for c, name in enumerate(REGRET_COLUMNS):
+            fill_truthful = name == "truthful_utility" and bool(truthful.any())
+            if not records.incentives and not fill_truthful:
+                columns[name] = nullable_column(np.full(0, np.nan), length=utilities.size)
+                continue
+            column = np.full(shape, np.nan)
+            for row, incentives in records.incentives.items():
+                column[row] = incentives[c]
+            if fill_truthful:
+                flat = column.reshape(utilities.shape)
+                flat[:] = np.where(np.isnan(flat) & truthful, utilities, flat)
+            columns[name] = nullable_column(column.ravel())
+        return columns
+
     def state_columns(self) -> dict[str, np.ndarray]:
         """``[R, n]`` start-of-round strategy states per key (NaN where a strategy has none).
 
         Keys in order of first appearance (advertiser by advertiser), as the generic records.
         """
-        keys = list(dict.fromkeys(k for r in self.rounds[:1] for s in r.states for k in s))
+        states = self.records.states
+        keys = list(dict.fromkeys(k for r in states[:1] for s in r for k in s))
         return {
             key: np.array(
-                [[state.get(key, np.nan) for state in r.states] for r in self.rounds],
-                dtype=np.float64,
-            ).reshape(len(self.rounds), len(self.strategies))
+                [[state.get(key, np.nan) for state in r] for r in states], dtype=np.float64
+            ).reshape(len(states), len(self.strategies))
             for key in keys
         }
 
 
-def slots_filled(slots: np.ndarray) -> np.ndarray:
-    """``[K]`` number of bidders shown per auction (a column loop: n is small)."""
-    filled = np.zeros(slots.shape[0])
+def column_sums(matrix: np.ndarray) -> np.ndarray:
+    """``[rows]`` row sums of a ``[rows, n]`` matrix, added column by column from 0.
+
+    Left to right, as Python's ``sum`` over advertisers on the generic path (same bits).
+    """
+    total = np.zeros(matrix.shape[0])
+    for i in range(matrix.shape[1]):
+        total += matrix[:, i]
+    return total
+
+
+def count_shown(slots: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out[k]`` = number of bidders shown in auction k (``[K, n]`` slots, -1 = not shown).
+
+    A column loop (n is small) of float adds, counted from 0 in bidder order.
+    """
+    out[:] = 0.0
     for i in range(slots.shape[1]):
-        filled += slots[:, i] >= 0
-    return filled
+        out += slots[:, i] >= 0
+    return out
 
 
-def nullable_column(values: np.ndarray) -> pl.Series:
-    """A Float64 column with null where ``values`` is NaN (all-null columns built directly)."""
+def nullable_column(values: np.ndarray, length: int | None = None) -> pl.Series:
+    """A Float64 column with null where ``values`` is NaN (all-null columns built directly).
+
+    Args:
+        values: ``[rows]`` floats, NaN where missing.
+        length: With empty ``values``, the length of an all-null column.
+    """
+    if length is not None and not len(values):
+        return pl.repeat(None, length, dtype=pl.Float64, eager=True)
     missing = np.isnan(values)
     if missing.all():
         return pl.repeat(None, len(values), dtype=pl.Float64, eager=True)

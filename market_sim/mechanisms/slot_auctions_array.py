@@ -39,24 +39,35 @@ import numpy as np
 from market_sim.mechanisms.slot_auctions import SlotAuctionKind, SlotAuctionOutcome
 
 
-def bidder_ranks(bids: np.ndarray, priority: np.ndarray) -> np.ndarray:
+def pairwise_ranks(bid_rows: np.ndarray, priority_rows: np.ndarray) -> np.ndarray:
     """0-based rank of every bidder (0 = highest bid), ties to the higher priority.
 
-    One pass per bidder j adds 1 to every bidder that j beats (``O(K n^2)``; for the few
-    bidders of an ad auction this is faster than a ``[K, n, n]`` reduction or a row sort).
+    One contiguous ``[K]`` comparison per ordered pair (i, j) of bidders adds 1 to bidder i's
+    rank where j beats it (``O(K n^2)``; for the few bidders of an ad auction this is faster than
+    a row sort or a ``[K, n, n]`` reduction, and far faster than broadcasting along the short
+    bidder axis).
 
     Args:
-        bids: ``[K, n]`` bids.
-        priority: ``[K, n]`` tie-break ranks, distinct within each auction.
+        bid_rows: ``[n, K]`` bids, bidder-major.
+        priority_rows: ``[n, K]`` tie-break ranks, distinct within each auction.
 
     Returns:
-        ``[K, n]`` int64 ranks, a permutation of ``0..n-1`` per auction.
+        ``[n, K]`` int64 ranks, a permutation of ``0..n-1`` per auction.
     """
-    ranks = np.zeros(bids.shape, dtype=np.int64)
-    for j in range(bids.shape[1]):
-        bid_j, priority_j = bids[:, j, None], priority[:, j, None]
-        ranks += (bid_j > bids) | ((bid_j == bids) & (priority_j > priority))
+    bidders = bid_rows.shape[0]
+    ranks = np.zeros(bid_rows.shape, dtype=np.int64)
+    for i in range(bidders):
+        bid_i, priority_i = bid_rows[i], priority_rows[i]
+        for j in range(bidders):
+            if j != i:
+                bid_j = bid_rows[j]
+                ranks[i] += (bid_j > bid_i) | ((bid_j == bid_i) & (priority_rows[j] > priority_i))
     return ranks
+
+
+def bidder_ranks(bids: np.ndarray, priority: np.ndarray) -> np.ndarray:
+    """:func:`pairwise_ranks` of auction-major ``[K, n]`` bids and priorities, as ``[K, n]``."""
+    return pairwise_ranks(np.ascontiguousarray(bids.T), np.ascontiguousarray(priority.T)).T
 
 
 @functools.lru_cache(maxsize=64)
@@ -65,6 +76,14 @@ def row_offsets(rows: int, width: int) -> np.ndarray:
     offsets = np.arange(rows, dtype=np.int64)[:, None] * width
     offsets.flags.writeable = False
     return offsets
+
+
+@functools.lru_cache(maxsize=64)
+def column_indices(columns: int) -> np.ndarray:
+    """``[K]`` = ``0..K-1``, the flat offset of each column in row 0 (read-only)."""
+    indices = np.arange(columns, dtype=np.int64)
+    indices.flags.writeable = False
+    return indices
 
 
 def scatter_by_rank(values: np.ndarray, ranks: np.ndarray, width: int) -> np.ndarray:
@@ -89,29 +108,37 @@ def rates_by_rank(rates: np.ndarray, bidders: int) -> np.ndarray:
     return padded
 
 
-def vcg_tail_sums(lower_bids: np.ndarray, rates: np.ndarray) -> np.ndarray:
-    r"""``[K, m]`` VCG price of each rank r: :math:`\sum_{l=r}^{m-1} (c_l - c_{l+1}) x_l`.
+def vcg_tail_sums(lower_bids: np.ndarray, rates: np.ndarray, axis: int = -1) -> np.ndarray:
+    r"""VCG price of each rank r: :math:`\sum_{l=r}^{m-1} (c_l - c_{l+1}) x_l`.
 
     Args:
-        lower_bids: ``[K, m]`` the bid :math:`x_l` one rank below rank l.
+        lower_bids: ``[K, m]`` (``axis = -1``) or ``[m, K]`` (``axis = 0``): the bid
+            :math:`x_l` one rank below rank l, ranks along ``axis``.
         rates: ``[k]`` click-through rates.
+        axis: The rank axis.
 
-    Summed from the last rank up, as :func:`~market_sim.mechanisms.slot_auctions.
-    ranked_slot_auction` does, so the two agree to the last bit.
+    Returns:
+        The prices, shaped as ``lower_bids``. Summed from the last rank up, as
+        :func:`~market_sim.mechanisms.slot_auctions.ranked_slot_auction` does, so the two agree
+        to the last bit (an accumulation is sequential along either axis).
     """
-    width = lower_bids.shape[1]
+    width = lower_bids.shape[axis]
     rates_next = np.concatenate([rates, [0.0]])
     count = min(len(rates), width)
     drops = np.zeros(width)
     drops[:count] = rates_next[:count] - rates_next[1 : count + 1]
-    terms = drops * lower_bids
-    return np.flip(np.cumsum(np.flip(terms, -1), -1), -1)
+    terms = (drops if axis == -1 else drops[:, None]) * lower_bids
+    return np.flip(np.cumsum(np.flip(terms, axis), axis), axis)
 
 
 def rank_slot_auction(
     bids: np.ndarray, rates: np.ndarray, kind: SlotAuctionKind, priority: np.ndarray
 ) -> SlotAuctionOutcome:
     """K slot auctions by pairwise ranks; equal to ``ranked_slot_auction`` on the same inputs.
+
+    Evaluated bidder-major (``[n, K]`` and ``[width, K]`` rows of K contiguous auctions, so every
+    operation runs along K rather than along the few bidders); the outcome's ``[K, n]`` arrays
+    are transposed views.
 
     Args:
         bids: ``[K, n]`` float64 non-negative bids.
@@ -123,29 +150,26 @@ def rank_slot_auction(
         Slots, allocations and payments, ``[K, n]`` each.
     """
     auctions, bidders = bids.shape
-    ranks = bidder_ranks(bids, priority)
-    sorted_bids = scatter_by_rank(bids, ranks, bidders + len(rates) + 1)  # b_(1..n), zeros
+    bid_rows = np.ascontiguousarray(bids.T)  # [n, K]
+    ranks = pairwise_ranks(bid_rows, np.ascontiguousarray(priority.T))  # [n, K]
+    flat_ranks = ranks * auctions + column_indices(auctions)  # [n, K] into a [width, K] ravel
+    sorted_bids = np.zeros((bidders + len(rates) + 1, auctions))  # b_(1..n), zeros below
+    sorted_bids.ravel()[flat_ranks] = bid_rows
     rank_rates = rates_by_rank(rates, bidders)
     if kind == "first_price":
-        rank_prices = sorted_bids[:, :bidders]
+        rank_payments = rank_rates[:, None] * sorted_bids[:bidders]
     elif kind == "second_price":
-        rank_prices = np.broadcast_to(sorted_bids[:, len(rates), None], (auctions, bidders))
+        rank_payments = rank_rates[:, None] * sorted_bids[len(rates)]
     elif kind == "gsp":
-        rank_prices = sorted_bids[:, 1 : bidders + 1]
+        rank_payments = rank_rates[:, None] * sorted_bids[1 : bidders + 1]
     else:
-        rank_prices = None
-    if rank_prices is None:
-        rank_payments = vcg_tail_sums(sorted_bids[:, 1 : bidders + 1], rates)
-    else:
-        rank_payments = rank_rates * rank_prices
-    own_rates = rank_rates[ranks]
-    shown = (bids > 0) & (own_rates > 0)
-    payments = gather_by_rank(rank_payments, ranks)
-    return SlotAuctionOutcome(
-        slots=np.where(shown, ranks, -1),
-        allocations=np.where(shown, own_rates, 0.0),
-        payments=np.where(shown, payments, 0.0),
-    )
+        rank_payments = vcg_tail_sums(sorted_bids[1 : bidders + 1], rates, axis=0)
+    own_rates = rank_rates.take(ranks)  # [n, K]; take: faster than fancy indexing
+    payments = rank_payments.take(flat_ranks)
+    hidden = ~((bid_rows > 0) & (own_rates > 0))  # not shown: slot -1, no allocation, no payment
+    for fresh, value in ((ranks, -1), (own_rates, 0.0), (payments, 0.0)):
+        np.putmask(fresh, hidden, value)
+    return SlotAuctionOutcome(slots=ranks.T, allocations=own_rates.T, payments=payments.T)
 
 
 def bidder_outcome(
