@@ -365,10 +365,10 @@ class ArraySlotRound:
         seen = sorted(self.replies)
         lookup = np.zeros(len(self.items), dtype=np.int64)
         lookup[seen] = np.arange(len(seen))
-        position = lookup[records.filled("query_index")]  # [R K] index into `replies`
+        position = lookup.take(records.filled("query_index"))  # [R K] index into `replies`
         replies = [self.replies[q] for q in seen]
-        n_tokens = np.array([r.n_tokens for r in replies], dtype=np.float64)[position]
-        stopped = np.array([r.stopped for r in replies], dtype=np.float64)[position]
+        n_tokens = np.array([r.n_tokens for r in replies], dtype=np.float64).take(position)
+        stopped = np.array([r.stopped for r in replies], dtype=np.float64).take(position)
         user_value = n_tokens + stopped
         valuations, payments = records.filled("valuations"), records.filled("payments")
         values = valuations * records.filled("allocations")
@@ -421,6 +421,7 @@ class ArraySlotRound:
             [[name in r.mentioned for name in names] for r in replies], dtype=bool
         ).reshape(len(replies), bidders)
         allocations, payments = records.filled("allocations"), records.filled("payments")
+        utilities = values - payments
         columns: dict[str, Any] = {
             "run_id": self.model.run_id,
             "round": np.repeat(np.arange(rounds, dtype=np.int64), count * bidders),
@@ -435,9 +436,9 @@ class ArraySlotRound:
             "reported_allocation": allocations.ravel(),
             "value": values.ravel(),
             "payment": payments.ravel(),
-            "utility": (values - payments).ravel(),
-            **self.regret_columns(values - payments),
-            "mentioned": mentions[position].ravel(),
+            "utility": utilities.ravel(),
+            **self.regret_columns(utilities),
+            "mentioned": mentions.take(position, axis=0).ravel(),
         }
         for key, state in self.state_columns().items():
             columns[STRATEGY_PREFIX + key] = nullable_column(
@@ -462,7 +463,7 @@ class ArraySlotRound:
         for c, name in enumerate(REGRET_COLUMNS):
             fill_truthful = name == "truthful_utility" and bool(truthful.any())
             if not records.incentives and not fill_truthful:
-                columns[name] = nullable_column(np.full(0, np.nan), length=utilities.size)
+                columns[name] = null_column(utilities.size)
                 continue
             column = np.full(shape, np.nan)
             for row, incentives in records.incentives.items():
@@ -510,18 +511,16 @@ def count_shown(slots: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def nullable_column(values: np.ndarray, length: int | None = None) -> pl.Series:
-    """A Float64 column with null where ``values`` is NaN (all-null columns built directly).
+def null_column(length: int) -> pl.Series:
+    """A Float64 column of ``length`` nulls (a measure taken on no row)."""
+    return pl.repeat(None, length, dtype=pl.Float64, eager=True)
 
-    Args:
-        values: ``[rows]`` floats, NaN where missing.
-        length: With empty ``values``, the length of an all-null column.
-    """
-    if length is not None and not len(values):
-        return pl.repeat(None, length, dtype=pl.Float64, eager=True)
+
+def nullable_column(values: np.ndarray) -> pl.Series:
+    """A Float64 column with null where ``values`` is NaN (all-null columns built directly)."""
     missing = np.isnan(values)
     if missing.all():
-        return pl.repeat(None, len(values), dtype=pl.Float64, eager=True)
+        return null_column(len(values))
     return pl.Series(values, nan_to_null=bool(missing.any()))
 
 
