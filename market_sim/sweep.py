@@ -41,6 +41,7 @@ import itertools
 import json
 import re
 import sys
+import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,7 +265,7 @@ def plan_sweep(
         ScenarioError: A grid value or override that makes the scenario invalid.
     """
     tasks: list[SweepTask] = []
-    planned: set[tuple[tuple[tuple[str, Any], ...], int]] = set()
+    planned: set[str] = set()
     for point in grid_points(grid):
         point_overrides = [f"{key}={format_value(value)}" for key, value in point]
         for seed in seeds:
@@ -274,11 +275,11 @@ def plan_sweep(
                 )
             except ScenarioError as error:
                 raise with_per_kind_hint(error, grid) from error
-            applied = applicable_point(point, scenario.mechanism.kind)
-            if (applied, seed) in planned:
-                continue  # a per-kind grid key of another kind: this run is planned already
-            planned.add((applied, seed))
             text = dump_scenario_toml(scenario)
+            if text in planned:
+                continue  # a per-kind grid value this run does not read: planned already
+            planned.add(text)
+            applied = applicable_point(point, scenario.mechanism.kind)
             model = scenario.model
             tasks.append(
                 SweepTask(
@@ -290,10 +291,24 @@ def plan_sweep(
                     model_key=(model.path, model.device, model.dtype),
                 )
             )
-    names = [task.name for task in tasks]
-    if len(set(names)) != len(names):
-        raise SweepError("--grid: two grid points resolve to the same scenario")
+    check_per_kind_keys_apply(grid, tasks)
     return tasks
+
+
+def check_per_kind_keys_apply(grid: Grid, tasks: Sequence[SweepTask]) -> None:
+    """Refuse a per-kind grid key whose plugin runs no kind of the sweep (it would do nothing).
+
+    Raises:
+        SweepError: Naming the key and the kinds the sweep runs.
+    """
+    kinds = {tomllib.loads(task.scenario_toml)["mechanism"]["kind"] for task in tasks}
+    for key in grid:
+        plugin = per_kind_plugin(key)
+        if plugin is not None and not kinds & set(plugin.kinds):
+            raise SweepError(
+                f"--grid {key}: no run of this sweep is of kind {', '.join(plugin.kinds)} "
+                f"(its kinds: {', '.join(sorted(kinds))}), so the key would change nothing"
+            )
 
 
 def per_kind_plugin(key: str) -> MechanismPlugin | None:
@@ -375,17 +390,16 @@ def frame_from_records(
 
 
 def runs_table(
-    tasks: Sequence[SweepTask], out_dir: Path, grid_keys: Sequence[str] | None = None
+    tasks: Sequence[SweepTask], out_dir: Path, grid_keys: Sequence[str]
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Build ``(runs, timings)`` from the run directories' ``summary.json`` files, in task order.
 
     Args:
         tasks: Tasks whose runs are complete.
         out_dir: The sweep folder.
-        grid_keys: The grid's dotted keys (default: those of the first task).
+        grid_keys: The grid's dotted keys (a per-kind key is missing from other kinds' points,
+            so they are not read off one task).
     """
-    if grid_keys is None:
-        grid_keys = [key for key, _ in tasks[0].point] if tasks else []
     leading = [*grid_keys, "seed", "run_dir"]
     runs, timings = [], []
     for task in tasks:

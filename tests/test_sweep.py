@@ -341,3 +341,27 @@ def test_a_plain_grid_key_some_kind_does_not_read_is_refused_with_the_per_kind_s
     assert caught.value.message.endswith(
         "write the grid key as mechanism.<plugin>.tau to sweep it for that plugin's kinds only"
     )
+
+
+def test_list_valued_grid_keys_plan_one_run_per_value(scenario):
+    plain = parse_grid(["mechanism.kind=gsp", "mechanism.click_through_rates=[1.0],[1.0,0.5]"])
+    assert len(plan_sweep(scenario, plain, [0])) == 2
+    scoped = parse_grid(
+        ["mechanism.kind=token_auction,gsp", "mechanism.ad_slots.click_through_rates=[1.0],[0.5]"]
+    )
+    points = [task.point for task in plan_sweep(scenario, scoped, [0])]
+    assert points == [
+        (("mechanism.kind", "token_auction"),),
+        (("mechanism.kind", "gsp"), ("mechanism.ad_slots.click_through_rates", [1.0])),
+        (("mechanism.kind", "gsp"), ("mechanism.ad_slots.click_through_rates", [0.5])),
+    ]
+
+
+def test_a_per_kind_key_no_run_reads_is_refused(scenario):
+    grid = parse_grid(["mechanism.kind=token_auction,gsp", "mechanism.mosaic.tau=0.5,2.0"])
+    with pytest.raises(SweepError) as caught:
+        plan_sweep(scenario, grid, [0])
+    assert str(caught.value) == (
+        "--grid mechanism.mosaic.tau: no run of this sweep is of kind mosaic (its kinds: gsp, "
+        "token_auction), so the key would change nothing"
+    )
