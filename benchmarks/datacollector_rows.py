@@ -46,7 +46,6 @@ def main() -> None:
             f"rounds={args.rounds}",
             f"auctions_per_round={args.auctions}",
             'mechanism.kind="gsp"',
-            'mechanism.payment="second_price"',
             'mechanism.reply="cached"',
             "regret.enabled=false",
         ],

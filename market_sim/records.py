@@ -54,7 +54,7 @@ GRID_LEARNERS: tuple[str, ...] = ("hedge", "exp3", "epsilon_greedy", "ucb1")
 FIXED_STRATEGIES: tuple[str, ...] = ("fixed", "truthful")
 
 Group = Literal["core", "regret", "stream", "extra", "strategy"]
-SAMPLED = "mechanism.policy_space = sampled"
+SAMPLED = "mechanism.policy_space = candidates"
 FINE_TUNED = "mechanism.policy_space = fine_tuned"
 
 
