@@ -3,6 +3,7 @@ keys, dumps, run ids and error messages derive from its plugin."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import tomllib
@@ -313,3 +314,12 @@ def test_an_installed_package_registers_a_plugin_through_its_entry_point(monkeyp
         assert asked == ["market_sim.mechanisms"]  # loaded once per process
     finally:
         registry.unregister_mechanism("posted_price")
+
+
+def test_a_built_in_cannot_be_replaced_or_lost_by_a_test_registration():
+    patched = dataclasses.replace(mechanism_plugin("mosaic"), title="patched")
+    message = "'mosaic' is already registered by plugin 'mosaic'"
+    with pytest.raises(ValueError, match=message), registered(patched):
+        pass
+    assert mechanism_plugin("mosaic").title == "MOSAIC"
+    assert "mosaic" in mechanism_kinds()

@@ -30,12 +30,15 @@ def register_mechanism(plugin: MechanismPlugin) -> MechanismPlugin:
     """Make ``plugin``'s kinds available to scenarios, sweeps and the market.
 
     Raises:
-        ValueError: Its name or one of its kinds is taken by another plugin.
+        ValueError: Its name or one of its kinds is taken by another registered plugin
+            (registering the same plugin object again is a no-op).
     """
+    if _PLUGINS.get(plugin.name) is plugin:
+        return plugin
     taken = {kind: other.name for other in _PLUGINS.values() for kind in other.kinds}
     taken.update({other.name: other.name for other in _PLUGINS.values()})
     for name in (plugin.name, *plugin.kinds):
-        if name in taken and taken[name] != plugin.name:
+        if name in taken:
             raise ValueError(f"mechanism {name!r} is already registered by plugin {taken[name]!r}")
     _PLUGINS[plugin.name] = plugin
     return plugin
@@ -48,7 +51,12 @@ def unregister_mechanism(name: str) -> None:
 
 @contextmanager
 def registered(plugin: MechanismPlugin) -> Iterator[MechanismPlugin]:
-    """Register ``plugin`` for the duration of a ``with`` block."""
+    """Register ``plugin`` for the duration of a ``with`` block.
+
+    Raises:
+        ValueError: As :func:`register_mechanism`: a built-in cannot be shadowed, so leaving the
+            block never removes another plugin.
+    """
     register_mechanism(plugin)
     try:
         yield plugin
