@@ -1032,3 +1032,12 @@ def test_query_file_hash_mismatch_is_an_error(tmp_path: Path) -> None:
     error = error_for(data, tmp_path)
     assert error.key == "queries.file_sha256"
     assert error.message.endswith("not " + "0" * 64 + ": the query file changed")
+
+
+def test_the_renamed_sharpen_key_says_its_new_name() -> None:
+    data = sample_data()
+    data["advertisers"][1]["strategy"] = {"kind": "fixed", "sharpen": 2.0}
+    assert str(error_for(data)) == (
+        "advertisers[1].strategy.sharpen: renamed to distortion (the report distortion every "
+        "mechanism reads as its report_scale)"
+    )

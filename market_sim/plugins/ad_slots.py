@@ -19,7 +19,7 @@ from market_sim.config.fields import (
     item_key,
 )
 from market_sim.config.settings import amount, setting
-from market_sim.mechanisms.options import REPLY_MODES
+from market_sim.mechanisms.options import REPLY_MODES, ReplyMode
 from market_sim.mechanisms.slot_auctions import SLOT_AUCTION_KINDS
 from market_sim.platform.report_spaces import BIDS_ONLY
 from market_sim.plugins.base import MechanismConfig, MechanismPlugin
@@ -38,7 +38,7 @@ class AdSlotsConfig(MechanismConfig):
         FloatList(FloatRange(min=0.0, max=1.0), min_items=1, default=(1.0,)),
         "Non-increasing click-through rates of slots 1..k.",
     )
-    reply: str = setting(
+    reply: ReplyMode = setting(
         Choice(REPLY_MODES, default="sampled"),
         "The unsponsored reply: sampled each auction, or cached (one per query).",
     )

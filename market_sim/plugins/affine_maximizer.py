@@ -17,6 +17,7 @@ from market_sim.config.fields import Choice, IntRange
 from market_sim.config.settings import learning_rate, setting, temperature
 from market_sim.mechanisms.affine_maximizer import AffinePayment, Divergence, Normalization
 from market_sim.mechanisms.affine_misreports import GroupDistortion
+from market_sim.mechanisms.options import POLICY_SPACES, PolicySpace
 from market_sim.platform.report_spaces import group_report_space
 from market_sim.plugins.base import MechanismConfig, MechanismPlugin
 
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
     from market_sim.lm.model import LanguageModel
     from market_sim.platform.base import Platform
 
-POLICY_SPACES: tuple[str, ...] = ("candidates", "fine_tuned")
 SAMPLED = {"policy_space": ("candidates",)}
 FINE_TUNED = {"policy_space": ("fine_tuned",)}
 
@@ -42,7 +42,7 @@ class AffineMaximizerConfig(MechanismConfig):
         Choice(get_args(Divergence), default="kl"), "The divergence from the base policy."
     )
     regularization: float = setting(temperature(1.0), "lambda, the weight of the divergence.")
-    policy_space: str = setting(
+    policy_space: PolicySpace = setting(
         Choice(POLICY_SPACES, default="candidates"),
         "Outcome space: a distribution over sampled replies, or fine-tuned copies' grid.",
     )

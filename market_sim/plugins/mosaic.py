@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, get_args
 
 from market_sim.config.fields import Choice, IntRange
 from market_sim.config.settings import setting, temperature
-from market_sim.mechanisms.options import PROPOSALS, MosaicPayment
+from market_sim.mechanisms.options import PROPOSALS, MosaicPayment, MosaicProposal
 from market_sim.platform.report_spaces import RELEVANCE_EXPONENT
 from market_sim.plugins.base import MechanismConfig, MechanismPlugin
 
@@ -36,7 +36,7 @@ class MosaicConfig(MechanismConfig):
         IntRange(min=1, max=65_536, default=16), "M, the candidate replies per auction."
     )
     tau: float = setting(temperature(1.0), "Temperature of the KL regularization toward pi_ref.")
-    proposal: str = setting(
+    proposal: MosaicProposal = setting(
         Choice(PROPOSALS, default="reference"),
         "Where candidates come from: pi_ref (the query alone) or the query with every context.",
     )

@@ -33,6 +33,7 @@ from market_sim.config.fields import (
 )
 from market_sim.plugins import MechanismPlugin, mechanism_plugins
 from market_sim.scenario import load, schema
+from market_sim.scenario.mechanism_table import kind_spec
 
 
 @dataclass(frozen=True)
@@ -249,8 +250,8 @@ def mechanism_rows(plugin: MechanismPlugin) -> list[KeyRow]:
         KeyRow(
             "mechanism.kind",
             "one of " + ", ".join(f"`{kind}`" for kind in plugin.kinds),
-            "",
-            "Selects this plugin.",
+            describe_default(kind_spec()),
+            "Selects this plugin (the default kind is the token auction).",
         )
     ]
     for item in plugin.settings:

@@ -600,6 +600,12 @@ def parse_strategy(table: Mapping[str, Any], key: str) -> StrategyConfig:
     """Validate a strategy table: the kind first, then the parameters registered for it."""
     kind_spec = Choice(tuple(STRATEGY_PARAMS), default="truthful")
     kind = parse_field(table, "kind", kind_spec, key)
+    if "sharpen" in table and "sharpen" not in STRATEGY_PARAMS[kind]:
+        raise ScenarioError(
+            child_key(key, "sharpen"),
+            "renamed to distortion (the report distortion every mechanism reads as its "
+            "report_scale)",
+        )
     values = validate_fields(table, {"kind": kind_spec, **STRATEGY_PARAMS[kind]}, key)
     params = {name: value for name, value in values.items() if name != "kind"}
     check_strategy_ranges(params, key)
