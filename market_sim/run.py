@@ -17,7 +17,7 @@ import torch
 
 from market_sim.lm.model import LanguageModel
 from market_sim.market.model import MarketModel, step_in_lockstep
-from market_sim.plugins import build_platform, mechanism_choices
+from market_sim.plugins import MechanismConfig, build_platform, mechanism_choices
 from market_sim.progress import progress_range
 from market_sim.provenance import run_provenance
 from market_sim.results import summarize, write_run
@@ -184,6 +184,23 @@ def build_market(scenario: Scenario, lm: LanguageModel) -> tuple[MarketModel, st
     return market, scenario_toml
 
 
+def with_mechanism_choices(meta: dict[str, Any], mechanism: MechanismConfig) -> dict[str, Any]:
+    """``meta`` plus the mechanism's string-valued keys (its variant), which must not clash.
+
+    Raises:
+        ValueError: A plugin declares a string key named like a summary field (``model``,
+            ``device``, ...): the summary could not tell them apart.
+    """
+    choices = mechanism_choices(mechanism)
+    clash = sorted(set(choices) & set(meta))
+    if clash:
+        raise ValueError(
+            f"mechanism {mechanism.kind!r}: its keys {clash} are named like summary.json fields; "
+            "rename them in its plugin"
+        )
+    return {**meta, **choices}
+
+
 def finish_run(
     market: MarketModel,
     lm: LanguageModel,
@@ -198,7 +215,6 @@ def finish_run(
         "run_id": run_id,
         "scenario": scenario.name,
         "mechanism": scenario.mechanism.kind,
-        **mechanism_choices(scenario.mechanism),
         "rounds": scenario.rounds,
         "auctions_per_round": scenario.auctions_per_round,
         "seed": scenario.seed,
@@ -213,7 +229,7 @@ def finish_run(
         ),
         **run_provenance(lm, scenario.model.path, scenario_toml),
     }
-    summary = summarize(rounds, agents, meta)
+    summary = summarize(rounds, agents, with_mechanism_choices(meta, scenario.mechanism))
     if out_dir is not None:
         learners = {a.name: a.strategy.snapshot() for a in market.agents}
         tables = {}

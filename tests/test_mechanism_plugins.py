@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from market_sim.config.fields import Choice
 from market_sim.config.settings import amount, setting
 from market_sim.platform.base import (
     AuctionOutcome,
@@ -33,7 +34,7 @@ from market_sim.plugins import (
     mechanism_plugins,
     registered,
 )
-from market_sim.run import run_scenario
+from market_sim.run import run_scenario, with_mechanism_choices
 from market_sim.scenario import ScenarioError, dump_scenario_toml, scenario_from_dict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,9 +166,28 @@ def test_a_plugin_defined_in_a_test_runs_through_parsing_market_results_and_regr
     # The posted price is truthful: the regret search finds no profitable bid deviation (bids
     # above the price win the same share, bids below win nothing), up to float rounding.
     assert result.summary["regret_max"] <= 1e-12
+    # ... and the search ran on this plugin's counterfactual: the truthful utility it measured is
+    # the realized one, (v - price) x share, in every measured agent-round.
+    measured = agents.filter(pl.col("regret").is_not_null())
+    assert measured.height > 0
+    np.testing.assert_allclose(measured["truthful_utility"], measured["utility"], rtol=1e-12)
+    np.testing.assert_allclose(
+        measured["utility"],
+        (measured["valuation"] - 0.4) * measured["allocation"],
+        rtol=1e-12,
+        atol=1e-15,
+    )
     written = tomllib.loads((tmp_path / "run" / "scenario.toml").read_text())
     assert written["mechanism"] == dumped
     assert pl.read_parquet(tmp_path / "run" / "agents.parquet").height == 300 * 3
+
+
+def test_the_posted_price_counterfactual_is_its_closed_form():
+    counterfactual = PostedPriceCounterfactual(np.array([0.9, 0.2, 0.5]), 0.4)
+    values = counterfactual.evaluate(1, [Report(0.1), Report(0.4), Report(3.0)])
+    # agent 1 under bids below, at and above the price; agents 0 and 2 accept (0.9, 0.5 >= 0.4)
+    np.testing.assert_array_equal(values.allocations, [0.0, 1 / 3, 1 / 3])
+    np.testing.assert_array_equal(values.payments, [0.0, 0.4 / 3, 0.4 / 3])
 
 
 def test_a_plugin_cannot_take_a_registered_kind():
@@ -323,3 +343,32 @@ def test_a_built_in_cannot_be_replaced_or_lost_by_a_test_registration():
         pass
     assert mechanism_plugin("mosaic").title == "MOSAIC"
     assert "mosaic" in mechanism_kinds()
+
+
+@dataclass(frozen=True)
+class ClashingConfig(MechanismConfig):
+    kind: str = "clashing"
+    device: str = setting(Choice(("here", "there"), default="here"), "Named like a summary field.")
+
+
+def test_a_string_key_named_like_a_summary_field_is_refused():
+    clashing = MechanismPlugin(
+        name="clashing",
+        kinds=("clashing",),
+        title="a clash",
+        summary="",
+        config_type=ClashingConfig,
+        build=POSTED_PRICE.build,
+        report_space=POSTED_PRICE.report_space,
+    )
+    with registered(clashing), pytest.raises(ValueError) as caught:
+        with_mechanism_choices({"device": "cpu"}, ClashingConfig())
+    assert str(caught.value) == (
+        "mechanism 'clashing': its keys ['device'] are named like summary.json fields; rename "
+        "them in its plugin"
+    )
+    with registered(clashing):
+        assert with_mechanism_choices({"model": "m"}, ClashingConfig()) == {
+            "model": "m",
+            "device": "here",
+        }

@@ -99,8 +99,9 @@ def mechanism_plugin(kind: str) -> MechanismPlugin:
 def mechanism_choices(config: MechanismConfig) -> dict[str, str]:
     """The string-valued keys ``config`` reads (its variant: payment rule, aggregation, ...).
 
-    ``summary.json`` records them beside the kind, so analysis can tell the variants of one
-    kind apart without knowing the kind; a kind records none it does not read.
+    ``summary.json`` records them beside the kind (a kind records none it does not read, so an
+    ad-slot run has no ``payment``); analysis labels a kind's variants by its ``aggregation``,
+    ``payment`` and ``settlement`` and by string-valued ``mechanism.*`` grid keys.
     """
     plugin = mechanism_plugin(config.kind)
     values = {item.name: getattr(config, item.name) for item in plugin.read_settings(config)}
