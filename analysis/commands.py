@@ -51,7 +51,7 @@ class DemoCommand:
             parse_workers,
             scenario_overrides,
         )
-        from market_sim.demo import run_demo
+        from market_sim.experiments.demo import run_demo
         from market_sim.scenario import ScenarioError
         from market_sim.sweep import SweepError
 

@@ -1,8 +1,9 @@
 r"""Who wrote each token: a token-auction reply coloured by the participant that carried each token.
 
-Input: ``tokens.parquet`` rows (written by :func:`market_sim.token_trace.trace_run`), one per
-generated token: ``round``, ``position``, ``token`` (its text), ``carrier`` (a participant's
-name, ``user`` for the platform's unsponsored distribution), ``carrier_share`` and ``payment``
+Input: ``tokens.parquet`` rows (written by
+:func:`market_sim.experiments.token_trace.trace_run`), one per generated token: ``round``,
+``position``, ``token`` (its text), ``carrier`` (a participant's name, ``user`` for the
+platform's unsponsored distribution), ``carrier_share`` and ``payment``
 (the sum of the advertisers' payments for that token).
 
 *Carried* is defined per token :math:`y_t` of the reply, with the participants'
@@ -150,15 +151,16 @@ def plot_token_ownership(
 def plot_run_tokens(run_dir: Path, out_dir: Path, rounds: int = 3) -> list[Path]:
     """Token-ownership figure (PNG, SVG, HTML) and ``tokens.parquet`` of a run's first rounds.
 
-    Replays the run (:func:`market_sim.token_trace.replay_run_tokens`: loads its model) and draws
-    :func:`plot_token_ownership` into ``out_dir``; the run folder is not touched.
+    Replays the run (:func:`market_sim.experiments.token_trace.replay_run_tokens`: loads its
+    model) and draws :func:`plot_token_ownership` into ``out_dir``; the run folder is not
+    touched.
 
     Returns:
         The files written; [] when the run is not a token-auction run of one auction per round
         or its replay does not reproduce the recorded replies.
     """
+    from market_sim.experiments.token_trace import replay_run_tokens
     from market_sim.result_files import atomic_write, check_finite_frame
-    from market_sim.token_trace import replay_run_tokens
 
     replayed = replay_run_tokens(run_dir, rounds)
     if replayed is None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from analysis.load import load_results
 from analysis.plots import plot_revenue
 from analysis.summary import format_summary, summary_table
-from market_sim.demo import run_demo
+from market_sim.experiments.demo import run_demo
 from market_sim.progress import quiet_libraries
 
 

@@ -449,7 +449,7 @@ def command_lambda_sweep(args: argparse.Namespace) -> None:
         )
     out_dir = checked_out_dir(args.out, Path("results") / f"{scenario.name}-seed{scenario.seed}")
     lm = load_scenario_model(scenario, args.threads)
-    from market_sim.lambda_sweep import run_lambda_sweep
+    from market_sim.experiments.lambda_sweep import run_lambda_sweep
     from market_sim.report import format_shares
 
     _, shares = run_lambda_sweep(scenario, lm, out_dir)
@@ -468,7 +468,7 @@ def command_convergence(args: argparse.Namespace) -> None:
         )
     out_dir = checked_out_dir(args.out, Path("results") / f"{scenario.name}-seed{scenario.seed}")
     lm = load_scenario_model(scenario, args.threads)
-    from market_sim.mosaic_convergence import run_convergence, summarize_convergence
+    from market_sim.experiments.mosaic_convergence import run_convergence, summarize_convergence
 
     table = run_convergence(scenario, lm, out_dir)
     summary = summarize_convergence(table)

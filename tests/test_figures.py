@@ -238,7 +238,7 @@ def test_brand_share_legend_names_the_brands(tmp_path):
 def test_carrier_is_the_largest_weighted_share_or_the_ex_post_owner():
     import torch
 
-    from market_sim.token_trace import carriers
+    from market_sim.experiments.token_trace import carriers
 
     probabilities = torch.tensor([[[0.3, 0.7], [0.5, 0.5], [0.1, 0.9]]])  # user, 2 advertisers
     step = {
@@ -290,7 +290,7 @@ def write_token_auction_run(folder: Path, model_dir: Path, lm: "LanguageModel") 
 
 def test_token_trace_replays_the_run_and_its_payments_add_up(tmp_path, random_model_dir, random_lm):
     from analysis.tokens import token_figure, token_html
-    from market_sim.token_trace import trace_run
+    from market_sim.experiments.token_trace import trace_run
 
     write_token_auction_run(tmp_path, random_model_dir, random_lm)
     tokens = trace_run(tmp_path / "run", random_lm, rounds=2)
@@ -316,7 +316,7 @@ def test_token_replay_uses_the_recorded_threads_and_warns_when_it_differs(
     import torch
 
     from analysis.tokens import plot_run_tokens
-    from market_sim.token_trace import recorded_threads
+    from market_sim.experiments.token_trace import recorded_threads
 
     run = write_token_auction_run(tmp_path, random_model_dir, random_lm)
     summary = json.loads((run / "summary.json").read_text())

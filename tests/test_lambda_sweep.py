@@ -5,7 +5,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from market_sim.lambda_sweep import mention_category, run_lambda_sweep, share_table
+from market_sim.experiments.lambda_sweep import mention_category, run_lambda_sweep, share_table
 from market_sim.lm.model import LanguageModel
 from market_sim.scenario import load_scenario
 

@@ -8,11 +8,11 @@ import polars as pl
 import pytest
 import torch
 
+from market_sim.experiments.mosaic_convergence import run_convergence, summarize_convergence
 from market_sim.lm.fine_tune import FineTuneConfig
 from market_sim.mechanisms.affine_maximizer import run_affine_maximizer
 from market_sim.mechanisms.affine_misreports import distorted_reward_models, distorted_valuations
 from market_sim.mechanisms.affine_synthetic_game import synthetic_games
-from market_sim.mosaic_convergence import run_convergence, summarize_convergence
 from market_sim.platform.base import Bidder, Report, ReportBatch
 from market_sim.platform.fine_tuned_affine import FineTunedAffineMaximizerPlatform
 from market_sim.run import run_scenario

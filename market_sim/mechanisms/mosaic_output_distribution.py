@@ -1,8 +1,8 @@
 r"""Output distribution of MOSAIC's M-candidate scheme and its distance to :math:`\pi^*`.
 
 The analysis behind the convergence experiment (docs/design.md, section 3.2.6;
-:mod:`market_sim.mosaic_convergence` runs it on the LM). Pure tensor math, float64, on an
-enumerable outcome set Y. The rule itself (:mod:`market_sim.mechanisms.mosaic`) draws M
+:mod:`market_sim.experiments.mosaic_convergence` runs it on the LM). Pure tensor math, float64,
+on an enumerable outcome set Y. The rule itself (:mod:`market_sim.mechanisms.mosaic`) draws M
 candidates i.i.d. from :math:`\pi_{gen}` and picks :math:`y_j` with probability
 :math:`q_j = \mathrm{softmax}_j(R(y_j)/\tau + l_j)`; its target is the KL-regularized optimum
 :math:`\pi^*(y) \propto \pi_{ref}(y)\exp(R(y)/\tau)`.

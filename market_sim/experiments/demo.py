@@ -16,7 +16,7 @@ from pathlib import Path
 
 from market_sim.sweep import SweepResult, run_sweep
 
-DEMO_SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "hawaii_learning.toml"
+DEMO_SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "hawaii_learning.toml"
 DEMO_SWEEPS: dict[str, tuple[str, ...]] = {
     "token_auction": ("mechanism.payment=second_price,first_price",),
     "ad_slots": ("mechanism.kind=first_price,second_price,gsp,vcg",),

@@ -54,7 +54,7 @@ from market_sim.plugins import MechanismPlugin, mechanism_plugins
 from market_sim.results import SUMMARY_FILE, atomic_write, atomic_write_json, is_complete_run
 from market_sim.scenario import ScenarioError, dump_scenario_toml, load_scenario
 from market_sim.scenario.overrides import parse_value
-from market_sim.sweep_backends import (
+from market_sim.sweep.backends import (
     BACKENDS,
     RunFunction,
     SweepError,
@@ -481,7 +481,7 @@ def run_sweep(
         out_dir: The sweep folder.
         overrides: ``--set`` overrides of every run.
         backend: ``local`` or ``ray``.
-        workers: Parallel runs (see :func:`market_sim.sweep_backends.execute_tasks`).
+        workers: Parallel runs (see :func:`market_sim.sweep.backends.execute_tasks`).
         address: Ray cluster address (Ray only).
         threads: torch CPU threads per worker.
         progress: Progress (False: none; None or True: a bar on a terminal, else a line on
