@@ -309,3 +309,21 @@ def test_replicates_of_an_array_market_equal_separate_runs(random_lm, random_mod
         assert result.rounds.equals(alone.rounds)
         assert result.agents.equals(alone.agents)
         assert result.rounds.height == 16 * 5
+
+
+def test_stepping_past_the_scenarios_rounds_grows_the_record_buffers(random_lm, random_model_dir):
+    # The array round preallocates its records for scenario.rounds and doubles them beyond;
+    # a fixed strategy's records do not depend on the horizon, so 7 rounds stepped on a
+    # 3-round scenario must equal a 7-round scenario's, row for row (the run id aside).
+    fixed = {"kind": "fixed", "bid_multiplier": 0.8}
+    short = market_scenario(random_model_dir, 16, 3, [fixed, fixed, {"kind": "truthful"}])
+    long = dataclasses.replace(short, rounds=7)
+    stepped = MarketModel(short, build_platform(short.mechanism, random_lm), "run")
+    assert stepped.array_round is not None
+    for _ in range(7):
+        stepped.step()
+    for grown, reference in zip(stepped.tables(), run_market(long, random_lm, True), strict=True):
+        assert grown.height == reference.height == 7 * 16 * (3 if "agent" in grown.columns else 1)
+        for column in reference.columns:
+            if column != "run_id":
+                assert grown[column].equals(reference[column]), column
