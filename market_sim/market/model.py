@@ -87,9 +87,9 @@ class MarketModel(mesa.Model):
     (:mod:`market_sim.market.array_round`) and keep their records as ``[K, n]`` arrays instead:
     there a round costs a few array operations, and one ``add_table_row`` per row costs far more
     than building the columns (``benchmarks/datacollector_rows.py``, K = 64, 3 advertisers,
-    200 rounds, 51,200 rows: columnar tables 0.06 to 0.09 s, the same rows through the
-    DataCollector 0.9 to 1.0 s, 9x to 17x on a loaded 2-core CPU, about half the time of the
-    array rounds themselves).
+    200 rounds, 51,200 rows, two runs at load 2.5 on 2 cores: columnar tables 0.02 to 0.04 s,
+    the same rows through the DataCollector 1.1 s, 22 us per row, 33x to 49x; that is 1.3x to
+    1.7x the time of the array rounds themselves).
 
     Args:
         scenario: The validated scenario.
