@@ -9,7 +9,7 @@ resolved scenario (``scenario.toml``, flattened to dotted keys) is kept beside t
 (:attr:`Results.scenarios`), so that runs of different settings are never pooled silently.
 
 This module reads files only; of the simulator it imports only the record schema
-(:mod:`market_sim.records`), which names and types the columns of ``rounds.parquet`` and
+(:mod:`market_sim.results.records`), which names and types the columns of ``rounds.parquet`` and
 ``agents.parquet``.
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 
 import polars as pl
 
-from market_sim.records import AGENTS, RecordTable
+from market_sim.results.records import AGENTS, RecordTable
 
 SUMMARY_FILE = "summary.json"
 SCENARIO_FILE = "scenario.toml"
@@ -185,8 +185,8 @@ def load_run_files(
 
     Args:
         runs: A runs table (from :func:`load_runs`).
-        table: :data:`~market_sim.records.ROUNDS` or :data:`~market_sim.records.AGENTS` (its
-            dtypes are applied to each file).
+        table: :data:`~market_sim.results.records.ROUNDS` or
+            :data:`~market_sim.results.records.AGENTS` (its dtypes are applied to each file).
         columns: Run-level columns of ``runs`` to join on every row (e.g. ``label``, ``seed``).
     """
     frames = []

@@ -64,7 +64,7 @@ from analysis.metrics import (
     mechanism_summary,
 )
 from analysis.names import AD_SLOTS, EXTRA_COLORS, OKABE_ITO, mechanism_color
-from market_sim.records import CONVERGENCE, CONVERGENCE_DISTANCES
+from market_sim.results.records import CONVERGENCE, CONVERGENCE_DISTANCES
 
 CATEGORY_COLORS: dict[str, str] = {
     "only_first": OKABE_ITO["blue"],
@@ -631,8 +631,8 @@ def brand_share_figure(shares: pl.DataFrame) -> Figure | None:
 def plot_convergence(convergence: pl.DataFrame, out_dir: Path) -> list[Path]:
     """MOSAIC convergence: distance to pi* against the number of candidates M (log scale).
 
-    Reads the columns :data:`market_sim.records.CONVERGENCE` declares: ``candidates`` (M), the
-    distances :data:`~market_sim.records.CONVERGENCE_DISTANCES` present, optionally
+    Reads the columns :data:`market_sim.results.records.CONVERGENCE` declares: ``candidates``
+    (M), the distances :data:`~market_sim.results.records.CONVERGENCE_DISTANCES` present, optionally
     ``proposal`` (one line each) and ``seed`` (CI over seeds). Without M or a distance there is
     nothing to draw.
     """

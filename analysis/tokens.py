@@ -160,7 +160,7 @@ def plot_run_tokens(run_dir: Path, out_dir: Path, rounds: int = 3) -> list[Path]
         or its replay does not reproduce the recorded replies.
     """
     from market_sim.experiments.token_trace import replay_run_tokens
-    from market_sim.result_files import atomic_write, check_finite_frame
+    from market_sim.results.files import atomic_write, check_finite_frame
 
     replayed = replay_run_tokens(run_dir, rounds)
     if replayed is None:

@@ -7,7 +7,7 @@ reply run as array code (:mod:`market_sim.market.array_round`) and build the sam
 column by column. This script runs such a market (``hawaii_learning.toml`` as GSP, two slots, K
 auctions per round, one cached reply per query, regret off), times its rounds and its columnar
 tables, then pushes the very same rows through a DataCollector exactly as the generic round does
-(schema check, ``add_table_row``, :meth:`market_sim.records.RecordTable.frame`), checks that
+(schema check, ``add_table_row``, :meth:`market_sim.results.records.RecordTable.frame`), checks that
 both give equal tables, and prints the times and the ratio DataCollector / columnar.
 
 Measured on the 2-core CPU shared with other jobs (load average 3.5 to 3.9), K = 64, 200
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import mesa
 
-from market_sim.records import AGENTS, ROUNDS
+from market_sim.results.records import AGENTS, ROUNDS
 from market_sim.run import build_market, load_scenario_model, seed_everything
 from market_sim.scenario import load_scenario
 

@@ -402,7 +402,7 @@ def command_run(args: argparse.Namespace, scenario_path: Path) -> None:
     out_dir = checked_run_dir(args, scenario)
     lm = load_scenario_model(scenario, args.threads)
     warn_if_slow(scenario)  # after every check, so a refused input prints only its error line
-    from market_sim.report import format_run_summary
+    from market_sim.results.report import format_run_summary
     from market_sim.run import run_scenario
 
     progress = False if getattr(args, "no_progress", False) else None
@@ -426,7 +426,7 @@ def command_run_replicates(args: argparse.Namespace, scenario) -> None:
     ]
     lm = load_scenario_model(scenario, args.threads)
     warn_if_slow(scenario)  # after every check, so a refused input prints only its error line
-    from market_sim.report import format_run_summary
+    from market_sim.results.report import format_run_summary
     from market_sim.run import run_replicates
 
     progress = False if getattr(args, "no_progress", False) else None
@@ -450,7 +450,7 @@ def command_lambda_sweep(args: argparse.Namespace) -> None:
     out_dir = checked_out_dir(args.out, Path("results") / f"{scenario.name}-seed{scenario.seed}")
     lm = load_scenario_model(scenario, args.threads)
     from market_sim.experiments.lambda_sweep import run_lambda_sweep
-    from market_sim.report import format_shares
+    from market_sim.results.report import format_shares
 
     _, shares = run_lambda_sweep(scenario, lm, out_dir)
     print(format_shares(shares))
@@ -731,7 +731,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_command(args: argparse.Namespace) -> int:
     """Run the parsed subcommand; returns the exit status."""
     from market_sim.progress import quiet_libraries
-    from market_sim.result_files import NonFiniteResultError
+    from market_sim.results.files import NonFiniteResultError
 
     quiet_libraries(args.verbose)
 

@@ -30,7 +30,7 @@ from analysis.stats import (
     t_quantile,
     wilson_interval,
 )
-from market_sim.records import AGENTS, CONVERGENCE
+from market_sim.results.records import AGENTS, CONVERGENCE
 
 T_975 = {1: 12.706204736174707, 2: 4.302652729749464, 4: 2.7764451051977934, 9: 2.262157162798205}
 ROUNDS = 6

@@ -1,4 +1,4 @@
-"""The record schema (market_sim.records) against what real runs write, and its guards."""
+"""The record schema (market_sim.results.records) against what real runs write, and its guards."""
 
 import dataclasses
 
@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from market_sim.plugins import mechanism_kinds
-from market_sim.records import (
+from market_sim.results.records import (
     AGENTS,
     CONVERGENCE,
     MECHANISMS,
@@ -115,7 +115,7 @@ def test_a_mechanism_extra_the_schema_does_not_declare_is_refused(bundled_lm):
     with pytest.raises(UndeclaredColumnError) as error:
         market.step()
     expected = (
-        "rounds.parquet: column 'bogus' is not declared in market_sim.records; "
+        "rounds.parquet: column 'bogus' is not declared in market_sim.results.records; "
         "or name it extra_<name>"
     )
     assert str(error.value) == expected

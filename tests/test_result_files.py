@@ -12,7 +12,8 @@ import polars as pl
 import pytest
 
 from market_sim.cli import main
-from market_sim.result_files import (
+from market_sim.results import is_complete_run, summarize, write_run
+from market_sim.results.files import (
     NonFiniteResultError,
     atomic_write,
     atomic_write_json,
@@ -20,7 +21,6 @@ from market_sim.result_files import (
     remove_stale_temporaries,
     temporary_name_pattern,
 )
-from market_sim.results import is_complete_run, summarize, write_run
 
 ROUNDS = pl.DataFrame(
     {

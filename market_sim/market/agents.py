@@ -20,7 +20,7 @@ from market_sim.market.strategies import CounterfactualFn, Feedback, StrategySet
 from market_sim.market.strategy_registry import make_strategy
 from market_sim.market.valuations import ValuationSource
 from market_sim.platform.base import AuctionOutcome, Bidder, Report
-from market_sim.records import STRATEGY_PREFIX
+from market_sim.results.records import STRATEGY_PREFIX
 from market_sim.scenario.schema import AdvertiserConfig
 
 if TYPE_CHECKING:

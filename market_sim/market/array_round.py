@@ -56,7 +56,7 @@ from market_sim.market.valuations import ValuationSource
 from market_sim.mechanisms.slot_auctions_array import bidder_outcome, rank_slot_auction
 from market_sim.platform.base import Report
 from market_sim.platform.slot_auction import SlotAuctionCounterfactual, SlotAuctionPlatform
-from market_sim.records import AGENTS, REGRET_COLUMNS, ROUNDS, STRATEGY_PREFIX, RecordTable
+from market_sim.results.records import AGENTS, REGRET_COLUMNS, ROUNDS, STRATEGY_PREFIX, RecordTable
 
 if TYPE_CHECKING:
     from market_sim.market.model import MarketModel

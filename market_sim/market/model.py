@@ -24,7 +24,7 @@ from market_sim.platform.base import (
     Report,
     run_auction_groups,
 )
-from market_sim.records import AGENTS, ROUNDS, RecordTable
+from market_sim.results.records import AGENTS, ROUNDS, RecordTable
 from market_sim.scenario.schema import Scenario
 
 SEED_BOUND = SEED_MAX
@@ -81,7 +81,7 @@ class MarketModel(mesa.Model):
     order, the strategies' actions and, per round, the seed of the platform's torch generator.
 
     Records: mesa's ``DataCollector`` with one table per results file (``rounds`` and
-    ``agents``, columns from :mod:`market_sim.records`), filled with ``add_table_row``: the
+    ``agents``, columns from :mod:`market_sim.results.records`), filled with ``add_table_row``: the
     rows are per auction, not per step, so model and agent reporters (one value per step) do
     not fit. Rounds of K > 1 ad-slot auctions beside a cached reply run as array code
     (:mod:`market_sim.market.array_round`) and keep their records as ``[K, n]`` arrays instead:
@@ -227,7 +227,7 @@ class MarketModel(mesa.Model):
         self.datacollector.add_table_row(table.file, row, ignore_missing=True)
 
     def tables(self) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """The records so far, typed by :mod:`market_sim.records`.
+        """The records so far, typed by :mod:`market_sim.results.records`.
 
         Returns:
             ``rounds`` (one row per auction) and ``agents`` (one per (auction, advertiser)).

@@ -161,7 +161,7 @@ class RecordTable:
             if self.column(name) is None:
                 prefixes = "".join(f"; or name it {f.name}<name>" for f in self.families)
                 raise UndeclaredColumnError(
-                    f"{self.file}: column {name!r} is not declared in market_sim.records{prefixes}"
+                    f"{self.file}: column {name!r} is not declared in market_sim.results.records{prefixes}"
                 )
 
     def ordered(self, names: Sequence[str]) -> list[tuple[str, Column]]:

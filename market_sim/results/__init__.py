@@ -2,16 +2,16 @@
 
 A run directory holds ``scenario.toml``, ``rounds.parquet``, ``agents.parquet`` and
 ``summary.json``. Every file is written under a temporary name in the same folder and renamed
-into place (:mod:`market_sim.result_files`: modes follow the umask, stale temporary files of an
+into place (:mod:`market_sim.results.files`: modes follow the umask, stale temporary files of an
 interrupted write are removed); ``summary.json`` is removed first and written last, so its
 presence marks a complete run and a half-written run never looks finished.
 
-The two tables follow the record schema (:mod:`market_sim.records`): :func:`write_run` refuses a
+The two tables follow the record schema (:mod:`market_sim.results.records`): :func:`write_run` refuses a
 column it does not declare and writes every column with its declared dtype, in declared order.
 
 No result holds NaN or Infinity: a statistic over no values is ``None`` (JSON ``null``), and a
 non-finite number in ``summary.json``, ``learners.json`` or a float column of a table raises
-:class:`~market_sim.result_files.NonFiniteResultError` before anything of the run is written.
+:class:`~market_sim.results.files.NonFiniteResultError` before anything of the run is written.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from market_sim.records import AGENTS, REGRET_COLUMNS, ROUNDS
-from market_sim.result_files import (
+from market_sim.results.records import AGENTS, REGRET_COLUMNS, ROUNDS
+from market_sim.results.files import (
     NonFiniteResultError,
     atomic_write,
     atomic_write_json,
@@ -63,7 +63,7 @@ HEADLINE_SUMMARY_KEYS: tuple[str, ...] = (
 """The headline metrics of ``summary.json`` (docs/design.md, section 7.1), in the order
 tables show them."""
 NULLABLE_AGENT_COLUMNS = REGRET_COLUMNS
-"""Agent columns that are null where not measured (float64 in :data:`market_sim.records.AGENTS`)."""
+"""Agent columns that are null where not measured (float64 in :data:`market_sim.results.records.AGENTS`)."""
 RESULT_FILES = ("scenario.toml", ROUNDS.file, AGENTS.file, SUMMARY_FILE)
 IR_TOLERANCE = 1e-9
 FINAL_SHARE = 0.2
@@ -145,8 +145,8 @@ def write_run(
     Args:
         folder: The run directory.
         scenario_toml: The resolved scenario.
-        rounds: One row per auction (:data:`market_sim.records.ROUNDS`).
-        agents: One row per (auction, advertiser) (:data:`market_sim.records.AGENTS`).
+        rounds: One row per auction (:data:`market_sim.results.records.ROUNDS`).
+        agents: One row per (auction, advertiser) (:data:`market_sim.results.records.AGENTS`).
         summary: Headline metrics.
         learners: Each advertiser's final strategy state (``learners.json``), if given.
         tables: Further Parquet files by name (e.g. the eva stream's ``queries.parquet``).
