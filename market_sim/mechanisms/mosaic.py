@@ -77,7 +77,8 @@ import torch
 from market_sim.mechanisms.options import MosaicPayment
 
 
-def _as_double(x: torch.Tensor | np.ndarray | Sequence[float]) -> torch.Tensor:
+def as_float64(x: torch.Tensor | np.ndarray | Sequence[float]) -> torch.Tensor:
+    """``x`` as a float64 tensor (MOSAIC's math runs in float64 whatever the input)."""
     return torch.as_tensor(x, dtype=torch.float64)
 
 
@@ -97,7 +98,7 @@ def importance_log_weights(ref_logprobs: torch.Tensor, gen_logprobs: torch.Tenso
     Returns:
         ``[A, M]`` float64 (``-inf`` where :math:`\pi_{ref}(y_j) = 0`).
     """
-    return _as_double(ref_logprobs) - _as_double(gen_logprobs)
+    return as_float64(ref_logprobs) - as_float64(gen_logprobs)
 
 
 def mosaic_scores(
@@ -114,7 +115,7 @@ def mosaic_scores(
         ``[A, M]``.
     """
     _check_tau(tau)
-    return _as_double(total_rewards) / tau + _as_double(log_weights)
+    return as_float64(total_rewards) / tau + as_float64(log_weights)
 
 
 def selection_probabilities(
@@ -195,8 +196,8 @@ def run_mosaic(
     """
     if payment not in ("mosaic", "none"):
         raise ValueError(f"payment must be 'mosaic' or 'none', got {payment!r}")
-    reported = _as_double(reported)
-    log_weights = _as_double(log_weights)
+    reported = as_float64(reported)
+    log_weights = as_float64(log_weights)
     total = reported.sum(-2)
     probs = selection_probabilities(total, log_weights, tau)
     partition = log_partition(total, log_weights, tau)
@@ -208,7 +209,7 @@ def run_mosaic(
         payments = reported_values - (partition.unsqueeze(-1) - partition_without)
     else:
         payments = torch.zeros_like(reported_values)
-    truth = reported if true_rewards is None else _as_double(true_rewards)
+    truth = reported if true_rewards is None else as_float64(true_rewards)
     values = (probs.unsqueeze(-2) * truth).sum(-1)
     return MosaicOutcome(
         probabilities=probs,
@@ -263,9 +264,9 @@ def deviation_outcomes(
     """
     if payment not in ("mosaic", "none"):
         raise ValueError(f"payment must be 'mosaic' or 'none', got {payment!r}")
-    others = _as_double(others_total).unsqueeze(-2)  # [..., 1, M]
-    deviations = _as_double(deviations)
-    weights = _as_double(log_weights).unsqueeze(-2)
+    others = as_float64(others_total).unsqueeze(-2)  # [..., 1, M]
+    deviations = as_float64(deviations)
+    weights = as_float64(log_weights).unsqueeze(-2)
     total = others + deviations
     probs = selection_probabilities(total, weights, tau)
     if payment == "none":

@@ -45,17 +45,13 @@ from typing import Literal
 import numpy as np
 import torch
 
-from market_sim.mechanisms.mosaic import mosaic_scores, selection_probabilities
+from market_sim.mechanisms.mosaic import as_float64, mosaic_scores, selection_probabilities
 
 OutputMethod = Literal["quadrature", "exact", "monte_carlo"]
 
 GAUSS_NODES_PER_PANEL = 8
 LOG_T_PANEL_WIDTH = 0.5
 MAX_EXACT_MULTISETS = 500_000
-
-
-def _as_double(x: torch.Tensor | np.ndarray | Sequence[float]) -> torch.Tensor:
-    return torch.as_tensor(x, dtype=torch.float64)
 
 
 def target_distribution(
@@ -84,22 +80,22 @@ def kl_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     Returns:
         ``[...]``; ``inf`` where p puts mass on a zero of q.
     """
-    p, q = _as_double(p), _as_double(q)
+    p, q = as_float64(p), as_float64(q)
     terms = torch.where(p > 0, p * (p.clamp_min(1e-300).log() - q.log()), torch.zeros_like(p))
     return terms.sum(-1)
 
 
 def total_variation(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     r""":math:`\mathrm{TV}(p, q) = \tfrac12 \sum_y |p_y - q_y|` over the last axis."""
-    return 0.5 * (_as_double(p) - _as_double(q)).abs().sum(-1)
+    return 0.5 * (as_float64(p) - as_float64(q)).abs().sum(-1)
 
 
 def _outcome_log_weights(
     ref_logprobs: torch.Tensor, gen_logprobs: torch.Tensor, total_rewards: torch.Tensor, tau: float
 ) -> torch.Tensor:
     r""":math:`\log w_y = R(y)/\tau + \log\pi_{ref}(y) - \log\pi_{gen}(y)`, -inf off support."""
-    gen = _as_double(gen_logprobs)
-    log_w = mosaic_scores(total_rewards, _as_double(ref_logprobs) - gen, tau)
+    gen = as_float64(gen_logprobs)
+    log_w = mosaic_scores(total_rewards, as_float64(ref_logprobs) - gen, tau)
     return torch.where(gen > -math.inf, log_w, torch.full_like(log_w, -math.inf))
 
 
@@ -214,9 +210,9 @@ def expected_output_distribution(
     if num_candidates < 1:
         raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
     device = torch.as_tensor(gen_logprobs).device
-    log_pi = _as_double(gen_logprobs).cpu()
+    log_pi = as_float64(gen_logprobs).cpu()
     log_w = _outcome_log_weights(
-        _as_double(ref_logprobs).cpu(), log_pi, _as_double(total_rewards).cpu(), tau
+        as_float64(ref_logprobs).cpu(), log_pi, as_float64(total_rewards).cpu(), tau
     )
     if method == "quadrature":
         out = _output_quadrature(log_pi, log_w, num_candidates)
@@ -274,7 +270,7 @@ def convergence_curve(
         The curve.
     """
     target = target_distribution(ref_logprobs, total_rewards, tau)
-    rewards = _as_double(total_rewards)
+    rewards = as_float64(total_rewards)
     generator = torch.Generator().manual_seed(seed)
     outputs = torch.stack(
         [
