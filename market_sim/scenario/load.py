@@ -7,7 +7,10 @@ default filled in and every relative path resolved against the scenario file's f
 scenario.
 
 Checks run in a fixed order and stop at the first error: unknown keys of a table first (after the
-``kind``-like key that decides which keys are allowed), then its fields in declaration order.
+``kind``-like key that decides which keys are allowed), then its fields in declaration order. In
+``[mechanism]`` the keys that decide which others are read (``policy_space``) and the per-kind
+tables are checked before the unknown top-level keys
+(:mod:`market_sim.scenario.mechanism_table`).
 """
 
 from __future__ import annotations
