@@ -111,11 +111,8 @@ class MechanismPlugin:
     def plain(self, config: MechanismConfig) -> dict[str, Any]:
         """The resolved table: ``kind`` and every key ``config`` reads, nothing else.
 
-        This is what ``scenario.toml`` records and the run id hashes, so adding a key to one kind
-        never renames the runs of another.
+        This is what ``scenario.toml`` records (lists stay tuples here; the dump converts them)
+        and the run id hashes, so adding a key to one kind never renames the runs of another.
         """
-        plain: dict[str, Any] = {"kind": config.kind}
-        for item in self.read_settings(config):
-            value = getattr(config, item.name)
-            plain[item.name] = list(value) if isinstance(value, tuple) else value
-        return plain
+        values = {item.name: getattr(config, item.name) for item in self.read_settings(config)}
+        return {"kind": config.kind, **values}

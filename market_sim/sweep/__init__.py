@@ -41,7 +41,6 @@ import itertools
 import json
 import re
 import sys
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -266,6 +265,7 @@ def plan_sweep(
     """
     tasks: list[SweepTask] = []
     planned: set[str] = set()
+    kinds: set[str] = set()
     for point in grid_points(grid):
         point_overrides = [f"{key}={format_value(value)}" for key, value in point]
         for seed in seeds:
@@ -279,6 +279,7 @@ def plan_sweep(
             if text in planned:
                 continue  # a per-kind grid value this run does not read: planned already
             planned.add(text)
+            kinds.add(scenario.mechanism.kind)
             applied = applicable_point(point, scenario.mechanism.kind)
             model = scenario.model
             tasks.append(
@@ -291,17 +292,16 @@ def plan_sweep(
                     model_key=(model.path, model.device, model.dtype),
                 )
             )
-    check_per_kind_keys_apply(grid, tasks)
+    check_per_kind_keys_apply(grid, kinds)
     return tasks
 
 
-def check_per_kind_keys_apply(grid: Grid, tasks: Sequence[SweepTask]) -> None:
-    """Refuse a per-kind grid key whose plugin runs no kind of the sweep (it would do nothing).
+def check_per_kind_keys_apply(grid: Grid, kinds: set[str]) -> None:
+    """Refuse a per-kind grid key whose plugin runs none of ``kinds`` (it would do nothing).
 
     Raises:
         SweepError: Naming the key and the kinds the sweep runs.
     """
-    kinds = {tomllib.loads(task.scenario_toml)["mechanism"]["kind"] for task in tasks}
     for key in grid:
         plugin = per_kind_plugin(key)
         if plugin is not None and not kinds & set(plugin.kinds):
