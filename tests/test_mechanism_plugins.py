@@ -372,3 +372,9 @@ def test_a_string_key_named_like_a_summary_field_is_refused():
             "model": "m",
             "device": "here",
         }
+
+
+def test_a_per_kind_table_that_is_not_a_table_is_named():
+    with pytest.raises(ScenarioError) as caught:
+        scenario_from_dict(minimal({"kind": "token_auction", "ad_slots": 3}))
+    assert str(caught.value) == "mechanism.ad_slots: expected a table, got 3"

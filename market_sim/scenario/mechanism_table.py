@@ -95,7 +95,7 @@ def per_kind_tables(table: Mapping[str, Any], key: str) -> dict[str, Mapping[str
     """The ``[mechanism.<plugin name>]`` tables, each checked against its plugin's keys."""
     tables = {}
     for plugin in mechanism_plugins():
-        if plugin.name not in table or not isinstance(table[plugin.name], Mapping):
+        if plugin.name not in table:
             continue
         table_key = child_key(key, plugin.name)
         sub_table = require_table(table[plugin.name], table_key)
