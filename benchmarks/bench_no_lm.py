@@ -11,7 +11,10 @@ Prints, in one run (one torch thread, the bundled LM writing one cached reply pe
    since on shared cores one run can land on a burst of another process's load.
 3. Hedge learners (31 multipliers), 4 bidders, 10^5 auctions, K = 1000: target < 5 s end to
    end; against the generic K = 1 path on fewer auctions (its rate, scaled).
-4. AuctionGym's own ``Auction.simulate_opportunity`` loop on its ``SP_Oracle`` configuration
+4. Replicates: 16 Hedge markets (4 bidders, K = 64, 300 rounds) in lockstep
+   (:func:`market_sim.run.run_replicates`: one ``[R K, n]`` auction call and one stacked
+   counterfactual per advertiser and round) against the same 16 seeds run one after another.
+5. AuctionGym's own ``Auction.simulate_opportunity`` loop on its ``SP_Oracle`` configuration
    (truthful second price, 2 participants per auction), timed by ``auctiongym_driver.py`` in a
    separate Python that has AuctionGym's requirements, on the same machine right after (1).
    Skipped unless ``--auctiongym PATH`` (an AuctionGym checkout) is given.
@@ -25,6 +28,7 @@ Ratios are of figures measured in this run. Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -36,7 +40,7 @@ from typing import Any
 import torch
 
 from market_sim.lm.model import LanguageModel
-from market_sim.run import run_scenario
+from market_sim.run import run_replicates, run_scenario
 from market_sim.scenario import Scenario, scenario_from_dict
 
 DRIVER = Path(__file__).resolve().parent / "auctiongym_driver.py"
@@ -161,8 +165,25 @@ def main() -> None:
     )
     figures["hedge"], figures["hedge_generic"] = hedge, generic
 
+    print("4. replicates: 16 Hedge markets, 4 bidders, K = 64, 300 rounds each")
+    seeds = list(range(16))
+    replicate = classic(64, 300, hedge_strategy, 4)
+    started = time.perf_counter()
+    run_replicates(replicate, seeds, lm=lm)
+    lockstep = time.perf_counter() - started
+    started = time.perf_counter()
+    for seed in seeds:
+        run_scenario(dataclasses.replace(replicate, seed=seed), lm=lm)
+    separate = time.perf_counter() - started
+    auctions = len(seeds) * 64 * 300
+    print(
+        f"   lockstep {lockstep:.2f} s ({auctions / lockstep:,.0f} auctions/s), one after another "
+        f"{separate:.2f} s ({auctions / separate:,.0f} auctions/s): {separate / lockstep:.2f}x"
+    )
+    figures["replicates"] = {"lockstep_seconds": lockstep, "separate_seconds": separate}
+
     if args.auctiongym is not None:
-        print("4. AuctionGym SP_Oracle (truthful second price, 2 participants), one core")
+        print("5. AuctionGym SP_Oracle (truthful second price, 2 participants), one core")
         gym = auctiongym_rate(args.auctiongym, args.auctiongym_python, args.auctiongym_auctions)
         if gym is not None:
             figures["auctiongym"] = gym

@@ -58,7 +58,18 @@ def market_sim_version() -> str:
 
 
 def software_versions() -> dict[str, str | None]:
-    """market-sim, Python and :data:`PACKAGES` versions."""
+    """market-sim, Python and :data:`PACKAGES` versions (a fresh copy of the process's)."""
+    return dict(installed_versions())
+
+
+@functools.cache
+def installed_versions() -> dict[str, str | None]:
+    """The versions, read once per process.
+
+    The modules a process imported do not change under it, so every run of a sweep or of
+    replicates records the same versions; reading the distributions' metadata costs about
+    5 ms per package, which 64 replicates paid 64 times.
+    """
     versions: dict[str, str | None] = {
         "market_sim": market_sim_version(),
         "python": platform.python_version(),

@@ -16,12 +16,14 @@ import polars as pl
 import pytest
 
 from market_sim.cli import main as cli_main
+from market_sim.market import array_replicates
 from market_sim.market.action_grid import ActionGrid, ReportBounds
 from market_sim.market.array_learners import BidderRound, array_strategy, sample_indices
+from market_sim.market.array_replicates import precomputed
 from market_sim.market.learners import EpsilonGreedy, Exp3, Hedge, Ucb1, sample_index
 from market_sim.market.model import MarketModel
 from market_sim.market.strategies import Feedback
-from market_sim.mechanisms.slot_auctions_array import bidder_outcome
+from market_sim.mechanisms.slot_auctions_array import bidder_outcome, rank_slot_auction
 from market_sim.platform.base import ReportBatch
 from market_sim.platform.slot_auction import SlotAuctionCounterfactual
 from market_sim.plugins import build_platform
@@ -301,14 +303,64 @@ def test_market_sim_run_with_k_above_one_is_deterministic(tmp_path):
     assert agents["regret"].is_not_null().sum() == 2 * 16 * 4  # rounds 0 and 10, every auction
 
 
-def test_replicates_of_an_array_market_equal_separate_runs(random_lm, random_model_dir):
-    scenario = market_scenario(random_model_dir, 16, 5, [HEDGE] * 2, kind="first_price")
-    together = run_replicates(scenario, [4, 9], lm=random_lm)
-    for seed, result in zip([4, 9], together, strict=True):
-        alone = run_scenario(dataclasses.replace(scenario, seed=seed), lm=random_lm)
+@pytest.mark.parametrize("kind", ["first_price", "vcg"])
+def test_replicates_of_an_array_market_equal_separate_runs(
+    random_lm, random_model_dir, kind, tmp_path, monkeypatch
+):
+    # Replicates in lockstep share one [R K, n] auction call and one [R K, A] counterfactual
+    # call per Hedge advertiser; rows are independent, so every record, regret and final
+    # learner state must equal a separate run's bit for bit (no tolerance).
+    strategies = [
+        HEDGE,
+        {"kind": "exp3", "multiplier_max": 1.5, "multiplier_count": 7},
+        HEDGE,
+        {"kind": "fixed", "bid_multiplier": 0.7},
+    ]
+    scenario = market_scenario(
+        random_model_dir,
+        16,
+        5,
+        strategies,
+        kind=kind,
+        mechanism={"click_through_rates": [0.6, 0.3]},
+        regret={"every": 2},
+    )
+    seeds = [4, 9, 11]
+    folders = [tmp_path / f"together{seed}" for seed in seeds]
+    stacked_shapes = []
+
+    def counting(bids, *args):
+        stacked_shapes.append(bids.shape)
+        return rank_slot_auction(bids, *args)
+
+    monkeypatch.setattr(array_replicates, "rank_slot_auction", counting)
+    together = run_replicates(scenario, seeds, folders, lm=random_lm)
+    assert stacked_shapes == [(3 * 16, 4)] * 5  # one [R K, n] call per round
+    for seed, result, folder in zip(seeds, together, folders, strict=True):
+        alone_folder = tmp_path / f"alone{seed}"
+        alone = run_scenario(dataclasses.replace(scenario, seed=seed), alone_folder, lm=random_lm)
         assert result.rounds.equals(alone.rounds)
         assert result.agents.equals(alone.agents)
+        learners = "learners.json"
+        assert (folder / learners).read_bytes() == (alone_folder / learners).read_bytes()
         assert result.rounds.height == 16 * 5
+        assert result.agents["regret"].is_not_null().sum() == 3 * 16 * 4  # rounds 0, 2, 4
+    first, second = (result.agents["bid"] for result in together[:2])
+    assert not first.equals(second)  # the replicates did not all run one seed
+
+
+def test_precomputed_counterfactuals_answer_other_bids_directly():
+    expected = np.array([[0.5, 1.0]])
+    direct_calls = []
+
+    def direct(candidates):
+        direct_calls.append(candidates)
+        return -candidates
+
+    utilities = precomputed(expected, np.array([[7.0, 8.0]]), direct)
+    assert utilities(expected.copy()).tolist() == [[7.0, 8.0]] and not direct_calls
+    assert utilities(np.array([[0.5, 2.0]])).tolist() == [[-0.5, -2.0]]
+    assert len(direct_calls) == 1
 
 
 def test_stepping_past_the_scenarios_rounds_grows_the_record_buffers(random_lm, random_model_dir):

@@ -72,6 +72,14 @@ class ArrayStrategy(Protocol):
         """Update once from the round's K outcomes."""
         ...
 
+    def candidate_bids(self, valuations: np.ndarray) -> np.ndarray | None:
+        """``[K, A]`` the bids whose counterfactual utilities :meth:`learn` will ask for.
+
+        None when it asks for none (bandit feedback, fixed strategies). Replicates in lockstep
+        compute the utilities of every replicate's candidates in one call.
+        """
+        ...
+
 
 class ArrayFixed:
     """Fixed distortion (truthful when ``m = d = 1``): ``bid = m v``."""
@@ -89,6 +97,10 @@ class ArrayFixed:
 
     def learn(self, outcome: BidderRound) -> None:
         """Fixed strategies do not learn."""
+
+    def candidate_bids(self, valuations: np.ndarray) -> None:
+        """No counterfactual is read."""
+        return None
 
 
 def sample_indices(probabilities: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
@@ -131,17 +143,23 @@ class ArrayGridLearner:
         """Learner-specific update."""
         raise NotImplementedError
 
+    def candidate_bids(self, valuations: np.ndarray) -> np.ndarray | None:
+        """None: only full-information learners read counterfactual utilities."""
+        return None
+
 
 class ArrayHedge(ArrayGridLearner):
     """Hedge: cumulative utilities += the round's ``[K, A]`` counterfactual utilities summed."""
 
     strategy: Hedge
 
+    def candidate_bids(self, valuations: np.ndarray) -> np.ndarray:
+        """``[K, A]`` bids ``v_k m_a`` of every grid multiplier in every auction."""
+        return valuations[:, None] * self.strategy.grid.multipliers[None, :]
+
     def update(self, outcome: BidderRound) -> None:
         r""":math:`S \mathrel{+}= \sum_k u_{k,\cdot}`; the spread widens with every auction's."""
-        grid = self.strategy.grid
-        candidates = outcome.valuations[:, None] * grid.multipliers[None, :]
-        utilities = outcome.counterfactual_utilities(candidates)
+        utilities = outcome.counterfactual_utilities(self.candidate_bids(outcome.valuations))
         # add.reduce over axis 0 accumulates row after row: the scalar learner's order.
         self.strategy.cumulative += np.add.reduce(utilities, axis=0)
         self.strategy.range.observe(utilities)

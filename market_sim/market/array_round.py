@@ -37,6 +37,7 @@ advertiser) on the platform's counterfactual.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,7 @@ from market_sim.market.array_learners import (
 )
 from market_sim.market.queries import StaticQueryStream
 from market_sim.market.valuations import ValuationSource
+from market_sim.mechanisms.slot_auctions import SlotAuctionOutcome
 from market_sim.mechanisms.slot_auctions_array import bidder_outcome, rank_slot_auction
 from market_sim.platform.base import Report
 from market_sim.platform.slot_auction import SlotAuctionCounterfactual, SlotAuctionPlatform
@@ -92,6 +94,21 @@ class QueryReply:
     n_tokens: float
     stopped: float
     mentioned: list[str]
+
+
+@dataclass(frozen=True)
+class RoundDraws:
+    """What a round drew besides the records it wrote (:meth:`ArraySlotRound.draw`).
+
+    Attributes:
+        row: The round's row in the record buffers.
+        actions: ``[K, n]`` int64 grid actions (zeros for fixed strategies).
+        priority: ``[K, n]`` tie-break ranks (a uniform permutation of the bidders per auction).
+    """
+
+    row: int
+    actions: np.ndarray
+    priority: np.ndarray
 
 
 class RoundRecords:
@@ -226,7 +243,19 @@ class ArraySlotRound:
 
         The round's ``[K, n]`` arrays are rows of :attr:`records`, written in place.
         """
-        model, platform, rng, records = self.model, self.platform, self.model.rng, self.records
+        draws, platform = self.draw(round_index), self.platform
+        bids = self.records.bids[draws.row]
+        rates, priority = platform.click_through_rates, draws.priority
+        outcome = rank_slot_auction(bids, rates, platform.kind, priority)
+        self.settle(round_index, draws, outcome)
+
+    def draw(self, round_index: int) -> RoundDraws:
+        """Every random draw of the round, in the documented order, and the replies it needs.
+
+        Writes the round's queries, valuations, bids, report scales and seed into a new row of
+        :attr:`records` and records the start-of-round strategy states.
+        """
+        model, rng, records = self.model, self.model.rng, self.records
         row = records.next_round()
         query_index = records.query_index[row]
         query_index[:] = self.draw_queries(rng)
@@ -241,24 +270,45 @@ class ArraySlotRound:
         priority = rng.permuted(np.broadcast_to(np.arange(bidders), bids.shape), axis=1)
         records.round_seeds[row] = round_seed = int(rng.integers(SEED_BOUND))
         self.cache_replies(query_index, round_seed)
-        outcome = rank_slot_auction(bids, platform.click_through_rates, platform.kind, priority)
+        return RoundDraws(row, actions, priority)
+
+    def settle(
+        self,
+        round_index: int,
+        draws: RoundDraws,
+        outcome: SlotAuctionOutcome,
+        counterfactuals: Sequence[CounterfactualUtilities | None] | None = None,
+    ) -> None:
+        """Record the round's K auctions, measure regret where asked, and let every strategy learn.
+
+        Args:
+            round_index: The round (selects the rounds whose regret is measured).
+            draws: The round's draws (:meth:`draw`).
+            outcome: The K auctions of the round's bids (``[K, n]`` arrays, CTR units).
+            counterfactuals: Per advertiser, its counterfactual utilities when computed outside
+                (replicates in lockstep); None (for all or for one) computes them here.
+        """
+        platform, records, row = self.platform, self.records, draws.row
+        valuations, bids = records.valuations[row], records.bids[row]
         allocations, payments = records.allocations[row], records.payments[row]
         np.multiply(outcome.allocations, platform.slot_value, out=allocations)
         np.multiply(outcome.payments, platform.slot_value, out=payments)
         count_shown(outcome.slots, out=records.slots_filled[row])
         incentives = self.measure_incentives(
-            round_index, valuations, bids, records.report_scales[row], priority
+            round_index, valuations, bids, records.report_scales[row], draws.priority
         )
         if incentives is not None:
             records.incentives[row] = incentives
         utilities = valuations * allocations - payments
-        for i, strategy in enumerate(self.strategies):
+        given = counterfactuals if counterfactuals is not None else [None] * len(self.strategies)
+        for i, (strategy, counterfactual) in enumerate(zip(self.strategies, given, strict=True)):
             strategy.learn(
                 BidderRound(
                     valuations=valuations[:, i],
-                    actions=actions[:, i],
+                    actions=draws.actions[:, i],
                     utilities=utilities[:, i],
-                    counterfactual_utilities=self.counterfactual(i, valuations, bids, priority),
+                    counterfactual_utilities=counterfactual
+                    or self.counterfactual(i, valuations, bids, draws.priority),
                 )
             )
 
@@ -289,24 +339,9 @@ class ArraySlotRound:
         self, agent: int, valuations: np.ndarray, bids: np.ndarray, priority: np.ndarray
     ) -> CounterfactualUtilities:
         """``[K, A]`` candidate bids -> ``[K, A]`` utilities of ``agent``, the rest held fixed."""
-        platform = self.platform
-
-        def utilities(candidates: np.ndarray) -> np.ndarray:
-            others = np.delete(np.arange(bids.shape[1]), agent)
-            other_bids, other_priority = bids[:, others], priority[:, others]
-            own_priority, own_values = priority[:, agent], valuations[:, agent, None]
-            allocations, payments = bidder_outcome(
-                other_bids,
-                other_priority,
-                own_priority,
-                candidates,
-                platform.click_through_rates,
-                platform.kind,
-            )
-            scale = platform.slot_value
-            return own_values * (allocations * scale) - payments * scale
-
-        return utilities
+        return functools.partial(
+            counterfactual_utilities, self.platform, agent, valuations, bids, priority
+        )
 
     def measure_incentives(
         self,
@@ -487,6 +522,41 @@ class ArraySlotRound:
             ).reshape(len(states), len(self.strategies))
             for key in keys
         }
+
+
+def counterfactual_utilities(
+    platform: SlotAuctionPlatform,
+    agent: int,
+    valuations: np.ndarray,
+    bids: np.ndarray,
+    priority: np.ndarray,
+    candidates: np.ndarray,
+) -> np.ndarray:
+    """``agent``'s utilities ``v x(b) - p(b)`` for candidate bids, the other bids held fixed.
+
+    Args:
+        platform: The slot-auction platform (rule, click-through rates, slot value).
+        agent: The advertiser's column.
+        valuations: ``[K, n]`` valuations.
+        bids: ``[K, n]`` the round's bids.
+        priority: ``[K, n]`` tie-break ranks.
+        candidates: ``[K, A]`` the advertiser's candidate bids.
+
+    Returns:
+        ``[K, A]`` utilities in ``slot_value`` units. Each row depends on its own auction only,
+        so rows of several rounds stacked give each round's rows bit for bit.
+    """
+    others = np.delete(np.arange(bids.shape[1]), agent)
+    allocations, payments = bidder_outcome(
+        bids[:, others],
+        priority[:, others],
+        priority[:, agent],
+        candidates,
+        platform.click_through_rates,
+        platform.kind,
+    )
+    scale = platform.slot_value
+    return valuations[:, agent, None] * (allocations * scale) - payments * scale
 
 
 def column_sums(matrix: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ import polars as pl
 from market_sim.config.bounds import SEED_MAX
 from market_sim.incentives.regret import RegretEstimate, estimate_regret
 from market_sim.market.agents import Advertiser, AuctionResult
+from market_sim.market.array_replicates import run_in_lockstep
 from market_sim.market.array_round import ArraySlotRound
 from market_sim.market.queries import QueryStream, StaticQueryStream
 from market_sim.market.strategies import CounterfactualFn, StrategySetup
@@ -141,7 +142,10 @@ class MarketModel(mesa.Model):
         return self.steps - 1
 
     def step(
-        self, plan: RoundPlan | None = None, outcomes: Sequence[AuctionOutcome] | None = None
+        self,
+        plan: RoundPlan | None = None,
+        outcomes: Sequence[AuctionOutcome] | None = None,
+        array_round_done: bool = False,
     ) -> None:
         """Run one round of K auctions and record it.
 
@@ -149,9 +153,12 @@ class MarketModel(mesa.Model):
             plan: The round's plan, when its auctions already ran outside (replicates in
                 lockstep, :func:`step_in_lockstep`); None plans here.
             outcomes: The platform's K outcomes of ``plan`` (given with ``plan``).
+            array_round_done: The array round already ran and recorded this round outside
+                (replicates in lockstep); the step only counts it.
         """
         if self.array_round is not None:
-            self.array_round.run(self.current_round)
+            if not array_round_done:
+                self.array_round.run(self.current_round)
         else:
             if plan is None:
                 plan = self.plan_round()
@@ -281,12 +288,16 @@ def step_in_lockstep(markets: Sequence[MarketModel]) -> None:
     Every market plans its round with its own generator, the platform runs the R x K auctions
     as one decode where it can (:func:`run_auction_groups`: the token auction; other platforms
     run replicate after replicate), then each market steps on its own outcomes. Array rounds
-    call no LM, so there each market simply steps.
+    call no LM; their auctions and counterfactuals run as ``[R K, n]`` arrays
+    (:func:`market_sim.market.array_replicates.run_in_lockstep`).
     """
+    arrays = [market for market in markets if market.array_round is not None]
+    if arrays:
+        rounds = [market.array_round for market in arrays if market.array_round is not None]
+        run_in_lockstep(rounds, arrays[0].steps)  # steps counts finished rounds until step()
+        for market in arrays:
+            market.step(array_round_done=True)
     shared = [market for market in markets if market.array_round is None]
-    for market in markets:
-        if market.array_round is not None:
-            market.step()
     if not shared:
         return
     plans = [market.plan_round() for market in shared]
