@@ -16,12 +16,13 @@ import polars as pl
 import pytest
 
 from market_sim.cli import main as cli_main
-from market_sim.market import array_replicates
+from market_sim.market import array_replicates, array_round
 from market_sim.market.action_grid import ActionGrid, ReportBounds
 from market_sim.market.array_learners import BidderRound, array_strategy, sample_indices
 from market_sim.market.array_replicates import precomputed
+from market_sim.market.array_round import counterfactual_utilities
 from market_sim.market.learners import EpsilonGreedy, Exp3, Hedge, Ucb1, sample_index
-from market_sim.market.model import MarketModel
+from market_sim.market.model import MarketModel, step_in_lockstep
 from market_sim.market.strategies import Feedback
 from market_sim.mechanisms.slot_auctions_array import bidder_outcome, rank_slot_auction
 from market_sim.platform.base import ReportBatch
@@ -333,9 +334,26 @@ def test_replicates_of_an_array_market_equal_separate_runs(
         stacked_shapes.append(bids.shape)
         return rank_slot_auction(bids, *args)
 
+    stacked_utilities = []
+
+    def counting_utilities(platform, agent, valuations, bids, priority, candidates):
+        stacked_utilities.append((agent, candidates.shape))
+        return counterfactual_utilities(platform, agent, valuations, bids, priority, candidates)
+
     monkeypatch.setattr(array_replicates, "rank_slot_auction", counting)
+    monkeypatch.setattr(array_replicates, "counterfactual_utilities", counting_utilities)
+    direct_calls = []
+
+    def direct_utilities(*args):
+        direct_calls.append(args[1])
+        return counterfactual_utilities(*args)
+
+    monkeypatch.setattr(array_round, "counterfactual_utilities", direct_utilities)
     together = run_replicates(scenario, seeds, folders, lm=random_lm)
+    assert direct_calls == []  # every Hedge update read the stacked utilities
     assert stacked_shapes == [(3 * 16, 4)] * 5  # one [R K, n] call per round
+    # One [R K, A] call per Hedge advertiser (0 and 2) and round, none for EXP3 or fixed.
+    assert stacked_utilities == [(0, (3 * 16, 31)), (2, (3 * 16, 31))] * 5
     for seed, result, folder in zip(seeds, together, folders, strict=True):
         alone_folder = tmp_path / f"alone{seed}"
         alone = run_scenario(dataclasses.replace(scenario, seed=seed), alone_folder, lm=random_lm)
@@ -347,6 +365,17 @@ def test_replicates_of_an_array_market_equal_separate_runs(
         assert result.agents["regret"].is_not_null().sum() == 3 * 16 * 4  # rounds 0, 2, 4
     first, second = (result.agents["bid"] for result in together[:2])
     assert not first.equals(second)  # the replicates did not all run one seed
+
+
+def test_markets_at_different_rounds_are_refused_in_lockstep(random_lm, random_model_dir):
+    scenario = market_scenario(random_model_dir, 4, 3, [HEDGE] * 2)
+    markets = [
+        MarketModel(scenario, build_platform(scenario.mechanism, random_lm), "run")
+        for _ in range(2)
+    ]
+    markets[0].step()
+    with pytest.raises(ValueError, match=r"same round, got \[1, 0\]"):
+        step_in_lockstep(markets)
 
 
 def test_precomputed_counterfactuals_answer_other_bids_directly():

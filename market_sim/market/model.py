@@ -288,15 +288,22 @@ def step_in_lockstep(markets: Sequence[MarketModel]) -> None:
     Every market plans its round with its own generator, the platform runs the R x K auctions
     as one decode where it can (:func:`run_auction_groups`: the token auction; other platforms
     run replicate after replicate), then each market steps on its own outcomes. Array rounds
-    call no LM; their auctions and counterfactuals run as ``[R K, n]`` arrays
+    make no LM call per auction; their auctions and counterfactuals run as ``[R K, n]`` arrays
     (:func:`market_sim.market.array_replicates.run_in_lockstep`).
+
+    Raises:
+        ValueError: The markets are not at the same round.
     """
-    arrays = [market for market in markets if market.array_round is not None]
-    if arrays:
-        rounds = [market.array_round for market in arrays if market.array_round is not None]
-        run_in_lockstep(rounds, arrays[0].steps)  # steps counts finished rounds until step()
-        for market in arrays:
-            market.step(array_round_done=True)
+    if len({market.steps for market in markets}) > 1:
+        raise ValueError(
+            f"markets in lockstep must be at the same round, got {[m.steps for m in markets]}"
+        )
+    rounds = [market.array_round for market in markets if market.array_round is not None]
+    if rounds:
+        run_in_lockstep(rounds, markets[0].steps)  # steps counts finished rounds until step()
+        for market in markets:
+            if market.array_round is not None:
+                market.step(array_round_done=True)
     shared = [market for market in markets if market.array_round is None]
     if not shared:
         return
