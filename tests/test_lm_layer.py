@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from market_sim.lm.decoding import decode_combined
+from market_sim.lm import model as model_module
+from market_sim.lm.decoding import decode_combined, distinct_groups
 from market_sim.lm.loading import ModelNotFoundError, resolve_device, resolve_model_reference
 from market_sim.lm.model import LanguageModel, left_pad
 
@@ -20,6 +21,26 @@ def single_logprobs(lm: LanguageModel, prompt: str) -> torch.Tensor:
     with torch.inference_mode():
         logits = lm.model(input_ids=ids, use_cache=False).logits[0, -1]
     return torch.log_softmax(logits.float(), -1)
+
+
+def assert_steps_match_single_rows(
+    lm: LanguageModel,
+    groups: list[list[str]],
+    tokens: list[list[int]],
+    seen: list[tuple[int, int, torch.Tensor]],
+) -> None:
+    """Every recorded (group, step, [n, V] log-probs) equals an uncached single-row forward.
+
+    Row i of group g at step s must be the model's distribution after prompt i of g followed by
+    g's first s tokens, computed alone, unpadded, without a cache.
+    """
+    for group, step, logprobs in seen:
+        prefix = tokens[group][:step]
+        for member, prompt in enumerate(groups[group]):
+            expected = single_logprobs(lm, lm.encode(prompt) + prefix)
+            # float32 forwards of differently padded batches agree to ~1e-6 on log-probs of
+            # magnitude ~10: 1e-4 absolute leaves room for kernels, not for a wrong prefix
+            torch.testing.assert_close(logprobs[member], expected, atol=1e-4, rtol=0)
 
 
 def test_left_pad_positions():
@@ -65,11 +86,7 @@ def test_cached_decoding_matches_uncached_recomputation(random_lm):
 
     result = decode_combined(random_lm, groups, greedy_mean, max_new_tokens=6, stop_at_eos=False)
     assert result.steps == 6 and all(len(t) == 6 for t in result.tokens)
-    for group, step, logprobs in seen:
-        prefix = result.tokens[group][:step]
-        for member, prompt in enumerate(groups[group]):
-            expected = single_logprobs(random_lm, random_lm.encode(prompt) + prefix)
-            torch.testing.assert_close(logprobs[member], expected, atol=1e-4, rtol=0)
+    assert_steps_match_single_rows(random_lm, groups, result.tokens, seen)
 
 
 def test_groups_stop_independently_at_eos(random_lm):
@@ -104,11 +121,95 @@ def test_decoding_after_dropping_groups_stays_exact(random_lm):
         return tokens
 
     result = decode_combined(random_lm, groups, drop_first, max_new_tokens=5)
-    for group, step, logprobs in seen:
-        prefix = result.tokens[group][:step]
-        for member, prompt in enumerate(groups[group]):
-            expected = single_logprobs(random_lm, random_lm.encode(prompt) + prefix)
-            torch.testing.assert_close(logprobs[member], expected, atol=1e-4, rtol=0)
+    assert_steps_match_single_rows(random_lm, groups, result.tokens, seen)
+
+
+def test_distinct_groups_in_first_seen_order():
+    groups = [[[1, 2], [3]], [[4], [5]], [[1, 2], [3]], [[1, 2], [4]], [[4], [5]]]
+    distinct, source = distinct_groups(groups)
+    assert distinct == [[[1, 2], [3]], [[4], [5]], [[1, 2], [4]]]
+    assert source == [0, 1, 0, 2, 1]
+    assert all(groups[b] == distinct[source[b]] for b in range(len(groups)))
+
+
+def test_identical_groups_share_one_prefill_and_decode_as_alone(random_lm):
+    """Groups with the same prompts share the first forward, then decode their own tokens.
+
+    The combine picks a different token per group (argmax of the mean plus the group index), so
+    the copies diverge after the first step: every step's distributions must still equal an
+    uncached single-row recomputation of that group's own prefix.
+    """
+    one, two = [PROMPTS[0], PROMPTS[1]], [PROMPTS[2], PROMPTS[3]]
+    groups = [one, two, one, one, two]
+    first_forward_rows: list[int] = []
+    hook = random_lm.model.register_forward_pre_hook(
+        lambda module, args, kwargs: first_forward_rows.append(kwargs["input_ids"].shape[0]),
+        with_kwargs=True,
+    )
+    seen: list[tuple[int, int, torch.Tensor]] = []
+
+    def diverging(logprobs, group_index, step):
+        for row, group in enumerate(group_index.tolist()):
+            seen.append((group, step, logprobs[row].clone()))
+        return (logprobs.exp().mean(1).argmax(-1) + group_index) % random_lm.vocab_size
+
+    try:
+        result = decode_combined(random_lm, groups, diverging, max_new_tokens=4, stop_at_eos=False)
+    finally:
+        hook.remove()
+    assert first_forward_rows == [2 * 2, 5 * 2, 5 * 2, 5 * 2]  # 2 distinct groups, then 5
+    assert len({tuple(tokens) for tokens in result.tokens}) == 5  # the copies diverged
+    assert_steps_match_single_rows(random_lm, groups, result.tokens, seen)
+
+
+def test_shared_prefill_gives_the_unshared_tokens(random_lm):
+    """A group decoded among copies of itself samples what it samples decoded alone.
+
+    The combine draws each group's token with a generator seeded by the group's label, so the
+    randomness does not depend on the batch; groups 0 and 2 share their prefill in the batch
+    and nothing is shared when each group is decoded alone.
+    """
+    groups = [[PROMPTS[0], PROMPTS[1]], [PROMPTS[2], PROMPTS[3]], [PROMPTS[0], PROMPTS[1]]]
+
+    def seeded_sampler(labels):
+        def combine(logprobs, group_index, step):
+            tokens = []
+            for row, group in enumerate(group_index.tolist()):
+                generator = torch.Generator().manual_seed(1000 * labels[group] + step)
+                probs = logprobs[row].exp().mean(0)
+                tokens.append(torch.multinomial(probs, 1, generator=generator))
+            return torch.cat(tokens)
+
+        return combine
+
+    shared = decode_combined(random_lm, groups, seeded_sampler([0, 1, 2]), 6, stop_at_eos=False)
+    assert shared.tokens[0] != shared.tokens[2]  # same prompts, own draws
+    for group in range(len(groups)):
+        alone = decode_combined(
+            random_lm, [groups[group]], seeded_sampler([group]), 6, stop_at_eos=False
+        )
+        assert alone.tokens[0] == shared.tokens[group]
+
+
+def test_encode_remembers_prompt_strings(random_lm, monkeypatch):
+    fresh = LanguageModel(random_lm.model, random_lm.tokenizer)
+    calls = []
+    original = fresh.tokenizer.encode
+
+    def counting_encode(text, **kwargs):
+        calls.append(text)
+        return original(text, **kwargs)
+
+    monkeypatch.setattr(fresh.tokenizer, "encode", counting_encode)
+    monkeypatch.setattr(model_module, "ENCODE_MEMO_SIZE", 2)
+    expected = [list(original(p, add_special_tokens=False)) for p in PROMPTS[:3]]
+    assert [fresh.encode(p) for p in PROMPTS[:2] * 3] == (expected[:2]) * 3
+    assert calls == PROMPTS[:2]  # each string tokenized once
+    fresh.encode(PROMPTS[0]).append(-1)  # callers get a copy: the memo is not changed
+    assert fresh.encode(PROMPTS[0]) == expected[0]
+    assert fresh.encode(PROMPTS[2]) == expected[2]  # a third string: the memo starts over
+    assert fresh.encode(PROMPTS[0]) == expected[0] and calls[-2:] == [PROMPTS[2], PROMPTS[0]]
+    assert fresh.encode([5, 6]) == [5, 6]
 
 
 def test_model_references(tmp_path, random_model_dir):

@@ -6,6 +6,17 @@ function turns each group's n next-token distributions into one token, which is 
 rows of that group. A group stops when its token is EOS (or at ``max_new_tokens``); finished
 groups are dropped from the batch and the cache, so late steps cost only the live groups.
 
+Shared prefill: groups whose n prompts are token for token the same (a round's auctions that drew
+the same query for the same advertisers, or replicate markets in lockstep drawing from one pool)
+get the same first forward. The first forward therefore runs once per DISTINCT group, and its
+cache rows and logits are gathered out to every group before the first token is chosen; from
+then on each group decodes its own continuation. With K auctions over a pool of Q queries the
+prompt pass costs min(K, Q) groups instead of K (the longest part of a short reply's cost; see
+``benchmarks/bench_batched_rounds.py``). Nothing changes when all groups differ (always so for
+one group, hence for one auction per round). A row's prefill computed in a smaller batch can
+differ from the large batch's in the last float32 bit on some kernels; on the CPUs measured it
+was bit-identical.
+
 Device and dtype: the forward runs in the model's dtype on its device; log-probabilities are
 float32 there; ``combine`` gets them and returns ``[A]`` long tokens on the same device. Tokens
 are written into a device buffer, so the loop reads the host only once per step (the number of
@@ -23,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from market_sim.lm.model import LanguageModel, Prompt
+from market_sim.lm.model import LanguageModel, Prompt, left_pad
 
 NO_TOKEN = -1
 """Marks the steps after a group stopped in the ``[B, max_new_tokens]`` token buffer."""
@@ -79,7 +90,14 @@ def decode_combined(
     width = len(prompts[0])
     if width == 0 or any(len(group) != width for group in prompts):
         raise ValueError("every group needs the same, non-zero number of prompts")
-    batch = lm.pad([prompt for group in prompts for prompt in group])
+    encoded = [[lm.encode(prompt) for prompt in group] for group in prompts]
+    distinct, source = distinct_groups(encoded)
+    batch = left_pad([row for group in distinct for row in group], lm.pad_token_id, lm.device)
+    # [B * n] row of the distinct batch that each row copies after the first forward
+    expand = None
+    if len(distinct) < group_count:
+        source_rows = torch.tensor(source, device=lm.device).repeat_interleave(width) * width
+        expand = source_rows + torch.arange(width, device=lm.device).repeat(group_count)
     attention_mask = batch.attention_mask
     next_positions = batch.position_ids[:, -1:] + 1
     input_ids, position_ids = batch.input_ids, batch.position_ids
@@ -97,6 +115,11 @@ def decode_combined(
             use_cache=True,
             logits_to_keep=1,
         ).logits[:, -1, :]
+        if expand is not None:  # the first forward ran on the distinct groups only
+            logits, attention_mask = logits[expand], attention_mask[expand]
+            next_positions = next_positions[expand]
+            cache.batch_select_indices(expand)
+            expand = None
         steps += 1
         logprobs = torch.log_softmax(logits.float(), dim=-1).view(len(live_groups), width, -1)
         tokens = combine(logprobs, live_groups, step).to(torch.long)
@@ -121,6 +144,31 @@ def decode_combined(
         next_positions = next_positions + 1
     generated, stopped = split_at_eos(chosen.cpu().tolist(), eos)
     return DecodeResult(generated, stopped, steps)
+
+
+TokenGroup = list[list[int]]
+"""One group's n prompts as token ids."""
+
+
+def distinct_groups(groups: Sequence[TokenGroup]) -> tuple[list[TokenGroup], list[int]]:
+    """The distinct groups of token-id prompts, in first-seen order, and each group's source.
+
+    Args:
+        groups: B groups of n token-id lists.
+
+    Returns:
+        ``(distinct, source)``: the U <= B distinct groups, and for each of the B groups the
+        index in ``distinct`` of the group equal to it.
+    """
+    index: dict[tuple[tuple[int, ...], ...], int] = {}
+    distinct, source = [], []
+    for group in groups:
+        key = tuple(tuple(row) for row in group)
+        if key not in index:
+            index[key] = len(distinct)
+            distinct.append(list(group))
+        source.append(index[key])
+    return distinct, source
 
 
 def split_at_eos(rows: list[list[int]], eos: int | None) -> tuple[list[list[int]], list[bool]]:

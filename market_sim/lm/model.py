@@ -31,6 +31,9 @@ from market_sim.prompting import prompt_builder
 
 Prompt = str | Sequence[int]
 
+ENCODE_MEMO_SIZE = 65536
+"""Distinct prompt strings whose token ids a :class:`LanguageModel` remembers."""
+
 
 @dataclass(frozen=True)
 class PaddedBatch:
@@ -101,6 +104,7 @@ class LanguageModel:
         self.eos_token_id: int | None = eos if isinstance(eos, int) or eos is None else eos[0]
         pad = tokenizer.pad_token_id
         self.pad_token_id: int = pad if pad is not None else (self.eos_token_id or 0)
+        self._token_ids: dict[str, tuple[int, ...]] = {}
 
     @property
     def prompt_format(self) -> str:
@@ -182,9 +186,20 @@ class LanguageModel:
         return int(self.model.get_output_embeddings().weight.shape[0])
 
     def encode(self, prompt: Prompt) -> list[int]:
-        """Token ids of a prompt (strings are tokenized without special tokens)."""
+        """Token ids of a prompt (strings are tokenized without special tokens).
+
+        A market renders the same few prompts every round (a query pool times the advertisers'
+        contexts), so string prompts are tokenized once and remembered, up to
+        ``ENCODE_MEMO_SIZE`` distinct strings (then the memo starts over).
+        """
         if isinstance(prompt, str):
-            return list(self.tokenizer.encode(prompt, add_special_tokens=False))
+            token_ids = self._token_ids.get(prompt)
+            if token_ids is None:
+                if len(self._token_ids) >= ENCODE_MEMO_SIZE:
+                    self._token_ids.clear()
+                token_ids = tuple(self.tokenizer.encode(prompt, add_special_tokens=False))
+                self._token_ids[prompt] = token_ids
+            return list(token_ids)
         return [int(token) for token in prompt]
 
     def decode(self, token_ids: Sequence[int]) -> str:

@@ -190,11 +190,18 @@ class TokenAuctionPlatform:
         reported_alloc = totals["reported"].cpu().numpy()
         payments = totals["payment"].cpu().numpy()
         user_values = user_total.cpu().numpy()
-        counterfactuals = [
-            self._counterfactual(step_records, a, bids[a], exponents[a])
+        step_logprobs = (
+            logprobs_by_auction(step_records, auction_count)
             if self.counterfactuals
-            else None
-            for a in range(auction_count)
+            else [None] * auction_count
+        )
+        counterfactuals = [
+            None
+            if logprobs is None
+            else TokenAuctionRoundCounterfactual(
+                TokenAuctionCounterfactual(logprobs, bids[a], exponents[a], self.rule)
+            )
+            for a, logprobs in enumerate(step_logprobs)
         ]
         outcomes = [
             AuctionOutcome(
@@ -214,17 +221,22 @@ class TokenAuctionPlatform:
         ]
         return [outcomes[start : start + size] for start, size in zip(starts, sizes, strict=True)]
 
-    def _counterfactual(
-        self,
-        step_records: list[tuple[torch.Tensor, torch.Tensor]],
-        auction: int,
-        bids: torch.Tensor,
-        exponents: torch.Tensor,
-    ) -> TokenAuctionRoundCounterfactual:
-        """Gather one auction's ``[S, n + 1, V]`` step distributions into a counterfactual."""
-        steps = [
-            logprobs[(groups == auction).nonzero().squeeze(-1)] for groups, logprobs in step_records
-        ]
-        step_logprobs = torch.cat([s for s in steps if s.shape[0]], dim=0)
-        engine = TokenAuctionCounterfactual(step_logprobs, bids, exponents, self.rule)
-        return TokenAuctionRoundCounterfactual(engine)
+
+def logprobs_by_auction(
+    step_records: Sequence[tuple[torch.Tensor, torch.Tensor]], auction_count: int
+) -> list[torch.Tensor]:
+    """Each auction's step distributions, gathered from the decode's per-step records.
+
+    Args:
+        step_records: Per step, ``(groups, logprobs)``: ``[a]`` long, the live auctions, and
+            ``[a, n + 1, V]`` float32, their distributions at that step.
+        auction_count: A, the auctions of the decode.
+
+    Returns:
+        A tensors ``[S_a, n + 1, V]``, auction a's distributions in step order (S_a its tokens).
+    """
+    groups = torch.cat([g for g, _ in step_records])
+    logprobs = torch.cat([lp for _, lp in step_records])
+    order = torch.argsort(groups, stable=True)  # by auction, steps in order within each
+    counts = torch.bincount(groups, minlength=auction_count).tolist()
+    return list(logprobs[order].split(counts))
