@@ -124,6 +124,51 @@ def test_decoding_after_dropping_groups_stays_exact(random_lm):
     assert_steps_match_single_rows(random_lm, groups, result.tokens, seen)
 
 
+def test_stopped_groups_left_in_the_batch_do_not_disturb_the_live_ones(random_lm):
+    """Stopped groups stay in the batch until at most half are live; the rest decode exactly.
+
+    Of 4 groups, group 0 stops at step 1 (3 of 4 live: kept in the batch, fed the pad token),
+    group 2 at step 2 (2 of 4: the batch is compacted to 2 groups), group 3 at step 3 (1 of 2:
+    compacted again). Every live group's distributions must equal an uncached single-row
+    recomputation of its own prefix, and ``combine`` sees only live groups.
+    """
+    groups = [
+        [PROMPTS[0], PROMPTS[1]],
+        [PROMPTS[2], PROMPTS[3]],
+        [PROMPTS[1], PROMPTS[2]],
+        [PROMPTS[3], PROMPTS[0]],
+    ]
+    eos = random_lm.eos_token_id
+    stop_at = {0: 1, 2: 2, 3: 3}
+    batch_rows: list[int] = []
+    hook = random_lm.model.register_forward_pre_hook(
+        lambda module, args, kwargs: batch_rows.append(kwargs["input_ids"].shape[0]),
+        with_kwargs=True,
+    )
+    seen: list[tuple[int, int, torch.Tensor]] = []
+    live_seen: list[list[int]] = []
+
+    def stop_on_schedule(logprobs, group_index, step):
+        live_seen.append(group_index.tolist())
+        for row, group in enumerate(group_index.tolist()):
+            seen.append((group, step, logprobs[row].clone()))
+        tokens = logprobs.exp().mean(1).argmax(-1)
+        tokens[tokens == eos] = 3  # no stop but the scheduled ones
+        for group, stop in stop_at.items():
+            tokens[(group_index == group) & (step == stop)] = eos
+        return tokens
+
+    try:
+        result = decode_combined(random_lm, groups, stop_on_schedule, max_new_tokens=6)
+    finally:
+        hook.remove()
+    assert live_seen == [[0, 1, 2, 3], [0, 1, 2, 3], [1, 2, 3], [1, 3], [1], [1]]
+    assert batch_rows == [8, 8, 8, 4, 2, 2]  # rows per forward: 4 groups until 2 of 4 live
+    assert [len(t) for t in result.tokens] == [1, 6, 2, 3]
+    assert result.stopped_at_eos == [True, False, True, True]
+    assert_steps_match_single_rows(random_lm, groups, result.tokens, seen)
+
+
 def test_distinct_groups_in_first_seen_order():
     groups = [[[1, 2], [3]], [[4], [5]], [[1, 2], [3]], [[1, 2], [4]], [[4], [5]]]
     distinct, source = distinct_groups(groups)
