@@ -12,20 +12,31 @@ Models: the bundled tiny LM; a randomly initialised GPT-2-small-shaped model (12
 parameters (30 layers, width 576, 9 heads, 3 KV heads, vocabulary 49,152). Random models borrow
 the tiny LM's tokenizer; nothing is downloaded. On CUDA the random models run in bfloat16.
 
+Queries: ``pool`` cycles 3 queries, as a scenario draws a round's K queries from a small pool;
+the auctions of the same query then share the forward over their prompts
+(:func:`market_sim.lm.decoding.decode_combined`), which plain ``generate`` (the floor) does not.
+``distinct`` gives every auction its own query, so nothing is shared.
+
 The tiny LM's replies may end at EOS before ``--tokens`` (the round stops there, the floor does
-not), so its round/floor ratio can fall below 1; the random models practically never emit EOS.
+not), so its round/floor ratio can fall below 1, and at T = 24 its K = 1 reply (10 tokens) is
+shorter than the K = 64 mean (16.7): auctions/s then understates the gain per token. The random
+models practically never emit EOS.
 
-Measured on a 2-core CPU, one torch thread (speed-up of auctions/s over K = 1; round / floor):
+Measured on a quiet 2-core CPU, one torch thread, one run (speed-up of auctions/s over K = 1;
+round / floor at K = 64):
 
-* tiny LM, T = 4: K = 8 3.7x, K = 64 4.6x (1.20), K = 256 4.1x (1.22); T = 24: K = 64 4.9x
-  (0.85), K = 256 5.3x. The floor itself gains 4.3x (T = 4) and 7.1x (T = 24) from K = 1 to 64:
-  the forward is compute-bound there, so the 10x asked of K = 64 is out of reach on this CPU.
-* random GPT-2-small shape, T = 4: K = 8 2.6x, K = 64 2.7x (1.00); Llama ~135M shape: K = 8
-  2.7x, K = 64 3.1x (0.92). Rounds run at the floor's speed: the auction adds nothing visible.
+* tiny LM, T = 4, pool: K = 8 4.8x, K = 64 11.3x (0.56), K = 256 13.2x; distinct: 3.8x, 5.7x
+  (0.99), 4.4x. T = 24, pool: 1.9x, 4.3x (0.67), 5.1x; distinct: 2.4x, 4.5x (0.79).
+* random GPT-2-small shape, T = 4, pool: K = 8 3.4x, K = 64 5.8x (0.40); distinct: 2.4x, 2.3x
+  (1.14). Llama ~135M shape, pool: 3.2x, 6.2x (0.41); distinct: 2.3x, 2.7x (1.04).
+
+Without shared prompts the floor bounds the round: plain batched ``generate`` of the same rows
+gains only about 4x to 7x from K = 1 to 64 on 2 cores, because the forward is compute-bound
+there (GPT-2-small's K = 1 already costs 0.6 s).
 
 Run: ``python benchmarks/bench_batched_rounds.py [--device cuda] [--tokens 4] [--repeats 1]
-[--ks 1,8,64,256] [--large-ks 1,8,64] [--models tiny,gpt2,llama]`` (one torch thread unless
-``--threads``).
+[--ks 1,8,64,256] [--large-ks 1,8,64] [--models tiny,gpt2,llama] [--queries pool,distinct]``
+(one torch thread unless ``--threads``).
 """
 
 from __future__ import annotations
@@ -54,11 +65,16 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+MIN_TIMED_SECONDS = 1.0
+"""Cheap configurations are repeated until this much time was timed (K = 1 of the tiny LM
+takes ~25 ms: three runs gave medians from 27 to 50 ms on a quiet machine)."""
+
+
 def median_seconds(action: Callable[[], object], device: torch.device, repeats: int) -> float:
-    """Median wall time of ``repeats`` runs after one warm-up run."""
+    """Median wall time of at least ``repeats`` runs and ``MIN_TIMED_SECONDS``, after a warm-up."""
     action()
-    times = []
-    for _ in range(repeats):
+    times: list[float] = []
+    while len(times) < repeats or sum(times) < MIN_TIMED_SECONDS:
         synchronize(device)
         started = time.perf_counter()
         action()
@@ -67,9 +83,21 @@ def median_seconds(action: Callable[[], object], device: torch.device, repeats: 
     return statistics.median(times)
 
 
-def round_inputs(auctions: int) -> tuple[list[str], list[list[Bidder]]]:
-    """K queries and their bidders (two advertisers, truthful bids 0.8 and 1.2)."""
-    queries = [QUERIES[a % len(QUERIES)] for a in range(auctions)]
+def round_queries(auctions: int, distinct: bool) -> list[str]:
+    """K queries: the 3 of ``QUERIES`` in turn, or (``distinct``) a different one per auction.
+
+    A scenario draws its K queries from a pool (5 in ``learning_token_auction.toml``), so most
+    of a round's auctions repeat a prompt and share its prefill; ``distinct`` numbers each
+    query (``"vacation in Hawaii 0017"``), the case where nothing is shared.
+    """
+    if distinct:
+        return [f"{QUERIES[a % len(QUERIES)]} {a:04d}" for a in range(auctions)]
+    return [QUERIES[a % len(QUERIES)] for a in range(auctions)]
+
+
+def round_inputs(auctions: int, distinct: bool = False) -> tuple[list[str], list[list[Bidder]]]:
+    """K queries (:func:`round_queries`) and their bidders (truthful bids 0.8 and 1.2)."""
+    queries = round_queries(auctions, distinct)
     bidders = [
         [Bidder(context, Report(bid)) for context, bid in zip(CONTEXTS, (0.8, 1.2), strict=True)]
         for _ in range(auctions)
@@ -86,12 +114,20 @@ def floor_rows(queries: Sequence[str]) -> list[str]:
     ]
 
 
-def benchmark_model(lm: LanguageModel, label: str, ks: Sequence[int], tokens: int, repeats: int):
+def benchmark_model(
+    lm: LanguageModel,
+    label: str,
+    ks: Sequence[int],
+    tokens: int,
+    repeats: int,
+    distinct: bool,
+):
     """Print one row per K: auctions/s, speed-up over the first K, and round / floor time."""
     platform = TokenAuctionPlatform(lm, TokenAuctionRule(), max_new_tokens=tokens)
     base_rate = None
+    label = f"{label}{' distinct' if distinct else ' pool'}"
     for k in ks:
-        queries, bidders = round_inputs(k)
+        queries, bidders = round_inputs(k, distinct)
         rows = floor_rows(queries)
 
         def run_round(queries=queries, bidders=bidders):
@@ -106,7 +142,7 @@ def benchmark_model(lm: LanguageModel, label: str, ks: Sequence[int], tokens: in
         rate = k / round_seconds
         base_rate = base_rate or rate
         print(
-            f"{label:<18} K={k:<4} rows={len(rows):<5} T={tokens:<3} "
+            f"{label:<27} K={k:<4} rows={len(rows):<5} T={tokens:<3} "
             f"round={round_seconds * 1e3:9.1f} ms  floor={floor_seconds * 1e3:9.1f} ms  "
             f"auctions/s={rate:9.1f}  vs K={ks[0]}: {rate / base_rate:6.2f}x  "
             f"round/floor={round_seconds / floor_seconds:5.2f}  "
@@ -162,6 +198,11 @@ def main() -> None:
     parser.add_argument("--ks", default="1,8,64,256", help="K values for the tiny LM")
     parser.add_argument("--large-ks", default=None, help="K values for the random models")
     parser.add_argument("--models", default="tiny,gpt2,llama")
+    parser.add_argument(
+        "--queries",
+        default="pool,distinct",
+        help="pool (3 queries in turn), distinct (one per auction), or both",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tiny = LanguageModel.load("bundled:tiny-ads", device=args.device)
@@ -169,14 +210,19 @@ def main() -> None:
     large_ks = args.large_ks or ("1,8,64,256" if device.type == "cuda" else "1,8,64")
     print(f"device={device} threads={torch.get_num_threads()} torch={torch.__version__}")
     models = args.models.split(",")
+    modes = [mode == "distinct" for mode in args.queries.split(",")]
     if "tiny" in models:
-        benchmark_model(tiny, "tiny-ads", parse_ks(args.ks), args.tokens, args.repeats)
+        for distinct in modes:
+            benchmark_model(
+                tiny, "tiny-ads", parse_ks(args.ks), args.tokens, args.repeats, distinct
+            )
     for kind in ("gpt2", "llama"):
         if kind in models:
             lm = random_model(kind, tiny, device)
             params = sum(p.numel() for p in lm.model.parameters()) / 1e6
             label = f"{lm.name}({params:.0f}M)"
-            benchmark_model(lm, label, parse_ks(large_ks), args.tokens, args.repeats)
+            for distinct in modes:
+                benchmark_model(lm, label, parse_ks(large_ks), args.tokens, args.repeats, distinct)
 
 
 if __name__ == "__main__":
