@@ -5,11 +5,12 @@ auction, two Hedge advertisers, counterfactuals and regret on) for R seeds, K au
 round, twice in the same process: once with :func:`market_sim.run.run_replicates` (the R x K
 auctions of a round share one decode, :meth:`TokenAuctionPlatform.run_auction_groups`), once
 as R separate :func:`market_sim.run.run_scenario` calls. Prints auctions/s of both, their ratio,
-and how far the replicates' records are from the separate runs' (texts must be identical,
-numbers within 1e-6; a larger batch can round float32 logits differently).
+and how far the replicates' records are from the separate runs' (texts should be identical and
+numbers close: a larger batch can round float32 logits differently).
 
-Measured on a quiet 2-core CPU, one thread, R = 8, K = 8, 10 rounds: lockstep 1.31x and 1.09x
-the auctions/s of separate runs (two runs); the learners' counterfactual pricing, which is per
+Measured on a quiet 2-core CPU, one thread, R = 8, K = 8, 10 rounds: lockstep 1.09x to 1.31x
+the auctions/s of separate runs (two runs; separate runs took 29 to 38 s, so the ratio is
+within run-to-run noise of that size); the learners' counterfactual pricing, which is per
 replicate, takes about 60% of the lockstep run and the shared decode about 30%. Texts equal;
 largest differences 3.2e-6 absolute, 5e-6 relative (a utility of 0.089 = value - payment,
 both near 20).

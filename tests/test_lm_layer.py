@@ -169,6 +169,55 @@ def test_stopped_groups_left_in_the_batch_do_not_disturb_the_live_ones(random_lm
     assert_steps_match_single_rows(random_lm, groups, result.tokens, seen)
 
 
+def test_shared_prefill_with_staggered_stops_decodes_exactly(random_lm):
+    """Copies of a prompt group, stopping at different steps, two pad-fed stops in a row.
+
+    Groups [A, B, A, C, A, B] share a 3-group first forward; group 0 stops at step 1 and group
+    3 at step 2 (both left in the batch), group 5 at step 3 (3 of 6 live: compacted), group 2
+    at step 4 (2 of 3 live: kept). Every live group's distributions must equal a single-row
+    recomputation of its own prompts and prefix.
+    """
+    a, b, c = [PROMPTS[0], PROMPTS[1]], [PROMPTS[2], PROMPTS[3]], [PROMPTS[1], PROMPTS[2]]
+    groups = [a, b, a, c, a, b]
+    eos = random_lm.eos_token_id
+    stop_at = {0: 1, 3: 2, 5: 3, 2: 4}
+    batch_rows: list[int] = []
+    hook = random_lm.model.register_forward_pre_hook(
+        lambda module, args, kwargs: batch_rows.append(kwargs["input_ids"].shape[0]),
+        with_kwargs=True,
+    )
+    seen: list[tuple[int, int, torch.Tensor]] = []
+    live_seen: list[list[int]] = []
+
+    def diverge_and_stop(logprobs, group_index, step):
+        live_seen.append(group_index.tolist())
+        for row, group in enumerate(group_index.tolist()):
+            seen.append((group, step, logprobs[row].clone()))
+        tokens = (logprobs.exp().mean(1).argmax(-1) + group_index) % random_lm.vocab_size
+        tokens[tokens == eos] = 3
+        for group, stop in stop_at.items():
+            tokens[(group_index == group) & (step == stop)] = eos
+        return tokens
+
+    try:
+        result = decode_combined(random_lm, groups, diverge_and_stop, max_new_tokens=7)
+    finally:
+        hook.remove()
+    assert batch_rows == [6, 12, 12, 12, 6, 6, 6]
+    assert live_seen == [
+        [0, 1, 2, 3, 4, 5],
+        [0, 1, 2, 3, 4, 5],
+        [1, 2, 3, 4, 5],
+        [1, 2, 4, 5],
+        [1, 2, 4],
+        [1, 4],
+        [1, 4],
+    ]
+    assert [len(t) for t in result.tokens] == [1, 7, 4, 2, 7, 3]
+    assert result.tokens[1] != result.tokens[5] and result.tokens[2][:4] != result.tokens[4][:4]
+    assert_steps_match_single_rows(random_lm, groups, result.tokens, seen)
+
+
 def test_distinct_groups_in_first_seen_order():
     groups = [[[1, 2], [3]], [[4], [5]], [[1, 2], [3]], [[1, 2], [4]], [[4], [5]]]
     distinct, source = distinct_groups(groups)

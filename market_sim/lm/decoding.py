@@ -17,9 +17,9 @@ cache rows and logits are gathered out to every group before the first token is 
 then on each group decodes its own continuation. With K auctions over a pool of Q queries the
 prompt pass costs min(K, Q) groups instead of K (the longest part of a short reply's cost; see
 ``benchmarks/bench_batched_rounds.py``). Nothing changes when all groups differ (always so for
-one group, hence for one auction per round). A row's prefill computed in a smaller batch can
-differ from the large batch's in the last float32 bit on some kernels; on the CPUs measured it
-was bit-identical.
+one group, hence for one auction per round). A row's prefill computed in a smaller batch may
+differ from the large batch's at the rounding of the model's dtype (kernels can depend on the
+batch size, on GPUs in particular); on the CPUs measured it was bit-identical.
 
 Device and dtype: the forward runs in the model's dtype on its device; log-probabilities are
 float32 there; ``combine`` gets them and returns ``[A]`` long tokens on the same device. Tokens

@@ -31,7 +31,7 @@ from market_sim.prompting import prompt_builder
 
 Prompt = str | Sequence[int]
 
-ENCODE_MEMO_SIZE = 65536
+ENCODE_MEMO_SIZE = 4096
 """Distinct prompt strings whose token ids a :class:`LanguageModel` remembers."""
 
 

@@ -249,8 +249,8 @@ class TokenAuctionCounterfactual:
         allocation of a sharpened report needs a pass over the vocabulary per candidate:
         :math:`q - p = (\tilde p - p) + \lambda (r - \tilde p)`, one fused multiply-add and
         one absolute sum per (step, candidate) over two ``[S, V]`` vectors fixed per exponent
-        (4.5x faster than forming q first; the sums differ by float64 rounding, about 1e-15
-        relative).
+        (4.5x faster than forming q first in a standalone CPU measurement of a
+        ``[17, 21, 1562]`` block; the sums differ by float64 rounding, about 1e-15 relative).
 
         Args:
             rest: ``[S, V]`` log of the rest's distribution.

@@ -233,10 +233,18 @@ def logprobs_by_auction(
         auction_count: A, the auctions of the decode.
 
     Returns:
-        A tensors ``[S_a, n + 1, V]``, auction a's distributions in step order (S_a its tokens).
+        A tensors ``[S_a, n + 1, V]``, auction a's distributions in step order (S_a its tokens),
+        views of one tensor the size of the records (peak memory: twice the records).
     """
     groups = torch.cat([g for g, _ in step_records])
-    logprobs = torch.cat([lp for _, lp in step_records])
     order = torch.argsort(groups, stable=True)  # by auction, steps in order within each
+    destination = torch.empty_like(order)
+    destination[order] = torch.arange(len(order), device=order.device)
+    first = step_records[0][1]
+    gathered = first.new_empty((len(order), *first.shape[1:]))
+    offset = 0
+    for step_groups, logprobs in step_records:  # copied into place: no concatenated copy
+        gathered.index_copy_(0, destination[offset : offset + len(step_groups)], logprobs)
+        offset += len(step_groups)
     counts = torch.bincount(groups, minlength=auction_count).tolist()
-    return list(logprobs[order].split(counts))
+    return list(gathered.split(counts))
