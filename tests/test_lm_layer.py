@@ -1,10 +1,12 @@
 """LM layer: padded batched cached computations equal their single, unpadded, uncached versions."""
 
+from dataclasses import dataclass
+
 import pytest
 import torch
 
 from market_sim.lm import model as model_module
-from market_sim.lm.decoding import decode_combined, distinct_groups
+from market_sim.lm.decoding import DecodeResult, decode_combined, distinct_groups
 from market_sim.lm.loading import ModelNotFoundError, resolve_device, resolve_model_reference
 from market_sim.lm.model import LanguageModel, left_pad
 
@@ -124,6 +126,50 @@ def test_decoding_after_dropping_groups_stays_exact(random_lm):
     assert_steps_match_single_rows(random_lm, groups, result.tokens, seen)
 
 
+@dataclass
+class ScheduledDecode:
+    """What :func:`decode_on_schedule` observed."""
+
+    result: DecodeResult
+    batch_rows: list[int]  # rows of each forward
+    live_seen: list[list[int]]  # the groups combine saw, per step
+    seen: list[tuple[int, int, torch.Tensor]]  # (group, step, [n, V] log-probs)
+
+
+def decode_on_schedule(
+    lm: LanguageModel, groups, stop_at: dict[int, int], max_new_tokens: int
+) -> ScheduledDecode:
+    """Decode with group g emitting EOS exactly at step ``stop_at[g]``, recording everything.
+
+    Tokens are the argmax of the mean plus the group index (so copies of a group diverge),
+    EOS replaced by token 3 except where scheduled.
+    """
+    eos = lm.eos_token_id
+    batch_rows: list[int] = []
+    live_seen: list[list[int]] = []
+    seen: list[tuple[int, int, torch.Tensor]] = []
+
+    def stop_on_schedule(logprobs, group_index, step):
+        live_seen.append(group_index.tolist())
+        for row, group in enumerate(group_index.tolist()):
+            seen.append((group, step, logprobs[row].clone()))
+        tokens = (logprobs.exp().mean(1).argmax(-1) + group_index) % lm.vocab_size
+        tokens[tokens == eos] = 3
+        for group, stop in stop_at.items():
+            tokens[(group_index == group) & (step == stop)] = eos
+        return tokens
+
+    hook = lm.model.register_forward_pre_hook(
+        lambda module, args, kwargs: batch_rows.append(kwargs["input_ids"].shape[0]),
+        with_kwargs=True,
+    )
+    try:
+        result = decode_combined(lm, groups, stop_on_schedule, max_new_tokens)
+    finally:
+        hook.remove()
+    return ScheduledDecode(result, batch_rows, live_seen, seen)
+
+
 def test_stopped_groups_left_in_the_batch_do_not_disturb_the_live_ones(random_lm):
     """Stopped groups stay in the batch until at most half are live; the rest decode exactly.
 
@@ -138,35 +184,12 @@ def test_stopped_groups_left_in_the_batch_do_not_disturb_the_live_ones(random_lm
         [PROMPTS[1], PROMPTS[2]],
         [PROMPTS[3], PROMPTS[0]],
     ]
-    eos = random_lm.eos_token_id
-    stop_at = {0: 1, 2: 2, 3: 3}
-    batch_rows: list[int] = []
-    hook = random_lm.model.register_forward_pre_hook(
-        lambda module, args, kwargs: batch_rows.append(kwargs["input_ids"].shape[0]),
-        with_kwargs=True,
-    )
-    seen: list[tuple[int, int, torch.Tensor]] = []
-    live_seen: list[list[int]] = []
-
-    def stop_on_schedule(logprobs, group_index, step):
-        live_seen.append(group_index.tolist())
-        for row, group in enumerate(group_index.tolist()):
-            seen.append((group, step, logprobs[row].clone()))
-        tokens = logprobs.exp().mean(1).argmax(-1)
-        tokens[tokens == eos] = 3  # no stop but the scheduled ones
-        for group, stop in stop_at.items():
-            tokens[(group_index == group) & (step == stop)] = eos
-        return tokens
-
-    try:
-        result = decode_combined(random_lm, groups, stop_on_schedule, max_new_tokens=6)
-    finally:
-        hook.remove()
-    assert live_seen == [[0, 1, 2, 3], [0, 1, 2, 3], [1, 2, 3], [1, 3], [1], [1]]
-    assert batch_rows == [8, 8, 8, 4, 2, 2]  # rows per forward: 4 groups until 2 of 4 live
-    assert [len(t) for t in result.tokens] == [1, 6, 2, 3]
-    assert result.stopped_at_eos == [True, False, True, True]
-    assert_steps_match_single_rows(random_lm, groups, result.tokens, seen)
+    run = decode_on_schedule(random_lm, groups, {0: 1, 2: 2, 3: 3}, max_new_tokens=6)
+    assert run.live_seen == [[0, 1, 2, 3], [0, 1, 2, 3], [1, 2, 3], [1, 3], [1], [1]]
+    assert run.batch_rows == [8, 8, 8, 4, 2, 2]  # rows per forward: 4 groups until 2 of 4 live
+    assert [len(t) for t in run.result.tokens] == [1, 6, 2, 3]
+    assert run.result.stopped_at_eos == [True, False, True, True]
+    assert_steps_match_single_rows(random_lm, groups, run.result.tokens, run.seen)
 
 
 def test_shared_prefill_with_staggered_stops_decodes_exactly(random_lm):
@@ -179,32 +202,9 @@ def test_shared_prefill_with_staggered_stops_decodes_exactly(random_lm):
     """
     a, b, c = [PROMPTS[0], PROMPTS[1]], [PROMPTS[2], PROMPTS[3]], [PROMPTS[1], PROMPTS[2]]
     groups = [a, b, a, c, a, b]
-    eos = random_lm.eos_token_id
-    stop_at = {0: 1, 3: 2, 5: 3, 2: 4}
-    batch_rows: list[int] = []
-    hook = random_lm.model.register_forward_pre_hook(
-        lambda module, args, kwargs: batch_rows.append(kwargs["input_ids"].shape[0]),
-        with_kwargs=True,
-    )
-    seen: list[tuple[int, int, torch.Tensor]] = []
-    live_seen: list[list[int]] = []
-
-    def diverge_and_stop(logprobs, group_index, step):
-        live_seen.append(group_index.tolist())
-        for row, group in enumerate(group_index.tolist()):
-            seen.append((group, step, logprobs[row].clone()))
-        tokens = (logprobs.exp().mean(1).argmax(-1) + group_index) % random_lm.vocab_size
-        tokens[tokens == eos] = 3
-        for group, stop in stop_at.items():
-            tokens[(group_index == group) & (step == stop)] = eos
-        return tokens
-
-    try:
-        result = decode_combined(random_lm, groups, diverge_and_stop, max_new_tokens=7)
-    finally:
-        hook.remove()
-    assert batch_rows == [6, 12, 12, 12, 6, 6, 6]
-    assert live_seen == [
+    run = decode_on_schedule(random_lm, groups, {0: 1, 3: 2, 5: 3, 2: 4}, max_new_tokens=7)
+    assert run.batch_rows == [6, 12, 12, 12, 6, 6, 6]
+    assert run.live_seen == [
         [0, 1, 2, 3, 4, 5],
         [0, 1, 2, 3, 4, 5],
         [1, 2, 3, 4, 5],
@@ -213,9 +213,10 @@ def test_shared_prefill_with_staggered_stops_decodes_exactly(random_lm):
         [1, 4],
         [1, 4],
     ]
-    assert [len(t) for t in result.tokens] == [1, 7, 4, 2, 7, 3]
-    assert result.tokens[1] != result.tokens[5] and result.tokens[2][:4] != result.tokens[4][:4]
-    assert_steps_match_single_rows(random_lm, groups, result.tokens, seen)
+    tokens = run.result.tokens
+    assert [len(t) for t in tokens] == [1, 7, 4, 2, 7, 3]
+    assert tokens[1] != tokens[5] and tokens[2][:4] != tokens[4][:4]  # copies diverged
+    assert_steps_match_single_rows(random_lm, groups, tokens, run.seen)
 
 
 def test_distinct_groups_in_first_seen_order():
