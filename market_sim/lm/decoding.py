@@ -147,8 +147,8 @@ def decode_combined(
                 block_live[block_live.clone()] = keep
                 live_groups, tokens, all_live = live_groups[keep], tokens[keep], False
                 if 2 * live <= len(block_groups):  # compact: drop the stopped blocks
-                    cache.batch_select_indices(block_live.repeat_interleave(width).nonzero()[:, 0])
                     row_keep = block_live.repeat_interleave(width)
+                    cache.batch_select_indices(row_keep.nonzero()[:, 0])
                     attention_mask = attention_mask[row_keep]
                     next_positions = next_positions[row_keep]
                     block_groups = block_groups[block_live]
