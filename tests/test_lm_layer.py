@@ -1,12 +1,18 @@
 """LM layer: padded batched cached computations equal their single, unpadded, uncached versions."""
 
+import warnings
 from dataclasses import dataclass
 
 import pytest
 import torch
 
 from market_sim.lm import model as model_module
-from market_sim.lm.decoding import DecodeResult, decode_combined, distinct_groups
+from market_sim.lm.decoding import (
+    DecodeResult,
+    cache_keyword,
+    decode_combined,
+    distinct_groups,
+)
 from market_sim.lm.loading import ModelNotFoundError, resolve_device, resolve_model_reference
 from market_sim.lm.model import LanguageModel, left_pad
 
@@ -89,6 +95,33 @@ def test_cached_decoding_matches_uncached_recomputation(random_lm):
     result = decode_combined(random_lm, groups, greedy_mean, max_new_tokens=6, stop_at_eos=False)
     assert result.steps == 6 and all(len(t) == 6 for t in result.tokens)
     assert_steps_match_single_rows(random_lm, groups, result.tokens, seen)
+
+
+def test_cache_keyword_follows_the_forward_signature():
+    class Renamed(torch.nn.Module):
+        def forward(self, input_ids, cache=None, past_key_values=None): ...
+
+    class Older(torch.nn.Module):
+        def forward(self, input_ids, past_key_values=None): ...
+
+    assert cache_keyword(Renamed()) == "cache"
+    assert cache_keyword(Older()) == "past_key_values"
+
+
+def test_decoding_passes_the_cache_without_deprecation_warnings(random_lm):
+    # transformers 5.24 warns (FutureWarning) on past_key_values=, which 5.40 removes.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = decode_combined(
+            random_lm,
+            [[PROMPTS[0], PROMPTS[1]]],
+            lambda logprobs, group_index, step: logprobs.exp().mean(1).argmax(-1),
+            max_new_tokens=3,
+            stop_at_eos=False,
+        )
+    assert result.steps == 3
+    deprecations = [str(w.message) for w in caught if "deprecated" in str(w.message)]
+    assert deprecations == []
 
 
 def test_groups_stop_independently_at_eos(random_lm):

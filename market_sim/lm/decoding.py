@@ -32,6 +32,7 @@ generation of ``B * n`` sequences (see ``benchmarks/bench_decoding.py``).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -51,6 +52,24 @@ CombineFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 * ``step``: 0-based index of the token being chosen.
 * returns ``[A]`` long, the token each live group appends.
 """
+
+
+def cache_keyword(model: torch.nn.Module) -> str:
+    """The keyword under which ``model``'s forward takes its key/value cache.
+
+    Later transformers 5 releases (5.24 here) take ``cache`` and deprecate ``past_key_values``,
+    announcing its removal for 5.40; earlier 5.x releases take only ``past_key_values``. Passing
+    the name the installed forward declares keeps decoding working across the ``>=5,<6`` pin
+    and emits no deprecation warning.
+
+    Args:
+        model: A transformers causal LM.
+
+    Returns:
+        ``"cache"`` when the forward's signature has that parameter, else ``"past_key_values"``.
+    """
+    parameters = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
 
 
 @dataclass(frozen=True)
@@ -106,6 +125,7 @@ def decode_combined(
     next_positions = batch.position_ids[:, -1:] + 1
     input_ids, position_ids = batch.input_ids, batch.position_ids
     cache = DynamicCache(config=lm.model.config)
+    cache_argument = cache_keyword(lm.model)
     # The batch holds blocks of n rows; block_groups [G] says which group each block decodes
     # and block_live [G] whether that group is still going. Stopped blocks stay in the batch
     # (fed the pad token, their outputs dropped) until at most half the blocks are live.
@@ -120,9 +140,9 @@ def decode_combined(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
+            **{cache_argument: cache},
         ).logits[:, -1, :]
         if expand is not None:  # the first forward ran on the distinct groups only
             logits, attention_mask = logits[expand], attention_mask[expand]
