@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The CUDA checks of one short GPU session, as one command (each step has its own time limit,
+# 7 minutes together):
+#   1. tests/test_gpu.py: CUDA against CPU (log-probabilities, the auction step), batched rounds
+#      and replicates on CUDA;
+#   2. bench_batched_rounds.py: token-auction auctions/s against K in {1, 8, 64, 256}, bundled LM
+#      (float32) and the random GPT-2-small and Llama ~135M shapes (bfloat16), pooled and
+#      distinct queries;
+#   3. bench_decoding.py --quick and bench_mosaic.py --quick on the device.
+# Each step's output goes to $OUT/<step>.txt (default folder ./gpu-figures), the device and
+# library versions to $OUT/device.txt. Exit status: 0 when every step passed, 1 when one failed
+# or ran out of time, 3 when torch sees no CUDA device (nothing is measured then).
+#
+# The project need not be installed: the repository root goes on PYTHONPATH. A Python without
+# mesa or polars (a bare CUDA image with torch and transformers, say) can take them as wheels in
+# ./.whl, which the script installs into /tmp/site first. Prepared beforehand, on a machine with
+# the package index, for a CPython 3.12 x86-64 target (about 55 MB; .gitignore keeps .whl out):
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#       --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+#       --platform manylinux2014_x86_64 -d .whl mesa==3.3.1 polars==2.1.0 polars-runtime-32==2.1.0
+#
+# Usage: benchmarks/gpu_check.sh [DEVICE]
+#   DEVICE: cuda (default) or cpu. cpu is a dry run of the script itself: it skips the CUDA
+#   tests and runs the benchmarks on the tiny LM only, with small K.
+set -uo pipefail
+
+device="${1:-cuda}"
+out="${OUT:-gpu-figures}"
+python="${PYTHON:-python3}"
+case "$device" in
+    cuda | cuda:* | cpu) ;;
+    *)
+        echo "gpu_check: DEVICE must be cuda, cuda:N or cpu, got '$device'" >&2
+        exit 2
+        ;;
+esac
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root" || exit 2
+if [ -d .whl ] && compgen -G ".whl/*.whl" >/dev/null; then
+    "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl || exit 1
+    export PYTHONPATH="/tmp/site:$root${PYTHONPATH:+:$PYTHONPATH}"
+else
+    export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
+fi
+
+if [ "$device" != cpu ] &&
+    ! "$python" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+    echo "gpu_check: torch sees no CUDA device; nothing measured" >&2
+    exit 3
+fi
+{
+    command -v nvidia-smi >/dev/null &&
+        nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+    "$python" -c "import mesa, polars, torch, transformers; print('torch', torch.__version__,
+'cuda', torch.version.cuda, 'transformers', transformers.__version__, 'mesa', mesa.__version__,
+'polars', polars.__version__)"
+} 2>&1 | tee "$out/device.txt"
+
+status=0
+step() {
+    # step NAME SECONDS COMMAND...: run COMMAND under a time limit, its output to $out/NAME.txt
+    local name="$1" limit="$2"
+    shift 2
+    echo "== $name ($limit s at most): $*"
+    timeout "$limit" "$@" 2>&1 | tee "$out/$name.txt"
+    local code="${PIPESTATUS[0]}"
+    if [ "$code" != 0 ]; then
+        echo "== $name: exit status $code (124: out of time)"
+        status=1
+    fi
+}
+
+if [ "$device" = cpu ]; then
+    step batched_rounds 300 "$python" benchmarks/bench_batched_rounds.py --device cpu \
+        --models tiny --ks 1,8 --queries pool
+    step decoding 300 "$python" benchmarks/bench_decoding.py --device cpu --quick
+else
+    step cuda_tests 90 "$python" -m pytest tests/test_gpu.py -q -rs -p no:cacheprovider
+    step batched_rounds 180 "$python" benchmarks/bench_batched_rounds.py --device "$device" \
+        --repeats 3 --queries pool,distinct
+    step decoding 60 "$python" benchmarks/bench_decoding.py --device "$device" --quick
+    step mosaic 90 "$python" benchmarks/bench_mosaic.py --device "$device" --quick
+fi
+exit "$status"
