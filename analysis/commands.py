@@ -119,7 +119,10 @@ class SummaryCommand:
             "summary", help="headline metrics per mechanism (and grid values) with n and 95%% CIs"
         )
         summary.add_argument(
-            "dir", type=Path, help="a sweep folder, a run folder, or a folder of runs"
+            "dir",
+            type=Path,
+            nargs="+",
+            help="sweep folders, run folders or folders of runs; the runs of all are pooled",
         )
         summary.add_argument(
             "--by",
@@ -140,13 +143,17 @@ class SummaryCommand:
         """Print the table; pooling warnings go to stderr."""
         from market_sim.cli import UsageError
 
-        if not args.dir.is_dir():
-            raise UsageError(f"{args.dir}: no such folder")
-        print_summary(args.dir, args.by, args.format)
+        folders = args.dir if isinstance(args.dir, list) else [args.dir]
+        for folder in folders:
+            if not folder.is_dir():
+                raise UsageError(f"{folder}: no such folder")
+        print_summary(folders, args.by, args.format)
 
 
-def print_summary(folder: Path, by: Sequence[str] = (), fmt: str = "table") -> None:
-    """Print the summary table of the runs under ``folder``; pooling warnings go to stderr.
+def print_summary(
+    folders: Path | Sequence[Path], by: Sequence[str] = (), fmt: str = "table"
+) -> None:
+    """Print the summary table of the runs under ``folders``; pooling warnings go to stderr.
 
     Raises:
         UsageError: No readable runs, or an unknown grouping key.
@@ -155,7 +162,7 @@ def print_summary(folder: Path, by: Sequence[str] = (), fmt: str = "table") -> N
     from market_sim.cli import UsageError
 
     try:
-        text, warnings = summary_report(folder, by, fmt)
+        text, warnings = summary_report(folders, by, fmt)
     except (FileNotFoundError, ValueError) as error:
         raise UsageError(str(error)) from None
     for warning in warnings:

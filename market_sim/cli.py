@@ -426,14 +426,32 @@ def command_run_replicates(args: argparse.Namespace, scenario) -> None:
     ]
     lm = load_scenario_model(scenario, args.threads)
     warn_if_slow(scenario)  # after every check, so a refused input prints only its error line
-    from market_sim.results.report import format_run_summary
     from market_sim.run import run_replicates
 
     progress = False if getattr(args, "no_progress", False) else None
     results = run_replicates(scenario, seeds, out_dirs, lm=lm, progress=progress)
+    print(f"{len(results)} replicate runs of {scenario.name}, {scenario.rounds} rounds each:")
     for result, out_dir in zip(results, out_dirs, strict=True):
-        print(format_run_summary(result.summary, result.agents))
-        print(f"\nresults: {out_dir}/\n")
+        print(f"  seed {result.summary['seed']}: {out_dir}/")
+    print()
+    print_pooled_summary(out_dirs)
+
+
+def print_pooled_summary(folders: Path | list[Path]) -> None:
+    """The ``summary`` table over ``folders`` (runs pooled, 95% intervals over seeds).
+
+    The command comes from :mod:`analysis.commands` through its entry point; without it (the
+    package not installed), one warning line on stderr instead.
+    """
+    summary = extension_commands().get("summary")  # analysis.commands, when installed
+    if summary is None:
+        print(
+            "market-sim: warning: no summary table: the 'summary' command is not installed "
+            "(pip install -e . registers it)",
+            file=sys.stderr,
+        )
+        return
+    summary.run(argparse.Namespace(dir=folders, by=[], format="table"))
 
 
 def command_lambda_sweep(args: argparse.Namespace) -> None:
@@ -679,15 +697,7 @@ def command_sweep(args: argparse.Namespace) -> None:
         f"{result.executed} runs done, {result.skipped} already complete; "
         f"table: {out_dir / RUNS_FILE} ({result.runs.height} rows)\n"
     )
-    summary = extension_commands().get("summary")  # analysis.commands, when installed
-    if summary is None:
-        print(
-            "market-sim: warning: no summary table: the 'summary' command is not installed "
-            "(pip install -e . registers it)",
-            file=sys.stderr,
-        )
-        return
-    summary.run(argparse.Namespace(dir=out_dir, by=[], format="table"))
+    print_pooled_summary(out_dir)
 
 
 def warn_if_slow(scenario, runs: int = 1) -> None:

@@ -118,6 +118,27 @@ def test_run_writes_results_and_prints_summary(tmp_path, random_model_dir, capsy
     assert 'payment = "first_price"' in (out / "scenario.toml").read_text()
 
 
+def test_run_seeds_writes_one_folder_per_seed_and_prints_the_pooled_table(
+    tmp_path, random_model_dir, capsys
+):
+    scenario = write_scenario(tmp_path, random_model_dir)
+    out = tmp_path / "replicates"
+    code = main(["run", str(scenario), "--seeds", "3,4", "--out", str(out), "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    folders = [out / f"cli-seed{seed}" for seed in (3, 4)]
+    for seed, folder in zip((3, 4), folders, strict=True):
+        assert f"seed {seed}: {folder}/" in printed
+        assert json.loads((folder / "summary.json").read_text())["seed"] == seed
+    # The pooled table: n = 2 seeds, the mean of the two runs' revenue_mean.
+    revenues = [json.loads((f / "summary.json").read_text())["revenue_mean"] for f in folders]
+    row = next(line for line in printed.splitlines() if " revenue_mean " in line)
+    n, mean = row.split()[-4:-2]  # ... revenue_mean  n  mean  [low, high]
+    assert n == "2"
+    # The table prints 4 significant digits: a relative 5e-4 covers its rounding.
+    assert float(mean) == pytest.approx(sum(revenues) / 2, rel=5e-4)
+
+
 def test_console_script_entry_point(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "market_sim.cli", "run", str(tmp_path / "x.toml")],

@@ -151,3 +151,15 @@ def test_summary_by_key_and_errors(runs_dir, capsys):
         format_summary(table, "xml")
     status, out, _ = cli_output(capsys, "summary", str(runs_dir), "--format", "markdown")
     assert out.startswith("| mechanism | label | metric | n | mean | 95% CI |")
+
+
+def test_several_folders_are_pooled_and_each_must_exist(runs_dir, capsys):
+    folders = [runs_dir / "vcg--0", runs_dir / "vcg--2", runs_dir / "token_auction-second_price-1"]
+    expected = summary_table(load_results(folders))
+    status, out, _ = cli_output(capsys, "summary", *map(str, folders), "--format", "json")
+    assert status == 0
+    assert json.loads(out) == expected.to_dicts()
+    revenue = [r for r in expected.to_dicts() if r["metric"] == "revenue_mean"]
+    assert sorted((r["label"], r["n"]) for r in revenue) == [("token_auction", 1), ("vcg", 2)]
+    status, _, err = cli_output(capsys, "summary", str(folders[0]), str(runs_dir / "absent"))
+    assert status == 2 and err.strip().endswith("absent: no such folder")
