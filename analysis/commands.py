@@ -122,7 +122,7 @@ class SummaryCommand:
             "dir",
             type=Path,
             nargs="+",
-            help="sweep folders, run folders or folders of runs; the runs of all are pooled",
+            help="sweep folders, run folders, folders of runs or eva outputs; all are pooled",
         )
         summary.add_argument(
             "--by",
@@ -155,19 +155,35 @@ def print_summary(
 ) -> None:
     """Print the summary table of the runs under ``folders``; pooling warnings go to stderr.
 
+    Runs (``summary.json``) give the table of :func:`analysis.summary.summary_report`;
+    ``market-sim eva`` outputs (``eva.parquet``) give the held-out reward per generation of
+    :func:`analysis.summary.eva_report`; folders holding both give both.
+
     Raises:
-        UsageError: No readable runs, or an unknown grouping key.
+        UsageError: Neither runs nor eva results, or an unknown grouping key or format.
     """
-    from analysis.summary import summary_report
+    from analysis.eva import EVA_FILE, find_result_files
+    from analysis.summary import eva_report, summary_report
     from market_sim.cli import UsageError
 
+    has_eva = bool(find_result_files(folders, EVA_FILE))
+    texts, warnings = [], []
     try:
         text, warnings = summary_report(folders, by, fmt)
-    except (FileNotFoundError, ValueError) as error:
+        texts.append(text)
+    except FileNotFoundError as error:
+        if not has_eva:
+            raise UsageError(str(error)) from None
+    except ValueError as error:
         raise UsageError(str(error)) from None
+    if has_eva:
+        try:
+            texts.append(eva_report(folders, fmt))
+        except (FileNotFoundError, ValueError) as error:
+            raise UsageError(str(error)) from None
     for warning in warnings:
         print(f"market-sim: warning: {warning}", file=sys.stderr)
-    print(text)
+    print("\n\n".join(texts))
 
 
 DEMO = DemoCommand()

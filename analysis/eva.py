@@ -301,6 +301,48 @@ def eva_paired_difference(
     return paired_difference(frame, ["generation"], "heldout_reward", method, baseline, confidence)
 
 
+def eva_table(frame: pl.DataFrame, confidence: float = CONFIDENCE) -> pl.DataFrame:
+    """Per generation, each method's held-out reward and EVA minus static, with t intervals.
+
+    One row per generation joining :func:`eva_summary` (each method over its seeds) and
+    :func:`eva_paired_difference` (the paired difference over the seeds with both); the
+    numbers are those functions' unchanged.
+
+    Args:
+        frame: ``eva.parquet`` rows (:func:`load_eva`).
+        confidence: Interval confidence.
+
+    Returns:
+        ``generation``, then per method m in ``static``, ``eva``: ``m_seeds``, ``m_mean``,
+        ``m_ci_low``, ``m_ci_high``; then ``difference_seeds``, ``difference_mean``,
+        ``difference_ci_low``, ``difference_ci_high``. Nulls where a method is absent or has
+        fewer than two seeds (intervals). Sorted by generation.
+
+    Raises:
+        ValueError: On missing columns or a (seed, method, generation) on two rows.
+    """
+    summary = eva_summary(frame, confidence)
+    table = pl.DataFrame({"generation": sorted(set(frame["generation"].to_list()))})
+    table = table.cast({"generation": frame.schema["generation"]})
+    for method in ("static", "eva"):
+        part = summary.filter(pl.col("method") == method).select(
+            "generation",
+            pl.col("seeds").alias(f"{method}_seeds"),
+            pl.col("heldout_reward_mean").alias(f"{method}_mean"),
+            pl.col("ci_low").alias(f"{method}_ci_low"),
+            pl.col("ci_high").alias(f"{method}_ci_high"),
+        )
+        table = table.join(part, on="generation", how="left")
+    difference = eva_paired_difference(frame, confidence).select(
+        "generation",
+        pl.col("seeds").alias("difference_seeds"),
+        "difference_mean",
+        pl.col("ci_low").alias("difference_ci_low"),
+        pl.col("ci_high").alias("difference_ci_high"),
+    )
+    return table.join(difference, on="generation", how="left").sort("generation")
+
+
 # --------------------------------------------------------------------------- regret audits
 
 

@@ -21,7 +21,8 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from analysis.load import Paths, Results, load_agents, load_results
+from analysis.eva import EVA_FILE, eva_table, find_result_files, load_eva
+from analysis.load import Paths, Results, as_paths, load_agents, load_results
 from analysis.metrics import (
     FAMILY,
     LABEL,
@@ -156,6 +157,15 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), line(["---"] * len(header)), *[line(r) for r in rows]])
 
 
+def exact_text(table: pl.DataFrame, fmt: str) -> str:
+    """``table`` as ``csv`` or ``json`` with every float exact (shortest round-trip form)."""
+    if fmt == "csv":
+        buffer = io.StringIO()
+        table.write_csv(buffer, float_precision=None)
+        return buffer.getvalue().rstrip("\n")
+    return json.dumps(table.to_dicts(), indent=2)
+
+
 def format_summary(table: pl.DataFrame, fmt: str = "table") -> str:
     """Render :func:`summary_table` as ``table``, ``markdown``, ``csv`` or ``json``.
 
@@ -164,12 +174,8 @@ def format_summary(table: pl.DataFrame, fmt: str = "table") -> str:
     Raises:
         ValueError: Unknown format.
     """
-    if fmt == "csv":
-        buffer = io.StringIO()
-        table.write_csv(buffer, float_precision=None)
-        return buffer.getvalue().rstrip("\n")
-    if fmt == "json":
-        return json.dumps(table.to_dicts(), indent=2)
+    if fmt in ("csv", "json"):
+        return exact_text(table, fmt)
     if fmt in ("table", "markdown"):
         header, rows = display_rows(table)
         n_values = sorted(set(table["n"].to_list())) if table.height else []
@@ -180,6 +186,70 @@ def format_summary(table: pl.DataFrame, fmt: str = "table") -> str:
         body = plain_table(header, rows) if fmt == "table" else markdown_table(header, rows)
         return f"{body}\n\n{note}"
     raise ValueError(f"--format: unknown value {fmt!r}; allowed: {', '.join(FORMATS)}")
+
+
+def format_eva_table(table: pl.DataFrame, fmt: str = "table") -> str:
+    """Render :func:`analysis.eva.eva_table` as ``table``, ``markdown``, ``csv`` or ``json``.
+
+    ``csv`` and ``json`` keep every float exactly; ``table`` and ``markdown`` show each cell as
+    mean [95% interval] to 4 significant digits.
+
+    Raises:
+        ValueError: Unknown format.
+    """
+    if fmt in ("csv", "json"):
+        return exact_text(table, fmt)
+    if fmt not in ("table", "markdown"):
+        raise ValueError(f"--format: unknown value {fmt!r}; allowed: {', '.join(FORMATS)}")
+
+    def cell(row: dict, prefix: str) -> str:
+        mean = row[f"{prefix}_mean"]
+        if mean is None:
+            return "-"
+        if row[f"{prefix}_ci_low"] is None:
+            return format_number(mean)
+        low, high = row[f"{prefix}_ci_low"], row[f"{prefix}_ci_high"]
+        return f"{format_number(mean)} [{format_number(low)}, {format_number(high)}]"
+
+    def seeds(row: dict) -> str:
+        counts = [row[f"{prefix}_seeds"] for prefix in ("static", "eva", "difference")]
+        shown = [str(count) if count is not None else "-" for count in counts]
+        return shown[0] if len(set(shown)) == 1 else "/".join(shown)
+
+    header = ["generation", "seeds", "static", "eva", "eva - static (paired)"]
+    rows = [
+        [
+            str(row["generation"]),
+            seeds(row),
+            cell(row, "static"),
+            cell(row, "eva"),
+            cell(row, "difference"),
+        ]
+        for row in table.iter_rows(named=True)
+    ]
+    body = plain_table(header, rows) if fmt == "table" else markdown_table(header, rows)
+    note = (
+        "held-out reward per generation: mean over seeds [95% t interval, none for one seed]; "
+        "eva - static: the interval of the per-seed differences (seeds: static/eva/paired "
+        "where they differ)"
+    )
+    return f"{body}\n\n{note}"
+
+
+def eva_report(paths: Paths, fmt: str = "table") -> str:
+    """The rendered :func:`analysis.eva.eva_table` of every ``eva.parquet`` under ``paths``.
+
+    Raises:
+        FileNotFoundError: No ``eva.parquet`` under ``paths``.
+        ValueError: An unknown format, or a (seed, method, generation) in two files.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"--format: unknown value {fmt!r}; allowed: {', '.join(FORMATS)}")
+    files = find_result_files(paths, EVA_FILE)
+    if not files:
+        shown = ", ".join(str(p) for p in as_paths(paths))
+        raise FileNotFoundError(f"{shown}: no {EVA_FILE} found")
+    return format_eva_table(eva_table(load_eva(files)), fmt)
 
 
 def summary_report(

@@ -538,8 +538,6 @@ def eva_inputs(args: argparse.Namespace, check_heldout: bool = False):
 
 def command_eva(args: argparse.Namespace) -> None:
     """Run (or resume) eva against the static baseline and print held-out reward per generation."""
-    import polars as pl
-
     from market_sim.eva.experiment import EVA_FILE, run_eva
 
     scenario, seeds = eva_inputs(args, check_heldout=True)
@@ -556,16 +554,11 @@ def command_eva(args: argparse.Namespace) -> None:
         )
     except ValueError as error:
         raise UsageError(str(error)) from None
-    means = (
-        result.table.group_by("method", "generation")
-        .agg(pl.col("heldout_reward").mean())
-        .sort("method", "generation")
+    print(
+        f"{len(seeds)} seed(s), {result.table['generation'].max()} generation(s); "
+        f"results: {out_dir}/ ({EVA_FILE}, queries.parquet, eva_summary.json)\n"
     )
-    print(f"held-out reward, mean over {len(seeds)} seed(s):")
-    for method in ("static", "eva"):
-        values = means.filter(means["method"] == method)["heldout_reward"].to_list()
-        print(f"  {method:<7}" + " ".join(f"{value:8.4f}" for value in values))
-    print(f"\nresults: {out_dir}/ ({EVA_FILE}, queries.parquet, eva_summary.json)")
+    print_pooled_summary(out_dir)
 
 
 def command_audit(args: argparse.Namespace) -> None:

@@ -15,6 +15,7 @@ from analysis.eva import (
     audit_top_queries,
     eva_paired_difference,
     eva_summary,
+    eva_table,
     load_audit,
     load_eva,
 )
@@ -192,6 +193,58 @@ def test_eva_paired_difference_uses_seeds_with_both_methods():
     assert two["difference_mean"] == pytest.approx(0.75)
     assert (two["eva_mean"], two["static_mean"]) == pytest.approx((2.5, 1.75))
     assert (two["ci_low"], two["ci_high"]) == pytest.approx((0.75 - half, 0.75 + half))
+
+
+def test_eva_table_joins_the_summary_and_the_paired_difference_unchanged():
+    frame = eva_frame()
+    table = eva_table(frame)
+    assert table["generation"].to_list() == [0, 1, 2, 3]
+    summary = eva_summary(frame)
+    for method in ("static", "eva"):
+        own = summary.filter(pl.col("method") == method).sort("generation")
+        assert table[f"{method}_seeds"].to_list() == own["seeds"].to_list()
+        assert table[f"{method}_mean"].to_list() == own["heldout_reward_mean"].to_list()
+        assert table[f"{method}_ci_low"].to_list() == own["ci_low"].to_list()
+        assert table[f"{method}_ci_high"].to_list() == own["ci_high"].to_list()
+    difference = eva_paired_difference(frame)
+    paired = table.filter(pl.col("generation") < 3)
+    assert paired["difference_seeds"].to_list() == difference["seeds"].to_list()
+    assert paired["difference_mean"].to_list() == difference["difference_mean"].to_list()
+    assert paired["difference_ci_high"].to_list() == difference["ci_high"].to_list()
+    last = table.row(3, named=True)  # generation 3: one seed per method, none with both
+    assert (last["static_mean"], last["eva_mean"]) == (3.0, 4.0)
+    assert last["eva_ci_low"] is None and last["difference_seeds"] is None
+
+
+def test_summary_command_prints_the_eva_table(tmp_path, capsys):
+    import json
+
+    from market_sim.cli import main
+
+    frame = eva_frame()
+    (tmp_path / "eva").mkdir()
+    frame.write_parquet(tmp_path / "eva" / "eva.parquet")
+    assert main(["summary", str(tmp_path / "eva"), "--format", "json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == eva_table(frame).to_dicts()  # floats exact: the same function
+    assert main(["summary", str(tmp_path / "eva")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == [
+        "generation",
+        "seeds",
+        "static",
+        "eva",
+        "eva",
+        "-",
+        "static",
+        "(paired)",
+    ]
+    # generation 2: static 2 seeds, eva 3, 2 paired; eva - static = 0.75 (see above)
+    row = next(line for line in lines if line.startswith("2 "))
+    assert row.split()[1] == "2/3/2" and "0.75 [" in row
+    (tmp_path / "empty").mkdir()
+    assert main(["summary", str(tmp_path / "empty")]) == 2
+    assert "no runs" in capsys.readouterr().err
 
 
 def test_duplicate_eva_rows_raise():
