@@ -352,6 +352,17 @@ def load_scenario_model(scenario, threads: int):
     return lm.with_prompt_format(config.prompt_format)
 
 
+def check_round_fits(scenario, lm, replicates: int = 1) -> None:
+    """Exit 2 when a round of the scenario (x ``replicates`` in lockstep) cannot fit in memory."""
+    from market_sim.scenario import ScenarioError
+    from market_sim.scenario.round_memory import check_round_memory
+
+    try:
+        check_round_memory(scenario, lm, replicates)
+    except ScenarioError as error:
+        raise UsageError(str(error)) from None
+
+
 def checked_out_dir(out: Path | None, default: Path) -> Path:
     """``--out`` (else ``default``), checked to be a folder this process can write into."""
     from market_sim.scenario import ScenarioError
@@ -401,6 +412,7 @@ def command_run(args: argparse.Namespace, scenario_path: Path) -> None:
         return
     out_dir = checked_run_dir(args, scenario)
     lm = load_scenario_model(scenario, args.threads)
+    check_round_fits(scenario, lm)
     warn_if_slow(scenario)  # after every check, so a refused input prints only its error line
     from market_sim.results.report import format_run_summary
     from market_sim.run import run_scenario
@@ -425,6 +437,7 @@ def command_run_replicates(args: argparse.Namespace, scenario) -> None:
         for r in replicas
     ]
     lm = load_scenario_model(scenario, args.threads)
+    check_round_fits(scenario, lm, len(seeds))
     warn_if_slow(scenario)  # after every check, so a refused input prints only its error line
     from market_sim.run import run_replicates
 

@@ -65,6 +65,11 @@ def no_slow_settings(config: Any) -> list[str]:
     return []
 
 
+def no_auction_memory(config: Any, advertisers: int, vocabulary: int) -> int:
+    """A plugin whose auctions keep nothing in proportion to the round's size: 0 bytes."""
+    return 0
+
+
 @dataclass(frozen=True)
 class MechanismPlugin:
     """One mechanism (or family of kinds sharing keys), as the simulator sees it.
@@ -84,6 +89,9 @@ class MechanismPlugin:
         decodes_per_auction: Whether every auction runs the LM under the mechanism (a
             decode or candidate scoring; the run-length warning applies), unlike a classic
             auction beside one unsponsored reply.
+        auction_memory: ``(config, advertisers, vocabulary) -> bytes`` one auction holds until
+            its round settles, estimated from below; a round of K auctions holds K times that
+            (:mod:`market_sim.scenario.round_memory` refuses rounds that cannot fit).
     """
 
     name: str
@@ -96,6 +104,7 @@ class MechanismPlugin:
     check: Callable[[Mapping[str, Any], str], None] = no_check
     slow_settings: Callable[[Any], list[str]] = no_slow_settings
     decodes_per_auction: bool = True
+    auction_memory: Callable[[Any, int, int], int] = no_auction_memory
     settings: tuple[Setting, ...] = field(init=False)
 
     def __post_init__(self) -> None:
