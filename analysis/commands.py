@@ -122,7 +122,8 @@ class SummaryCommand:
             "dir",
             type=Path,
             nargs="+",
-            help="sweep folders, run folders, folders of runs or eva outputs; all are pooled",
+            help="sweep folders, run folders, folders of runs or eva outputs (the runs of all "
+            "folders pooled in one table, their eva results in another)",
         )
         summary.add_argument(
             "--by",
@@ -160,7 +161,9 @@ def print_summary(
     :func:`analysis.summary.eva_report`; folders holding both give both.
 
     Raises:
-        UsageError: Neither runs nor eva results, or an unknown grouping key or format.
+        UsageError: Neither runs nor eva results; ``--by`` without runs; ``csv`` or ``json``
+            over folders holding both (two tables would not make one document); an unknown
+            grouping key or format.
     """
     from analysis.eva import EVA_FILE, find_result_files
     from analysis.summary import eva_report, summary_report
@@ -173,9 +176,18 @@ def print_summary(
         texts.append(text)
     except FileNotFoundError as error:
         if not has_eva:
-            raise UsageError(str(error)) from None
+            raise UsageError(f"{error}; no {EVA_FILE} either") from None
+        if by:
+            raise UsageError(
+                f"--by groups runs; the folders hold only eva results ({EVA_FILE})"
+            ) from None
     except ValueError as error:
         raise UsageError(str(error)) from None
+    if has_eva and texts and fmt in ("csv", "json"):
+        raise UsageError(
+            f"--format {fmt}: the folders hold both runs and eva results ({EVA_FILE}); "
+            "summarize them separately for one table each"
+        )
     if has_eva:
         try:
             texts.append(eva_report(folders, fmt))

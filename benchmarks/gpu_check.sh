@@ -1,27 +1,33 @@
 #!/usr/bin/env bash
 # The CUDA checks of one short GPU session, as one command (each step has its own time limit,
-# 7 minutes together):
+# 7 minutes together, plus 15 s each to kill a step that ignores SIGTERM, and the wheels'
+# install):
 #   1. tests/test_gpu.py: CUDA against CPU (log-probabilities, the auction step), batched rounds
 #      and replicates on CUDA;
 #   2. bench_batched_rounds.py: token-auction auctions/s against K in {1, 8, 64, 256}, bundled LM
 #      (float32) and the random GPT-2-small and Llama ~135M shapes (bfloat16), pooled and
 #      distinct queries;
 #   3. bench_decoding.py --quick and bench_mosaic.py --quick on the device.
-# Each step's output goes to $OUT/<step>.txt (default folder ./gpu-figures), the device and
-# library versions to $OUT/device.txt. Exit status: 0 when every step passed, 1 when one failed
-# or ran out of time, 3 when torch sees no CUDA device (nothing is measured then).
+# Each step's output goes to $OUT/<step>.txt (default folder ./gpu-figures, relative to where
+# the script is started), the device and library versions to $OUT/device.txt. Exit status: 0
+# when every step passed; 1 when one failed, ran out of time, or the wheels did not install;
+# 2 for a bad DEVICE argument or an unusable $OUT; 3 when torch sees no CUDA device (nothing is
+# measured then).
 #
-# The project need not be installed: the repository root goes on PYTHONPATH. A Python without
-# mesa or polars (a bare CUDA image with torch and transformers, say) can take them as wheels in
-# ./.whl, which the script installs into /tmp/site first. Prepared beforehand, on a machine with
-# the package index, for a CPython 3.12 x86-64 target (about 55 MB; .gitignore keeps .whl out):
+# The project need not be installed: the repository root goes on PYTHONPATH. A Python that
+# lacks some of the project's dependencies takes them as wheels in ./.whl, which the script
+# installs into /tmp/site first. The lent CUDA image (torch, transformers, numpy, pandas, scipy,
+# tqdm, safetensors, tokenizers, pytest) lacks mesa, polars and tomli-w, which the CUDA tests
+# and these benchmarks import; prepare them beforehand on a machine with the package index, for
+# a CPython 3.12 x86-64 target (about 55 MB; .gitignore keeps .whl out of the repository):
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #       --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-#       --platform manylinux2014_x86_64 -d .whl mesa==3.3.1 polars==2.1.0 polars-runtime-32==2.1.0
+#       --platform manylinux2014_x86_64 -d .whl mesa==3.3.1 polars==2.1.0 \
+#       polars-runtime-32==2.1.0 tomli-w==1.2.0
 #
 # Usage: benchmarks/gpu_check.sh [DEVICE]
-#   DEVICE: cuda (default) or cpu. cpu is a dry run of the script itself: it skips the CUDA
-#   tests and runs the benchmarks on the tiny LM only, with small K.
+#   DEVICE: cuda (default), cuda:N or cpu. cpu is a dry run of the script itself: it skips the
+#   CUDA tests and runs the benchmarks on the tiny LM only, with small K.
 set -uo pipefail
 
 device="${1:-cuda}"
@@ -34,7 +40,10 @@ case "$device" in
         exit 2
         ;;
 esac
-mkdir -p "$out"
+out="$(mkdir -p "$out" && cd "$out" && pwd)" || {
+    echo "gpu_check: cannot use '$out' as the output folder" >&2
+    exit 2
+}
 export PYTHONUNBUFFERED=1
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root" || exit 2
@@ -65,10 +74,13 @@ step() {
     local name="$1" limit="$2"
     shift 2
     echo "== $name ($limit s at most): $*"
-    timeout "$limit" "$@" 2>&1 | tee "$out/$name.txt"
-    local code="${PIPESTATUS[0]}"
-    if [ "$code" != 0 ]; then
-        echo "== $name: exit status $code (124: out of time)"
+    timeout -k 15 "$limit" "$@" 2>&1 | tee "$out/$name.txt"
+    local codes=("${PIPESTATUS[@]}")
+    if [ "${codes[0]}" != 0 ]; then
+        echo "== $name: exit status ${codes[0]} (124 or 137: out of time)"
+        status=1
+    elif [ "${codes[1]}" != 0 ]; then
+        echo "== $name: its output could not be written to $out/$name.txt"
         status=1
     fi
 }

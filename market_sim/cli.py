@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn, Protocol
 
@@ -424,7 +424,14 @@ def command_run(args: argparse.Namespace, scenario_path: Path) -> None:
 
 
 def command_run_replicates(args: argparse.Namespace, scenario) -> None:
-    """``run --seeds``: replicate markets in lockstep, one results folder per seed."""
+    """``run --seeds``: replicate markets in lockstep, one results folder per seed.
+
+    Prints each seed's folder, then the ``summary`` table pooled over the seeds.
+
+    Args:
+        args: The parsed ``run`` options (``--seeds``, ``--out``, ``--threads``, ...).
+        scenario: The resolved scenario; each replicate replaces only its seed.
+    """
     import dataclasses
 
     seeds = run_seeds(args, scenario.seed)
@@ -447,22 +454,38 @@ def command_run_replicates(args: argparse.Namespace, scenario) -> None:
     for result, out_dir in zip(results, out_dirs, strict=True):
         print(f"  seed {result.summary['seed']}: {out_dir}/")
     print()
-    print_pooled_summary(out_dirs)
+
+    def each_run() -> None:
+        from market_sim.results.report import format_run_summary
+
+        for result in results:
+            print(format_run_summary(result.summary, result.agents) + "\n")
+
+    print_pooled_summary(out_dirs, each_run)
 
 
-def print_pooled_summary(folders: Path | list[Path]) -> None:
+def print_pooled_summary(
+    folders: Path | list[Path], fallback: Callable[[], None] | None = None
+) -> None:
     """The ``summary`` table over ``folders`` (runs pooled, 95% intervals over seeds).
 
-    The command comes from :mod:`analysis.commands` through its entry point; without it (the
-    package not installed), one warning line on stderr instead.
+    Args:
+        folders: Result folders (runs, sweeps, eva outputs).
+        fallback: What to print instead when the command is not available.
+
+    The command comes from :mod:`analysis.commands` through the ``market_sim.commands`` entry
+    point; where that is not registered (the project used from its source tree without
+    ``pip install -e .``), one warning line on stderr, then ``fallback``.
     """
-    summary = extension_commands().get("summary")  # analysis.commands, when installed
+    summary = extension_commands().get("summary")  # analysis.commands, when registered
     if summary is None:
         print(
-            "market-sim: warning: no summary table: the 'summary' command is not installed "
+            "market-sim: warning: no summary table: the 'summary' command is not registered "
             "(pip install -e . registers it)",
             file=sys.stderr,
         )
+        if fallback is not None:
+            fallback()
         return
     summary.run(argparse.Namespace(dir=folders, by=[], format="table"))
 
@@ -571,7 +594,17 @@ def command_eva(args: argparse.Namespace) -> None:
         f"{len(seeds)} seed(s), {result.table['generation'].max()} generation(s); "
         f"results: {out_dir}/ ({EVA_FILE}, queries.parquet, eva_summary.json)\n"
     )
-    print_pooled_summary(out_dir)
+
+    def means() -> None:
+        import polars as pl
+
+        table = result.table.group_by("method", "generation").agg(pl.col("heldout_reward").mean())
+        print(f"held-out reward, mean over {len(seeds)} seed(s), by generation:")
+        for method in ("static", "eva"):
+            rows = table.filter(pl.col("method") == method).sort("generation")
+            print(f"  {method:<7}" + " ".join(f"{v:8.4f}" for v in rows["heldout_reward"]))
+
+    print_pooled_summary(out_dir, means)
 
 
 def command_audit(args: argparse.Namespace) -> None:

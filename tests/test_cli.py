@@ -139,6 +139,19 @@ def test_run_seeds_writes_one_folder_per_seed_and_prints_the_pooled_table(
     assert float(mean) == pytest.approx(sum(revenues) / 2, rel=5e-4)
 
 
+def test_run_seeds_without_the_summary_command_prints_each_run(
+    tmp_path, random_model_dir, capsys, monkeypatch
+):
+    monkeypatch.setattr(cli, "extension_commands", lambda: {})
+    scenario = write_scenario(tmp_path, random_model_dir)
+    out = tmp_path / "replicates"
+    args = ["run", str(scenario), "--seeds", "3,4", "--out", str(out), "--rounds", "1"]
+    assert main([*args, "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "the 'summary' command is not registered" in captured.err
+    assert captured.out.count("revenue_mean") == 2  # one run summary per seed
+
+
 def test_console_script_entry_point(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "market_sim.cli", "run", str(tmp_path / "x.toml")],

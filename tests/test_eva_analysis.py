@@ -210,6 +210,7 @@ def test_eva_table_joins_the_summary_and_the_paired_difference_unchanged():
     paired = table.filter(pl.col("generation") < 3)
     assert paired["difference_seeds"].to_list() == difference["seeds"].to_list()
     assert paired["difference_mean"].to_list() == difference["difference_mean"].to_list()
+    assert paired["difference_ci_low"].to_list() == difference["ci_low"].to_list()
     assert paired["difference_ci_high"].to_list() == difference["ci_high"].to_list()
     last = table.row(3, named=True)  # generation 3: one seed per method, none with both
     assert (last["static_mean"], last["eva_mean"]) == (3.0, 4.0)
@@ -244,7 +245,27 @@ def test_summary_command_prints_the_eva_table(tmp_path, capsys):
     assert row.split()[1] == "2/3/2" and "0.75 [" in row
     (tmp_path / "empty").mkdir()
     assert main(["summary", str(tmp_path / "empty")]) == 2
-    assert "no runs" in capsys.readouterr().err
+    assert "no eva.parquet either" in capsys.readouterr().err
+    assert main(["summary", str(tmp_path / "eva"), "--by", "seed"]) == 2
+    assert "--by groups runs" in capsys.readouterr().err
+
+
+def test_summary_of_runs_and_eva_results_prints_both_tables_but_one_document_only(tmp_path, capsys):
+    from test_summary import write_run
+
+    from market_sim.cli import main
+
+    (tmp_path / "eva").mkdir()
+    eva_frame().write_parquet(tmp_path / "eva" / "eva.parquet")
+    write_run(tmp_path / "runs" / "vcg-0", "vcg", "", 0, 1.0)
+    folders = [str(tmp_path / "eva"), str(tmp_path / "runs")]
+    assert main(["summary", *folders]) == 0
+    out = capsys.readouterr().out
+    assert "revenue_mean" in out and "eva - static (paired)" in out
+    for fmt in ("json", "csv"):
+        assert main(["summary", *folders, "--format", fmt]) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and "summarize them separately" in error
 
 
 def test_duplicate_eva_rows_raise():

@@ -316,6 +316,24 @@ def test_cli_eva_writes_its_results(tmp_path, capsys):
         assert (out / name).is_file(), name
     table = pl.read_parquet(out / EVA_FILE)
     assert table.height == 4 and set(table["generation"]) == {0, 1}
+    assert "eva - static (paired)" in captured.out  # the table with intervals
+
+
+def test_cli_eva_without_the_summary_command_prints_the_means(tmp_path, capsys, monkeypatch):
+    import market_sim.cli as cli
+
+    monkeypatch.setattr(cli, "extension_commands", lambda: {})
+    out = tmp_path / "out"
+    args = ["eva", str(SCENARIO), "--generations", "1", "--out", str(out), "--no-progress"]
+    assert main([*args, *(part for s in TINY_SETS for part in ("--set", s))]) == 0
+    captured = capsys.readouterr()
+    assert "the 'summary' command is not registered" in captured.err
+    means = pl.read_parquet(out / EVA_FILE).group_by("method").agg(pl.col("heldout_reward"))
+    for method, rewards in means.iter_rows():
+        line = next(row for row in captured.out.splitlines() if row.split()[:1] == [method])
+        # printed with 4 decimals: half a unit of the last place
+        shown = [float(value) for value in line.split()[1:]]
+        assert shown == pytest.approx(rewards, abs=5e-5)
 
 
 # ----------------------------------------------------------------------------- audit

@@ -106,6 +106,9 @@ def test_cache_keyword_follows_the_forward_signature():
 
     assert cache_keyword(Renamed()) == "cache"
     assert cache_keyword(Older()) == "past_key_values"
+    compiled = torch.nn.Module()
+    compiled._orig_mod = Renamed()  # what torch.compile's wrapper holds
+    assert cache_keyword(compiled) == "cache"
 
 
 def test_decoding_passes_the_cache_without_deprecation_warnings(random_lm):

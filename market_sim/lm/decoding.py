@@ -62,12 +62,17 @@ def cache_keyword(model: torch.nn.Module) -> str:
     the name the installed forward declares keeps decoding working across the ``>=5,<6`` pin
     and emits no deprecation warning.
 
+    A ``torch.compile`` wrapper is read through to the model it compiled. A forward that
+    declares neither name (``**kwargs`` only, or a decorator that hides the signature) gets
+    ``past_key_values``, the name every transformers 5 release before 5.40 accepts.
+
     Args:
         model: A transformers causal LM.
 
     Returns:
         ``"cache"`` when the forward's signature has that parameter, else ``"past_key_values"``.
     """
+    model = getattr(model, "_orig_mod", model)  # torch.compile keeps the original here
     parameters = inspect.signature(model.forward).parameters
     return "cache" if "cache" in parameters else "past_key_values"
 
