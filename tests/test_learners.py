@@ -104,6 +104,32 @@ def test_rates_come_from_the_horizon():
     assert contextual.current.learning_rate == pytest.approx(math.sqrt(8 * math.log(21) / 100))
 
 
+@pytest.mark.parametrize("auctions_per_round", [1, 2, 4, 8, 64])
+def test_contextual_policy_gradient_rate_counts_each_query_learners_updates(
+    auctions_per_round,
+):
+    # 4 queries in turn over 96 rounds: a query's learner steps once per round that draws it
+    # (every round once K >= 4, every 4 / K-th round below), whatever K does to the horizon.
+    queries, rounds = ["a", "b", "c", "d"], 96
+    drawn = [
+        {queries[(r * auctions_per_round + k) % 4] for k in range(auctions_per_round)}
+        for r in range(rounds)
+    ]
+    updates = sum("a" in round_queries for round_queries in drawn)
+    setup = StrategySetup(
+        horizon=rounds * auctions_per_round,
+        auctions_per_round=auctions_per_round,
+        contexts=4,
+        report_space=BID_ONLY,
+    )
+    config = StrategyConfig("policy_gradient", {"contextual": True})
+    strategy = make_strategy("policy_gradient", config.params, setup)
+    strategy.report(1.0, "a", np.random.default_rng(0))
+    assert strategy.learners["a"].learning_rate == pytest.approx(1 / math.sqrt(updates))
+    plain = make_strategy("policy_gradient", StrategyConfig("policy_gradient", {}).params, setup)
+    assert plain.learning_rate == pytest.approx(1 / math.sqrt(rounds))  # one step per round
+
+
 def test_contextual_learner_learns_a_response_per_query():
     # The competitor bids 0.12 on one query and 0.72 on the other: per query the best response
     # is the next grid point up; one multiplier for both queries does best at 0.15.

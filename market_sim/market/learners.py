@@ -25,21 +25,22 @@ the usual scale-free practice; the rate is then non-increasing, as the bounds re
   :math:`c = \sqrt 2` (Auer, Cesa-Bianchi and Fischer 2002).
 * ``policy_gradient``: a Gaussian policy over :math:`\log m` (and :math:`\log d` where the
   distortion is learned), REINFORCE with a running-mean baseline and Adam at learning rate
-  :math:`1/\sqrt{T}`; the sampled multiplier is clipped to the allowed range.
+  :math:`1/\sqrt{U}`, U its number of updates (T with one auction per round); the sampled
+  multiplier is clipped to the allowed range.
 
 Batched rounds (``auctions_per_round = K``): a learner samples its action **per auction**, K
 independent draws from the policy it holds at the start of the round, and updates **once per
-round** from the K outcomes, in auction order. Per-auction sampling keeps every auction an
-unbiased draw of the policy (the importance weights of EXP3 and the REINFORCE score need the
-action actually played in that auction, with its probability), and a round of K auctions then
-is exactly K plays of a policy with feedback delayed by at most K - 1 auctions; sampling once
-per round would instead correlate the K auctions and cut the exploration by K. The horizon T
-of the rates is the number of auctions played, ``rounds * K``. Per kind: Hedge adds the summed
-counterfactual utilities of the K auctions; EXP3, epsilon-greedy and UCB1 add each auction's
-(importance-weighted) estimate of its played action (UCB1, deterministic, plays one action for
-the whole round); policy gradient takes one Adam step on the mean REINFORCE gradient of the K
-samples; a contextual learner hands each query's auctions to that query's learner. With K = 1
-every update is the one-auction update.
+round** from the K outcomes, in auction order. Per-auction sampling keeps every auction an unbiased
+draw of the policy (the importance weights of EXP3 and the REINFORCE score need the action actually
+played in that auction, with its probability), and a round of K auctions then is exactly K plays of
+a policy with feedback delayed by at most K - 1 auctions; sampling once per round would instead
+correlate the K auctions and cut the exploration by K. The horizon T of the grid learners' rates is
+the number of auctions played, ``rounds * K``; policy gradient's is its number of Adam steps (one
+per round in which it plays). Per kind: Hedge adds the summed counterfactual utilities of the K
+auctions; EXP3, epsilon-greedy and UCB1 add each auction's (importance-weighted) estimate of its
+played action (UCB1, deterministic, plays one action for the whole round); policy gradient takes
+one Adam step on the mean REINFORCE gradient of the K samples; a contextual learner hands each
+query's auctions to that query's learner. With K = 1 every update is the one-auction update.
 
 Randomness comes only from the generator the market passes to :meth:`report` (the model's seeded
 numpy generator), so a run's learning is reproducible from the scenario seed.
@@ -331,7 +332,7 @@ class EpsilonGreedy(EmpiricalMeans):
         self.epsilon = epsilon or min(1.0, bound)
 
     def choose(self, rng: np.random.Generator) -> int:
-        """Uniform with probability epsilon (one uniform draw per round either way)."""
+        """Uniform with probability epsilon (a uniform and an integer drawn either way)."""
         explore = rng.random() < self.epsilon
         pick = int(rng.integers(self.size))
         return pick if explore else self.greedy()
@@ -377,15 +378,17 @@ class PolicyGradient:
     on the batch loss :math:`-\frac1K \sum_k A_k \log \pi(x_k)` with advantages
     :math:`A_k = (u_k - b) / R` against the baseline b held at its start-of-round value; b then
     moves toward the round's mean utility. Adam steps once per round, so its rate is set from
-    the number of updates :math:`T / K`.
+    the number of updates :math:`T / k`, k its auctions per update: K, or for one query's
+    learner of a contextual strategy over Q queries :math:`\max(1, K / Q)` (the query's
+    expected auctions in a round that draws it at least once, for K <= Q about one).
 
     Args:
         bounds: The allowed multiplier and distortion ranges.
         horizon: Auctions it will play (T).
-        learning_rate: Adam's step size; 0 means :math:`1 / \sqrt{T / K}`.
+        learning_rate: Adam's step size; 0 means :math:`1 / \sqrt{T / k}`.
         initial_multiplier: Starting mean multiplier.
         initial_std: Starting standard deviation of the log multiplier (and log distortion).
-        auctions_per_round: K, auctions per update.
+        auctions_per_update: k, the auctions one update averages over (at least 1).
     """
 
     kind = "policy_gradient"
@@ -397,11 +400,11 @@ class PolicyGradient:
         learning_rate: float = 0.0,
         initial_multiplier: float = 1.0,
         initial_std: float = 0.3,
-        auctions_per_round: int = 1,
+        auctions_per_update: float = 1.0,
     ) -> None:
         self.bounds = bounds
         self.horizon = max(1, horizon)
-        updates = max(1, math.ceil(self.horizon / max(1, auctions_per_round)))
+        updates = max(1, math.ceil(self.horizon / max(1.0, auctions_per_update)))
         self.learning_rate = learning_rate or 1.0 / math.sqrt(updates)
         dims = 2 if bounds.learns_distortion else 1
         start = [math.log(max(initial_multiplier, 1e-6))] + [0.0] * (dims - 1)
@@ -596,6 +599,9 @@ def policy_gradient_factory(params: Mapping[str, ParamValue], setup: StrategySet
             f"[multiplier_min, multiplier_max], got {initial}"
         )
     horizon = learner_horizon(params, setup)
+    per_update = setup.auctions_per_round
+    if params["contextual"]:  # one query's learner sees about K / Q auctions per round
+        per_update = max(1.0, setup.auctions_per_round / max(setup.contexts, 1))
 
     def make() -> Strategy:
         return PolicyGradient(
@@ -604,7 +610,7 @@ def policy_gradient_factory(params: Mapping[str, ParamValue], setup: StrategySet
             float(params["learning_rate"]),
             initial,
             float(params["initial_std"]),
-            setup.auctions_per_round,
+            per_update,
         )
 
     return Contextual(make) if params["contextual"] else make()
