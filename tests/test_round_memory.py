@@ -73,15 +73,49 @@ def test_cpu_memory_is_the_smaller_of_meminfo_and_the_cgroup_headroom(monkeypatc
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal: 100 kB\nMemAvailable:    2048 kB\n")
     cgroup = tmp_path / "cgroup"
-    cgroup.mkdir()
+    own = cgroup / "jobs" / "this"
+    own.mkdir(parents=True)
+    (tmp_path / "self").write_text("0::/jobs/this\n")
     monkeypatch.setattr(round_memory, "MEMINFO", meminfo)
     monkeypatch.setattr(round_memory, "CGROUP", cgroup)
+    monkeypatch.setattr(round_memory, "SELF_CGROUP", tmp_path / "self")
     assert available_bytes("cpu") == 2048 * 1024  # no cgroup files: meminfo alone
-    (cgroup / "memory.max").write_text("max\n")
+    (own / "memory.max").write_text("max\n")
     assert available_bytes("cpu") == 2048 * 1024
-    (cgroup / "memory.max").write_text("1500000\n")
-    (cgroup / "memory.current").write_text("500000\n")
+    (own / "memory.max").write_text("1500000\n")
+    (own / "memory.current").write_text("500000\n")
     assert available_bytes("cpu") == 1_000_000
+    # page cache counts in memory.current but is reclaimable
+    (own / "memory.stat").write_text("anon 300000\nfile 200000\nkernel 0\n")
+    assert available_bytes("cpu") == 1_200_000
+    # a tighter limit on a parent cgroup wins
+    (cgroup / "jobs" / "memory.max").write_text("900000\n")
+    (cgroup / "jobs" / "memory.current").write_text("600000\n")
+    assert available_bytes("cpu") == 300_000
+
+
+def test_cuda_memory_counts_the_allocators_unused_cache(monkeypatch):
+    import torch
+
+    device = torch.device("cuda", 1)
+    seen = []
+
+    def free_and_total(where):
+        seen.append(where)
+        return (5_000, 80_000)
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", free_and_total)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda where: 3_000)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda where: 1_000)
+    assert available_bytes(device) == 7_000
+    assert available_bytes("cuda:1") == 7_000
+    assert seen == [device, "cuda:1"]
+
+
+def test_a_round_without_room_for_one_auction_says_so():
+    per_auction = round_bytes(scenario(auctions=1), 1_000)
+    with pytest.raises(ScenarioError, match="not even 1 fits"):
+        check_round_memory(scenario(auctions=2), model(), available=per_auction - 1)
 
 
 def test_cli_refuses_with_one_line_before_writing(tmp_path, random_model_dir, monkeypatch, capsys):
@@ -98,4 +132,5 @@ def test_cli_refuses_with_one_line_before_writing(tmp_path, random_model_dir, mo
         assert main(["run", str(path), "--out", str(out), "--no-progress", *extra]) == 2
         error = capsys.readouterr().err
         assert error.count("\n") == 1 and error.startswith("market-sim: error: auctions_per_round:")
+        assert "GB per round" in error and "at most" in error
         assert not out.exists()

@@ -95,11 +95,13 @@ def token_auction_memory(config: TokenAuctionConfig, advertisers: int, vocabular
     .. math:: \text{bytes} = 2 \cdot 4 \cdot T \cdot (n + 1) \cdot V, \qquad
               T = \text{max\_new\_tokens}.
 
-    Measured peak growth per auction (maximum resident set of one round, K against K = 1):
-    bundled LM, ``learning_token_auction.toml``, K = 1,024: 0.966 GB against 0.921 GB
-    estimated; SmolLM2-135M (V = 49,152), ``smollm2_hawaii_learning.toml``, K = 16: 1.147 GB
-    against 1.007 GB. The estimate stays below the measurement (replies that end early record
-    fewer steps, the float64 working set of a step adds to it).
+    Left out, so that the estimate errs low: once a learner or the regret search prices the
+    auction, its counterfactual caches one ``[S, V]`` float64 "rest" distribution per advertiser
+    it priced (up to :math:`8 T V n` more), and a step's float64 working set adds to the peak;
+    replies that end before T record fewer steps. Measured peak growth (maximum resident set of
+    one round, K against K = 1): bundled LM, ``learning_token_auction.toml``, K = 1,024:
+    0.966 GB against 0.921 GB estimated; SmolLM2-135M (V = 49,152),
+    ``smollm2_hawaii_learning.toml``, K = 16: 1.147 GB against 1.007 GB.
     """
     return RECORD_BYTES * config.max_new_tokens * (advertisers + 1) * vocabulary
 

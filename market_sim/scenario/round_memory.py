@@ -9,10 +9,13 @@ exceeds the memory available on the model's device would be killed for memory af
 load and possibly hours of rounds, so it is refused here instead, naming the largest
 ``auctions_per_round`` that fits.
 
-Available memory: on CUDA, the device's free memory (``torch.cuda.mem_get_info``); on the CPU,
-``MemAvailable`` of ``/proc/meminfo``, or less where a cgroup v2 limit
-(``/sys/fs/cgroup/memory.max`` minus ``memory.current``) says so. Where neither can be read
-(macOS, say), nothing is checked.
+Available memory: on CUDA, the device's free memory (``torch.cuda.mem_get_info``) plus what
+PyTorch's allocator holds cached but unused; on the CPU, ``MemAvailable`` of ``/proc/meminfo``,
+or less where a cgroup v2 limit says so: the smallest ``memory.max - memory.current +``
+reclaimable page cache (``file`` of ``memory.stat``) over this process's cgroup and its
+ancestors. cgroup v1 limits are not read. Where nothing can be read (macOS, say), nothing is
+checked. The estimate errs low (see the plugin's), so a refused round surely does not fit and
+a round that fits narrowly may still run out of memory.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from market_sim.scenario.schema import Scenario
 
 MEMINFO = Path("/proc/meminfo")
 CGROUP = Path("/sys/fs/cgroup")
+SELF_CGROUP = Path("/proc/self/cgroup")
 
 
 class SizedModel(Protocol):
@@ -55,7 +59,8 @@ def available_bytes(device) -> int | None:  # noqa: ANN001 - torch.device or str
     if kind == "cuda":
         import torch
 
-        return int(torch.cuda.mem_get_info(device)[0])
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(torch.cuda.mem_get_info(device)[0]) + max(0, int(cached))
     if kind != "cpu":
         return None
     available = meminfo_available()
@@ -77,14 +82,53 @@ def meminfo_available() -> int | None:
 
 
 def cgroup_headroom() -> int | None:
-    """``memory.max - memory.current`` of this process's cgroup v2, or None (no limit)."""
+    """Smallest cgroup v2 headroom over this process's cgroup and its ancestors, or None.
+
+    A cgroup's headroom is ``memory.max - memory.current`` plus its reclaimable page cache
+    (``file`` in ``memory.stat``: ``memory.current`` counts it, the kernel frees it on demand).
+    None when no cgroup on the path sets a limit (or none can be read).
+    """
     try:
-        limit = (CGROUP / "memory.max").read_text().strip()
+        relative = next(
+            (
+                line.split("::", 1)[1]
+                for line in SELF_CGROUP.read_text().splitlines()
+                if line.startswith("0::")
+            ),
+            "/",
+        )
+    except OSError:
+        relative = "/"
+    folder = (CGROUP / relative.strip().lstrip("/")).resolve()
+    root = CGROUP.resolve()
+    smallest = None
+    while True:
+        headroom = cgroup_folder_headroom(folder)
+        if headroom is not None:
+            smallest = headroom if smallest is None else min(smallest, headroom)
+        if folder == root or root not in folder.parents:
+            return smallest
+        folder = folder.parent
+
+
+def cgroup_folder_headroom(folder: Path) -> int | None:
+    """One cgroup's ``memory.max - memory.current + file``, or None (no limit, unreadable)."""
+    try:
+        limit = (folder / "memory.max").read_text().strip()
         if limit == "max":
             return None
-        return max(0, int(limit) - int((CGROUP / "memory.current").read_text().strip()))
+        used = int((folder / "memory.current").read_text().strip())
     except (OSError, ValueError):
         return None
+    reclaimable = 0
+    try:
+        for line in (folder / "memory.stat").read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == "file":
+                reclaimable = int(value)
+    except (OSError, ValueError):
+        reclaimable = 0
+    return max(0, int(limit) - used + reclaimable)
 
 
 def check_round_memory(
@@ -111,11 +155,16 @@ def check_round_memory(
     per_auction = needed // (scenario.auctions_per_round * replicates)
     fitting = available // (per_auction * replicates)
     lockstep = f" x {replicates} replicates" if replicates > 1 else ""
+    allowed = (
+        f"at most {fitting} fit{'' if replicates == 1 else ' per replicate'}"
+        if fitting
+        else "not even 1 fits"
+    )
     raise ScenarioError(
         "auctions_per_round",
-        f"{scenario.auctions_per_round} auctions{lockstep} of {scenario.mechanism.max_new_tokens} "
-        f"tokens over a {lm.vocab_size:,}-token vocabulary hold about {needed / 1e9:.1f} GB per "
-        f"round, more than the {available / 1e9:.1f} GB free on {lm.device}; at most "
-        f"{fitting} fit{'' if replicates == 1 else ' per replicate'} (or fewer seeds, fewer "
+        f"{scenario.auctions_per_round} auctions{lockstep} with "
+        f"max_new_tokens = {scenario.mechanism.max_new_tokens} over a {lm.vocab_size:,}-token "
+        f"vocabulary hold about {needed / 1e9:.1f} GB per round, more than the "
+        f"{available / 1e9:.1f} GB free on {lm.device}; {allowed} (or fewer seeds, fewer "
         "tokens, a smaller model)",
     )
