@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--seeds",
         help="replicate seeds run in lockstep, sharing each LM forward (0-7, 0,3,5); each "
-        "writes <out>/<name>-seed<seed> (default out: results) exactly as a separate run",
+        "writes <out>/<name>-seed<seed> (default out: results) exactly as a separate run; "
+        "prints the summary pooled over the seeds",
     )
     run.add_argument(
         "--force",
