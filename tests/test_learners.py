@@ -130,6 +130,28 @@ def test_contextual_policy_gradient_rate_counts_each_query_learners_updates(
     assert plain.learning_rate == pytest.approx(1 / math.sqrt(rounds))  # one step per round
 
 
+@pytest.mark.parametrize("auctions_per_round", [2, 4, 16])
+def test_contextual_policy_gradient_rate_with_sampled_queries(auctions_per_round):
+    # Queries drawn uniformly: count the rounds that hold query "a" over 4,000 rounds. The
+    # count's relative standard deviation is under 1%, half that on its square root, so the
+    # rate matches 1 / sqrt(count) within 2%.
+    rounds, queries = 4_000, ["a", "b", "c", "d"]
+    rng = np.random.default_rng(7)
+    draws = rng.integers(len(queries), size=(rounds, auctions_per_round))
+    updates = int((draws == 0).any(axis=1).sum())
+    setup = StrategySetup(
+        horizon=rounds * auctions_per_round,
+        auctions_per_round=auctions_per_round,
+        contexts=4,
+        query_order="sample",
+        report_space=BID_ONLY,
+    )
+    config = StrategyConfig("policy_gradient", {"contextual": True})
+    strategy = make_strategy("policy_gradient", config.params, setup)
+    strategy.report(1.0, "a", np.random.default_rng(0))
+    assert strategy.learners["a"].learning_rate == pytest.approx(1 / math.sqrt(updates), rel=0.02)
+
+
 def test_contextual_learner_learns_a_response_per_query():
     # The competitor bids 0.12 on one query and 0.72 on the other: per query the best response
     # is the next grid point up; one multiplier for both queries does best at 0.15.

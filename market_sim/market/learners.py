@@ -379,11 +379,9 @@ class PolicyGradient:
     :math:`A_k = (u_k - b) / R` against the baseline b held at its start-of-round value; b then
     moves toward the round's mean utility. Adam steps once per round, so its rate is set from
     the number of updates :math:`T / k`, k its auctions per update: K, or for one query's
-    learner of a contextual strategy over Q queries :math:`\max(1, K / Q)`, the query's
-    auctions in a round that draws it when the queries come in turn. Drawn at random, a
-    query's expected auctions in a round that draws it are
-    :math:`(K / Q) / (1 - (1 - 1/Q)^K)` (1.46 at K = Q = 4), so the rate is then up to about
-    17% below :math:`1 / \sqrt{\text{updates}}`.
+    learner of a contextual strategy over Q queries its auctions in a round that draws its
+    query: :math:`\max(1, K / Q)` when the queries come in turn (``cycle``), in expectation
+    :math:`(K / Q) / (1 - (1 - 1/Q)^K)` when drawn at random (``sample``; 1.46 at K = Q = 4).
 
     Args:
         bounds: The allowed multiplier and distortion ranges.
@@ -592,6 +590,19 @@ def grid_learner_factory(kind: str) -> StrategyFactory:
     return build
 
 
+def query_auctions_per_round(setup: StrategySetup) -> float:
+    r"""A query's auctions in a round that draws it (in expectation for random draws), >= 1.
+
+    K auctions over Q queries: in turn (``cycle``) every round holds :math:`\max(1, K / Q)`
+    of a query it holds; drawn uniformly (``sample``) a query is in a round with probability
+    :math:`1 - (1 - 1/Q)^K` and has K / Q auctions there on average, hence their ratio.
+    """
+    auctions, queries = setup.auctions_per_round, max(setup.contexts, 1)
+    if setup.query_order == "sample":
+        return (auctions / queries) / (1.0 - (1.0 - 1.0 / queries) ** auctions)
+    return max(1.0, auctions / queries)
+
+
 def policy_gradient_factory(params: Mapping[str, ParamValue], setup: StrategySetup) -> Strategy:
     """The factory of the policy-gradient learner."""
     bounds = report_bounds(params, setup.report_space, setup.where)
@@ -602,9 +613,9 @@ def policy_gradient_factory(params: Mapping[str, ParamValue], setup: StrategySet
             f"[multiplier_min, multiplier_max], got {initial}"
         )
     horizon = learner_horizon(params, setup)
-    per_update = setup.auctions_per_round
-    if params["contextual"]:  # one query's learner sees about K / Q auctions per round
-        per_update = max(1.0, setup.auctions_per_round / max(setup.contexts, 1))
+    per_update = (
+        query_auctions_per_round(setup) if params["contextual"] else setup.auctions_per_round
+    )
 
     def make() -> Strategy:
         return PolicyGradient(

@@ -125,6 +125,7 @@ class MarketModel(mesa.Model):
             "horizon": scenario.rounds * scenario.auctions_per_round,
             "auctions_per_round": scenario.auctions_per_round,
             "contexts": len(set(scenario.queries.items)),
+            "query_order": scenario.queries.order,
             "report_space": platform.report_space,
         }
         for i, config in enumerate(scenario.advertisers):

@@ -35,6 +35,8 @@ class StrategySetup:
         auctions_per_round: K, auctions per round (feedback arrives in batches of K).
         contexts: Distinct queries of the stream (a contextual learner's horizon per context
             is ``horizon / contexts``).
+        query_order: ``cycle`` or ``sample``, how the stream draws its queries (how often a
+            round holds a given query).
         report_space: What the mechanism reads from a report.
         where: Scenario key of the strategy (for error messages).
     """
@@ -42,6 +44,7 @@ class StrategySetup:
     horizon: int = 1
     auctions_per_round: int = 1
     contexts: int = 1
+    query_order: str = "cycle"
     report_space: ReportSpace = ReportSpace("distortion", 0.25, 4.0)
     where: str = "strategy"
 
