@@ -598,6 +598,8 @@ def query_auctions_per_round(setup: StrategySetup) -> float:
     :math:`1 - (1 - 1/Q)^K` and has K / Q auctions there on average, hence their ratio.
     """
     auctions, queries = setup.auctions_per_round, max(setup.contexts, 1)
+    if auctions <= 1:
+        return 1.0  # exactly, whatever the order (the ratio below rounds to 1 +- 2e-16)
     if setup.query_order == "sample":
         return (auctions / queries) / (1.0 - (1.0 - 1.0 / queries) ** auctions)
     return max(1.0, auctions / queries)
