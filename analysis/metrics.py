@@ -42,7 +42,9 @@ VARIANT_COLUMNS: tuple[str, ...] = ("aggregation", "payment", "settlement")
 HEADLINE_METRICS: tuple[str, ...] = HEADLINE_SUMMARY_KEYS
 """Summary metrics listed first (the results contract); any other numeric key follows."""
 
-NOT_METRICS: frozenset[str] = frozenset({"seed", "rounds", "run_path", "run_dir", "index"})
+NOT_METRICS: frozenset[str] = frozenset(
+    {"seed", "rounds", "auctions_per_round", "run_path", "run_dir", "index"}
+)
 AGENT_METRICS: tuple[str, ...] = (
     "bid_ratio",
     "report_scale",
@@ -365,7 +367,7 @@ def with_agent_columns(agents: pl.DataFrame) -> pl.DataFrame:
 
 
 def agent_run_metrics(agents: pl.DataFrame) -> pl.DataFrame:
-    """Per run: the mean over agent-rounds of each of :data:`AGENT_METRICS` that is present."""
+    """Per run: the mean over agent-auctions of each of :data:`AGENT_METRICS` that is present."""
     agents = with_agent_columns(agents)
     present = [m for m in AGENT_METRICS if m in agents.columns]
     means = [pl.col(m).cast(pl.Float64).mean().alias(m) for m in present]
@@ -377,7 +379,7 @@ def agent_summary(
 ) -> pl.DataFrame:
     """Agent-level metrics per mechanism label and parameter setting, with CIs over seeds.
 
-    Each run contributes the mean of each of :data:`AGENT_METRICS` over its agent-rounds (bid
+    Each run contributes the mean of each of :data:`AGENT_METRICS` over its agent-auctions (bid
     ratio, report scale and distortion, utility, payment, value, regret, ...).
     """
     runs, by = labelled_runs(results)

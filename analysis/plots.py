@@ -56,6 +56,7 @@ from analysis.metrics import (
     LABEL,
     METRIC_RANGES,
     NAME,
+    SETTING,
     brand_shares,
     frontier,
     label_order,
@@ -389,14 +390,14 @@ def save_figure(fig: Figure | None, out_dir: Path, name: str) -> list[Path]:
 
 
 def revenue_figure(results: Results) -> Figure | None:
-    """Revenue per round by mechanism."""
-    panel = ("revenue_mean", "Revenue by mechanism", f"revenue per round ({CURRENCY})")
+    """Revenue per auction by mechanism."""
+    panel = ("revenue_mean", "Revenue by mechanism", f"revenue per auction ({CURRENCY})")
     return bar_figure(results, "revenue_by_mechanism", [panel])
 
 
 def welfare_figure(results: Results) -> Figure | None:
-    """Advertiser, user and social welfare per round by mechanism."""
-    unit = f"value per round ({CURRENCY})"
+    """Advertiser, user and social welfare per auction by mechanism."""
+    unit = f"value per auction ({CURRENCY})"
     panels = [
         ("advertiser_value_mean", "Advertiser welfare", unit),
         ("user_value_mean", "User welfare", unit),
@@ -407,11 +408,11 @@ def welfare_figure(results: Results) -> Figure | None:
 
 def regret_figure(results: Results) -> Figure | None:
     """Mean and maximum regret, and the IR violation rate, by mechanism (where measured)."""
-    unit = f"regret per agent-round ({CURRENCY})"
+    unit = f"regret per agent-auction ({CURRENCY})"
     panels = [
         ("regret_mean", "Mean regret", unit),
         ("regret_max", "Max regret", unit),
-        ("ir_violation_rate", "IR violations", "share of agent-rounds with truthful utility < 0"),
+        ("ir_violation_rate", "IR violations", "share of agent-auctions with truthful utility < 0"),
     ]
     runs = results.runs
     if "regret_mean" not in runs.columns or runs["regret_mean"].null_count() == runs.height:
@@ -477,8 +478,8 @@ def plot_frontier(results: Results, parameter: str, out_dir: Path) -> list[Path]
                 xytext=(4, 4),
                 fontsize="x-small",
             )
-    ax.set_xlabel(f"social welfare per round ({CURRENCY})")
-    ax.set_ylabel(f"revenue per round ({CURRENCY})")
+    ax.set_xlabel(f"social welfare per auction ({CURRENCY})")
+    ax.set_ylabel(f"revenue per auction ({CURRENCY})")
     ax.set_title(f"Revenue vs welfare as {parameter.split('.')[-1]} moves (point labels)")
     ax.grid(alpha=0.3)
     ax.legend(title="mechanism", fontsize="small")
@@ -788,9 +789,13 @@ def plot_audit(frame: pl.DataFrame, out_dir: str | Path, top: int = 10) -> list[
 
 
 def numeric_parameters(results: Results) -> list[str]:
-    """Grid parameters with numeric values (candidates for a frontier figure)."""
-    _, by = labelled_runs(results)
-    return [col for col in by if col != LABEL and results.runs.schema[col].is_numeric()]
+    """Grid parameters with numeric values (candidates for a frontier figure).
+
+    The ``setting`` column that keeps apart runs differing in an unswept key (for example
+    ``auctions_per_round``) is a label, not a parameter.
+    """
+    runs, by = labelled_runs(results)
+    return [col for col in by if col not in (LABEL, SETTING) and runs.schema[col].is_numeric()]
 
 
 def plot_runs(results: Results, out_dir: Path) -> list[Path]:

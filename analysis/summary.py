@@ -5,7 +5,7 @@ only render it, so ``--format json`` and ``--format csv`` carry the analysis' fl
 (``table`` and ``markdown`` round to 4 significant digits for reading).
 
 Per run, the metrics are the ``summary.json`` keys of :data:`SUMMARY_METRICS` plus
-``report_distortion``, the mean over the run's agent-rounds of ``|report_scale - 1|``
+``report_distortion``, the mean over the run's agent-auctions of ``|report_scale - 1|``
 (``agents.parquet``). Each run is one observation; groups are the mechanism label, the grid keys
 that vary, any ``--by`` keys, and ``setting`` when runs of one group differ in their resolved
 scenarios (:func:`analysis.metrics.split_settings`). Intervals are 95% Student t intervals over

@@ -84,6 +84,7 @@ def write_run(folder: Path, kind: str, weight: float, seed: int, revenue: float)
         "aggregation": "linear",
         "payment": "second_price",
         "rounds": ROUNDS,
+        "auctions_per_round": 1,
         "seed": seed,
         "run_id": f"{kind}-{seed}",
         "revenue_mean": revenue,
@@ -210,6 +211,7 @@ def test_mechanism_summary_cis_over_seeds(sweep_dir):
     table = mechanism_summary(results)
     assert table.columns[:3] == ["label", "mechanism.platform_weight", "metric"]
     assert "brand_new_metric" in table["metric"].to_list()  # new summary keys need no code
+    assert "auctions_per_round" not in table["metric"].to_list()  # a setting, not a metric
     for (kind, weight), revenues in REVENUE.items():
         row = table.filter(
             pl.col("label") == kind,

@@ -143,7 +143,7 @@ def test_mechanisms_named_ordered_by_family_and_labelled(results):
     fig = revenue_figure(results)
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == EXPECTED_ORDER
-    assert ax.get_ylabel() == "revenue per round (bid currency)"
+    assert ax.get_ylabel() == "revenue per auction (bid currency)"
     top = ax.child_axes[0]  # family names above the axes, over their mechanisms
     assert [t.get_text() for t in top.get_xticklabels()] == ["LLM-native", "ad slots"]
     assert list(top.get_xticks()) == [0.5, 3.0]
@@ -205,6 +205,25 @@ def test_learning_curves_are_small_multiples_without_flat_distortion(results):
         for collection in ax.collections:  # bands of non-negative ratios stay above zero
             assert collection.get_paths()[0].vertices[:, 1].min() >= 0.0
     assert "n = 3 seeds per curve" in figure_text(fig)
+
+
+def test_runs_kept_apart_by_an_unswept_key_still_plot_every_figure(tmp_path):
+    # auctions_per_round = 1 and 8 of one mechanism: kept apart by ``setting``, which is a
+    # label, not a numeric grid parameter to draw a frontier over (it used to raise KeyError).
+    from analysis.plots import plot_all
+
+    for seed, revenue in enumerate([1.0, 1.5]):
+        write_run(tmp_path / "runs" / f"k1-{seed}", "second_price", "", seed, revenue)
+        folder = tmp_path / "runs" / f"k8-{seed}"
+        write_run(folder, "second_price", "", seed, revenue + 1.0)
+        scenario = (folder / "scenario.toml").read_text()
+        (folder / "scenario.toml").write_text(
+            scenario.replace("rounds = 4", "rounds = 4\nauctions_per_round = 8")
+        )
+    with pytest.warns(UserWarning, match="differ"):
+        paths = plot_all(tmp_path / "runs", tmp_path / "figures")
+    names = {path.stem for path in paths}
+    assert {"revenue_by_mechanism", "learning_curves", "regret_by_mechanism"} <= names
 
 
 def test_brand_share_legend_names_the_brands(tmp_path):

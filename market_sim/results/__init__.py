@@ -95,7 +95,8 @@ def nullable_max(series: pl.Series) -> float | None:
 def summarize(rounds: pl.DataFrame, agents: pl.DataFrame, meta: dict[str, Any]) -> dict[str, Any]:
     """Headline metrics of a run (every ``summary.json`` key of the contract).
 
-    * ``*_mean``: means over rounds (revenue, values, welfare) or agent-rounds (utility).
+    * ``*_mean``: means over auctions (revenue, values, welfare; one row per auction, K per
+      round) or agent-auctions (utility).
     * ``ir_violation_rate``: share of agent-rounds with a measured ``truthful_utility`` (the
       utility the advertiser would have had reporting truthfully, same randomness) below
       ``-IR_TOLERANCE``; null when none was measured.
