@@ -355,3 +355,15 @@ def test_token_replay_uses_the_recorded_threads_and_warns_when_it_differs(
         "reply (another torch version, device or thread count?); no token figure"
     )
     assert not (tmp_path / "figures").exists() and torch.get_num_threads() == 1
+
+
+def test_token_figure_of_a_batched_run_is_skipped_with_a_warning(tmp_path, capsys):
+    from analysis.tokens import plot_run_tokens
+
+    scenario = Path(__file__).parent.parent / "scenarios" / "learning_token_auction.toml"
+    text = scenario.read_text().replace("rounds = ", "auctions_per_round = 4\nrounds = ", 1)
+    (tmp_path / "scenario.toml").write_text(text)
+    (tmp_path / "summary.json").write_text("{}")
+    assert plot_run_tokens(tmp_path, tmp_path / "figures") == []
+    error = capsys.readouterr().err
+    assert "no token figure" in error and "auctions_per_round = 4" in error

@@ -223,7 +223,14 @@ def replay_run_tokens(run_dir: Path, rounds: int = 3) -> tuple[pl.DataFrame, lis
     except ScenarioError as error:  # e.g. its model is gone from the cache, or re-fetched
         print(f"market-sim: warning: {run_dir}: no token figure: {error}", file=sys.stderr)
         return None
-    if scenario.mechanism.kind != "token_auction" or scenario.auctions_per_round != 1:
+    if scenario.mechanism.kind != "token_auction":
+        return None
+    if scenario.auctions_per_round != 1:
+        print(
+            f"market-sim: warning: {run_dir}: no token figure: the replay covers runs of one "
+            f"auction per round, this one has auctions_per_round = {scenario.auctions_per_round}",
+            file=sys.stderr,
+        )
         return None
     model = scenario.model
     lm = LanguageModel.load(model.path, model.device, model.dtype, model.prompt_format)
