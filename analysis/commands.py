@@ -146,6 +146,8 @@ class SummaryCommand:
 
         folders = args.dir if isinstance(args.dir, list) else [args.dir]
         for folder in folders:
+            if folder.is_file():
+                raise UsageError(f"{folder}: a file, not a folder of results")
             if not folder.is_dir():
                 raise UsageError(f"{folder}: no such folder")
         print_summary(folders, args.by, args.format)

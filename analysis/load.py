@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,6 +136,30 @@ def read_sweep(sweep_dir: Path) -> tuple[pl.DataFrame, list[str]]:
     return runs, grid_keys
 
 
+class RepeatedRunWarning(UserWarning):
+    """The same run (its ``run_id``) was found in more than one folder and is counted once."""
+
+
+def drop_repeated_runs(runs: pl.DataFrame) -> pl.DataFrame:
+    """``runs`` with each ``run_id`` kept once (its first folder), warning per repeated id.
+
+    A run copied to a second folder, or a folder named together with one that contains it,
+    would otherwise count twice: one more observation and a narrower interval.
+    """
+    if "run_id" not in runs.columns:
+        return runs
+    counts = runs.filter(pl.col("run_id").is_not_null()).group_by("run_id").len()
+    for run_id, count in counts.filter(pl.col("len") > 1).sort("run_id").iter_rows():
+        paths = runs.filter(pl.col("run_id") == run_id)["run_path"].to_list()
+        warnings.warn(
+            f"run {run_id} is in {count} folders ({', '.join(paths)}); counted once",
+            RepeatedRunWarning,
+            stacklevel=2,
+        )
+    unique = runs.filter(pl.col("run_id").is_null() | pl.col("run_id").is_first_distinct())
+    return unique
+
+
 def load_results(paths: Paths) -> Results:
     """Every complete run under ``paths``; see the module docstring.
 
@@ -153,7 +178,7 @@ def load_results(paths: Paths) -> Results:
     if not frames:
         shown = ", ".join(str(p) for p in as_paths(paths))
         raise FileNotFoundError(f"{shown}: no runs ({SUMMARY_FILE} or {RUNS_FILE}) found")
-    runs = pl.concat(frames, how="diagonal_relaxed")
+    runs = drop_repeated_runs(pl.concat(frames, how="diagonal_relaxed"))
     order = [col for col in ("sweep", *grid_keys, "seed", "run_path") if col in runs.columns]
     scenarios = {path: read_scenario(Path(path)) for path in runs["run_path"].to_list()}
     return Results(

@@ -22,7 +22,14 @@ from collections.abc import Sequence
 import polars as pl
 
 from analysis.eva import EVA_FILE, eva_table, find_result_files, load_eva
-from analysis.load import Paths, Results, as_paths, load_agents, load_results
+from analysis.load import (
+    Paths,
+    RepeatedRunWarning,
+    Results,
+    as_paths,
+    load_agents,
+    load_results,
+)
 from analysis.metrics import (
     FAMILY,
     LABEL,
@@ -267,11 +274,13 @@ def summary_report(
     """
     if fmt not in FORMATS:
         raise ValueError(f"--format: unknown value {fmt!r}; allowed: {', '.join(FORMATS)}")
+    said = (PoolingWarning, RepeatedRunWarning)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PoolingWarning)
+        warnings.simplefilter("always", RepeatedRunWarning)
         table = summary_table(load_results(paths), by)
-    messages = [str(w.message) for w in caught if issubclass(w.category, PoolingWarning)]
+    messages = [str(w.message) for w in caught if issubclass(w.category, said)]
     for other in caught:
-        if not issubclass(other.category, PoolingWarning):
+        if not issubclass(other.category, said):
             warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
     return format_summary(table, fmt), list(dict.fromkeys(messages))

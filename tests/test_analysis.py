@@ -52,7 +52,7 @@ def write_run(folder: Path, kind: str, weight: float, seed: int, revenue: float)
             ratio = 1.0 if kind == "token_auction" else 0.5 + 0.1 * rnd
             agents.append(
                 {
-                    "run_id": f"{kind}-{seed}",
+                    "run_id": f"{kind}-w{weight}-{seed}",
                     "round": rnd,
                     "agent": agent,
                     "valuation": valuation,
@@ -66,7 +66,7 @@ def write_run(folder: Path, kind: str, weight: float, seed: int, revenue: float)
             )
     rounds = [
         {
-            "run_id": f"{kind}-{seed}",
+            "run_id": f"{kind}-w{weight}-{seed}",
             "round": rnd,
             "mechanism": kind,
             "revenue": revenue,
@@ -86,7 +86,7 @@ def write_run(folder: Path, kind: str, weight: float, seed: int, revenue: float)
         "rounds": ROUNDS,
         "auctions_per_round": 1,
         "seed": seed,
-        "run_id": f"{kind}-{seed}",
+        "run_id": f"{kind}-w{weight}-{seed}",
         "revenue_mean": revenue,
         "advertiser_value_mean": 2.0,
         "user_value_mean": 1.0 + weight,

@@ -163,3 +163,21 @@ def test_several_folders_are_pooled_and_each_must_exist(runs_dir, capsys):
     assert sorted((r["label"], r["n"]) for r in revenue) == [("token_auction", 1), ("vcg", 2)]
     status, _, err = cli_output(capsys, "summary", str(folders[0]), str(runs_dir / "absent"))
     assert status == 2 and err.strip().endswith("absent: no such folder")
+
+
+def test_a_run_found_in_two_folders_counts_once(tmp_path, capsys):
+    import shutil
+
+    for seed in (0, 1):
+        folder = tmp_path / "runs" / f"vcg-{seed}"
+        write_run(folder, "vcg", "", seed, 1.0 + seed)
+        summary = json.loads((folder / "summary.json").read_text())
+        (folder / "summary.json").write_text(json.dumps({**summary, "run_id": f"vcg-{seed}-ab"}))
+    shutil.copytree(tmp_path / "runs" / "vcg-1", tmp_path / "copy" / "vcg-1")
+    status, out, err = cli_output(
+        capsys, "summary", str(tmp_path / "runs"), str(tmp_path / "copy"), "--format", "json"
+    )
+    assert status == 0
+    assert "run vcg-1-ab is in 2 folders" in err and "counted once" in err
+    revenue = next(r for r in json.loads(out) if r["metric"] == "revenue_mean")
+    assert revenue["n"] == 2 and revenue["mean"] == 1.5  # (1 + 2) / 2, exact in binary

@@ -104,11 +104,18 @@ def test_parse_seeds():
     assert parse_seeds("0-3") == (0, 1, 2, 3)
     assert parse_seeds("0,3,5") == (0, 3, 5)
     assert parse_seeds("7") == (7,)
-    assert parse_seeds("0-2,1,9") == (0, 1, 2, 9)
+    assert parse_seeds("0-2,9") == (0, 1, 2, 9)
     assert parse_seeds([4, 2]) == (4, 2)
+    assert parse_seeds(f"{2**63 - 1}") == (2**63 - 1,)  # the largest seed
     for bad in ("", "a", "-1", "3-1", "1,,2", "1.5"):
         with pytest.raises(SweepError, match="--seeds"):
             parse_seeds(bad)
+    with pytest.raises(SweepError, match="seed 1 is given twice"):
+        parse_seeds("0-2,1")
+    with pytest.raises(SweepError, match="above the largest seed"):
+        parse_seeds(f"{2**63}")
+    with pytest.raises(SweepError, match="at most 100,000"):
+        parse_seeds("0-1000000000000")  # refused before the range is expanded
 
 
 def test_run_names_are_deterministic_and_readable(scenario):

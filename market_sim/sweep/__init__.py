@@ -41,6 +41,7 @@ import itertools
 import json
 import re
 import sys
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,7 @@ from typing import Any
 import polars as pl
 import tomli_w
 
+from market_sim.config.bounds import SEED_MAX
 from market_sim.plugins import MechanismPlugin, mechanism_plugins
 from market_sim.results import SUMMARY_FILE, atomic_write, atomic_write_json, is_complete_run
 from market_sim.scenario import ScenarioError, dump_scenario_toml, load_scenario
@@ -96,6 +98,8 @@ RESERVED_GRID_KEYS: tuple[str, ...] = ("seed", "run_dir")
 SLUG_LENGTH = 48
 GRID_FORMAT = "expected dotted.key=v1,v2,... e.g. mechanism.payment=first_price,second_price"
 SEEDS_FORMAT = "expected N, A-B or a comma list such as 0-9 or 0,3,5 (integers >= 0)"
+MAX_SEEDS = 100_000
+"""Most seeds one ``--seeds`` may name (runs of a sweep, replicates, eva seeds)."""
 
 Grid = dict[str, tuple[Any, ...]]
 
@@ -189,16 +193,18 @@ def parse_seeds(text: str | Sequence[int]) -> tuple[int, ...]:
         text: The flag's value, or already a sequence of seeds.
 
     Returns:
-        The seeds in the given order, repeats dropped.
+        The seeds in the given order.
 
     Raises:
-        SweepError: Anything else (negative numbers, reversed ranges, empty parts).
+        SweepError: Anything else: negative numbers, reversed ranges, empty parts, a seed above
+            ``SEED_MAX``, a seed given twice, or more than ``MAX_SEEDS`` seeds (counted before
+            any range is expanded).
     """
     if not isinstance(text, str):
         items = [str(seed) for seed in text]
     else:
         items = [part.strip() for part in text.split(",")]
-    seeds: list[int] = []
+    ranges: list[tuple[int, int]] = []
     for item in items:
         match = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", item)
         if match is None:
@@ -207,10 +213,19 @@ def parse_seeds(text: str | Sequence[int]) -> tuple[int, ...]:
         last = int(match.group(2)) if match.group(2) is not None else first
         if last < first:
             raise SweepError(f"--seeds: range {item!r} runs backwards; {SEEDS_FORMAT}")
-        seeds.extend(range(first, last + 1))
+        if last > SEED_MAX:
+            raise SweepError(f"--seeds: {last} is above the largest seed, {SEED_MAX}")
+        ranges.append((first, last))
+    count = sum(last - first + 1 for first, last in ranges)
+    if count > MAX_SEEDS:
+        raise SweepError(f"--seeds: {count:,} seeds; at most {MAX_SEEDS:,}")
+    seeds = [seed for first, last in ranges for seed in range(first, last + 1)]
     if not seeds:
         raise SweepError(f"--seeds: {SEEDS_FORMAT}; got {text!r}")
-    return tuple(dict.fromkeys(seeds))
+    repeated = next((seed for seed, n in Counter(seeds).items() if n > 1), None)
+    if repeated is not None:
+        raise SweepError(f"--seeds: seed {repeated} is given twice in {text!r}; give each once")
+    return tuple(seeds)
 
 
 def format_value(value: Any) -> str:
