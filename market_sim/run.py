@@ -20,7 +20,7 @@ from market_sim.market.model import MarketModel, step_in_lockstep
 from market_sim.plugins import MechanismConfig, build_platform, mechanism_choices
 from market_sim.progress import progress_range
 from market_sim.provenance import run_provenance
-from market_sim.results import summarize, write_run
+from market_sim.results import QUERIES_FILE, summarize, write_run
 from market_sim.scenario import Scenario, dump_scenario_toml
 from market_sim.scenario.prompt_fit import check_model_fits
 
@@ -235,6 +235,6 @@ def finish_run(
         tables = {}
         lineage = market.query_stream.lineage()
         if lineage is not None:
-            tables["queries.parquet"] = pl.from_dicts(lineage, infer_schema_length=None)
+            tables[QUERIES_FILE] = pl.from_dicts(lineage, infer_schema_length=None)
         write_run(Path(out_dir), scenario_toml, rounds, agents, summary, learners, tables)
     return RunResult(rounds, agents, summary, Path(out_dir) if out_dir else None)

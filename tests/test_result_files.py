@@ -119,6 +119,21 @@ def test_stale_temporaries_of_a_run_are_removed_when_it_writes_again(tmp_path):
     assert sorted(path.name for path in run.iterdir()) == sorted([*RUN_FILES, *unrelated])
 
 
+def test_a_rewrite_removes_the_optional_files_it_does_not_write(tmp_path):
+    # A forced run of another scenario over an eva-stream run with learners: neither its
+    # learners.json nor its queries.parquet may survive beside the new tables.
+    run = tmp_path / "run"
+    queries = pl.DataFrame({"query_id": [0], "text": ["vacation in Hawaii"]})
+    summary = {"revenue_mean": 1.0}
+    write_run(run, 'name = "x"\n', ROUNDS, AGENTS, summary, {"a": {}}, {"queries.parquet": queries})
+    assert (run / "queries.parquet").is_file() and (run / "learners.json").is_file()
+    (run / "notes.txt").write_text("the user's")
+    write_run(run, 'name = "y"\n', ROUNDS, AGENTS, summary)
+    assert sorted(path.name for path in run.iterdir()) == sorted(
+        ["scenario.toml", "rounds.parquet", "agents.parquet", "summary.json", "notes.txt"]
+    )
+
+
 def test_only_the_targets_own_temporaries_match():
     pattern = temporary_name_pattern("runs.parquet")
     assert pattern.fullmatch(".runs.parquet.k3_x9a0q.tmp")

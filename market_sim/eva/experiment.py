@@ -56,12 +56,11 @@ from market_sim.eva.solver import best_worst_pairs, reward_spread, sample_and_sc
 from market_sim.lm.model import LanguageModel
 from market_sim.lm.preference import DPOResult, dpo_fine_tune
 from market_sim.progress import progress_range
-from market_sim.results import atomic_write, atomic_write_json, atomic_write_text
+from market_sim.results import QUERIES_FILE, atomic_write, atomic_write_json, atomic_write_text
 from market_sim.scenario.load import dump_scenario_toml
 from market_sim.scenario.schema import EvaConfig, Scenario
 
 EVA_FILE = "eva.parquet"
-QUERIES_FILE = "queries.parquet"
 SUMMARY_FILE = "eva_summary.json"
 METHODS: tuple[str, ...] = ("static", "eva")
 

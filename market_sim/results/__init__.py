@@ -36,6 +36,8 @@ from market_sim.results.files import (
 __all__ = [
     "HEADLINE_SUMMARY_KEYS",
     "NULLABLE_AGENT_COLUMNS",
+    "OPTIONAL_RUN_FILES",
+    "QUERIES_FILE",
     "RESULT_FILES",
     "SUMMARY_FILE",
     "NonFiniteResultError",
@@ -49,6 +51,10 @@ __all__ = [
 
 SUMMARY_FILE = "summary.json"
 LEARNERS_FILE = "learners.json"
+QUERIES_FILE = "queries.parquet"
+"""A market run's evolving query pool (``queries.stream = "eva"``); eva outputs use the name too."""
+OPTIONAL_RUN_FILES = (LEARNERS_FILE, QUERIES_FILE)
+"""Files a run writes only in some settings; a rerun that does not write one removes it."""
 HEADLINE_SUMMARY_KEYS: tuple[str, ...] = (
     "revenue_mean",
     "advertiser_value_mean",
@@ -166,6 +172,10 @@ def write_run(
     )
     folder.mkdir(parents=True, exist_ok=True)
     (folder / SUMMARY_FILE).unlink(missing_ok=True)
+    written = set(parquet) | ({LEARNERS_FILE} if learners_text is not None else set())
+    for name in OPTIONAL_RUN_FILES:  # a forced rerun of another scenario leaves none behind
+        if name not in written:
+            (folder / name).unlink(missing_ok=True)
     atomic_write_text(folder / "scenario.toml", scenario_toml)
     for name, table in parquet.items():
         atomic_write(folder / name, table.write_parquet)

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from market_sim.config.fields import ScenarioError
+from market_sim.results import OPTIONAL_RUN_FILES
 
 SCENARIO_FILE = "scenario.toml"
 RUN_FILE_NAMES = frozenset(
@@ -20,8 +21,7 @@ RUN_FILE_NAMES = frozenset(
         "rounds.parquet",
         "agents.parquet",
         "summary.json",
-        "learners.json",
-        "queries.parquet",
+        *OPTIONAL_RUN_FILES,
         "figures",
     }
 )
