@@ -401,7 +401,7 @@ def test_unknown_query_stream_lists_both() -> None:
         ("batch_size", 0, "eva.batch_size: must be between 1 and 4096, got 0"),
         ("heldout_replies", 0, "eva.heldout_replies: must be between 1 and 4096, got 0"),
         ("evolve_every", 0, "eva.evolve_every: must be between 1 and 10000000, got 0"),
-        ("replies", "six", "eva.replies: expected an integer, got 'six'"),
+        ("replies", "six", "eva.replies: expected an integer between 2 and 256, got 'six'"),
     ],
 )
 def test_eva_field_errors(name: str, value: object, expected: str) -> None:

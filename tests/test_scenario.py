@@ -541,19 +541,22 @@ def test_negative_rounds() -> None:
 def test_rounds_as_string() -> None:
     data = sample_data()
     data["rounds"] = "abc"
-    assert str(error_for(data)) == "rounds: expected an integer, got 'abc'"
+    assert str(error_for(data)) == "rounds: expected an integer between 1 and 10000000, got 'abc'"
 
 
 def test_seed_as_string() -> None:
     data = sample_data()
     data["seed"] = "abc"
-    assert str(error_for(data)) == "seed: expected an integer, got 'abc'"
+    assert str(error_for(data)) == f"seed: expected an integer between 0 and {2**63 - 1}, got 'abc'"
 
 
 def test_bool_is_not_an_int() -> None:
     data = sample_data()
     data["mechanism"]["max_new_tokens"] = True
-    assert str(error_for(data)) == "mechanism.max_new_tokens: expected an integer, got true"
+    assert (
+        str(error_for(data))
+        == "mechanism.max_new_tokens: expected an integer between 1 and 512, got true"
+    )
 
 
 def test_bool_is_not_a_float() -> None:
@@ -669,7 +672,7 @@ def test_empty_advertiser_name() -> None:
 def test_multiline_values_stay_on_one_line() -> None:
     data = sample_data()
     data["rounds"] = "a\nb"
-    assert str(error_for(data)) == "rounds: expected an integer, got 'a\\nb'"
+    assert str(error_for(data)) == "rounds: expected an integer between 1 and 10000000, got 'a\\nb'"
 
 
 def test_toml_syntax_error_names_the_file(tmp_path: Path) -> None:
@@ -750,7 +753,7 @@ def test_override_then_validation_error_names_schema_key(tmp_path: Path) -> None
     path.write_text(SAMPLE_TOML, encoding="utf-8")
     with pytest.raises(ScenarioError) as caught:
         load_scenario(path, ["rounds=abc"])
-    assert str(caught.value) == "rounds: expected an integer, got 'abc'"
+    assert str(caught.value) == "rounds: expected an integer between 1 and 10000000, got 'abc'"
 
 
 @pytest.mark.parametrize("override", ["rounds", "=5", "a..b=1", ".x=1"])

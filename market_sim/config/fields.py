@@ -178,10 +178,21 @@ class IntRange:
     default: Any = REQUIRED
 
     def parse(self, value: object, key: str) -> int:
-        """Check type and range of ``value``; return it."""
-        number = require_int(value, key)
-        check_bounds(number, self.min, self.max, key)
-        return number
+        """Check type and range of ``value``; return it (a wrong type names the range too)."""
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ScenarioError(key, f"expected {self.allowed()}, got {show(value)}")
+        check_bounds(value, self.min, self.max, key)
+        return value
+
+    def allowed(self) -> str:
+        """``an integer between 1 and 4096`` (or ``>= 1``, ``<= 9``, or no bound)."""
+        if self.min is not None and self.max is not None:
+            return f"an integer between {format_number(self.min)} and {format_number(self.max)}"
+        if self.min is not None:
+            return f"an integer >= {format_number(self.min)}"
+        if self.max is not None:
+            return f"an integer <= {format_number(self.max)}"
+        return "an integer"
 
 
 @dataclass(frozen=True)
