@@ -150,7 +150,23 @@ class SummaryCommand:
                 raise UsageError(f"{folder}: a file, not a folder of results")
             if not folder.is_dir():
                 raise UsageError(f"{folder}: no such folder")
+        if len(folders) > 1:
+            for folder in folders:
+                if not holds_results(folder):
+                    print(
+                        f"market-sim: warning: {folder}: no runs and no eva results; skipped",
+                        file=sys.stderr,
+                    )
         print_summary(folders, args.by, args.format)
+
+
+def holds_results(folder: Path) -> bool:
+    """Whether ``folder`` holds a run, a sweep or an eva output (at any depth)."""
+    from analysis.eva import EVA_FILE, find_result_files
+    from analysis.load import discover
+
+    sweeps, runs = discover(folder)
+    return bool(sweeps or runs or find_result_files(folder, EVA_FILE))
 
 
 def print_summary(

@@ -181,3 +181,10 @@ def test_a_run_found_in_two_folders_counts_once(tmp_path, capsys):
     assert "run vcg-1-ab is in 2 folders" in err and "counted once" in err
     revenue = next(r for r in json.loads(out) if r["metric"] == "revenue_mean")
     assert revenue["n"] == 2 and revenue["mean"] == 1.5  # (1 + 2) / 2, exact in binary
+
+
+def test_an_empty_folder_among_others_is_named_in_a_warning(runs_dir, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    status, out, err = cli_output(capsys, "summary", str(runs_dir), str(tmp_path / "empty"))
+    assert status == 0 and "revenue_mean" in out
+    assert f"{tmp_path / 'empty'}: no runs and no eva results; skipped" in err
