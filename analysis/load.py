@@ -25,6 +25,7 @@ from typing import Any
 
 import polars as pl
 
+from market_sim.results import HEADLINE_SUMMARY_KEYS
 from market_sim.results.records import AGENTS, RecordTable
 
 SUMMARY_FILE = "summary.json"
@@ -137,27 +138,40 @@ def read_sweep(sweep_dir: Path) -> tuple[pl.DataFrame, list[str]]:
 
 
 class RepeatedRunWarning(UserWarning):
-    """The same run (its ``run_id``) was found in more than one folder and is counted once."""
+    """One ``run_id`` found in more than one folder: counted once, or kept apart if they differ."""
+
+
+SAME_RUN_KEYS: tuple[str, ...] = ("device", *HEADLINE_SUMMARY_KEYS)
+"""Summary keys that must agree for two folders of one ``run_id`` to be the same run (the id
+hashes the resolved scenario, which says ``device = "auto"`` whatever device ran it, and a
+rerun under other code keeps the id)."""
 
 
 def drop_repeated_runs(runs: pl.DataFrame) -> pl.DataFrame:
-    """``runs`` with each ``run_id`` kept once (its first folder), warning per repeated id.
+    """``runs`` with each repeated run counted once, warning per repeated ``run_id``.
 
     A run copied to a second folder, or a folder named together with one that contains it,
-    would otherwise count twice: one more observation and a narrower interval.
+    would otherwise count twice: one more observation and a narrower interval. Rows of one
+    ``run_id`` whose :data:`SAME_RUN_KEYS` differ are different runs under one id (another
+    device, another code version): all are kept, with a warning saying so.
     """
     if "run_id" not in runs.columns:
         return runs
+    keys = [key for key in SAME_RUN_KEYS if key in runs.columns]
     counts = runs.filter(pl.col("run_id").is_not_null()).group_by("run_id").len()
-    for run_id, count in counts.filter(pl.col("len") > 1).sort("run_id").iter_rows():
-        paths = runs.filter(pl.col("run_id") == run_id)["run_path"].to_list()
-        warnings.warn(
-            f"run {run_id} is in {count} folders ({', '.join(paths)}); counted once",
-            RepeatedRunWarning,
-            stacklevel=2,
-        )
-    unique = runs.filter(pl.col("run_id").is_null() | pl.col("run_id").is_first_distinct())
-    return unique
+    repeated = counts.filter(pl.col("len") > 1).sort("run_id")["run_id"].to_list()
+    kept_apart = []
+    for run_id in repeated:
+        rows = runs.filter(pl.col("run_id") == run_id)
+        paths = ", ".join(rows["run_path"].to_list())
+        if rows.select(keys).unique().height > 1:
+            kept_apart.append(run_id)
+            message = f"run id {run_id} names different results in {paths}; all kept"
+        else:
+            message = f"run {run_id} is in {rows.height} folders ({paths}); counted once"
+        warnings.warn(message, RepeatedRunWarning, stacklevel=2)
+    first = pl.col("run_id").is_first_distinct() | pl.col("run_id").is_in(kept_apart)
+    return runs.filter(pl.col("run_id").is_null() | first)
 
 
 def load_results(paths: Paths) -> Results:

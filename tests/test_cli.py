@@ -152,6 +152,18 @@ def test_run_seeds_without_the_summary_command_prints_each_run(
     assert captured.out.count("revenue_mean") == 2  # one run summary per seed
 
 
+def test_run_refuses_the_folder_of_an_eva_output(tmp_path, random_model_dir, capsys):
+    scenario = write_scenario(tmp_path, random_model_dir)
+    out = tmp_path / "eva-out"
+    out.mkdir()
+    (out / "eva.parquet").write_bytes(b"eva rows")
+    (out / "queries.parquet").write_bytes(b"the evolved pool")
+    assert main(["run", str(scenario), "--out", str(out), "--no-progress"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "holds another command's results (eva.parquet)" in error
+    assert (out / "queries.parquet").read_bytes() == b"the evolved pool"
+
+
 def test_console_script_entry_point(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "market_sim.cli", "run", str(tmp_path / "x.toml")],

@@ -152,6 +152,15 @@ def test_contextual_policy_gradient_rate_with_sampled_queries(auctions_per_round
     assert strategy.learners["a"].learning_rate == pytest.approx(1 / math.sqrt(updates), rel=0.02)
 
 
+def test_one_auction_per_round_is_one_auction_per_update_exactly():
+    from market_sim.market.learners import query_auctions_per_round
+
+    for order in ("cycle", "sample"):
+        for contexts in (1, 3, 5, 7):
+            setup = StrategySetup(contexts=contexts, query_order=order)
+            assert query_auctions_per_round(setup) == 1.0  # (1/3) / (1 - 2/3) is not
+
+
 def test_contextual_learner_learns_a_response_per_query():
     # The competitor bids 0.12 on one query and 0.72 on the other: per query the best response
     # is the next grid point up; one multiplier for both queries does best at 0.15.

@@ -188,3 +188,22 @@ def test_an_empty_folder_among_others_is_named_in_a_warning(runs_dir, tmp_path, 
     status, out, err = cli_output(capsys, "summary", str(runs_dir), str(tmp_path / "empty"))
     assert status == 0 and "revenue_mean" in out
     assert f"{tmp_path / 'empty'}: no runs and no eva results; skipped" in err
+
+
+def test_one_run_id_with_different_results_keeps_both(tmp_path, capsys):
+    # A CPU and a GPU run of one scenario with device = "auto" share a run id.
+    for name, revenue, device in (("cpu", 1.0, "cpu"), ("gpu", 2.0, "cuda:0")):
+        folder = tmp_path / name / "vcg-0"
+        write_run(folder, "vcg", "", 0, revenue)
+        summary = json.loads((folder / "summary.json").read_text())
+        summary.update(run_id="vcg-0-ab", device=device)
+        (folder / "summary.json").write_text(json.dumps(summary))
+    folders = [str(tmp_path / "cpu"), str(tmp_path / "gpu")]
+    status, out, err = cli_output(capsys, "summary", *folders, "--format", "json")
+    assert status == 0 and "names different results" in err
+    revenue = next(r for r in json.loads(out) if r["metric"] == "revenue_mean")
+    assert revenue["n"] == 2 and revenue["mean"] == 1.5
+    assert main(["plot", str(tmp_path), "--out", str(tmp_path / "figures")]) == 0
+    err = capsys.readouterr().err
+    assert "market-sim: warning: run id vcg-0-ab names different results" in err
+    assert "RepeatedRunWarning" not in err  # one line, not a Python warning

@@ -90,13 +90,6 @@ def require_list(value: object, key: str, what: str) -> Sequence[Any]:
     return value
 
 
-def require_int(value: object, key: str) -> int:
-    """Return ``value`` if it is a TOML integer (booleans are not integers), else raise."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ScenarioError(key, f"expected an integer, got {show(value)}")
-    return value
-
-
 def require_float(value: object, key: str) -> float:
     """Return ``value`` as a finite float if it is a TOML integer or float, else raise."""
     if isinstance(value, bool) or not isinstance(value, int | float):

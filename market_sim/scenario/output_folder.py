@@ -26,6 +26,8 @@ RUN_FILE_NAMES = frozenset(
     }
 )
 """What a run folder holds (``figures`` is where ``market-sim plot`` draws)."""
+OTHER_OUTPUT_FILES = ("eva.parquet", "eva_summary.json", "audit.parquet", "runs.parquet")
+"""Files of ``eva``, ``audit`` and ``sweep`` outputs, whose folders hold a ``scenario.toml`` too."""
 TEMPORARY_NAME = re.compile(r"\..+\.tmp")
 """Temporary files of interrupted atomic writes (``.<name>.<random>.tmp``)."""
 
@@ -80,6 +82,13 @@ def check_run_folder(folder: Path, scenario_toml: str, force: bool) -> list[str]
     path = Path(folder)
     if not path.is_dir():
         return []
+    other = [name for name in OTHER_OUTPUT_FILES if (path / name).is_file()]
+    if other and not force:
+        raise ScenarioError(
+            "--out",
+            f"'{path}' holds another command's results ({', '.join(other)}), not a run; "
+            "choose another --out, or pass --force to write the run there anyway",
+        )
     previous = path / SCENARIO_FILE
     if previous.is_file() and not force:
         try:
