@@ -10,7 +10,8 @@ number of new tokens. Printed: auctions/s, the speed-up over K = 1, and round ti
 Models: the bundled tiny LM; a randomly initialised GPT-2-small-shaped model (12 layers, width
 768, vocabulary 50,257); a randomly initialised Llama-architecture model of about 135M
 parameters (30 layers, width 576, 9 heads, 3 KV heads, vocabulary 49,152). Random models borrow
-the tiny LM's tokenizer; nothing is downloaded. On CUDA the random models run in bfloat16.
+the tiny LM's tokenizer; nothing is downloaded. On CUDA every model runs in bfloat16 (the
+bundled LM too: bfloat16 is the default dtype on CUDA, ``model.dtype`` in a scenario).
 
 Queries: ``pool`` cycles 3 queries, as a scenario draws a round's K queries from a small pool;
 the auctions of the same query then share the forward over their prompts

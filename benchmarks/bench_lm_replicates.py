@@ -15,6 +15,9 @@ replicate, takes about 60% of the lockstep run and the shared decode about 30%. 
 largest differences 3.2e-6 absolute, 5e-6 relative (a utility of 0.089 = value - payment,
 both near 20).
 
+Lockstep is always timed first, the separate runs second (after a warm-up of one run): on a
+machine whose load drifts, compare several invocations rather than one.
+
     python benchmarks/bench_lm_replicates.py [--seeds 8] [--auctions-per-round 8]
         [--rounds 10] [--max-new-tokens 24] [--threads 1]
 """

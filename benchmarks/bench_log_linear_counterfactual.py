@@ -10,13 +10,18 @@ benchmark of the log-linear counterfactual. Prints, in one run on one loaded mod
 per second of the linear and log-linear versions and their ratio, and the load average before
 and after (the ratio is only comparable between runs on an equally loaded machine).
 
-Usage: ``python benchmarks/bench_log_linear_counterfactual.py [--rounds 10] [--threads 1]``.
+Both versions are warmed up, then timed ``--repeats`` times in alternating order (medians
+and the per-run ratios printed).
+
+Usage: ``python benchmarks/bench_log_linear_counterfactual.py [--rounds 10] [--repeats 3]
+[--threads 1]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -39,19 +44,32 @@ def rounds_per_second(aggregation: str, rounds: int, lm) -> float:
 def main() -> None:
     """Run both versions and print their speeds and ratio."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=10, help="rounds per version")
+    parser.add_argument("--rounds", type=int, default=10, help="rounds per version and run")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each version")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     lm = load_scenario_model(load_scenario(SCENARIO), device="cpu")
     load_before = os.getloadavg()[0]
-    rounds_per_second("linear", 1, lm)  # warm-up: first-call allocations and lazy imports
-    linear = rounds_per_second("linear", args.rounds, lm)
-    log_linear = rounds_per_second("log_linear", args.rounds, lm)
-    print(f"README API example, {args.rounds} rounds, {args.threads} thread(s), regret every round")
-    print(f"  linear aggregation:     {linear:8.2f} rounds/s")
-    print(f"  log-linear aggregation: {log_linear:8.2f} rounds/s")
-    print(f"  linear / log-linear:    {linear / log_linear:8.2f}x")
+    for aggregation in ("linear", "log_linear"):  # warm-up: first-call allocations, imports
+        rounds_per_second(aggregation, 1, lm)
+    rates: dict[str, list[float]] = {"linear": [], "log_linear": []}
+    for repeat in range(args.repeats):  # alternating order: drift in load hits both alike
+        order = ("linear", "log_linear") if repeat % 2 == 0 else ("log_linear", "linear")
+        for aggregation in order:
+            rates[aggregation].append(rounds_per_second(aggregation, args.rounds, lm))
+    linear, log_linear = (statistics.median(rates[a]) for a in ("linear", "log_linear"))
+    ratios = sorted(a / b for a, b in zip(rates["linear"], rates["log_linear"], strict=True))
+    print(
+        f"README API example, {args.rounds} rounds, {args.repeats} runs of each (order "
+        f"alternating), {args.threads} thread(s), regret every round"
+    )
+    print(f"  linear aggregation:     {linear:8.2f} rounds/s (median)")
+    print(f"  log-linear aggregation: {log_linear:8.2f} rounds/s (median)")
+    print(
+        f"  linear / log-linear:    {linear / log_linear:8.2f}x of the medians; per run "
+        + ", ".join(f"{ratio:.2f}x" for ratio in ratios)
+    )
     print(f"  load average (1 min):   {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
 
 

@@ -16,10 +16,16 @@ Prints, in one run (one torch thread, the bundled LM writing one cached reply pe
    counterfactual per advertiser and round) against the same 16 seeds run one after another.
 5. AuctionGym's own ``Auction.simulate_opportunity`` loop on its ``SP_Oracle`` configuration
    (truthful second price, 2 participants per auction), timed by ``auctiongym_driver.py`` in a
-   separate Python that has AuctionGym's requirements, on the same machine right after (1).
-   Skipped unless ``--auctiongym PATH`` (an AuctionGym checkout) is given.
+   separate Python that has AuctionGym's requirements, on the same machine after (4). Skipped
+   unless ``--auctiongym PATH`` (an AuctionGym checkout) is given. Not the same work per
+   auction: each AuctionGym opportunity also draws a context, picks 2 of its 6 agents, scores
+   12 items per bidder, simulates a click and logs the impression, where the market draws
+   U[0, 1] values and runs the second-price rule; and the driver reports the best of 3 timed
+   loops where the market's K = 1 figure is one run. The ratio compares each simulator's
+   per-auction loop on its own slice as a user runs it, not identical arithmetic.
 
-Ratios are of figures measured in this run. Usage::
+Ratios are of figures measured in this run. polars, numpy's BLAS and torch are held to one
+thread here (the driver holds AuctionGym's to one too). Usage::
 
     python benchmarks/bench_no_lm.py [--auctiongym /path/to/auction-gym \\
         --auctiongym-python /path/to/venv/bin/python] [--repeats 3] [--json out.json]
@@ -27,10 +33,15 @@ Ratios are of figures measured in this run. Usage::
 
 from __future__ import annotations
 
+import os
+
+ONE_THREAD = ("POLARS_MAX_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+for variable in ONE_THREAD:
+    os.environ.setdefault(variable, "1")  # one core, as the AuctionGym driver; before imports
+
 import argparse
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 import time
@@ -126,7 +137,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     lm = LanguageModel.load("bundled:tiny-ads", device="cpu")
-    run_scenario(classic(64, 2, {"kind": "truthful"}, 2), lm=lm)  # warm-up: imports, caches
+    for k in (1, 64):  # warm-up of both paths (generic K = 1, vectorized): imports, caches
+        run_scenario(classic(k, 2, {"kind": "truthful"}, 2), lm=lm)
     figures: dict[str, Any] = {"load_average": os.getloadavg()}
 
     print("1. truthful second price, 2 bidders, through the market (auctions/s)")

@@ -5,8 +5,8 @@
 #   1. tests/test_gpu.py: CUDA against CPU (log-probabilities, the auction step), batched rounds
 #      and replicates on CUDA;
 #   2. bench_batched_rounds.py: token-auction auctions/s against K in {1, 8, 64, 256}, bundled LM
-#      (float32) and the random GPT-2-small and Llama ~135M shapes (bfloat16), pooled and
-#      distinct queries;
+#      and the random GPT-2-small and Llama ~135M shapes (all bfloat16, the default on CUDA),
+#      pooled and distinct queries;
 #   3. bench_decoding.py --quick and bench_mosaic.py --quick on the device.
 # Each step's output goes to $OUT/<step>.txt (default folder ./gpu-figures, relative to where
 # the script is started), the device and library versions to $OUT/device.txt. Exit status: 0
@@ -27,7 +27,7 @@
 #
 # Usage: benchmarks/gpu_check.sh [DEVICE]
 #   DEVICE: cuda (default), cuda:N or cpu. cpu is a dry run of the script itself: it skips the
-#   CUDA tests and runs the benchmarks on the tiny LM only, with small K.
+#   CUDA tests and bench_mosaic.py and runs the other two benchmarks on the tiny LM, small K.
 set -uo pipefail
 
 device="${1:-cuda}"
