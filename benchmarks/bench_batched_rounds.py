@@ -24,7 +24,8 @@ shorter than the K = 64 mean (16.7): auctions/s then understates the gain per to
 models practically never emit EOS.
 
 Measured on a quiet 2-core CPU, one torch thread, one run (speed-up of auctions/s over K = 1;
-round / floor at K = 64):
+round / floor at K = 64); a later, faster 2-core machine gave the tiny LM's pooled K = 64 8.8x to
+9.2x in three runs (README):
 
 * tiny LM, T = 4, pool: K = 8 4.8x, K = 64 11.3x (0.56), K = 256 13.2x; distinct: 3.8x, 5.7x
   (0.99), 4.4x. T = 24, pool: 1.9x, 4.3x (0.67), 5.1x; distinct: 2.4x, 4.5x (0.79).
