@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -94,8 +93,7 @@ class PlotCommand:
 
     def run(self, args: argparse.Namespace) -> None:
         """Draw the figures; a token-auction run also gets its token-ownership figure."""
-        from analysis.load import RepeatedRunWarning
-        from analysis.metrics import PoolingWarning
+        from analysis.metrics import said_warnings
         from analysis.plots import NoResultsError, plot_all
         from analysis.tokens import plot_run_tokens
         from market_sim.cli import UsageError
@@ -103,21 +101,12 @@ class PlotCommand:
         if not args.dir.is_dir():
             raise UsageError(f"{args.dir}: no such folder")
         out_dir = args.out or args.dir / "figures"
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", PoolingWarning)
-            warnings.simplefilter("always", RepeatedRunWarning)
-            try:
-                paths = plot_all(args.dir, out_dir)
-            except NoResultsError as error:
-                raise UsageError(str(error)) from None
-        said = (PoolingWarning, RepeatedRunWarning)
-        for message in dict.fromkeys(
-            str(w.message) for w in caught if issubclass(w.category, said)
-        ):
+        try:
+            paths, messages = said_warnings(lambda: plot_all(args.dir, out_dir))
+        except NoResultsError as error:
+            raise UsageError(str(error)) from None
+        for message in messages:
             print(f"market-sim: warning: {message}", file=sys.stderr)
-        for other in caught:
-            if not issubclass(other.category, said):
-                warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
         paths += plot_run_tokens(args.dir, out_dir)  # a token-auction run: who wrote each token
         print(f"{len(paths)} figures in {out_dir}/:")
         for path in paths:

@@ -26,12 +26,12 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import polars as pl
 
-from analysis.load import WALL_CLOCK_PREFIXES, Results
+from analysis.load import WALL_CLOCK_PREFIXES, RepeatedRunWarning, Results
 from analysis.names import family, mechanism_name, slot_count, sort_key
 from analysis.stats import CONFIDENCE, Range, clip_interval, t_quantile, wilson_interval
 from market_sim.results import HEADLINE_SUMMARY_KEYS
@@ -100,6 +100,29 @@ NOT_METRIC_PREFIXES: tuple[str, ...] = ("versions.", "provenance.")
 
 class PoolingWarning(UserWarning):
     """Runs of one group differ in their resolved scenarios; they were kept apart."""
+
+
+T = TypeVar("T")
+
+SAID_WARNINGS: tuple[type[Warning], ...] = (PoolingWarning, RepeatedRunWarning)
+"""Warnings the commands say as one ``market-sim: warning:`` line each."""
+
+
+def said_warnings(action: Callable[[], T]) -> tuple[T, list[str]]:
+    """Run ``action``; return its result and the distinct messages of :data:`SAID_WARNINGS`.
+
+    Every such warning is recorded (not only its first occurrence); other warnings are raised
+    again as they came.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        for category in SAID_WARNINGS:
+            warnings.simplefilter("always", category)
+        result = action()
+    for other in caught:
+        if not issubclass(other.category, SAID_WARNINGS):
+            warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
+    messages = [str(w.message) for w in caught if issubclass(w.category, SAID_WARNINGS)]
+    return result, list(dict.fromkeys(messages))
 
 
 # --------------------------------------------------------------------------- labels and columns

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import json
-import warnings
 from collections.abc import Sequence
 
 import polars as pl
@@ -24,7 +23,6 @@ import polars as pl
 from analysis.eva import EVA_FILE, eva_table, find_result_files, load_eva
 from analysis.load import (
     Paths,
-    RepeatedRunWarning,
     Results,
     as_paths,
     load_agents,
@@ -34,10 +32,10 @@ from analysis.metrics import (
     FAMILY,
     LABEL,
     NAME,
-    PoolingWarning,
     agent_run_metrics,
     label_order,
     labelled_runs,
+    said_warnings,
     summarize,
 )
 from analysis.stats import CONFIDENCE
@@ -266,7 +264,7 @@ def summary_report(
 
     Returns:
         ``(text, warnings)``: the formatted :func:`summary_table`, and the message of each
-        :class:`analysis.metrics.PoolingWarning` raised while grouping (runs kept apart).
+        warning of :data:`analysis.metrics.SAID_WARNINGS` (runs kept apart or counted once).
 
     Raises:
         FileNotFoundError: No runs under ``paths``.
@@ -274,13 +272,5 @@ def summary_report(
     """
     if fmt not in FORMATS:
         raise ValueError(f"--format: unknown value {fmt!r}; allowed: {', '.join(FORMATS)}")
-    said = (PoolingWarning, RepeatedRunWarning)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", PoolingWarning)
-        warnings.simplefilter("always", RepeatedRunWarning)
-        table = summary_table(load_results(paths), by)
-    messages = [str(w.message) for w in caught if issubclass(w.category, said)]
-    for other in caught:
-        if not issubclass(other.category, said):
-            warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
-    return format_summary(table, fmt), list(dict.fromkeys(messages))
+    table, messages = said_warnings(lambda: summary_table(load_results(paths), by))
+    return format_summary(table, fmt), messages

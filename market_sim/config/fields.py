@@ -179,13 +179,8 @@ class IntRange:
 
     def allowed(self) -> str:
         """``an integer between 1 and 4096`` (or ``>= 1``, ``<= 9``, or no bound)."""
-        if self.min is not None and self.max is not None:
-            return f"an integer between {format_number(self.min)} and {format_number(self.max)}"
-        if self.min is not None:
-            return f"an integer >= {format_number(self.min)}"
-        if self.max is not None:
-            return f"an integer <= {format_number(self.max)}"
-        return "an integer"
+        bounds = bounds_text(self.min, self.max)
+        return f"an integer {bounds}" if bounds else "an integer"
 
 
 @dataclass(frozen=True)
@@ -220,13 +215,18 @@ def check_bounds(number: float, low: float | None, high: float | None, key: str)
     high_ok = high is None or number <= high
     if low_ok and high_ok:
         return
+    raise ScenarioError(key, f"must be {bounds_text(low, high)}, got {number!r}")
+
+
+def bounds_text(low: float | None, high: float | None) -> str:
+    """``between 1 and 9``, ``>= 1``, ``<= 9`` or ``""`` (no bound)."""
     if low is not None and high is not None:
-        rule = f"must be between {format_number(low)} and {format_number(high)}"
-    elif low is not None:
-        rule = f"must be >= {format_number(low)}"
-    else:
-        rule = f"must be <= {format_number(high)}"  # type: ignore[arg-type]
-    raise ScenarioError(key, f"{rule}, got {number!r}")
+        return f"between {format_number(low)} and {format_number(high)}"
+    if low is not None:
+        return f">= {format_number(low)}"
+    if high is not None:
+        return f"<= {format_number(high)}"
+    return ""
 
 
 @dataclass(frozen=True)
