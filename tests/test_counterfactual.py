@@ -93,7 +93,7 @@ def test_log_linear_share_evaluation_equals_the_two_party_auctions(rule):
 
 
 def test_log_linear_share_blocks_do_not_change_the_numbers(monkeypatch):
-    import market_sim.mechanisms.token_auction_counterfactual as module
+    import market_sim.mechanisms.log_linear_shares as module
 
     step_logprobs = torch.log_softmax(
         torch.randn(3, 3, 20, generator=torch.Generator().manual_seed(6)) * 2, -1
@@ -109,7 +109,8 @@ def test_log_linear_share_blocks_do_not_change_the_numbers(monkeypatch):
 
     whole = fresh_engine().evaluate(0, bids, exponents)
     for block in (1, 3, 7):  # shares per pass: blocks straddle the quadrature/own-bid boundary
-        monkeypatch.setattr(module, "SHARE_BLOCK_ELEMENTS", 20 * block)
+        # The 20 tokens are padded to 32 columns (EXP2_LANES) in a block.
+        monkeypatch.setattr(module, "BLOCK_ELEMENTS", 32 * block)
         blocked = fresh_engine().evaluate(0, bids, exponents)
         assert torch.equal(blocked.payments, whole.payments)
         assert torch.equal(blocked.true_allocations, whole.true_allocations)

@@ -23,6 +23,7 @@ from market_sim.mechanisms.token_auction import (
     allocation_curve,
     ladder_edges,
     ladder_panel_rule,
+    ladder_panels_per_unit,
     ladder_remainder_rule,
     numerical_second_price_payments,
     participant_weights,
@@ -185,6 +186,54 @@ def test_kept_ladder_gives_the_numbers_of_a_fresh_evaluation():
     )
     assert one_by_one == at_once
     assert all(payment > 0 for payment in at_once)
+
+
+def ladder_payments_by_allocation_curve(
+    logprobs: torch.Tensor, raw_weights: torch.Tensor, nodes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ladder rule's payments with every x(z) from :func:`allocation_curve` (a softmax of
+    the mixed logits (sum_j w_j f_j + z f_i) / (B + z)), independently of the share kernel,
+    and the charge ceilings b x(b); both ``[A, n]``."""
+    bids = raw_weights[:, 1:]
+    competing = raw_weights.sum(-1, keepdim=True) - bids
+    per_unit = ladder_panels_per_unit(nodes)
+    whole, remainder_nodes, remainder_weights = ladder_remainder_rule(bids, competing, per_unit)
+    ladder_nodes, ladder_weights = ladder_panel_rule(per_unit, int(whole.max()))
+    scale = competing[..., None, None]
+    used = torch.arange(ladder_nodes.shape[0]) < whole.unsqueeze(-1)
+    grid = torch.cat([(scale * bids.new_tensor(ladder_nodes)).flatten(-2), remainder_nodes], -1)
+    ladder_quadrature = torch.where(used.unsqueeze(-1), scale * bids.new_tensor(ladder_weights), 0)
+    weights = torch.cat([ladder_quadrature.flatten(-2), remainder_weights], -1)
+    integral = (allocation_curve(logprobs, raw_weights, grid, "log_linear") * weights).sum(-1)
+    at_bid = allocation_curve(logprobs, raw_weights, bids.unsqueeze(-1), "log_linear")[..., 0]
+    full_charge = bids * at_bid
+    payments = (full_charge - integral).clamp_min(0).minimum(full_charge)
+    return torch.where(competing > 0, payments, torch.zeros_like(payments)), full_charge
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_share_kernel_payments_equal_the_allocation_curve_quadrature(seed):
+    generator = torch.Generator().manual_seed(seed)
+    auctions, agents, vocab = 3, 1 + seed % 3, 37
+    logprobs = torch.log_softmax(
+        torch.randn(auctions, agents + 1, vocab, generator=generator, dtype=torch.float64) * 3, -1
+    )
+    logprobs[:, 1:, : vocab // 4] = -math.inf  # tokens an advertiser vetoes (floored)
+    # Weights over six decades, one advertiser alone (B = 0 when the user's weight is 0 too)
+    # and bids far above the ladder's top (its tail panels).
+    raw = 10.0 ** (6 * torch.rand(auctions, agents + 1, generator=generator) - 3).double()
+    raw[0, 0] = 0.0
+    raw[0, 2:] = 0.0
+    raw[1, 1] = 500.0 * raw[1].sum()
+    expected, ceiling = ladder_payments_by_allocation_curve(logprobs, raw, nodes=64)
+    actual = numerical_second_price_payments(logprobs, raw, "log_linear", nodes=64)
+    # Same quadrature, logits formed as r + t (f - r) instead of (sum_j w_j f_j + z f_i) / (B + z)
+    # and exponentiated base 2: float64 rounding of each x (about 1e-15), summed over ~100 nodes
+    # and relative to the charge ceiling b x(b). 300 random instances over 16 decades of
+    # weights differed by at most 1.4e-13 of b x(b); 1e-11 leaves margin for other CPUs.
+    assert torch.all((actual - expected).abs() <= 1e-11 * ceiling)
+    if agents == 1:  # alone, against a user weight of 0: B = 0, nobody to pay for
+        assert actual[0, 0] == 0.0
 
 
 def test_no_auction_gives_no_payment():

@@ -30,11 +30,11 @@ payment for :math:`i` as the full auction, at a cost that does not grow with n. 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
+from market_sim.mechanisms.log_linear_shares import log_linear_share_allocations
 from market_sim.mechanisms.token_auction import (
     LOG_PROB_FLOOR,
     TokenAuctionRule,
@@ -56,16 +56,6 @@ ELEMENT_BUDGET = 2**22
 """Float64 elements per batch of counterfactual rows (bounds memory at about 32 MB)."""
 
 QUADRATURE_CHUNK = 16
-
-LOG2_E = math.log2(math.e)
-"""log2(e): exp(l) = 2^(l log2 e)."""
-
-EXP2_LANES = 16
-"""Float64 elements per iteration of torch's vectorized CPU loop (two 512-bit vectors): rows
-padded to a multiple of it leave no element to the scalar loop."""
-
-SHARE_BLOCK_ELEMENTS = 2**18
-"""Float64 elements of one pass of the log-linear share evaluation (2 MB: stays in cache)."""
 
 
 @dataclass(frozen=True)
@@ -413,65 +403,21 @@ class TokenAuctionCounterfactual:
             rest: ``[S, V]`` the rest's floored log-probabilities.
             report: ``[S, V]`` the agent's reported log-probabilities.
             true_probs: ``[S, V]`` its true probabilities.
-            shares: ``[N]`` shares t in [0, 1).
+            shares: ``[N]`` shares t in [0, 1), the same at every step.
             true_count: The last ``true_count`` shares also need the true allocation.
 
         Returns:
-            ``([S, N], [S, true_count])``: reported and true allocations, in [0, 1].
+            ``([S, N], [S, true_count])``: reported and true allocations, in [0, 1]
+            (:func:`~market_sim.mechanisms.log_linear_shares.log_linear_share_allocations`).
         """
-        steps, vocab = rest.shape
-        # Base-2 logits: exp(l) = 2^(l log2 e), and torch's float64 exp2 is 3.5x faster than
-        # its exp on CPU (0.43 against 1.47 ns per element, one thread, AVX-512). Scaling the
-        # two [S, V] inputs once costs no pass over a block; the rounded scale moves each
-        # e_v by at most |l| log2(e) 2^-53 ln 2, under 4e-15 relative for l >= ln(1e-12).
-        # Rows are padded to a multiple of EXP2_LANES columns (logit 0, left out of every sum):
-        # torch's vectorized exp2 and its scalar loop for a block's last elements can differ by
-        # an ulp, so without the padding a share's numbers would depend on its block's shape.
-        padded = -(-vocab // EXP2_LANES) * EXP2_LANES
-        rest_base2 = rest.new_zeros(steps, padded)
-        slope_base2 = rest.new_zeros(steps, padded)
-        torch.mul(rest, LOG2_E, out=rest_base2[:, :vocab])
-        torch.mul(report.clamp_min(LOG_PROB_FLOOR) - rest, LOG2_E, out=slope_base2[:, :vocab])
-        reported_probs = report.exp()
-        # Per (step, share): Z, sum_v |e_v - Z p~_v| and, for the bids, TV(q, p); the
-        # allocations are formed from them after the loop (fewer tensor calls per block).
-        totals = torch.empty(steps, len(shares), dtype=torch.float64, device=rest.device)
-        gaps = torch.empty_like(totals)
-        true_distances = torch.empty(steps, true_count, dtype=torch.float64, device=rest.device)
-        first_true = len(shares) - true_count
-        block = max(1, SHARE_BLOCK_ELEMENTS // padded)
-        # One reused [block, V] buffer: a fresh tensor per step is a fresh mapping whose page
-        # faults cost about 4x the multiply-add that fills it. (Several steps per block, where
-        # the shares are few, measured no faster.)
-        buffer = torch.empty(
-            min(block, len(shares)), padded, dtype=torch.float64, device=rest.device
+        return log_linear_share_allocations(
+            rest,
+            report,
+            shares.unsqueeze(0).expand(rest.shape[0], -1),
+            LOG_PROB_FLOOR,
+            true_probs,
+            true_count,
         )
-        for step in range(steps):
-            for start in range(0, len(shares), block):
-                part = shares[start : start + block]
-                stop = start + len(part)
-                # Logits are convex combinations of floored log-probabilities, in
-                # [LOG_PROB_FLOOR, 0]: exp cannot overflow or underflow, so the softmax needs
-                # no max shift. Unnormalized e = exp(logits), Z = sum_v e_v, q = e / Z.
-                rows = buffer[: len(part)]
-                torch.addcmul(rest_base2[step], part[:, None], slope_base2[step], out=rows)
-                unnormalized = rows.exp2_()[:, :vocab]
-                total = torch.sum(unnormalized, -1, out=totals[step, start:stop]).unsqueeze(-1)
-                if stop > first_true:
-                    skip = max(first_true - start, 0)
-                    offset = max(start - first_true, 0)
-                    own = unnormalized[skip:] / total[skip:]
-                    true_distances[step, offset : offset + len(own)] = total_variation(
-                        own, true_probs[step]
-                    )
-                # TV(q, p~) = sum_v |e_v - Z p~_v| / (2 Z), in place (p~ sums to 1 only within
-                # float32 rounding of the sharpened report, so the shortcut
-                # sum_v min(q_v, p~_v) would differ by 1e-7).
-                gap = unnormalized.addcmul_(total, reported_probs[step], value=-1.0).abs_()
-                torch.sum(gap, -1, out=gaps[step, start:stop])
-        reported_x = 1.0 - 0.5 * gaps / totals
-        true_x = 1.0 - true_distances
-        return reported_x.clamp(0.0, 1.0), true_x.clamp(0.0, 1.0)
 
     def _evaluate_chunk(
         self,
