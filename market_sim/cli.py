@@ -113,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="folder for samples.parquet and shares.parquet (default results/<name>-seed<seed>)",
     )
+    add_force_argument(sweep, "lambda-sweep")
 
     convergence = commands.add_parser(
         "convergence", help="MOSAIC: distance to pi* as the number of candidates M grows"
@@ -123,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="folder for convergence.parquet (default results/<name>-seed<seed>)",
     )
+    add_force_argument(convergence, "convergence")
 
     add_sweep_parsers(commands)
     add_eva_parsers(commands)
@@ -231,6 +233,17 @@ def add_eva_parsers(commands: argparse._SubParsersAction) -> None:
             type=Path,
             help=f"folder for {results} (default results/<name>-{parser.prog.split()[-1]})",
         )
+        add_force_argument(parser, parser.prog.split()[-1])
+
+
+def add_force_argument(parser: argparse.ArgumentParser, command: str) -> None:
+    """``--force``: write into a folder holding other results (see :func:`checked_result_dir`)."""
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help=f"write the {command} results into a folder holding another command's results or "
+        "results of a different resolved scenario",
+    )
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
@@ -377,6 +390,24 @@ def checked_out_dir(out: Path | None, default: Path) -> Path:
     return out_dir
 
 
+def checked_result_dir(args: argparse.Namespace, scenario, command: str, default: Path) -> Path:
+    """``--out`` (else ``default``): writable, and not holding other results unless ``--force``.
+
+    Other results are another command's (``eva`` into a run's folder) or this command's for a
+    different resolved scenario (:func:`~market_sim.scenario.output_folder.check_result_folder`);
+    the same scenario's are resumed or rewritten.
+    """
+    from market_sim.scenario import ScenarioError, dump_scenario_toml
+    from market_sim.scenario.output_folder import check_result_folder
+
+    out_dir = checked_out_dir(args.out, default)
+    try:
+        check_result_folder(out_dir, command, dump_scenario_toml(scenario), args.force)
+    except ScenarioError as error:
+        raise UsageError(str(error)) from None
+    return out_dir
+
+
 def checked_run_dir(args: argparse.Namespace, scenario) -> Path:
     """The run's folder: writable, and not holding a run of a different resolved scenario.
 
@@ -502,14 +533,15 @@ def command_lambda_sweep(args: argparse.Namespace) -> None:
             f"mechanism.kind: the lambda sweep needs 'token_auction', got "
             f"'{scenario.mechanism.kind}'"
         )
-    out_dir = checked_out_dir(args.out, Path("results") / f"{scenario.name}-seed{scenario.seed}")
+    default = Path("results") / f"{scenario.name}-seed{scenario.seed}"
+    out_dir = checked_result_dir(args, scenario, "lambda-sweep", default)
     lm = load_scenario_model(scenario, args.threads)
     from market_sim.experiments.lambda_sweep import run_lambda_sweep
     from market_sim.results.report import format_shares
 
     _, shares = run_lambda_sweep(scenario, lm, out_dir)
     print(format_shares(shares))
-    print(f"\nresults: {out_dir}/ (samples.parquet, shares.parquet)")
+    print(f"\nresults: {out_dir}/ (samples.parquet, shares.parquet, provenance.json)")
 
 
 def command_convergence(args: argparse.Namespace) -> None:
@@ -521,7 +553,8 @@ def command_convergence(args: argparse.Namespace) -> None:
             f"mechanism.kind: the convergence experiment needs 'mosaic', got "
             f"'{scenario.mechanism.kind}'"
         )
-    out_dir = checked_out_dir(args.out, Path("results") / f"{scenario.name}-seed{scenario.seed}")
+    default = Path("results") / f"{scenario.name}-seed{scenario.seed}"
+    out_dir = checked_result_dir(args, scenario, "convergence", default)
     lm = load_scenario_model(scenario, args.threads)
     from market_sim.experiments.mosaic_convergence import run_convergence, summarize_convergence
 
@@ -578,7 +611,7 @@ def command_eva(args: argparse.Namespace) -> None:
     from market_sim.eva.experiment import EVA_FILE, run_eva
 
     scenario, seeds = eva_inputs(args, check_heldout=True)
-    out_dir = checked_out_dir(args.out, Path("results") / f"{scenario.name}-eva")
+    out_dir = checked_result_dir(args, scenario, "eva", Path("results") / f"{scenario.name}-eva")
     lm = load_scenario_model(scenario, args.threads)
     try:
         result = run_eva(
@@ -615,7 +648,8 @@ def command_audit(args: argparse.Namespace) -> None:
     from market_sim.eva.audit import AUDIT_TOP_FILE, run_audit, top_report
 
     scenario, seeds = eva_inputs(args)
-    out_dir = checked_out_dir(args.out, Path("results") / f"{scenario.name}-audit")
+    default = Path("results") / f"{scenario.name}-audit"
+    out_dir = checked_result_dir(args, scenario, "audit", default)
     lm = load_scenario_model(scenario, args.threads)
     try:
         table = run_audit(scenario, lm, args.generations, seeds, out_dir)

@@ -207,6 +207,31 @@ def run_provenance(lm: LanguageModel, reference: str, scenario_toml: str) -> dic
     }
 
 
+PROVENANCE_FILE = "provenance.json"
+"""What an experiment folder (eva, audit, convergence, lambda sweep) records of how it was made."""
+
+
+def write_provenance(
+    out_dir: Path, lm: LanguageModel, scenario_toml: str, reference: str, **settings: Any
+) -> None:
+    """Write :data:`PROVENANCE_FILE`: :func:`run_provenance`'s tables and the command's settings.
+
+    A run records these in ``summary.json``; the experiment commands, whose summaries are
+    tables of their own, record them here, next to the ``scenario.toml`` they hash.
+
+    Args:
+        out_dir: The experiment's folder.
+        lm: The loaded model the experiment used.
+        scenario_toml: The resolved scenario text it wrote.
+        reference: The scenario's model reference (``model.path``).
+        **settings: The command's own settings outside the scenario (seeds, generations).
+    """
+    from market_sim.results.files import atomic_write_json
+
+    record = {"settings": settings, **run_provenance(lm, reference, scenario_toml)}
+    atomic_write_json(out_dir / PROVENANCE_FILE, record)
+
+
 def version_line() -> str:
     """``market-sim X (git <commit>)`` for ``--version``; the commit only from a checkout."""
     commit = git_state()["git_commit"]

@@ -164,6 +164,62 @@ def test_run_refuses_the_folder_of_an_eva_output(tmp_path, random_model_dir, cap
     assert (out / "queries.parquet").read_bytes() == b"the evolved pool"
 
 
+SHIPPED = Path(__file__).resolve().parent.parent / "scenarios"
+
+
+@pytest.mark.parametrize(
+    ("command", "scenario_file", "extra"),
+    [
+        ("eva", "eva_queries.toml", ["--generations", "1"]),
+        ("audit", "eva_queries.toml", ["--generations", "1"]),
+        ("convergence", "mosaic_convergence.toml", []),
+        ("lambda-sweep", "hawaii_lambda_sweep.toml", []),
+    ],
+)
+def test_experiments_refuse_a_run_folder_before_any_work(
+    command, scenario_file, extra, tmp_path, capsys
+):
+    scenario = SHIPPED / scenario_file  # the folder is checked before its model loads
+    out = tmp_path / "run-out"
+    out.mkdir()
+    (out / "rounds.parquet").write_bytes(b"the run's rounds")
+    (out / "scenario.toml").write_text("the run's scenario")
+    argv = [command, str(scenario), *extra, "--out", str(out), "--no-progress"]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert f"--out: '{out}' holds another command's results (rounds.parquet)" in error
+    assert "--force" in error
+    assert (out / "rounds.parquet").read_bytes() == b"the run's rounds"
+    assert (out / "scenario.toml").read_text() == "the run's scenario"
+
+
+def test_eva_refuses_eva_results_of_a_different_scenario(tmp_path, capsys):
+    scenario = SHIPPED / "eva_queries.toml"
+    out = tmp_path / "eva-out"
+    out.mkdir()
+    (out / "eva.parquet").write_bytes(b"rows of another eva")
+    (out / "scenario.toml").write_text("rounds = 9\n")
+    assert main(["eva", str(scenario), "--generations", "1", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"market-sim: error: --out: '{out}' holds eva results of a different resolved scenario "
+        "(scenario.toml differs); choose another --out, or pass --force to overwrite them\n"
+    )
+    assert (out / "eva.parquet").read_bytes() == b"rows of another eva"
+
+
+def test_result_folder_of_the_same_scenario_or_forced_is_accepted(tmp_path):
+    from market_sim.scenario.output_folder import check_result_folder
+
+    out = tmp_path / "audit-out"
+    out.mkdir()
+    (out / "audit.parquet").write_bytes(b"rows")
+    (out / "scenario.toml").write_text("the same\n")
+    check_result_folder(out, "audit", "the same\n", force=False)  # resume or rewrite
+    check_result_folder(out, "eva", "another\n", force=True)
+    check_result_folder(tmp_path / "missing", "eva", "any\n", force=False)
+
+
 def test_console_script_entry_point(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "market_sim.cli", "run", str(tmp_path / "x.toml")],
@@ -313,8 +369,8 @@ def test_run_folder_of_a_different_scenario_needs_force(tmp_path, random_model_d
     capsys.readouterr()
     assert main([*base, "--seed", "9"]) == 2
     assert capsys.readouterr().err == (
-        f"market-sim: error: --out: '{out}' holds a run of a different resolved scenario "
-        "(scenario.toml differs); choose another --out, or pass --force to overwrite it\n"
+        f"market-sim: error: --out: '{out}' holds run results of a different resolved scenario "
+        "(scenario.toml differs); choose another --out, or pass --force to overwrite them\n"
     )
     assert (out / "scenario.toml").read_text() == first
     assert main(base) == 0  # the same resolved scenario: a rerun is fine

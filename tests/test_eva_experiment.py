@@ -35,6 +35,7 @@ from market_sim.eva.experiment import (
 from market_sim.eva.stream import EvaQueryStream
 from market_sim.lm.model import LanguageModel
 from market_sim.plugins import build_platform
+from market_sim.provenance import scenario_sha256
 from market_sim.run import run_scenario
 from market_sim.scenario import load_scenario, scenario_from_dict
 
@@ -185,6 +186,15 @@ def test_eva_run_writes_both_methods_per_generation(eva_run):
     assert summary["heldout_reward_mean"]["eva"] == pytest.approx(eva["heldout_reward"].to_list())
     assert load_scenario(out / "scenario.toml") == scenario
     assert pl.read_parquet(out / QUERIES_FILE).equals(result.queries)
+
+
+def test_eva_records_how_it_was_made(eva_run):
+    _, _, out, _ = eva_run
+    record = json.loads((out / "provenance.json").read_text(encoding="utf-8"))
+    assert record["settings"] == {"seeds": [0], "generations": GENERATIONS}
+    scenario_toml = (out / "scenario.toml").read_text(encoding="utf-8")
+    assert record["provenance"]["scenario_sha256"] == scenario_sha256(scenario_toml)
+    assert record["provenance"]["model"]["weights_sha256"]
 
 
 def test_eva_lineage_keeps_heldout_queries_out(eva_run):

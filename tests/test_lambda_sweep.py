@@ -1,5 +1,7 @@
 """The lambda sweep on the bundled LM: brand shares move with the bid share."""
 
+import json
+import tomllib
 from pathlib import Path
 
 import polars as pl
@@ -7,7 +9,8 @@ import pytest
 
 from market_sim.experiments.lambda_sweep import mention_category, run_lambda_sweep, share_table
 from market_sim.lm.model import LanguageModel
-from market_sim.scenario import load_scenario
+from market_sim.provenance import scenario_sha256, software_versions
+from market_sim.scenario import load_scenario, scenario_from_dict
 
 SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "hawaii_lambda_sweep.toml"
 
@@ -51,6 +54,14 @@ def test_brand_shares_follow_lambda(bundled_lm, tmp_path):
     samples, shares = run_lambda_sweep(scenario, bundled_lm, tmp_path)
     assert (tmp_path / "samples.parquet").is_file() and (tmp_path / "shares.parquet").is_file()
     assert samples.height == 2 * 3 * 32
+    # What recomputes the figures: the resolved scenario, and its hash, the weights' hashes and
+    # the versions in provenance.json.
+    scenario_toml = (tmp_path / "scenario.toml").read_text(encoding="utf-8")
+    assert scenario_from_dict(tomllib.loads(scenario_toml)) == scenario
+    record = json.loads((tmp_path / "provenance.json").read_text(encoding="utf-8"))
+    assert record["provenance"]["scenario_sha256"] == scenario_sha256(scenario_toml)
+    assert record["provenance"]["model"]["weights_sha256"]
+    assert record["versions"] == software_versions()
     for aggregation in ("linear", "log_linear"):
         table = shares.filter(pl.col("aggregation") == aggregation).sort("lambda")
         only_alpha = table["share_only_first"].to_list()

@@ -52,6 +52,7 @@ from market_sim.lm.model import LanguageModel
 from market_sim.market.valuations import expected_valuation
 from market_sim.platform.base import Bidder, Platform, Report
 from market_sim.plugins import MechanismConfig, build_platform, mechanism_choices
+from market_sim.provenance import write_provenance
 from market_sim.results import atomic_write, atomic_write_json, atomic_write_text
 from market_sim.scenario.load import dump_scenario_toml
 from market_sim.scenario.schema import AuditConfig, Scenario
@@ -257,8 +258,11 @@ def run_audit(
     ]
     table = pl.concat(frames).sort("mechanism", "method", "seed", "query_id")
     if out_dir is not None:
-        atomic_write_text(out_dir / "scenario.toml", dump_scenario_toml(scenario))
+        scenario_toml = dump_scenario_toml(scenario)
+        atomic_write_text(out_dir / "scenario.toml", scenario_toml)
         atomic_write(out_dir / AUDIT_FILE, table.write_parquet)
         report = top_report(table, audit.top)
         atomic_write_json(out_dir / AUDIT_TOP_FILE, report)
+        settings = {"seeds": list(seeds), "generations": generations}
+        write_provenance(out_dir, lm, scenario_toml, scenario.model.path, **settings)
     return table

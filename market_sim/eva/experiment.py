@@ -56,6 +56,7 @@ from market_sim.eva.solver import best_worst_pairs, reward_spread, sample_and_sc
 from market_sim.lm.model import LanguageModel
 from market_sim.lm.preference import DPOResult, dpo_fine_tune
 from market_sim.progress import progress_range
+from market_sim.provenance import write_provenance
 from market_sim.results import QUERIES_FILE, atomic_write, atomic_write_json, atomic_write_text
 from market_sim.scenario.load import dump_scenario_toml
 from market_sim.scenario.schema import EvaConfig, Scenario
@@ -411,6 +412,8 @@ def run_eva(
         atomic_write(out_dir / EVA_FILE, table.write_parquet)
         summary = summarize_eva(table, scenario, generations)
         atomic_write_json(out_dir / SUMMARY_FILE, summary)
+        settings = {"seeds": list(seeds), "generations": generations}
+        write_provenance(out_dir, lm, scenario_toml, scenario.model.path, **settings)
     return EvaResult(table, queries)
 
 

@@ -17,8 +17,10 @@ from market_sim.mechanisms.token_auction import TokenAuctionRule
 from market_sim.platform.base import Bidder, Report
 from market_sim.platform.token_auction import TokenAuctionPlatform
 from market_sim.plugins.token_auction import TokenAuctionConfig
+from market_sim.provenance import write_provenance
 from market_sim.results import atomic_write
-from market_sim.scenario import Scenario
+from market_sim.results.files import atomic_write_text
+from market_sim.scenario import Scenario, dump_scenario_toml
 
 MENTION_CATEGORIES = ("only_first", "only_second", "both", "neither")
 AUCTIONS_PER_BATCH = 128
@@ -44,7 +46,8 @@ def run_lambda_sweep(
     Args:
         scenario: A scenario with exactly two advertisers and a ``[lambda_sweep]`` table.
         lm: The platform LM.
-        out_dir: If given, ``samples.parquet`` and ``shares.parquet`` are written there.
+        out_dir: If given, ``samples.parquet``, ``shares.parquet``, the resolved
+            ``scenario.toml`` and ``provenance.json`` are written there.
 
     Returns:
         ``(samples, shares)``: one row per reply; one row per (aggregation, lambda) with the
@@ -102,8 +105,11 @@ def run_lambda_sweep(
     shares = share_table(samples)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
+        scenario_toml = dump_scenario_toml(scenario)
+        atomic_write_text(out_dir / "scenario.toml", scenario_toml)
         atomic_write(out_dir / "samples.parquet", samples.write_parquet)
         atomic_write(out_dir / "shares.parquet", shares.write_parquet)
+        write_provenance(out_dir, lm, scenario_toml, scenario.model.path)
     return samples, shares
 
 

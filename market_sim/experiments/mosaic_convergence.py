@@ -32,6 +32,7 @@ from market_sim.lm.model import LanguageModel, complete_reply
 from market_sim.market.valuations import expected_valuation
 from market_sim.mechanisms.mosaic_output_distribution import convergence_curve
 from market_sim.platform.candidate_scoring import draw_candidates, score_replies
+from market_sim.provenance import write_provenance
 from market_sim.results import atomic_write, atomic_write_json, atomic_write_text
 from market_sim.scenario import Scenario
 from market_sim.scenario.load import dump_scenario_toml
@@ -167,8 +168,10 @@ def run_convergence(
     table = pl.DataFrame(rows).sort("query", "proposal", "candidates", maintain_order=True)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / "scenario.toml", dump_scenario_toml(scenario))
+        scenario_toml = dump_scenario_toml(scenario)
+        atomic_write_text(out_dir / "scenario.toml", scenario_toml)
         atomic_write(out_dir / CONVERGENCE_FILE, table.write_parquet)
         summary = summarize_convergence(table)
         atomic_write_json(out_dir / SUMMARY_FILE, summary)
+        write_provenance(out_dir, lm, scenario_toml, scenario.model.path)
     return table

@@ -26,8 +26,16 @@ RUN_FILE_NAMES = frozenset(
     }
 )
 """What a run folder holds (``figures`` is where ``market-sim plot`` draws)."""
-OTHER_OUTPUT_FILES = ("eva.parquet", "eva_summary.json", "audit.parquet", "runs.parquet")
-"""Files of ``eva``, ``audit`` and ``sweep`` outputs, whose folders hold a ``scenario.toml`` too."""
+COMMAND_FILES: dict[str, tuple[str, ...]] = {
+    "run": ("rounds.parquet", "agents.parquet", "summary.json"),
+    "eva": ("eva.parquet", "eva_summary.json"),
+    "audit": ("audit.parquet", "audit_top.json"),
+    "sweep": ("runs.parquet", "sweep.json"),
+    "convergence": ("convergence.parquet", "convergence_summary.json"),
+    "lambda-sweep": ("samples.parquet", "shares.parquet"),
+}
+"""The files that mark a folder as holding each command's results (each such folder holds a
+``scenario.toml`` too)."""
 TEMPORARY_NAME = re.compile(r"\..+\.tmp")
 """Temporary files of interrupted atomic writes (``.<name>.<random>.tmp``)."""
 
@@ -62,35 +70,42 @@ def check_writable_folder(folder: Path, option: str = "--out") -> None:
     os.rmdir(probe)
 
 
-def check_run_folder(folder: Path, scenario_toml: str, force: bool) -> list[str]:
-    """Refuse to overwrite a run of a different resolved scenario; list unrelated files.
+def check_result_folder(folder: Path, command: str, scenario_toml: str, force: bool) -> None:
+    """Refuse to write ``command``'s results over another command's or another scenario's.
 
-    A folder whose ``scenario.toml`` equals ``scenario_toml`` byte for byte holds a run of the
-    same resolved scenario: rerunning it writes the same results (runs are deterministic).
+    A folder whose ``scenario.toml`` equals ``scenario_toml`` byte for byte holds results of the
+    same resolved scenario: writing them again gives the same results (runs are deterministic),
+    and an interrupted command resumes there.
 
     Args:
-        folder: The run's output folder (need not exist).
-        scenario_toml: The resolved scenario the run will write (``dump_scenario_toml``).
-        force: Overwrite a different run anyway (``--force``).
-
-    Returns:
-        Names of entries in ``folder`` that a run does not write (for a warning).
+        folder: The output folder (need not exist).
+        command: The writing command, a key of :data:`COMMAND_FILES`.
+        scenario_toml: The resolved scenario the command will write (``dump_scenario_toml``).
+        force: Write there anyway (``--force``).
 
     Raises:
-        ScenarioError: ``folder`` holds a run of a different resolved scenario and not ``force``.
+        ScenarioError: ``folder`` holds another command's results, or results of a different
+            resolved scenario, and not ``force``.
     """
     path = Path(folder)
-    if not path.is_dir():
-        return []
-    other = [name for name in OTHER_OUTPUT_FILES if (path / name).is_file()]
-    if other and not force:
+    if not path.is_dir() or force:
+        return
+    other = [
+        name
+        for owner, names in COMMAND_FILES.items()
+        if owner != command
+        for name in names
+        if (path / name).is_file()
+    ]
+    if other:
         raise ScenarioError(
             "--out",
-            f"'{path}' holds another command's results ({', '.join(other)}), not a run; "
-            "choose another --out, or pass --force to write the run there anyway",
+            f"'{path}' holds another command's results ({', '.join(other)}), not {command} "
+            f"results; choose another --out, or pass --force to write the {command} results "
+            "there anyway",
         )
     previous = path / SCENARIO_FILE
-    if previous.is_file() and not force:
+    if previous.is_file():
         try:
             same = previous.read_text(encoding="utf-8") == scenario_toml
         except (OSError, UnicodeDecodeError):
@@ -98,9 +113,22 @@ def check_run_folder(folder: Path, scenario_toml: str, force: bool) -> list[str]
         if not same:
             raise ScenarioError(
                 "--out",
-                f"'{path}' holds a run of a different resolved scenario ({SCENARIO_FILE} "
-                "differs); choose another --out, or pass --force to overwrite it",
+                f"'{path}' holds {command} results of a different resolved scenario "
+                f"({SCENARIO_FILE} differs); choose another --out, or pass --force to "
+                "overwrite them",
             )
+
+
+def check_run_folder(folder: Path, scenario_toml: str, force: bool) -> list[str]:
+    """:func:`check_result_folder` for ``run``; also lists the files a run does not write.
+
+    Returns:
+        Names of entries in ``folder`` that a run does not write (for a warning).
+    """
+    check_result_folder(folder, "run", scenario_toml, force)
+    path = Path(folder)
+    if not path.is_dir():
+        return []
     return sorted(
         entry.name
         for entry in path.iterdir()
