@@ -93,21 +93,30 @@ class PlotCommand:
 
     def run(self, args: argparse.Namespace) -> None:
         """Draw the figures; a token-auction run also gets its token-ownership figure."""
+        import polars as pl
+
+        from analysis.load import DamagedResultError, first_line
         from analysis.metrics import said_warnings
         from analysis.plots import NoResultsError, plot_all
         from analysis.tokens import plot_run_tokens
-        from market_sim.cli import UsageError
+        from market_sim.cli import UsageError, checked_out_dir
 
+        if args.dir.is_file():
+            raise UsageError(f"{args.dir}: a file, not a folder of results")
         if not args.dir.is_dir():
             raise UsageError(f"{args.dir}: no such folder")
-        out_dir = args.out or args.dir / "figures"
+        out_dir = checked_out_dir(args.out, args.dir / "figures")
         try:
             paths, messages = said_warnings(lambda: plot_all(args.dir, out_dir))
-        except NoResultsError as error:
+        except (NoResultsError, DamagedResultError) as error:
             raise UsageError(str(error)) from None
         for message in messages:
             print(f"market-sim: warning: {message}", file=sys.stderr)
-        paths += plot_run_tokens(args.dir, out_dir)  # a token-auction run: who wrote each token
+        try:  # a token-auction run: who wrote each token
+            paths += plot_run_tokens(args.dir, out_dir)
+        except (pl.exceptions.PolarsError, OSError) as error:
+            message = f"{args.dir}: its rounds cannot be read ({first_line(error)})"
+            raise UsageError(message) from None
         print(f"{len(paths)} figures in {out_dir}/:")
         for path in paths:
             print(f"  {path}")

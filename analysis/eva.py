@@ -34,7 +34,7 @@ from pathlib import Path
 
 import polars as pl
 
-from analysis.load import Paths, as_paths
+from analysis.load import Paths, as_paths, read_result_parquet
 from analysis.stats import CONFIDENCE, mean_ci
 
 EVA_FILE = "eva.parquet"
@@ -78,7 +78,7 @@ def _read(paths: Paths, name: str) -> pl.DataFrame:
         file = _result_file(path, name)
         if not file.is_file():
             raise FileNotFoundError(f"{file}: no such file ({name} expected)")
-        frame = pl.read_parquet(file)
+        frame = read_result_parquet(file)
         frames.append(frame.with_columns(pl.lit(str(file.resolve().parent)).alias("source")))
     return pl.concat(frames, how="diagonal_relaxed")
 

@@ -67,6 +67,37 @@ class Results:
     scenarios: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
+class DamagedResultError(ValueError):
+    """A result file that exists but cannot be read; the message names it, on one line."""
+
+
+def first_line(error: BaseException) -> str:
+    """``Type: first line of the message`` of an exception."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def read_result_parquet(path: Path) -> pl.DataFrame:
+    """``pl.read_parquet(path)``; a damaged file raises :class:`DamagedResultError`."""
+    try:
+        return pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as error:
+        raise DamagedResultError(
+            f"{path}: not a readable parquet file ({first_line(error)})"
+        ) from None
+
+
+def read_result_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; damaged or not an object: :class:`DamagedResultError`."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DamagedResultError(f"{path}: not readable JSON ({first_line(error)})") from None
+    if not isinstance(record, dict):
+        raise DamagedResultError(f"{path}: holds a JSON {type(record).__name__}, not an object")
+    return record
+
+
 def as_paths(paths: Paths) -> list[Path]:
     """One path or many, as a list of paths."""
     if isinstance(paths, str | Path):
@@ -103,7 +134,7 @@ def flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
     """A run's ``summary.json``, flattened, plus ``run_path``."""
-    summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+    summary = read_result_json(run_dir / SUMMARY_FILE)
     return {**flatten(summary), "run_path": str(run_dir)}
 
 
@@ -112,7 +143,10 @@ def read_scenario(run_dir: Path) -> dict[str, Any]:
     path = run_dir / SCENARIO_FILE
     if not path.is_file():
         return {}
-    return flatten(tomllib.loads(path.read_text(encoding="utf-8")))
+    try:
+        return flatten(tomllib.loads(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise DamagedResultError(f"{path}: not readable TOML ({first_line(error)})") from None
 
 
 def frame_from_records(records: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
@@ -125,11 +159,11 @@ def frame_from_records(records: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
 
 def read_sweep(sweep_dir: Path) -> tuple[pl.DataFrame, list[str]]:
     """A sweep's runs table (with ``run_path`` and ``sweep`` columns) and its grid keys."""
-    runs = pl.read_parquet(sweep_dir / RUNS_FILE)
+    runs = read_result_parquet(sweep_dir / RUNS_FILE)
     manifest_path = sweep_dir / MANIFEST_FILE
     grid_keys: list[str] = []
     if manifest_path.is_file():
-        grid_keys = list(json.loads(manifest_path.read_text(encoding="utf-8")).get("grid", {}))
+        grid_keys = list(read_result_json(manifest_path).get("grid", {}))
     runs = runs.with_columns(
         pl.col("run_dir").map_elements(lambda d: str(sweep_dir / d), pl.String).alias("run_path"),
         pl.lit(str(sweep_dir)).alias("sweep"),
@@ -232,7 +266,7 @@ def load_run_files(
     for run_path in runs["run_path"].to_list():
         path = Path(run_path) / table.file
         if path.is_file():
-            frame = typed(pl.read_parquet(path), table)
+            frame = typed(read_result_parquet(path), table)
             frames.append(frame.with_columns(pl.lit(run_path).alias("run_path")))
     if not frames:
         return pl.DataFrame({"run_path": []}, schema={"run_path": pl.String})
@@ -253,7 +287,7 @@ def load_shares(paths: Paths) -> pl.DataFrame:
     for root in as_paths(paths):
         for path in sorted(Path(root).resolve().rglob(SHARES_FILE)):
             frames.append(
-                pl.read_parquet(path).with_columns(pl.lit(str(path.parent)).alias("source"))
+                read_result_parquet(path).with_columns(pl.lit(str(path.parent)).alias("source"))
             )
     if not frames:
         return pl.DataFrame()
@@ -266,7 +300,7 @@ def load_convergence(paths: Paths) -> pl.DataFrame:
     for root in as_paths(paths):
         for path in sorted(Path(root).resolve().rglob(CONVERGENCE_GLOB)):
             frames.append(
-                pl.read_parquet(path).with_columns(pl.lit(str(path.parent)).alias("source"))
+                read_result_parquet(path).with_columns(pl.lit(str(path.parent)).alias("source"))
             )
     if not frames:
         return pl.DataFrame()

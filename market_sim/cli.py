@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn, Protocol
 
+from market_sim.config.bounds import MAX_SAMPLES, MAX_TEMPERATURE, MIN_TEMPERATURE, SEED_MAX
 from market_sim.process_lifetime import INTERRUPTED_EXIT_STATUS, terminate_as_interrupt
 
 USAGE_ERROR = 2
@@ -58,6 +59,19 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """Raise the error as a :class:`UsageError` (``main`` prints it in one line)."""
         raise UsageError(message)
+
+
+MAX_TRAIN_STEPS = 10**7
+"""Largest ``lm train --steps`` (the bundled recipe takes a few thousand)."""
+
+MAX_NEW_TOKENS = 65_536
+"""Largest ``lm generate --max-new-tokens`` before the model's own position limit is checked."""
+
+
+def check_int_option(option: str, value: int | None, low: int, high: int) -> None:
+    """An integer option (None: not given) between ``low`` and ``high``, else UsageError."""
+    if value is not None and not low <= value <= high:
+        raise UsageError(f"{option}: must be between {low} and {high}, got {value}")
 
 
 def check_threads(threads: int) -> None:
@@ -671,6 +685,8 @@ def command_lm(args: argparse.Namespace) -> None:
         command_lm_get(args)
         return
     if args.lm_command == "train":
+        check_int_option("--steps", args.steps, 1, MAX_TRAIN_STEPS)
+        check_int_option("--seed", args.seed, 0, SEED_MAX)
         out_dir = checked_train_dir(args.out)
         from market_sim.lm.tiny import train_tiny_lm
 
@@ -680,6 +696,14 @@ def command_lm(args: argparse.Namespace) -> None:
         return
     from market_sim.prompting import prompt_builder
 
+    check_int_option("--samples", args.samples, 1, MAX_SAMPLES)
+    check_int_option("--max-new-tokens", args.max_new_tokens, 1, MAX_NEW_TOKENS)
+    check_int_option("--seed", args.seed, 0, SEED_MAX)
+    if not MIN_TEMPERATURE <= args.temperature <= MAX_TEMPERATURE:  # NaN fails both
+        raise UsageError(
+            f"--temperature: must be between {MIN_TEMPERATURE:g} and {MAX_TEMPERATURE:g}, "
+            f"got {args.temperature}"
+        )
     keys = ("--model", "--device", "dtype")  # dtype is always auto here: never reported
     lm = load_checked_model(args.model, args.device or "auto", threads=args.threads, keys=keys)
     try:
@@ -687,6 +711,13 @@ def command_lm(args: argparse.Namespace) -> None:
     except ValueError as error:
         raise UsageError(f"--prompt-format: {error}") from None
     prompt = args.prompt if args.prompt is not None else builder(args.query, args.sponsor)
+    prompt_tokens = len(lm.encode(prompt))
+    if lm.max_positions is not None and prompt_tokens + args.max_new_tokens > lm.max_positions:
+        raise UsageError(
+            f"--max-new-tokens: the prompt ({prompt_tokens} tokens) and the reply must fit the "
+            f"model's {lm.max_positions} positions: at most "
+            f"{max(lm.max_positions - prompt_tokens, 0)}, got {args.max_new_tokens}"
+        )
     samples = lm.sample([prompt] * args.samples, args.max_new_tokens, args.temperature, args.seed)
     print(prompt)
     for tokens in samples:
@@ -750,6 +781,8 @@ def command_sweep(args: argparse.Namespace) -> None:
         raise UsageError(f"{args.scenario}: no such scenario file")
     if args.seed is not None:
         raise UsageError("--seed: a sweep takes --seeds (e.g. --seeds 0-9), not --seed")
+    if any(override.split("=", 1)[0].strip() == "seed" for override in args.overrides):
+        raise UsageError("--set seed: a sweep takes --seeds (e.g. --seeds 0-9), not a seed")
     out_dir = checked_out_dir(args.out, Path("results") / f"{args.scenario.stem}-sweep")
     warn_if_slow_sweep(args)
     try:

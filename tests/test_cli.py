@@ -400,6 +400,52 @@ def test_lm_train_never_replaces_the_bundled_model(tmp_path, capsys):
     assert {path: path.stat().st_mtime_ns for path in BUNDLED_ROOT.rglob("*")} == before
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--samples", "0"], "--samples: must be between 1 and 65536, got 0"),
+        (["--max-new-tokens", "-3"], "--max-new-tokens: must be between 1 and 65536, got -3"),
+        (["--temperature", "nan"], "--temperature: must be between 0.001 and 1000, got nan"),
+        (["--temperature", "inf"], "--temperature: must be between 0.001 and 1000, got inf"),
+        (["--seed", "-1"], "--seed: must be between 0 and 9223372036854775807, got -1"),
+    ],
+)
+def test_lm_generate_checks_its_options_before_loading(options, message, capsys, monkeypatch):
+    import market_sim.cli as cli
+
+    monkeypatch.setattr(cli, "load_checked_model", lambda *a, **k: pytest.fail("model loaded"))
+    assert main(["lm", "generate", *options]) == 2
+    assert capsys.readouterr().err == f"market-sim: error: {message}\n"
+
+
+def test_lm_generate_refuses_a_reply_longer_than_the_model_holds(capsys):
+    # The bundled tiny LM has 128 positions; its default prompt takes some of them.
+    assert main(["lm", "generate", "--max-new-tokens", "300", "--device", "cpu"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("market-sim: error: --max-new-tokens: the prompt (")
+    assert "must fit the model's 128 positions" in error and error.endswith(", got 300\n")
+
+
+@pytest.mark.parametrize("steps", ["0", "-1"])
+def test_lm_train_refuses_no_steps(steps, tmp_path, capsys):
+    assert main(["lm", "train", "--out", str(tmp_path / "tiny"), "--steps", steps]) == 2
+    assert capsys.readouterr().err == (
+        f"market-sim: error: --steps: must be between 1 and 10000000, got {steps}\n"
+    )
+    assert not (tmp_path / "tiny").exists()
+
+
+def test_sweep_refuses_a_seed_override(tmp_path, capsys):
+    scenario = SHIPPED / "classic_auctions.toml"
+    out = tmp_path / "sweep"
+    argv = ["sweep", str(scenario), "--seeds", "0", "--set", "seed=5", "--out", str(out)]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        "market-sim: error: --set seed: a sweep takes --seeds (e.g. --seeds 0-9), not a seed\n"
+    )
+    assert not out.exists()
+
+
 def test_remote_code_is_never_trusted_nor_asked_for(tmp_path, capsys):
     """A folder whose config names unknown code: refused in one line, its code never runs."""
     folder = tmp_path / "custom"

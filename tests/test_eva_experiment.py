@@ -278,9 +278,10 @@ def test_eva_resumes_finished_seeds(eva_run, bundled_lm, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("command", ["eva", "audit"])
-def test_cli_rejects_zero_generations(command, tmp_path, capsys):
+@pytest.mark.parametrize("generations", ["0", "99999999999999999999999"])
+def test_cli_rejects_zero_generations(command, generations, tmp_path, capsys):
     out = tmp_path / "out"
-    args = [command, str(SCENARIO), "--generations", "0", "--out", str(out)]
+    args = [command, str(SCENARIO), "--generations", generations, "--out", str(out)]
     assert main(args) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "--generations" in error, error

@@ -359,6 +359,18 @@ def test_model_references(tmp_path, random_model_dir):
             resolve_device("cuda")
 
 
+def test_a_damaged_weight_file_is_one_line_not_a_traceback(tmp_path, random_model_dir):
+    import shutil
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(random_model_dir, damaged)
+    weights = damaged / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated: the header no longer parses
+    with pytest.raises(ModelNotFoundError, match="SafetensorError") as caught:
+        LanguageModel.load(str(damaged), device="cpu")
+    assert "\n" not in str(caught.value)
+
+
 def test_plain_sampling_is_seeded(random_lm):
     first = random_lm.sample(PROMPTS[:2], max_new_tokens=5, seed=3, stop_at_eos=False)
     again = random_lm.sample(PROMPTS[:2], max_new_tokens=5, seed=3, stop_at_eos=False)

@@ -207,3 +207,36 @@ def test_one_run_id_with_different_results_keeps_both(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "market-sim: warning: run id vcg-0-ab names different results" in err
     assert "RepeatedRunWarning" not in err  # one line, not a Python warning
+
+
+@pytest.mark.parametrize(
+    ("file", "content", "message"),
+    [
+        ("runs.parquet", b"garbage", "runs.parquet: not a readable parquet file ("),
+        ("summary.json", b"[]", "summary.json: holds a JSON list, not an object"),
+        ("summary.json", b"{bad", "summary.json: not readable JSON (JSONDecodeError: "),
+    ],
+)
+def test_summary_and_plot_name_a_damaged_file_in_one_line(file, content, message, tmp_path, capsys):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / file).write_bytes(content)
+    for command in ("summary", "plot"):
+        assert main([command, str(folder)]) == 2, command
+        error = capsys.readouterr().err
+        assert error.startswith(f"market-sim: error: {folder / file}") and message in error
+        assert error.count("\n") == 1, (command, error)
+    assert not (folder / "figures").exists()
+
+
+def test_plot_refuses_an_out_that_is_a_file(tmp_path, capsys):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "summary.json").write_text("{}")
+    figures = tmp_path / "figures.png"
+    figures.write_text("not a folder")
+    assert main(["plot", str(folder), "--out", str(figures)]) == 2
+    assert capsys.readouterr().err == (
+        f"market-sim: error: --out: '{figures}' is a file, not a folder\n"
+    )
+    assert figures.read_text() == "not a folder"

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from market_sim.config.bounds import MAX_ROUNDS
 from market_sim.eva.creator import EvolveSettings, LMRewriter, Rewriter
 from market_sim.eva.grammar import QueryGrammar, one_line
 from market_sim.eva.pool import split_heldout
@@ -27,9 +28,9 @@ def derive_seed(seed: int, *labels: object) -> int:
 
 
 def check_run_arguments(generations: int, seeds: Sequence[int]) -> None:
-    """Reject fewer than one generation, no seeds or repeated seeds (``market-sim eva/audit``)."""
-    if generations < 1:
-        raise ValueError(f"--generations: must be >= 1, got {generations}")
+    """Reject generations outside [1, MAX_ROUNDS], no seeds or repeated seeds (eva / audit)."""
+    if not 1 <= generations <= MAX_ROUNDS:
+        raise ValueError(f"--generations: must be between 1 and {MAX_ROUNDS}, got {generations}")
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds: must be given and distinct, got {list(seeds)}")
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from market_sim.lm.loading import (
@@ -140,7 +141,8 @@ class LanguageModel:
 
         Raises:
             ModelNotFoundError: The reference names nothing loadable, or transformers cannot
-                load it (unknown architecture, missing tokenizer, no network); one line.
+                load it (unknown architecture, missing tokenizer, damaged or mismatched weight
+                files, no network); one line.
             UnknownDtypeError: ``dtype`` names no dtype offered (a :class:`ValueError`).
             ValueError: The device is not available.
         """
@@ -160,7 +162,8 @@ class LanguageModel:
                 trust_remote_code=False,
                 local_files_only=local_only,
             )
-        except (OSError, ValueError, KeyError) as error:
+        except (OSError, ValueError, KeyError, SafetensorError, RuntimeError) as error:
+            # SafetensorError: a damaged weight file; RuntimeError: weights of other shapes.
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
             raise ModelNotFoundError(
                 f"transformers cannot load {resolved.text!r}: {type(error).__name__}: {first_line}"
