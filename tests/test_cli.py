@@ -495,3 +495,16 @@ def test_hub_model_without_network_is_one_line_at_once(monkeypatch, capsys):
         "cache and the hub cannot be reached (127.0.0.1: "
     )
     assert error.count("\n") == 1
+
+
+def test_sweep_checks_every_grid_point_prompt_before_the_first_run(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    argv = ["sweep", str(SHIPPED / "hawaii.toml"), "--seeds", "0", "--rounds", "1"]
+    argv += ["--grid", "mechanism.max_new_tokens=4,512", "--out", str(out), "--no-progress"]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("market-sim: error: queries.items[0]: the prompt of query ")
+    assert "positions but the model has 128;" in error
+    assert error.endswith("(grid point mechanism.max_new_tokens=512, seed 0)\n")
+    assert error.count("\n") == 1
+    assert not (out / "runs").exists()  # the 4-token point was not run first

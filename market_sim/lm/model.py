@@ -28,6 +28,7 @@ from market_sim.lm.loading import (
     resolve_dtype,
 )
 from market_sim.lm.references import hub_offline
+from market_sim.lm.tokenizer_only import config_max_positions
 from market_sim.prompting import prompt_builder
 
 Prompt = str | Sequence[int]
@@ -174,14 +175,9 @@ class LanguageModel:
     def max_positions(self) -> int | None:
         """Longest token sequence the model can attend over (prompt + reply), if it has a limit.
 
-        Read from the config's ``max_position_embeddings`` (``n_positions`` in GPT-2 configs);
-        ``None`` when the config names none.
+        :func:`~market_sim.lm.tokenizer_only.config_max_positions` of its config.
         """
-        for name in ("max_position_embeddings", "n_positions", "n_ctx"):
-            value = getattr(self.model.config, name, None)
-            if isinstance(value, int) and value > 0:
-                return value
-        return None
+        return config_max_positions(self.model.config)
 
     @property
     def vocab_size(self) -> int:

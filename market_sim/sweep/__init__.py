@@ -311,6 +311,44 @@ def plan_sweep(
     return tasks
 
 
+def check_task_prompts(tasks: Sequence[SweepTask]) -> None:
+    """Every run's prompts plus its reply fit its model's positions, checked before any run.
+
+    A run checks this itself before round 0 (``run_scenario``), but in a sweep that comes after
+    the earlier runs were done and written. Here each distinct model's tokenizer and config are
+    read once (:class:`~market_sim.lm.tokenizer_only.TokenizerOnly`, no weights). A model that
+    cannot be read is left to its runs, which report it as a run does.
+
+    Raises:
+        ScenarioError: The first run whose prompt does not fit, keyed as a run would be, its
+            grid point and seed added to the message.
+    """
+    import tomllib
+
+    from market_sim.lm.loading import ModelNotFoundError
+    from market_sim.lm.tokenizer_only import TokenizerOnly
+    from market_sim.scenario import scenario_from_dict
+    from market_sim.scenario.prompt_fit import check_model_fits
+
+    models: dict[str, TokenizerOnly | None] = {}
+    for task in tasks:
+        reference = task.model_key[0]
+        if reference not in models:
+            try:
+                models[reference] = TokenizerOnly.load(reference)
+            except ModelNotFoundError:
+                models[reference] = None
+        model = models[reference]
+        if model is None:
+            continue
+        try:
+            check_model_fits(scenario_from_dict(tomllib.loads(task.scenario_toml)), model)
+        except ScenarioError as error:
+            point = ", ".join(f"{key}={format_value(value)}" for key, value in task.point)
+            where = f"grid point {point}, seed {task.seed}" if point else f"seed {task.seed}"
+            raise ScenarioError(error.key, f"{error.message} ({where})") from None
+
+
 def check_per_kind_keys_apply(grid: Grid, kinds: set[str]) -> None:
     """Refuse a per-kind grid key whose plugin runs none of ``kinds`` (it would do nothing).
 
@@ -519,6 +557,7 @@ def run_sweep(
     parsed_grid = {key: tuple(values) for key, values in parsed_grid.items()}
     seed_list = parse_seeds(seeds)
     tasks = plan_sweep(scenario_path, parsed_grid, seed_list, overrides)
+    check_task_prompts(tasks)
     out = Path(out_dir)
     runs_root = out / RUNS_DIR
     todo = [task for task in tasks if not is_complete_run(runs_root / task.name)]
