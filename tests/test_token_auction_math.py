@@ -339,16 +339,13 @@ def test_log_linear_payments_scale_with_the_bids(bid_scale):
 
 
 def test_allocations_are_clamped_to_the_unit_interval():
-    # Disjoint distributions: TV = 1 exactly, but this pair rounds to 1 + 2.2e-16.
-    generator = torch.Generator().manual_seed(7)
-    zeros = torch.zeros(5, dtype=torch.float64)
-    q = torch.cat(
-        [torch.softmax(torch.randn(5, generator=generator, dtype=torch.float64), -1), zeros]
-    )
-    p = torch.cat(
-        [zeros, torch.softmax(torch.randn(5, generator=generator, dtype=torch.float64), -1)]
-    )
-    assert (1 - 0.5 * (q - p).abs().sum()).item() < 0  # the unclamped value is negative
+    # Disjoint distributions, one of which sums to 1 + 2^-51 (one rounding of a softmax): the
+    # TV is 1 + 2^-52, so 1 - TV < 0 unclamped. Every partial sum (1.5, 1 + 2^-51, 2 + 2^-51)
+    # is a float64, so this holds whatever order the CPU's kernel adds in (a random pair that
+    # rounded up only with AVX-512's order gave exactly 0 with AVX2's).
+    q = torch.tensor([0.5, 0.5 + 2.0**-51, 0.0], dtype=torch.float64)
+    p = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    assert (1 - 0.5 * (q - p).abs().sum()).item() == -(2.0**-52)  # negative unclamped
     assert allocations(q[None], p[None, None]).item() == 0.0
 
 
