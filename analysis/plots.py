@@ -577,7 +577,10 @@ def brand_names(source: str | None) -> tuple[str, str]:
     """The two brands of a lambda sweep (``scenario.toml`` beside ``shares.parquet``)."""
     path = Path(source) / "scenario.toml" if source else None
     if path is not None and path.is_file():
-        advertisers = tomllib.loads(path.read_text(encoding="utf-8")).get("advertisers", [])
+        try:
+            advertisers = tomllib.loads(path.read_text(encoding="utf-8")).get("advertisers", [])
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            advertisers = []  # unreadable: the categories keep their generic names
         if len(advertisers) == 2:
             return str(advertisers[0]["name"]), str(advertisers[1]["name"])
     return "first advertiser", "second advertiser"

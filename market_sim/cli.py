@@ -16,10 +16,13 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn, Protocol
+from typing import TYPE_CHECKING, NoReturn, Protocol
 
 from market_sim.config.bounds import MAX_SAMPLES, MAX_TEMPERATURE, MIN_TEMPERATURE, SEED_MAX
 from market_sim.process_lifetime import INTERRUPTED_EXIT_STATUS, terminate_as_interrupt
+
+if TYPE_CHECKING:
+    from market_sim.scenario import Scenario
 
 USAGE_ERROR = 2
 RUN_ERROR = 1
@@ -404,12 +407,27 @@ def checked_out_dir(out: Path | None, default: Path) -> Path:
     return out_dir
 
 
-def checked_result_dir(args: argparse.Namespace, scenario, command: str, default: Path) -> Path:
+def checked_result_dir(
+    args: argparse.Namespace, scenario: Scenario, command: str, default: Path
+) -> Path:
     """``--out`` (else ``default``): writable, and not holding other results unless ``--force``.
 
     Other results are another command's (``eva`` into a run's folder) or this command's for a
     different resolved scenario (:func:`~market_sim.scenario.output_folder.check_result_folder`);
     the same scenario's are resumed or rewritten.
+
+    Args:
+        args: The parsed options (``out``, ``force``).
+        scenario: The resolved scenario the command will write.
+        command: The command, a key of
+            :data:`~market_sim.scenario.output_folder.COMMAND_FILES`.
+        default: The folder when ``--out`` is not given.
+
+    Returns:
+        The checked folder.
+
+    Raises:
+        UsageError: Not writable, or holding other results without ``--force``.
     """
     from market_sim.scenario import ScenarioError, dump_scenario_toml
     from market_sim.scenario.output_folder import check_result_folder

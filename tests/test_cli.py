@@ -508,3 +508,21 @@ def test_sweep_checks_every_grid_point_prompt_before_the_first_run(tmp_path, cap
     assert error.endswith("(grid point mechanism.max_new_tokens=512, seed 0)\n")
     assert error.count("\n") == 1
     assert not (out / "runs").exists()  # the 4-token point was not run first
+
+
+def test_run_and_convergence_share_a_folder_of_the_same_scenario(tmp_path):
+    from market_sim.scenario import ScenarioError
+    from market_sim.scenario.output_folder import check_result_folder, check_run_folder
+
+    out = tmp_path / "shared"
+    out.mkdir()
+    (out / "scenario.toml").write_text("the same\n")
+    (out / "rounds.parquet").write_bytes(b"a run's rounds")
+    check_result_folder(out, "convergence", "the same\n", force=False)
+    (out / "convergence.parquet").write_bytes(b"the curves")
+    (out / "provenance.json").write_text("{}")
+    assert check_run_folder(out, "the same\n", force=False) == []  # no warning for either
+    with pytest.raises(ScenarioError, match=r"holds another command's results \(rounds.parquet"):
+        check_result_folder(out, "convergence", "another\n", force=False)
+    with pytest.raises(ScenarioError, match=r"holds another command's results \(rounds.parquet"):
+        check_result_folder(out, "eva", "the same\n", force=False)  # eva does not share

@@ -232,8 +232,8 @@ def test_share_kernel_payments_equal_the_allocation_curve_quadrature(seed):
     # and relative to the charge ceiling b x(b). 300 random instances over 16 decades of
     # weights differed by at most 1.4e-13 of b x(b); 1e-11 leaves margin for other CPUs.
     assert torch.all((actual - expected).abs() <= 1e-11 * ceiling)
-    if agents == 1:  # alone, against a user weight of 0: B = 0, nobody to pay for
-        assert actual[0, 0] == 0.0
+    # Advertiser 0 of auction 0 faces a user weight of 0 and no other bid: B = 0, no payment.
+    assert actual[0, 0] == 0.0
 
 
 def test_no_auction_gives_no_payment():

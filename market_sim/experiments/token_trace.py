@@ -29,6 +29,7 @@ import polars as pl
 import torch
 
 import market_sim.platform.token_auction as token_auction_platform
+from market_sim.lm.loading import ModelNotFoundError
 from market_sim.lm.model import LanguageModel
 from market_sim.platform.base import Bidder, Platform, Report
 from market_sim.plugins import build_platform
@@ -233,7 +234,11 @@ def replay_run_tokens(run_dir: Path, rounds: int = 3) -> tuple[pl.DataFrame, lis
         )
         return None
     model = scenario.model
-    lm = LanguageModel.load(model.path, model.device, model.dtype, model.prompt_format)
+    try:
+        lm = LanguageModel.load(model.path, model.device, model.dtype, model.prompt_format)
+    except (ModelNotFoundError, ValueError) as error:  # gone, damaged, or its device absent
+        print(f"market-sim: warning: {run_dir}: no token figure: {error}", file=sys.stderr)
+        return None
     tokens = trace_run(run_dir, lm, rounds)
     if tokens.height == 0:
         return None

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from market_sim.lm.loading import ModelNotFoundError, checked_reference
+from market_sim.lm.loading import ModelNotFoundError, check_hub_reachable, checked_reference
 from market_sim.lm.references import hub_offline
 
 POSITION_KEYS = ("max_position_embeddings", "n_positions", "n_ctx")
@@ -59,6 +59,7 @@ class TokenizerOnly:
         from transformers import AutoConfig, AutoTokenizer
 
         resolved = checked_reference(reference)
+        check_hub_reachable(resolved)  # one quick probe, not transformers' retries offline
         local_only = resolved.kind != "hub" or hub_offline()
         try:
             tokenizer = AutoTokenizer.from_pretrained(

@@ -42,7 +42,13 @@ scalar loop for a block's last elements can differ by an ulp, so without the pad
 element's value would depend on the shape of the block it was computed in."""
 
 BLOCK_ELEMENTS = 2**18
-"""Float64 elements of one pass (2 MB): a block is a few rows' shares, or a part of one row's."""
+"""Float64 elements of one pass on a CPU (2 MB, about a core's cache): a block is a few rows'
+shares, or a part of one row's."""
+
+DEVICE_BLOCK_ELEMENTS = 2**26
+"""Float64 elements of one pass on a GPU (512 MB): few, large blocks, since each block costs a
+handful of kernel launches (SmolLM2's 49,152 tokens x 256 rows x ~120 shares in 2**18-element
+blocks would be thousands of launches per step). Not measured on a GPU (none was available)."""
 
 
 def log_linear_share_allocations(
@@ -56,7 +62,8 @@ def log_linear_share_allocations(
     r"""Allocations :math:`1 - \mathrm{TV}(q(t), \cdot)` at each row's shares t.
 
     Args:
-        rest: ``[R, V]`` float64 the rest's floored, weighted mean log-probabilities r.
+        rest: ``[R, V]`` float64 the rest's floored, weighted mean log-probabilities r (every
+            input float64: the outputs are).
         report: ``[R, V]`` float64 the participant's reported log-probabilities (unfloored:
             the allocation compares against their exponential).
         shares: ``[R, N]`` float64 shares t in [0, 1] per row.
@@ -82,8 +89,9 @@ def log_linear_share_allocations(
     gaps = torch.empty_like(totals)
     true_distances = torch.empty(rows, true_count, dtype=torch.float64, device=rest.device)
     first_true = count - true_count
-    shares_per_block = max(1, min(count, BLOCK_ELEMENTS // padded))
-    rows_per_block = max(1, min(rows, BLOCK_ELEMENTS // (shares_per_block * padded)))
+    budget = BLOCK_ELEMENTS if rest.device.type == "cpu" else DEVICE_BLOCK_ELEMENTS
+    shares_per_block = max(1, min(count, budget // padded))
+    rows_per_block = max(1, min(rows, budget // (shares_per_block * padded)))
     # One reused buffer: a fresh [rows, shares, V] tensor per block is a fresh mapping whose
     # page faults cost about 4x the multiply-add that fills it.
     buffer = torch.empty(

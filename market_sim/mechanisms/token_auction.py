@@ -482,8 +482,9 @@ def log_linear_ladder_payments(
 
     Each advertiser with :math:`B_i > 0` is one row of
     :func:`~market_sim.mechanisms.log_linear_shares.log_linear_share_allocations`: its rest
-    :math:`r_i = \sum_{j \ne i} w_j \log\max(p_j, \text{floor}) / B_i` (summed without i, not
-    the full sum minus i's term, which cancels when :math:`w_i \gg B_i`) and, at a bid z, its
+    :math:`r_i = \sum_{j \ne i} w_j \log\max(p_j, \text{floor}) / B_i` (its numerator summed
+    without i, not as the full sum minus i's term; :math:`B_i` is the caller's, the one its
+    ladder is scaled by) and, at a bid z, its
     share :math:`t = z / (B_i + z)`; a ladder node :math:`z = B_i u` is the share
     :math:`u / (1 + u)` whatever :math:`B_i`. The same allocation as :func:`allocation_curve`'s
     :math:`(\sum_{j \ne i} w_j f_j + z f_i) / (B_i + z)` logits, within float64 rounding, at
@@ -499,7 +500,8 @@ def log_linear_ladder_payments(
         remainder_weights: ``[A, n, E]`` their weights.
 
     Returns:
-        ``[A, n]`` payments clamped to :math:`[0, b_i x_i(b_i)]`, 0 where :math:`B_i = 0`.
+        ``[A, n]`` float64 payments clamped to :math:`[0, b_i x_i(b_i)]`, 0 where
+        :math:`B_i = 0` (the inputs are float64, as :func:`run_token_auction_step` passes them).
     """
     auctions, participants, vocab = logprobs.shape
     agents = participants - 1

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from market_sim.config.fields import ScenarioError
+from market_sim.provenance import PROVENANCE_FILE
 from market_sim.results import OPTIONAL_RUN_FILES
 
 SCENARIO_FILE = "scenario.toml"
@@ -36,6 +37,11 @@ COMMAND_FILES: dict[str, tuple[str, ...]] = {
 }
 """The files that mark a folder as holding each command's results (each such folder holds a
 ``scenario.toml`` too)."""
+
+SHARED_FOLDER_COMMANDS = frozenset({"run", "convergence", "lambda-sweep"})
+"""Commands whose files never overlap and whose default folder is the same
+(``results/<name>-seed<seed>``): they share a folder that holds the same resolved scenario (a
+run's figures and the convergence figure of one scenario, drawn by one ``market-sim plot``)."""
 TEMPORARY_NAME = re.compile(r"\..+\.tmp")
 """Temporary files of interrupted atomic writes (``.<name>.<random>.tmp``)."""
 
@@ -75,7 +81,7 @@ def check_result_folder(folder: Path, command: str, scenario_toml: str, force: b
 
     A folder whose ``scenario.toml`` equals ``scenario_toml`` byte for byte holds results of the
     same resolved scenario: writing them again gives the same results (runs are deterministic),
-    and an interrupted command resumes there.
+    an interrupted command resumes there, and :data:`SHARED_FOLDER_COMMANDS` share it.
 
     Args:
         folder: The output folder (need not exist).
@@ -90,10 +96,16 @@ def check_result_folder(folder: Path, command: str, scenario_toml: str, force: b
     path = Path(folder)
     if not path.is_dir() or force:
         return
+    previous = path / SCENARIO_FILE
+    try:
+        same = previous.is_file() and previous.read_text(encoding="utf-8") == scenario_toml
+    except (OSError, UnicodeDecodeError):
+        same = False
+    sharing = SHARED_FOLDER_COMMANDS if same and command in SHARED_FOLDER_COMMANDS else set()
     other = [
         name
         for owner, names in COMMAND_FILES.items()
-        if owner != command
+        if owner != command and owner not in sharing
         for name in names
         if (path / name).is_file()
     ]
@@ -104,33 +116,33 @@ def check_result_folder(folder: Path, command: str, scenario_toml: str, force: b
             f"results; choose another --out, or pass --force to write the {command} results "
             "there anyway",
         )
-    previous = path / SCENARIO_FILE
-    if previous.is_file():
-        try:
-            same = previous.read_text(encoding="utf-8") == scenario_toml
-        except (OSError, UnicodeDecodeError):
-            same = False
-        if not same:
-            raise ScenarioError(
-                "--out",
-                f"'{path}' holds {command} results of a different resolved scenario "
-                f"({SCENARIO_FILE} differs); choose another --out, or pass --force to "
-                "overwrite them",
-            )
+    if previous.is_file() and not same:
+        raise ScenarioError(
+            "--out",
+            f"'{path}' holds {command} results of a different resolved scenario "
+            f"({SCENARIO_FILE} differs); choose another --out, or pass --force to "
+            "overwrite them",
+        )
 
 
 def check_run_folder(folder: Path, scenario_toml: str, force: bool) -> list[str]:
     """:func:`check_result_folder` for ``run``; also lists the files a run does not write.
 
     Returns:
-        Names of entries in ``folder`` that a run does not write (for a warning).
+        Names of entries in ``folder`` that neither a run nor a command sharing its folder
+        (:data:`SHARED_FOLDER_COMMANDS`) writes (for a warning).
     """
     check_result_folder(folder, "run", scenario_toml, force)
     path = Path(folder)
     if not path.is_dir():
         return []
+    shared = {
+        name
+        for command in SHARED_FOLDER_COMMANDS
+        for name in (*COMMAND_FILES[command], PROVENANCE_FILE)
+    }
     return sorted(
         entry.name
         for entry in path.iterdir()
-        if entry.name not in RUN_FILE_NAMES and not TEMPORARY_NAME.fullmatch(entry.name)
+        if entry.name not in RUN_FILE_NAMES | shared and not TEMPORARY_NAME.fullmatch(entry.name)
     )

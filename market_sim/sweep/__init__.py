@@ -319,6 +319,9 @@ def check_task_prompts(tasks: Sequence[SweepTask]) -> None:
     read once (:class:`~market_sim.lm.tokenizer_only.TokenizerOnly`, no weights). A model that
     cannot be read is left to its runs, which report it as a run does.
 
+    Args:
+        tasks: The sweep's runs (:func:`plan_sweep`).
+
     Raises:
         ScenarioError: The first run whose prompt does not fit, keyed as a run would be, its
             grid point and seed added to the message.
