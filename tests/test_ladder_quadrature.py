@@ -189,11 +189,12 @@ def test_kept_ladder_gives_the_numbers_of_a_fresh_evaluation():
 
 
 def ladder_payments_by_allocation_curve(
-    logprobs: torch.Tensor, raw_weights: torch.Tensor, nodes: int
+    logprobs: torch.Tensor, raw_weights: torch.Tensor, nodes: int, node_chunk: int = 16
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ladder rule's payments with every x(z) from :func:`allocation_curve` (a softmax of
-    the mixed logits (sum_j w_j f_j + z f_i) / (B + z)), independently of the share kernel,
-    and the charge ceilings b x(b); both ``[A, n]``."""
+    the mixed logits (sum_j w_j f_j + z f_i) / (B + z)), ``node_chunk`` nodes per call (how
+    the payments were computed before the share kernel), and the charge ceilings b x(b); both
+    ``[A, n]``."""
     bids = raw_weights[:, 1:]
     competing = raw_weights.sum(-1, keepdim=True) - bids
     per_unit = ladder_panels_per_unit(nodes)
@@ -204,7 +205,11 @@ def ladder_payments_by_allocation_curve(
     grid = torch.cat([(scale * bids.new_tensor(ladder_nodes)).flatten(-2), remainder_nodes], -1)
     ladder_quadrature = torch.where(used.unsqueeze(-1), scale * bids.new_tensor(ladder_weights), 0)
     weights = torch.cat([ladder_quadrature.flatten(-2), remainder_weights], -1)
-    integral = (allocation_curve(logprobs, raw_weights, grid, "log_linear") * weights).sum(-1)
+    integral = torch.zeros_like(bids)
+    for start in range(0, grid.shape[-1], node_chunk):
+        chunk = slice(start, start + node_chunk)
+        curve = allocation_curve(logprobs, raw_weights, grid[..., chunk], "log_linear")
+        integral = integral + (curve * weights[..., chunk]).sum(-1)
     at_bid = allocation_curve(logprobs, raw_weights, bids.unsqueeze(-1), "log_linear")[..., 0]
     full_charge = bids * at_bid
     payments = (full_charge - integral).clamp_min(0).minimum(full_charge)
