@@ -103,9 +103,10 @@ def summarize(rounds: pl.DataFrame, agents: pl.DataFrame, meta: dict[str, Any]) 
 
     * ``*_mean``: means over auctions (revenue, values, welfare; one row per auction, K per
       round) or agent-auctions (utility).
-    * ``ir_violation_rate``: share of agent-rounds with a measured ``truthful_utility`` (the
-      utility the advertiser would have had reporting truthfully, same randomness) below
-      ``-IR_TOLERANCE``; null when none was measured.
+    * ``ir_violation_rate``: share of agent-auctions with a known ``truthful_utility`` (the
+      utility the advertiser would have had reporting truthfully, same randomness: measured by
+      the regret search, or realized by a truthful report) below ``-IR_TOLERANCE``; null when
+      none is known.
     * ``bid_ratio_final``: mean bid / valuation over the last 20% of rounds (valuation > 0);
       ``report_scale_final``: mean report distortion over the same rows.
     * ``regret_mean`` / ``regret_max``: over agent-rounds where regret was measured, else null;
