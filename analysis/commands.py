@@ -24,7 +24,8 @@ class DemoCommand:
 
         demo = commands.add_parser(
             "demo",
-            help="every mechanism on the Hawaii scenario with learning advertisers, with figures",
+            help="token auctions (second, first price) and 4 ad-slot auctions on the Hawaii "
+            "scenario with learning advertisers, 3 seeds, with figures",
         )
         demo.add_argument(
             "--out",

@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="auto (default): chat when the tokenizer has a chat template",
     )
-    add_runtime_arguments(generate)
+    add_runtime_arguments(generate, device_default="auto")
     get = lm_commands.add_parser(
         "get", help="download, verify and convert a known pretrained model into the cache"
     )
@@ -196,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument(
         "--cache-dir",
         type=Path,
-        help="cache root (default: $MARKET_SIM_CACHE, else ~/.cache/market-sim)",
+        help="cache root (default: $MARKET_SIM_CACHE, else $XDG_CACHE_HOME/market-sim, else "
+        "~/.cache/market-sim)",
     )
     return parser
 
@@ -215,7 +216,9 @@ def add_sweep_parsers(commands: argparse._SubParsersAction) -> None:
     )
     sweep.add_argument("--seeds", required=True, help="seeds: 0-9, 0,3,5 or a mix like 0-3,8")
     sweep.add_argument("--rounds", type=int, help="rounds to run (default: the scenario's)")
-    sweep.add_argument("--out", type=Path, help="sweep folder (default results/<name>-sweep)")
+    sweep.add_argument(
+        "--out", type=Path, help="sweep folder (default results/<scenario file name>-sweep)"
+    )
     sweep.add_argument("--backend", default="local", help="local (default) | ray")
     sweep.add_argument("--workers", help="parallel runs (local default 1; ray: local CPUs)")
     sweep.add_argument(
@@ -263,11 +266,14 @@ def add_force_argument(parser: argparse.ArgumentParser, command: str) -> None:
     )
 
 
-def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--device`` and ``--threads``."""
+def add_runtime_arguments(
+    parser: argparse.ArgumentParser,
+    device_default: str = "the scenario's model.device, else auto",
+) -> None:
+    """``--device`` (its default described by ``device_default``) and ``--threads``."""
     parser.add_argument(
         "--device",
-        help="auto | cpu | cuda | cuda:N (default: the scenario's model.device, else auto)",
+        help=f"auto | cpu | cuda | cuda:N (default: {device_default})",
     )
     parser.add_argument(
         "--threads",

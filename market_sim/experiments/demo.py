@@ -1,4 +1,4 @@
-"""The headline experiment behind ``market-sim demo``: every mechanism, learning advertisers.
+"""The headline experiment behind ``market-sim demo``: token and slot auctions, learners.
 
 Two sweeps of ``scenarios/hawaii_learning.toml`` over a few seeds, written in the results
 contract under one folder:

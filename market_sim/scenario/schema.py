@@ -399,8 +399,9 @@ class EvaConfig:
         pairs: Training queries per generation, each giving one (best, worst) DPO pair
             (queries without a reward spread give none); the same for eva and the static
             baseline.
-        original_share: Share in [0, 1] of the pairs drawn from the original pool rather than
-            from evolved queries.
+        original_share: Share in [0, 1] of the solver's training pairs drawn from the
+            generation's sampled parents rather than from their children (all of them when
+            the generation made no child).
         beta: DPO temperature (> 0).
         steps: DPO optimizer steps per generation (0 = score and evolve without training).
         learning_rate: DPO learning rate.
