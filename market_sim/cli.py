@@ -224,6 +224,7 @@ def add_sweep_parsers(commands: argparse._SubParsersAction) -> None:
     sweep.add_argument(
         "--address", help="Ray cluster address (ray backend), e.g. auto (default: a local Ray)"
     )
+    add_force_argument(sweep, "sweep")
     hide_option(sweep, "--seed")  # rejected with a pointer to --seeds, so not offered
 
 
@@ -798,6 +799,7 @@ def parse_workers(text: str | None) -> int | None:
 def command_sweep(args: argparse.Namespace) -> None:
     """Run (or resume) a sweep and print where its table is."""
     from market_sim.scenario import ScenarioError
+    from market_sim.scenario.output_folder import check_result_folder
     from market_sim.sweep import RUNS_FILE, SweepError, run_sweep
 
     check_threads(args.threads)
@@ -808,6 +810,10 @@ def command_sweep(args: argparse.Namespace) -> None:
     if any(override.split("=", 1)[0].strip() == "seed" for override in args.overrides):
         raise UsageError("--set seed: a sweep takes --seeds (e.g. --seeds 0-9), not a seed")
     out_dir = checked_out_dir(args.out, Path("results") / f"{args.scenario.stem}-sweep")
+    try:
+        check_result_folder(out_dir, "sweep", None, args.force)
+    except ScenarioError as error:
+        raise UsageError(str(error)) from None
     warn_if_slow_sweep(args)
     try:
         result = run_sweep(

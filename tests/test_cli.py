@@ -174,6 +174,7 @@ SHIPPED = Path(__file__).resolve().parent.parent / "scenarios"
         ("audit", "eva_queries.toml", ["--generations", "1"]),
         ("convergence", "mosaic_convergence.toml", []),
         ("lambda-sweep", "hawaii_lambda_sweep.toml", []),
+        ("sweep", "classic_auctions.toml", ["--seeds", "0"]),
     ],
 )
 def test_experiments_refuse_a_run_folder_before_any_work(

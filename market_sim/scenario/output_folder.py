@@ -76,7 +76,7 @@ def check_writable_folder(folder: Path, option: str = "--out") -> None:
     os.rmdir(probe)
 
 
-def check_result_folder(folder: Path, command: str, scenario_toml: str, force: bool) -> None:
+def check_result_folder(folder: Path, command: str, scenario_toml: str | None, force: bool) -> None:
     """Refuse to write ``command``'s results over another command's or another scenario's.
 
     A folder whose ``scenario.toml`` equals ``scenario_toml`` byte for byte holds results of the
@@ -86,7 +86,8 @@ def check_result_folder(folder: Path, command: str, scenario_toml: str, force: b
     Args:
         folder: The output folder (need not exist).
         command: The writing command, a key of :data:`COMMAND_FILES`.
-        scenario_toml: The resolved scenario the command will write (``dump_scenario_toml``).
+        scenario_toml: The resolved scenario the command will write (``dump_scenario_toml``);
+            None for ``sweep``, whose folder holds one scenario per run, not one of its own.
         force: Write there anyway (``--force``).
 
     Raises:
@@ -116,7 +117,7 @@ def check_result_folder(folder: Path, command: str, scenario_toml: str, force: b
             f"results; choose another --out, or pass --force to write the {command} results "
             "there anyway",
         )
-    if previous.is_file() and not same:
+    if scenario_toml is not None and previous.is_file() and not same:
         raise ScenarioError(
             "--out",
             f"'{path}' holds {command} results of a different resolved scenario "
