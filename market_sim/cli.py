@@ -67,9 +67,6 @@ class OneLineParser(argparse.ArgumentParser):
 MAX_TRAIN_STEPS = 10**7
 """Largest ``lm train --steps`` (the bundled recipe takes a few thousand)."""
 
-MAX_NEW_TOKENS = 65_536
-"""Largest ``lm generate --max-new-tokens`` before the model's own position limit is checked."""
-
 
 def check_int_option(option: str, value: int | None, low: int, high: int) -> None:
     """An integer option (None: not given) between ``low`` and ``high``, else UsageError."""
@@ -722,6 +719,8 @@ def command_lm(args: argparse.Namespace) -> None:
     from market_sim.prompting import prompt_builder
 
     check_int_option("--samples", args.samples, 1, MAX_SAMPLES)
+    from market_sim.plugins.base import MAX_NEW_TOKENS  # the bound of mechanism.max_new_tokens
+
     check_int_option("--max-new-tokens", args.max_new_tokens, 1, MAX_NEW_TOKENS)
     check_int_option("--seed", args.seed, 0, SEED_MAX)
     if not MIN_TEMPERATURE <= args.temperature <= MAX_TEMPERATURE:  # NaN fails both

@@ -405,7 +405,7 @@ def test_lm_train_never_replaces_the_bundled_model(tmp_path, capsys):
     ("options", "message"),
     [
         (["--samples", "0"], "--samples: must be between 1 and 65536, got 0"),
-        (["--max-new-tokens", "-3"], "--max-new-tokens: must be between 1 and 65536, got -3"),
+        (["--max-new-tokens", "-3"], "--max-new-tokens: must be between 1 and 512, got -3"),
         (["--temperature", "nan"], "--temperature: must be between 0.001 and 1000, got nan"),
         (["--temperature", "inf"], "--temperature: must be between 0.001 and 1000, got inf"),
         (["--seed", "-1"], "--seed: must be between 0 and 9223372036854775807, got -1"),

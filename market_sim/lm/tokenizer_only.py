@@ -38,15 +38,13 @@ class TokenizerOnly:
 
     tokenizer: Any
     max_positions: int | None
-    _token_counts: dict[str, list[int]] = field(default_factory=dict, repr=False)
+    _token_ids: dict[str, list[int]] = field(default_factory=dict, repr=False)
 
     def encode(self, prompt: str) -> list[int]:
         """Token ids of a prompt text, without special tokens (as the model encodes it)."""
-        if prompt not in self._token_counts:
-            self._token_counts[prompt] = list(
-                self.tokenizer.encode(prompt, add_special_tokens=False)
-            )
-        return self._token_counts[prompt]
+        if prompt not in self._token_ids:
+            self._token_ids[prompt] = list(self.tokenizer.encode(prompt, add_special_tokens=False))
+        return self._token_ids[prompt]
 
     @classmethod
     def load(cls, reference: str) -> TokenizerOnly:

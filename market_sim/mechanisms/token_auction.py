@@ -444,6 +444,7 @@ def numerical_second_price_payments(
         payments = log_linear_ladder_payments(
             logprobs,
             raw_weights,
+            competing,
             whole,
             ladder_nodes,
             ladder_weights,
@@ -472,6 +473,7 @@ def numerical_second_price_payments(
 def log_linear_ladder_payments(
     logprobs: torch.Tensor,
     raw_weights: torch.Tensor,
+    competing: torch.Tensor,
     whole: torch.Tensor,
     ladder_nodes: np.ndarray,
     ladder_weights: np.ndarray,
@@ -493,6 +495,7 @@ def log_linear_ladder_payments(
     Args:
         logprobs: ``[A, n + 1, V]`` reported log-probabilities, user first.
         raw_weights: ``[A, n + 1]`` raw weights (already divided by a power of two).
+        competing: ``[A, n]`` competing weights :math:`B_i`, the ones the ladder is scaled by.
         whole: ``[A, n]`` whole ladder panels below each bid.
         ladder_nodes: ``[J, G]`` the ladder's nodes in units of :math:`B_i`.
         ladder_weights: ``[J, G]`` their weights in units of :math:`B_i`.
@@ -506,7 +509,6 @@ def log_linear_ladder_payments(
     auctions, participants, vocab = logprobs.shape
     agents = participants - 1
     bids = raw_weights[:, 1:]
-    competing = raw_weights.sum(-1, keepdim=True) - bids
     has_competition = competing > 0
     if bids.numel() == 0:  # no auction or no advertiser
         return torch.zeros_like(bids)
