@@ -1,14 +1,23 @@
 """Shared fixtures: small local models built by the tests themselves (never downloaded)."""
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from tokenizers import decoders as tokenizer_decoders
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from market_sim.lm.model import LanguageModel
+
+# Property tests draw the same examples on every run unless asked otherwise: a CI run must not
+# fail on an example no earlier run drew (one such find, a subnormal bid ratio, was a test's
+# tolerance, not a bug). `HYPOTHESIS_PROFILE=explore` draws fresh random examples each run.
+settings.register_profile("derandomized", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "derandomized"))
 
 TOKENIZER_TEXT = [
     "Sponsor: Alpha Airlines: nonstop flights to Hawaii.",
