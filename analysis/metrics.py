@@ -414,7 +414,11 @@ def agent_summary(
 # --------------------------------------------------------------------------- learning curves
 
 
-def default_window(rounds: int, windows: int = 20) -> int:
+WINDOWS_PER_CURVE = 20
+"""Points of a learning curve by default (:func:`default_window`)."""
+
+
+def default_window(rounds: int, windows: int = WINDOWS_PER_CURVE) -> int:
     """Round-window width giving about ``windows`` points on a learning curve."""
     return max(1, math.ceil(rounds / windows))
 
@@ -429,38 +433,88 @@ def learning_curves(
     """Per-window means of agent metrics over rounds, with CIs over runs (seeds).
 
     Each run contributes one value per window: the mean over its agents and the rounds of the
-    window. Windows are ``[k * window, (k + 1) * window)``. With batched rounds
-    (``auctions_per_round = K``) a round's K auctions (its K x n agent rows) fall in the same
-    window, so curves are by round, the unit in which learners update; replicate markets run in
-    lockstep (``market-sim run --seeds``) are separate runs, pooled over seeds like any others.
+    window. Windows are ``[k * w, (k + 1) * w)`` rounds, w = ``window``, or by default
+    :func:`default_window` of each group's own longest run, so that a group of 19 rounds gets
+    as many points as one of 300 (runs compared at equal auctions with different K). A window's
+    point sits at the middle of the rounds present in it (``round_mid``: a group's last window
+    may be partial). With batched rounds (``auctions_per_round = K``) a round's K auctions (its
+    K x n agent rows) fall in the same window, so curves are by round, the unit in which
+    learners update; ``auction_mid`` places the same point on an axis of auctions, the first
+    auction numbered 0: the rounds ``a..b`` hold auctions ``a K .. (b + 1) K - 1``. Replicate
+    markets run in lockstep (``market-sim run --seeds``) are separate runs, pooled over seeds
+    like any others.
 
     Args:
         agents: Agent rows with ``run_path``, ``round``, the ``by`` columns and inputs of the
-            metrics (``bid_ratio`` is derived from ``bid`` and ``valuation``).
+            metrics (``bid_ratio`` is derived from ``bid`` and ``valuation``); K is read from
+            ``auction`` (the largest index + 1 per run), 1 without it.
         by: Grouping columns (runs of one group are the seeds).
         metrics: Agent metrics to follow.
-        window: Rounds per window (default: about 20 windows over the longest run).
+        window: Rounds per window, the same for every group (default: about 20 windows over
+            each group's longest run).
         confidence: Confidence level.
 
     Returns:
-        Columns ``*by, window, round_start, round_mid, metric, n, mean, std, ci_low, ci_high``.
+        Columns ``*by, window, round_start, round_mid, metric, n, mean, std, ci_low, ci_high,
+        rounds_per_window, auctions_per_round, auction_mid``; ``auctions_per_round`` and
+        ``auction_mid`` are null where the runs of a group's window differ in K.
     """
     agents = with_agent_columns(agents)
     metrics = [m for m in metrics if m in agents.columns]
     by = [col for col in by if col in agents.columns]
     if not metrics or agents.height == 0:
         return summarize(pl.DataFrame(), [], [])
-    width = window or default_window(int(agents["round"].max()) + 1)
-    per_run = (
-        agents.with_columns((pl.col("round") // width).alias("window"))
-        .group_by(*by, "run_path", "window")
-        .agg(pl.col(m).cast(pl.Float64).mean() for m in metrics)
+    if window is None:
+        last_round = pl.col("round").max().over(by or [pl.lit(0)])
+        lasts = agents.select(last_round.unique()).to_series().to_list()
+        widths = {last: default_window(int(last) + 1) for last in lasts}
+        width = last_round.replace_strict(widths, return_dtype=pl.Int64)
+    else:
+        width = pl.lit(window, dtype=pl.Int64)
+    auctions = (
+        pl.col("auction").max().over("run_path") + 1 if "auction" in agents.columns else pl.lit(1)
     )
-    curves = summarize(per_run, [*by, "window"], metrics, confidence)
-    return curves.with_columns(
-        (pl.col("window") * width).alias("round_start"),
-        (pl.col("window") * width + (width - 1) / 2).alias("round_mid"),
-    ).sort(*by, "metric", "window")
+    agents = agents.with_columns(
+        width.alias("rounds_per_window"), auctions.cast(pl.Int64).alias("_auctions")
+    ).with_columns((pl.col("round") // pl.col("rounds_per_window")).alias("window"))
+    per_run = agents.group_by(*by, "run_path", "window").agg(
+        pl.col(m).cast(pl.Float64).mean() for m in metrics
+    )
+    extents = agents.group_by(*by, "window").agg(
+        pl.col("round").min().alias("_first"),
+        pl.col("round").max().alias("_last"),
+        pl.col("rounds_per_window").first(),
+        pl.when(pl.col("_auctions").min() == pl.col("_auctions").max())
+        .then(pl.col("_auctions").min())
+        .alias("auctions_per_round"),
+    )
+    curves = summarize(per_run, [*by, "window"], metrics, confidence).join(
+        extents, on=[*by, "window"], how="left", nulls_equal=True
+    )
+    span = pl.col("_first") + pl.col("_last")
+    return (
+        curves.with_columns(
+            (pl.col("window") * pl.col("rounds_per_window")).alias("round_start"),
+            (span / 2).alias("round_mid"),
+            (((span + 1) * pl.col("auctions_per_round") - 1) / 2).alias("auction_mid"),
+        )
+        .select(
+            *by,
+            "window",
+            "round_start",
+            "round_mid",
+            "metric",
+            "n",
+            "mean",
+            "std",
+            "ci_low",
+            "ci_high",
+            "rounds_per_window",
+            "auctions_per_round",
+            "auction_mid",
+        )
+        .sort(*by, "metric", "window")
+    )
 
 
 # --------------------------------------------------------------------------- lambda sweep

@@ -510,18 +510,36 @@ def plot_learning_curves(
     return save_figure(learning_figure(results, agents, window), out_dir, "learning_curves")
 
 
+def learning_axis(auctions_per_round: pl.Series) -> tuple[str, str]:
+    """The learning curves' x column and label: by round, or by auction when K varies.
+
+    Args:
+        auctions_per_round: ``[points]`` each point's K (null where its runs differ in K).
+    """
+    counts = auctions_per_round.drop_nulls().unique().to_list()
+    if auctions_per_round.null_count() == 0 and len(counts) > 1:
+        return "auction_mid", "auction"
+    if len(counts) == 1 and counts[0] > 1 and auctions_per_round.null_count() == 0:
+        return "round_mid", f"round ({counts[0]} auctions each)"
+    return "round_mid", "round"
+
+
 def learning_figure(
     results: Results, agents: pl.DataFrame, window: int | None = None
 ) -> Figure | None:
     """Small multiples, one panel per mechanism: bid / valuation and report scale over rounds.
 
     A report-scale line that stays at 1 (mechanisms without a distortion to learn) is not
-    drawn; a mechanism with nothing to show has no panel.
+    drawn; a mechanism with nothing to show has no panel. The x axis is the round, or, when
+    the runs shown differ in auctions per round K (each run's K the same throughout), the
+    auction (:func:`~analysis.metrics.learning_curves`' ``auction_mid``), on which runs of
+    equal total auctions end together.
     """
     runs, by = labelled_runs(results)
     curves = learning_curves(agents, by=by, window=window)
     if curves.height == 0:
         return None
+    x_column, x_label = learning_axis(curves["auctions_per_round"])
     names = dict(runs.select(LABEL, NAME).unique(LABEL).iter_rows())
     params = [col for col in by if col != LABEL]
     settings = curves.select(params).unique().sort(params) if params else pl.DataFrame()
@@ -534,7 +552,7 @@ def learning_figure(
                 pl.col(LABEL) == label, *[pl.col(k) == v for k, v in setting.items()]
             )
             for metric in ("bid_ratio", "report_scale"):
-                curve = mine.filter(pl.col("metric") == metric).sort("round_mid")
+                curve = mine.filter(pl.col("metric") == metric).sort(x_column)
                 if curve.height and not (metric == "report_scale" and is_constant(curve, 1.0)):
                     lines.append(({**setting, "_style": styles[index % 4]}, metric, curve))
         if lines:
@@ -549,7 +567,7 @@ def learning_figure(
         for setting, metric, curve in lines:
             extra = setting_name(setting, params) if params else ""
             what = "bid / valuation" if metric == "bid_ratio" else "reported / true scale"
-            band(ax, curve, "round_mid", color if metric == "bid_ratio" else "#444444", what)
+            band(ax, curve, x_column, color if metric == "bid_ratio" else "#444444", what)
             ax.lines[-1].set_linestyle(setting["_style"] if metric == "bid_ratio" else "--")
             ax.lines[-1].set_label(f"{what} {extra}".strip())
         ax.axhline(1.0, color="grey", linewidth=0.8, linestyle=":", label="truthful (1)")
@@ -560,7 +578,7 @@ def learning_figure(
         ax.set_visible(False)
     for index, ax in enumerate(axes[: len(shown)]):
         if index + LEARNING_COLUMNS >= len(shown):  # lowest panel of its column
-            ax.set_xlabel("round")
+            ax.set_xlabel(x_label)
             ax.xaxis.set_tick_params(labelbottom=True)
         if index % LEARNING_COLUMNS == 0:
             ax.set_ylabel("ratio")

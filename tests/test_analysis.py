@@ -282,6 +282,55 @@ def test_agent_summary_and_learning_curves(sweep_dir):
     assert (scale["ci_low"][0], scale["ci_high"][0]) == pytest.approx((low, high))
 
 
+def batched_agent_rows(label: str, auctions_per_round: int, rounds: int) -> list[dict]:
+    """One agent's rows over ``rounds`` rounds of K auctions; its bid ratio is the round."""
+    return [
+        {"run_path": label, "label": label, "round": r, "auction": a, "bid": r, "valuation": 1.0}
+        for r in range(rounds)
+        for a in range(auctions_per_round)
+    ]
+
+
+def test_learning_curves_of_runs_with_different_k_each_get_their_own_windows():
+    """300 rounds of one auction against 19 rounds of 16 (about the same 300 auctions)."""
+    agents = pl.DataFrame(batched_agent_rows("K=1", 1, 300) + batched_agent_rows("K=16", 16, 19))
+    curves = learning_curves(agents, metrics=("bid_ratio",))
+    single, batched = (curves.filter(pl.col("label") == label) for label in ("K=1", "K=16"))
+    # about 20 points each: windows of 15 rounds and of 1 round
+    assert single.height == 20 and single["rounds_per_window"].unique().to_list() == [15]
+    assert batched.height == 19 and batched["rounds_per_window"].unique().to_list() == [1]
+    assert batched["mean"].to_list() == pytest.approx(list(range(19)))  # the round, exactly
+    # each point at the middle of its rounds, in rounds and in auctions (16 per round)
+    assert single["round_mid"][-1] == 292.0 and single["auction_mid"][-1] == 292.0
+    assert batched["round_mid"][-1] == 18.0 and batched["auction_mid"][-1] == 18 * 16 + 7.5
+    assert batched["auctions_per_round"].unique().to_list() == [16]
+
+
+def test_a_partial_last_window_is_placed_at_the_rounds_it_holds():
+    agents = pl.DataFrame(batched_agent_rows("run", 4, 10))
+    curves = learning_curves(agents, metrics=("bid_ratio",), window=4)
+    assert curves["round_start"].to_list() == [0, 4, 8]
+    assert curves["round_mid"].to_list() == [1.5, 5.5, 8.5]  # rounds 8 and 9 only
+    assert curves["auction_mid"].to_list() == [7.5, 23.5, 35.5]  # auctions 32..39
+    assert curves["mean"].to_list() == pytest.approx([1.5, 5.5, 8.5])
+
+
+def test_a_window_of_runs_with_different_k_has_no_auction_position():
+    agents = pl.DataFrame(batched_agent_rows("a", 1, 4) + batched_agent_rows("b", 2, 4))
+    curves = learning_curves(agents.with_columns(pl.lit("x").alias("label")), window=2)
+    assert curves["auctions_per_round"].null_count() == curves.height
+    assert curves["auction_mid"].null_count() == curves.height
+
+
+def test_learning_figure_axis_is_the_auction_only_when_k_differs():
+    from analysis.plots import learning_axis
+
+    assert learning_axis(pl.Series([1, 1])) == ("round_mid", "round")
+    assert learning_axis(pl.Series([4, 4])) == ("round_mid", "round (4 auctions each)")
+    assert learning_axis(pl.Series([1, 16])) == ("auction_mid", "auction")
+    assert learning_axis(pl.Series([1, None], dtype=pl.Int64)) == ("round_mid", "round")
+
+
 def test_frontier_and_brand_shares(sweep_dir):
     results = load_results(sweep_dir / "sweep")
     points = frontier(results, "mechanism.platform_weight")
