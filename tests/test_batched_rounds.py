@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from test_learning_market import assert_payment_rules_teach_their_incentives
 
 from market_sim.run import run_replicates, run_scenario
 from market_sim.scenario import load_scenario, scenario_from_dict
@@ -218,34 +219,20 @@ if __name__ == "__main__":
     write_reference(Path(sys.argv[1]) if len(sys.argv) > 1 else REFERENCE)
 
 
-def learn_batched(payment: str) -> float:
-    """``bid_ratio_final`` of bid-only Hedge learners in the shipped learning token auction with
-    K = 16 and the same 300 auctions as the K = 1 test in ``test_learning_market.py`` (19 rounds
-    of 16: 304)."""
-    overrides = [
-        "rounds=19",
-        "auctions_per_round=16",
-        f'mechanism.payment="{payment}"',
-        "regret.enabled=false",
-        "advertisers.0.strategy.distortion_count=1",
-        "advertisers.1.strategy.distortion_count=1",
-    ]
-    result = run_scenario(load_scenario(SCENARIOS / "learning_token_auction.toml", overrides))
-    return result.summary["bid_ratio_final"]
-
-
 @pytest.mark.slow
-def test_batched_learners_still_learn_truthful_shaded_and_maximal_bids():
+def test_batched_learners_still_learn_truthful_shaded_and_maximal_bids(tmp_path):
     """Hedge updating once per 16 auctions still finds the payment rules' incentives.
 
-    Seen: 1.050 (second price), 0.080 (first price), 1.381 (no payment), about 25 s for the
-    three runs on 2 cores. Bid-only learners as in the K = 1 test: the joint multiplier x
-    sharpening grid (105 actions) over 1,000 auctions showed the same pattern (1.051, 0.085,
-    1.639) but took over four minutes, too long for every CI run.
+    The K = 1 test's assertions (``test_learning_market.py``) with K = 16 over its 300 auctions
+    (19 rounds of 16: 304). Seen over seeds 0-3 here: ``bid_ratio_final`` 1.050 to 1.145
+    (second price; K = 1 in the same setup 1.04 to 1.12, so a 10% bound would fail at K = 1
+    too), 0.080 to 0.093 (first price), 1.381 to 1.479 (no payment); best multipliers in
+    hindsight exactly 1.0, 0.1 and 2.0 on every seed. About 25 s for the three runs on 2 cores.
+    The shipped scenario's learners (the joint multiplier x sharpening grid, 105 actions) over
+    1,008 auctions (63 rounds of 16) end within 10% of 1 under second price (1.051, 1.075 and
+    1.074 for seeds 0-2), but a run takes minutes, too long for every CI run.
     """
-    assert abs(learn_batched("second_price") - 1) < 0.1
-    assert learn_batched("first_price") < 0.5
-    assert learn_batched("none") > 1.3
+    assert_payment_rules_teach_their_incentives(tmp_path, ("rounds=19", "auctions_per_round=16"))
 
 
 def test_replicates_in_one_decode_equal_separate_runs(random_model_dir, tmp_path):
