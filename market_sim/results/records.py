@@ -340,7 +340,7 @@ AGENTS = RecordTable(
         Column("value", pl.Float64, "money", "v_i x_i"),
         Column("payment", pl.Float64, "money", "what the advertiser pays"),
         Column("utility", pl.Float64, "money", "value - payment"),
-        _regret("regret", "money", "best deviation's utility - utility of the played report"),
+        _regret("regret", "money", "best deviation's utility - utility of the truthful report"),
         _regret("best_response_gain", "money", "best deviation's utility - realized utility"),
         _regret(
             "truthful_utility",
