@@ -154,6 +154,7 @@ def test_batched_rounds_conserve_money_and_record_every_auction(random_model_dir
     assert rounds.select("round", "auction").rows() == [(r, a) for r in range(3) for a in range(4)]
     paid = agents.group_by("round", "auction").agg(pl.col("payment").sum().alias("paid"))
     joined = rounds.join(paid, on=["round", "auction"])
+    assert joined.height == rounds.height  # every auction has its advertisers' rows
     # revenue is the sum of the same float64 payments, added in the same order
     np.testing.assert_allclose(joined["revenue"], joined["paid"], rtol=1e-12, atol=1e-12)
     # regret is measured in every auction of rounds 0 and 2 (every = 2), never in round 1
