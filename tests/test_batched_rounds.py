@@ -21,6 +21,7 @@ import polars as pl
 import pytest
 from test_learning_market import assert_payment_rules_teach_their_incentives
 
+from market_sim.lm.model import LanguageModel
 from market_sim.run import run_replicates, run_scenario
 from market_sim.scenario import load_scenario, scenario_from_dict
 
@@ -240,10 +241,19 @@ def test_replicates_in_one_decode_equal_separate_runs(random_model_dir, tmp_path
     """Seeds 5, 6, 7 in lockstep (K = 2) against three separate runs of the same seeds."""
     scenario = batched_scenario(random_model_dir, 2)
     seeds = [5, 6, 7]
-    together = run_replicates(scenario, seeds, [tmp_path / f"r{s}" for s in seeds])
-    for seed, replicate in zip(seeds, together, strict=True):
-        separate = dataclasses.replace(scenario, seed=seed)
-        alone = run_scenario(separate, out_dir=tmp_path / f"s{seed}")
+    lm = LanguageModel.load(str(random_model_dir), device="cpu")
+    forwards = []
+    lm.model.register_forward_hook(lambda module, args, output: forwards.append(1))
+    together = run_replicates(scenario, seeds, [tmp_path / f"r{s}" for s in seeds], lm=lm)
+    shared_forwards, forwards[:] = len(forwards), []
+    alone_runs = [
+        run_scenario(dataclasses.replace(scenario, seed=seed), tmp_path / f"s{seed}", lm=lm)
+        for seed in seeds
+    ]
+    # the replicates' auctions share each forward: one decode per round, not one per seed
+    # (seen: 15 forwards in lockstep, 45 for the three separate runs)
+    assert shared_forwards * 2 < len(forwards)
+    for seed, replicate, alone in zip(seeds, together, alone_runs, strict=True):
         assert replicate.summary["run_id"] == alone.summary["run_id"]
         own, reference = tmp_path / f"r{seed}", tmp_path / f"s{seed}"
         assert (own / "scenario.toml").read_bytes() == (reference / "scenario.toml").read_bytes()
