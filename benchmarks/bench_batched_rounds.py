@@ -37,8 +37,8 @@ gains only about 4x to 7x from K = 1 to 64 on 2 cores, because the forward is co
 there (GPT-2-small's K = 1 already costs 0.6 s).
 
 Run: ``python benchmarks/bench_batched_rounds.py [--device cuda] [--tokens 4] [--repeats 1]
-[--ks 1,8,64,256] [--large-ks 1,8,64] [--models tiny,gpt2,llama] [--queries pool,distinct]``
-(one torch thread unless ``--threads``).
+[--passes 1] [--ks 1,8,64,256] [--large-ks 1,8,64] [--models tiny,gpt2,llama]
+[--queries pool,distinct]`` (one torch thread unless ``--threads``).
 """
 
 from __future__ import annotations
@@ -73,8 +73,7 @@ takes ~25 ms: three runs gave medians from 27 to 50 ms on a quiet machine)."""
 
 
 def median_seconds(action: Callable[[], object], device: torch.device, repeats: int) -> float:
-    """Median wall time of at least ``repeats`` runs and ``MIN_TIMED_SECONDS``, after a warm-up."""
-    action()
+    """Median wall time of at least ``repeats`` runs and ``MIN_TIMED_SECONDS`` (no warm-up)."""
     times: list[float] = []
     while len(times) < repeats or sum(times) < MIN_TIMED_SECONDS:
         synchronize(device)
@@ -123,11 +122,20 @@ def benchmark_model(
     tokens: int,
     repeats: int,
     distinct: bool,
+    passes: int = 1,
 ):
-    """Print one row per K: auctions/s, speed-up over the first K, and round / floor time."""
+    """Print one row per K: auctions/s, speed-up over the first K, and round / floor time.
+
+    Every K is warmed up once, then timed in ``passes`` passes that each time every K in turn,
+    so that a machine whose speed drifts (a shared 2-core machine's K = 1 round wandered from
+    10 to 16 ms within minutes) moves the K = 1 and K = 64 times of a pass alike. The speed-up
+    is computed within each pass (auctions/s of K over auctions/s of the first K, both measured
+    minutes apart at most); printed: its median over the passes and, with more than one pass,
+    its range.
+    """
     platform = TokenAuctionPlatform(lm, TokenAuctionRule(), max_new_tokens=tokens)
-    base_rate = None
     label = f"{label}{' distinct' if distinct else ' pool'}"
+    actions = []
     for k in ks:
         queries, bidders = round_inputs(k, distinct)
         rows = floor_rows(queries)
@@ -138,15 +146,30 @@ def benchmark_model(
         def run_floor(rows=rows):
             return lm.sample(rows, tokens, seed=0, stop_at_eos=False)
 
-        round_seconds = median_seconds(run_round, lm.device, repeats)
-        floor_seconds = median_seconds(run_floor, lm.device, repeats)
+        run_round()
+        run_floor()
+        actions.append((k, len(rows), run_round, run_floor))
+    round_times: dict[int, list[float]] = {k: [] for k in ks}
+    floor_times: dict[int, list[float]] = {k: [] for k in ks}
+    for _ in range(passes):
+        for k, _rows, run_round, run_floor in actions:
+            round_times[k].append(median_seconds(run_round, lm.device, repeats))
+            floor_times[k].append(median_seconds(run_floor, lm.device, repeats))
+    base = ks[0]
+    for k, row_count, run_round, _run_floor in actions:
+        speedups = [
+            (k / round_seconds) / (base / base_seconds)
+            for round_seconds, base_seconds in zip(round_times[k], round_times[base], strict=True)
+        ]
+        round_seconds = statistics.median(round_times[k])
+        floor_seconds = statistics.median(floor_times[k])
+        spread = f" ({min(speedups):.2f}-{max(speedups):.2f})" if passes > 1 else ""
         mean_tokens = statistics.mean(len(o.token_ids) for o in run_round())
-        rate = k / round_seconds
-        base_rate = base_rate or rate
         print(
-            f"{label:<27} K={k:<4} rows={len(rows):<5} T={tokens:<3} "
+            f"{label:<27} K={k:<4} rows={row_count:<5} T={tokens:<3} "
             f"round={round_seconds * 1e3:9.1f} ms  floor={floor_seconds * 1e3:9.1f} ms  "
-            f"auctions/s={rate:9.1f}  vs K={ks[0]}: {rate / base_rate:6.2f}x  "
+            f"auctions/s={k / round_seconds:9.1f}  vs K={base}: "
+            f"{statistics.median(speedups):6.2f}x{spread}  "
             f"round/floor={round_seconds / floor_seconds:5.2f}  "
             f"mean reply tokens={mean_tokens:.1f}",
             flush=True,
@@ -196,7 +219,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tokens", type=int, default=4, help="new tokens per reply")
-    parser.add_argument("--repeats", type=int, default=1, help="timed runs after a warm-up")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per K and pass")
+    parser.add_argument(
+        "--passes", type=int, default=1, help="passes over all K (speed-up: median over passes)"
+    )
     parser.add_argument("--ks", default="1,8,64,256", help="K values for the tiny LM")
     parser.add_argument("--large-ks", default=None, help="K values for the random models")
     parser.add_argument("--models", default="tiny,gpt2,llama")
@@ -216,7 +242,13 @@ def main() -> None:
     if "tiny" in models:
         for distinct in modes:
             benchmark_model(
-                tiny, "tiny-ads", parse_ks(args.ks), args.tokens, args.repeats, distinct
+                tiny,
+                "tiny-ads",
+                parse_ks(args.ks),
+                args.tokens,
+                args.repeats,
+                distinct,
+                args.passes,
             )
     for kind in ("gpt2", "llama"):
         if kind in models:
@@ -224,7 +256,9 @@ def main() -> None:
             params = sum(p.numel() for p in lm.model.parameters()) / 1e6
             label = f"{lm.name}({params:.0f}M)"
             for distinct in modes:
-                benchmark_model(lm, label, parse_ks(large_ks), args.tokens, args.repeats, distinct)
+                benchmark_model(
+                    lm, label, parse_ks(large_ks), args.tokens, args.repeats, distinct, args.passes
+                )
 
 
 if __name__ == "__main__":
