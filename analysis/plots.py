@@ -560,8 +560,9 @@ def learning_figure(
     if not shown:
         return None
     fig = new_figure("learning_curves")
-    rows = -(-len(shown) // LEARNING_COLUMNS)
-    axes = fig.subplots(rows, LEARNING_COLUMNS, squeeze=False, sharex=True, sharey=True).ravel()
+    columns = min(LEARNING_COLUMNS, len(shown))  # fewer panels than columns fill the width
+    rows = -(-len(shown) // columns)
+    axes = fig.subplots(rows, columns, squeeze=False, sharex=True, sharey=True).ravel()
     for ax, (label, lines) in zip(axes, shown, strict=False):
         color = mechanism_color(names[label])
         for setting, metric, curve in lines:
@@ -577,10 +578,10 @@ def learning_figure(
     for ax in axes[len(shown) :]:
         ax.set_visible(False)
     for index, ax in enumerate(axes[: len(shown)]):
-        if index + LEARNING_COLUMNS >= len(shown):  # lowest panel of its column
+        if index + columns >= len(shown):  # lowest panel of its column
             ax.set_xlabel(x_label)
             ax.xaxis.set_tick_params(labelbottom=True)
-        if index % LEARNING_COLUMNS == 0:
+        if index % columns == 0:
             ax.set_ylabel("ratio")
     counts = curves.group_by(LABEL).agg(pl.col("n").max())["n"].to_list()
     footer(
