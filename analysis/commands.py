@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from market_sim.cli import folder_argument
+
 
 class DemoCommand:
     """``market-sim demo``: the headline experiment, its figures and its mechanism table."""
@@ -29,7 +31,7 @@ class DemoCommand:
         )
         demo.add_argument(
             "--out",
-            type=Path,
+            type=folder_argument,
             default=Path("results/demo"),
             help="folder of the two sweeps and the figures (default results/demo)",
         )
@@ -90,7 +92,7 @@ class PlotCommand:
         plot.add_argument(
             "dir", type=Path, help="a sweep folder, a run folder, or a folder of runs"
         )
-        plot.add_argument("--out", type=Path, help="figure folder (default DIR/figures)")
+        plot.add_argument("--out", type=folder_argument, help="figure folder (default DIR/figures)")
 
     def run(self, args: argparse.Namespace) -> None:
         """Draw the figures; a token-auction run also gets its token-ownership figure."""

@@ -12,6 +12,7 @@ naming the problem; results are written only after a run completes, atomically.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -54,6 +55,20 @@ def extension_commands() -> dict[str, ExtensionCommand]:
 
     found = {entry.name: entry for entry in entry_points(group=COMMAND_ENTRY_POINTS)}
     return {name: found[name].load() for name in sorted(found)}
+
+
+def folder_argument(text: str) -> Path:
+    """The ``type`` of a folder option: a path, refused when empty.
+
+    ``Path("")`` is the current folder, so an unset shell variable (``--out "$DIR"``) would
+    otherwise write results wherever the command was started.
+
+    Raises:
+        argparse.ArgumentTypeError: ``text`` is empty or blank.
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; name a folder ('.' for the current one)")
+    return Path(text)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -100,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run a scenario and write its results")
     add_scenario_arguments(run)
     run.add_argument("--rounds", type=int, help="rounds to run (default: the scenario's)")
-    run.add_argument("--out", type=Path, help="results folder (default results/<name>-seed<seed>)")
+    run.add_argument(
+        "--out", type=folder_argument, help="results folder (default results/<name>-seed<seed>)"
+    )
     run.add_argument(
         "--seeds",
         help="replicate seeds run in lockstep, sharing each LM forward (0-7, 0,3,5); each "
@@ -124,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument(
         "--out",
-        type=Path,
+        type=folder_argument,
         help="folder for samples.parquet and shares.parquet (default results/<name>-seed<seed>)",
     )
     add_force_argument(sweep, "lambda-sweep")
@@ -135,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_scenario_arguments(convergence, NO_PROGRESS_HELP)
     convergence.add_argument(
         "--out",
-        type=Path,
+        type=folder_argument,
         help="folder for convergence.parquet (default results/<name>-seed<seed>)",
     )
     add_force_argument(convergence, "convergence")
@@ -147,7 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     lm_commands = lm.add_subparsers(dest="lm_command", required=True)
     train = lm_commands.add_parser("train", help="generate the ad corpus and train the tiny LM")
     train.add_argument(
-        "--out", type=Path, help="output folder (required; the bundled model is never replaced)"
+        "--out",
+        type=folder_argument,
+        help="output folder (required; the bundled model is never replaced)",
     )
     train.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     train.add_argument("--steps", type=int, help="optimizer steps (default: the bundled recipe)")
@@ -192,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("name", help="e.g. smollm2-135m-instruct")
     get.add_argument(
         "--cache-dir",
-        type=Path,
+        type=folder_argument,
         help="cache root (default: $MARKET_SIM_CACHE, else $XDG_CACHE_HOME/market-sim, else "
         "~/.cache/market-sim)",
     )
@@ -214,7 +233,9 @@ def add_sweep_parsers(commands: argparse._SubParsersAction) -> None:
     sweep.add_argument("--seeds", required=True, help="seeds: 0-9, 0,3,5 or a mix like 0-3,8")
     sweep.add_argument("--rounds", type=int, help="rounds to run (default: the scenario's)")
     sweep.add_argument(
-        "--out", type=Path, help="sweep folder (default results/<scenario file name>-sweep)"
+        "--out",
+        type=folder_argument,
+        help="sweep folder (default results/<scenario file name>-sweep)",
     )
     sweep.add_argument("--backend", default="local", help="local (default) | ray")
     sweep.add_argument("--workers", help="parallel runs (local default 1; ray: local CPUs)")
@@ -248,7 +269,7 @@ def add_eva_parsers(commands: argparse._SubParsersAction) -> None:
         )
         parser.add_argument(
             "--out",
-            type=Path,
+            type=folder_argument,
             help=f"folder for {results} (default results/<name>-{parser.prog.split()[-1]})",
         )
         add_force_argument(parser, parser.prog.split()[-1])
@@ -790,9 +811,11 @@ def parse_workers(text: str | None) -> int | None:
     """``--workers``: an integer >= 1, or None when not given."""
     if text is None:
         return None
-    if not text.strip().isdigit() or int(text) < 1:
-        raise UsageError(f"--workers: must be an integer >= 1, got {text!r}")
-    return int(text)
+    digits = text.strip()
+    # ASCII digits only ('²'.isdigit() is true), and few enough for int() (4,300 at most)
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 9 or int(digits) < 1:
+        raise UsageError(f"--workers: must be an integer from 1 to 999999999, got {text!r}")
+    return int(digits)
 
 
 def command_sweep(args: argparse.Namespace) -> None:
@@ -858,6 +881,13 @@ def warn_if_slow_sweep(args: argparse.Namespace) -> None:
     warn_if_slow(scenario, len(seeds) * math.prod(len(values) for values in grid.values()))
 
 
+PATH_ERRNOS = frozenset(
+    {errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTDIR, errno.EROFS}
+)
+"""Errors of a path itself (permission, a name too long, a file where a folder should be): in
+Python 3.11 even ``Path.exists()`` raises them. Reported as bad input, one line, exit 2."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``market-sim`` console script; returns the exit status."""
     try:
@@ -904,6 +934,12 @@ def run_command(args: argparse.Namespace) -> int:
     except NonFiniteResultError as error:
         print(f"market-sim: error: {error}", file=sys.stderr)
         return RUN_ERROR
+    except OSError as error:  # a path the user gave that this process cannot use
+        if error.errno not in PATH_ERRNOS:
+            raise
+        where = f"{error.filename}: " if error.filename is not None else ""
+        print(f"market-sim: error: {where}{error.strerror}", file=sys.stderr)
+        return USAGE_ERROR
     return 0
 
 

@@ -513,6 +513,7 @@ SET_CASES = [
         ("index-range-brackets", "advertisers[9].name=x", "advertisers[9].name"),
         ("not-a-table", "rounds.x=1", "rounds.x"),
         ("not-an-index", "advertisers.x.name=1", "advertisers.x.name"),
+        ("index-superscript", "advertisers.².name=1", "advertisers[²].name"),
         ("missing-list", "things.0.name=1", "things[0].name"),
         ("typo", "mechanism.paymnet=none", "did you mean `payment`?"),
         ("rounds-text", "rounds=abc", "rounds"),
@@ -568,6 +569,9 @@ OPTION_CASES = [
         ("threads-text", ("--threads", "many"), "--threads"),
         ("device", ("--device", "tpu"), "model.device"),
         ("unknown-option", ("--colour", "red"), "--colour"),
+        ("out-empty", ("--out", ""), "argument --out: an empty path"),  # would be the cwd
+        ("out-name-too-long", ("--out", "a" * 300), "File name too long"),
+        ("seeds-4400-digits", ("--seeds", "9" * 4400), "--seeds: a 4400-digit seed"),
     ]
 ]
 

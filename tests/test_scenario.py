@@ -778,6 +778,11 @@ def test_override_non_index_into_list() -> None:
         apply_overrides(sample_data(), ["advertisers.first.name=X"])
     assert caught.value.key == "advertisers.first.name"
     assert "expected an index" in caught.value.message
+    for not_ascii in ("²", "\u0663"):  # a superscript and an Arabic-Indic digit
+        with pytest.raises(ScenarioError, match="expected an index"):
+            apply_overrides(sample_data(), [f"advertisers.{not_ascii}.name=X"])
+    with pytest.raises(ScenarioError, match="index of 5000 digits out of range"):
+        apply_overrides(sample_data(), [f"advertisers.{'9' * 5000}.name=X"])
 
 
 def test_override_through_a_plain_value() -> None:

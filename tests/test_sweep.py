@@ -114,6 +114,11 @@ def test_parse_seeds():
         parse_seeds("0-2,1")
     with pytest.raises(SweepError, match="above the largest seed"):
         parse_seeds(f"{2**63}")
+    with pytest.raises(SweepError, match="a 4400-digit seed is above the largest seed"):
+        parse_seeds("1-" + "9" * 4400)  # int() itself refuses 4,300+ digits
+    assert parse_seeds("0007") == (7,)
+    with pytest.raises(SweepError, match="--seeds"):
+        parse_seeds("\u0663")  # an Arabic-Indic 3: ASCII digits only
     with pytest.raises(SweepError, match="at most 100,000"):
         parse_seeds("0-1000000000000")  # refused before the range is expanded
 
@@ -270,8 +275,9 @@ def test_ray_backend_matches_local(tmp_path, scenario, reference):
     ("extra", "message"),
     [
         (["--backend", "spark"], "--backend: unknown value 'spark'; allowed: local, ray"),
-        (["--workers", "0"], "--workers: must be an integer >= 1"),
-        (["--workers", "two"], "--workers: must be an integer >= 1"),
+        (["--workers", "0"], "--workers: must be an integer from 1 to 999999999"),
+        (["--workers", "two"], "--workers: must be an integer from 1 to 999999999"),
+        (["--workers", "²"], "--workers: must be an integer from 1 to 999999999"),
         (["--seeds", "x"], "--seeds: expected N, A-B or a comma list"),
         (["--grid", "rounds"], "--grid: expected dotted.key=v1,v2"),
         (["--grid", "mechanism.payment=vickrey"], "mechanism.payment: unknown value 'vickrey'"),

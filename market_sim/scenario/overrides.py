@@ -127,13 +127,15 @@ def list_index(items: list[Any], segments: list[str], depth: int) -> int:
     segment = segments[depth]
     full_key = display_key(segments)
     parent = dotted(segments, depth - 1)
-    if not segment.isdigit():
+    if not (segment.isascii() and segment.isdigit()):  # '²'.isdigit() is true
         raise ScenarioError(full_key, f"{parent} is a list; expected an index, got {show(segment)}")
-    index = int(segment)
-    if index >= len(items):
+    # a long index is out of range whatever it is (and int() refuses 4,300+ digits)
+    index = int(segment) if len(segment) <= 9 else None
+    if index is None or index >= len(items):
         allowed = f"0..{len(items) - 1}" if items else "none, the list is empty"
+        shown = segment if index is not None else f"of {len(segment)} digits"
         raise ScenarioError(
-            full_key, f"index {index} out of range for {parent} (allowed: {allowed})"
+            full_key, f"index {shown} out of range for {parent} (allowed: {allowed})"
         )
     return index
 

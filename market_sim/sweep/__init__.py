@@ -206,11 +206,17 @@ def parse_seeds(text: str | Sequence[int]) -> tuple[int, ...]:
         items = [part.strip() for part in text.split(",")]
     ranges: list[tuple[int, int]] = []
     for item in items:
-        match = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", item)
+        match = re.fullmatch(r"([0-9]+)(?:\s*-\s*([0-9]+))?", item)
         if match is None:
             raise SweepError(f"--seeds: {SEEDS_FORMAT}; got {text!r}")
-        first = int(match.group(1))
-        last = int(match.group(2)) if match.group(2) is not None else first
+        digits = [group for group in match.groups() if group is not None]
+        longest = max(len(group.lstrip("0")) for group in digits)
+        if longest > len(str(SEED_MAX)):  # int() would refuse 4,300+ digits
+            raise SweepError(
+                f"--seeds: a {longest}-digit seed is above the largest seed, {SEED_MAX}"
+            )
+        first = int(digits[0])
+        last = int(digits[-1])
         if last < first:
             raise SweepError(f"--seeds: range {item!r} runs backwards; {SEEDS_FORMAT}")
         if last > SEED_MAX:
