@@ -51,6 +51,7 @@ class DemoCommand:
             UsageError,
             check_threads,
             checked_out_dir,
+            model_load_error,
             parse_workers,
             scenario_overrides,
         )
@@ -72,6 +73,8 @@ class DemoCommand:
             )
         except (SweepError, ScenarioError) as error:
             raise UsageError(str(error)) from None
+        except FileNotFoundError as error:
+            raise model_load_error(error) from None
         from analysis.load import load_results
         from analysis.plots import plot_all
         from analysis.summary import format_summary, summary_table

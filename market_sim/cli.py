@@ -852,11 +852,26 @@ def command_sweep(args: argparse.Namespace) -> None:
         )
     except (SweepError, ScenarioError) as error:
         raise UsageError(str(error)) from None
+    except FileNotFoundError as error:
+        raise model_load_error(error) from None
     print(
         f"{result.executed} runs done, {result.skipped} already complete; "
         f"table: {out_dir / RUNS_FILE} ({result.runs.height} rows)\n"
     )
     print_pooled_summary(out_dir)
+
+
+def model_load_error(error: FileNotFoundError) -> Exception:
+    """A sweep run's model that failed to load, as a one-line ``model.path`` error.
+
+    Damaged weights show only when a run loads them: the sweep's check before any run reads
+    tokenizers and configs. Any other ``error`` is returned as it is.
+    """
+    from market_sim.lm.loading import ModelNotFoundError
+
+    if isinstance(error, ModelNotFoundError):
+        return UsageError(f"model.path: {error}")
+    return error
 
 
 def warn_if_slow(scenario, runs: int = 1) -> None:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import stat
 import tomllib
 from pathlib import Path
@@ -283,6 +284,8 @@ def test_ray_backend_matches_local(tmp_path, scenario, reference):
         (["--grid", "mechanism.payment=vickrey"], "mechanism.payment: unknown value 'vickrey'"),
         (["--address", "auto"], "--address: only used with --backend ray"),
         (["--seed", "3"], "--seed: a sweep takes --seeds"),
+        # checked before any run: no folder, no sweep.json (this machine has no cuda:7)
+        (["--device", "cuda:7"], "model.device: device 'cuda:7'"),
     ],
 )
 def test_cli_sweep_bad_input_exits_2_with_one_line(extra, message, tmp_path, scenario, capsys):
@@ -293,6 +296,23 @@ def test_cli_sweep_bad_input_exits_2_with_one_line(extra, message, tmp_path, sce
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and message in error, error
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_sweep_of_a_model_with_damaged_weights_exits_2_with_one_line(
+    tmp_path, scenario, capsys
+):
+    """Its tokenizer and config pass the check before the runs; loading the weights fails."""
+    from market_sim.lm.bundled_models import BUNDLED_ROOT
+
+    model = tmp_path / "damaged"
+    shutil.copytree(BUNDLED_ROOT / "tiny-ads", model)
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-5000])
+    args = ["sweep", str(scenario), "--seeds", "0", "--out", str(tmp_path / "out")]
+    assert main([*args, "--set", f"model.path={model}"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1, error
+    assert error.startswith("market-sim: error: model.path: transformers cannot load"), error
 
 
 def test_cli_sweep_and_plot(tmp_path, scenario, capsys):

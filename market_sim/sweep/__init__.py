@@ -318,44 +318,63 @@ def plan_sweep(
 
 
 def check_task_prompts(tasks: Sequence[SweepTask]) -> None:
-    """Every run's prompts plus its reply fit its model's positions, checked before any run.
+    """Every run's model is usable and its prompts plus reply fit, checked before any run.
 
     A run checks this itself before round 0 (``run_scenario``), but in a sweep that comes after
-    the earlier runs were done and written. Here each distinct model's tokenizer and config are
-    read once (:class:`~market_sim.lm.tokenizer_only.TokenizerOnly`, no weights). A model that
-    cannot be read is left to its runs, which report it as a run does.
+    the earlier runs were done and written. Here each distinct ``(model.path, model.device,
+    model.dtype)`` is checked once: the device is available, the dtype is known, and the
+    model's tokenizer and config can be read (:class:`~market_sim.lm.tokenizer_only.
+    TokenizerOnly`, no weights; damaged weights are found only when a run loads them).
 
     Args:
         tasks: The sweep's runs (:func:`plan_sweep`).
 
     Raises:
-        ScenarioError: The first run whose prompt does not fit, keyed as a run would be, its
-            grid point and seed added to the message.
+        ScenarioError: The first run whose model cannot be used (keyed ``model.path``,
+            ``model.device`` or ``model.dtype``) or whose prompt does not fit, keyed as a run
+            would be, its grid point and seed added to the message.
     """
     import tomllib
 
-    from market_sim.lm.loading import ModelNotFoundError
+    from market_sim.lm.loading import (
+        ModelNotFoundError,
+        UnknownDtypeError,
+        resolve_device,
+        resolve_dtype,
+    )
     from market_sim.lm.tokenizer_only import TokenizerOnly
     from market_sim.scenario import scenario_from_dict
     from market_sim.scenario.prompt_fit import check_model_fits
 
-    models: dict[str, TokenizerOnly | None] = {}
+    def where(task: SweepTask) -> str:
+        point = ", ".join(f"{key}={format_value(value)}" for key, value in task.point)
+        return f"grid point {point}, seed {task.seed}" if point else f"seed {task.seed}"
+
+    models: dict[str, TokenizerOnly] = {}
+    usable: set[tuple[str, str, str]] = set()
     for task in tasks:
-        reference = task.model_key[0]
+        reference, device, dtype = task.model_key
+        if task.model_key not in usable:
+            try:
+                resolved_device = resolve_device(device)
+            except ValueError as error:
+                raise ScenarioError("model.device", f"{error} ({where(task)})") from None
+            try:
+                resolve_dtype(dtype, resolved_device)
+            except UnknownDtypeError as error:
+                raise ScenarioError("model.dtype", f"{error} ({where(task)})") from None
+            usable.add(task.model_key)
         if reference not in models:
             try:
                 models[reference] = TokenizerOnly.load(reference)
-            except ModelNotFoundError:
-                models[reference] = None
-        model = models[reference]
-        if model is None:
-            continue
+            except ModelNotFoundError as error:
+                raise ScenarioError("model.path", f"{error} ({where(task)})") from None
         try:
-            check_model_fits(scenario_from_dict(tomllib.loads(task.scenario_toml)), model)
+            check_model_fits(
+                scenario_from_dict(tomllib.loads(task.scenario_toml)), models[reference]
+            )
         except ScenarioError as error:
-            point = ", ".join(f"{key}={format_value(value)}" for key, value in task.point)
-            where = f"grid point {point}, seed {task.seed}" if point else f"seed {task.seed}"
-            raise ScenarioError(error.key, f"{error.message} ({where})") from None
+            raise ScenarioError(error.key, f"{error.message} ({where(task)})") from None
 
 
 def check_per_kind_keys_apply(grid: Grid, kinds: set[str]) -> None:
