@@ -749,6 +749,10 @@ def command_lm(args: argparse.Namespace) -> None:
             f"--temperature: must be between {MIN_TEMPERATURE:g} and {MAX_TEMPERATURE:g}, "
             f"got {args.temperature}"
         )
+    if args.prompt == "":
+        raise UsageError("prompt: empty; give text to continue, or leave it out for --query's")
+    if args.device is not None and not args.device.strip():
+        raise UsageError("--device: empty; allowed: auto, cpu, cuda, cuda:N, mps")
     keys = ("--model", "--device", "dtype")  # dtype is always auto here: never reported
     lm = load_checked_model(args.model, args.device or "auto", threads=args.threads, keys=keys)
     try:
@@ -777,11 +781,19 @@ def checked_train_dir(out: Path | None) -> Path:
         raise UsageError(
             "--out: required (e.g. --out results/tiny-ads); the bundled model is never replaced"
         )
+    from market_sim.scenario.output_folder import COMMAND_FILES, SCENARIO_FILE
+
     bundled = BUNDLED_ROOT.resolve()
     target = out.expanduser().resolve()
     if target == bundled or bundled in target.parents:
         raise UsageError(
             f"--out: '{out}' is inside the bundled checkpoints ({bundled}); choose another folder"
+        )
+    results = [SCENARIO_FILE, *(name for names in COMMAND_FILES.values() for name in names)]
+    found = [name for name in results if (target / name).is_file()]
+    if found:
+        raise UsageError(
+            f"--out: '{out}' holds results ({', '.join(found)}), not a model; choose another folder"
         )
     return checked_out_dir(out, out)
 

@@ -3,6 +3,7 @@
 import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -401,6 +402,26 @@ def test_lm_train_never_replaces_the_bundled_model(tmp_path, capsys):
     assert {path: path.stat().st_mtime_ns for path in BUNDLED_ROOT.rglob("*")} == before
 
 
+def test_lm_train_refuses_a_folder_of_results(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text("{}")
+    assert main(["lm", "train", "--out", str(run), "--steps", "1"]) == 2
+    assert capsys.readouterr().err == (
+        f"market-sim: error: --out: '{run}' holds results (summary.json), not a model; choose "
+        "another folder\n"
+    )
+    assert [path.name for path in run.iterdir()] == ["summary.json"]
+
+
+def test_lm_generate_names_the_allowed_devices(capsys):
+    assert main(["lm", "generate", "--device", "tpu"]) == 2
+    assert capsys.readouterr().err == (
+        "market-sim: error: --device: device 'tpu' is not supported; allowed: auto, cpu, cuda, "
+        "cuda:N, mps\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -409,6 +430,8 @@ def test_lm_train_never_replaces_the_bundled_model(tmp_path, capsys):
         (["--temperature", "nan"], "--temperature: must be between 0.001 and 1000, got nan"),
         (["--temperature", "inf"], "--temperature: must be between 0.001 and 1000, got inf"),
         (["--seed", "-1"], "--seed: must be between 0 and 9223372036854775807, got -1"),
+        ([""], "prompt: empty; give text to continue, or leave it out for --query's"),
+        (["--device", ""], "--device: empty; allowed: auto, cpu, cuda, cuda:N, mps"),
     ],
 )
 def test_lm_generate_checks_its_options_before_loading(options, message, capsys, monkeypatch):
@@ -445,6 +468,19 @@ def test_sweep_refuses_a_seed_override(tmp_path, capsys):
         "market-sim: error: --set seed: a sweep takes --seeds (e.g. --seeds 0-9), not a seed\n"
     )
     assert not out.exists()
+
+
+def test_a_config_value_of_the_wrong_type_is_one_line(tmp_path, capsys):
+    from market_sim.lm.bundled_models import BUNDLED_ROOT
+
+    folder = tmp_path / "model"
+    shutil.copytree(BUNDLED_ROOT / "tiny-ads", folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "n_positions": "abc"}))
+    assert main(["lm", "generate", "--model", str(folder), "--device", "cpu"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"market-sim: error: --model: transformers cannot load '{folder}'")
+    assert error.count("\n") == 1
 
 
 def test_remote_code_is_never_trusted_nor_asked_for(tmp_path, capsys):

@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 
 from market_sim.lm.references import (
     ModelReference,
@@ -21,6 +22,17 @@ from market_sim.lm.references import (
     hub_offline,
     parse_model_reference,
 )
+
+CONFIG_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    ValueError,
+    KeyError,
+    TypeError,
+    StrictDataclassError,
+)
+"""What transformers raises on a model folder it cannot read: missing or unreadable files, bad
+JSON, unknown keys or architectures, and config values of the wrong type (``"n_positions":
+"x"``: a TypeError, or huggingface_hub's StrictDataclassError, which is neither)."""
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -103,8 +115,10 @@ def resolve_device(device: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         resolved = torch.device(device)
-    except RuntimeError as error:
-        raise ValueError(f"device {device!r} is not a torch device ({error})") from None
+    except RuntimeError:
+        raise ValueError(
+            f"device {device!r} is not supported; allowed: auto, cpu, cuda, cuda:N, mps"
+        ) from None
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(

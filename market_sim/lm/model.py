@@ -21,6 +21,7 @@ from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from market_sim.lm.loading import (
+    CONFIG_ERRORS,
     ModelNotFoundError,
     check_hub_reachable,
     checked_reference,
@@ -163,7 +164,7 @@ class LanguageModel:
                 trust_remote_code=False,
                 local_files_only=local_only,
             )
-        except (OSError, ValueError, KeyError, SafetensorError, RuntimeError) as error:
+        except CONFIG_ERRORS + (SafetensorError, RuntimeError) as error:
             # SafetensorError: a damaged weight file; RuntimeError: weights of other shapes.
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
             raise ModelNotFoundError(

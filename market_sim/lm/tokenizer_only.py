@@ -11,7 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from market_sim.lm.loading import ModelNotFoundError, check_hub_reachable, checked_reference
+from market_sim.lm.loading import (
+    CONFIG_ERRORS,
+    ModelNotFoundError,
+    check_hub_reachable,
+    checked_reference,
+)
 from market_sim.lm.references import hub_offline
 
 POSITION_KEYS = ("max_position_embeddings", "n_positions", "n_ctx")
@@ -66,7 +71,7 @@ class TokenizerOnly:
             config = AutoConfig.from_pretrained(
                 resolved.source, trust_remote_code=False, local_files_only=local_only
             )
-        except (OSError, ValueError, KeyError) as error:
+        except CONFIG_ERRORS as error:
             raise ModelNotFoundError(
                 f"transformers cannot read the tokenizer of {resolved.text!r}: "
                 f"{type(error).__name__}"
