@@ -10,7 +10,10 @@ only the standard library at load time, since every ``market-sim`` call loads it
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -112,17 +115,30 @@ class PlotCommand:
         if not args.dir.is_dir():
             raise UsageError(f"{args.dir}: no such folder")
         out_dir = checked_out_dir(args.out, args.dir / "figures")
+        # Every figure is drawn into a staging folder beside out_dir and moved there only when
+        # all were drawn: a damaged file found halfway leaves out_dir as it was.
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
         try:
-            paths, messages = said_warnings(lambda: plot_all(args.dir, out_dir))
-        except (NoResultsError, DamagedResultError) as error:
-            raise UsageError(str(error)) from None
+            try:
+                drawn, messages = said_warnings(lambda: plot_all(args.dir, staging))
+            except (NoResultsError, DamagedResultError) as error:
+                raise UsageError(str(error)) from None
+            except (*unanalysable_errors(), ValueError) as error:  # e.g. eva's missing columns
+                raise unanalysable(args.dir, error) from None
+            try:  # a token-auction run: who wrote each token
+                drawn += plot_run_tokens(args.dir, staging)
+            except (pl.exceptions.PolarsError, OSError) as error:
+                message = f"{args.dir}: its rounds cannot be read ({first_line(error)})"
+                raise UsageError(message) from None
+            paths = [out_dir / path.relative_to(staging) for path in drawn]
+            for source, target in zip(drawn, paths, strict=True):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(source, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         for message in messages:
             print(f"market-sim: warning: {message}", file=sys.stderr)
-        try:  # a token-auction run: who wrote each token
-            paths += plot_run_tokens(args.dir, out_dir)
-        except (pl.exceptions.PolarsError, OSError) as error:
-            message = f"{args.dir}: its rounds cannot be read ({first_line(error)})"
-            raise UsageError(message) from None
         print(f"{len(paths)} figures in {out_dir}/:")
         for path in paths:
             print(f"  {path}")
@@ -178,6 +194,29 @@ class SummaryCommand:
         print_summary(folders, args.by, args.format)
 
 
+def unanalysable_errors() -> tuple[type[Exception], ...]:
+    """What reading results of another layout than this version writes raises.
+
+    A column of another type or a missing one, a hand-edited ``summary.json`` or ``sweep.json``.
+    polars is imported here, not when the CLI starts.
+    """
+    import polars as pl
+
+    return (pl.exceptions.PolarsError, TypeError, KeyError)
+
+
+def unanalysable(folders: Path | Sequence[Path], error: Exception) -> Exception:
+    """A one-line UsageError for results that raised one of :func:`unanalysable_errors`."""
+    from analysis.load import first_line
+    from market_sim.cli import UsageError
+
+    named = ", ".join(map(str, folders)) if isinstance(folders, list | tuple) else str(folders)
+    return UsageError(
+        f"{named}: the results cannot be analysed ({first_line(error)}); is a result file "
+        "damaged, edited, or written by another version?"
+    )
+
+
 def holds_results(folder: Path) -> bool:
     """Whether ``folder`` holds a run, a sweep or an eva output (at any depth)."""
     from analysis.eva import EVA_FILE, find_result_files
@@ -217,8 +256,10 @@ def print_summary(
             raise UsageError(
                 f"--by groups runs; the folders hold only eva results ({EVA_FILE})"
             ) from None
-    except ValueError as error:
+    except ValueError as error:  # DamagedResultError, an unknown --by key, ...: one line each
         raise UsageError(str(error)) from None
+    except unanalysable_errors() as error:
+        raise unanalysable(folders, error) from None
     if has_eva and texts and fmt in ("csv", "json"):
         raise UsageError(
             f"--format {fmt}: the folders hold both runs and eva results ({EVA_FILE}); "
@@ -229,6 +270,8 @@ def print_summary(
             texts.append(eva_report(folders, fmt))
         except (FileNotFoundError, ValueError) as error:
             raise UsageError(str(error)) from None
+        except unanalysable_errors() as error:
+            raise unanalysable(folders, error) from None
     for warning in warnings:
         print(f"market-sim: warning: {warning}", file=sys.stderr)
     print("\n\n".join(texts))

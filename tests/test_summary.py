@@ -229,6 +229,39 @@ def test_summary_and_plot_name_a_damaged_file_in_one_line(file, content, message
     assert not (folder / "figures").exists()
 
 
+def test_summary_and_plot_of_edited_results_are_one_line(tmp_path, capsys):
+    """Readable files of another layout (a number stored as text) are not a traceback."""
+    folder = tmp_path / "results"
+    write_run(folder / "vcg-0", "vcg", "", 0, 1.0)
+    summary = json.loads((folder / "vcg-0" / "summary.json").read_text())
+    (folder / "vcg-0" / "summary.json").write_text(json.dumps({**summary, "revenue_mean": "x"}))
+    for command in ("summary", "plot"):
+        assert main([command, str(folder)]) == 2, command
+        error = capsys.readouterr().err
+        assert error.startswith(f"market-sim: error: {folder}: the results cannot be analysed")
+        assert "'revenue_mean'" in error and error.count("\n") == 1, (command, error)
+    assert not (folder / "figures").exists()
+
+
+def test_plot_that_fails_halfway_leaves_no_figures(tmp_path, capsys, monkeypatch):
+    """Figures are drawn into a staging folder and moved only when all were drawn."""
+    import analysis.tokens
+
+    folder = tmp_path / "results"
+    write_run(folder / "vcg-0", "vcg", "", 0, 1.0)
+
+    def unreadable_rounds(run_dir, out_dir):
+        raise pl.exceptions.ComputeError("parquet: File out of specification")
+
+    monkeypatch.setattr(analysis.tokens, "plot_run_tokens", unreadable_rounds)
+    assert main(["plot", str(folder)]) == 2
+    assert "its rounds cannot be read (ComputeError" in capsys.readouterr().err
+    assert sorted(path.name for path in folder.iterdir()) == ["vcg-0"]  # no figures, no staging
+    monkeypatch.undo()
+    assert main(["plot", str(folder)]) == 0
+    assert len(list((folder / "figures").glob("*.png"))) >= 3
+
+
 def test_plot_refuses_an_out_that_is_a_file(tmp_path, capsys):
     folder = tmp_path / "results"
     folder.mkdir()
