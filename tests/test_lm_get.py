@@ -186,6 +186,35 @@ def test_cli_get_success_prints_manifest_and_reference(tmp_path, monkeypatch, ca
     assert (model.prompt_format, model.weights_sha256) == ("plain", sha256(weights))
 
 
+@pytest.mark.parametrize(
+    ("manifest", "message"),
+    [
+        (b"{bad", "not readable JSON (JSONDecodeError)"),
+        (b"[]", "not a manifest of lm get (no sha256.weights)"),
+        (b'{"sha256": 5}', "not a manifest of lm get (no sha256.weights)"),
+    ],
+)
+def test_a_damaged_manifest_is_one_line_for_get_and_for_a_scenario(
+    manifest, message, tmp_path, monkeypatch, capsys
+):
+    """Found by an audit: lm get said 'already in the cache'; a run raised AttributeError."""
+    folder = model_folder("smollm2-135m-instruct", tmp_path)
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"")  # never read: the manifest is refused first
+    (folder / MANIFEST_FILE).write_bytes(manifest)
+    expected = f"{folder / MANIFEST_FILE}: {message}; remove {folder} and get the model again"
+    assert main(["lm", "get", "smollm2-135m-instruct", "--cache-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"market-sim: error: lm get: {expected}\n"
+    monkeypatch.setenv("MARKET_SIM_CACHE", str(tmp_path))
+    hawaii = Path(__file__).parent.parent / "scenarios" / "hawaii.toml"
+    args = ["run", str(hawaii), "--set", 'model.path="cache:smollm2-135m-instruct"']
+    assert main([*args, "--out", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and expected in error, error
+    assert not (tmp_path / "run").exists()
+
+
 def test_unknown_name_and_missing_extra(tmp_path, monkeypatch, capsys):
     assert main(["lm", "get", "gpt-17", "--cache-dir", str(tmp_path)]) == 2
     assert capsys.readouterr().err == (

@@ -128,8 +128,23 @@ def resolve_cached_model(reference: str, root: Path | None = None) -> Path:
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
-    """The manifest JSON that ``market-sim lm get`` wrote into a cached model folder."""
-    return json.loads((Path(folder) / MANIFEST_FILE).read_text(encoding="utf-8"))
+    """The manifest JSON that ``market-sim lm get`` wrote into a cached model folder.
+
+    Raises:
+        OSError: It cannot be read.
+        ValueError: It is not a JSON object with a ``sha256`` object of ``weights`` (a damaged
+            or hand-edited cache); the message names the file and says how to repair it.
+    """
+    path = Path(folder) / MANIFEST_FILE
+    repair = f"remove {Path(folder)} and get the model again"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not readable JSON ({type(error).__name__}); {repair}") from None
+    hashes = manifest.get("sha256") if isinstance(manifest, dict) else None
+    if not isinstance(hashes, dict) or not isinstance(hashes.get("weights"), dict):
+        raise ValueError(f"{path}: not a manifest of lm get (no sha256.weights); {repair}")
+    return manifest
 
 
 def manifest_weights_sha256(folder: Path) -> str:
@@ -140,7 +155,7 @@ def manifest_weights_sha256(folder: Path) -> str:
     Raises:
         ValueError: The manifest records no weights or more than one weights file.
     """
-    weights = read_manifest(folder).get("sha256", {}).get("weights", {})
-    if not isinstance(weights, dict) or len(weights) != 1:
+    weights = read_manifest(folder)["sha256"]["weights"]
+    if len(weights) != 1:
         raise ValueError(f"{folder / MANIFEST_FILE} must record exactly one weights file")
     return str(next(iter(weights.values())))

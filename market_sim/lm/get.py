@@ -37,6 +37,7 @@ from market_sim.lm.cached_models import (
     cache_root,
     check_known,
     model_folder,
+    read_manifest,
 )
 
 Downloader = Callable[[DownloadableModel, Path], Path]
@@ -221,7 +222,10 @@ def get_model(
     root = cache_root() if root is None else Path(root)
     target = model_folder(spec.name, root)
     if (target / MANIFEST_FILE).is_file():
-        manifest = json.loads((target / MANIFEST_FILE).read_text(encoding="utf-8"))
+        try:
+            manifest = read_manifest(target)
+        except ValueError as error:
+            raise GetError(str(error)) from None
         return GetResult(target, manifest, downloaded=False, seconds={})
     if convert is None:
         check_conversion_modules()
