@@ -274,6 +274,35 @@ def test_eva_resumes_finished_seeds(eva_run, bundled_lm, tmp_path, monkeypatch):
     assert shorter.table["generation"].max() == 1
 
 
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [(EVA_FILE, b"garbage"), (QUERIES_FILE, b"garbage"), (EVA_FILE, None)],  # None: no columns
+)
+def test_eva_reruns_a_seed_whose_files_are_damaged(
+    name, content, eva_run, bundled_lm, tmp_path, monkeypatch
+):
+    """Found by an audit: resuming over a damaged seed file raised a polars traceback."""
+    scenario, result, out, _ = eva_run
+    folder = tmp_path / "damaged"
+    shutil.copytree(out, folder)
+    damaged = seed_dir(folder, 0) / name
+    if content is None:
+        pl.DataFrame({"x": [1]}).write_parquet(damaged)
+    else:
+        damaged.write_bytes(content)
+    ran: list[int] = []
+    real_run = SeedRun.run
+
+    def spy(self, generations, progress=False):
+        ran.append(self.seed)
+        return real_run(self, generations, progress)
+
+    monkeypatch.setattr(SeedRun, "run", spy)
+    again = run_eva(scenario, bundled_lm, GENERATIONS, [0], folder)
+    assert ran == [0]  # run again, and deterministic: the same tables as the first time
+    assert again.table.equals(result.table) and again.queries.equals(result.queries)
+
+
 # ----------------------------------------------------------------------------- command line
 
 

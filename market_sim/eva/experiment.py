@@ -349,19 +349,33 @@ def seed_dir(out_dir: Path, seed: int) -> Path:
     return out_dir / "seeds" / f"seed-{seed}"
 
 
-def finished(folder: Path, scenario_toml: str, generations: int) -> bool:
-    """Whether a seed folder holds a complete run of this scenario with as many generations.
+def finished_tables(
+    folder: Path, scenario_toml: str, generations: int
+) -> tuple[pl.DataFrame, pl.DataFrame] | None:
+    """A seed folder's ``eva.parquet`` and ``queries.parquet`` if it holds a complete run.
 
-    ``eva.parquet`` is written last (and removed before a rerun), so its presence marks a
-    complete seed; the stored resolved scenario must equal this one, so changing any key reruns
-    the seed instead of mixing results of different settings.
+    Complete: of this scenario with as many generations. ``eva.parquet`` is written last (and
+    removed before a rerun), so its presence marks a complete seed; the stored resolved scenario
+    must equal this one, so changing any key reruns the seed instead of mixing results of
+    different settings. Files that cannot be read (damaged, or without a ``generation``
+    column) also mean the seed runs again: it is deterministic, so the rerun writes what the
+    damaged files held.
+
+    Returns:
+        ``(eva, queries)``, or None when the seed must run.
     """
     files = [folder / name for name in (EVA_FILE, QUERIES_FILE, "scenario.toml")]
     if not all(path.exists() for path in files):
-        return False
-    if (folder / "scenario.toml").read_text(encoding="utf-8") != scenario_toml:
-        return False
-    return pl.read_parquet(folder / EVA_FILE)["generation"].max() == generations
+        return None
+    try:
+        if (folder / "scenario.toml").read_text(encoding="utf-8") != scenario_toml:
+            return None
+        table = pl.read_parquet(folder / EVA_FILE)
+        lineage = pl.read_parquet(folder / QUERIES_FILE)
+        complete = table["generation"].max() == generations
+    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError):
+        return None
+    return (table, lineage) if complete else None
 
 
 def run_eva(
@@ -391,9 +405,10 @@ def run_eva(
     tables, lineages = [], []
     for seed in seeds:
         folder = None if out_dir is None else seed_dir(out_dir, seed)
-        if folder is not None and finished(folder, scenario_toml, generations):
-            tables.append(pl.read_parquet(folder / EVA_FILE))
-            lineages.append(pl.read_parquet(folder / QUERIES_FILE))
+        done = None if folder is None else finished_tables(folder, scenario_toml, generations)
+        if done is not None:
+            tables.append(done[0])
+            lineages.append(done[1])
             continue
         run = SeedRun(scenario, lm, seed)
         run.run(generations, progress)
