@@ -237,6 +237,19 @@ def test_eva_is_deterministic_per_seed(bundled_lm, tmp_path):
     assert not changed.table.drop("seed").equals(result.table.drop("seed"))
 
 
+def spy_on_seed_runs(monkeypatch) -> list[int]:
+    """The seeds :meth:`SeedRun.run` is called for, from now on, in order."""
+    ran: list[int] = []
+    real_run = SeedRun.run
+
+    def spy(self, generations, progress=False):
+        ran.append(self.seed)
+        return real_run(self, generations, progress)
+
+    monkeypatch.setattr(SeedRun, "run", spy)
+    return ran
+
+
 def test_eva_resumes_finished_seeds(eva_run, bundled_lm, tmp_path, monkeypatch):
     scenario, result, out, _ = eva_run
     folder = tmp_path / "resume"
@@ -250,14 +263,7 @@ def test_eva_resumes_finished_seeds(eva_run, bundled_lm, tmp_path, monkeypatch):
     assert again.table.equals(result.table) and again.queries.equals(result.queries)
 
     monkeypatch.undo()
-    ran: list[int] = []
-    real_run = SeedRun.run
-
-    def spy(self, generations, progress=False):
-        ran.append(self.seed)
-        return real_run(self, generations, progress)
-
-    monkeypatch.setattr(SeedRun, "run", spy)
+    ran = spy_on_seed_runs(monkeypatch)
     both = run_eva(scenario, bundled_lm, GENERATIONS, [0, 1], folder)
     assert ran == [1]
     assert both.table.filter(pl.col("seed") == 0).equals(result.table)
@@ -290,14 +296,7 @@ def test_eva_reruns_a_seed_whose_files_are_damaged(
         pl.DataFrame({"x": [1]}).write_parquet(damaged)
     else:
         damaged.write_bytes(content)
-    ran: list[int] = []
-    real_run = SeedRun.run
-
-    def spy(self, generations, progress=False):
-        ran.append(self.seed)
-        return real_run(self, generations, progress)
-
-    monkeypatch.setattr(SeedRun, "run", spy)
+    ran = spy_on_seed_runs(monkeypatch)
     again = run_eva(scenario, bundled_lm, GENERATIONS, [0], folder)
     assert ran == [0]  # run again, and deterministic: the same tables as the first time
     assert again.table.equals(result.table) and again.queries.equals(result.queries)
