@@ -64,6 +64,7 @@ class DemoCommand:
 
         check_threads(args.threads)
         checked_out_dir(args.out, args.out)
+        check_demo_folder(args.out)
         overrides = scenario_overrides(args)
         workers = parse_workers(args.workers) or 1
         try:
@@ -87,6 +88,27 @@ class DemoCommand:
         print(format_summary(summary_table(load_results(folders))))
         print(f"\nruns: {args.out}/{{{','.join(result.sweeps)}}}/runs.parquet")
         print(f"figures ({len(figures) // 2} as PNG and SVG): {args.out / 'figures'}/")
+
+
+def check_demo_folder(folder: Path) -> None:
+    """Refuse a ``demo --out`` folder that holds a command's results at its top.
+
+    The demo writes ``token_auction/``, ``ad_slots/`` and ``figures/`` there; beside a run's or
+    an eva's files they would make one folder of two experiments.
+
+    Raises:
+        UsageError: ``folder`` holds results
+            (:func:`~market_sim.scenario.output_folder.result_files_in`).
+    """
+    from market_sim.cli import UsageError
+    from market_sim.scenario.output_folder import result_files_in
+
+    found = result_files_in(folder)
+    if found:
+        raise UsageError(
+            f"--out: '{folder}' holds another command's results ({', '.join(found)}); choose "
+            "another folder for the demo"
+        )
 
 
 class PlotCommand:

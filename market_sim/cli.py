@@ -781,7 +781,7 @@ def checked_train_dir(out: Path | None) -> Path:
         raise UsageError(
             "--out: required (e.g. --out results/tiny-ads); the bundled model is never replaced"
         )
-    from market_sim.scenario.output_folder import COMMAND_FILES, SCENARIO_FILE
+    from market_sim.scenario.output_folder import SCENARIO_FILE, result_files_in
 
     bundled = BUNDLED_ROOT.resolve()
     target = out.expanduser().resolve()
@@ -789,8 +789,8 @@ def checked_train_dir(out: Path | None) -> Path:
         raise UsageError(
             f"--out: '{out}' is inside the bundled checkpoints ({bundled}); choose another folder"
         )
-    results = [SCENARIO_FILE, *(name for names in COMMAND_FILES.values() for name in names)]
-    found = [name for name in results if (target / name).is_file()]
+    found = [name for name in [SCENARIO_FILE] if (target / name).is_file()]
+    found += result_files_in(target)
     if found:
         raise UsageError(
             f"--out: '{out}' holds results ({', '.join(found)}), not a model; choose another folder"

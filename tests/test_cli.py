@@ -232,6 +232,19 @@ def test_console_script_entry_point(tmp_path):
     assert result.stderr.startswith("market-sim: error:") and result.stderr.count("\n") == 1
 
 
+def test_demo_refuses_a_folder_of_other_results(tmp_path, capsys):
+    out = tmp_path / "eva"
+    out.mkdir()
+    (out / "eva.parquet").write_bytes(b"")
+    args = ["demo", "--out", str(out), "--rounds", "3", "--seeds", "0", "--workers", "1"]
+    assert main(args) == 2
+    assert capsys.readouterr().err == (
+        f"market-sim: error: --out: '{out}' holds another command's results (eva.parquet); "
+        "choose another folder for the demo\n"
+    )
+    assert [path.name for path in out.iterdir()] == ["eva.parquet"]
+
+
 def test_demo_runs_every_mechanism_and_draws_figures(tmp_path, capsys):
     out = tmp_path / "demo"
     args = ["demo", "--out", str(out), "--rounds", "3", "--seeds", "0", "--workers", "1"]

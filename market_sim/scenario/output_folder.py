@@ -46,6 +46,12 @@ TEMPORARY_NAME = re.compile(r"\..+\.tmp")
 """Temporary files of interrupted atomic writes (``.<name>.<random>.tmp``)."""
 
 
+def result_files_in(folder: Path) -> list[str]:
+    """The files of :data:`COMMAND_FILES` that ``folder`` holds at its top, in that order."""
+    names = [name for files in COMMAND_FILES.values() for name in files]
+    return [name for name in names if (Path(folder) / name).is_file()]
+
+
 def check_writable_folder(folder: Path, option: str = "--out") -> None:
     """Raise unless ``folder`` is, or can be created as, a folder this process can write into.
 
