@@ -4,7 +4,8 @@ They live here, above :mod:`market_sim`, because they draw figures and tables wi
 :mod:`analysis`; ``market_sim.cli`` finds them through the ``market_sim.commands`` entry points
 of ``pyproject.toml`` (:func:`market_sim.cli.extension_commands`) and never imports this package.
 Each command is an object with ``add_parser(commands)`` and ``run(args)``. This module imports
-only the standard library at load time, since every ``market-sim`` call loads it.
+only the standard library and :mod:`market_sim.cli` (already loaded) at load time, since every
+``market-sim`` call loads it.
 """
 
 from __future__ import annotations
@@ -137,17 +138,20 @@ class PlotCommand:
         if not args.dir.is_dir():
             raise UsageError(f"{args.dir}: no such folder")
         out_dir = checked_out_dir(args.out, args.dir / "figures")
-        # Every figure is drawn into a staging folder beside out_dir and moved there only when
-        # all were drawn: a damaged file found halfway leaves out_dir as it was.
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+        # Every figure is drawn into a staging folder inside out_dir and moved into place only
+        # when all were drawn: results found unreadable halfway leave out_dir as it was (and
+        # remove the folders this call created).
+        created = first_missing_folder(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
+        drawn: list[Path] = []
         try:
             try:
                 drawn, messages = said_warnings(lambda: plot_all(args.dir, staging))
             except (NoResultsError, DamagedResultError) as error:
                 raise UsageError(str(error)) from None
             except (*unanalysable_errors(), ValueError) as error:  # e.g. eva's missing columns
-                raise unanalysable(args.dir, error) from None
+                raise unanalysable(args.dir, error, args.verbose) from None
             try:  # a token-auction run: who wrote each token
                 drawn += plot_run_tokens(args.dir, staging)
             except (pl.exceptions.PolarsError, OSError) as error:
@@ -156,7 +160,11 @@ class PlotCommand:
             paths = [out_dir / path.relative_to(staging) for path in drawn]
             for source, target in zip(drawn, paths, strict=True):
                 target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(source, target)
+                os.replace(source, target)  # the same file system: staging is inside out_dir
+        except BaseException:
+            if created is not None:
+                shutil.rmtree(created, ignore_errors=True)
+            raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         for message in messages:
@@ -213,7 +221,17 @@ class SummaryCommand:
                         f"market-sim: warning: {folder}: no runs and no eva results; skipped",
                         file=sys.stderr,
                     )
-        print_summary(folders, args.by, args.format)
+        print_summary(folders, args.by, args.format, args.verbose)
+
+
+def first_missing_folder(folder: Path) -> Path | None:
+    """The outermost folder of ``folder``'s path that does not exist yet (None: it exists)."""
+    missing = None
+    for candidate in [folder, *folder.parents]:
+        if candidate.exists():
+            break
+        missing = candidate
+    return missing
 
 
 def unanalysable_errors() -> tuple[type[Exception], ...]:
@@ -227,15 +245,26 @@ def unanalysable_errors() -> tuple[type[Exception], ...]:
     return (pl.exceptions.PolarsError, TypeError, KeyError)
 
 
-def unanalysable(folders: Path | Sequence[Path], error: Exception) -> Exception:
-    """A one-line UsageError for results that raised one of :func:`unanalysable_errors`."""
+def unanalysable(
+    folders: Path | Sequence[Path], error: Exception, verbose: bool = False
+) -> Exception:
+    """A one-line UsageError for results that raised one of :func:`unanalysable_errors`.
+
+    Args:
+        folders: The result folders read.
+        error: What reading them raised.
+        verbose: ``--verbose``: return ``error`` itself, whose traceback shows where it came
+            from (these errors are also what a bug in the analysis code would raise).
+    """
     from analysis.load import first_line
     from market_sim.cli import UsageError
 
+    if verbose:
+        return error
     named = ", ".join(map(str, folders)) if isinstance(folders, list | tuple) else str(folders)
     return UsageError(
         f"{named}: the results cannot be analysed ({first_line(error)}); is a result file "
-        "damaged, edited, or written by another version?"
+        "damaged, edited, or written by another version? (--verbose shows where)"
     )
 
 
@@ -249,13 +278,17 @@ def holds_results(folder: Path) -> bool:
 
 
 def print_summary(
-    folders: Path | Sequence[Path], by: Sequence[str] = (), fmt: str = "table"
+    folders: Path | Sequence[Path],
+    by: Sequence[str] = (),
+    fmt: str = "table",
+    verbose: bool = False,
 ) -> None:
     """Print the summary table of the runs under ``folders``; pooling warnings go to stderr.
 
     Runs (``summary.json``) give the table of :func:`analysis.summary.summary_report`;
     ``market-sim eva`` outputs (``eva.parquet``) give the held-out reward per generation of
-    :func:`analysis.summary.eva_report`; folders holding both give both.
+    :func:`analysis.summary.eva_report`; folders holding both give both. ``verbose``: results
+    that cannot be analysed raise their own error (its traceback) instead of one line.
 
     Raises:
         UsageError: Neither runs nor eva results; ``--by`` without runs; ``csv`` or ``json``
@@ -281,7 +314,7 @@ def print_summary(
     except ValueError as error:  # DamagedResultError, an unknown --by key, ...: one line each
         raise UsageError(str(error)) from None
     except unanalysable_errors() as error:
-        raise unanalysable(folders, error) from None
+        raise unanalysable(folders, error, verbose) from None
     if has_eva and texts and fmt in ("csv", "json"):
         raise UsageError(
             f"--format {fmt}: the folders hold both runs and eva results ({EVA_FILE}); "
@@ -293,7 +326,7 @@ def print_summary(
         except (FileNotFoundError, ValueError) as error:
             raise UsageError(str(error)) from None
         except unanalysable_errors() as error:
-            raise unanalysable(folders, error) from None
+            raise unanalysable(folders, error, verbose) from None
     for warning in warnings:
         print(f"market-sim: warning: {warning}", file=sys.stderr)
     print("\n\n".join(texts))

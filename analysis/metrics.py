@@ -450,8 +450,8 @@ def learning_curves(
             ``auction`` (the largest index + 1 per run), 1 without it.
         by: Grouping columns (runs of one group are the seeds).
         metrics: Agent metrics to follow.
-        window: Rounds per window, the same for every group (default: about 20 windows over
-            each group's longest run).
+        window: Rounds per window (>= 1), the same for every group (default: about 20 windows
+            over each group's longest run).
         confidence: Confidence level.
 
     Returns:
@@ -459,6 +459,8 @@ def learning_curves(
         rounds_per_window, auctions_per_round, auction_mid``; ``auctions_per_round`` and
         ``auction_mid`` are null where the runs of a group's window differ in K.
     """
+    if window is not None and window < 1:
+        raise ValueError(f"window: rounds per window must be at least 1, got {window}")
     agents = with_agent_columns(agents)
     metrics = [m for m in metrics if m in agents.columns]
     by = [col for col in by if col in agents.columns]

@@ -576,7 +576,7 @@ def print_pooled_summary(
         if fallback is not None:
             fallback()
         return
-    summary.run(argparse.Namespace(dir=folders, by=[], format="table"))
+    summary.run(argparse.Namespace(dir=folders, by=[], format="table", verbose=False))
 
 
 def command_lambda_sweep(args: argparse.Namespace) -> None:
@@ -781,7 +781,7 @@ def checked_train_dir(out: Path | None) -> Path:
         raise UsageError(
             "--out: required (e.g. --out results/tiny-ads); the bundled model is never replaced"
         )
-    from market_sim.scenario.output_folder import SCENARIO_FILE, result_files_in
+    from market_sim.scenario.output_folder import result_files_in
 
     bundled = BUNDLED_ROOT.resolve()
     target = out.expanduser().resolve()
@@ -789,8 +789,7 @@ def checked_train_dir(out: Path | None) -> Path:
         raise UsageError(
             f"--out: '{out}' is inside the bundled checkpoints ({bundled}); choose another folder"
         )
-    found = [name for name in [SCENARIO_FILE] if (target / name).is_file()]
-    found += result_files_in(target)
+    found = result_files_in(target)
     if found:
         raise UsageError(
             f"--out: '{out}' holds results ({', '.join(found)}), not a model; choose another folder"
@@ -964,7 +963,8 @@ def run_command(args: argparse.Namespace) -> int:
     except OSError as error:  # a path the user gave that this process cannot use
         if error.errno not in PATH_ERRNOS:
             raise
-        where = f"{error.filename}: " if error.filename is not None else ""
+        paths = [name for name in (error.filename, error.filename2) if name is not None]
+        where = "".join(f"{name}: " for name in paths)
         print(f"market-sim: error: {where}{error.strerror}", file=sys.stderr)
         return USAGE_ERROR
     return 0

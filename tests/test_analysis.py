@@ -315,6 +315,11 @@ def test_a_partial_last_window_is_placed_at_the_rounds_it_holds():
     assert curves["mean"].to_list() == pytest.approx([1.5, 5.5, 8.5])
 
 
+def test_learning_curves_refuse_an_empty_window():
+    with pytest.raises(ValueError, match="window: rounds per window must be at least 1, got 0"):
+        learning_curves(pl.DataFrame(batched_agent_rows("run", 1, 4)), window=0)
+
+
 def test_a_window_of_runs_with_different_k_has_no_auction_position():
     agents = pl.DataFrame(batched_agent_rows("a", 1, 4) + batched_agent_rows("b", 2, 4))
     curves = learning_curves(agents.with_columns(pl.lit("x").alias("label")), window=2)

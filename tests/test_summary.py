@@ -257,6 +257,9 @@ def test_plot_that_fails_halfway_leaves_no_figures(tmp_path, capsys, monkeypatch
     assert main(["plot", str(folder)]) == 2
     assert "its rounds cannot be read (ComputeError" in capsys.readouterr().err
     assert sorted(path.name for path in folder.iterdir()) == ["vcg-0"]  # no figures, no staging
+    assert main(["plot", str(folder), "--out", str(tmp_path / "new" / "deep" / "figures")]) == 2
+    assert not (tmp_path / "new").exists()  # the folders it made are gone too
+    capsys.readouterr()
     monkeypatch.undo()
     assert main(["plot", str(folder)]) == 0
     assert len(list((folder / "figures").glob("*.png"))) >= 3

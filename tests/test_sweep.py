@@ -15,6 +15,7 @@ from market_sim.cli import main
 from market_sim.results import is_complete_run
 from market_sim.scenario import ScenarioError
 from market_sim.sweep import (
+    RUNS_DIR,
     RUNS_FILE,
     SweepError,
     SweepInterrupted,
@@ -118,6 +119,7 @@ def test_parse_seeds():
     with pytest.raises(SweepError, match="a 4400-digit seed is above the largest seed"):
         parse_seeds("1-" + "9" * 4400)  # int() itself refuses 4,300+ digits
     assert parse_seeds("0007") == (7,)
+    assert parse_seeds("0" * 5000 + "1-" + "0" * 4400 + "3") == (1, 2, 3)
     with pytest.raises(SweepError, match="--seeds"):
         parse_seeds("\u0663")  # an Arabic-Indic 3: ASCII digits only
     with pytest.raises(SweepError, match="at most 100,000"):
@@ -264,6 +266,24 @@ def test_two_local_workers_match_one(tmp_path, scenario, reference):
     assert (out / RUNS_FILE).read_bytes() == (reference / RUNS_FILE).read_bytes()
 
 
+def test_a_finished_sweep_reruns_without_its_model(tmp_path, scenario, reference, monkeypatch):
+    """Only the runs still to do are checked: complete runs need no device or model."""
+    import market_sim.lm.loading
+
+    def unavailable(device="auto"):
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+
+    out = tmp_path / "copy"
+    shutil.copytree(reference, out)
+    monkeypatch.setattr(market_sim.lm.loading, "resolve_device", unavailable)
+    result = run_sweep(scenario, GRID, SEEDS, out, progress=False)
+    assert (result.executed, result.skipped) == (0, 4)
+    assert (out / RUNS_FILE).read_bytes() == (reference / RUNS_FILE).read_bytes()
+    shutil.rmtree(next((out / RUNS_DIR).iterdir()))  # one run to do: now the device matters
+    with pytest.raises(ScenarioError, match="model.device: device 'cpu' requested"):
+        run_sweep(scenario, GRID, SEEDS, out, progress=False)
+
+
 def test_ray_backend_matches_local(tmp_path, scenario, reference):
     pytest.importorskip("ray")
     out = tmp_path / "ray"
@@ -284,8 +304,8 @@ def test_ray_backend_matches_local(tmp_path, scenario, reference):
         (["--grid", "mechanism.payment=vickrey"], "mechanism.payment: unknown value 'vickrey'"),
         (["--address", "auto"], "--address: only used with --backend ray"),
         (["--seed", "3"], "--seed: a sweep takes --seeds"),
-        # checked before any run: no folder, no sweep.json (this machine has no cuda:7)
-        (["--device", "cuda:7"], "model.device: device 'cuda:7'"),
+        # checked before any run: no folder, no sweep.json (no machine has cuda:999)
+        (["--device", "cuda:999"], "model.device: device 'cuda:999'"),
     ],
 )
 def test_cli_sweep_bad_input_exits_2_with_one_line(extra, message, tmp_path, scenario, capsys):

@@ -215,8 +215,8 @@ def parse_seeds(text: str | Sequence[int]) -> tuple[int, ...]:
             raise SweepError(
                 f"--seeds: a {longest}-digit seed is above the largest seed, {SEED_MAX}"
             )
-        first = int(digits[0])
-        last = int(digits[-1])
+        first = int(digits[0].lstrip("0") or "0")
+        last = int(digits[-1].lstrip("0") or "0")
         if last < first:
             raise SweepError(f"--seeds: range {item!r} runs backwards; {SEEDS_FORMAT}")
         if last > SEED_MAX:
@@ -585,10 +585,10 @@ def run_sweep(
     parsed_grid = {key: tuple(values) for key, values in parsed_grid.items()}
     seed_list = parse_seeds(seeds)
     tasks = plan_sweep(scenario_path, parsed_grid, seed_list, overrides)
-    check_task_prompts(tasks)
     out = Path(out_dir)
     runs_root = out / RUNS_DIR
     todo = [task for task in tasks if not is_complete_run(runs_root / task.name)]
+    check_task_prompts(todo)  # complete runs need no model: a finished sweep reruns anywhere
     for line in grid_scope_lines(parsed_grid):
         print(f"market-sim: sweep: {line}", file=sys.stderr)
     write_manifest(out, scenario_path, parsed_grid, seed_list, overrides, len(tasks))
