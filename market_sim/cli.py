@@ -824,9 +824,10 @@ def parse_workers(text: str | None) -> int | None:
         return None
     digits = text.strip()
     # ASCII digits only ('²'.isdigit() is true), and few enough for int() (4,300 at most)
-    if not (digits.isascii() and digits.isdigit()) or len(digits) > 9 or int(digits) < 1:
+    significant = digits.lstrip("0")
+    if not (digits.isascii() and digits.isdigit()) or len(significant) > 9 or int(digits) < 1:
         raise UsageError(f"--workers: must be an integer from 1 to 999999999, got {text!r}")
-    return int(digits)
+    return int(significant)
 
 
 def command_sweep(args: argparse.Namespace) -> None:

@@ -130,10 +130,11 @@ def list_index(items: list[Any], segments: list[str], depth: int) -> int:
     if not (segment.isascii() and segment.isdigit()):  # '²'.isdigit() is true
         raise ScenarioError(full_key, f"{parent} is a list; expected an index, got {show(segment)}")
     # a long index is out of range whatever it is (and int() refuses 4,300+ digits)
-    index = int(segment) if len(segment) <= 9 else None
+    significant = segment.lstrip("0")
+    index = int(significant or "0") if len(significant) <= 9 else None
     if index is None or index >= len(items):
         allowed = f"0..{len(items) - 1}" if items else "none, the list is empty"
-        shown = segment if index is not None else f"of {len(segment)} digits"
+        shown = segment if index is not None else f"of {len(significant)} digits"
         raise ScenarioError(
             full_key, f"index {shown} out of range for {parent} (allowed: {allowed})"
         )
