@@ -222,6 +222,13 @@ def test_result_folder_of_the_same_scenario_or_forced_is_accepted(tmp_path):
     check_result_folder(tmp_path / "missing", "eva", "any\n", force=False)
 
 
+def test_a_scenario_that_is_not_a_regular_file_is_one_line(capsys):
+    assert main(["run", "/dev/zero"]) == 2  # read to the end, it would never end
+    assert capsys.readouterr().err == (
+        "market-sim: error: /dev/zero: is not a regular file; expected a scenario TOML file\n"
+    )
+
+
 def test_console_script_entry_point(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "market_sim.cli", "run", str(tmp_path / "x.toml")],

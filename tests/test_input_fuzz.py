@@ -313,6 +313,11 @@ EMPTY_CASES = [
     Case("empty-sizes", "convergence.sizes", setter("convergence", "sizes", value=[])),
     Case("empty-operators", "eva.operators", setter("eva", "operators", value=[])),
     Case("empty-query-file", "queries.file", setter("queries", "file", value="")),
+    Case(  # a character device: read to the end, it never ends
+        "endless-query-file",
+        "queries.file: '/dev/zero' is not a regular file",
+        setter("queries", "file", value="/dev/zero"),
+    ),
     Case("missing-valuation", "advertisers[0].valuation", deleter("advertisers", 0, "valuation")),
     Case("missing-context", "advertisers[1].context", deleter("advertisers", 1, "context")),
 ]
