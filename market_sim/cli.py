@@ -579,10 +579,29 @@ def print_pooled_summary(
     summary.run(argparse.Namespace(dir=folders, by=[], format="table", verbose=False))
 
 
+def warn_auctions_per_round_unused(args: argparse.Namespace) -> None:
+    """One warning line when ``--set auctions_per_round=`` is given to a command that ignores it.
+
+    ``lambda-sweep``, ``convergence``, ``eva`` and ``audit`` draw their own queries and
+    samples, not rounds of a market (the eva query stream of a ``run`` reads K; the ``eva``
+    command's creator and solver do not). A scenario file may set the key for its ``run``
+    (``smollm2_mosaic_convergence.toml`` does): only an explicit ``--set`` is warned about.
+    """
+    for override in scenario_overrides(args):
+        key, _, value = override.partition("=")
+        if key.strip() == "auctions_per_round":
+            print(
+                f"market-sim: warning: --set auctions_per_round={value.strip()} does not apply "
+                f"to {args.command}; it runs as with 1",
+                file=sys.stderr,
+            )
+
+
 def command_lambda_sweep(args: argparse.Namespace) -> None:
     """Run the lambda sweep of a scenario and print the share table."""
     check_threads(args.threads)
     scenario = load_checked_scenario(args.scenario, scenario_overrides(args))
+    warn_auctions_per_round_unused(args)
     if scenario.lambda_sweep is None:
         raise UsageError("lambda_sweep: the scenario has no [lambda_sweep] table")
     if scenario.mechanism.kind != "token_auction":
@@ -605,6 +624,7 @@ def command_convergence(args: argparse.Namespace) -> None:
     """Run the MOSAIC convergence experiment of a scenario and print the mean curves."""
     check_threads(args.threads)
     scenario = load_checked_scenario(args.scenario, scenario_overrides(args))
+    warn_auctions_per_round_unused(args)
     if scenario.mechanism.kind != "mosaic":
         raise UsageError(
             f"mechanism.kind: the convergence experiment needs 'mosaic', got "
@@ -653,6 +673,7 @@ def eva_inputs(args: argparse.Namespace, check_heldout: bool = False):
     from market_sim.eva.setup import check_run_arguments, eva_split
 
     scenario = load_checked_scenario(args.scenario, scenario_overrides(args))
+    warn_auctions_per_round_unused(args)
     seeds = run_seeds(args, scenario.seed)
     try:
         check_run_arguments(args.generations, seeds)

@@ -1,5 +1,6 @@
 """The command line: bad scenario files exit 2 with one line and leave nothing behind."""
 
+import argparse
 import ast
 import json
 import os
@@ -220,6 +221,18 @@ def test_result_folder_of_the_same_scenario_or_forced_is_accepted(tmp_path):
     check_result_folder(out, "audit", "the same\n", force=False)  # resume or rewrite
     check_result_folder(out, "eva", "another\n", force=True)
     check_result_folder(tmp_path / "missing", "eva", "any\n", force=False)
+
+
+@pytest.mark.parametrize("command", ["lambda-sweep", "convergence", "eva", "audit"])
+def test_commands_without_rounds_warn_about_a_set_auctions_per_round(command, capsys):
+    args = argparse.Namespace(command=command, overrides=["auctions_per_round = 7", "seed=1"])
+    cli.warn_auctions_per_round_unused(args)
+    assert capsys.readouterr().err == (
+        f"market-sim: warning: --set auctions_per_round=7 does not apply to {command}; it runs "
+        "as with 1\n"
+    )
+    cli.warn_auctions_per_round_unused(argparse.Namespace(command=command, overrides=["seed=1"]))
+    assert capsys.readouterr().err == ""
 
 
 def test_a_scenario_that_is_not_a_regular_file_is_one_line(capsys):
