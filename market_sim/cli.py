@@ -670,7 +670,7 @@ def eva_inputs(args: argparse.Namespace, check_heldout: bool = False):
     Returns:
         ``(scenario, seeds)``.
     """
-    from market_sim.eva.setup import check_run_arguments, eva_split
+    from market_sim.eva.query_split import check_run_arguments, eva_split
 
     scenario = load_checked_scenario(args.scenario, scenario_overrides(args))
     warn_auctions_per_round_unused(args)
@@ -686,10 +686,10 @@ def eva_inputs(args: argparse.Namespace, check_heldout: bool = False):
 
 def command_eva(args: argparse.Namespace) -> None:
     """Run (or resume) eva against the static baseline and print held-out reward per generation."""
-    from market_sim.eva.experiment import EVA_FILE, run_eva
-
     scenario, seeds = eva_inputs(args, check_heldout=True)
     out_dir = checked_result_dir(args, scenario, "eva", Path("results") / f"{scenario.name}-eva")
+    from market_sim.eva.experiment import EVA_FILE, run_eva  # torch: after the checks
+
     lm = load_scenario_model(scenario, args.threads)
     try:
         result = run_eva(
@@ -723,11 +723,11 @@ def command_audit(args: argparse.Namespace) -> None:
     """Audit the scenario's mechanisms and print the regret found by eva and by uniform search."""
     import json
 
-    from market_sim.eva.audit import AUDIT_TOP_FILE, run_audit, top_report
-
     scenario, seeds = eva_inputs(args)
     default = Path("results") / f"{scenario.name}-audit"
     out_dir = checked_result_dir(args, scenario, "audit", default)
+    from market_sim.eva.audit import AUDIT_TOP_FILE, run_audit, top_report  # torch: after checks
+
     lm = load_scenario_model(scenario, args.threads)
     try:
         table = run_audit(scenario, lm, args.generations, seeds, out_dir)

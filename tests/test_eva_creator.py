@@ -27,7 +27,8 @@ from market_sim.eva.creator import (
 )
 from market_sim.eva.grammar import QueryGrammar, StructuredQuery, one_line
 from market_sim.eva.pool import QueryPool, split_heldout
-from market_sim.eva.setup import build_grammar, eva_config, split_queries
+from market_sim.eva.query_split import split_queries
+from market_sim.eva.setup import build_grammar, eva_config
 from market_sim.prompting import PromptBuilder
 from market_sim.scenario import scenario_from_dict
 from market_sim.scenario.eva_vocabulary import (

@@ -752,19 +752,40 @@ def test_real_console_script_exits_2_with_one_line(case: Case, tmp_path: Path) -
     assert not out.exists() and snapshot(tmp_path) == before
 
 
+def main_in_a_fresh_process(args: list[str]) -> subprocess.CompletedProcess[str]:
+    """``main(args)`` in a new interpreter.
+
+    Its stdout is the exit status and which of torch and transformers it imported: ``2 []``.
+    """
+    script = (
+        "import sys\n"
+        "from market_sim.cli import main\n"
+        f"code = main({args!r})\n"
+        "heavy = sorted(m for m in ('torch', 'transformers') if m in sys.modules)\n"
+        "print(code, heavy)\n"
+    )
+    command = [sys.executable, "-c", script]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
 def test_error_path_never_imports_torch(tmp_path: Path) -> None:
     """Validation needs no model: torch and transformers are not even imported."""
     case = next(case for case in CASES if case.name == "model-bad-json")
     scenario = write_case(case, tmp_path)
-    script = (
-        "import sys\n"
-        "from market_sim.cli import main\n"
-        f"code = main(['run', {str(scenario)!r}, '--out', {str(tmp_path / 'out')!r}])\n"
-        "heavy = sorted(m for m in ('torch', 'transformers') if m in sys.modules)\n"
-        "print(code, heavy)\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
-    )
+    result = main_in_a_fresh_process(["run", str(scenario), "--out", str(tmp_path / "out")])
     assert result.stdout == "2 []\n"
     assert result.stderr.count("\n") == 1 and "config.json' is not valid JSON" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["eva", "audit"])
+def test_eva_and_audit_refuse_bad_options_without_importing_torch(
+    command: str, tmp_path: Path
+) -> None:
+    """Found by an audit: they imported torch first, so bad input took 7 s to refuse."""
+    scenario = Path(__file__).resolve().parent.parent / "scenarios" / "eva_queries.toml"
+    args = [command, str(scenario), "--generations", "0", "--out", str(tmp_path / "out")]
+    result = main_in_a_fresh_process(args)
+    assert result.stdout == "2 []\n"
+    assert result.stderr == (
+        "market-sim: error: --generations: must be between 1 and 10000000, got 0\n"
+    )

@@ -38,15 +38,8 @@ import polars as pl
 from market_sim.eva.creator import creator_step
 from market_sim.eva.grammar import one_line
 from market_sim.eva.pool import PoolQuery, QueryPool
-from market_sim.eva.setup import (
-    QuerySplit,
-    build_grammar,
-    build_rewriter,
-    check_run_arguments,
-    derive_seed,
-    eva_config,
-    evolve_settings,
-)
+from market_sim.eva.query_split import QuerySplit, check_run_arguments, derive_seed
+from market_sim.eva.setup import build_grammar, build_rewriter, eva_config, evolve_settings
 from market_sim.incentives.regret import estimate_regret
 from market_sim.lm.model import LanguageModel
 from market_sim.market.valuations import expected_valuation

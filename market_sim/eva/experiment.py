@@ -39,17 +39,14 @@ import polars as pl
 from market_sim.eva.creator import Rewriter, creator_step
 from market_sim.eva.grammar import QueryGrammar
 from market_sim.eva.pool import PoolQuery, QueryPool
+from market_sim.eva.query_split import QuerySplit, check_run_arguments, derive_seed, eva_split
 from market_sim.eva.reward import ReplyReward
 from market_sim.eva.setup import (
-    QuerySplit,
     build_grammar,
     build_reward,
     build_rewriter,
-    check_run_arguments,
-    derive_seed,
     dpo_settings,
     eva_config,
-    eva_split,
     evolve_settings,
 )
 from market_sim.eva.solver import best_worst_pairs, reward_spread, sample_and_score

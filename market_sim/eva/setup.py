@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Sequence
-from dataclasses import dataclass
-
-import numpy as np
-
-from market_sim.config.bounds import MAX_ROUNDS
 from market_sim.eva.creator import EvolveSettings, LMRewriter, Rewriter
 from market_sim.eva.grammar import QueryGrammar, one_line
-from market_sim.eva.pool import split_heldout
+from market_sim.eva.query_split import (
+    QuerySplit,
+)
 from market_sim.eva.reward import ReplyReward
 from market_sim.lm.bundled_models import BUNDLED_PREFIX
 from market_sim.lm.model import LanguageModel
@@ -21,66 +16,9 @@ from market_sim.platform.candidate_scoring import ReplySampling
 from market_sim.scenario.schema import EvaConfig, Scenario
 
 
-def derive_seed(seed: int, *labels: object) -> int:
-    """A 31-bit seed from a run seed and labels (stable across runs and platforms: SHA-256)."""
-    text = "/".join(str(part) for part in (seed, *labels))
-    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:4], "big") >> 1
-
-
-def check_run_arguments(generations: int, seeds: Sequence[int]) -> None:
-    """Reject generations outside [1, MAX_ROUNDS], no seeds or repeated seeds (eva / audit)."""
-    if not 1 <= generations <= MAX_ROUNDS:
-        raise ValueError(f"--generations: must be between 1 and {MAX_ROUNDS}, got {generations}")
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seeds: must be given and distinct, got {list(seeds)}")
-
-
 def eva_config(scenario: Scenario) -> EvaConfig:
     """The scenario's ``[eva]`` table (defaults when absent)."""
     return scenario.eva or EvaConfig()
-
-
-@dataclass(frozen=True)
-class QuerySplit:
-    """Training pool and held-out queries of one seed.
-
-    Attributes:
-        training: Queries evolution starts from and the static baseline trains on.
-        heldout: Queries evolution never touches, used only to evaluate.
-    """
-
-    training: list[str]
-    heldout: list[str]
-
-
-def split_queries(scenario: Scenario, seed: int) -> QuerySplit:
-    """Explicit ``queries.heldout``, else a seeded ``heldout_fraction`` split of the items."""
-    items = list(dict.fromkeys(one_line(item) for item in scenario.queries.items))
-    rng = np.random.default_rng(derive_seed(seed, "heldout-split"))
-    training, heldout = split_heldout(
-        items,
-        [one_line(item) for item in scenario.queries.heldout],
-        scenario.queries.heldout_fraction,
-        rng,
-    )
-    if not training:
-        raise ValueError("queries.items: no training query is left after the held-out split")
-    return QuerySplit(training, heldout)
-
-
-def eva_split(scenario: Scenario, seed: int) -> QuerySplit:
-    """:func:`split_queries`, which must leave held-out queries to evaluate on.
-
-    Raises:
-        ValueError: No held-out query (neither ``queries.heldout`` nor a fraction > 0).
-    """
-    split = split_queries(scenario, seed)
-    if not split.heldout:
-        raise ValueError(
-            "queries.heldout: eva needs held-out queries to evaluate on (set heldout or a "
-            "heldout_fraction > 0)"
-        )
-    return split
 
 
 def build_grammar(config: EvaConfig, split: QuerySplit) -> QueryGrammar:

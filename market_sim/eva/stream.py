@@ -23,8 +23,8 @@ import numpy as np
 from market_sim.eva.creator import Rewriter, creator_step
 from market_sim.eva.grammar import one_line
 from market_sim.eva.pool import PoolQuery, QueryPool
+from market_sim.eva.query_split import QuerySplit
 from market_sim.eva.setup import (
-    QuerySplit,
     build_grammar,
     build_reward,
     build_rewriter,
