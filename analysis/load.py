@@ -133,8 +133,16 @@ def flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
-    """A run's ``summary.json``, flattened, plus ``run_path``."""
-    summary = read_result_json(run_dir / SUMMARY_FILE)
+    """A run's ``summary.json``, flattened, plus ``run_path``.
+
+    Raises:
+        DamagedResultError: It is not a run's summary (no ``mechanism``: it would be counted
+            as a run of an unknown mechanism).
+    """
+    path = run_dir / SUMMARY_FILE
+    summary = read_result_json(path)
+    if "mechanism" not in summary:
+        raise DamagedResultError(f"{path}: no 'mechanism' key; not the summary of a run")
     return {**flatten(summary), "run_path": str(run_dir)}
 
 
