@@ -95,21 +95,25 @@ def check_demo_folder(folder: Path) -> None:
     """Refuse a ``demo --out`` folder that holds a command's results at its top.
 
     The demo writes ``token_auction/``, ``ad_slots/`` and ``figures/`` there; beside a run's or
-    an eva's files they would make one folder of two experiments.
+    an eva's files they would make one folder of two experiments. Its sweep folders may hold
+    its own sweep's files (a rerun resumes them), nothing else.
 
     Raises:
         UsageError: ``folder`` holds results
             (:func:`~market_sim.scenario.output_folder.result_files_in`).
     """
     from market_sim.cli import UsageError
-    from market_sim.scenario.output_folder import result_files_in
+    from market_sim.experiments.demo import DEMO_SWEEPS
+    from market_sim.scenario.output_folder import COMMAND_FILES, result_files_in
 
-    found = result_files_in(folder)
-    if found:
-        raise UsageError(
-            f"--out: '{folder}' holds another command's results ({', '.join(found)}); choose "
-            "another folder for the demo"
-        )
+    for where in [folder, *(folder / name for name in DEMO_SWEEPS)]:
+        found = result_files_in(where)
+        own = set(COMMAND_FILES["sweep"]) if where != folder else set()
+        if set(found) - own:
+            raise UsageError(
+                f"--out: '{where}' holds another command's results ({', '.join(found)}); "
+                "choose another folder for the demo"
+            )
 
 
 class PlotCommand:
@@ -142,10 +146,11 @@ class PlotCommand:
         # when all were drawn: results found unreadable halfway leave out_dir as it was (and
         # remove the folders this call created).
         created = first_missing_folder(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
+        staging = None
         drawn: list[Path] = []
         try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
             try:
                 drawn, messages = said_warnings(lambda: plot_all(args.dir, staging))
             except (NoResultsError, DamagedResultError) as error:
@@ -166,7 +171,8 @@ class PlotCommand:
                 shutil.rmtree(created, ignore_errors=True)
             raise
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
         for message in messages:
             print(f"market-sim: warning: {message}", file=sys.stderr)
         print(f"{len(paths)} figures in {out_dir}/:")
@@ -264,7 +270,7 @@ def unanalysable(
     named = ", ".join(map(str, folders)) if isinstance(folders, list | tuple) else str(folders)
     return UsageError(
         f"{named}: the results cannot be analysed ({first_line(error)}); is a result file "
-        "damaged, edited, or written by another version? (--verbose shows where)"
+        "damaged, edited, or written by another version? (market-sim --verbose shows where)"
     )
 
 

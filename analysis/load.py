@@ -141,8 +141,8 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
     """
     path = run_dir / SUMMARY_FILE
     summary = read_result_json(path)
-    if "mechanism" not in summary:
-        raise DamagedResultError(f"{path}: no 'mechanism' key; not the summary of a run")
+    if not isinstance(summary.get("mechanism"), str):
+        raise DamagedResultError(f"{path}: no 'mechanism' name; not the summary of a run")
     return {**flatten(summary), "run_path": str(run_dir)}
 
 

@@ -846,7 +846,9 @@ def parse_workers(text: str | None) -> int | None:
     digits = text.strip()
     # ASCII digits only ('²'.isdigit() is true), and few enough for int() (4,300 at most)
     significant = digits.lstrip("0")
-    if not (digits.isascii() and digits.isdigit()) or len(significant) > 9 or int(digits) < 1:
+    if not (digits.isascii() and digits.isdigit()) or len(significant) > 9:
+        raise UsageError(f"--workers: must be an integer from 1 to 999999999, got {text!r}")
+    if int(significant or "0") < 1:
         raise UsageError(f"--workers: must be an integer from 1 to 999999999, got {text!r}")
     return int(significant)
 

@@ -235,11 +235,30 @@ def test_commands_without_rounds_warn_about_a_set_auctions_per_round(command, ca
     assert capsys.readouterr().err == ""
 
 
-def test_a_scenario_that_is_not_a_regular_file_is_one_line(capsys):
+def test_workers_read_leading_zeros_like_seeds():
+    assert cli.parse_workers("0" * 5000 + "4") == 4  # int() alone refuses 4,300+ digits
+    with pytest.raises(cli.UsageError, match="--workers: must be an integer from 1"):
+        cli.parse_workers("0" * 5000)
+
+
+def test_a_scenario_that_is_a_device_is_one_line(capsys):
     assert main(["run", "/dev/zero"]) == 2  # read to the end, it would never end
     assert capsys.readouterr().err == (
-        "market-sim: error: /dev/zero: is not a regular file; expected a scenario TOML file\n"
+        "market-sim: error: /dev/zero: is a device, not a file; expected a scenario TOML file\n"
     )
+
+
+def test_a_scenario_from_a_pipe_runs(tmp_path):
+    """Process substitution, ``market-sim run <(sed ... base.toml)``, gives a FIFO."""
+    scenario = Path(__file__).resolve().parent.parent / "scenarios" / "classic_auctions.toml"
+    fifo = tmp_path / "scenario.fifo"
+    os.mkfifo(fifo)
+    writer = subprocess.Popen(["sh", "-c", f"cat '{scenario}' > '{fifo}'"])
+    try:
+        loaded = cli.load_checked_scenario(fifo, ["rounds=2"])
+    finally:
+        writer.wait(timeout=30)
+    assert loaded.rounds == 2 and loaded.name == "classic_auctions"
 
 
 def test_console_script_entry_point(tmp_path):
@@ -263,6 +282,16 @@ def test_demo_refuses_a_folder_of_other_results(tmp_path, capsys):
         "choose another folder for the demo\n"
     )
     assert [path.name for path in out.iterdir()] == ["eva.parquet"]
+    inner = tmp_path / "demo" / "token_auction"  # where the demo's first sweep goes
+    inner.mkdir(parents=True)
+    (inner / "eva.parquet").write_bytes(b"")
+    (inner / "sweep.json").write_text("{}")  # its own file: a rerun resumes it
+    args[2] = str(tmp_path / "demo")
+    assert main(args) == 2
+    assert capsys.readouterr().err == (
+        f"market-sim: error: --out: '{inner}' holds another command's results (eva.parquet); "
+        "choose another folder for the demo\n"
+    )
 
 
 def test_demo_runs_every_mechanism_and_draws_figures(tmp_path, capsys):

@@ -315,7 +315,7 @@ EMPTY_CASES = [
     Case("empty-query-file", "queries.file", setter("queries", "file", value="")),
     Case(  # a character device: read to the end, it never ends
         "endless-query-file",
-        "queries.file: '/dev/zero' is not a regular file",
+        "queries.file: '/dev/zero' is a device, not a file",
         setter("queries", "file", value="/dev/zero"),
     ),
     Case("missing-valuation", "advertisers[0].valuation", deleter("advertisers", 0, "valuation")),

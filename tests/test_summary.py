@@ -215,7 +215,8 @@ def test_one_run_id_with_different_results_keeps_both(tmp_path, capsys):
         ("runs.parquet", b"garbage", "runs.parquet: not a readable parquet file ("),
         ("summary.json", b"[]", "summary.json: holds a JSON list, not an object"),
         ("summary.json", b"{bad", "summary.json: not readable JSON (JSONDecodeError: "),
-        ("summary.json", b"{}", "summary.json: no 'mechanism' key; not the summary of a run"),
+        ("summary.json", b"{}", "summary.json: no 'mechanism' name; not the summary of a run"),
+        ("summary.json", b'{"mechanism": null}', "summary.json: no 'mechanism' name"),
     ],
 )
 def test_summary_and_plot_name_a_damaged_file_in_one_line(file, content, message, tmp_path, capsys):

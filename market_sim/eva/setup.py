@@ -1,12 +1,13 @@
-"""Build eva's parts from a scenario: split, grammar, reward, rewriter, DPO settings, seeds."""
+"""Build eva's parts from a scenario: grammar, reward, rewriter, DPO settings.
+
+The held-out split and the run seeds are in the torch-free :mod:`market_sim.eva.query_split`.
+"""
 
 from __future__ import annotations
 
 from market_sim.eva.creator import EvolveSettings, LMRewriter, Rewriter
 from market_sim.eva.grammar import QueryGrammar, one_line
-from market_sim.eva.query_split import (
-    QuerySplit,
-)
+from market_sim.eva.query_split import QuerySplit
 from market_sim.eva.reward import ReplyReward
 from market_sim.lm.bundled_models import BUNDLED_PREFIX
 from market_sim.lm.model import LanguageModel

@@ -311,8 +311,8 @@ def read_toml(path: Path) -> dict[str, Any]:
     key = str(path)
     if path.is_dir():
         raise ScenarioError(key, "is a folder; expected a scenario TOML file")
-    if path.exists() and not path.is_file():  # /dev/zero would be read without end
-        raise ScenarioError(key, "is not a regular file; expected a scenario TOML file")
+    if path.is_char_device() or path.is_block_device():  # /dev/zero: read without end
+        raise ScenarioError(key, "is a device, not a file; expected a scenario TOML file")
     try:
         text = path.read_bytes().decode("utf-8").removeprefix(UTF8_BOM)
     except FileNotFoundError as error:
@@ -519,8 +519,8 @@ def read_query_file(path: Path) -> tuple[tuple[str, ...], str]:
     """
     key = "queries.file"
     path = path.resolve()
-    if path.exists() and not path.is_file() and not path.is_dir():  # /dev/zero, a FIFO
-        raise ScenarioError(key, f"'{path}' is not a regular file; expected a text file")
+    if path.is_char_device() or path.is_block_device():  # /dev/zero: read without end
+        raise ScenarioError(key, f"'{path}' is a device, not a file; expected a text file")
     try:
         data = path.read_bytes()
         text = data.decode("utf-8").removeprefix(UTF8_BOM)
