@@ -109,9 +109,10 @@ def check_demo_folder(folder: Path) -> None:
     for where in [folder, *(folder / name for name in DEMO_SWEEPS)]:
         found = result_files_in(where)
         own = set(COMMAND_FILES["sweep"]) if where != folder else set()
-        if set(found) - own:
+        others = [name for name in found if name not in own]
+        if others:
             raise UsageError(
-                f"--out: '{where}' holds another command's results ({', '.join(found)}); "
+                f"--out: '{where}' holds another command's results ({', '.join(others)}); "
                 "choose another folder for the demo"
             )
 
