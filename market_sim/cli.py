@@ -773,7 +773,9 @@ def command_lm(args: argparse.Namespace) -> None:
     if args.prompt == "":
         raise UsageError("prompt: empty; give text to continue, or leave it out for --query's")
     if args.device is not None and not args.device.strip():
-        raise UsageError("--device: empty; allowed: auto, cpu, cuda, cuda:N, mps")
+        from market_sim.lm.devices import DEVICES_DESCRIPTION
+
+        raise UsageError(f"--device: empty; allowed: {DEVICES_DESCRIPTION}")
     keys = ("--model", "--device", "dtype")  # dtype is always auto here: never reported
     lm = load_checked_model(args.model, args.device or "auto", threads=args.threads, keys=keys)
     try:
@@ -846,9 +848,8 @@ def parse_workers(text: str | None) -> int | None:
     digits = text.strip()
     # ASCII digits only ('²'.isdigit() is true), and few enough for int() (4,300 at most)
     significant = digits.lstrip("0")
-    if not (digits.isascii() and digits.isdigit()) or len(significant) > 9:
-        raise UsageError(f"--workers: must be an integer from 1 to 999999999, got {text!r}")
-    if int(significant or "0") < 1:
+    ascii_digits = digits.isascii() and digits.isdigit()
+    if not ascii_digits or len(significant) > 9 or int(significant or "0") < 1:
         raise UsageError(f"--workers: must be an integer from 1 to 999999999, got {text!r}")
     return int(significant)
 

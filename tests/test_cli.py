@@ -480,7 +480,7 @@ def test_lm_generate_names_the_allowed_devices(capsys):
     assert main(["lm", "generate", "--device", "tpu"]) == 2
     assert capsys.readouterr().err == (
         "market-sim: error: --device: device 'tpu' is not supported; allowed: auto, cpu, cuda, "
-        "cuda:N, mps\n"
+        "cuda:N (N >= 0), mps\n"
     )
 
 
@@ -493,7 +493,7 @@ def test_lm_generate_names_the_allowed_devices(capsys):
         (["--temperature", "inf"], "--temperature: must be between 0.001 and 1000, got inf"),
         (["--seed", "-1"], "--seed: must be between 0 and 9223372036854775807, got -1"),
         ([""], "prompt: empty; give text to continue, or leave it out for --query's"),
-        (["--device", ""], "--device: empty; allowed: auto, cpu, cuda, cuda:N, mps"),
+        (["--device", ""], "--device: empty; allowed: auto, cpu, cuda, cuda:N (N >= 0), mps"),
     ],
 )
 def test_lm_generate_checks_its_options_before_loading(options, message, capsys, monkeypatch):

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import torch
 from huggingface_hub.errors import StrictDataclassError
 
+from market_sim.lm.devices import DEVICES_DESCRIPTION
 from market_sim.lm.references import (
     ModelReference,
     ModelReferenceError,
@@ -117,7 +118,7 @@ def resolve_device(device: str = "auto") -> torch.device:
         resolved = torch.device(device)
     except RuntimeError:
         raise ValueError(
-            f"device {device!r} is not supported; allowed: auto, cpu, cuda, cuda:N, mps"
+            f"device {device!r} is not supported; allowed: {DEVICES_DESCRIPTION}"
         ) from None
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
@@ -136,9 +137,7 @@ def resolve_device(device: str = "auto") -> torch.device:
                 "use 'cpu' or 'auto'"
             )
     elif resolved.type != "cpu":
-        raise ValueError(
-            f"device {device!r} is not supported; allowed: auto, cpu, cuda, cuda:N, mps"
-        )
+        raise ValueError(f"device {device!r} is not supported; allowed: {DEVICES_DESCRIPTION}")
     return resolved
 
 

@@ -61,6 +61,7 @@ from market_sim.config.fields import (
     validate_fields,
 )
 from market_sim.config.settings import amount, learning_rate, temperature
+from market_sim.lm.devices import DEVICES_DESCRIPTION
 from market_sim.mechanisms.options import PROPOSALS
 from market_sim.plugins import MechanismConfig, MechanismPlugin, mechanism_plugin, mechanism_plugins
 from market_sim.prompting import PROMPT_FORMATS
@@ -87,7 +88,6 @@ from market_sim.scenario.schema import (
     AUDIT_TOP,
     DEFAULT_CONVERGENCE_SIZES,
     DEFAULT_SWEEP_LAMBDAS,
-    DEVICES_DESCRIPTION,
     DTYPES,
     INFORMATIVENESS_MEASURES,
     MAX_AUCTIONS_PER_ROUND,

@@ -41,7 +41,6 @@ REWRITERS: tuple[str, ...] = ("auto", "lm", "grammar")
 """Who applies the eva mutation operators: the platform ``lm``, the structured ``grammar``, or
 ``auto`` (the LM when it can rewrite, the grammar otherwise)."""
 
-DEVICES_DESCRIPTION = "auto, cpu, cuda, cuda:N (N >= 0), mps"
 MAX_AUCTIONS_PER_ROUND = 4096
 """Largest ``auctions_per_round``: one round's K x (n + 1) rows must fit one LM batch."""
 DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
