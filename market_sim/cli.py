@@ -845,13 +845,12 @@ def parse_workers(text: str | None) -> int | None:
     """``--workers``: an integer >= 1, or None when not given."""
     if text is None:
         return None
-    digits = text.strip()
-    # ASCII digits only ('²'.isdigit() is true), and few enough for int() (4,300 at most)
-    significant = digits.lstrip("0")
-    ascii_digits = digits.isascii() and digits.isdigit()
-    if not ascii_digits or len(significant) > 9 or int(significant or "0") < 1:
+    from market_sim.config.fields import significant_digits
+
+    digits = significant_digits(text.strip())
+    if digits is None or len(digits) > 9 or int(digits) < 1:
         raise UsageError(f"--workers: must be an integer from 1 to 999999999, got {text!r}")
-    return int(significant)
+    return int(digits)
 
 
 def command_sweep(args: argparse.Namespace) -> None:

@@ -38,6 +38,17 @@ class ScenarioError(ValueError):
         super().__init__(f"{self.key}: {self.message}")
 
 
+def significant_digits(text: str) -> str | None:
+    """``text`` without its leading zeros (``"0"`` if all zeros), or None unless ASCII digits.
+
+    ``'²'.isdigit()`` is true, and ``int()`` refuses more than 4,300 digits: a caller bounds the
+    length of the result before calling ``int()`` on it.
+    """
+    if not (text.isascii() and text.isdigit()):
+        return None
+    return text.lstrip("0") or "0"
+
+
 def one_line(text: str) -> str:
     """Collapse all whitespace runs that contain a line break into single spaces."""
     return re.sub(r"\s*[\r\n]+\s*", " ", text).strip()

@@ -15,7 +15,7 @@ import tomllib
 from collections.abc import Sequence
 from typing import Any
 
-from market_sim.config.fields import ScenarioError, show
+from market_sim.config.fields import ScenarioError, show, significant_digits
 
 OVERRIDE_KEY = "--set"
 OVERRIDE_FORMAT = "expected dotted.key=value, e.g. rounds=50 or advertisers[0].strategy.kind=fixed"
@@ -127,14 +127,13 @@ def list_index(items: list[Any], segments: list[str], depth: int) -> int:
     segment = segments[depth]
     full_key = display_key(segments)
     parent = dotted(segments, depth - 1)
-    if not (segment.isascii() and segment.isdigit()):  # '²'.isdigit() is true
+    digits = significant_digits(segment)
+    if digits is None:
         raise ScenarioError(full_key, f"{parent} is a list; expected an index, got {show(segment)}")
-    # a long index is out of range whatever it is (and int() refuses 4,300+ digits)
-    significant = segment.lstrip("0")
-    index = int(significant or "0") if len(significant) <= 9 else None
+    index = int(digits) if len(digits) <= 9 else None  # a longer one is out of range anyway
     if index is None or index >= len(items):
         allowed = f"0..{len(items) - 1}" if items else "none, the list is empty"
-        shown = segment if index is not None else f"of {len(significant)} digits"
+        shown = segment if index is not None else f"of {len(digits)} digits"
         raise ScenarioError(
             full_key, f"index {shown} out of range for {parent} (allowed: {allowed})"
         )

@@ -51,6 +51,7 @@ import polars as pl
 import tomli_w
 
 from market_sim.config.bounds import SEED_MAX
+from market_sim.config.fields import significant_digits
 from market_sim.plugins import MechanismPlugin, mechanism_plugins
 from market_sim.results import SUMMARY_FILE, atomic_write, atomic_write_json, is_complete_run
 from market_sim.scenario import ScenarioError, dump_scenario_toml, load_scenario
@@ -209,14 +210,13 @@ def parse_seeds(text: str | Sequence[int]) -> tuple[int, ...]:
         match = re.fullmatch(r"([0-9]+)(?:\s*-\s*([0-9]+))?", item)
         if match is None:
             raise SweepError(f"--seeds: {SEEDS_FORMAT}; got {text!r}")
-        digits = [group for group in match.groups() if group is not None]
-        longest = max(len(group.lstrip("0")) for group in digits)
+        digits = [significant_digits(group) for group in match.groups() if group is not None]
+        longest = max(len(group) for group in digits)
         if longest > len(str(SEED_MAX)):  # int() would refuse 4,300+ digits
             raise SweepError(
                 f"--seeds: a {longest}-digit seed is above the largest seed, {SEED_MAX}"
             )
-        first = int(digits[0].lstrip("0") or "0")
-        last = int(digits[-1].lstrip("0") or "0")
+        first, last = int(digits[0]), int(digits[-1])
         if last < first:
             raise SweepError(f"--seeds: range {item!r} runs backwards; {SEEDS_FORMAT}")
         if last > SEED_MAX:
