@@ -516,10 +516,10 @@ def learning_axis(auctions_per_round: pl.Series) -> tuple[str, str]:
     Args:
         auctions_per_round: ``[points]`` each point's K (null where its runs differ in K).
     """
-    counts = auctions_per_round.drop_nulls().unique().to_list()
-    if auctions_per_round.null_count() == 0 and len(counts) > 1:
+    counts = auctions_per_round.unique().to_list()
+    if len(counts) > 1 and None not in counts:
         return "auction_mid", "auction"
-    if len(counts) == 1 and counts[0] > 1 and auctions_per_round.null_count() == 0:
+    if len(counts) == 1 and counts[0] is not None and counts[0] > 1:
         return "round_mid", f"round ({counts[0]} auctions each)"
     return "round_mid", "round"
 
