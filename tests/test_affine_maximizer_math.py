@@ -126,6 +126,31 @@ def test_chi2_rule_satisfies_kkt_and_beats_every_active_set():
         assert value >= brute_force_chi2(scores, init, lam) - 1e-10
 
 
+def test_chi2_rule_on_breakpoints_of_the_water_level():
+    """Decimal scores and lambdas put the level exactly on a score (t = g_(k+1)).
+
+    There rounding broke both sides of g_(k) > t_k >= g_(k+1) for every k, and the rule
+    raised, e.g. scores (0.3, 0.1), uniform init, lambda 0.05 (true policy (1, 0)). Each case
+    must give a distribution that beats every active set (tolerance 1e-12: objectives are
+    O(1) sums of a few float64 products).
+    """
+    raised_before = 0
+    for scores in itertools.product([0.0, 0.1, 0.2, 0.3, 0.4], repeat=3):
+        scores = np.array(scores)
+        for init in (np.full(3, 1 / 3), np.array([0.5, 0.25, 0.25]), np.array([0.2, 0.3, 0.5])):
+            for lam in (0.05, 0.1, 0.15, 0.2, 0.25):
+                level = (init @ scores - 2 * lam) / init.sum()
+                raised_before += bool(np.isclose(np.sort(scores), level).any())
+                policy = solve_chi2(scores, init, lam)
+                assert policy.sum() == pytest.approx(1.0, abs=1e-12) and np.all(policy >= 0)
+                value = regularized_value(policy, scores, init, "chi2", lam)
+                assert value >= brute_force_chi2(scores, init, lam) - 1e-12
+    assert raised_before > 0  # the grid does reach breakpoints
+    np.testing.assert_allclose(
+        solve_chi2(np.array([0.3, 0.1]), np.full(2, 0.5), 0.05), [1.0, 0.0], atol=1e-15
+    )
+
+
 def brute_force_tv(scores, init, lam):
     """Exact LP optimum: at a vertex all coordinates but one sit at a breakpoint {0, init_y}."""
     best = -np.inf

@@ -38,7 +38,13 @@ Exact solvers, one per divergence (:math:`\lambda > 0`):
   The left side is continuous and strictly decreasing in t where positive, so t is unique; its
   active set is a top-k set of g. Sorting g and taking
   :math:`t_k = (\sum_{\text{top }k}\pi_{init} g - 2\lambda)/\sum_{\text{top }k}\pi_{init}`, the
-  solution is the k with :math:`g_{(k)} > t_k \ge g_{(k+1)}`: exact, no iteration.
+  solution is the k with :math:`g_{(k)} > t_k \ge g_{(k+1)}`: exact, no iteration. It is found
+  as the LARGEST k with :math:`g_{(k)} > t_k`: that condition reads
+  :math:`\sum_{j \le k} \pi_{init}(j)(g_{(j)} - g_{(k)}) < 2\lambda`, whose left side grows
+  with k, so it holds exactly on a prefix of k, and the last k of the prefix also has
+  :math:`t_k \ge g_{(k+1)}`. Searching for the two-sided condition instead fails when
+  :math:`\lambda` puts t on a breakpoint (:math:`t = g_{(k+1)}`, e.g. scores (0.3, 0.1), uniform
+  init, :math:`\lambda = 0.05`), where rounding can break both inequalities.
 * TV, :math:`f(x) = \lambda|x - 1|`, i.e. :math:`D = \lambda \sum_y |\pi(y) - \pi_{init}(y)|`
   (a linear program). Writing :math:`d = \pi - \pi_{init} = d^+ - d^-` with
   :math:`\sum d^+ = \sum d^- = m`: :math:`\langle d, g\rangle - \lambda\|d\|_1 \le
@@ -203,12 +209,11 @@ def chi2_threshold(scores: np.ndarray, init: np.ndarray, lam: float) -> np.ndarr
     mass = np.cumsum(p_sorted, -1)
     weighted = np.cumsum(p_sorted * np.where(p_sorted > 0, g_sorted, 0.0), -1)
     t = (weighted - 2.0 * lam) / np.where(mass > 0, mass, 1.0)
-    next_g = np.concatenate([g_sorted[..., 1:], np.full_like(g_sorted[..., :1], -np.inf)], -1)
-    valid = (p_sorted > 0) & (g_sorted > t) & (next_g <= t)
+    valid = (p_sorted > 0) & (g_sorted > t)
     if not valid.any(-1).all():
         raise RuntimeError("chi-squared water level not found (is init a distribution?)")
-    k = np.argmax(valid, axis=-1)
-    return np.take_along_axis(t, k[..., None], -1)[..., 0]
+    last = valid.shape[-1] - 1 - np.argmax(valid[..., ::-1], axis=-1)  # largest valid k
+    return np.take_along_axis(t, last[..., None], -1)[..., 0]
 
 
 def solve_chi2(scores: np.ndarray, init: np.ndarray, lam: float) -> np.ndarray:
