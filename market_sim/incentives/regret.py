@@ -17,7 +17,14 @@ Search: a coarse grid (linear in :math:`m`, geometric in the distortion), then `
 zoom rounds, each evaluating a ``refine_points``-per-axis grid on the bracket of neighbouring grid
 cells around the incumbent best. Every zoom is one batched counterfactual call, which suits the
 token auction (its cost is per call, not per point); like golden-section search it shrinks the
-bracket geometrically, by :math:`(r - 1)/2` per round for :math:`r` points.
+bracket geometrically, by :math:`(r - 1)/2` per round for :math:`r` points. A zoom grid's ends
+are points of the grid before it (``linspace`` and ``geomspace`` return their ends exactly), and
+the truthful and played reports may be grid points too: a report already evaluated in the same
+search is looked up, not evaluated again (:class:`EvaluationMemo`). A counterfactual's value of a
+report does not depend on the other reports in its batch except through float rounding: batch
+shapes can reorder float64 sums, and on the bundled LM 118 of 528 linear token-auction
+utilities evaluated alone differed from the batched value, by at most 9e-15 relative (log-linear
+and slot auctions: none).
 
 The same search gives ``best_response_gain`` = best minus the utility of the report actually
 played (what a learner left on the table that round), and ``truthful_utility``, whose sign
@@ -48,7 +55,7 @@ class RegretEstimate:
         best_utility: Utility of the best deviation found.
         best_multiplier: Bid multiplier of the best deviation.
         best_distortion: Report distortion of the best deviation.
-        evaluations: Counterfactual reports evaluated.
+        evaluations: Distinct counterfactual reports evaluated.
     """
 
     regret: float
@@ -58,6 +65,41 @@ class RegretEstimate:
     best_multiplier: float
     best_distortion: float
     evaluations: int
+
+
+class EvaluationMemo:
+    """Utilities of the reports one search has evaluated, keyed by (bid, distortion).
+
+    Args:
+        evaluate: The round's counterfactual for the advertiser.
+        valuation: Its valuation (utilities are ``valuation * allocation - payment``).
+    """
+
+    def __init__(self, evaluate: Evaluate, valuation: float) -> None:
+        self._evaluate = evaluate
+        self._valuation = valuation
+        self._utilities: dict[tuple[float, float], float] = {}
+
+    @property
+    def evaluations(self) -> int:
+        """Distinct reports evaluated so far."""
+        return len(self._utilities)
+
+    def utilities(self, reports: ReportBatch) -> np.ndarray:
+        """``[K]`` utilities of ``reports``; only reports not seen before reach ``evaluate``.
+
+        The new reports go to ``evaluate`` in one call, in their order of first appearance.
+        """
+        keys = list(zip(reports.bid.tolist(), reports.report_scale.tolist(), strict=True))
+        new_keys = list(dict.fromkeys(key for key in keys if key not in self._utilities))
+        if new_keys:
+            bids, scales = zip(*new_keys, strict=True)
+            batch = ReportBatch(
+                np.array(bids, dtype=np.float64), np.array(scales, dtype=np.float64)
+            )
+            values = self._evaluate(batch).utilities(self._valuation)
+            self._utilities.update(zip(new_keys, values.tolist(), strict=True))
+        return np.array([self._utilities[key] for key in keys], dtype=np.float64)
 
 
 def truthful_utility(evaluate: Evaluate, valuation: float) -> float:
@@ -112,7 +154,7 @@ def estimate_regret(
         config: The search budget.
 
     Returns:
-        The estimate; ``evaluations`` counts every report evaluated.
+        The estimate; ``evaluations`` counts the distinct reports evaluated.
     """
     multipliers, distortions = coarse_axes(config, space)
     geometric = len(distortions) > 1
@@ -122,19 +164,18 @@ def estimate_regret(
         np.concatenate([[valuation, played.bid], grid.bid]),
         np.concatenate([[1.0, played.report_scale], grid.report_scale]),
     )
-    utilities = evaluate(reports).utilities(valuation)
+    memo = EvaluationMemo(evaluate, valuation)
+    utilities = memo.utilities(reports)
     truthful, played_utility = float(utilities[0]), float(utilities[1])
     best_index = int(np.argmax(utilities))
     best = float(utilities[best_index])
     best_m = float(reports.bid[best_index]) / scale
     best_d = float(reports.report_scale[best_index])
-    evaluations = len(reports)
     for _ in range(config.refinements):
         multipliers = zoom_axis(multipliers, best_m, config.refine_points, geometric=False)
         distortions = zoom_axis(distortions, best_d, config.refine_points, geometric=geometric)
         candidates = grid_reports(multipliers, distortions, valuation)
-        zoom_utilities = evaluate(candidates).utilities(valuation)
-        evaluations += len(candidates)
+        zoom_utilities = memo.utilities(candidates)
         index = int(np.argmax(zoom_utilities))
         if zoom_utilities[index] > best:
             best = float(zoom_utilities[index])
@@ -147,5 +188,5 @@ def estimate_regret(
         best_utility=best,
         best_multiplier=float(best_m),
         best_distortion=float(best_d),
-        evaluations=evaluations,
+        evaluations=memo.evaluations,
     )
