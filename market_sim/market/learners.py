@@ -7,9 +7,14 @@ horizon T (the ``horizon`` of :class:`~market_sim.market.strategies.StrategySetu
 means "from the bound".
 
 Utilities are in valuation units whose range is not known in advance, so every learner divides
-them by the largest utility spread it has observed so far (for Hedge the spread across actions of
-a round's counterfactual utilities, for bandit learners the spread of realized utilities). This is
-the usual scale-free practice; the rate is then non-increasing, as the bounds require.
+them by the range of utilities it has observed so far, :math:`R_t` = the largest minus the
+smallest utility seen (:class:`UtilityRange`; for Hedge every action's counterfactual utility in
+every auction, for bandit learners the realized utilities). This is the usual scale-free
+practice; the rate is then non-increasing, as the bounds require. For Hedge the bound needs less:
+Hedge is unchanged by shifting one round's utilities, so the largest per-round spread across
+actions would do, and it is smaller when the level of utilities moves between rounds (e.g.
+valuations drawn per round under a mechanism that pays a zero bid something). The overall range
+is the conservative choice kept here: it can only lower the rate below the bound's.
 
 * ``hedge``: multiplicative weights with full information. After each round the platform's
   counterfactual (same randomness, no new LM call) gives the utility :math:`u_{t,k}` of every
@@ -68,7 +73,7 @@ BASELINE_DECAY = 0.9
 
 
 class UtilityRange:
-    """The largest utility spread observed so far (0 until two different utilities are seen)."""
+    """The range of utilities observed so far: largest minus smallest (0 until two differ)."""
 
     def __init__(self) -> None:
         self.low = math.inf
