@@ -461,7 +461,12 @@ def test_click_through_rates_must_not_increase() -> None:
     )
     data["mechanism"] = {"kind": "gsp", "click_through_rates": [1.5]}
     assert str(error_for(data)) == (
-        "mechanism.click_through_rates[0]: must be between 0 and 1, got 1.5"
+        "mechanism.click_through_rates[0]: must be > 0 and <= 1, got 1.5"
+    )
+    # A slot nobody clicks would still count among the k slots of the uniform price.
+    data["mechanism"] = {"kind": "second_price", "click_through_rates": [1.0, 0.0]}
+    assert str(error_for(data)) == (
+        "mechanism.click_through_rates[1]: must be > 0 and <= 1, got 0.0"
     )
 
 

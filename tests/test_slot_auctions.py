@@ -212,3 +212,19 @@ def test_array_revenue_is_the_sum_of_payments_and_second_price_is_textbook():
     revenue = outcome.payments.sum(1)
     np.testing.assert_array_equal(revenue, np.sort(values, 1)[:, -2])  # one winner pays b_(2)
     assert abs(revenue.mean() - 3 / 5) < 4 * revenue.std() / np.sqrt(len(revenue))
+
+
+@pytest.mark.parametrize(
+    ("bids", "rates", "message"),
+    [
+        ([[1.0, np.nan]], [1.0, 0.5], "bids must be finite and non-negative"),
+        ([[np.inf, np.inf, 1.0]], [0.5, 0.5], "bids must be finite and non-negative"),
+        ([[1.0, -0.5]], [1.0], "bids must be finite and non-negative"),
+        ([[3.0, 2.0, 1.0]], [1.0, 0.0], "click_through_rates must lie in (0, 1]"),
+    ],
+)
+def test_slot_auction_refuses_bids_and_rates_outside_its_domain(bids, rates, message):
+    # NaN and inf bids used to give NaN payments (0 * inf in VCG); a zero-rate slot used to
+    # lower the uniform price to the bid below it (values (3, 2, 1): winner paid 1, not 2).
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        slot_auction(np.array(bids), np.array(rates), "vcg")

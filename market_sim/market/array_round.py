@@ -264,8 +264,8 @@ class ArraySlotRound:
             valuations[:, i] = draw_valuations(agent.valuation_source, self.auctions, rng)
         records.states.append([strategy.strategy.state() for strategy in self.strategies])
         actions = self.report(valuations, bids, records.report_scales[row], rng)
-        if bids.min() < 0:
-            raise ValueError("a strategy produced a negative bid")
+        if not bids.min() >= 0 or not np.isfinite(bids.max()):  # NaN fails both comparisons
+            raise ValueError("a strategy produced a negative, infinite or NaN bid")
         bidders = len(self.strategies)
         priority = rng.permuted(np.broadcast_to(np.arange(bidders), bids.shape), axis=1)
         records.round_seeds[row] = round_seed = int(rng.integers(SEED_BOUND))

@@ -53,7 +53,12 @@ class SlotAuctionOutcome:
 
 
 def check_click_through_rates(click_through_rates: np.ndarray) -> np.ndarray:
-    """Validate and return ``[k]`` click-through rates (non-increasing, in [0, 1], k >= 1).
+    """Validate and return ``[k]`` click-through rates (non-increasing, in (0, 1], k >= 1).
+
+    A rate of 0 is refused: nobody in such a slot is shown, yet it would count among the k
+    slots, so the uniform price b_(k+1) would fall below the highest bid not shown (values
+    (3, 2, 1), rates (1, 0): the winner would pay 1, and the second bidder would gain by
+    overbidding, while with rates (1) it pays 2 as Vickrey). A slot nobody clicks is left out.
 
     Raises:
         ValueError: Naming the violated condition.
@@ -61,8 +66,8 @@ def check_click_through_rates(click_through_rates: np.ndarray) -> np.ndarray:
     rates = np.asarray(click_through_rates, dtype=np.float64)
     if rates.ndim != 1 or rates.size == 0:
         raise ValueError("click_through_rates must be a non-empty list")
-    if np.any(rates < 0) or np.any(rates > 1):
-        raise ValueError("click_through_rates must lie in [0, 1]")
+    if not np.all((rates > 0) & (rates <= 1)):
+        raise ValueError("click_through_rates must lie in (0, 1]: leave out a slot nobody clicks")
     if np.any(np.diff(rates) > 0):
         raise ValueError("click_through_rates must be non-increasing (slot 1 first)")
     return rates
@@ -102,8 +107,8 @@ def slot_auction(
     bids = np.asarray(bids, dtype=np.float64)
     if bids.ndim != 2:
         raise ValueError(f"bids must be [R, n], got shape {bids.shape}")
-    if np.any(bids < 0):
-        raise ValueError("bids must be non-negative")
+    if not np.all((bids >= 0) & (bids < np.inf)):  # NaN fails both
+        raise ValueError("bids must be finite and non-negative")
     if kind not in SLOT_AUCTION_KINDS:
         raise ValueError(f"kind must be one of {', '.join(SLOT_AUCTION_KINDS)}, got {kind!r}")
     rates = check_click_through_rates(click_through_rates)

@@ -35,8 +35,8 @@ class AdSlotsConfig(MechanismConfig):
 
     kind: str = "second_price"
     click_through_rates: tuple[float, ...] = setting(
-        FloatList(FloatRange(min=0.0, max=1.0), min_items=1, default=(1.0,)),
-        "Non-increasing click-through rates of slots 1..k.",
+        FloatList(FloatRange(min=0.0, max=1.0, exclusive_min=True), min_items=1, default=(1.0,)),
+        "Non-increasing click-through rates of slots 1..k (a slot nobody clicks is left out).",
     )
     reply: ReplyMode = setting(
         Choice(REPLY_MODES, default="sampled"),
