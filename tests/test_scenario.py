@@ -470,6 +470,25 @@ def test_click_through_rates_must_not_increase() -> None:
     )
 
 
+def test_a_blend_needs_another_group_in_the_main_and_audited_mechanisms() -> None:
+    # It used to load, then raise "a blend needs at least one other group" in round 0.
+    data = sample_data()
+    data["advertisers"] = data["advertisers"][:1]
+    data.pop("lambda_sweep", None)  # it needs two advertisers of its own
+    data["mechanism"] = {"kind": "affine_maximizer", "group_distortion": "blend"}
+    message = (
+        "advertisers: {key}.group_distortion = blend mixes in the other groups' reward "
+        "models, so it needs at least 2 advertisers, got 1"
+    )
+    assert str(error_for(data)) == message.format(key="mechanism")
+    data["mechanism"] = {"kind": "affine_maximizer"}
+    scenario_from_dict(data)  # reward_scale runs with one group
+    data["audit"] = {
+        "mechanisms": [{"group_distortion": "reward_scale"}, {"group_distortion": "blend"}]
+    }
+    assert str(error_for(data)) == message.format(key="audit.mechanisms[1]")
+
+
 def test_learner_parameters_are_validated() -> None:
     data = sample_data()
     data["advertisers"][0]["strategy"] = {"kind": "hedge", "multiplier_count": 0}

@@ -144,6 +144,13 @@ def slow_affine_settings(config: AffineMaximizerConfig) -> list[str]:
     ]
 
 
+def fewest_affine_groups(config: AffineMaximizerConfig) -> tuple[int, str]:
+    """A blend mixes each group's reward model with the other groups': it needs two groups."""
+    if config.group_distortion == "blend":
+        return 2, "group_distortion = blend mixes in the other groups' reward models"
+    return 1, ""
+
+
 AFFINE_MAXIMIZER = MechanismPlugin(
     name="affine_maximizer",
     kinds=("affine_maximizer",),
@@ -154,4 +161,5 @@ AFFINE_MAXIMIZER = MechanismPlugin(
     build=build_affine_maximizer,
     report_space=lambda config: group_report_space(config.group_distortion),
     slow_settings=slow_affine_settings,
+    fewest_advertisers=fewest_affine_groups,
 )

@@ -362,6 +362,13 @@ def scenario_from_dict(
     queries = parse_queries(optional_table(table, "queries"), base)
     advertisers = parse_advertisers(table.get("advertisers"))
     check_distortions_are_read(advertisers, mechanism)
+    audit = parse_audit(table.get("audit"), mechanism_table)
+    audited = audit.mechanisms if audit else ()
+    for key, config in (
+        ("mechanism", mechanism),
+        *((f"audit.mechanisms[{index}]", entry) for index, entry in enumerate(audited)),
+    ):
+        check_advertiser_count(len(advertisers), config, key)
     return Scenario(
         **scalars,
         model=model,
@@ -372,7 +379,7 @@ def scenario_from_dict(
         lambda_sweep=parse_lambda_sweep(table.get("lambda_sweep"), len(advertisers)),
         convergence=parse_convergence(table.get("convergence")),
         eva=parse_eva(table.get("eva"), queries),
-        audit=parse_audit(table.get("audit"), mechanism_table),
+        audit=audit,
     )
 
 
@@ -646,6 +653,20 @@ def check_strategy_ranges(params: Mapping[str, Any], key: str) -> None:
             child_key(key, "initial_multiplier"),
             f"must lie in [multiplier_min, multiplier_max] = [{params['multiplier_min']!r}, "
             f"{params['multiplier_max']!r}], got {params['initial_multiplier']!r}",
+        )
+
+
+def check_advertiser_count(count: int, mechanism: MechanismConfig, key: str) -> None:
+    """Refuse fewer advertisers than the configured mechanism runs with.
+
+    Raises:
+        ScenarioError: Naming the mechanism table's ``kind`` and the plugin's reason.
+    """
+    fewest, reason = mechanism_plugin(mechanism.kind).fewest_advertisers(mechanism)
+    if count < fewest:
+        raise ScenarioError(
+            "advertisers",
+            f"{key}.{reason}, so it needs at least {fewest} advertisers, got {count}",
         )
 
 
