@@ -224,7 +224,17 @@ def test_mosaic_allocations_and_user_value_match_a_hand_computation(tiny_lm):
                 a = np.exp(log_weights) / CANDIDATES
                 user_value = -TAU * float(np.sum(q * np.log(q / a)))
                 assert outcome.user_value == pytest.approx(user_value, rel=1e-9, abs=1e-12)
-                assert outcome.user_value <= 1e-12  # minus a KL divergence
+                # Minus a KL to the normalized reference, plus tau log(sum a): the weights'
+                # sample mean is exactly 1 under the reference proposal only (then <= 0).
+                normalized = a / a.sum()
+                divergence = float(np.sum(q * np.log(q / normalized)))
+                assert divergence >= -1e-12
+                assert outcome.user_value == pytest.approx(
+                    -TAU * divergence + TAU * np.log(a.sum()), rel=1e-9, abs=1e-12
+                )
+                if proposal == "reference":
+                    assert a.sum() == pytest.approx(1.0, rel=1e-12)
+                    assert outcome.user_value <= 1e-12
                 assert outcome.extras["effective_candidates"] == pytest.approx(
                     1.0 / np.sum(q**2), rel=1e-9
                 )

@@ -27,7 +27,15 @@ User value: :math:`-\tau\sum_j q_j \log(q_j / a_j)`, :math:`a_j = e^{l_j}/M`, th
 regularization term of the entropy-regularized welfare the rule maximizes; with truthful
 reports social welfare is then exactly that objective,
 :math:`W(q) = \sum_i E_q[r_i] - \tau\,\mathrm{KL}(q \,\|\, a)` (an estimate, over the candidates,
-of :math:`E_\pi[R] - \tau\,\mathrm{KL}(\pi \,\|\, \pi_{ref})`).
+of :math:`E_\pi[R] - \tau\,\mathrm{KL}(\pi \,\|\, \pi_{ref})`). Under the reference proposal
+every :math:`a_j = 1/M`, and the user value is minus a KL divergence, :math:`\le 0`. Under the
+context-aware proposal :math:`\sum_j a_j` (the importance-sampling estimate of
+:math:`\sum_y \pi_{ref}(y) = 1`) is not exactly 1, and the user value is
+:math:`-\tau\,\mathrm{KL}(q \,\|\, a / \textstyle\sum_k a_k) + \tau \log \sum_k a_k`: it
+can be positive when the weights' sample mean exceeds 1. The unnormalized :math:`a_j` are
+kept because :math:`\sum_j a_j e^{R_j / \tau}` is then an unbiased estimate of
+:math:`E_{\pi_{ref}}[e^{R/\tau}]`, whose :math:`\tau \log` is the regularized optimum over all
+replies.
 
 What the counterfactual holds fixed: the candidates, their scores and the others' reports; the
 advertiser's own report varies. On that "same randomness" truthful reporting is exactly optimal.
