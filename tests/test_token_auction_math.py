@@ -457,3 +457,20 @@ def test_payments_are_finite_bounded_and_homogeneous_at_every_scale(
     # carries the rounding of the competing weight's scaling.
     tolerance = 1e-9 * (bids * step.reported_allocations) + 1e-300
     assert torch.all((scaled.payments / c - step.payments).abs() <= tolerance)
+
+
+@pytest.mark.parametrize("rest_weight", [1e-6, 1e-10, 1e-13, 1e-16, 1e-300])
+def test_linear_payment_against_a_tiny_rest_keeps_its_relative_accuracy(rest_weight):
+    """q_{-i} is built from the others' terms, not as the total minus i's term.
+
+    Advertiser 1 (bid 1) faces only advertiser 2 (weight B; the user's weight is 0), so
+    q_{-1} = p_2, T = TV(p_2, p_1) = 0.5 and pay = T (B ln(1 + 1/B) - B / (1 + B)). The old
+    subtraction lost about eps / B of relative accuracy (2e-4 at B = 1e-13, and 0 instead of
+    1.8e-15 at B = 1e-16). Tolerance 1e-12 relative: a few float64 roundings in the TV and in
+    log1p, with no cancellation left.
+    """
+    probs = torch.tensor([[[0.5, 0.5], [0.7, 0.3], [0.2, 0.8]]], dtype=torch.float64)
+    raw = torch.tensor([[0.0, 1.0, rest_weight]], dtype=torch.float64)
+    paid = float(linear_second_price_payments(probs, raw)[0, 0])
+    ownership = rest_weight * math.log1p(1 / rest_weight) - rest_weight / (1 + rest_weight)
+    assert paid == pytest.approx(0.5 * ownership, rel=1e-12)

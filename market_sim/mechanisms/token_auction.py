@@ -159,6 +159,13 @@ def competing_aggregate_linear(
     r"""For each advertiser i, the linear aggregate without i and its competing weight.
 
     :math:`B_i = \sum_{j \ne i} w_j` (user included), :math:`q_{-i} = \sum_{j\ne i} w_j p_j / B_i`.
+    The sum without i is the total minus i's term, except for an advertiser with more than half
+    of the total weight (at most one per auction), whose sum is taken over the others' terms:
+    the difference cancels when i's weight dwarfs the rest's (relative error about
+    :math:`\epsilon\, b_i / B_i`; a rest of weight 1e-16 next to a bid of 1 came out 0), and
+    below half it loses at most a factor 2 of :math:`\epsilon`. Summing every advertiser's
+    others directly (prefix and suffix sums) cost twice the time of the whole payment rule at
+    64 auctions x 49,152 tokens.
 
     Args:
         probs: ``[A, n + 1, V]`` probabilities, user first.
@@ -170,8 +177,16 @@ def competing_aggregate_linear(
     """
     weighted_sum = torch.einsum("am,amv->av", raw_weights, probs)
     agent_probs, agent_weights = probs[:, 1:], raw_weights[:, 1:]
-    competing = raw_weights.sum(-1, keepdim=True) - agent_weights
+    total = raw_weights.sum(-1, keepdim=True)
+    competing = total - agent_weights
     without_i = weighted_sum.unsqueeze(1) - agent_weights.unsqueeze(-1) * agent_probs
+    auctions, dominant = torch.nonzero(agent_weights > 0.5 * total, as_tuple=True)
+    if auctions.numel():  # the others' terms summed directly, no cancellation
+        others = raw_weights[auctions].index_put(
+            (torch.arange(len(auctions)), dominant + 1), raw_weights.new_zeros(())
+        )
+        competing[auctions, dominant] = others.sum(-1)
+        without_i[auctions, dominant] = torch.einsum("am,amv->av", others, probs[auctions])
     q_minus = without_i.clamp_min(0) / competing.clamp_min(1e-300).unsqueeze(-1)
     has_competition = (competing > 0).unsqueeze(-1)
     q_minus = torch.where(has_competition, q_minus, probs[:, :1].expand_as(agent_probs))
