@@ -153,19 +153,52 @@ def allocations(aggregate_probs: torch.Tensor, probs: torch.Tensor) -> torch.Ten
     return (1.0 - total_variation(aggregate_probs.unsqueeze(-2), probs)).clamp(0.0, 1.0)
 
 
+def leave_one_out(raw_weights: torch.Tensor) -> torch.Tensor:
+    """Each advertiser's row of weights with its own set to 0.
+
+    Args:
+        raw_weights: ``[A, n + 1]`` raw weights, user first.
+
+    Returns:
+        ``[A, n, n + 1]``: row i is ``raw_weights`` with entry ``i + 1`` zeroed.
+    """
+    agents = raw_weights.shape[-1] - 1
+    keep = torch.ones(agents, agents + 1, dtype=raw_weights.dtype, device=raw_weights.device)
+    keep[torch.arange(agents), torch.arange(1, agents + 1)] = 0.0
+    return raw_weights.unsqueeze(1) * keep
+
+
+def competing_weights(raw_weights: torch.Tensor) -> torch.Tensor:
+    r""":math:`B_i = \sum_{j \ne i} w_j` (user included), summed over the others' weights.
+
+    Never as the total minus :math:`w_i`: that difference cancels when :math:`w_i` dwarfs the
+    rest (relative error about :math:`\epsilon\, w_i / B_i`), and every payment scales with
+    :math:`B_i`.
+
+    Args:
+        raw_weights: ``[A, n + 1]`` raw weights, user first.
+
+    Returns:
+        ``[A, n]``.
+    """
+    return leave_one_out(raw_weights).sum(-1)
+
+
 def competing_aggregate_linear(
     probs: torch.Tensor, raw_weights: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""For each advertiser i, the linear aggregate without i and its competing weight.
 
     :math:`B_i = \sum_{j \ne i} w_j` (user included), :math:`q_{-i} = \sum_{j\ne i} w_j p_j / B_i`.
-    The sum without i is the total minus i's term, except for an advertiser with more than half
-    of the total weight (at most one per auction), whose sum is taken over the others' terms:
-    the difference cancels when i's weight dwarfs the rest's (relative error about
+    :math:`B_i` is summed over the others' weights (:func:`competing_weights`). The numerator is
+    the total minus i's term, except for each auction's largest weight (the only one that can
+    exceed the rest's), whose numerator is summed over the others' terms: the difference
+    cancels when i's weight dwarfs the rest's (relative error about
     :math:`\epsilon\, b_i / B_i`; a rest of weight 1e-16 next to a bid of 1 came out 0), and
-    below half it loses at most a factor 2 of :math:`\epsilon`. Summing every advertiser's
-    others directly (prefix and suffix sums) cost twice the time of the whole payment rule at
-    64 auctions x 49,152 tokens.
+    loses at most a factor 2 of :math:`\epsilon` otherwise. One extra sum per auction, always
+    done (choosing the auctions that need it would cost a host synchronisation on a GPU);
+    summing every advertiser's others directly (prefix and suffix sums) doubled the time of
+    the whole payment rule at 64 auctions x 49,152 tokens.
 
     Args:
         probs: ``[A, n + 1, V]`` probabilities, user first.
@@ -177,16 +210,13 @@ def competing_aggregate_linear(
     """
     weighted_sum = torch.einsum("am,amv->av", raw_weights, probs)
     agent_probs, agent_weights = probs[:, 1:], raw_weights[:, 1:]
-    total = raw_weights.sum(-1, keepdim=True)
-    competing = total - agent_weights
+    competing = competing_weights(raw_weights)
     without_i = weighted_sum.unsqueeze(1) - agent_weights.unsqueeze(-1) * agent_probs
-    auctions, dominant = torch.nonzero(agent_weights > 0.5 * total, as_tuple=True)
-    if auctions.numel():  # the others' terms summed directly, no cancellation
-        others = raw_weights[auctions].index_put(
-            (torch.arange(len(auctions)), dominant + 1), raw_weights.new_zeros(())
-        )
-        competing[auctions, dominant] = others.sum(-1)
-        without_i[auctions, dominant] = torch.einsum("am,amv->av", others, probs[auctions])
+    if agent_weights.shape[1]:
+        auctions = torch.arange(len(raw_weights), device=raw_weights.device)
+        largest = agent_weights.argmax(-1)  # [A]
+        others = leave_one_out(raw_weights)[auctions, largest]  # [A, n + 1]
+        without_i[auctions, largest] = torch.einsum("am,amv->av", others, probs)
     q_minus = without_i.clamp_min(0) / competing.clamp_min(1e-300).unsqueeze(-1)
     has_competition = (competing > 0).unsqueeze(-1)
     q_minus = torch.where(has_competition, q_minus, probs[:, :1].expand_as(agent_probs))
@@ -386,20 +416,18 @@ def allocation_curve(
     raw_weights = scale_by_power_of_two(raw_weights, -exponent)
     agent_bid_grid = scale_by_power_of_two(agent_bid_grid, -exponent.unsqueeze(-1))
     agent_logprobs = logprobs[:, 1:]
-    agent_weights = raw_weights[:, 1:]
-    competing = raw_weights.sum(-1, keepdim=True) - agent_weights
+    others_weights = leave_one_out(raw_weights)  # [A, n, n + 1]
+    competing = others_weights.sum(-1)
     z = agent_bid_grid.unsqueeze(-1)
     total = (competing.unsqueeze(-1) + agent_bid_grid).unsqueeze(-1)
     safe_total = total.clamp_min(1e-300)
     if aggregation == "linear":
         probs = logprobs.exp()
-        others = torch.einsum("am,amv->av", raw_weights, probs).unsqueeze(1)
-        others = (others - agent_weights.unsqueeze(-1) * probs[:, 1:]).clamp_min(0).unsqueeze(2)
+        others = torch.einsum("aim,amv->aiv", others_weights, probs).unsqueeze(2)
         mixed = (others + z * probs[:, 1:].unsqueeze(2)) / safe_total
     elif aggregation == "log_linear":
         floored = logprobs.clamp_min(LOG_PROB_FLOOR)
-        others = torch.einsum("am,amv->av", raw_weights, floored).unsqueeze(1)
-        others = (others - agent_weights.unsqueeze(-1) * floored[:, 1:]).unsqueeze(2)
+        others = torch.einsum("aim,amv->aiv", others_weights, floored).unsqueeze(2)
         mixed = torch.softmax((others + z * floored[:, 1:].unsqueeze(2)) / safe_total, dim=-1)
     else:
         raise ValueError(f"aggregation must be 'linear' or 'log_linear', got {aggregation!r}")
@@ -448,7 +476,7 @@ def numerical_second_price_payments(
     exponent = largest_binary_exponent(raw_weights)
     raw_weights = scale_by_power_of_two(raw_weights, -exponent)
     bids = raw_weights[:, 1:]
-    competing = raw_weights.sum(-1, keepdim=True) - bids
+    competing = competing_weights(raw_weights)
     panels_per_unit = ladder_panels_per_unit(nodes)
     whole, remainder_nodes, remainder_weights = ladder_remainder_rule(
         bids, competing, panels_per_unit
@@ -530,10 +558,7 @@ def log_linear_ladder_payments(
     # Rows with B_i = 0 are computed against B_i = 1 and their payments set to 0 (selecting the
     # rows would cost a host synchronisation on a GPU).
     row_competing = torch.where(has_competition, competing, 1.0).flatten()  # [R], R = A n
-    # [n, n + 1]: 1 except at (i, i + 1), so advertiser i's row of weights leaves out its own.
-    leave_out = torch.ones(agents, participants, dtype=raw_weights.dtype)
-    leave_out[torch.arange(agents), torch.arange(1, participants)] = 0.0
-    others = raw_weights.unsqueeze(1) * leave_out.to(raw_weights.device)  # [A, n, n + 1]
+    others = leave_one_out(raw_weights)  # [A, n, n + 1]
     floored = logprobs.clamp_min(LOG_PROB_FLOOR)
     rest = torch.einsum("aim,amv->aiv", others, floored).reshape(-1, vocab)
     rest = rest / row_competing[:, None]  # [R, V]
