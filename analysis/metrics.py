@@ -488,7 +488,7 @@ def learning_curves(
         pl.col("rounds_per_window").first(),
         pl.when(pl.col("_auctions").min() == pl.col("_auctions").max())
         .then(pl.col("_auctions").min())
-        .alias("auctions_per_round"),
+        .alias("_auctions_per_round"),
     )
     curves = summarize(per_run, [*by, "window"], metrics, confidence).join(
         extents, on=[*by, "window"], how="left", nulls_equal=True
@@ -498,7 +498,7 @@ def learning_curves(
         curves.with_columns(
             (pl.col("window") * pl.col("rounds_per_window")).alias("round_start"),
             (span / 2).alias("round_mid"),
-            (((span + 1) * pl.col("auctions_per_round") - 1) / 2).alias("auction_mid"),
+            (((span + 1) * pl.col("_auctions_per_round") - 1) / 2).alias("auction_mid"),
         )
         .select(
             *by,
@@ -512,7 +512,12 @@ def learning_curves(
             "ci_low",
             "ci_high",
             "rounds_per_window",
-            "auctions_per_round",
+            # A sweep over auctions_per_round has it among the ``by`` columns already.
+            *(
+                []
+                if "auctions_per_round" in by
+                else [pl.col("_auctions_per_round").alias("auctions_per_round")]
+            ),
             "auction_mid",
         )
         .sort(*by, "metric", "window")

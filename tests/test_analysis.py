@@ -306,6 +306,18 @@ def test_learning_curves_of_runs_with_different_k_each_get_their_own_windows():
     assert batched["auctions_per_round"].unique().to_list() == [16]
 
 
+def test_learning_curves_of_a_sweep_over_k_keep_k_as_a_grouping_column():
+    """A sweep over auctions_per_round has it among ``by``; it used to be added twice."""
+    rows = batched_agent_rows("K=1", 1, 8) + batched_agent_rows("K=4", 4, 8)
+    agents = pl.DataFrame(rows).with_columns(
+        pl.col("label").str.slice(2).cast(pl.Int64).alias("auctions_per_round")
+    )
+    curves = learning_curves(agents, by=("label", "auctions_per_round"), metrics=("bid_ratio",))
+    assert curves.columns.count("auctions_per_round") == 1
+    batched = curves.filter(pl.col("auctions_per_round") == 4)
+    assert batched["auction_mid"].to_list() == [4 * r + 1.5 for r in range(8)]
+
+
 def test_a_partial_last_window_is_placed_at_the_rounds_it_holds():
     agents = pl.DataFrame(batched_agent_rows("run", 4, 10))
     curves = learning_curves(agents, metrics=("bid_ratio",), window=4)
