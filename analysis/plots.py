@@ -652,36 +652,62 @@ def brand_share_figure(shares: pl.DataFrame) -> Figure | None:
 
 
 def plot_convergence(convergence: pl.DataFrame, out_dir: Path) -> list[Path]:
-    """MOSAIC convergence: distance to pi* against the number of candidates M (log scale).
+    r"""MOSAIC convergence: distance to pi* against the number of candidates M (log scale).
 
     Reads the columns :data:`market_sim.results.records.CONVERGENCE` declares: ``candidates``
-    (M), the distances :data:`~market_sim.results.records.CONVERGENCE_DISTANCES` present, optionally
-    ``proposal`` (one line each) and ``seed`` (CI over seeds). Without M or a distance there is
-    nothing to draw.
+    (M), the distances :data:`~market_sim.results.records.CONVERGENCE_DISTANCES` present, and
+    optionally ``proposal`` and ``tau`` (one line per combination: runs at different tau are
+    different experiments, never pooled). KL and TV share the left panel; the reward gap
+    :math:`E_{\pi^*}[R] - E_{P_M}[R]` (in allocation units, and of either sign) gets its own.
+    Each point is the mean over the rows at that M, one per (query, seed): queries are the
+    sampled unit of one run, so the band is a t interval over those rows (the footer gives n).
+    Without M or a distance there is nothing to draw.
     """
     x = CONVERGENCE["candidates"].name
-    ys = [c for c in CONVERGENCE_DISTANCES if c in convergence.columns]
-    if x not in convergence.columns or not ys or convergence.height == 0:
+    present = [c for c in CONVERGENCE_DISTANCES if c in convergence.columns]
+    distances = [c for c in present if c != "reward_gap"]
+    gaps = [c for c in present if c == "reward_gap"]
+    if x not in convergence.columns or not distances + gaps or convergence.height == 0:
         return []
     from analysis.metrics import summarize
 
-    by = [c for c in ("proposal",) if c in convergence.columns]
-    table = summarize(convergence, [*by, x], ys)
-    fig = new_figure("mosaic_convergence")
-    ax = fig.subplots()
-    colors = itertools.cycle([*OKABE_ITO.values()])
-    series = table.select(*by, "metric").unique().sort(*by, "metric")
-    for row in series.iter_rows(named=True):
-        mine = table.filter(*[pl.col(k) == v for k, v in row.items()]).sort(x)
-        label = " ".join(str(v) for v in row.values())
-        band(ax, mine, x, next(colors), label)
-        ax.lines[-1].set_marker("o")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("candidates M (log scale)")
-    ax.set_ylabel("distance to π* (nats for KL, probability for TV)")
-    ax.set_title("MOSAIC convergence")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    by = [c for c in ("tau", "proposal") if c in convergence.columns]
+    panels = [
+        (metrics, label)
+        for metrics, label in (
+            (distances, "distance to π* (nats for KL, probability for TV)"),
+            (gaps, "reward gap E_π*[R] − E_P_M[R] (allocation)"),
+        )
+        if metrics
+    ]
+    table = summarize(convergence, [*by, x], [*distances, *gaps])
+    taus = convergence["tau"].unique().to_list() if "tau" in by else []
+    width, height = FIGURE_SIZES["mosaic_convergence"]
+    fig = Figure(figsize=(width * len(panels), height), dpi=DPI, layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (metrics, y_label) in zip(axes, panels, strict=True):
+        colors = itertools.cycle([*OKABE_ITO.values()])
+        mine = table.filter(pl.col("metric").is_in(metrics))
+        for row in mine.select(*by, "metric").unique().sort(*by, "metric").iter_rows(named=True):
+            line = mine.filter(*[pl.col(k) == v for k, v in row.items()]).sort(x)
+            parts = [f"τ = {row['tau']:g}"] if len(taus) > 1 else []
+            parts += [str(row[k]) for k in ("proposal", "metric") if k in row]
+            band(ax, line, x, next(colors), " ".join(parts))
+            ax.lines[-1].set_marker("o")
+        if metrics == gaps:
+            ax.axhline(0.0, color="#666666", linewidth=0.8, linestyle=":")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("candidates M (log scale)")
+        ax.set_ylabel(y_label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    tau_note = f"τ = {taus[0]:g}; " if len(taus) == 1 else ""
+    counts = sorted(set(table["n"].to_list()))
+    footer(
+        fig,
+        f"MOSAIC convergence; {tau_note}n = {', '.join(map(str, counts))} (query, seed) rows "
+        "per point; mean, bands: 95% t interval over those rows",
+    )
     return save(fig, out_dir, "mosaic_convergence")
 
 

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 from matplotlib.image import imread
 
+import analysis.plots
 from analysis.load import load_agents, load_results, load_runs
 from analysis.metrics import (
     AGENT_METRICS,
@@ -418,3 +419,40 @@ def test_agents_are_read_with_the_schema_dtypes(tmp_path):
     loaded = load_agents(load_runs(tmp_path))
     assert loaded.schema["round"] == pl.Int64 and loaded.schema["regret"] == pl.Float64
     assert loaded["round"].to_list() == agents["round"].cast(pl.Int64).to_list()
+
+
+def test_convergence_figure_keeps_taus_apart_and_gives_the_reward_gap_its_own_axis(
+    tmp_path, monkeypatch
+):
+    """Two runs at different tau used to be pooled into one line (and one interval)."""
+    drawn = {}
+
+    def keep(fig, out_dir, name):
+        drawn[name] = fig
+        return []
+
+    monkeypatch.setattr(analysis.plots, "save", keep)
+    rows = [
+        {
+            "query": q,
+            "proposal": "reference",
+            "candidates": m,
+            "tau": tau,
+            "seed": 0,
+            "tv": tau * q_index / m,
+            "reward_gap": -tau / m,
+        }
+        for tau in (0.1, 1.0)
+        for q_index, q in enumerate(["a", "b", "c"], 1)
+        for m in (1, 4, 16)
+    ]
+    analysis.plots.plot_convergence(pl.DataFrame(rows), tmp_path)
+    distances, gaps = drawn["mosaic_convergence"].axes
+    labels = [line.get_label() for line in distances.lines]
+    assert labels == ["τ = 0.1 reference tv", "τ = 1 reference tv"]
+    # the tau = 1 line is the mean over its own 3 queries only: (1 + 2 + 3) / 3 / M
+    assert list(distances.lines[1].get_ydata()) == pytest.approx([2.0, 0.5, 0.125])
+    assert [line.get_label() for line in gaps.lines if not line.get_label().startswith("_")] == [
+        "τ = 0.1 reference reward_gap",
+        "τ = 1 reference reward_gap",
+    ]
