@@ -193,19 +193,30 @@ def add_names(runs: pl.DataFrame, scenarios: Mapping[str, Mapping[str, Any]]) ->
     """Add ``mechanism_name`` (readable, :func:`analysis.names.mechanism_name`) and ``family``.
 
     Two labels that would share a name (variants the name does not show) keep their label in
-    brackets, so a name always means one label.
+    brackets, so a name always means one label. A label whose runs differ in their slot count
+    (a sweep over ``mechanism.click_through_rates``) is named without it: one label gets one
+    name, and the rates stay a setting of the table and figures.
     """
     variant_columns = [col for col in VARIANT_COLUMNS if col in runs.columns]
-    names, families = [], []
+    names, plain_names, families = [], [], []
     for row in runs.iter_rows(named=True):
         kind = str(row.get("mechanism") or UNLABELLED)
         scenario = scenarios.get(row.get("run_path", ""), {})
         variants = {col: row[col] for col in variant_columns}
         names.append(mechanism_name(kind, variants, slot_count(scenario)))
+        plain_names.append(mechanism_name(kind, variants, slots_vary=True))
         families.append(family(kind))
     named = runs.with_columns(
-        pl.Series(NAME, names, dtype=pl.String), pl.Series(FAMILY, families, dtype=pl.String)
+        pl.Series(NAME, names, dtype=pl.String),
+        pl.Series("_plain_name", plain_names, dtype=pl.String),
+        pl.Series(FAMILY, families, dtype=pl.String),
     )
+    named = named.with_columns(
+        pl.when(pl.col(NAME).n_unique().over(LABEL) > 1)
+        .then(pl.col("_plain_name"))
+        .otherwise(pl.col(NAME))
+        .alias(NAME)
+    ).drop("_plain_name")
     pairs = named.select(LABEL, NAME).unique()
     shared = pairs.filter(pl.col(NAME).is_duplicated())[NAME].to_list()
     return named.with_columns(

@@ -92,14 +92,19 @@ def slot_count(scenario: Mapping[str, Any]) -> int | None:
 
 
 def mechanism_name(
-    kind: str, variants: Mapping[str, Any] | None = None, slots: int | None = None
+    kind: str,
+    variants: Mapping[str, Any] | None = None,
+    slots: int | None = None,
+    slots_vary: bool = False,
 ) -> str:
     """Readable name of a mechanism.
 
     Args:
         kind: The ``mechanism`` kind.
         variants: ``aggregation``, ``payment`` and ``settlement`` of the run (any may be absent).
-        slots: Number of ad slots (ad-slot kinds).
+        slots: Number of ad slots (ad-slot kinds; None: the default, 1).
+        slots_vary: The runs so named differ in their slot count: no count in the name
+            (second price is then ``second / uniform price``).
 
     Returns:
         e.g. ``token auction, second price``, ``token auction, second price, log-linear, ex
@@ -121,6 +126,8 @@ def mechanism_name(
         return f"{base}, no payment" if payment == "none" else base
     if kind in ("gsp", "vcg"):
         return kind.upper()
+    if kind in ("first_price", "second_price") and slots_vary:
+        return "first price" if kind == "first_price" else "second / uniform price"
     if kind in ("first_price", "second_price"):
         count = slots or 1
         rule = "first price" if kind == "first_price" else "second price"

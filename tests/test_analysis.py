@@ -456,3 +456,23 @@ def test_convergence_figure_keeps_taus_apart_and_gives_the_reward_gap_its_own_ax
         "τ = 0.1 reference reward_gap",
         "τ = 1 reference reward_gap",
     ]
+
+
+def test_a_label_whose_runs_differ_in_slot_count_is_named_without_a_count():
+    """It used to take one run's count (both rows of a CTR sweep read '1 slot')."""
+    from analysis.metrics import add_names
+
+    runs = pl.DataFrame(
+        {
+            "label": ["second_price", "second_price", "first_price"],
+            "mechanism": ["second_price", "second_price", "first_price"],
+            "run_path": ["one", "two", "three"],
+        }
+    )
+    scenarios = {
+        "one": {"mechanism.click_through_rates": [1.0]},
+        "two": {"mechanism.click_through_rates": [1.0, 0.5]},
+        "three": {"mechanism.click_through_rates": [1.0, 0.5]},
+    }
+    names = add_names(runs, scenarios)["mechanism_name"].to_list()
+    assert names == ["second / uniform price", "second / uniform price", "first price, 2 slots"]
