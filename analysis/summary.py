@@ -163,8 +163,17 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def exact_text(table: pl.DataFrame, fmt: str) -> str:
-    """``table`` as ``csv`` or ``json`` with every float exact (shortest round-trip form)."""
+    """``table`` as ``csv`` or ``json`` with every float exact (shortest round-trip form).
+
+    CSV has no nested values: a list-valued setting (e.g. a sweep over
+    ``mechanism.click_through_rates``) is written as its JSON text, ``[1.0, 0.5]``.
+    """
     if fmt == "csv":
+        nested = [name for name, dtype in table.schema.items() if dtype.is_nested()]
+        table = table.with_columns(
+            pl.Series(name, [json.dumps(value) for value in table[name].to_list()], pl.String)
+            for name in nested
+        )
         buffer = io.StringIO()
         table.write_csv(buffer, float_precision=None)
         return buffer.getvalue().rstrip("\n")

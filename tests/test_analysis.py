@@ -476,3 +476,23 @@ def test_a_label_whose_runs_differ_in_slot_count_is_named_without_a_count():
     }
     names = add_names(runs, scenarios)["mechanism_name"].to_list()
     assert names == ["second / uniform price", "second / uniform price", "first price, 2 slots"]
+
+
+def test_csv_summary_writes_a_list_valued_setting_as_json_text():
+    import csv
+    import io
+
+    from analysis.summary import format_summary
+
+    table = pl.DataFrame(
+        {
+            "label": ["second_price", "second_price"],
+            "mechanism.click_through_rates": [[1.0], [1.0, 0.5]],
+            "metric": ["revenue_mean"] * 2,
+            "n": [2, 2],
+            "mean": [0.1 + 0.2, 1 / 3],
+        }
+    )
+    rows = list(csv.DictReader(io.StringIO(format_summary(table, "csv"))))
+    assert [json.loads(r["mechanism.click_through_rates"]) for r in rows] == [[1.0], [1.0, 0.5]]
+    assert [float(r["mean"]) for r in rows] == [0.1 + 0.2, 1 / 3]  # exact round trip

@@ -108,7 +108,8 @@ def summarize(rounds: pl.DataFrame, agents: pl.DataFrame, meta: dict[str, Any]) 
       the regret search, or realized by a truthful report) below ``-IR_TOLERANCE``; null when
       none is known.
     * ``bid_ratio_final``: mean bid / valuation over the last 20% of rounds (valuation > 0);
-      ``report_scale_final``: mean report distortion over the same rows.
+      ``report_scale_final``: mean ``report_scale`` (the reported distortion, 1 = truthful)
+      over the same rows.
     * ``regret_mean`` / ``regret_max``: over agent-rounds where regret was measured, else null;
       ``best_response_gain_mean`` likewise (gain over the report actually played).
 
