@@ -534,3 +534,22 @@ def test_market_stream_evolves_between_rounds_only(bundled_lm, monkeypatch, auct
     for _ in range(5 * auctions_per_round):
         stream.next_query()
     assert served_at_generation == [2 * auctions_per_round, 4 * auctions_per_round]
+
+
+def test_heldout_standard_error_is_null_for_one_query_and_the_se_of_query_means_otherwise(
+    monkeypatch,
+):
+    """One held-out query has no spread to estimate: None (null), not a zero-width 0."""
+    import market_sim.eva.experiment as experiment
+    from market_sim.eva.solver import RepliesAndRewards
+
+    def scored(policy, reward, texts, replies, seed):
+        rewards = np.array([[1.0, 3.0], [2.0, 6.0], [0.0, 0.0]])[: len(texts)]
+        return RepliesAndRewards(list(texts), [], rewards, rewards / 2, rewards / 2)
+
+    monkeypatch.setattr(experiment, "sample_and_score", scored)
+    assert experiment.evaluate_heldout(None, None, ["a"], 2, 0).standard_error is None
+    three = experiment.evaluate_heldout(None, None, ["a", "b", "c"], 2, 0)
+    # query means 2, 4, 0: sample std 2 over sqrt(3)
+    assert three.standard_error == pytest.approx(2 / np.sqrt(3), rel=1e-12)
+    assert three.reward == pytest.approx(2.0, rel=1e-12)

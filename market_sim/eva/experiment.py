@@ -89,14 +89,14 @@ class HeldoutScore:
 
     Attributes:
         reward: Mean reward over held-out queries x replies.
-        standard_error: Standard deviation of the per-query means over sqrt(#queries) (0 for
-            one query).
+        standard_error: Standard deviation of the per-query means over sqrt(#queries); None
+            for one query (no spread to estimate: written as null, not a zero-width 0).
         user: Mean user score.
         advertiser: Mean advertiser part ``sum_i v_i s_i``.
     """
 
     reward: float
-    standard_error: float
+    standard_error: float | None
     user: float
     advertiser: float
 
@@ -107,7 +107,7 @@ def evaluate_heldout(
     """Mean reward of ``replies`` replies per held-out query drawn from ``policy``."""
     scored = sample_and_score(policy, reward, heldout, replies, seed)
     per_query = scored.rewards.mean(axis=1)
-    spread = float(per_query.std(ddof=1) / np.sqrt(len(per_query))) if len(per_query) > 1 else 0.0
+    spread = float(per_query.std(ddof=1) / np.sqrt(len(per_query))) if len(per_query) > 1 else None
     return HeldoutScore(
         float(scored.rewards.mean()),
         spread,
