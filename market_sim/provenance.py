@@ -7,7 +7,10 @@
 * ``provenance``: what determines the results wherever they are computed: the model as
   referenced (``bundled:tiny-ads``, a folder, a hub id), its kind (``bundled``, ``local``,
   ``hub``), the hub id and the revision (commit) it resolved to, the sha256 of every weight file
-  (``*.safetensors``), the dtype, and the sha256 of the resolved scenario (``scenario.toml``);
+  (``*.safetensors``) and of every file that configures the model or its tokenizer
+  (:data:`SETTING_FILES`: ``config.json``, ``tokenizer.json``, ...; a changed
+  ``layer_norm_epsilon`` or tokenizer normalizer changes the replies as much as new weights), the
+  dtype, and the sha256 of the resolved scenario (``scenario.toml``);
 * ``execution``: what depends on the machine and checkout that ran it: the absolute model
   folder, the device, torch's CPU thread count, and the git commit of the market-sim checkout
   (with whether tracked files differed from it), null when not run from a git checkout or when
@@ -37,6 +40,22 @@ if TYPE_CHECKING:  # torch is imported only where a model is at hand: --version 
 PACKAGES: tuple[str, ...] = ("torch", "transformers", "mesa", "polars", "numpy", "scipy")
 """Distributions whose versions every summary records (besides market-sim and Python)."""
 WEIGHT_PATTERNS: tuple[str, ...] = ("*.safetensors",)
+SETTING_FILES: tuple[str, ...] = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "chat_template.jinja",
+    "chat_template.json",
+)
+"""Files beside the weights that transformers reads to build the model and its tokenizer."""
+MODEL_HASH_KEYS: tuple[str, ...] = ("weights_sha256", "settings_sha256")
+"""The model record's file-hash tables (file name -> sha256)."""
 FOLDER_SCHEMES: tuple[str, ...] = ("bundled", "cache")
 """Reference prefixes (``bundled:<name>``, ``cache:<name>``) recorded as the model's source."""
 CHECKOUT = Path(__file__).resolve().parent.parent
@@ -122,6 +141,62 @@ def weight_hashes(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): sha256_file(p) for p in files}
 
 
+def setting_hashes(folder: Path) -> dict[str, str]:
+    """File name -> sha256 of each of :data:`SETTING_FILES` present in ``folder``, sorted."""
+    return {
+        name: sha256_file(folder / name)
+        for name in sorted(SETTING_FILES)
+        if (folder / name).is_file()
+    }
+
+
+def model_file_hashes(folder: Path) -> dict[str, dict[str, str]]:
+    """``weights_sha256`` and ``settings_sha256`` of a model folder (:data:`MODEL_HASH_KEYS`)."""
+    return {"weights_sha256": weight_hashes(folder), "settings_sha256": setting_hashes(folder)}
+
+
+def current_model_hashes(reference: str) -> dict[str, dict[str, str]] | None:
+    """:func:`model_file_hashes` of the folder ``reference`` names now, without any download.
+
+    None when there is no such local folder (a hub model not in the local cache): nothing to
+    compare a recorded run against.
+    """
+    from market_sim.lm.loading import ModelNotFoundError, resolve_model_reference
+
+    try:
+        resolved = resolve_model_reference(reference)
+    except ModelNotFoundError:
+        return None
+    folder = Path(resolved) if Path(resolved).is_dir() else hub_snapshot(resolved, None)
+    return model_file_hashes(folder) if folder is not None else None
+
+
+def changed_model_files(recorded: Any, current: dict[str, dict[str, str]] | None) -> list[str]:
+    """Files whose hashes differ between a run's recorded model and the model's folder now.
+
+    Args:
+        recorded: The ``provenance.model`` table of a run (only the hash tables it has are
+            compared: runs recorded before ``settings_sha256`` existed compare their weights).
+        current: :func:`current_model_hashes`, or None (nothing to compare: no change).
+
+    Returns:
+        Sorted names of files changed, added or removed (``["<no record>"]`` when ``recorded``
+        has no hash table at all, e.g. an unreadable summary).
+    """
+    if current is None:
+        return []
+    tables = [key for key in MODEL_HASH_KEYS if isinstance(recorded, dict) and key in recorded]
+    if not tables:
+        return ["<no record>"]
+    changed: set[str] = set()
+    for key in tables:
+        before, now = recorded[key] or {}, current[key]
+        changed |= {
+            name for name in before.keys() | now.keys() if before.get(name) != now.get(name)
+        }
+    return sorted(changed)
+
+
 def hub_snapshot(hub_id: str, revision: str | None) -> Path | None:
     """The local cache folder of a hub model's snapshot, without any network access."""
     try:
@@ -142,8 +217,9 @@ def model_provenance(reference: str, lm: LanguageModel | None = None) -> tuple[d
 
     Returns:
         ``(provenance, folder)``: ``provenance`` has ``reference``, ``source`` (``bundled``,
-        ``cache``, ``local`` or ``hub``), ``hub_id`` and ``revision`` (hub models, else None) and
-        ``weights_sha256`` (file -> hash; empty when no file could be found); ``folder`` is the
+        ``cache``, ``local`` or ``hub``), ``hub_id`` and ``revision`` (hub models, else None),
+        ``weights_sha256`` and ``settings_sha256`` (file -> hash; empty when no file could be
+        found, see :func:`model_file_hashes`); ``folder`` is the
         absolute folder of the weights (for a hub model, its local cache snapshot) or None.
     """
     from market_sim.lm.loading import resolve_model_reference
@@ -164,7 +240,11 @@ def model_provenance(reference: str, lm: LanguageModel | None = None) -> tuple[d
         "source": source,
         "hub_id": hub_id,
         "revision": revision,
-        "weights_sha256": weight_hashes(folder) if folder is not None else {},
+        **(
+            model_file_hashes(folder)
+            if folder is not None
+            else {key: {} for key in MODEL_HASH_KEYS}
+        ),
     }
     return record, str(folder) if folder is not None else None
 

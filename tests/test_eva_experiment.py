@@ -553,3 +553,22 @@ def test_heldout_standard_error_is_null_for_one_query_and_the_se_of_query_means_
     # query means 2, 4, 0: sample std 2 over sqrt(3)
     assert three.standard_error == pytest.approx(2 / np.sqrt(3), rel=1e-12)
     assert three.reward == pytest.approx(2.0, rel=1e-12)
+
+
+def test_a_finished_seed_made_with_other_model_files_runs_again(tmp_path):
+    """The scenario names the model folder, not its contents: model_files.json must match."""
+    from market_sim.eva.experiment import SEED_MODEL_FILE, finished_tables
+
+    pl.DataFrame({"generation": [0, 1, 2]}).write_parquet(tmp_path / EVA_FILE)
+    pl.DataFrame({"query_id": ["q0"]}).write_parquet(tmp_path / QUERIES_FILE)
+    (tmp_path / "scenario.toml").write_text("name = 'x'\n")
+    hashes = {
+        "weights_sha256": {"model.safetensors": "aa"},
+        "settings_sha256": {"config.json": "bb"},
+    }
+    (tmp_path / SEED_MODEL_FILE).write_text(json.dumps(hashes))
+    assert finished_tables(tmp_path, "name = 'x'\n", 2, hashes) is not None
+    edited = {**hashes, "settings_sha256": {"config.json": "cc"}}
+    assert finished_tables(tmp_path, "name = 'x'\n", 2, edited) is None
+    (tmp_path / SEED_MODEL_FILE).unlink()  # no record: cannot tell, so it runs again
+    assert finished_tables(tmp_path, "name = 'x'\n", 2, hashes) is None

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import platform
+import shutil
 import subprocess
 import sys
 from importlib import metadata
@@ -55,15 +56,20 @@ def test_summary_records_versions_model_hashes_and_scenario(tmp_path, random_mod
     for name in ("torch", "transformers", "mesa", "polars", "numpy", "scipy"):
         assert versions[name] == metadata.version(name), name
     assert versions["market_sim"] == metadata.version("market-sim")
-    weights = random_model_dir / "model.safetensors"
-    expected_hash = hashlib.sha256(weights.read_bytes()).hexdigest()  # hashed here, independently
+
+    def sha256(name: str) -> str:  # hashed here, independently
+        return hashlib.sha256((random_model_dir / name).read_bytes()).hexdigest()
+
+    settings = sorted(p.name for p in random_model_dir.iterdir() if p.suffix in (".json", ".txt"))
+    assert "config.json" in settings and "tokenizer.json" in settings
     model = summary["provenance"]["model"]
     assert model == {
         "reference": str(random_model_dir),
         "source": "local",
         "hub_id": None,
         "revision": None,
-        "weights_sha256": {"model.safetensors": expected_hash},
+        "weights_sha256": {"model.safetensors": sha256("model.safetensors")},
+        "settings_sha256": {name: sha256(name) for name in settings},
     }
     scenario_text = (out / "scenario.toml").read_bytes()
     assert summary["provenance"]["scenario_sha256"] == hashlib.sha256(scenario_text).hexdigest()
@@ -89,6 +95,7 @@ def test_hub_reference_is_told_apart_without_network(monkeypatch):
         "hub_id": "org/model",
         "revision": "abc123",
         "weights_sha256": {},
+        "settings_sha256": {},
     }
     assert folder is None
 
@@ -136,3 +143,25 @@ def test_sweep_keeps_machine_dependent_keys_out_of_runs_table(tmp_path, random_m
     assert not [column for column in runs.columns if column.startswith("execution.")]
     timings = pl.read_parquet(tmp_path / "sweep" / "timings.parquet")
     assert timings["execution.model_folder"].to_list() == [str(random_model_dir.resolve())]
+
+
+def test_sweep_reruns_a_run_whose_model_files_changed_in_place(tmp_path, random_model_dir, capsys):
+    """Same reference, edited config.json: the complete run is stale and runs again."""
+    model_dir = tmp_path / "model"
+    shutil.copytree(random_model_dir, model_dir)
+    scenario = write_scenario(tmp_path, model_dir)
+    out = tmp_path / "sweep"
+    first = run_sweep(scenario, [], "0", out, progress=False).runs
+    again = run_sweep(scenario, [], "0", out, progress=False).runs  # unchanged: reused
+    assert "running it again" not in capsys.readouterr().err
+    assert again.equals(first)
+    config = json.loads((model_dir / "config.json").read_text())
+    config["layer_norm_epsilon"] = 0.5  # changes every forward, not the weights
+    (model_dir / "config.json").write_text(json.dumps(config))
+    changed = run_sweep(scenario, [], "0", out, progress=False).runs
+    assert "was made with other model files (config.json); running it again" in (
+        capsys.readouterr().err
+    )
+    assert changed["revenue_mean"][0] != first["revenue_mean"][0]
+    column = "provenance.model.settings_sha256.config.json"
+    assert changed[column][0] != first[column][0]

@@ -28,6 +28,7 @@ generations is not run again, so an interrupted run resumes; any other seed is r
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +54,7 @@ from market_sim.eva.solver import best_worst_pairs, reward_spread, sample_and_sc
 from market_sim.lm.model import LanguageModel
 from market_sim.lm.preference import DPOResult, dpo_fine_tune
 from market_sim.progress import progress_range
-from market_sim.provenance import write_provenance
+from market_sim.provenance import changed_model_files, current_model_hashes, write_provenance
 from market_sim.results import QUERIES_FILE, atomic_write, atomic_write_json, atomic_write_text
 from market_sim.scenario.load import dump_scenario_toml
 from market_sim.scenario.schema import EvaConfig, Scenario
@@ -346,14 +347,24 @@ def seed_dir(out_dir: Path, seed: int) -> Path:
     return out_dir / "seeds" / f"seed-{seed}"
 
 
+SEED_MODEL_FILE = "model_files.json"
+"""A seed folder's record of the model files it ran with (``weights_sha256``,
+``settings_sha256``: :func:`~market_sim.provenance.model_file_hashes`)."""
+
+
 def finished_tables(
-    folder: Path, scenario_toml: str, generations: int
+    folder: Path,
+    scenario_toml: str,
+    generations: int,
+    model_hashes: dict[str, dict[str, str]] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame] | None:
     """A seed folder's ``eva.parquet`` and ``queries.parquet`` if it holds a complete run.
 
-    Complete: of this scenario with as many generations. ``eva.parquet`` is written last (and
-    removed before a rerun), so its presence marks a complete seed; the stored resolved scenario
-    must equal this one, so changing any key reruns the seed instead of mixing results of
+    Complete: of this scenario with as many generations, and (when ``model_hashes`` is given)
+    made with the same model files: :data:`SEED_MODEL_FILE` must match them, since a model
+    folder edited in place keeps its reference in the scenario. ``eva.parquet`` is written last
+    (and removed before a rerun), so its presence marks a complete seed; the stored resolved
+    scenario must equal this one, so changing any key reruns the seed instead of mixing results of
     different settings. Files that cannot be read (damaged, or without a ``generation``
     column) also mean the seed runs again: it is deterministic, so the rerun writes what the
     damaged files held.
@@ -367,10 +378,14 @@ def finished_tables(
     try:
         if (folder / "scenario.toml").read_text(encoding="utf-8") != scenario_toml:
             return None
+        if model_hashes is not None:
+            recorded = json.loads((folder / SEED_MODEL_FILE).read_text(encoding="utf-8"))
+            if changed_model_files(recorded, model_hashes):
+                return None
         table = pl.read_parquet(folder / EVA_FILE)
         lineage = pl.read_parquet(folder / QUERIES_FILE)
         complete = table["generation"].max() == generations
-    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError):
+    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError, ValueError):
         return None
     return (table, lineage) if complete else None
 
@@ -400,9 +415,14 @@ def run_eva(
     lm = lm.with_prompt_format(scenario.model.prompt_format)
     scenario_toml = dump_scenario_toml(scenario)
     tables, lineages = [], []
+    model_hashes = None if out_dir is None else current_model_hashes(scenario.model.path)
     for seed in seeds:
         folder = None if out_dir is None else seed_dir(out_dir, seed)
-        done = None if folder is None else finished_tables(folder, scenario_toml, generations)
+        done = (
+            None
+            if folder is None
+            else finished_tables(folder, scenario_toml, generations, model_hashes)
+        )
         if done is not None:
             tables.append(done[0])
             lineages.append(done[1])
@@ -414,6 +434,8 @@ def run_eva(
         if folder is not None:
             (folder / EVA_FILE).unlink(missing_ok=True)
             atomic_write_text(folder / "scenario.toml", scenario_toml)
+            if model_hashes is not None:
+                atomic_write_json(folder / SEED_MODEL_FILE, model_hashes)
             atomic_write(folder / QUERIES_FILE, lineages[-1].write_parquet)
             atomic_write(folder / EVA_FILE, tables[-1].write_parquet)
     table = pl.concat(tables).sort("seed", "method", "generation")

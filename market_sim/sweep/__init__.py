@@ -9,7 +9,11 @@ Layout of a sweep folder ``DIR``::
 
 Run names are ``<slug>-seed<seed>-<hash>``: a readable slug of the grid values and a 10-digit
 hash of the run's resolved scenario (the same digest as its ``run_id``), so any change of the
-scenario, the overrides or the model gives a new folder and a rerun never reuses a stale run.
+scenario, the overrides or the model reference gives a new folder. A model folder edited in
+place keeps its reference, so a rerun also compares each complete run's recorded model file
+hashes (``provenance.model``: weights, config and tokenizer files) with the folder's files now
+and runs again those made with other files (:func:`forget_stale_runs`): a rerun never reuses a
+stale run.
 
 ``runs.parquet`` is deterministic: rows in grid order (the first ``--grid`` varies slowest, seeds
 fastest), columns the grid keys (named by dotted key, in grid order), ``seed``, ``run_dir``
@@ -262,6 +266,40 @@ def run_dir_name(point: Sequence[tuple[str, Any]], seed: int, scenario_toml: str
     """Deterministic run folder name: ``<slug>-seed<seed>-<hash of the resolved scenario>``."""
     digest = hashlib.sha256(scenario_toml.encode("utf-8")).hexdigest()[:10]
     return f"{slug(point, name)}-seed{seed}-{digest}"
+
+
+def forget_stale_runs(tasks: Sequence[SweepTask], runs_root: Path) -> None:
+    """Mark incomplete (remove ``summary.json`` of) complete runs made with other model files.
+
+    Each complete run's ``provenance.model`` hashes are compared with its model folder's files
+    now (:func:`~market_sim.provenance.changed_model_files`; each folder hashed once, and only
+    when a complete run uses it); a run whose record differs, or has none, says so on stderr
+    and runs again. Hub models not in the local cache are not compared.
+    """
+    from market_sim.provenance import changed_model_files, current_model_hashes
+
+    current: dict[str, Any] = {}
+    for task in tasks:
+        folder = runs_root / task.name
+        if not is_complete_run(folder):
+            continue
+        reference = task.model_key[0]
+        if reference not in current:
+            current[reference] = current_model_hashes(reference)
+        try:
+            summary = json.loads((folder / SUMMARY_FILE).read_text(encoding="utf-8"))
+            recorded = summary["provenance"]["model"]
+        except (OSError, ValueError, KeyError, TypeError):
+            recorded = None
+        changed = changed_model_files(recorded, current[reference])
+        if changed:
+            shown = ", ".join(changed[:3]) + (", ..." if len(changed) > 3 else "")
+            print(
+                f"market-sim: sweep: {RUNS_DIR}/{task.name} was made with other model files "
+                f"({shown}); running it again",
+                file=sys.stderr,
+            )
+            (folder / SUMMARY_FILE).unlink()
 
 
 def plan_sweep(
@@ -587,6 +625,7 @@ def run_sweep(
     tasks = plan_sweep(scenario_path, parsed_grid, seed_list, overrides)
     out = Path(out_dir)
     runs_root = out / RUNS_DIR
+    forget_stale_runs(tasks, runs_root)
     todo = [task for task in tasks if not is_complete_run(runs_root / task.name)]
     check_task_prompts(todo)  # complete runs need no model: a finished sweep reruns anywhere
     for line in grid_scope_lines(parsed_grid):

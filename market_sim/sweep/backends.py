@@ -66,17 +66,28 @@ class SweepError(ValueError):
     """Bad sweep input (grid, seeds, backend, workers); the message names the flag."""
 
 
-_MODELS: dict[ModelKey, Any] = {}
+_MODELS: dict[ModelKey, tuple[Any, Any]] = {}
+"""(path, device, dtype) -> (the model files' hashes when loaded, the loaded model)."""
 
 
 def cached_model(key: ModelKey) -> Any:
-    """The language model for ``(path, device, dtype)``, loaded once per process."""
-    if key not in _MODELS:
+    """The language model for ``(path, device, dtype)``, loaded once per process.
+
+    Loaded again when the folder's files changed since (their hashes,
+    :func:`~market_sim.provenance.current_model_hashes`, cached by size and modification time):
+    a sweep run in the same process after a model folder was edited in place must not run,
+    and record as the edited files, the model loaded before.
+    """
+    from market_sim.provenance import current_model_hashes
+
+    path, device, dtype = key
+    files = current_model_hashes(path)
+    if key not in _MODELS or _MODELS[key][0] != files:
         from market_sim.lm.model import LanguageModel
 
-        path, device, dtype = key
-        _MODELS[key] = LanguageModel.load(path, device=device, dtype=dtype)
-    return _MODELS[key]
+        _MODELS.pop(key, None)  # release the old weights before loading the new ones
+        _MODELS[key] = (files, LanguageModel.load(path, device=device, dtype=dtype))
+    return _MODELS[key][1]
 
 
 def init_worker(threads: int, model_keys: Sequence[ModelKey], parent_pid: int) -> None:
