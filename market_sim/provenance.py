@@ -2,8 +2,8 @@
 
 :func:`run_provenance` returns three tables for ``summary.json``:
 
-* ``versions``: market-sim, Python, torch, transformers, mesa, polars, numpy, scipy (read from
-  the installed distributions' metadata, no imports);
+* ``versions``: market-sim, Python and :data:`PACKAGES` (read from the installed distributions'
+  metadata, no imports);
 * ``provenance``: what determines the results wherever they are computed: the model as
   referenced (``bundled:tiny-ads``, a folder, a hub id), its kind (``bundled``, ``local``,
   ``hub``), the hub id and the revision (commit) it resolved to, the sha256 of every weight file
@@ -37,8 +37,21 @@ from market_sim.lm.get import sha256_file as sha256_of_file
 if TYPE_CHECKING:  # torch is imported only where a model is at hand: --version stays fast
     from market_sim.lm.model import LanguageModel
 
-PACKAGES: tuple[str, ...] = ("torch", "transformers", "mesa", "polars", "numpy", "scipy")
-"""Distributions whose versions every summary records (besides market-sim and Python)."""
+PACKAGES: tuple[str, ...] = (
+    "torch",
+    "transformers",
+    "tokenizers",
+    "safetensors",
+    "mesa",
+    "polars",
+    "numpy",
+    "scipy",
+    "trl",
+    "accelerate",
+)
+"""Distributions whose versions every summary records (besides market-sim and Python): what
+computes the replies (torch, transformers, tokenizers, safetensors), the market and tables, and
+eva's DPO step (trl, accelerate); None for one not installed."""
 WEIGHT_PATTERNS: tuple[str, ...] = ("*.safetensors",)
 SETTING_FILES: tuple[str, ...] = (
     "config.json",

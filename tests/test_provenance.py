@@ -53,7 +53,8 @@ def test_summary_records_versions_model_hashes_and_scenario(tmp_path, random_mod
     summary = json.loads((out / "summary.json").read_text())
     versions = summary["versions"]
     assert versions["python"] == platform.python_version()
-    for name in ("torch", "transformers", "mesa", "polars", "numpy", "scipy"):
+    expected = ("torch", "transformers", "tokenizers", "safetensors", "mesa", "polars", "numpy")
+    for name in (*expected, "scipy", "trl", "accelerate"):
         assert versions[name] == metadata.version(name), name
     assert versions["market_sim"] == metadata.version("market-sim")
 
