@@ -1,8 +1,6 @@
 """``python -m market_sim``: the ``market-sim`` command line."""
 
-import sys
-
-from market_sim.cli import main
+from market_sim.cli import console_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

@@ -939,19 +939,39 @@ Python 3.11 even ``Path.exists()`` raises them. Reported as bad input, one line,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``market-sim`` console script; returns the exit status."""
-    try:
-        args = build_parser().parse_args(argv)
-    except UsageError as error:  # argument errors: one line, not a usage block
-        print(f"market-sim: error: {error}", file=sys.stderr)
-        return USAGE_ERROR
+    """The command line in this process; returns the exit status.
+
+    Ctrl-C or SIGTERM from the start of argument parsing to the end of the command: one line,
+    exit status :data:`~market_sim.process_lifetime.INTERRUPTED_EXIT_STATUS`.
+    """
     try:
         with terminate_as_interrupt():
+            try:
+                args = build_parser().parse_args(argv)
+            except UsageError as error:  # argument errors: one line, not a usage block
+                print(f"market-sim: error: {error}", file=sys.stderr)
+                return USAGE_ERROR
             return run_command(args)
     except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: one line, no traceback
         detail = f": {interrupt}" if str(interrupt) else ""
         print(f"market-sim: interrupted{detail}", file=sys.stderr)
         return INTERRUPTED_EXIT_STATUS
+
+
+def console_main() -> NoReturn:
+    """Entry point of the ``market-sim`` console script and of ``python -m market_sim``.
+
+    Once the command has returned, its results are written and its status is decided: SIGINT
+    and SIGTERM are then ignored while the interpreter shuts down (over a second with torch
+    loaded), so that a signal in that window neither turns a finished command into a killed
+    one (exit -2 or -15) nor prints a traceback from torch's exit hooks.
+    """
+    import signal
+
+    status = main()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(status)
 
 
 def run_command(args: argparse.Namespace) -> int:

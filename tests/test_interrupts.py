@@ -369,3 +369,43 @@ def test_signal_during_the_rounds_of_a_run(tmp_path, scenario, signum, monkeypat
     assert error.count("market-sim") == 1 and "Traceback" not in error
     assert len(steps) == 3 and not out.exists()
     assert signal.getsignal(signal.SIGTERM) is terminate_handler  # main restored it
+
+
+def test_console_entry_ignores_signals_once_the_command_has_returned(monkeypatch):
+    """A signal during interpreter shutdown (over a second with torch) used to kill a finished
+    command (exit -2 or -15, or a traceback from torch's exit hooks)."""
+    import market_sim.cli as cli
+
+    seen = {}
+
+    def finished() -> int:
+        seen["during"] = signal.getsignal(signal.SIGINT)
+        return 0
+
+    monkeypatch.setattr(cli, "main", finished)
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(SystemExit) as exited:
+            cli.console_main()
+        after = {sig: signal.getsignal(sig) for sig in before}
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    assert exited.value.code == 0
+    assert seen["during"] is before[signal.SIGINT]  # the command itself stays interruptible
+    assert after == {signal.SIGINT: signal.SIG_IGN, signal.SIGTERM: signal.SIG_IGN}
+
+
+def test_sigterm_during_argument_parsing_is_one_line_and_exit_130(monkeypatch, capsys):
+    import os
+    import market_sim.cli as cli
+
+    real_parser = cli.build_parser
+
+    def parser_then_sigterm():
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered while parsing: before, a plain kill
+        return real_parser()
+
+    monkeypatch.setattr(cli, "build_parser", parser_then_sigterm)
+    assert cli.main(["--version"]) == 130
+    assert capsys.readouterr().err == "market-sim: interrupted\n"
