@@ -397,7 +397,6 @@ def test_console_entry_ignores_signals_once_the_command_has_returned(monkeypatch
 
 
 def test_sigterm_during_argument_parsing_is_one_line_and_exit_130(monkeypatch, capsys):
-    import os
     import market_sim.cli as cli
 
     real_parser = cli.build_parser
