@@ -978,6 +978,7 @@ def run_command(args: argparse.Namespace) -> int:
     """Run the parsed subcommand; returns the exit status."""
     from market_sim.progress import quiet_libraries
     from market_sim.results.files import NonFiniteResultError
+    from market_sim.sweep.backends import SweepWorkerDiedError
 
     quiet_libraries(args.verbose)
 
@@ -1001,7 +1002,7 @@ def run_command(args: argparse.Namespace) -> int:
     except UsageError as error:
         print(f"market-sim: error: {error}", file=sys.stderr)
         return USAGE_ERROR
-    except NonFiniteResultError as error:
+    except (NonFiniteResultError, SweepWorkerDiedError) as error:
         print(f"market-sim: error: {error}", file=sys.stderr)
         return RUN_ERROR
     except OSError as error:  # a path the user gave that this process cannot use

@@ -408,3 +408,27 @@ def test_sigterm_during_argument_parsing_is_one_line_and_exit_130(monkeypatch, c
     monkeypatch.setattr(cli, "build_parser", parser_then_sigterm)
     assert cli.main(["--version"]) == 130
     assert capsys.readouterr().err == "market-sim: interrupted\n"
+
+
+def die_at_seed_3(task, runs_root):
+    """A sweep run function whose worker is killed (as the OOM killer would) at seed 3."""
+    from market_sim.sweep.backends import run_task
+
+    if task.seed == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return run_task(task, runs_root)
+
+
+def test_a_killed_worker_is_one_line_with_the_resume_hint(tmp_path, scenario, reference, capsys):
+    """It used to end in a 24-line BrokenProcessPool traceback, exit 1, no hint."""
+    from market_sim.sweep import SweepWorkerDiedError
+
+    out = tmp_path / "sweep-worker-killed"
+    with pytest.raises(SweepWorkerDiedError) as died:
+        run_sweep(scenario, [], SEEDS, out, workers=2, progress=False, run_function=die_at_seed_3)
+    message = str(died.value)
+    assert "\n" not in message and message.startswith("a sweep worker process died")
+    assert re.search(r"; \d of 6 runs complete, listed in .+; run the same command again", message)
+    args = ["sweep", str(scenario), "--seeds", SEEDS, "--out", str(out), "--no-progress"]
+    assert main(args) == 0  # resumes to the uninterrupted table
+    assert (out / RUNS_FILE).read_bytes() == (reference / RUNS_FILE).read_bytes()

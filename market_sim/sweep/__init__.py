@@ -65,6 +65,7 @@ from market_sim.sweep.backends import (
     RunFunction,
     SweepError,
     SweepTask,
+    SweepWorkerDiedError,
     check_backend,
     execute_tasks,
     run_task,
@@ -73,6 +74,7 @@ from market_sim.sweep.backends import (
 __all__ = [
     "BACKENDS",
     "SweepError",
+    "SweepWorkerDiedError",
     "SweepInterrupted",
     "SweepResult",
     "SweepTask",
@@ -645,6 +647,12 @@ def run_sweep(
                 run_function=run_function,
                 tick=bar.update,
             )
+    except SweepWorkerDiedError as error:
+        complete = write_tables(tasks, out).height
+        raise SweepWorkerDiedError(
+            f"{error}; {complete} of {len(tasks)} runs complete, listed in {out / RUNS_FILE}; "
+            "run the same command again to resume"
+        ) from None
     except KeyboardInterrupt:
         complete = write_tables(tasks, out).height
         raise SweepInterrupted(

@@ -24,6 +24,7 @@ import threading
 import tomllib
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,14 @@ class SweepTask:
     seed: int
     scenario_toml: str
     model_key: ModelKey
+
+
+class SweepWorkerDiedError(RuntimeError):
+    """A worker process of the local pool died mid-run.
+
+    Killed by a signal: the out-of-memory killer, or a user. Its message (one line) says how
+    many runs are complete and how to resume.
+    """
 
 
 class SweepError(ValueError):
@@ -244,6 +253,11 @@ def run_in_pool(
             for future in done:
                 future.result()
                 tick(1)
+    except BrokenProcessPool:
+        raise SweepWorkerDiedError(
+            "a sweep worker process died (killed by a signal, e.g. the out-of-memory killer: "
+            "fewer --workers need less memory)"
+        ) from None
     except KeyboardInterrupt:
         for worker in set(multiprocessing.active_children()) - others:
             worker.kill()
