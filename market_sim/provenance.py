@@ -125,16 +125,39 @@ def run_git(*args: str, folder: Path = CHECKOUT) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def git_state(folder: Path = CHECKOUT) -> dict[str, Any]:
-    """``git_commit`` of the checkout holding ``folder`` and ``git_dirty`` (tracked changes).
+def git_diff_sha256(folder: Path) -> str | None:
+    """sha256 of the bytes ``git diff HEAD --binary`` prints in ``folder`` (None on failure).
 
-    Both are None when ``folder`` is not in a git checkout (an installed wheel) or git is absent.
+    Read as bytes: a diff of a file that is not UTF-8 (or has CRLF line ends) is hashed as git
+    prints it, so ``git diff HEAD --binary | sha256sum`` gives the same hash.
+    """
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(folder), "diff", "HEAD", "--binary"],
+            capture_output=True,
+            timeout=GIT_TIMEOUT_SECONDS,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return hashlib.sha256(done.stdout).hexdigest() if done.returncode == 0 else None
+
+
+def git_state(folder: Path = CHECKOUT) -> dict[str, Any]:
+    """The git commit of the checkout holding ``folder``, and its tracked changes.
+
+    ``git_commit``, ``git_dirty`` (tracked files differ from it) and ``git_diff_sha256``: when
+    dirty, the sha256 of what ``git diff HEAD --binary`` prints (two runs with the same commit
+    and hash ran the same edited code; the diff itself is not recorded), else None. All are None
+    when ``folder`` is not in a git checkout (an installed wheel) or git is absent.
     """
     if not (folder / ".git").exists():
-        return {"git_commit": None, "git_dirty": None}
+        return {"git_commit": None, "git_dirty": None, "git_diff_sha256": None}
     commit = run_git("rev-parse", "HEAD", folder=folder)
     status = run_git("status", "--porcelain", "--untracked-files=no", folder=folder)
-    return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
+    dirty = None if status is None else bool(status)
+    digest = git_diff_sha256(folder) if dirty else None
+    return {"git_commit": commit, "git_dirty": dirty, "git_diff_sha256": digest}
 
 
 @functools.lru_cache(maxsize=256)

@@ -79,7 +79,14 @@ def test_summary_records_versions_model_hashes_and_scenario(tmp_path, random_mod
     execution = summary["execution"]
     assert execution["model_folder"] == str(random_model_dir.resolve())
     assert execution["device"] == "cpu" and execution["torch_threads"] == torch.get_num_threads()
-    assert set(execution) == {"model_folder", "device", "torch_threads", "git_commit", "git_dirty"}
+    assert set(execution) == {
+        "model_folder",
+        "device",
+        "torch_threads",
+        "git_commit",
+        "git_dirty",
+        "git_diff_sha256",
+    }
 
 
 def test_hub_reference_is_told_apart_without_network(monkeypatch):
@@ -120,12 +127,21 @@ def test_git_state_of_a_checkout_outside_one_and_without_git(tmp_path, monkeypat
     (repo / "file.txt").write_text("one\n")
     git(repo, "add", "file.txt")
     git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
-    assert git_state(repo) == {"git_commit": git(repo, "rev-parse", "HEAD"), "git_dirty": False}
+    commit = git(repo, "rev-parse", "HEAD")
+    assert git_state(repo) == {"git_commit": commit, "git_dirty": False, "git_diff_sha256": None}
     (repo / "file.txt").write_text("two\n")
-    assert git_state(repo)["git_dirty"] is True
-    assert git_state(tmp_path) == {"git_commit": None, "git_dirty": None}  # not a checkout
+    diff = subprocess.run(
+        ["git", "-C", str(repo), "diff", "HEAD", "--binary"], capture_output=True, check=True
+    ).stdout  # hashed here, from the bytes git prints
+    dirty = git_state(repo)
+    assert dirty["git_dirty"] is True
+    assert dirty["git_diff_sha256"] == hashlib.sha256(diff).hexdigest()
+    (repo / "file.txt").write_text("three\n")
+    assert git_state(repo)["git_diff_sha256"] != dirty["git_diff_sha256"]
+    nulls = {"git_commit": None, "git_dirty": None, "git_diff_sha256": None}
+    assert git_state(tmp_path) == nulls  # not a checkout
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))  # git absent: no failure, nulls
-    assert git_state(repo) == {"git_commit": None, "git_dirty": None}
+    assert git_state(repo) == nulls
 
 
 def test_version_flag_and_python_dash_m():
