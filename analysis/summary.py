@@ -171,7 +171,11 @@ def exact_text(table: pl.DataFrame, fmt: str) -> str:
     if fmt == "csv":
         nested = [name for name, dtype in table.schema.items() if dtype.is_nested()]
         table = table.with_columns(
-            pl.Series(name, [json.dumps(value) for value in table[name].to_list()], pl.String)
+            pl.Series(
+                name,
+                [None if value is None else json.dumps(value) for value in table[name].to_list()],
+                pl.String,
+            )
             for name in nested
         )
         buffer = io.StringIO()

@@ -20,7 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, Protocol
 
 from market_sim.config.bounds import MAX_SAMPLES, MAX_TEMPERATURE, MIN_TEMPERATURE, SEED_MAX
-from market_sim.process_lifetime import INTERRUPTED_EXIT_STATUS, terminate_as_interrupt
+from market_sim.process_lifetime import (
+    INTERRUPTED_EXIT_STATUS,
+    SweepWorkerDiedError,
+    terminate_as_interrupt,
+)
 
 if TYPE_CHECKING:
     from market_sim.scenario import Scenario
@@ -978,7 +982,6 @@ def run_command(args: argparse.Namespace) -> int:
     """Run the parsed subcommand; returns the exit status."""
     from market_sim.progress import quiet_libraries
     from market_sim.results.files import NonFiniteResultError
-    from market_sim.sweep.backends import SweepWorkerDiedError
 
     quiet_libraries(args.verbose)
 

@@ -121,3 +121,11 @@ def interrupts_blocked() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+class SweepWorkerDiedError(RuntimeError):
+    """A worker process of the local pool died mid-run.
+
+    Killed by a signal: the out-of-memory killer, or a user. Its message (one line) says how
+    many runs are complete and how to resume.
+    """

@@ -496,3 +496,21 @@ def test_csv_summary_writes_a_list_valued_setting_as_json_text():
     rows = list(csv.DictReader(io.StringIO(format_summary(table, "csv"))))
     assert [json.loads(r["mechanism.click_through_rates"]) for r in rows] == [[1.0], [1.0, 0.5]]
     assert [float(r["mean"]) for r in rows] == [0.1 + 0.2, 1 / 3]  # exact round trip
+
+
+def test_csv_summary_leaves_a_missing_list_setting_blank_like_other_missing_cells():
+    import csv
+    import io
+
+    from analysis.summary import format_summary
+
+    table = pl.DataFrame(
+        {
+            "label": ["second_price", "token_auction"],
+            "mechanism.click_through_rates": [[1.0, 0.5], None],
+            "mechanism.tau": [None, 0.5],
+        }
+    )
+    rows = list(csv.DictReader(io.StringIO(format_summary(table, "csv"))))
+    assert [r["mechanism.click_through_rates"] for r in rows] == ["[1.0, 0.5]", ""]
+    assert [r["mechanism.tau"] for r in rows] == ["", "0.5"]

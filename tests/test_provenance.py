@@ -182,3 +182,39 @@ def test_sweep_reruns_a_run_whose_model_files_changed_in_place(tmp_path, random_
     assert changed["revenue_mean"][0] != first["revenue_mean"][0]
     column = "provenance.model.settings_sha256.config.json"
     assert changed[column][0] != first[column][0]
+
+
+def test_changed_model_files_compares_the_tables_a_record_has():
+    from market_sim.provenance import changed_model_files
+
+    now = {"weights_sha256": {"w": "1"}, "settings_sha256": {"config.json": "2"}}
+    assert changed_model_files({**now}, now) == []
+    assert changed_model_files({"weights_sha256": {"w": "1"}}, now) == []  # older record
+    assert changed_model_files({"weights_sha256": {"w": "0"}}, now) == ["w"]
+    edited = {"weights_sha256": {"w": "1"}, "settings_sha256": {"tokenizer.json": "3"}}
+    assert changed_model_files(edited, now) == ["config.json", "tokenizer.json"]
+    assert changed_model_files(None, now) == ["<no record>"]  # unreadable summary: rerun
+    assert changed_model_files(None, None) == []  # an uncached hub model: nothing to compare
+
+
+def test_sweep_model_cache_reloads_only_when_the_files_changed(monkeypatch):
+    import market_sim.lm.model as model_module
+    import market_sim.provenance as provenance
+    from market_sim.sweep import backends
+
+    hashes = {"now": None}
+    loads = []
+    monkeypatch.setattr(provenance, "current_model_hashes", lambda path: hashes["now"])
+    monkeypatch.setattr(
+        model_module.LanguageModel, "load", staticmethod(lambda *a, **k: loads.append(a) or a)
+    )
+    monkeypatch.setattr(backends, "_MODELS", {})
+    key = ("hub:org/model", "cpu", "auto")
+    backends.cached_model(key)  # not in the local cache yet: no hashes
+    hashes["now"] = {"weights_sha256": {"w": "1"}, "settings_sha256": {}}
+    backends.cached_model(key)  # fetched by that first load: the same model, not reloaded
+    assert len(loads) == 1
+    hashes["now"] = {"weights_sha256": {"w": "2"}, "settings_sha256": {}}
+    backends.cached_model(key)  # the files changed: loaded again
+    backends.cached_model(key)
+    assert len(loads) == 2

@@ -474,3 +474,32 @@ def test_linear_payment_against_a_tiny_rest_keeps_its_relative_accuracy(rest_wei
     paid = float(linear_second_price_payments(probs, raw)[0, 0])
     ownership = rest_weight * math.log1p(1 / rest_weight) - rest_weight / (1 + rest_weight)
     assert paid == pytest.approx(0.5 * ownership, rel=1e-12)
+
+
+def test_linear_payment_rule_mixes_no_host_tensor_into_device_work():
+    """On a GPU, an index tensor made on the host costs a blocking copy (a host synchronisation)
+    per call: the rule runs once per decode step. Traced on the 'meta' device (shapes only),
+    no operation may take a CPU tensor next to a device one (``leave_one_out`` used to index
+    with host ``arange``s)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    from market_sim.mechanisms.token_auction import competing_aggregate_linear
+
+    class HostTensorsNextToDevice(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.mixed: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            tensors = [t for t in tree_flatten((args, kwargs or {}))[0] if torch.is_tensor(t)]
+            if {t.device.type for t in tensors} >= {"cpu", "meta"}:
+                self.mixed.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    probs = torch.empty(3, 4, 7, dtype=torch.float64, device="meta")
+    weights = torch.empty(3, 4, dtype=torch.float64, device="meta")
+    with HostTensorsNextToDevice() as trace:
+        competing_aggregate_linear(probs, weights)
+        linear_second_price_payments(probs, weights)
+    assert trace.mixed == []

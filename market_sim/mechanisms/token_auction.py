@@ -164,7 +164,7 @@ def leave_one_out(raw_weights: torch.Tensor) -> torch.Tensor:
     """
     agents = raw_weights.shape[-1] - 1
     keep = torch.ones(agents, agents + 1, dtype=raw_weights.dtype, device=raw_weights.device)
-    keep[torch.arange(agents), torch.arange(1, agents + 1)] = 0.0
+    keep.diagonal(offset=1).zero_()  # entries (i, i + 1), in place: no index tensor to copy
     return raw_weights.unsqueeze(1) * keep
 
 

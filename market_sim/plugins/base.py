@@ -94,12 +94,12 @@ class MechanismPlugin:
         decodes_per_auction: Whether every auction runs the LM under the mechanism (a
             decode or candidate scoring; the run-length warning applies), unlike a classic
             auction beside one unsponsored reply.
-        fewest_advertisers: ``config -> (count, reason)``: the fewest advertisers the
-            configured mechanism runs with, and why, starting with the key that sets it
-            (``"group_distortion = blend mixes ..."``; refused at load, before any work).
         auction_memory: ``(config, advertisers, vocabulary) -> bytes`` one auction holds until
             its round settles, estimated from below; a round of K auctions holds K times that
             (:mod:`market_sim.scenario.round_memory` refuses rounds that cannot fit).
+        fewest_advertisers: ``config -> (count, reason)``: the fewest advertisers the
+            configured mechanism runs with, and why, starting with the key that sets it
+            (``"group_distortion = blend mixes ..."``; refused at load, before any work).
     """
 
     name: str
@@ -112,8 +112,8 @@ class MechanismPlugin:
     check: Callable[[Mapping[str, Any], str], None] = no_check
     slow_settings: Callable[[Any], list[str]] = no_slow_settings
     decodes_per_auction: bool = True
-    fewest_advertisers: Callable[[Any], tuple[int, str]] = one_advertiser
     auction_memory: Callable[[Any, int, int], int] = no_auction_memory
+    fewest_advertisers: Callable[[Any], tuple[int, str]] = one_advertiser
     settings: tuple[Setting, ...] = field(init=False)
 
     def __post_init__(self) -> None:

@@ -64,7 +64,8 @@ def describe_allowed(spec: FieldSpec) -> str:
     if isinstance(spec, FloatRange):
         return f"number {interval(spec.min, spec.max, spec.exclusive_min)}"
     if isinstance(spec, FloatList):
-        return f"list of numbers {interval(spec.element.min, spec.element.max, False)}"
+        element = spec.element
+        return f"list of numbers {interval(element.min, element.max, element.exclusive_min)}"
     if isinstance(spec, IntList):
         return f"list of integers {interval(spec.element.min, spec.element.max, False)}"
     if isinstance(spec, Flag):

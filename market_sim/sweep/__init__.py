@@ -57,6 +57,7 @@ import tomli_w
 from market_sim.config.bounds import SEED_MAX
 from market_sim.config.fields import significant_digits
 from market_sim.plugins import MechanismPlugin, mechanism_plugins
+from market_sim.process_lifetime import SweepWorkerDiedError
 from market_sim.results import SUMMARY_FILE, atomic_write, atomic_write_json, is_complete_run
 from market_sim.scenario import ScenarioError, dump_scenario_toml, load_scenario
 from market_sim.scenario.overrides import parse_value
@@ -65,7 +66,6 @@ from market_sim.sweep.backends import (
     RunFunction,
     SweepError,
     SweepTask,
-    SweepWorkerDiedError,
     check_backend,
     execute_tasks,
     run_task,
@@ -617,6 +617,8 @@ def run_sweep(
         ScenarioError: A grid value or override that makes the scenario invalid.
         SweepInterrupted: An interrupt (``KeyboardInterrupt``: Ctrl-C, or SIGTERM as the CLI
             turns it into one) during the runs; the queued runs were cancelled.
+        SweepWorkerDiedError: A worker of the local pool died; the table of the complete runs
+            was written and the message says how to resume.
     """
     from market_sim.progress import progress_bar
 

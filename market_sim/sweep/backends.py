@@ -29,7 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from market_sim.process_lifetime import block_interrupts, die_with_parent, interrupts_blocked
+from market_sim.process_lifetime import (
+    SweepWorkerDiedError,
+    block_interrupts,
+    die_with_parent,
+    interrupts_blocked,
+)
 from market_sim.results import is_complete_run
 
 BACKENDS: tuple[str, ...] = ("local", "ray")
@@ -63,14 +68,6 @@ class SweepTask:
     model_key: ModelKey
 
 
-class SweepWorkerDiedError(RuntimeError):
-    """A worker process of the local pool died mid-run.
-
-    Killed by a signal: the out-of-memory killer, or a user. Its message (one line) says how
-    many runs are complete and how to resume.
-    """
-
-
 class SweepError(ValueError):
     """Bad sweep input (grid, seeds, backend, workers); the message names the flag."""
 
@@ -85,17 +82,21 @@ def cached_model(key: ModelKey) -> Any:
     Loaded again when the folder's files changed since (their hashes,
     :func:`~market_sim.provenance.current_model_hashes`, cached by size and modification time):
     a sweep run in the same process after a model folder was edited in place must not run,
-    and record as the edited files, the model loaded before.
+    and record as the edited files, the model loaded before. A hub model not yet in the local
+    cache has no hashes (None) until its first load fetches it; it is not loaded twice for that.
     """
     from market_sim.provenance import current_model_hashes
 
     path, device, dtype = key
     files = current_model_hashes(path)
-    if key not in _MODELS or _MODELS[key][0] != files:
+    loaded_files = _MODELS[key][0] if key in _MODELS else None
+    if key not in _MODELS or None not in (files, loaded_files) and files != loaded_files:
         from market_sim.lm.model import LanguageModel
 
         _MODELS.pop(key, None)  # release the old weights before loading the new ones
         _MODELS[key] = (files, LanguageModel.load(path, device=device, dtype=dtype))
+    elif loaded_files is None:  # a hub model cached by its own first load: compare from now on
+        _MODELS[key] = (files, _MODELS[key][1])
     return _MODELS[key][1]
 
 
@@ -256,7 +257,7 @@ def run_in_pool(
     except BrokenProcessPool:
         raise SweepWorkerDiedError(
             "a sweep worker process died (killed by a signal, e.g. the out-of-memory killer: "
-            "fewer --workers need less memory)"
+            "fewer --workers need less memory; or it failed to start)"
         ) from None
     except KeyboardInterrupt:
         for worker in set(multiprocessing.active_children()) - others:
