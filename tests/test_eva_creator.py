@@ -81,6 +81,19 @@ def test_informativeness_gap_variance_max_mean_by_hand():
         np.testing.assert_array_equal(informativeness([[4.0], [-1.0]], measure), [0.0, 0.0])
 
 
+def test_tied_rows_have_exactly_zero_spread_so_parents_are_drawn_uniformly():
+    """Rows of equal rewards: max - mean was +-1e-16 and the variance 1e-32, so min-max
+    normalization ranked tied queries by rounding noise (one got weight 0, never drawn)."""
+    tied = [[0.1] * 6, [0.7] * 6, [0.3] * 6, [1.1] * 6]
+    for measure in INFORMATIVENESS_MEASURES:
+        spread = informativeness(tied, measure)
+        assert spread.tolist() == [0.0] * 4, measure
+        assert min_max_normalize(spread).tolist() == [1.0] * 4, measure
+    rng = np.random.default_rng(0)
+    for measure in INFORMATIVENESS_MEASURES:  # max - mean >= 0 as documented, any rows
+        assert (informativeness(rng.normal(size=(50, 7)), measure) >= 0).all(), measure
+
+
 def test_informativeness_rejects_bad_measure_and_shape():
     with pytest.raises(ValueError, match="gap, variance, max_mean") as caught:
         informativeness(REWARDS, "range")

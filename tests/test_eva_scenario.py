@@ -548,3 +548,22 @@ def test_audit_draws_default_and_range() -> None:
     assert scenario_from_dict(data).audit.draws == 4  # type: ignore[union-attr]
     data["audit"] = {"draws": 0}
     assert str(error_for(data)) == "audit.draws: must be between 1 and 1000, got 0"
+
+
+def test_fine_tuned_affine_maximizer_is_refused_where_queries_evolve() -> None:
+    """It used to load, fine-tune for minutes, then stop at the first evolved query."""
+    data = base_data()
+    data["mechanism"] = {"kind": "affine_maximizer", "policy_space": "fine_tuned"}
+    built = "fine_tuned builds its policies before round 0 for the queries known then"
+    error = error_for(data)
+    assert error.key == "mechanism.policy_space"
+    assert error.message == f"{built}, but queries.stream = eva serves evolved queries"
+    data["queries"]["stream"] = "static"
+    data["audit"] = {}  # audits the scenario's mechanism
+    assert error_for(data).message == f"{built}, but [audit] scores evolved queries"
+    data["mechanism"] = {"kind": "affine_maximizer"}
+    data["audit"] = {"mechanisms": [{"policy_space": "candidates"}, {"policy_space": "fine_tuned"}]}
+    assert error_for(data).key == "audit.mechanisms[1].policy_space"
+    del data["audit"]
+    data["mechanism"]["policy_space"] = "fine_tuned"
+    scenario_from_dict(data)  # a fixed pool: fine

@@ -10,9 +10,9 @@ mechanism's misreporting regret on it instead of a reward spread:
 advertiser :math:`i` with its expected valuation, every advertiser reporting truthfully, the
 deviation :math:`d` searched by :func:`market_sim.incentives.regret.estimate_regret` with the
 scenario's ``[regret]`` budget, on the round's counterfactual (same randomness). Each query is
-run alone with a seed derived from the run seed and its text, so a query's regret does not
-depend on which other queries were evaluated with it, and the eva search and the baseline
-get the same number for the same text.
+run alone, draw d with the seed derived from the run seed and d only (the same for every
+query: common random numbers), so a query's regret does not depend on which other queries were
+evaluated with it, and the eva search and the baseline get the same number for the same text.
 
 Baseline (``uniform``): the same loop with parents drawn uniformly. Both start from the
 scenario's queries (every item: nothing is trained, so nothing is held out) and make the same

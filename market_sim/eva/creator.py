@@ -53,12 +53,17 @@ def informativeness(scores: np.ndarray, measure: str = "gap") -> np.ndarray:
     values = np.asarray(scores, dtype=np.float64)
     if values.ndim != 2 or values.shape[1] < 1:
         raise ValueError(f"scores must be [Q, k] with k >= 1, got shape {values.shape}")
+    gap = values.max(axis=1) - values.min(axis=1)
+    # A row of equal rewards has spread 0 exactly under every measure (float rounding of a
+    # mean of equal values gave +-1e-16 for max - mean and 1e-32 for the variance, so tied
+    # rows were ranked by noise and the uniform fallback of min_max_normalize never applied).
+    tied = gap == 0
     if measure == "gap":
-        return values.max(axis=1) - values.min(axis=1)
+        return gap
     if measure == "variance":
-        return values.var(axis=1)
+        return np.where(tied, 0.0, values.var(axis=1))
     if measure == "max_mean":
-        return values.max(axis=1) - values.mean(axis=1)
+        return np.where(tied, 0.0, np.maximum(values.max(axis=1) - values.mean(axis=1), 0.0))
     allowed = ", ".join(INFORMATIVENESS_MEASURES)
     raise ValueError(f"informativeness {measure!r} unknown; allowed: {allowed}")
 

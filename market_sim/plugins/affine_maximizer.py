@@ -151,6 +151,16 @@ def fewest_affine_groups(config: AffineMaximizerConfig) -> tuple[int, str]:
     return 1, ""
 
 
+def fine_tuned_queries(config: AffineMaximizerConfig) -> str:
+    """Fine-tuned policies are trained for the query pool known before round 0."""
+    if config.policy_space == "fine_tuned":
+        return (
+            "policy_space = fine_tuned builds its policies before round 0 for the queries known "
+            "then"
+        )
+    return ""
+
+
 AFFINE_MAXIMIZER = MechanismPlugin(
     name="affine_maximizer",
     kinds=("affine_maximizer",),
@@ -162,4 +172,5 @@ AFFINE_MAXIMIZER = MechanismPlugin(
     report_space=lambda config: group_report_space(config.group_distortion),
     slow_settings=slow_affine_settings,
     fewest_advertisers=fewest_affine_groups,
+    fixed_queries=fine_tuned_queries,
 )

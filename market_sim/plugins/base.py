@@ -65,6 +65,11 @@ def one_advertiser(config: Any) -> tuple[int, str]:
     return 1, ""
 
 
+def any_queries(config: Any) -> str:
+    """A plugin that serves any query, including ones evolved during the run."""
+    return ""
+
+
 def no_slow_settings(config: Any) -> list[str]:
     """A plugin without settings known to be slow."""
     return []
@@ -100,6 +105,10 @@ class MechanismPlugin:
         fewest_advertisers: ``config -> (count, reason)``: the fewest advertisers the
             configured mechanism runs with, and why, starting with the key that sets it
             (``"group_distortion = blend mixes ..."``; refused at load, before any work).
+        fixed_queries: ``config -> reason``: why the configured mechanism serves only the
+            queries it was built on (empty: it serves any), starting with the key that sets
+            it; an eva query stream or ``[audit]`` (which score evolved queries) is then
+            refused at load.
     """
 
     name: str
@@ -114,6 +123,7 @@ class MechanismPlugin:
     decodes_per_auction: bool = True
     auction_memory: Callable[[Any, int, int], int] = no_auction_memory
     fewest_advertisers: Callable[[Any], tuple[int, str]] = one_advertiser
+    fixed_queries: Callable[[Any], str] = any_queries
     settings: tuple[Setting, ...] = field(init=False)
 
     def __post_init__(self) -> None:

@@ -369,6 +369,7 @@ def scenario_from_dict(
         *((f"audit.mechanisms[{index}]", entry) for index, entry in enumerate(audited)),
     ):
         check_advertiser_count(len(advertisers), config, key)
+    check_fixed_queries(mechanism, queries, audit)
     return Scenario(
         **scalars,
         model=model,
@@ -668,6 +669,32 @@ def check_advertiser_count(count: int, mechanism: MechanismConfig, key: str) -> 
             "advertisers",
             f"{key}.{reason}, so it needs at least {fewest} advertisers, got {count}",
         )
+
+
+def check_fixed_queries(
+    mechanism: MechanismConfig, queries: QueryConfig, audit: AuditConfig | None
+) -> None:
+    """Refuse a mechanism built for a fixed query pool where queries evolve.
+
+    The eva stream serves queries evolved during the run, and ``market-sim audit`` scores
+    evolved queries with each audited mechanism (the scenario's when ``[audit]`` names none).
+
+    Raises:
+        ScenarioError: Naming the mechanism's key and why.
+    """
+    checks: list[tuple[str, MechanismConfig, str]] = []
+    if queries.stream == "eva":
+        checks.append(("mechanism", mechanism, "queries.stream = eva serves evolved queries"))
+    if audit is not None:
+        audited = list(enumerate(audit.mechanisms)) or [(None, mechanism)]
+        for index, config in audited:
+            key = "mechanism" if index is None else f"audit.mechanisms[{index}]"
+            checks.append((key, config, "[audit] scores evolved queries"))
+    for key, config, why in checks:
+        reason = mechanism_plugin(config.kind).fixed_queries(config)
+        if reason:  # "<setting> = <value> <why>": the key is the setting's
+            setting, _, rest = reason.partition(" = ")
+            raise ScenarioError(f"{key}.{setting}", f"{rest}, but {why}")
 
 
 def check_distortions_are_read(
