@@ -1,6 +1,7 @@
 """eva end to end on the bundled LM: experiment, resume, lineage, CLI, audit and market stream."""
 
 import copy
+import dataclasses
 import json
 import math
 import shutil
@@ -572,3 +573,44 @@ def test_a_finished_seed_made_with_other_model_files_runs_again(tmp_path):
     assert finished_tables(tmp_path, "name = 'x'\n", 2, edited) is None
     (tmp_path / SEED_MODEL_FILE).unlink()  # no record: cannot tell, so it runs again
     assert finished_tables(tmp_path, "name = 'x'\n", 2, hashes) is None
+
+
+def test_training_queries_take_the_documented_share_from_parents():
+    """round(0.2 x pairs) originals from the sampled parents, the rest from their children."""
+    from types import SimpleNamespace
+
+    from market_sim.eva.experiment import training_queries
+    from market_sim.scenario.schema import EvaConfig
+
+    parents = [SimpleNamespace(text=f"parent {i}") for i in range(2)]
+    children = [SimpleNamespace(text=f"child {i}") for i in range(3)]
+    config = dataclasses.replace(EvaConfig(), pairs=32, original_share=0.2)
+    queries = training_queries(config, parents, children)
+    assert len(queries) == 32
+    assert sum(q.startswith("parent") for q in queries) == 6  # round(6.4)
+    assert queries[:6] == ["parent 0", "parent 1"] * 3 and queries[6:9] == [
+        c.text for c in children
+    ]
+    assert training_queries(config, parents, []) == ["parent 0", "parent 1"] * 16  # no children
+
+
+def test_preference_pairs_prefer_the_best_reply_and_skip_ties():
+    from market_sim.eva.solver import RepliesAndRewards, best_worst_pairs
+
+    class Words:
+        def prompt(self, text):
+            return f"Q: {text}"
+
+        def decode(self, tokens):
+            return " ".join(map(str, tokens))
+
+    scored = RepliesAndRewards(
+        ["a", "b"],
+        [[[1], [2], [3]], [[4], [5], [6]]],
+        np.array([[0.5, 2.0, -1.0], [1.0, 1.0, 1.0]]),
+        np.zeros((2, 3)),
+        np.zeros((2, 3)),
+    )
+    pairs, mean = best_worst_pairs(Words(), scored)
+    assert [(p.prompt, p.chosen, p.rejected) for p in pairs] == [("Q: a", "2", "3")]
+    assert mean == pytest.approx(4.5 / 6, rel=1e-12)  # every reply scored, ties included
