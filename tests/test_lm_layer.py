@@ -375,3 +375,25 @@ def test_plain_sampling_is_seeded(random_lm):
     first = random_lm.sample(PROMPTS[:2], max_new_tokens=5, seed=3, stop_at_eos=False)
     again = random_lm.sample(PROMPTS[:2], max_new_tokens=5, seed=3, stop_at_eos=False)
     assert first == again and all(len(t) == 5 for t in first)
+
+
+def test_sampling_ignores_the_generation_settings_a_model_ships(tmp_path, random_model_dir):
+    """Scores read the plain tempered distribution, so draws must too: generate() used to fill
+    unset settings from the model's generation_config.json (repetition penalty, no-repeat
+    n-grams), and the same weights then sampled other replies."""
+    import json
+    import shutil
+
+    from market_sim.lm.model import LanguageModel
+
+    shipped = tmp_path / "shipped-settings"
+    shutil.copytree(random_model_dir, shipped)
+    settings = {"repetition_penalty": 50.0, "no_repeat_ngram_size": 1}
+    (shipped / "generation_config.json").write_text(json.dumps(settings))
+    plain = LanguageModel.load(str(random_model_dir), device="cpu")
+    penalized = LanguageModel.load(str(shipped), device="cpu")
+    prompts = ["Query: vacation in Hawaii\nReply:"] * 4
+    draws = plain.sample(prompts, 16, 1.0, 0, stop_at_eos=False)
+    assert penalized.sample(prompts, 16, 1.0, 0, stop_at_eos=False) == draws
+    assert any(len(set(tokens)) < len(tokens) for tokens in draws)  # repeats that n-grams ban
+    assert penalized.model.generation_config.no_repeat_ngram_size == 1  # set aside, not lost

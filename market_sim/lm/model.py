@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 from safetensors import SafetensorError
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, PreTrainedModel
 
 from market_sim.lm.loading import (
     CONFIG_ERRORS,
@@ -334,9 +334,12 @@ class LanguageModel:
         batch = self.pad(prompts)
         torch.manual_seed(seed)
         extra = {} if stop_at_eos else {"min_new_tokens": max_new_tokens}
-        output = self.model.generate(
-            input_ids=batch.input_ids,
-            attention_mask=batch.attention_mask,
+        # Our settings over neutral defaults, not over the model's generation_config.json:
+        # generate() fills every setting left None from the model's own config, so a shipped
+        # repetition penalty, no_repeat_ngram_size or min_p would shape the draws while every
+        # score (continuation_logprobs, the decoding loop) reads the plain tempered
+        # distribution. The model's config is set aside for the call.
+        settings = GenerationConfig(
             do_sample=True,
             top_k=0,
             top_p=1.0,
@@ -346,6 +349,16 @@ class LanguageModel:
             eos_token_id=self.eos_token_id,
             **extra,
         )
+        shipped = self.model.generation_config
+        self.model.generation_config = GenerationConfig()
+        try:
+            output = self.model.generate(
+                input_ids=batch.input_ids,
+                attention_mask=batch.attention_mask,
+                generation_config=settings,
+            )
+        finally:
+            self.model.generation_config = shipped
         generated = output[:, batch.input_ids.shape[1] :].tolist()
         return [self._cut_at_eos(tokens) for tokens in generated]
 
