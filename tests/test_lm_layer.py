@@ -397,3 +397,33 @@ def test_sampling_ignores_the_generation_settings_a_model_ships(tmp_path, random
     assert penalized.sample(prompts, 16, 1.0, 0, stop_at_eos=False) == draws
     assert any(len(set(tokens)) < len(tokens) for tokens in draws)  # repeats that n-grams ban
     assert penalized.model.generation_config.no_repeat_ngram_size == 1  # set aside, not lost
+
+
+def test_weights_short_of_the_config_or_no_tokenizer_are_refused_in_one_line(
+    tmp_path, random_model_dir
+):
+    """transformers gave missing tensors random values with a warning (hidden by default), and
+    built an empty tokenizer when none was there: both ran, printing garbage or a traceback."""
+    import json
+    import shutil
+
+    from market_sim.lm.loading import ModelNotFoundError
+    from market_sim.lm.model import LanguageModel
+
+    deeper = tmp_path / "deeper"
+    shutil.copytree(random_model_dir, deeper)
+    config = json.loads((deeper / "config.json").read_text())
+    config["n_layer"] += 1  # a block the weight file does not hold
+    (deeper / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelNotFoundError) as short:
+        LanguageModel.load(str(deeper), device="cpu")
+    assert "\n" not in str(short.value)
+    assert f"lack 12 tensor(s) the config asks for (transformer.h.{config['n_layer'] - 1}." in str(
+        short.value
+    )
+    untokenized = tmp_path / "untokenized"
+    shutil.copytree(random_model_dir, untokenized)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"):
+        (untokenized / name).unlink(missing_ok=True)
+    with pytest.raises(ModelNotFoundError, match="no tokenizer .* beside the weights"):
+        LanguageModel.load(str(untokenized), device="cpu")

@@ -157,12 +157,13 @@ class LanguageModel:
             tokenizer = AutoTokenizer.from_pretrained(
                 resolved.source, trust_remote_code=False, local_files_only=local_only
             )
-            model = AutoModelForCausalLM.from_pretrained(
+            model, loading = AutoModelForCausalLM.from_pretrained(
                 resolved.source,
                 dtype=torch_dtype,
                 use_safetensors=True,
                 trust_remote_code=False,
                 local_files_only=local_only,
+                output_loading_info=True,
             )
         except CONFIG_ERRORS + (SafetensorError, RuntimeError) as error:
             # SafetensorError: a damaged weight file; RuntimeError: weights of other shapes.
@@ -170,6 +171,18 @@ class LanguageModel:
             raise ModelNotFoundError(
                 f"transformers cannot load {resolved.text!r}: {type(error).__name__}: {first_line}"
             ) from None
+        missing = sorted(loading.get("missing_keys") or ())
+        if missing:  # transformers would fill them with random values and only warn
+            shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+            raise ModelNotFoundError(
+                f"transformers cannot load {resolved.text!r}: its weight files lack "
+                f"{len(missing)} tensor(s) the config asks for ({shown}); they would be random"
+            )
+        if len(tokenizer) <= 1:  # no tokenizer files: transformers builds an empty one
+            raise ModelNotFoundError(
+                f"transformers cannot load {resolved.text!r}: no tokenizer (tokenizer.json or "
+                "the vocabulary files) beside the weights"
+            )
         return cls(model.to(torch_device), tokenizer, name=reference, prompt_format=prompt_format)
 
     @property
