@@ -101,16 +101,25 @@ def build_chat_prompt(tokenizer: Any, query: str, contexts: Sequence[str] = ()) 
     """Render :func:`chat_messages` with the tokenizer's chat template and generation prompt.
 
     The text contains the template's special tokens (e.g. ``<|im_start|>``) as text; the
-    tokenizer maps them back to their ids when the prompt is encoded.
+    tokenizer maps them back to their ids when the prompt is encoded. A template that refuses
+    a system turn gets the system text at the start of the user turn instead.
 
     Raises:
         ValueError: The tokenizer has no chat template.
     """
     if not has_chat_template(tokenizer):
         raise ValueError("the tokenizer has no chat template; use prompt_format 'plain'")
-    return tokenizer.apply_chat_template(
-        chat_messages(query, contexts), tokenize=False, add_generation_prompt=True
-    )
+    from jinja2 import TemplateError
+
+    messages = chat_messages(query, contexts)
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except TemplateError:
+        # Some templates (Gemma-it, Mistral-Instruct v0.1-0.2) raise on a system turn: the
+        # system text then opens the user turn, separated by a blank line.
+        system, user = messages
+        merged = [{"role": "user", "content": f"{system['content']}\n\n{user['content']}"}]
+        return tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
 
 
 def resolve_prompt_format(requested: str, tokenizer: Any) -> str:

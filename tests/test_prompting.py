@@ -10,6 +10,7 @@ from market_sim.prompting import (
     CHAT_SPONSOR_INSTRUCTION,
     CHAT_SYSTEM_INSTRUCTION,
     PromptBuilder,
+    build_chat_prompt,
     build_prompt,
     chat_messages,
     prompt_builder,
@@ -133,3 +134,22 @@ def test_scenario_prompt_format_is_validated_and_recorded():
     assert (
         str(error.value) == "model.prompt_format: unknown value 'xml'; allowed: auto, plain, chat"
     )
+
+
+NO_SYSTEM_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}<turn>{{ message['role'] }}\n{{ message['content'] }}</turn>\n"
+    "{% endfor %}{% if add_generation_prompt %}<turn>assistant\n{% endif %}"
+)
+
+
+def test_a_template_without_system_turns_gets_the_system_text_in_the_user_turn(random_model_dir):
+    """Gemma-it style templates raise on a system message: it used to be a jinja2 traceback."""
+
+    tokenizer = AutoTokenizer.from_pretrained(str(random_model_dir))
+    tokenizer.chat_template = NO_SYSTEM_TEMPLATE
+    system, user = chat_messages("vacation in Hawaii", ["Alpha Airlines: flights."])
+    prompt = build_chat_prompt(tokenizer, "vacation in Hawaii", ["Alpha Airlines: flights."])
+    expected = f"<turn>user\n{system['content']}\n\n{user['content']}</turn>\n<turn>assistant\n"
+    assert prompt == expected
