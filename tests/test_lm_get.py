@@ -423,6 +423,15 @@ def test_real_conversion_of_a_tiny_gguf_reproduces_the_model(tmp_path, monkeypat
         f"model.weights_sha256: the weights of 'cache:fake-model' hash to {weights_hash}, not the "
         f"pinned {wrong} (remove model.weights_sha256 to run other weights)"
     )
+    # A replaced weights file under its old manifest: a pin is checked against the file.
+    weights = result.folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes() + b" ")
+    replaced = sha256(weights.read_bytes())
+    with pytest.raises(ScenarioError) as error:
+        load_scenario(
+            hawaii, ['model.path="cache:fake-model"', f'model.weights_sha256="{weights_hash}"']
+        )
+    assert f"hash to {replaced}, not the pinned {weights_hash}" in str(error.value)
 
 
 def test_weights_pin_on_a_local_folder(tmp_path, monkeypatch):

@@ -24,7 +24,6 @@ from pathlib import Path
 
 from market_sim.config.fields import ScenarioError
 from market_sim.lm.cached_models import CACHE_PREFIX, manifest_weights_sha256
-from market_sim.lm.get import sha256_file
 from market_sim.lm.references import (
     WEIGHTS_GLOB,
     ModelReference,
@@ -32,6 +31,7 @@ from market_sim.lm.references import (
     has_chat_template_file,
     parse_model_reference,
 )
+from market_sim.provenance import sha256_file  # cached by path, size and modification time
 
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 
@@ -78,7 +78,8 @@ def resolved_weights_sha256(pinned: str | None, reference: ModelReference) -> st
         reference: The resolved ``model.path``.
 
     Returns:
-        The manifest's hash for a ``cache:`` model, else ``pinned``.
+        The manifest's hash for an unpinned ``cache:`` model (the file itself is hashed when a
+        pin is given: a replaced file with its old manifest is refused), else ``pinned``.
 
     Raises:
         ScenarioError: A malformed pin, a pin on a hub model or on a folder without exactly one
@@ -92,6 +93,9 @@ def resolved_weights_sha256(pinned: str | None, reference: ModelReference) -> st
             actual = manifest_weights_sha256(Path(reference.source))
         except (OSError, ValueError) as error:
             raise ScenarioError("model.path", f"{reference.text}: {error}") from None
+        if pinned is not None:  # a pin is checked against the file, not what the manifest says
+            files = sorted(Path(reference.source).glob(WEIGHTS_GLOB))
+            actual = sha256_file(files[0]) if len(files) == 1 else "(not one weights file)"
     elif pinned is None:
         return None
     elif reference.kind == "hub":
