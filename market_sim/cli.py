@@ -668,15 +668,27 @@ def run_seeds(args: argparse.Namespace, scenario_seed: int) -> tuple[int, ...]:
         raise UsageError(str(error)) from None
 
 
-def eva_inputs(args: argparse.Namespace, check_heldout: bool = False):
+def eva_inputs(args: argparse.Namespace, check_heldout: bool = False, audit: bool = False):
     """The scenario and run seeds of ``eva`` / ``audit``, checked before any model is loaded.
+
+    Args:
+        args: The parsed command line.
+        check_heldout: ``eva``: every seed's held-out split must be non-empty.
+        audit: ``audit``: every audited mechanism must accept evolved queries.
 
     Returns:
         ``(scenario, seeds)``.
     """
     from market_sim.eva.query_split import check_run_arguments, eva_split
+    from market_sim.scenario import ScenarioError
+    from market_sim.scenario.load import check_auditable
 
     scenario = load_checked_scenario(args.scenario, scenario_overrides(args))
+    try:
+        if audit:
+            check_auditable(scenario)
+    except ScenarioError as error:
+        raise UsageError(str(error)) from None
     warn_auctions_per_round_unused(args)
     seeds = run_seeds(args, scenario.seed)
     try:
@@ -727,7 +739,7 @@ def command_audit(args: argparse.Namespace) -> None:
     """Audit the scenario's mechanisms and print the regret found by eva and by uniform search."""
     import json
 
-    scenario, seeds = eva_inputs(args)
+    scenario, seeds = eva_inputs(args, audit=True)
     default = Path("results") / f"{scenario.name}-audit"
     out_dir = checked_result_dir(args, scenario, "audit", default)
     from market_sim.eva.audit import AUDIT_TOP_FILE, run_audit, top_report  # torch: after checks

@@ -197,6 +197,19 @@ def test_experiments_refuse_a_run_folder_before_any_work(
     assert (out / "scenario.toml").read_text() == "the run's scenario"
 
 
+def test_audit_refuses_a_fine_tuned_mechanism_without_an_audit_table(tmp_path, capsys):
+    """The scenario loads (``run`` may use it), but ``audit`` would score evolved queries."""
+    scenario = SHIPPED / "fine_tuning_groups.toml"  # static queries, no [audit] table
+    out = tmp_path / "audit-out"
+    argv = ["audit", str(scenario), "--generations", "1", "--out", str(out)]
+    assert main([*argv, "--set", "mechanism.policy_space=fine_tuned"]) == 2
+    assert capsys.readouterr().err == (
+        "market-sim: error: mechanism.policy_space: fine_tuned builds its policies before "
+        "round 0 for the queries known then, but [audit] scores evolved queries\n"
+    )
+    assert not out.exists()  # refused before the model loads or the folder is made
+
+
 def test_eva_refuses_eva_results_of_a_different_scenario(tmp_path, capsys):
     scenario = SHIPPED / "eva_queries.toml"
     out = tmp_path / "eva-out"

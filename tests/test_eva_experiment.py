@@ -614,3 +614,15 @@ def test_preference_pairs_prefer_the_best_reply_and_skip_ties():
     pairs, mean = best_worst_pairs(Words(), scored)
     assert [(p.prompt, p.chosen, p.rejected) for p in pairs] == [("Q: a", "2", "3")]
     assert mean == pytest.approx(4.5 / 6, rel=1e-12)  # every reply scored, ties included
+
+
+def test_run_audit_refuses_a_fine_tuned_mechanism_before_using_the_model(tmp_path):
+    """The library path checks what ``market-sim audit`` checks; ``lm`` is never touched."""
+    from market_sim.config.fields import ScenarioError
+
+    fixed_pool = SCENARIO.parent / "fine_tuning_groups.toml"  # static queries, no [audit]
+    scenario = load_scenario(fixed_pool, ["mechanism.policy_space=fine_tuned"])
+    with pytest.raises(ScenarioError, match=r"\[audit\] scores evolved queries") as caught:
+        run_audit(scenario, None, 1, [0], tmp_path / "out")  # type: ignore[arg-type]
+    assert caught.value.key == "mechanism.policy_space"
+    assert not (tmp_path / "out").exists()

@@ -47,7 +47,7 @@ from market_sim.platform.base import Bidder, Platform, Report
 from market_sim.plugins import MechanismConfig, build_platform, mechanism_choices
 from market_sim.provenance import write_provenance
 from market_sim.results import atomic_write, atomic_write_json, atomic_write_text
-from market_sim.scenario.load import dump_scenario_toml
+from market_sim.scenario.load import check_auditable, dump_scenario_toml
 from market_sim.scenario.schema import AuditConfig, Scenario
 
 AUDIT_FILE = "audit.parquet"
@@ -82,7 +82,9 @@ class QueryRegret:
     Args:
         scenario: Advertisers (contexts, expected valuations) and the ``[regret]`` budget.
         platform: The mechanism on the LM.
-        seed: The run seed (each query's auction seed is derived from it and the text).
+        seed: The run seed; draw ``d`` of every query runs with the seed derived from it and
+            ``("audit", d)``, the same for every query (common random numbers across queries).
+        draws: Auctions per query whose regrets are averaged.
     """
 
     def __init__(self, scenario: Scenario, platform: Platform, seed: int, draws: int = 1) -> None:
@@ -240,8 +242,13 @@ def run_audit(
 
     Returns:
         ``audit.parquet`` rows sorted by mechanism, method, seed, query id.
+
+    Raises:
+        ValueError: Bad generations or seeds; a :class:`~market_sim.config.fields.ScenarioError`
+            when an audited mechanism is built for a fixed query pool.
     """
     check_run_arguments(generations, seeds)
+    check_auditable(scenario)
     lm = lm.with_prompt_format(scenario.model.prompt_format)
     audit = scenario.audit or AuditConfig()
     frames = [

@@ -697,6 +697,19 @@ def check_fixed_queries(
             raise ScenarioError(f"{key}.{setting}", f"{rest}, but {why}")
 
 
+def check_auditable(scenario: Scenario) -> None:
+    """Refuse ``market-sim audit`` of a mechanism built for a fixed query pool.
+
+    A scenario without an ``[audit]`` table loads (it may only be run), yet ``audit`` then
+    scores evolved queries with the scenario's mechanism: the same check as an empty
+    ``[audit]`` table.
+
+    Raises:
+        ScenarioError: Naming the mechanism's key and why.
+    """
+    check_fixed_queries(scenario.mechanism, scenario.queries, scenario.audit or AuditConfig())
+
+
 def check_distortions_are_read(
     advertisers: Sequence[AdvertiserConfig], mechanism: MechanismConfig
 ) -> None:
