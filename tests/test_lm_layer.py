@@ -427,3 +427,28 @@ def test_weights_short_of_the_config_or_no_tokenizer_are_refused_in_one_line(
         (untokenized / name).unlink(missing_ok=True)
     with pytest.raises(ModelNotFoundError, match="no tokenizer .* beside the weights"):
         LanguageModel.load(str(untokenized), device="cpu")
+
+
+@pytest.mark.parametrize("architecture", ["gpt_neox", "gemma"])
+def test_load_refuses_a_folder_whose_tokenizer_holds_only_special_tokens(architecture, tmp_path):
+    """Without tokenizer files transformers builds the config's tokenizer class holding only
+    its default special tokens: 2 for GPT-NeoX, 5 for Gemma (a length-1 check missed both)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from market_sim.lm.loading import ModelNotFoundError
+    from market_sim.lm.model import LanguageModel
+
+    config = AutoConfig.for_model(
+        architecture,
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        head_dim=8,
+    )
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / architecture)
+    with pytest.raises(ModelNotFoundError, match="no tokenizer .* beside the weights"):
+        LanguageModel.load(str(tmp_path / architecture), device="cpu")

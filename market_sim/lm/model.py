@@ -178,7 +178,9 @@ class LanguageModel:
                 f"transformers cannot load {resolved.text!r}: its weight files lack "
                 f"{len(missing)} tensor(s) the config asks for ({shown}); they would be random"
             )
-        if len(tokenizer) <= 1:  # no tokenizer files: transformers builds an empty one
+        if len(tokenizer) <= len(set(tokenizer.all_special_ids)):
+            # No tokenizer files: transformers builds one of the config's class holding only
+            # its default special tokens (1 for Qwen2, 2 for GPT-NeoX, 5 for Gemma).
             raise ModelNotFoundError(
                 f"transformers cannot load {resolved.text!r}: no tokenizer (tokenizer.json or "
                 "the vocabulary files) beside the weights"
