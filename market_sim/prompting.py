@@ -105,21 +105,33 @@ def build_chat_prompt(tokenizer: Any, query: str, contexts: Sequence[str] = ()) 
     a system turn gets the system text at the start of the user turn instead.
 
     Raises:
-        ValueError: The tokenizer has no chat template.
+        ValueError: The tokenizer has no chat template, or its template does not render (a
+            syntax error, or a refusal of the user turn as well); one line.
     """
     if not has_chat_template(tokenizer):
         raise ValueError("the tokenizer has no chat template; use prompt_format 'plain'")
-    from jinja2 import TemplateError
+    from jinja2 import TemplateError, TemplateSyntaxError
 
     messages = chat_messages(query, contexts)
     try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    except TemplateError:
-        # Some templates (Gemma-it, Mistral-Instruct v0.1-0.2) raise on a system turn: the
-        # system text then opens the user turn, separated by a blank line.
-        system, user = messages
-        merged = [{"role": "user", "content": f"{system['content']}\n\n{user['content']}"}]
-        return tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
+        try:
+            return tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            )
+        except TemplateSyntaxError:
+            raise
+        except TemplateError:
+            # Some templates (Gemma-it, Mistral-Instruct v0.1-0.2) raise on a system turn: the
+            # system text then opens the user turn, separated by a blank line.
+            system, user = messages
+            merged = [{"role": "user", "content": f"{system['content']}\n\n{user['content']}"}]
+            return tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
+    except TemplateError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ValueError(
+            f"the tokenizer's chat template does not render: {type(error).__name__}: "
+            f"{first_line}; fix its chat_template or use prompt_format 'plain'"
+        ) from None
 
 
 def resolve_prompt_format(requested: str, tokenizer: Any) -> str:

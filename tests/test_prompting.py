@@ -1,5 +1,8 @@
 """The prompt builder: plain prompts byte for byte as before, chat prompts through a template."""
 
+import dataclasses
+from pathlib import Path
+
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
@@ -153,3 +156,35 @@ def test_a_template_without_system_turns_gets_the_system_text_in_the_user_turn(r
     prompt = build_chat_prompt(tokenizer, "vacation in Hawaii", ["Alpha Airlines: flights."])
     expected = f"<turn>user\n{system['content']}\n\n{user['content']}</turn>\n<turn>assistant\n"
     assert prompt == expected
+
+
+@pytest.mark.parametrize(
+    ("template", "error"),
+    [
+        ("{% for message in messages %}{{ message['content'] }", "TemplateSyntaxError"),
+        ("{{ raise_exception('no turns at all') }}", "TemplateError: no turns at all"),
+    ],
+)
+def test_a_chat_template_that_does_not_render_is_one_line_before_the_run(
+    template, error, random_model_dir
+):
+    """A syntax error, or a refusal of the user turn too, was a jinja2 traceback mid-run."""
+    from market_sim.lm.model import LanguageModel
+    from market_sim.scenario import ScenarioError, load_scenario
+    from market_sim.scenario.prompt_fit import check_model_fits
+
+    tokenizer = AutoTokenizer.from_pretrained(str(random_model_dir))
+    tokenizer.chat_template = template
+    with pytest.raises(ValueError, match=f"chat template does not render: {error}") as raised:
+        build_chat_prompt(tokenizer, "vacation in Hawaii", [ALPHA])
+    assert "\n" not in str(raised.value)
+    lm = LanguageModel.load(str(random_model_dir), device="cpu")
+    lm.tokenizer.chat_template = template
+    hawaii = Path(__file__).resolve().parent.parent / "scenarios" / "hawaii.toml"
+    scenario = load_scenario(hawaii)  # its bundled model has no template: set chat here
+    scenario = dataclasses.replace(
+        scenario, model=dataclasses.replace(scenario.model, prompt_format="chat")
+    )
+    with pytest.raises(ScenarioError, match=f"chat template does not render: {error}") as checked:
+        check_model_fits(scenario, lm)
+    assert checked.value.key == "model.prompt_format"

@@ -106,6 +106,8 @@ def check_model_fits(scenario: Scenario, lm: TokenizedModel) -> None:
 
     try:
         build = prompt_builder(scenario.model.prompt_format, lm.tokenizer)
+        _, query, contexts = next(prompt_cases(scenario))
+        build(query, contexts)  # a chat template that does not render fails here, not mid-run
     except ValueError as error:
         raise ScenarioError("model.prompt_format", str(error)) from None
     check_prompts_fit(scenario, lambda text: len(lm.encode(text)), build, lm.max_positions)
