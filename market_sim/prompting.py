@@ -102,27 +102,42 @@ def build_chat_prompt(tokenizer: Any, query: str, contexts: Sequence[str] = ()) 
 
     The text contains the template's special tokens (e.g. ``<|im_start|>``) as text; the
     tokenizer maps them back to their ids when the prompt is encoded. A template that refuses
-    a system turn gets the system text at the start of the user turn instead.
+    a system turn gets the system text at the start of the user turn instead
+    (:func:`render_chat`).
+
+    Raises:
+        ValueError: See :func:`render_chat`.
+    """
+    return render_chat(tokenizer, chat_messages(query, contexts))
+
+
+def render_chat(tokenizer: Any, messages: list[dict[str, str]]) -> str:
+    """A system turn and a user turn rendered by the tokenizer's template, generation prompt on.
+
+    Some templates (Gemma-it, Mistral-Instruct v0.1-0.2) raise on a system turn: the system
+    text then opens the user turn, separated by a blank line, and the one user turn is
+    rendered instead.
+
+    Args:
+        tokenizer: A tokenizer with a chat template.
+        messages: ``[system, user]``, each ``{"role": ..., "content": ...}``.
 
     Raises:
         ValueError: The tokenizer has no chat template, or its template does not render (a
-            syntax error, or a refusal of the user turn as well); one line.
+            syntax error, or a refusal of the merged user turn as well); one line.
     """
     if not has_chat_template(tokenizer):
         raise ValueError("the tokenizer has no chat template; use prompt_format 'plain'")
     from jinja2 import TemplateError, TemplateSyntaxError
 
-    messages = chat_messages(query, contexts)
     try:
         try:
             return tokenizer.apply_chat_template(
                 messages, tokenize=False, add_generation_prompt=True
             )
         except TemplateSyntaxError:
-            raise
+            raise  # no retry can help: reported below
         except TemplateError:
-            # Some templates (Gemma-it, Mistral-Instruct v0.1-0.2) raise on a system turn: the
-            # system text then opens the user turn, separated by a blank line.
             system, user = messages
             merged = [{"role": "user", "content": f"{system['content']}\n\n{user['content']}"}]
             return tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
@@ -160,14 +175,15 @@ def build_chat_task(tokenizer: Any, request: str) -> str:
     message is the request followed by :data:`CHAT_TASK_ANSWER_INSTRUCTION`, which does in chat
     what the plain format's trailing answer cue (``Rewritten query:``) does: it asks for the
     result alone, so that the first line of the reply can be read as the answer.
+
+    Raises:
+        ValueError: See :func:`render_chat` (which also folds a refused system turn).
     """
-    if not has_chat_template(tokenizer):
-        raise ValueError("the tokenizer has no chat template; use prompt_format 'plain'")
     messages = [
         {"role": "system", "content": CHAT_SYSTEM_INSTRUCTION},
         {"role": "user", "content": f"{request}\n{CHAT_TASK_ANSWER_INSTRUCTION}"},
     ]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return render_chat(tokenizer, messages)
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,10 @@ from market_sim.lm.cached_models import CachedModelMissingError, resolve_cached_
 from market_sim.prompting import (
     CHAT_SPONSOR_INSTRUCTION,
     CHAT_SYSTEM_INSTRUCTION,
+    CHAT_TASK_ANSWER_INSTRUCTION,
     PromptBuilder,
     build_chat_prompt,
+    build_chat_task,
     build_prompt,
     chat_messages,
     prompt_builder,
@@ -156,6 +158,11 @@ def test_a_template_without_system_turns_gets_the_system_text_in_the_user_turn(r
     prompt = build_chat_prompt(tokenizer, "vacation in Hawaii", ["Alpha Airlines: flights."])
     expected = f"<turn>user\n{system['content']}\n\n{user['content']}</turn>\n<turn>assistant\n"
     assert prompt == expected
+    task = build_chat_task(tokenizer, "Rewrite the query: vacation in Hawaii")  # eva's rewrite
+    assert task == (
+        f"<turn>user\n{CHAT_SYSTEM_INSTRUCTION}\n\nRewrite the query: vacation in Hawaii\n"
+        f"{CHAT_TASK_ANSWER_INSTRUCTION}</turn>\n<turn>assistant\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -178,6 +185,8 @@ def test_a_chat_template_that_does_not_render_is_one_line_before_the_run(
     with pytest.raises(ValueError, match=f"chat template does not render: {error}") as raised:
         build_chat_prompt(tokenizer, "vacation in Hawaii", [ALPHA])
     assert "\n" not in str(raised.value)
+    with pytest.raises(ValueError, match=f"chat template does not render: {error}"):
+        build_chat_task(tokenizer, "Rewrite the query: vacation in Hawaii")
     lm = LanguageModel.load(str(random_model_dir), device="cpu")
     lm.tokenizer.chat_template = template
     hawaii = Path(__file__).resolve().parent.parent / "scenarios" / "hawaii.toml"
@@ -188,3 +197,26 @@ def test_a_chat_template_that_does_not_render_is_one_line_before_the_run(
     with pytest.raises(ScenarioError, match=f"chat template does not render: {error}") as checked:
         check_model_fits(scenario, lm)
     assert checked.value.key == "model.prompt_format"
+
+
+def test_a_chat_template_that_fails_only_on_task_prompts_is_refused_before_the_run(
+    random_model_dir,
+):
+    """eva's rewrite is a task prompt: the pre-run check renders one as well as a query prompt."""
+    from market_sim.lm.model import LanguageModel
+    from market_sim.scenario import ScenarioError, load_scenario
+    from market_sim.scenario.prompt_fit import check_model_fits
+
+    lm = LanguageModel.load(str(random_model_dir), device="cpu")
+    lm.tokenizer.chat_template = (
+        "{% if 'Answer with' in messages[-1]['content'] %}{{ raise_exception('no tasks') }}"
+        "{% endif %}" + CHATML
+    )
+    hawaii = Path(__file__).resolve().parent.parent / "scenarios" / "hawaii.toml"
+    scenario = load_scenario(hawaii)
+    scenario = dataclasses.replace(
+        scenario, model=dataclasses.replace(scenario.model, prompt_format="chat")
+    )
+    assert build_chat_prompt(lm.tokenizer, "vacation in Hawaii", [ALPHA]).startswith("<|im_start|>")
+    with pytest.raises(ScenarioError, match="does not render: TemplateError: no tasks"):
+        check_model_fits(scenario, lm)

@@ -106,8 +106,11 @@ def check_model_fits(scenario: Scenario, lm: TokenizedModel) -> None:
 
     try:
         build = prompt_builder(scenario.model.prompt_format, lm.tokenizer)
-        _, query, contexts = next(prompt_cases(scenario))
-        build(query, contexts)  # a chat template that does not render fails here, not mid-run
+        # A chat template that does not render fails here, not mid-run: one prompt, one task.
+        first = next(prompt_cases(scenario), None)
+        if first is not None:
+            build(first[1], first[2])
+        build.task("Rewrite the query.", "Rewritten query:")
     except ValueError as error:
         raise ScenarioError("model.prompt_format", str(error)) from None
     check_prompts_fit(scenario, lambda text: len(lm.encode(text)), build, lm.max_positions)
