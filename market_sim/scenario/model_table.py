@@ -104,7 +104,8 @@ def resolved_weights_sha256(pinned: str | None, reference: ModelReference) -> st
 
     Raises:
         ScenarioError: A malformed pin, a pin on a hub model or on a folder without exactly one
-            weights file, or weights that hash differently from the pin.
+            weights file, a weights file that cannot be read, or weights that hash differently
+            from the pin.
     """
     key = "model.weights_sha256"
     if pinned is not None and not SHA256_PATTERN.fullmatch(pinned):
