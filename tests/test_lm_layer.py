@@ -437,6 +437,7 @@ def test_load_refuses_a_folder_whose_tokenizer_holds_only_special_tokens(archite
 
     from market_sim.lm.loading import ModelNotFoundError
     from market_sim.lm.model import LanguageModel
+    from market_sim.lm.tokenizer_only import TokenizerOnly
 
     config = AutoConfig.for_model(
         architecture,
@@ -452,3 +453,5 @@ def test_load_refuses_a_folder_whose_tokenizer_holds_only_special_tokens(archite
     AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / architecture)
     with pytest.raises(ModelNotFoundError, match="no tokenizer .* beside the weights"):
         LanguageModel.load(str(tmp_path / architecture), device="cpu")
+    with pytest.raises(ModelNotFoundError, match="no tokenizer .* beside the weights"):
+        TokenizerOnly.load(str(tmp_path / architecture))  # a sweep's check before its runs

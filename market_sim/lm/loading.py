@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import torch
@@ -103,6 +104,22 @@ def hub_unreachable_reason(timeout: float = HUB_PROBE_SECONDS) -> str | None:
     except OSError as error:
         return f"{endpoint.hostname}: {error.strerror or type(error).__name__}"
     return None
+
+
+def check_tokenizer_has_vocabulary(tokenizer: Any, reference: str) -> None:
+    """Refuse a tokenizer whose vocabulary holds nothing but special tokens.
+
+    Without tokenizer files transformers builds the config's tokenizer class holding only its
+    default special tokens (1 for Qwen2, 2 for GPT-NeoX, 5 for Gemma) instead of failing.
+
+    Raises:
+        ModelNotFoundError: Naming the reference; one line.
+    """
+    if len(tokenizer) <= len(set(tokenizer.all_special_ids)):
+        raise ModelNotFoundError(
+            f"transformers cannot load {reference!r}: no tokenizer (tokenizer.json or "
+            "the vocabulary files) beside the weights"
+        )
 
 
 def resolve_device(device: str = "auto") -> torch.device:

@@ -24,6 +24,7 @@ from market_sim.lm.loading import (
     CONFIG_ERRORS,
     ModelNotFoundError,
     check_hub_reachable,
+    check_tokenizer_has_vocabulary,
     checked_reference,
     resolve_device,
     resolve_dtype,
@@ -178,13 +179,7 @@ class LanguageModel:
                 f"transformers cannot load {resolved.text!r}: its weight files lack "
                 f"{len(missing)} tensor(s) the config asks for ({shown}); they would be random"
             )
-        if len(tokenizer) <= len(set(tokenizer.all_special_ids)):
-            # No tokenizer files: transformers builds one of the config's class holding only
-            # its default special tokens (1 for Qwen2, 2 for GPT-NeoX, 5 for Gemma).
-            raise ModelNotFoundError(
-                f"transformers cannot load {resolved.text!r}: no tokenizer (tokenizer.json or "
-                "the vocabulary files) beside the weights"
-            )
+        check_tokenizer_has_vocabulary(tokenizer, resolved.text)
         return cls(model.to(torch_device), tokenizer, name=reference, prompt_format=prompt_format)
 
     @property

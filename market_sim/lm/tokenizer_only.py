@@ -15,6 +15,7 @@ from market_sim.lm.loading import (
     CONFIG_ERRORS,
     ModelNotFoundError,
     check_hub_reachable,
+    check_tokenizer_has_vocabulary,
     checked_reference,
 )
 from market_sim.lm.references import hub_offline
@@ -56,8 +57,8 @@ class TokenizerOnly:
         """The tokenizer and config of a model reference (local files only while offline).
 
         Raises:
-            ModelNotFoundError: The reference names nothing loadable, or transformers cannot
-                read its tokenizer or config.
+            ModelNotFoundError: The reference names nothing loadable, transformers cannot
+                read its tokenizer or config, or the folder has no tokenizer files.
         """
         from transformers import AutoConfig, AutoTokenizer
 
@@ -76,4 +77,5 @@ class TokenizerOnly:
                 f"transformers cannot read the tokenizer of {resolved.text!r}: "
                 f"{type(error).__name__}"
             ) from None
+        check_tokenizer_has_vocabulary(tokenizer, resolved.text)
         return cls(tokenizer, config_max_positions(config))
