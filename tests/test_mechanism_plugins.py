@@ -316,6 +316,8 @@ def test_an_installed_package_registers_a_plugin_through_its_entry_point(monkeyp
     from market_sim.plugins import registry
 
     class EntryPoint:
+        name, value, dist = "posted_price", "posted:POSTED_PRICE", None
+
         def load(self):
             return POSTED_PRICE
 
@@ -334,6 +336,44 @@ def test_an_installed_package_registers_a_plugin_through_its_entry_point(monkeyp
         assert asked == ["market_sim.mechanisms"]  # loaded once per process
     finally:
         registry.unregister_mechanism("posted_price")
+
+
+def test_a_broken_entry_point_is_skipped_with_one_line_naming_it(monkeypatch, capsys):
+    """One broken package used to stop every command, built-in scenarios included."""
+    from market_sim.plugins import registry
+
+    class Package:
+        name = "broken-plugins"
+
+    class EntryPoint:
+        dist = Package()
+
+        def __init__(self, name, loaded):
+            self.name, self.value, self.loaded = name, f"broken:{name}", loaded
+
+        def load(self):
+            if isinstance(self.loaded, Exception):
+                raise self.loaded
+            return self.loaded
+
+    found = [
+        EntryPoint("missing", ModuleNotFoundError("No module named 'broken'")),
+        EntryPoint("config", PostedPriceConfig),  # the config class, not the plugin
+        EntryPoint("posted_price", POSTED_PRICE),
+    ]
+    monkeypatch.setattr(registry, "entry_points", lambda group: found)
+    monkeypatch.setattr(registry, "_ENTRY_POINTS_LOADED", [])
+    try:
+        assert mechanism_plugin("posted_price") is POSTED_PRICE  # the good one still loads
+        assert "token_auction" in mechanism_kinds()
+    finally:
+        registry.unregister_mechanism("posted_price")
+    assert capsys.readouterr().err.splitlines() == [
+        "market-sim: warning: mechanism entry point 'missing' (broken:missing, package "
+        "broken-plugins) skipped: ModuleNotFoundError: No module named 'broken'",
+        "market-sim: warning: mechanism entry point 'config' (broken:config, package "
+        "broken-plugins) skipped: TypeError: loads a type, not a MechanismPlugin",
+    ]
 
 
 def test_a_built_in_cannot_be_replaced_or_lost_by_a_test_registration():
@@ -378,3 +418,26 @@ def test_a_per_kind_table_that_is_not_a_table_is_named():
     with pytest.raises(ScenarioError) as caught:
         scenario_from_dict(minimal({"kind": "token_auction", "ad_slots": 3}))
     assert str(caught.value) == "mechanism.ad_slots: expected a table, got 3"
+
+
+class RevenueOverwritingPlatform(PostedPricePlatform):
+    """Reports an extra named like a column the market computes."""
+
+    def run_auctions(self, queries, bidders, seed):
+        outcomes = super().run_auctions(queries, bidders, seed)
+        return [dataclasses.replace(o, extras={"revenue": 123.0}) for o in outcomes]
+
+
+def test_an_extra_named_like_a_core_column_is_refused(random_lm, random_model_dir, tmp_path):
+    """It replaced the row's revenue (sum of payments) without a word: revenue 123, exit 0."""
+    overwriting = dataclasses.replace(
+        POSTED_PRICE, build=lambda config, lm, queries: RevenueOverwritingPlatform(config)
+    )
+    with registered(overwriting):
+        scenario = scenario_from_dict(posted_price_data(random_model_dir))
+        with pytest.raises(ValueError) as caught:
+            run_scenario(scenario, out_dir=tmp_path / "run", lm=random_lm)
+    assert str(caught.value) == (
+        "mechanism 'posted_price': AuctionOutcome.extras ['revenue'] would overwrite the "
+        "columns the market computes; name them extra_<name>"
+    )

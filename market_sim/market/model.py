@@ -198,7 +198,7 @@ class MarketModel(mesa.Model):
         values = [result.value for result in results]
         payments = [result.payment for result in results]
         advertiser_value = sum(values)
-        return {
+        row = {
             "run_id": self.run_id,
             "round": self.current_round,
             "auction": auction,
@@ -216,8 +216,14 @@ class MarketModel(mesa.Model):
             ],
             "round_seed": plan.seed,
             **plan.stream_fields[auction],
-            **outcome.extras,
         }
+        overwritten = sorted(set(outcome.extras) & set(row))
+        if overwritten:  # an extra named like a core column would replace it, revenue included
+            raise ValueError(
+                f"mechanism {self.platform.kind!r}: AuctionOutcome.extras {overwritten} would "
+                "overwrite the columns the market computes; name them extra_<name>"
+            )
+        return {**row, **outcome.extras}
 
     def add_row(self, table: RecordTable, row: dict[str, Any]) -> None:
         """Append a row to the datacollector's table of ``table`` (undeclared keys refused).

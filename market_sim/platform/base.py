@@ -143,7 +143,9 @@ class AuctionOutcome:
         reported_allocations: ``[n]`` influence measured with the REPORTED preferences.
         payments: ``[n]`` payments charged.
         user_value: The user's value of the reply (same units as allocations, valuation 1).
-        extras: Mechanism-specific scalars for the round record.
+        extras: Mechanism-specific scalars for the round record: a plugin names each
+            ``extra_<name>`` (a float column of ``rounds.parquet``); a name the market computes
+            (``revenue``, ...) is refused.
         counterfactual: Re-evaluates this round for one advertiser under other reports (see
             :class:`Counterfactual`); None only for platforms that cannot, which then support
             neither full-information learners nor regret measurement.
