@@ -1073,3 +1073,16 @@ def test_the_renamed_sharpen_key_says_its_new_name() -> None:
         "advertisers[1].strategy.sharpen: renamed to distortion (the report distortion every "
         "mechanism reads as its report_scale)"
     )
+
+
+def test_a_scenario_error_survives_pickling():
+    """A sweep worker's ScenarioError crosses to the parent by pickle; it failed to unpickle
+    (missing 'message'), and the sweep reported a dead worker instead."""
+    error = ScenarioError("mechanism.reserve", "must be between 0 and 1, got 2")
+    copied = pickle.loads(pickle.dumps(error))
+    assert (type(copied), copied.key, copied.message, str(copied)) == (
+        ScenarioError,
+        "mechanism.reserve",
+        "must be between 0 and 1, got 2",
+        "mechanism.reserve: must be between 0 and 1, got 2",
+    )

@@ -37,6 +37,10 @@ class ScenarioError(ValueError):
         self.message = one_line(message)
         super().__init__(f"{self.key}: {self.message}")
 
+    def __reduce__(self) -> tuple[type[ScenarioError], tuple[str, str]]:
+        """Pickle as ``(key, message)``: a sweep worker's error reaches the parent intact."""
+        return type(self), (self.key, self.message)
+
 
 def significant_digits(text: str) -> str | None:
     """``text`` without its leading zeros (``"0"`` if all zeros), or None unless ASCII digits.
