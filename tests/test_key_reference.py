@@ -6,6 +6,7 @@ from pathlib import Path
 from test_mechanism_plugins import POSTED_PRICE
 
 from market_sim.plugins import mechanism_plugins, registered
+from market_sim.plugins.registry import BUILT_IN_PLUGINS
 from market_sim.scenario import dump_scenario_toml, load, scenario_from_dict, schema
 from market_sim.scenario.key_reference import (
     mechanism_rows,
@@ -22,6 +23,16 @@ def test_the_shipped_reference_is_the_generated_one():
     # Fails after any change of a key, default, bound, allowed value or doc; regenerate with
     # python -m market_sim.scenario.key_reference > docs/scenario-keys.md
     assert REFERENCE.read_text(encoding="utf-8") == render_key_reference()
+
+
+def test_the_reference_documents_the_built_in_mechanisms_only():
+    """A plugin installed or registered beside them used to enter the reference (and fail
+    the test above on any machine that had one)."""
+    with registered(POSTED_PRICE):
+        assert "posted_price" in [plugin.name for plugin in mechanism_plugins()]
+        assert "posted_price" not in render_key_reference()
+        assert "posted_price" in [plugin.name for plugin in mechanism_plugins()]  # restored
+    assert [plugin.name for plugin in mechanism_plugins()] == list(BUILT_IN_PLUGINS)
 
 
 def test_every_key_has_a_row_with_a_doc():
@@ -96,7 +107,7 @@ def load_scenario_from(data: dict):
 def test_a_registered_plugin_joins_the_reference():
     assert "posted_price" not in render_key_reference()
     with registered(POSTED_PRICE):
-        text = render_key_reference()
+        text = render_key_reference(every_plugin=True)
     assert "### `posted_price`: the posted price" in text
     assert (
         "| `mechanism.price` | number [0, 1000000] | 0.5 | The posted price of the whole unit. |"

@@ -8,6 +8,7 @@ through the ``market_sim.mechanisms`` entry-point group (each entry point loads 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import entry_points
@@ -64,13 +65,54 @@ def registered(plugin: MechanismPlugin) -> Iterator[MechanismPlugin]:
         unregister_mechanism(plugin.name)
 
 
+BUILT_IN_PLUGINS = ("token_auction", "mosaic", "affine_maximizer", "ad_slots")
+"""Names of the plugins :mod:`market_sim.plugins` registers (what this repository documents)."""
+
+
+@contextmanager
+def built_in_plugins_only() -> Iterator[None]:
+    """Within the block, only the built-in plugins are registered (no entry points loaded).
+
+    The key reference documents this repository's mechanisms: a plugin installed beside it, or
+    registered by a script, must not end up in ``docs/scenario-keys.md``.
+    """
+    saved, loaded = dict(_PLUGINS), list(_ENTRY_POINTS_LOADED)
+    _PLUGINS.clear()
+    _PLUGINS.update({name: plugin for name, plugin in saved.items() if name in BUILT_IN_PLUGINS})
+    _ENTRY_POINTS_LOADED[:] = [True]
+    try:
+        yield
+    finally:
+        _PLUGINS.clear()
+        _PLUGINS.update(saved)
+        _ENTRY_POINTS_LOADED[:] = loaded
+
+
 def load_entry_point_plugins() -> None:
-    """Register the plugins of installed packages (once per process)."""
+    """Register the plugins of installed packages (once per process).
+
+    An entry point that fails to import, loads something other than a
+    :class:`~market_sim.plugins.base.MechanismPlugin`, or clashes with a registered plugin is
+    skipped with one line on stderr naming it and its package: one broken package must not stop
+    every command, the built-in mechanisms included.
+    """
     if _ENTRY_POINTS_LOADED:
         return
     _ENTRY_POINTS_LOADED.append(True)
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
-        register_mechanism(entry_point.load())
+        package = entry_point.dist.name if entry_point.dist is not None else "?"
+        where = f"entry point {entry_point.name!r} ({entry_point.value}, package {package})"
+        try:
+            plugin = entry_point.load()
+            if not isinstance(plugin, MechanismPlugin):
+                raise TypeError(f"loads a {type(plugin).__name__}, not a MechanismPlugin")
+            register_mechanism(plugin)
+        except Exception as error:  # noqa: BLE001 - any failure of a third-party import
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            print(
+                f"market-sim: warning: mechanism {where} skipped: {type(error).__name__}: {reason}",
+                file=sys.stderr,
+            )
 
 
 def mechanism_plugins() -> tuple[MechanismPlugin, ...]:

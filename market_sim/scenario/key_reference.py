@@ -32,6 +32,7 @@ from market_sim.config.fields import (
     format_number,
 )
 from market_sim.plugins import MechanismPlugin, mechanism_plugins
+from market_sim.plugins.registry import built_in_plugins_only
 from market_sim.scenario import load, schema
 from market_sim.scenario.mechanism_table import kind_spec
 
@@ -295,8 +296,23 @@ def render_rows(rows: list[KeyRow]) -> list[str]:
     return lines
 
 
-def render_key_reference() -> str:
-    """The whole reference as markdown (what ``docs/scenario-keys.md`` holds)."""
+def render_key_reference(every_plugin: bool = False) -> str:
+    """The whole reference as markdown (what ``docs/scenario-keys.md`` holds).
+
+    Args:
+        every_plugin: Also document the plugins installed (entry points) or registered beside
+            the built-in ones (``python -m market_sim.scenario.key_reference --every-plugin``,
+            a plugin author's reference). Off: the built-in mechanisms only, whatever else is
+            installed, so the shipped file does not depend on the machine that generates it.
+    """
+    if every_plugin:
+        return render_registered_reference()
+    with built_in_plugins_only():
+        return render_registered_reference()
+
+
+def render_registered_reference() -> str:
+    """:func:`render_key_reference` of every plugin registered now."""
     lines = [
         "# Scenario keys",
         "",
@@ -333,4 +349,6 @@ def render_key_reference() -> str:
 
 
 if __name__ == "__main__":
-    print(render_key_reference(), end="")
+    import sys
+
+    print(render_key_reference(every_plugin="--every-plugin" in sys.argv[1:]), end="")
