@@ -792,6 +792,10 @@ def command_lm(args: argparse.Namespace) -> None:
         from market_sim.lm.devices import DEVICES_DESCRIPTION
 
         raise UsageError(f"--device: empty; allowed: {DEVICES_DESCRIPTION}")
+    if not args.model.strip():  # Path("") is the working folder: refuse it by name
+        raise UsageError(
+            "--model: empty; allowed: bundled:<name>, cache:<name>, hub:<id> or a model folder"
+        )
     keys = ("--model", "--device", "dtype")  # dtype is always auto here: never reported
     lm = load_checked_model(args.model, args.device or "auto", threads=args.threads, keys=keys)
     try:
@@ -840,9 +844,19 @@ def command_lm_get(args: argparse.Namespace) -> None:
     """Download, verify, convert and cache a known model; print where it is and its manifest."""
     import json
 
-    from market_sim.lm.cached_models import CACHE_ENV, CACHE_PREFIX
+    from market_sim.lm.cached_models import CACHE_ENV, CACHE_PREFIX, cache_root, model_folder
     from market_sim.lm.get import GetError, get_model
+    from market_sim.scenario import ScenarioError
+    from market_sim.scenario.output_folder import check_writable_folder
 
+    root = cache_root() if args.cache_dir is None else Path(args.cache_dir).expanduser()
+    option = "--cache-dir" if args.cache_dir is not None else f"{CACHE_ENV} (the cache folder)"
+    try:
+        if not model_folder(args.name, root).exists():  # a cached model is only read
+            check_writable_folder(root, option)
+    except (ScenarioError, OSError) as error:  # OSError: e.g. a name too long for the system
+        message = str(error) if isinstance(error, ScenarioError) else f"{option}: {error}"
+        raise UsageError(message) from None
     try:
         result = get_model(args.name, args.cache_dir)
     except GetError as error:
@@ -877,7 +891,13 @@ def command_sweep(args: argparse.Namespace) -> None:
 
     check_threads(args.threads)
     if not args.scenario.is_file():
-        raise UsageError(f"{args.scenario}: no such scenario file")
+        if args.scenario.is_fifo():  # read once, it would be empty for the runs
+            raise UsageError(
+                f"{args.scenario}: is a pipe; a sweep reads its scenario more than once, so "
+                "write it to a file"
+            )
+        load_checked_scenario(args.scenario, ())  # the loader's line: missing, folder, device
+        raise UsageError(f"{args.scenario}: not a regular file; expected a scenario TOML file")
     if args.seed is not None:
         raise UsageError("--seed: a sweep takes --seeds (e.g. --seeds 0-9), not --seed")
     if any(override.split("=", 1)[0].strip() == "seed" for override in args.overrides):

