@@ -441,3 +441,38 @@ def test_an_extra_named_like_a_core_column_is_refused(random_lm, random_model_di
         "mechanism 'posted_price': AuctionOutcome.extras ['revenue'] would overwrite the "
         "columns the market computes; name them extra_<name>"
     )
+
+
+@dataclass(frozen=True)
+class BadDefaultConfig(MechanismConfig):
+    kind: str = "bad_default"
+    tie_break: str = setting(Choice(("random", "lowest_index"), default="coin"), "A bad default.")
+
+
+def test_a_default_its_own_spec_refuses_is_refused_when_the_plugin_is_made():
+    """It ran, and recorded tie_break = 'coin' in a scenario.toml that then failed to load."""
+    with pytest.raises(ValueError) as caught:
+        dataclasses.replace(POSTED_PRICE, name="bad_default", config_type=BadDefaultConfig)
+    assert str(caught.value) == (
+        "mechanism plugin 'bad_default': the default of tie_break: unknown value 'coin'; "
+        "allowed: random, lowest_index"
+    )
+
+
+def test_a_plugin_named_like_a_key_or_with_a_key_named_like_a_plugin_is_refused():
+    """[mechanism.<plugin>] tables: a plugin named 'payment' broke every token-auction scenario."""
+    named_like_a_key = dataclasses.replace(POSTED_PRICE, name="payment")
+    with pytest.raises(ValueError) as caught, registered(named_like_a_key):
+        pass
+    assert str(caught.value) == (
+        "mechanism plugin 'payment' is named like a key of plugin 'token_auction' "
+        "([mechanism.<plugin>] tables would clash): rename it"
+    )
+    own_key = dataclasses.replace(POSTED_PRICE, name="price")
+    with pytest.raises(ValueError) as caught, registered(own_key):
+        pass
+    assert str(caught.value) == (
+        "mechanism plugin 'price': its key 'price' is named like the plugin itself or another "
+        "([mechanism.<plugin>] tables would clash): rename it"
+    )
+    assert "payment" not in [plugin.name for plugin in mechanism_plugins()]

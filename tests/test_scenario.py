@@ -1086,3 +1086,11 @@ def test_a_scenario_error_survives_pickling():
         "must be between 0 and 1, got 2",
         "mechanism.reserve: must be between 0 and 1, got 2",
     )
+
+
+def test_a_choice_of_the_wrong_type_names_the_allowed_values():
+    data = sample_data()
+    data["mechanism"]["payment"] = 1
+    assert str(error_for(data)) == (
+        "mechanism.payment: expected a string, got 1; allowed: second_price, first_price, none"
+    )

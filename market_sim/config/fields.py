@@ -253,7 +253,10 @@ class Choice:
 
     def parse(self, value: object, key: str) -> str:
         """Check that ``value`` is one of ``values``; return it."""
-        return check_choice(require_str(value, key), self.values, key)
+        if not isinstance(value, str):
+            allowed = ", ".join(self.values)
+            raise ScenarioError(key, f"expected a string, got {show(value)}; allowed: {allowed}")
+        return check_choice(value, self.values, key)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from market_sim.config.fields import IntRange
+from market_sim.config.fields import REQUIRED, IntRange
 from market_sim.config.settings import Setting, setting, settings_of, temperature
 from market_sim.platform.base import Platform, ReportSpace
 
@@ -130,6 +130,16 @@ class MechanismPlugin:
         if not issubclass(self.config_type, MechanismConfig):
             raise TypeError(f"{self.config_type.__name__} must subclass MechanismConfig")
         object.__setattr__(self, "settings", settings_of(self.config_type))
+        for item in self.settings:  # a default its own spec refuses would be refused on reload
+            default = item.spec.default
+            if default is REQUIRED or default is None:
+                continue
+            try:
+                item.spec.parse(list(default) if isinstance(default, tuple) else default, item.name)
+            except ValueError as error:
+                raise ValueError(
+                    f"mechanism plugin {self.name!r}: the default of {error}"
+                ) from None
 
     def read_settings(self, config: MechanismConfig) -> tuple[Setting, ...]:
         """The settings ``config`` reads (a key gated by ``when`` on other keys may not be)."""

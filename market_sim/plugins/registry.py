@@ -32,7 +32,8 @@ def register_mechanism(plugin: MechanismPlugin) -> MechanismPlugin:
 
     Raises:
         ValueError: Its name or one of its kinds is taken by another registered plugin
-            (registering the same plugin object again is a no-op).
+            (registering the same plugin object again is a no-op), or its name and a key of
+            any registered plugin (its own included) coincide.
     """
     if _PLUGINS.get(plugin.name) is plugin:
         return plugin
@@ -41,6 +42,24 @@ def register_mechanism(plugin: MechanismPlugin) -> MechanismPlugin:
     for name in (plugin.name, *plugin.kinds):
         if name in taken:
             raise ValueError(f"mechanism {name!r} is already registered by plugin {taken[name]!r}")
+    # [mechanism.<plugin name>] is a per-kind table: a key named like a plugin would be read as
+    # one (its value "expected a table"), in this plugin's scenarios or every other's.
+    keys: dict[str, str] = {}  # key -> the first plugin that reads it
+    for other in _PLUGINS.values():
+        for item in other.settings:
+            keys.setdefault(item.name, other.name)
+    if plugin.name in keys:
+        raise ValueError(
+            f"mechanism plugin {plugin.name!r} is named like a key of plugin "
+            f"{keys[plugin.name]!r} ([mechanism.<plugin>] tables would clash): rename it"
+        )
+    names = {*(other.name for other in _PLUGINS.values()), plugin.name}
+    for item in plugin.settings:
+        if item.name in names:
+            raise ValueError(
+                f"mechanism plugin {plugin.name!r}: its key {item.name!r} is named like the "
+                "plugin itself or another ([mechanism.<plugin>] tables would clash): rename it"
+            )
     _PLUGINS[plugin.name] = plugin
     return plugin
 
