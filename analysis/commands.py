@@ -143,6 +143,7 @@ class PlotCommand:
         if not args.dir.is_dir():
             raise UsageError(f"{args.dir}: no such folder")
         out_dir = checked_out_dir(args.out, args.dir / "figures")
+        check_figures_folder(args.dir, out_dir)
         # Every figure is drawn into a staging folder inside out_dir and moved into place only
         # when all were drawn: results found unreadable halfway leave out_dir as it was (and
         # remove the folders this call created).
@@ -229,6 +230,28 @@ class SummaryCommand:
                         file=sys.stderr,
                     )
         print_summary(folders, args.by, args.format, args.verbose)
+
+
+def check_figures_folder(results: Path, out_dir: Path) -> None:
+    """Refuse to draw into another folder of results (figures would mix with its files).
+
+    Drawing into the results folder itself (``--out DIR``) is allowed: the figures sit beside
+    the results they show.
+
+    Raises:
+        UsageError: ``out_dir`` is not ``results`` and holds a command's result files.
+    """
+    from market_sim.cli import UsageError
+    from market_sim.scenario.output_folder import result_files_in
+
+    if out_dir.expanduser().resolve() == results.expanduser().resolve():
+        return
+    found = result_files_in(out_dir)
+    if found:
+        raise UsageError(
+            f"--out: '{out_dir}' holds other results ({', '.join(found)}); draw the figures "
+            f"into '{results}', its figures folder, or a folder without results"
+        )
 
 
 def first_missing_folder(folder: Path) -> Path | None:

@@ -529,6 +529,14 @@ def command_run_replicates(args: argparse.Namespace, scenario) -> None:
 
     seeds = run_seeds(args, scenario.seed)
     base = args.out or Path("results")
+    from market_sim.scenario.output_folder import result_files_in
+
+    found = result_files_in(base)
+    if found and not args.force:  # the seeds' folders go inside it, among those results
+        raise UsageError(
+            f"--out: '{base}' holds another command's results ({', '.join(found)}); with "
+            "--seeds it is the folder of the seeds' folders: choose another, or pass --force"
+        )
     replicas = [dataclasses.replace(scenario, seed=seed) for seed in seeds]
     out_dirs = [
         checked_run_dir(

@@ -665,3 +665,18 @@ def test_lm_generate_refuses_an_empty_model_before_loading_anything(capsys):
         "market-sim: error: --model: empty; allowed: bundled:<name>, cache:<name>, hub:<id> "
         "or a model folder\n"
     )
+
+
+def test_run_seeds_refuses_a_base_folder_holding_another_commands_results(tmp_path, capsys):
+    """The seeds' folders used to be made inside an eva results folder, exit 0."""
+    out = tmp_path / "eva-out"
+    out.mkdir()
+    (out / "eva.parquet").write_bytes(b"eva rows")
+    scenario = SHIPPED / "classic_auctions.toml"
+    argv = ["run", str(scenario), "--seeds", "0-1", "--out", str(out), "--no-progress"]
+    assert main([*argv, "--set", "rounds=2"]) == 2
+    assert capsys.readouterr().err == (
+        f"market-sim: error: --out: '{out}' holds another command's results (eva.parquet); "
+        "with --seeds it is the folder of the seeds' folders: choose another, or pass --force\n"
+    )
+    assert sorted(path.name for path in out.iterdir()) == ["eva.parquet"]

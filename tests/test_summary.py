@@ -278,3 +278,21 @@ def test_plot_refuses_an_out_that_is_a_file(tmp_path, capsys):
         f"market-sim: error: --out: '{figures}' is a file, not a folder\n"
     )
     assert figures.read_text() == "not a folder"
+
+
+def test_plot_refuses_an_out_holding_other_results(tmp_path, capsys):
+    """Figures and tokens.parquet used to land among an eva folder's results, exit 0."""
+    folder = tmp_path / "results"
+    write_run(folder / "vcg-0", "vcg", "", 0, 1.0)
+    eva = tmp_path / "eva-results"
+    eva.mkdir()
+    (eva / "eva.parquet").write_bytes(b"eva rows")
+    assert main(["plot", str(folder), "--out", str(eva)]) == 2
+    assert capsys.readouterr().err == (
+        f"market-sim: error: --out: '{eva}' holds other results (eva.parquet); draw the figures "
+        f"into '{folder}', its figures folder, or a folder without results\n"
+    )
+    assert sorted(path.name for path in eva.iterdir()) == ["eva.parquet"]
+    run = folder / "vcg-0"
+    assert main(["plot", str(run), "--out", str(run)]) == 0  # beside its own results: fine
+    assert list(run.glob("*.png"))
