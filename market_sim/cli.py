@@ -852,21 +852,35 @@ def command_lm_get(args: argparse.Namespace) -> None:
     """Download, verify, convert and cache a known model; print where it is and its manifest."""
     import json
 
-    from market_sim.lm.cached_models import CACHE_ENV, CACHE_PREFIX, cache_root, model_folder
+    from market_sim.lm.cached_models import (
+        CACHE_ENV,
+        CACHE_PREFIX,
+        MANIFEST_FILE,
+        cache_root,
+        model_folder,
+    )
     from market_sim.lm.get import GetError, get_model
     from market_sim.scenario import ScenarioError
     from market_sim.scenario.output_folder import check_writable_folder
 
+    # One root for the check, the download and the printed hint (``~`` expanded in all three).
     root = cache_root() if args.cache_dir is None else Path(args.cache_dir).expanduser()
-    option = "--cache-dir" if args.cache_dir is not None else f"{CACHE_ENV} (the cache folder)"
+    option = (
+        "--cache-dir"
+        if args.cache_dir is not None
+        else CACHE_ENV
+        if os.environ.get(CACHE_ENV)
+        else "the cache folder (XDG_CACHE_HOME or ~/.cache)"
+    )
+    target = model_folder(args.name, root)
     try:
-        if not model_folder(args.name, root).exists():  # a cached model is only read
-            check_writable_folder(root, option)
+        if not (target / MANIFEST_FILE).is_file():  # a cached model is only read
+            check_writable_folder(target.parent, option)  # <root>/models, where lm get writes
     except (ScenarioError, OSError) as error:  # OSError: e.g. a name too long for the system
         message = str(error) if isinstance(error, ScenarioError) else f"{option}: {error}"
         raise UsageError(message) from None
     try:
-        result = get_model(args.name, args.cache_dir)
+        result = get_model(args.name, root)
     except GetError as error:
         raise UsageError(f"lm get: {error}") from None
     if not result.downloaded:
@@ -875,7 +889,7 @@ def command_lm_get(args: argparse.Namespace) -> None:
         timings = ", ".join(f"{step} {secs:.1f} s" for step, secs in result.seconds.items())
         print(f"saved {args.name} to {result.folder} ({timings})")
     print(json.dumps(result.manifest, indent=2))
-    hint = f" with {CACHE_ENV}={args.cache_dir}" if args.cache_dir is not None else ""
+    hint = f" with {CACHE_ENV}={root}" if args.cache_dir is not None else ""
     print(f'use it as model.path = "{CACHE_PREFIX}{args.name}"{hint}')
 
 

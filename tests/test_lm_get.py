@@ -203,13 +203,16 @@ def test_cli_cache_dir_that_is_no_writable_folder_is_refused_before_the_download
     a_file.write_text("not a folder")
     assert main(["lm", "get", spec.name, "--cache-dir", str(a_file)]) == 2
     assert capsys.readouterr().err == (
-        f"market-sim: error: --cache-dir: '{a_file}' is a file, not a folder\n"
+        f"market-sim: error: --cache-dir: '{a_file / 'models'}' lies under '{a_file}', which is "
+        "a file, not a folder\n"
     )
-    monkeypatch.setenv("MARKET_SIM_CACHE", str(a_file / "below"))
+    monkeypatch.setenv("MARKET_SIM_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "models").write_text("where lm get writes")  # a file: was a traceback
     assert main(["lm", "get", spec.name]) == 2
     assert capsys.readouterr().err == (
-        f"market-sim: error: MARKET_SIM_CACHE (the cache folder): '{a_file / 'below'}' lies "
-        f"under '{a_file}', which is a file, not a folder\n"
+        f"market-sim: error: MARKET_SIM_CACHE: '{tmp_path / 'cache' / 'models'}' is a file, not "
+        "a folder\n"
     )
     assert calls == []
 

@@ -32,6 +32,7 @@ from market_sim.plugins import (
     mechanism_kinds,
     mechanism_plugin,
     mechanism_plugins,
+    register_mechanism,
     registered,
 )
 from market_sim.run import run_scenario, with_mechanism_choices
@@ -363,6 +364,7 @@ def test_a_broken_entry_point_is_skipped_with_one_line_naming_it(monkeypatch, ca
     ]
     monkeypatch.setattr(registry, "entry_points", lambda group: found)
     monkeypatch.setattr(registry, "_ENTRY_POINTS_LOADED", [])
+    monkeypatch.delenv(registry.WARNED_ENV, raising=False)
     try:
         assert mechanism_plugin("posted_price") is POSTED_PRICE  # the good one still loads
         assert "token_auction" in mechanism_kinds()
@@ -374,6 +376,12 @@ def test_a_broken_entry_point_is_skipped_with_one_line_naming_it(monkeypatch, ca
         "market-sim: warning: mechanism entry point 'config' (broken:config, package "
         "broken-plugins) skipped: TypeError: loads a type, not a MechanismPlugin",
     ]
+    monkeypatch.setattr(registry, "_ENTRY_POINTS_LOADED", [])  # a sweep worker loads again
+    try:
+        assert mechanism_plugin("posted_price") is POSTED_PRICE
+    finally:
+        registry.unregister_mechanism("posted_price")
+    assert capsys.readouterr().err == ""  # warned once per process tree (the mark is inherited)
 
 
 def test_a_built_in_cannot_be_replaced_or_lost_by_a_test_registration():
@@ -421,26 +429,33 @@ def test_a_per_kind_table_that_is_not_a_table_is_named():
 
 
 class RevenueOverwritingPlatform(PostedPricePlatform):
-    """Reports an extra named like a column the market computes."""
+    """Reports extras named like columns the market computes."""
+
+    extras: dict[str, float] = {}
 
     def run_auctions(self, queries, bidders, seed):
         outcomes = super().run_auctions(queries, bidders, seed)
-        return [dataclasses.replace(o, extras={"revenue": 123.0}) for o in outcomes]
+        return [dataclasses.replace(o, extras=self.extras) for o in outcomes]
 
 
 def test_an_extra_named_like_a_core_column_is_refused(random_lm, random_model_dir, tmp_path):
     """It replaced the row's revenue (sum of payments) without a word: revenue 123, exit 0."""
-    overwriting = dataclasses.replace(
-        POSTED_PRICE, build=lambda config, lm, queries: RevenueOverwritingPlatform(config)
-    )
-    with registered(overwriting):
-        scenario = scenario_from_dict(posted_price_data(random_model_dir))
-        with pytest.raises(ValueError) as caught:
-            run_scenario(scenario, out_dir=tmp_path / "run", lm=random_lm)
-    assert str(caught.value) == (
-        "mechanism 'posted_price': AuctionOutcome.extras ['revenue'] would overwrite the "
-        "columns the market computes; name them extra_<name>"
-    )
+    for extras, named in [
+        ({"revenue": 123.0, "extra_fine": 1.0}, "['revenue']"),
+        ({"query_id": 7.0}, "['query_id']"),  # the eva stream's column, absent from this row
+    ]:
+        RevenueOverwritingPlatform.extras = extras
+        overwriting = dataclasses.replace(
+            POSTED_PRICE, build=lambda config, lm, queries: RevenueOverwritingPlatform(config)
+        )
+        with registered(overwriting):
+            scenario = scenario_from_dict(posted_price_data(random_model_dir))
+            with pytest.raises(ValueError) as caught:
+                run_scenario(scenario, out_dir=tmp_path / "run", lm=random_lm)
+        assert str(caught.value) == (
+            f"mechanism 'posted_price': AuctionOutcome.extras {named} would overwrite the "
+            "columns the market computes; name them extra_<name>"
+        )
 
 
 @dataclass(frozen=True)
@@ -475,4 +490,6 @@ def test_a_plugin_named_like_a_key_or_with_a_key_named_like_a_plugin_is_refused(
         "mechanism plugin 'price': its key 'price' is named like the plugin itself or another "
         "([mechanism.<plugin>] tables would clash): rename it"
     )
-    assert "payment" not in [plugin.name for plugin in mechanism_plugins()]
+    with pytest.raises(ValueError, match="named like a key of plugin 'every plugin'"):
+        register_mechanism(dataclasses.replace(POSTED_PRICE, name="kind"))
+    assert not {"payment", "kind"} & {plugin.name for plugin in mechanism_plugins()}

@@ -217,8 +217,14 @@ class MarketModel(mesa.Model):
             "round_seed": plan.seed,
             **plan.stream_fields[auction],
         }
-        overwritten = sorted(set(outcome.extras) & set(row))
-        if overwritten:  # an extra named like a core column would replace it, revenue included
+        # An extra named like a column the market or the stream fills would replace it (revenue
+        # included) or, absent from this row, clash with its type; mechanism columns are fine.
+        overwritten = sorted(
+            name
+            for name in outcome.extras
+            if name in row or getattr(ROUNDS.column(name), "group", "extra") != "extra"
+        )
+        if overwritten:
             raise ValueError(
                 f"mechanism {self.platform.kind!r}: AuctionOutcome.extras {overwritten} would "
                 "overwrite the columns the market computes; name them extra_<name>"

@@ -8,6 +8,7 @@ through the ``market_sim.mechanisms`` entry-point group (each entry point loads 
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -25,6 +26,9 @@ ENTRY_POINT_GROUP = "market_sim.mechanisms"
 _PLUGINS: dict[str, MechanismPlugin] = {}
 """Plugin name -> plugin, in registration order."""
 _ENTRY_POINTS_LOADED: list[bool] = []
+WARNED_ENV = "MARKET_SIM_SKIPPED_ENTRY_POINTS"
+"""Entry points already warned about in this process or its parent, one per line (spawned
+sweep workers load the entry points again and would repeat the warning)."""
 
 
 def register_mechanism(plugin: MechanismPlugin) -> MechanismPlugin:
@@ -44,7 +48,7 @@ def register_mechanism(plugin: MechanismPlugin) -> MechanismPlugin:
             raise ValueError(f"mechanism {name!r} is already registered by plugin {taken[name]!r}")
     # [mechanism.<plugin name>] is a per-kind table: a key named like a plugin would be read as
     # one (its value "expected a table"), in this plugin's scenarios or every other's.
-    keys: dict[str, str] = {}  # key -> the first plugin that reads it
+    keys: dict[str, str] = {"kind": "every plugin"}  # key -> the first plugin that reads it
     for other in _PLUGINS.values():
         for item in other.settings:
             keys.setdefault(item.name, other.name)
@@ -128,10 +132,14 @@ def load_entry_point_plugins() -> None:
             register_mechanism(plugin)
         except Exception as error:  # noqa: BLE001 - any failure of a third-party import
             reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            print(
-                f"market-sim: warning: mechanism {where} skipped: {type(error).__name__}: {reason}",
-                file=sys.stderr,
-            )
+            warned = os.environ.get(WARNED_ENV, "").split("\n")
+            if where not in warned:  # sweep workers inherit the mark: one line per process tree
+                os.environ[WARNED_ENV] = "\n".join([*warned, where]).strip("\n")
+                print(
+                    f"market-sim: warning: mechanism {where} skipped: {type(error).__name__}: "
+                    f"{reason}",
+                    file=sys.stderr,
+                )
 
 
 def mechanism_plugins() -> tuple[MechanismPlugin, ...]:
