@@ -25,6 +25,7 @@ from typing import Any
 
 import polars as pl
 
+from market_sim.config.fields import first_line
 from market_sim.results import HEADLINE_SUMMARY_KEYS
 from market_sim.results.records import AGENTS, RecordTable
 
@@ -69,12 +70,6 @@ class Results:
 
 class DamagedResultError(ValueError):
     """A result file that exists but cannot be read; the message names it, on one line."""
-
-
-def first_line(error: BaseException) -> str:
-    """``Type: first line of the message`` of an exception."""
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def read_result_parquet(path: Path) -> pl.DataFrame:

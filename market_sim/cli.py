@@ -692,11 +692,11 @@ def eva_inputs(args: argparse.Namespace, check_heldout: bool = False, audit: boo
     from market_sim.scenario.load import check_auditable
 
     scenario = load_checked_scenario(args.scenario, scenario_overrides(args))
-    try:
-        if audit:
+    if audit:
+        try:
             check_auditable(scenario)
-    except ScenarioError as error:
-        raise UsageError(str(error)) from None
+        except ScenarioError as error:
+            raise UsageError(str(error)) from None
     warn_auctions_per_round_unused(args)
     seeds = run_seeds(args, scenario.seed)
     try:

@@ -40,6 +40,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from market_sim.config.fields import first_line
+
 SPONSOR_PREFIX = "Sponsor: "
 QUERY_PREFIX = "Query: "
 REPLY_PREFIX = "Reply:"
@@ -142,10 +144,9 @@ def render_chat(tokenizer: Any, messages: list[dict[str, str]]) -> str:
             merged = [{"role": "user", "content": f"{system['content']}\n\n{user['content']}"}]
             return tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
     except TemplateError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise ValueError(
-            f"the tokenizer's chat template does not render: {type(error).__name__}: "
-            f"{first_line}; fix its chat_template or use prompt_format 'plain'"
+            f"the tokenizer's chat template does not render: {first_line(error)}; fix its "
+            "chat_template or use prompt_format 'plain'"
         ) from None
 
 

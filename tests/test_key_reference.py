@@ -5,8 +5,7 @@ from pathlib import Path
 
 from test_mechanism_plugins import POSTED_PRICE
 
-from market_sim.plugins import mechanism_plugins, registered
-from market_sim.plugins.registry import BUILT_IN_PLUGINS
+from market_sim.plugins import BUILT_IN_PLUGINS, mechanism_plugins, registered
 from market_sim.scenario import dump_scenario_toml, load, scenario_from_dict, schema
 from market_sim.scenario.key_reference import (
     mechanism_rows,
@@ -32,7 +31,7 @@ def test_the_reference_documents_the_built_in_mechanisms_only():
         assert "posted_price" in [plugin.name for plugin in mechanism_plugins()]
         assert "posted_price" not in render_key_reference()
         assert "posted_price" in [plugin.name for plugin in mechanism_plugins()]  # restored
-    built_ins = [name for name in BUILT_IN_PLUGINS]
+    built_ins = [plugin.name for plugin in BUILT_IN_PLUGINS]
     assert [plugin.name for plugin in mechanism_plugins()][: len(built_ins)] == built_ins
     for name in built_ins:
         assert f"### `{name}`:" in render_key_reference()

@@ -53,6 +53,12 @@ def significant_digits(text: str) -> str | None:
     return text.lstrip("0") or "0"
 
 
+def first_line(error: BaseException) -> str:
+    """``Type: first line of the message`` of an exception (``Type`` alone without a message)."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
 def one_line(text: str) -> str:
     """Collapse all whitespace runs that contain a line break into single spaces."""
     return re.sub(r"\s*[\r\n]+\s*", " ", text).strip()

@@ -20,6 +20,7 @@ import torch
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, PreTrainedModel
 
+from market_sim.config.fields import first_line
 from market_sim.lm.loading import (
     CONFIG_ERRORS,
     ModelNotFoundError,
@@ -168,9 +169,8 @@ class LanguageModel:
             )
         except CONFIG_ERRORS + (SafetensorError, RuntimeError) as error:
             # SafetensorError: a damaged weight file; RuntimeError: weights of other shapes.
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
             raise ModelNotFoundError(
-                f"transformers cannot load {resolved.text!r}: {type(error).__name__}: {first_line}"
+                f"transformers cannot load {resolved.text!r}: {first_line(error)}"
             ) from None
         missing = sorted(loading.get("missing_keys") or ())
         if missing:  # transformers would fill them with random values and only warn

@@ -31,6 +31,9 @@ from market_sim.scenario.schema import Scenario
 SEED_BOUND = SEED_MAX
 """Round seeds are drawn below the scenario's seed bound (numpy's and torch's generators)."""
 
+MARKET_COLUMNS = frozenset(column.name for column in ROUNDS.columns if column.group != "extra")
+"""``rounds.parquet`` columns the market or the query stream fills: no mechanism extra's name."""
+
 
 @dataclass(frozen=True)
 class RoundPlan:
@@ -219,11 +222,7 @@ class MarketModel(mesa.Model):
         }
         # An extra named like a column the market or the stream fills would replace it (revenue
         # included) or, absent from this row, clash with its type; mechanism columns are fine.
-        overwritten = sorted(
-            name
-            for name in outcome.extras
-            if name in row or getattr(ROUNDS.column(name), "group", "extra") != "extra"
-        )
+        overwritten = sorted(name for name in outcome.extras if name in MARKET_COLUMNS)
         if overwritten:
             raise ValueError(
                 f"mechanism {self.platform.kind!r}: AuctionOutcome.extras {overwritten} would "

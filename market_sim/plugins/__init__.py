@@ -23,10 +23,14 @@ from market_sim.plugins.registry import (
 )
 from market_sim.plugins.token_auction import TOKEN_AUCTION
 
-for _plugin in (TOKEN_AUCTION, MOSAIC, AFFINE_MAXIMIZER, AD_SLOTS):
+BUILT_IN_PLUGINS = (TOKEN_AUCTION, MOSAIC, AFFINE_MAXIMIZER, AD_SLOTS)
+"""The mechanisms this repository ships (and documents in ``docs/scenario-keys.md``)."""
+
+for _plugin in BUILT_IN_PLUGINS:
     register_mechanism(_plugin)
 
 __all__ = [
+    "BUILT_IN_PLUGINS",
     "MechanismConfig",
     "MechanismPlugin",
     "build_platform",

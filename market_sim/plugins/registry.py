@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
+from market_sim.config.fields import first_line
 from market_sim.plugins.base import MechanismConfig, MechanismPlugin
 
 if TYPE_CHECKING:
@@ -88,20 +89,17 @@ def registered(plugin: MechanismPlugin) -> Iterator[MechanismPlugin]:
         unregister_mechanism(plugin.name)
 
 
-BUILT_IN_PLUGINS = ("token_auction", "mosaic", "affine_maximizer", "ad_slots")
-"""Names of the plugins :mod:`market_sim.plugins` registers (what this repository documents)."""
-
-
 @contextmanager
-def built_in_plugins_only() -> Iterator[None]:
-    """Within the block, only the built-in plugins are registered (no entry points loaded).
+def only_registered(plugins: Sequence[MechanismPlugin]) -> Iterator[None]:
+    """Within the block, only ``plugins`` are registered (no entry points loaded).
 
-    The key reference documents this repository's mechanisms: a plugin installed beside it, or
-    registered by a script, must not end up in ``docs/scenario-keys.md``.
+    The key reference documents this repository's mechanisms
+    (:data:`market_sim.plugins.BUILT_IN_PLUGINS`): a plugin installed beside it, or registered
+    by a script, must not end up in ``docs/scenario-keys.md``.
     """
     saved, loaded = dict(_PLUGINS), list(_ENTRY_POINTS_LOADED)
     _PLUGINS.clear()
-    _PLUGINS.update({name: plugin for name, plugin in saved.items() if name in BUILT_IN_PLUGINS})
+    _PLUGINS.update({plugin.name: plugin for plugin in plugins})
     _ENTRY_POINTS_LOADED[:] = [True]
     try:
         yield
@@ -131,13 +129,11 @@ def load_entry_point_plugins() -> None:
                 raise TypeError(f"loads a {type(plugin).__name__}, not a MechanismPlugin")
             register_mechanism(plugin)
         except Exception as error:  # noqa: BLE001 - any failure of a third-party import
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
             warned = os.environ.get(WARNED_ENV, "").split("\n")
             if where not in warned:  # sweep workers inherit the mark: one line per process tree
                 os.environ[WARNED_ENV] = "\n".join([*warned, where]).strip("\n")
                 print(
-                    f"market-sim: warning: mechanism {where} skipped: {type(error).__name__}: "
-                    f"{reason}",
+                    f"market-sim: warning: mechanism {where} skipped: {first_line(error)}",
                     file=sys.stderr,
                 )
 

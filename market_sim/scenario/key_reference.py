@@ -31,8 +31,8 @@ from market_sim.config.fields import (
     TextList,
     format_number,
 )
-from market_sim.plugins import MechanismPlugin, mechanism_plugins
-from market_sim.plugins.registry import built_in_plugins_only
+from market_sim.plugins import BUILT_IN_PLUGINS, MechanismPlugin, mechanism_plugins
+from market_sim.plugins.registry import only_registered
 from market_sim.scenario import load, schema
 from market_sim.scenario.mechanism_table import kind_spec
 
@@ -307,7 +307,7 @@ def render_key_reference(every_plugin: bool = False) -> str:
     """
     if every_plugin:
         return render_registered_reference()
-    with built_in_plugins_only():
+    with only_registered(BUILT_IN_PLUGINS):
         return render_registered_reference()
 
 
