@@ -51,6 +51,14 @@ handful of kernel launches (SmolLM2's 49,152 tokens x 256 rows x ~120 shares in 
 blocks would be thousands of launches per step). Not measured on a GPU (none was available)."""
 
 
+def buffer_view(buffer: torch.Tensor, rows: int, shares: int, width: int) -> torch.Tensor:
+    """A flat buffer's first elements as ``[rows, shares, width]``.
+
+    Blocks reuse one buffer: a fresh tensor per block would page-fault.
+    """
+    return buffer[: rows * shares * width].view(rows, shares, width)
+
+
 def log_linear_share_allocations(
     rest: torch.Tensor,
     report: torch.Tensor,
@@ -97,14 +105,16 @@ def log_linear_share_allocations(
     buffer = torch.empty(
         rows_per_block * shares_per_block * padded, dtype=torch.float64, device=rest.device
     )
+    if true_count:
+        true_buffer = torch.empty_like(buffer)
+        true_padded = rest.new_zeros(rows, 1, padded)
+        true_padded[:, 0, :vocab] = true_probs
     for row in range(0, rows, rows_per_block):
         row_span = slice(row, min(row + rows_per_block, rows))
         row_count = row_span.stop - row
         for start in range(0, count, shares_per_block):
             stop = min(start + shares_per_block, count)
-            block = buffer[: row_count * (stop - start) * padded].view(
-                row_count, stop - start, padded
-            )
+            block = buffer_view(buffer, row_count, stop - start, padded)
             torch.addcmul(
                 rest_base2[row_span],
                 shares[row_span, start:stop, None],
@@ -113,12 +123,19 @@ def log_linear_share_allocations(
             )
             unnormalized = block.exp2_()[..., :vocab]  # e = exp(logits)
             total = torch.sum(unnormalized, -1, out=totals[row_span, start:stop]).unsqueeze(-1)
-            if stop > first_true:
+            if stop > first_true:  # TV(q, p) = sum_v |e_v - Z p_v| / (2 Z), as below
                 skip = max(first_true - start, 0)
                 offset = max(start - first_true, 0)
-                own = unnormalized[:, skip:] / total[:, skip:]
-                true_distances[row_span, offset : offset + own.shape[1]] = 0.5 * (
-                    (own - true_probs[row_span, None]).abs().sum(-1)
+                true_block = buffer_view(true_buffer, row_count, stop - start - skip, padded)
+                true_gap = torch.addcmul(
+                    block[:, skip:],
+                    total[:, skip:],
+                    true_padded[row_span],
+                    value=-1.0,
+                    out=true_block,
+                )
+                true_distances[row_span, offset : offset + true_block.shape[1]] = (
+                    0.5 * true_gap[..., :vocab].abs_().sum(-1) / total[:, skip:, 0]
                 )
             # TV(q, p~) = sum_v |e_v - Z p~_v| / (2 Z), in place (p~ sums to 1 only within
             # float32 rounding of a sharpened report, so the shortcut sum_v min(q_v, p~_v)
