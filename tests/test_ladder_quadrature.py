@@ -16,15 +16,20 @@ import numpy as np
 import pytest
 import torch
 
-from market_sim.mechanisms.token_auction import (
+from market_sim.mechanisms.ladder_quadrature import (
+    GAUSS_NODES,
     GAUSS_NODES_PER_PANEL,
+    GAUSS_WEIGHTS,
     LADDER_TOP,
-    TokenAuctionRule,
-    allocation_curve,
     ladder_edges,
     ladder_panel_rule,
     ladder_panels_per_unit,
     ladder_remainder_rule,
+    partial_panel_weights,
+)
+from market_sim.mechanisms.token_auction import (
+    TokenAuctionRule,
+    allocation_curve,
     numerical_second_price_payments,
     participant_weights,
 )
@@ -59,8 +64,10 @@ def peaked_instance(seed: int, auctions: int, vocab: int = 300) -> torch.Tensor:
     return torch.log_softmax(logits, -1)
 
 
-BID_RATIOS = [0.05, 0.3, 1.0, 2.2, 6.0, 40.0, 300.0]
-"""b / B for agent 1 against B = 1: below the first ladder edge, inside it, beyond its top."""
+BID_RATIOS = [0.005, 0.05, 0.13, 0.3, 0.77, 1.0, 2.2, 6.0, 40.0, 300.0]
+"""b / B for agent 1 against B = 1: in the ladder's first panel (a Gauss panel of its own), in
+its halved panels and above them (the remainder interpolated on the bid's panel), beyond its top
+(the graded tail)."""
 
 
 @pytest.fixture(scope="module")
@@ -99,9 +106,10 @@ def test_the_two_high_precision_references_agree(three_rules):
 def test_ladder_payments_match_the_reference_as_closely_as_the_previous_rule(three_rules):
     ladder, graded, reference, _, ceiling = three_rules
     # Errors relative to the charge ceiling b x(b), the scale on which a regret search compares
-    # utilities. Measured on this instance, worst over the ratios: 4.8e-5 for the ladder (b near
-    # B), 2.9e-5 for the previous rule (b = B); both lose it to the kinks of the TV. 1e-4 bounds
-    # both; a wrong panel or weight moves payments by percents.
+    # utilities. Measured on this instance, worst over the ratios: 6.4e-5 for the ladder (b =
+    # 0.77 B; 4.8e-5 at b = B when each remainder had a Gauss panel of its own), 2.9e-5 for the
+    # previous rule (b = B); both lose it to the kinks of the TV. 1e-4 bounds both; a wrong
+    # panel or weight moves payments by percents.
     assert float(((ladder - reference) / ceiling).abs().max()) <= 1e-4
     assert float(((graded - reference) / ceiling).abs().max()) <= 1e-4
     # The two 64-node rules then lie within 2e-4 of b x(b) of each other; relative to the
@@ -109,17 +117,39 @@ def test_ladder_payments_match_the_reference_as_closely_as_the_previous_rule(thr
     # rule, scaled to the bid, is the less accurate one).
 
 
+@pytest.mark.parametrize(
+    ("seed", "logit_scale", "vocab"), [(21, 1.0, 300), (22, 6.0, 1000), (23, 3.0, 1562)]
+)
+def test_ladder_accuracy_on_flatter_and_more_peaked_instances(seed, logit_scale, vocab):
+    """The 64-node ladder against its 2048-node reference, 14 ratios, other distributions."""
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(4, 3, vocab, generator=generator, dtype=torch.float64) * logit_scale
+    logprobs = torch.log_softmax(logits, -1)
+    ratios = [0.011, 0.05, 0.13, 0.3, 0.51, 0.77, 1.0, 1.4, 2.2, 3.3, 6.0, 12.0, 25.0, 50.0]
+    bids = torch.tensor([[ratio, 0.7] for ratio in ratios], dtype=torch.float64)  # B = 1
+    raw = participant_weights(bids, 0.3)
+    logprobs = logprobs[torch.arange(len(ratios)) % 4]  # [14, 3, V]
+    ceiling = bids[:, 0] * allocation_curve(logprobs, raw, raw[:, 1:, None], "log_linear")[:, 0, 0]
+    payments = numerical_second_price_payments(logprobs, raw, "log_linear", nodes=64)[:, 0]
+    reference = numerical_second_price_payments(
+        logprobs, raw, "log_linear", nodes=2048, node_chunk=1024
+    )[:, 0]
+    # Measured, worst over the ratios, relative to b x(b): 5.9e-7 (logit scale 1), 2.5e-4
+    # (scale 6, at b = 0.3 B: a whole panel's error at the TV's kinks, the same when each
+    # remainder had a Gauss panel of its own), 9.1e-6 (scale 3, V = 1,562). 5e-4 bounds them.
+    assert float(((payments - reference) / ceiling).abs().max()) <= 5e-4
+
+
 @pytest.mark.parametrize("ratio", [0.0, 1e-9, 0.05, 0.3, 1.0, 53.0, 60.0, 1e6, 1e300])
 def test_ladder_and_remainder_weights_integrate_constants_exactly(ratio):
     competing = torch.tensor([1.0, 2.0**-40, 3.5], dtype=torch.float64)
     bids = competing * ratio
     per_unit = 8
-    whole, nodes, weights = ladder_remainder_rule(bids, competing, per_unit)
-    ladder_nodes, ladder_weights = ladder_panel_rule(per_unit, int(whole.max()))
-    ladder_total = torch.tensor(
-        [float(ladder_weights[: int(j)].sum()) for j in whole], dtype=torch.float64
-    )
-    total = competing * ladder_total + weights.sum(-1)
+    remainder = ladder_remainder_rule(bids, competing, per_unit)
+    whole, nodes, weights = remainder.whole, remainder.nodes, remainder.weights
+    _, ladder_weights = ladder_panel_rule(per_unit, remainder.ladder_panels())
+    node_weights = remainder.node_weights(torch.from_numpy(ladder_weights), competing)
+    total = node_weights.sum((-1, -2)) + weights.sum(-1)
     # sum of weights = b: the rule integrates x = 1 exactly, up to the rounding of ~70 terms.
     torch.testing.assert_close(total, bids, rtol=1e-13, atol=0)
     assert torch.all((nodes >= 0) & (nodes <= bids.unsqueeze(-1) * (1 + 1e-15)))
@@ -127,6 +157,78 @@ def test_ladder_and_remainder_weights_integrate_constants_exactly(ratio):
     assert edges[-1] == pytest.approx(math.expm1(LADDER_TOP))
     # Whole panels lie below b: their top edge B u_J is at most b.
     assert torch.all(competing * torch.as_tensor(edges)[whole] <= bids * (1 + 1e-15))
+
+
+@pytest.mark.parametrize("upper", [-1.0, -0.93, -0.2, 0.0, 0.41, 0.999, 1.0])
+def test_partial_panel_weights_integrate_polynomials_of_degree_below_g_exactly(upper):
+    """W_k(X) integrate the interpolant at the Gauss nodes: exact up to degree G - 1."""
+    position = torch.tensor(upper, dtype=torch.float64)
+    weights = partial_panel_weights(position)  # [G]
+    nodes = torch.from_numpy(GAUSS_NODES)
+    for degree in range(GAUSS_NODES_PER_PANEL):
+        exact = (upper ** (degree + 1) - (-1.0) ** (degree + 1)) / (degree + 1)
+        # Sums of 8 terms of size <= 1 with Legendre recurrences of 9 steps: rounding of a few
+        # 1e-16; 1e-14 absolute leaves margin (a wrong coefficient is off by 1e-2 or more).
+        assert float((weights * nodes**degree).sum()) == pytest.approx(exact, abs=1e-14)
+    if upper == 1.0:  # the whole panel: the Gauss weights themselves
+        torch.testing.assert_close(weights, torch.from_numpy(GAUSS_WEIGHTS), rtol=0, atol=1e-15)
+    if upper == -1.0:
+        assert torch.all(weights.abs() <= 1e-16)
+    # Degree G is not integrated exactly in general (the rule is interpolatory, not Gauss):
+    # the test above is not vacuous for lack of a polynomial it could miss. (At X = 0 it is, by
+    # symmetry: each half of the panel carries half of the whole Gauss rule's zero error.)
+    if upper not in (-1.0, 0.0, 1.0):
+        exact = (upper ** (GAUSS_NODES_PER_PANEL + 1) + 1.0) / (GAUSS_NODES_PER_PANEL + 1)
+        value = float((weights * nodes**GAUSS_NODES_PER_PANEL).sum())
+        assert abs(value - exact) > 1e-6
+
+
+def test_bids_inside_the_ladder_read_ladder_nodes_only():
+    """Only bids in the first panel or above the top get nodes of their own; b = 0 gets none."""
+    per_unit = 8
+    edges = ladder_edges(per_unit)
+    competing = torch.ones(4, dtype=torch.float64)
+    inside = torch.tensor([edges[1] * 1.5, 0.3, 1.0, 50.0], dtype=torch.float64)
+    remainder = ladder_remainder_rule(inside, competing, per_unit)
+    assert remainder.nodes.shape == (4, 0)
+    assert torch.all((remainder.panel_weights != 0).any(-1))
+    # Panel J is read: one panel more than the whole panels below the largest bid.
+    assert remainder.ladder_panels() == int(remainder.whole.max()) + 1
+    mixed = torch.tensor([0.0, edges[1] / 2, 0.3, 80.0], dtype=torch.float64)
+    remainder = ladder_remainder_rule(mixed, competing, per_unit)
+    own = (remainder.weights != 0).any(-1)
+    assert own.tolist() == [False, True, False, True]  # b = 0 and b inside the ladder: none
+    reads_panel = (remainder.panel_weights != 0).any(-1)
+    assert reads_panel.tolist() == [False, False, True, False]
+
+
+def test_counterfactual_prices_a_bid_inside_the_ladder_by_one_allocation(monkeypatch):
+    """Once an exponent's ladder is kept, K more bids below its top cost K allocations a step."""
+    import market_sim.mechanisms.token_auction_counterfactual as counterfactual_module
+
+    step_logprobs = peaked_instance(15, auctions=2, vocab=90).float()
+    rule = TokenAuctionRule("log_linear", platform_weight=0.3)
+    engine = TokenAuctionCounterfactual(
+        step_logprobs, torch.tensor([0.9, 0.7]), torch.ones(2), rule
+    )
+    evaluated: list[int] = []
+    kernel = counterfactual_module.log_linear_share_allocations
+
+    def counting_kernel(rest, report, shares, *args):
+        evaluated.append(shares.shape[1])
+        return kernel(rest, report, shares, *args)
+
+    monkeypatch.setattr(counterfactual_module, "log_linear_share_allocations", counting_kernel)
+    engine.evaluate(0, torch.tensor([2.0], dtype=torch.float64), torch.ones(1))
+    first = evaluated.pop()
+    bids = torch.tensor([0.1, 0.5, 1.3, 1.9], dtype=torch.float64)  # B = 1: below 2.0's panel
+    later = engine.evaluate(0, bids, torch.ones(4))
+    assert evaluated == [4]  # the four bids' own x(b), nothing else
+    assert first > 8 * 10  # the ladder up to 2 B: panels of 8 nodes each
+    fresh = TokenAuctionCounterfactual(step_logprobs, torch.tensor([0.9, 0.7]), torch.ones(2), rule)
+    torch.testing.assert_close(
+        later.payments, fresh.evaluate(0, bids, torch.ones(4)).payments, rtol=1e-13, atol=0
+    )
 
 
 @pytest.mark.parametrize("ratio", [float(np.expm1(5 / 8)), float(np.expm1(2.0)), math.expm1(4.0)])
@@ -198,13 +300,12 @@ def ladder_payments_by_allocation_curve(
     bids = raw_weights[:, 1:]
     competing = raw_weights.sum(-1, keepdim=True) - bids
     per_unit = ladder_panels_per_unit(nodes)
-    whole, remainder_nodes, remainder_weights = ladder_remainder_rule(bids, competing, per_unit)
-    ladder_nodes, ladder_weights = ladder_panel_rule(per_unit, int(whole.max()))
+    remainder = ladder_remainder_rule(bids, competing, per_unit)
+    ladder_nodes, ladder_weights = ladder_panel_rule(per_unit, remainder.ladder_panels())
     scale = competing[..., None, None]
-    used = torch.arange(ladder_nodes.shape[0]) < whole.unsqueeze(-1)
-    grid = torch.cat([(scale * bids.new_tensor(ladder_nodes)).flatten(-2), remainder_nodes], -1)
-    ladder_quadrature = torch.where(used.unsqueeze(-1), scale * bids.new_tensor(ladder_weights), 0)
-    weights = torch.cat([ladder_quadrature.flatten(-2), remainder_weights], -1)
+    grid = torch.cat([(scale * bids.new_tensor(ladder_nodes)).flatten(-2), remainder.nodes], -1)
+    ladder_quadrature = remainder.node_weights(bids.new_tensor(ladder_weights), competing)
+    weights = torch.cat([ladder_quadrature.flatten(-2), remainder.weights], -1)
     integral = torch.zeros_like(bids)
     for start in range(0, grid.shape[-1], node_chunk):
         chunk = slice(start, start + node_chunk)

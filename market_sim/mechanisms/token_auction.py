@@ -32,14 +32,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from market_sim.mechanisms.ladder_quadrature import (
+    LadderRemainder,
+    ladder_panel_rule,
+    ladder_panels_per_unit,
+    ladder_remainder_rule,
+)
 from market_sim.mechanisms.log_linear_shares import log_linear_share_allocations
 from market_sim.mechanisms.options import Aggregation, PaymentRule, Settlement
 
 PROB_FLOOR = 1e-12
 LOG_PROB_FLOOR = float(np.log(PROB_FLOOR))
-GAUSS_NODES_PER_PANEL = 8
-GAUSS_NODES, GAUSS_WEIGHTS = np.polynomial.legendre.leggauss(GAUSS_NODES_PER_PANEL)
-"""Gauss-Legendre nodes and weights on [-1, 1], one panel's rule."""
 
 
 def participant_weights(bids: torch.Tensor, platform_weight: float) -> torch.Tensor:
@@ -288,111 +291,6 @@ def linear_second_price_payments(probs: torch.Tensor, raw_weights: torch.Tensor)
     return scale_by_power_of_two(payments, exponent)
 
 
-LADDER_TOP = 4.0
-r"""Top of the shared ladder in :math:`y = \ln(1 + z/B)`: it covers bids up to
-:math:`(e^4 - 1) B \approx 54 B`; higher bids add a graded tail (``TAIL_PANELS``)."""
-
-TAIL_PANELS = 8
-"""Graded panels of the tail above the ladder (bids above ``LADDER_TOP``)."""
-
-
-def ladder_panels_per_unit(integration_nodes: int) -> int:
-    r"""Ladder panels per unit of :math:`y`: ``integration_nodes / GAUSS_NODES_PER_PANEL``, >= 1."""
-    return max(1, -(-integration_nodes // GAUSS_NODES_PER_PANEL))
-
-
-FIRST_PANEL_HALVINGS = 4
-"""The ladder's first panel is split at 1/2, 1/4, ... of its width, this many times."""
-
-
-def ladder_edges(panels_per_unit: int) -> np.ndarray:
-    r"""Edges of the shared ladder, in units of the competing weight B.
-
-    :math:`u_j = e^{j/P} - 1` for :math:`j = 0..J`, :math:`J = \lceil` ``LADDER_TOP`` :math:`P
-    \rceil`: uniform panels in :math:`y = \ln(1 + z/B) = -\ln(1 - t)`, t the agent's share
-    :math:`z/(B + z)` (in which the aggregate logits are affine). The first panel is further
-    split at :math:`u_1 2^{-k}`, :math:`k = 1..` ``FIRST_PANEL_HALVINGS``, so that a bid well
-    below B still meets panels no wider than about half of it (its payment is of order
-    :math:`b^2` and would otherwise carry the error of a whole panel).
-
-    Returns:
-        ``[J + 1 + FIRST_PANEL_HALVINGS]`` increasing edges, the first 0.
-    """
-    uniform = np.expm1(np.arange(int(np.ceil(LADDER_TOP * panels_per_unit)) + 1) / panels_per_unit)
-    halvings = uniform[1] * 2.0 ** -np.arange(FIRST_PANEL_HALVINGS, 0, -1)
-    return np.concatenate([uniform[:1], halvings, uniform[1:]])
-
-
-def ladder_panel_rule(panels_per_unit: int, panels: int) -> tuple[np.ndarray, np.ndarray]:
-    """Gauss-Legendre nodes and weights of the first ``panels`` ladder panels, in units of B.
-
-    Returns:
-        ``(nodes, weights)``, each ``[panels, GAUSS_NODES_PER_PANEL]``.
-    """
-    edges = ladder_edges(panels_per_unit)[: panels + 1]
-    base_nodes, base_weights = GAUSS_NODES, GAUSS_WEIGHTS
-    lows, widths = edges[:-1, None], np.diff(edges)[:, None]
-    return lows + widths * (base_nodes + 1.0) / 2.0, widths * base_weights / 2.0
-
-
-def ladder_remainder_rule(
-    bids: torch.Tensor, competing: torch.Tensor, panels_per_unit: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    r"""Each bid's quadrature of :math:`\int_0^b x(z)\,dz` beyond the shared ladder panels.
-
-    The integral over :math:`[0, b]` is split at the ladder edges :math:`B u_j`
-    (:func:`ladder_edges`): every whole panel below b (their rule is shared by all bids against
-    the same B, :func:`ladder_panel_rule`), then the remainder :math:`[B u_J, b]` by one
-    Gauss-Legendre panel, or, when b is above the ladder's top, by ``TAIL_PANELS`` panels
-    graded quadratically toward :math:`B u_J`, where x still varies on the scale B. The rule
-    depends on b / B only (homogeneous of degree one) and is continuous in b: as b reaches an
-    edge the remainder panel becomes the whole panel it replaces.
-
-    Args:
-        bids: ``[...]`` bids :math:`b \ge 0`.
-        competing: ``[...]`` competing weights :math:`B > 0` (rows with B = 0 get no nodes).
-        panels_per_unit: Ladder panels per unit of y.
-
-    Returns:
-        ``(whole_panels, nodes, weights)``: ``[...]`` long count J of whole ladder panels below
-        b, and ``[..., E]`` remainder nodes z and weights (E = ``GAUSS_NODES_PER_PANEL``, or
-        ``TAIL_PANELS`` times that when some b is above the top; unused nodes have weight 0).
-    """
-    edges_unit = ladder_edges(panels_per_unit)
-    edges = torch.as_tensor(edges_unit, dtype=bids.dtype, device=bids.device)
-    positive = competing > 0
-    ratio = torch.where(positive, bids / competing.clamp_min(torch.finfo(bids.dtype).tiny), 0.0)
-    last = len(edges_unit) - 1
-    whole = (torch.searchsorted(edges, ratio.contiguous(), right=True) - 1).clamp(0, last)
-    whole = torch.where(positive, whole, torch.zeros_like(whole))
-    low = competing * edges[whole]
-    width = (bids - low).clamp_min(0.0)
-    above_top = positive & (whole == last)
-    base_nodes, base_weights = GAUSS_NODES, GAUSS_WEIGHTS
-    if bool(above_top.any()):
-        panel_edges = (np.arange(TAIL_PANELS + 1) / TAIL_PANELS) ** 2
-        unit_nodes = panel_edges[:-1, None] + np.diff(panel_edges)[:, None] * (base_nodes + 1) / 2
-        unit_weights = np.diff(panel_edges)[:, None] * base_weights / 2
-        # Bids below the top keep their one remainder panel, padded with zero weights.
-        single_nodes = np.zeros_like(unit_nodes)
-        single_nodes[0] = (base_nodes + 1) / 2
-        single_weights = np.zeros_like(unit_weights)
-        single_weights[0] = base_weights / 2
-        tail = above_top.unsqueeze(-1)
-        unit_nodes_t = torch.where(
-            tail, bids.new_tensor(unit_nodes.ravel()), bids.new_tensor(single_nodes.ravel())
-        )
-        unit_weights_t = torch.where(
-            tail, bids.new_tensor(unit_weights.ravel()), bids.new_tensor(single_weights.ravel())
-        )
-    else:
-        unit_nodes_t = bids.new_tensor((base_nodes + 1) / 2)
-        unit_weights_t = bids.new_tensor(base_weights / 2)
-    nodes = low.unsqueeze(-1) + width.unsqueeze(-1) * unit_nodes_t
-    weights = torch.where(positive.unsqueeze(-1), width.unsqueeze(-1) * unit_weights_t, 0.0)
-    return whole, nodes, weights
-
-
 def allocation_curve(
     logprobs: torch.Tensor,
     raw_weights: torch.Tensor,
@@ -447,13 +345,16 @@ def numerical_second_price_payments(
 
     .. math:: \mathrm{pay}_i = b_i x_i(b_i) - \int_0^{b_i} x_i(z)\,dz, \qquad
               \int_0^{b_i} x_i\,dz \approx \sum_{j < J_i} \sum_k B_i w_{jk} x_i(B_i u_{jk})
-              + \sum_k \omega_{ik} x_i(\zeta_{ik})
+              + \sum_k \pi_{ik} x_i(B_i u_{J_i k}) + \sum_e \omega_{ie} x_i(\zeta_{ie})
 
     with :math:`(u_{jk}, w_{jk})` the ladder's Gauss-Legendre rule (:func:`ladder_panel_rule`,
     ``nodes / GAUSS_NODES_PER_PANEL`` panels per unit of :math:`\ln(1 + z/B_i)`) on the
-    :math:`J_i` whole panels below :math:`b_i`, and :math:`(\zeta, \omega)` the remainder's
-    (:func:`ladder_remainder_rule`). The panels sit at fixed multiples of :math:`B_i`, so every
-    bid against the same :math:`B_i` shares the ladder's nodes: the counterfactual
+    :math:`J_i` whole panels below :math:`b_i`, :math:`\pi` the weights that integrate the
+    interpolant of x on panel :math:`J_i` up to :math:`b_i`, and :math:`(\zeta, \omega)` the
+    nodes of a bid's own panels in the first panel or above the ladder's top
+    (:func:`~market_sim.mechanisms.ladder_quadrature.ladder_remainder_rule`). The panels sit at
+    fixed multiples of :math:`B_i`, so every bid against the same :math:`B_i` shares the
+    ladder's nodes: the counterfactual
     (:mod:`~market_sim.mechanisms.token_auction_counterfactual`) prices all of a regret
     search's bids from one evaluation of the ladder, with this same rule. When
     :math:`B_i = 0`, :math:`x_i` is constant on :math:`(0, b_i]` and the payment is 0.
@@ -478,29 +379,18 @@ def numerical_second_price_payments(
     bids = raw_weights[:, 1:]
     competing = competing_weights(raw_weights)
     panels_per_unit = ladder_panels_per_unit(nodes)
-    whole, remainder_nodes, remainder_weights = ladder_remainder_rule(
-        bids, competing, panels_per_unit
-    )
-    panels = int(whole.max()) if whole.numel() else 0  # no auction or no advertiser: no panel
-    ladder_nodes, ladder_weights = ladder_panel_rule(panels_per_unit, panels)
+    remainder = ladder_remainder_rule(bids, competing, panels_per_unit)
+    ladder_nodes, ladder_weights = ladder_panel_rule(panels_per_unit, remainder.ladder_panels())
     if aggregation == "log_linear":
         payments = log_linear_ladder_payments(
-            logprobs,
-            raw_weights,
-            competing,
-            whole,
-            ladder_nodes,
-            ladder_weights,
-            remainder_nodes,
-            remainder_weights,
+            logprobs, raw_weights, competing, remainder, ladder_nodes, ladder_weights
         )
         return scale_by_power_of_two(payments, exponent)
     scale = competing[..., None, None]  # [A, n, 1, 1]: the ladder is in units of B_i
-    used = torch.arange(ladder_nodes.shape[0], device=bids.device) < whole.unsqueeze(-1)
     ladder_grid = scale * bids.new_tensor(ladder_nodes)  # [A, n, J, G]
-    ladder_quadrature = torch.where(used.unsqueeze(-1), scale * bids.new_tensor(ladder_weights), 0)
-    grid = torch.cat([ladder_grid.flatten(-2), remainder_nodes], dim=-1)  # [A, n, J G + E]
-    weights = torch.cat([ladder_quadrature.flatten(-2), remainder_weights], dim=-1)
+    ladder_quadrature = remainder.node_weights(bids.new_tensor(ladder_weights), competing)
+    grid = torch.cat([ladder_grid.flatten(-2), remainder.nodes], dim=-1)  # [A, n, J G + E]
+    weights = torch.cat([ladder_quadrature.flatten(-2), remainder.weights], dim=-1)
     integral = torch.zeros_like(bids)
     for start in range(0, grid.shape[-1], node_chunk):
         chunk = slice(start, start + node_chunk)
@@ -517,11 +407,9 @@ def log_linear_ladder_payments(
     logprobs: torch.Tensor,
     raw_weights: torch.Tensor,
     competing: torch.Tensor,
-    whole: torch.Tensor,
+    remainder: LadderRemainder,
     ladder_nodes: np.ndarray,
     ladder_weights: np.ndarray,
-    remainder_nodes: torch.Tensor,
-    remainder_weights: torch.Tensor,
 ) -> torch.Tensor:
     r"""The quadrature of :func:`numerical_second_price_payments` under log-linear aggregation.
 
@@ -539,11 +427,11 @@ def log_linear_ladder_payments(
         logprobs: ``[A, n + 1, V]`` reported log-probabilities, user first.
         raw_weights: ``[A, n + 1]`` raw weights (already divided by a power of two).
         competing: ``[A, n]`` competing weights :math:`B_i`, the ones the ladder is scaled by.
-        whole: ``[A, n]`` whole ladder panels below each bid.
-        ladder_nodes: ``[J, G]`` the ladder's nodes in units of :math:`B_i`.
-        ladder_weights: ``[J, G]`` their weights in units of :math:`B_i`.
-        remainder_nodes: ``[A, n, E]`` each bid's remainder nodes z.
-        remainder_weights: ``[A, n, E]`` their weights.
+        remainder: ``[A, n]`` each bid's rule beyond its whole panels
+            (:func:`~market_sim.mechanisms.ladder_quadrature.ladder_remainder_rule`).
+        ladder_nodes: ``[P, G]`` the ladder's nodes in units of :math:`B_i`, P at least
+            ``remainder.ladder_panels()``.
+        ladder_weights: ``[P, G]`` their weights in units of :math:`B_i`.
 
     Returns:
         ``[A, n]`` float64 payments clamped to :math:`[0, b_i x_i(b_i)]`, 0 where
@@ -563,7 +451,7 @@ def log_linear_ladder_payments(
     rest = torch.einsum("aim,amv->aiv", others, floored).reshape(-1, vocab)
     rest = rest / row_competing[:, None]  # [R, V]
     ladder_units = torch.as_tensor(ladder_nodes.ravel(), dtype=rest.dtype, device=rest.device)
-    row_remainder = remainder_nodes.reshape(auctions * agents, -1)  # [R, E]
+    row_remainder = remainder.nodes.reshape(auctions * agents, -1)  # [R, E]
     row_bids = bids.flatten()  # [R]
     shares = torch.cat(
         [
@@ -577,15 +465,11 @@ def log_linear_ladder_payments(
         rest, logprobs[:, 1:].reshape(-1, vocab), shares, LOG_PROB_FLOOR
     )
     ladder_count = ladder_units.numel()
-    used = torch.arange(ladder_nodes.shape[0], device=rest.device) < whole.reshape(-1, 1)
-    ladder_quadrature = torch.where(
-        used.unsqueeze(-1),
-        row_competing[:, None, None]
-        * torch.as_tensor(ladder_weights, dtype=rest.dtype, device=rest.device),
-        0.0,
-    ).flatten(1)  # [R, J G]
+    ladder_quadrature = remainder.node_weights(
+        torch.as_tensor(ladder_weights, dtype=rest.dtype, device=rest.device), competing
+    ).reshape(len(row_bids), -1)  # [R, P G]
     integral = (allocation[:, :ladder_count] * ladder_quadrature).sum(-1) + (
-        allocation[:, ladder_count:-1] * remainder_weights.reshape(len(row_bids), -1)
+        allocation[:, ladder_count:-1] * remainder.weights.reshape(len(row_bids), -1)
     ).sum(-1)
     full_charge = row_bids * allocation[:, -1]
     payments = (full_charge - integral).clamp_min(0).minimum(full_charge).view_as(bids)

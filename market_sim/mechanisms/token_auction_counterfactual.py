@@ -34,6 +34,13 @@ from dataclasses import dataclass
 
 import torch
 
+from market_sim.mechanisms.ladder_quadrature import (
+    GAUSS_NODES_PER_PANEL,
+    LadderRemainder,
+    ladder_panel_rule,
+    ladder_panels_per_unit,
+    ladder_remainder_rule,
+)
 from market_sim.mechanisms.log_linear_shares import log_linear_share_allocations
 from market_sim.mechanisms.token_auction import (
     LOG_PROB_FLOOR,
@@ -41,9 +48,6 @@ from market_sim.mechanisms.token_auction import (
     aggregate,
     allocations,
     check_bids,
-    ladder_panel_rule,
-    ladder_panels_per_unit,
-    ladder_remainder_rule,
     linear_second_price_payments,
     myerson_ownership_payment,
     normalized_weights,
@@ -101,7 +105,7 @@ class TokenAuctionCounterfactual:
         self.rule = rule
         self._rest_cache: dict[int, tuple[torch.Tensor, float]] = {}
         self._memo: dict[int, dict[tuple[float, float], tuple[float, float, float]]] = {}
-        self._ladders: dict[tuple[int, float], torch.Tensor] = {}
+        self._ladders: dict[tuple[int, float], torch.Tensor] = {}  # [S, P, G] per key
 
     @property
     def agent_count(self) -> int:
@@ -309,25 +313,26 @@ class TokenAuctionCounterfactual:
         exponent (one report :math:`\tilde p`, shared by every candidate bid with that
         exponent) and step, the second-price payment
 
-        .. math:: \mathrm{pay}(b) = b\,x(b) - B \sum_{j < J(b)} L_j
-                  - \sum_k \omega_k(b)\, x(\zeta_k(b)), \qquad
-                  L_j = \sum_k w_{jk}\, x(B u_{jk}),
+        .. math:: \mathrm{pay}(b) = b\,x(b) - \sum_{j \le J(b)} \sum_k v_{jk}(b)\, x(B u_{jk})
+                  - \sum_e \omega_e(b)\, x(\zeta_e(b))
 
         is the rule of :func:`~market_sim.mechanisms.token_auction.numerical_second_price_payments`
-        split by what depends on b: the ladder panel sums :math:`L_j` (``[S, J]``, computed once
-        per (agent, exponent) up to the largest bid asked so far and kept, so a regret search's
-        zoom rounds extend it instead of recomputing it) are shared by all bids; each bid adds
-        its whole-panel prefix :math:`\sum_{j<J(b)} L_j` (a cumulative sum, ``[S, J + 1]``), its
-        remainder panel (``GAUSS_NODES_PER_PANEL`` nodes, ``[S, K, E]``) and :math:`x(b)`.
-        Cost per step: :math:`8 J + 9 K` softmaxes for K bids, against :math:`65 K` for a
-        rule scaled to each bid, while every bid is below the ladder's top (about 54 B); once one
-        is above it, every bid's remainder grows to the tail's nodes (about :math:`65 K` again).
-        Payments are clamped per step to :math:`[0, b x(b)]` as
-        there; the numbers equal that function's within float64 rounding of the logits and of
-        the summation order (about 1e-16 relative per step).
+        (:func:`~market_sim.mechanisms.ladder_quadrature.ladder_remainder_rule`) split by what
+        depends on b: the allocations at the ladder's nodes :math:`B u_{jk}` (``[S, P, G]``,
+        computed once per (agent, exponent) up to the panel of the largest bid asked so far and
+        kept, so a regret search's zoom rounds extend them instead of recomputing them) are
+        shared by all bids; each bid weighs them by its own :math:`v_{jk}` (:math:`B w_{jk}`
+        below its panel, the interpolation weights :math:`\pi_k` on it; the whole panels'
+        sums enter through a cumulative sum, ``[S, P + 1]``) and adds :math:`x(b)`. Only bids in
+        the ladder's first panel or above its top have nodes :math:`\zeta_e` of their own
+        (``GAUSS_NODES_PER_PANEL``, or the tail's). Cost per step: about :math:`8 P + K`
+        softmaxes for K bids inside the ladder, against :math:`65 K` for a rule scaled to each
+        bid. Payments are clamped per step to :math:`[0, b x(b)]` as there; the numbers equal
+        that function's within float64 rounding of the logits and of the summation order
+        (about 1e-16 relative per step).
 
         Args:
-            agent: Advertiser index (keys the kept ladder sums).
+            agent: Advertiser index (keys the kept ladder allocations).
             rest: ``[S, V]`` the rest's floored, weighted mean log-probabilities.
             rest_weight: Its weight :math:`B > 0`.
             true_logprobs: ``[S, V]`` the advertiser's true log-probabilities.
@@ -344,6 +349,8 @@ class TokenAuctionCounterfactual:
         reported_alloc = torch.zeros(steps, len(bids), dtype=torch.float64, device=bids.device)
         true_alloc = torch.zeros_like(reported_alloc)
         payments = torch.zeros_like(reported_alloc)
+        if quadrature:
+            every_remainder = ladder_remainder_rule(bids, bids.new_tensor(rest_weight), per_unit)
         for index in range(sharpened.shape[1]):
             members = (which == index).nonzero().squeeze(-1)
             if members.numel() == 0:
@@ -352,22 +359,19 @@ class TokenAuctionCounterfactual:
             member_bids = bids[members]
             report = sharpened[:, index]
             key = (agent, float(distinct[index]))
-            kept = self._ladders.get(key, rest.new_zeros(steps, 0))
+            kept = self._ladders.get(key, rest.new_zeros(steps, 0, GAUSS_NODES_PER_PANEL))
             new_ladder = rest.new_zeros(0)
-            new_weights = rest.new_zeros(0, 0)
+            own_nodes = rest.new_zeros(0, 0)
             if quadrature:
-                whole, remainder_nodes, remainder_weights = ladder_remainder_rule(
-                    member_bids, member_bids.new_tensor(rest_weight), per_unit
-                )
-                needed = int(whole.max())
+                remainder = every_remainder.select(members)
+                needed = remainder.ladder_panels()
                 if needed > kept.shape[1]:
-                    ladder_nodes, ladder_weights = ladder_panel_rule(per_unit, needed)
+                    ladder_nodes, _ = ladder_panel_rule(per_unit, needed)
                     new_ladder = rest_weight * rest.new_tensor(ladder_nodes[kept.shape[1] :])
-                    new_weights = rest.new_tensor(ladder_weights[kept.shape[1] :])
-                # Shares: new ladder nodes, each member's remainder nodes, each member's bid.
-                grid = torch.cat([new_ladder.flatten(), remainder_nodes.flatten(), member_bids])
-            else:
-                grid = member_bids
+                with_own = (remainder.weights != 0).any(-1).nonzero().squeeze(-1)
+                own_nodes = remainder.nodes[with_own]  # [K', E]: only bids that have some
+            # Shares: new ladder nodes, some members' own nodes, each member's bid.
+            grid = torch.cat([new_ladder.flatten(), own_nodes.flatten(), member_bids])
             shares = grid / (rest_weight + grid)
             reported_x, true_x = self._share_allocations(rest, report, true_probs, shares, count)
             at_bid = reported_x[:, -count:]
@@ -378,16 +382,49 @@ class TokenAuctionCounterfactual:
             elif quadrature:
                 ladder_count = new_ladder.numel()
                 if ladder_count:
-                    fresh = reported_x[:, :ladder_count].view(steps, *new_weights.shape)
-                    kept = torch.cat([kept, (fresh * new_weights).sum(-1)], dim=1)
+                    fresh = reported_x[:, :ladder_count].view(steps, -1, GAUSS_NODES_PER_PANEL)
+                    kept = torch.cat([kept, fresh], dim=1)
                     self._ladders[key] = kept
-                prefix = torch.cat([kept.new_zeros(steps, 1), kept.cumsum(-1)], dim=1)
-                remainder = reported_x[:, ladder_count:-count].view(steps, count, -1)
-                integral = rest_weight * prefix[:, whole] + (remainder * remainder_weights).sum(-1)
+                integral = self._ladder_integral(kept, remainder, rest_weight, per_unit)
+                if own_nodes.numel():
+                    own_x = reported_x[:, ladder_count:-count].view(steps, *own_nodes.shape)
+                    own_integral = (own_x * remainder.weights[with_own]).sum(-1)
+                    integral[:, with_own] += own_integral
                 full_charge = member_bids * at_bid
                 charged = (full_charge - integral).clamp_min(0)
                 payments[:, members] = charged.minimum(full_charge)
         return AgentCounterfactual(true_alloc.sum(0), reported_alloc.sum(0), payments.sum(0))
+
+    @staticmethod
+    def _ladder_integral(
+        kept: torch.Tensor, remainder: LadderRemainder, rest_weight: float, per_unit: int
+    ) -> torch.Tensor:
+        r"""The ladder's part of :math:`\int_0^b x`, per step and bid.
+
+        :math:`B \sum_{j < J} L_j + \sum_k \pi_k x(B u_{Jk})` with the panel sums
+        :math:`L_j = \sum_k w_{jk} x(B u_{jk})` summed by a cumulative sum over the kept panels
+        (so a bid's whole panels sum the same way however far the ladder has been extended).
+
+        Args:
+            kept: ``[S, P, G]`` allocations at the ladder's nodes, P >= every bid's panels.
+            remainder: ``[K]`` the bids' rule.
+            rest_weight: The competing weight B.
+            per_unit: Ladder panels per unit of y.
+
+        Returns:
+            ``[S, K]`` float64.
+        """
+        steps, panels, _ = kept.shape
+        _, ladder_weights = ladder_panel_rule(per_unit, panels)
+        panel_sums = (kept * kept.new_tensor(ladder_weights)).sum(-1)  # [S, P]
+        prefix = torch.cat([kept.new_zeros(steps, 1), panel_sums.cumsum(-1)], dim=1)
+        whole = remainder.whole
+        # Panel J's nodes, for bids whose panel is interpolated (others have weights 0 there).
+        on_panel = kept[:, whole.clamp_max(max(panels - 1, 0))] if panels else None
+        integral = rest_weight * prefix[:, whole]
+        if on_panel is not None:
+            integral = integral + (on_panel * remainder.panel_weights).sum(-1)
+        return integral
 
     @staticmethod
     def _share_allocations(
