@@ -493,3 +493,113 @@ def test_a_plugin_named_like_a_key_or_with_a_key_named_like_a_plugin_is_refused(
     with pytest.raises(ValueError, match="named like a key of plugin 'every plugin'"):
         register_mechanism(dataclasses.replace(POSTED_PRICE, name="kind"))
     assert not {"payment", "kind"} & {plugin.name for plugin in mechanism_plugins()}
+
+
+class MistakenPlatform(PostedPricePlatform):
+    """Returns outcomes (or counterfactual values) with one field made wrong by ``mistake``."""
+
+    mistake: dict[str, object] = {}
+    counterfactual_mistake: object = None
+
+    def run_auctions(self, queries, bidders, seed):
+        outcomes = super().run_auctions(queries, bidders, seed)
+        if "outcomes" in self.mistake:
+            return self.mistake["outcomes"]
+        mistaken = [dataclasses.replace(o, **self.mistake) for o in outcomes]
+        if self.counterfactual_mistake is None:
+            return mistaken
+        values = self.counterfactual_mistake
+        engine = type("Engine", (), {"evaluate": lambda self, agent, reports: values})()
+        return [dataclasses.replace(o, counterfactual=engine) for o in mistaken]
+
+
+@pytest.mark.parametrize(
+    ("mistake", "counterfactual_mistake", "message"),
+    [
+        (
+            {"payments": np.zeros(2)},
+            None,
+            "AuctionOutcome.payments must be 3 real numbers (one per advertiser), got ndarray "
+            "of shape (2,) and dtype float64",
+        ),
+        (
+            {"allocations": [0.5, float("nan"), 0.5]},
+            None,
+            "AuctionOutcome.allocations holds a NaN or infinite value",
+        ),
+        (
+            {"reported_allocations": np.array(["a", "b", "c"])},
+            None,
+            "AuctionOutcome.reported_allocations must be 3 real numbers (one per advertiser), "
+            "got ndarray of shape (3,) and dtype <U1",
+        ),
+        (
+            {"user_value": None},
+            None,
+            "AuctionOutcome.user_value must be a real number, got NoneType",
+        ),
+        ({"user_value": float("inf")}, None, "AuctionOutcome.user_value is inf"),
+        ({"text": 3}, None, "AuctionOutcome.text must be a str, got int"),
+        ({"outcomes": []}, None, "run_auctions returned 0 outcomes for 1 queries"),
+        ({"outcomes": [{"text": ""}]}, None, "run_auctions returned a dict, not an AuctionOutcome"),
+        (
+            {"counterfactual": "engine"},
+            None,
+            "AuctionOutcome.counterfactual must have an evaluate(agent, reports) method or be "
+            "None, got str",
+        ),
+        ({}, (0.5, 0.1), "Counterfactual.evaluate returned a tuple, not CounterfactualValues"),
+        (
+            {},
+            CounterfactualValues(np.zeros(1), np.zeros(1)),
+            "CounterfactualValues.allocations must be 11 real numbers (one per report), got "
+            "ndarray of shape (1,) and dtype float64",
+        ),
+    ],
+)
+def test_a_mistaken_plugin_outcome_is_named_in_one_line_before_anything_is_recorded(
+    random_lm, random_model_dir, tmp_path, mistake, counterfactual_mistake, message
+):
+    """A payment per query instead of per advertiser used to surface as an IndexError inside
+    an advertiser's settlement, a NaN as NaN in the results, and a counterfactual's wrong shape
+    as a numpy broadcasting error inside the regret search."""
+    MistakenPlatform.mistake = mistake
+    MistakenPlatform.counterfactual_mistake = counterfactual_mistake
+    mistaken = dataclasses.replace(
+        POSTED_PRICE, build=lambda config, lm, queries: MistakenPlatform(config)
+    )
+    with registered(mistaken):
+        scenario = scenario_from_dict(posted_price_data(random_model_dir))
+        with pytest.raises(ValueError) as caught:
+            run_scenario(scenario, out_dir=tmp_path / "run", lm=random_lm)
+    assert str(caught.value) == f"mechanism 'posted_price': {message}"
+    assert not (tmp_path / "run" / "rounds.parquet").exists()
+
+
+class LaterNaNPlatform(PostedPricePlatform):
+    """Correct outcomes, then a NaN payment from the sixth call on."""
+
+    def __init__(self, config: PostedPriceConfig) -> None:
+        super().__init__(config)
+        self.calls = 0
+
+    def run_auctions(self, queries, bidders, seed):
+        self.calls += 1
+        outcomes = super().run_auctions(queries, bidders, seed)
+        if self.calls < 6:
+            return outcomes
+        return [dataclasses.replace(o, payments=o.payments * np.nan) for o in outcomes]
+
+
+def test_a_nan_payment_after_the_first_round_is_named_too(random_lm, random_model_dir, tmp_path):
+    """Shapes are checked on the first round; a non-finite number in any round."""
+    later = dataclasses.replace(
+        POSTED_PRICE, build=lambda config, lm, queries: LaterNaNPlatform(config)
+    )
+    with registered(later):
+        scenario = scenario_from_dict(posted_price_data(random_model_dir))
+        with pytest.raises(ValueError) as caught:
+            run_scenario(scenario, out_dir=tmp_path / "run", lm=random_lm)
+    assert str(caught.value) == (
+        "mechanism 'posted_price': AuctionOutcome.payments holds a NaN or infinite value"
+    )

@@ -44,6 +44,7 @@ from market_sim.incentives.regret import estimate_regret
 from market_sim.lm.model import LanguageModel
 from market_sim.market.valuations import expected_valuation
 from market_sim.platform.base import Bidder, Platform, Report
+from market_sim.platform.outcome_checks import check_counterfactual_values
 from market_sim.plugins import MechanismConfig, build_platform, mechanism_choices
 from market_sim.provenance import write_provenance
 from market_sim.results import atomic_write, atomic_write_json, atomic_write_text
@@ -109,6 +110,7 @@ class QueryRegret:
             for advertiser, value in zip(self.scenario.advertisers, self.valuations, strict=True)
         ]
         regrets = np.zeros((self.draws, len(self.valuations)))
+        kind = self.platform.kind
         for draw in range(self.draws):
             outcome = self.platform.run_auctions(
                 [text], [bidders], derive_seed(self.seed, "audit", draw)
@@ -120,7 +122,9 @@ class QueryRegret:
             engine = outcome.counterfactual
             for agent, value in enumerate(self.valuations):
                 regrets[draw, agent] = estimate_regret(
-                    lambda reports, agent=agent, engine=engine: engine.evaluate(agent, reports),
+                    lambda reports, agent=agent, engine=engine: check_counterfactual_values(
+                        kind, engine.evaluate(agent, reports), len(reports)
+                    ),
                     value,
                     Report(bid=value, report_scale=1.0),
                     self.platform.report_space,

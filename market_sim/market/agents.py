@@ -11,6 +11,7 @@ An advertiser takes part in a round in three calls, each made on every agent of
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from market_sim.market.strategies import CounterfactualFn, Feedback, StrategySet
 from market_sim.market.strategy_registry import make_strategy
 from market_sim.market.valuations import ValuationSource
 from market_sim.platform.base import AuctionOutcome, Bidder, Report
+from market_sim.platform.outcome_checks import check_counterfactual_values, check_outcomes
 from market_sim.results.records import STRATEGY_PREFIX
 from market_sim.scenario.schema import AdvertiserConfig
 
@@ -150,8 +152,11 @@ class Advertiser(mesa.Agent):
         """
         bid = self.bids[auction]
         allocation = float(outcome.allocations[self.seat])
-        value = bid.valuation * allocation
+        reported_allocation = float(outcome.reported_allocations[self.seat])
         payment = float(outcome.payments[self.seat])
+        if not math.isfinite(allocation + reported_allocation + payment):  # every round
+            check_outcomes(self.model.platform.kind, [outcome], 1, len(outcome.payments))
+        value = bid.valuation * allocation
         utility = value - payment
         counterfactual = self.counterfactual_of(outcome)
         self.latest = AuctionResult(
@@ -159,7 +164,7 @@ class Advertiser(mesa.Agent):
             auction=auction,
             bid=bid,
             allocation=allocation,
-            reported_allocation=float(outcome.reported_allocations[self.seat]),
+            reported_allocation=reported_allocation,
             value=value,
             payment=payment,
             utility=utility,
@@ -176,7 +181,10 @@ class Advertiser(mesa.Agent):
         engine = outcome.counterfactual
         if engine is None:
             return None
-        return lambda reports: engine.evaluate(self.seat, reports)
+        kind = self.model.platform.kind
+        return lambda reports: check_counterfactual_values(
+            kind, engine.evaluate(self.seat, reports), len(reports)
+        )
 
     def learn(self) -> None:
         """Pass the round's K outcomes (in auction order) to the strategy; start a new round."""

@@ -25,6 +25,7 @@ from market_sim.platform.base import (
     Report,
     run_auction_groups,
 )
+from market_sim.platform.outcome_checks import check_outcomes
 from market_sim.results.records import AGENTS, ROUNDS, RecordTable
 from market_sim.scenario.schema import Scenario
 
@@ -184,7 +185,9 @@ class MarketModel(mesa.Model):
 
     def settle_round(self, plan: RoundPlan, outcomes: Sequence[AuctionOutcome]) -> None:
         """Settle and record the K auctions, then let every advertiser learn from its K."""
-        if len(outcomes) != len(plan.queries):
+        if self.current_round == 0:  # a plugin's shapes and types, once (10 us an outcome)
+            check_outcomes(self.platform.kind, outcomes, len(plan.queries), len(self.agents))
+        elif len(outcomes) != len(plan.queries):
             raise ValueError(f"platform returned {len(outcomes)} outcomes for {len(plan.queries)}")
         for auction, outcome in enumerate(outcomes):
             self.agents.do("settle", auction, outcome)

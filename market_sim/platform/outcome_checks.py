@@ -1,0 +1,102 @@
+"""What a platform hands back, checked at the boundary where the market takes it.
+
+A mechanism plugin's platform is code the market did not write: an outcome with a payment per
+query instead of per advertiser, a NaN allocation, or a counterfactual that returns one value
+for K reports would otherwise surface as an ``IndexError`` in an advertiser's settlement or
+as NaN in the results. These checks name the mechanism, the field and what was expected, in
+one line (a ``ValueError``), before anything of the round is recorded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from market_sim.platform.base import AuctionOutcome, CounterfactualValues
+
+PER_ADVERTISER_FIELDS = ("allocations", "reported_allocations", "payments")
+"""The outcome's arrays with one entry per advertiser."""
+
+
+def per_advertiser_array(kind: str, owner: str, name: str, value: object, count: int) -> None:
+    """Check that ``value`` is ``[count]`` finite real numbers.
+
+    Raises:
+        ValueError: One line naming the mechanism, ``owner.name`` and the expected shape.
+    """
+    array = np.asarray(value)
+    if array.dtype.kind not in "biuf" or array.shape != (count,):
+        raise ValueError(
+            f"mechanism {kind!r}: {owner}.{name} must be {count} real numbers (one per "
+            f"{'advertiser' if owner == 'AuctionOutcome' else 'report'}), got "
+            f"{type(value).__name__} of shape {array.shape} and dtype {array.dtype}"
+        )
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"mechanism {kind!r}: {owner}.{name} holds a NaN or infinite value")
+
+
+def check_outcomes(kind: str, outcomes: Sequence[object], auctions: int, advertisers: int) -> None:
+    """Check a platform's outcomes of one batch of auctions.
+
+    Args:
+        kind: The mechanism's kind (named in the message).
+        outcomes: What ``run_auctions`` returned.
+        auctions: The number of queries it was given.
+        advertisers: The number of bidders per query.
+
+    Raises:
+        ValueError: The count, a type, an array's shape or a non-finite number is wrong.
+    """
+    if len(outcomes) != auctions:
+        raise ValueError(
+            f"mechanism {kind!r}: run_auctions returned {len(outcomes)} outcomes for "
+            f"{auctions} queries"
+        )
+    for outcome in outcomes:
+        if not isinstance(outcome, AuctionOutcome):
+            raise ValueError(
+                f"mechanism {kind!r}: run_auctions returned a {type(outcome).__name__}, "
+                "not an AuctionOutcome"
+            )
+        if not isinstance(outcome.text, str):
+            raise ValueError(
+                f"mechanism {kind!r}: AuctionOutcome.text must be a str, got "
+                f"{type(outcome.text).__name__}"
+            )
+        for name in PER_ADVERTISER_FIELDS:
+            per_advertiser_array(kind, "AuctionOutcome", name, getattr(outcome, name), advertisers)
+        user_value = outcome.user_value
+        if isinstance(user_value, bool) or not isinstance(user_value, int | float | np.number):
+            raise ValueError(
+                f"mechanism {kind!r}: AuctionOutcome.user_value must be a real number, got "
+                f"{type(user_value).__name__}"
+            )
+        if not math.isfinite(user_value):
+            raise ValueError(f"mechanism {kind!r}: AuctionOutcome.user_value is {user_value}")
+        engine = outcome.counterfactual
+        if engine is not None and not callable(getattr(engine, "evaluate", None)):
+            raise ValueError(
+                f"mechanism {kind!r}: AuctionOutcome.counterfactual must have an evaluate("
+                f"agent, reports) method or be None, got {type(engine).__name__}"
+            )
+
+
+def check_counterfactual_values(kind: str, values: object, reports: int) -> CounterfactualValues:
+    """Check what a counterfactual's ``evaluate`` returned for ``reports`` reports.
+
+    Returns:
+        ``values``, checked.
+
+    Raises:
+        ValueError: Not a :class:`CounterfactualValues` of ``[reports]`` finite arrays.
+    """
+    if not isinstance(values, CounterfactualValues):
+        raise ValueError(
+            f"mechanism {kind!r}: Counterfactual.evaluate returned a "
+            f"{type(values).__name__}, not CounterfactualValues"
+        )
+    for name in ("allocations", "payments"):
+        per_advertiser_array(kind, "CounterfactualValues", name, getattr(values, name), reports)
+    return values
