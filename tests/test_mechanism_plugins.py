@@ -428,6 +428,18 @@ def test_a_per_kind_table_that_is_not_a_table_is_named():
     assert str(caught.value) == "mechanism.ad_slots: expected a table, got 3"
 
 
+def posted_price_run_error(platform_type, random_lm, random_model_dir, out_dir: Path) -> str:
+    """The one-line ValueError of a posted-price run whose platform is ``platform_type``."""
+    plugin = dataclasses.replace(
+        POSTED_PRICE, build=lambda config, lm, queries: platform_type(config)
+    )
+    with registered(plugin):
+        scenario = scenario_from_dict(posted_price_data(random_model_dir))
+        with pytest.raises(ValueError) as caught:
+            run_scenario(scenario, out_dir=out_dir, lm=random_lm)
+    return str(caught.value)
+
+
 class RevenueOverwritingPlatform(PostedPricePlatform):
     """Reports extras named like columns the market computes."""
 
@@ -445,14 +457,10 @@ def test_an_extra_named_like_a_core_column_is_refused(random_lm, random_model_di
         ({"query_id": 7.0}, "['query_id']"),  # the eva stream's column, absent from this row
     ]:
         RevenueOverwritingPlatform.extras = extras
-        overwriting = dataclasses.replace(
-            POSTED_PRICE, build=lambda config, lm, queries: RevenueOverwritingPlatform(config)
+        message = posted_price_run_error(
+            RevenueOverwritingPlatform, random_lm, random_model_dir, tmp_path / "run"
         )
-        with registered(overwriting):
-            scenario = scenario_from_dict(posted_price_data(random_model_dir))
-            with pytest.raises(ValueError) as caught:
-                run_scenario(scenario, out_dir=tmp_path / "run", lm=random_lm)
-        assert str(caught.value) == (
+        assert message == (
             f"mechanism 'posted_price': AuctionOutcome.extras {named} would overwrite the "
             "columns the market computes; name them extra_<name>"
         )
@@ -565,14 +573,8 @@ def test_a_mistaken_plugin_outcome_is_named_in_one_line_before_anything_is_recor
     as a numpy broadcasting error inside the regret search."""
     MistakenPlatform.mistake = mistake
     MistakenPlatform.counterfactual_mistake = counterfactual_mistake
-    mistaken = dataclasses.replace(
-        POSTED_PRICE, build=lambda config, lm, queries: MistakenPlatform(config)
-    )
-    with registered(mistaken):
-        scenario = scenario_from_dict(posted_price_data(random_model_dir))
-        with pytest.raises(ValueError) as caught:
-            run_scenario(scenario, out_dir=tmp_path / "run", lm=random_lm)
-    assert str(caught.value) == f"mechanism 'posted_price': {message}"
+    error = posted_price_run_error(MistakenPlatform, random_lm, random_model_dir, tmp_path / "run")
+    assert error == f"mechanism 'posted_price': {message}"
     assert not (tmp_path / "run" / "rounds.parquet").exists()
 
 
@@ -593,13 +595,7 @@ class LaterNaNPlatform(PostedPricePlatform):
 
 def test_a_nan_payment_after_the_first_round_is_named_too(random_lm, random_model_dir, tmp_path):
     """Shapes are checked on the first round; a non-finite number in any round."""
-    later = dataclasses.replace(
-        POSTED_PRICE, build=lambda config, lm, queries: LaterNaNPlatform(config)
-    )
-    with registered(later):
-        scenario = scenario_from_dict(posted_price_data(random_model_dir))
-        with pytest.raises(ValueError) as caught:
-            run_scenario(scenario, out_dir=tmp_path / "run", lm=random_lm)
-    assert str(caught.value) == (
+    message = posted_price_run_error(LaterNaNPlatform, random_lm, random_model_dir, tmp_path)
+    assert message == (
         "mechanism 'posted_price': AuctionOutcome.payments holds a NaN or infinite value"
     )
