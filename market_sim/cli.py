@@ -538,12 +538,13 @@ def command_run_replicates(args: argparse.Namespace, scenario) -> None:
             "--seeds it is the folder of the seeds' folders: choose another, or pass --force"
         )
     replicas = [dataclasses.replace(scenario, seed=seed) for seed in seeds]
-    out_dirs = [
-        checked_run_dir(
-            argparse.Namespace(**{**vars(args), "out": base / f"{r.name}-seed{r.seed}"}), r
-        )
-        for r in replicas
-    ]
+    checked_out_dir(base, base)  # once: a seed's new folder goes in it
+    out_dirs = []
+    for replica in replicas:  # a folder of an earlier call is checked (resumed or refused)
+        folder = base / f"{replica.name}-seed{replica.seed}"
+        if folder.exists():
+            folder = checked_run_dir(argparse.Namespace(**{**vars(args), "out": folder}), replica)
+        out_dirs.append(folder)
     lm = load_scenario_model(scenario, args.threads)
     check_round_fits(scenario, lm, len(seeds))
     warn_if_slow(scenario)  # after every check, so a refused input prints only its error line

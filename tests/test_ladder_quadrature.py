@@ -98,8 +98,8 @@ def three_rules():
 def test_the_two_high_precision_references_agree(three_rules):
     _, _, ladder_fine, graded_fine, _ = three_rules
     # Two different rules at 2048 nodes converge to the same integral, like h^2 at the kinks of
-    # the TV (|q_v - p_v| changes slope where q_v crosses p_v). Measured: 1.9e-6 of the payment
-    # at b = 0.05 B, where the payment (of order b^2) is smallest; 5e-6 bounds that.
+    # the TV (|q_v - p_v| changes slope where q_v crosses p_v). Measured: 2.5e-6 of the payment
+    # at b = 0.005 B, where the payment (of order b^2) is smallest; 5e-6 bounds that.
     torch.testing.assert_close(ladder_fine, graded_fine, rtol=5e-6, atol=0)
 
 
@@ -231,18 +231,62 @@ def test_counterfactual_prices_a_bid_inside_the_ladder_by_one_allocation(monkeyp
     )
 
 
-@pytest.mark.parametrize("ratio", [float(np.expm1(5 / 8)), float(np.expm1(2.0)), math.expm1(4.0)])
-def test_payment_is_continuous_across_a_ladder_edge(ratio):
-    """Crossing an edge (or the ladder's top) swaps a remainder panel for the whole panel."""
+@pytest.mark.parametrize(
+    "ratio",
+    [
+        float(ladder_edges(8)[1]),  # the first panel's top: a bid's own panel, then interpolated
+        float(ladder_edges(8)[3]),  # between halved panels
+        float(np.expm1(5 / 8)),
+        float(np.expm1(2.0)),
+        math.expm1(4.0),  # the ladder's top: interpolated, then the graded tail
+    ],
+)
+@pytest.mark.parametrize("competing", [1.0, 3.7e-5])
+def test_payment_is_continuous_across_a_ladder_edge(ratio, competing):
+    """Crossing an edge swaps one remainder rule for the next panel's, continuously."""
     logprobs = peaked_instance(12, auctions=2)
     payments = []
     for factor in (1 - 1e-9, 1 + 1e-9):
-        bids = torch.tensor([[ratio * factor, 1.0]] * 2, dtype=torch.float64)
-        raw = participant_weights(bids, 0.0)  # B = 1 for agent 1
-        payments.append(numerical_second_price_payments(logprobs, raw, "log_linear")[:, 0])
+        bids = torch.tensor([[ratio * competing * factor, competing]] * 2, dtype=torch.float64)
+        raw = participant_weights(bids, 0.0)  # B = competing for agent 1
+        payment = numerical_second_price_payments(logprobs, raw, "log_linear")[:, 0]
+        payments.append(payment / competing)  # degree one in the weights
     # dpay/db = b x'(b) is of order 1, so a 2e-9 relative step moves the payment by ~1e-8
     # (a jump of the rule would show the quadrature error, ~1e-6 of the payment).
     torch.testing.assert_close(payments[0], payments[1], rtol=5e-8, atol=0)
+
+
+def test_a_subnormal_competing_weight_places_the_bid_in_its_panel():
+    """b / B was computed against B clamped to the smallest normal float: with B = 1e-310 the
+    bid landed in a panel far below its own, and an interpolated remainder stops at that
+    panel's top, so the weights summed to 0.3% of b."""
+    competing = torch.tensor([1e-310, 1.0], dtype=torch.float64)
+    bids = 3.0 * competing
+    remainder = ladder_remainder_rule(bids, competing, 8)
+    assert remainder.whole[0] == remainder.whole[1]
+    _, ladder_weights = ladder_panel_rule(8, remainder.ladder_panels())
+    total = remainder.node_weights(torch.from_numpy(ladder_weights), competing).sum((-1, -2))
+    # sum of weights = b (constants integrate exactly); subnormals carry fewer digits: 1e-9.
+    torch.testing.assert_close(total, bids, rtol=1e-9, atol=0)
+    rule = TokenAuctionRule("log_linear", platform_weight=1e-310)
+    step_logprobs = peaked_instance(16, auctions=1, vocab=60).float()
+    engine = TokenAuctionCounterfactual(
+        step_logprobs, torch.tensor([0.0, 0.0]), torch.ones(2), rule
+    )
+    candidates = torch.tensor([3e-310, 5e-309], dtype=torch.float64)
+    counterfactual = engine.evaluate(0, candidates, torch.ones(2)).payments
+    raw = participant_weights(torch.stack([candidates, torch.zeros(2)], 1), 1e-310)
+    realized = torch.stack(
+        [
+            numerical_second_price_payments(
+                step_logprobs[0:1].double(), raw[k : k + 1], "log_linear"
+            )[0, 0]
+            for k in range(2)
+        ]
+    )
+    # The realized rule rescales the weights by a power of two first, the counterfactual does
+    # not: subnormal arithmetic keeps about 6 of 16 digits at 1e-310.
+    torch.testing.assert_close(counterfactual, realized, rtol=1e-6, atol=0)
 
 
 def test_counterfactual_matches_the_auction_rule_at_every_ratio():

@@ -61,6 +61,17 @@ def test_the_largest_round_that_fits_passes_and_one_more_auction_is_refused():
     check_round_memory(scenario(auctions=2), model(), replicates=2, available=available)
 
 
+def test_too_many_seeds_in_lockstep_are_refused_on_seeds_with_the_count_that_fits():
+    """One replicate's round fits, 1000 of them do not: the remedy is fewer seeds per call."""
+    per_auction = round_bytes(scenario(auctions=1), 1_000)
+    available = 7 * per_auction + per_auction // 2  # room for 7 single-auction rounds
+    with pytest.raises(ScenarioError) as refused:
+        check_round_memory(scenario(auctions=1), model(), replicates=1000, available=available)
+    assert refused.value.key == "--seeds"
+    assert refused.value.message.endswith("at most 7 seeds fit in one call")
+    assert refused.value.message.startswith("1000 seeds in lockstep with auctions_per_round = 1")
+
+
 def test_unreadable_memory_checks_nothing(monkeypatch, tmp_path):
     monkeypatch.setattr(round_memory, "MEMINFO", tmp_path / "no-meminfo")
     monkeypatch.setattr(round_memory, "CGROUP", tmp_path / "no-cgroup")

@@ -131,12 +131,26 @@ def partial_panel_weights(position: torch.Tensor) -> torch.Tensor:
     """
     legendre = legendre_values(position, GAUSS_NODES_PER_PANEL + 1)  # [..., G + 1]
     antiderivatives = (legendre[..., 2:] - legendre[..., :-2]) / 2.0  # [..., G - 1], m = 1..G-1
-    at_nodes = position.new_tensor(LEGENDRE_AT_NODES[:, 1:])  # [G, G - 1]
+    gauss_weights, at_nodes = interpolation_constants(position.device, position.dtype)
     # Elementwise, not a matmul: a BLAS product's rounding can depend on the batch's size, and
     # a bid's weights must not depend on which other bids are priced with it.
     correction = (antiderivatives.unsqueeze(-2) * at_nodes).sum(-1)  # [..., G]
     interpolated = ((position + 1.0) / 2.0).unsqueeze(-1) + correction
-    return position.new_tensor(GAUSS_WEIGHTS) * interpolated
+    return gauss_weights * interpolated
+
+
+@functools.lru_cache(maxsize=16)
+def interpolation_constants(
+    device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""``([G], [G, G - 1])``: the Gauss weights and :math:`P_m(\xi_k)` for m >= 1, on ``device``.
+
+    Made once per device (a copy from the host per call would block a GPU's stream).
+    """
+    return (
+        torch.tensor(GAUSS_WEIGHTS, dtype=dtype, device=device),
+        torch.tensor(LEGENDRE_AT_NODES[:, 1:], dtype=dtype, device=device),
+    )
 
 
 @dataclass(frozen=True)
@@ -207,11 +221,11 @@ def ladder_remainder_rule(
       are ladder nodes, so a bid adds no allocation to evaluate but its own :math:`x(b)`; the
       rule is exact for x of degree < G on the panel (a Gauss panel of its own on
       :math:`[B u_J, b]`, the rule before, was exact to degree 2G - 1, at G more allocations
-      per bid). Either way the error is set by the kinks of the TV (where some :math:`q_v`
-      crosses :math:`p_v`): against a 2048-node reference, the worst error over the bid
-      ratios of ``tests/test_ladder_quadrature.py`` is 6.4e-5 of :math:`b x(b)` on its
-      peaked instance (4.8e-5 with a panel per remainder) and 2.5e-4 on a more peaked one
-      (the same under both rules: a whole panel's error);
+      per bid). The price is accuracy where a kink of the TV (some :math:`q_v` crossing
+      :math:`p_v`) lies in the panel: ``benchmarks/ladder_accuracy.py`` (200 ratios b / B in
+      [0.01, 50], three instances, against 2048 nodes) measured worst errors of 1.4e-4,
+      3.4e-4 and 6.3e-5 of :math:`b x(b)` against 4.2e-5, 2.3e-4 and 5.0e-5 with a panel
+      per remainder, and medians 1.2 to 1.5 times as large (about 1e-6);
     * in the first panel (:math:`b < B u_1 2^{-H}`, H = ``FIRST_PANEL_HALVINGS``), by one
       Gauss-Legendre panel on :math:`[0, b]`: there the payment is of order :math:`b^2` and
       interpolation over a panel much wider than b would lose it (measured: relative error
@@ -228,27 +242,29 @@ def ladder_remainder_rule(
         panels_per_unit: Ladder panels per unit of y.
 
     Returns:
-        The :class:`LadderRemainder`: E = 0 when every bid is inside the ladder, else
-        ``GAUSS_NODES_PER_PANEL``, or ``TAIL_PANELS`` times that when some b is above the top.
+        The :class:`LadderRemainder`: E = 0 when no bid has nodes of its own (every bid inside
+        the ladder, 0, or against B = 0), else ``GAUSS_NODES_PER_PANEL``, or ``TAIL_PANELS``
+        times that when some b is above the top.
     """
     edges_unit = cached_ladder_edges(panels_per_unit)
     edges = torch.tensor(edges_unit, dtype=bids.dtype, device=bids.device)
     positive = competing > 0
-    ratio = torch.where(positive, bids / competing.clamp_min(torch.finfo(bids.dtype).tiny), 0.0)
+    # b / B in units of B (not clamped: a subnormal B must still place b in its panel).
+    ratio = torch.where(positive, bids / torch.where(positive, competing, 1.0), 0.0)
     last = len(edges_unit) - 1
     whole = (torch.searchsorted(edges, ratio.contiguous(), right=True) - 1).clamp(0, last)
     whole = torch.where(positive, whole, torch.zeros_like(whole))
     low = competing * edges[whole]
     interpolated = positive & (whole >= 1) & (whole < last)
-    panel_width = competing * (edges[(whole + 1).clamp_max(last)] - edges[whole])
+    unit_width = edges[(whole + 1).clamp_max(last)] - edges[whole]  # > 0 where interpolated
     position = torch.where(
         interpolated,
-        2.0 * (bids - low) / panel_width.clamp_min(torch.finfo(bids.dtype).tiny) - 1.0,
+        2.0 * (ratio - edges[whole]) / torch.where(interpolated, unit_width, 1.0) - 1.0,
         -1.0,
     ).clamp(-1.0, 1.0)
     panel_weights = torch.where(
         interpolated.unsqueeze(-1),
-        (panel_width / 2.0).unsqueeze(-1) * partial_panel_weights(position),
+        (competing * unit_width / 2.0).unsqueeze(-1) * partial_panel_weights(position),
         0.0,
     )
     own = positive & ~interpolated & (bids > 0)  # b = 0: nothing to integrate
@@ -263,7 +279,7 @@ def ladder_remainder_rule(
         panel_edges = (np.arange(TAIL_PANELS + 1) / TAIL_PANELS) ** 2
         unit_nodes = panel_edges[:-1, None] + np.diff(panel_edges)[:, None] * (base_nodes + 1) / 2
         unit_weights = np.diff(panel_edges)[:, None] * base_weights / 2
-        # Bids below the top keep their one remainder panel, padded with zero weights.
+        # First-panel bids keep their one panel, padded with zero weights (the others: 0).
         single_nodes = np.zeros_like(unit_nodes)
         single_nodes[0] = (base_nodes + 1) / 2
         single_weights = np.zeros_like(unit_weights)

@@ -105,8 +105,12 @@ def log_linear_share_allocations(
     buffer = torch.empty(
         rows_per_block * shares_per_block * padded, dtype=torch.float64, device=rest.device
     )
-    if true_count:
-        true_buffer = torch.empty_like(buffer)
+    if true_count:  # the true allocations' block: the last true_count shares only
+        true_buffer = torch.empty(
+            rows_per_block * min(true_count, shares_per_block) * padded,
+            dtype=torch.float64,
+            device=rest.device,
+        )
         true_padded = rest.new_zeros(rows, 1, padded)
         true_padded[:, 0, :vocab] = true_probs
     for row in range(0, rows, rows_per_block):

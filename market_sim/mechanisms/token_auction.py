@@ -347,7 +347,8 @@ def numerical_second_price_payments(
               \int_0^{b_i} x_i\,dz \approx \sum_{j < J_i} \sum_k B_i w_{jk} x_i(B_i u_{jk})
               + \sum_k \pi_{ik} x_i(B_i u_{J_i k}) + \sum_e \omega_{ie} x_i(\zeta_{ie})
 
-    with :math:`(u_{jk}, w_{jk})` the ladder's Gauss-Legendre rule (:func:`ladder_panel_rule`,
+    with :math:`(u_{jk}, w_{jk})` the ladder's Gauss-Legendre rule
+    (:func:`~market_sim.mechanisms.ladder_quadrature.ladder_panel_rule`,
     ``nodes / GAUSS_NODES_PER_PANEL`` panels per unit of :math:`\ln(1 + z/B_i)`) on the
     :math:`J_i` whole panels below :math:`b_i`, :math:`\pi` the weights that integrate the
     interpolant of x on panel :math:`J_i` up to :math:`b_i`, and :math:`(\zeta, \omega)` the

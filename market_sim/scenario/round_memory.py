@@ -143,7 +143,9 @@ def check_round_memory(
         available: Free bytes to check against (default: read from the device).
 
     Raises:
-        ScenarioError: On ``auctions_per_round`` when the estimate exceeds the free memory.
+        ScenarioError: When the estimate exceeds the free memory: on ``auctions_per_round``,
+            or on ``--seeds`` when not one auction per replicate fits but one replicate's
+            round would (then fewer seeds per call is the only remedy).
     """
     needed = round_bytes(scenario, lm.vocab_size, replicates)
     if needed == 0:
@@ -153,6 +155,16 @@ def check_round_memory(
     if available is None or needed <= available:
         return
     per_auction = needed // (scenario.auctions_per_round * replicates)
+    per_replicate = per_auction * scenario.auctions_per_round
+    if replicates > 1 and per_auction * replicates > available and per_replicate <= available:
+        raise ScenarioError(
+            "--seeds",
+            f"{replicates} seeds in lockstep with auctions_per_round = "
+            f"{scenario.auctions_per_round} and max_new_tokens = "
+            f"{scenario.mechanism.max_new_tokens} over a {lm.vocab_size:,}-token vocabulary hold "
+            f"about {needed / 1e9:.1f} GB per round, more than the {available / 1e9:.1f} GB free "
+            f"on {lm.device}; at most {available // per_replicate} seeds fit in one call",
+        )
     fitting = available // (per_auction * replicates)
     lockstep = f" x {replicates} replicates" if replicates > 1 else ""
     allowed = (
