@@ -18,6 +18,7 @@ import torch
 from market_sim.lm.model import LanguageModel
 from market_sim.market.model import MarketModel, step_in_lockstep
 from market_sim.plugins import MechanismConfig, build_platform, mechanism_choices
+from market_sim.plugins.origin import plugin_origin
 from market_sim.progress import progress_range
 from market_sim.provenance import run_provenance
 from market_sim.results import QUERIES_FILE, summarize, write_run
@@ -229,6 +230,9 @@ def finish_run(
         ),
         **run_provenance(lm, scenario.model.path, scenario_toml),
     }
+    origin = plugin_origin(scenario.mechanism.kind)
+    if origin is not None:  # a third-party mechanism: its code is part of the result
+        meta["provenance"]["mechanism_plugin"] = origin
     summary = summarize(rounds, agents, with_mechanism_choices(meta, scenario.mechanism))
     if out_dir is not None:
         learners = {a.name: a.strategy.snapshot() for a in market.agents}

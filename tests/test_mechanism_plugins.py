@@ -10,6 +10,7 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
@@ -35,6 +36,7 @@ from market_sim.plugins import (
     register_mechanism,
     registered,
 )
+from market_sim.plugins.origin import plugin_origin
 from market_sim.run import run_scenario, with_mechanism_choices
 from market_sim.scenario import ScenarioError, dump_scenario_toml, scenario_from_dict
 
@@ -180,6 +182,14 @@ def test_a_plugin_defined_in_a_test_runs_through_parsing_market_results_and_regr
     )
     written = tomllib.loads((tmp_path / "run" / "scenario.toml").read_text())
     assert written["mechanism"] == dumped
+    # The mechanism is this file's code, not market-sim's: the summary says where it comes from
+    # (no installed distribution provides a test module).
+    assert result.summary["provenance"]["mechanism_plugin"] == {
+        "name": "posted_price",
+        "module": PostedPriceConfig.__module__,
+        "package": None,
+        "version": None,
+    }
     assert pl.read_parquet(tmp_path / "run" / "agents.parquet").height == 300 * 3
 
 
@@ -317,7 +327,8 @@ def test_an_installed_package_registers_a_plugin_through_its_entry_point(monkeyp
     from market_sim.plugins import registry
 
     class EntryPoint:
-        name, value, dist = "posted_price", "posted:POSTED_PRICE", None
+        name, value = "posted_price", "posted:POSTED_PRICE"
+        dist = SimpleNamespace(name="posted-price-mechanism", version="1.2.3")
 
         def load(self):
             return POSTED_PRICE
@@ -335,6 +346,14 @@ def test_an_installed_package_registers_a_plugin_through_its_entry_point(monkeyp
         assert asked == ["market_sim.mechanisms"]
         mechanism_kinds()
         assert asked == ["market_sim.mechanisms"]  # loaded once per process
+        # The installed package and its version go into a run's provenance.
+        assert plugin_origin("posted_price") == {
+            "name": "posted_price",
+            "module": PostedPriceConfig.__module__,
+            "package": "posted-price-mechanism",
+            "version": "1.2.3",
+        }
+        assert plugin_origin("second_price") is None  # built in: market-sim's version pins it
     finally:
         registry.unregister_mechanism("posted_price")
 

@@ -27,6 +27,8 @@ ENTRY_POINT_GROUP = "market_sim.mechanisms"
 _PLUGINS: dict[str, MechanismPlugin] = {}
 """Plugin name -> plugin, in registration order."""
 _ENTRY_POINTS_LOADED: list[bool] = []
+_ENTRY_POINT_PACKAGES: dict[str, tuple[str, str | None]] = {}
+"""Plugin name -> (distribution, version) of the installed package whose entry point loaded it."""
 WARNED_ENV = "MARKET_SIM_SKIPPED_ENTRY_POINTS"
 """Entry points already warned about in this process or its parent, one per line (spawned
 sweep workers load the entry points again and would repeat the warning)."""
@@ -136,6 +138,15 @@ def load_entry_point_plugins() -> None:
                     f"market-sim: warning: mechanism {where} skipped: {first_line(error)}",
                     file=sys.stderr,
                 )
+        else:
+            if entry_point.dist is not None:  # recorded in the provenance of runs that use it
+                version = getattr(entry_point.dist, "version", None)
+                _ENTRY_POINT_PACKAGES[plugin.name] = (package, version)
+
+
+def entry_point_package(name: str) -> tuple[str, str | None] | None:
+    """``(distribution, version)`` of the package whose entry point registered plugin ``name``."""
+    return _ENTRY_POINT_PACKAGES.get(name)
 
 
 def mechanism_plugins() -> tuple[MechanismPlugin, ...]:
