@@ -126,7 +126,8 @@ def render_chat(tokenizer: Any, messages: list[dict[str, str]]) -> str:
 
     Raises:
         ValueError: The tokenizer has no chat template, or its template does not render (a
-            syntax error, or a refusal of the merged user turn as well); one line.
+            syntax error, a refusal of the merged user turn as well, or a Python error raised
+            inside the template); one line.
     """
     if not has_chat_template(tokenizer):
         raise ValueError("the tokenizer has no chat template; use prompt_format 'plain'")
@@ -143,7 +144,9 @@ def render_chat(tokenizer: Any, messages: list[dict[str, str]]) -> str:
             system, user = messages
             merged = [{"role": "user", "content": f"{system['content']}\n\n{user['content']}"}]
             return tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
-    except TemplateError as error:
+    except (TemplateError, TypeError, KeyError, IndexError, AttributeError) as error:
+        # A template's own Python error (e.g. adding a number to a message's text) is no less
+        # a template that does not render: one line, not a traceback from inside jinja2.
         raise ValueError(
             f"the tokenizer's chat template does not render: {first_line(error)}; fix its "
             "chat_template or use prompt_format 'plain'"
