@@ -219,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="cache root (default: $MARKET_SIM_CACHE, else $XDG_CACHE_HOME/market-sim, else "
         "~/.cache/market-sim)",
     )
+    for subcommands in (commands, lm_commands):  # "required: {run,sweep,...}", not its dest
+        subcommands.metavar = "{" + ",".join(subcommands.choices) + "}"
     return parser
 
 

@@ -680,3 +680,18 @@ def test_run_seeds_refuses_a_base_folder_holding_another_commands_results(tmp_pa
         "with --seeds it is the folder of the seeds' folders: choose another, or pass --force\n"
     )
     assert sorted(path.name for path in out.iterdir()) == ["eva.parquet"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "missing"),
+    [
+        ([], "{run,demo,plot,summary,lambda-sweep,convergence,sweep,eva,audit,lm}"),
+        (["lm"], "{train,generate,get}"),
+    ],
+)
+def test_a_missing_command_names_the_commands_not_a_variable(argv, missing, capsys):
+    """It said 'required: lm_command', the parser's internal name."""
+    assert main(argv) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"market-sim: error: the following arguments are required: {missing}"
+    )

@@ -575,7 +575,7 @@ OPTION_CASES = [
         ("device", ("--device", "tpu"), "model.device"),
         ("unknown-option", ("--colour", "red"), "--colour"),
         ("out-empty", ("--out", ""), "argument --out: an empty path"),  # would be the cwd
-        ("out-name-too-long", ("--out", "a" * 300), "File name too long"),
+        ("out-name-too-long", ("--out", "a" * 300), f"--out: '{'a' * 300}': File name too long"),
         ("seeds-4400-digits", ("--seeds", "9" * 4400), "--seeds: a 4400-digit seed"),
     ]
 ]

@@ -63,7 +63,11 @@ def check_writable_folder(folder: Path, option: str = "--out") -> None:
         ScenarioError: ``folder`` is a file, lies under a file, or is not writable.
     """
     path = Path(folder).expanduser()
-    if path.exists() and not path.is_dir():
+    try:
+        is_file = path.exists() and not path.is_dir()
+    except OSError as error:  # a name too long, a loop of links: the path itself is unusable
+        raise ScenarioError(option, f"'{path}': {error.strerror}") from None
+    if is_file:
         raise ScenarioError(option, f"'{path}' is a file, not a folder")
     existing = path
     while not existing.exists():
