@@ -370,11 +370,13 @@ class TokenAuctionCounterfactual:
                     new_ladder = rest_weight * rest.new_tensor(ladder_nodes[kept.shape[1] :])
                 # Only the bids that have nodes of their own, and only the columns they use (a
                 # first-panel bid in a call with a bid above the top would carry the tail's 64).
+                # (No selection, hence no host synchronisation, when no bid of the call has any.)
                 own_weights = remainder.weights
-                with_own = (own_weights != 0).any(-1).nonzero().squeeze(-1)
-                used_columns = (own_weights[with_own] != 0).any(0).nonzero().squeeze(-1)
-                own_nodes = remainder.nodes[with_own][:, used_columns]  # [K', E']
-                own_weights = own_weights[with_own][:, used_columns]
+                if own_weights.shape[-1]:
+                    with_own = (own_weights != 0).any(-1).nonzero().squeeze(-1)
+                    used_columns = (own_weights[with_own] != 0).any(0).nonzero().squeeze(-1)
+                    own_nodes = remainder.nodes[with_own][:, used_columns]  # [K', E']
+                    own_weights = own_weights[with_own][:, used_columns]
             # Shares: new ladder nodes, some members' own nodes, each member's bid.
             grid = torch.cat([new_ladder.flatten(), own_nodes.flatten(), member_bids])
             shares = grid / (rest_weight + grid)
