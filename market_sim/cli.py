@@ -533,6 +533,7 @@ def command_run_replicates(args: argparse.Namespace, scenario) -> None:
     base = args.out or Path("results")
     from market_sim.scenario.output_folder import result_files_in
 
+    checked_out_dir(base, base)  # writable, once: a seed's new folder goes in it
     found = result_files_in(base)
     if found and not args.force:  # the seeds' folders go inside it, among those results
         raise UsageError(
@@ -540,7 +541,6 @@ def command_run_replicates(args: argparse.Namespace, scenario) -> None:
             "--seeds it is the folder of the seeds' folders: choose another, or pass --force"
         )
     replicas = [dataclasses.replace(scenario, seed=seed) for seed in seeds]
-    checked_out_dir(base, base)  # once: a seed's new folder goes in it
     out_dirs = []
     for replica in replicas:  # a folder of an earlier call is checked (resumed or refused)
         folder = base / f"{replica.name}-seed{replica.seed}"

@@ -126,7 +126,7 @@ def render_chat(tokenizer: Any, messages: list[dict[str, str]]) -> str:
 
     Raises:
         ValueError: The tokenizer has no chat template, or its template does not render (a
-            syntax error, a refusal of the merged user turn as well, or a Python error raised
+            syntax error, a refusal of the merged user turn as well, or any error raised
             inside the template); one line.
     """
     if not has_chat_template(tokenizer):
@@ -144,9 +144,9 @@ def render_chat(tokenizer: Any, messages: list[dict[str, str]]) -> str:
             system, user = messages
             merged = [{"role": "user", "content": f"{system['content']}\n\n{user['content']}"}]
             return tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
-    except (TemplateError, TypeError, KeyError, IndexError, AttributeError) as error:
-        # A template's own Python error (e.g. adding a number to a message's text) is no less
-        # a template that does not render: one line, not a traceback from inside jinja2.
+    except Exception as error:  # noqa: BLE001 - whatever the template's code raises
+        # A template's own Python error (adding a number to a message's text, 1 // 0, a
+        # recursion) is no less a template that does not render: one line, not a traceback.
         raise ValueError(
             f"the tokenizer's chat template does not render: {first_line(error)}; fix its "
             "chat_template or use prompt_format 'plain'"

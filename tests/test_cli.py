@@ -141,6 +141,24 @@ def test_run_seeds_writes_one_folder_per_seed_and_prints_the_pooled_table(
     assert float(mean) == pytest.approx(sum(revenues) / 2, rel=5e-4)
 
 
+def test_run_seeds_checks_a_seed_folder_left_by_an_earlier_call(tmp_path, random_model_dir, capsys):
+    """Fresh seed folders are not probed one by one; one that exists is checked as a run's
+    folder: the same scenario's is run again, another scenario's or a file is refused."""
+    scenario = write_scenario(tmp_path, random_model_dir)
+    out = tmp_path / "replicates"
+    args = ["run", str(scenario), "--seeds", "3,4", "--out", str(out), "--no-progress"]
+    assert main([*args, "--rounds", "1"]) == 0
+    assert main([*args, "--rounds", "1"]) == 0  # the same resolved scenario: rewritten
+    capsys.readouterr()
+    assert main([*args, "--rounds", "2"]) == 2  # seed 3's folder holds the 1-round runs
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and f"'{out / 'cli-seed3'}'" in error
+    shutil.rmtree(out / "cli-seed3")
+    (out / "cli-seed3").write_text("not a folder")
+    assert main([*args, "--rounds", "1"]) == 2
+    assert f"'{out / 'cli-seed3'}' is a file, not a folder" in capsys.readouterr().err
+
+
 def test_run_seeds_without_the_summary_command_prints_each_run(
     tmp_path, random_model_dir, capsys, monkeypatch
 ):

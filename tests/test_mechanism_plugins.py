@@ -4,6 +4,7 @@ keys, dumps, run ids and error messages derive from its plugin."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import subprocess
 import sys
 import tomllib
@@ -189,6 +190,7 @@ def test_a_plugin_defined_in_a_test_runs_through_parsing_market_results_and_regr
         "module": PostedPriceConfig.__module__,
         "package": None,
         "version": None,
+        "source_sha256": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
     }
     assert pl.read_parquet(tmp_path / "run" / "agents.parquet").height == 300 * 3
 
@@ -352,6 +354,7 @@ def test_an_installed_package_registers_a_plugin_through_its_entry_point(monkeyp
             "module": PostedPriceConfig.__module__,
             "package": "posted-price-mechanism",
             "version": "1.2.3",
+            "source_sha256": None,  # the package and its version identify the code
         }
         assert plugin_origin("second_price") is None  # built in: market-sim's version pins it
     finally:
@@ -618,3 +621,66 @@ def test_a_nan_payment_after_the_first_round_is_named_too(random_lm, random_mode
     assert message == (
         "mechanism 'posted_price': AuctionOutcome.payments holds a NaN or infinite value"
     )
+
+
+class TensorOutcomePlatform(PostedPricePlatform):
+    """Outcomes as torch tensors (one requiring grad) and counterfactual values as lists."""
+
+    def run_auctions(self, queries, bidders, seed):
+        import torch
+
+        outcomes = super().run_auctions(queries, bidders, seed)
+        listed = ListCounterfactual(outcomes[0].counterfactual)
+        return [
+            dataclasses.replace(
+                o,
+                allocations=torch.tensor(o.allocations, requires_grad=True),
+                payments=torch.tensor(o.payments),
+                user_value=torch.tensor(0.25),
+                counterfactual=listed,
+            )
+            for o in outcomes
+        ]
+
+
+@dataclass(frozen=True)
+class ListCounterfactual:
+    inner: PostedPriceCounterfactual
+
+    def evaluate(self, agent, reports):
+        values = self.inner.evaluate(agent, reports)
+        return CounterfactualValues(list(values.allocations), list(values.payments))
+
+
+@pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad=True to a scalar")
+def test_tensors_and_lists_from_a_plugin_are_taken_as_numbers(
+    random_lm, random_model_dir, tmp_path
+):
+    """A 0-d tensor user value, a tensor that requires grad and counterfactual values given as
+    lists are what a torch-based plugin naturally returns: recorded, not refused."""
+    plugin = dataclasses.replace(
+        POSTED_PRICE, build=lambda config, lm, queries: TensorOutcomePlatform(config)
+    )
+    with registered(plugin):
+        scenario = scenario_from_dict(posted_price_data(random_model_dir))
+        result = run_scenario(scenario, out_dir=tmp_path / "run", lm=random_lm)
+    assert result.rounds["user_value"].to_list() == [0.25] * 300
+    assert result.summary["regret_max"] <= 1e-12  # the listed counterfactual was searched
+
+
+class LaterNaNUserValuePlatform(LaterNaNPlatform):
+    """A NaN user value from the sixth call on."""
+
+    def run_auctions(self, queries, bidders, seed):
+        outcomes = PostedPricePlatform.run_auctions(self, queries, bidders, seed)
+        self.calls += 1
+        nan = float("nan") if self.calls >= 6 else 0.0
+        return [dataclasses.replace(o, user_value=nan) for o in outcomes]
+
+
+def test_a_nan_user_value_after_the_first_round_is_named(random_lm, random_model_dir, tmp_path):
+    """It went into the results silently: social_welfare_mean became NaN."""
+    message = posted_price_run_error(
+        LaterNaNUserValuePlatform, random_lm, random_model_dir, tmp_path
+    )
+    assert message == "mechanism 'posted_price': AuctionOutcome.user_value is nan"

@@ -171,6 +171,7 @@ def test_a_template_without_system_turns_gets_the_system_text_in_the_user_turn(r
         ("{% for message in messages %}{{ message['content'] }", "TemplateSyntaxError"),
         ("{{ raise_exception('no turns at all') }}", "TemplateError: no turns at all"),
         ("{{ messages[0]['content'] + 1 }}", "TypeError: can only concatenate str"),
+        ("{{ 1 // 0 }}", "ZeroDivisionError"),
     ],
 )
 def test_a_chat_template_that_does_not_render_is_one_line_before_the_run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,7 @@ from market_sim.platform.base import (
     Report,
     run_auction_groups,
 )
-from market_sim.platform.outcome_checks import check_outcomes
+from market_sim.platform.outcome_checks import check_outcomes, check_user_value
 from market_sim.results.records import AGENTS, ROUNDS, RecordTable
 from market_sim.scenario.schema import Scenario
 
@@ -188,7 +189,13 @@ class MarketModel(mesa.Model):
         if self.current_round == 0:  # a plugin's shapes and types, once (10 us an outcome)
             check_outcomes(self.platform.kind, outcomes, len(plan.queries), len(self.agents))
         elif len(outcomes) != len(plan.queries):
-            raise ValueError(f"platform returned {len(outcomes)} outcomes for {len(plan.queries)}")
+            raise ValueError(
+                f"mechanism {self.platform.kind!r}: run_auctions returned {len(outcomes)} "
+                f"outcomes for {len(plan.queries)} queries"
+            )
+        for outcome in outcomes:  # every round: a NaN would reach the welfare columns
+            if not math.isfinite(outcome.user_value):
+                check_user_value(self.platform.kind, outcome.user_value)
         for auction, outcome in enumerate(outcomes):
             self.agents.do("settle", auction, outcome)
             results: list[AuctionResult] = self.agents.get("latest")

@@ -20,13 +20,23 @@ PER_ADVERTISER_FIELDS = ("allocations", "reported_allocations", "payments")
 """The outcome's arrays with one entry per advertiser."""
 
 
-def per_advertiser_array(kind: str, owner: str, name: str, value: object, count: int) -> None:
+def as_host_array(value: object) -> np.ndarray:
+    """``value`` as a numpy array (a torch tensor detached and copied to the host first)."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a tensor: on a GPU, with grad
+        value = value.detach().cpu()
+    return np.asarray(value)
+
+
+def per_advertiser_array(kind: str, owner: str, name: str, value: object, count: int) -> np.ndarray:
     """Check that ``value`` is ``[count]`` finite real numbers.
+
+    Returns:
+        ``[count]`` the values as a numpy array.
 
     Raises:
         ValueError: One line naming the mechanism, ``owner.name`` and the expected shape.
     """
-    array = np.asarray(value)
+    array = as_host_array(value)
     if array.dtype.kind not in "biuf" or array.shape != (count,):
         raise ValueError(
             f"mechanism {kind!r}: {owner}.{name} must be {count} real numbers (one per "
@@ -35,6 +45,23 @@ def per_advertiser_array(kind: str, owner: str, name: str, value: object, count:
         )
     if not np.all(np.isfinite(array)):
         raise ValueError(f"mechanism {kind!r}: {owner}.{name} holds a NaN or infinite value")
+    return array
+
+
+def check_user_value(kind: str, user_value: object) -> None:
+    """Check that ``user_value`` is one finite real number (a Python, numpy or 0-d tensor one).
+
+    Raises:
+        ValueError: One line naming the mechanism and the field.
+    """
+    array = as_host_array(user_value)
+    if array.ndim != 0 or array.dtype.kind not in "iuf":
+        raise ValueError(
+            f"mechanism {kind!r}: AuctionOutcome.user_value must be a real number, got "
+            f"{type(user_value).__name__}"
+        )
+    if not math.isfinite(float(array)):
+        raise ValueError(f"mechanism {kind!r}: AuctionOutcome.user_value is {float(array)}")
 
 
 def check_outcomes(kind: str, outcomes: Sequence[object], auctions: int, advertisers: int) -> None:
@@ -67,14 +94,7 @@ def check_outcomes(kind: str, outcomes: Sequence[object], auctions: int, adverti
             )
         for name in PER_ADVERTISER_FIELDS:
             per_advertiser_array(kind, "AuctionOutcome", name, getattr(outcome, name), advertisers)
-        user_value = outcome.user_value
-        if isinstance(user_value, bool) or not isinstance(user_value, int | float | np.number):
-            raise ValueError(
-                f"mechanism {kind!r}: AuctionOutcome.user_value must be a real number, got "
-                f"{type(user_value).__name__}"
-            )
-        if not math.isfinite(user_value):
-            raise ValueError(f"mechanism {kind!r}: AuctionOutcome.user_value is {user_value}")
+        check_user_value(kind, outcome.user_value)
         engine = outcome.counterfactual
         if engine is not None and not callable(getattr(engine, "evaluate", None)):
             raise ValueError(
@@ -87,7 +107,7 @@ def check_counterfactual_values(kind: str, values: object, reports: int) -> Coun
     """Check what a counterfactual's ``evaluate`` returned for ``reports`` reports.
 
     Returns:
-        ``values``, checked.
+        ``values`` with both fields as float64 numpy arrays (a plugin may give lists or tensors).
 
     Raises:
         ValueError: Not a :class:`CounterfactualValues` of ``[reports]`` finite arrays.
@@ -97,6 +117,8 @@ def check_counterfactual_values(kind: str, values: object, reports: int) -> Coun
             f"mechanism {kind!r}: Counterfactual.evaluate returned a "
             f"{type(values).__name__}, not CounterfactualValues"
         )
-    for name in ("allocations", "payments"):
+    allocations, payments = (
         per_advertiser_array(kind, "CounterfactualValues", name, getattr(values, name), reports)
-    return values
+        for name in ("allocations", "payments")
+    )
+    return CounterfactualValues(allocations.astype(np.float64), payments.astype(np.float64))

@@ -74,6 +74,7 @@ def register_mechanism(plugin: MechanismPlugin) -> MechanismPlugin:
 def unregister_mechanism(name: str) -> None:
     """Remove the plugin called ``name`` (tests that register their own)."""
     _PLUGINS.pop(name, None)
+    _ENTRY_POINT_PACKAGES.pop(name, None)
 
 
 @contextmanager
