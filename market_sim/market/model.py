@@ -26,7 +26,11 @@ from market_sim.platform.base import (
     Report,
     run_auction_groups,
 )
-from market_sim.platform.outcome_checks import check_outcomes, check_user_value
+from market_sim.platform.outcome_checks import (
+    check_outcome_count,
+    check_outcomes,
+    check_user_value,
+)
 from market_sim.results.records import AGENTS, ROUNDS, RecordTable
 from market_sim.scenario.schema import Scenario
 
@@ -188,11 +192,8 @@ class MarketModel(mesa.Model):
         """Settle and record the K auctions, then let every advertiser learn from its K."""
         if self.current_round == 0:  # a plugin's shapes and types, once (10 us an outcome)
             check_outcomes(self.platform.kind, outcomes, len(plan.queries), len(self.agents))
-        elif len(outcomes) != len(plan.queries):
-            raise ValueError(
-                f"mechanism {self.platform.kind!r}: run_auctions returned {len(outcomes)} "
-                f"outcomes for {len(plan.queries)} queries"
-            )
+        else:
+            check_outcome_count(self.platform.kind, outcomes, len(plan.queries))
         for outcome in outcomes:  # every round: a NaN would reach the welfare columns
             if not math.isfinite(outcome.user_value):
                 check_user_value(self.platform.kind, outcome.user_value)

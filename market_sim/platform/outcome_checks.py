@@ -64,6 +64,19 @@ def check_user_value(kind: str, user_value: object) -> None:
         raise ValueError(f"mechanism {kind!r}: AuctionOutcome.user_value is {float(array)}")
 
 
+def check_outcome_count(kind: str, outcomes: Sequence[object], auctions: int) -> None:
+    """Check that ``run_auctions`` returned one outcome per query (every round: it is cheap).
+
+    Raises:
+        ValueError: One line naming the mechanism and both counts.
+    """
+    if len(outcomes) != auctions:
+        raise ValueError(
+            f"mechanism {kind!r}: run_auctions returned {len(outcomes)} outcomes for "
+            f"{auctions} queries"
+        )
+
+
 def check_outcomes(kind: str, outcomes: Sequence[object], auctions: int, advertisers: int) -> None:
     """Check a platform's outcomes of one batch of auctions.
 
@@ -76,11 +89,7 @@ def check_outcomes(kind: str, outcomes: Sequence[object], auctions: int, adverti
     Raises:
         ValueError: The count, a type, an array's shape or a non-finite number is wrong.
     """
-    if len(outcomes) != auctions:
-        raise ValueError(
-            f"mechanism {kind!r}: run_auctions returned {len(outcomes)} outcomes for "
-            f"{auctions} queries"
-        )
+    check_outcome_count(kind, outcomes, auctions)
     for outcome in outcomes:
         if not isinstance(outcome, AuctionOutcome):
             raise ValueError(
