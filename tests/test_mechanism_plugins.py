@@ -38,7 +38,7 @@ from market_sim.plugins import (
     registered,
 )
 from market_sim.plugins.origin import plugin_origin
-from market_sim.run import run_scenario, with_mechanism_choices
+from market_sim.run import run_replicates, run_scenario, with_mechanism_choices
 from market_sim.scenario import ScenarioError, dump_scenario_toml, scenario_from_dict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -684,3 +684,30 @@ def test_a_nan_user_value_after_the_first_round_is_named(random_lm, random_model
         LaterNaNUserValuePlatform, random_lm, random_model_dir, tmp_path
     )
     assert message == "mechanism 'posted_price': AuctionOutcome.user_value is nan"
+
+
+class SharingPlatform(PostedPricePlatform):
+    """Shares one call among replicates (``run_auction_groups``) but drops the last batch."""
+
+    def run_auction_groups(self, batches):
+        groups = [self.run_auctions(b.queries, b.bidders, b.seed) for b in batches]
+        return groups[:-1]
+
+
+def test_a_plugin_returning_too_few_groups_for_its_replicates_is_named(
+    random_lm, random_model_dir, tmp_path
+):
+    """Replicates in lockstep call ``run_auction_groups`` once for all of them: one group short
+    surfaced as "zip() argument 3 is shorter than argument 1" from inside the market."""
+    plugin = dataclasses.replace(
+        POSTED_PRICE, build=lambda config, lm, queries: SharingPlatform(config)
+    )
+    with registered(plugin):
+        scenario = scenario_from_dict(posted_price_data(random_model_dir))
+        with pytest.raises(ValueError) as caught:
+            run_replicates(scenario, [0, 1, 2], [tmp_path / str(s) for s in range(3)], random_lm)
+    assert str(caught.value) == (
+        "mechanism 'posted_price': run_auction_groups returned 2 lists of outcomes for 3 "
+        "batches (one per replicate)"
+    )
+    assert not list(tmp_path.rglob("rounds.parquet"))

@@ -27,6 +27,7 @@ from market_sim.platform.base import (
     run_auction_groups,
 )
 from market_sim.platform.outcome_checks import (
+    check_group_count,
     check_outcome_count,
     check_outcomes,
     check_user_value,
@@ -333,5 +334,6 @@ def step_in_lockstep(markets: Sequence[MarketModel]) -> None:
     plans = [market.plan_round() for market in shared]
     batches = [AuctionBatch(plan.queries, plan.bidders, plan.seed) for plan in plans]
     outcomes = run_auction_groups([market.platform for market in shared], batches)
+    check_group_count(shared[0].platform.kind, outcomes, len(batches))
     for market, plan, own in zip(shared, plans, outcomes, strict=True):
         market.step(plan, own)

@@ -77,6 +77,19 @@ def check_outcome_count(kind: str, outcomes: Sequence[object], auctions: int) ->
         )
 
 
+def check_group_count(kind: str, groups: Sequence[object], batches: int) -> None:
+    """Check that ``run_auction_groups`` returned one list of outcomes per batch (replicate).
+
+    Raises:
+        ValueError: One line naming the mechanism and both counts.
+    """
+    if len(groups) != batches:
+        raise ValueError(
+            f"mechanism {kind!r}: run_auction_groups returned {len(groups)} lists of outcomes "
+            f"for {batches} batches (one per replicate)"
+        )
+
+
 def check_outcomes(kind: str, outcomes: Sequence[object], auctions: int, advertisers: int) -> None:
     """Check a platform's outcomes of one batch of auctions.
 
