@@ -28,6 +28,7 @@ import functools
 import hashlib
 import platform
 import subprocess
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -328,7 +329,12 @@ PROVENANCE_FILE = "provenance.json"
 
 
 def write_provenance(
-    out_dir: Path, lm: LanguageModel, scenario_toml: str, reference: str, **settings: Any
+    out_dir: Path,
+    lm: LanguageModel,
+    scenario_toml: str,
+    reference: str,
+    mechanism_plugins: Mapping[str, Mapping[str, Any]] | None = None,
+    **settings: Any,
 ) -> None:
     """Write :data:`PROVENANCE_FILE`: :func:`run_provenance`'s tables and the command's settings.
 
@@ -340,11 +346,18 @@ def write_provenance(
         lm: The loaded model the experiment used.
         scenario_toml: The resolved scenario text it wrote.
         reference: The scenario's model reference (``model.path``).
+        mechanism_plugins: Kind -> origin of each mechanism the experiment ran that a plugin
+            outside market-sim provides (:func:`market_sim.plugins.origin.plugin_origin`),
+            recorded as ``provenance.mechanism_plugins`` when there is one.
         **settings: The command's own settings outside the scenario (seeds, generations).
     """
     from market_sim.results.files import atomic_write_json
 
     record = {"settings": settings, **run_provenance(lm, reference, scenario_toml)}
+    if mechanism_plugins:
+        record["provenance"]["mechanism_plugins"] = {
+            kind: dict(origin) for kind, origin in sorted(mechanism_plugins.items())
+        }
     atomic_write_json(out_dir / PROVENANCE_FILE, record)
 
 

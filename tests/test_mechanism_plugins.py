@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import subprocess
 import sys
 import tomllib
@@ -711,3 +712,55 @@ def test_a_plugin_returning_too_few_groups_for_its_replicates_is_named(
         "batches (one per replicate)"
     )
     assert not list(tmp_path.rglob("rounds.parquet"))
+
+
+def audit_data(random_model_dir: Path) -> dict:
+    """The bundled eva scenario auditing the posted price (one generation's worth of queries)."""
+    data = tomllib.loads((ROOT / "scenarios" / "eva_queries.toml").read_text(encoding="utf-8"))
+    data["model"] = {"path": str(random_model_dir), "device": "cpu"}
+    data["mechanism"] = {"kind": "posted_price", "price": 0.4}
+    data["audit"] = {"top": 2, "uniform": False}
+    data["eva"]["rewriter"] = "grammar"  # the random model is no rewriter
+    data["queries"]["items"] = data["queries"]["items"][:4]
+    data["advertisers"] = data["advertisers"][:2]
+    return data
+
+
+def test_an_audit_of_a_plugin_records_its_origin_and_checks_its_outcomes(
+    random_lm, random_model_dir, tmp_path
+):
+    """The audit's provenance.json named no plugin, so its regrets could not be recomputed;
+    and a wrong payment count surfaced as an IndexError inside the regret search."""
+    from market_sim.eva.audit import run_audit
+
+    with registered(POSTED_PRICE):
+        scenario = scenario_from_dict(audit_data(random_model_dir), ROOT / "scenarios")
+        table = run_audit(scenario, random_lm, 1, [0], tmp_path / "audit")
+        origin = plugin_origin("posted_price")
+    assert table.height > 0 and (table["regret_max"] >= 0).all()
+    record = json.loads((tmp_path / "audit" / "provenance.json").read_text(encoding="utf-8"))
+    assert record["provenance"]["mechanism_plugins"] == {"posted_price": origin}
+    assert origin["module"] == __name__ and origin["source_sha256"] == hashlib.sha256(
+        Path(__file__).read_bytes()
+    ).hexdigest()
+
+    MistakenPlatform.mistake = {"payments": np.zeros(1)}
+    MistakenPlatform.counterfactual_mistake = None
+    plugin = dataclasses.replace(
+        POSTED_PRICE, build=lambda config, lm, queries: MistakenPlatform(config)
+    )
+    with registered(plugin), pytest.raises(ValueError) as caught:
+        run_audit(scenario, random_lm, 1, [0], tmp_path / "mistaken")
+    assert str(caught.value) == (
+        "mechanism 'posted_price': AuctionOutcome.payments must be 2 real numbers (one per "
+        "advertiser), got ndarray of shape (1,) and dtype float64"
+    )
+
+
+def test_a_built_in_audit_records_no_plugin(random_lm, random_model_dir, tmp_path):
+    data = audit_data(random_model_dir)
+    data["mechanism"] = {"kind": "second_price"}
+    run_audit_of = __import__("market_sim.eva.audit", fromlist=["run_audit"]).run_audit
+    run_audit_of(scenario_from_dict(data, ROOT / "scenarios"), random_lm, 1, [0], tmp_path)
+    record = json.loads((tmp_path / "provenance.json").read_text(encoding="utf-8"))
+    assert "mechanism_plugins" not in record["provenance"]

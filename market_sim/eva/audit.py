@@ -22,7 +22,8 @@ Outputs: ``audit.parquet`` (one row per evaluated query: ``mechanism``, ``method
 ``generation``, ``query_id``, ``text``, ``regret_max``, ``regret_mean``, ``parent_id``,
 ``operator``), ``audit_top.json`` (per mechanism and method: queries evaluated, the largest
 regret found, the mean of the ``top`` largest, the mean over all, and the ``top`` queries of the
-eva search), and the resolved ``scenario.toml``.
+eva search), the resolved ``scenario.toml`` and ``provenance.json`` (versions, model hashes,
+settings, and the origin of each audited mechanism that a plugin outside market-sim provides).
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ from market_sim.incentives.regret import estimate_regret
 from market_sim.lm.model import LanguageModel
 from market_sim.market.valuations import expected_valuation
 from market_sim.platform.base import Bidder, Platform, Report
-from market_sim.platform.outcome_checks import check_counterfactual_values
+from market_sim.platform.outcome_checks import check_counterfactual_values, check_outcomes
 from market_sim.plugins import MechanismConfig, build_platform, mechanism_choices
+from market_sim.plugins.origin import plugin_origins
 from market_sim.provenance import write_provenance
 from market_sim.results import atomic_write, atomic_write_json, atomic_write_text
 from market_sim.scenario.load import check_auditable, dump_scenario_toml
@@ -112,9 +114,11 @@ class QueryRegret:
         regrets = np.zeros((self.draws, len(self.valuations)))
         kind = self.platform.kind
         for draw in range(self.draws):
-            outcome = self.platform.run_auctions(
+            outcomes = self.platform.run_auctions(
                 [text], [bidders], derive_seed(self.seed, "audit", draw)
-            )[0]
+            )
+            check_outcomes(kind, outcomes, 1, len(bidders))
+            outcome = outcomes[0]
             if outcome.counterfactual is None:
                 raise ValueError(
                     f"mechanism {self.platform.kind!r} gives no counterfactual to audit"
@@ -268,5 +272,6 @@ def run_audit(
         report = top_report(table, audit.top)
         atomic_write_json(out_dir / AUDIT_TOP_FILE, report)
         settings = {"seeds": list(seeds), "generations": generations}
-        write_provenance(out_dir, lm, scenario_toml, scenario.model.path, **settings)
+        plugins = plugin_origins(mechanism.kind for mechanism in audit_mechanisms(scenario))
+        write_provenance(out_dir, lm, scenario_toml, scenario.model.path, plugins, **settings)
     return table

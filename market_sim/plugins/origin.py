@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import sys
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 
@@ -82,3 +83,13 @@ def plugin_origin(kind: str) -> dict[str, str | None] | None:
         "version": package[1] if package else None,
         "source_sha256": file_sha256(source) if source is not None else None,
     }
+
+
+def plugin_origins(kinds: Iterable[str]) -> dict[str, dict[str, str | None]]:
+    """Kind -> :func:`plugin_origin` of each of ``kinds`` that a plugin outside market-sim runs.
+
+    Returns:
+        An empty dict when every kind is built in.
+    """
+    origins = {kind: plugin_origin(kind) for kind in dict.fromkeys(kinds)}
+    return {kind: origin for kind, origin in origins.items() if origin is not None}
