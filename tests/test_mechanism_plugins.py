@@ -740,9 +740,10 @@ def test_an_audit_of_a_plugin_records_its_origin_and_checks_its_outcomes(
     assert table.height > 0 and (table["regret_max"] >= 0).all()
     record = json.loads((tmp_path / "audit" / "provenance.json").read_text(encoding="utf-8"))
     assert record["provenance"]["mechanism_plugins"] == {"posted_price": origin}
-    assert origin["module"] == __name__ and origin["source_sha256"] == hashlib.sha256(
-        Path(__file__).read_bytes()
-    ).hexdigest()
+    assert (
+        origin["module"] == __name__
+        and origin["source_sha256"] == hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+    )
 
     MistakenPlatform.mistake = {"payments": np.zeros(1)}
     MistakenPlatform.counterfactual_mistake = None
