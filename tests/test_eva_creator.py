@@ -21,6 +21,7 @@ from market_sim.eva.creator import (
     evolve,
     informativeness,
     min_max_normalize,
+    rewrite_prompt,
     sample_count,
     sample_proportional,
     valid_rewrite,
@@ -714,10 +715,14 @@ def test_split_queries_and_build_grammar_exclude_heldout():
 class FakeLM:
     """Encodes text as code points; ``reply(prompt)`` writes the completion."""
 
-    def __init__(self, reply):
+    def __init__(self, reply, max_positions=None):
         self.reply = reply
         self.calls = []
         self.prompt = PromptBuilder("plain")  # the bundled LM's format
+        self.max_positions = max_positions
+
+    def encode(self, text):
+        return [ord(ch) for ch in text]
 
     def sample(self, prompts, max_new_tokens, temperature, seed):
         self.calls.append((prompts, max_new_tokens, temperature, seed))
@@ -807,3 +812,56 @@ def test_evolve_with_rewriter_engine_and_fallback():
             plain_pool, ["q00000", "q00004"], grammar, settings, 1, np.random.default_rng(8)
         )
         assert [c.text for c in plain] == [c.text for c in children]
+
+
+def test_a_rewrite_prompt_the_model_cannot_hold_is_not_sampled():
+    """A 128-position model raised an IndexError inside its forward (``market-sim audit`` with
+    a short-context model and ``rewriter = "lm"``): the structure is rendered instead."""
+    pool = QueryPool(SEEDS)
+    parent = pool.records["q00000"]
+    child = StructuredQuery(parent.query.topic, constraints=("on a budget",))
+    prompt = rewrite_prompt(parent.text, "Add the constraint 'on a budget'.", FakeLM(str))
+    for spare, sampled in [(0, True), (-1, False)]:  # positions left beyond the 17 new tokens
+        lm = FakeLM(keeps_phrase, max_positions=len(prompt) + 17 + spare)
+        rewriter = LMRewriter(lm, max_new_tokens=17)
+        text = rewriter(parent, "add_constraint", child, 0)
+        assert (text is not None, len(lm.calls), rewriter.too_long) == (
+            (True, 1, 0) if sampled else (False, 0, 1)
+        )
+
+
+def test_evolve_admits_only_what_the_caller_admits_and_redraws_otherwise():
+    """A child whose prompts would not fit the model is redrawn like a known text; a rewrite
+    that does not fit falls back to the rendered structure."""
+    grammar = seed_grammar()
+    settings = EvolveSettings(variants=4)
+    parents = list(QueryPool(SEEDS).active)
+    unlimited = evolve(QueryPool(SEEDS), parents, grammar, settings, 1, np.random.default_rng(3))
+    for limit in (30, 35, 40):
+        assert any(len(child.text) > limit for child in unlimited)  # the limit binds
+        children = evolve(
+            QueryPool(SEEDS),
+            parents,
+            grammar,
+            settings,
+            1,
+            np.random.default_rng(3),
+            admissible=lambda text, limit=limit: len(text) <= limit,
+        )
+        assert children and all(len(child.text) <= limit for child in children)
+    long_rewrite = LMRewriter(
+        FakeLM(lambda prompt: keeps_phrase(prompt).replace("\n", " " + "x" * 40 + "\n", 1))
+    )
+    pool = QueryPool(SEEDS)
+    children = evolve(
+        pool,
+        ["q00000"],
+        grammar,
+        settings,
+        1,
+        np.random.default_rng(8),
+        rewriter=long_rewrite,
+        admissible=lambda text: "x" * 40 not in text,
+    )
+    assert children and all(child.engine == "grammar" for child in children)
+    assert long_rewrite.accepted >= len(children)

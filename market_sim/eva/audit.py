@@ -51,6 +51,7 @@ from market_sim.plugins.origin import plugin_origins
 from market_sim.provenance import write_provenance
 from market_sim.results import atomic_write, atomic_write_json, atomic_write_text
 from market_sim.scenario.load import check_auditable, dump_scenario_toml
+from market_sim.scenario.prompt_fit import query_fits
 from market_sim.scenario.schema import AuditConfig, Scenario
 
 AUDIT_FILE = "audit.parquet"
@@ -151,6 +152,7 @@ def audit_mechanism(
     items = list(dict.fromkeys(one_line(item) for item in scenario.queries.items))
     grammar = build_grammar(config, QuerySplit(items, []))
     rewriter = build_rewriter(scenario, lm)
+    admissible = query_fits(replace(scenario, mechanism=mechanism), lm)
     platform = build_platform(mechanism, lm, items)
     audit = scenario.audit or AuditConfig()
     regret = QueryRegret(scenario, platform, seed, audit.draws)
@@ -174,6 +176,7 @@ def audit_mechanism(
                 rng,
                 rewriter=rewriter,
                 uniform=method == "uniform",
+                admissible=admissible,
             )
             pool.retire_to(config.max_pool)
         for record in pool.records.values():

@@ -17,7 +17,9 @@ Per generation, on the active pool of Q queries:
    from the enabled ones (:meth:`QueryGrammar.mutate`; ``mix`` pairs it with another active
    query drawn uniformly). The grammar fixes the child's structure; a rewriter may then write
    its text with the LM (:class:`LMRewriter`), else the structure is rendered. A child whose
-   text is already known (in the pool, among its siblings, or held out) is redrawn, up to
+   text is already known (in the pool, among its siblings, or held out), or that the caller
+   does not admit (``admissible``: the run's prompts with it would not fit the model's
+   positions, :func:`market_sim.scenario.prompt_fit.query_fits`), is redrawn, up to
    ``MAX_ATTEMPTS`` times per variant; failing that, the variant is skipped.
 """
 
@@ -38,6 +40,8 @@ MAX_ATTEMPTS = 8
 
 Rewriter = Callable[[PoolQuery, str, StructuredQuery, int], str | None]
 """``rewrite(parent, operator, child_structure, seed) -> text or None`` (None: render)."""
+Admissible = Callable[[str], bool]
+"""``admissible(text)``: whether a child's text may join the pool (e.g. its prompts fit)."""
 
 
 def informativeness(scores: np.ndarray, measure: str = "gap") -> np.ndarray:
@@ -150,6 +154,7 @@ def evolve(
     rng: np.random.Generator,
     forbidden: set[str] | frozenset[str] = frozenset(),
     rewriter: Rewriter | None = None,
+    admissible: Admissible | None = None,
 ) -> list[PoolQuery]:
     """Make and admit the children of ``parents`` (see the module docstring).
 
@@ -162,6 +167,7 @@ def evolve(
         rng: Draws operators, options, partners and rewrite seeds.
         forbidden: Texts never to produce (the held-out queries).
         rewriter: Writes a child's text with the LM, or None to render the structure.
+        admissible: Whether a text may be admitted (None: every text).
 
     Returns:
         The admitted children, in order.
@@ -172,7 +178,16 @@ def evolve(
         parent = pool.records[parent_id]
         for _ in range(settings.variants):
             child = _one_child(
-                pool, parent, active, grammar, settings, generation, rng, forbidden, rewriter
+                pool,
+                parent,
+                active,
+                grammar,
+                settings,
+                generation,
+                rng,
+                forbidden,
+                rewriter,
+                admissible,
             )
             if child is not None:
                 children.append(child)
@@ -189,6 +204,7 @@ def _one_child(
     rng: np.random.Generator,
     forbidden: set[str] | frozenset[str],
     rewriter: Rewriter | None,
+    admissible: Admissible | None,
 ) -> PoolQuery | None:
     for _ in range(MAX_ATTEMPTS):
         operator = settings.operators[int(rng.integers(len(settings.operators)))]
@@ -205,9 +221,11 @@ def _one_child(
         text, engine = structure.render(), "grammar"
         if rewriter is not None:
             rewritten = rewriter(parent, operator, structure, rewrite_seed)
-            if rewritten is not None:
+            if rewritten is not None and (admissible is None or admissible(rewritten)):
                 text, engine = rewritten, "lm"
         if text in forbidden or pool.known(text):
+            continue
+        if admissible is not None and not admissible(text):
             continue
         return pool.admit(
             structure,
@@ -288,7 +306,9 @@ class LMRewriter:
     The prompt (:func:`rewrite_prompt`) gives the parent's text and an instruction naming the
     part the grammar added; the first line of one sampled completion (``max_new_tokens``
     tokens at ``temperature``, seeded) is the candidate text, accepted when
-    :func:`valid_rewrite` says so. Counters record how often it was used.
+    :func:`valid_rewrite` says so. A prompt that leaves the model fewer than
+    ``max_new_tokens`` positions is not sampled (a short-context model would fail inside its
+    forward): the structure is rendered instead. Counters record how often each happened.
 
     Args:
         lm: A :class:`~market_sim.lm.model.LanguageModel` (``prompt``, ``sample`` and
@@ -303,6 +323,7 @@ class LMRewriter:
         self.temperature = temperature
         self.accepted = 0
         self.rejected = 0
+        self.too_long = 0
 
     def __call__(
         self, parent: PoolQuery, operator: str, child: StructuredQuery, seed: int
@@ -310,12 +331,12 @@ class LMRewriter:
         """The rewritten text, or None (the caller renders the structure)."""
         new = added_part(parent.query, child, operator)
         instruction = OPERATOR_INSTRUCTIONS[operator].format(new=new)
-        tokens = self.lm.sample(
-            [rewrite_prompt(parent.text, instruction, self.lm)],
-            self.max_new_tokens,
-            self.temperature,
-            seed,
-        )[0]
+        prompt = rewrite_prompt(parent.text, instruction, self.lm)
+        limit = self.lm.max_positions
+        if limit is not None and len(self.lm.encode(prompt)) + self.max_new_tokens > limit:
+            self.too_long += 1
+            return None
+        tokens = self.lm.sample([prompt], self.max_new_tokens, self.temperature, seed)[0]
         lines = self.lm.decode(tokens).strip().splitlines()
         text = one_line(lines[0]) if lines else ""
         if valid_rewrite(text, parent.text, new):
@@ -357,6 +378,7 @@ def creator_step(
     forbidden: set[str] | frozenset[str] = frozenset(),
     rewriter: Rewriter | None = None,
     uniform: bool = False,
+    admissible: Admissible | None = None,
 ) -> CreatorStep:
     """Estimate, sample and evolve once (see the module docstring).
 
@@ -372,6 +394,7 @@ def creator_step(
         rewriter: Optional LM rewriter.
         uniform: Sample parents uniformly instead of by informativeness (the baseline that
             isolates the creator's weighting).
+        admissible: Whether a child's text may be admitted (None: every text).
 
     Returns:
         What was measured, sampled and made.
@@ -385,5 +408,7 @@ def creator_step(
     weights = np.ones(len(active)) if uniform else min_max_normalize(values)
     drawn = sample_proportional(weights, sample_count(len(active), sample_fraction), rng)
     sampled = [active[int(index)].query_id for index in drawn]
-    children = evolve(pool, sampled, grammar, settings, generation, rng, forbidden, rewriter)
+    children = evolve(
+        pool, sampled, grammar, settings, generation, rng, forbidden, rewriter, admissible
+    )
     return CreatorStep(generation, measured, sampled, children)

@@ -7,7 +7,8 @@ context; the reply then adds up to ``mechanism.max_new_tokens`` tokens. A prompt
 leave room raises an index error deep inside the model, rounds into the run. This check runs
 right after the tokenizer loads and names the offending query or context instead.
 
-Queries that an eva stream writes during the run are not known in advance and are not checked.
+Queries that an eva creator writes during the run are not known in advance: it admits a child
+only when :func:`query_fits` says every prompt of it fits too (else it draws another child).
 """
 
 from __future__ import annotations
@@ -44,17 +45,24 @@ def prompt_cases(scenario: Scenario) -> Iterator[tuple[str, str, tuple[str, ...]
         *((item_key("queries.items", j), q) for j, q in enumerate(scenario.queries.items)),
         *((item_key("queries.heldout", j), q) for j, q in enumerate(scenario.queries.heldout)),
     ]
+    for query_key, query in queries:
+        yield from query_prompt_cases(scenario, query_key, query)
+
+
+def query_prompt_cases(
+    scenario: Scenario, query_key: str, query: str
+) -> Iterator[tuple[str, str, tuple[str, ...]]]:
+    """The ``(key, query, contexts)`` of :func:`prompt_cases` for one query, keyed ``query_key``."""
     contexts = tuple(advertiser.context for advertiser in scenario.advertisers)
     mechanism = scenario.mechanism
     every_context = mechanism.kind == "mosaic" and mechanism.proposal == "context_aware"
     if scenario.convergence is not None and "context_aware" in scenario.convergence.proposals:
         every_context = True
-    for query_key, query in queries:
-        yield query_key, query, ()
-        for index, context in enumerate(contexts):
-            yield f"advertisers[{index}].context", query, (context,)
-        if every_context and len(contexts) > 1:
-            yield query_key, query, contexts
+    yield query_key, query, ()
+    for index, context in enumerate(contexts):
+        yield f"advertisers[{index}].context", query, (context,)
+    if every_context and len(contexts) > 1:
+        yield query_key, query, contexts
 
 
 def check_prompts_fit(
@@ -114,3 +122,31 @@ def check_model_fits(scenario: Scenario, lm: TokenizedModel) -> None:
     except ValueError as error:
         raise ScenarioError("model.prompt_format", str(error)) from None
     check_prompts_fit(scenario, lambda text: len(lm.encode(text)), build, lm.max_positions)
+
+
+def query_fits(scenario: Scenario, lm: Any) -> Callable[[str], bool]:
+    """Whether every prompt of a new query plus ``mechanism.max_new_tokens`` fits the model.
+
+    The predicate an eva creator admits children with: a query the model cannot serve would
+    otherwise raise an index error inside the model generations later.
+
+    Args:
+        scenario: The validated scenario (contexts, mechanism, reply length).
+        lm: The loaded :class:`~market_sim.lm.model.LanguageModel` in the run's prompt format
+            (its ``prompt`` builder, ``encode`` and ``max_positions`` are used).
+
+    Returns:
+        ``fits(query) -> bool``; always true for a model without a position limit.
+    """
+    limit = lm.max_positions
+    reply = scenario.mechanism.max_new_tokens
+
+    def fits(query: str) -> bool:
+        if limit is None:
+            return True
+        return all(
+            len(lm.encode(lm.prompt(text, contexts))) + reply <= limit
+            for _, text, contexts in query_prompt_cases(scenario, "", query)
+        )
+
+    return fits
