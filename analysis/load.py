@@ -175,40 +175,43 @@ def read_sweep(sweep_dir: Path) -> tuple[pl.DataFrame, list[str]]:
 
 
 class RepeatedRunWarning(UserWarning):
-    """One ``run_id`` found in more than one folder: counted once, or kept apart if they differ."""
+    """One ``run_id`` found in more than one folder: counted once, from the first folder."""
 
 
 SAME_RUN_KEYS: tuple[str, ...] = ("device", *HEADLINE_SUMMARY_KEYS)
-"""Summary keys that must agree for two folders of one ``run_id`` to be the same run (the id
-hashes the resolved scenario, which says ``device = "auto"`` whatever device ran it, and a
+"""Summary keys compared between folders of one ``run_id`` to say whether the copies agree (the
+id hashes the resolved scenario, which says ``device = "auto"`` whatever device ran it, and a
 rerun under other code keeps the id)."""
 
 
 def drop_repeated_runs(runs: pl.DataFrame) -> pl.DataFrame:
-    """``runs`` with each repeated run counted once, warning per repeated ``run_id``.
+    """``runs`` with each ``run_id`` counted once (its first folder), warning per repeated id.
 
     A run copied to a second folder, or a folder named together with one that contains it,
-    would otherwise count twice: one more observation and a narrower interval. Rows of one
-    ``run_id`` whose :data:`SAME_RUN_KEYS` differ are different runs under one id (another
-    device, another code version): all are kept, with a warning saying so.
+    would otherwise count twice: one more observation and a narrower interval. The same holds
+    when the copies differ: a replicate of a lockstep ``--seeds`` run and a solo run of its seed
+    (float32 rounding in a larger batch), a CPU and a GPU run, or a rerun under other code are
+    computations of one random draw, not independent observations. The warning names the
+    :data:`SAME_RUN_KEYS` that differ, so a real divergence is seen.
     """
     if "run_id" not in runs.columns:
         return runs
     keys = [key for key in SAME_RUN_KEYS if key in runs.columns]
     counts = runs.filter(pl.col("run_id").is_not_null()).group_by("run_id").len()
     repeated = counts.filter(pl.col("len") > 1).sort("run_id")["run_id"].to_list()
-    kept_apart = []
     for run_id in repeated:
         rows = runs.filter(pl.col("run_id") == run_id)
-        paths = ", ".join(rows["run_path"].to_list())
-        if rows.select(keys).unique().height > 1:
-            kept_apart.append(run_id)
-            message = f"run id {run_id} names different results in {paths}; all kept"
+        paths = rows["run_path"].to_list()
+        differing = [key for key in keys if rows.select(key).unique().height > 1]
+        if differing:
+            message = (
+                f"run id {run_id} names different results in {', '.join(paths)} (they differ "
+                f"in {', '.join(differing)}); counted once, from {paths[0]}"
+            )
         else:
-            message = f"run {run_id} is in {rows.height} folders ({paths}); counted once"
+            message = f"run {run_id} is in {rows.height} folders ({', '.join(paths)}); counted once"
         warnings.warn(message, RepeatedRunWarning, stacklevel=2)
-    first = pl.col("run_id").is_first_distinct() | pl.col("run_id").is_in(kept_apart)
-    return runs.filter(pl.col("run_id").is_null() | first)
+    return runs.filter(pl.col("run_id").is_null() | pl.col("run_id").is_first_distinct())
 
 
 def load_results(paths: Paths) -> Results:

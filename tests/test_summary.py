@@ -190,8 +190,10 @@ def test_an_empty_folder_among_others_is_named_in_a_warning(runs_dir, tmp_path, 
     assert f"{tmp_path / 'empty'}: no runs and no eva results; skipped" in err
 
 
-def test_one_run_id_with_different_results_keeps_both(tmp_path, capsys):
-    # A CPU and a GPU run of one scenario with device = "auto" share a run id.
+def test_one_run_id_with_different_results_counts_once_from_the_first_folder(tmp_path, capsys):
+    """A CPU and a GPU run of one scenario with device = "auto" share a run id, as do a
+    lockstep replicate and a solo run of its seed: one random draw computed twice. Both were
+    kept, so a seed counted twice (n = 3 for two seeds, a narrower interval)."""
     for name, revenue, device in (("cpu", 1.0, "cpu"), ("gpu", 2.0, "cuda:0")):
         folder = tmp_path / name / "vcg-0"
         write_run(folder, "vcg", "", 0, revenue)
@@ -201,8 +203,9 @@ def test_one_run_id_with_different_results_keeps_both(tmp_path, capsys):
     folders = [str(tmp_path / "cpu"), str(tmp_path / "gpu")]
     status, out, err = cli_output(capsys, "summary", *folders, "--format", "json")
     assert status == 0 and "names different results" in err
+    assert f"(they differ in device, revenue_mean); counted once, from {tmp_path / 'cpu'}" in err
     revenue = next(r for r in json.loads(out) if r["metric"] == "revenue_mean")
-    assert revenue["n"] == 2 and revenue["mean"] == 1.5
+    assert revenue["n"] == 1 and revenue["mean"] == 1.0
     assert main(["plot", str(tmp_path), "--out", str(tmp_path / "figures")]) == 0
     err = capsys.readouterr().err
     assert "market-sim: warning: run id vcg-0-ab names different results" in err
