@@ -65,6 +65,7 @@ METRIC_RANGES: dict[str, Range] = {
     "ir_violation_rate": UNIT_INTERVAL,
     "bid_ratio_final": NON_NEGATIVE,
     "report_scale_final": NON_NEGATIVE,
+    "report_distortion_final": NON_NEGATIVE,
     "regret_mean": NON_NEGATIVE,
     "regret_max": NON_NEGATIVE,
     "best_response_gain_mean": NON_NEGATIVE,
@@ -385,8 +386,11 @@ def mechanism_summary(
 def with_agent_columns(agents: pl.DataFrame) -> pl.DataFrame:
     """Add derived agent columns where their inputs exist.
 
-    ``bid_ratio`` is bid / valuation (null when valuation <= 0); ``report_distortion`` is
-    ``|report_scale - 1|``.
+    ``bid_ratio`` is bid / valuation (null when valuation <= 0); ``log2_report_scale`` is
+    ``log2 report_scale`` (0 = truthful; its mean is the log of the geometric mean scale, so a
+    learner drawing uniformly from a geometric grid symmetric about 1 averages 0) and
+    ``report_distortion`` its absolute value (1 = a factor of 2 either way), as
+    ``summary.json``'s ``report_distortion_final``; both null when ``report_scale <= 0``.
     """
     columns = []
     if {"bid", "valuation"} <= set(agents.columns):
@@ -396,7 +400,9 @@ def with_agent_columns(agents: pl.DataFrame) -> pl.DataFrame:
             .alias("bid_ratio")
         )
     if "report_scale" in agents.columns:
-        columns.append((pl.col("report_scale") - 1.0).abs().alias("report_distortion"))
+        log_scale = pl.when(pl.col("report_scale") > 0).then(pl.col("report_scale").log(2))
+        columns.append(log_scale.abs().alias("report_distortion"))
+        columns.append(log_scale.alias("log2_report_scale"))
     return agents.with_columns(columns) if columns else agents
 
 

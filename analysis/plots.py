@@ -536,9 +536,10 @@ def learning_figure(
     equal total auctions end together.
     """
     runs, by = labelled_runs(results)
-    curves = learning_curves(agents, by=by, window=window)
+    curves = learning_curves(agents, by=by, metrics=LEARNING_METRICS, window=window)
     if curves.height == 0:
         return None
+    curves = geometric_report_scale(curves)
     x_column, x_label = learning_axis(curves["auctions_per_round"])
     names = dict(runs.select(LABEL, NAME).unique(LABEL).iter_rows())
     params = [col for col in by if col != LABEL]
@@ -551,9 +552,9 @@ def learning_figure(
             mine = curves.filter(
                 pl.col(LABEL) == label, *[pl.col(k) == v for k, v in setting.items()]
             )
-            for metric in ("bid_ratio", "report_scale"):
+            for metric in LEARNING_METRICS:
                 curve = mine.filter(pl.col("metric") == metric).sort(x_column)
-                if curve.height and not (metric == "report_scale" and is_constant(curve, 1.0)):
+                if curve.height and not (metric != "bid_ratio" and is_constant(curve, 1.0)):
                     lines.append(({**setting, "_style": styles[index % 4]}, metric, curve))
         if lines:
             shown.append((label, lines))
@@ -567,7 +568,11 @@ def learning_figure(
         color = mechanism_color(names[label])
         for setting, metric, curve in lines:
             extra = setting_name(setting, params) if params else ""
-            what = "bid / valuation" if metric == "bid_ratio" else "reported / true scale"
+            what = (
+                "bid / valuation"
+                if metric == "bid_ratio"
+                else "reported / true scale (geometric mean)"
+            )
             band(ax, curve, x_column, color if metric == "bid_ratio" else "#444444", what)
             ax.lines[-1].set_linestyle(setting["_style"] if metric == "bid_ratio" else "--")
             ax.lines[-1].set_label(f"{what} {extra}".strip())
@@ -584,12 +589,34 @@ def learning_figure(
         if index % columns == 0:
             ax.set_ylabel("ratio")
     counts = curves.group_by(LABEL).agg(pl.col("n").max())["n"].to_list()
+    widths = sorted(set(curves["rounds_per_window"].drop_nulls().to_list()))
+    shown_widths = str(widths[0]) if len(widths) == 1 else f"{widths[0]}-{widths[-1]}"
+    per_curve = " (each curve its own)" if len(widths) > 1 else ""
     footer(
         fig,
-        "mean over agents per round window; "
+        f"mean over agents per window of {shown_widths} rounds{per_curve}; "
         + seeds_note(counts, "curve").replace("error bars", "bands"),
     )
     return fig
+
+
+LEARNING_METRICS: tuple[str, ...] = ("bid_ratio", "log2_report_scale")
+"""What the learning curves follow; the report scale as the geometric mean (see below)."""
+
+
+def geometric_report_scale(curves: pl.DataFrame) -> pl.DataFrame:
+    """Curves of ``log2_report_scale`` as the geometric mean scale: ``2 ** mean``, ``2 ** CI``.
+
+    The learners' distortion grids are geometric (0.25 ... 4), so the arithmetic mean of the
+    scale reads a learner drawing uniformly from the grid as 1.55, over-sharpening; the mean of
+    ``log2`` reads it as 0, and ``2 ** x`` maps the mean and both interval bounds (a monotone
+    map) back to a scale with 1 = truthful, on the bid ratio's axis.
+    """
+    is_log = pl.col("metric") == "log2_report_scale"
+    return curves.with_columns(
+        pl.when(is_log).then(2.0 ** pl.col(column)).otherwise(pl.col(column)).alias(column)
+        for column in ("mean", "ci_low", "ci_high")
+    )
 
 
 def brand_names(source: str | None) -> tuple[str, str]:

@@ -4,12 +4,15 @@ One function, :func:`summary_table`, computes every number; the formats (:func:`
 only render it, so ``--format json`` and ``--format csv`` carry the analysis' floats unrounded
 (``table`` and ``markdown`` round to 4 significant digits for reading).
 
-Per run, the metrics are the ``summary.json`` keys of :data:`SUMMARY_METRICS` plus
-``report_distortion``, the mean over the run's agent-auctions of ``|report_scale - 1|``
-(``agents.parquet``). Each run is one observation; groups are the mechanism label, the grid keys
-that vary, any ``--by`` keys, and ``setting`` when runs of one group differ in their resolved
-scenarios (:func:`analysis.metrics.split_settings`). Intervals are 95% Student t intervals over
-the runs of a group, intersected with the metric's range (:data:`analysis.metrics.METRIC_RANGES`).
+Per run, the metrics are the ``summary.json`` keys of :data:`SUMMARY_METRICS`; the last two
+cover the same rows, the last 20% of rounds: ``bid_ratio_final`` and
+``report_distortion_final``, the mean of ``|log2 report_scale|`` (null, so left out, for a
+mechanism that reads no report scale, rather than a 0 that would read as "truthful"; result
+folders written before it existed lack it). Each run is one observation; groups are the
+mechanism label, the grid keys that vary, any ``--by`` keys, and ``setting`` when runs of one
+group differ in their resolved scenarios (:func:`analysis.metrics.split_settings`). Intervals
+are 95% Student t intervals over the runs of a group, intersected with the metric's range
+(:data:`analysis.metrics.METRIC_RANGES`).
 """
 
 from __future__ import annotations
@@ -25,14 +28,12 @@ from analysis.load import (
     Paths,
     Results,
     as_paths,
-    load_agents,
     load_results,
 )
 from analysis.metrics import (
     FAMILY,
     LABEL,
     NAME,
-    agent_run_metrics,
     label_order,
     labelled_runs,
     said_warnings,
@@ -50,7 +51,7 @@ SUMMARY_METRICS: tuple[str, ...] = (
     "regret_max",
     "ir_violation_rate",
     "bid_ratio_final",
-    "report_distortion",
+    "report_distortion_final",
 )
 """Rows of the summary, in order."""
 FORMATS: tuple[str, ...] = ("table", "markdown", "csv", "json")
@@ -76,10 +77,6 @@ def summary_runs(results: Results, by: Sequence[str] = ()) -> tuple[pl.DataFrame
             "summary.json key also works)"
         )
     groups = [*groups, *[key for key in by if key not in groups]]
-    agents = load_agents(runs)
-    if agents.height and "report_scale" in agents.columns:
-        distortion = agent_run_metrics(agents).select("run_path", "report_distortion")
-        runs = runs.join(distortion, on="run_path", how="left")
     return runs, groups
 
 

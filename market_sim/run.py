@@ -216,6 +216,7 @@ def finish_run(
         "run_id": run_id,
         "scenario": scenario.name,
         "mechanism": scenario.mechanism.kind,
+        "report_scale_meaning": market.platform.report_space.distortion,
         "rounds": scenario.rounds,
         "auctions_per_round": scenario.auctions_per_round,
         "seed": scenario.seed,

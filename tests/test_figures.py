@@ -200,11 +200,39 @@ def test_learning_curves_are_small_multiples_without_flat_distortion(results):
     assert [ax.get_title() for ax in visible] == EXPECTED_ORDER
     for ax in visible:
         labels = [line.get_label() for line in ax.lines]
-        has_distortion = "reported / true scale" in labels
+        has_distortion = "reported / true scale (geometric mean)" in labels
         assert has_distortion == ax.get_title().startswith("token auction"), ax.get_title()
         for collection in ax.collections:  # bands of non-negative ratios stay above zero
             assert collection.get_paths()[0].vertices[:, 1].min() >= 0.0
     assert "n = 3 seeds per curve" in figure_text(fig)
+    assert "mean over agents per window of " in figure_text(fig)
+
+
+def test_the_report_scale_curve_is_the_geometric_mean():
+    """Scales 1/4 and 4 (a learner indifferent on the grid 0.25 ... 4) plotted at 2.125, read as
+    over-sharpening; their geometric mean is 1 (truthful on average), with scales 1/2 and 2
+    in the second window of the other run: 1 again."""
+    from analysis.metrics import learning_curves
+    from analysis.plots import LEARNING_METRICS, geometric_report_scale
+
+    agents = pl.DataFrame(
+        {
+            "run_path": ["a", "a", "b", "b"],
+            "label": ["x"] * 4,
+            "round": [0, 0, 0, 0],
+            "agent": ["p", "q", "p", "q"],
+            "bid": [1.0] * 4,
+            "valuation": [1.0] * 4,
+            "report_scale": [0.25, 4.0, 0.5, 2.0],
+        }
+    )
+    curves = geometric_report_scale(
+        learning_curves(agents, by=["label"], metrics=LEARNING_METRICS, window=1)
+    )
+    scale = curves.filter(pl.col("metric") == "log2_report_scale").row(0, named=True)
+    assert scale["n"] == 2 and scale["mean"] == 1.0  # 2 ** 0, exact
+    # per run log2 means 0 and 0: a zero-width interval at 1
+    assert (scale["ci_low"], scale["ci_high"]) == (1.0, 1.0)
 
 
 def test_runs_kept_apart_by_an_unswept_key_still_plot_every_figure(tmp_path):

@@ -15,7 +15,7 @@ from analysis.metrics import PoolingWarning, labelled_runs
 from analysis.summary import SUMMARY_METRICS, format_summary, summary_table
 from market_sim.cli import main
 
-# (kind, payment, seed) -> revenue; report scales per seed make report_distortion checkable
+# (kind, payment, seed) -> revenue; report scales per seed make report_distortion_final checkable
 REVENUE = {
     ("token_auction", "second_price"): [1.0, 2.5, 4.0],
     ("token_auction", "first_price"): [3.0, 3.5, 5.0],
@@ -61,6 +61,8 @@ def write_run(folder: Path, kind: str, payment: str, seed: int, revenue: float, 
         "regret_max": 0.0 if kind == "vcg" else 0.3 * seed,
         "ir_violation_rate": 0.0,
         "bid_ratio_final": 1.0,
+        # the run's own figure (market_sim.results.summarize); null where no scale is read
+        "report_distortion_final": math.log2(scale) if kind == "token_auction" else None,
     }
     (folder / "summary.json").write_text(json.dumps(summary))
 
@@ -92,7 +94,10 @@ def test_summary_json_and_csv_match_the_analysis_exactly(runs_dir, capsys):
     # readable names in figure order: LLM-native first, payments in a fixed order, then slots
     names = list(dict.fromkeys(expected["mechanism_name"].to_list()))
     assert names == ["token auction, second price", "token auction, first price", "VCG"]
-    assert expected.filter(pl.col("label") == "vcg")["metric"].to_list() == list(SUMMARY_METRICS)
+    # VCG reads no report scale: no report distortion row (not a 0 that reads as truthful)
+    assert expected.filter(pl.col("label") == "vcg")["metric"].to_list() == [
+        metric for metric in SUMMARY_METRICS if metric != "report_distortion_final"
+    ]
 
 
 def test_summary_values_by_hand(runs_dir):
@@ -107,8 +112,9 @@ def test_summary_values_by_hand(runs_dir):
     assert revenue["n"] == 3 and revenue["mean"] == pytest.approx(mean)
     assert revenue["ci_low"] == 0.0  # 2.5 - 3.73 < 0: revenue cannot be negative
     assert revenue["ci_high"] == pytest.approx(mean + half)
-    # report distortion |scale - 1| with scales 1, 1.5, 2 -> 0, 0.5, 1
-    assert row("token_auction (second_price)", "report_distortion")["mean"] == pytest.approx(0.5)
+    # report distortion |log2 scale| with scales 1, 1.5, 2 -> 0, 0.585, 1
+    distortion = row("token_auction (second_price)", "report_distortion_final")["mean"]
+    assert distortion == pytest.approx(math.log2(3) / 3)  # (0 + log2 1.5 + 1) / 3
     zero = row("vcg", "regret_max")
     assert (zero["mean"], zero["ci_low"], zero["ci_high"]) == (0.0, 0.0, 0.0)
     # utility may be negative: its interval is the plain t interval
