@@ -601,29 +601,6 @@ def test_a_mistaken_plugin_outcome_is_named_in_one_line_before_anything_is_recor
     assert not (tmp_path / "run" / "rounds.parquet").exists()
 
 
-class LaterNaNPlatform(PostedPricePlatform):
-    """Correct outcomes, then a NaN payment from the sixth call on."""
-
-    def __init__(self, config: PostedPriceConfig) -> None:
-        super().__init__(config)
-        self.calls = 0
-
-    def run_auctions(self, queries, bidders, seed):
-        self.calls += 1
-        outcomes = super().run_auctions(queries, bidders, seed)
-        if self.calls < 6:
-            return outcomes
-        return [dataclasses.replace(o, payments=o.payments * np.nan) for o in outcomes]
-
-
-def test_a_nan_payment_after_the_first_round_is_named_too(random_lm, random_model_dir, tmp_path):
-    """Shapes are checked on the first round; a non-finite number in any round."""
-    message = posted_price_run_error(LaterNaNPlatform, random_lm, random_model_dir, tmp_path)
-    assert message == (
-        "mechanism 'posted_price': AuctionOutcome.payments holds a NaN or infinite value"
-    )
-
-
 class TensorOutcomePlatform(PostedPricePlatform):
     """Outcomes as torch tensors (one requiring grad) and counterfactual values as lists."""
 
@@ -667,24 +644,6 @@ def test_tensors_and_lists_from_a_plugin_are_taken_as_numbers(
         result = run_scenario(scenario, out_dir=tmp_path / "run", lm=random_lm)
     assert result.rounds["user_value"].to_list() == [0.25] * 300
     assert result.summary["regret_max"] <= 1e-12  # the listed counterfactual was searched
-
-
-class LaterNaNUserValuePlatform(LaterNaNPlatform):
-    """A NaN user value from the sixth call on."""
-
-    def run_auctions(self, queries, bidders, seed):
-        outcomes = PostedPricePlatform.run_auctions(self, queries, bidders, seed)
-        self.calls += 1
-        nan = float("nan") if self.calls >= 6 else 0.0
-        return [dataclasses.replace(o, user_value=nan) for o in outcomes]
-
-
-def test_a_nan_user_value_after_the_first_round_is_named(random_lm, random_model_dir, tmp_path):
-    """It went into the results silently: social_welfare_mean became NaN."""
-    message = posted_price_run_error(
-        LaterNaNUserValuePlatform, random_lm, random_model_dir, tmp_path
-    )
-    assert message == "mechanism 'posted_price': AuctionOutcome.user_value is nan"
 
 
 class SharingPlatform(PostedPricePlatform):
@@ -765,3 +724,152 @@ def test_a_built_in_audit_records_no_plugin(random_lm, random_model_dir, tmp_pat
     run_audit_of(scenario_from_dict(data, ROOT / "scenarios"), random_lm, 1, [0], tmp_path)
     record = json.loads((tmp_path / "provenance.json").read_text(encoding="utf-8"))
     assert "mechanism_plugins" not in record["provenance"]
+
+
+class LaterMistakePlatform(PostedPricePlatform):
+    """Correct outcomes for five calls, then ``mistake`` applied to every outcome."""
+
+    mistake: dict[str, object] = {}
+
+    def __init__(self, config: PostedPriceConfig) -> None:
+        super().__init__(config)
+        self.calls = 0
+
+    def run_auctions(self, queries, bidders, seed):
+        self.calls += 1
+        outcomes = super().run_auctions(queries, bidders, seed)
+        if self.calls < 6:
+            return outcomes
+        return [dataclasses.replace(o, **self.mistake) for o in outcomes]
+
+
+@pytest.mark.parametrize(
+    ("mistake", "message"),
+    [
+        (
+            {"payments": np.zeros(2)},
+            "AuctionOutcome.payments must be 3 real numbers (one per advertiser), got ndarray "
+            "of shape (2,) and dtype float64",
+        ),
+        (
+            {"payments": np.zeros(4)},
+            "AuctionOutcome.payments must be 3 real numbers (one per advertiser), got ndarray "
+            "of shape (4,) and dtype float64",
+        ),
+        ({"text": None}, "AuctionOutcome.text must be a str, got NoneType"),
+        (
+            {"payments": np.full(3, np.nan)},
+            "AuctionOutcome.payments holds a NaN or infinite value",
+        ),
+        # it went into the results silently: social_welfare_mean became NaN
+        ({"user_value": float("nan")}, "AuctionOutcome.user_value is nan"),
+        (
+            {"counterfactual": "engine"},
+            "AuctionOutcome.counterfactual must have an evaluate(agent, reports) method or be "
+            "None, got str",
+        ),
+        (
+            {"extras": {"extra_reserve": "high"}},
+            "AuctionOutcome.extras['extra_reserve'] must be a real number, got str",
+        ),
+        (
+            {"extras": {"extra_reserve": float("nan")}},
+            "AuctionOutcome.extras['extra_reserve'] is nan",
+        ),
+        (
+            {"extras": {"reserve": 0.5}},
+            "AuctionOutcome.extras name 'reserve' is not a rounds.parquet column; name it "
+            "extra_<name>",
+        ),
+    ],
+)
+def test_a_mistake_in_a_later_round_is_named_like_one_in_the_first(
+    random_lm, random_model_dir, tmp_path, mistake, message
+):
+    """Shapes were checked on round 0 only: a short payment array in round 5 was an IndexError
+    inside an advertiser's settlement, a long one was taken silently, and a string extra failed
+    in polars after the last round."""
+    LaterMistakePlatform.mistake = mistake
+    error = posted_price_run_error(LaterMistakePlatform, random_lm, random_model_dir, tmp_path)
+    assert error == f"mechanism 'posted_price': {message}"
+
+
+def test_the_command_line_prints_a_plugin_mistake_in_one_line(random_model_dir, tmp_path, capsys):
+    """It printed a 25-line traceback through mesa and the market, exit status 1."""
+    from market_sim.cli import main
+
+    data = posted_price_data(random_model_dir, price=0.4)
+    lines = [f'name = "{data["name"]}"', f"seed = {data['seed']}", "rounds = 20"]
+    lines += [f'[model]\npath = "{random_model_dir}"\ndevice = "cpu"']
+    lines += ['[mechanism]\nkind = "posted_price"\nprice = 0.4', '[queries]\nitems = ["q"]']
+    lines += [
+        f'[[advertisers]]\nname = "Bidder {i}"\ncontext = "ctx"\nvaluation = {{ dist = "fixed", '
+        "value = 0.5 }"
+        for i in range(3)
+    ]
+    scenario = tmp_path / "posted.toml"
+    scenario.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    LaterMistakePlatform.mistake = {"payments": np.zeros(2)}
+    plugin = dataclasses.replace(
+        POSTED_PRICE, build=lambda config, lm, queries: LaterMistakePlatform(config)
+    )
+    with registered(plugin):
+        status = main(["run", str(scenario), "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err == (
+        "market-sim: error: mechanism 'posted_price': AuctionOutcome.payments must be 3 real "
+        "numbers (one per advertiser), got ndarray of shape (2,) and dtype float64\n"
+    )
+    assert not (tmp_path / "out" / "summary.json").exists()
+
+
+class NoKindPlatform(PostedPricePlatform):
+    def __init__(self, config: PostedPriceConfig) -> None:
+        super().__init__(config)
+        del self.kind
+
+
+class OtherKindPlatform(PostedPricePlatform):
+    def __init__(self, config: PostedPriceConfig) -> None:
+        super().__init__(config)
+        self.kind = "posted_price_v2"
+
+
+class ShadingPlatform(PostedPricePlatform):
+    report_space = ReportSpace("shade", 0.5, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (
+            lambda config: None,
+            "its plugin's build returned a NoneType, not a platform with run_auctions(queries, "
+            "bidders, seed)",
+        ),
+        (
+            NoKindPlatform,
+            "its platform's kind is None; it must be the scenario's mechanism.kind 'posted_price'",
+        ),
+        (
+            OtherKindPlatform,
+            "its platform's kind is 'posted_price_v2'; it must be the scenario's mechanism.kind "
+            "'posted_price'",
+        ),
+        (
+            ShadingPlatform,
+            "its platform's report_space is ReportSpace(distortion='shade', distortion_low=0.5, "
+            "distortion_high=1.0), its plugin's report_space(config) is ReportSpace(distortion="
+            "None, distortion_low=1.0, distortion_high=1.0); they must be equal",
+        ),
+    ],
+)
+def test_a_platform_that_does_not_match_its_plugin_is_refused_when_built(
+    random_lm, random_model_dir, tmp_path, build, message
+):
+    """A missing kind or report space was an AttributeError after the first round; another
+    kind was written into every round silently; a report space other than the plugin's made
+    scenario loading and the market disagree on what advertisers may report."""
+    error = posted_price_run_error(build, random_lm, random_model_dir, tmp_path)
+    assert error == f"mechanism 'posted_price': {message}"

@@ -11,7 +11,6 @@ An advertiser takes part in a round in three calls, each made on every agent of
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +20,7 @@ from market_sim.market.strategies import CounterfactualFn, Feedback, StrategySet
 from market_sim.market.strategy_registry import make_strategy
 from market_sim.market.valuations import ValuationSource
 from market_sim.platform.base import AuctionOutcome, Bidder, Report
-from market_sim.platform.outcome_checks import check_counterfactual_values, check_outcomes
+from market_sim.platform.outcome_checks import check_counterfactual_values
 from market_sim.results.records import STRATEGY_PREFIX
 from market_sim.scenario.schema import AdvertiserConfig
 
@@ -154,8 +153,6 @@ class Advertiser(mesa.Agent):
         allocation = float(outcome.allocations[self.seat])
         reported_allocation = float(outcome.reported_allocations[self.seat])
         payment = float(outcome.payments[self.seat])
-        if not math.isfinite(allocation + reported_allocation + payment):  # every round
-            check_outcomes(self.model.platform.kind, [outcome], 1, len(outcome.payments))
         value = bid.valuation * allocation
         utility = value - payment
         counterfactual = self.counterfactual_of(outcome)

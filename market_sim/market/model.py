@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,10 +26,9 @@ from market_sim.platform.base import (
     run_auction_groups,
 )
 from market_sim.platform.outcome_checks import (
+    MechanismOutputError,
     check_group_count,
-    check_outcome_count,
     check_outcomes,
-    check_user_value,
 )
 from market_sim.results.records import AGENTS, ROUNDS, RecordTable
 from market_sim.scenario.schema import Scenario
@@ -191,13 +189,7 @@ class MarketModel(mesa.Model):
 
     def settle_round(self, plan: RoundPlan, outcomes: Sequence[AuctionOutcome]) -> None:
         """Settle and record the K auctions, then let every advertiser learn from its K."""
-        if self.current_round == 0:  # a plugin's shapes and types, once (10 us an outcome)
-            check_outcomes(self.platform.kind, outcomes, len(plan.queries), len(self.agents))
-        else:
-            check_outcome_count(self.platform.kind, outcomes, len(plan.queries))
-        for outcome in outcomes:  # every round: a NaN would reach the welfare columns
-            if not math.isfinite(outcome.user_value):
-                check_user_value(self.platform.kind, outcome.user_value)
+        check_outcomes(self.platform.kind, outcomes, len(plan.queries), len(self.agents))
         for auction, outcome in enumerate(outcomes):
             self.agents.do("settle", auction, outcome)
             results: list[AuctionResult] = self.agents.get("latest")
@@ -236,7 +228,7 @@ class MarketModel(mesa.Model):
         # included) or, absent from this row, clash with its type; mechanism columns are fine.
         overwritten = sorted(name for name in outcome.extras if name in MARKET_COLUMNS)
         if overwritten:
-            raise ValueError(
+            raise MechanismOutputError(
                 f"mechanism {self.platform.kind!r}: AuctionOutcome.extras {overwritten} would "
                 "overwrite the columns the market computes; name them extra_<name>"
             )

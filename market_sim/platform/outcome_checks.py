@@ -4,20 +4,27 @@ A mechanism plugin's platform is code the market did not write: an outcome with 
 query instead of per advertiser, a NaN allocation, or a counterfactual that returns one value
 for K reports would otherwise surface as an ``IndexError`` in an advertiser's settlement or
 as NaN in the results. These checks name the mechanism, the field and what was expected, in
-one line (a ``ValueError``), before anything of the round is recorded.
+one line (a :class:`MechanismOutputError`, which the command line prints as one line), before
+anything of the round is recorded. They run on every round (about 10 us an outcome): a branch
+of a plugin that first runs in round 300 is checked like round 0.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from market_sim.platform.base import AuctionOutcome, CounterfactualValues
+from market_sim.platform.base import AuctionOutcome, CounterfactualValues, ReportSpace
+from market_sim.results.records import EXTRA_PREFIX, ROUNDS
 
 PER_ADVERTISER_FIELDS = ("allocations", "reported_allocations", "payments")
 """The outcome's arrays with one entry per advertiser."""
+
+
+class MechanismOutputError(ValueError):
+    """What a mechanism's platform returned is not what the market takes (one line)."""
 
 
 def as_host_array(value: object) -> np.ndarray:
@@ -34,46 +41,87 @@ def per_advertiser_array(kind: str, owner: str, name: str, value: object, count:
         ``[count]`` the values as a numpy array.
 
     Raises:
-        ValueError: One line naming the mechanism, ``owner.name`` and the expected shape.
+        MechanismOutputError: One line naming the mechanism, ``owner.name`` and the expected shape.
     """
     array = as_host_array(value)
     if array.dtype.kind not in "biuf" or array.shape != (count,):
-        raise ValueError(
+        raise MechanismOutputError(
             f"mechanism {kind!r}: {owner}.{name} must be {count} real numbers (one per "
             f"{'advertiser' if owner == 'AuctionOutcome' else 'report'}), got "
             f"{type(value).__name__} of shape {array.shape} and dtype {array.dtype}"
         )
     if not np.all(np.isfinite(array)):
-        raise ValueError(f"mechanism {kind!r}: {owner}.{name} holds a NaN or infinite value")
+        raise MechanismOutputError(
+            f"mechanism {kind!r}: {owner}.{name} holds a NaN or infinite value"
+        )
     return array
 
 
-def check_user_value(kind: str, user_value: object) -> None:
-    """Check that ``user_value`` is one finite real number (a Python, numpy or 0-d tensor one).
+def check_real_number(kind: str, field: str, value: object) -> None:
+    """Check that ``value`` is one finite real number (a Python, numpy or 0-d tensor one).
+
+    Args:
+        kind: The mechanism's kind (named in the message).
+        field: What ``value`` is, e.g. ``AuctionOutcome.user_value``.
+        value: The value to check.
 
     Raises:
-        ValueError: One line naming the mechanism and the field.
+        MechanismOutputError: One line naming the mechanism and the field.
     """
-    array = as_host_array(user_value)
+    array = as_host_array(value)
     if array.ndim != 0 or array.dtype.kind not in "iuf":
-        raise ValueError(
-            f"mechanism {kind!r}: AuctionOutcome.user_value must be a real number, got "
-            f"{type(user_value).__name__}"
+        raise MechanismOutputError(
+            f"mechanism {kind!r}: {field} must be a real number, got {type(value).__name__}"
         )
     if not math.isfinite(float(array)):
-        raise ValueError(f"mechanism {kind!r}: AuctionOutcome.user_value is {float(array)}")
+        raise MechanismOutputError(f"mechanism {kind!r}: {field} is {float(array)}")
 
 
 def check_outcome_count(kind: str, outcomes: Sequence[object], auctions: int) -> None:
     """Check that ``run_auctions`` returned one outcome per query (every round: it is cheap).
 
     Raises:
-        ValueError: One line naming the mechanism and both counts.
+        MechanismOutputError: One line naming the mechanism and both counts.
     """
     if len(outcomes) != auctions:
-        raise ValueError(
+        raise MechanismOutputError(
             f"mechanism {kind!r}: run_auctions returned {len(outcomes)} outcomes for "
             f"{auctions} queries"
+        )
+
+
+def check_platform(kind: str, platform: object, report_space: ReportSpace) -> None:
+    """Check what a plugin's ``build`` made: a platform of ``kind`` with its plugin's report space.
+
+    The market writes ``platform.kind`` into every round and searches deviations over
+    ``platform.report_space``, while scenario loading read the plugin's ``report_space(config)``:
+    a platform without them failed with an ``AttributeError`` after its first round, and one
+    with another kind or report space ran on silently.
+
+    Args:
+        kind: The scenario's ``mechanism.kind``.
+        platform: What the plugin's ``build`` returned.
+        report_space: The plugin's ``report_space(config)``.
+
+    Raises:
+        MechanismOutputError: One line naming the mechanism and the attribute.
+    """
+    if not callable(getattr(platform, "run_auctions", None)):
+        raise MechanismOutputError(
+            f"mechanism {kind!r}: its plugin's build returned a {type(platform).__name__}, not a "
+            "platform with run_auctions(queries, bidders, seed)"
+        )
+    own_kind = getattr(platform, "kind", None)
+    if own_kind != kind:
+        raise MechanismOutputError(
+            f"mechanism {kind!r}: its platform's kind is {own_kind!r}; it must be the "
+            f"scenario's mechanism.kind {kind!r}"
+        )
+    own_space = getattr(platform, "report_space", None)
+    if own_space != report_space:
+        raise MechanismOutputError(
+            f"mechanism {kind!r}: its platform's report_space is {own_space!r}, its plugin's "
+            f"report_space(config) is {report_space!r}; they must be equal"
         )
 
 
@@ -81,10 +129,10 @@ def check_group_count(kind: str, groups: Sequence[object], batches: int) -> None
     """Check that ``run_auction_groups`` returned one list of outcomes per batch (replicate).
 
     Raises:
-        ValueError: One line naming the mechanism and both counts.
+        MechanismOutputError: One line naming the mechanism and both counts.
     """
     if len(groups) != batches:
-        raise ValueError(
+        raise MechanismOutputError(
             f"mechanism {kind!r}: run_auction_groups returned {len(groups)} lists of outcomes "
             f"for {batches} batches (one per replicate)"
         )
@@ -100,29 +148,54 @@ def check_outcomes(kind: str, outcomes: Sequence[object], auctions: int, adverti
         advertisers: The number of bidders per query.
 
     Raises:
-        ValueError: The count, a type, an array's shape or a non-finite number is wrong.
+        MechanismOutputError: The count, a type, an array's shape or a non-finite number is wrong.
     """
     check_outcome_count(kind, outcomes, auctions)
     for outcome in outcomes:
         if not isinstance(outcome, AuctionOutcome):
-            raise ValueError(
+            raise MechanismOutputError(
                 f"mechanism {kind!r}: run_auctions returned a {type(outcome).__name__}, "
                 "not an AuctionOutcome"
             )
         if not isinstance(outcome.text, str):
-            raise ValueError(
+            raise MechanismOutputError(
                 f"mechanism {kind!r}: AuctionOutcome.text must be a str, got "
                 f"{type(outcome.text).__name__}"
             )
         for name in PER_ADVERTISER_FIELDS:
             per_advertiser_array(kind, "AuctionOutcome", name, getattr(outcome, name), advertisers)
-        check_user_value(kind, outcome.user_value)
+        check_real_number(kind, "AuctionOutcome.user_value", outcome.user_value)
+        check_extras(kind, outcome.extras)
         engine = outcome.counterfactual
         if engine is not None and not callable(getattr(engine, "evaluate", None)):
-            raise ValueError(
+            raise MechanismOutputError(
                 f"mechanism {kind!r}: AuctionOutcome.counterfactual must have an evaluate("
                 f"agent, reports) method or be None, got {type(engine).__name__}"
             )
+
+
+def check_extras(kind: str, extras: object) -> None:
+    """Check ``AuctionOutcome.extras``: declared names to finite real numbers.
+
+    A plugin names its own ``extra_<name>``. A bad column is refused in its round, naming the
+    mechanism, not after the last round when ``rounds.parquet`` is built.
+
+    Raises:
+        MechanismOutputError: Not a mapping, an undeclared name, or a value that is not a
+            finite real number.
+    """
+    if not isinstance(extras, Mapping):
+        raise MechanismOutputError(
+            f"mechanism {kind!r}: AuctionOutcome.extras must be a dict of name -> number, got "
+            f"{type(extras).__name__}"
+        )
+    for name, value in extras.items():
+        if not isinstance(name, str) or ROUNDS.column(name) is None:
+            raise MechanismOutputError(
+                f"mechanism {kind!r}: AuctionOutcome.extras name {name!r} is not a rounds.parquet "
+                f"column; name it {EXTRA_PREFIX}<name>"
+            )
+        check_real_number(kind, f"AuctionOutcome.extras[{name!r}]", value)
 
 
 def check_counterfactual_values(kind: str, values: object, reports: int) -> CounterfactualValues:
@@ -132,10 +205,10 @@ def check_counterfactual_values(kind: str, values: object, reports: int) -> Coun
         ``values`` with both fields as float64 numpy arrays (a plugin may give lists or tensors).
 
     Raises:
-        ValueError: Not a :class:`CounterfactualValues` of ``[reports]`` finite arrays.
+        MechanismOutputError: Not a :class:`CounterfactualValues` of ``[reports]`` finite arrays.
     """
     if not isinstance(values, CounterfactualValues):
-        raise ValueError(
+        raise MechanismOutputError(
             f"mechanism {kind!r}: Counterfactual.evaluate returned a "
             f"{type(values).__name__}, not CounterfactualValues"
         )

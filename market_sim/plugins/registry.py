@@ -16,6 +16,7 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
 from market_sim.config.fields import first_line
+from market_sim.platform.outcome_checks import check_platform
 from market_sim.plugins.base import MechanismConfig, MechanismPlugin
 
 if TYPE_CHECKING:
@@ -197,5 +198,11 @@ def build_platform(
 
     Raises:
         KeyError: No registered plugin runs the kind.
+        MechanismOutputError: The plugin built no platform of the kind, or one whose report
+            space differs from the plugin's (see
+            :func:`~market_sim.platform.outcome_checks.check_platform`).
     """
-    return mechanism_plugin(config.kind).build(config, lm, queries)
+    plugin = mechanism_plugin(config.kind)
+    platform = plugin.build(config, lm, queries)
+    check_platform(config.kind, platform, plugin.report_space(config))
+    return platform
