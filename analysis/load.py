@@ -184,34 +184,54 @@ id hashes the resolved scenario, which says ``device = "auto"`` whatever device 
 rerun under other code keeps the id)."""
 
 
-def drop_repeated_runs(runs: pl.DataFrame) -> pl.DataFrame:
-    """``runs`` with each ``run_id`` counted once (its first folder), warning per repeated id.
+SCENARIO_HASH = "provenance.scenario_sha256"
+"""The runs-table column of the resolved scenario's hash: one random draw (the seed is in it)."""
 
-    A run copied to a second folder, or a folder named together with one that contains it,
-    would otherwise count twice: one more observation and a narrower interval. The same holds
-    when the copies differ: a replicate of a lockstep ``--seeds`` run and a solo run of its seed
-    (float32 rounding in a larger batch), a CPU and a GPU run, or a rerun under other code are
-    computations of one random draw, not independent observations. The warning names the
-    :data:`SAME_RUN_KEYS` that differ, so a real divergence is seen.
+
+def drop_repeated_runs(runs: pl.DataFrame) -> pl.DataFrame:
+    """``runs`` with each run counted once (its first folder), warning per repeated run.
+
+    A run is its resolved scenario (:data:`SCENARIO_HASH`, which holds the seed; the
+    ``run_id`` where a folder does not record it). A run copied to a second folder, or a
+    folder named together with one that contains it, would otherwise count twice: one more
+    observation and a narrower interval. The same holds when the copies differ: a replicate of
+    a lockstep ``--seeds`` run and a solo run of its seed (float32 rounding in a larger batch),
+    a CPU and a GPU run, a run with 2 torch threads (``run_id`` ``...-threads2``) and one with
+    1, or a rerun under other code are computations of one random draw, not independent
+    observations. The warning names the :data:`SAME_RUN_KEYS` that differ, so a real
+    divergence is seen.
     """
     if "run_id" not in runs.columns:
         return runs
+    identity = (
+        pl.coalesce(pl.col(SCENARIO_HASH), pl.col("run_id"))
+        if SCENARIO_HASH in runs.columns
+        else pl.col("run_id")
+    )
+    runs = runs.with_columns(identity.alias("_draw"))
     keys = [key for key in SAME_RUN_KEYS if key in runs.columns]
-    counts = runs.filter(pl.col("run_id").is_not_null()).group_by("run_id").len()
-    repeated = counts.filter(pl.col("len") > 1).sort("run_id")["run_id"].to_list()
-    for run_id in repeated:
-        rows = runs.filter(pl.col("run_id") == run_id)
+    counts = runs.filter(pl.col("_draw").is_not_null()).group_by("_draw").len()
+    repeated = counts.filter(pl.col("len") > 1).sort("_draw")["_draw"].to_list()
+    for draw in repeated:
+        rows = runs.filter(pl.col("_draw") == draw)
         paths = rows["run_path"].to_list()
+        ids = list(dict.fromkeys(str(run_id) for run_id in rows["run_id"].to_list()))
+        one = len(ids) == 1
+        name = f"run id {ids[0]}" if one else f"run ids {', '.join(ids)} (one scenario)"
         differing = [key for key in keys if rows.select(key).unique().height > 1]
         if differing:
             message = (
-                f"run id {run_id} names different results in {', '.join(paths)} (they differ "
-                f"in {', '.join(differing)}); counted once, from {paths[0]}"
+                f"{name} {'names' if one else 'name'} different results in {', '.join(paths)} "
+                f"(they differ in {', '.join(differing)}); counted once, from {paths[0]}"
             )
         else:
-            message = f"run {run_id} is in {rows.height} folders ({', '.join(paths)}); counted once"
+            message = (
+                f"{name} {'is' if one else 'are'} in {rows.height} folders ({', '.join(paths)}); "
+                "counted once"
+            )
         warnings.warn(message, RepeatedRunWarning, stacklevel=2)
-    return runs.filter(pl.col("run_id").is_null() | pl.col("run_id").is_first_distinct())
+    first = pl.col("_draw").is_null() | pl.col("_draw").is_first_distinct()
+    return runs.filter(first).drop("_draw")
 
 
 def load_results(paths: Paths) -> Results:

@@ -184,7 +184,7 @@ def test_a_run_found_in_two_folders_counts_once(tmp_path, capsys):
         capsys, "summary", str(tmp_path / "runs"), str(tmp_path / "copy"), "--format", "json"
     )
     assert status == 0
-    assert "run vcg-1-ab is in 2 folders" in err and "counted once" in err
+    assert "run id vcg-1-ab is in 2 folders" in err and "counted once" in err
     revenue = next(r for r in json.loads(out) if r["metric"] == "revenue_mean")
     assert revenue["n"] == 2 and revenue["mean"] == 1.5  # (1 + 2) / 2, exact in binary
 
@@ -216,6 +216,24 @@ def test_one_run_id_with_different_results_counts_once_from_the_first_folder(tmp
     err = capsys.readouterr().err
     assert "market-sim: warning: run id vcg-0-ab names different results" in err
     assert "RepeatedRunWarning" not in err  # one line, not a Python warning
+
+
+def test_one_scenario_under_two_run_ids_counts_once(tmp_path, capsys):
+    """``run_scenario`` with torch's default 2 threads names its run ``...-threads2``, the
+    command line (1 thread) does not: one seed, one draw, counted as n = 2 with a zero-width
+    interval. The resolved scenario's hash identifies the draw."""
+    for name, run_id in (("cli", "vcg-0-ab"), ("api", "vcg-0-ab-threads2")):
+        folder = tmp_path / name / "vcg-0"
+        write_run(folder, "vcg", "", 0, 1.0)
+        summary = json.loads((folder / "summary.json").read_text())
+        summary.update(run_id=run_id, provenance={"scenario_sha256": "f00d"})
+        (folder / "summary.json").write_text(json.dumps(summary))
+    folders = [str(tmp_path / "cli"), str(tmp_path / "api")]
+    status, out, err = cli_output(capsys, "summary", *folders, "--format", "json")
+    assert status == 0
+    assert "run ids vcg-0-ab-threads2, vcg-0-ab (one scenario) are in 2 folders" in err
+    revenue = next(r for r in json.loads(out) if r["metric"] == "revenue_mean")
+    assert revenue["n"] == 1
 
 
 @pytest.mark.parametrize(
