@@ -231,7 +231,7 @@ def finish_run(
         ),
         **run_provenance(lm, scenario.model.path, scenario_toml),
     }
-    origin = plugin_origin(scenario.mechanism.kind)
+    origin = plugin_origin(scenario.mechanism.kind, [type(market.platform).__module__])
     if origin is not None:  # a third-party mechanism: its code is part of the result
         meta["provenance"]["mechanism_plugin"] = origin
     summary = summarize(rounds, agents, with_mechanism_choices(meta, scenario.mechanism))

@@ -191,7 +191,10 @@ def test_a_plugin_defined_in_a_test_runs_through_parsing_market_results_and_regr
         "module": PostedPriceConfig.__module__,
         "package": None,
         "version": None,
-        "source_sha256": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
+        # its config, build, report_space and platform are all defined in this file
+        "sources": {
+            PostedPriceConfig.__module__: hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+        },
     }
     assert pl.read_parquet(tmp_path / "run" / "agents.parquet").height == 300 * 3
 
@@ -355,7 +358,12 @@ def test_an_installed_package_registers_a_plugin_through_its_entry_point(monkeyp
             "module": PostedPriceConfig.__module__,
             "package": "posted-price-mechanism",
             "version": "1.2.3",
-            "source_sha256": None,  # the package and its version identify the code
+            # an editable install keeps its version across edits: the sources say what ran
+            "sources": {
+                PostedPriceConfig.__module__: hashlib.sha256(
+                    Path(__file__).read_bytes()
+                ).hexdigest()
+            },
         }
         assert plugin_origin("second_price") is None  # built in: market-sim's version pins it
     finally:
@@ -699,10 +707,9 @@ def test_an_audit_of_a_plugin_records_its_origin_and_checks_its_outcomes(
     assert table.height > 0 and (table["regret_max"] >= 0).all()
     record = json.loads((tmp_path / "audit" / "provenance.json").read_text(encoding="utf-8"))
     assert record["provenance"]["mechanism_plugins"] == {"posted_price": origin}
-    assert (
-        origin["module"] == __name__
-        and origin["source_sha256"] == hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
-    )
+    assert origin["module"] == __name__ and origin["sources"] == {
+        __name__: hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+    }
 
     MistakenPlatform.mistake = {"payments": np.zeros(1)}
     MistakenPlatform.counterfactual_mistake = None
@@ -794,12 +801,9 @@ def test_a_mistake_in_a_later_round_is_named_like_one_in_the_first(
     assert error == f"mechanism 'posted_price': {message}"
 
 
-def test_the_command_line_prints_a_plugin_mistake_in_one_line(random_model_dir, tmp_path, capsys):
-    """It printed a 25-line traceback through mesa and the market, exit status 1."""
-    from market_sim.cli import main
-
-    data = posted_price_data(random_model_dir, price=0.4)
-    lines = [f'name = "{data["name"]}"', f"seed = {data['seed']}", "rounds = 20"]
+def posted_price_toml(random_model_dir: Path, path: Path, rounds: int = 20) -> Path:
+    """A posted-price scenario file: three advertisers of value 0.5, price 0.4."""
+    lines = ['name = "posted"', "seed = 3", f"rounds = {rounds}"]
     lines += [f'[model]\npath = "{random_model_dir}"\ndevice = "cpu"']
     lines += ['[mechanism]\nkind = "posted_price"\nprice = 0.4', '[queries]\nitems = ["q"]']
     lines += [
@@ -807,8 +811,15 @@ def test_the_command_line_prints_a_plugin_mistake_in_one_line(random_model_dir, 
         "value = 0.5 }"
         for i in range(3)
     ]
-    scenario = tmp_path / "posted.toml"
-    scenario.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_the_command_line_prints_a_plugin_mistake_in_one_line(random_model_dir, tmp_path, capsys):
+    """It printed a 25-line traceback through mesa and the market, exit status 1."""
+    from market_sim.cli import main
+
+    scenario = posted_price_toml(random_model_dir, tmp_path / "posted.toml")
     LaterMistakePlatform.mistake = {"payments": np.zeros(2)}
     plugin = dataclasses.replace(
         POSTED_PRICE, build=lambda config, lm, queries: LaterMistakePlatform(config)
@@ -873,3 +884,55 @@ def test_a_platform_that_does_not_match_its_plugin_is_refused_when_built(
     scenario loading and the market disagree on what advertisers may report."""
     error = posted_price_run_error(build, random_lm, random_model_dir, tmp_path)
     assert error == f"mechanism 'posted_price': {message}"
+
+
+PLATFORM_MODULE = """
+def platform_type(base):
+    # the platform's own class, defined in this file (its module is hashed)
+    return type("FilePlatform", (base,), {"__module__": __name__})
+"""
+
+
+def test_a_sweep_reruns_a_run_whose_plugin_code_changed(
+    random_model_dir, tmp_path, capsys, monkeypatch
+):
+    """The run id hashes the scenario, not the plugin's code: a sweep rerun after an edit of
+    the plugin reused every run made with the old code, and the tables mixed both codes."""
+    import importlib
+
+    from market_sim.plugins import origin
+    from market_sim.sweep import run_sweep
+
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "posted_platform_file.py").write_text(PLATFORM_MODULE, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(code))
+    module = importlib.import_module("posted_platform_file")
+    platform_type = module.platform_type(PostedPricePlatform)
+    plugin = dataclasses.replace(
+        POSTED_PRICE, build=lambda config, lm, queries: platform_type(config)
+    )
+    scenario = posted_price_toml(random_model_dir, tmp_path / "posted.toml", rounds=5)
+    out = tmp_path / "sweep"
+    with registered(plugin):
+        first = run_sweep(scenario, [], "0-1", out, progress=False)
+        sources = first.runs["provenance.mechanism_plugin.sources.posted_platform_file"]
+        assert sources.n_unique() == 1 and sources[0] == origin.source_sha256(
+            "posted_platform_file"
+        )
+        assert run_sweep(scenario, [], "0-1", out, progress=False).executed == 0  # same code
+        capsys.readouterr()
+        (code / "posted_platform_file.py").write_text(
+            PLATFORM_MODULE + "# edited\n", encoding="utf-8"
+        )
+        origin.file_sha256.cache_clear()  # hashed once per process: a rerun is a new process
+        again = run_sweep(scenario, [], "0-1", out, progress=False)
+    err = capsys.readouterr().err
+    assert again.executed == 2
+    assert (
+        "was made with other code of mechanism plugin 'posted_price' (posted_platform_file); "
+        "running it again"
+    ) in err
+    edited = again.runs["provenance.mechanism_plugin.sources.posted_platform_file"]
+    assert edited.n_unique() == 1 and edited[0] != sources[0]
+    sys.modules.pop("posted_platform_file", None)

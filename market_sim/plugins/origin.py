@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import sys
 from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from market_sim.plugins.registry import entry_point_package, mechanism_plugin
 
@@ -58,34 +60,118 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def plugin_origin(kind: str) -> dict[str, str | None] | None:
-    """The plugin that runs ``kind``: its name, module, package, version and source hash.
+PLUGIN_CALLABLES = (
+    "build",
+    "report_space",
+    "check",
+    "slow_settings",
+    "auction_memory",
+    "fewest_advertisers",
+    "fixed_queries",
+)
+"""The plugin's fields whose code runs the mechanism; their modules are hashed."""
+
+
+def is_built_in(module: str) -> bool:
+    """Whether ``module`` is market-sim's own (its version pins that code)."""
+    return module == "market_sim" or module.startswith("market_sim.")
+
+
+def recorded_module(module: str) -> str:
+    """The name a module is recorded under (a script's is ``__main__`` in every process)."""
+    return "__main__" if module in MAIN_MODULES else module
+
+
+def source_sha256(module: str) -> str | None:
+    """SHA-256 of a module's source file now: loaded, else found without importing it.
+
+    ``__main__`` is the running script (a sweep's parent reads the script its workers import).
+    """
+    source = module_file(module)
+    if source is None and module not in MAIN_MODULES:
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            spec = None
+        origin = getattr(spec, "origin", None)
+        source = Path(origin).resolve() if origin and Path(origin).is_file() else None
+    return file_sha256(source) if source is not None else None
+
+
+def plugin_origin(kind: str, modules: Iterable[str] = ()) -> dict[str, Any] | None:
+    """The plugin that runs ``kind``: its name, module, package, version and source hashes.
 
     The package is the one whose ``market_sim.mechanisms`` entry point loaded the plugin, else
-    the installed distribution whose files hold the module of its settings class. A plugin that
-    no distribution provides (a script's, a test's) gets no package; the SHA-256 of its
-    module's source file identifies its code instead.
+    the installed distribution whose files hold the module of its settings class (None for a
+    script's or a test's plugin). Since a package's version stays the same across edits of an
+    editable install, the code is identified by ``sources`` in every case: the SHA-256 of the
+    source file of each module outside market-sim that defines the plugin's settings class,
+    one of its callables (:data:`PLUGIN_CALLABLES`: ``build``, ``report_space``, ...), or one of
+    ``modules`` (the run passes its platform's class). Code those modules import is not hashed.
+
+    Args:
+        kind: The mechanism kind.
+        modules: Further module names holding the mechanism's code.
 
     Returns:
-        ``{"name", "module", "package", "version", "source_sha256"}`` (``source_sha256`` only
-        when there is no package), or None for a built-in mechanism (defined in ``market_sim``).
+        ``{"name", "module", "package", "version", "sources": {module: sha256}}``, or None for a
+        built-in mechanism (defined in ``market_sim``).
     """
     plugin = mechanism_plugin(kind)
     module = plugin.config_type.__module__
-    if module == "market_sim" or module.startswith("market_sim."):
+    if is_built_in(module):
         return None
     package = entry_point_package(plugin.name) or providing_distribution(module)
-    source = module_file(module) if package is None else None
+    defining = [
+        module,
+        *(getattr(getattr(plugin, field), "__module__", None) for field in PLUGIN_CALLABLES),
+    ]
+    names = sorted(
+        {
+            recorded_module(name)
+            for name in (*defining, *modules)
+            if name is not None and not is_built_in(name)
+        }
+    )
     return {
         "name": plugin.name,
-        "module": "__main__" if module in MAIN_MODULES else module,
+        "module": recorded_module(module),
         "package": package[0] if package else None,
         "version": package[1] if package else None,
-        "source_sha256": file_sha256(source) if source is not None else None,
+        "sources": {name: source_sha256(name) for name in names},
     }
 
 
-def plugin_origins(kinds: Iterable[str]) -> dict[str, dict[str, str | None]]:
+def changed_plugin_code(recorded: object) -> list[str]:
+    """What of a recorded :func:`plugin_origin` differs from the code found now.
+
+    Args:
+        recorded: A run's ``provenance.mechanism_plugin`` (None, or a record without
+            ``sources`` from an older version: nothing to compare).
+
+    Returns:
+        The modules whose source hash differs (or whose file is gone), and ``version`` when the
+        installed package's version differs; empty when the code is the same.
+    """
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("sources"), dict):
+        return []
+    changed = [
+        module
+        for module, digest in sorted(recorded["sources"].items())
+        if source_sha256(module) != digest
+    ]
+    package = recorded.get("package")
+    if package:
+        try:
+            version = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            version = None
+        if version != recorded.get("version"):
+            changed.append("version")
+    return changed
+
+
+def plugin_origins(kinds: Iterable[str]) -> dict[str, dict[str, Any]]:
     """Kind -> :func:`plugin_origin` of each of ``kinds`` that a plugin outside market-sim runs.
 
     Returns:

@@ -12,8 +12,9 @@ hash of the run's resolved scenario (the same digest as its ``run_id``), so any 
 scenario, the overrides or the model reference gives a new folder. A model folder edited in
 place keeps its reference, so a rerun also compares each complete run's recorded model file
 hashes (``provenance.model``: weights, config and tokenizer files) with the folder's files now
-and runs again those made with other files (:func:`forget_stale_runs`): a rerun never reuses a
-stale run.
+and runs again those made with other files (:func:`forget_stale_runs`); likewise a run of a
+mechanism plugin whose recorded source files (or package version) differ from the code now: a
+rerun never reuses a stale run.
 
 ``runs.parquet`` is deterministic: rows in grid order (the first ``--grid`` varies slowest, seeds
 fastest), columns the grid keys (named by dotted key, in grid order), ``seed``, ``run_dir``
@@ -271,13 +272,18 @@ def run_dir_name(point: Sequence[tuple[str, Any]], seed: int, scenario_toml: str
 
 
 def forget_stale_runs(tasks: Sequence[SweepTask], runs_root: Path) -> None:
-    """Mark incomplete (remove ``summary.json`` of) complete runs made with other model files.
+    """Mark incomplete (remove ``summary.json`` of) complete runs made with other model or code.
 
     Each complete run's ``provenance.model`` hashes are compared with its model folder's files
     now (:func:`~market_sim.provenance.changed_model_files`; each folder hashed once, and only
     when a complete run uses it); a run whose record differs, or has none, says so on stderr
-    and runs again. Hub models not in the local cache are not compared.
+    and runs again. Hub models not in the local cache are not compared. A run of a plugin's
+    mechanism (``provenance.mechanism_plugin``) runs again when a source file it recorded has
+    changed, or its package's version
+    (:func:`~market_sim.plugins.origin.changed_plugin_code`): the run id hashes the scenario,
+    not the plugin's code.
     """
+    from market_sim.plugins.origin import changed_plugin_code
     from market_sim.provenance import changed_model_files, current_model_hashes
 
     current: dict[str, Any] = {}
@@ -292,13 +298,21 @@ def forget_stale_runs(tasks: Sequence[SweepTask], runs_root: Path) -> None:
             summary = json.loads((folder / SUMMARY_FILE).read_text(encoding="utf-8"))
             recorded = summary["provenance"]["model"]
         except (OSError, ValueError, KeyError, TypeError):
-            recorded = None
+            summary, recorded = {}, None
         changed = changed_model_files(recorded, current[reference])
-        if changed:
+        provenance = summary.get("provenance") if isinstance(summary, dict) else None
+        plugin = provenance.get("mechanism_plugin") if isinstance(provenance, dict) else None
+        changed_code = changed_plugin_code(plugin)
+        if changed or changed_code:
             shown = ", ".join(changed[:3]) + (", ..." if len(changed) > 3 else "")
+            what = (
+                f"other model files ({shown})"
+                if changed
+                else f"other code of mechanism plugin {plugin.get('name')!r} "
+                f"({', '.join(changed_code)})"
+            )
             print(
-                f"market-sim: sweep: {RUNS_DIR}/{task.name} was made with other model files "
-                f"({shown}); running it again",
+                f"market-sim: sweep: {RUNS_DIR}/{task.name} was made with {what}; running it again",
                 file=sys.stderr,
             )
             (folder / SUMMARY_FILE).unlink()
