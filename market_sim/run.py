@@ -186,20 +186,12 @@ def build_market(scenario: Scenario, lm: LanguageModel) -> tuple[MarketModel, st
 
 
 def with_mechanism_choices(meta: dict[str, Any], mechanism: MechanismConfig) -> dict[str, Any]:
-    """``meta`` plus the mechanism's string-valued keys (its variant), which must not clash.
+    """``meta`` plus the mechanism's string-valued keys (its variant).
 
-    Raises:
-        ValueError: A plugin declares a string key named like a summary field (``model``,
-            ``device``, ...): the summary could not tell them apart.
+    They cannot clash: a plugin whose key is named like a summary field
+    (:data:`market_sim.results.SUMMARY_FIELDS`) is refused when it registers.
     """
-    choices = mechanism_choices(mechanism)
-    clash = sorted(set(choices) & set(meta))
-    if clash:
-        raise ValueError(
-            f"mechanism {mechanism.kind!r}: its keys {clash} are named like summary.json fields; "
-            "rename them in its plugin"
-        )
-    return {**meta, **choices}
+    return {**meta, **mechanism_choices(mechanism)}
 
 
 def finish_run(

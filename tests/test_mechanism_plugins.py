@@ -430,7 +430,9 @@ class ClashingConfig(MechanismConfig):
     device: str = setting(Choice(("here", "there"), default="here"), "Named like a summary field.")
 
 
-def test_a_string_key_named_like_a_summary_field_is_refused():
+def test_a_key_named_like_a_summary_field_is_refused_when_the_plugin_registers():
+    """A run records its mechanism's string keys beside its own fields in summary.json: a key
+    named ``device`` was refused only after the whole run had been simulated."""
     clashing = MechanismPlugin(
         name="clashing",
         kinds=("clashing",),
@@ -440,17 +442,15 @@ def test_a_string_key_named_like_a_summary_field_is_refused():
         build=POSTED_PRICE.build,
         report_space=POSTED_PRICE.report_space,
     )
-    with registered(clashing), pytest.raises(ValueError) as caught:
-        with_mechanism_choices({"device": "cpu"}, ClashingConfig())
+    with pytest.raises(ValueError) as caught, registered(clashing):
+        pass
     assert str(caught.value) == (
-        "mechanism 'clashing': its keys ['device'] are named like summary.json fields; rename "
-        "them in its plugin"
+        "mechanism plugin 'clashing': its key 'device' is named like a summary.json field, "
+        "where a run records its mechanism's keys: rename it"
     )
-    with registered(clashing):
-        assert with_mechanism_choices({"model": "m"}, ClashingConfig()) == {
-            "model": "m",
-            "device": "here",
-        }
+    assert "clashing" not in mechanism_kinds()
+    with registered(POSTED_PRICE):  # no string-valued key: nothing added
+        assert with_mechanism_choices({"model": "m"}, PostedPriceConfig()) == {"model": "m"}
 
 
 def test_a_per_kind_table_that_is_not_a_table_is_named():
@@ -936,3 +936,22 @@ def test_a_sweep_reruns_a_run_whose_plugin_code_changed(
     edited = again.runs["provenance.mechanism_plugin.sources.posted_platform_file"]
     assert edited.n_unique() == 1 and edited[0] != sources[0]
     sys.modules.pop("posted_platform_file", None)
+
+
+def test_a_sweep_worker_without_the_plugin_says_where_to_register_it(random_model_dir, tmp_path):
+    """A script that registers its plugin under ``if __name__ == "__main__":`` sweeps with
+    spawned workers that never run that block: they failed with "mechanism.kind: unknown
+    value" inside a traceback of the process pool."""
+    from market_sim.sweep.backends import SweepError, SweepTask, run_task
+
+    text = posted_price_toml(random_model_dir, tmp_path / "posted.toml").read_text()
+    task = SweepTask(0, "posted-seed3", (), 3, text, (str(random_model_dir), "cpu", "float32"))
+    with pytest.raises(SweepError) as caught:  # the kind is not registered in this process
+        run_task(task, tmp_path / "runs")
+    assert str(caught.value) == (
+        "mechanism.kind 'posted_price' is registered in the sweep's process but not in this "
+        'worker process, which imports the script without running its `if __name__ == "__main__"'
+        ":` block: call register_mechanism at the script's top level, or install the plugin "
+        "with a market_sim.mechanisms entry point"
+    )
+    assert not (tmp_path / "runs").exists()

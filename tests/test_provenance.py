@@ -15,6 +15,7 @@ import tomli_w
 import torch
 
 from market_sim.provenance import git_state, model_provenance, version_line
+from market_sim.results import SUMMARY_FIELDS
 from market_sim.run import run_scenario
 from market_sim.scenario import load_scenario
 from market_sim.sweep import run_sweep
@@ -76,6 +77,11 @@ def test_summary_records_versions_model_hashes_and_scenario(tmp_path, random_mod
     assert summary["provenance"]["scenario_sha256"] == hashlib.sha256(scenario_text).hexdigest()
     assert summary["provenance"]["dtype"] == "float32"
     assert summary["provenance"]["prompt_format"] == "plain"  # the random model has no template
+    # every key is a declared summary field or a string-valued key of the mechanism (a plugin's
+    # key named like a field is refused when it registers, so the two never clash)
+    choices = {"aggregation", "payment", "settlement"}  # the token auction's variant
+    assert set(summary) == SUMMARY_FIELDS | choices
+    assert summary["report_scale_meaning"] == "sharpen"
     execution = summary["execution"]
     assert execution["model_folder"] == str(random_model_dir.resolve())
     assert execution["device"] == "cpu" and execution["torch_threads"] == torch.get_num_threads()

@@ -406,7 +406,10 @@ def test_unknown_mechanism() -> None:
     data["mechanism"]["kind"] = "foo"
     assert str(error_for(data)) == (
         "mechanism.kind: unknown value 'foo'; allowed: "
-        "token_auction, mosaic, affine_maximizer, first_price, second_price, gsp, vcg"
+        "token_auction, mosaic, affine_maximizer, first_price, second_price, gsp, vcg (a "
+        "plugin's kind is known where it is registered: register_mechanism in a script's "
+        "process, or a market_sim.mechanisms entry point of an installed package for the "
+        "market-sim commands)"
     )
 
 

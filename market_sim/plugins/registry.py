@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from market_sim.config.fields import first_line
 from market_sim.platform.outcome_checks import check_platform
 from market_sim.plugins.base import MechanismConfig, MechanismPlugin
+from market_sim.results import SUMMARY_FIELDS
 
 if TYPE_CHECKING:
     from market_sim.lm.model import LanguageModel
@@ -40,8 +41,9 @@ def register_mechanism(plugin: MechanismPlugin) -> MechanismPlugin:
 
     Raises:
         ValueError: Its name or one of its kinds is taken by another registered plugin
-            (registering the same plugin object again is a no-op), or its name and a key of
-            any registered plugin (its own included) coincide.
+            (registering the same plugin object again is a no-op), its name and a key of
+            any registered plugin (its own included) coincide, or a key of it is named like a
+            ``summary.json`` field (:data:`market_sim.results.SUMMARY_FIELDS`).
     """
     if _PLUGINS.get(plugin.name) is plugin:
         return plugin
@@ -63,6 +65,11 @@ def register_mechanism(plugin: MechanismPlugin) -> MechanismPlugin:
         )
     names = {*(other.name for other in _PLUGINS.values()), plugin.name}
     for item in plugin.settings:
+        if item.name in SUMMARY_FIELDS:  # a run records its string-valued keys there
+            raise ValueError(
+                f"mechanism plugin {plugin.name!r}: its key {item.name!r} is named like a "
+                "summary.json field, where a run records its mechanism's keys: rename it"
+            )
         if item.name in names:
             raise ValueError(
                 f"mechanism plugin {plugin.name!r}: its key {item.name!r} is named like the "

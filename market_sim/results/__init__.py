@@ -68,6 +68,35 @@ HEADLINE_SUMMARY_KEYS: tuple[str, ...] = (
 )
 """The headline metrics of ``summary.json`` (docs/design.md, section 7.1), in the order
 tables show them."""
+RUN_META_KEYS: tuple[str, ...] = (
+    "run_id",
+    "scenario",
+    "mechanism",
+    "report_scale_meaning",
+    "rounds",
+    "auctions_per_round",
+    "seed",
+    "model",
+    "device",
+    "wall_seconds",
+    "rounds_per_second",
+    "auctions_per_second",
+    "versions",
+    "provenance",
+    "execution",
+)
+"""What a run records of itself in ``summary.json`` besides its metrics."""
+SUMMARY_FIELDS: frozenset[str] = frozenset(
+    {
+        *RUN_META_KEYS,
+        *HEADLINE_SUMMARY_KEYS,
+        "report_scale_final",
+        "report_distortion_final",
+        "best_response_gain_mean",
+    }
+)
+"""Every ``summary.json`` key but the mechanism's string-valued keys (its variant), which
+therefore must not be named like one of these."""
 NULLABLE_AGENT_COLUMNS = REGRET_COLUMNS
 """Agent columns that are null where not measured (float64 in :data:`market_sim.results.records.AGENTS`)."""
 RESULT_FILES = ("scenario.toml", ROUNDS.file, AGENTS.file, SUMMARY_FILE)

@@ -37,6 +37,14 @@ from market_sim.plugins import (
 DEFAULT_KIND = "token_auction"
 
 
+UNREGISTERED_KIND_HINT = (
+    " (a plugin's kind is known where it is registered: register_mechanism in a script's "
+    "process, or a market_sim.mechanisms entry point of an installed package for the "
+    "market-sim commands)"
+)
+"""Appended to an unknown ``mechanism.kind``: where a plugin's kind comes from."""
+
+
 def kind_spec() -> Choice:
     """``mechanism.kind``: one of the registered kinds."""
     return Choice(mechanism_kinds(), default=DEFAULT_KIND)
@@ -56,7 +64,12 @@ def parse_mechanism(table: Mapping[str, Any], key: str = "mechanism") -> Mechani
         ScenarioError: An unknown kind, a key the kind does not read, an invalid value, or a
             cross-key rule of the plugin.
     """
-    kind = parse_field(table, "kind", kind_spec(), key)
+    try:
+        kind = parse_field(table, "kind", kind_spec(), key)
+    except ScenarioError as error:
+        if not isinstance(table.get("kind"), str):
+            raise
+        raise ScenarioError(error.key, f"{error.message}{UNREGISTERED_KIND_HINT}") from None
     plugin = mechanism_plugin(kind)
     per_kind = per_kind_tables(table, key)
     own_table = per_kind.get(plugin.name, {})

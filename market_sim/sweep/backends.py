@@ -139,15 +139,25 @@ def run_task(task: SweepTask, runs_root: Path) -> str:
     Returns:
         The task's run directory name.
     """
+    from market_sim.plugins import mechanism_kinds
     from market_sim.run import run_scenario
     from market_sim.scenario import scenario_from_dict
 
     folder = Path(runs_root) / task.name
     if is_complete_run(folder):
         return task.name
+    data = tomllib.loads(task.scenario_toml)
+    kind = data.get("mechanism", {}).get("kind")
+    if isinstance(kind, str) and kind not in mechanism_kinds():  # validated by the sweep
+        raise SweepError(
+            f"mechanism.kind {kind!r} is registered in the sweep's process but not in this "
+            "worker process, which imports the script without running its "
+            '`if __name__ == "__main__":` block: call register_mechanism at the script\'s top '
+            "level, or install the plugin with a market_sim.mechanisms entry point"
+        )
     if folder.exists():
         shutil.rmtree(folder)
-    scenario = scenario_from_dict(tomllib.loads(task.scenario_toml))
+    scenario = scenario_from_dict(data)
     run_scenario(scenario, out_dir=folder, lm=cached_model(task.model_key), progress=False)
     return task.name
 
