@@ -28,6 +28,7 @@ Every figure of runs stands alone:
 from __future__ import annotations
 
 import itertools
+import textwrap
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,8 +36,10 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from matplotlib import patheffects
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
 from matplotlib.patches import Patch
 
 from analysis.eva import (
@@ -176,11 +179,48 @@ def exchange_rate_note(results: Results, runs: pl.DataFrame) -> str:
     )
 
 
+PER_TOKEN_KINDS = frozenset({"token_auction"})
+"""LLM-native kinds whose allocation sums a share over the reply's tokens."""
+PER_REPLY_KINDS = frozenset({"mosaic", "affine_maximizer"})
+"""LLM-native kinds whose allocation is the reply's expected relevance (at most 1)."""
+
+
+ERROR_BAR_HALO = [patheffects.Stroke(linewidth=3, foreground="white"), patheffects.Normal()]
+"""Drawn under every error bar and cap."""
+
+
+def allocation_unit_note(runs: pl.DataFrame) -> str:
+    """The allocation units, when a figure shows per-token and per-reply LLM-native mechanisms.
+
+    A token auction's allocation sums ``1 - TV`` over the reply's tokens (up to
+    ``max_new_tokens + 1``), MOSAIC's and the affine maximizer's is a reply's expected
+    relevance: values and payments of the two kinds differ by about the reply length in scale.
+    """
+    kinds = set(runs["mechanism"].to_list()) if "mechanism" in runs.columns else set()
+    if not (kinds & PER_TOKEN_KINDS and kinds & PER_REPLY_KINDS):
+        return ""
+    return (
+        "allocation units differ: token auction = sum over the reply's tokens of 1 - TV "
+        "(up to max_new_tokens + 1); MOSAIC, affine maximizer = the reply's expected relevance "
+        "(at most 1)"
+    )
+
+
+FOOTER_CHARACTER_WIDTH = 0.6
+"""Mean character width of the footer's font, in multiples of its size (DejaVu Sans: about
+0.55; a little more so that a wrapped line never reaches the figure's edge)."""
+
+
 def footer(fig: Figure, *lines: str) -> None:
-    """Explanations under the axes (never a title above them)."""
-    text = "\n".join(line for line in lines if line)
-    if text:
-        fig.supxlabel(text, fontsize="small", color="#333333")
+    """Explanations under the axes (never a title above them), wrapped to the figure's width.
+
+    A line longer than the figure was cut at both edges (``supxlabel`` is centred).
+    """
+    size = FontProperties(size="small").get_size_in_points()
+    width = int(fig.get_figwidth() * 72 / (FOOTER_CHARACTER_WIDTH * size))
+    wrapped = [textwrap.fill(line, width) for line in lines if line]
+    if wrapped:
+        fig.supxlabel("\n".join(wrapped), fontsize="small", color="#333333")
 
 
 # --------------------------------------------------------------------------- bar charts
@@ -251,9 +291,12 @@ def mechanism_bars(
                 label=name,
             )
             if mine["ci_low"][0] is not None:
-                ax.errorbar(
+                bars = ax.errorbar(
                     [x], [mean], yerr=error_bars(mine), fmt="none", ecolor="black", capsize=3
                 )
+                # a white halo keeps the interval visible inside a dark bar (VCG is black)
+                for line in (*bars.lines[1], *bars.lines[2]):
+                    line.set_path_effects(ERROR_BAR_HALO)
             if mean == 0.0:
                 ax.plot([x - width / 2, x + width / 2], [0, 0], color=color, linewidth=3)
                 ax.annotate(
@@ -330,7 +373,12 @@ def bar_figure(
             for i, row in enumerate(settings.iter_rows(named=True))
         ]
         fig.legend(handles=handles, title="setting", loc="outside right upper", fontsize="small")
-    footer(fig, seeds_note(counts), exchange_rate_note(results, runs))
+    footer(
+        fig,
+        seeds_note(counts),
+        exchange_rate_note(results, runs),
+        allocation_unit_note(runs),
+    )
     return fig
 
 
@@ -408,11 +456,14 @@ def welfare_figure(results: Results) -> Figure | None:
 
 def regret_figure(results: Results) -> Figure | None:
     """Mean and maximum regret, and the IR violation rate, by mechanism (where measured)."""
-    unit = f"regret per agent-auction ({CURRENCY})"
     panels = [
-        ("regret_mean", "Mean regret", unit),
-        ("regret_max", "Max regret", unit),
-        ("ir_violation_rate", "IR violations", "share of agent-auctions with truthful utility < 0"),
+        ("regret_mean", "Mean regret", f"mean over searched agent-auctions ({CURRENCY})"),
+        ("regret_max", "Max regret", f"largest in the run ({CURRENCY})"),
+        (
+            "ir_violation_rate",
+            "IR violations",
+            "share with truthful utility < 0 (where known)",
+        ),
     ]
     runs = results.runs
     if "regret_mean" not in runs.columns or runs["regret_mean"].null_count() == runs.height:
@@ -453,7 +504,7 @@ def plot_frontier(results: Results, parameter: str, out_dir: Path) -> list[Path]
     groups = points.select(LABEL, *others).unique()
     rank = {label: index for index, label in enumerate(label_order(runs))}
     ordered = sorted(groups.iter_rows(named=True), key=lambda g: (rank[g[LABEL]], str(g)))
-    for group in ordered:
+    for index, group in enumerate(ordered):
         mine = points.filter(*[pl.col(k) == v for k, v in group.items()]).sort(parameter)
         extra = setting_name(group, others) if others else ""
         ax.errorbar(
@@ -470,21 +521,33 @@ def plot_frontier(results: Results, parameter: str, out_dir: Path) -> list[Path]
             capsize=2,
             label=f"{names[group[LABEL]]} {extra}".strip(),
         )
-        for row in mine.iter_rows(named=True):
+        for row in mine.iter_rows(named=True):  # each group's labels on their own side
             ax.annotate(
                 f"{row[parameter]}",
                 (row["x_mean"], row["y_mean"]),
                 textcoords="offset points",
-                xytext=(4, 4),
+                xytext=LABEL_OFFSETS[index % len(LABEL_OFFSETS)],
+                color=mechanism_color(names[group[LABEL]]),
                 fontsize="x-small",
+                path_effects=ERROR_BAR_HALO,
             )
     ax.set_xlabel(f"social welfare per auction ({CURRENCY})")
     ax.set_ylabel(f"revenue per auction ({CURRENCY})")
     ax.set_title(f"Revenue vs welfare as {parameter.split('.')[-1]} moves (point labels)")
     ax.grid(alpha=0.3)
     ax.legend(title="mechanism", fontsize="small")
-    footer(fig, seeds_note(points["n"].to_list(), "point"), exchange_rate_note(results, runs))
+    footer(
+        fig,
+        seeds_note(points["n"].to_list(), "point"),
+        exchange_rate_note(results, runs),
+        allocation_unit_note(runs),
+    )
     return save(fig, out_dir, name)
+
+
+LABEL_OFFSETS: tuple[tuple[int, int], ...] = ((4, 4), (4, -11), (-14, 4), (-14, -11))
+"""Offsets (points) of the frontier's parameter labels, one per mechanism in turn: two
+mechanisms at one point no longer print their labels on top of each other."""
 
 
 def band(ax: Axes, frame: pl.DataFrame, x: str, color: str, label: str) -> None:

@@ -54,6 +54,14 @@ SUMMARY_METRICS: tuple[str, ...] = (
     "report_distortion_final",
 )
 """Rows of the summary, in order."""
+UNITS_NOTE = (
+    "per run: *_mean of revenue and values per auction, of utility per agent-auction; "
+    "regret_mean and regret_max (the run's largest) over the agent-auctions of the rounds "
+    "regret is searched on (regret.every); ir_violation_rate over the agent-auctions whose "
+    "truthful utility is known (those, and truthful reports); bid_ratio_final and "
+    "report_distortion_final (|log2 report_scale|) over the last 20% of rounds"
+)
+"""What each row's per-run number is a mean of, printed under the readable formats."""
 FORMATS: tuple[str, ...] = ("table", "markdown", "csv", "json")
 COLUMNS: tuple[str, ...] = ("n", "mean", "ci_low", "ci_high")
 
@@ -196,7 +204,8 @@ def format_summary(table: pl.DataFrame, fmt: str = "table") -> str:
         n_values = sorted(set(table["n"].to_list())) if table.height else []
         note = (
             f"n = runs (seeds) per row: {', '.join(map(str, n_values))}; 95% t interval over "
-            "runs, cut at the bounds of quantities that cannot be negative or exceed 1"
+            "runs, cut at the bounds of quantities that cannot be negative or exceed 1\n"
+            f"{UNITS_NOTE}"
         )
         body = plain_table(header, rows) if fmt == "table" else markdown_table(header, rows)
         return f"{body}\n\n{note}"

@@ -91,7 +91,10 @@ def token_figure(tokens: pl.DataFrame, rounds: Sequence[int], advertisers: Seque
         ax.set_ylim(0, lines)
         ax.set_axis_off()
         total = float(mine["payment"].sum())
-        ax.set_title(f"round {rnd}: payment {total:.3g} in all", fontsize="small", loc="left")
+        query = f" ({mine['query'][0]!r})" if "query" in mine.columns and mine.height else ""
+        ax.set_title(
+            f"round {rnd}{query}: payment {total:.3g} in all", fontsize="small", loc="left"
+        )
     handles = [Patch(facecolor=colors[name], label=name) for name in [USER, *advertisers]]
     fig.legend(handles=handles, title="token carried by", loc="outside right upper")
     fig.supxlabel(

@@ -353,6 +353,13 @@ def test_token_trace_replays_the_run_and_its_payments_add_up(tmp_path, random_mo
     fig = token_figure(tokens, [0, 1], ["Alpha", "Beta"])
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert legend == ["user", "Alpha", "Beta"]
+    # each block names its query (the reply alone did not say what it answered)
+    titles = [ax.get_title(loc="left") for ax in fig.axes]
+    assert titles == [
+        f"round {row['round']} ({row['query']!r}): payment "
+        f"{float(tokens.filter(pl.col('round') == row['round'])['payment'].sum()):.3g} in all"
+        for row in recorded.iter_rows(named=True)
+    ]
     snippet = token_html(tokens.with_columns(pl.lit("<b>").alias("token")), [0], ["Alpha", "Beta"])
     assert "&lt;b&gt;" in snippet and "<b>" not in snippet
 
@@ -395,3 +402,33 @@ def test_token_figure_of_a_batched_run_is_skipped_with_a_warning(tmp_path, capsy
     assert plot_run_tokens(tmp_path, tmp_path / "figures") == []
     error = capsys.readouterr().err
     assert "no token figure" in error and "auctions_per_round = 4" in error
+
+
+def test_allocation_units_are_stated_when_token_and_reply_mechanisms_share_an_axis(
+    results, tmp_path
+):
+    """A token auction's value sums over up to 25 tokens, MOSAIC's is one reply's relevance:
+    a welfare bar of 32 beside one of 0.35 read as MOSAIC creating 1% of the value."""
+    assert "allocation units differ" not in figure_text(welfare_figure(results))
+    for kind, payment in (("token_auction", "second_price"), ("mosaic", "mosaic")):
+        for seed in (0, 1):
+            write_run(tmp_path / f"{kind}-{seed}", kind, payment, seed, 1.0 + seed)
+    text = figure_text(welfare_figure(load_results(tmp_path)))
+    assert "allocation units differ: token auction = sum over the reply's tokens" in text
+
+
+def test_a_long_footer_line_is_wrapped_inside_the_figure():
+    """The frontier figure (6.4 in wide) cut its seeds note at both edges."""
+    from matplotlib.figure import Figure
+
+    from analysis.plots import footer
+
+    fig = Figure(figsize=(6.4, 4.8), layout="constrained")
+    fig.subplots()
+    line = "n = 2 seeds per point; " + "mean over seeds, error bars " * 10
+    footer(fig, line, "short")
+    fig.canvas.draw()  # the Agg canvas: text extents in pixels
+    label = fig._supxlabel
+    box = label.get_window_extent()
+    assert label.get_text().count("\n") >= 2 and label.get_text().endswith("\nshort")
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width

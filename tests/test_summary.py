@@ -12,7 +12,7 @@ import pytest
 
 from analysis.load import load_results
 from analysis.metrics import PoolingWarning, labelled_runs
-from analysis.summary import SUMMARY_METRICS, format_summary, summary_table
+from analysis.summary import SUMMARY_METRICS, UNITS_NOTE, format_summary, summary_table
 from market_sim.cli import main
 
 # (kind, payment, seed) -> revenue; report scales per seed make report_distortion_final checkable
@@ -157,6 +157,8 @@ def test_summary_by_key_and_errors(runs_dir, capsys):
         format_summary(table, "xml")
     status, out, _ = cli_output(capsys, "summary", str(runs_dir), "--format", "markdown")
     assert out.startswith("| mechanism | label | metric | n | mean | 95% CI |")
+    # a reader of the printed table learns what each number is a mean of
+    assert out.rstrip().endswith(UNITS_NOTE)
 
 
 def test_several_folders_are_pooled_and_each_must_exist(runs_dir, capsys):

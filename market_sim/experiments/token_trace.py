@@ -133,7 +133,7 @@ def trace_run(run_dir: Path, lm: LanguageModel, rounds: int = 3) -> pl.DataFrame
     The replay runs with the run's recorded torch thread count (:func:`recorded_threads`).
 
     Returns:
-        Columns ``round, position, token_id, token, carrier, carrier_share, payment,
+        Columns ``round, query, position, token_id, token, carrier, carrier_share, payment,
         replay_matches`` (the replayed reply equals the recorded one).
 
     Raises:
@@ -192,6 +192,7 @@ def replay_rounds(
             rows.append(
                 {
                     "round": int(record["round"]),
+                    "query": str(record["query"]),
                     "position": position,
                     "token_id": token,
                     "token": lm.decode([token]),
