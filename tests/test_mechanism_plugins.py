@@ -28,6 +28,7 @@ from market_sim.platform.base import (
     ReportBatch,
     ReportSpace,
 )
+from market_sim.platform.outcome_checks import MechanismOutputError
 from market_sim.plugins import (
     MechanismConfig,
     MechanismPlugin,
@@ -955,3 +956,32 @@ def test_a_sweep_worker_without_the_plugin_says_where_to_register_it(random_mode
         "with a market_sim.mechanisms entry point"
     )
     assert not (tmp_path / "runs").exists()
+
+
+class NoCounterfactualPlatform(PostedPricePlatform):
+    def run_auctions(self, queries, bidders, seed):
+        outcomes = super().run_auctions(queries, bidders, seed)
+        return [dataclasses.replace(o, counterfactual=None) for o in outcomes]
+
+
+def test_hedge_without_a_counterfactual_names_the_advertiser_and_the_alternatives(
+    random_lm, random_model_dir, tmp_path
+):
+    """It was "hedge needs full-information feedback; the mechanism gives none" under a
+    traceback, naming neither the advertiser nor what would work."""
+    data = posted_price_data(random_model_dir)
+    data["advertisers"][1]["strategy"] = {"kind": "hedge"}
+    plugin = dataclasses.replace(
+        POSTED_PRICE, build=lambda config, lm, queries: NoCounterfactualPlatform(config)
+    )
+    with registered(plugin):
+        scenario = scenario_from_dict(data)
+        with pytest.raises(MechanismOutputError) as caught:
+            run_scenario(scenario, out_dir=tmp_path / "run", lm=random_lm)
+        data["advertisers"][1]["strategy"] = {"kind": "exp3"}  # bandit feedback: runs
+        result = run_scenario(scenario_from_dict(data), lm=random_lm)
+    assert str(caught.value) == (
+        "mechanism 'posted_price' gives no counterfactual, which advertisers[1].strategy.kind = "
+        "'hedge' needs (full information): choose exp3, epsilon_greedy or ucb1 (bandit feedback)"
+    )
+    assert result.agents.height == 300 * 3

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import mesa
 
+from market_sim.market.learners import MissingCounterfactualError
 from market_sim.market.strategies import CounterfactualFn, Feedback, StrategySetup
 from market_sim.market.strategy_registry import make_strategy
 from market_sim.market.valuations import ValuationSource
 from market_sim.platform.base import AuctionOutcome, Bidder, Report
-from market_sim.platform.outcome_checks import check_counterfactual_values
+from market_sim.platform.outcome_checks import MechanismOutputError, check_counterfactual_values
 from market_sim.results.records import STRATEGY_PREFIX
 from market_sim.scenario.schema import AdvertiserConfig
 
@@ -184,8 +185,21 @@ class Advertiser(mesa.Agent):
         )
 
     def learn(self) -> None:
-        """Pass the round's K outcomes (in auction order) to the strategy; start a new round."""
-        self.strategy.update_round([result.feedback() for result in self.results])
+        """Pass the round's K outcomes (in auction order) to the strategy; start a new round.
+
+        Raises:
+            MechanismOutputError: A full-information learner (Hedge) got an auction without a
+                counterfactual; the message names the advertiser's key and the alternatives.
+        """
+        try:
+            self.strategy.update_round([result.feedback() for result in self.results])
+        except MissingCounterfactualError:
+            kind = self.model.scenario.advertisers[self.seat].strategy.kind
+            raise MechanismOutputError(
+                f"mechanism {self.model.platform.kind!r} gives no counterfactual, which "
+                f"advertisers[{self.seat}].strategy.kind = {kind!r} needs (full information): "
+                "choose exp3, epsilon_greedy or ucb1 (bandit feedback)"
+            ) from None
         self.bids, self.results = [], []
 
     def record(self) -> dict[str, Any]:

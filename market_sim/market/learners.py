@@ -80,6 +80,10 @@ BASELINE_DECAY = 0.9
 """Weight of the past in the policy-gradient running-mean baseline."""
 
 
+class MissingCounterfactualError(ValueError):
+    """A full-information learner got an auction without a counterfactual."""
+
+
 class UtilityRange:
     """The range of utilities observed so far: largest minus smallest (0 until two differ)."""
 
@@ -230,12 +234,14 @@ class Hedge(GridLearner):
         its own counterfactual (the played actions do not matter: full information).
 
         Raises:
-            ValueError: The mechanism gave no counterfactual.
+            MissingCounterfactualError: The mechanism gave no counterfactual.
         """
         total = np.zeros(self.size)
         for feedback in feedbacks:
             if feedback.counterfactual is None:
-                raise ValueError("hedge needs full-information feedback; the mechanism gives none")
+                raise MissingCounterfactualError(
+                    "hedge needs full-information feedback; the mechanism gives none"
+                )
             values = feedback.counterfactual(self.grid.reports(feedback.valuation))
             utilities = values.utilities(feedback.valuation)
             total += utilities
