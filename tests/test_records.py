@@ -5,6 +5,7 @@ import dataclasses
 import polars as pl
 import pytest
 
+from market_sim.platform.outcome_checks import MechanismOutputError
 from market_sim.plugins import mechanism_kinds
 from market_sim.results.records import (
     AGENTS,
@@ -112,13 +113,18 @@ def test_a_mechanism_extra_the_schema_does_not_declare_is_refused(bundled_lm):
         return [dataclasses.replace(o, extras={**o.extras, "bogus": 1.0}) for o in outcomes]
 
     market.platform.run_auctions = with_bogus_extra
-    with pytest.raises(UndeclaredColumnError) as error:
+    with pytest.raises(MechanismOutputError) as error:  # in its round, naming the mechanism
         market.step()
-    expected = (
+    assert str(error.value) == (
+        "mechanism 'token_auction': AuctionOutcome.extras name 'bogus' is not a rounds.parquet "
+        "column; name it extra_<name>"
+    )
+    with pytest.raises(UndeclaredColumnError) as error:  # and the writer refuses it too
+        ROUNDS.check_names(["bogus"])
+    assert str(error.value) == (
         "rounds.parquet: column 'bogus' is not declared in market_sim.results.records; "
         "or name it extra_<name>"
     )
-    assert str(error.value) == expected
 
 
 def test_a_prefixed_extra_is_written_as_float64_from_the_round_it_appears(bundled_lm):
