@@ -645,6 +645,10 @@ def learning_figure(
         ax.legend(fontsize="x-small", loc="best")
     for ax in axes[len(shown) :]:
         ax.set_visible(False)
+    plotted = [curve for _, lines in shown for _, _, curve in lines]
+    top = max(BAND_CUT * max(float(c["mean"].max()) for c in plotted), 1.5)
+    cut = any((c["ci_high"].drop_nulls() > top).any() for c in plotted)
+    axes[0].set_ylim(0.0, top)  # shared: every panel; ratios are non-negative
     for index, ax in enumerate(axes[: len(shown)]):
         if index + columns >= len(shown):  # lowest panel of its column
             ax.set_xlabel(x_label)
@@ -659,8 +663,15 @@ def learning_figure(
         fig,
         f"mean over agents per window of {shown_widths} rounds{per_curve}; "
         + seeds_note(counts, "curve").replace("error bars", "bands"),
+        f"bands above {top:.3g} ({BAND_CUT:g} x the largest mean) run off the axes" if cut else "",
     )
     return fig
+
+
+BAND_CUT = 2.0
+"""The learning curves' y axis ends at this multiple of the largest mean drawn: with 2 seeds a
+t band is +-12.7 standard deviations, and the report scale's band, 2 ** (a log2 band), reached
+5e5 and flattened every curve."""
 
 
 LEARNING_METRICS: tuple[str, ...] = ("bid_ratio", "log2_report_scale")

@@ -432,3 +432,23 @@ def test_a_long_footer_line_is_wrapped_inside_the_figure():
     box = label.get_window_extent()
     assert label.get_text().count("\n") >= 2 and label.get_text().endswith("\nshort")
     assert box.x0 >= 0 and box.x1 <= fig.bbox.width
+
+
+def test_learning_bands_too_wide_to_read_run_off_the_axes_and_say_so(tmp_path):
+    """Two seeds sharpening 1/4 and 4: the log2 band is +-12.7 sd, 2 ** it reached 5e5 and the
+    y axis, shared by every panel, flattened every curve to the floor."""
+    for seed, scale in ((0, 0.25), (1, 4.0)):
+        folder = tmp_path / f"token-{seed}"
+        write_run(folder, "token_auction", "second_price", seed, 1.0)
+        agents = pl.read_parquet(folder / "agents.parquet")
+        agents.with_columns(pl.lit(scale).alias("report_scale")).write_parquet(
+            folder / "agents.parquet"
+        )
+    results = load_results(tmp_path)
+    runs, by = labelled_runs(results)
+    fig = learning_figure(results, load_agents(runs, by))
+    low, high = fig.axes[0].get_ylim()
+    # the largest mean drawn is the scale's geometric mean, sqrt(1/4 * 4) = 1 (bid ratios
+    # 0.5 + 0.1 r stay below it), so the axis ends at 2 x 1
+    assert (low, high) == (0.0, 2.0)
+    assert f"bands above {high:.3g} (2 x the largest mean) run off the axes" in figure_text(fig)
