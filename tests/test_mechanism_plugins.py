@@ -3,6 +3,7 @@ keys, dumps, run ids and error messages derive from its plugin."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import hashlib
 import json
@@ -46,6 +47,12 @@ from market_sim.scenario import ScenarioError, dump_scenario_toml, scenario_from
 ROOT = Path(__file__).resolve().parent.parent
 
 # ----------------------------------------------------------------------------- a plugin in a test
+
+
+def this_file_code_sha256() -> str:
+    """SHA-256 of this file's code as parsed (comments and formatting left out), hashed here."""
+    code = ast.unparse(ast.parse(Path(__file__).read_text(encoding="utf-8")))
+    return hashlib.sha256(code.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -193,9 +200,7 @@ def test_a_plugin_defined_in_a_test_runs_through_parsing_market_results_and_regr
         "package": None,
         "version": None,
         # its config, build, report_space and platform are all defined in this file
-        "sources": {
-            PostedPriceConfig.__module__: hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
-        },
+        "sources": {PostedPriceConfig.__module__: this_file_code_sha256()},
     }
     assert pl.read_parquet(tmp_path / "run" / "agents.parquet").height == 300 * 3
 
@@ -360,11 +365,7 @@ def test_an_installed_package_registers_a_plugin_through_its_entry_point(monkeyp
             "package": "posted-price-mechanism",
             "version": "1.2.3",
             # an editable install keeps its version across edits: the sources say what ran
-            "sources": {
-                PostedPriceConfig.__module__: hashlib.sha256(
-                    Path(__file__).read_bytes()
-                ).hexdigest()
-            },
+            "sources": {PostedPriceConfig.__module__: this_file_code_sha256()},
         }
         assert plugin_origin("second_price") is None  # built in: market-sim's version pins it
     finally:
@@ -708,9 +709,7 @@ def test_an_audit_of_a_plugin_records_its_origin_and_checks_its_outcomes(
     assert table.height > 0 and (table["regret_max"] >= 0).all()
     record = json.loads((tmp_path / "audit" / "provenance.json").read_text(encoding="utf-8"))
     assert record["provenance"]["mechanism_plugins"] == {"posted_price": origin}
-    assert origin["module"] == __name__ and origin["sources"] == {
-        __name__: hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
-    }
+    assert origin["module"] == __name__ and origin["sources"] == {__name__: this_file_code_sha256()}
 
     MistakenPlatform.mistake = {"payments": np.zeros(1)}
     MistakenPlatform.counterfactual_mistake = None
@@ -922,11 +921,16 @@ def test_a_sweep_reruns_a_run_whose_plugin_code_changed(
             "posted_platform_file"
         )
         assert run_sweep(scenario, [], "0-1", out, progress=False).executed == 0  # same code
-        capsys.readouterr()
+        # a comment or the __main__ block (where a script widens its seeds) is not the mechanism
         (code / "posted_platform_file.py").write_text(
-            PLATFORM_MODULE + "# edited\n", encoding="utf-8"
+            PLATFORM_MODULE + '# a note\nif __name__ == "__main__":\n    print("sweep")\n',
+            encoding="utf-8",
         )
-        origin.file_sha256.cache_clear()  # hashed once per process: a rerun is a new process
+        assert run_sweep(scenario, [], "0-1", out, progress=False).executed == 0
+        capsys.readouterr()
+        (code / "posted_platform_file.py").write_text(  # in the same process: seen by its stat
+            PLATFORM_MODULE + "RESERVE = 0.1\n", encoding="utf-8"
+        )
         again = run_sweep(scenario, [], "0-1", out, progress=False)
     err = capsys.readouterr().err
     assert again.executed == 2
@@ -985,3 +989,27 @@ def test_hedge_without_a_counterfactual_names_the_advertiser_and_the_alternative
         "'hedge' needs (full information): choose exp3, epsilon_greedy or ucb1 (bandit feedback)"
     )
     assert result.agents.height == 300 * 3
+
+
+def test_an_older_plugin_record_is_compared_by_its_file_bytes(tmp_path, monkeypatch):
+    """Records written before ``sources`` held one ``source_sha256`` of the module's bytes:
+    they were never compared, so a sweep kept their runs after any edit."""
+    import importlib
+
+    from market_sim.plugins.origin import changed_plugin_code
+
+    (tmp_path / "older_plugin_file.py").write_text("PRICE = 0.4\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("older_plugin_file")
+    recorded = {
+        "name": "posted_price",
+        "module": "older_plugin_file",
+        "package": None,
+        "version": None,
+        "source_sha256": hashlib.sha256(b"PRICE = 0.4\n").hexdigest(),
+    }
+    assert changed_plugin_code(recorded) == []
+    (tmp_path / "older_plugin_file.py").write_text("PRICE = 0.5\n", encoding="utf-8")
+    assert changed_plugin_code(recorded) == ["older_plugin_file"]
+    assert changed_plugin_code(None) == [] and changed_plugin_code({"name": "x"}) == []
+    sys.modules.pop("older_plugin_file", None)

@@ -7,6 +7,7 @@ be recomputed with that code. :func:`plugin_origin` names it for the run's prove
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import importlib.util
@@ -54,9 +55,48 @@ def providing_distribution(module: str) -> tuple[str, str] | None:
     return None
 
 
+def is_main_guard(node: ast.stmt) -> bool:
+    """Whether a top-level statement is ``if __name__ == "__main__":``."""
+    test = node.test if isinstance(node, ast.If) else None
+    return (
+        isinstance(test, ast.Compare)
+        and isinstance(test.left, ast.Name)
+        and test.left.id == "__name__"
+        and len(test.comparators) == 1
+        and isinstance(test.comparators[0], ast.Constant)
+        and test.comparators[0].value == "__main__"
+    )
+
+
+def code_text(source: str) -> str:
+    """A module's code as Python parses it: no comments or formatting, no ``__main__`` block.
+
+    A script that registers its plugin and starts its sweep under ``if __name__ ==
+    "__main__":`` (the layout sweeps need) changes its seeds or grid there; that block, like a
+    comment, does not change the mechanism, so it is left out of the hash.
+    """
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source
+    tree.body = [node for node in tree.body if not is_main_guard(node)]
+    return ast.unparse(tree)
+
+
 @functools.cache
+def _code_sha256(path: Path, modified_ns: int, size: int) -> str:
+    """:func:`code_sha256` of one version of a file (the cache key holds its stat)."""
+    return hashlib.sha256(code_text(path.read_text(encoding="utf-8")).encode()).hexdigest()
+
+
+def code_sha256(path: Path) -> str:
+    """SHA-256 of a source file's :func:`code_text`, read again whenever the file changes."""
+    stat = path.stat()
+    return _code_sha256(path, stat.st_mtime_ns, stat.st_size)
+
+
 def file_sha256(path: Path) -> str:
-    """SHA-256 of a source file (read once per process)."""
+    """SHA-256 of a file's bytes (the hash older records hold: ``source_sha256``)."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -82,8 +122,8 @@ def recorded_module(module: str) -> str:
     return "__main__" if module in MAIN_MODULES else module
 
 
-def source_sha256(module: str) -> str | None:
-    """SHA-256 of a module's source file now: loaded, else found without importing it.
+def source_path(module: str) -> Path | None:
+    """A module's source file: loaded, else found without importing it.
 
     ``__main__`` is the running script (a sweep's parent reads the script its workers import).
     """
@@ -95,7 +135,13 @@ def source_sha256(module: str) -> str | None:
             spec = None
         origin = getattr(spec, "origin", None)
         source = Path(origin).resolve() if origin and Path(origin).is_file() else None
-    return file_sha256(source) if source is not None else None
+    return source
+
+
+def source_sha256(module: str) -> str | None:
+    """:func:`code_sha256` of a module's source file now (None: no file)."""
+    source = source_path(module)
+    return code_sha256(source) if source is not None else None
 
 
 def plugin_origin(kind: str, modules: Iterable[str] = ()) -> dict[str, Any] | None:
@@ -108,6 +154,9 @@ def plugin_origin(kind: str, modules: Iterable[str] = ()) -> dict[str, Any] | No
     source file of each module outside market-sim that defines the plugin's settings class,
     one of its callables (:data:`PLUGIN_CALLABLES`: ``build``, ``report_space``, ...), or one of
     ``modules`` (the run passes its platform's class). Code those modules import is not hashed.
+    A hash covers the module's code as parsed (:func:`code_text`): comments, formatting and an
+    ``if __name__ == "__main__":`` block do not change it, so a sweep script may widen its
+    seeds there without rerunning the runs it has.
 
     Args:
         kind: The mechanism kind.
@@ -146,20 +195,29 @@ def changed_plugin_code(recorded: object) -> list[str]:
     """What of a recorded :func:`plugin_origin` differs from the code found now.
 
     Args:
-        recorded: A run's ``provenance.mechanism_plugin`` (None, or a record without
-            ``sources`` from an older version: nothing to compare).
+        recorded: A run's ``provenance.mechanism_plugin`` (None for a built-in mechanism;
+            an older record holds ``source_sha256``, the bytes of one module's file, instead
+            of ``sources``).
 
     Returns:
         The modules whose source hash differs (or whose file is gone), and ``version`` when the
         installed package's version differs; empty when the code is the same.
     """
-    if not isinstance(recorded, dict) or not isinstance(recorded.get("sources"), dict):
+    if not isinstance(recorded, dict):
         return []
-    changed = [
-        module
-        for module, digest in sorted(recorded["sources"].items())
-        if source_sha256(module) != digest
-    ]
+    if isinstance(recorded.get("sources"), dict):
+        changed = [
+            module
+            for module, digest in sorted(recorded["sources"].items())
+            if source_sha256(module) != digest
+        ]
+    elif recorded.get("source_sha256"):  # an older record: one module, its file's bytes
+        module = str(recorded.get("module"))
+        source = source_path(module)
+        now = file_sha256(source) if source is not None else None
+        changed = [module] if now != recorded["source_sha256"] else []
+    else:
+        changed = []
     package = recorded.get("package")
     if package:
         try:
