@@ -189,9 +189,10 @@ SCENARIO_HASH = "provenance.scenario_sha256"
 
 
 def drop_repeated_runs(runs: pl.DataFrame) -> pl.DataFrame:
-    """``runs`` with each run counted once (its first folder), warning per repeated run.
+    """``runs`` with each run counted once, warning per repeated run.
 
-    A run is its resolved scenario (:data:`SCENARIO_HASH`, which holds the seed; the
+    The copy kept is the first: sweeps, then run folders, each in path order. A run is its
+    resolved scenario (:data:`SCENARIO_HASH`, which holds the seed; the
     ``run_id`` where a folder does not record it). A run copied to a second folder, or a
     folder named together with one that contains it, would otherwise count twice: one more
     observation and a narrower interval. The same holds when the copies differ: a replicate of
@@ -203,11 +204,13 @@ def drop_repeated_runs(runs: pl.DataFrame) -> pl.DataFrame:
     """
     if "run_id" not in runs.columns:
         return runs
-    identity = (
-        pl.coalesce(pl.col(SCENARIO_HASH), pl.col("run_id"))
-        if SCENARIO_HASH in runs.columns
-        else pl.col("run_id")
-    )
+    if SCENARIO_HASH in runs.columns:
+        # A copy without the hash (older, or edited) takes its run id's: else it and a copy
+        # with the hash would be two runs.
+        known = pl.col(SCENARIO_HASH).drop_nulls().first().over("run_id")
+        identity = pl.coalesce(pl.col(SCENARIO_HASH), known, pl.col("run_id"))
+    else:
+        identity = pl.col("run_id")
     runs = runs.with_columns(identity.alias("_draw"))
     keys = [key for key in SAME_RUN_KEYS if key in runs.columns]
     counts = runs.filter(pl.col("_draw").is_not_null()).group_by("_draw").len()

@@ -48,7 +48,7 @@ NOT_METRICS: frozenset[str] = frozenset(
 AGENT_METRICS: tuple[str, ...] = (
     "bid_ratio",
     "report_scale",
-    "report_distortion",
+    "report_scale_deviation",
     "utility",
     "payment",
     "value",
@@ -65,13 +65,13 @@ METRIC_RANGES: dict[str, Range] = {
     "ir_violation_rate": UNIT_INTERVAL,
     "bid_ratio_final": NON_NEGATIVE,
     "report_scale_final": NON_NEGATIVE,
-    "report_distortion_final": NON_NEGATIVE,
+    "report_scale_deviation_final": NON_NEGATIVE,
     "regret_mean": NON_NEGATIVE,
     "regret_max": NON_NEGATIVE,
     "best_response_gain_mean": NON_NEGATIVE,
     "bid_ratio": NON_NEGATIVE,
     "report_scale": NON_NEGATIVE,
-    "report_distortion": NON_NEGATIVE,
+    "report_scale_deviation": NON_NEGATIVE,
     "payment": NON_NEGATIVE,
     "value": NON_NEGATIVE,
     "regret": NON_NEGATIVE,
@@ -389,8 +389,8 @@ def with_agent_columns(agents: pl.DataFrame) -> pl.DataFrame:
     ``bid_ratio`` is bid / valuation (null when valuation <= 0); ``log2_report_scale`` is
     ``log2 report_scale`` (0 = truthful; its mean is the log of the geometric mean scale, so a
     learner drawing uniformly from a geometric grid symmetric about 1 averages 0) and
-    ``report_distortion`` its absolute value (1 = a factor of 2 either way), as
-    ``summary.json``'s ``report_distortion_final``; both null when ``report_scale <= 0``.
+    ``report_scale_deviation`` its absolute value (1 = a factor of 2 either way), as
+    ``summary.json``'s ``report_scale_deviation_final``; both null when ``report_scale <= 0``.
     """
     columns = []
     if {"bid", "valuation"} <= set(agents.columns):
@@ -400,8 +400,9 @@ def with_agent_columns(agents: pl.DataFrame) -> pl.DataFrame:
             .alias("bid_ratio")
         )
     if "report_scale" in agents.columns:
-        log_scale = pl.when(pl.col("report_scale") > 0).then(pl.col("report_scale").log(2))
-        columns.append(log_scale.abs().alias("report_distortion"))
+        scale = pl.col("report_scale").cast(pl.Float64)  # an all-null column reads as Null
+        log_scale = pl.when(scale > 0).then(scale.log(2))
+        columns.append(log_scale.abs().alias("report_scale_deviation"))
         columns.append(log_scale.alias("log2_report_scale"))
     return agents.with_columns(columns) if columns else agents
 

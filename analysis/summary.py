@@ -6,7 +6,7 @@ only render it, so ``--format json`` and ``--format csv`` carry the analysis' fl
 
 Per run, the metrics are the ``summary.json`` keys of :data:`SUMMARY_METRICS`; the last two
 cover the same rows, the last 20% of rounds: ``bid_ratio_final`` and
-``report_distortion_final``, the mean of ``|log2 report_scale|`` (null, so left out, for a
+``report_scale_deviation_final``, the mean of ``|log2 report_scale|`` (null, so left out, for a
 mechanism that reads no report scale, rather than a 0 that would read as "truthful"; result
 folders written before it existed lack it). Each run is one observation; groups are the
 mechanism label, the grid keys that vary, any ``--by`` keys, and ``setting`` when runs of one
@@ -51,7 +51,7 @@ SUMMARY_METRICS: tuple[str, ...] = (
     "regret_max",
     "ir_violation_rate",
     "bid_ratio_final",
-    "report_distortion_final",
+    "report_scale_deviation_final",
 )
 """Rows of the summary, in order."""
 UNITS_NOTE = (
@@ -59,7 +59,7 @@ UNITS_NOTE = (
     "regret_mean and regret_max (the run's largest) over the agent-auctions of the rounds "
     "regret is searched on (regret.every); ir_violation_rate over the agent-auctions whose "
     "truthful utility is known (those, and truthful reports); bid_ratio_final and "
-    "report_distortion_final (|log2 report_scale|) over the last 20% of rounds"
+    "report_scale_deviation_final (|log2 report_scale|) over the last 20% of rounds"
 )
 """What each row's per-run number is a mean of, printed under the readable formats."""
 FORMATS: tuple[str, ...] = ("table", "markdown", "csv", "json")

@@ -268,7 +268,7 @@ def test_agent_summary_and_learning_curves(sweep_dir):
     ratio = summary.filter(pl.col("label") == "first_price", pl.col("metric") == "bid_ratio")
     assert ratio["mean"].to_list() == pytest.approx([0.75, 0.75])  # mean of 0.5..1.0
     distortion = summary.filter(
-        pl.col("label") == "token_auction", pl.col("metric") == "report_distortion"
+        pl.col("label") == "token_auction", pl.col("metric") == "report_scale_deviation"
     )
     # |log2 s| with s = 1, 1.1, 1.2 for seeds 0, 1, 2
     expected = (math.log2(1.1) + math.log2(1.2)) / 3
@@ -402,8 +402,19 @@ def test_plot_all_skips_what_is_absent(sweep_dir, tmp_path):
         plot_all(tmp_path / "empty", tmp_path / "none")
 
 
+def test_derived_report_scale_columns_of_an_all_null_column_are_null():
+    """Polars reads a column of nulls as dtype Null, which has no log: it raised."""
+    from analysis.metrics import with_agent_columns
+
+    derived = with_agent_columns(pl.DataFrame({"report_scale": [None, None]}))
+    assert derived["report_scale_deviation"].to_list() == [None, None]
+    assert derived["log2_report_scale"].to_list() == [None, None]
+    scales = with_agent_columns(pl.DataFrame({"report_scale": [0.25, 1.0, 4.0, 0.0]}))
+    assert scales["report_scale_deviation"].to_list() == [2.0, 0.0, 2.0, None]  # exact powers of 2
+
+
 def test_agent_metrics_are_schema_columns_or_derived_from_them():
-    derived = {"bid_ratio": ("bid", "valuation"), "report_distortion": ("report_scale",)}
+    derived = {"bid_ratio": ("bid", "valuation"), "report_scale_deviation": ("report_scale",)}
     for metric in AGENT_METRICS:
         for name in derived.get(metric, (metric,)):
             assert AGENTS[name].dtype == pl.Float64, name

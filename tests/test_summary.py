@@ -15,7 +15,8 @@ from analysis.metrics import PoolingWarning, labelled_runs
 from analysis.summary import SUMMARY_METRICS, UNITS_NOTE, format_summary, summary_table
 from market_sim.cli import main
 
-# (kind, payment, seed) -> revenue; report scales per seed make report_distortion_final checkable
+# (kind, payment, seed) -> revenue; report scales per seed make report_scale_deviation_final
+# checkable
 REVENUE = {
     ("token_auction", "second_price"): [1.0, 2.5, 4.0],
     ("token_auction", "first_price"): [3.0, 3.5, 5.0],
@@ -62,7 +63,7 @@ def write_run(folder: Path, kind: str, payment: str, seed: int, revenue: float, 
         "ir_violation_rate": 0.0,
         "bid_ratio_final": 1.0,
         # the run's own figure (market_sim.results.summarize); null where no scale is read
-        "report_distortion_final": math.log2(scale) if kind == "token_auction" else None,
+        "report_scale_deviation_final": math.log2(scale) if kind == "token_auction" else None,
     }
     (folder / "summary.json").write_text(json.dumps(summary))
 
@@ -94,9 +95,9 @@ def test_summary_json_and_csv_match_the_analysis_exactly(runs_dir, capsys):
     # readable names in figure order: LLM-native first, payments in a fixed order, then slots
     names = list(dict.fromkeys(expected["mechanism_name"].to_list()))
     assert names == ["token auction, second price", "token auction, first price", "VCG"]
-    # VCG reads no report scale: no report distortion row (not a 0 that reads as truthful)
+    # VCG reads no report scale: no report-scale deviation row (not a 0 that reads as truthful)
     assert expected.filter(pl.col("label") == "vcg")["metric"].to_list() == [
-        metric for metric in SUMMARY_METRICS if metric != "report_distortion_final"
+        metric for metric in SUMMARY_METRICS if metric != "report_scale_deviation_final"
     ]
 
 
@@ -112,8 +113,8 @@ def test_summary_values_by_hand(runs_dir):
     assert revenue["n"] == 3 and revenue["mean"] == pytest.approx(mean)
     assert revenue["ci_low"] == 0.0  # 2.5 - 3.73 < 0: revenue cannot be negative
     assert revenue["ci_high"] == pytest.approx(mean + half)
-    # report distortion |log2 scale| with scales 1, 1.5, 2 -> 0, 0.585, 1
-    distortion = row("token_auction (second_price)", "report_distortion_final")["mean"]
+    # report-scale deviation |log2 scale| with scales 1, 1.5, 2 -> 0, 0.585, 1
+    distortion = row("token_auction (second_price)", "report_scale_deviation_final")["mean"]
     assert distortion == pytest.approx(math.log2(3) / 3)  # (0 + log2 1.5 + 1) / 3
     zero = row("vcg", "regret_max")
     assert (zero["mean"], zero["ci_low"], zero["ci_high"]) == (0.0, 0.0, 0.0)
@@ -234,6 +235,15 @@ def test_one_scenario_under_two_run_ids_counts_once(tmp_path, capsys):
     status, out, err = cli_output(capsys, "summary", *folders, "--format", "json")
     assert status == 0
     assert "run ids vcg-0-ab-threads2, vcg-0-ab (one scenario) are in 2 folders" in err
+    revenue = next(r for r in json.loads(out) if r["metric"] == "revenue_mean")
+    assert revenue["n"] == 1
+    # a copy without the hash (an older folder) takes its run id's: still one run
+    summary = json.loads((tmp_path / "cli" / "vcg-0" / "summary.json").read_text())
+    summary.update(run_id="vcg-0-ab-threads2")
+    del summary["provenance"]
+    (tmp_path / "cli" / "vcg-0" / "summary.json").write_text(json.dumps(summary))
+    status, out, err = cli_output(capsys, "summary", *folders, "--format", "json")
+    assert "run id vcg-0-ab-threads2 is in 2 folders" in err
     revenue = next(r for r in json.loads(out) if r["metric"] == "revenue_mean")
     assert revenue["n"] == 1
 

@@ -81,7 +81,8 @@ class ReportSpace:
     Attributes:
         distortion: Name of what ``Report.report_scale`` means for this mechanism (``"sharpen"``
             for the token auction, e.g. ``"reward_scale"`` for a sequence mechanism), or None when
-            the mechanism reads the bid only (ad-slot auctions).
+            the mechanism reads the bid only (ad-slot auctions); a run records it in
+            ``summary.json`` as ``report_scale_meaning``.
         distortion_low: Smallest distortion a deviation search or learner grid should try.
         distortion_high: Largest distortion a deviation search or learner grid should try.
     """

@@ -91,7 +91,7 @@ SUMMARY_FIELDS: frozenset[str] = frozenset(
         *RUN_META_KEYS,
         *HEADLINE_SUMMARY_KEYS,
         "report_scale_final",
-        "report_distortion_final",
+        "report_scale_deviation_final",
         "best_response_gain_mean",
     }
 )
@@ -138,7 +138,7 @@ def summarize(rounds: pl.DataFrame, agents: pl.DataFrame, meta: dict[str, Any]) 
       none is known.
     * ``bid_ratio_final``: mean bid / valuation over the last 20% of rounds (valuation > 0);
       ``report_scale_final``: mean ``report_scale`` (the reported distortion, 1 = truthful)
-      over the same rows; ``report_distortion_final``: mean ``|log2 report_scale|`` over the
+      over the same rows; ``report_scale_deviation_final``: mean ``|log2 report_scale|`` over the
       same rows (0 = truthful, 1 = a factor of 2 either way: symmetric on the learners'
       geometric grids, where ``|report_scale - 1|`` counts 4 as 3 and 1/4 as 3/4), null when
       the mechanism reads no ``report_scale`` (``meta["report_scale_meaning"]`` is None).
@@ -164,7 +164,7 @@ def summarize(rounds: pl.DataFrame, agents: pl.DataFrame, meta: dict[str, Any]) 
         ),
         "bid_ratio_final": nullable_mean(final["bid"] / final["valuation"]),
         "report_scale_final": nullable_mean(final["report_scale"]),
-        "report_distortion_final": (
+        "report_scale_deviation_final": (
             nullable_mean(final["report_scale"].log(2).abs())
             if meta.get("report_scale_meaning") is not None
             else None
