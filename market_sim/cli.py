@@ -754,10 +754,13 @@ def command_audit(args: argparse.Namespace) -> None:
     default = Path("results") / f"{scenario.name}-audit"
     out_dir = checked_result_dir(args, scenario, "audit", default)
     from market_sim.eva.audit import AUDIT_TOP_FILE, run_audit, top_report  # torch: after checks
+    from market_sim.platform.outcome_checks import MechanismOutputError
 
     lm = load_scenario_model(scenario, args.threads)
     try:
         table = run_audit(scenario, lm, args.generations, seeds, out_dir)
+    except MechanismOutputError:
+        raise  # a mechanism's mistake in the run, not bad input: exit 1
     except ValueError as error:
         raise UsageError(str(error)) from None
     top = scenario.audit.top if scenario.audit else 10

@@ -210,8 +210,8 @@ def test_learning_curves_are_small_multiples_without_flat_distortion(results):
 
 def test_the_report_scale_curve_is_the_geometric_mean():
     """Scales 1/4 and 4 (a learner indifferent on the grid 0.25 ... 4) plotted at 2.125, read as
-    over-sharpening; their geometric mean is 1 (truthful on average), with scales 1/2 and 2
-    in the second window of the other run: 1 again."""
+    over-sharpening; their geometric mean is 1 (truthful on average), as is that of the other
+    run's 1/2 and 2."""
     from analysis.metrics import learning_curves
     from analysis.plots import LEARNING_METRICS, geometric_report_scale
 

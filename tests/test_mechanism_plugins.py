@@ -432,6 +432,12 @@ class ClashingConfig(MechanismConfig):
     device: str = setting(Choice(("here", "there"), default="here"), "Named like a summary field.")
 
 
+@dataclass(frozen=True)
+class NumericSeedConfig(MechanismConfig):
+    kind: str = "clashing"
+    seed: float = setting(amount(default=0.5), "A number named like a summary field.")
+
+
 def test_a_key_named_like_a_summary_field_is_refused_when_the_plugin_registers():
     """A run records its mechanism's string keys beside its own fields in summary.json: a key
     named ``device`` was refused only after the whole run had been simulated."""
@@ -451,6 +457,18 @@ def test_a_key_named_like_a_summary_field_is_refused_when_the_plugin_registers()
         "where a run records its mechanism's keys: rename it"
     )
     assert "clashing" not in mechanism_kinds()
+    # a number is not recorded beside the summary's fields: a key "seed" is the plugin's own
+    numeric = dataclasses.replace(clashing, config_type=NumericSeedConfig)
+    with registered(numeric):
+        assert "clashing" in mechanism_kinds()
+    # the built-in plugins are not checked when they register (that would import polars into
+    # scenario loading): checked here
+    from market_sim.plugins.registry import is_string_valued
+    from market_sim.results import SUMMARY_FIELDS
+
+    for plugin in mechanism_plugins():
+        strings = {item.name for item in plugin.settings if is_string_valued(item)}
+        assert not strings & SUMMARY_FIELDS, plugin.name
     with registered(POSTED_PRICE):  # no string-valued key: nothing added
         assert with_mechanism_choices({"model": "m"}, PostedPriceConfig()) == {"model": "m"}
 
@@ -986,7 +1004,8 @@ def test_hedge_without_a_counterfactual_names_the_advertiser_and_the_alternative
         result = run_scenario(scenario_from_dict(data), lm=random_lm)
     assert str(caught.value) == (
         "mechanism 'posted_price' gives no counterfactual, which advertisers[1].strategy.kind = "
-        "'hedge' needs (full information): choose exp3, epsilon_greedy or ucb1 (bandit feedback)"
+        "'hedge' needs (full information): choose exp3, epsilon_greedy, ucb1 or policy_gradient "
+        "(bandit feedback)"
     )
     assert result.agents.height == 300 * 3
 
@@ -1013,3 +1032,27 @@ def test_an_older_plugin_record_is_compared_by_its_file_bytes(tmp_path, monkeypa
     assert changed_plugin_code(recorded) == ["older_plugin_file"]
     assert changed_plugin_code(None) == [] and changed_plugin_code({"name": "x"}) == []
     sys.modules.pop("older_plugin_file", None)
+
+
+def test_an_audit_whose_plugin_errs_exits_1_in_one_line(random_model_dir, tmp_path, capsys):
+    """``market-sim audit`` turned every ValueError into a usage error: exit 2, as if the
+    command line were wrong, for a mistake of the mechanism's code."""
+    import tomli_w
+
+    from market_sim.cli import main
+
+    scenario = tmp_path / "audit.toml"
+    scenario.write_text(tomli_w.dumps(audit_data(random_model_dir)), encoding="utf-8")
+    MistakenPlatform.mistake = {"payments": np.zeros(1)}
+    MistakenPlatform.counterfactual_mistake = None
+    plugin = dataclasses.replace(
+        POSTED_PRICE, build=lambda config, lm, queries: MistakenPlatform(config)
+    )
+    argv = ["audit", str(scenario), "--generations", "1", "--seeds", "0"]
+    with registered(plugin):
+        status = main([*argv, "--out", str(tmp_path / "out")])
+    assert status == 1
+    assert capsys.readouterr().err.endswith(
+        "market-sim: error: mechanism 'posted_price': AuctionOutcome.payments must be 2 real "
+        "numbers (one per advertiser), got ndarray of shape (1,) and dtype float64\n"
+    )

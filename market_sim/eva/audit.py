@@ -146,14 +146,20 @@ def audit_mechanism(
     generations: int,
     seed: int,
     uniform: bool,
+    platform_modules: dict[str, str] | None = None,
 ) -> pl.DataFrame:
-    """Rows of ``audit.parquet`` for one mechanism and seed (both methods)."""
+    """Rows of ``audit.parquet`` for one mechanism and seed (both methods).
+
+    ``platform_modules`` (kind -> module of its platform's class) is filled for provenance.
+    """
     config = eva_config(scenario)
     items = list(dict.fromkeys(one_line(item) for item in scenario.queries.items))
     grammar = build_grammar(config, QuerySplit(items, []))
     rewriter = build_rewriter(scenario, lm)
     admissible = query_fits(replace(scenario, mechanism=mechanism), lm)
     platform = build_platform(mechanism, lm, items)
+    if platform_modules is not None:
+        platform_modules[mechanism.kind] = type(platform).__module__
     audit = scenario.audit or AuditConfig()
     regret = QueryRegret(scenario, platform, seed, audit.draws)
     label = mechanism_label(mechanism)
@@ -262,8 +268,11 @@ def run_audit(
     check_auditable(scenario)
     lm = lm.with_prompt_format(scenario.model.prompt_format)
     audit = scenario.audit or AuditConfig()
+    platform_modules: dict[str, str] = {}
     frames = [
-        audit_mechanism(scenario, lm, replace(mechanism), generations, seed, audit.uniform)
+        audit_mechanism(
+            scenario, lm, replace(mechanism), generations, seed, audit.uniform, platform_modules
+        )
         for mechanism in audit_mechanisms(scenario)
         for seed in seeds
     ]
@@ -275,6 +284,8 @@ def run_audit(
         report = top_report(table, audit.top)
         atomic_write_json(out_dir / AUDIT_TOP_FILE, report)
         settings = {"seeds": list(seeds), "generations": generations}
-        plugins = plugin_origins(mechanism.kind for mechanism in audit_mechanisms(scenario))
+        plugins = plugin_origins(
+            (mechanism.kind for mechanism in audit_mechanisms(scenario)), platform_modules
+        )
         write_provenance(out_dir, lm, scenario_toml, scenario.model.path, plugins, **settings)
     return table

@@ -308,7 +308,9 @@ class LMRewriter:
     tokens at ``temperature``, seeded) is the candidate text, accepted when
     :func:`valid_rewrite` says so. A prompt that leaves the model fewer than
     ``max_new_tokens`` positions is not sampled (a short-context model would fail inside its
-    forward): the structure is rendered instead. Counters record how often each happened.
+    forward): the structure is rendered instead. Counters record how often each happened
+    (``accepted`` counts what :func:`valid_rewrite` accepted; the creator may still not admit
+    it, see :func:`evolve`).
 
     Args:
         lm: A :class:`~market_sim.lm.model.LanguageModel` (``prompt``, ``sample`` and

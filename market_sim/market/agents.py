@@ -198,7 +198,7 @@ class Advertiser(mesa.Agent):
             raise MechanismOutputError(
                 f"mechanism {self.model.platform.kind!r} gives no counterfactual, which "
                 f"advertisers[{self.seat}].strategy.kind = {kind!r} needs (full information): "
-                "choose exp3, epsilon_greedy or ucb1 (bandit feedback)"
+                "choose exp3, epsilon_greedy, ucb1 or policy_gradient (bandit feedback)"
             ) from None
         self.bids, self.results = [], []
 

@@ -12,7 +12,7 @@ import functools
 import hashlib
 import importlib.util
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -229,11 +229,21 @@ def changed_plugin_code(recorded: object) -> list[str]:
     return changed
 
 
-def plugin_origins(kinds: Iterable[str]) -> dict[str, dict[str, Any]]:
+def plugin_origins(
+    kinds: Iterable[str], platform_modules: Mapping[str, str] | None = None
+) -> dict[str, dict[str, Any]]:
     """Kind -> :func:`plugin_origin` of each of ``kinds`` that a plugin outside market-sim runs.
+
+    Args:
+        kinds: Mechanism kinds.
+        platform_modules: Kind -> the module of the platform class built for it.
 
     Returns:
         An empty dict when every kind is built in.
     """
-    origins = {kind: plugin_origin(kind) for kind in dict.fromkeys(kinds)}
+    modules = platform_modules or {}
+    origins = {
+        kind: plugin_origin(kind, [modules[kind]] if kind in modules else [])
+        for kind in dict.fromkeys(kinds)
+    }
     return {kind: origin for kind, origin in origins.items() if origin is not None}

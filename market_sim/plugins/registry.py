@@ -15,10 +15,9 @@ from contextlib import contextmanager
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
-from market_sim.config.fields import first_line
-from market_sim.platform.outcome_checks import check_platform
+from market_sim.config.fields import Choice, first_line
+from market_sim.config.settings import Setting
 from market_sim.plugins.base import MechanismConfig, MechanismPlugin
-from market_sim.results import SUMMARY_FIELDS
 
 if TYPE_CHECKING:
     from market_sim.lm.model import LanguageModel
@@ -42,8 +41,8 @@ def register_mechanism(plugin: MechanismPlugin) -> MechanismPlugin:
     Raises:
         ValueError: Its name or one of its kinds is taken by another registered plugin
             (registering the same plugin object again is a no-op), its name and a key of
-            any registered plugin (its own included) coincide, or a key of it is named like a
-            ``summary.json`` field (:data:`market_sim.results.SUMMARY_FIELDS`).
+            any registered plugin (its own included) coincide, or a string-valued key of it is
+            named like a ``summary.json`` field (:data:`market_sim.results.SUMMARY_FIELDS`).
     """
     if _PLUGINS.get(plugin.name) is plugin:
         return plugin
@@ -65,7 +64,7 @@ def register_mechanism(plugin: MechanismPlugin) -> MechanismPlugin:
         )
     names = {*(other.name for other in _PLUGINS.values()), plugin.name}
     for item in plugin.settings:
-        if item.name in SUMMARY_FIELDS:  # a run records its string-valued keys there
+        if item.name in summary_field_names(plugin) and is_string_valued(item):
             raise ValueError(
                 f"mechanism plugin {plugin.name!r}: its key {item.name!r} is named like a "
                 "summary.json field, where a run records its mechanism's keys: rename it"
@@ -77,6 +76,25 @@ def register_mechanism(plugin: MechanismPlugin) -> MechanismPlugin:
             )
     _PLUGINS[plugin.name] = plugin
     return plugin
+
+
+def summary_field_names(plugin: MechanismPlugin) -> frozenset[str]:
+    """The ``summary.json`` fields a plugin's string-valued keys must not be named like.
+
+    Read only for plugins outside market-sim (imported here, not at import: ``results``
+    brings polars, which scenario loading does not need); the built-in plugins' keys are
+    checked by the tests.
+    """
+    if plugin.config_type.__module__.startswith("market_sim."):
+        return frozenset()
+    from market_sim.results import SUMMARY_FIELDS
+
+    return SUMMARY_FIELDS
+
+
+def is_string_valued(item: Setting) -> bool:
+    """Whether a setting holds a string (a run records those in ``summary.json``)."""
+    return isinstance(item.spec, Choice) or isinstance(item.spec.default, str)
 
 
 def unregister_mechanism(name: str) -> None:
@@ -209,6 +227,8 @@ def build_platform(
             space differs from the plugin's (see
             :func:`~market_sim.platform.outcome_checks.check_platform`).
     """
+    from market_sim.platform.outcome_checks import check_platform  # brings polars: run time
+
     plugin = mechanism_plugin(config.kind)
     platform = plugin.build(config, lm, queries)
     check_platform(config.kind, platform, plugin.report_space(config))
