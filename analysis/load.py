@@ -208,6 +208,7 @@ def drop_repeated_runs(runs: pl.DataFrame) -> pl.DataFrame:
         # A copy without the hash (older, or edited) takes its run id's: else it and a copy
         # with the hash would be two runs.
         known = pl.col(SCENARIO_HASH).drop_nulls().first().over("run_id")
+        known = pl.when(pl.col("run_id").is_not_null()).then(known)  # nulls are no group
         identity = pl.coalesce(pl.col(SCENARIO_HASH), known, pl.col("run_id"))
     else:
         identity = pl.col("run_id")

@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from market_sim.config.fields import Choice
+from market_sim.config.fields import Choice, Text
 from market_sim.config.settings import amount, setting
 from market_sim.platform.base import (
     AuctionOutcome,
@@ -40,7 +40,7 @@ from market_sim.plugins import (
     register_mechanism,
     registered,
 )
-from market_sim.plugins.origin import plugin_origin
+from market_sim.plugins.origin import CODE_HASH, plugin_origin
 from market_sim.run import run_replicates, run_scenario, with_mechanism_choices
 from market_sim.scenario import ScenarioError, dump_scenario_toml, scenario_from_dict
 
@@ -201,6 +201,7 @@ def test_a_plugin_defined_in_a_test_runs_through_parsing_market_results_and_regr
         "version": None,
         # its config, build, report_space and platform are all defined in this file
         "sources": {PostedPriceConfig.__module__: this_file_code_sha256()},
+        "code_hash": CODE_HASH,
     }
     assert pl.read_parquet(tmp_path / "run" / "agents.parquet").height == 300 * 3
 
@@ -366,6 +367,7 @@ def test_an_installed_package_registers_a_plugin_through_its_entry_point(monkeyp
             "version": "1.2.3",
             # an editable install keeps its version across edits: the sources say what ran
             "sources": {PostedPriceConfig.__module__: this_file_code_sha256()},
+            "code_hash": CODE_HASH,
         }
         assert plugin_origin("second_price") is None  # built in: market-sim's version pins it
     finally:
@@ -433,6 +435,12 @@ class ClashingConfig(MechanismConfig):
 
 
 @dataclass(frozen=True)
+class TextRunIdConfig(MechanismConfig):
+    kind: str = "clashing"
+    run_id: str | None = setting(Text(default=None), "Free text named like a summary field.")
+
+
+@dataclass(frozen=True)
 class NumericSeedConfig(MechanismConfig):
     kind: str = "clashing"
     seed: float = setting(amount(default=0.5), "A number named like a summary field.")
@@ -457,6 +465,10 @@ def test_a_key_named_like_a_summary_field_is_refused_when_the_plugin_registers()
         "where a run records its mechanism's keys: rename it"
     )
     assert "clashing" not in mechanism_kinds()
+    # any key that may hold a string, a free text one too, would overwrite the field
+    texting = dataclasses.replace(clashing, config_type=TextRunIdConfig)
+    with pytest.raises(ValueError, match="its key 'run_id' is named like a summary.json field"):
+        register_mechanism(texting)
     # a number is not recorded beside the summary's fields: a key "seed" is the plugin's own
     numeric = dataclasses.replace(clashing, config_type=NumericSeedConfig)
     with registered(numeric):
@@ -1056,3 +1068,64 @@ def test_an_audit_whose_plugin_errs_exits_1_in_one_line(random_model_dir, tmp_pa
         "market-sim: error: mechanism 'posted_price': AuctionOutcome.payments must be 2 real "
         "numbers (one per advertiser), got ndarray of shape (1,) and dtype float64\n"
     )
+
+
+def test_the_code_hash_leaves_out_only_what_is_not_the_mechanism(tmp_path):
+    """Comments, formatting and a ``__main__`` block that only runs things are not the
+    mechanism; a ``__main__`` block that registers or defines code is (a one-worker sweep
+    runs in that process), and so is its ``else:`` branch, which spawned workers run."""
+    from market_sim.plugins.origin import code_sha256
+
+    def digest(text: str | bytes, name: str = "m.py") -> str | None:
+        path = tmp_path / name
+        path.write_bytes(text.encode() if isinstance(text, str) else text)
+        return code_sha256(path)
+
+    base = digest("PRICE = 0.4\n")
+    assert digest("PRICE = 0.4  # the posted price\n\n") == base
+    sweep = 'if __name__ == "__main__":\n    run_sweep("s.toml", [], "0-{}", "out")\n'
+    assert digest("PRICE = 0.4\n" + sweep.format(1)) == base
+    assert digest("PRICE = 0.4\n" + sweep.format(9)) == base  # seeds widened: same code
+    registering = 'if __name__ == "__main__":\n    register_mechanism(make({}))\n'
+    assert digest("PRICE = 0.4\n" + registering.format(2)) != digest(
+        "PRICE = 0.4\n" + registering.format(4)
+    )
+    building = 'if __name__ == "__main__":\n    build = lambda c: Platform(c, boost={})\n'
+    assert digest("PRICE = 0.4\n" + building.format(2)) != digest(
+        "PRICE = 0.4\n" + building.format(4)
+    )
+    otherwise = sweep.format(1) + "else:\n    PRICE = {}\n"
+    assert digest("PRICE = 0.4\n" + otherwise.format(0.5)) != digest(
+        "PRICE = 0.4\n" + otherwise.format(0.6)
+    )
+    # a file in another encoding, a compiled extension and a missing file do not crash
+    latin = "# -*- coding: latin-1 -*-\nNAME = 'caf\u00e9'\n".encode("latin-1")
+    assert digest(latin) is not None
+    binary = b"\x7fELF\x00\xff" * 10
+    assert digest(binary, "ext.so") == hashlib.sha256(binary).hexdigest()
+    assert code_sha256(tmp_path / "gone.py") is None
+
+
+def test_a_record_of_another_python_or_without_source_files_is_said(tmp_path, monkeypatch):
+    """``ast.unparse`` writes some code differently across Python versions: a record names
+    the scheme, and another scheme is a change; a module without a file (an interactive
+    session) cannot be compared, and says so instead of passing as unchanged."""
+    import importlib
+
+    from market_sim.plugins.origin import CODE_HASH, changed_plugin_code, uncompared_modules
+
+    (tmp_path / "scheme_plugin_file.py").write_text("PRICE = 0.4\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("scheme_plugin_file")
+    from market_sim.plugins.origin import source_sha256
+
+    record = {"sources": {"scheme_plugin_file": source_sha256("scheme_plugin_file")}}
+    assert changed_plugin_code({**record, "code_hash": CODE_HASH}) == []
+    assert changed_plugin_code({**record, "code_hash": "python3.10-ast"}) == [
+        f"python3.10-ast -> {CODE_HASH}"
+    ]
+    interactive = {"sources": {"__main__": None}, "code_hash": CODE_HASH}
+    assert changed_plugin_code(interactive) == [] and uncompared_modules(interactive) == [
+        "__main__"
+    ]
+    sys.modules.pop("scheme_plugin_file", None)

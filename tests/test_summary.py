@@ -335,3 +335,24 @@ def test_plot_refuses_an_out_holding_other_results(tmp_path, capsys):
     run = folder / "vcg-0"
     assert main(["plot", str(run), "--out", str(run)]) == 0  # beside its own results: fine
     assert list(run.glob("*.png"))
+
+
+def test_runs_without_a_run_id_are_never_taken_for_copies_of_each_other():
+    """Rows without a run id fell into one window group: a row without a hash took another
+    null-id row's and was dropped as its copy."""
+    import warnings
+
+    from analysis.load import drop_repeated_runs
+
+    runs = pl.DataFrame(
+        {
+            "run_id": [None, None, "a", "a"],
+            "provenance.scenario_sha256": ["h1", None, "h2", None],
+            "run_path": ["p1", "p2", "p3", "p4"],
+        }
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        kept = drop_repeated_runs(runs)
+    assert kept["run_path"].to_list() == ["p1", "p2", "p3"]  # p4: a copy of run a
+    assert [str(w.message) for w in caught] == ["run id a is in 2 folders (p3, p4); counted once"]

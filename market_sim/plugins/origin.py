@@ -68,36 +68,85 @@ def is_main_guard(node: ast.stmt) -> bool:
     )
 
 
-def code_text(source: str) -> str:
-    """A module's code as Python parses it: no comments or formatting, no ``__main__`` block.
+REGISTERING_CALLS = frozenset({"register_mechanism", "registered"})
+"""Calls that register a plugin: a ``__main__`` block making one is part of the mechanism."""
 
-    A script that registers its plugin and starts its sweep under ``if __name__ ==
+
+def defines_mechanism(block: ast.If) -> bool:
+    """Whether a ``__main__`` block defines code or registers a plugin (then it is hashed).
+
+    A script run in one process (a sweep with one worker runs there) may register its plugin
+    in that block, with a lambda or arguments that are the mechanism; only a block that just
+    runs things (a sweep over seeds) is left out.
+    """
+    for node in ast.walk(ast.Module(body=block.body, type_ignores=[])):
+        if isinstance(node, ast.Lambda | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            return True
+        if isinstance(node, ast.Call):
+            name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+            if name in REGISTERING_CALLS:
+                return True
+    return False
+
+
+def code_text(source: bytes) -> str | None:
+    """A module's code as Python parses it: no comments or formatting, no plain ``__main__`` block.
+
+    A script that registers its plugin at top level and starts its sweep under ``if __name__ ==
     "__main__":`` (the layout sweeps need) changes its seeds or grid there; that block, like a
-    comment, does not change the mechanism, so it is left out of the hash.
+    comment, does not change the mechanism, so it is left out (its ``else:`` branch, which
+    spawned workers run, is kept), unless it defines code or registers a plugin
+    (:func:`defines_mechanism`).
+
+    Returns:
+        The text, or None when the bytes do not parse as Python (the caller hashes the bytes).
     """
     try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return source
-    tree.body = [node for node in tree.body if not is_main_guard(node)]
+        tree = ast.parse(source)  # bytes: the coding cookie or BOM decides the encoding
+    except (SyntaxError, ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    body: list[ast.stmt] = []
+    for node in tree.body:
+        if is_main_guard(node) and not defines_mechanism(node):
+            body.extend(node.orelse)
+        else:
+            body.append(node)
+    tree.body = body
     return ast.unparse(tree)
+
+
+CODE_HASH = f"python{sys.version_info.major}.{sys.version_info.minor}-ast"
+"""How :func:`code_sha256` hashes: ``ast.unparse`` writes some code (f-string quotes) differently
+from one Python version to the next, so a record names the version its hashes come from."""
 
 
 @functools.cache
 def _code_sha256(path: Path, modified_ns: int, size: int) -> str:
     """:func:`code_sha256` of one version of a file (the cache key holds its stat)."""
-    return hashlib.sha256(code_text(path.read_text(encoding="utf-8")).encode()).hexdigest()
+    data = path.read_bytes()
+    text = code_text(data) if path.suffix == ".py" else None
+    return hashlib.sha256(text.encode() if text is not None else data).hexdigest()
 
 
-def code_sha256(path: Path) -> str:
-    """SHA-256 of a source file's :func:`code_text`, read again whenever the file changes."""
-    stat = path.stat()
-    return _code_sha256(path, stat.st_mtime_ns, stat.st_size)
+def code_sha256(path: Path) -> str | None:
+    """SHA-256 of a source file's :func:`code_text`, read again whenever the file changes.
+
+    The bytes are hashed when the file is not Python source (a compiled extension); None when
+    it cannot be read.
+    """
+    try:
+        stat = path.stat()
+        return _code_sha256(path, stat.st_mtime_ns, stat.st_size)
+    except OSError:  # '<stdin>', a deleted file
+        return None
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str | None:
     """SHA-256 of a file's bytes (the hash older records hold: ``source_sha256``)."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 PLUGIN_CALLABLES = (
@@ -139,7 +188,10 @@ def source_path(module: str) -> Path | None:
 
 
 def source_sha256(module: str) -> str | None:
-    """:func:`code_sha256` of a module's source file now (None: no file)."""
+    """:func:`code_sha256` of a module's source file now.
+
+    None: no file, e.g. an interactive session's ``__main__``.
+    """
     source = source_path(module)
     return code_sha256(source) if source is not None else None
 
@@ -163,8 +215,9 @@ def plugin_origin(kind: str, modules: Iterable[str] = ()) -> dict[str, Any] | No
         modules: Further module names holding the mechanism's code.
 
     Returns:
-        ``{"name", "module", "package", "version", "sources": {module: sha256}}``, or None for a
-        built-in mechanism (defined in ``market_sim``).
+        ``{"name", "module", "package", "version", "sources": {module: sha256 or None},
+        "code_hash"}`` (:data:`CODE_HASH`; None for a module without a source file), or None
+        for a built-in mechanism (defined in ``market_sim``).
     """
     plugin = mechanism_plugin(kind)
     module = plugin.config_type.__module__
@@ -188,6 +241,7 @@ def plugin_origin(kind: str, modules: Iterable[str] = ()) -> dict[str, Any] | No
         "package": package[0] if package else None,
         "version": package[1] if package else None,
         "sources": {name: source_sha256(name) for name in names},
+        "code_hash": CODE_HASH,
     }
 
 
@@ -200,17 +254,25 @@ def changed_plugin_code(recorded: object) -> list[str]:
             of ``sources``).
 
     Returns:
-        The modules whose source hash differs (or whose file is gone), and ``version`` when the
-        installed package's version differs; empty when the code is the same.
+        The modules whose code hash differs (or whose file is gone), the hash scheme when the
+        record's is another Python version's (``python3.11-ast -> python3.12-ast``: they
+        cannot be compared), and ``version`` when the installed package's version differs;
+        empty when the code is the same. A module recorded without a file cannot be compared
+        (:func:`uncompared_modules`) and is not listed.
     """
     if not isinstance(recorded, dict):
         return []
-    if isinstance(recorded.get("sources"), dict):
-        changed = [
-            module
-            for module, digest in sorted(recorded["sources"].items())
-            if source_sha256(module) != digest
-        ]
+    sources = recorded.get("sources")
+    if isinstance(sources, dict):
+        scheme = recorded.get("code_hash")
+        if scheme != CODE_HASH:
+            changed = [f"{scheme} -> {CODE_HASH}"]
+        else:
+            changed = [
+                module
+                for module, digest in sorted(sources.items())
+                if digest is not None and source_sha256(module) != digest
+            ]
     elif recorded.get("source_sha256"):  # an older record: one module, its file's bytes
         module = str(recorded.get("module"))
         source = source_path(module)
@@ -227,6 +289,17 @@ def changed_plugin_code(recorded: object) -> list[str]:
         if version != recorded.get("version"):
             changed.append("version")
     return changed
+
+
+def uncompared_modules(recorded: object) -> list[str]:
+    """Modules of a recorded :func:`plugin_origin` that had no source file to hash.
+
+    A plugin defined in an interactive session: whether its code changed cannot be told.
+    """
+    sources = recorded.get("sources") if isinstance(recorded, dict) else None
+    if not isinstance(sources, dict):
+        return []
+    return sorted(module for module, digest in sources.items() if digest is None)
 
 
 def plugin_origins(

@@ -15,7 +15,16 @@ from contextlib import contextmanager
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
-from market_sim.config.fields import Choice, first_line
+from market_sim.config.fields import (
+    ChoiceList,
+    Flag,
+    FloatList,
+    FloatRange,
+    IntList,
+    IntRange,
+    TextList,
+    first_line,
+)
 from market_sim.config.settings import Setting
 from market_sim.plugins.base import MechanismConfig, MechanismPlugin
 
@@ -92,9 +101,13 @@ def summary_field_names(plugin: MechanismPlugin) -> frozenset[str]:
     return SUMMARY_FIELDS
 
 
+NON_STRING_SPECS = (IntRange, FloatRange, Flag, TextList, FloatList, IntList, ChoiceList)
+"""Specs whose values are never a string; a run records string values in ``summary.json``."""
+
+
 def is_string_valued(item: Setting) -> bool:
-    """Whether a setting holds a string (a run records those in ``summary.json``)."""
-    return isinstance(item.spec, Choice) or isinstance(item.spec.default, str)
+    """Whether a setting may hold a string (every spec but the numeric, flag and list ones)."""
+    return not isinstance(item.spec, NON_STRING_SPECS)
 
 
 def unregister_mechanism(name: str) -> None:

@@ -283,9 +283,10 @@ def forget_stale_runs(tasks: Sequence[SweepTask], runs_root: Path) -> None:
     (:func:`~market_sim.plugins.origin.changed_plugin_code`): the run id hashes the scenario,
     not the plugin's code.
     """
-    from market_sim.plugins.origin import changed_plugin_code
+    from market_sim.plugins.origin import changed_plugin_code, uncompared_modules
     from market_sim.provenance import changed_model_files, current_model_hashes
 
+    uncompared: dict[str, list[str]] = {}  # plugin name -> modules without a source file
     current: dict[str, Any] = {}
     for task in tasks:
         folder = runs_root / task.name
@@ -303,6 +304,8 @@ def forget_stale_runs(tasks: Sequence[SweepTask], runs_root: Path) -> None:
         provenance = summary.get("provenance") if isinstance(summary, dict) else None
         plugin = provenance.get("mechanism_plugin") if isinstance(provenance, dict) else None
         changed_code = changed_plugin_code(plugin)
+        if uncompared_modules(plugin):
+            uncompared[str(plugin.get("name"))] = uncompared_modules(plugin)
         if changed or changed_code:
             shown = ", ".join(changed[:3]) + (", ..." if len(changed) > 3 else "")
             what = (
@@ -316,6 +319,14 @@ def forget_stale_runs(tasks: Sequence[SweepTask], runs_root: Path) -> None:
                 file=sys.stderr,
             )
             (folder / SUMMARY_FILE).unlink()
+    for name, modules in uncompared.items():
+        print(
+            f"market-sim: warning: sweep: mechanism plugin {name!r} was defined where there is "
+            f"no source file ({', '.join(modules)}: an interactive session?), so a change of "
+            "its code cannot be seen: its complete runs are kept; use another --out after "
+            "changing it",
+            file=sys.stderr,
+        )
 
 
 def plan_sweep(
