@@ -882,9 +882,11 @@ def command_lm_get(args: argparse.Namespace) -> None:
     try:
         if not (target / MANIFEST_FILE).is_file():  # a cached model is only read
             check_writable_folder(target.parent, option)  # <root>/models, where lm get writes
-    except (ScenarioError, OSError) as error:  # OSError: e.g. a name too long for the system
-        message = str(error) if isinstance(error, ScenarioError) else f"{option}: {error}"
-        raise UsageError(message) from None
+    except ScenarioError as error:
+        raise UsageError(str(error)) from None
+    except OSError as error:  # e.g. a name too long for the system
+        where = f"'{error.filename}': " if error.filename else ""
+        raise UsageError(f"{option}: {where}{error.strerror or error}") from None
     try:
         result = get_model(args.name, root)
     except GetError as error:

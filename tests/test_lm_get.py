@@ -214,6 +214,11 @@ def test_cli_cache_dir_that_is_no_writable_folder_is_refused_before_the_download
         f"market-sim: error: MARKET_SIM_CACHE: '{tmp_path / 'cache' / 'models'}' is a file, not "
         "a folder\n"
     )
+    too_long = tmp_path / ("x" * 300)  # longer than a file name may be (255 bytes)
+    assert main(["lm", "get", spec.name, "--cache-dir", str(too_long)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"market-sim: error: --cache-dir: '{too_long}") and "[Errno" not in err
+    assert err.endswith(": File name too long\n")
     assert calls == []
 
 
