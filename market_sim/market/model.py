@@ -27,7 +27,7 @@ from market_sim.platform.base import (
 )
 from market_sim.platform.outcome_checks import (
     MechanismOutputError,
-    check_group_count,
+    check_count,
     check_outcomes,
 )
 from market_sim.results.records import AGENTS, ROUNDS, RecordTable
@@ -326,6 +326,13 @@ def step_in_lockstep(markets: Sequence[MarketModel]) -> None:
     plans = [market.plan_round() for market in shared]
     batches = [AuctionBatch(plan.queries, plan.bidders, plan.seed) for plan in plans]
     outcomes = run_auction_groups([market.platform for market in shared], batches)
-    check_group_count(shared[0].platform.kind, outcomes, len(batches))
+    check_count(
+        shared[0].platform.kind,
+        "run_auction_groups",
+        outcomes,
+        len(batches),
+        "lists of outcomes",
+        "batches (one per replicate)",
+    )
     for market, plan, own in zip(shared, plans, outcomes, strict=True):
         market.step(plan, own)

@@ -77,16 +77,25 @@ def check_real_number(kind: str, field: str, value: object) -> None:
         raise MechanismOutputError(f"mechanism {kind!r}: {field} is {float(array)}")
 
 
-def check_outcome_count(kind: str, outcomes: Sequence[object], auctions: int) -> None:
-    """Check that ``run_auctions`` returned one outcome per query (every round: it is cheap).
+def check_count(
+    kind: str, method: str, returned: Sequence[object], expected: int, what: str, per: str
+) -> None:
+    """Check that a platform method returned one item per input (every round: it is cheap).
+
+    Args:
+        kind: The mechanism's kind (named in the message).
+        method: The platform method, e.g. ``run_auctions``.
+        returned: What it returned.
+        expected: How many items it should have returned.
+        what: What it returns, plural (``outcomes``).
+        per: What it was given, plural (``queries``).
 
     Raises:
         MechanismOutputError: One line naming the mechanism and both counts.
     """
-    if len(outcomes) != auctions:
+    if len(returned) != expected:
         raise MechanismOutputError(
-            f"mechanism {kind!r}: run_auctions returned {len(outcomes)} outcomes for "
-            f"{auctions} queries"
+            f"mechanism {kind!r}: {method} returned {len(returned)} {what} for {expected} {per}"
         )
 
 
@@ -125,19 +134,6 @@ def check_platform(kind: str, platform: object, report_space: ReportSpace) -> No
         )
 
 
-def check_group_count(kind: str, groups: Sequence[object], batches: int) -> None:
-    """Check that ``run_auction_groups`` returned one list of outcomes per batch (replicate).
-
-    Raises:
-        MechanismOutputError: One line naming the mechanism and both counts.
-    """
-    if len(groups) != batches:
-        raise MechanismOutputError(
-            f"mechanism {kind!r}: run_auction_groups returned {len(groups)} lists of outcomes "
-            f"for {batches} batches (one per replicate)"
-        )
-
-
 def check_outcomes(kind: str, outcomes: Sequence[object], auctions: int, advertisers: int) -> None:
     """Check a platform's outcomes of one batch of auctions.
 
@@ -150,7 +146,7 @@ def check_outcomes(kind: str, outcomes: Sequence[object], auctions: int, adverti
     Raises:
         MechanismOutputError: The count, a type, an array's shape or a non-finite number is wrong.
     """
-    check_outcome_count(kind, outcomes, auctions)
+    check_count(kind, "run_auctions", outcomes, auctions, "outcomes", "queries")
     for outcome in outcomes:
         if not isinstance(outcome, AuctionOutcome):
             raise MechanismOutputError(
