@@ -26,7 +26,6 @@ from market_sim.platform.base import (
     run_auction_groups,
 )
 from market_sim.platform.outcome_checks import (
-    MechanismOutputError,
     check_count,
     check_outcomes,
 )
@@ -35,9 +34,6 @@ from market_sim.scenario.schema import Scenario
 
 SEED_BOUND = SEED_MAX
 """Round seeds are drawn below the scenario's seed bound (numpy's and torch's generators)."""
-
-MARKET_COLUMNS = frozenset(column.name for column in ROUNDS.columns if column.group != "extra")
-"""``rounds.parquet`` columns the market or the query stream fills: no mechanism extra's name."""
 
 
 @dataclass(frozen=True)
@@ -224,15 +220,7 @@ class MarketModel(mesa.Model):
             "round_seed": plan.seed,
             **plan.stream_fields[auction],
         }
-        # An extra named like a column the market or the stream fills would replace it (revenue
-        # included) or, absent from this row, clash with its type; mechanism columns are fine.
-        overwritten = sorted(name for name in outcome.extras if name in MARKET_COLUMNS)
-        if overwritten:
-            raise MechanismOutputError(
-                f"mechanism {self.platform.kind!r}: AuctionOutcome.extras {overwritten} would "
-                "overwrite the columns the market computes; name them extra_<name>"
-            )
-        return {**row, **outcome.extras}
+        return {**row, **outcome.extras}  # names checked by check_outcomes
 
     def add_row(self, table: RecordTable, row: dict[str, Any]) -> None:
         """Append a row to the datacollector's table of ``table`` (undeclared keys refused).

@@ -23,6 +23,10 @@ PER_ADVERTISER_FIELDS = ("allocations", "reported_allocations", "payments")
 """The outcome's arrays with one entry per advertiser."""
 
 
+MARKET_COLUMNS = frozenset(column.name for column in ROUNDS.columns if column.group != "extra")
+"""``rounds.parquet`` columns the market or the query stream fills: no mechanism extra's name."""
+
+
 class MechanismOutputError(ValueError):
     """What a mechanism's platform returned is not what the market takes (one line)."""
 
@@ -184,6 +188,14 @@ def check_extras(kind: str, extras: object) -> None:
         raise MechanismOutputError(
             f"mechanism {kind!r}: AuctionOutcome.extras must be a dict of name -> number, got "
             f"{type(extras).__name__}"
+        )
+    # An extra named like a column the market or the stream fills would replace it (revenue
+    # included) or, absent from a row, clash with its type; mechanism columns are fine.
+    overwritten = sorted(name for name in extras if name in MARKET_COLUMNS)
+    if overwritten:
+        raise MechanismOutputError(
+            f"mechanism {kind!r}: AuctionOutcome.extras {overwritten} would overwrite the "
+            "columns the market computes; name them extra_<name>"
         )
     for name, value in extras.items():
         if not isinstance(name, str) or ROUNDS.column(name) is None:

@@ -304,8 +304,9 @@ def forget_stale_runs(tasks: Sequence[SweepTask], runs_root: Path) -> None:
         provenance = summary.get("provenance") if isinstance(summary, dict) else None
         plugin = provenance.get("mechanism_plugin") if isinstance(provenance, dict) else None
         changed_code = changed_plugin_code(plugin)
-        if uncompared_modules(plugin):
-            uncompared[str(plugin.get("name"))] = uncompared_modules(plugin)
+        modules = uncompared_modules(plugin)
+        if modules:
+            uncompared[str(plugin.get("name"))] = modules
         if changed or changed_code:
             shown = ", ".join(changed[:3]) + (", ..." if len(changed) > 3 else "")
             what = (
