@@ -100,6 +100,27 @@ def check_threads(threads: int) -> None:
         raise UsageError(f"--threads: must be between 1 and {cpus} (the CPUs here), got {threads}")
 
 
+VERBOSE_HELP = "show transformers' loading bars and library warnings (default: silenced)"
+
+
+def accept_verbose_after_subcommands(parser: argparse.ArgumentParser) -> None:
+    """Give every subcommand (at any depth) the top-level ``--verbose`` flag too.
+
+    ``market-sim run X --verbose`` then means ``market-sim --verbose run X``. The subcommands'
+    copies default to ``SUPPRESS``: a subcommand parsed without the flag leaves the value the
+    top level set instead of resetting it to False.
+    """
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for subparser in action.choices.values():
+            if "--verbose" not in subparser._option_string_actions:
+                subparser.add_argument(
+                    "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP
+                )
+            accept_verbose_after_subcommands(subparser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     from market_sim.provenance import VersionAction
@@ -109,11 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Simulate an ad marketplace whose ads are written by a language model.",
     )
     parser.add_argument("--version", action=VersionAction)
-    parser.add_argument(
-        "--verbose",
-        action="store_true",
-        help="show transformers' loading bars and library warnings (default: silenced)",
-    )
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run a scenario and write its results")
@@ -221,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for subcommands in (commands, lm_commands):  # "required: {run,sweep,...}", not its dest
         subcommands.metavar = "{" + ",".join(subcommands.choices) + "}"
+    accept_verbose_after_subcommands(parser)
     return parser
 
 

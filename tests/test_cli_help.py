@@ -46,3 +46,42 @@ def test_help_shows_version_and_verbose(capsys):
         main(["--help"])
     text = capsys.readouterr().out
     assert "--version" in text and "--verbose" in text
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--verbose", "run", "x.toml"],
+        ["run", "x.toml", "--verbose"],
+        ["lm", "get", "owner/model", "--verbose"],
+        ["summary", "results", "--verbose"],
+    ],
+)
+def test_verbose_is_accepted_before_or_after_the_subcommand(argv):
+    assert build_parser().parse_args(argv).verbose is True
+
+
+def test_verbose_stays_off_unless_given_anywhere():
+    # The subcommands' copies default to SUPPRESS, so a subcommand without the flag must not
+    # reset the top level's value, and neither position given means False.
+    parser = build_parser()
+    assert parser.parse_args(["run", "x.toml"]).verbose is False
+    assert parser.parse_args(["lm", "get", "owner/model"]).verbose is False
+
+
+def test_every_subcommand_offers_verbose():
+    lacking = [
+        command
+        for command, subparser in subcommand_parsers(build_parser())
+        if "--verbose" not in subparser._option_string_actions
+    ]
+    assert lacking == []
+
+
+def subcommand_parsers(parser: argparse.ArgumentParser, name: str = "market-sim"):
+    """(command, parser) of every subcommand, at any depth."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub, subparser in action.choices.items():
+                yield f"{name} {sub}", subparser
+                yield from subcommand_parsers(subparser, f"{name} {sub}")
