@@ -10,9 +10,9 @@ Families, in figure order: LLM-native mechanisms (token auction, MOSAIC, affine 
 ad slots beside an unsponsored reply (first price, second/uniform price, GSP, VCG). Unknown kinds
 come last, in sorted order, so a new kind needs no code here.
 
-Colours are colour-blind safe (Okabe-Ito, then Paul Tol's *muted* set) and depend only on the
-readable name, never on which other mechanisms a figure shows: a mechanism has the same colour in
-every figure and every sweep.
+Colours are colour-blind safe (Okabe-Ito without its yellow, then Paul Tol's *muted* set) and
+depend only on the readable name, never on which other mechanisms a figure shows: a mechanism has
+the same colour in every figure and every sweep.
 """
 
 from __future__ import annotations
@@ -67,6 +67,10 @@ EXTRA_COLORS: tuple[str, ...] = (
     "#6699CC",
 )
 """Paul Tol's muted set and one more: colours of names without a fixed colour."""
+OLIVE = "#999933"
+"""Second / uniform price's colour (Paul Tol's muted olive), not Okabe-Ito's yellow: that
+yellow has a contrast of 1.3:1 against the white background, too faint for a 1.5-point line or a
+point label; olive has 3.0:1."""
 NAME_COLORS: dict[str, str] = {
     "token auction, second price": OKABE_ITO["blue"],
     "token auction, first price": OKABE_ITO["sky_blue"],
@@ -77,8 +81,8 @@ NAME_COLORS: dict[str, str] = {
     "affine maximizer, no payment": "#117733",
     "first price, 1 slot": OKABE_ITO["orange"],
     "first price, 2 slots": OKABE_ITO["orange"],
-    "second price, 1 slot": OKABE_ITO["yellow"],
-    "uniform price, 2 slots": OKABE_ITO["yellow"],
+    "second price, 1 slot": OLIVE,
+    "uniform price, 2 slots": OLIVE,
     "GSP": OKABE_ITO["reddish_purple"],
     "VCG": OKABE_ITO["black"],
 }

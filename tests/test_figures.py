@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from analysis.load import load_agents, load_results
 from analysis.metrics import labelled_runs
-from analysis.names import mechanism_color, mechanism_name
+from analysis.names import NAME_COLORS, mechanism_color, mechanism_name
 from analysis.plots import (
     brand_names,
     brand_share_figure,
@@ -452,3 +452,20 @@ def test_learning_bands_too_wide_to_read_run_off_the_axes_and_say_so(tmp_path):
     # 0.5 + 0.1 r stay below it), so the axis ends at 2 x 1
     assert (low, high) == (0.0, 2.0)
     assert f"bands above {high:.3g} run off the axes" in figure_text(fig)
+
+
+def contrast_with_white(colour: str) -> float:
+    """WCAG contrast ratio of a ``#RRGGBB`` colour against white: 1.05 / (L + 0.05)."""
+    channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    return 1.05 / (luminance + 0.05)
+
+
+def test_fixed_mechanism_colours_stay_visible_on_white():
+    # Lines, markers and point labels draw in these colours on a white background. Okabe-Ito's
+    # yellow (1.3:1) vanished there; the bound is the lightest colour kept, Tol's pale cyan for
+    # "token auction, no payment" (1.78:1), and the sanity check below pins the formula.
+    assert contrast_with_white("#F0E442") < 1.4 and contrast_with_white("#000000") == 21.0
+    faint = {n: c for n, c in NAME_COLORS.items() if contrast_with_white(c) < 1.75}
+    assert faint == {}
