@@ -23,6 +23,7 @@ from market_sim.eva.audit import (
     run_audit,
     top_report,
 )
+from market_sim.eva.creator import LMRewriter
 from market_sim.eva.experiment import (
     EVA_FILE,
     EVA_SCHEMA,
@@ -189,6 +190,44 @@ def test_eva_run_writes_both_methods_per_generation(eva_run):
     assert pl.read_parquet(out / QUERIES_FILE).equals(result.queries)
 
 
+def test_eva_counts_the_lm_rewrites_of_each_generation(bundled_lm, monkeypatch):
+    """rewrites_* count every rewriter call of an eva generation, by outcome, and are null
+    where no LM rewrite can happen (static rows, generation 0, the grammar rewriter)."""
+    outcomes: list[str] = []
+    original = LMRewriter.__call__
+
+    def spy(self, parent, operator, child, seed):
+        before = (self.accepted, self.rejected, self.too_long)
+        text = original(self, parent, operator, child, seed)
+        after = (self.accepted, self.rejected, self.too_long)
+        changed = [a - b for a, b in zip(after, before, strict=True)]
+        outcomes.append(("valid", "invalid", "too_long")[changed.index(1)])
+        return text
+
+    monkeypatch.setattr(LMRewriter, "__call__", spy)
+    scenario = eva_scenario({"eva": {"rewriter": "lm"}})
+    run = SeedRun(scenario, bundled_lm, 0)
+    per_generation = []
+    for generation in (1, 2):
+        outcomes.clear()
+        run.eva_generation(generation)
+        per_generation.append([outcomes.count(kind) for kind in ("valid", "invalid", "too_long")])
+    table = pl.DataFrame(run.rows, schema=EVA_SCHEMA)
+    counted = table.select("rewrites_valid", "rewrites_invalid", "rewrites_too_long").rows()
+    assert [list(row) for row in counted] == per_generation
+    assert sum(map(sum, per_generation)) > 0  # the spy saw rewrites, so the check has content
+    lineage = pl.from_dicts(run.pool.lineage_rows())
+    for generation, (valid, _, _) in enumerate(per_generation, start=1):
+        written = lineage.filter(pl.col("generation") == generation, pl.col("engine") == "lm")
+        assert written.height <= valid  # an admitted LM text was a valid rewrite
+
+
+def test_eva_rewrite_counts_are_null_without_the_lm_rewriter(eva_run):
+    _, result, _, _ = eva_run  # the bundled LM: rewriter "auto" renders the grammar
+    columns = ["rewrites_valid", "rewrites_invalid", "rewrites_too_long"]
+    assert result.table.select(columns).null_count().row(0) == (result.table.height,) * 3
+
+
 def test_eva_records_how_it_was_made(eva_run):
     _, _, out, _ = eva_run
     record = json.loads((out / "provenance.json").read_text(encoding="utf-8"))
@@ -283,7 +322,8 @@ def test_eva_resumes_finished_seeds(eva_run, bundled_lm, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(
     ("name", "content"),
-    [(EVA_FILE, b"garbage"), (QUERIES_FILE, b"garbage"), (EVA_FILE, None)],  # None: no columns
+    # None: no columns; "old": a table written before the rewrites_* columns existed
+    [(EVA_FILE, b"garbage"), (QUERIES_FILE, b"garbage"), (EVA_FILE, None), (EVA_FILE, "old")],
 )
 def test_eva_reruns_a_seed_whose_files_are_damaged(
     name, content, eva_run, bundled_lm, tmp_path, monkeypatch
@@ -295,6 +335,8 @@ def test_eva_reruns_a_seed_whose_files_are_damaged(
     damaged = seed_dir(folder, 0) / name
     if content is None:
         pl.DataFrame({"x": [1]}).write_parquet(damaged)
+    elif content == "old":
+        pl.read_parquet(damaged).drop("rewrites_valid").write_parquet(damaged)
     else:
         damaged.write_bytes(content)
     ran = spy_on_seed_runs(monkeypatch)
@@ -560,7 +602,12 @@ def test_a_finished_seed_made_with_other_model_files_runs_again(tmp_path):
     """The scenario names the model folder, not its contents: model_files.json must match."""
     from market_sim.eva.experiment import SEED_MODEL_FILE, finished_tables
 
-    pl.DataFrame({"generation": [0, 1, 2]}).write_parquet(tmp_path / EVA_FILE)
+    table = pl.DataFrame({"generation": [0, 1, 2]}).with_columns(
+        pl.lit(None, dtype).alias(name)
+        for name, dtype in EVA_SCHEMA.items()
+        if name != "generation"
+    )
+    table.select(list(EVA_SCHEMA)).write_parquet(tmp_path / EVA_FILE)
     pl.DataFrame({"query_id": ["q0"]}).write_parquet(tmp_path / QUERIES_FILE)
     (tmp_path / "scenario.toml").write_text("name = 'x'\n")
     hashes = {

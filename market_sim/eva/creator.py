@@ -327,6 +327,14 @@ class LMRewriter:
         self.rejected = 0
         self.too_long = 0
 
+    def counts(self) -> dict[str, int]:
+        """The counters so far, by their ``eva.parquet`` column names (``rewrites_*``)."""
+        return {
+            "rewrites_valid": self.accepted,
+            "rewrites_invalid": self.rejected,
+            "rewrites_too_long": self.too_long,
+        }
+
     def __call__(
         self, parent: PoolQuery, operator: str, child: StructuredQuery, seed: int
     ) -> str | None:

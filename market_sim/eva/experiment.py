@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from market_sim.eva.creator import Rewriter, creator_step
+from market_sim.eva.creator import LMRewriter, Rewriter, creator_step
 from market_sim.eva.grammar import QueryGrammar
 from market_sim.eva.pool import PoolQuery, QueryPool
 from market_sim.eva.query_split import QuerySplit, check_run_arguments, derive_seed, eva_split
@@ -81,8 +81,17 @@ EVA_SCHEMA: dict[str, Any] = {
     "dpo_loss_first": pl.Float64,
     "dpo_loss_last": pl.Float64,
     "dpo_margin_last": pl.Float64,
+    "rewrites_valid": pl.Int64,
+    "rewrites_invalid": pl.Int64,
+    "rewrites_too_long": pl.Int64,
 }
-"""Columns of ``eva.parquet``, one row per (seed, method, generation)."""
+"""Columns of ``eva.parquet``, one row per (seed, method, generation).
+
+``rewrites_*`` (eva rows of generations >= 1 with the LM rewriter, else null): the creator's LM
+rewrites that generation: sampled and usable (:func:`~market_sim.eva.creator.valid_rewrite`;
+a usable rewrite whose prompts do not fit the model still falls back to the grammar), sampled
+and unusable (the grammar's rendering was used), and not sampled because the rewrite prompt
+left the model fewer than ``max_new_tokens`` positions."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +148,16 @@ def training_queries(
     return cycle([p.text for p in parents], originals) + cycle(
         [c.text for c in children], config.pairs - originals
     )
+
+
+def rewrite_counts(
+    rewriter: Rewriter | None, before: dict[str, int] | None = None
+) -> dict[str, int]:
+    """The LM rewriter's ``rewrites_*`` counters, minus ``before`` (empty for no LM rewriter)."""
+    if not isinstance(rewriter, LMRewriter):
+        return {}
+    counts = rewriter.counts()
+    return {name: count - (before or {}).get(name, 0) for name, count in counts.items()}
 
 
 class SeedRun:
@@ -214,7 +233,7 @@ class SeedRun:
         policy = self.policies["eva"]
         estimate_seed = derive_seed(self.seed, "eva", generation, "estimate")
         pool_size = len(self.pool.active)
-
+        rewrites_before = rewrite_counts(self.rewriter)
         step = creator_step(
             self.pool,
             reward_spread(
@@ -229,6 +248,7 @@ class SeedRun:
             rewriter=self.rewriter,
             admissible=self.admissible,
         )
+        rewrites = rewrite_counts(self.rewriter, rewrites_before)
         parents = [self.pool.records[query_id] for query_id in step.sampled]
         texts = training_queries(config, parents, step.children)
         result, stats = self.train("eva", generation, texts)
@@ -242,6 +262,7 @@ class SeedRun:
                 estimate_replies=pool_size * config.replies,
                 informativeness_mean=float(np.mean(list(step.measured.values()))),
                 **stats,
+                **rewrites,
             )
         )
 
@@ -369,8 +390,9 @@ def finished_tables(
     (and removed before a rerun), so its presence marks a complete seed; the stored resolved
     scenario must equal this one, so changing any key reruns the seed instead of mixing results of
     different settings. Files that cannot be read (damaged, or without a ``generation``
-    column) also mean the seed runs again: it is deterministic, so the rerun writes what the
-    damaged files held.
+    column) and an ``eva.parquet`` with other columns than :data:`EVA_SCHEMA` (written by
+    another version) also mean the seed runs again: it is deterministic, so the rerun writes
+    what the damaged files held.
 
     Returns:
         ``(eva, queries)``, or None when the seed must run.
@@ -387,7 +409,9 @@ def finished_tables(
                 return None
         table = pl.read_parquet(folder / EVA_FILE)
         lineage = pl.read_parquet(folder / QUERIES_FILE)
-        complete = table["generation"].max() == generations
+        complete = table.schema == pl.Schema(EVA_SCHEMA) and (
+            table["generation"].max() == generations
+        )
     except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError, ValueError):
         return None
     return (table, lineage) if complete else None
