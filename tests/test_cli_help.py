@@ -85,3 +85,30 @@ def subcommand_parsers(parser: argparse.ArgumentParser, name: str = "market-sim"
             for sub, subparser in action.choices.items():
                 yield f"{name} {sub}", subparser
                 yield from subcommand_parsers(subparser, f"{name} {sub}")
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["run", "x.toml", "--rounds", "5", "--rounds", "50"], "--rounds"),
+        (["run", "x.toml", "--rounds=5", "--rounds", "50"], "--rounds"),
+        (["sweep", "x.toml", "--seeds", "0-3", "--seeds", "9"], "--seeds"),
+        (["run", "x.toml", "--no-progress", "--no-progress"], "--no-progress"),
+        (["lm", "get", "owner/model", "--cache-dir", "a", "--cache-dir", "b"], "--cache-dir"),
+        (["summary", "results", "--format", "csv", "--format", "json"], "--format"),
+    ],
+)
+def test_a_single_valued_option_given_twice_is_refused(argv, option, capsys):
+    assert main(argv) == 2  # before any work: the scenario file x.toml does not even exist
+    assert (
+        capsys.readouterr().err.strip() == f"market-sim: error: {option}: given twice; give it once"
+    )
+
+
+def test_repeatable_options_and_one_parser_parsing_twice_still_work():
+    parser = build_parser()
+    args = parser.parse_args(["sweep", "x.toml", "--seeds", "0", "--grid", "a=1", "--grid", "b=2"])
+    assert args.grid == ["a=1", "b=2"]
+    run = ["run", "x.toml", "--set", "rounds=2", "--set", "seed=3", "--rounds", "4"]
+    assert parser.parse_args(run).overrides == ["rounds=2", "seed=3"]
+    assert parser.parse_args(run).rounds == 4  # the record of options given starts afresh
