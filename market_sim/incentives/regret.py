@@ -16,8 +16,23 @@ truthful report and the played report are always among the candidates, so the es
 Search: a coarse grid (linear in :math:`m`, geometric in the distortion), then ``refinements``
 zoom rounds, each evaluating a ``refine_points``-per-axis grid on the bracket of neighbouring grid
 cells around the incumbent best. Every zoom is one batched counterfactual call, which suits the
-token auction (its cost is per call, not per point); like golden-section search it shrinks the
-bracket geometrically, by :math:`(r - 1)/2` per round for :math:`r` points. A zoom grid's ends
+token auction (its cost is mostly per call); like golden-section search it shrinks the
+bracket geometrically, by :math:`(r - 1)/2` per round for :math:`r` points.
+
+Like golden-section search, one bracket is a local search. Where the utility has several peaks
+(first price over k slots: one per slot the advertiser could win, each a jump just above a rival's
+bid), the coarse grid can rank the highest one second and the zoom never visits it.
+``regret.peaks = P`` zooms the best point and the next P - 1 local maxima of the coarse grid in
+the same calls. Measured (``benchmarks/regret_peaks.py``: first price, rates 1 and 0.5,
+``slot_value`` 24, 3 bidders with values U[0.5, 1.5] and rivals bidding 0.54 or 1.0 of value,
+600 draws each, against a 4001-point scan plus the rivals' bids): the mean estimate is 3.2% and
+4.5% below the supremum with P = 1, 2.4% and 4.4% with P = 3, and the largest single shortfall
+falls from 4.9 to 1.9 (0.54) but stays 2.7 (1.0: the higher peak sits on the slope of the
+lower one, no local maximum of the coarse grid). The rest is the grid's resolution at a jump:
+the supremum is approached from above the rival's bid, and the last zoom's spacing is
+``multiplier_max / (multiplier_points - 1) / ((refine_points - 1) / 2) ** refinements`` of the
+value. Second price, GSP and VCG: no shortfall either way. P = 1 is the default: on the Hawaii
+token auction P = 3 moved the mean regret by 5e-4 relative and made the run 1.4x slower. A zoom grid's ends
 are points of the grid before it (``linspace`` and ``geomspace`` return their ends exactly), and
 the truthful and played reports may be grid points too: a report already evaluated in the same
 search is looked up, not evaluated again (:class:`EvaluationMemo`). A counterfactual's value of a
@@ -137,6 +152,52 @@ def zoom_axis(axis: np.ndarray, best: float, points: int, geometric: bool) -> np
     return np.linspace(low, high, points)
 
 
+@dataclass
+class Peak:
+    """One bracket the zoom refines: its axes and the best point found in it.
+
+    Attributes:
+        multipliers: Current multiplier axis (the coarse one, then each zoom's).
+        distortions: Current distortion axis.
+        multiplier: Multiplier of the best point found in this bracket.
+        distortion: Distortion of that point.
+        utility: Its utility.
+    """
+
+    multipliers: np.ndarray
+    distortions: np.ndarray
+    multiplier: float
+    distortion: float
+    utility: float
+
+
+def coarse_peaks(utilities: np.ndarray, count: int) -> list[int]:
+    """Flat indices of the ``count`` best local maxima of a coarse grid, best first.
+
+    A point is a local maximum when no grid neighbour (8-neighbourhood) has a larger utility;
+    ties in utility keep the lower index. A plateau's points are all local maxima, so a flat
+    region can fill the list only where the grid has fewer peaks than ``count``.
+
+    Args:
+        utilities: ``[M, D]`` utilities of the multiplier x distortion grid.
+        count: How many to return (at most the number of local maxima).
+    """
+    padded = np.pad(utilities, 1, constant_values=-np.inf)
+    rows, columns = utilities.shape
+    neighbours = np.stack(
+        [
+            padded[1 + dm : 1 + dm + rows, 1 + dd : 1 + dd + columns]
+            for dm in (-1, 0, 1)
+            for dd in (-1, 0, 1)
+            if (dm, dd) != (0, 0)
+        ]
+    )
+    is_peak = (utilities >= neighbours.max(axis=0)).ravel()
+    flat = utilities.ravel()
+    order = np.lexsort((np.arange(flat.size), -flat))  # utility descending, then index
+    return [int(index) for index in order if is_peak[index]][:count]
+
+
 def estimate_regret(
     evaluate: Evaluate,
     valuation: float,
@@ -145,6 +206,13 @@ def estimate_regret(
     config: RegretConfig,
 ) -> RegretEstimate:
     """Search deviations of one advertiser in one round (see the module docstring).
+
+    The zoom refines ``config.peaks`` brackets at once (all their points in one counterfactual
+    call per zoom round): the first around the best report of the coarse grid, the truthful
+    and the played report; the others around the next best local maxima of the coarse grid.
+    One bracket is a local search: where the utility has several peaks (first price over two
+    slots: one peak per slot it could win), a peak the coarse grid ranked second but that is
+    higher on a finer grid would be missed.
 
     Args:
         evaluate: The round's counterfactual for this advertiser.
@@ -168,25 +236,66 @@ def estimate_regret(
     utilities = memo.utilities(reports)
     truthful, played_utility = float(utilities[0]), float(utilities[1])
     best_index = int(np.argmax(utilities))
-    best = float(utilities[best_index])
-    best_m = float(reports.bid[best_index]) / scale
-    best_d = float(reports.report_scale[best_index])
+    peaks = [
+        Peak(
+            multipliers,
+            distortions,
+            float(reports.bid[best_index]) / scale,
+            float(reports.report_scale[best_index]),
+            float(utilities[best_index]),
+        )
+    ]
+    grid_utilities = utilities[2:].reshape(len(multipliers), len(distortions))
+    first_cell = (
+        int(np.argmin(np.abs(multipliers - peaks[0].multiplier))),
+        int(np.argmin(np.abs(distortions - peaks[0].distortion))),
+    )
+    for index in coarse_peaks(grid_utilities, config.peaks):
+        cell = divmod(index, len(distortions))
+        if len(peaks) == config.peaks:
+            break
+        if cell != first_cell:
+            peaks.append(
+                Peak(
+                    multipliers,
+                    distortions,
+                    float(multipliers[cell[0]]),
+                    float(distortions[cell[1]]),
+                    float(grid_utilities[cell]),
+                )
+            )
     for _ in range(config.refinements):
-        multipliers = zoom_axis(multipliers, best_m, config.refine_points, geometric=False)
-        distortions = zoom_axis(distortions, best_d, config.refine_points, geometric=geometric)
-        candidates = grid_reports(multipliers, distortions, valuation)
+        batches = []
+        for peak in peaks:
+            peak.multipliers = zoom_axis(
+                peak.multipliers, peak.multiplier, config.refine_points, geometric=False
+            )
+            peak.distortions = zoom_axis(
+                peak.distortions, peak.distortion, config.refine_points, geometric=geometric
+            )
+            batches.append(grid_reports(peak.multipliers, peak.distortions, valuation))
+        candidates = ReportBatch(
+            np.concatenate([batch.bid for batch in batches]),
+            np.concatenate([batch.report_scale for batch in batches]),
+        )
         zoom_utilities = memo.utilities(candidates)
-        index = int(np.argmax(zoom_utilities))
-        if zoom_utilities[index] > best:
-            best = float(zoom_utilities[index])
-            best_m = float(candidates.bid[index]) / scale
-            best_d = float(candidates.report_scale[index])
+        start = 0
+        for peak, batch in zip(peaks, batches, strict=True):
+            mine = zoom_utilities[start : start + len(batch.bid)]
+            start += len(batch.bid)
+            index = int(np.argmax(mine))
+            if mine[index] > peak.utility:
+                peak.utility = float(mine[index])
+                peak.multiplier = float(batch.bid[index]) / scale
+                peak.distortion = float(batch.report_scale[index])
+    best_peak = max(peaks, key=lambda peak: peak.utility)  # the first of equals
+    best = best_peak.utility
     return RegretEstimate(
         regret=max(best - truthful, 0.0),
         best_response_gain=max(best - played_utility, 0.0),
         truthful_utility=truthful,
         best_utility=best,
-        best_multiplier=float(best_m),
-        best_distortion=float(best_d),
+        best_multiplier=float(best_peak.multiplier),
+        best_distortion=float(best_peak.distortion),
         evaluations=memo.evaluations,
     )

@@ -151,6 +151,7 @@ REGRET_SPECS: dict[str, FieldSpec] = {
     "distortion_points": IntRange(min=1, max=1_000, default=5),
     "refinements": IntRange(min=0, max=50, default=3),
     "refine_points": IntRange(min=3, max=101, default=5),
+    "peaks": IntRange(min=1, max=100, default=1),
 }
 
 QUERY_STREAM_SPEC = Choice(QUERY_STREAMS, default="static")

@@ -160,8 +160,9 @@ class RegretConfig:
     The search covers bids ``m * valuation`` with ``m`` in ``[0, multiplier_max]`` and, where the
     mechanism reads one, report distortions on its default range: a grid of
     ``multiplier_points`` x ``distortion_points``, then ``refinements`` rounds of a
-    ``refine_points``-per-axis grid on the bracket around the best point (each round shrinks
-    the bracket by ``(refine_points - 1) / 2``).
+    ``refine_points``-per-axis grid on the bracket around each of ``peaks`` points: the best
+    one, then the next best local maxima of the coarse grid (each round shrinks a bracket by
+    ``(refine_points - 1) / 2``).
 
     Attributes:
         enabled: Measure regret at all.
@@ -171,6 +172,7 @@ class RegretConfig:
         distortion_points: Coarse grid points on the distortion axis.
         refinements: Zoom rounds after the coarse grid.
         refine_points: Points per axis in each zoom round.
+        peaks: Coarse-grid peaks each zoom round refines (1: the best point alone).
     """
 
     enabled: bool = True
@@ -180,6 +182,7 @@ class RegretConfig:
     distortion_points: int = 5
     refinements: int = 3
     refine_points: int = 5
+    peaks: int = 1
 
 
 QUERY_HELDOUT_FRACTION = 0.25
