@@ -17,7 +17,14 @@ Search: a coarse grid (linear in :math:`m`, geometric in the distortion), then `
 zoom rounds, each evaluating a ``refine_points``-per-axis grid on the bracket of neighbouring grid
 cells around the incumbent best. Every zoom is one batched counterfactual call, which suits the
 token auction (its cost is mostly per call); like golden-section search it shrinks the
-bracket geometrically, by :math:`(r - 1)/2` per round for :math:`r` points.
+bracket geometrically, by :math:`(r - 1)/2` per round for :math:`r` points. A zoom grid's ends
+are points of the grid before it (``linspace`` and ``geomspace`` return their ends exactly), and
+the truthful and played reports may be grid points too: a report already evaluated in the same
+search is looked up, not evaluated again (:class:`EvaluationMemo`). A counterfactual's value of a
+report does not depend on the other reports in its batch except through float rounding: batch
+shapes can reorder float64 sums, and on the bundled LM 118 of 528 linear token-auction
+utilities evaluated alone differed from the batched value, by at most 9e-15 relative (log-linear
+and slot auctions: none).
 
 Like golden-section search, one bracket is a local search. Where the utility has several peaks
 (first price over k slots: one per slot the advertiser could win, each a jump just above a rival's
@@ -32,14 +39,7 @@ lower one, no local maximum of the coarse grid). The rest is the grid's resoluti
 the supremum is approached from above the rival's bid, and the last zoom's spacing is
 ``multiplier_max / (multiplier_points - 1) / ((refine_points - 1) / 2) ** refinements`` of the
 value. Second price, GSP and VCG: no shortfall either way. P = 1 is the default: on the Hawaii
-token auction P = 3 moved the mean regret by 5e-4 relative and made the run 1.4x slower. A zoom grid's ends
-are points of the grid before it (``linspace`` and ``geomspace`` return their ends exactly), and
-the truthful and played reports may be grid points too: a report already evaluated in the same
-search is looked up, not evaluated again (:class:`EvaluationMemo`). A counterfactual's value of a
-report does not depend on the other reports in its batch except through float rounding: batch
-shapes can reorder float64 sums, and on the bundled LM 118 of 528 linear token-auction
-utilities evaluated alone differed from the batched value, by at most 9e-15 relative (log-linear
-and slot auctions: none).
+token auction P = 3 moved the mean regret by 5e-4 relative and made the run 1.4x slower.
 
 The same search gives ``best_response_gain`` = best minus the utility of the report actually
 played (what a learner left on the table that round), and ``truthful_utility``, whose sign
