@@ -276,3 +276,22 @@ def test_pairs_are_validated(tiny_lm):
         dpo_batch_stats(tiny_lm, tiny_lm, PAIRS, 0.0)
     with pytest.raises(ValueError, match="same length"):
         completion_logprobs(tiny_lm, [[1]], [])
+
+
+def test_training_sends_no_telemetry_to_the_hub(tiny_lm, monkeypatch):
+    """Found by an audit: TRL's DPOTrainer reports its use to huggingface.co when built (not
+    under CI=1, which hid it from CI), a network call nobody asked for."""
+    import queue
+
+    from huggingface_hub import constants
+    from huggingface_hub.utils import _telemetry
+
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    started: list[bool] = []
+    monkeypatch.setattr(_telemetry, "_start_telemetry_thread", lambda: started.append(True))
+    monkeypatch.setattr(_telemetry, "_TELEMETRY_QUEUE", queue.Queue())  # nothing consumes it
+    dpo_fine_tune(tiny_lm, PAIRS[:2], replace(FULL_BATCH, steps=1, batch_size=2), seed=3)
+    assert started == [] and _telemetry._TELEMETRY_QUEUE.empty()
+    assert constants.HF_HUB_DISABLE_TELEMETRY is False  # restored afterwards

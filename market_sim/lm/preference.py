@@ -395,13 +395,14 @@ def _train_with_trl(
     tokenizer = copy.deepcopy(lm.tokenizer)  # TRL sets pad_token on the tokenizer it gets
     dataset = _file_backed_dataset(Dataset, pairs, folder)
     saved_forward = model.__dict__.get("forward")
-    trainer = DPOTrainer(
-        model=model,
-        ref_model=None,
-        args=config,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-    )
+    with _no_hub_telemetry():
+        trainer = DPOTrainer(
+            model=model,
+            ref_model=None,
+            args=config,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+        )
     trainer.remove_callback(PrinterCallback)
     try:
         trainer.train()
@@ -433,6 +434,26 @@ def _file_backed_dataset(dataset_class, pairs: Sequence[PreferencePair], folder:
     return in_memory.map(
         lambda example: example, cache_file_name=os.path.join(folder, "pairs.arrow")
     )
+
+
+@contextmanager
+def _no_hub_telemetry() -> Iterator[None]:
+    """Keep TRL's trainers from reporting their use to huggingface.co while inside.
+
+    TRL's trainers call ``huggingface_hub.utils.send_telemetry`` when built (a request to the
+    Hub, whose headers may also fetch the Hub's agent registry): a network call the user never
+    asked for, which this project's offline promise rules out. ``send_telemetry`` reads
+    ``huggingface_hub.constants.HF_HUB_DISABLE_TELEMETRY`` at each call (the environment
+    variable is read once, at import), so the constant is set here and restored afterwards.
+    """
+    from huggingface_hub import constants
+
+    saved = constants.HF_HUB_DISABLE_TELEMETRY
+    constants.HF_HUB_DISABLE_TELEMETRY = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_DISABLE_TELEMETRY = saved
 
 
 @contextmanager
