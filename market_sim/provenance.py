@@ -250,7 +250,9 @@ def model_provenance(reference: str, lm: LanguageModel | None = None) -> tuple[d
 
     Args:
         reference: The model reference as the scenario gives it.
-        lm: The loaded model (its config carries the hub revision it resolved to).
+        lm: The loaded model. A hub model's revision is its config's ``_commit_hash`` where
+            transformers keeps it, else the name of its cache snapshot folder (the hub cache
+            names each snapshot by its commit).
 
     Returns:
         ``(provenance, folder)``: ``provenance`` has ``reference``, ``source`` (``bundled``,
@@ -272,6 +274,8 @@ def model_provenance(reference: str, lm: LanguageModel | None = None) -> tuple[d
         config = getattr(getattr(lm, "model", None), "config", None)
         revision = getattr(config, "_commit_hash", None)
         folder = hub_snapshot(hub_id, revision)
+        if revision is None and folder is not None and folder.parent.name == "snapshots":
+            revision = folder.name  # transformers 5 drops _commit_hash; the snapshot is named so
     record = {
         "reference": reference,
         "source": source,

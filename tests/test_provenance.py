@@ -224,3 +224,29 @@ def test_sweep_model_cache_reloads_only_when_the_files_changed(monkeypatch):
     backends.cached_model(key)  # the files changed: loaded again
     backends.cached_model(key)
     assert len(loads) == 2
+
+
+def test_hub_revision_comes_from_the_snapshot_folder_when_the_config_has_none(
+    monkeypatch, tmp_path
+):
+    """Found by an audit: transformers 5 drops config._commit_hash, so every hub model was
+    recorded with revision null although its cache snapshot is named by the commit."""
+    from huggingface_hub import constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "models--org--model"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (snapshot / "model.safetensors").write_bytes(b"weights")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(
+        "market_sim.lm.loading.resolve_model_reference", lambda reference, *a, **k: "org/model"
+    )
+    loaded = SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace()))
+    record, folder = model_provenance("hub:org/model", loaded)
+    assert record["revision"] == commit and folder == str(snapshot)
+    assert list(record["weights_sha256"]) == ["model.safetensors"]
