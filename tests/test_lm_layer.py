@@ -455,3 +455,52 @@ def test_load_refuses_a_folder_whose_tokenizer_holds_only_special_tokens(archite
         LanguageModel.load(str(tmp_path / architecture), device="cpu")
     with pytest.raises(ModelNotFoundError, match="no tokenizer .* beside the weights"):
         TokenizerOnly.load(str(tmp_path / architecture))  # a sweep's check before its runs
+
+
+def test_a_tokenizer_with_more_tokens_than_embedding_rows_is_refused_in_one_line(
+    tmp_path, random_model_dir
+):
+    """Found by an audit: chat tokens added to a tokenizer without resizing the embeddings
+    loaded fine and failed at the first forward with an IndexError traceback."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from market_sim.lm.loading import ModelNotFoundError
+    from market_sim.lm.model import LanguageModel
+
+    grown = tmp_path / "grown"
+    shutil.copytree(random_model_dir, grown)
+    tokenizer = AutoTokenizer.from_pretrained(grown)
+    rows = LanguageModel.load(str(random_model_dir), device="cpu").model.get_input_embeddings()
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|turn|>", "<|end|>"]})
+    tokenizer.save_pretrained(grown)
+    assert len(tokenizer) > rows.num_embeddings  # the premise: ids now run past the table
+    with pytest.raises(ModelNotFoundError) as caught:
+        LanguageModel.load(str(grown), device="cpu")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"has {len(tokenizer)} tokens but the model's embedding table only " in message
+    assert f"{rows.num_embeddings} rows" in message
+
+
+def test_a_quantized_checkpoint_without_its_library_is_one_line(tmp_path, random_model_dir):
+    """Found by an audit: a config asking for bitsandbytes (not installed) raised ImportError
+    with a traceback, exit 1, instead of one line."""
+    import importlib.util
+    import json
+    import shutil
+
+    from market_sim.lm.loading import ModelNotFoundError
+    from market_sim.lm.model import LanguageModel
+
+    if importlib.util.find_spec("bitsandbytes") is not None:
+        pytest.skip("bitsandbytes is installed here: the checkpoint would load")
+    quantized = tmp_path / "quantized"
+    shutil.copytree(random_model_dir, quantized)
+    config = json.loads((quantized / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True}
+    (quantized / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelNotFoundError, match="bitsandbytes") as caught:
+        LanguageModel.load(str(quantized), device="cpu")
+    assert "\n" not in str(caught.value)

@@ -122,6 +122,26 @@ def check_tokenizer_has_vocabulary(tokenizer: Any, reference: str) -> None:
         )
 
 
+def check_tokenizer_fits_embeddings(tokenizer: Any, model: Any, reference: str) -> None:
+    """Refuse a tokenizer whose token ids run past the model's input embedding table.
+
+    The usual cause: chat or special tokens were added to the tokenizer and the embeddings
+    were not resized. Left alone, the first prompt holding such a token fails inside the
+    forward (``index out of range``; a device-side assert on CUDA). A table larger than the
+    tokenizer is fine (many models pad it to a multiple of 64).
+
+    Raises:
+        ModelNotFoundError: Naming the reference and both sizes; one line.
+    """
+    rows = int(model.get_input_embeddings().num_embeddings)
+    if len(tokenizer) > rows:
+        raise ModelNotFoundError(
+            f"transformers cannot load {reference!r}: its tokenizer has {len(tokenizer)} "
+            f"tokens but the model's embedding table only {rows} rows (tokens added without "
+            "resizing the embeddings?)"
+        )
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """Pick the torch device: ``auto`` means CUDA when available, else CPU.
 

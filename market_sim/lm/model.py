@@ -25,6 +25,7 @@ from market_sim.lm.loading import (
     CONFIG_ERRORS,
     ModelNotFoundError,
     check_hub_reachable,
+    check_tokenizer_fits_embeddings,
     check_tokenizer_has_vocabulary,
     checked_reference,
     resolve_device,
@@ -146,7 +147,8 @@ class LanguageModel:
         Raises:
             ModelNotFoundError: The reference names nothing loadable, or transformers cannot
                 load it (unknown architecture, missing tokenizer, damaged or mismatched weight
-                files, no network); one line.
+                files, a quantization library not installed, a tokenizer with more tokens than
+                the embedding table has rows, no network); one line.
             UnknownDtypeError: ``dtype`` names no dtype offered (a :class:`ValueError`).
             ValueError: The device is not available.
         """
@@ -167,8 +169,10 @@ class LanguageModel:
                 local_files_only=local_only,
                 output_loading_info=True,
             )
-        except CONFIG_ERRORS + (SafetensorError, RuntimeError) as error:
-            # SafetensorError: a damaged weight file; RuntimeError: weights of other shapes.
+        except CONFIG_ERRORS + (SafetensorError, RuntimeError, ImportError) as error:
+            # SafetensorError: a damaged weight file; RuntimeError: weights of other shapes;
+            # ImportError: a quantized checkpoint whose library (bitsandbytes, gptq, ...) is
+            # not installed.
             raise ModelNotFoundError(
                 f"transformers cannot load {resolved.text!r}: {first_line(error)}"
             ) from None
@@ -180,6 +184,7 @@ class LanguageModel:
                 f"{len(missing)} tensor(s) the config asks for ({shown}); they would be random"
             )
         check_tokenizer_has_vocabulary(tokenizer, resolved.text)
+        check_tokenizer_fits_embeddings(tokenizer, model, resolved.text)
         return cls(model.to(torch_device), tokenizer, name=reference, prompt_format=prompt_format)
 
     @property
