@@ -881,9 +881,9 @@ def command_lm(args: argparse.Namespace) -> None:
     lm = load_checked_model(args.model, args.device or "auto", threads=args.threads, keys=keys)
     try:
         builder = prompt_builder(args.prompt_format, lm.tokenizer)
-    except ValueError as error:
+        prompt = args.prompt if args.prompt is not None else builder(args.query, args.sponsor)
+    except ValueError as error:  # no template for chat, or one that does not render
         raise UsageError(f"--prompt-format: {error}") from None
-    prompt = args.prompt if args.prompt is not None else builder(args.query, args.sponsor)
     prompt_tokens = len(lm.encode(prompt))
     if lm.max_positions is not None and prompt_tokens + args.max_new_tokens > lm.max_positions:
         raise UsageError(

@@ -95,8 +95,28 @@ def chat_messages(query: str, contexts: Sequence[str] = ()) -> list[dict[str, st
 
 
 def has_chat_template(tokenizer: Any) -> bool:
-    """Whether a tokenizer carries a chat template."""
-    return bool(getattr(tokenizer, "chat_template", None))
+    """Whether a tokenizer carries a chat template that renders without a template name."""
+    return is_default_chat_template(getattr(tokenizer, "chat_template", None))
+
+
+def is_default_chat_template(template: Any) -> bool:
+    """Whether a ``chat_template`` value holds a template used when none is named.
+
+    A non-empty string; or named templates (a dict by name, as a loaded tokenizer holds them, or
+    a list of ``{"name", "template"}`` as older ``tokenizer_config.json`` files do) with one
+    named ``default``. Named templates alone (``additional_chat_templates/tool_use.jinja``) are
+    not: ``apply_chat_template`` refuses to render without a name.
+    """
+    if isinstance(template, str):
+        return bool(template)
+    if isinstance(template, dict):
+        return bool(template.get("default"))
+    if isinstance(template, list):
+        return any(
+            isinstance(item, dict) and item.get("name") == "default" and item.get("template")
+            for item in template
+        )
+    return False
 
 
 def build_chat_prompt(tokenizer: Any, query: str, contexts: Sequence[str] = ()) -> str:

@@ -222,3 +222,69 @@ def test_a_chat_template_that_fails_only_on_task_prompts_is_refused_before_the_r
     assert build_chat_prompt(lm.tokenizer, "vacation in Hawaii", [ALPHA]).startswith("<|im_start|>")
     with pytest.raises(ScenarioError, match="does not render: TemplateError: no tasks"):
         check_model_fits(scenario, lm)
+
+
+@pytest.mark.parametrize(
+    ("template", "renders_unnamed"),
+    [
+        (CHATML, True),
+        ("", False),
+        (None, False),
+        ({"default": CHATML, "tool_use": CHATML}, True),
+        ({"tool_use": CHATML}, False),  # named templates alone: apply_chat_template needs a name
+        ([{"name": "default", "template": CHATML}], True),  # older tokenizer_config.json
+        ([{"name": "tool_use", "template": CHATML}], False),
+    ],
+)
+def test_only_a_template_used_without_a_name_counts_as_a_chat_template(template, renders_unnamed):
+    from market_sim.prompting import has_chat_template, is_default_chat_template
+
+    assert is_default_chat_template(template) is renders_unnamed
+    if not isinstance(template, list):
+        tokenizer = word_tokenizer(None)
+        tokenizer.chat_template = template
+        assert has_chat_template(tokenizer) is renders_unnamed
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"chat_template.jinja": CHATML}, True),
+        ({"chat_template.json": '{"chat_template": "x"}'}, False),  # a processor's file
+        ({"additional_chat_templates/tool_use.jinja": CHATML}, False),
+    ],
+)
+def test_the_files_say_chat_exactly_when_the_loaded_tokenizer_has_a_default_template(
+    files, expected, random_model_dir, tmp_path
+):
+    """Found by an audit: a folder whose template sat in chat_template.json (which tokenizers do
+    not read) resolved prompt_format "auto" to chat, and the run then stopped on "no chat
+    template"; one with named templates alone resolved to chat in `lm generate` and failed."""
+    import shutil
+
+    from market_sim.lm.references import has_chat_template_file, parse_model_reference
+    from market_sim.prompting import has_chat_template
+
+    folder = tmp_path / "model"
+    shutil.copytree(random_model_dir, folder)
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text, encoding="utf-8")
+    assert has_chat_template_file(parse_model_reference(str(folder))) is expected
+    assert has_chat_template(AutoTokenizer.from_pretrained(str(folder))) is expected
+
+
+def test_lm_generate_reports_a_template_that_does_not_render_in_one_line(
+    random_model_dir, tmp_path, capsys
+):
+    import shutil
+
+    from market_sim.cli import main
+
+    folder = tmp_path / "model"
+    shutil.copytree(random_model_dir, folder)
+    (folder / "chat_template.jinja").write_text("{{ raise_exception('tools only') }}")
+    argv = ["lm", "generate", "--model", str(folder), "--device", "cpu", "--max-new-tokens", "2"]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "TemplateError: tools only" in error

@@ -28,6 +28,7 @@ from typing import Literal
 
 from market_sim.lm.bundled_models import BUNDLED_PREFIX, BUNDLED_ROOT, bundled_model_names
 from market_sim.lm.cached_models import CACHE_PREFIX, CachedModelMissingError, resolve_cached_model
+from market_sim.prompting import is_default_chat_template
 
 HUB_PREFIX = "hub:"
 HUB_ID_PATTERN = re.compile(r"[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?")
@@ -165,15 +166,19 @@ def check_model_folder(folder: Path, reference: str) -> None:
         )
 
 
-CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
-"""Files in which transformers 5 saves a tokenizer's chat template (beside the tokenizer)."""
+CHAT_TEMPLATE_FILES = ("chat_template.jinja",)
+"""The file in which transformers 5 saves a tokenizer's chat template (beside the tokenizer).
+
+``chat_template.json`` is a processor's file: a tokenizer does not read it, so a folder with only
+that file has no chat template once loaded."""
 
 
 def has_chat_template_file(reference: ModelReference) -> bool | None:
     """Whether the model's tokenizer carries a chat template, read from its files only.
 
-    A template is in ``chat_template.jinja``, ``chat_template.json`` or the ``chat_template``
-    entry of ``tokenizer_config.json``.
+    A template is in ``chat_template.jinja`` or the ``chat_template`` entry of
+    ``tokenizer_config.json`` (one that renders without a name:
+    :func:`~market_sim.prompting.is_default_chat_template`).
 
     Returns:
         True or False for a bundled or local folder and for a hub model in the local hub cache;
@@ -198,4 +203,4 @@ def has_chat_template_file(reference: ModelReference) -> bool | None:
         config = json.loads(files["tokenizer_config.json"].read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None  # unreadable here: the tokenizer decides when it loads
-    return isinstance(config, dict) and bool(config.get("chat_template"))
+    return isinstance(config, dict) and is_default_chat_template(config.get("chat_template"))
