@@ -514,10 +514,14 @@ def test_weights_pin_on_a_cached_model_is_checked_against_its_file(tmp_path, mon
     assert load_scenario(hawaii, [cached]).model.weights_sha256 == manifest_hash
     assert load_scenario(hawaii, [cached, pin]).model.weights_sha256 == manifest_hash
     weights.write_bytes(weights.read_bytes() + b" ")  # replaced under its old manifest
-    with pytest.raises(ScenarioError) as error:
-        load_scenario(hawaii, [cached, pin])
     replaced = sha256(weights.read_bytes())
-    assert f"hash to {replaced}, not the pinned {manifest_hash}" in str(error.value)
+    for overrides in ([cached, pin], [cached]):  # refused by the manifest, pinned or not
+        with pytest.raises(ScenarioError) as error:
+            load_scenario(hawaii, overrides)
+        assert f"m.safetensors hashes to {replaced}, not the {manifest_hash} that lm get" in str(
+            error.value
+        )
+    weights.write_bytes(weights.read_bytes()[:-1])  # restored: the manifest holds again
     (result.folder / "m-extra.safetensors").write_bytes(b"a second shard")
     with pytest.raises(ScenarioError) as error:
         load_scenario(hawaii, [cached, pin])
@@ -576,3 +580,23 @@ def test_scenario_cache_path_missing_is_one_line(tmp_path, monkeypatch):
         f"({tmp_path}/models/smollm2-135m-instruct); get it with: "
         "market-sim lm get smollm2-135m-instruct"
     )
+
+
+def test_cached_weights_that_differ_from_the_manifest_are_refused_in_one_line(
+    tmp_path, monkeypatch, capsys
+):
+    """Found by an audit: the scenario recorded the manifest's hash without hashing the file, so
+    a replaced file ran silently under the old hash (summary.json then disagreed with it)."""
+    from conftest import write_stand_in_cached_model
+
+    folder = write_stand_in_cached_model(tmp_path, "smollm2-135m-instruct")
+    (folder / "model.safetensors").write_bytes(b"other weights")
+    monkeypatch.setenv("MARKET_SIM_CACHE", str(tmp_path))
+    hawaii = Path(__file__).parent.parent / "scenarios" / "hawaii.toml"
+    args = ["run", str(hawaii), "--set", 'model.path="cache:smollm2-135m-instruct"']
+    assert main([*args, "--out", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert "model.path: cache:smollm2-135m-instruct: model.safetensors hashes to" in error
+    assert f" {sha256(b'other weights')}, not the {sha256(b'stand-in weights')} that" in error
+    assert not (tmp_path / "run").exists()  # refused before any work

@@ -147,10 +147,8 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     return manifest
 
 
-def manifest_weights_sha256(folder: Path) -> str:
-    """The sha256 of a cached model's weights file, as its manifest records it.
-
-    ``market-sim lm get`` saves one ``model.safetensors`` per model and records its hash.
+def manifest_weights_file(folder: Path) -> tuple[Path, str]:
+    """The weights file a cached model's manifest names, and the sha256 it records for it.
 
     Raises:
         ValueError: The manifest records no weights or more than one weights file.
@@ -158,4 +156,5 @@ def manifest_weights_sha256(folder: Path) -> str:
     weights = read_manifest(folder)["sha256"]["weights"]
     if len(weights) != 1:
         raise ValueError(f"{folder / MANIFEST_FILE} must record exactly one weights file")
-    return str(next(iter(weights.values())))
+    ((name, digest),) = weights.items()
+    return Path(folder) / str(name), str(digest)

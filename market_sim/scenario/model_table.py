@@ -9,8 +9,9 @@ records what the run used:
   tokenizer's files carry a chat template (:func:`market_sim.lm.references.has_chat_template_file`).
   It stays ``auto`` only for a hub model not yet in the local hub cache, whose tokenizer decides
   when it loads (the run's ``summary.json`` records the format used either way);
-* ``model.weights_sha256``: filled from the manifest of a ``cache:`` model (the hash
-  ``market-sim lm get`` recorded for the weights it saved). A user may also set it, for any
+* ``model.weights_sha256``: filled for a ``cache:`` model with the hash of its weights file,
+  which must equal the hash ``market-sim lm get`` recorded in its manifest for the weights it
+  saved (a file replaced or damaged since is refused). A user may also set it, for any
   bundled, cached or local model with one ``*.safetensors`` file, to pin the weights: a scenario
   whose weights hash differently is refused. Bundled and local models are not hashed unless
   pinned (``summary.json`` records every weight file's hash after a run).
@@ -23,7 +24,7 @@ from collections.abc import Collection
 from pathlib import Path
 
 from market_sim.config.fields import ScenarioError
-from market_sim.lm.cached_models import CACHE_PREFIX, manifest_weights_sha256
+from market_sim.lm.cached_models import CACHE_PREFIX, manifest_weights_file
 from market_sim.lm.references import (
     WEIGHTS_GLOB,
     ModelReference,
@@ -99,23 +100,35 @@ def resolved_weights_sha256(pinned: str | None, reference: ModelReference) -> st
         reference: The resolved ``model.path``.
 
     Returns:
-        The manifest's hash for an unpinned ``cache:`` model (the file itself is hashed when a
-        pin is given: a replaced file with its old manifest is refused), else ``pinned``.
+        The hash of a ``cache:`` model's weights file, checked against its manifest (a file
+        replaced under its old manifest is refused, pinned or not), else ``pinned``.
 
     Raises:
         ScenarioError: A malformed pin, a pin on a hub model or on a folder without exactly one
             weights file, a weights file that cannot be read, or weights that hash differently
-            from the pin.
+            from the pin or from a cached model's manifest.
     """
     key = "model.weights_sha256"
     if pinned is not None and not SHA256_PATTERN.fullmatch(pinned):
         raise ScenarioError(key, f"{pinned!r} is not a sha256 (64 lowercase hex digits)")
     if reference.text.startswith(CACHE_PREFIX):
+        repair = f"remove {reference.source} and get the model again"
         try:
-            actual = manifest_weights_sha256(Path(reference.source))
-        except (OSError, ValueError) as error:
+            weights, recorded = manifest_weights_file(Path(reference.source))
+            actual = sha256_file(weights)  # hashed once per process (stat-keyed cache)
+        except ValueError as error:
             raise ScenarioError("model.path", f"{reference.text}: {error}") from None
-        if pinned is not None:  # a pin is checked against the file, not what the manifest says
+        except OSError as error:
+            raise ScenarioError(
+                "model.path", f"{reference.text}: {error.strerror or error}; {repair}"
+            ) from None
+        if actual != recorded:
+            raise ScenarioError(
+                "model.path",
+                f"{reference.text}: {weights.name} hashes to {actual}, not the {recorded} that "
+                f"lm get recorded (changed since the download?); {repair}",
+            )
+        if pinned is not None:  # a pin also needs the folder's only weights file to be it
             actual = weights_file_sha256(reference)
     elif pinned is None:
         return None
