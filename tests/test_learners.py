@@ -202,3 +202,51 @@ def test_joint_grid_covers_multiplier_and_distortion():
     assert hedge.grid.size == 15
     snapshot = hedge.snapshot()
     assert snapshot["kind"] == "hedge" and len(snapshot["policy"]) == 15
+
+
+@pytest.mark.parametrize("kind", ["epsilon_greedy", "ucb1"])
+def test_recorded_policy_is_the_distribution_the_learner_draws_from(kind):
+    """Found by an audit: both recorded a one-hot on the best empirical mean, ignoring
+    epsilon-greedy's exploration and UCB1's bonus (mean_multiplier 0.30 while they played 0.68
+    and 0.56 on average)."""
+    strategy = build(kind, 400)
+    play_first_price(strategy, 200, seed=5)
+    learner = strategy.learner if hasattr(strategy, "learner") else strategy
+    policy = learner.policy()
+    assert policy.sum() == pytest.approx(1.0, rel=1e-12)
+    rng = np.random.default_rng(11)
+    draws = np.array([learner.choose(rng) for _ in range(20_000)])
+    frequencies = np.bincount(draws, minlength=learner.size) / draws.size
+    # 20,000 draws: a frequency's standard error is at most 0.0035, so 0.015 is over 4 of them.
+    assert np.abs(frequencies - policy).max() < 0.015
+    state = learner.state()
+    assert state["mean_multiplier"] == pytest.approx(policy @ learner.grid.multipliers, rel=1e-12)
+    if kind == "epsilon_greedy":
+        top = 1 - learner.epsilon + learner.epsilon / learner.size
+        assert state["top_probability"] == pytest.approx(top, rel=1e-12)
+        assert learner.epsilon > 0.1  # so the check above differs from the old one-hot's 1
+    else:
+        assert state["top_probability"] == 1.0 and policy[learner.next_action()] == 1.0
+
+
+def test_policy_gradient_spread_can_grow_again_from_its_floor():
+    """Found by an audit: the floor was a clamp inside the loss, which passes no gradient below
+    it, so a spread that had stepped under 0.02 stayed there however much spreading paid."""
+    from market_sim.market.action_grid import ReportBounds
+    from market_sim.market.learners import MIN_STD, PolicyGradient
+
+    learner = PolicyGradient(ReportBounds(0.0, 10.0), horizon=500, learning_rate=0.2)
+    rng = np.random.default_rng(0)
+
+    def play(rounds, utility):
+        for _ in range(rounds):
+            report = learner.report(1.0, "q", rng)
+            log_bid = math.log(report.bid)
+            learner.update(Feedback("q", 1.0, report, 0.0, 0.0, utility(log_bid)))
+
+    play(300, lambda x: -abs(x))  # concentrating pays: the spread shrinks onto the floor
+    assert learner.state()["log_std"] == pytest.approx(MIN_STD, rel=1e-12)
+    play(200, lambda x: x * x)  # spreading pays: the spread must be able to leave the floor
+    assert learner.state()["log_std"] > 2 * MIN_STD
+    with pytest.raises(ValueError, match="initial_std: must be at least 0.02"):
+        PolicyGradient(ReportBounds(0.0, 10.0), horizon=10, initial_std=0.015)

@@ -73,8 +73,9 @@ from market_sim.config.fields import ParamValue
 from market_sim.market.action_grid import ActionGrid, ReportBounds, report_bounds
 from market_sim.market.strategies import Feedback, Strategy, StrategySetup
 from market_sim.platform.base import Report
+from market_sim.scenario.schema import POLICY_GRADIENT_MIN_STD
 
-MIN_STD = 0.02
+MIN_STD = POLICY_GRADIENT_MIN_STD
 """Floor of the policy-gradient standard deviation (log-multiplier units)."""
 BASELINE_DECAY = 0.9
 """Weight of the past in the policy-gradient running-mean baseline."""
@@ -170,7 +171,7 @@ class GridLearner(ABC):
 
     @abstractmethod
     def policy(self) -> np.ndarray:
-        """``[K]`` the current probability of each action (greedy learners: one-hot)."""
+        """``[K]`` the probability of each action in the next auction (UCB1: one-hot)."""
 
     def state(self) -> dict[str, float]:
         """Expected multiplier and distortion under the current policy, and its peak."""
@@ -323,10 +324,10 @@ class EmpiricalMeans(GridLearner):
         """The action with the best empirical mean (lowest index on ties)."""
         return int(np.argmax(self.means()))
 
-    def policy(self) -> np.ndarray:
-        """One-hot on the greedy action."""
+    def one_hot(self, action: int) -> np.ndarray:
+        """``[K]`` the policy that plays ``action`` for sure."""
         policy = np.zeros(self.size)
-        policy[self.greedy()] = 1.0
+        policy[action] = 1.0
         return policy
 
     def statistics(self) -> dict[str, Any]:
@@ -356,6 +357,10 @@ class EpsilonGreedy(EmpiricalMeans):
         pick = int(rng.integers(self.size))
         return pick if explore else self.greedy()
 
+    def policy(self) -> np.ndarray:
+        """``[K]`` the draw of :meth:`choose`: epsilon / K each, + 1 - epsilon on the greedy."""
+        return (1.0 - self.epsilon) * self.one_hot(self.greedy()) + self.epsilon / self.size
+
     def statistics(self) -> dict[str, Any]:
         """Counts, sums and epsilon."""
         return {**super().statistics(), "epsilon": self.epsilon}
@@ -378,12 +383,20 @@ class Ucb1(EmpiricalMeans):
         self.exploration = exploration or math.sqrt(2.0)
 
     def choose(self, rng: np.random.Generator) -> int:
+        """:meth:`next_action` (UCB1 draws nothing)."""
+        return self.next_action()
+
+    def next_action(self) -> int:
         """Every action once, then the largest upper confidence bound (t = plays so far)."""
         if (self.counts == 0).any():
             return int(np.argmin(self.counts))
         plays = int(self.counts.sum())
         width = self.exploration * self.range.spread * np.sqrt(math.log(plays) / self.counts)
         return int(np.argmax(self.sums / self.counts + width))
+
+    def policy(self) -> np.ndarray:
+        """``[K]`` one-hot on :meth:`next_action`."""
+        return self.one_hot(self.next_action())
 
     def statistics(self) -> dict[str, Any]:
         """Counts, sums and c."""
@@ -402,12 +415,18 @@ class PolicyGradient:
     query: :math:`\max(1, K / Q)` when the queries come in turn (``cycle``), in expectation
     :math:`(K / Q) / (1 - (1 - 1/Q)^K)` when drawn at random (``sample``; 1.46 at K = Q = 4).
 
+    The standard deviation is :math:`e^{\log\sigma}`, projected after each Adam step onto
+    :math:`\sigma \ge` :data:`MIN_STD` (``log_std`` set to ``log MIN_STD`` where it fell below),
+    not clamped inside the loss: a clamp passes no gradient below the floor, so a spread that
+    had stepped under it could never grow again, however much spreading paid.
+
     Args:
         bounds: The allowed multiplier and distortion ranges.
         horizon: Auctions it will play (T).
         learning_rate: Adam's step size; 0 means :math:`1 / \sqrt{T / k}`.
         initial_multiplier: Starting mean multiplier.
-        initial_std: Starting standard deviation of the log multiplier (and log distortion).
+        initial_std: Starting standard deviation of the log multiplier (and log distortion),
+            at least :data:`MIN_STD`.
         auctions_per_update: k, the auctions one update averages over (at least 1).
     """
 
@@ -422,6 +441,8 @@ class PolicyGradient:
         initial_std: float = 0.3,
         auctions_per_update: float = 1.0,
     ) -> None:
+        if not initial_std >= MIN_STD:
+            raise ValueError(f"initial_std: must be at least {MIN_STD}, got {initial_std}")
         self.bounds = bounds
         self.horizon = max(1, horizon)
         updates = max(1, math.ceil(self.horizon / max(1.0, auctions_per_update)))
@@ -451,7 +472,7 @@ class PolicyGradient:
         """Sample log-multiplier (and log-distortion) from the Gaussian policy."""
         noise = rng.standard_normal(self.mean.shape[0])
         with torch.no_grad():
-            std = self.log_std.exp().clamp_min(MIN_STD)
+            std = self.log_std.exp()
             sample = self.mean + std * torch.from_numpy(noise)
         self.samples.append(sample)
         multiplier, distortion = self._clip(sample.numpy())
@@ -483,12 +504,14 @@ class PolicyGradient:
             if self.rounds == 0
             else BASELINE_DECAY * self.baseline + (1 - BASELINE_DECAY) * mean_utility
         )
-        std = self.log_std.exp().clamp_min(MIN_STD)
+        std = self.log_std.exp()
         samples = torch.stack(self.samples)
         log_probs = torch.distributions.Normal(self.mean, std).log_prob(samples).sum(dim=-1)
         self.optimizer.zero_grad()
         (-(torch.from_numpy(advantages) * log_probs).mean()).backward()
         self.optimizer.step()
+        with torch.no_grad():  # projected onto std >= MIN_STD: the gradient still reaches it there
+            self.log_std.clamp_(min=math.log(MIN_STD))
         self.samples = []
         self.rounds += 1
 
@@ -496,7 +519,7 @@ class PolicyGradient:
         """The policy's median multiplier and distortion and its spread."""
         with torch.no_grad():
             center = self._clip(self.mean.numpy())
-            std = float(self.log_std.exp().clamp_min(MIN_STD)[0])
+            std = float(self.log_std.exp()[0])
         return {"mean_multiplier": center[0], "mean_distortion": center[1], "log_std": std}
 
     def snapshot(self) -> dict[str, Any]:

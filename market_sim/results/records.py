@@ -355,18 +355,25 @@ AGENTS = RecordTable(
         _strategy(
             "mean_multiplier",
             "1",
-            "expected bid multiplier of the policy",
+            "bid multiplier expected under the policy of the round's start (policy gradient: "
+            "its median, exp of the mean log multiplier, clipped to the range)",
             *GRID_LEARNERS,
             "policy_gradient",
         ),
         _strategy(
             "mean_distortion",
             "1",
-            "expected distortion of the policy",
+            "distortion expected under the policy (policy gradient: its median, as above)",
             *GRID_LEARNERS,
             "policy_gradient",
         ),
-        _strategy("top_probability", "1", "largest action probability", *GRID_LEARNERS),
+        _strategy(
+            "top_probability",
+            "1",
+            "largest action probability of the next auction's draw (epsilon-greedy: "
+            "1 - epsilon + epsilon / K; UCB1: 1, its next action is determined)",
+            *GRID_LEARNERS,
+        ),
         _strategy("log_std", "1", "the policy's spread (its std, exp(log_std))", "policy_gradient"),
     ),
 )

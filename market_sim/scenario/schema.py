@@ -67,6 +67,9 @@ with ``multiplier_min = multiplier_max`` fixes the bid) x report distortions (ge
 RATE_FROM_BOUND = FloatRange(min=0.0, max=MAX_RATE, default=0.0)
 """A learning or exploration rate; 0 (the default) means "from the regret bound for T"."""
 
+POLICY_GRADIENT_MIN_STD = 0.02
+"""Floor of the policy-gradient standard deviation (log-multiplier units)."""
+
 STRATEGY_PARAMS: dict[str, dict[str, StrategyParamSpec]] = {
     "truthful": {},
     "fixed": {
@@ -86,7 +89,7 @@ STRATEGY_PARAMS: dict[str, dict[str, StrategyParamSpec]] = {
         "initial_multiplier": FloatRange(
             min=0.0, max=MAX_MULTIPLIER, exclusive_min=True, default=1.0
         ),
-        "initial_std": FloatRange(min=0.0, max=MAX_MULTIPLIER, exclusive_min=True, default=0.3),
+        "initial_std": FloatRange(min=POLICY_GRADIENT_MIN_STD, max=MAX_MULTIPLIER, default=0.3),
     },
 }
 """Strategy kind -> its parameters (name -> range and default). Register new kinds here."""
@@ -116,10 +119,11 @@ STRATEGY_PARAM_DOCS: dict[str, str] = {
     "distortion_count": "Points of the distortion grid (1 keeps reports truthful).",
     "contextual": "Learn one strategy per query instead of one for all.",
     "learning_rate": "Learning (or Adam step) rate; 0: from the run's length T.",
-    "exploration": "Exploration rate (EXP3's gamma, UCB1's c); 0: from the run's length T.",
+    "exploration": "EXP3's gamma (0: from the run's length T) or UCB1's c (0: sqrt(2)).",
     "epsilon": "Probability of a uniform exploration step (0: from the regret bound).",
     "initial_multiplier": "Initial mean bid multiplier of the Gaussian policy.",
-    "initial_std": "Initial standard deviation of the log multiplier (and log distortion).",
+    "initial_std": "Initial standard deviation of the log multiplier (and log distortion); "
+    "the policy's spread never goes below 0.02.",
 }
 """One line per strategy parameter (the key reference's; a test checks every one has it)."""
 
