@@ -6,8 +6,9 @@ into place (:mod:`market_sim.results.files`: modes follow the umask, stale tempo
 interrupted write are removed); ``summary.json`` is removed first and written last, so its
 presence marks a complete run and a half-written run never looks finished.
 
-The two tables follow the record schema (:mod:`market_sim.results.records`): :func:`write_run` refuses a
-column it does not declare and writes every column with its declared dtype, in declared order.
+The two tables follow the record schema (:mod:`market_sim.results.records`): :func:`write_run`
+refuses a column it does not declare and writes every column with its declared dtype, in
+declared order.
 
 No result holds NaN or Infinity: a statistic over no values is ``None`` (JSON ``null``), and a
 non-finite number in ``summary.json``, ``learners.json`` or a float column of a table raises
@@ -23,7 +24,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from market_sim.results.records import AGENTS, REGRET_COLUMNS, ROUNDS
 from market_sim.results.files import (
     NonFiniteResultError,
     atomic_write,
@@ -32,6 +32,7 @@ from market_sim.results.files import (
     check_finite_frame,
     finite_json,
 )
+from market_sim.results.records import AGENTS, REGRET_COLUMNS, ROUNDS
 
 __all__ = [
     "HEADLINE_SUMMARY_KEYS",
@@ -98,7 +99,8 @@ SUMMARY_FIELDS: frozenset[str] = frozenset(
 """Every ``summary.json`` key but the mechanism's string-valued keys (its variant), which
 therefore must not be named like one of these."""
 NULLABLE_AGENT_COLUMNS = REGRET_COLUMNS
-"""Agent columns that are null where not measured (float64 in :data:`market_sim.results.records.AGENTS`)."""
+"""Agent columns that are null where not measured (float64 in
+:data:`market_sim.results.records.AGENTS`)."""
 RESULT_FILES = ("scenario.toml", ROUNDS.file, AGENTS.file, SUMMARY_FILE)
 IR_TOLERANCE = 1e-9
 FINAL_SHARE = 0.2
