@@ -259,10 +259,14 @@ class MarketModel(mesa.Model):
 
         Regret is measured in every auction of the rounds ``scenario.regret`` selects
         (``round % every == 0``). ``truthful_utility`` is measured whenever regret is; on other
-        rounds it is the realized utility of an advertiser that reported truthfully, else null.
+        rounds it is the realized utility of an advertiser that reported truthfully, else null,
+        and null where the platform's counterfactual is not the realized outcome (see
+        :class:`~market_sim.platform.base.Platform`: ex-post token auctions).
         """
         config = self.scenario.regret
-        truthful = report == Report(valuation, 1.0)
+        truthful = report == Report(valuation, 1.0) and getattr(
+            self.platform, "counterfactual_is_realized", True
+        )
         estimate: RegretEstimate | None = None
         measured_round = self.current_round % config.every == 0
         if counterfactual is not None and config.enabled and measured_round:

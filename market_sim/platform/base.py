@@ -168,6 +168,12 @@ class Platform(Protocol):
     Attributes:
         kind: The scenario's ``mechanism.kind``.
         report_space: Which report fields the mechanism reads.
+
+    Optionally ``counterfactual_is_realized`` (taken as True when absent): False where an
+    outcome's counterfactual values a report differently from how the round settled it (the
+    ex-post token auction charges a sampled critical bid, its counterfactual the expectation).
+    The market then records ``truthful_utility`` from the counterfactual only, never from a
+    truthful advertiser's realized utility, so that one column means one quantity.
     """
 
     kind: str

@@ -85,6 +85,8 @@ class TokenAuctionPlatform:
     ) -> None:
         self.lm = lm
         self.rule = rule
+        # ex post: a round charges its sampled critical bid, the counterfactual the expectation
+        self.counterfactual_is_realized = rule.settlement != "ex_post"
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.counterfactuals = counterfactuals

@@ -161,7 +161,8 @@ class RecordTable:
             if self.column(name) is None:
                 prefixes = "".join(f"; or name it {f.name}<name>" for f in self.families)
                 raise UndeclaredColumnError(
-                    f"{self.file}: column {name!r} is not declared in market_sim.results.records{prefixes}"
+                    f"{self.file}: column {name!r} is not declared in "
+                    f"market_sim.results.records{prefixes}"
                 )
 
     def ordered(self, names: Sequence[str]) -> list[tuple[str, Column]]:
@@ -341,11 +342,17 @@ AGENTS = RecordTable(
         Column("payment", pl.Float64, "money", "what the advertiser pays"),
         Column("utility", pl.Float64, "money", "value - payment"),
         _regret("regret", "money", "best deviation's utility - utility of the truthful report"),
-        _regret("best_response_gain", "money", "best deviation's utility - realized utility"),
+        _regret(
+            "best_response_gain",
+            "money",
+            "best deviation's utility - the played report's, both in the round's counterfactual "
+            "(the realized utility, except under ex-post settlement: expected payments)",
+        ),
         _regret(
             "truthful_utility",
             "money",
-            "utility had it reported truthfully (also on unmeasured rounds if truthful)",
+            "utility had it reported truthfully, in the round's counterfactual (also on "
+            "unmeasured rounds if truthful and the counterfactual is the realized outcome)",
         ),
         _regret("best_deviation_multiplier", "1", "bid / valuation of the best deviation"),
         _regret("best_deviation_distortion", "1", "report distortion of the best deviation"),
