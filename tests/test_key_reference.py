@@ -68,6 +68,15 @@ def test_every_key_has_a_row_with_a_doc():
     assert keys == expected | {"mechanism.kind"}
 
 
+def test_every_doc_is_a_whole_sentence():
+    """Found by an audit: the reference takes a docstring's first line, and auctions_per_round's
+    stopped mid-parenthesis ("... per round (1 .."): a doc must end its sentence there."""
+    rows = [row for _, _, section in scenario_sections() for row in section]
+    rows += [row for plugin in mechanism_plugins() for row in mechanism_rows(plugin)]
+    cut = [f"{row.key}: {row.doc}" for row in rows if not row.doc.rstrip().endswith((".", ")"))]
+    assert cut == []
+
+
 def dotted_keys(table: dict, prefix: str = "") -> set[str]:
     """Dotted keys of a dumped scenario, ``[]`` for arrays of tables (audit entries skipped)."""
     keys = set()

@@ -389,7 +389,7 @@ class EvaConfig:
             :data:`INFORMATIVENESS_MEASURES`): ``gap`` (max - min), ``variance`` or
             ``max_mean`` (max - mean).
         sample_fraction: Share f in (0, 1] of the active pool sampled as parents each
-            generation (``max(1, round(f * size))`` queries, in proportion to their normalized
+            generation (``max(1, floor(f * size + 1/2))`` queries, in proportion to their normalized
             informativeness).
         variants: New queries the creator writes per selected query.
         operators: Mutation operators the creator draws from (see
@@ -469,8 +469,9 @@ class Scenario:
         description: Free text.
         seed: Seed of every random draw of the run (>= 0).
         rounds: Number of rounds (>= 1).
-        auctions_per_round: K, auctions run as one platform batch per round (1 ..
-            ``MAX_AUCTIONS_PER_ROUND``); learners update once per round from the K outcomes.
+        auctions_per_round: K, the auctions of a round, run as one platform batch.
+            At most ``MAX_AUCTIONS_PER_ROUND``; learners update once per round from the K
+            outcomes.
         model: The platform language model.
         mechanism: The auction.
         queries: The query stream.
