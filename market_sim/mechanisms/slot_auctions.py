@@ -58,7 +58,8 @@ def check_click_through_rates(click_through_rates: np.ndarray) -> np.ndarray:
     A rate of 0 is refused: nobody in such a slot is shown, yet it would count among the k
     slots, so the uniform price b_(k+1) would fall below the highest bid not shown (values
     (3, 2, 1), rates (1, 0): the winner would pay 1, and the second bidder would gain by
-    overbidding, while with rates (1) it pays 2 as Vickrey). A slot nobody clicks is left out.
+    overbidding, while with rates (1) it pays 2 as Vickrey). A rate of 0 (a slot nobody clicks)
+    is therefore refused.
 
     Raises:
         ValueError: Naming the violated condition.

@@ -36,7 +36,8 @@ class AdSlotsConfig(MechanismConfig):
     kind: str = "second_price"
     click_through_rates: tuple[float, ...] = setting(
         FloatList(FloatRange(min=0.0, max=1.0, exclusive_min=True), min_items=1, default=(1.0,)),
-        "Non-increasing click-through rates of slots 1..k (a slot nobody clicks is left out).",
+        "Non-increasing click-through rates of slots 1..k, each in (0, 1] (a slot nobody "
+        "clicks is refused: it would lower the uniform price).",
     )
     reply: ReplyMode = setting(
         Choice(REPLY_MODES, default="sampled"),

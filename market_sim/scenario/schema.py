@@ -139,8 +139,8 @@ class ModelConfig:
 
     Attributes:
         path: ``bundled:<name>``, ``cache:<name>`` (downloaded by ``market-sim lm get``),
-            ``hub:<id>``, or an absolute path to a local transformers model folder (anything
-            else is a folder, resolved at load time; see :mod:`market_sim.lm.references`).
+            ``hub:<id>``, or the path of a local transformers model folder (a relative path is
+            resolved against the scenario file's folder; see :mod:`market_sim.lm.references`).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16``.
         prompt_format: ``auto`` (chat when the tokenizer has a chat template), ``plain`` or
