@@ -713,3 +713,43 @@ def test_a_missing_command_names_the_commands_not_a_variable(argv, missing, caps
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"market-sim: error: the following arguments are required: {missing}"
     )
+
+
+def test_a_cached_hub_model_loads_from_the_cache_when_the_hub_is_unreachable(
+    monkeypatch, tmp_path, random_model_dir
+):
+    """Found by an audit: with the model cached but no network, transformers retried the hub
+    for two minutes (four, then failing, when only config.json was cached) before using it."""
+    import shutil
+    import socket
+
+    from huggingface_hub import constants
+
+    import market_sim.lm.loading as loading
+    from market_sim.lm.model import LanguageModel
+    from market_sim.lm.references import parse_model_reference
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--org--cached-model"
+    shutil.copytree(random_model_dir, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens
+    attempts: list[object] = []
+    connect = socket.socket.connect
+
+    def counting_connect(self, address):
+        if isinstance(address, tuple) and address[1] == 9:
+            attempts.append(address)
+        return connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", counting_connect)
+    reference = parse_model_reference("hub:org/cached-model")
+    assert loading.local_files_only(reference) is True
+    lm = LanguageModel.load("hub:org/cached-model", device="cpu")
+    assert lm.vocab_size > 0
+    assert len(attempts) == 2  # one probe per call above, and no request of transformers'

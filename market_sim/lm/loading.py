@@ -70,22 +70,29 @@ def checked_reference(reference: str, base_dir: str | Path | None = None) -> Mod
         raise ModelNotFoundError(str(error)) from None
 
 
-def check_hub_reachable(resolved: ModelReference) -> None:
-    """A ``hub:`` model outside the hub cache needs the hub: probe it once before loading.
+def local_files_only(resolved: ModelReference) -> bool:
+    """Whether transformers must read the model from local files only (no hub request).
 
-    Without network this gives one line at once instead of transformers' retries.
+    Local, bundled and cached models: always. A ``hub:`` model: in offline mode
+    (``HF_HUB_OFFLINE``), and when one probe finds the hub unreachable while the model is in
+    the local hub cache (transformers would otherwise retry for minutes before using the cache).
+    Only a reachable hub lets transformers check the hub for a newer revision.
 
     Raises:
-        ModelNotFoundError: The model is not cached and the hub cannot be reached.
+        ModelNotFoundError: The hub model is not cached and the hub cannot be reached (one
+            line at once instead of transformers' retries).
     """
-    if resolved.kind != "hub" or hub_offline() or hub_cached(resolved.source):
-        return
+    if resolved.kind != "hub" or hub_offline():
+        return True
     reason = hub_unreachable_reason()
-    if reason is not None:
-        raise ModelNotFoundError(
-            f"hub model {resolved.source!r} is not in the local hub cache and the hub cannot "
-            f"be reached ({reason}); connect, or use a local folder"
-        )
+    if reason is None:
+        return False
+    if hub_cached(resolved.source):
+        return True
+    raise ModelNotFoundError(
+        f"hub model {resolved.source!r} is not in the local hub cache and the hub cannot "
+        f"be reached ({reason}); connect, or use a local folder"
+    )
 
 
 HUB_PROBE_SECONDS = 5.0

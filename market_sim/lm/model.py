@@ -24,14 +24,13 @@ from market_sim.config.fields import first_line
 from market_sim.lm.loading import (
     CONFIG_ERRORS,
     ModelNotFoundError,
-    check_hub_reachable,
     check_tokenizer_fits_embeddings,
     check_tokenizer_has_vocabulary,
     checked_reference,
+    local_files_only,
     resolve_device,
     resolve_dtype,
 )
-from market_sim.lm.references import hub_offline
 from market_sim.lm.tokenizer_only import config_max_positions
 from market_sim.prompting import prompt_builder
 
@@ -155,8 +154,7 @@ class LanguageModel:
         resolved = checked_reference(reference)
         torch_device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, torch_device)
-        check_hub_reachable(resolved)
-        local_only = resolved.kind != "hub" or hub_offline()
+        local_only = local_files_only(resolved)
         try:
             tokenizer = AutoTokenizer.from_pretrained(
                 resolved.source, trust_remote_code=False, local_files_only=local_only

@@ -14,11 +14,10 @@ from typing import Any
 from market_sim.lm.loading import (
     CONFIG_ERRORS,
     ModelNotFoundError,
-    check_hub_reachable,
     check_tokenizer_has_vocabulary,
     checked_reference,
+    local_files_only,
 )
-from market_sim.lm.references import hub_offline
 
 POSITION_KEYS = ("max_position_embeddings", "n_positions", "n_ctx")
 """Config attributes that hold the position limit (``n_positions`` in GPT-2 configs)."""
@@ -63,8 +62,7 @@ class TokenizerOnly:
         from transformers import AutoConfig, AutoTokenizer
 
         resolved = checked_reference(reference)
-        check_hub_reachable(resolved)  # one quick probe, not transformers' retries offline
-        local_only = resolved.kind != "hub" or hub_offline()
+        local_only = local_files_only(resolved)  # one quick probe, not transformers' retries
         try:
             tokenizer = AutoTokenizer.from_pretrained(
                 resolved.source, trust_remote_code=False, local_files_only=local_only
