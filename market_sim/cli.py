@@ -907,6 +907,7 @@ def checked_train_dir(out: Path | None) -> Path:
         )
     from market_sim.scenario.output_folder import result_files_in
 
+    checked = checked_out_dir(out, out)  # first: a loop of links cannot even be resolved
     bundled = BUNDLED_ROOT.resolve()
     target = out.expanduser().resolve()
     if target == bundled or bundled in target.parents:
@@ -918,7 +919,7 @@ def checked_train_dir(out: Path | None) -> Path:
         raise UsageError(
             f"--out: '{out}' holds results ({', '.join(found)}), not a model; choose another folder"
         )
-    return checked_out_dir(out, out)
+    return checked
 
 
 def command_lm_get(args: argparse.Namespace) -> None:

@@ -376,6 +376,31 @@ def test_out_that_is_a_file_or_under_a_file_or_not_writable(
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a_file", "scenario.toml"]
 
 
+@pytest.mark.parametrize("command", ["run", "sweep", "lambda-sweep", "plot", "lm-train"])
+def test_out_through_a_link_to_nothing_is_refused_before_work(
+    command, tmp_path, random_model_dir, capsys, no_model_load
+):
+    """Found by an audit: a broken link (or a loop of links) passed the check, the whole run
+    went by, and mkdir then raised FileExistsError with a traceback: the results were lost."""
+    scenario = write_scenario(tmp_path, random_model_dir)
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    argv = {
+        "run": ["run", str(scenario)],
+        "sweep": ["sweep", str(scenario), "--seeds", "0"],
+        "lambda-sweep": ["lambda-sweep", str(SHIPPED / "hawaii_lambda_sweep.toml")],
+        "plot": ["plot", str(tmp_path)],
+        "lm-train": ["lm", "train"],
+    }[command]
+    for out, link in (("dangling", "dangling"), ("dangling/sub", "dangling"), ("loop1", "loop1")):
+        assert main([*argv, "--out", str(tmp_path / out)]) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1, error
+        assert f"'{tmp_path / link}' is a link to " in error and "does not resolve" in error
+    assert not (tmp_path / "nowhere").exists()
+
+
 def test_argument_errors_are_one_line(tmp_path, random_model_dir, capsys):
     scenario = write_scenario(tmp_path, random_model_dir)
     assert main(["run", str(scenario), "--rounds", "abc"]) == 2

@@ -60,7 +60,8 @@ def check_writable_folder(folder: Path, option: str = "--out") -> None:
         option: The option or key named in the message.
 
     Raises:
-        ScenarioError: ``folder`` is a file, lies under a file, or is not writable.
+        ScenarioError: ``folder`` is a file, lies under a file or under a link that resolves to
+            nothing (a broken link, a loop), or is not writable.
     """
     path = Path(folder).expanduser()
     try:
@@ -71,6 +72,12 @@ def check_writable_folder(folder: Path, option: str = "--out") -> None:
         raise ScenarioError(option, f"'{path}' is a file, not a folder")
     existing = path
     while not existing.exists():
+        if existing.is_symlink():  # a link to nothing (or a loop): mkdir would fail after the work
+            raise ScenarioError(
+                option,
+                f"'{existing}' is a link to '{os.readlink(existing)}', which does not resolve "
+                "to a folder",
+            )
         if existing.parent == existing:
             break
         existing = existing.parent
