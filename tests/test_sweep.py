@@ -318,18 +318,46 @@ def test_cli_sweep_bad_input_exits_2_with_one_line(extra, message, tmp_path, sce
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
 def test_cli_sweep_of_a_model_with_damaged_weights_exits_2_with_one_line(
-    tmp_path, scenario, capsys
+    workers, tmp_path, scenario, capsys
 ):
-    """Its tokenizer and config pass the check before the runs; loading the weights fails."""
+    """A truncated weights file is found before the plan is written (its header no longer
+    covers the file). Found by an audit: with 2 workers the load failed in each worker's pool
+    initializer, which printed a traceback per worker and "a worker process died"."""
     from market_sim.lm.bundled_models import BUNDLED_ROOT
 
     model = tmp_path / "damaged"
     shutil.copytree(BUNDLED_ROOT / "tiny-ads", model)
     weights = model / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-5000])
-    args = ["sweep", str(scenario), "--seeds", "0", "--out", str(tmp_path / "out")]
-    assert main([*args, "--set", f"model.path={model}"]) == 2
+    args = ["sweep", str(scenario), "--seeds", "0-1", "--out", str(tmp_path / "out")]
+    assert main([*args, "--workers", workers, "--set", f"model.path={model}"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1, error
+    assert (
+        error.startswith("market-sim: error: model.path: transformers cannot load")
+        and "model.safetensors: " in error
+    ), error
+    assert not (tmp_path / "out").exists()  # nothing written: found before the plan
+
+
+def test_cli_sweep_whose_weights_load_in_no_worker_exits_2_with_one_line(
+    tmp_path, scenario, capsys
+):
+    """Weights that parse but do not fit the config fail only when loaded: in the workers. The
+    error reaches the sweep as the first task's, not as a broken pool."""
+    import json
+
+    from market_sim.lm.bundled_models import BUNDLED_ROOT
+
+    model = tmp_path / "reshaped"
+    shutil.copytree(BUNDLED_ROOT / "tiny-ads", model)
+    config = json.loads((model / "config.json").read_text())
+    config["n_embd"] *= 2  # every weight of the file now has the wrong shape
+    (model / "config.json").write_text(json.dumps(config))
+    args = ["sweep", str(scenario), "--seeds", "0-1", "--out", str(tmp_path / "out")]
+    assert main([*args, "--workers", "2", "--set", f"model.path={model}"]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1, error
     assert error.startswith("market-sim: error: model.path: transformers cannot load"), error

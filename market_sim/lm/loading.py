@@ -16,8 +16,10 @@ from urllib.parse import urlsplit
 import torch
 from huggingface_hub.errors import StrictDataclassError
 
+from market_sim.config.fields import first_line
 from market_sim.lm.devices import DEVICES_DESCRIPTION
 from market_sim.lm.references import (
+    WEIGHTS_GLOB,
     ModelReference,
     ModelReferenceError,
     hub_cached,
@@ -147,6 +149,32 @@ def check_tokenizer_fits_embeddings(tokenizer: Any, model: Any, reference: str) 
             f"tokens but the model's embedding table only {rows} rows (tokens added without "
             "resizing the embeddings?)"
         )
+
+
+def check_weight_headers(resolved: ModelReference) -> None:
+    """Refuse a local model folder whose ``*.safetensors`` headers do not parse.
+
+    Reads each file's header only (safetensors checks it against the file's size, so a
+    truncated or damaged file fails here): a sweep calls it before its first run, which would
+    otherwise find the damage in every worker after writing its plan. Hub models not in a
+    local folder are left to the load.
+
+    Raises:
+        ModelNotFoundError: Naming the reference, the file and safetensors' reason; one line.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    folder = Path(resolved.source)
+    if not folder.is_dir():
+        return
+    for weights in sorted(folder.glob(WEIGHTS_GLOB)):
+        try:
+            with safe_open(str(weights), framework="pt") as opened:
+                opened.keys()
+        except (SafetensorError, OSError) as error:
+            raise ModelNotFoundError(
+                f"transformers cannot load {resolved.text!r}: {weights.name}: {first_line(error)}"
+            ) from None
 
 
 def resolve_device(device: str = "auto") -> torch.device:

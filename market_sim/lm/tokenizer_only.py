@@ -11,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from market_sim.config.fields import first_line
 from market_sim.lm.loading import (
     CONFIG_ERRORS,
     ModelNotFoundError,
     check_tokenizer_has_vocabulary,
+    check_weight_headers,
     checked_reference,
     local_files_only,
 )
@@ -57,7 +59,8 @@ class TokenizerOnly:
 
         Raises:
             ModelNotFoundError: The reference names nothing loadable, transformers cannot
-                read its tokenizer or config, or the folder has no tokenizer files.
+                read its tokenizer or config, the folder has no tokenizer files, or a weights
+                file's header does not parse (:func:`~market_sim.lm.loading.check_weight_headers`).
         """
         from transformers import AutoConfig, AutoTokenizer
 
@@ -72,8 +75,9 @@ class TokenizerOnly:
             )
         except CONFIG_ERRORS as error:
             raise ModelNotFoundError(
-                f"transformers cannot read the tokenizer of {resolved.text!r}: "
-                f"{type(error).__name__}"
+                f"transformers cannot read the tokenizer or config of {resolved.text!r}: "
+                f"{first_line(error)}"
             ) from None
         check_tokenizer_has_vocabulary(tokenizer, resolved.text)
+        check_weight_headers(resolved)
         return cls(tokenizer, config_max_positions(config))

@@ -389,8 +389,9 @@ def check_task_prompts(tasks: Sequence[SweepTask]) -> None:
     A run checks this itself before round 0 (``run_scenario``), but in a sweep that comes after
     the earlier runs were done and written. Here each distinct ``(model.path, model.device,
     model.dtype)`` is checked once: the device is available, the dtype is known, and the
-    model's tokenizer and config can be read (:class:`~market_sim.lm.tokenizer_only.
-    TokenizerOnly`, no weights; damaged weights are found only when a run loads them).
+    model's tokenizer and config can be read and its weight files' headers parse
+    (:class:`~market_sim.lm.tokenizer_only.TokenizerOnly`; weights that parse but do not fit the
+    config are found when a run loads them).
 
     Args:
         tasks: The sweep's runs (:func:`plan_sweep`).

@@ -104,7 +104,9 @@ def init_worker(threads: int, model_keys: Sequence[ModelKey], parent_pid: int) -
     """Process-pool initializer of a sweep worker.
 
     Dies with the parent, leaves interrupts to it, sets torch's thread count, and preloads the
-    sweep's models (without transformers' loading bars: the sweep shows its own progress). tqdm
+    sweep's models (without transformers' loading bars: the sweep shows its own progress). A
+    model that fails to load is left to the first task that uses it, whose error reaches the
+    sweep as that task's exception (an initializer's would break the pool). tqdm
     gets a thread lock instead of its default multiprocessing lock: a worker killed by an
     interrupt would leave that semaphore to the resource tracker, which warns about it on stderr.
 
@@ -123,7 +125,10 @@ def init_worker(threads: int, model_keys: Sequence[ModelKey], parent_pid: int) -
     transformers.utils.logging.disable_progress_bar()
     torch.set_num_threads(threads)
     for key in model_keys:
-        cached_model(key)
+        try:
+            cached_model(key)
+        except Exception:  # a task that needs the model loads it again and says why
+            continue  # raised here, it would break the pool: "a worker died", not the reason
 
 
 def run_task(task: SweepTask, runs_root: Path) -> str:
