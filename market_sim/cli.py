@@ -16,6 +16,7 @@ import errno
 import os
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
@@ -1005,7 +1006,7 @@ def command_sweep(args: argparse.Namespace) -> None:
         check_result_folder(out_dir, "sweep", None, args.force)
     except ScenarioError as error:
         raise UsageError(str(error)) from None
-    warn_if_slow_sweep(args)
+    base_scenario = sweep_base_scenario(args)
     try:
         result = run_sweep(
             args.scenario,
@@ -1018,6 +1019,7 @@ def command_sweep(args: argparse.Namespace) -> None:
             address=args.address,
             threads=args.threads,
             progress=False if args.no_progress else None,
+            before_runs=None if base_scenario is None else partial(warn_if_slow, base_scenario),
         )
     except (SweepError, ScenarioError) as error:
         raise UsageError(str(error)) from None
@@ -1051,18 +1053,16 @@ def warn_if_slow(scenario, runs: int = 1) -> None:
         print(f"market-sim: warning: slow setting: {line}", file=sys.stderr)
 
 
-def warn_if_slow_sweep(args: argparse.Namespace) -> None:
-    """:func:`warn_if_slow` for a sweep's base scenario and run count (errors left to the sweep)."""
-    import math
+def sweep_base_scenario(args: argparse.Namespace) -> Scenario | None:
+    """A sweep's base scenario for its slow-setting warnings, or None (errors left to the sweep).
 
-    from market_sim.sweep import SweepError, parse_grid, parse_seeds
-
+    The warnings are printed by ``run_sweep`` once it has checked every input, so that bad
+    input gets its one line alone.
+    """
     try:
-        grid, seeds = parse_grid(args.grid), parse_seeds(args.seeds)
-        scenario = load_checked_scenario(args.scenario, scenario_overrides(args))
-    except (SweepError, UsageError):
-        return
-    warn_if_slow(scenario, len(seeds) * math.prod(len(values) for values in grid.values()))
+        return load_checked_scenario(args.scenario, scenario_overrides(args))
+    except UsageError:
+        return None
 
 
 PATH_ERRNOS = frozenset(

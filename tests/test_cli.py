@@ -778,3 +778,31 @@ def test_a_cached_hub_model_loads_from_the_cache_when_the_hub_is_unreachable(
     lm = LanguageModel.load("hub:org/cached-model", device="cpu")
     assert lm.vocab_size > 0
     assert len(attempts) == 2  # one probe per call above, and no request of transformers'
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--grid", "mechanism.payment=bogus"],
+        ["--workers", "0"],
+        ["--backend", "bogus"],
+        ["--grid", "no.such.key=1,2"],
+    ],
+)
+def test_sweep_bad_input_is_one_line_without_the_slow_setting_warning(bad, capsys):
+    """Found by an audit: the slow-setting warning came first, so bad input got two lines."""
+    argv = ["sweep", str(SHIPPED / "hawaii.toml"), "--seeds", "0", "--set", "regret.every=1"]
+    assert main([*argv, *bad]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("market-sim: error: "), error
+
+
+def test_sweep_warns_of_a_slow_setting_once_its_input_is_checked(tmp_path, capsys, monkeypatch):
+    import market_sim.sweep as sweep
+
+    monkeypatch.setattr(sweep, "execute_tasks", lambda *args, **kwargs: None)  # no runs
+    argv = ["sweep", str(SHIPPED / "hawaii.toml"), "--seeds", "0-3", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 0
+    error = capsys.readouterr().err
+    # hawaii.toml measures regret every round over its rounds: named once, before the runs
+    assert error.count("market-sim: warning: slow setting: regret.every = 1") == 1, error

@@ -47,7 +47,7 @@ import json
 import re
 import sys
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -616,6 +616,7 @@ def run_sweep(
     threads: int = 1,
     progress: bool | None = None,
     run_function: RunFunction = run_task,
+    before_runs: Callable[[int], None] | None = None,
 ) -> SweepResult:
     """Run a sweep, skipping runs that are already complete, and write ``runs.parquet``.
 
@@ -635,6 +636,8 @@ def run_sweep(
         progress: Progress (False: none; None or True: a bar on a terminal, else a line on
             stderr every 5% or 30 s, see :func:`market_sim.progress.progress_bar`).
         run_function: The run function of every task (tests substitute it).
+        before_runs: Called with the number of runs to do once every input is checked, before
+            anything is written (the CLI's slow-setting warnings).
 
     Returns:
         The runs table and how many runs were done now and skipped.
@@ -659,6 +662,8 @@ def run_sweep(
     forget_stale_runs(tasks, runs_root)
     todo = [task for task in tasks if not is_complete_run(runs_root / task.name)]
     check_task_prompts(todo)  # complete runs need no model: a finished sweep reruns anywhere
+    if before_runs is not None:
+        before_runs(len(todo))
     for line in grid_scope_lines(parsed_grid):
         print(f"market-sim: sweep: {line}", file=sys.stderr)
     write_manifest(out, scenario_path, parsed_grid, seed_list, overrides, len(tasks))
