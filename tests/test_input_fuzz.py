@@ -790,3 +790,25 @@ def test_eva_and_audit_refuse_bad_options_without_importing_torch(
     assert result.stderr == (
         "market-sim: error: --generations: must be between 1 and 10000000, got 0\n"
     )
+
+
+def test_lognormal_valuations_stay_within_the_valuation_bound():
+    """Found by an audit: mean 13.8 with sigma 5 was accepted and drew valuations of 1.7e9,
+    past the documented bound of 1e6 that the payment arithmetic relies on."""
+    from market_sim.config.bounds import MAX_VALUATION
+    from market_sim.config.fields import ScenarioError
+    from market_sim.market.valuations import ValuationSource, bounded
+    from market_sim.scenario.load import parse_valuation
+
+    with pytest.raises(ScenarioError, match=r"mean \+ 6 sigma must be at most 13.8155"):
+        parse_valuation({"dist": "lognormal", "mean": 13.8, "sigma": 5.0}, "valuation")
+    import numpy as np
+
+    edge = parse_valuation(
+        {"dist": "lognormal", "mean": 1.8155, "sigma": 2.0, "redraw": "round"}, "valuation"
+    )
+    rng = np.random.default_rng(0)
+    source = ValuationSource(edge, rng)
+    draws = np.array([source.valuation(rng) for _ in range(10_000)])
+    assert (draws > 0).all() and (draws <= MAX_VALUATION).all()
+    assert bounded(np.array([1.0, 2e6])).tolist() == [1.0, MAX_VALUATION]  # the cut itself

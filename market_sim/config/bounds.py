@@ -49,6 +49,13 @@ MAX_LOG_VALUATION = 13.8
 MAX_LOG_SIGMA = 5.0
 """Largest lognormal ``sigma``."""
 
+LOGNORMAL_SIGMAS_BELOW_MAX = 6.0
+r"""A lognormal valuation needs ``mean + 6 sigma <= ln(MAX_VALUATION)``: a draw above the bound
+then has probability below 1e-9 (the normal's upper tail at 6), and such a draw is cut to
+``MAX_VALUATION`` (:func:`market_sim.market.valuations.bounded`), so every valuation lies in
+``[0, MAX_VALUATION]`` and the distribution's mean is :math:`e^{\mu + \sigma^2 / 2}` to 1e-9
+relative."""
+
 MAX_MULTIPLIER = 100.0
 """Largest bid multiplier, report distortion (``distortion``) or initial policy value."""
 

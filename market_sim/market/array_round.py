@@ -53,7 +53,7 @@ from market_sim.market.array_learners import (
     array_strategy,
 )
 from market_sim.market.queries import StaticQueryStream
-from market_sim.market.valuations import ValuationSource
+from market_sim.market.valuations import ValuationSource, bounded
 from market_sim.mechanisms.slot_auctions import SlotAuctionOutcome
 from market_sim.mechanisms.slot_auctions_array import bidder_outcome, rank_slot_auction
 from market_sim.platform.base import Report
@@ -75,7 +75,7 @@ def draw_valuations(source: ValuationSource, count: int, rng: np.random.Generato
     if config.dist == "uniform":
         return rng.uniform(config.low, config.high, size=count)
     if config.dist == "lognormal":
-        return rng.lognormal(config.mean, config.sigma, size=count)
+        return bounded(rng.lognormal(config.mean, config.sigma, size=count))
     raise ValueError(f"valuation dist {config.dist!r} unknown; allowed: fixed, uniform, lognormal")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from market_sim.config.bounds import MAX_VALUATION
 from market_sim.scenario.schema import ValuationConfig
 
 
@@ -29,7 +30,7 @@ class ValuationSource:
         if config.dist == "uniform":
             return float(rng.uniform(config.low, config.high))
         if config.dist == "lognormal":
-            return float(rng.lognormal(config.mean, config.sigma))
+            return float(bounded(rng.lognormal(config.mean, config.sigma)))
         raise ValueError(
             f"valuation dist {config.dist!r} unknown; allowed: fixed, uniform, lognormal"
         )
@@ -37,6 +38,16 @@ class ValuationSource:
     def valuation(self, rng: np.random.Generator) -> float:
         """This round's valuation."""
         return self._once if self._once is not None else self._draw(rng)
+
+
+def bounded(draws: float | np.ndarray) -> float | np.ndarray:
+    """Lognormal draws cut at :data:`~market_sim.config.bounds.MAX_VALUATION`.
+
+    The scenario's parameters keep a draw above it below 1e-9 in probability
+    (:data:`~market_sim.config.bounds.LOGNORMAL_SIGMAS_BELOW_MAX`); the cut makes the bound
+    hold for every draw.
+    """
+    return np.minimum(draws, MAX_VALUATION)
 
 
 def expected_valuation(config: ValuationConfig) -> float:

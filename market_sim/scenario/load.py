@@ -16,6 +16,7 @@ tables are checked before the unknown top-level keys
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import tomllib
 from collections.abc import Collection, Mapping, Sequence
@@ -26,12 +27,14 @@ from typing import Any
 import tomli_w
 
 from market_sim.config.bounds import (
+    LOGNORMAL_SIGMAS_BELOW_MAX,
     MAX_AUCTIONS,
     MAX_LOG_SIGMA,
     MAX_LOG_VALUATION,
     MAX_MULTIPLIER,
     MAX_ROUNDS,
     MAX_SAMPLES,
+    MAX_VALUATION,
     MIN_LOG_VALUATION,
     SEED_MAX,
 )
@@ -609,6 +612,15 @@ def parse_valuation(table: Mapping[str, Any], key: str) -> ValuationConfig:
             child_key(key, "high"),
             f"must be >= low ({values['low']!r}), got {values['high']!r}",
         )
+    if dist == "lognormal":
+        top = math.log(MAX_VALUATION)
+        upper = values["mean"] + LOGNORMAL_SIGMAS_BELOW_MAX * values["sigma"]
+        if upper > top:
+            raise ScenarioError(
+                child_key(key, "sigma"),
+                f"mean + {LOGNORMAL_SIGMAS_BELOW_MAX:g} sigma must be at most {top:.4f} "
+                f"(ln {MAX_VALUATION:g}, the largest valuation), got {upper:g}",
+            )
     return ValuationConfig(**{"value": None, **values})
 
 

@@ -237,7 +237,8 @@ class ValuationConfig:
         low: Lower end (``uniform``).
         high: Upper end (``uniform``).
         mean: Mean of the log of the valuation (``lognormal``).
-        sigma: Standard deviation of the log of the valuation (``lognormal``).
+        sigma: Standard deviation of the log of the valuation (``lognormal``; mean + 6 sigma at
+            most ln 1e6, and draws above 1e6, rarer than 1e-9, are cut to it).
         redraw: ``once`` (drawn at the start of the run) or ``round`` (drawn every round);
             ``None`` for ``fixed``.
     """
