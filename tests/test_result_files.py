@@ -162,6 +162,29 @@ def test_a_failed_write_leaves_no_temporary(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_interrupt_during_the_cleanup_still_removes_the_temporary(tmp_path, monkeypatch):
+    """Found by an audit: Ctrl-C stopped polars' write, and the signal still pending (polars
+    re-raises its own) fired again inside unlink, which left the temporary file behind."""
+    real_unlink = Path.unlink
+    calls: list[Path] = []
+
+    def interrupted_once(self: Path, missing_ok: bool = False) -> None:
+        calls.append(self)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # the second interrupt, arriving inside the removal
+        real_unlink(self, missing_ok=missing_ok)
+
+    def stopped(path: Path) -> None:
+        path.write_text("half")
+        raise KeyboardInterrupt  # the first: the write itself is interrupted
+
+    monkeypatch.setattr(Path, "unlink", interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(tmp_path / "x.parquet", stopped)
+    monkeypatch.undo()
+    assert len(calls) == 2 and list(tmp_path.iterdir()) == []
+
+
 # --------------------------------------------------------------------------- NaN and Infinity
 
 

@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from market_sim.process_lifetime import interrupts_blocked
+
 if TYPE_CHECKING:
     import polars as pl
 
@@ -92,7 +94,27 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         write(tmp)
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        remove_despite_interrupts(tmp)
+
+
+def remove_despite_interrupts(tmp: Path) -> None:
+    """Remove ``tmp`` even when Ctrl-C or SIGTERM arrives during the removal.
+
+    An interrupt that stops a write is often followed by a second one (polars re-raises a
+    pending SIGINT of its own, a user presses Ctrl-C twice): raised inside ``unlink`` it left the
+    temporary file behind. New signals wait while the file is removed; an interrupt raised by a
+    signal already pending is caught, the removal retried, and the interrupt raised afterwards.
+    """
+    interrupted: KeyboardInterrupt | None = None
+    with interrupts_blocked():
+        while True:
+            try:
+                tmp.unlink(missing_ok=True)
+                break
+            except KeyboardInterrupt as interrupt:
+                interrupted = interrupt
+    if interrupted is not None:
+        raise interrupted
 
 
 def atomic_write_text(path: Path, text: str) -> None:
