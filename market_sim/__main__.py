@@ -1,6 +1,39 @@
-"""``python -m market_sim``: the ``market-sim`` command line."""
+"""``python -m market_sim`` and the ``market-sim`` console script: the command line.
 
-from market_sim.cli import console_main
+Interrupts are handled from this module's first lines. Until :func:`market_sim.cli.main` takes
+over (one line, exit status 130), Ctrl-C or SIGTERM while the command's modules are imported
+print the same line and exit with 130 at once, instead of a ``KeyboardInterrupt`` traceback
+(SIGINT) or a silent exit 143 (SIGTERM). Only the interpreter's own start-up, before any code
+of this project runs, is left uncovered.
+"""
+
+import os
+import signal
+import sys
+
+INTERRUPTED_WHILE_STARTING = 130
+"""Exit status of an interrupt during start-up: 128 + SIGINT, as
+:data:`market_sim.process_lifetime.INTERRUPTED_EXIT_STATUS` (not imported: it costs time)."""
+
+
+def interrupted_while_starting(signum: int, frame: object) -> None:
+    """Say so in one line and exit at once (nothing has been written yet)."""
+    sys.stderr.write("market-sim: interrupted\n")
+    sys.stderr.flush()
+    os._exit(INTERRUPTED_WHILE_STARTING)
+
+
+signal.signal(signal.SIGINT, interrupted_while_starting)
+signal.signal(signal.SIGTERM, interrupted_while_starting)
+
+
+def main() -> None:
+    """Import the command line, hand interrupts back to it, and run it."""
+    from market_sim.cli import console_main
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # main() turns it into one line
+    console_main()
+
 
 if __name__ == "__main__":
-    console_main()
+    main()

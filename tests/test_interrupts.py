@@ -432,3 +432,31 @@ def test_a_killed_worker_is_one_line_with_the_resume_hint(tmp_path, scenario, re
     args = ["sweep", str(scenario), "--seeds", SEEDS, "--out", str(out), "--no-progress"]
     assert main(args) == 0  # resumes to the uninterrupted table
     assert (out / RUNS_FILE).read_bytes() == (reference / RUNS_FILE).read_bytes()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_while_the_command_starts_is_one_line_and_exit_130(signum):
+    """Found by an audit: a signal in the first ~80 ms, while the CLI's modules were imported,
+    gave a KeyboardInterrupt traceback (SIGINT) or a silent exit 143 (SIGTERM). The entry
+    module handles them from its first lines; the signal here arrives right after them."""
+    from market_sim.process_lifetime import INTERRUPTED_EXIT_STATUS
+
+    code = (
+        "import os, signal, time\n"
+        "import market_sim.__main__\n"
+        f"os.kill(os.getpid(), {int(signum)})\n"
+        "time.sleep(30)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == INTERRUPTED_EXIT_STATUS
+    assert done.stderr == "market-sim: interrupted\n"
+
+
+def test_the_console_script_runs_the_entry_module():
+    import tomllib
+
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    project = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    assert project["project"]["scripts"]["market-sim"] == "market_sim.__main__:main"
