@@ -250,3 +250,21 @@ def test_policy_gradient_spread_can_grow_again_from_its_floor():
     assert learner.state()["log_std"] > 2 * MIN_STD
     with pytest.raises(ValueError, match="initial_std: must be at least 0.02"):
         PolicyGradient(ReportBounds(0.0, 10.0), horizon=10, initial_std=0.015)
+
+
+def test_a_grid_point_an_ulp_from_one_is_exactly_truthful():
+    """Found by an audit: linspace(0.1, 2.0, 20)[9] is 0.9999999999999999, so that learner's
+    truthful action did not count as truthful."""
+    from market_sim.market.action_grid import ActionGrid, ReportBounds
+
+    assert np.linspace(0.1, 2.0, 20)[9] != 1.0  # the premise
+    params = {"multiplier_count": 20, "distortion_count": 5}
+    grid = ActionGrid.from_params(params, ReportBounds(0.1, 2.0, 0.25, 4.0))
+    truthful = (grid.multipliers == 1.0) & (grid.distortions == 1.0)
+    assert truthful.sum() == 1
+    report = grid.report(int(np.argmax(truthful)), 0.7)
+    assert (report.bid, report.report_scale) == (0.7, 1.0)
+    others = np.sort(np.unique(grid.multipliers))
+    assert np.array_equal(
+        others[others != 1.0], np.linspace(0.1, 2.0, 20)[[*range(9), *range(10, 20)]]
+    )

@@ -72,6 +72,21 @@ def report_bounds(params: Mapping[str, ParamValue], space: ReportSpace, where: s
     return ReportBounds(low, high, d_low, d_high)
 
 
+TRUTHFUL_SNAP = 1e-12
+"""Relative distance from 1 within which a grid point is taken to be exactly 1."""
+
+
+def snap_to_truthful(points: np.ndarray) -> np.ndarray:
+    """``points`` with those within :data:`TRUTHFUL_SNAP` of 1 set to exactly 1.
+
+    ``linspace`` and ``geomspace`` can miss 1 by an ulp (``linspace(0.1, 2.0, 20)[9]`` is
+    0.9999999999999999): the learner's truthful action would then bid ``v - 1e-16 v`` and not
+    count as truthful (a truthful report's realized utility is recorded as its
+    ``truthful_utility`` on unmeasured rounds).
+    """
+    return np.where(np.abs(points - 1.0) <= TRUTHFUL_SNAP, 1.0, points)
+
+
 @dataclass(frozen=True)
 class ActionGrid:
     """A finite strategy space.
@@ -96,7 +111,9 @@ class ActionGrid:
             )
         else:
             distortions = np.ones(1)
-        grid_m, grid_d = np.meshgrid(multipliers, distortions, indexing="ij")
+        grid_m, grid_d = np.meshgrid(
+            snap_to_truthful(multipliers), snap_to_truthful(distortions), indexing="ij"
+        )
         return cls(grid_m.ravel(), grid_d.ravel())
 
     @property
