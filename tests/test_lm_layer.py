@@ -357,6 +357,11 @@ def test_model_references(tmp_path, random_model_dir):
         assert resolve_device("auto").type == "cpu"
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
+    # torch.device takes these too, but a scenario's model.device does not: one list for both
+    # (found by an audit: lm generate --device cpu:1 ran while run refused it)
+    for name in ("cpu:1", "meta", "CPU"):
+        with pytest.raises(ValueError, match=f"device '{name}' is not supported; allowed: auto"):
+            resolve_device(name)
 
 
 def test_a_damaged_weight_file_is_one_line_not_a_traceback(tmp_path, random_model_dir):

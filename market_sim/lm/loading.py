@@ -17,7 +17,7 @@ import torch
 from huggingface_hub.errors import StrictDataclassError
 
 from market_sim.config.fields import first_line
-from market_sim.lm.devices import DEVICES_DESCRIPTION
+from market_sim.lm.devices import DEVICE_PATTERN, DEVICES_DESCRIPTION
 from market_sim.lm.references import (
     WEIGHTS_GLOB,
     ModelReference,
@@ -186,6 +186,8 @@ def resolve_device(device: str = "auto") -> torch.device:
     """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not DEVICE_PATTERN.fullmatch(device):  # torch also takes cpu:1, meta, ... : not offered
+        raise ValueError(f"device {device!r} is not supported; allowed: {DEVICES_DESCRIPTION}")
     try:
         resolved = torch.device(device)
     except RuntimeError:

@@ -64,7 +64,7 @@ from market_sim.config.fields import (
     validate_fields,
 )
 from market_sim.config.settings import amount, learning_rate, temperature
-from market_sim.lm.devices import DEVICES_DESCRIPTION
+from market_sim.lm.devices import DEVICE_PATTERN, DEVICES_DESCRIPTION
 from market_sim.mechanisms.options import PROPOSALS
 from market_sim.plugins import MechanismConfig, MechanismPlugin, mechanism_plugin, mechanism_plugins
 from market_sim.prompting import PROMPT_FORMATS
@@ -143,7 +143,6 @@ MODEL_SPECS: dict[str, FieldSpec] = {
     "prompt_format": Choice(PROMPT_FORMATS, default="auto"),
     "weights_sha256": Text(non_empty=True, default=None),
 }
-DEVICE_PATTERN = re.compile(r"auto|cpu|cuda|cuda:\d+|mps")
 
 
 REGRET_SPECS: dict[str, FieldSpec] = {
