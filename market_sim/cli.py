@@ -908,9 +908,12 @@ def checked_train_dir(out: Path | None) -> Path:
         )
     from market_sim.scenario.output_folder import result_files_in
 
-    checked = checked_out_dir(out, out)  # first: a loop of links cannot even be resolved
     bundled = BUNDLED_ROOT.resolve()
-    target = out.expanduser().resolve()
+    try:
+        target = out.expanduser().resolve()
+    except (RuntimeError, OSError):  # a loop of links: the folder check names it in one line
+        checked_out_dir(out, out)
+        raise
     if target == bundled or bundled in target.parents:
         raise UsageError(
             f"--out: '{out}' is inside the bundled checkpoints ({bundled}); choose another folder"
@@ -920,7 +923,7 @@ def checked_train_dir(out: Path | None) -> Path:
         raise UsageError(
             f"--out: '{out}' holds results ({', '.join(found)}), not a model; choose another folder"
         )
-    return checked
+    return checked_out_dir(out, out)  # after the checks above: its write probe touches the folder
 
 
 def command_lm_get(args: argparse.Namespace) -> None:

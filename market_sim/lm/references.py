@@ -142,7 +142,8 @@ def check_model_folder(folder: Path, reference: str) -> None:
     """
     if not folder.is_dir():
         hint = ""
-        if HUB_ID_PATTERN.fullmatch(reference) and not reference.startswith("."):
+        looks_like_hub = HUB_ID_PATTERN.fullmatch(reference) and not reference.startswith(".")
+        if looks_like_hub and not folder.parent.is_dir():  # models/x under a models/ folder: local
             hint = f"; a hub model is written '{HUB_PREFIX}{reference}'"
         raise ModelReferenceError(
             f"no local model folder at '{folder}' (expected a transformers folder with "
