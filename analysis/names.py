@@ -63,10 +63,10 @@ EXTRA_COLORS: tuple[str, ...] = (
     "#44AA99",
     "#999933",
     "#AA4499",
-    "#DDCC77",
     "#6699CC",
 )
-"""Paul Tol's muted set and one more: colours of names without a fixed colour."""
+"""Paul Tol's muted set without its sand (#DDCC77: 1.6:1 on white, too faint for a line), and
+one more: colours of names without a fixed colour."""
 OLIVE = "#999933"
 """Second / uniform price's colour (Paul Tol's muted olive), not Okabe-Ito's yellow: that
 yellow has a contrast of 1.3:1 against the white background, too faint for a 1.5-point line or a
@@ -81,8 +81,10 @@ NAME_COLORS: dict[str, str] = {
     "affine maximizer, no payment": "#117733",
     "first price, 1 slot": OKABE_ITO["orange"],
     "first price, 2 slots": OKABE_ITO["orange"],
+    "first price": OKABE_ITO["orange"],  # the name when the runs shown differ in slot count
     "second price, 1 slot": OLIVE,
     "uniform price, 2 slots": OLIVE,
+    "second / uniform price": OLIVE,
     "GSP": OKABE_ITO["reddish_purple"],
     "VCG": OKABE_ITO["black"],
 }

@@ -5,6 +5,9 @@ over (one line, exit status 130), Ctrl-C or SIGTERM while the command's modules 
 print the same line and exit with 130 at once, instead of a ``KeyboardInterrupt`` traceback
 (SIGINT) or a silent exit 143 (SIGTERM). Only the interpreter's own start-up, before any code
 of this project runs, is left uncovered.
+
+Importing this module installs those handlers for the whole process: it is the program's entry,
+not a library module (a notebook should import :mod:`market_sim.cli` instead).
 """
 
 import os
@@ -32,6 +35,7 @@ def main() -> None:
     from market_sim.cli import console_main
 
     signal.signal(signal.SIGINT, signal.default_int_handler)  # main() turns it into one line
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # main() handles it; console_main then ignores
     console_main()
 
 

@@ -1038,8 +1038,9 @@ def command_sweep(args: argparse.Namespace) -> None:
 def model_load_error(error: FileNotFoundError) -> Exception:
     """A sweep run's model that failed to load, as a one-line ``model.path`` error.
 
-    Damaged weights show only when a run loads them: the sweep's check before any run reads
-    tokenizers and configs. Any other ``error`` is returned as it is.
+    Weights that parse but do not fit their config show only when a run loads them: the
+    sweep's check before any run reads tokenizers, configs and weight-file headers. Any other
+    ``error`` is returned as it is.
     """
     from market_sim.lm.loading import ModelNotFoundError
 

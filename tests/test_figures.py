@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from analysis.load import load_agents, load_results
 from analysis.metrics import labelled_runs
-from analysis.names import NAME_COLORS, mechanism_color, mechanism_name
+from analysis.names import EXTRA_COLORS, NAME_COLORS, mechanism_color, mechanism_name
 from analysis.plots import (
     brand_names,
     brand_share_figure,
@@ -469,3 +469,9 @@ def test_fixed_mechanism_colours_stay_visible_on_white():
     assert contrast_with_white("#F0E442") < 1.4 and contrast_with_white("#000000") == 21.0
     faint = {n: c for n, c in NAME_COLORS.items() if contrast_with_white(c) < 1.75}
     assert faint == {}
+    # the colours of other names too (found in review: Tol's sand, 1.6:1, was among them)
+    assert [c for c in EXTRA_COLORS if contrast_with_white(c) < 1.75] == []
+    # and the names a figure uses when its runs differ in slot count have the fixed colours
+    for kind in ("first_price", "second_price"):
+        varying = mechanism_name(kind, slots_vary=True)
+        assert mechanism_color(varying) == mechanism_color(mechanism_name(kind, slots=2))

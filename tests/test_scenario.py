@@ -1001,6 +1001,8 @@ def test_hub_models_are_written_hub_and_refused_offline_when_not_cached(
     (tmp_path / "models").mkdir()  # a models/ folder here: the user meant a local folder
     local = error_for(data, tmp_path).message
     assert local.startswith("no local model folder at ") and "a hub model is written" not in local
+    data["model"]["path"] = "gpt2"  # a bare name: its parent is the scenario's folder, which exists
+    assert error_for(data, tmp_path).message.endswith("; a hub model is written 'hub:gpt2'")
     data["model"]["path"] = "hub:someone/not-cached-xyz"
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)

@@ -29,13 +29,14 @@ and slot auctions: none).
 Like golden-section search, one bracket is a local search. Where the utility has several peaks
 (first price over k slots: one per slot the advertiser could win, each a jump just above a rival's
 bid), the coarse grid can rank the highest one second and the zoom never visits it.
-``regret.peaks = P`` zooms the best point and the next P - 1 local maxima of the coarse grid in
-the same calls. Measured (``benchmarks/regret_peaks.py``: first price, rates 1 and 0.5,
-``slot_value`` 24, 3 bidders with values U[0.5, 1.5] and rivals bidding 0.54 or 1.0 of value,
-600 draws each, against a 4001-point scan plus the rivals' bids): the mean estimate is 3.2% and
-4.5% below the supremum with P = 1, 2.4% and 4.4% with P = 3, and the largest single shortfall
-falls from 4.9 to 1.9 (0.54) but stays 2.7 (1.0: the higher peak sits on the slope of the
-lower one, no local maximum of the coarse grid). The rest is the grid's resolution at a jump:
+``regret.peaks = P`` zooms the best point and the next P - 1 peaks of the coarse grid (local
+maxima, one per plateau: :func:`coarse_peaks`) in the same calls. Measured
+(``benchmarks/regret_peaks.py``: first price, rates 1 and 0.5, ``slot_value`` 24, 3 bidders
+with values U[0.5, 1.5] and rivals bidding 0.54 or 1.0 of value, 600 draws each, against a
+4001-point scan plus the rivals' bids): the mean estimate is 3.2% and 4.5% below the supremum
+with P = 1, 2.5% and 4.5% with P = 3, and the largest single shortfall falls from 4.9 to 1.9
+(0.54) but stays 2.7 (1.0: the higher peak sits on the slope of the lower one, no local maximum
+of the coarse grid). The rest is the grid's resolution at a jump:
 the supremum is approached from above the rival's bid, and the last zoom's spacing is
 ``multiplier_max / (multiplier_points - 1) / ((refine_points - 1) / 2) ** refinements`` of the
 value. Second price, GSP and VCG: no shortfall either way. P = 1 is the default: on the Hawaii
@@ -171,31 +172,64 @@ class Peak:
     utility: float
 
 
-def coarse_peaks(utilities: np.ndarray, count: int) -> list[int]:
-    """Flat indices of the ``count`` best local maxima of a coarse grid, best first.
+def coarse_peaks(
+    utilities: np.ndarray, count: int, exclude: tuple[int, int] | None = None
+) -> list[int]:
+    """Flat indices of the ``count`` best peaks of a coarse grid, best first, one per plateau.
 
-    A point is a local maximum when no grid neighbour (8-neighbourhood) has a larger utility;
-    ties in utility keep the lower index. A plateau's points are all local maxima, so a flat
-    region can fill the list only where the grid has fewer peaks than ``count``.
+    A point is a local maximum when no grid neighbour (8-neighbourhood) has a larger utility.
+    Neighbouring local maxima of equal utility form one plateau (a flat region, such as the
+    utility 0 of every bid that wins nothing), represented by its first point in index order, so
+    a plateau takes one place in the list however wide it is. Ties in utility between plateaus
+    keep the lower index. The plateau holding ``exclude`` (the cell the first bracket already
+    zooms) is left out.
 
     Args:
         utilities: ``[M, D]`` utilities of the multiplier x distortion grid.
-        count: How many to return (at most the number of local maxima).
+        count: How many to return (at most the number of plateaus).
+        exclude: ``(row, column)`` of a cell whose plateau is not returned, or None.
     """
-    padded = np.pad(utilities, 1, constant_values=-np.inf)
+    if count <= 0:
+        return []
     rows, columns = utilities.shape
+    padded = np.pad(utilities, 1, constant_values=-np.inf)
+    steps = [(dm, dd) for dm in (-1, 0, 1) for dd in (-1, 0, 1) if (dm, dd) != (0, 0)]
     neighbours = np.stack(
-        [
-            padded[1 + dm : 1 + dm + rows, 1 + dd : 1 + dd + columns]
-            for dm in (-1, 0, 1)
-            for dd in (-1, 0, 1)
-            if (dm, dd) != (0, 0)
-        ]
+        [padded[1 + dm : 1 + dm + rows, 1 + dd : 1 + dd + columns] for dm, dd in steps]
     )
-    is_peak = (utilities >= neighbours.max(axis=0)).ravel()
+    is_peak = utilities >= neighbours.max(axis=0)
+    claimed = np.zeros_like(is_peak)
+
+    def claim(row: int, column: int) -> None:
+        """Mark the plateau of ``(row, column)`` (equal-utility local maxima, connected)."""
+        stack = [(row, column)]
+        claimed[row, column] = True
+        while stack:
+            m, d = stack.pop()
+            for dm, dd in steps:
+                r, c = m + dm, d + dd
+                inside = 0 <= r < rows and 0 <= c < columns  # checked first: -1 would wrap
+                if (
+                    inside
+                    and is_peak[r, c]
+                    and not claimed[r, c]
+                    and utilities[r, c] == utilities[m, d]
+                ):
+                    claimed[r, c] = True
+                    stack.append((r, c))
+
+    if exclude is not None and is_peak[exclude]:
+        claim(*exclude)
     flat = utilities.ravel()
-    order = np.lexsort((np.arange(flat.size), -flat))  # utility descending, then index
-    return [int(index) for index in order if is_peak[index]][:count]
+    chosen: list[int] = []
+    for index in np.lexsort((np.arange(flat.size), -flat)):  # utility descending, then index
+        cell = divmod(int(index), columns)
+        if len(chosen) == count:
+            break
+        if is_peak[cell] and not claimed[cell]:
+            chosen.append(int(index))
+            claim(*cell)
+    return chosen
 
 
 def estimate_regret(
@@ -250,20 +284,17 @@ def estimate_regret(
         int(np.argmin(np.abs(multipliers - peaks[0].multiplier))),
         int(np.argmin(np.abs(distortions - peaks[0].distortion))),
     )
-    for index in coarse_peaks(grid_utilities, config.peaks):
+    for index in coarse_peaks(grid_utilities, config.peaks - 1, exclude=first_cell):
         cell = divmod(index, len(distortions))
-        if len(peaks) == config.peaks:
-            break
-        if cell != first_cell:
-            peaks.append(
-                Peak(
-                    multipliers,
-                    distortions,
-                    float(multipliers[cell[0]]),
-                    float(distortions[cell[1]]),
-                    float(grid_utilities[cell]),
-                )
+        peaks.append(
+            Peak(
+                multipliers,
+                distortions,
+                float(multipliers[cell[0]]),
+                float(distortions[cell[1]]),
+                float(grid_utilities[cell]),
             )
+        )
     for _ in range(config.refinements):
         batches = []
         for peak in peaks:

@@ -143,7 +143,8 @@ def check_model_folder(folder: Path, reference: str) -> None:
     if not folder.is_dir():
         hint = ""
         looks_like_hub = HUB_ID_PATTERN.fullmatch(reference) and not reference.startswith(".")
-        if looks_like_hub and not folder.parent.is_dir():  # models/x under a models/ folder: local
+        local_parent = "/" in reference and folder.parent.is_dir()  # models/x beside models/
+        if looks_like_hub and not local_parent:  # e.g. gpt2, org/name
             hint = f"; a hub model is written '{HUB_PREFIX}{reference}'"
         raise ModelReferenceError(
             f"no local model folder at '{folder}' (expected a transformers folder with "

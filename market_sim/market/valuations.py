@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from market_sim.config.bounds import MAX_VALUATION
@@ -53,13 +55,31 @@ def bounded(draws: float | np.ndarray) -> float | np.ndarray:
 def expected_valuation(config: ValuationConfig) -> float:
     r"""Mean of a valuation distribution: what a platform that knows the prior expects.
 
-    ``fixed``: the value; ``uniform``: :math:`(low + high) / 2`; ``lognormal``:
-    :math:`\exp(\mu + \sigma^2 / 2)`.
+    ``fixed``: the value; ``uniform``: :math:`(low + high) / 2`; ``lognormal`` cut at
+    :math:`M` = ``MAX_VALUATION`` (:func:`bounded`): :math:`E[\min(X, M)]`, with
+    :math:`z = (\ln M - \mu) / \sigma`,
+
+    .. math::
+
+        e^{\mu + \sigma^2 / 2} \, \Phi(z - \sigma) + M \, (1 - \Phi(z)),
+
+    which is :math:`e^{\mu + \sigma^2 / 2}` wherever the cut is negligible (every shipped
+    scenario: to the last bit).
     """
     if config.dist == "fixed":
         return float(config.value)
     if config.dist == "uniform":
         return (float(config.low) + float(config.high)) / 2.0
     if config.dist == "lognormal":
-        return float(np.exp(float(config.mean) + float(config.sigma) ** 2 / 2.0))
+        mean, sigma = float(config.mean), float(config.sigma)
+        uncut = math.exp(mean + sigma**2 / 2.0)
+        if sigma == 0.0:
+            return min(uncut, MAX_VALUATION)
+        z = (math.log(MAX_VALUATION) - mean) / sigma
+        return uncut * normal_cdf(z - sigma) + MAX_VALUATION * normal_cdf(-z)
     raise ValueError(f"valuation dist {config.dist!r} unknown; allowed: fixed, uniform, lognormal")
+
+
+def normal_cdf(x: float) -> float:
+    r"""The standard normal's :math:`\Phi(x) = \operatorname{erfc}(-x / \sqrt 2) / 2`."""
+    return 0.5 * math.erfc(-x / math.sqrt(2.0))
