@@ -755,6 +755,29 @@ def test_override_value_with_equals_sign_and_raw_string() -> None:
     assert result["description"] == "a=b c"
 
 
+@pytest.mark.parametrize(
+    ("override", "key", "reason"),
+    [
+        ('description="unterminated', "description", "Unterminated string"),
+        ("mechanism.click_through_rates=[0.5,", "mechanism.click_through_rates", "Invalid"),
+        ("advertisers[0].valuation={dist=", "advertisers[0].valuation", "Invalid"),
+    ],
+)
+def test_an_override_that_opens_like_toml_must_be_toml(override: str, key: str, reason: str):
+    """Found by an audit: a value opening with a quote, [ or { that did not parse was kept as
+    a plain string, quote and all."""
+    with pytest.raises(ScenarioError) as error:
+        apply_overrides({}, [override])
+    assert error.value.key == key
+    assert " is not a TOML value (" in error.value.message and reason in error.value.message
+    assert "line 1, column" not in error.value.message  # positions counted a hidden prefix
+    assert apply_overrides({}, ["name=hawaii"]) == {"name": "hawaii"}  # bare words still strings
+    from market_sim.sweep import SweepError, parse_grid
+
+    with pytest.raises(SweepError, match="--grid: description: '\"a,b' is not a TOML value"):
+        parse_grid(['description="a,b'])
+
+
 def test_override_creates_missing_tables() -> None:
     result = apply_overrides({}, ["lambda_sweep.samples=8", "model.device=cpu"])
     assert result == {"lambda_sweep": {"samples": 8}, "model": {"device": "cpu"}}

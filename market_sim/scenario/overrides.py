@@ -52,7 +52,10 @@ def parse_override(override: str) -> tuple[list[str], Any]:
     segments = split_key(dotted)
     if not all(segments):
         raise ScenarioError(OVERRIDE_KEY, f"{OVERRIDE_FORMAT}; got {show(override)}")
-    return segments, parse_value(raw_value.strip())
+    try:
+        return segments, parse_value(raw_value.strip())
+    except ValueError as error:
+        raise ScenarioError(display_key(segments), str(error)) from None
 
 
 def split_key(dotted: str) -> list[str]:
@@ -71,11 +74,26 @@ def display_key(segments: Sequence[str]) -> str:
     return text
 
 
+TOML_OPENERS = ('"', "'", "[", "{")
+"""First characters of a value that is meant as TOML (a string, an array, an inline table)."""
+
+
 def parse_value(raw_value: str) -> Any:
-    """Parse ``raw_value`` as a TOML value, or return it unchanged if it is not one."""
+    """Parse ``raw_value`` as a TOML value, or return it unchanged if it is not one.
+
+    A bare word (``hawaii``, ``first_price``) is taken as the string it spells. A value that
+    opens like TOML (a quote, ``[`` or ``{``) must parse as TOML: ``"unterminated`` kept its
+    quote as a string before.
+
+    Raises:
+        ValueError: The value opens like TOML but does not parse (the message says why).
+    """
     try:
         parsed = tomllib.loads("v = " + raw_value)
-    except (tomllib.TOMLDecodeError, ValueError):  # ValueError: an integer too long to convert
+    except (tomllib.TOMLDecodeError, ValueError) as error:  # ValueError: an int too long
+        if raw_value.startswith(TOML_OPENERS):
+            reason = re.sub(r" \(at .*\)$", "", str(error))  # positions count the "v = " too
+            raise ValueError(f"{raw_value!r} is not a TOML value ({reason})") from None
         return raw_value
     if set(parsed) != {"v"}:
         return raw_value

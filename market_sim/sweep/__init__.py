@@ -187,7 +187,10 @@ def parse_grid(specs: Sequence[str]) -> Grid:
         raw = split_top_level(raw_values)
         if any(not value for value in raw):
             raise SweepError(f"--grid: {key}: empty value in {raw_values!r}; {GRID_FORMAT}")
-        values = tuple(parse_value(value) for value in raw)
+        try:
+            values = tuple(parse_value(value) for value in raw)
+        except ValueError as error:
+            raise SweepError(f"--grid: {key}: {error}") from None
         if len({format_value(value) for value in values}) != len(values):
             raise SweepError(f"--grid: {key}: repeated value in {raw_values!r}")
         grid[key] = values
