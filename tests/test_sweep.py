@@ -446,3 +446,21 @@ def test_a_per_kind_key_no_run_reads_is_refused(scenario):
         "--grid mechanism.mosaic.tau: no run of this sweep is of kind mosaic (its kinds: gsp, "
         "token_auction), so the key would change nothing"
     )
+
+
+@pytest.mark.parametrize(
+    ("flags", "grid"),
+    [
+        (["--rounds", "1"], "rounds=2,3"),
+        (["--set", 'advertisers[0].name="x"'], "advertisers.0.name=a,b"),
+    ],
+)
+def test_a_grid_key_also_set_another_way_is_refused(flags, grid, tmp_path, scenario, capsys):
+    """Found by an audit: --rounds 1 --grid rounds=2,3 ran 2 and 3 rounds, the flag silently
+    replaced by the grid in every run."""
+    args = ["sweep", str(scenario), "--seeds", "0", "--out", str(tmp_path / "out")]
+    assert main([*args, *flags, "--grid", grid]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "also set by --set or a flag" in error, error
+    assert error.startswith(f"market-sim: error: --grid {grid.split('=')[0]}: ")
+    assert not (tmp_path / "out").exists()

@@ -61,7 +61,7 @@ from market_sim.plugins import MechanismPlugin, mechanism_plugins
 from market_sim.process_lifetime import SweepWorkerDiedError
 from market_sim.results import SUMMARY_FILE, atomic_write, atomic_write_json, is_complete_run
 from market_sim.scenario import ScenarioError, dump_scenario_toml, load_scenario
-from market_sim.scenario.overrides import parse_value
+from market_sim.scenario.overrides import parse_value, split_key
 from market_sim.sweep.backends import (
     BACKENDS,
     RunFunction,
@@ -447,6 +447,25 @@ def check_task_prompts(tasks: Sequence[SweepTask]) -> None:
             raise ScenarioError(error.key, f"{error.message} ({where(task)})") from None
 
 
+def check_grid_keys_not_set(grid: Grid, overrides: Sequence[str]) -> None:
+    """Refuse a grid key that ``--set`` or a flag such as ``--rounds`` also sets.
+
+    The grid's values are applied after the overrides, so the override would silently do
+    nothing (``--rounds 1 --grid rounds=2,3`` ran 2 and 3 rounds).
+
+    Raises:
+        SweepError: Naming the key and the override.
+    """
+    grid_paths = {tuple(split_key(key)): key for key in grid}
+    for override in overrides:
+        path = tuple(split_key(override.split("=", 1)[0]))
+        if path in grid_paths:
+            raise SweepError(
+                f"--grid {grid_paths[path]}: also set by --set or a flag ({override}), which the "
+                "grid's values would replace in every run; give the key in one place"
+            )
+
+
 def check_per_kind_keys_apply(grid: Grid, kinds: set[str]) -> None:
     """Refuse a per-kind grid key whose plugin runs none of ``kinds`` (it would do nothing).
 
@@ -659,6 +678,7 @@ def run_sweep(
     parsed_grid = grid if isinstance(grid, Mapping) else parse_grid(grid)
     parsed_grid = {key: tuple(values) for key, values in parsed_grid.items()}
     seed_list = parse_seeds(seeds)
+    check_grid_keys_not_set(parsed_grid, overrides)
     tasks = plan_sweep(scenario_path, parsed_grid, seed_list, overrides)
     out = Path(out_dir)
     runs_root = out / RUNS_DIR
