@@ -34,7 +34,9 @@ class StrategySetup:
             (learners tune their rates to it).
         auctions_per_round: K, auctions per round (feedback arrives in batches of K).
         contexts: Distinct queries of the stream (a contextual learner's horizon per context
-            is ``horizon / contexts``).
+            is ``horizon / contexts``). For the eva stream, which admits queries as it runs,
+            the starting queries: a query admitted later plays fewer auctions than its learner
+            is tuned to, so its rates come out smaller than its own horizon would set.
         query_order: ``cycle`` or ``sample``, how the stream draws its queries (how often a
             round holds a given query).
         report_space: What the mechanism reads from a report.
