@@ -26,8 +26,20 @@ def interrupted_while_starting(signum: int, frame: object) -> None:
     os._exit(INTERRUPTED_WHILE_STARTING)
 
 
-signal.signal(signal.SIGINT, interrupted_while_starting)
-signal.signal(signal.SIGTERM, interrupted_while_starting)
+def spawned_worker() -> bool:
+    """Whether this process is a sweep worker that multiprocessing's spawn is starting.
+
+    Spawn re-imports the parent's main module (the console script, hence this module) in each
+    worker, under the name ``__mp_main__`` (with the parent's ``sys.argv``); a worker leaves
+    interrupts to its sweep (it blocks them once started), so it must not print a line of its
+    own. The parent itself never has a module of that name.
+    """
+    return "__mp_main__" in sys.modules
+
+
+if not spawned_worker():
+    signal.signal(signal.SIGINT, interrupted_while_starting)
+    signal.signal(signal.SIGTERM, interrupted_while_starting)
 
 
 def main() -> None:

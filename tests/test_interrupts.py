@@ -21,6 +21,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -452,6 +453,29 @@ def test_an_interrupt_while_the_command_starts_is_one_line_and_exit_130(signum):
     )
     assert done.returncode == INTERRUPTED_EXIT_STATUS
     assert done.stderr == "market-sim: interrupted\n"
+
+
+def test_a_spawned_sweep_worker_importing_the_entry_module_keeps_its_signals():
+    """Spawn re-imports the console script in each worker: the start-up handlers would print a
+    line per worker on Ctrl-C. A script that imports the entry module at its top, as the
+    console script does, and asks a spawned worker which handlers it holds."""
+    script = (
+        "import multiprocessing, signal\n"
+        "import market_sim.__main__\n"
+        "def handlers(_):\n"
+        "    return (signal.getsignal(signal.SIGINT) is signal.default_int_handler,\n"
+        "            signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)\n"
+        "if __name__ == '__main__':\n"
+        "    with multiprocessing.get_context('spawn').Pool(1) as pool:\n"
+        "        print(*pool.map(handlers, [0])[0])\n"
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "entry_like.py"
+        path.write_text(script, encoding="utf-8")
+        done = subprocess.run(
+            [sys.executable, str(path)], capture_output=True, text=True, timeout=120, check=True
+        )
+    assert done.stdout.split() == ["True", "True"]
 
 
 def test_the_console_script_runs_the_entry_module():
