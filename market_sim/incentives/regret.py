@@ -232,6 +232,41 @@ def coarse_peaks(
     return chosen
 
 
+def further_peaks(
+    grid_utilities: np.ndarray,
+    multipliers: np.ndarray,
+    distortions: np.ndarray,
+    first: Peak,
+    count: int,
+) -> list[Peak]:
+    """The brackets after the first: the coarse grid's next ``count - 1`` peaks.
+
+    Args:
+        grid_utilities: ``[M, D]`` utilities of the coarse grid.
+        multipliers: ``[M]`` its multiplier axis.
+        distortions: ``[D]`` its distortion axis.
+        first: The first bracket (its plateau is not zoomed twice).
+        count: ``regret.peaks``.
+    """
+    first_cell = (
+        int(np.argmin(np.abs(multipliers - first.multiplier))),
+        int(np.argmin(np.abs(distortions - first.distortion))),
+    )
+    peaks = []
+    for index in coarse_peaks(grid_utilities, count - 1, exclude=first_cell):
+        row, column = divmod(index, len(distortions))
+        peaks.append(
+            Peak(
+                multipliers,
+                distortions,
+                float(multipliers[row]),
+                float(distortions[column]),
+                float(grid_utilities[row, column]),
+            )
+        )
+    return peaks
+
+
 def estimate_regret(
     evaluate: Evaluate,
     valuation: float,
@@ -279,22 +314,9 @@ def estimate_regret(
             float(utilities[best_index]),
         )
     ]
-    grid_utilities = utilities[2:].reshape(len(multipliers), len(distortions))
-    first_cell = (
-        int(np.argmin(np.abs(multipliers - peaks[0].multiplier))),
-        int(np.argmin(np.abs(distortions - peaks[0].distortion))),
-    )
-    for index in coarse_peaks(grid_utilities, config.peaks - 1, exclude=first_cell):
-        cell = divmod(index, len(distortions))
-        peaks.append(
-            Peak(
-                multipliers,
-                distortions,
-                float(multipliers[cell[0]]),
-                float(distortions[cell[1]]),
-                float(grid_utilities[cell]),
-            )
-        )
+    if config.peaks > 1:
+        grid_utilities = utilities[2:].reshape(len(multipliers), len(distortions))
+        peaks += further_peaks(grid_utilities, multipliers, distortions, peaks[0], config.peaks)
     for _ in range(config.refinements):
         batches = []
         for peak in peaks:
@@ -305,9 +327,13 @@ def estimate_regret(
                 peak.distortions, peak.distortion, config.refine_points, geometric=geometric
             )
             batches.append(grid_reports(peak.multipliers, peak.distortions, valuation))
-        candidates = ReportBatch(
-            np.concatenate([batch.bid for batch in batches]),
-            np.concatenate([batch.report_scale for batch in batches]),
+        candidates = (
+            batches[0]
+            if len(batches) == 1
+            else ReportBatch(
+                np.concatenate([batch.bid for batch in batches]),
+                np.concatenate([batch.report_scale for batch in batches]),
+            )
         )
         zoom_utilities = memo.utilities(candidates)
         start = 0
