@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from market_sim.plugins.registry import entry_point_package, mechanism_plugin
+from market_sim.provenance import sha256_file
 
 MAIN_MODULES = ("__main__", "__mp_main__")
 """A script's module name in its own process, and in the processes ``multiprocessing`` spawns
@@ -142,9 +143,12 @@ def code_sha256(path: Path) -> str | None:
 
 
 def file_sha256(path: Path) -> str | None:
-    """SHA-256 of a file's bytes (the hash older records hold: ``source_sha256``)."""
+    """SHA-256 of a file's bytes (the hash older records hold: ``source_sha256``), or None.
+
+    :func:`market_sim.provenance.sha256_file`, cached by path, size and modification time.
+    """
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return sha256_file(path)
     except OSError:
         return None
 
