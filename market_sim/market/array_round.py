@@ -53,7 +53,7 @@ from market_sim.market.array_learners import (
     array_strategy,
 )
 from market_sim.market.queries import StaticQueryStream
-from market_sim.market.valuations import ValuationSource, bounded
+from market_sim.market.valuations import ValuationSource, draw_valuation
 from market_sim.mechanisms.slot_auctions import SlotAuctionOutcome
 from market_sim.mechanisms.slot_auctions_array import bidder_outcome, rank_slot_auction
 from market_sim.platform.base import Report
@@ -72,11 +72,7 @@ def draw_valuations(source: ValuationSource, count: int, rng: np.random.Generato
     config = source.config
     if config.dist == "fixed" or config.redraw == "once":
         return np.full(count, source.valuation(rng))
-    if config.dist == "uniform":
-        return rng.uniform(config.low, config.high, size=count)
-    if config.dist == "lognormal":
-        return bounded(rng.lognormal(config.mean, config.sigma, size=count))
-    raise ValueError(f"valuation dist {config.dist!r} unknown; allowed: fixed, uniform, lognormal")
+    return draw_valuation(config, rng, count)
 
 
 @dataclass(frozen=True)

@@ -26,20 +26,28 @@ class ValuationSource:
             self._once = self._draw(rng)
 
     def _draw(self, rng: np.random.Generator) -> float:
-        config = self.config
-        if config.dist == "fixed":
-            return float(config.value)
-        if config.dist == "uniform":
-            return float(rng.uniform(config.low, config.high))
-        if config.dist == "lognormal":
-            return float(bounded(rng.lognormal(config.mean, config.sigma)))
-        raise ValueError(
-            f"valuation dist {config.dist!r} unknown; allowed: fixed, uniform, lognormal"
-        )
+        return float(draw_valuation(self.config, rng))
 
     def valuation(self, rng: np.random.Generator) -> float:
         """This round's valuation."""
         return self._once if self._once is not None else self._draw(rng)
+
+
+def draw_valuation(
+    config: ValuationConfig, rng: np.random.Generator, size: int | None = None
+) -> float | np.ndarray:
+    """One valuation (``size`` None) or ``[size]`` of them, drawn from ``config``'s distribution.
+
+    numpy's generators give the same numbers drawn one at a time or as a block, so the market's
+    per-auction draws and the array path's block draws share one stream of values.
+    """
+    if config.dist == "fixed":
+        return float(config.value) if size is None else np.full(size, float(config.value))
+    if config.dist == "uniform":
+        return rng.uniform(config.low, config.high, size=size)
+    if config.dist == "lognormal":
+        return bounded(rng.lognormal(config.mean, config.sigma, size=size))
+    raise ValueError(f"valuation dist {config.dist!r} unknown; allowed: fixed, uniform, lognormal")
 
 
 def bounded(draws: float | np.ndarray) -> float | np.ndarray:
