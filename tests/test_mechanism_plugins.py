@@ -473,8 +473,7 @@ def test_a_key_named_like_a_summary_field_is_refused_when_the_plugin_registers()
     numeric = dataclasses.replace(clashing, config_type=NumericSeedConfig)
     with registered(numeric):
         assert "clashing" in mechanism_kinds()
-    # the built-in plugins are not checked when they register (that would import polars into
-    # scenario loading): checked here
+    # the built-in plugins pass the same check when they register; stated here as well
     from market_sim.plugins.registry import is_string_valued
     from market_sim.results import SUMMARY_FIELDS
 

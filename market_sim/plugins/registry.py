@@ -26,6 +26,7 @@ from market_sim.config.fields import (
     first_line,
 )
 from market_sim.config.settings import Setting
+from market_sim.config.summary_keys import SUMMARY_FIELDS
 from market_sim.plugins.base import MechanismConfig, MechanismPlugin
 
 if TYPE_CHECKING:
@@ -51,7 +52,8 @@ def register_mechanism(plugin: MechanismPlugin) -> MechanismPlugin:
         ValueError: Its name or one of its kinds is taken by another registered plugin
             (registering the same plugin object again is a no-op), its name and a key of
             any registered plugin (its own included) coincide, or a string-valued key of it is
-            named like a ``summary.json`` field (:data:`market_sim.results.SUMMARY_FIELDS`).
+            named like a ``summary.json`` field
+            (:data:`market_sim.config.summary_keys.SUMMARY_FIELDS`).
     """
     if _PLUGINS.get(plugin.name) is plugin:
         return plugin
@@ -73,7 +75,7 @@ def register_mechanism(plugin: MechanismPlugin) -> MechanismPlugin:
         )
     names = {*(other.name for other in _PLUGINS.values()), plugin.name}
     for item in plugin.settings:
-        if item.name in summary_field_names(plugin) and is_string_valued(item):
+        if item.name in SUMMARY_FIELDS and is_string_valued(item):
             raise ValueError(
                 f"mechanism plugin {plugin.name!r}: its key {item.name!r} is named like a "
                 "summary.json field, where a run records its mechanism's keys: rename it"
@@ -85,20 +87,6 @@ def register_mechanism(plugin: MechanismPlugin) -> MechanismPlugin:
             )
     _PLUGINS[plugin.name] = plugin
     return plugin
-
-
-def summary_field_names(plugin: MechanismPlugin) -> frozenset[str]:
-    """The ``summary.json`` fields a plugin's string-valued keys must not be named like.
-
-    Read only for plugins outside market-sim (imported here, not at import: ``results``
-    brings polars, which scenario loading does not need); the built-in plugins' keys are
-    checked by the tests.
-    """
-    if plugin.config_type.__module__.startswith("market_sim."):
-        return frozenset()
-    from market_sim.results import SUMMARY_FIELDS
-
-    return SUMMARY_FIELDS
 
 
 NON_STRING_SPECS = (IntRange, FloatRange, Flag, TextList, FloatList, IntList, ChoiceList)

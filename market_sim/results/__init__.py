@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from market_sim.config.summary_keys import HEADLINE_SUMMARY_KEYS, RUN_META_KEYS, SUMMARY_FIELDS
 from market_sim.results.files import (
     NonFiniteResultError,
     atomic_write,
@@ -40,6 +41,8 @@ __all__ = [
     "OPTIONAL_RUN_FILES",
     "QUERIES_FILE",
     "RESULT_FILES",
+    "RUN_META_KEYS",
+    "SUMMARY_FIELDS",
     "SUMMARY_FILE",
     "NonFiniteResultError",
     "atomic_write",
@@ -56,48 +59,6 @@ QUERIES_FILE = "queries.parquet"
 """A market run's evolving query pool (``queries.stream = "eva"``); eva outputs use the name too."""
 OPTIONAL_RUN_FILES = (LEARNERS_FILE, QUERIES_FILE)
 """Files a run writes only in some settings; a rerun that does not write one removes it."""
-HEADLINE_SUMMARY_KEYS: tuple[str, ...] = (
-    "revenue_mean",
-    "advertiser_value_mean",
-    "user_value_mean",
-    "social_welfare_mean",
-    "utility_mean",
-    "ir_violation_rate",
-    "bid_ratio_final",
-    "regret_mean",
-    "regret_max",
-)
-"""The headline metrics of ``summary.json`` (docs/design.md, section 7.1), in the order
-tables show them."""
-RUN_META_KEYS: tuple[str, ...] = (
-    "run_id",
-    "scenario",
-    "mechanism",
-    "report_scale_meaning",
-    "rounds",
-    "auctions_per_round",
-    "seed",
-    "model",
-    "device",
-    "wall_seconds",
-    "rounds_per_second",
-    "auctions_per_second",
-    "versions",
-    "provenance",
-    "execution",
-)
-"""What a run records of itself in ``summary.json`` besides its metrics."""
-SUMMARY_FIELDS: frozenset[str] = frozenset(
-    {
-        *RUN_META_KEYS,
-        *HEADLINE_SUMMARY_KEYS,
-        "report_scale_final",
-        "report_scale_deviation_final",
-        "best_response_gain_mean",
-    }
-)
-"""Every ``summary.json`` key but the mechanism's string-valued keys (its variant), which
-therefore must not be named like one of these."""
 NULLABLE_AGENT_COLUMNS = REGRET_COLUMNS
 """Agent columns that are null where not measured (float64 in
 :data:`market_sim.results.records.AGENTS`)."""
