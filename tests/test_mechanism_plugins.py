@@ -490,11 +490,16 @@ def test_a_per_kind_table_that_is_not_a_table_is_named():
     assert str(caught.value) == "mechanism.ad_slots: expected a table, got 3"
 
 
-def posted_price_run_error(platform_type, random_lm, random_model_dir, out_dir: Path) -> str:
-    """The one-line ValueError of a posted-price run whose platform is ``platform_type``."""
-    plugin = dataclasses.replace(
+def posted_price_with(platform_type):
+    """The posted-price plugin, building ``platform_type(config)`` as its platform."""
+    return dataclasses.replace(
         POSTED_PRICE, build=lambda config, lm, queries: platform_type(config)
     )
+
+
+def posted_price_run_error(platform_type, random_lm, random_model_dir, out_dir: Path) -> str:
+    """The one-line ValueError of a posted-price run whose platform is ``platform_type``."""
+    plugin = posted_price_with(platform_type)
     with registered(plugin):
         scenario = scenario_from_dict(posted_price_data(random_model_dir))
         with pytest.raises(ValueError) as caught:
@@ -675,9 +680,7 @@ def test_tensors_and_lists_from_a_plugin_are_taken_as_numbers(
 ):
     """A 0-d tensor user value, a tensor that requires grad and counterfactual values given as
     lists are what a torch-based plugin naturally returns: recorded, not refused."""
-    plugin = dataclasses.replace(
-        POSTED_PRICE, build=lambda config, lm, queries: TensorOutcomePlatform(config)
-    )
+    plugin = posted_price_with(TensorOutcomePlatform)
     with registered(plugin):
         scenario = scenario_from_dict(posted_price_data(random_model_dir))
         result = run_scenario(scenario, out_dir=tmp_path / "run", lm=random_lm)
@@ -698,9 +701,7 @@ def test_a_plugin_returning_too_few_groups_for_its_replicates_is_named(
 ):
     """Replicates in lockstep call ``run_auction_groups`` once for all of them: one group short
     surfaced as "zip() argument 3 is shorter than argument 1" from inside the market."""
-    plugin = dataclasses.replace(
-        POSTED_PRICE, build=lambda config, lm, queries: SharingPlatform(config)
-    )
+    plugin = posted_price_with(SharingPlatform)
     with registered(plugin):
         scenario = scenario_from_dict(posted_price_data(random_model_dir))
         with pytest.raises(ValueError) as caught:
@@ -742,9 +743,7 @@ def test_an_audit_of_a_plugin_records_its_origin_and_checks_its_outcomes(
 
     MistakenPlatform.mistake = {"payments": np.zeros(1)}
     MistakenPlatform.counterfactual_mistake = None
-    plugin = dataclasses.replace(
-        POSTED_PRICE, build=lambda config, lm, queries: MistakenPlatform(config)
-    )
+    plugin = posted_price_with(MistakenPlatform)
     with registered(plugin), pytest.raises(ValueError) as caught:
         run_audit(scenario, random_lm, 1, [0], tmp_path / "mistaken")
     assert str(caught.value) == (
@@ -850,9 +849,7 @@ def test_the_command_line_prints_a_plugin_mistake_in_one_line(random_model_dir, 
 
     scenario = posted_price_toml(random_model_dir, tmp_path / "posted.toml")
     LaterMistakePlatform.mistake = {"payments": np.zeros(2)}
-    plugin = dataclasses.replace(
-        POSTED_PRICE, build=lambda config, lm, queries: LaterMistakePlatform(config)
-    )
+    plugin = posted_price_with(LaterMistakePlatform)
     with registered(plugin):
         status = main(["run", str(scenario), "--out", str(tmp_path / "out"), "--no-progress"])
     err = capsys.readouterr().err
@@ -938,9 +935,7 @@ def test_a_sweep_reruns_a_run_whose_plugin_code_changed(
     monkeypatch.syspath_prepend(str(code))
     module = importlib.import_module("posted_platform_file")
     platform_type = module.platform_type(PostedPricePlatform)
-    plugin = dataclasses.replace(
-        POSTED_PRICE, build=lambda config, lm, queries: platform_type(config)
-    )
+    plugin = posted_price_with(platform_type)
     scenario = posted_price_toml(random_model_dir, tmp_path / "posted.toml", rounds=5)
     out = tmp_path / "sweep"
     with registered(plugin):
@@ -1004,9 +999,7 @@ def test_hedge_without_a_counterfactual_names_the_advertiser_and_the_alternative
     traceback, naming neither the advertiser nor what would work."""
     data = posted_price_data(random_model_dir)
     data["advertisers"][1]["strategy"] = {"kind": "hedge"}
-    plugin = dataclasses.replace(
-        POSTED_PRICE, build=lambda config, lm, queries: NoCounterfactualPlatform(config)
-    )
+    plugin = posted_price_with(NoCounterfactualPlatform)
     with registered(plugin):
         scenario = scenario_from_dict(data)
         with pytest.raises(MechanismOutputError) as caught:
@@ -1056,9 +1049,7 @@ def test_an_audit_whose_plugin_errs_exits_1_in_one_line(random_model_dir, tmp_pa
     scenario.write_text(tomli_w.dumps(audit_data(random_model_dir)), encoding="utf-8")
     MistakenPlatform.mistake = {"payments": np.zeros(1)}
     MistakenPlatform.counterfactual_mistake = None
-    plugin = dataclasses.replace(
-        POSTED_PRICE, build=lambda config, lm, queries: MistakenPlatform(config)
-    )
+    plugin = posted_price_with(MistakenPlatform)
     argv = ["audit", str(scenario), "--generations", "1", "--seeds", "0"]
     with registered(plugin):
         status = main([*argv, "--out", str(tmp_path / "out")])
