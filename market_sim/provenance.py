@@ -317,6 +317,7 @@ def run_provenance(lm: LanguageModel, reference: str, scenario_toml: str) -> dic
             "model": model,
             "dtype": model_dtype(lm),
             "prompt_format": lm.prompt_format,
+            "stop_token_ids": list(lm.stop_token_ids),
             "scenario_sha256": scenario_sha256(scenario_toml),
         },
         "execution": {

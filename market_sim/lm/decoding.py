@@ -3,7 +3,9 @@
 Each of B groups ("auctions", to the caller) holds n prompts. Every step runs ONE forward over
 all ``B * n`` rows with a single :class:`transformers.DynamicCache`; a caller-supplied combine
 function turns each group's n next-token distributions into one token, which is appended to all n
-rows of that group. A group stops when its token is EOS (or at ``max_new_tokens``). Stopped
+rows of that group. A group stops when its token is one of the model's stop tokens
+(:attr:`~market_sim.lm.model.LanguageModel.stop_token_ids`, :mod:`market_sim.lm.stop_tokens`) or
+at ``max_new_tokens``. Stopped
 groups stay in the batch (fed the pad token, their outputs dropped before ``combine``) until at
 most half the groups in it are live; then the batch and the cache are compacted to the live
 groups. Compacting at every stop copied the whole cache once per stopping step (8% of a
@@ -24,7 +26,7 @@ batch size, on GPUs in particular); on the CPUs measured it was bit-identical.
 Device and dtype: the forward runs in the model's dtype on its device; log-probabilities are
 float32 there; ``combine`` gets them and returns ``[A]`` long tokens on the same device. Tokens
 are written into a device buffer, so the loop reads the host only once per step (the number of
-groups still live, to stop at EOS; none at all with ``stop_at_eos=False``) and once at the end.
+groups still live, to stop at a stop token; none with ``stop_at_eos=False``) and once at the end.
 
 This is the whole cost model of LLM-native auctions: per step about the price of plain batched
 generation of ``B * n`` sequences (see ``benchmarks/bench_decoding.py``).
@@ -82,8 +84,8 @@ class DecodeResult:
     """Output of :func:`decode_combined`.
 
     Attributes:
-        tokens: B lists of generated token ids (EOS excluded).
-        stopped_at_eos: B flags, true where the group emitted EOS.
+        tokens: B lists of generated token ids (the stop token excluded).
+        stopped_at_eos: B flags, true where the group emitted a stop token.
         steps: Forward passes run.
     """
 
@@ -107,7 +109,7 @@ def decode_combined(
         prompts: B groups of n prompts each (same n for every group), text or token ids.
         combine: Maps each live group's n distributions to one token (see :data:`CombineFn`).
         max_new_tokens: Maximum tokens per group.
-        stop_at_eos: Whether an EOS token ends its group.
+        stop_at_eos: Whether a stop token (:attr:`LanguageModel.stop_token_ids`) ends its group.
 
     Returns:
         The generated tokens per group.
@@ -138,7 +140,8 @@ def decode_combined(
     block_live = torch.ones(group_count, dtype=torch.bool, device=lm.device)
     live_groups, all_live = block_groups, True
     chosen = torch.full((group_count, max(max_new_tokens, 0)), NO_TOKEN, device=lm.device)
-    eos = lm.eos_token_id if stop_at_eos else None
+    stop_ids = lm.stop_token_ids if stop_at_eos else ()
+    stop_tensor = torch.as_tensor(stop_ids, dtype=torch.long, device=lm.device)
     steps = 0
     for step in range(max_new_tokens):
         logits = lm.model(
@@ -163,8 +166,8 @@ def decode_combined(
         chosen[live_groups, step] = tokens
         if step == max_new_tokens - 1:
             break
-        if eos is not None:
-            keep = tokens != eos
+        if stop_ids:
+            keep = ~torch.isin(tokens, stop_tensor)
             live = int(keep.sum())  # the one host read per step: which groups stopped
             if live == 0:
                 break
@@ -187,7 +190,7 @@ def decode_combined(
         attention_mask = torch.cat([attention_mask, torch.ones_like(input_ids)], dim=-1)
         position_ids = next_positions
         next_positions = next_positions + 1
-    generated, stopped = split_at_eos(chosen.cpu().tolist(), eos)
+    generated, stopped = split_at_eos(chosen.cpu().tolist(), stop_ids)
     return DecodeResult(generated, stopped, steps)
 
 
@@ -216,8 +219,15 @@ def distinct_groups(groups: Sequence[TokenGroup]) -> tuple[list[TokenGroup], lis
     return distinct, source
 
 
-def split_at_eos(rows: list[list[int]], eos: int | None) -> tuple[list[list[int]], list[bool]]:
-    """Each group's tokens up to its EOS (excluded) or its first unfilled slot, and EOS flags."""
+def split_at_eos(
+    rows: list[list[int]], stop_ids: Sequence[int]
+) -> tuple[list[list[int]], list[bool]]:
+    """Each group's tokens up to its first stop token (excluded) or first unfilled slot.
+
+    Returns:
+        The tokens of each row, and whether a stop token ended it.
+    """
+    stops = set(stop_ids)
     generated, stopped = [], []
     for row in rows:
         tokens = []
@@ -225,7 +235,7 @@ def split_at_eos(rows: list[list[int]], eos: int | None) -> tuple[list[list[int]
         for token in row:
             if token == NO_TOKEN:
                 break
-            if token == eos:
+            if token in stops:
                 ended = True
                 break
             tokens.append(token)

@@ -31,6 +31,7 @@ from market_sim.lm.loading import (
     resolve_device,
     resolve_dtype,
 )
+from market_sim.lm.stop_tokens import stop_tokens
 from market_sim.lm.tokenizer_only import config_max_positions
 from market_sim.prompting import prompt_builder
 
@@ -103,10 +104,13 @@ class LanguageModel:
         self.name = name
         self.prompt = prompt_builder(prompt_format, tokenizer)
         self.device = next(model.parameters()).device
-        eos = tokenizer.eos_token_id
-        if eos is None:
-            eos = model.config.eos_token_id
-        self.eos_token_id: int | None = eos if isinstance(eos, int) or eos is None else eos[0]
+        vocab_size = self.vocab_size
+        stops = stop_tokens(tokenizer, model, self.prompt.format).ids
+        self.stop_token_ids: tuple[int, ...] = tuple(t for t in stops if 0 <= t < vocab_size)
+        """Every id that ends a reply (:mod:`market_sim.lm.stop_tokens`), :attr:`eos_token_id`
+        first."""
+        self.eos_token_id: int | None = self.stop_token_ids[0] if self.stop_token_ids else None
+        """The end-of-reply token, written after a reply that stopped (:func:`complete_reply`)."""
         pad = tokenizer.pad_token_id
         self.pad_token_id: int = pad if pad is not None else (self.eos_token_id or 0)
         self._token_ids: dict[str, tuple[int, ...]] = {}
@@ -254,7 +258,10 @@ class LanguageModel:
 
         Row b scores ``log p(c_t | context_b, c_<t)`` for every token ``c_t`` of continuation b,
         with ``p = softmax(logits / temperature)`` (the distribution :meth:`sample` draws from
-        at that temperature).
+        at that temperature). The end-of-reply token (:attr:`eos_token_id`) is scored as the
+        event "the reply ends here": ``log sum_{s in S} p(s | context_b, c_<t)`` over the stop
+        tokens S (:attr:`stop_token_ids`), the probability with which :meth:`sample` stops
+        there. With one stop token that is ``log p(c_t | ...)``.
 
         Args:
             contexts: B contexts (non-empty).
@@ -294,6 +301,12 @@ class LanguageModel:
         logprobs = torch.log_softmax(scaled, dim=-1)
         targets = batch.input_ids[:, batch.input_ids.shape[1] - width :]
         target_logprobs = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        if len(self.stop_token_ids) > 1:
+            ends = targets == self.eos_token_id
+            if bool(ends.any()):
+                stops = torch.as_tensor(self.stop_token_ids, device=logprobs.device)
+                end_logprobs = torch.logsumexp(logprobs.index_select(-1, stops), dim=-1)
+                target_logprobs = torch.where(ends, end_logprobs, target_logprobs)
         out = torch.zeros((len(contexts), width), dtype=torch.float32, device=self.device)
         mask = torch.zeros((len(contexts), width), dtype=torch.bool, device=self.device)
         for row, tokens in enumerate(continuation_ids):
@@ -342,7 +355,8 @@ class LanguageModel:
             stop_at_eos: If false, every row generates exactly ``max_new_tokens`` tokens.
 
         Returns:
-            B lists of generated token ids, EOS and anything after it removed.
+            B lists of generated token ids, the first stop token (:attr:`stop_token_ids`) and
+            anything after it removed.
         """
         batch = self.pad(prompts)
         torch.manual_seed(seed)
@@ -359,7 +373,7 @@ class LanguageModel:
             temperature=temperature,
             max_new_tokens=max_new_tokens,
             pad_token_id=self.pad_token_id,
-            eos_token_id=self.eos_token_id,
+            eos_token_id=list(self.stop_token_ids) or None,
             **extra,
         )
         shipped = self.model.generation_config
@@ -376,8 +390,11 @@ class LanguageModel:
         return [self._cut_at_eos(tokens) for tokens in generated]
 
     def _cut_at_eos(self, tokens: list[int]) -> list[int]:
-        if self.eos_token_id is not None and self.eos_token_id in tokens:
-            return tokens[: tokens.index(self.eos_token_id)]
+        """The tokens before the first stop token (all of them if none stops the row)."""
+        stops = set(self.stop_token_ids)
+        for position, token in enumerate(tokens):
+            if token in stops:
+                return tokens[:position]
         return tokens
 
 
