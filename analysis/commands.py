@@ -80,6 +80,7 @@ class DemoCommand:
             raise UsageError(str(error)) from None
         except FileNotFoundError as error:
             raise model_load_error(error) from None
+        from analysis.figure_files import FORMATS
         from analysis.load import load_results
         from analysis.plots import plot_all
         from analysis.summary import format_summary, summary_table
@@ -88,7 +89,8 @@ class DemoCommand:
         figures = plot_all(folders, args.out / "figures")
         print(format_summary(summary_table(load_results(folders))))
         print(f"\nruns: {args.out}/{{{','.join(result.sweeps)}}}/runs.parquet")
-        print(f"figures ({len(figures) // 2} as PNG and SVG): {args.out / 'figures'}/")
+        count = len(figures) // len(FORMATS)
+        print(f"figures ({count} as PNG, SVG and PDF): {args.out / 'figures'}/")
 
 
 def check_demo_folder(folder: Path) -> None:

@@ -1,8 +1,9 @@
-"""Paper-quality figures (PNG and SVG) of sweeps, runs and lambda sweeps.
+"""Paper-quality figures of sweeps, runs and lambda sweeps.
 
-Figures are drawn on :class:`matplotlib.figure.Figure` objects directly (no pyplot state, so they
-render headless and are freed when dropped), at a fixed size (:data:`FIGURE_SIZES`, inches, at
-:data:`DPI`) so that every PNG has a known pixel size.
+Each is written as PNG, SVG and PDF, with the same bytes on every rerun
+(:mod:`analysis.figure_files`). Figures are drawn on :class:`matplotlib.figure.Figure` objects
+directly (no pyplot state, so they render headless and are freed when dropped), at a fixed size
+(:data:`FIGURE_SIZES`, inches, at :data:`DPI`) so that every PNG has a known pixel size.
 
 Every figure of runs stands alone:
 
@@ -53,6 +54,7 @@ from analysis.eva import (
     load_audit,
     load_eva,
 )
+from analysis.figure_files import DPI, write_figure
 from analysis.load import Paths, Results, load_agents, load_convergence, load_results, load_shares
 from analysis.metrics import (
     FAMILY,
@@ -85,7 +87,6 @@ METHOD_COLORS: dict[str, str] = {
 SETTING_HATCHES: tuple[str, ...] = ("", "//", "..", "xx", "\\\\", "oo", "--", "++")
 """Hatches telling apart parameter settings of one mechanism (its colour stays the same)."""
 
-DPI = 150
 FIGURE_SIZES: dict[str, tuple[float, float]] = {
     "revenue_by_mechanism": (7.2, 4.8),
     "welfare_by_mechanism": (14.0, 4.8),
@@ -98,7 +99,6 @@ FIGURE_SIZES: dict[str, tuple[float, float]] = {
     "audit_regret": (12.0, 4.6),
 }
 """Figure name (frontier figures: ``frontier_<key>``) -> (width, height) in inches."""
-FORMATS: tuple[str, ...] = ("png", "svg")
 CURRENCY = "bid currency"
 ZERO_LABEL = "0"
 MISSING_LABEL = "n/a"
@@ -124,13 +124,8 @@ def new_figure(name: str) -> Figure:
 
 
 def save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
-    """Write ``name.png`` and ``name.svg`` and release the figure."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for fmt in FORMATS:
-        path = out_dir / f"{name}.{fmt}"
-        fig.savefig(path, dpi=DPI, format=fmt)
-        paths.append(path)
+    """Write ``name`` in every format (:func:`analysis.figure_files.write_figure`), release it."""
+    paths = write_figure(fig, out_dir, name)
     fig.clear()
     return paths
 
@@ -472,17 +467,17 @@ def regret_figure(results: Results) -> Figure | None:
 
 
 def plot_revenue(results: Results, out_dir: Path) -> list[Path]:
-    """``revenue_by_mechanism.png`` / ``.svg`` (:func:`revenue_figure`)."""
+    """``revenue_by_mechanism.png`` / ``.svg`` / ``.pdf`` (:func:`revenue_figure`)."""
     return save_figure(revenue_figure(results), out_dir, "revenue_by_mechanism")
 
 
 def plot_welfare(results: Results, out_dir: Path) -> list[Path]:
-    """``welfare_by_mechanism.png`` / ``.svg`` (:func:`welfare_figure`)."""
+    """``welfare_by_mechanism.png`` / ``.svg`` / ``.pdf`` (:func:`welfare_figure`)."""
     return save_figure(welfare_figure(results), out_dir, "welfare_by_mechanism")
 
 
 def plot_regret(results: Results, out_dir: Path) -> list[Path]:
-    """``regret_by_mechanism.png`` / ``.svg`` (:func:`regret_figure`), when regret was measured."""
+    """``regret_by_mechanism.png`` / ``.svg`` / ``.pdf`` (:func:`regret_figure`), if measured."""
     return save_figure(regret_figure(results), out_dir, "regret_by_mechanism")
 
 
@@ -569,7 +564,7 @@ def is_constant(frame: pl.DataFrame, value: float) -> bool:
 def plot_learning_curves(
     results: Results, agents: pl.DataFrame, out_dir: Path, window: int | None = None
 ) -> list[Path]:
-    """``learning_curves.png`` / ``.svg`` (:func:`learning_figure`)."""
+    """``learning_curves.png`` / ``.svg`` / ``.pdf`` (:func:`learning_figure`)."""
     return save_figure(learning_figure(results, agents, window), out_dir, "learning_curves")
 
 
@@ -715,7 +710,7 @@ def category_name(category: str, brands: tuple[str, str]) -> str:
 
 
 def plot_brand_shares(shares: pl.DataFrame, out_dir: Path) -> list[Path]:
-    """``brand_shares.png`` / ``.svg`` (:func:`brand_share_figure`)."""
+    """``brand_shares.png`` / ``.svg`` / ``.pdf`` (:func:`brand_share_figure`)."""
     return save_figure(brand_share_figure(shares), out_dir, "brand_shares")
 
 
@@ -836,7 +831,7 @@ def plot_eva(frame: pl.DataFrame, out_dir: str | Path) -> list[Path]:
         out_dir: Figure folder (created).
 
     Returns:
-        ``eva_heldout.png`` and ``.svg``; [] when there is nothing to draw.
+        ``eva_heldout.png``, ``.svg`` and ``.pdf``; [] when there is nothing to draw.
     """
     summary = eva_summary(frame) if frame.height else pl.DataFrame()
     if summary.height == 0:
@@ -903,7 +898,7 @@ def plot_audit(frame: pl.DataFrame, out_dir: str | Path, top: int = 10) -> list[
         top: Queries averaged by the ``top_mean`` panel.
 
     Returns:
-        ``audit_regret.png`` and ``.svg``; [] when there is nothing to draw.
+        ``audit_regret.png``, ``.svg`` and ``.pdf``; [] when there is nothing to draw.
     """
     per_seed = audit_comparison(frame, top=top) if frame.height else pl.DataFrame()
     if per_seed.height == 0:

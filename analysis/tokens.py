@@ -17,7 +17,7 @@ platform's unsponsored distribution), ``carrier_share`` and ``payment``
   ``carrier_share`` is that share (under log-linear aggregation this linear share is an
   attribution, not the probability the token was drawn with).
 
-The figure (PNG, SVG) lays the tokens out in reading order, each on a box in its carrier's
+The figure (PNG, SVG, PDF) lays the tokens out in reading order, each on a box in its carrier's
 colour, the per-token payment as a bar beneath it; :func:`token_html` gives the same as an HTML
 snippet (one ``<span>`` per token, share and payment in its tooltip).
 """
@@ -32,7 +32,9 @@ import polars as pl
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from analysis.figure_files import DPI, write_figure
 from analysis.names import EXTRA_COLORS
+from market_sim.results.files import atomic_write_text
 
 TOKENS_FILE = "tokens.parquet"
 USER = "user"
@@ -40,7 +42,6 @@ USER_COLOR = "#DDDDDD"
 CARRIER_COLORS: tuple[str, ...] = ("#88CCEE", "#DDCC77", "#CC6677", "#44AA99", "#AA4499")
 """Pale colours (dark text stays readable on them) for the advertisers, in scenario order."""
 TOKENS_PER_LINE = 12
-DPI = 150
 
 
 def carrier_colors(carriers: Sequence[str]) -> dict[str, str]:
@@ -135,24 +136,18 @@ def token_html(tokens: pl.DataFrame, rounds: Sequence[int], advertisers: Sequenc
 def plot_token_ownership(
     tokens: pl.DataFrame, advertisers: Sequence[str], out_dir: Path, rounds: int = 3
 ) -> list[Path]:
-    """Write ``token_ownership.png``, ``.svg`` and ``.html`` for the first ``rounds`` rounds."""
+    """Write ``token_ownership.png``, ``.svg``, ``.pdf`` and ``.html`` for the first rounds."""
     shown = sorted(tokens["round"].unique().to_list())[:rounds]
     if not shown:
         return []
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fig = token_figure(tokens, shown, advertisers)
-    paths = []
-    for fmt in ("png", "svg"):
-        path = out_dir / f"token_ownership.{fmt}"
-        fig.savefig(path, dpi=DPI, format=fmt)
-        paths.append(path)
+    paths = write_figure(token_figure(tokens, shown, advertisers), out_dir, "token_ownership")
     html_path = out_dir / "token_ownership.html"
-    html_path.write_text(token_html(tokens, shown, advertisers), encoding="utf-8")
+    atomic_write_text(html_path, token_html(tokens, shown, advertisers))
     return [*paths, html_path]
 
 
 def plot_run_tokens(run_dir: Path, out_dir: Path, rounds: int = 3) -> list[Path]:
-    """Token-ownership figure (PNG, SVG, HTML) and ``tokens.parquet`` of a run's first rounds.
+    """Token-ownership figure (PNG, SVG, PDF, HTML) and ``tokens.parquet`` of a run's first rounds.
 
     Replays the run (:func:`market_sim.experiments.token_trace.replay_run_tokens`: loads its
     model) and draws :func:`plot_token_ownership` into ``out_dir``; the run folder is not

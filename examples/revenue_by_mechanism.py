@@ -2,9 +2,9 @@
 
 Runs the two sweeps of ``market-sim demo`` (the token auction under second- and first-price
 payments; first-price, uniform-price, GSP and VCG auctions over two ad slots) on the bundled tiny
-LM, prints the summary table and draws ``revenue_by_mechanism.png`` / ``.svg``. Small by default
-(10 rounds, seeds 0-1: about a minute on 2 CPU cores); ``--rounds 150 --seeds 0-2`` gives the
-demo's figure. Rerunning resumes: finished runs are kept.
+LM, prints the summary table and draws ``revenue_by_mechanism.png`` / ``.svg`` / ``.pdf``. Small by
+default (10 rounds, seeds 0-1: about a minute on 2 CPU cores); ``--rounds 150 --seeds 0-2`` gives
+the demo's figure. Rerunning resumes: finished runs are kept.
 
     python examples/revenue_by_mechanism.py [--out results/example] [--rounds 10] [--seeds 0-1]
 """

@@ -388,15 +388,30 @@ def test_figures_render_headless(sweep_dir, tmp_path):
     for name, size_key in EXPECTED_FIGURES.items():
         png = tmp_path / "figs" / f"{name}.png"
         assert png.is_file() and (tmp_path / "figs" / f"{name}.svg").is_file()
+        assert (tmp_path / "figs" / f"{name}.pdf").read_bytes().startswith(b"%PDF-"), name
         image = imread(png)
         width, height = FIGURE_SIZES[size_key]
         assert image.shape[:2] == (round(height * DPI), round(width * DPI)), name
         assert float(np.var(image[..., :3])) > 0, name
 
 
+def test_figures_are_the_same_bytes_when_drawn_again(sweep_dir, tmp_path):
+    first = plot_all(sweep_dir, tmp_path / "first")
+    second = plot_all(sweep_dir, tmp_path / "second")
+    assert [p.name for p in first] == [p.name for p in second]
+    assert {p.suffix for p in first} == {".png", ".svg", ".pdf"}
+    for one, other in zip(first, second, strict=True):
+        assert one.read_bytes() == other.read_bytes(), one.name
+    # no clock in the files (a rerun a minute later gives the same bytes too)
+    svg = (tmp_path / "first" / "revenue_by_mechanism.svg").read_text(encoding="utf-8")
+    assert "<dc:date>" not in svg
+    assert b"/CreationDate" not in (tmp_path / "first" / "revenue_by_mechanism.pdf").read_bytes()
+    assert not list((tmp_path / "first").glob(".*"))  # no temporary file left beside them
+
+
 def test_plot_all_skips_what_is_absent(sweep_dir, tmp_path):
     paths = plot_all(sweep_dir / "lambda", tmp_path / "only-shares")
-    assert [p.name for p in paths] == ["brand_shares.png", "brand_shares.svg"]
+    assert [p.name for p in paths] == ["brand_shares.png", "brand_shares.svg", "brand_shares.pdf"]
     (tmp_path / "empty").mkdir()
     with pytest.raises(NoResultsError):
         plot_all(tmp_path / "empty", tmp_path / "none")

@@ -418,16 +418,17 @@ def check_png(path, size_key):
     assert image.shape[:2] == (round(height * DPI), round(width * DPI))
     assert float(np.var(image[..., :3])) > 0
     assert path.with_suffix(".svg").is_file()
+    assert path.with_suffix(".pdf").read_bytes().startswith(b"%PDF-")
 
 
 def test_plot_eva_and_audit_write_files(tmp_path):
     paths = plot_eva(eva_frame(), tmp_path)
-    assert [p.name for p in paths] == ["eva_heldout.png", "eva_heldout.svg"]
+    assert [p.name for p in paths] == ["eva_heldout.png", "eva_heldout.svg", "eva_heldout.pdf"]
     check_png(tmp_path / "eva_heldout.png", "eva_heldout")
     only_eva = plot_eva(eva_frame().filter(pl.col("method") == "eva"), tmp_path / "one")
-    assert [p.name for p in only_eva] == ["eva_heldout.png", "eva_heldout.svg"]
+    assert [p.name for p in only_eva] == ["eva_heldout.png", "eva_heldout.svg", "eva_heldout.pdf"]
     paths = plot_audit(audit_frame(), tmp_path, top=2)
-    assert [p.name for p in paths] == ["audit_regret.png", "audit_regret.svg"]
+    assert [p.name for p in paths] == ["audit_regret.png", "audit_regret.svg", "audit_regret.pdf"]
     check_png(tmp_path / "audit_regret.png", "audit_regret")
     assert plot_eva(eva_frame().clear(), tmp_path / "empty") == []
 
@@ -437,14 +438,16 @@ def test_plot_all_with_eva_and_audit_folders(tmp_path):
     eva_dir.mkdir(parents=True)
     eva_frame().write_parquet(eva_dir / "eva.parquet")
     paths = plot_all(eva_dir, tmp_path / "figs")
-    assert [p.name for p in paths] == ["eva_heldout.png", "eva_heldout.svg"]
+    assert [p.name for p in paths] == ["eva_heldout.png", "eva_heldout.svg", "eva_heldout.pdf"]
     audit_dir = tmp_path / "results" / "audit-run"
     audit_dir.mkdir()
     audit_frame().write_parquet(audit_dir / "audit.parquet")
     paths = plot_all(tmp_path / "results", tmp_path / "all")
     assert sorted(p.name for p in paths) == [
+        "audit_regret.pdf",
         "audit_regret.png",
         "audit_regret.svg",
+        "eva_heldout.pdf",
         "eva_heldout.png",
         "eva_heldout.svg",
     ]

@@ -279,7 +279,7 @@ def test_brand_share_legend_names_the_brands(tmp_path):
     assert fig.axes[0].get_xlabel() == "λ, Alpha Airlines's share of the bids"
     assert "n = 20 replies per λ" in figure_text(fig)
     paths = plot_brand_shares(shares, tmp_path / "figs")
-    assert [p.name for p in paths] == ["brand_shares.png", "brand_shares.svg"]
+    assert [p.name for p in paths] == ["brand_shares.png", "brand_shares.svg", "brand_shares.pdf"]
 
 
 def test_carrier_is_the_largest_weighted_share_or_the_ex_post_owner():
