@@ -173,8 +173,13 @@ def sha256_file(path: Path) -> str:
 
 
 def weight_hashes(folder: Path) -> dict[str, str]:
-    """File name (relative to ``folder``) -> sha256 of every weight file, sorted by name."""
-    files = sorted({p for pattern in WEIGHT_PATTERNS for p in folder.rglob(pattern)})
+    """File name -> sha256 of every weight file at the top of ``folder``, sorted by name.
+
+    Only the top level: transformers loads a model's weights from there, so a subfolder (a
+    trainer's ``checkpoint-*/``, a copy kept beside the model) neither changes the recorded
+    hashes nor is read.
+    """
+    files = sorted({p for pattern in WEIGHT_PATTERNS for p in folder.glob(pattern)})
     return {str(p.relative_to(folder)): sha256_file(p) for p in files}
 
 

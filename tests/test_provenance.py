@@ -252,3 +252,17 @@ def test_hub_revision_comes_from_the_snapshot_folder_when_the_config_has_none(
     record, folder = model_provenance("hub:org/model", loaded)
     assert record["revision"] == commit and folder == str(snapshot)
     assert list(record["weights_sha256"]) == ["model.safetensors"]
+
+
+def test_weight_hashes_cover_the_top_level_weights_only(tmp_path):
+    from market_sim.provenance import weight_hashes
+
+    (tmp_path / "model-00001-of-00002.safetensors").write_bytes(b"first shard")
+    (tmp_path / "model-00002-of-00002.safetensors").write_bytes(b"second shard")
+    checkpoint = tmp_path / "checkpoint-500"
+    checkpoint.mkdir()
+    (checkpoint / "model.safetensors").write_bytes(b"a trainer's checkpoint, never loaded")
+    assert weight_hashes(tmp_path) == {
+        "model-00001-of-00002.safetensors": hashlib.sha256(b"first shard").hexdigest(),
+        "model-00002-of-00002.safetensors": hashlib.sha256(b"second shard").hexdigest(),
+    }
