@@ -185,6 +185,52 @@ def test_an_interrupt_during_the_cleanup_still_removes_the_temporary(tmp_path, m
     assert len(calls) == 2 and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc (Linux)")
+def test_the_file_reaches_the_disk_before_its_rename_and_the_folder_after(tmp_path, monkeypatch):
+    import market_sim.results.files as files
+
+    target = tmp_path / "summary.json"
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def recording_fsync(descriptor: int) -> None:
+        opened = Path(os.readlink(f"/proc/self/fd/{descriptor}"))
+        content = opened.read_text() if opened.is_file() else "<folder>"
+        events.append(("fsync", opened.name if opened.is_file() else str(opened), content))
+        real_fsync(descriptor)
+
+    def recording_replace(source, destination) -> None:
+        events.append(("replace", Path(destination).name, ""))
+        real_replace(source, destination)
+
+    monkeypatch.setattr(files.os, "fsync", recording_fsync)
+    monkeypatch.setattr(files.os, "replace", recording_replace)
+    atomic_write(target, lambda tmp: tmp.write_text("whole"))
+    monkeypatch.undo()
+    (file_sync, name, content), rename, folder_sync = events
+    # the temporary file, complete, then the rename, then the folder that holds the new name
+    assert file_sync == "fsync" and temporary_name_pattern("summary.json").fullmatch(name)
+    assert content == "whole" and rename == ("replace", "summary.json", "")
+    assert folder_sync == ("fsync", str(tmp_path), "<folder>")
+    assert target.read_text() == "whole"
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc (Linux)")
+def test_a_folder_that_cannot_be_synced_is_skipped(tmp_path, monkeypatch):
+    import market_sim.results.files as files
+
+    real_fsync = os.fsync
+
+    def folder_refused(descriptor: int) -> None:
+        if Path(os.readlink(f"/proc/self/fd/{descriptor}")).is_dir():
+            raise OSError(22, "Invalid argument")  # as some network file systems answer
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(files.os, "fsync", folder_refused)
+    atomic_write(tmp_path / "x.json", lambda tmp: tmp.write_text("{}"))
+    assert (tmp_path / "x.json").read_text() == "{}"
+
+
 # --------------------------------------------------------------------------- NaN and Infinity
 
 

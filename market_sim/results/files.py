@@ -8,6 +8,11 @@ such a file, and the next write of the same target removes it (:func:`remove_sta
 That assumes one writer per result file at a time, which holds for run folders (one run each)
 and sweep folders (only the sweep's parent process writes its tables).
 
+The temporary file's bytes are flushed to the disk (``fsync``) before the rename, and the folder
+after it (where the system allows opening a folder), so that a crash or a power cut after a write
+returned leaves the new file, not an empty one of the new name (a rename can reach the disk before
+the data it names).
+
 The temporary file is created with ``os.open(..., 0o666)``, so the kernel applies the process's
 umask: a umask of ``0o022`` gives ``0o644`` (``mkstemp`` would give ``0o600`` whatever the umask,
 so collaborators could not read the results).
@@ -85,16 +90,45 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
     ``write`` must write into the existing file ``tmp`` (opening it for writing truncates it and
     keeps its mode, as ``Path.write_text`` and polars' ``write_parquet`` do). Stale temporary files
-    of ``path`` are removed first; this call's own is removed if ``write`` fails.
+    of ``path`` are removed first; this call's own is removed if ``write`` fails. The file, then
+    its folder, are flushed to the disk (see the module docstring).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
     tmp = create_temporary(path)
     try:
         write(tmp)
+        flush_to_disk(tmp)
         os.replace(tmp, path)
     finally:
         remove_despite_interrupts(tmp)
+    flush_folder_to_disk(path.parent)
+
+
+def flush_to_disk(path: Path) -> None:
+    """``fsync`` a written file, so that its bytes are on the disk before it is renamed."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def flush_folder_to_disk(folder: Path) -> None:
+    """``fsync`` a folder, so that a rename inside it is on the disk.
+
+    Skipped where a folder cannot be opened (Windows) or synced (some network file systems).
+    """
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
 
 
 def remove_despite_interrupts(tmp: Path) -> None:
