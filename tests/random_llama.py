@@ -26,7 +26,9 @@ TOKENIZER_TEXT = [
 ]
 
 
-def build_random_llama(folder: Path, seed: int = 0, chat: bool = False) -> Path:
+def build_random_llama(
+    folder: Path, seed: int = 0, chat: bool = False, extra_special: tuple[str, ...] = ()
+) -> Path:
     """A 2-layer Llama (4 query heads, 2 key/value heads, RoPE) with a small BPE tokenizer.
 
     Args:
@@ -34,20 +36,21 @@ def build_random_llama(folder: Path, seed: int = 0, chat: bool = False) -> Path:
         seed: Seeds the weights.
         chat: Give the tokenizer ChatML's special tokens and template (:data:`CHATML`), with
             ``<|im_end|>`` as end of sequence, as SmolLM2 has.
+        extra_special: More special tokens in the vocabulary (after the ones above).
     """
-    special = ["<|im_start|>", "<|im_end|>"] if chat else ["</s>"]
+    named = ["<|im_start|>", "<|im_end|>"] if chat else ["</s>"]
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = tokenizer_decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=300,
-        special_tokens=special,
+        special_tokens=[*named, *extra_special],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tokenizer.train_from_iterator(TOKENIZER_TEXT * 5, trainer)
-    end = special[-1]
+    end = named[-1]
     wrapped = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, eos_token=end, bos_token=special[0], pad_token=end
+        tokenizer_object=tokenizer, eos_token=end, bos_token=named[0], pad_token=end
     )
     if chat:
         wrapped.chat_template = CHATML
