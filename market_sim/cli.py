@@ -885,7 +885,7 @@ def command_lm(args: argparse.Namespace) -> None:
         prompt = args.prompt if args.prompt is not None else builder(args.query, args.sponsor)
     except ValueError as error:  # no template for chat, or one that does not render
         raise UsageError(f"--prompt-format: {error}") from None
-    prompt_tokens = len(lm.encode(prompt))
+    prompt_tokens = len(lm.encode_prompt(prompt))
     if lm.max_positions is not None and prompt_tokens + args.max_new_tokens > lm.max_positions:
         raise UsageError(
             f"--max-new-tokens: the prompt ({prompt_tokens} tokens) and the reply must fit the "

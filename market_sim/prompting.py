@@ -16,7 +16,9 @@ The plain format: one prompt is::
     Query: <user query>
     Reply:
 
-and the model continues with `` <reply text>`` followed by its end-of-sequence token.
+and the model continues with `` <reply text>`` followed by its end-of-sequence token. A tokenizer
+that puts a BOS token before text (Llama 2, Mistral) gets it before every plain prompt
+(:func:`prompt_bos_id`).
 
 The chat format: a system message holds :data:`CHAT_SYSTEM_INSTRUCTION` and, when there are
 sponsors, :data:`CHAT_SPONSOR_INSTRUCTION` followed by one ``Sponsor: <context>`` line each; the
@@ -238,6 +240,35 @@ class PromptBuilder:
         if self.format == "chat":
             return build_chat_task(self.tokenizer, request)
         return f"{request}\n{answer_cue}"
+
+
+def prompt_bos_id(tokenizer: Any, prompt_format: str) -> int | None:
+    """The BOS id that goes before every prompt of a model, or None.
+
+    In the plain format, the tokenizer's BOS when it puts one before text by default
+    (``add_special_tokens=True``): Llama 2, Mistral and TinyLlama tokenizers do, and their models
+    were trained with it; GPT-2, SmolLM2, Qwen and the bundled LM's do not. Prompts are encoded
+    without special tokens (a reply must not get one), so the BOS is put back here. In the chat
+    format, None: a template writes its own BOS as text, as transformers assumes when it renders
+    one.
+
+    Args:
+        tokenizer: The model's tokenizer.
+        prompt_format: ``plain`` or ``chat`` (resolved).
+    """
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if prompt_format != "plain" or bos is None:
+        return None
+    with_special = list(tokenizer("a")["input_ids"])
+    without = list(tokenizer("a", add_special_tokens=False)["input_ids"])
+    return int(bos) if with_special[:1] == [bos] and without[:1] != [bos] else None
+
+
+def with_bos(token_ids: list[int], bos: int | None) -> list[int]:
+    """``[bos, *token_ids]``, or ``token_ids`` when ``bos`` is None or already first."""
+    if bos is None or token_ids[:1] == [bos]:
+        return token_ids
+    return [bos, *token_ids]
 
 
 def prompt_builder(requested: str, tokenizer: Any) -> PromptBuilder:

@@ -724,6 +724,9 @@ class FakeLM:
     def encode(self, text):
         return [ord(ch) for ch in text]
 
+    def encode_prompt(self, text):  # a tokenizer that puts no BOS before text
+        return self.encode(text)
+
     def sample(self, prompts, max_new_tokens, temperature, seed):
         self.calls.append((prompts, max_new_tokens, temperature, seed))
         return [[ord(ch) for ch in self.reply(prompt)] for prompt in prompts]

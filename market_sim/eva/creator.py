@@ -343,7 +343,7 @@ class LMRewriter:
         instruction = OPERATOR_INSTRUCTIONS[operator].format(new=new)
         prompt = rewrite_prompt(parent.text, instruction, self.lm)
         limit = self.lm.max_positions
-        if limit is not None and len(self.lm.encode(prompt)) + self.max_new_tokens > limit:
+        if limit is not None and len(self.lm.encode_prompt(prompt)) + self.max_new_tokens > limit:
             self.too_long += 1
             return None
         tokens = self.lm.sample([prompt], self.max_new_tokens, self.temperature, seed)[0]

@@ -120,7 +120,7 @@ def decode_combined(
     width = len(prompts[0])
     if width == 0 or any(len(group) != width for group in prompts):
         raise ValueError("every group needs the same, non-zero number of prompts")
-    encoded = [[lm.encode(prompt) for prompt in group] for group in prompts]
+    encoded = [[lm.encode_prompt(prompt) for prompt in group] for group in prompts]
     distinct, source = distinct_groups(encoded)
     batch = left_pad([row for group in distinct for row in group], lm.pad_token_id, lm.device)
     # [B * n] row of the distinct batch that each row copies after the first forward

@@ -170,7 +170,7 @@ def reward_weighted_fine_tune(
     eos = _require_eos(lm)
     n_prompts, per_prompt = len(prompts), config.samples_per_prompt
     prompt_index = np.repeat(np.arange(n_prompts, dtype=np.int64), per_prompt)
-    prompt_ids = [lm.encode(prompt) for prompt in prompts]
+    prompt_ids = [lm.encode_prompt(prompt) for prompt in prompts]
     with reproducible_torch(seed, config.num_threads):
         replies = lm.sample(
             [prompts[i] for i in prompt_index],
@@ -534,7 +534,7 @@ def sample_policy(
     if init.eos_token_id != eos:
         raise ValueError("policy and init must share a tokenizer (their EOS tokens differ)")
     prompt_index = np.repeat(np.arange(len(prompts), dtype=np.int64), samples_per_prompt)
-    prompt_ids = [policy.encode(prompt) for prompt in prompts]
+    prompt_ids = [policy.encode_prompt(prompt) for prompt in prompts]
     contexts = [prompt_ids[i] for i in prompt_index]
     replies = policy.sample(contexts, max_new_tokens, temperature=temperature, seed=seed)
     complete = [complete_reply(reply, max_new_tokens, eos) for reply in replies]

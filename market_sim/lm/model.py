@@ -33,7 +33,7 @@ from market_sim.lm.loading import (
 )
 from market_sim.lm.stop_tokens import stop_tokens
 from market_sim.lm.tokenizer_only import config_max_positions
-from market_sim.prompting import prompt_builder
+from market_sim.prompting import prompt_bos_id, prompt_builder, with_bos
 
 Prompt = str | Sequence[int]
 
@@ -113,6 +113,9 @@ class LanguageModel:
         """The end-of-reply token, written after a reply that stopped (:func:`complete_reply`)."""
         pad = tokenizer.pad_token_id
         self.pad_token_id: int = pad if pad is not None else (self.eos_token_id or 0)
+        self.prompt_bos_id: int | None = prompt_bos_id(tokenizer, self.prompt.format)
+        """The BOS id put before every prompt (:meth:`encode_prompt`), or None
+        (:func:`market_sim.prompting.prompt_bos_id`)."""
         self._token_ids: dict[str, tuple[int, ...]] = {}
 
     @property
@@ -219,13 +222,22 @@ class LanguageModel:
             return list(token_ids)
         return [int(token) for token in prompt]
 
+    def encode_prompt(self, prompt: Prompt) -> list[int]:
+        """Token ids of a prompt as the model reads it: :meth:`encode`, BOS first if due.
+
+        :attr:`prompt_bos_id` goes first when there is one and the ids do not start with it
+        already. Every prompt (a context that a reply continues) goes through here; continuations go
+        through :meth:`encode`, so a BOS never lands inside a sequence.
+        """
+        return with_bos(self.encode(prompt), self.prompt_bos_id)
+
     def decode(self, token_ids: Sequence[int]) -> str:
         """Text of token ids, special tokens dropped."""
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
 
     def pad(self, prompts: Sequence[Prompt]) -> PaddedBatch:
         """Encode and left-pad prompts (see :func:`left_pad`)."""
-        return left_pad([self.encode(p) for p in prompts], self.pad_token_id, self.device)
+        return left_pad([self.encode_prompt(p) for p in prompts], self.pad_token_id, self.device)
 
     @torch.inference_mode()
     def next_token_logprobs(self, prompts: Sequence[Prompt]) -> torch.Tensor:
@@ -277,7 +289,7 @@ class LanguageModel:
             raise ValueError("contexts and continuations must have the same length")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        context_ids = [self.encode(c) for c in contexts]
+        context_ids = [self.encode_prompt(c) for c in contexts]
         continuation_ids = [self.encode(c) for c in continuations]
         batch = left_pad(
             [c + k for c, k in zip(context_ids, continuation_ids, strict=True)],

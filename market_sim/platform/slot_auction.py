@@ -129,7 +129,7 @@ class SlotAuctionPlatform:
         return [self._reply_cache[q] for q in queries]
 
     def _sample(self, queries: Sequence[str], seed: int) -> list[list[int]]:
-        prompts = [self.lm.encode(self.lm.prompt(q)) for q in queries]
+        prompts = [self.lm.encode_prompt(self.lm.prompt(q)) for q in queries]
         return self.lm.sample(prompts, self.max_new_tokens, self.temperature, seed)
 
     def run_auctions(

@@ -110,7 +110,7 @@ def check_model_fits(scenario: Scenario, lm: TokenizedModel) -> None:
         ScenarioError: ``model.prompt_format`` the tokenizer cannot serve, or a prompt that
             does not fit (see :func:`check_prompts_fit`).
     """
-    from market_sim.prompting import prompt_builder
+    from market_sim.prompting import prompt_bos_id, prompt_builder, with_bos
 
     try:
         build = prompt_builder(scenario.model.prompt_format, lm.tokenizer)
@@ -121,7 +121,10 @@ def check_model_fits(scenario: Scenario, lm: TokenizedModel) -> None:
         build.task("Rewrite the query.", "Rewritten query:")
     except ValueError as error:
         raise ScenarioError("model.prompt_format", str(error)) from None
-    check_prompts_fit(scenario, lambda text: len(lm.encode(text)), build, lm.max_positions)
+    bos = prompt_bos_id(lm.tokenizer, build.format)
+    check_prompts_fit(
+        scenario, lambda text: len(with_bos(lm.encode(text), bos)), build, lm.max_positions
+    )
 
 
 def query_fits(scenario: Scenario, lm: Any) -> Callable[[str], bool]:
@@ -133,7 +136,7 @@ def query_fits(scenario: Scenario, lm: Any) -> Callable[[str], bool]:
     Args:
         scenario: The validated scenario (contexts, mechanism, reply length).
         lm: The loaded :class:`~market_sim.lm.model.LanguageModel` in the run's prompt format
-            (its ``prompt`` builder, ``encode`` and ``max_positions`` are used).
+            (its ``prompt`` builder, ``encode_prompt`` and ``max_positions`` are used).
 
     Returns:
         ``fits(query) -> bool``; always true for a model without a position limit.
@@ -145,7 +148,7 @@ def query_fits(scenario: Scenario, lm: Any) -> Callable[[str], bool]:
         if limit is None:
             return True
         return all(
-            len(lm.encode(lm.prompt(text, contexts))) + reply <= limit
+            len(lm.encode_prompt(lm.prompt(text, contexts))) + reply <= limit
             for _, text, contexts in query_prompt_cases(scenario, "", query)
         )
 
