@@ -597,7 +597,13 @@ def command_run_replicates(args: argparse.Namespace, scenario) -> None:
     """
     import dataclasses
 
+    from market_sim.config.bounds import check_replicate_auctions
+
     seeds = run_seeds(args, scenario.seed)
+    try:
+        check_replicate_auctions(len(seeds), scenario.rounds, scenario.auctions_per_round)
+    except ValueError as error:
+        raise UsageError(f"--seeds: {error}") from None
     base = args.out or Path("results")
     from market_sim.scenario.output_folder import result_files_in
 

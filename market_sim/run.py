@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from market_sim.config.bounds import check_replicate_auctions
 from market_sim.lm.model import LanguageModel
 from market_sim.market.model import MarketModel, step_in_lockstep
 from market_sim.plugins import MechanismConfig, build_platform, mechanism_choices
@@ -136,10 +137,12 @@ def run_replicates(
         One result per seed, in order.
 
     Raises:
-        ValueError: Repeated seeds, or not one folder per seed.
+        ValueError: Repeated seeds, not one folder per seed, or more auctions in all than
+            :func:`~market_sim.config.bounds.check_replicate_auctions` allows.
     """
     if len(set(seeds)) != len(seeds) or not seeds:
         raise ValueError(f"replicate seeds must be distinct and non-empty, got {list(seeds)}")
+    check_replicate_auctions(len(seeds), scenario.rounds, scenario.auctions_per_round)
     folders = list(out_dirs) if out_dirs is not None else [None] * len(seeds)
     if len(folders) != len(seeds):
         raise ValueError(f"{len(folders)} results folders for {len(seeds)} seeds")

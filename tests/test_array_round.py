@@ -408,3 +408,12 @@ def test_stepping_past_the_scenarios_rounds_grows_the_record_buffers(random_lm, 
         for column in reference.columns:
             if column != "run_id":
                 assert grown[column].equals(reference[column]), column
+
+
+def test_replicates_whose_auctions_together_exceed_the_bound_are_refused_before_any_work(
+    random_model_dir,
+):
+    # 4096 x 2441 = 9,998,336 auctions fit one run; 2 replicates in one process do not
+    scenario = market_scenario(random_model_dir, 4096, 2441, [HEDGE, HEDGE])
+    with pytest.raises(ValueError, match="2 replicates x 9,998,336 auctions = 19,996,672"):
+        run_replicates(scenario, [0, 1], lm=object())  # refused before the model is touched

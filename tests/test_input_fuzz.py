@@ -567,6 +567,11 @@ OPTION_CASES = [
             ("--rounds", "2442", "--set", "auctions_per_round=4096"),
             "rounds: rounds * auctions_per_round must be at most 10000000",
         ),
+        (
+            "replicate-auctions-huge",  # each run fits, the 8 replicates in one process do not
+            ("--rounds", "2441", "--set", "auctions_per_round=4096", "--seeds", "0-7"),
+            "--seeds: 8 replicates x 9,998,336 auctions = 79,986,688 auctions",
+        ),
         ("seed-text", ("--seed", "x"), "--seed"),
         ("seed-negative", ("--seed", "-5"), "seed"),
         ("threads-zero", ("--threads", "0"), "--threads"),

@@ -29,7 +29,28 @@ MAX_ROUNDS = 10**7
 """Largest ``rounds`` (and ``regret.every``, ``eva.evolve_every``)."""
 
 MAX_AUCTIONS = 10**7
-"""Largest ``rounds * auctions_per_round``: the auctions of a run, one row each, all in memory."""
+"""Largest ``rounds * auctions_per_round``: the auctions of a run, one row each, all in memory.
+
+Replicates in lockstep (``run --seeds``) share one process and its memory, so the bound holds for
+their auctions together (:func:`check_replicate_auctions`)."""
+
+
+def check_replicate_auctions(replicates: int, rounds: int, auctions_per_round: int) -> None:
+    """Refuse replicates whose auctions together exceed :data:`MAX_AUCTIONS`.
+
+    Raises:
+        ValueError: ``replicates * rounds * auctions_per_round > MAX_AUCTIONS``; the message
+            names the counts and the way out (fewer seeds, or a sweep, one run at a time).
+    """
+    per_run = rounds * auctions_per_round
+    total = replicates * per_run
+    if total > MAX_AUCTIONS:
+        raise ValueError(
+            f"{replicates:,} replicates x {per_run:,} auctions = {total:,} auctions, every row "
+            f"kept in memory in one process; at most {MAX_AUCTIONS:,} in all (fewer seeds, "
+            "or `market-sim sweep`, which runs one seed at a time)"
+        )
+
 
 MIN_TEMPERATURE = 1e-3
 """Smallest temperature-like divisor (see the module docstring)."""
