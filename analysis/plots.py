@@ -103,6 +103,8 @@ CURRENCY = "bid currency"
 ZERO_LABEL = "0"
 MISSING_LABEL = "n/a"
 LEARNING_COLUMNS = 3
+LEARNING_FIELDS: tuple[str, ...] = ("round", "auction", "bid", "valuation", "report_scale")
+"""The ``agents.parquet`` columns the learning curves read (:func:`learning_figure`)."""
 
 
 class NoResultsError(FileNotFoundError):
@@ -949,7 +951,7 @@ def plot_runs(results: Results, out_dir: Path) -> list[Path]:
     for parameter in numeric_parameters(results):
         paths += plot_frontier(results, parameter, out_dir)
     runs, by = labelled_runs(results)
-    agents = load_agents(runs, by)
+    agents = load_agents(runs, by, fields=LEARNING_FIELDS)
     if agents.height and "round" in agents.columns:
         paths += plot_learning_curves(results, agents, out_dir)
     return paths + plot_regret(results, out_dir)

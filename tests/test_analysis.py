@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 from matplotlib.image import imread
+from polars.testing import assert_frame_equal
 
 import analysis.plots
 from analysis.load import load_agents, load_results, load_runs
@@ -283,6 +284,23 @@ def test_agent_summary_and_learning_curves(sweep_dir):
     mean, low, high = mean_ci([1.0, 1.1, 1.2] * 2)
     assert scale["mean"][0] == pytest.approx(mean)
     assert (scale["ci_low"][0], scale["ci_high"][0]) == pytest.approx((low, high))
+
+
+def test_the_learning_curves_read_only_the_columns_they_need(sweep_dir):
+    from analysis.plots import LEARNING_FIELDS, LEARNING_METRICS
+
+    results = load_results(sweep_dir / "sweep")
+    runs = add_labels(results.runs, results.grid_keys)
+    by = ["label", "mechanism.platform_weight", "seed"]
+    every = load_agents(runs, by)
+    needed = load_agents(runs, by, fields=LEARNING_FIELDS)
+    assert set(needed.columns) < set(every.columns)
+    assert set(needed.columns) == {*LEARNING_FIELDS, *by, "run_path"} & set(every.columns)
+    for window in (None, 2):
+        assert_frame_equal(
+            learning_curves(needed, by=["label"], metrics=LEARNING_METRICS, window=window),
+            learning_curves(every, by=["label"], metrics=LEARNING_METRICS, window=window),
+        )
 
 
 def batched_agent_rows(label: str, auctions_per_round: int, rounds: int) -> list[dict]:
