@@ -34,6 +34,15 @@ from market_sim.scenario.schema import Scenario
 
 SEED_BOUND = SEED_MAX
 """Round seeds are drawn below the scenario's seed bound (numpy's and torch's generators)."""
+RECORD_CHUNK_ROWS = 65_536
+"""Rows of a record table kept as Python lists before they are frozen into a typed frame.
+
+The DataCollector holds a row's values as Python objects, about 32 bytes each; a typed polars
+column holds 8. Freezing every ``RECORD_CHUNK_ROWS`` rows keeps a long run's records near the
+typed size. Measured on classic_auctions.toml (four advertisers, one auction per round, 150,000
+rounds, regret off): the records grow by 1.4 KB per auction instead of 3.2 KB, and the peak once
+the tables are built is 785 MB instead of 1,163 MB (about 510 MB of it before round 0). Linearly
+extrapolated, 10^7 auctions on the generic round need about 18 GB instead of 44 GB."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +146,8 @@ class MarketModel(mesa.Model):
         self.datacollector = mesa.DataCollector(
             tables={ROUNDS.file: list(ROUNDS.names), AGENTS.file: list(AGENTS.names)}
         )
+        self.frozen_records: dict[str, list[pl.DataFrame]] = {ROUNDS.file: [], AGENTS.file: []}
+        """Per table, the typed frames of the rows frozen so far (:data:`RECORD_CHUNK_ROWS`)."""
         # Rounds of K > 1 no-LM slot auctions run as array operations (records in its arrays).
         self.array_round = ArraySlotRound.for_model(self) if vectorize else None
         self.running = scenario.rounds > 0
@@ -236,6 +247,10 @@ class MarketModel(mesa.Model):
             if name not in collected:
                 collected[name] = [None] * len(collected[table.columns[0].name])
         self.datacollector.add_table_row(table.file, row, ignore_missing=True)
+        if len(collected[table.columns[0].name]) >= RECORD_CHUNK_ROWS:
+            self.frozen_records[table.file].append(table.frame(collected))
+            for name in collected:  # the DataCollector goes on appending to these lists
+                collected[name] = []
 
     def tables(self) -> tuple[pl.DataFrame, pl.DataFrame]:
         """The records so far, typed by :mod:`market_sim.results.records`.
@@ -245,8 +260,24 @@ class MarketModel(mesa.Model):
         """
         if self.array_round is not None:
             return self.array_round.tables()
-        collected = self.datacollector.tables
-        return ROUNDS.frame(collected[ROUNDS.file]), AGENTS.frame(collected[AGENTS.file])
+        return self.table(ROUNDS), self.table(AGENTS)
+
+    def table(self, table: RecordTable) -> pl.DataFrame:
+        """One record table: its frozen frames and the rows still in the DataCollector's lists.
+
+        The frames are joined diagonally (a column that a chunk left out, being all null there,
+        is null on its rows) and put in declared order: the frame equals one built from all rows
+        at once. They are not copied into one contiguous frame (that would hold the table twice
+        at the end of the run), so the parquet file of a run of more than
+        :data:`RECORD_CHUNK_ROWS` rows lays its pages out by chunk: other bytes than one frame's
+        file, the same values, and the same bytes on every rerun.
+        """
+        collected = self.datacollector.tables[table.file]
+        frames = [*self.frozen_records[table.file], table.frame(collected)]
+        if len(frames) == 1:
+            return frames[0]
+        joined = pl.concat([f for f in frames if f.height], how="diagonal", rechunk=False)
+        return joined.select(name for name, _ in table.ordered(joined.columns))
 
     def measure_incentives(
         self,
