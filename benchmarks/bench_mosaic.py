@@ -213,7 +213,7 @@ def measure(
     ) != prompts:
         raise RuntimeError("the baseline prompt is not the platform's proposal prompt")
     positions = getattr(lm.model.config, "n_positions", None)
-    longest = max(len(lm.encode(prompt)) for prompt in prompts) + MAX_NEW_TOKENS
+    longest = max(len(lm.encode_prompt(prompt)) for prompt in prompts) + MAX_NEW_TOKENS
     if positions is not None and longest > positions:
         raise ValueError(f"prompt + reply is {longest} tokens, the LM has {positions} positions")
     # The platform seeds the draw with the first integer of default_rng(seed).

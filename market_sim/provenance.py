@@ -323,6 +323,7 @@ def run_provenance(lm: LanguageModel, reference: str, scenario_toml: str) -> dic
             "dtype": model_dtype(lm),
             "prompt_format": lm.prompt_format,
             "stop_token_ids": list(lm.stop_token_ids),
+            "prompt_bos_id": lm.prompt_bos_id,
             "scenario_sha256": scenario_sha256(scenario_toml),
         },
         "execution": {

@@ -79,6 +79,7 @@ def test_summary_records_versions_model_hashes_and_scenario(tmp_path, random_mod
     assert summary["provenance"]["prompt_format"] == "plain"  # the random model has no template
     # the random model's tokenizer, config and generation config name one end-of-sequence token
     assert summary["provenance"]["stop_token_ids"] == [random_lm.tokenizer.eos_token_id]
+    assert summary["provenance"]["prompt_bos_id"] is None  # its tokenizer puts none before text
     # every key is a declared summary field or a string-valued key of the mechanism (a plugin's
     # key named like a field is refused when it registers, so the two never clash)
     choices = {"aggregation", "payment", "settlement"}  # the token auction's variant

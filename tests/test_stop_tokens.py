@@ -78,6 +78,18 @@ def test_no_turn_end_where_the_template_writes_none(chat_model_dir, template):
     assert chat_turn_end(tokenizer) is None
 
 
+def test_an_added_token_marked_special_closes_a_turn(chat_model_dir):
+    """Phi-3 style: the turn-closing token is special only as an added token."""
+    from tokenizers import AddedToken
+
+    tokenizer, _ = load(chat_model_dir)
+    tokenizer.add_tokens([AddedToken("<|end|>", special=True)])
+    end = tokenizer.convert_tokens_to_ids("<|end|>")
+    assert end not in tokenizer.all_special_ids
+    tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}<|end|>\n{% endfor %}"
+    assert chat_turn_end(tokenizer) == end
+
+
 def test_a_turn_end_after_whitespace_counts(chat_model_dir):
     tokenizer, _ = load(chat_model_dir)
     tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}\n <|im_start|>{% endfor %}"

@@ -531,8 +531,8 @@ def sample_policy(
     check_int("max_new_tokens", max_new_tokens, minimum=1)
     check_positive("temperature", temperature)
     eos = _require_eos(policy)
-    if init.eos_token_id != eos:
-        raise ValueError("policy and init must share a tokenizer (their EOS tokens differ)")
+    if init.stop_token_ids != policy.stop_token_ids:
+        raise ValueError("policy and init must share a tokenizer (their stop tokens differ)")
     prompt_index = np.repeat(np.arange(len(prompts), dtype=np.int64), samples_per_prompt)
     prompt_ids = [policy.encode_prompt(prompt) for prompt in prompts]
     contexts = [prompt_ids[i] for i in prompt_index]

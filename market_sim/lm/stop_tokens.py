@@ -75,7 +75,8 @@ def chat_turn_end(tokenizer: Any) -> int | None:
 
     The template renders a user turn and an assistant turn whose content is
     :data:`TURN_MARKER`; the text after the marker is tokenized, and the first special token of
-    it is the answer, provided only whitespace precedes it (ChatML's ``<|im_end|>``, Llama 3's
+    it (a named special token, or an added token marked special) is the answer, provided only
+    whitespace precedes it (ChatML's ``<|im_end|>``, Llama 3's
     ``<|eot_id|>``, Gemma's ``<end_of_turn>``, Mistral's ``</s>``).
 
     Returns:
@@ -97,7 +98,11 @@ def chat_turn_end(tokenizer: Any) -> int | None:
     if not isinstance(rendered, str) or TURN_MARKER not in rendered:
         return None
     after = rendered[rendered.rindex(TURN_MARKER) + len(TURN_MARKER) :]
-    special = set(tokenizer.all_special_ids)
+    special = set(tokenizer.all_special_ids) | {
+        int(token)
+        for token, added in getattr(tokenizer, "added_tokens_decoder", {}).items()
+        if getattr(added, "special", False)
+    }  # Phi-3's <|end|> is special only as an added token, not a named special token
     for token in tokenizer.encode(after, add_special_tokens=False):
         if token in special:
             return int(token)

@@ -106,8 +106,11 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def flush_to_disk(path: Path) -> None:
-    """``fsync`` a written file, so that its bytes are on the disk before it is renamed."""
-    descriptor = os.open(path, os.O_RDONLY)
+    """``fsync`` a written file, so that its bytes are on the disk before it is renamed.
+
+    Opened read-only where that suffices (POSIX); Windows flushes only a handle open for writing.
+    """
+    descriptor = os.open(path, os.O_RDWR if os.name == "nt" else os.O_RDONLY)
     try:
         os.fsync(descriptor)
     finally:

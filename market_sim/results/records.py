@@ -254,7 +254,7 @@ ROUNDS = RecordTable(
             "stream",
         ),
         _extra("n_tokens", "tokens", "reply length", *MECHANISMS),
-        _extra("stopped_at_eos", "flag", "1.0 when the reply ended at EOS", *MECHANISMS),
+        _extra("stopped_at_eos", "flag", "1.0 when the reply ended at a stop token", *MECHANISMS),
         _extra("slots_filled", "count", "advertisers shown (bid > 0)", *SLOT_AUCTIONS),
         _extra(
             "candidates",
