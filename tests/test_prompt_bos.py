@@ -103,3 +103,17 @@ def test_the_prompt_length_check_counts_the_bos(bos_lm):
     )
     with pytest.raises(ScenarioError):
         check_model_fits(one_more, bos_lm)
+
+
+def test_sampling_reads_the_prompt_after_its_bos(bos_lm):
+    bos, prompt = bos_lm.prompt_bos_id, bos_lm.encode(PROMPT)
+    next_logprobs = raw_logprobs(bos_lm, [bos, *prompt])[-1]
+    with_bos = int(next_logprobs.argmax())
+    without = int(raw_logprobs(bos_lm, prompt)[-1].argmax())
+    assert with_bos != without  # else this test could not tell the two prompts apart
+    assert with_bos not in bos_lm.stop_token_ids
+    # at temperature 1e-3 a log-probability gap of 0.05 to the runner-up is a factor e^50: the
+    # draw is the most likely token
+    top_two = next_logprobs.topk(2).values
+    assert float(top_two[0] - top_two[1]) > 0.05
+    assert bos_lm.sample([PROMPT], max_new_tokens=1, temperature=1e-3, seed=0) == [[with_bos]]
