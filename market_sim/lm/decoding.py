@@ -42,6 +42,7 @@ import torch
 from transformers import DynamicCache
 
 from market_sim.lm.model import LanguageModel, Prompt, left_pad
+from market_sim.lm.stop_tokens import cut_at_stop
 
 NO_TOKEN = -1
 """Marks the steps after a group stopped in the ``[B, max_new_tokens]`` token buffer."""
@@ -227,18 +228,8 @@ def split_at_eos(
     Returns:
         The tokens of each row, and whether a stop token ended it.
     """
-    stops = set(stop_ids)
-    generated, stopped = [], []
-    for row in rows:
-        tokens = []
-        ended = False
-        for token in row:
-            if token == NO_TOKEN:
-                break
-            if token in stops:
-                ended = True
-                break
-            tokens.append(token)
-        generated.append(tokens)
-        stopped.append(ended)
-    return generated, stopped
+    cut = [
+        cut_at_stop(row[: row.index(NO_TOKEN)] if NO_TOKEN in row else row, stop_ids)
+        for row in rows
+    ]
+    return [tokens for tokens, _ in cut], [stopped for _, stopped in cut]

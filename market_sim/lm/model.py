@@ -31,7 +31,7 @@ from market_sim.lm.loading import (
     resolve_device,
     resolve_dtype,
 )
-from market_sim.lm.stop_tokens import stop_tokens
+from market_sim.lm.stop_tokens import cut_at_stop, stop_tokens
 from market_sim.lm.tokenizer_only import config_max_positions
 from market_sim.prompting import prompt_bos_id, prompt_builder, with_bos
 
@@ -399,15 +399,7 @@ class LanguageModel:
         finally:
             self.model.generation_config = shipped
         generated = output[:, batch.input_ids.shape[1] :].tolist()
-        return [self._cut_at_eos(tokens) for tokens in generated]
-
-    def _cut_at_eos(self, tokens: list[int]) -> list[int]:
-        """The tokens before the first stop token (all of them if none stops the row)."""
-        stops = set(self.stop_token_ids)
-        for position, token in enumerate(tokens):
-            if token in stops:
-                return tokens[:position]
-        return tokens
+        return [cut_at_stop(tokens, self.stop_token_ids)[0] for tokens in generated]
 
 
 def complete_reply(

@@ -31,7 +31,7 @@ model of the tests but one) this is the probability of that token, as before.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +68,20 @@ def _as_ids(value: Any) -> list[int]:
 
 def _unique(ids: Iterable[int]) -> tuple[int, ...]:
     return tuple(dict.fromkeys(int(token) for token in ids))
+
+
+def cut_at_stop(tokens: Sequence[int], stop_ids: Iterable[int]) -> tuple[list[int], bool]:
+    """The tokens before the first stop token, and whether one was found.
+
+    Args:
+        tokens: A generated row.
+        stop_ids: The ids that end a reply (:attr:`StopTokens.ids`).
+    """
+    stops = set(stop_ids)
+    for position, token in enumerate(tokens):
+        if token in stops:
+            return list(tokens[:position]), True
+    return list(tokens), False
 
 
 def chat_turn_end(tokenizer: Any) -> int | None:
