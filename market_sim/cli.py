@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -20,7 +21,13 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
-from market_sim.config.bounds import MAX_SAMPLES, MAX_TEMPERATURE, MIN_TEMPERATURE, SEED_MAX
+from market_sim.config.bounds import (
+    DEFAULT_CHECKPOINT_SECONDS,
+    MAX_SAMPLES,
+    MAX_TEMPERATURE,
+    MIN_TEMPERATURE,
+    SEED_MAX,
+)
 from market_sim.process_lifetime import (
     INTERRUPTED_EXIT_STATUS,
     SweepWorkerDiedError,
@@ -74,6 +81,25 @@ def folder_argument(text: str) -> Path:
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path; name a folder ('.' for the current one)")
     return Path(text)
+
+
+def checkpoint_interval_argument(text: str) -> float | None:
+    """The ``type`` of ``--checkpoint-every``: seconds (0: after every round), or ``off``.
+
+    Raises:
+        argparse.ArgumentTypeError: Neither ``off`` nor a finite number of seconds >= 0.
+    """
+    if text.strip().lower() == "off":
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise argparse.ArgumentTypeError(
+            f"seconds >= 0 between two checkpoints (0: after every round) or 'off', got {text!r}"
+        )
+    return seconds
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -199,6 +225,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--force",
         action="store_true",
         help="overwrite a finished run of a different resolved scenario in the results folder",
+    )
+    run.add_argument(
+        "--checkpoint-every",
+        type=checkpoint_interval_argument,
+        default=DEFAULT_CHECKPOINT_SECONDS,
+        metavar="SECONDS",
+        help="write the run's state to <out>/checkpoint.pickle after a round once SECONDS have "
+        "passed since the last (0: every round; off: never); the same command run again "
+        f"resumes from it (default {DEFAULT_CHECKPOINT_SECONDS:g})",
     )
     for command in extension_commands().values():
         command.add_parser(commands)
@@ -581,7 +616,8 @@ def command_run(args: argparse.Namespace, scenario_path: Path) -> None:
     from market_sim.run import run_scenario
 
     progress = False if getattr(args, "no_progress", False) else None
-    result = run_scenario(scenario, out_dir=out_dir, lm=lm, progress=progress)
+    every = args.checkpoint_every
+    result = run_scenario(scenario, out_dir, lm, progress, checkpoint_seconds=every)
     print(format_run_summary(result.summary, result.agents))
     print(f"\nresults: {out_dir}/ (scenario.toml, rounds.parquet, agents.parquet, summary.json)")
 
@@ -627,7 +663,9 @@ def command_run_replicates(args: argparse.Namespace, scenario) -> None:
     from market_sim.run import run_replicates
 
     progress = False if getattr(args, "no_progress", False) else None
-    results = run_replicates(scenario, seeds, out_dirs, lm=lm, progress=progress)
+    results = run_replicates(
+        scenario, seeds, out_dirs, lm, progress, checkpoint_seconds=args.checkpoint_every
+    )
     print(f"{len(results)} replicate runs of {scenario.name}, {scenario.rounds} rounds each:")
     for result, out_dir in zip(results, out_dirs, strict=True):
         print(f"  seed {result.summary['seed']}: {out_dir}/")

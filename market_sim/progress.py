@@ -112,10 +112,12 @@ def progress_bar(
     return LineProgress(total, desc, unit, initial)
 
 
-def progress_range(total: int, desc: str, unit: str, enabled: bool | None = None) -> Iterator[int]:
-    """``range(total)`` that reports its progress through :func:`progress_bar`."""
-    with progress_bar(total, desc, unit, enabled) as bar:
-        for index in range(total):
+def progress_range(
+    total: int, desc: str, unit: str, enabled: bool | None = None, start: int = 0
+) -> Iterator[int]:
+    """``range(start, total)`` that reports its progress through :func:`progress_bar`."""
+    with progress_bar(total, desc, unit, enabled, initial=start) as bar:
+        for index in range(start, total):
             yield index
             bar.update(1)
 

@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from market_sim.config.bounds import check_replicate_auctions
+from market_sim.config.bounds import DEFAULT_CHECKPOINT_SECONDS, check_replicate_auctions
 from market_sim.lm.model import LanguageModel
 from market_sim.market.model import MarketModel, step_in_lockstep
 from market_sim.plugins import MechanismConfig, build_platform, mechanism_choices
@@ -23,6 +23,8 @@ from market_sim.plugins.origin import plugin_origin
 from market_sim.progress import progress_range
 from market_sim.provenance import run_provenance
 from market_sim.results import QUERIES_FILE, summarize, write_run
+from market_sim.results.checkpoint import CHECKPOINT_FILE
+from market_sim.run_resume import RunCheckpoints
 from market_sim.scenario import Scenario, dump_scenario_toml
 from market_sim.scenario.prompt_fit import check_model_fits
 
@@ -85,8 +87,12 @@ def run_scenario(
     out_dir: Path | None = None,
     lm: LanguageModel | None = None,
     progress: bool | None = False,
+    checkpoint_seconds: float | None = DEFAULT_CHECKPOINT_SECONDS,
 ) -> RunResult:
     """Run every round of a scenario.
+
+    With ``out_dir``, the run checkpoints its state there every ``checkpoint_seconds`` and
+    resumes from a checkpoint of the same run it finds there (:mod:`market_sim.run_resume`).
 
     Args:
         scenario: A validated scenario.
@@ -94,6 +100,8 @@ def run_scenario(
         lm: A loaded model to reuse (else the scenario's model is loaded).
         progress: Progress (False: none; None or True: a bar on a terminal, else a line on
             stderr every 5% or 30 s, see :func:`market_sim.progress.progress_bar`).
+        checkpoint_seconds: Seconds of rounds between two checkpoints (0: after every round;
+            None: no checkpoints, and none is resumed from).
 
     Returns:
         The records and the summary.
@@ -102,11 +110,57 @@ def run_scenario(
     lm = scenario_model(scenario, lm)
     check_model_fits(scenario, lm)  # ScenarioError before round 0, not an IndexError mid-run
     market, scenario_toml = build_market(scenario, lm)
-    started = time.perf_counter()
-    for _ in progress_range(scenario.rounds, scenario.name, "round", enabled=progress):
-        market.step()
-    wall_seconds = time.perf_counter() - started
-    return finish_run(market, lm, scenario_toml, wall_seconds, out_dir)
+    folders = [Path(out_dir)] if out_dir is not None else []
+    markets, wall_seconds = step_markets(
+        [market], [scenario_toml], folders, lm, progress, checkpoint_seconds, lockstep=False
+    )
+    return finish_run(markets[0], lm, scenario_toml, wall_seconds, out_dir)
+
+
+def step_markets(
+    markets: list[MarketModel],
+    scenario_tomls: Sequence[str],
+    folders: Sequence[Path],
+    lm: LanguageModel,
+    progress: bool | None,
+    checkpoint_seconds: float | None,
+    lockstep: bool,
+) -> tuple[list[MarketModel], float]:
+    """Step fresh markets through their rounds, checkpointing.
+
+    Args:
+        markets: Freshly built markets of one scenario (replicates differ in their seed).
+        scenario_tomls: Their resolved scenarios.
+        folders: Their results folders (empty: no checkpoints).
+        lm: Their shared model.
+        progress: As in :func:`run_scenario`.
+        checkpoint_seconds: As in :func:`run_scenario`.
+        lockstep: Step them with :func:`step_in_lockstep` (replicates), else ``step()`` the
+            one market.
+
+    Returns:
+        The finished markets (those of a checkpoint, when one was resumed from) and the
+        seconds spent on their rounds, summed over the sessions of a resumed run.
+    """
+    checkpoints = None
+    completed, wall_seconds = 0, 0.0
+    if folders and checkpoint_seconds is not None:
+        checkpoints = RunCheckpoints(folders, markets, lm, scenario_tomls, checkpoint_seconds)
+        resumed = checkpoints.resume()
+        if resumed is not None:
+            markets, completed, wall_seconds = resumed
+    scenario = markets[0].scenario
+    started, earlier_seconds = time.perf_counter(), wall_seconds
+    rounds = progress_range(scenario.rounds, scenario.name, "round", progress, start=completed)
+    for index in rounds:
+        if lockstep:
+            step_in_lockstep(markets)
+        else:
+            markets[0].step()
+        wall_seconds = earlier_seconds + time.perf_counter() - started
+        if checkpoints is not None:
+            checkpoints.after_round(markets, index + 1, wall_seconds)
+    return markets, wall_seconds
 
 
 def run_replicates(
@@ -115,6 +169,7 @@ def run_replicates(
     out_dirs: Sequence[Path | None] | None = None,
     lm: LanguageModel | None = None,
     progress: bool | None = False,
+    checkpoint_seconds: float | None = DEFAULT_CHECKPOINT_SECONDS,
 ) -> list[RunResult]:
     """Run one replicate market per seed in lockstep, their auctions sharing each LM forward.
 
@@ -132,6 +187,8 @@ def run_replicates(
         lm: A loaded model to reuse (else the scenario's model is loaded).
         progress: Progress (False: none; None or True: a bar on a terminal, else a line on
             stderr every 5% or 30 s, see :func:`market_sim.progress.progress_bar`).
+        checkpoint_seconds: As in :func:`run_scenario`; the replicates checkpoint together,
+            one file per folder, and resume only together (all folders given).
 
     Returns:
         One result per seed, in order.
@@ -150,14 +207,20 @@ def run_replicates(
     lm = scenario_model(scenario, lm)
     check_model_fits(scenario, lm)
     built = [build_market(dataclasses.replace(scenario, seed=seed), lm) for seed in seeds]
-    markets = [market for market, _ in built]
-    started = time.perf_counter()
-    for _ in progress_range(scenario.rounds, scenario.name, "round", enabled=progress):
-        step_in_lockstep(markets)
-    wall_seconds = time.perf_counter() - started
+    tomls = [toml for _, toml in built]
+    written = [Path(folder) for folder in folders if folder is not None]
+    markets, wall_seconds = step_markets(
+        [market for market, _ in built],
+        tomls,
+        written if len(written) == len(seeds) else [],
+        lm,
+        progress,
+        checkpoint_seconds,
+        lockstep=True,
+    )
     return [
         finish_run(market, lm, toml, wall_seconds, folder)
-        for (market, toml), folder in zip(built, folders, strict=True)
+        for market, toml, folder in zip(markets, tomls, folders, strict=True)
     ]
 
 
@@ -237,4 +300,5 @@ def finish_run(
         if lineage is not None:
             tables[QUERIES_FILE] = pl.from_dicts(lineage, infer_schema_length=None)
         write_run(Path(out_dir), scenario_toml, rounds, agents, summary, learners, tables)
+        (Path(out_dir) / CHECKPOINT_FILE).unlink(missing_ok=True)  # the results supersede it
     return RunResult(rounds, agents, summary, Path(out_dir) if out_dir else None)

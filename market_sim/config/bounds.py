@@ -90,3 +90,9 @@ MAX_LEARNING_RATE = 1.0
 
 MAX_SAMPLES = 65_536
 """Largest sample count of a sweep or experiment table."""
+
+
+DEFAULT_CHECKPOINT_SECONDS = 600.0
+"""Seconds of rounds between two checkpoints of a run (``run --checkpoint-every``, a sweep's
+runs): long enough that writing the state, which grows with the records, stays a small part of a
+run; short enough that an interrupted run loses at most ten minutes."""

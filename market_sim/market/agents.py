@@ -120,6 +120,14 @@ class Advertiser(mesa.Agent):
         self.results: list[AuctionResult] = []
         self.latest: AuctionResult | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Its state for a checkpoint (:mod:`market_sim.run_resume`), taken between rounds.
+
+        ``latest`` is left out: it was recorded already, and its counterfactual is bound to
+        the last auction's model state (``bids`` and ``results`` are empty between rounds).
+        """
+        return {**self.__dict__, "latest": None}
+
     @property
     def valuation(self) -> float:
         """Its valuation in the latest auction it bid in (0 before the first)."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from market_sim.config.fields import ScenarioError
 from market_sim.provenance import PROVENANCE_FILE
 from market_sim.results import OPTIONAL_RUN_FILES
+from market_sim.results.checkpoint import CHECKPOINT_FILE
 
 SCENARIO_FILE = "scenario.toml"
 RUN_FILE_NAMES = frozenset(
@@ -23,10 +24,12 @@ RUN_FILE_NAMES = frozenset(
         "agents.parquet",
         "summary.json",
         *OPTIONAL_RUN_FILES,
+        CHECKPOINT_FILE,
         "figures",
     }
 )
-"""What a run folder holds (``figures`` is where ``market-sim plot`` draws)."""
+"""What a run folder holds (``figures`` is where ``market-sim plot`` draws; a run in progress
+keeps its checkpoint there)."""
 COMMAND_FILES: dict[str, tuple[str, ...]] = {
     "run": ("rounds.parquet", "agents.parquet", "summary.json"),
     "eva": ("eva.parquet", "eva_summary.json"),

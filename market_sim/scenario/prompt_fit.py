@@ -14,6 +14,7 @@ only when :func:`query_fits` says every prompt of it fits too (else it draws ano
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from market_sim.config.fields import ScenarioError, item_key, show
@@ -127,29 +128,35 @@ def check_model_fits(scenario: Scenario, lm: TokenizedModel) -> None:
     )
 
 
-def query_fits(scenario: Scenario, lm: Any) -> Callable[[str], bool]:
+@dataclass(frozen=True)
+class QueryFits:
     """Whether every prompt of a new query plus ``mechanism.max_new_tokens`` fits the model.
 
     The predicate an eva creator admits children with: a query the model cannot serve would
-    otherwise raise an index error inside the model generations later.
+    otherwise raise an index error inside the model generations later. A class rather than a
+    closure, so that a market holding it can be checkpointed (pickled).
 
-    Args:
+    Attributes:
         scenario: The validated scenario (contexts, mechanism, reply length).
         lm: The loaded :class:`~market_sim.lm.model.LanguageModel` in the run's prompt format
             (its ``prompt`` builder, ``encode_prompt`` and ``max_positions`` are used).
-
-    Returns:
-        ``fits(query) -> bool``; always true for a model without a position limit.
     """
-    limit = lm.max_positions
-    reply = scenario.mechanism.max_new_tokens
 
-    def fits(query: str) -> bool:
+    scenario: Scenario
+    lm: Any
+
+    def __call__(self, query: str) -> bool:
+        """True when every prompt of ``query`` fits; always for a model without a limit."""
+        limit = self.lm.max_positions
         if limit is None:
             return True
+        reply = self.scenario.mechanism.max_new_tokens
         return all(
-            len(lm.encode_prompt(lm.prompt(text, contexts))) + reply <= limit
-            for _, text, contexts in query_prompt_cases(scenario, "", query)
+            len(self.lm.encode_prompt(self.lm.prompt(text, contexts))) + reply <= limit
+            for _, text, contexts in query_prompt_cases(self.scenario, "", query)
         )
 
-    return fits
+
+def query_fits(scenario: Scenario, lm: Any) -> Callable[[str], bool]:
+    """``fits(query) -> bool``: :class:`QueryFits` of ``scenario`` on ``lm``."""
+    return QueryFits(scenario, lm)

@@ -36,6 +36,7 @@ from market_sim.process_lifetime import (
     interrupts_blocked,
 )
 from market_sim.results import is_complete_run
+from market_sim.results.checkpoint import CHECKPOINT_FILE
 
 BACKENDS: tuple[str, ...] = ("local", "ray")
 """Backend names accepted by :func:`execute_tasks` (``--backend``)."""
@@ -160,8 +161,14 @@ def run_task(task: SweepTask, runs_root: Path) -> str:
             '`if __name__ == "__main__":` block: call register_mechanism at the script\'s top '
             "level, or install the plugin with a market_sim.mechanisms entry point"
         )
-    if folder.exists():
-        shutil.rmtree(folder)
+    if folder.exists():  # an interrupted run: start clean, but resume from its checkpoint
+        for entry in folder.iterdir():
+            if entry.name == CHECKPOINT_FILE and entry.is_file():
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
     scenario = scenario_from_dict(data)
     run_scenario(scenario, out_dir=folder, lm=cached_model(task.model_key), progress=False)
     return task.name

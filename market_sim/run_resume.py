@@ -1,0 +1,188 @@
+"""Checkpoints of market runs: write one every so often, resume from it after an interruption.
+
+A run (or replicates in lockstep) with results folders writes its state to each folder's
+``checkpoint.pickle`` (:mod:`market_sim.results.checkpoint`) after a round, once at least
+``every_seconds`` have passed since the last one (0: after every round), and never after its last
+round. Rerunning the same command resumes after the checkpoint's round; the results are those of
+an uninterrupted run, byte for byte, except the timing fields of ``summary.json``
+(``wall_seconds`` sums the rounds' seconds over the sessions). The checkpoint is removed once the
+results are written.
+
+A checkpoint holds the market (advertisers and their learners, the query stream, the records so
+far, the market's generator) and Python's, numpy's and torch's global generators. The loaded
+model is not in it: it is the model the rerun loads, checked by the identity (weight hashes).
+Replicates resume only together: every folder's checkpoint must be of the same round.
+
+Its size grows with the records (``benchmarks/checkpoint_cost.py``, four advertisers: 870 bytes
+per auction and 1.0 s to write after 30,000 auctions of the generic round; 195 bytes and 0.1 s
+after 128,000 of the array round), so the default interval is long enough that writing it is a
+small part of a run: ``run`` takes ``--checkpoint-every SECONDS`` (default
+:data:`~market_sim.config.bounds.DEFAULT_CHECKPOINT_SECONDS`, ``off`` for none).
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from market_sim.config.bounds import DEFAULT_CHECKPOINT_SECONDS
+from market_sim.lm.model import LanguageModel
+from market_sim.market.model import MarketModel
+from market_sim.provenance import run_provenance
+from market_sim.results.checkpoint import (
+    CHECKPOINT_FILE,
+    Checkpoint,
+    CheckpointError,
+    read_checkpoint,
+    write_checkpoint,
+)
+
+__all__ = ["DEFAULT_CHECKPOINT_SECONDS", "RunCheckpoints", "checkpoint_identity"]
+
+
+def checkpoint_identity(
+    market: MarketModel, lm: LanguageModel, scenario_toml: str, lockstep_seeds: Sequence[int]
+) -> dict[str, Any]:
+    """Everything a market run's results depend on besides its state.
+
+    The run id (resolved scenario hash, seed, torch thread count), the software versions, the
+    model's provenance (weight hashes, dtype, prompt format, stop tokens), the git state of the
+    code, the device, and the seeds run in lockstep with it (their batch shapes round logits).
+    """
+    provenance = run_provenance(lm, market.scenario.model.path, scenario_toml)
+    execution = provenance["execution"]
+    return {
+        "run_id": market.run_id,
+        "versions": provenance["versions"],
+        "provenance": provenance["provenance"],
+        "code": {key: execution[key] for key in ("git_commit", "git_dirty", "git_diff_sha256")},
+        "device": execution["device"],
+        "lockstep_seeds": list(lockstep_seeds),
+    }
+
+
+def global_generator_states() -> dict[str, Any]:
+    """Python's, numpy's and torch's (CPU) global generator states."""
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+
+
+def restore_global_generators(states: dict[str, Any]) -> None:
+    """Set the global generators to :func:`global_generator_states`' ``states``."""
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr."""
+    print(f"market-sim: warning: {message}", file=sys.stderr)
+
+
+class RunCheckpoints:
+    """The checkpoints of one run, or of replicates in lockstep (one file per results folder).
+
+    Args:
+        folders: The results folder of each market.
+        markets: The freshly built markets, in the same order.
+        lm: The loaded model they share.
+        scenario_tomls: Each market's resolved scenario.
+        every_seconds: Seconds of rounds between two checkpoints (0: after every round).
+    """
+
+    def __init__(
+        self,
+        folders: Sequence[Path],
+        markets: Sequence[MarketModel],
+        lm: LanguageModel,
+        scenario_tomls: Sequence[str],
+        every_seconds: float,
+    ) -> None:
+        if every_seconds < 0:
+            raise ValueError(f"checkpoint interval must be >= 0 seconds, got {every_seconds}")
+        seeds = [market.scenario.seed for market in markets]
+        self.paths = [Path(folder) / CHECKPOINT_FILE for folder in folders]
+        self.identities = [
+            checkpoint_identity(market, lm, toml, seeds)
+            for market, toml in zip(markets, scenario_tomls, strict=True)
+        ]
+        self.lm = lm
+        self.every_seconds = every_seconds
+        self.enabled = True
+        self.last_written = time.perf_counter()
+
+    def resume(self) -> tuple[list[MarketModel], int, float] | None:
+        """The markets of the folders' checkpoints, their completed rounds and seconds.
+
+        Returns:
+            ``(markets, completed_rounds, wall_seconds)``, with the global generators restored;
+            None (start at round 0) when a folder has no checkpoint of this run (one warning
+            line for a checkpoint of another run) or the folders' rounds differ.
+        """
+        checkpoints = []
+        for path, identity in zip(self.paths, self.identities, strict=True):
+            checkpoint, why_not = read_checkpoint(path, identity, self.lm)
+            if why_not is not None:
+                warn(f"'{path}' is not resumed from: {why_not}; the run starts at round 0")
+            if checkpoint is None:
+                return None
+            checkpoints.append(checkpoint)
+        rounds = {checkpoint.completed_rounds for checkpoint in checkpoints}
+        if len(rounds) != 1:
+            warn(
+                f"the replicates' checkpoints are of different rounds ({sorted(rounds)}); "
+                "the runs start at round 0"
+            )
+            return None
+        restore_global_generators(checkpoints[0].state["global_generators"])
+        first = checkpoints[0]
+        others = len(self.paths) - 1
+        where = str(self.paths[0]) + (f" and {others} more" if others else "")
+        print(
+            f"market-sim: resuming after round {first.completed_rounds} of "
+            f"{first.state['market'].scenario.rounds} ({where})",
+            file=sys.stderr,
+        )
+        markets = [checkpoint.state["market"] for checkpoint in checkpoints]
+        return markets, first.completed_rounds, first.wall_seconds
+
+    def after_round(
+        self, markets: Sequence[MarketModel], completed_rounds: int, wall_seconds: float
+    ) -> None:
+        """Write the checkpoints if ``every_seconds`` have passed since the last ones.
+
+        Nothing after the last round. A state that cannot be checkpointed (a plugin holding a
+        lambda or a second model) turns checkpoints off for the run, with one warning line,
+        and removes those of this round already written.
+        """
+        total_rounds = markets[0].scenario.rounds
+        if not self.enabled or completed_rounds >= total_rounds:
+            return
+        if time.perf_counter() - self.last_written < self.every_seconds:
+            return
+        generators = global_generator_states()
+        try:
+            for path, identity, market in zip(self.paths, self.identities, markets, strict=True):
+                state = {"market": market, "global_generators": generators}
+                checkpoint = Checkpoint(identity, completed_rounds, wall_seconds, state)
+                write_checkpoint(path, checkpoint, self.lm, (LanguageModel, torch.nn.Module))
+        except CheckpointError as error:
+            self.enabled = False
+            self.remove()
+            warn(f"this run writes no checkpoints: {error}; an interrupted run starts over")
+        self.last_written = time.perf_counter()
+
+    def remove(self) -> None:
+        """Delete the checkpoints (the run's results are written)."""
+        for path in self.paths:
+            path.unlink(missing_ok=True)

@@ -1,0 +1,242 @@
+"""An interrupted run resumes from its checkpoint and writes what an uninterrupted run writes.
+
+Each run is interrupted (a KeyboardInterrupt, as Ctrl-C raises) at the start of a round, after a
+checkpoint of every earlier round; the rerun in the same folder must step only the remaining
+rounds and write the same bytes as a run that was never interrupted (``summary.json``: the same
+content but for its timing fields).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from market_sim.cli import main
+from market_sim.lm.model import LanguageModel
+from market_sim.market.model import MarketModel
+from market_sim.results.checkpoint import (
+    CHECKPOINT_FILE,
+    Checkpoint,
+    CheckpointError,
+    read_checkpoint,
+    write_checkpoint,
+)
+from market_sim.run import run_replicates, run_scenario
+from market_sim.scenario import load_scenario
+
+SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
+TIMING_KEYS = ("wall_seconds", "rounds_per_second", "auctions_per_second")
+COMPARED_FILES = (
+    "scenario.toml",
+    "rounds.parquet",
+    "agents.parquet",
+    "learners.json",
+    "queries.parquet",
+)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised by the patched step at the chosen round."""
+
+
+def interrupt_at(monkeypatch, round_index: int) -> list[int]:
+    """Make ``MarketModel.step`` raise at the start of ``round_index``; returns the steps run."""
+    original = MarketModel.step
+    stepped: list[int] = []
+
+    def step(self, *args, **kwargs):
+        if self.current_round == round_index:
+            raise Interrupted
+        stepped.append(self.current_round)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(MarketModel, "step", step)
+    return stepped
+
+
+def count_steps(monkeypatch) -> list[int]:
+    """Record the rounds ``MarketModel.step`` runs."""
+    return interrupt_at(monkeypatch, -1)
+
+
+def assert_same_results(expected: Path, actual: Path) -> None:
+    """The same files, byte for byte; the same summary but for its timing fields."""
+    for name in COMPARED_FILES:
+        assert (expected / name).is_file() == (actual / name).is_file(), name
+        if (expected / name).is_file():
+            assert (expected / name).read_bytes() == (actual / name).read_bytes(), name
+    summaries = [json.loads((folder / "summary.json").read_text()) for folder in (expected, actual)]
+    for summary in summaries:
+        for key in TIMING_KEYS:
+            summary.pop(key)
+    assert summaries[0] == summaries[1]
+    assert not (actual / CHECKPOINT_FILE).exists()
+
+
+@pytest.mark.parametrize(
+    ("scenario", "rounds", "cut"),
+    [
+        ("hawaii.toml", 4, 2),  # token auction, LM sampling
+        ("hawaii_learning.toml", 4, 3),  # learners of bids and report scales, regret
+        ("classic_auctions.toml", 12, 5),  # ad-slot auctions, K > 1: the array round
+        ("mosaic_convergence.toml", 3, 1),  # MOSAIC's sampling auction
+        ("fine_tuning_groups.toml", 3, 2),  # the fine-tuned affine maximizer
+        ("eva_queries.toml", 4, 2),  # the eva query stream (its pool evolves)
+    ],
+)
+def test_an_interrupted_run_resumes_and_writes_the_same_bytes(
+    tmp_path, monkeypatch, capsys, scenario, rounds, cut
+):
+    loaded = load_scenario(SCENARIOS / scenario, [f"rounds={rounds}"])
+    run_scenario(loaded, out_dir=tmp_path / "whole", checkpoint_seconds=None)
+    assert not (tmp_path / "whole" / CHECKPOINT_FILE).exists()
+
+    folder = tmp_path / "resumed"
+    with pytest.raises(Interrupted):
+        interrupt_at(monkeypatch, cut)
+        run_scenario(loaded, out_dir=folder, checkpoint_seconds=0.0)
+    assert (folder / CHECKPOINT_FILE).is_file() and not (folder / "summary.json").exists()
+    monkeypatch.undo()
+    stepped = count_steps(monkeypatch)
+    run_scenario(loaded, out_dir=folder, checkpoint_seconds=0.0)
+    assert stepped == list(range(cut, rounds))  # resumed, not run again from round 0
+    assert f"resuming after round {cut} of {rounds}" in capsys.readouterr().err
+    assert_same_results(tmp_path / "whole", folder)
+
+
+def test_replicates_resume_together(tmp_path, monkeypatch):
+    """Three seeds in lockstep, interrupted at round 2 of 4, resume in all three folders."""
+    loaded = load_scenario(SCENARIOS / "hawaii.toml", ["rounds=4"])
+    seeds = [3, 4, 5]
+    whole = [tmp_path / f"whole{seed}" for seed in seeds]
+    resumed = [tmp_path / f"resumed{seed}" for seed in seeds]
+    run_replicates(loaded, seeds, whole, checkpoint_seconds=None)
+    with pytest.raises(Interrupted):
+        interrupt_at(monkeypatch, 2)
+        run_replicates(loaded, seeds, resumed, checkpoint_seconds=0.0)
+    assert all((folder / CHECKPOINT_FILE).is_file() for folder in resumed)
+    monkeypatch.undo()
+    stepped = count_steps(monkeypatch)
+    run_replicates(loaded, seeds, resumed, checkpoint_seconds=0.0)
+    assert sorted(stepped) == sorted([2, 3] * len(seeds))
+    for expected, actual in zip(whole, resumed, strict=True):
+        assert_same_results(expected, actual)
+
+
+def test_replicates_whose_checkpoints_differ_in_round_start_over(tmp_path, monkeypatch, capsys):
+    loaded = load_scenario(SCENARIOS / "hawaii.toml", ["rounds=4"])
+    seeds = [3, 4]
+    folders = [tmp_path / "a", tmp_path / "b"]
+    with pytest.raises(Interrupted):
+        interrupt_at(monkeypatch, 2)
+        run_replicates(loaded, seeds, folders, checkpoint_seconds=0.0)
+    monkeypatch.undo()
+    with pytest.raises(Interrupted):  # one replicate's folder: seed 3 alone, checkpoint at 1
+        interrupt_at(monkeypatch, 1)
+        run_replicates(loaded, [3], [tmp_path / "c"], checkpoint_seconds=0.0)
+    monkeypatch.undo()
+    (tmp_path / "c" / CHECKPOINT_FILE).replace(folders[0] / CHECKPOINT_FILE)
+    stepped = count_steps(monkeypatch)
+    run_replicates(loaded, seeds, folders, checkpoint_seconds=0.0)
+    assert sorted(stepped) == sorted([0, 1, 2, 3] * len(seeds))
+    # seed 3's checkpoint was written running alone: another lockstep_seeds, so another run
+    assert "lockstep_seeds differ" in capsys.readouterr().err
+
+
+def test_a_checkpoint_of_another_run_is_not_resumed_from(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "run"
+    five = load_scenario(SCENARIOS / "hawaii.toml", ["rounds=5"])
+    with pytest.raises(Interrupted):
+        interrupt_at(monkeypatch, 2)
+        run_scenario(five, out_dir=folder, checkpoint_seconds=0.0)
+    monkeypatch.undo()
+    stepped = count_steps(monkeypatch)
+    four = load_scenario(SCENARIOS / "hawaii.toml", ["rounds=4"])
+    run_scenario(four, out_dir=folder, checkpoint_seconds=0.0)
+    assert stepped == [0, 1, 2, 3]
+    error = capsys.readouterr().err
+    # the scenario's hash is in the run id and in the provenance
+    assert "is not resumed from: it is of another run (provenance, run_id differ)" in error
+    assert not (folder / CHECKPOINT_FILE).exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"not a pickle", pickle.dumps({"format": 999})])
+def test_an_unreadable_checkpoint_is_a_warning_and_the_run_starts_over(
+    tmp_path, monkeypatch, capsys, content
+):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / CHECKPOINT_FILE).write_bytes(content)
+    stepped = count_steps(monkeypatch)
+    run_scenario(
+        load_scenario(SCENARIOS / "hawaii.toml", ["rounds=2"]),
+        out_dir=folder,
+        checkpoint_seconds=0.0,
+    )
+    assert stepped == [0, 1]
+    assert "the run starts at round 0" in capsys.readouterr().err
+    assert not (folder / CHECKPOINT_FILE).exists()
+
+
+def test_a_state_pickle_cannot_write_turns_checkpoints_off_with_one_warning(
+    tmp_path, monkeypatch, capsys
+):
+    original = MarketModel.step
+
+    def step(self, *args, **kwargs):
+        self.platform.unpicklable = lambda: None  # as a plugin might keep
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(MarketModel, "step", step)
+    folder = tmp_path / "run"
+    result = run_scenario(
+        load_scenario(SCENARIOS / "hawaii.toml", ["rounds=3"]),
+        out_dir=folder,
+        checkpoint_seconds=0.0,
+    )
+    error = capsys.readouterr().err
+    assert error.count("this run writes no checkpoints: pickle cannot write") == 1
+    assert result.summary["rounds"] == 3 and (folder / "summary.json").is_file()
+    assert not (folder / CHECKPOINT_FILE).exists()
+
+
+def test_a_second_model_in_the_state_is_refused_not_copied(tmp_path):
+    shared = torch.nn.Linear(2, 2)
+    path = tmp_path / CHECKPOINT_FILE
+    state = {"model": shared, "other": [torch.nn.Linear(2, 2)]}
+    with pytest.raises(CheckpointError, match="holds a Linear other than the loaded model"):
+        write_checkpoint(path, Checkpoint({}, 1, 0.5, state), shared, (torch.nn.Module,))
+    assert not path.exists()
+    kept = Checkpoint({"id": 1}, 1, 0.5, {"model": shared})
+    write_checkpoint(path, kept, shared, (LanguageModel,))
+    restored = torch.nn.Linear(2, 2)
+    checkpoint, why_not = read_checkpoint(path, {"id": 1}, restored)
+    assert why_not is None and checkpoint.state["model"] is restored
+    assert (checkpoint.completed_rounds, checkpoint.wall_seconds) == (1, 0.5)
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "soon", ""])
+def test_cli_refuses_a_bad_checkpoint_interval_in_one_line(capsys, value):
+    assert main(["run", str(SCENARIOS / "hawaii.toml"), "--checkpoint-every", value]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert "--checkpoint-every" in error and "'off'" in error
+
+
+def test_cli_run_resumes_its_checkpoint_unless_checkpoints_are_off(tmp_path, monkeypatch, capsys):
+    for resume, expected_steps in (("600", [2]), ("off", [0, 1, 2])):
+        folder = tmp_path / resume
+        arguments = ["run", str(SCENARIOS / "hawaii.toml"), "--rounds", "3", "--out", str(folder)]
+        interrupt_at(monkeypatch, 2)
+        assert main([*arguments, "--checkpoint-every", "0", "--no-progress"]) == 130
+        assert (folder / CHECKPOINT_FILE).is_file()
+        monkeypatch.undo()
+        stepped = count_steps(monkeypatch)
+        assert main([*arguments, "--checkpoint-every", resume, "--no-progress"]) == 0
+        monkeypatch.undo()
+        assert stepped == expected_steps, resume
+        assert (folder / "summary.json").is_file() and not (folder / CHECKPOINT_FILE).exists()
