@@ -345,12 +345,15 @@ def test_replicates_of_an_array_market_equal_separate_runs(
     direct_calls = []
 
     def direct_utilities(*args):
-        direct_calls.append(args[1])
+        direct_calls.append(args[-1].shape)
         return counterfactual_utilities(*args)
 
     monkeypatch.setattr(array_round, "counterfactual_utilities", direct_utilities)
     together = run_replicates(scenario, seeds, folders, lm=random_lm)
-    assert direct_calls == []  # every Hedge update read the stacked utilities
+    # Every Hedge update read the stacked utilities ([R K, 31]); the direct calls are the regret
+    # search's, per replicate: its coarse grid (truthful, played, 11 multipliers) and 3 zooms of
+    # 5, for 4 advertisers on rounds 0, 2 and 4.
+    assert sorted(direct_calls) == sorted([(16, 13), (16, 5), (16, 5), (16, 5)] * 3 * 4 * 3)
     assert stacked_shapes == [(3 * 16, 4)] * 5  # one [R K, n] call per round
     # One [R K, A] call per Hedge advertiser (0 and 2) and round, none for EXP3 or fixed.
     assert stacked_utilities == [(0, (3 * 16, 31)), (2, (3 * 16, 31))] * 5

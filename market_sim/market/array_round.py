@@ -30,8 +30,10 @@ policy, uniform tie-break permutations), and all are independent as there, so th
 equal in distribution; a run is deterministic in its seed and K. With the same seed the two
 paths give different draws, hence different numbers, which is why the model takes this path only
 for K > 1 (K = 1 keeps every existing result) and only where every strategy has an array
-adapter. Regret (on the rounds ``[regret]`` asks for) reuses the generic estimator per (auction,
-advertiser) on the platform's counterfactual.
+adapter. Regret (on the rounds ``[regret]`` asks for) is the generic estimator's search, run for
+one advertiser's K auctions at once (:mod:`market_sim.incentives.regret_batch`, the same numbers
+bit for bit) or, with ``regret.peaks > 1``, per (auction, advertiser) on the platform's
+counterfactual.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ import polars as pl
 
 from market_sim.config.bounds import SEED_MAX
 from market_sim.incentives.regret import estimate_regret
+from market_sim.incentives.regret_batch import estimate_bid_regret_rows
 from market_sim.market.array_learners import (
     ArrayStrategy,
     BidderRound,
@@ -349,8 +352,11 @@ class ArraySlotRound:
     ) -> np.ndarray | None:
         """``[5, K, n]`` regret columns (:data:`REGRET_COLUMNS`), None on unmeasured rounds.
 
-        On the rounds ``[regret]`` selects, the generic estimator searches every (auction,
-        advertiser) on the platform's own counterfactual, exactly as the generic path does.
+        On the rounds ``[regret]`` selects, every (auction, advertiser) is searched as the
+        generic path searches it: with ``regret.peaks = 1``, one advertiser's K searches at once
+        (:func:`~market_sim.incentives.regret_batch.estimate_bid_regret_rows`, the same
+        numbers bit for bit); with more peaks, one search at a time on the platform's own
+        counterfactual.
         """
         config = self.model.scenario.regret
         if not config.enabled or round_index % config.every != 0:
@@ -358,6 +364,23 @@ class ArraySlotRound:
         count, bidders = bids.shape
         columns = np.empty((len(REGRET_COLUMNS), count, bidders))
         platform = self.platform
+        if config.peaks == 1 and platform.report_space.distortion is None:
+            for i in range(bidders):
+                estimates = estimate_bid_regret_rows(
+                    self.counterfactual(i, valuations, bids, priority),
+                    valuations[:, i],
+                    bids[:, i],
+                    report_scales[:, i],
+                    config,
+                )
+                columns[:, :, i] = (
+                    estimates.regret,
+                    estimates.best_response_gain,
+                    estimates.truthful_utility,
+                    estimates.best_multiplier,
+                    estimates.best_distortion,
+                )
+            return columns
         for k in range(count):
             engine = SlotAuctionCounterfactual(
                 bids[k],
