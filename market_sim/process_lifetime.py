@@ -65,6 +65,35 @@ def terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back until the block ends, then act on the first that came.
+
+    Python runs its signal handlers in the main thread whichever thread the kernel delivered
+    the signal to, so a signal mask set in the main thread (:func:`interrupts_blocked`) does
+    not hold a signal back while other threads (torch's) leave it unblocked; this replaces
+    the handlers for the block instead, and raises the first signal received again at its
+    end, to the handlers the block found. Only from the main thread (where handlers can be
+    set); elsewhere nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def hold(signum: int, frame: object) -> None:
+        received.append(signum)
+
+    previous = {signum: signal.signal(signum, hold) for signum in INTERRUPT_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        if received:
+            signal.raise_signal(received[0])
+
+
 def request_parent_death_signal(signum: int = signal.SIGKILL) -> bool:
     """Ask the Linux kernel to send ``signum`` to this process when its parent ends.
 

@@ -24,7 +24,7 @@ from market_sim.progress import progress_range
 from market_sim.provenance import run_provenance
 from market_sim.results import QUERIES_FILE, summarize, write_run
 from market_sim.results.checkpoint import CHECKPOINT_FILE
-from market_sim.run_resume import RunCheckpoints
+from market_sim.run_resume import RunCheckpoints, warn_of_unused_checkpoints
 from market_sim.scenario import Scenario, dump_scenario_toml
 from market_sim.scenario.prompt_fit import check_model_fits
 
@@ -149,6 +149,8 @@ def step_markets(
         resumed = checkpoints.resume()
         if resumed is not None:
             markets, completed, wall_seconds = resumed
+    elif folders:
+        warn_of_unused_checkpoints(folders)
     scenario = markets[0].scenario
     started, earlier_seconds = time.perf_counter(), wall_seconds
     rounds = progress_range(scenario.rounds, scenario.name, "round", progress, start=completed)

@@ -3,21 +3,28 @@
 A run (or replicates in lockstep) with results folders writes its state to each folder's
 ``checkpoint.pickle`` (:mod:`market_sim.results.checkpoint`) after a round, once at least
 ``every_seconds`` have passed since the last one (0: after every round), and never after its last
-round. Rerunning the same command resumes after the checkpoint's round; the results are those of
-an uninterrupted run, byte for byte, except the timing fields of ``summary.json``
+round. With the checkpoint it writes the folder's ``scenario.toml``, so that the output-folder
+check refuses another scenario there (without ``--force``) as it refuses one over finished
+results. Rerunning the same command resumes after the checkpoint's round; the results are those
+of an uninterrupted run, byte for byte, except the timing fields of ``summary.json``
 (``wall_seconds`` sums the rounds' seconds over the sessions). The checkpoint is removed once the
 results are written.
 
 A checkpoint holds the market (advertisers and their learners, the query stream, the records so
-far, the market's generator) and Python's, numpy's and torch's global generators. The loaded
-model is not in it: it is the model the rerun loads, checked by the identity (weight hashes).
-Replicates resume only together: every folder's checkpoint must be of the same round.
+far, the market's generator) and Python's, numpy's and torch's global generators (torch's CUDA
+ones too where CUDA is in use). The loaded model is not in it: it is the model the rerun loads,
+checked by the identity (weight hashes). Replicates resume only together: every folder's
+checkpoint must be of the same round, so their files are written with Ctrl-C and SIGTERM held
+back until the last one is in place.
 
-Its size grows with the records (``benchmarks/checkpoint_cost.py``, four advertisers: 870 bytes
-per auction and 1.0 s to write after 30,000 auctions of the generic round; 195 bytes and 0.1 s
-after 128,000 of the array round), so the default interval is long enough that writing it is a
-small part of a run: ``run`` takes ``--checkpoint-every SECONDS`` (default
-:data:`~market_sim.config.bounds.DEFAULT_CHECKPOINT_SECONDS`, ``off`` for none).
+A checkpoint grows with the records (``benchmarks/checkpoint_cost.py``, four advertisers: 870
+bytes per auction and 1.0 s to write after 30,000 auctions of the generic round; 195 bytes and
+0.1 s after 128,000 of the array round). So that writing never becomes a large part of a long
+run, the next checkpoint waits at least :data:`WRITE_TIME_FACTOR` times as long as the last
+write took (at most 1/20 of the run's time goes to checkpoints), besides ``every_seconds``;
+``every_seconds = 0`` writes after every round regardless. A
+write that fails (a full disk, a state pickle cannot write) turns checkpoints off for the run
+with one warning line; the run itself goes on.
 """
 
 from __future__ import annotations
@@ -26,15 +33,17 @@ import random
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from market_sim.config.bounds import DEFAULT_CHECKPOINT_SECONDS
 from market_sim.lm.model import LanguageModel
 from market_sim.market.model import MarketModel
+from market_sim.plugins.origin import plugin_origin
+from market_sim.process_lifetime import interrupts_deferred
 from market_sim.provenance import run_provenance
 from market_sim.results.checkpoint import (
     CHECKPOINT_FILE,
@@ -43,8 +52,11 @@ from market_sim.results.checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
+from market_sim.results.files import atomic_write_text
+from market_sim.scenario.output_folder import SCENARIO_FILE
 
-__all__ = ["DEFAULT_CHECKPOINT_SECONDS", "RunCheckpoints", "checkpoint_identity"]
+WRITE_TIME_FACTOR = 20.0
+"""The next checkpoint waits at least this many times the last write's seconds."""
 
 
 def checkpoint_identity(
@@ -54,26 +66,34 @@ def checkpoint_identity(
 
     The run id (resolved scenario hash, seed, torch thread count), the software versions, the
     model's provenance (weight hashes, dtype, prompt format, stop tokens), the git state of the
-    code, the device, and the seeds run in lockstep with it (their batch shapes round logits).
+    code (any change to a tracked file of the checkout, even the README, counts as other code),
+    a plugin mechanism's source hashes, the device (and a CUDA device's name), and the seeds
+    run in lockstep with it (their batch shapes round logits).
     """
     provenance = run_provenance(lm, market.scenario.model.path, scenario_toml)
     execution = provenance["execution"]
+    device = lm.device
+    kind = market.scenario.mechanism.kind
     return {
         "run_id": market.run_id,
         "versions": provenance["versions"],
         "provenance": provenance["provenance"],
         "code": {key: execution[key] for key in ("git_commit", "git_dirty", "git_diff_sha256")},
+        "mechanism_plugin": plugin_origin(kind, [type(market.platform).__module__]),
         "device": execution["device"],
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "lockstep_seeds": list(lockstep_seeds),
     }
 
 
 def global_generator_states() -> dict[str, Any]:
-    """Python's, numpy's and torch's (CPU) global generator states."""
+    """Python's, numpy's and torch's global generator states (CUDA's where initialised)."""
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
     return {
         "python": random.getstate(),
         "numpy": np.random.get_state(),
         "torch": torch.get_rng_state(),
+        "torch_cuda": torch.cuda.get_rng_state_all() if cuda else None,
     }
 
 
@@ -82,11 +102,27 @@ def restore_global_generators(states: dict[str, Any]) -> None:
     random.setstate(states["python"])
     np.random.set_state(states["numpy"])
     torch.set_rng_state(states["torch"])
+    if states["torch_cuda"] is not None:
+        torch.cuda.set_rng_state_all(states["torch_cuda"])
 
 
 def warn(message: str) -> None:
     """One warning line on stderr."""
     print(f"market-sim: warning: {message}", file=sys.stderr)
+
+
+def warn_of_unused_checkpoints(folders: Sequence[Path]) -> None:
+    """One warning line per folder holding a checkpoint that a run without checkpoints ignores.
+
+    The run still removes it once its results are written, as it removes any stale one.
+    """
+    for folder in folders:
+        path = Path(folder) / CHECKPOINT_FILE
+        if path.is_file():
+            warn(
+                f"'{path}' is not resumed from (checkpoints are off); the run starts at "
+                "round 0 and removes it once its results are written"
+            )
 
 
 class RunCheckpoints:
@@ -111,7 +147,9 @@ class RunCheckpoints:
         if every_seconds < 0:
             raise ValueError(f"checkpoint interval must be >= 0 seconds, got {every_seconds}")
         seeds = [market.scenario.seed for market in markets]
-        self.paths = [Path(folder) / CHECKPOINT_FILE for folder in folders]
+        self.folders = [Path(folder) for folder in folders]
+        self.paths = [folder / CHECKPOINT_FILE for folder in self.folders]
+        self.scenario_tomls = list(scenario_tomls)
         self.identities = [
             checkpoint_identity(market, lm, toml, seeds)
             for market, toml in zip(markets, scenario_tomls, strict=True)
@@ -120,6 +158,7 @@ class RunCheckpoints:
         self.every_seconds = every_seconds
         self.enabled = True
         self.last_written = time.perf_counter()
+        self.wait_seconds = every_seconds
 
     def resume(self) -> tuple[list[MarketModel], int, float] | None:
         """The markets of the folders' checkpoints, their completed rounds and seconds.
@@ -159,28 +198,52 @@ class RunCheckpoints:
     def after_round(
         self, markets: Sequence[MarketModel], completed_rounds: int, wall_seconds: float
     ) -> None:
-        """Write the checkpoints if ``every_seconds`` have passed since the last ones.
+        """Write the checkpoints if the wait since the last ones is over (see the module).
 
-        Nothing after the last round. A state that cannot be checkpointed (a plugin holding a
-        lambda or a second model) turns checkpoints off for the run, with one warning line,
-        and removes those of this round already written.
+        Nothing after the last round. The folders' files are written with Ctrl-C and SIGTERM
+        held back, so an interrupted run never leaves replicates at different rounds. A write
+        that fails turns checkpoints off for the run, with one warning line, and removes this
+        round's files already written.
         """
         total_rounds = markets[0].scenario.rounds
         if not self.enabled or completed_rounds >= total_rounds:
             return
-        if time.perf_counter() - self.last_written < self.every_seconds:
+        if time.perf_counter() - self.last_written < self.wait_seconds:
             return
+        started = time.perf_counter()
         generators = global_generator_states()
         try:
-            for path, identity, market in zip(self.paths, self.identities, markets, strict=True):
-                state = {"market": market, "global_generators": generators}
-                checkpoint = Checkpoint(identity, completed_rounds, wall_seconds, state)
-                write_checkpoint(path, checkpoint, self.lm, (LanguageModel, torch.nn.Module))
-        except CheckpointError as error:
+            with ExitStack() as stack:
+                if len(self.paths) > 1:
+                    stack.enter_context(interrupts_deferred())
+                for index, market in enumerate(markets):
+                    self.write(index, market, completed_rounds, wall_seconds, generators)
+        except (CheckpointError, OSError) as error:
             self.enabled = False
             self.remove()
             warn(f"this run writes no checkpoints: {error}; an interrupted run starts over")
         self.last_written = time.perf_counter()
+        if self.every_seconds > 0:  # 0 asks for every round, whatever it costs
+            written_in = self.last_written - started
+            self.wait_seconds = max(self.every_seconds, WRITE_TIME_FACTOR * written_in)
+
+    def write(
+        self,
+        index: int,
+        market: MarketModel,
+        completed_rounds: int,
+        wall_seconds: float,
+        generators: dict[str, Any],
+    ) -> None:
+        """Write folder ``index``'s checkpoint (and its ``scenario.toml`` if it has none)."""
+        scenario_file = self.folders[index] / SCENARIO_FILE
+        # Only where absent: over the finished results of another scenario (--force), that
+        # file must keep naming those results until the run writes its own.
+        if not scenario_file.is_file():
+            atomic_write_text(scenario_file, self.scenario_tomls[index])
+        state = {"market": market, "global_generators": generators}
+        checkpoint = Checkpoint(self.identities[index], completed_rounds, wall_seconds, state)
+        write_checkpoint(self.paths[index], checkpoint, self.lm, (LanguageModel, torch.nn.Module))
 
     def remove(self) -> None:
         """Delete the checkpoints (the run's results are written)."""

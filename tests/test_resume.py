@@ -8,15 +8,24 @@ content but for its timing fields).
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import pickle
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from market_sim import run_resume
 from market_sim.cli import main
 from market_sim.lm.model import LanguageModel
+from market_sim.market.array_round import RoundRecords
 from market_sim.market.model import MarketModel
 from market_sim.results.checkpoint import (
     CHECKPOINT_FILE,
@@ -77,21 +86,29 @@ def assert_same_results(expected: Path, actual: Path) -> None:
     assert not (actual / CHECKPOINT_FILE).exists()
 
 
+LEARNERS = (
+    "regret.every=2",
+    "advertisers.0.strategy.contextual=true",  # one Hedge learner per query
+    'advertisers.1.strategy={kind="policy_gradient", contextual=true, learning_rate=0.1}',
+)
+
+
 @pytest.mark.parametrize(
-    ("scenario", "rounds", "cut"),
+    ("scenario", "rounds", "cut", "overrides"),
     [
-        ("hawaii.toml", 4, 2),  # token auction, LM sampling
-        ("hawaii_learning.toml", 4, 3),  # learners of bids and report scales, regret
-        ("classic_auctions.toml", 12, 5),  # ad-slot auctions, K > 1: the array round
-        ("mosaic_convergence.toml", 3, 1),  # MOSAIC's sampling auction
-        ("fine_tuning_groups.toml", 3, 2),  # the fine-tuned affine maximizer
-        ("eva_queries.toml", 4, 2),  # the eva query stream (its pool evolves)
+        ("hawaii.toml", 4, 2, ()),  # token auction, LM sampling
+        ("hawaii_learning.toml", 4, 3, ()),  # learners of bids and report scales, regret
+        ("hawaii_learning.toml", 4, 1, LEARNERS),  # contextual and policy-gradient learners
+        ("classic_auctions.toml", 12, 5, ()),  # ad-slot auctions, K > 1: the array round
+        ("mosaic_convergence.toml", 3, 1, ()),  # MOSAIC's sampling auction
+        ("fine_tuning_groups.toml", 3, 2, ()),  # the fine-tuned affine maximizer
+        ("eva_queries.toml", 4, 2, ()),  # the eva query stream (its pool evolves)
     ],
 )
 def test_an_interrupted_run_resumes_and_writes_the_same_bytes(
-    tmp_path, monkeypatch, capsys, scenario, rounds, cut
+    tmp_path, monkeypatch, capsys, scenario, rounds, cut, overrides
 ):
-    loaded = load_scenario(SCENARIOS / scenario, [f"rounds={rounds}"])
+    loaded = load_scenario(SCENARIOS / scenario, [f"rounds={rounds}", *overrides])
     run_scenario(loaded, out_dir=tmp_path / "whole", checkpoint_seconds=None)
     assert not (tmp_path / "whole" / CHECKPOINT_FILE).exists()
 
@@ -240,3 +257,141 @@ def test_cli_run_resumes_its_checkpoint_unless_checkpoints_are_off(tmp_path, mon
         monkeypatch.undo()
         assert stepped == expected_steps, resume
         assert (folder / "summary.json").is_file() and not (folder / CHECKPOINT_FILE).exists()
+
+
+def test_a_signal_while_replicates_write_their_checkpoints_waits_until_all_are_written(
+    tmp_path, monkeypatch
+):
+    """Ctrl-C between two replicates' files would leave them at different rounds."""
+    loaded = load_scenario(SCENARIOS / "hawaii.toml", ["rounds=3"])
+    folders = [tmp_path / "a", tmp_path / "b"]
+    written = []
+
+    def write_then_signal(path, *args, **kwargs):
+        write_checkpoint(path, *args, **kwargs)
+        written.append(path)
+        if len(written) == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # after the first replicate's file
+
+    monkeypatch.setattr(run_resume, "write_checkpoint", write_then_signal)
+    with pytest.raises(KeyboardInterrupt):
+        run_replicates(loaded, [3, 4], folders, checkpoint_seconds=0.0)
+    assert written == [folder / CHECKPOINT_FILE for folder in folders]
+    rounds = {read_checkpoint_rounds(folder / CHECKPOINT_FILE) for folder in folders}
+    assert rounds == {1}
+
+
+def read_checkpoint_rounds(path: Path) -> int:
+    """The completed rounds in a checkpoint's header (the first of its two pickles)."""
+    with path.open("rb") as handle:
+        return pickle.load(handle)["completed_rounds"]
+
+
+def test_an_interrupted_run_protects_its_folder_from_another_scenario(
+    tmp_path, monkeypatch, capsys
+):
+    folder = tmp_path / "run"
+    arguments = ["run", str(SCENARIOS / "hawaii.toml"), "--out", str(folder), "--no-progress"]
+    interrupt_at(monkeypatch, 1)
+    assert main([*arguments, "--rounds", "3", "--checkpoint-every", "0"]) == 130
+    monkeypatch.undo()
+    assert (folder / CHECKPOINT_FILE).is_file() and (folder / "scenario.toml").is_file()
+    capsys.readouterr()
+    assert main([*arguments, "--rounds", "2"]) == 2  # refused before any work
+    assert "different resolved scenario" in capsys.readouterr().err
+    stepped = count_steps(monkeypatch)
+    assert main([*arguments, "--rounds", "3"]) == 0
+    assert stepped == [1, 2]
+
+
+def test_checkpoints_off_say_that_a_checkpoint_in_the_folder_is_not_resumed(
+    tmp_path, monkeypatch, capsys
+):
+    loaded = load_scenario(SCENARIOS / "hawaii.toml", ["rounds=3"])
+    folder = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        interrupt_at(monkeypatch, 1)
+        run_scenario(loaded, out_dir=folder, checkpoint_seconds=0.0)
+    monkeypatch.undo()
+    capsys.readouterr()
+    run_scenario(loaded, out_dir=folder, checkpoint_seconds=None)
+    error = capsys.readouterr().err
+    assert "is not resumed from (checkpoints are off)" in error
+    assert not (folder / CHECKPOINT_FILE).exists()
+
+
+def test_a_full_disk_turns_checkpoints_off_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(run_resume, "write_checkpoint", no_space)
+    folder = tmp_path / "run"
+    loaded = load_scenario(SCENARIOS / "hawaii.toml", ["rounds=3"])
+    run_scenario(loaded, out_dir=folder, checkpoint_seconds=0.0)
+    error = capsys.readouterr().err
+    assert error.count("this run writes no checkpoints: [Errno 28] No space left") == 1
+    assert (folder / "summary.json").is_file()
+
+
+def test_the_next_checkpoint_waits_twenty_times_the_last_write(tmp_path, monkeypatch):
+    """A fake clock: rounds take 0.5 s, a write 1 s, the interval is 2 s."""
+    clock = [0.0]
+    monkeypatch.setattr(run_resume.time, "perf_counter", lambda: clock[0])
+    original_step = MarketModel.step
+
+    def step(self, *args, **kwargs):
+        clock[0] += 0.5
+        return original_step(self, *args, **kwargs)
+
+    written = []
+
+    def slow_write(path, checkpoint, *args, **kwargs):
+        clock[0] += 1.0
+        written.append(checkpoint.completed_rounds)
+
+    monkeypatch.setattr(MarketModel, "step", step)
+    monkeypatch.setattr(run_resume, "write_checkpoint", slow_write)
+    loaded = load_scenario(SCENARIOS / "classic_auctions.toml", ["rounds=60"])
+    run_scenario(loaded, out_dir=tmp_path / "run", checkpoint_seconds=2.0)
+    # 2 s after the start (round 4), then 20 x 1 s after each write ends: 40 rounds later.
+    assert written == [4, 44]
+
+
+def test_array_round_records_pickle_only_their_written_rows():
+    records = RoundRecords(rounds=2000, auctions=8, bidders=3)
+    records.next_round()
+    records.bids[0] = 1.5
+    restored = pickle.loads(pickle.dumps(records))
+    assert len(pickle.dumps(records)) < 10_000  # one round's rows, not 2,000 rounds' buffers
+    assert restored.bids.shape == (2000, 8, 3) and restored.count == 1
+    np.testing.assert_array_equal(restored.filled("bids"), records.filled("bids"))
+
+
+def test_a_run_resumes_in_a_new_process(tmp_path):
+    """Interrupted by SIGINT in one process, resumed in another, equal to an uninterrupted run.
+
+    Module-level state or a model's own state that a checkpoint missed would differ between
+    processes, which the in-process tests cannot see.
+    """
+    scenario = SCENARIOS / "classic_auctions.toml"
+    run_scenario(
+        load_scenario(scenario, ["rounds=800", "auctions_per_round=1"]),
+        out_dir=tmp_path / "whole",
+        checkpoint_seconds=None,
+    )
+    folder = tmp_path / "resumed"
+    command = [
+        sys.executable, "-m", "market_sim", "run", str(scenario), "--rounds", "800",
+        "--set", "auctions_per_round=1", "--out", str(folder), "--no-progress",
+        "--checkpoint-every", "0.1",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (folder / CHECKPOINT_FILE).exists() and process.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == 130, process.stderr.read()
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
+    assert "market-sim: resuming after round" in again.stderr
+    assert_same_results(tmp_path / "whole", folder)

@@ -123,8 +123,9 @@ class Advertiser(mesa.Agent):
     def __getstate__(self) -> dict[str, Any]:
         """Its state for a checkpoint (:mod:`market_sim.run_resume`), taken between rounds.
 
-        ``latest`` is left out: it was recorded already, and its counterfactual is bound to
-        the last auction's model state (``bids`` and ``results`` are empty between rounds).
+        ``latest`` is left out (a resumed market has None there): it is read only while its
+        round is recorded, and its counterfactual is a closure over the last auction's engine,
+        which pickle cannot write. ``bids`` and ``results`` are empty between rounds.
         """
         return {**self.__dict__, "latest": None}
 

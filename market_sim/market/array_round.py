@@ -148,10 +148,35 @@ class RoundRecords:
         self.incentives: dict[int, np.ndarray] = {}
         self.states: list[list[dict[str, float]]] = []
 
+    BUFFERS = ("query_index", "round_seeds", "slots_filled", *MATRICES)
+    """Every per-round buffer (rows ``[: count]`` written)."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Its state for a checkpoint: the written rows of each buffer, not the reserved ones.
+
+        The rows past ``count`` were never written (``np.empty``): pickling them would make a
+        checkpoint as large as the whole run's records from round 0 on, holding stale memory.
+        """
+        state = dict(self.__dict__)
+        for name in self.BUFFERS:
+            state[name] = getattr(self, name)[: self.count].copy()
+        state["capacity"] = len(self.round_seeds)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a checkpoint's state, with buffers of the capacity it had."""
+        capacity = state.pop("capacity")
+        for name in self.BUFFERS:
+            written = state[name]
+            buffer = np.empty((capacity, *written.shape[1:]), dtype=written.dtype)
+            buffer[: len(written)] = written
+            state[name] = buffer
+        self.__dict__.update(state)
+
     def next_round(self) -> int:
         """The row of the next round (buffers doubled when full)."""
         if self.count == len(self.round_seeds):
-            for name in ("query_index", "round_seeds", "slots_filled", *self.MATRICES):
+            for name in self.BUFFERS:
                 full = getattr(self, name)
                 setattr(self, name, np.concatenate([full, np.empty_like(full)]))
         self.count += 1

@@ -61,6 +61,7 @@ numpy generator), so a run's learning is reproducible from the scenario seed.
 
 from __future__ import annotations
 
+import functools
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -623,10 +624,7 @@ def grid_learner_factory(kind: str) -> StrategyFactory:
         grid = ActionGrid.from_params(params, bounds)
         horizon = learner_horizon(params, setup)
         rate = float(params[rate_name]) if rate_name else 0.0
-
-        def make() -> Strategy:
-            return cls(grid, horizon, rate)
-
+        make = functools.partial(cls, grid, horizon, rate)  # picklable, for checkpoints
         return Contextual(make) if params["contextual"] else make()
 
     return build
@@ -661,16 +659,15 @@ def policy_gradient_factory(params: Mapping[str, ParamValue], setup: StrategySet
         query_auctions_per_round(setup) if params["contextual"] else setup.auctions_per_round
     )
 
-    def make() -> Strategy:
-        return PolicyGradient(
-            bounds,
-            horizon,
-            float(params["learning_rate"]),
-            initial,
-            float(params["initial_std"]),
-            per_update,
-        )
-
+    make = functools.partial(  # picklable, for checkpoints
+        PolicyGradient,
+        bounds,
+        horizon,
+        float(params["learning_rate"]),
+        initial,
+        float(params["initial_std"]),
+        per_update,
+    )
     return Contextual(make) if params["contextual"] else make()
 
 

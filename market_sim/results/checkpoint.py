@@ -4,8 +4,10 @@ A run with a results folder writes ``checkpoint.pickle`` there every ``checkpoin
 rounds (never after its last round), and removes it once its results are written. A later run of
 the same run in the same folder reads it and starts after the checkpoint's round instead of at
 round 0. The market is deterministic given its state, so the resumed run writes the bytes an
-uninterrupted run writes (the timing fields of ``summary.json`` aside); the tests check that for
-every shipped scenario kind.
+uninterrupted run writes (the timing fields of ``summary.json`` aside); ``tests/test_resume.py``
+checks that for the token auction, MOSAIC, the fine-tuned affine maximizer, the ad-slot array
+round, the eva stream, learners of bids and report scales (grid, contextual, policy gradient)
+and replicates, in one process and across processes.
 
 What "the same run" means is the checkpoint's ``identity``: the caller's dictionary of
 everything its results depend on (for a market run: the run id, which hashes the resolved scenario

@@ -135,8 +135,9 @@ def init_worker(threads: int, model_keys: Sequence[ModelKey], parent_pid: int) -
 def run_task(task: SweepTask, runs_root: Path) -> str:
     """The run function of every backend: run one task into ``runs_root / task.name``.
 
-    A complete run directory is left alone; a half-written one (no ``summary.json``) is deleted
-    and redone from scratch.
+    A complete run directory is left alone; of a half-written one (no ``summary.json``) only
+    the checkpoint is kept, and the run resumes from it (:mod:`market_sim.run_resume`; at the
+    default interval), or starts over without one.
 
     Args:
         task: The run to do.
