@@ -27,6 +27,7 @@ from market_sim.cli import main
 from market_sim.lm.model import LanguageModel
 from market_sim.market.array_round import RoundRecords
 from market_sim.market.model import MarketModel
+from market_sim.plugins.origin import plugin_origin
 from market_sim.results.checkpoint import (
     CHECKPOINT_FILE,
     Checkpoint,
@@ -395,3 +396,34 @@ def test_a_run_resumes_in_a_new_process(tmp_path):
     again = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
     assert "market-sim: resuming after round" in again.stderr
     assert_same_results(tmp_path / "whole", folder)
+
+
+def edited_origin(*args, **kwargs):
+    """The plugin's origin as if its code had been edited since the checkpoint."""
+    return {**plugin_origin(*args, **kwargs), "code_hash": "0" * 64}
+
+
+def test_a_plugin_whose_code_changed_is_not_resumed(
+    random_lm, random_model_dir, tmp_path, monkeypatch, capsys
+):
+    """The plugin's source hashes are in the identity: other code, another run."""
+    from test_mechanism_plugins import POSTED_PRICE, posted_price_data
+
+    from market_sim.plugins import registered
+    from market_sim.scenario import scenario_from_dict
+
+    with registered(POSTED_PRICE):
+        scenario = scenario_from_dict({**posted_price_data(random_model_dir), "rounds": 3})
+        for edited, expected_steps in ((False, [1, 2]), (True, [0, 1, 2])):
+            folder = tmp_path / f"edited-{edited}"
+            with pytest.raises(Interrupted):
+                interrupt_at(monkeypatch, 1)
+                run_scenario(scenario, folder, random_lm, checkpoint_seconds=0.0)
+            monkeypatch.undo()
+            if edited:
+                monkeypatch.setattr(run_resume, "plugin_origin", edited_origin)
+            stepped = count_steps(monkeypatch)
+            run_scenario(scenario, folder, random_lm, checkpoint_seconds=0.0)
+            monkeypatch.undo()
+            assert stepped == expected_steps
+        assert "it is of another run (mechanism_plugin differ)" in capsys.readouterr().err
