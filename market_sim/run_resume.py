@@ -21,10 +21,11 @@ A checkpoint grows with the records (``benchmarks/checkpoint_cost.py``, four adv
 bytes per auction and 1.0 s to write after 30,000 auctions of the generic round; 195 bytes and
 0.1 s after 128,000 of the array round). So that writing never becomes a large part of a long
 run, the next checkpoint waits at least :data:`WRITE_TIME_FACTOR` times as long as the last
-write took (at most 1/20 of the run's time goes to checkpoints), besides ``every_seconds``;
-``every_seconds = 0`` writes after every round regardless. A
-write that fails (a full disk, a state pickle cannot write) turns checkpoints off for the run
-with one warning line; the run itself goes on.
+write took, besides ``every_seconds`` (``every_seconds = 0`` writes after every round
+regardless). That keeps checkpoints to about 1/20 of a long run's time, a little more as the
+records grow between two writes (6% at the benchmark's rate of growth). A write that fails (a
+full disk, a state pickle cannot write) turns checkpoints off for the run with one warning line;
+the run itself goes on.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from market_sim.market.model import MarketModel
 from market_sim.plugins.origin import plugin_origin
 from market_sim.process_lifetime import interrupts_deferred
 from market_sim.provenance import run_provenance
+from market_sim.results import SUMMARY_FILE
 from market_sim.results.checkpoint import (
     CHECKPOINT_FILE,
     Checkpoint,
@@ -202,8 +204,10 @@ class RunCheckpoints:
 
         Nothing after the last round. The folders' files are written with Ctrl-C and SIGTERM
         held back, so an interrupted run never leaves replicates at different rounds. A write
-        that fails turns checkpoints off for the run, with one warning line, and removes this
-        round's files already written.
+        that fails turns checkpoints off for the run, with one warning line. The last
+        checkpoint written stays (the write is atomic: the failed one replaced nothing), except
+        where replicates' files of this round were written already: then none is kept, since
+        the folders' checkpoints would be of different rounds.
         """
         total_rounds = markets[0].scenario.rounds
         if not self.enabled or completed_rounds >= total_rounds:
@@ -212,16 +216,22 @@ class RunCheckpoints:
             return
         started = time.perf_counter()
         generators = global_generator_states()
-        try:
-            with ExitStack() as stack:
-                if len(self.paths) > 1:
-                    stack.enter_context(interrupts_deferred())
+        with ExitStack() as stack:
+            if len(self.paths) > 1:
+                stack.enter_context(interrupts_deferred())
+            written = 0
+            try:
                 for index, market in enumerate(markets):
                     self.write(index, market, completed_rounds, wall_seconds, generators)
-        except (CheckpointError, OSError) as error:
-            self.enabled = False
-            self.remove()
-            warn(f"this run writes no checkpoints: {error}; an interrupted run starts over")
+                    written += 1
+            except (CheckpointError, OSError) as error:
+                self.enabled = False
+                if written:
+                    self.remove()
+                    kept = "the replicates' checkpoints are removed: an interrupted run starts over"
+                else:
+                    kept = "an interrupted run resumes from the last checkpoint written, if any"
+                warn(f"this run writes no more checkpoints: {error}; {kept}")
         self.last_written = time.perf_counter()
         if self.every_seconds > 0:  # 0 asks for every round, whatever it costs
             written_in = self.last_written - started
@@ -235,12 +245,18 @@ class RunCheckpoints:
         wall_seconds: float,
         generators: dict[str, Any],
     ) -> None:
-        """Write folder ``index``'s checkpoint (and its ``scenario.toml`` if it has none)."""
-        scenario_file = self.folders[index] / SCENARIO_FILE
-        # Only where absent: over the finished results of another scenario (--force), that
-        # file must keep naming those results until the run writes its own.
-        if not scenario_file.is_file():
-            atomic_write_text(scenario_file, self.scenario_tomls[index])
+        """Write folder ``index``'s checkpoint, and its ``scenario.toml``.
+
+        ``scenario.toml`` is written unless the folder holds finished results (a
+        ``summary.json``): over another scenario's results (``--force``), it must keep naming
+        them until the run writes its own.
+        """
+        folder = self.folders[index]
+        scenario_file = folder / SCENARIO_FILE
+        if not (folder / SUMMARY_FILE).is_file():
+            text = self.scenario_tomls[index]
+            if not scenario_file.is_file() or scenario_file.read_bytes() != text.encode():
+                atomic_write_text(scenario_file, text)
         state = {"market": market, "global_generators": generators}
         checkpoint = Checkpoint(self.identities[index], completed_rounds, wall_seconds, state)
         write_checkpoint(self.paths[index], checkpoint, self.lm, (LanguageModel, torch.nn.Module))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from market_sim.run import run_scenario
 from market_sim.scenario import scenario_from_dict
-from market_sim.scenario.prompt_fit import query_fits, query_prompt_cases
+from market_sim.scenario.prompt_fit import QueryFits, query_prompt_cases
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 
@@ -46,7 +46,7 @@ def test_query_fits_is_exact_at_the_position_limit(random_lm, random_model_dir):
     for reply, fits in [(room, True), (room + 1, False)]:
         mechanism = dataclasses.replace(scenario.mechanism, max_new_tokens=reply)
         assert (
-            query_fits(dataclasses.replace(scenario, mechanism=mechanism), random_lm)(query) is fits
+            QueryFits(dataclasses.replace(scenario, mechanism=mechanism), random_lm)(query) is fits
         )
 
 
@@ -57,7 +57,7 @@ def test_an_eva_market_on_a_short_context_model_serves_only_queries_that_fit(
     child the grammar can write: those children are redrawn, and the run completes."""
     scenario = scenario_from_dict(eva_market(random_model_dir, 45), SCENARIOS)
     result = run_scenario(scenario, lm=random_lm)
-    fits = query_fits(scenario, random_lm)
+    fits = QueryFits(scenario, random_lm)
     served = set(result.rounds["query"])
     assert result.rounds["query_generation"].max() >= 1  # evolved queries were served
     assert all(fits(query) for query in served)

@@ -113,3 +113,29 @@ def test_more_than_one_peak_is_refused():
         estimate_bid_regret_rows(
             np.zeros_like, np.ones(2), np.ones(2), np.ones(2), RegretConfig(peaks=3)
         )
+
+
+def test_the_array_round_zooms_more_peaks_one_search_at_a_time(monkeypatch):
+    """``regret.peaks = 2`` takes the single search, whose first bracket is the batched one's.
+
+    The second peak can only raise the best deviation found, and regret takes no random draw,
+    so the two runs are the same market: every other column is equal.
+    """
+    from pathlib import Path
+
+    from market_sim.market import array_round
+    from market_sim.run import run_scenario
+    from market_sim.scenario import load_scenario
+
+    scenario = Path(__file__).resolve().parent.parent / "scenarios" / "classic_auctions.toml"
+    common = ["rounds=3", "auctions_per_round=16", "regret.every=1", "mechanism.kind=first_price"]
+    one = run_scenario(load_scenario(scenario, [*common, "regret.peaks=1"])).agents
+
+    def not_batched(*args, **kwargs):
+        raise AssertionError("regret.peaks = 2 must not take the batched search")
+
+    monkeypatch.setattr(array_round, "estimate_bid_regret_rows", not_batched)
+    two = run_scenario(load_scenario(scenario, [*common, "regret.peaks=2"])).agents
+    searched = ["run_id", "regret", "best_response_gain", "best_deviation_multiplier"]
+    assert one.drop(searched).equals(two.drop(searched))  # truthful utility included
+    assert two["regret"].is_not_null().all() and (two["regret"] >= one["regret"]).all()

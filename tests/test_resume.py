@@ -217,7 +217,7 @@ def test_a_state_pickle_cannot_write_turns_checkpoints_off_with_one_warning(
         checkpoint_seconds=0.0,
     )
     error = capsys.readouterr().err
-    assert error.count("this run writes no checkpoints: pickle cannot write") == 1
+    assert error.count("this run writes no more checkpoints: pickle cannot write") == 1
     assert result.summary["rounds"] == 3 and (folder / "summary.json").is_file()
     assert not (folder / CHECKPOINT_FILE).exists()
 
@@ -303,6 +303,17 @@ def test_an_interrupted_run_protects_its_folder_from_another_scenario(
     stepped = count_steps(monkeypatch)
     assert main([*arguments, "--rounds", "3"]) == 0
     assert stepped == [1, 2]
+    monkeypatch.undo()
+    # Forced over an unfinished run of another scenario, the run's checkpoint brings its own
+    # scenario.toml, so the same command resumes without --force.
+    for_four = [*arguments, "--rounds", "4", "--checkpoint-every", "0"]
+    (folder / "summary.json").unlink()  # an unfinished run of the 3-round scenario
+    interrupt_at(monkeypatch, 2)
+    assert main([*for_four, "--force"]) == 130
+    monkeypatch.undo()
+    stepped = count_steps(monkeypatch)
+    assert main(for_four) == 0
+    assert stepped == [2, 3]
 
 
 def test_checkpoints_off_say_that_a_checkpoint_in_the_folder_is_not_resumed(
@@ -330,8 +341,31 @@ def test_a_full_disk_turns_checkpoints_off_and_the_run_goes_on(tmp_path, monkeyp
     loaded = load_scenario(SCENARIOS / "hawaii.toml", ["rounds=3"])
     run_scenario(loaded, out_dir=folder, checkpoint_seconds=0.0)
     error = capsys.readouterr().err
-    assert error.count("this run writes no checkpoints: [Errno 28] No space left") == 1
+    assert error.count("this run writes no more checkpoints: [Errno 28] No space left") == 1
     assert (folder / "summary.json").is_file()
+
+
+def test_a_failed_write_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
+    """The write is atomic: a full disk at round 2 leaves round 1's checkpoint to resume."""
+    calls = []
+
+    def full_disk_the_second_time(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write_checkpoint(path, *args, **kwargs)
+
+    monkeypatch.setattr(run_resume, "write_checkpoint", full_disk_the_second_time)
+    loaded = load_scenario(SCENARIOS / "hawaii.toml", ["rounds=4"])
+    folder = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        interrupt_at(monkeypatch, 3)
+        run_scenario(loaded, out_dir=folder, checkpoint_seconds=0.0)
+    monkeypatch.undo()
+    assert "resumes from the last checkpoint written" in capsys.readouterr().err
+    stepped = count_steps(monkeypatch)
+    run_scenario(loaded, out_dir=folder, checkpoint_seconds=0.0)
+    assert stepped == [1, 2, 3]
 
 
 def test_the_next_checkpoint_waits_twenty_times_the_last_write(tmp_path, monkeypatch):
@@ -376,13 +410,13 @@ def test_a_run_resumes_in_a_new_process(tmp_path):
     """
     scenario = SCENARIOS / "classic_auctions.toml"
     run_scenario(
-        load_scenario(scenario, ["rounds=800", "auctions_per_round=1"]),
+        load_scenario(scenario, ["rounds=2000", "auctions_per_round=1"]),
         out_dir=tmp_path / "whole",
         checkpoint_seconds=None,
     )
     folder = tmp_path / "resumed"
     command = [
-        sys.executable, "-m", "market_sim", "run", str(scenario), "--rounds", "800",
+        sys.executable, "-m", "market_sim", "run", str(scenario), "--rounds", "2000",
         "--set", "auctions_per_round=1", "--out", str(folder), "--no-progress",
         "--checkpoint-every", "0.1",
     ]  # fmt: skip

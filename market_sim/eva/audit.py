@@ -51,7 +51,7 @@ from market_sim.plugins.origin import plugin_origins
 from market_sim.provenance import write_provenance
 from market_sim.results import atomic_write, atomic_write_json, atomic_write_text
 from market_sim.scenario.load import check_auditable, dump_scenario_toml
-from market_sim.scenario.prompt_fit import query_fits
+from market_sim.scenario.prompt_fit import QueryFits
 from market_sim.scenario.schema import AuditConfig, Scenario
 
 AUDIT_FILE = "audit.parquet"
@@ -156,7 +156,7 @@ def audit_mechanism(
     items = list(dict.fromkeys(one_line(item) for item in scenario.queries.items))
     grammar = build_grammar(config, QuerySplit(items, []))
     rewriter = build_rewriter(scenario, lm)
-    admissible = query_fits(replace(scenario, mechanism=mechanism), lm)
+    admissible = QueryFits(replace(scenario, mechanism=mechanism), lm)
     platform = build_platform(mechanism, lm, items)
     if platform_modules is not None:
         platform_modules[mechanism.kind] = type(platform).__module__

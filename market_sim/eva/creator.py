@@ -19,7 +19,7 @@ Per generation, on the active pool of Q queries:
    its text with the LM (:class:`LMRewriter`), else the structure is rendered. A child whose
    text is already known (in the pool, among its siblings, or held out), or that the caller
    does not admit (``admissible``: the run's prompts with it would not fit the model's
-   positions, :func:`market_sim.scenario.prompt_fit.query_fits`), is redrawn, up to
+   positions, :class:`market_sim.scenario.prompt_fit.QueryFits`), is redrawn, up to
    ``MAX_ATTEMPTS`` times per variant; failing that, the variant is skipped.
 """
 

@@ -57,7 +57,7 @@ from market_sim.progress import progress_range
 from market_sim.provenance import changed_model_files, current_model_hashes, write_provenance
 from market_sim.results import QUERIES_FILE, atomic_write, atomic_write_json, atomic_write_text
 from market_sim.scenario.load import dump_scenario_toml
-from market_sim.scenario.prompt_fit import query_fits
+from market_sim.scenario.prompt_fit import QueryFits
 from market_sim.scenario.schema import EvaConfig, Scenario
 
 EVA_FILE = "eva.parquet"
@@ -178,7 +178,7 @@ class SeedRun:
         self.split: QuerySplit = eva_split(scenario, seed)
         self.grammar: QueryGrammar = build_grammar(self.config, self.split)
         self.rewriter: Rewriter | None = build_rewriter(scenario, lm)
-        self.admissible = query_fits(scenario, lm)
+        self.admissible = QueryFits(scenario, lm)
         self.pool = QueryPool(self.split.training)
         self.policies = {method: lm for method in METHODS}
         self.creator_rng = np.random.default_rng(derive_seed(seed, "creator"))

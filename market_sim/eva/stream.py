@@ -33,7 +33,7 @@ from market_sim.eva.setup import (
 )
 from market_sim.eva.solver import reward_spread
 from market_sim.lm.model import LanguageModel
-from market_sim.scenario.prompt_fit import query_fits
+from market_sim.scenario.prompt_fit import QueryFits
 from market_sim.scenario.schema import Scenario
 
 SEED_BOUND = 2**31 - 1
@@ -58,7 +58,7 @@ class EvaQueryStream:
         self.grammar = build_grammar(self.config, QuerySplit(items, []))
         self.reward = build_reward(scenario, lm)
         self.rewriter: Rewriter | None = build_rewriter(scenario, lm)
-        self.admissible = query_fits(scenario, lm)
+        self.admissible = QueryFits(scenario, lm)
         self.auctions_per_round = scenario.auctions_per_round
         self.generation = 0
         self._served = 0

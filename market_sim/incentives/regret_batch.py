@@ -13,8 +13,8 @@ arithmetic row by row (the grid bids ``m v``, the first maximum of each row, the
 and their :func:`row_linspace` points, the strict improvement test, the multipliers
 ``(m v) / v``), so a row's five numbers equal the single search's bit for bit whenever the
 counterfactual's rows equal the single evaluation's (true of the slot auctions' closed form,
-tested against the sorted rule). The tests compare both searches on random auctions of every
-slot rule and search budget. One difference: the single search looks up a report it has
+tested against the sorted rule). The tests compare both searches on random auctions of the four
+slot rules and four search budgets. One difference: the single search looks up a report it has
 evaluated before instead of evaluating it again, which changes its count of evaluations, not
 its values; that count is not recorded.
 

@@ -7,7 +7,7 @@ round 0. The market is deterministic given its state, so the resumed run writes 
 uninterrupted run writes (the timing fields of ``summary.json`` aside); ``tests/test_resume.py``
 checks that for the token auction, MOSAIC, the fine-tuned affine maximizer, the ad-slot array
 round, the eva stream, learners of bids and report scales (grid, contextual, policy gradient)
-and replicates, in one process and across processes.
+and replicates (one case across two processes).
 
 What "the same run" means is the checkpoint's ``identity``: the caller's dictionary of
 everything its results depend on (for a market run: the run id, which hashes the resolved scenario

@@ -8,7 +8,7 @@ leave room raises an index error deep inside the model, rounds into the run. Thi
 right after the tokenizer loads and names the offending query or context instead.
 
 Queries that an eva creator writes during the run are not known in advance: it admits a child
-only when :func:`query_fits` says every prompt of it fits too (else it draws another child).
+only when :class:`QueryFits` says every prompt of it fits too (else it draws another child).
 """
 
 from __future__ import annotations
@@ -155,8 +155,3 @@ class QueryFits:
             len(self.lm.encode_prompt(self.lm.prompt(text, contexts))) + reply <= limit
             for _, text, contexts in query_prompt_cases(self.scenario, "", query)
         )
-
-
-def query_fits(scenario: Scenario, lm: Any) -> Callable[[str], bool]:
-    """``fits(query) -> bool``: :class:`QueryFits` of ``scenario`` on ``lm``."""
-    return QueryFits(scenario, lm)
