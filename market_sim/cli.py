@@ -226,15 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="overwrite a finished run of a different resolved scenario in the results folder",
     )
-    run.add_argument(
-        "--checkpoint-every",
-        type=checkpoint_interval_argument,
-        default=DEFAULT_CHECKPOINT_SECONDS,
-        metavar="SECONDS",
-        help="write the run's state to <out>/checkpoint.pickle after a round once SECONDS have "
-        "passed since the last (0: every round; off: never); the same command run again "
-        f"resumes from it (default {DEFAULT_CHECKPOINT_SECONDS:g})",
-    )
+    add_checkpoint_argument(run, "<out>/checkpoint.pickle")
     for command in extension_commands().values():
         command.add_parser(commands)
 
@@ -327,6 +319,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_checkpoint_argument(parser: argparse.ArgumentParser, where: str) -> None:
+    """``--checkpoint-every SECONDS``: how often a run writes its state to ``where``."""
+    parser.add_argument(
+        "--checkpoint-every",
+        type=checkpoint_interval_argument,
+        default=DEFAULT_CHECKPOINT_SECONDS,
+        metavar="SECONDS",
+        help=f"write a run's state to {where} after a round once SECONDS have passed since "
+        "the last (0: every round; off: never); the same command run again resumes from it "
+        f"(default {DEFAULT_CHECKPOINT_SECONDS:g})",
+    )
+
+
 def add_sweep_parsers(commands: argparse._SubParsersAction) -> None:
     """The ``sweep`` and ``plot`` subcommands."""
     sweep = commands.add_parser("sweep", help="run a scenario over a grid of values and seeds")
@@ -352,6 +357,7 @@ def add_sweep_parsers(commands: argparse._SubParsersAction) -> None:
         "--address", help="Ray cluster address (ray backend), e.g. auto (default: a local Ray)"
     )
     add_force_argument(sweep, "sweep")
+    add_checkpoint_argument(sweep, "<out>/runs/<run>/checkpoint.pickle")
     hide_option(sweep, "--seed")  # rejected with a pointer to --seeds, so not offered
 
 
@@ -1067,6 +1073,7 @@ def command_sweep(args: argparse.Namespace) -> None:
             threads=args.threads,
             progress=False if args.no_progress else None,
             before_runs=None if base_scenario is None else partial(warn_if_slow, base_scenario),
+            checkpoint_seconds=args.checkpoint_every,
         )
     except (SweepError, ScenarioError) as error:
         raise UsageError(str(error)) from None

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 
@@ -238,11 +239,15 @@ def test_a_second_model_in_the_state_is_refused_not_copied(tmp_path):
 
 
 @pytest.mark.parametrize("value", ["-1", "nan", "inf", "soon", ""])
-def test_cli_refuses_a_bad_checkpoint_interval_in_one_line(capsys, value):
-    assert main(["run", str(SCENARIOS / "hawaii.toml"), "--checkpoint-every", value]) == 2
+@pytest.mark.parametrize("command", [["run"], ["sweep", "--seeds", "0"]])
+def test_cli_refuses_a_bad_checkpoint_interval_in_one_line(tmp_path, capsys, value, command):
+    scenario = str(SCENARIOS / "hawaii.toml")
+    out = ["--out", str(tmp_path / "out")]
+    assert main([command[0], scenario, *command[1:], *out, "--checkpoint-every", value]) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1
     assert "--checkpoint-every" in error and "'off'" in error
+    assert not (tmp_path / "out").exists()  # refused before any work
 
 
 def test_cli_run_resumes_its_checkpoint_unless_checkpoints_are_off(tmp_path, monkeypatch, capsys):
@@ -461,3 +466,29 @@ def test_a_plugin_whose_code_changed_is_not_resumed(
             monkeypatch.undo()
             assert stepped == expected_steps
         assert "it is of another run (mechanism_plugin differ)" in capsys.readouterr().err
+
+
+def test_an_interrupted_sweep_resumes_its_unfinished_run_from_the_checkpoint(tmp_path, monkeypatch):
+    """The sweep keeps an unfinished run's checkpoint (and only that) and resumes the run."""
+    from market_sim.sweep import RUNS_FILE, run_sweep
+
+    scenario = SCENARIOS / "hawaii.toml"
+    grid, overrides = {"mechanism.payment": ["second_price"]}, ["rounds=4"]
+    whole, out = tmp_path / "whole", tmp_path / "sweep"
+    run_sweep(scenario, grid, "0", whole, overrides=overrides, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        interrupt_at(monkeypatch, 2)
+        run_sweep(
+            scenario, grid, "0", out, overrides=overrides, progress=False, checkpoint_seconds=0.0
+        )
+    monkeypatch.undo()
+    (run_folder,) = (out / "runs").iterdir()
+    assert sorted(p.name for p in run_folder.iterdir()) == [CHECKPOINT_FILE, "scenario.toml"]
+    (run_folder / "stray.parquet").write_bytes(b"half-written")  # removed, not the checkpoint
+    stepped = count_steps(monkeypatch)
+    run_sweep(scenario, grid, "0", out, overrides=overrides, progress=False)
+    assert stepped == [2, 3]
+    assert not (run_folder / "stray.parquet").exists()
+    assert_same_results(whole / "runs" / run_folder.name, run_folder)
+    runs = [pl.read_parquet(folder / RUNS_FILE) for folder in (whole, out)]
+    assert runs[0].equals(runs[1])  # timings are in timings.parquet

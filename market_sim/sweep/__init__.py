@@ -41,6 +41,7 @@ error naming that kind.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -55,7 +56,7 @@ from typing import Any
 import polars as pl
 import tomli_w
 
-from market_sim.config.bounds import SEED_MAX
+from market_sim.config.bounds import DEFAULT_CHECKPOINT_SECONDS, SEED_MAX
 from market_sim.config.fields import significant_digits
 from market_sim.plugins import MechanismPlugin, mechanism_plugins
 from market_sim.process_lifetime import SweepWorkerDiedError
@@ -639,6 +640,7 @@ def run_sweep(
     progress: bool | None = None,
     run_function: RunFunction = run_task,
     before_runs: Callable[[int], None] | None = None,
+    checkpoint_seconds: float | None = DEFAULT_CHECKPOINT_SECONDS,
 ) -> SweepResult:
     """Run a sweep, skipping runs that are already complete, and write ``runs.parquet``.
 
@@ -660,6 +662,9 @@ def run_sweep(
         run_function: The run function of every task (tests substitute it).
         before_runs: Called with the number of runs to do once every input is checked, before
             anything is written (the CLI's slow-setting warnings).
+        checkpoint_seconds: How often each run writes its checkpoint
+            (:func:`market_sim.run.run_scenario`; None: never). It changes no result, so it is
+            not part of the tasks' names: a sweep resumed with another interval keeps its runs.
 
     Returns:
         The runs table and how many runs were done now and skipped.
@@ -683,7 +688,11 @@ def run_sweep(
     out = Path(out_dir)
     runs_root = out / RUNS_DIR
     forget_stale_runs(tasks, runs_root)
-    todo = [task for task in tasks if not is_complete_run(runs_root / task.name)]
+    todo = [
+        dataclasses.replace(task, checkpoint_seconds=checkpoint_seconds)
+        for task in tasks
+        if not is_complete_run(runs_root / task.name)
+    ]
     check_task_prompts(todo)  # complete runs need no model: a finished sweep reruns anywhere
     if before_runs is not None:
         before_runs(len(todo))

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from market_sim.config.bounds import DEFAULT_CHECKPOINT_SECONDS
 from market_sim.process_lifetime import (
     SweepWorkerDiedError,
     block_interrupts,
@@ -59,6 +60,7 @@ class SweepTask:
         seed: The run's seed.
         scenario_toml: The resolved scenario (every override applied), as TOML text.
         model_key: ``(model.path, model.device, model.dtype)`` of the scenario.
+        checkpoint_seconds: How often the run writes its checkpoint (None: never).
     """
 
     index: int
@@ -67,6 +69,7 @@ class SweepTask:
     seed: int
     scenario_toml: str
     model_key: ModelKey
+    checkpoint_seconds: float | None = DEFAULT_CHECKPOINT_SECONDS
 
 
 class SweepError(ValueError):
@@ -171,7 +174,8 @@ def run_task(task: SweepTask, runs_root: Path) -> str:
             else:
                 entry.unlink()
     scenario = scenario_from_dict(data)
-    run_scenario(scenario, out_dir=folder, lm=cached_model(task.model_key), progress=False)
+    lm = cached_model(task.model_key)
+    run_scenario(scenario, folder, lm, progress=False, checkpoint_seconds=task.checkpoint_seconds)
     return task.name
 
 
