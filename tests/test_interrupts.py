@@ -484,3 +484,27 @@ def test_the_console_script_runs_the_entry_module():
     pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
     project = tomllib.loads(pyproject.read_text(encoding="utf-8"))
     assert project["project"]["scripts"]["market-sim"] == "market_sim.__main__:main"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupts_deferred_holds_a_signal_until_the_block_ends(signum):
+    """Held while other threads run (where a signal mask would not hold it), then raised."""
+    import threading
+
+    from market_sim.process_lifetime import interrupts_deferred, terminate_as_interrupt
+
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)  # a thread that leaves the signal unblocked
+    other.start()
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    finished = []
+    try:
+        with terminate_as_interrupt(), pytest.raises(KeyboardInterrupt), interrupts_deferred():
+            os.kill(os.getpid(), signum)
+            time.sleep(0.2)  # the handler has run by now; it only records the signal
+            finished.append("block")
+    finally:
+        stop.set()
+        other.join()
+    assert finished == ["block"]
+    assert {s: signal.getsignal(s) for s in handlers} == handlers
