@@ -69,6 +69,17 @@ def interrupt_at(monkeypatch, round_index: int) -> list[int]:
     return stepped
 
 
+def interrupted(monkeypatch, round_index: int, run, *args, **kwargs) -> None:
+    """Run ``run(*args, **kwargs)``, checkpointing every round, until ``round_index`` starts.
+
+    Every patch of the test is undone afterwards.
+    """
+    with pytest.raises(Interrupted):
+        interrupt_at(monkeypatch, round_index)
+        run(*args, checkpoint_seconds=0.0, **kwargs)
+    monkeypatch.undo()
+
+
 def count_steps(monkeypatch) -> list[int]:
     """Record the rounds ``MarketModel.step`` runs."""
     return interrupt_at(monkeypatch, -1)
@@ -115,11 +126,8 @@ def test_an_interrupted_run_resumes_and_writes_the_same_bytes(
     assert not (tmp_path / "whole" / CHECKPOINT_FILE).exists()
 
     folder = tmp_path / "resumed"
-    with pytest.raises(Interrupted):
-        interrupt_at(monkeypatch, cut)
-        run_scenario(loaded, out_dir=folder, checkpoint_seconds=0.0)
+    interrupted(monkeypatch, cut, run_scenario, loaded, out_dir=folder)
     assert (folder / CHECKPOINT_FILE).is_file() and not (folder / "summary.json").exists()
-    monkeypatch.undo()
     stepped = count_steps(monkeypatch)
     run_scenario(loaded, out_dir=folder, checkpoint_seconds=0.0)
     assert stepped == list(range(cut, rounds))  # resumed, not run again from round 0
@@ -134,11 +142,8 @@ def test_replicates_resume_together(tmp_path, monkeypatch):
     whole = [tmp_path / f"whole{seed}" for seed in seeds]
     resumed = [tmp_path / f"resumed{seed}" for seed in seeds]
     run_replicates(loaded, seeds, whole, checkpoint_seconds=None)
-    with pytest.raises(Interrupted):
-        interrupt_at(monkeypatch, 2)
-        run_replicates(loaded, seeds, resumed, checkpoint_seconds=0.0)
+    interrupted(monkeypatch, 2, run_replicates, loaded, seeds, resumed)
     assert all((folder / CHECKPOINT_FILE).is_file() for folder in resumed)
-    monkeypatch.undo()
     stepped = count_steps(monkeypatch)
     run_replicates(loaded, seeds, resumed, checkpoint_seconds=0.0)
     assert sorted(stepped) == sorted([2, 3] * len(seeds))
@@ -150,14 +155,9 @@ def test_replicates_whose_checkpoints_differ_in_round_start_over(tmp_path, monke
     loaded = load_scenario(SCENARIOS / "hawaii.toml", ["rounds=4"])
     seeds = [3, 4]
     folders = [tmp_path / "a", tmp_path / "b"]
-    with pytest.raises(Interrupted):
-        interrupt_at(monkeypatch, 2)
-        run_replicates(loaded, seeds, folders, checkpoint_seconds=0.0)
-    monkeypatch.undo()
-    with pytest.raises(Interrupted):  # one replicate's folder: seed 3 alone, checkpoint at 1
-        interrupt_at(monkeypatch, 1)
-        run_replicates(loaded, [3], [tmp_path / "c"], checkpoint_seconds=0.0)
-    monkeypatch.undo()
+    interrupted(monkeypatch, 2, run_replicates, loaded, seeds, folders)
+    # one replicate's folder: seed 3 alone, checkpoint at round 1
+    interrupted(monkeypatch, 1, run_replicates, loaded, [3], [tmp_path / "c"])
     (tmp_path / "c" / CHECKPOINT_FILE).replace(folders[0] / CHECKPOINT_FILE)
     stepped = count_steps(monkeypatch)
     run_replicates(loaded, seeds, folders, checkpoint_seconds=0.0)
@@ -169,10 +169,7 @@ def test_replicates_whose_checkpoints_differ_in_round_start_over(tmp_path, monke
 def test_a_checkpoint_of_another_run_is_not_resumed_from(tmp_path, monkeypatch, capsys):
     folder = tmp_path / "run"
     five = load_scenario(SCENARIOS / "hawaii.toml", ["rounds=5"])
-    with pytest.raises(Interrupted):
-        interrupt_at(monkeypatch, 2)
-        run_scenario(five, out_dir=folder, checkpoint_seconds=0.0)
-    monkeypatch.undo()
+    interrupted(monkeypatch, 2, run_scenario, five, out_dir=folder)
     stepped = count_steps(monkeypatch)
     four = load_scenario(SCENARIOS / "hawaii.toml", ["rounds=4"])
     run_scenario(four, out_dir=folder, checkpoint_seconds=0.0)
@@ -326,10 +323,7 @@ def test_checkpoints_off_say_that_a_checkpoint_in_the_folder_is_not_resumed(
 ):
     loaded = load_scenario(SCENARIOS / "hawaii.toml", ["rounds=3"])
     folder = tmp_path / "run"
-    with pytest.raises(Interrupted):
-        interrupt_at(monkeypatch, 1)
-        run_scenario(loaded, out_dir=folder, checkpoint_seconds=0.0)
-    monkeypatch.undo()
+    interrupted(monkeypatch, 1, run_scenario, loaded, out_dir=folder)
     capsys.readouterr()
     run_scenario(loaded, out_dir=folder, checkpoint_seconds=None)
     error = capsys.readouterr().err
@@ -363,10 +357,7 @@ def test_a_failed_write_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys)
     monkeypatch.setattr(run_resume, "write_checkpoint", full_disk_the_second_time)
     loaded = load_scenario(SCENARIOS / "hawaii.toml", ["rounds=4"])
     folder = tmp_path / "run"
-    with pytest.raises(Interrupted):
-        interrupt_at(monkeypatch, 3)
-        run_scenario(loaded, out_dir=folder, checkpoint_seconds=0.0)
-    monkeypatch.undo()
+    interrupted(monkeypatch, 3, run_scenario, loaded, out_dir=folder)
     assert "resumes from the last checkpoint written" in capsys.readouterr().err
     stepped = count_steps(monkeypatch)
     run_scenario(loaded, out_dir=folder, checkpoint_seconds=0.0)
@@ -455,10 +446,7 @@ def test_a_plugin_whose_code_changed_is_not_resumed(
         scenario = scenario_from_dict({**posted_price_data(random_model_dir), "rounds": 3})
         for edited, expected_steps in ((False, [1, 2]), (True, [0, 1, 2])):
             folder = tmp_path / f"edited-{edited}"
-            with pytest.raises(Interrupted):
-                interrupt_at(monkeypatch, 1)
-                run_scenario(scenario, folder, random_lm, checkpoint_seconds=0.0)
-            monkeypatch.undo()
+            interrupted(monkeypatch, 1, run_scenario, scenario, folder, random_lm)
             if edited:
                 monkeypatch.setattr(run_resume, "plugin_origin", edited_origin)
             stepped = count_steps(monkeypatch)
