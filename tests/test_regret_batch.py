@@ -92,6 +92,7 @@ def test_the_batched_search_finds_the_known_best_deviation():
             utilities, valuations[:, 0], bids[:, 0], np.ones(1), config
         )
     assert found["second_price"].regret[0] == 0.0
+    # v - p = 1.0 - 0.6: 0.4 up to the rounding of one subtraction (relative 1e-16), far inside
     assert found["second_price"].truthful_utility[0] == pytest.approx(0.4, rel=1e-12)
     # First price against a rival bid of 0.6: the supremum 1 - 0.6 = 0.4 is approached from
     # above 0.6; the last zoom's spacing is 2 / 10 / 2**6 = 0.003 of the value.
