@@ -25,6 +25,7 @@ snippet (one ``<span>`` per token, share and payment in its tooltip).
 from __future__ import annotations
 
 import html
+import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from matplotlib.patches import Patch
 
 from analysis.figure_files import DPI, write_figure
 from analysis.names import EXTRA_COLORS
+from market_sim.results import SUMMARY_FILE
 from market_sim.results.files import atomic_write_text
 
 TOKENS_FILE = "tokens.parquet"
@@ -146,6 +148,23 @@ def plot_token_ownership(
     return [*paths, html_path]
 
 
+def is_token_auction_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a finished run whose ``scenario.toml`` names the token auction.
+
+    Read as plain TOML, without importing torch or validating the scenario (the replay does
+    that): it only spares ``plot`` of other runs the seconds of loading torch and transformers.
+    """
+    scenario_path = Path(run_dir) / "scenario.toml"
+    if not (Path(run_dir) / SUMMARY_FILE).is_file() or not scenario_path.is_file():
+        return False
+    try:
+        scenario = tomllib.loads(scenario_path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return True  # the replay reads it again and reports what is wrong in one line
+    mechanism = scenario.get("mechanism")
+    return not isinstance(mechanism, dict) or mechanism.get("kind") == "token_auction"
+
+
 def plot_run_tokens(run_dir: Path, out_dir: Path, rounds: int = 3) -> list[Path]:
     """Token-ownership figure (PNG, SVG, PDF, HTML) and ``tokens.parquet`` of a run's first rounds.
 
@@ -157,6 +176,8 @@ def plot_run_tokens(run_dir: Path, out_dir: Path, rounds: int = 3) -> list[Path]
         The files written; [] when the run is not a token-auction run of one auction per round
         or its replay does not reproduce the recorded replies.
     """
+    if not is_token_auction_run(run_dir):  # the replay would load torch and the model
+        return []
     from market_sim.experiments.token_trace import replay_run_tokens
     from market_sim.results.files import atomic_write, check_finite_frame
 

@@ -2,6 +2,8 @@
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -475,3 +477,21 @@ def test_fixed_mechanism_colours_stay_visible_on_white():
     for kind in ("first_price", "second_price"):
         varying = mechanism_name(kind, slots_vary=True)
         assert mechanism_color(varying) == mechanism_color(mechanism_name(kind, slots=2))
+
+
+def test_token_figure_of_another_mechanism_is_skipped_without_loading_torch(tmp_path):
+    # The replay imports torch and transformers (about 10 s here); `plot` of an ad-slot run
+    # must not pay that. A fresh interpreter, since this one has torch loaded already.
+    scenario = Path(__file__).parent.parent / "scenarios" / "classic_auctions.toml"
+    (tmp_path / "scenario.toml").write_text(scenario.read_text())
+    (tmp_path / "summary.json").write_text("{}")
+    probe = (
+        "import sys\nfrom pathlib import Path\nfrom analysis.tokens import plot_run_tokens\n"
+        f"assert plot_run_tokens(Path({str(tmp_path)!r}), Path({str(tmp_path / 'f')!r})) == []\n"
+        "print(sorted({'torch', 'transformers'} & set(sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.strip() == "[]"
+    assert not (tmp_path / "f").exists()
