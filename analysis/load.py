@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import tomllib
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -290,11 +290,43 @@ def typed(frame: pl.DataFrame, table: RecordTable) -> pl.DataFrame:
     )
 
 
+ROWS_PER_CHUNK = 1 << 21
+"""Rows of a result file read at a time when a reduction keeps only its summary."""
+
+Reduction = Callable[[pl.DataFrame], pl.DataFrame]
+
+
+def read_reduced(path: Path, fields: Sequence[str] | None, table: RecordTable, reduce: Reduction):
+    """``reduce`` of a file's rows, read :data:`ROWS_PER_CHUNK` rows at a time.
+
+    ``reduce`` must be associative: ``reduce(concat(reduce(chunk) for each chunk))`` equals
+    ``reduce(all rows)`` (e.g. :func:`analysis.metrics.agent_round_sums`), so memory holds one
+    chunk and the reduced parts, not the file. A damaged file raises
+    :class:`DamagedResultError`.
+    """
+    try:
+        scan = pl.scan_parquet(path)
+        if fields is not None:
+            present = scan.collect_schema().names()
+            scan = scan.select([name for name in fields if name in present])
+        rows = scan.select(pl.len()).collect().item()
+        parts = [
+            reduce(typed(scan.slice(start, ROWS_PER_CHUNK).collect(), table))
+            for start in range(0, max(rows, 1), ROWS_PER_CHUNK)  # an empty file: one part
+        ]
+    except (pl.exceptions.PolarsError, OSError) as error:
+        raise DamagedResultError(
+            f"{path}: not a readable parquet file ({first_line(error)})"
+        ) from None
+    return reduce(pl.concat(parts, how="diagonal_relaxed")) if len(parts) > 1 else parts[0]
+
+
 def load_run_files(
     runs: pl.DataFrame,
     table: RecordTable,
     columns: Iterable[str] = (),
     fields: Iterable[str] | None = None,
+    reduce: Reduction | None = None,
 ) -> pl.DataFrame:
     """Concatenate ``<run_path>/<table.file>`` of every run, tagged with ``run_path``, ``columns``.
 
@@ -304,13 +336,18 @@ def load_run_files(
             :data:`~market_sim.results.records.AGENTS` (its dtypes are applied to each file).
         columns: Run-level columns of ``runs`` to join on every row (e.g. ``label``, ``seed``).
         fields: The file columns to read, where present (None: all of them).
+        reduce: An associative reduction of each file's rows (:func:`read_reduced`), applied
+            before the files are concatenated (None: every row is kept).
     """
     frames = []
     wanted = None if fields is None else list(fields)
     for run_path in runs["run_path"].to_list():
         path = Path(run_path) / table.file
         if path.is_file():
-            frame = typed(read_result_parquet(path, wanted), table)
+            if reduce is None:
+                frame = typed(read_result_parquet(path, wanted), table)
+            else:
+                frame = read_reduced(path, wanted, table, reduce)
             frames.append(frame.with_columns(pl.lit(run_path).alias("run_path")))
     if not frames:
         return pl.DataFrame({"run_path": []}, schema={"run_path": pl.String})
@@ -321,13 +358,16 @@ def load_run_files(
 
 
 def load_agents(
-    runs: pl.DataFrame, columns: Iterable[str] = (), fields: Iterable[str] | None = None
+    runs: pl.DataFrame,
+    columns: Iterable[str] = (),
+    fields: Iterable[str] | None = None,
+    reduce: Reduction | None = None,
 ) -> pl.DataFrame:
-    """``agents.parquet`` of every run (one row per (auction, advertiser)).
+    """``agents.parquet`` of every run (one row per (auction, advertiser)), or its reduction.
 
-    ``columns`` and ``fields``: see :func:`load_run_files`.
+    ``columns``, ``fields`` and ``reduce``: see :func:`load_run_files`.
     """
-    return load_run_files(runs, AGENTS, columns, fields)
+    return load_run_files(runs, AGENTS, columns, fields, reduce)
 
 
 def load_shares(paths: Paths) -> pl.DataFrame:

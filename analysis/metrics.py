@@ -104,6 +104,7 @@ class PoolingWarning(UserWarning):
 
 
 T = TypeVar("T")
+FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
 
 SAID_WARNINGS: tuple[type[Warning], ...] = (PoolingWarning, RepeatedRunWarning)
 """Warnings the commands say as one ``market-sim: warning:`` line each."""
@@ -383,8 +384,8 @@ def mechanism_summary(
     return summarize(runs, by, chosen, confidence)
 
 
-def with_agent_columns(agents: pl.DataFrame) -> pl.DataFrame:
-    """Add derived agent columns where their inputs exist.
+def with_agent_columns(agents: FrameT) -> FrameT:
+    """Add derived agent columns where their inputs exist (to a DataFrame or a LazyFrame).
 
     ``bid_ratio`` is bid / valuation (null when valuation <= 0); ``log2_report_scale`` is
     ``log2 report_scale`` (0 = truthful; its mean is the log of the geometric mean scale, so a
@@ -392,14 +393,15 @@ def with_agent_columns(agents: pl.DataFrame) -> pl.DataFrame:
     ``report_scale_deviation`` its absolute value (1 = a factor of 2 either way), as
     ``summary.json``'s ``report_scale_deviation_final``; both null when ``report_scale <= 0``.
     """
+    names = set(agents.collect_schema().names())
     columns = []
-    if {"bid", "valuation"} <= set(agents.columns):
+    if {"bid", "valuation"} <= names:
         columns.append(
             pl.when(pl.col("valuation") > 0)
             .then(pl.col("bid") / pl.col("valuation"))
             .alias("bid_ratio")
         )
-    if "report_scale" in agents.columns:
+    if "report_scale" in names:
         scale = pl.col("report_scale").cast(pl.Float64)  # an all-null column reads as Null
         log_scale = pl.when(scale > 0).then(scale.log(2))
         columns.append(log_scale.abs().alias("report_scale_deviation"))
@@ -436,6 +438,55 @@ WINDOWS_PER_CURVE = 20
 """Points of a learning curve by default (:func:`default_window`)."""
 
 
+ROUND_SUMS_MARKER = "agent_rows"
+"""The column that marks a frame of :func:`agent_round_sums` (agent rows summed per round)."""
+
+
+def agent_round_sums(agents: FrameT, metrics: Sequence[str], keys: Sequence[str]) -> FrameT:
+    r"""Per ``keys`` group (a run's round): each metric's sum and count, and the round's K.
+
+    What :func:`learning_curves` needs of a round's :math:`K n` agent rows, in one row: a
+    window's mean over its rows is :math:`\sum \text{sum}_m / \sum \text{count}_m` over its
+    rounds. ``plot`` reads ``agents.parquet`` in chunks and keeps only these sums
+    (:func:`analysis.load.load_run_files`), so a run of :math:`10^7` auctions of 4 advertisers
+    is held as one row per round instead of :math:`4 \cdot 10^7` rows. The reduction is
+    associative: applied to a concatenation of its own outputs (recognized by the
+    :data:`ROUND_SUMS_MARKER` column) it adds them up, so chunks of one round merge exactly
+    as the round's rows would sum, up to float64 rounding of the sum's order.
+
+    Args:
+        agents: Agent rows (``round``, ``auction`` where K > 1, the metrics; derived metrics
+            already added by :func:`with_agent_columns`), or a concatenation of this function's
+            outputs. A DataFrame or a LazyFrame (the result is of the same kind).
+        metrics: Metric columns to sum (those absent are left out).
+        keys: Grouping columns, e.g. ``("round",)`` within one run's file.
+
+    Returns:
+        One row per group in first-seen order: ``*keys``, ``auctions`` (the largest
+        ``auction`` + 1, 1 without the column), :data:`ROUND_SUMS_MARKER` (rows summed), and per
+        metric ``<metric>_sum`` (float64, nulls skipped) and ``<metric>_count`` (its non-null
+        rows).
+    """
+    names = agents.collect_schema().names()
+    grouped = agents.group_by(*keys, maintain_order=True)
+    if ROUND_SUMS_MARKER in names:  # partial sums of chunks: add them up
+        present = [m for m in metrics if f"{m}_sum" in names]
+        return grouped.agg(
+            pl.col("auctions").max(),
+            pl.col(ROUND_SUMS_MARKER).sum(),
+            *[pl.col(f"{m}_sum").sum() for m in present],
+            *[pl.col(f"{m}_count").sum() for m in present],
+        )
+    present = [m for m in metrics if m in names]
+    auctions = pl.col("auction").max() + 1 if "auction" in names else pl.lit(1)
+    return grouped.agg(
+        auctions.cast(pl.Int64).alias("auctions"),
+        pl.len().cast(pl.Int64).alias(ROUND_SUMS_MARKER),
+        *[pl.col(m).cast(pl.Float64).sum().alias(f"{m}_sum") for m in present],
+        *[pl.col(m).count().cast(pl.Int64).alias(f"{m}_count") for m in present],
+    )
+
+
 def default_window(rounds: int, windows: int = WINDOWS_PER_CURVE) -> int:
     """Round-window width giving about ``windows`` points on a learning curve."""
     return max(1, math.ceil(rounds / windows))
@@ -465,7 +516,9 @@ def learning_curves(
     Args:
         agents: Agent rows with ``run_path``, ``round``, the ``by`` columns and inputs of the
             metrics (``bid_ratio`` is derived from ``bid`` and ``valuation``); K is read from
-            ``auction`` (the largest index + 1 per run), 1 without it.
+            ``auction`` (the largest index + 1 per run), 1 without it. Or their
+            :func:`agent_round_sums` by ``(*by, "run_path", "round")``, derived metrics
+            included (what ``plot`` loads: the same curves up to float64 summation order).
         by: Grouping columns (runs of one group are the seeds).
         metrics: Agent metrics to follow.
         window: Rounds per window (>= 1), the same for every group (default: about 20 windows
@@ -479,9 +532,10 @@ def learning_curves(
     """
     if window is not None and window < 1:
         raise ValueError(f"window: rounds per window must be at least 1, got {window}")
-    agents = with_agent_columns(agents)
-    metrics = [m for m in metrics if m in agents.columns]
     by = [col for col in by if col in agents.columns]
+    if ROUND_SUMS_MARKER not in agents.columns:
+        agents = agent_round_sums(with_agent_columns(agents), metrics, [*by, "run_path", "round"])
+    metrics = [m for m in metrics if f"{m}_sum" in agents.columns]
     if not metrics or agents.height == 0:
         return summarize(pl.DataFrame(), [], [])
     if window is None:
@@ -491,14 +545,15 @@ def learning_curves(
         width = last_round.replace_strict(widths, return_dtype=pl.Int64)
     else:
         width = pl.lit(window, dtype=pl.Int64)
-    auctions = (
-        pl.col("auction").max().over("run_path") + 1 if "auction" in agents.columns else pl.lit(1)
-    )
+    auctions = pl.col("auctions").max().over("run_path")
     agents = agents.with_columns(
         width.alias("rounds_per_window"), auctions.cast(pl.Int64).alias("_auctions")
     ).with_columns((pl.col("round") // pl.col("rounds_per_window")).alias("window"))
     per_run = agents.group_by(*by, "run_path", "window").agg(
-        pl.col(m).cast(pl.Float64).mean() for m in metrics
+        pl.when(pl.col(f"{m}_count").sum() > 0)
+        .then(pl.col(f"{m}_sum").sum() / pl.col(f"{m}_count").sum())
+        .alias(m)
+        for m in metrics
     )
     extents = agents.group_by(*by, "window").agg(
         pl.col("round").min().alias("_first"),

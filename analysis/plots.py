@@ -62,12 +62,14 @@ from analysis.metrics import (
     METRIC_RANGES,
     NAME,
     SETTING,
+    agent_round_sums,
     brand_shares,
     frontier,
     label_order,
     labelled_runs,
     learning_curves,
     mechanism_summary,
+    with_agent_columns,
 )
 from analysis.names import AD_SLOTS, EXTRA_COLORS, OKABE_ITO, mechanism_color
 from market_sim.results.records import CONVERGENCE, CONVERGENCE_DISTANCES
@@ -589,11 +591,12 @@ def learning_figure(
 ) -> Figure | None:
     """Small multiples, one panel per mechanism: bid / valuation and report scale over rounds.
 
-    A report-scale line that stays at 1 (mechanisms without a distortion to learn) is not
-    drawn; a mechanism with nothing to show has no panel. The x axis is the round, or, when
-    the runs shown differ in auctions per round K (each run's K the same throughout), the
-    auction (:func:`~analysis.metrics.learning_curves`' ``auction_mid``), on which runs of
-    equal total auctions end together.
+    ``agents``: agent rows, or their per-round sums (:func:`learning_round_sums`, what
+    :func:`plot_runs` loads). A report-scale line that stays at 1 (mechanisms without a
+    distortion to learn) is not drawn; a mechanism with nothing to show has no panel. The x
+    axis is the round, or, when the runs shown differ in auctions per round K (each run's K
+    the same throughout), the auction (:func:`~analysis.metrics.learning_curves`'
+    ``auction_mid``), on which runs of equal total auctions end together.
     """
     runs, by = labelled_runs(results)
     curves = learning_curves(agents, by=by, metrics=LEARNING_METRICS, window=window)
@@ -951,10 +954,21 @@ def plot_runs(results: Results, out_dir: Path) -> list[Path]:
     for parameter in numeric_parameters(results):
         paths += plot_frontier(results, parameter, out_dir)
     runs, by = labelled_runs(results)
-    agents = load_agents(runs, by, fields=LEARNING_FIELDS)
-    if agents.height and "round" in agents.columns:
-        paths += plot_learning_curves(results, agents, out_dir)
+    sums = load_agents(runs, by, fields=LEARNING_FIELDS, reduce=learning_round_sums)
+    if sums.height and "round" in sums.columns:
+        paths += plot_learning_curves(results, sums, out_dir)
     return paths + plot_regret(results, out_dir)
+
+
+def learning_round_sums(agents: pl.DataFrame) -> pl.DataFrame:
+    """One run's agent rows (or their partial sums) summed per round for the learning curves.
+
+    :func:`~analysis.metrics.agent_round_sums` of :data:`LEARNING_METRICS`; a file without
+    a ``round`` column (nothing to draw over) gives no row.
+    """
+    if "round" not in agents.columns:
+        return agents.clear()
+    return agent_round_sums(with_agent_columns(agents), LEARNING_METRICS, ["round"])
 
 
 def plot_all(paths: Paths, out_dir: str | Path) -> list[Path]:

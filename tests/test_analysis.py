@@ -303,6 +303,66 @@ def test_the_learning_curves_read_only_the_columns_they_need(sweep_dir):
         )
 
 
+def test_plot_keeps_round_sums_read_in_chunks_and_draws_the_same_curves(sweep_dir, monkeypatch):
+    import analysis.load
+    from analysis.plots import LEARNING_FIELDS, LEARNING_METRICS, learning_round_sums
+
+    results = load_results(sweep_dir / "sweep")
+    runs = add_labels(results.runs, results.grid_keys)
+    by = ["label", "mechanism.platform_weight", "seed"]
+    every = load_agents(runs, by, fields=LEARNING_FIELDS)
+    # 5 rows a chunk: two advertisers a round, so chunks end mid-round and must merge
+    monkeypatch.setattr(analysis.load, "ROWS_PER_CHUNK", 5)
+    sums = load_agents(runs, by, fields=LEARNING_FIELDS, reduce=learning_round_sums)
+    assert sums.height == runs.height * ROUNDS  # one row per (run, round)
+    assert sums["agent_rows"].to_list() == [2] * sums.height
+    for window in (None, 2):
+        # equal up to the order of float64 additions (a sum of 2 to 4 terms near 1)
+        assert_frame_equal(
+            learning_curves(sums, by=["label"], metrics=LEARNING_METRICS, window=window),
+            learning_curves(every, by=["label"], metrics=LEARNING_METRICS, window=window),
+            check_exact=False,
+            rel_tol=1e-12,
+        )
+
+
+def test_round_sums_of_batched_rounds_in_chunks_equal_the_rounds_means(tmp_path, monkeypatch):
+    import analysis.load
+    from analysis.load import read_reduced
+    from analysis.plots import learning_round_sums
+    from market_sim.results.records import AGENTS
+
+    rows = batched_agent_rows("run", 4, 6)
+    for row in rows:  # bid ratio: the round plus a quarter of the auction's index
+        row["bid"] = row["round"] + row["auction"] / 4
+    path = tmp_path / "agents.parquet"
+    pl.DataFrame(rows).drop("run_path", "label").write_parquet(path)
+    monkeypatch.setattr(analysis.load, "ROWS_PER_CHUNK", 3)  # 3 rows: rounds of 4 split
+    sums = read_reduced(path, None, AGENTS, learning_round_sums)
+    assert sums["round"].to_list() == list(range(6))
+    assert sums["auctions"].to_list() == [4] * 6 and sums["agent_rows"].to_list() == [4] * 6
+    # round r: bids r, r + 0.25, r + 0.5, r + 0.75 (exact in binary, so exact sums)
+    assert sums["bid_ratio_sum"].to_list() == [4 * r + 1.5 for r in range(6)]
+    assert sums["bid_ratio_count"].to_list() == [4] * 6
+    curves = learning_curves(
+        sums.with_columns(pl.lit("run").alias("run_path"), pl.lit("run").alias("label")),
+        metrics=("bid_ratio",),
+        window=2,
+    )
+    assert curves["mean"].to_list() == [0.875, 2.875, 4.875]
+    assert curves["auction_mid"].to_list() == [3.5, 11.5, 19.5]
+
+
+def test_round_sums_of_an_empty_file_draw_nothing(tmp_path):
+    from analysis.load import read_reduced
+    from analysis.plots import learning_round_sums
+    from market_sim.results.records import AGENTS
+
+    path = tmp_path / "agents.parquet"
+    pl.DataFrame(schema={"round": pl.Int64, "bid": pl.Float64}).write_parquet(path)
+    assert read_reduced(path, ["round", "bid"], AGENTS, learning_round_sums).height == 0
+
+
 def batched_agent_rows(label: str, auctions_per_round: int, rounds: int) -> list[dict]:
     """One agent's rows over ``rounds`` rounds of K auctions; its bid ratio is the round."""
     return [
