@@ -249,17 +249,45 @@ def scenario_differences(
     scenarios: Mapping[str, Mapping[str, Any]],
     ignore: Sequence[str],
 ) -> list[str]:
-    """Scenario keys whose values differ between runs of one group of ``by`` (sorted)."""
+    """Scenario keys whose values differ between runs of one group of ``by`` (sorted).
+
+    A run without ``scenario.toml`` (an older or hand-copied folder) takes its length,
+    ``rounds`` and ``auctions_per_round``, from its ``summary.json`` (the runs table) and is
+    compared on those alone: runs of 200 and 37 rounds are not pooled because one lost its
+    scenario, and the scenario keys it cannot show do not all count as differing.
+    """
     skip = set(ignore)
     differing: set[str] = set()
     for _, group in runs.group_by(*by):
-        flats = [scenarios.get(path, {}) for path in group["run_path"].to_list()]
-        keys = {key for flat in flats for key in flat} - skip
+        rows = group.iter_rows(named=True)
+        flats = [
+            (run_scenario_keys(row, scenarios), bool(scenarios.get(row["run_path"])))
+            for row in rows
+        ]
+        keys = {key for flat, _ in flats for key in flat} - skip
         for key in keys:
-            values = {json.dumps(flat.get(key), sort_keys=True, default=str) for flat in flats}
+            values = {
+                json.dumps(flat.get(key), sort_keys=True, default=str)
+                for flat, whole in flats
+                if whole or key in flat
+            }
             if len(values) > 1:
                 differing.add(key)
     return sorted(differing)
+
+
+SUMMARY_SCENARIO_KEYS: tuple[str, ...] = ("rounds", "auctions_per_round")
+"""Scenario keys that ``summary.json`` records too (read where ``scenario.toml`` is missing)."""
+
+
+def run_scenario_keys(
+    run: Mapping[str, Any], scenarios: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """A run's resolved scenario as dotted keys, or its summary's :data:`SUMMARY_SCENARIO_KEYS`."""
+    scenario = scenarios.get(run["run_path"])
+    if scenario:
+        return dict(scenario)
+    return {key: run[key] for key in SUMMARY_SCENARIO_KEYS if run.get(key) is not None}
 
 
 def split_settings(
@@ -272,18 +300,16 @@ def split_settings(
         ``setting`` column (``key=value, ...`` of the differing keys) and ``[*by, "setting"]``,
         after a :class:`PoolingWarning`.
     """
-    if "run_path" not in runs.columns or not results.scenarios:
+    if "run_path" not in runs.columns:
         return runs, by
     ignore = [*LABEL_SCENARIO_KEYS, *results.grid_keys]
     differing = scenario_differences(runs, by, results.scenarios, ignore)
     if not differing:
         return runs, by
+    flats = [run_scenario_keys(row, results.scenarios) for row in runs.iter_rows(named=True)]
     settings = [
-        ", ".join(
-            f"{key}={json.dumps(results.scenarios.get(path, {}).get(key), default=str)}"
-            for key in differing
-        )
-        for path in runs["run_path"].to_list()
+        ", ".join(f"{key}={json.dumps(flat.get(key), default=str)}" for key in differing)
+        for flat in flats
     ]
     warnings.warn(
         PoolingWarning(

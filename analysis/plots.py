@@ -41,6 +41,7 @@ from matplotlib import patheffects
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from analysis.eva import (
@@ -142,12 +143,19 @@ def error_bars(frame: pl.DataFrame) -> np.ndarray:
     return np.nan_to_num(np.vstack([mean - low, high - mean]), nan=0.0)
 
 
-def seeds_note(counts: Sequence[int], what: str = "bar") -> str:
-    """``n = 3 seeds per bar; mean over seeds, error bars: ...`` (no "mean over" when n = 1)."""
+def seeds_note(counts: Sequence[int], what: str = "bar", written_on_each: bool = False) -> str:
+    """``n = 3 seeds per bar; mean over seeds, error bars: ...`` (no "mean over" when n = 1).
+
+    Args:
+        counts: The n of every bar, point or curve point drawn (a range when they differ).
+        what: What one n belongs to.
+        written_on_each: The figure writes each ``n=`` beside its ``what`` (then said).
+    """
     values = sorted({int(c) for c in counts})
     if not values:
         return ""
-    shown = str(values[0]) if len(values) == 1 else f"{values[0]}-{values[-1]} (on each {what})"
+    on_each = f" (on each {what})" if written_on_each else ""
+    shown = str(values[0]) if len(values) == 1 else f"{values[0]}-{values[-1]}{on_each}"
     if values[-1] == 1:
         return f"n = 1 seed per {what}: a single run, no interval"
     plural = "seed" if shown == "1" else "seeds"
@@ -270,9 +278,7 @@ def mechanism_bars(
     width = 0.8 / count
     for position, (label, name, _) in enumerate(mechanisms):
         for offset, setting in enumerate(settings.iter_rows(named=True) if params else [{}]):
-            mine = rows.filter(
-                pl.col(LABEL) == label, *[pl.col(k) == v for k, v in setting.items()]
-            )
+            mine = rows.filter(pl.col(LABEL) == label, *matching(setting))
             x = position + (offset - (count - 1) / 2) * width
             if mine.height == 0 or mine["mean"][0] is None:
                 ax.text(x, 0, MISSING_LABEL, ha="center", va="bottom", fontsize="x-small")
@@ -374,11 +380,20 @@ def bar_figure(
         fig.legend(handles=handles, title="setting", loc="outside right upper", fontsize="small")
     footer(
         fig,
-        seeds_note(counts),
+        seeds_note(counts, written_on_each=per_bar_n),
         exchange_rate_note(results, runs),
         allocation_unit_note(runs),
     )
     return fig
+
+
+def matching(values: Mapping[str, Any]) -> list[pl.Expr]:
+    """Filters keeping the rows whose columns equal ``values``, a None matching a null.
+
+    (``pl.col(k) == None`` is null on every row, so it would keep none: runs of a sweep
+    whose grid key does not apply to their mechanism kind have a null there.)
+    """
+    return [pl.col(key).eq_missing(value) for key, value in values.items()]
 
 
 def setting_name(row: Mapping[str, Any], keys: Sequence[str]) -> str:
@@ -504,7 +519,7 @@ def plot_frontier(results: Results, parameter: str, out_dir: Path) -> list[Path]
     rank = {label: index for index, label in enumerate(label_order(runs))}
     ordered = sorted(groups.iter_rows(named=True), key=lambda g: (rank[g[LABEL]], str(g)))
     for index, group in enumerate(ordered):
-        mine = points.filter(*[pl.col(k) == v for k, v in group.items()]).sort(parameter)
+        mine = points.filter(*matching(group)).sort(parameter)
         extra = setting_name(group, others) if others else ""
         ax.errorbar(
             mine["x_mean"].to_numpy(),
@@ -549,14 +564,27 @@ LABEL_OFFSETS: tuple[tuple[int, int], ...] = ((4, 4), (4, -11), (-14, 4), (-14, 
 mechanisms at one point no longer print their labels on top of each other."""
 
 
-def band(ax: Axes, frame: pl.DataFrame, x: str, color: str, label: str) -> None:
-    """A mean line with a shaded CI band (where defined)."""
+def band(ax: Axes, frame: pl.DataFrame, x: str, color: str, label: str) -> Line2D:
+    """A mean line with a shaded CI band (where defined).
+
+    A curve of one point (a one-window run) is a marker with an error bar instead: a line and a
+    band of one x draw nothing.
+
+    Returns:
+        The mean line (its style and label can still be changed).
+    """
     xs = frame[x].to_numpy()
-    ax.plot(xs, frame["mean"].to_numpy(), color=color, label=label, linewidth=1.5)
+    means = frame["mean"].to_numpy()
+    single = len(xs) == 1
+    marker = "o" if single else None
+    (line,) = ax.plot(xs, means, color=color, label=label, linewidth=1.5, marker=marker)
     low = frame["ci_low"].fill_null(np.nan).to_numpy()
     high = frame["ci_high"].fill_null(np.nan).to_numpy()
-    if np.isfinite(low).any():
+    if single and np.isfinite(low).all():
+        ax.errorbar(xs, means, yerr=[means - low, high - means], fmt="none", ecolor=color)
+    elif np.isfinite(low).any():
         ax.fill_between(xs, low, high, color=color, alpha=0.2, linewidth=0)
+    return line
 
 
 def is_constant(frame: pl.DataFrame, value: float) -> bool:
@@ -612,9 +640,7 @@ def learning_figure(
     for label in label_order(runs):
         lines = []
         for index, setting in enumerate(settings.iter_rows(named=True) if params else [{}]):
-            mine = curves.filter(
-                pl.col(LABEL) == label, *[pl.col(k) == v for k, v in setting.items()]
-            )
+            mine = curves.filter(pl.col(LABEL) == label, *matching(setting))
             for metric in LEARNING_METRICS:
                 curve = mine.filter(pl.col("metric") == metric).sort(x_column)
                 if curve.height and not (metric != "bid_ratio" and is_constant(curve, 1.0)):
@@ -636,9 +662,11 @@ def learning_figure(
                 if metric == "bid_ratio"
                 else "reported / true scale (geometric mean)"
             )
-            band(ax, curve, x_column, color if metric == "bid_ratio" else "#444444", what)
-            ax.lines[-1].set_linestyle(setting["_style"] if metric == "bid_ratio" else "--")
-            ax.lines[-1].set_label(f"{what} {extra}".strip())
+            line = band(ax, curve, x_column, color if metric == "bid_ratio" else "#444444", what)
+            # one setting: the report scale dashed; several: each setting's own style for both
+            solo = metric != "bid_ratio" and len(settings) <= 1
+            line.set_linestyle("--" if solo else setting["_style"])
+            line.set_label(f"{what} {extra}".strip())
         ax.axhline(1.0, color="grey", linewidth=0.8, linestyle=":", label="truthful (1)")
         ax.set_title(names[label], fontsize="medium")
         ax.grid(alpha=0.3)
@@ -655,14 +683,16 @@ def learning_figure(
             ax.xaxis.set_tick_params(labelbottom=True)
         if index % columns == 0:
             ax.set_ylabel("ratio")
-    counts = curves.group_by(LABEL).agg(pl.col("n").max())["n"].to_list()
+    counts = [int(curve["n"].min()) for _, lines in shown for _, _, curve in lines] + [
+        int(curve["n"].max()) for _, lines in shown for _, _, curve in lines
+    ]  # the range over every point drawn: a window some runs do not reach has fewer
     widths = sorted(set(curves["rounds_per_window"].drop_nulls().to_list()))
     shown_widths = str(widths[0]) if len(widths) == 1 else f"{widths[0]}-{widths[-1]}"
     per_curve = " (each curve its own)" if len(widths) > 1 else ""
     footer(
         fig,
         f"mean over agents per window of {shown_widths} rounds{per_curve}; "
-        + seeds_note(counts, "curve").replace("error bars", "bands"),
+        + seeds_note(counts, "curve point").replace("error bars", "bands"),
         f"bands above {top:.3g} run off the axes" if cut else "",
     )
     return fig
@@ -739,8 +769,9 @@ def brand_share_figure(shares: pl.DataFrame) -> Figure | None:
             rows = mine.filter(pl.col("category") == category)
             rows = rows.group_by("lambda").agg(pl.col("share", "ci_low", "ci_high").mean())
             rows = rows.sort("lambda").rename({"share": "mean"})
-            band(ax, rows, "lambda", CATEGORY_COLORS[category], category_name(category, brands))
-            ax.lines[-1].set_marker("o")
+            band(
+                ax, rows, "lambda", CATEGORY_COLORS[category], category_name(category, brands)
+            ).set_marker("o")
         ax.set_title(f"{aggregation.replace('_', '-')} aggregation")
         ax.set_xlabel(f"λ, {brands[0]}'s share of the bids")
         ax.set_ylim(0, 1)
@@ -791,11 +822,10 @@ def plot_convergence(convergence: pl.DataFrame, out_dir: Path) -> list[Path]:
         colors = itertools.cycle([*OKABE_ITO.values()])
         mine = table.filter(pl.col("metric").is_in(metrics))
         for row in mine.select(*by, "metric").unique().sort(*by, "metric").iter_rows(named=True):
-            line = mine.filter(*[pl.col(k) == v for k, v in row.items()]).sort(x)
+            line = mine.filter(*matching(row)).sort(x)
             parts = [f"τ = {row['tau']:g}"] if len(taus) > 1 else []
             parts += [str(row[k]) for k in ("proposal", "metric") if k in row]
-            band(ax, line, x, next(colors), " ".join(parts))
-            ax.lines[-1].set_marker("o")
+            band(ax, line, x, next(colors), " ".join(parts)).set_marker("o")
         if metrics == gaps:
             ax.axhline(0.0, color="#666666", linewidth=0.8, linestyle=":")
         ax.set_xscale("log", base=2)
@@ -852,8 +882,9 @@ def plot_eva(frame: pl.DataFrame, out_dir: str | Path) -> list[Path]:
         mine = summary.filter(pl.col("method") == method).sort("generation")
         seeds = mine["seeds"].max()
         label = f"{method} ({seeds} seed{'s' if seeds != 1 else ''})"
-        band(ax, mine.rename({"heldout_reward_mean": "mean"}), "generation", colors[method], label)
-        ax.lines[-1].set_marker("o")
+        band(
+            ax, mine.rename({"heldout_reward_mean": "mean"}), "generation", colors[method], label
+        ).set_marker("o")
     ax.set_xlabel("generation (solver updates; 0 = base model)")
     ax.set_ylabel("held-out reward (mean over queries x replies)")
     ax.set_title("Held-out reward by generation")
@@ -867,8 +898,7 @@ def plot_eva(frame: pl.DataFrame, out_dir: str | Path) -> list[Path]:
             "generation",
             colors.get("eva", OKABE_ITO["black"]),
             "eva - static",
-        )
-        ax.lines[-1].set_marker("o")
+        ).set_marker("o")
         ax.axhline(0.0, color="black", linewidth=0.6)
         ax.set_xlabel("generation (solver updates; 0 = base model)")
         ax.set_ylabel("held-out reward difference")

@@ -495,3 +495,89 @@ def test_token_figure_of_another_mechanism_is_skipped_without_loading_torch(tmp_
     )
     assert done.stdout.strip() == "[]"
     assert not (tmp_path / "f").exists()
+
+
+def with_grid_key(results, key: str, values: dict[str, float | None]):
+    """``results`` as if swept over ``key``: mechanism kind -> its value (None: a null)."""
+    from analysis.load import Results
+
+    column = pl.col("mechanism").replace_strict(values, default=None, return_dtype=pl.Float64)
+    runs = results.runs.with_columns(column.alias(key))
+    return Results(runs, (key,), results.sweep_dirs, results.run_dirs, results.scenarios)
+
+
+def test_runs_whose_grid_key_is_null_are_drawn_like_the_others(results):
+    # A sweep over a per-kind key (mechanism.mosaic.tau) leaves it null for the other kinds;
+    # `== None` matched no row, so their bars read "n/a" and their curves were left out.
+    swept = with_grid_key(results, "mechanism.tau", {"vcg": 0.5, "gsp": 1.0})
+    heights = {
+        name: [bar.get_height() for bar in bars]
+        for name, bars in bars_by_name(revenue_figure(swept)).items()
+    }
+    assert heights["uniform price, 2 slots"] == pytest.approx([3.0])  # mean of 3.0, 3.5, 2.5
+    assert heights["VCG"] == pytest.approx([2.5]) and heights["GSP"] == pytest.approx([4.9 / 3])
+    runs, by = labelled_runs(swept)
+    fig = learning_figure(swept, load_agents(runs, by))
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert titles == EXPECTED_ORDER
+
+
+def test_runs_without_their_scenario_are_kept_apart_by_their_summarys_length(tmp_path):
+    # Two 4-round runs and one of 2 rounds, scenario.toml gone: they used to pool silently.
+    for seed in range(3):
+        write_run(tmp_path / f"run-{seed}", "vcg", "", seed, 2.0)
+        (tmp_path / f"run-{seed}" / "scenario.toml").unlink()
+    summary_path = tmp_path / "run-2" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary_path.write_text(json.dumps({**summary, "rounds": 2}))
+    with pytest.warns(UserWarning, match="differ in rounds"):
+        runs, by = labelled_runs(load_results(tmp_path))
+    assert by[-1] == "setting"
+    assert sorted(runs["setting"].to_list()) == ["rounds=2", "rounds=4", "rounds=4"]
+
+
+def test_a_one_window_curve_is_a_marker_with_its_interval(tmp_path):
+    for seed, revenue in enumerate([1.0, 2.0]):
+        folder = tmp_path / f"run-{seed}"
+        write_run(folder, "vcg", "", seed, revenue)
+        agents = pl.read_parquet(folder / "agents.parquet").filter(pl.col("round") == 0)
+        agents.with_columns(pl.col("bid") + 0.1 * seed).write_parquet(folder / "agents.parquet")
+    results = load_results(tmp_path)
+    runs, by = labelled_runs(results)
+    ax = learning_figure(results, load_agents(runs, by)).axes[0]
+    line = next(line for line in ax.lines if line.get_label() == "bid / valuation")
+    assert line.get_marker() == "o" and list(line.get_ydata()) == pytest.approx([0.55])
+    (bounds,) = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    low, high = bounds.lines[2][0].get_segments()[0][:, 1]
+    assert low < 0.5 and high > 0.6  # two runs at 0.5 and 0.6: a t interval around 0.55
+
+
+def test_report_scale_curves_of_two_settings_are_told_apart(tmp_path):
+    for seed in range(2):
+        for k in (1, 8):
+            folder = tmp_path / f"k{k}-{seed}"
+            write_run(folder, "token_auction", "second_price", seed + 1, 1.0)
+            text = (folder / "scenario.toml").read_text()
+            (folder / "scenario.toml").write_text(
+                text.replace("rounds = 4", f"rounds = 4\nauctions_per_round = {k}")
+            )
+    with pytest.warns(UserWarning, match="differ"):
+        results = load_results(tmp_path)
+        runs, by = labelled_runs(results)
+        fig = learning_figure(results, load_agents(runs, by))
+    scales = [line for line in fig.axes[0].lines if "scale" in line.get_label()]
+    assert len(scales) == 2
+    assert len({(line.get_linestyle(), line.get_label()) for line in scales}) == 2
+    assert scales[0].get_linestyle() != scales[1].get_linestyle()
+
+
+def test_the_learning_note_gives_the_range_of_n_over_the_points_drawn(tmp_path):
+    # three seeds, one of which stopped after 2 of 4 rounds: windows 2 and 3 rest on 2 runs
+    for seed in range(3):
+        write_run(tmp_path / f"run-{seed}", "vcg", "", seed, 2.0)
+    agents = pl.read_parquet(tmp_path / "run-2" / "agents.parquet")
+    agents.filter(pl.col("round") < 2).write_parquet(tmp_path / "run-2" / "agents.parquet")
+    results = load_results(tmp_path)
+    runs, by = labelled_runs(results)
+    text = figure_text(learning_figure(results, load_agents(runs, by)))
+    assert "n = 2-3 seeds per curve point;" in text
