@@ -160,7 +160,8 @@ def add_labels(runs: pl.DataFrame, grid_keys: Sequence[str] = ()) -> pl.DataFram
     kinds = runs["mechanism"].fill_null(UNLABELLED).cast(pl.String)
     varying = varying_label_columns(runs, grid_keys)
     for index, kind in enumerate(kinds.to_list()):
-        parts = [str(runs[col][index]) for col in varying[kind]]
+        values = [runs[col][index] for col in varying[kind]]
+        parts = [str(value) for value in values if value is not None]  # a null: not "None"
         parts = list(dict.fromkeys(parts))
         labels.append(f"{kind} ({', '.join(parts)})" if parts else kind)
     return runs.with_columns(pl.Series(LABEL, labels, dtype=pl.String))

@@ -258,7 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_sweep_parsers(commands)
     add_eva_parsers(commands)
 
-    lm = commands.add_parser("lm", help="the bundled tiny language model")
+    lm = commands.add_parser(
+        "lm", help="language models: train the tiny LM, fetch a pretrained one, sample replies"
+    )
     lm_commands = lm.add_subparsers(dest="lm_command", required=True)
     train = lm_commands.add_parser("train", help="generate the ad corpus and train the tiny LM")
     train.add_argument(

@@ -243,6 +243,22 @@ def test_summarize_single_observation_has_null_ci():
     assert table["ci_low"][1] is None and table["std"][1] is None
 
 
+def test_a_null_variant_is_left_out_of_the_label():
+    # folders of two versions pooled: the older runs lack ``settlement`` (null there)
+    runs = pl.DataFrame(
+        {
+            "mechanism": ["token_auction"] * 3,
+            "payment": ["second_price", "first_price", "second_price"],
+            "settlement": ["ex_post", None, None],
+        }
+    )
+    assert add_labels(runs)["label"].to_list() == [
+        "token_auction (second_price, ex_post)",
+        "token_auction (first_price)",
+        "token_auction (second_price)",
+    ]
+
+
 def test_labels_show_varying_variants():
     runs = pl.DataFrame(
         {

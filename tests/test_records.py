@@ -195,3 +195,15 @@ def test_the_schema_names_exactly_the_registered_mechanisms():
     for column in ROUNDS.columns:
         if column.group == "extra":
             assert set(column.filled_by) <= set(MECHANISMS), column.name
+
+
+def test_a_runs_title_names_its_variant_unless_it_repeats_the_kind():
+    from market_sim.results.report import format_run_summary
+
+    columns = ["valuation", "bid", "report_scale", "allocation", "value", "payment", "utility"]
+    agents = pl.DataFrame({"agent": ["a"], **{c: [1.0] for c in columns}, "mentioned": [True]})
+    summary = {"scenario": "s", "rounds": 2, "seed": 0, "device": "cpu", "rounds_per_second": 1.0}
+    token = {**summary, "mechanism": "token_auction", "aggregation": "linear", "payment": "none"}
+    mosaic = {**summary, "mechanism": "mosaic", "payment": "mosaic"}
+    assert format_run_summary(token, agents).startswith("s: token_auction (linear, none), 2 ")
+    assert format_run_summary(mosaic, agents).startswith("s: mosaic, 2 rounds, seed 0")

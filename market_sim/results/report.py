@@ -35,7 +35,11 @@ TITLE_VARIANT_KEYS: tuple[str, ...] = ("aggregation", "payment")
 
 def format_run_summary(summary: dict[str, Any], agents: pl.DataFrame) -> str:
     """Headline metrics, then the mean of each advertiser's columns over rounds."""
-    variant = ", ".join(str(summary[key]) for key in TITLE_VARIANT_KEYS if key in summary)
+    variant = ", ".join(
+        str(summary[key])
+        for key in TITLE_VARIANT_KEYS
+        if key in summary and summary[key] != summary["mechanism"]  # not "mosaic (mosaic)"
+    )
     variant = f" ({variant})" if variant else ""
     title = (
         f"{summary['scenario']}: {summary['mechanism']}{variant}, {summary['rounds']} rounds, "
