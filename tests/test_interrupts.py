@@ -508,3 +508,56 @@ def test_interrupts_deferred_holds_a_signal_until_the_block_ends(signum):
         other.join()
     assert finished == ["block"]
     assert {s: signal.getsignal(s) for s in handlers} == handlers
+
+
+RUN_THAT_WAITS = """
+import pathlib, time
+
+def run_that_waits(task, runs_root):
+    pathlib.Path(runs_root, f"started-{task.index}").touch()
+    time.sleep(600)
+    return task.name
+"""
+POOL_UNDER_POLARS = """
+import sys
+from pathlib import Path
+import polars  # installs its SIGINT handler with SA_RESTART: a wait without timeout resumes
+from market_sim.sweep.backends import SweepTask, run_in_pool
+from run_that_waits import run_that_waits
+
+root = Path(sys.argv[1])
+key = ("no-such-model", "cpu", "float32")  # the workers' preload fails quietly
+tasks = [SweepTask(i, f"run{i}", (), i, "", key) for i in range(2)]
+try:
+    run_in_pool(tasks, root, 2, 1, run_that_waits, lambda count: None)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+def test_ctrl_c_stops_a_pool_at_once_while_its_runs_go_on(tmp_path):
+    # Found by an audit: with polars imported, SIGINT reached the sweep only when a run ended.
+    (tmp_path / "run_that_waits.py").write_text(RUN_THAT_WAITS)
+    environment = {**os.environ, **QUIET_ENV, "PYTHONPATH": str(tmp_path)}
+    process = subprocess.Popen(
+        [sys.executable, "-c", POOL_UNDER_POLARS, str(tmp_path)],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        started = time.monotonic()
+        wait_until(
+            lambda: len(list(tmp_path.glob("started-*"))) == 2,
+            started + STARTUP_DEADLINE_SECONDS,
+            "both runs started",
+        )
+        workers = descendants(process.pid)
+        process.send_signal(signal.SIGINT)
+        # the runs sleep 600 s: exiting within the deadline means the interrupt did not wait
+        out, err = process.communicate(timeout=EXIT_DEADLINE_SECONDS)
+    finally:
+        process.kill()
+    assert out.strip() == "interrupted", err
+    assert_none_left(workers)

@@ -42,6 +42,9 @@ from market_sim.results.checkpoint import CHECKPOINT_FILE
 BACKENDS: tuple[str, ...] = ("local", "ray")
 """Backend names accepted by :func:`execute_tasks` (``--backend``)."""
 
+INTERRUPT_POLL_SECONDS = 0.5
+"""The sweep's parent wakes this often while runs are in flight, to act on a Ctrl-C."""
+
 RAY_INSTALL_HINT = "install it with: pip install 'market-sim[ray]' (or pip install ray)"
 
 ModelKey = tuple[str, str, str]
@@ -277,7 +280,9 @@ def run_in_pool(
         with interrupts_blocked():
             pending: set[Future[str]] = {pool.submit(run_function, t, runs_root) for t in tasks}
         while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            # With a timeout: polars installs its SIGINT handler with SA_RESTART, so a wait
+            # without one resumes after Ctrl-C and the interrupt waited for a run to finish.
+            done, pending = wait(pending, INTERRUPT_POLL_SECONDS, FIRST_COMPLETED)
             for future in done:
                 future.result()
                 tick(1)
@@ -342,7 +347,7 @@ def run_on_ray(
         while queue or in_flight:
             while queue and len(in_flight) < max(1, cap or len(tasks)):
                 in_flight.append(remote.remote(run_function, queue.pop(0), str(runs_root), threads))
-            done, in_flight = ray.wait(in_flight, num_returns=1)
+            done, in_flight = ray.wait(in_flight, num_returns=1, timeout=INTERRUPT_POLL_SECONDS)
             ray.get(done)
             tick(len(done))
     finally:
