@@ -14,11 +14,13 @@ import pytest
 import torch
 
 from market_sim.cli import main
+from market_sim.config.fields import ScenarioError
 from market_sim.eva.audit import (
     AUDIT_FILE,
     AUDIT_SCHEMA,
     AUDIT_TOP_FILE,
     QueryRegret,
+    audit_labels,
     mechanism_label,
     run_audit,
     top_report,
@@ -473,7 +475,8 @@ def test_audit_finds_high_regret_queries_for_first_price_only(audit_run):
             assert set(rows.filter(pl.col("generation") == 0)["text"]) == set(ITEMS)
             assert set(rows["generation"]) == set(range(GENERATIONS + 1))
             numbers = report[mechanism]["methods"][method]
-            assert numbers["queries"] == rows["text"].n_unique()
+            assert numbers["queries"] == rows.height and numbers["seeds"] == 1
+            assert numbers["distinct_queries"] == rows["text"].n_unique()
             assert numbers["regret_max_found"] == pytest.approx(rows["regret_max"].max())
             assert numbers["all_mean"] == pytest.approx(rows["regret_max"].mean())
             assert numbers["top_mean"] >= numbers["all_mean"]
@@ -673,3 +676,61 @@ def test_run_audit_refuses_a_fine_tuned_mechanism_before_using_the_model(tmp_pat
         run_audit(scenario, None, 1, [0], tmp_path / "out")  # type: ignore[arg-type]
     assert caught.value.key == "mechanism.policy_space"
     assert not (tmp_path / "out").exists()
+
+
+def audit_row(seed: int, text: str, regret: float, generation: int = 0) -> dict:
+    return {
+        "mechanism": "m",
+        "method": "eva",
+        "seed": seed,
+        "generation": generation,
+        "query_id": f"q{seed}{text}",
+        "text": text,
+        "regret_max": regret,
+        "regret_mean": regret / 2,
+        "parent_id": None,
+        "operator": "seed",
+    }
+
+
+def test_the_audit_report_pools_seeds_without_dropping_a_seeds_regret():
+    # Found by an audit: unique("text") kept an arbitrary seed's row of a text that two seeds
+    # evaluated, so the largest regret found (42, seed 1) could be reported as 2.
+    rows = [audit_row(0, "a", 2.0), audit_row(0, "b", 1.0), audit_row(1, "a", 42.0)]
+    rows += [audit_row(1, "c", 3.0, generation=1)]
+    table = pl.DataFrame(rows, schema=AUDIT_SCHEMA)
+    numbers = top_report(table, 2)["m"]["methods"]["eva"]
+    assert numbers == {
+        "queries": 4,
+        "distinct_queries": 3,
+        "seeds": 2,
+        "regret_max_found": 42.0,
+        "top_mean": (42.0 + 3.0) / 2,  # texts a (its highest, 42) and c
+        "all_mean": (2.0 + 1.0 + 42.0 + 3.0) / 4,
+    }
+    top = top_report(table, 2)["m"]["top_queries"]
+    assert [(row["text"], row["regret_max"], row["seed"]) for row in top] == [
+        ("a", 42.0, 1),
+        ("c", 3.0, 1),
+    ]
+
+
+def test_audited_mechanisms_differing_in_another_key_keep_their_own_labels():
+    scenario = eva_scenario(AUDIT_CHANGES, advertisers=2)
+    first = scenario.audit.mechanisms[0]
+    weighted = dataclasses.replace(first, platform_weight=0.5)
+    assert mechanism_label(first) == mechanism_label(weighted)  # the clash the audit found
+    labels = audit_labels([first, weighted, scenario.audit.mechanisms[1]])
+    assert labels[0] != labels[1] and labels[1].endswith("[platform_weight=0.5]")
+    assert labels[2] == mechanism_label(scenario.audit.mechanisms[1])  # unique: unchanged
+
+
+def test_auditing_one_mechanism_twice_is_refused_when_the_scenario_loads():
+    changes = copy.deepcopy(AUDIT_CHANGES)
+    changes["audit"]["mechanisms"] = [{"payment": "first_price"}, {"payment": "first_price"}]
+    with pytest.raises(
+        ScenarioError,
+        match=r"audit.mechanisms\[1\]: the same mechanism as "
+        r"audit.mechanisms\[0\]",
+    ):
+        eva_scenario(changes, advertisers=2)

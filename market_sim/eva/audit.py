@@ -46,7 +46,7 @@ from market_sim.lm.model import LanguageModel
 from market_sim.market.valuations import expected_valuation
 from market_sim.platform.base import Bidder, Platform, Report
 from market_sim.platform.outcome_checks import check_counterfactual_values, check_outcomes
-from market_sim.plugins import MechanismConfig, build_platform, mechanism_choices
+from market_sim.plugins import MechanismConfig, build_platform, mechanism_choices, read_values
 from market_sim.plugins.origin import plugin_origins
 from market_sim.provenance import write_provenance
 from market_sim.results import atomic_write, atomic_write_json, atomic_write_text
@@ -78,6 +78,31 @@ def mechanism_label(config: MechanismConfig) -> str:
     if choices.get("aggregation", "linear") != "linear":
         label += f"/{choices['aggregation']}"
     return label
+
+
+def audit_labels(mechanisms: Sequence[MechanismConfig]) -> list[str]:
+    """The ``mechanism`` column of each audited mechanism: distinct for distinct mechanisms.
+
+    :func:`mechanism_label`, and where two audited mechanisms share it (they differ in another
+    key, e.g. ``platform_weight``) the keys whose values differ among them, in brackets:
+    ``token_auction/first_price [platform_weight=0.5]``. A label also seeds the creator's
+    generator, so mechanisms kept apart this way do not share one either. (Identical
+    mechanisms are refused when the scenario loads.)
+    """
+    bases = [mechanism_label(mechanism) for mechanism in mechanisms]
+    labels = []
+    for mechanism, base in zip(mechanisms, bases, strict=True):
+        twins = [read_values(m) for m, b in zip(mechanisms, bases, strict=True) if b == base]
+        if len(twins) == 1:
+            labels.append(base)
+            continue
+        names = dict.fromkeys(name for values in twins for name in values)
+        differing = [
+            name for name in names if len({repr(values.get(name)) for values in twins}) > 1
+        ]
+        mine = read_values(mechanism)
+        labels.append(f"{base} [{', '.join(f'{name}={mine.get(name)}' for name in differing)}]")
+    return labels
 
 
 class QueryRegret:
@@ -147,6 +172,7 @@ def audit_mechanism(
     seed: int,
     uniform: bool,
     platform_modules: dict[str, str] | None = None,
+    label: str | None = None,
 ) -> pl.DataFrame:
     """Rows of ``audit.parquet`` for one mechanism and seed (both methods).
 
@@ -162,7 +188,7 @@ def audit_mechanism(
         platform_modules[mechanism.kind] = type(platform).__module__
     audit = scenario.audit or AuditConfig()
     regret = QueryRegret(scenario, platform, seed, audit.draws)
-    label = mechanism_label(mechanism)
+    label = mechanism_label(mechanism) if label is None else label
     rows: list[dict[str, Any]] = []
     for method in AUDIT_METHODS if uniform else AUDIT_METHODS[:1]:
         pool = QueryPool(items)
@@ -210,32 +236,50 @@ def audit_mechanisms(scenario: Scenario) -> list[MechanismConfig]:
     return list(audit.mechanisms) or [scenario.mechanism]
 
 
+def highest_per_text(rows: pl.DataFrame) -> pl.DataFrame:
+    """One row per distinct ``text``, its highest ``regret_max``, ranked by it (then by text).
+
+    A text found by several seeds (or twice by one) counts once; ties between its rows go to
+    the earliest generation, then the lowest seed, then the query id.
+    """
+    tie_breaks = ["generation", "seed", "query_id"]
+    return (
+        rows.sort(["regret_max", *tie_breaks], descending=[True, False, False, False])
+        .unique("text", keep="first", maintain_order=True)
+        .sort(["regret_max", "text"], descending=[True, False])
+    )
+
+
 def top_report(table: pl.DataFrame, top: int) -> dict[str, Any]:
-    """Per mechanism and method: evaluated, max, top-k mean, overall mean; eva's top queries."""
+    r"""Per mechanism and method, over every seed: what the search found; eva's top queries.
+
+    With :math:`r_q` the ``regret_max`` of every evaluated query :math:`q` (every row, all
+    seeds) and :math:`R_1 \ge R_2 \ge \dots` those of the distinct texts (each its highest,
+    :func:`highest_per_text`): ``queries`` the rows, ``distinct_queries`` the texts, ``seeds``,
+    ``regret_max_found`` :math:`\max_q r_q`, ``top_mean`` the mean of the first
+    :math:`\min(\text{top}, \text{distinct})` of the :math:`R_i`, ``all_mean`` the mean of
+    every :math:`r_q`. These are :func:`analysis.eva.audit_comparison`'s definitions with the
+    seeds pooled (equal to it for one seed); ``top_queries`` are eva's first ``top`` distinct
+    texts.
+    """
     report: dict[str, Any] = {}
     for mechanism in table["mechanism"].unique(maintain_order=True).to_list():
         mine = table.filter(pl.col("mechanism") == mechanism)
         entry: dict[str, Any] = {"methods": {}}
         for method in mine["method"].unique(maintain_order=True).to_list():
-            rows = (
-                mine.filter(pl.col("method") == method)
-                .unique("text")
-                .sort(["regret_max", "text"], descending=[True, False])
-            )
+            rows = mine.filter(pl.col("method") == method)
+            distinct = highest_per_text(rows)
             entry["methods"][method] = {
                 "queries": rows.height,
+                "distinct_queries": distinct.height,
+                "seeds": rows["seed"].n_unique(),
                 "regret_max_found": float(rows["regret_max"].max()),
-                "top_mean": float(rows["regret_max"].head(top).mean()),
+                "top_mean": float(distinct["regret_max"].head(top).mean()),
                 "all_mean": float(rows["regret_max"].mean()),
             }
-        best = (
-            mine.filter(pl.col("method") == "eva")
-            .unique("text")
-            .sort(["regret_max", "text"], descending=[True, False])
-            .head(top)
-        )
+        best = highest_per_text(mine.filter(pl.col("method") == "eva")).head(top)
         entry["top_queries"] = best.select(
-            "text", "regret_max", "regret_mean", "generation", "operator"
+            "text", "regret_max", "regret_mean", "seed", "generation", "operator"
         ).to_dicts()
         report[mechanism] = entry
     return report
@@ -269,11 +313,19 @@ def run_audit(
     lm = lm.with_prompt_format(scenario.model.prompt_format)
     audit = scenario.audit or AuditConfig()
     platform_modules: dict[str, str] = {}
+    mechanisms = audit_mechanisms(scenario)
     frames = [
         audit_mechanism(
-            scenario, lm, replace(mechanism), generations, seed, audit.uniform, platform_modules
+            scenario,
+            lm,
+            replace(mechanism),
+            generations,
+            seed,
+            audit.uniform,
+            platform_modules,
+            label,
         )
-        for mechanism in audit_mechanisms(scenario)
+        for mechanism, label in zip(mechanisms, audit_labels(mechanisms), strict=True)
         for seed in seeds
     ]
     table = pl.concat(frames).sort("mechanism", "method", "seed", "query_id")

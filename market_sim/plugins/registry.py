@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from market_sim.config.fields import (
     ChoiceList,
@@ -207,9 +207,18 @@ def mechanism_choices(config: MechanismConfig) -> dict[str, str]:
     ad-slot run has no ``payment``); analysis labels a kind's variants by its ``aggregation``,
     ``payment`` and ``settlement`` and by string-valued ``mechanism.*`` grid keys.
     """
-    plugin = mechanism_plugin(config.kind)
-    values = {item.name: getattr(config, item.name) for item in plugin.read_settings(config)}
+    values = read_values(config)
     return {name: value for name, value in values.items() if isinstance(value, str)}
+
+
+def read_values(config: MechanismConfig) -> dict[str, Any]:
+    """Every key ``config``'s kind reads, with its value: the mechanism as it runs.
+
+    Two configs with the same kind and read values are the same mechanism, whatever keys of
+    other kinds they carry.
+    """
+    plugin = mechanism_plugin(config.kind)
+    return {item.name: getattr(config, item.name) for item in plugin.read_settings(config)}
 
 
 def build_platform(

@@ -66,7 +66,13 @@ from market_sim.config.fields import (
 from market_sim.config.settings import amount, learning_rate, temperature
 from market_sim.lm.devices import DEVICE_PATTERN, DEVICES_DESCRIPTION
 from market_sim.mechanisms.options import PROPOSALS
-from market_sim.plugins import MechanismConfig, MechanismPlugin, mechanism_plugin, mechanism_plugins
+from market_sim.plugins import (
+    MechanismConfig,
+    MechanismPlugin,
+    mechanism_plugin,
+    mechanism_plugins,
+    read_values,
+)
 from market_sim.prompting import PROMPT_FORMATS
 from market_sim.scenario.eva_vocabulary import (
     DEFAULT_CONSTRAINTS,
@@ -808,11 +814,20 @@ def parse_audit(value: object, mechanism_table: Mapping[str, Any]) -> AuditConfi
     check_known_keys(table, (*AUDIT_SPECS, *AUDIT_TABLES), key)
     list_key = child_key(key, "mechanisms")
     entries = require_list(table.get("mechanisms", []), list_key, "mechanism tables")
-    mechanisms = []
+    mechanisms: list[MechanismConfig] = []
     for index, entry in enumerate(entries):
         entry_key = item_key(list_key, index)
         partial = require_table(entry, entry_key)
-        mechanisms.append(parse_mechanism(merge_audited(mechanism_table, partial), entry_key))
+        mechanism = parse_mechanism(merge_audited(mechanism_table, partial), entry_key)
+        running = (mechanism.kind, read_values(mechanism))
+        for earlier_index, earlier in enumerate(mechanisms):
+            if (earlier.kind, read_values(earlier)) == running:
+                raise ScenarioError(
+                    entry_key,
+                    f"the same mechanism as {item_key(list_key, earlier_index)} (same kind and "
+                    "values of every key it reads); audit each mechanism once",
+                )
+        mechanisms.append(mechanism)
     values = {name: parse_field(table, name, spec, key) for name, spec in AUDIT_SPECS.items()}
     return AuditConfig(mechanisms=tuple(mechanisms), **values)
 
