@@ -193,6 +193,24 @@ def test_sweep_reruns_a_run_whose_model_files_changed_in_place(tmp_path, random_
     assert changed[column][0] != first[column][0]
 
 
+def test_sweep_reruns_a_run_made_with_another_thread_count(tmp_path, random_model_dir, capsys):
+    """A sweep resumed with another --threads used to table runs of both counts."""
+    scenario = write_scenario(tmp_path, random_model_dir)
+    out = tmp_path / "sweep"
+    first = run_sweep(scenario, [], "0", out, progress=False).runs
+    (summary_path,) = (out / "runs").glob("*/summary.json")
+    summary = json.loads(summary_path.read_text())
+    assert summary["execution"]["torch_threads"] == 1
+    summary["execution"]["torch_threads"] = 2  # as if an earlier call ran with --threads 2
+    summary_path.write_text(json.dumps(summary))
+    again = run_sweep(scenario, [], "0", out, progress=False).runs
+    assert "was made with 2 torch threads (this sweep: --threads 1); running it again" in (
+        capsys.readouterr().err
+    )
+    assert json.loads(summary_path.read_text())["execution"]["torch_threads"] == 1
+    assert again.equals(first)  # the rerun at one thread writes the first run's numbers
+
+
 def test_changed_model_files_compares_the_tables_a_record_has():
     from market_sim.provenance import changed_model_files
 

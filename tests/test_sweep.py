@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import stat
 import tomllib
@@ -94,12 +95,22 @@ def test_parse_grid_types_and_order():
         (["rounds=1,,2"], "--grid: rounds: empty value"),
         (["rounds=1,1"], "--grid: rounds: repeated value"),
         (["rounds=1", "rounds=2"], "--grid: rounds is given twice"),
+        (
+            ["advertisers[0].valuation.low=0.4,0.5", "advertisers.0.valuation.low=0.6"],
+            "--grid: advertisers[0].valuation.low (as advertisers.0.valuation.low) is given twice",
+        ),
+        (["mechanism.platform_weight=0,0.0,1"], "mechanism.platform_weight: repeated value"),
+        (["mechanism.platform_weight=-0.0,0.0"], "mechanism.platform_weight: repeated value"),
         (["seed=1,2"], "use --seeds"),
     ],
 )
 def test_parse_grid_errors(specs, message):
-    with pytest.raises(SweepError, match=message.replace("(", r"\(")):
+    with pytest.raises(SweepError, match=re.escape(message)):
         parse_grid(specs)
+
+
+def test_a_boolean_and_a_number_are_not_repeats_of_each_other():
+    assert parse_grid(["x=true,1"])["x"] == (True, 1)  # the scenario refuses the wrong type
 
 
 def test_parse_seeds():

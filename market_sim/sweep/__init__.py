@@ -183,8 +183,10 @@ def parse_grid(specs: Sequence[str]) -> Grid:
             raise SweepError(f"--grid: {GRID_FORMAT}; got {spec!r}")
         if key in RESERVED_GRID_KEYS:
             raise SweepError(f"--grid: {key!r} cannot be a grid key; use --seeds for seeds")
-        if key in grid:
-            raise SweepError(f"--grid: {key} is given twice; put all its values in one flag")
+        same = [earlier for earlier in grid if split_key(earlier) == split_key(key)]
+        if same:
+            twice = key if same[0] == key else f"{same[0]} (as {key})"
+            raise SweepError(f"--grid: {twice} is given twice; put all its values in one flag")
         raw = split_top_level(raw_values)
         if any(not value for value in raw):
             raise SweepError(f"--grid: {key}: empty value in {raw_values!r}; {GRID_FORMAT}")
@@ -192,10 +194,24 @@ def parse_grid(specs: Sequence[str]) -> Grid:
             values = tuple(parse_value(value) for value in raw)
         except ValueError as error:
             raise SweepError(f"--grid: {key}: {error}") from None
-        if len({format_value(value) for value in values}) != len(values):
+        if any(same_value(values[i], values[j]) for i in range(len(values)) for j in range(i)):
             raise SweepError(f"--grid: {key}: repeated value in {raw_values!r}")
         grid[key] = values
     return grid
+
+
+def same_value(first: Any, second: Any) -> bool:
+    """Whether two grid values are one value: equal as written, or equal numbers.
+
+    ``0``, ``0.0`` and ``-0.0`` resolve to one scenario (its runs were silently merged) or to
+    two runs of one experiment (``-0.0``); a boolean is never a number here.
+    """
+    if format_value(first) == format_value(second):
+        return True
+    numbers = [
+        isinstance(value, int | float) and not isinstance(value, bool) for value in (first, second)
+    ]
+    return all(numbers) and first == second
 
 
 def parse_seeds(text: str | Sequence[int]) -> tuple[int, ...]:
@@ -275,8 +291,13 @@ def run_dir_name(point: Sequence[tuple[str, Any]], seed: int, scenario_toml: str
     return f"{slug(point, name)}-seed{seed}-{digest}"
 
 
-def forget_stale_runs(tasks: Sequence[SweepTask], runs_root: Path) -> None:
+def forget_stale_runs(tasks: Sequence[SweepTask], runs_root: Path, threads: int = 1) -> None:
     """Mark incomplete (remove ``summary.json`` of) complete runs made with other model or code.
+
+    Also a run made with another torch thread count than ``threads`` (its
+    ``execution.torch_threads``): CPU reductions split by thread, so its numbers may differ in
+    the last bits, and its run id names the count; a sweep resumed with another ``--threads``
+    would otherwise table runs of both.
 
     Each complete run's ``provenance.model`` hashes are compared with its model folder's files
     now (:func:`~market_sim.provenance.changed_model_files`; each folder hashed once, and only
@@ -311,14 +332,20 @@ def forget_stale_runs(tasks: Sequence[SweepTask], runs_root: Path) -> None:
         modules = uncompared_modules(plugin)
         if modules:
             uncompared[str(plugin.get("name"))] = modules
-        if changed or changed_code:
+        execution = summary.get("execution") if isinstance(summary, dict) else None
+        run_threads = execution.get("torch_threads") if isinstance(execution, dict) else None
+        other_threads = isinstance(run_threads, int) and run_threads != threads
+        if changed or changed_code or other_threads:
             shown = ", ".join(changed[:3]) + (", ..." if len(changed) > 3 else "")
-            what = (
-                f"other model files ({shown})"
-                if changed
-                else f"other code of mechanism plugin {plugin.get('name')!r} "
-                f"({', '.join(changed_code)})"
-            )
+            if changed:
+                what = f"other model files ({shown})"
+            elif changed_code:
+                what = (
+                    f"other code of mechanism plugin {plugin.get('name')!r} "
+                    f"({', '.join(changed_code)})"
+                )
+            else:
+                what = f"{run_threads} torch threads (this sweep: --threads {threads})"
             print(
                 f"market-sim: sweep: {RUNS_DIR}/{task.name} was made with {what}; running it again",
                 file=sys.stderr,
@@ -687,7 +714,7 @@ def run_sweep(
     tasks = plan_sweep(scenario_path, parsed_grid, seed_list, overrides)
     out = Path(out_dir)
     runs_root = out / RUNS_DIR
-    forget_stale_runs(tasks, runs_root)
+    forget_stale_runs(tasks, runs_root, threads)
     todo = [
         dataclasses.replace(task, checkpoint_seconds=checkpoint_seconds)
         for task in tasks
