@@ -621,6 +621,12 @@ def test_a_finished_seed_made_with_other_model_files_runs_again(tmp_path):
     assert finished_tables(tmp_path, "name = 'x'\n", 2, hashes) is not None
     edited = {**hashes, "settings_sha256": {"config.json": "cc"}}
     assert finished_tables(tmp_path, "name = 'x'\n", 2, edited) is None
+    # a record without a thread count (an older version): kept whatever the count now
+    assert finished_tables(tmp_path, "name = 'x'\n", 2, hashes, threads=2) is not None
+    (tmp_path / SEED_MODEL_FILE).write_text(json.dumps({**hashes, "torch_threads": 1}))
+    assert finished_tables(tmp_path, "name = 'x'\n", 2, hashes, threads=1) is not None
+    # another --threads: CPU reductions may round otherwise, so the seed runs again
+    assert finished_tables(tmp_path, "name = 'x'\n", 2, hashes, threads=2) is None
     (tmp_path / SEED_MODEL_FILE).unlink()  # no record: cannot tell, so it runs again
     assert finished_tables(tmp_path, "name = 'x'\n", 2, hashes) is None
 

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import torch
 
 from market_sim.eva.creator import LMRewriter, Rewriter, creator_step
 from market_sim.eva.grammar import QueryGrammar
@@ -373,7 +374,8 @@ def seed_dir(out_dir: Path, seed: int) -> Path:
 
 SEED_MODEL_FILE = "model_files.json"
 """A seed folder's record of the model files it ran with (``weights_sha256``,
-``settings_sha256``: :func:`~market_sim.provenance.model_file_hashes`)."""
+``settings_sha256``: :func:`~market_sim.provenance.model_file_hashes`) and of its
+``torch_threads`` (CPU reductions split by thread, so another count may move the last bits)."""
 
 
 def finished_tables(
@@ -381,18 +383,20 @@ def finished_tables(
     scenario_toml: str,
     generations: int,
     model_hashes: dict[str, dict[str, str]] | None = None,
+    threads: int | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame] | None:
     """A seed folder's ``eva.parquet`` and ``queries.parquet`` if it holds a complete run.
 
     Complete: of this scenario with as many generations, and (when ``model_hashes`` is given)
     made with the same model files: :data:`SEED_MODEL_FILE` must match them, since a model
-    folder edited in place keeps its reference in the scenario. ``eva.parquet`` is written last
-    (and removed before a rerun), so its presence marks a complete seed; the stored resolved
-    scenario must equal this one, so changing any key reruns the seed instead of mixing results of
-    different settings. Files that cannot be read (damaged, or without a ``generation``
-    column) and an ``eva.parquet`` with other columns than :data:`EVA_SCHEMA` (written by
-    another version) also mean the seed runs again: it is deterministic, so the rerun writes
-    what the damaged files held.
+    folder edited in place keeps its reference in the scenario; and (when ``threads`` is given)
+    with as many torch threads, where the record names them (older records do not).
+    ``eva.parquet`` is written last (and removed before a rerun), so its presence marks a
+    complete seed; the stored resolved scenario must equal this one, so changing any key reruns
+    the seed instead of mixing results of different settings. Files that cannot be read
+    (damaged, or without a ``generation`` column) and an ``eva.parquet`` with other columns than
+    :data:`EVA_SCHEMA` (written by another version) also mean the seed runs again: it is
+    deterministic, so the rerun writes what the damaged files held.
 
     Returns:
         ``(eva, queries)``, or None when the seed must run.
@@ -403,10 +407,12 @@ def finished_tables(
     try:
         if (folder / "scenario.toml").read_text(encoding="utf-8") != scenario_toml:
             return None
-        if model_hashes is not None:
-            recorded = json.loads((folder / SEED_MODEL_FILE).read_text(encoding="utf-8"))
-            if changed_model_files(recorded, model_hashes):
-                return None
+        record = folder / SEED_MODEL_FILE
+        recorded = json.loads(record.read_text(encoding="utf-8")) if record.exists() else {}
+        if model_hashes is not None and changed_model_files(recorded, model_hashes):
+            return None
+        if threads is not None and recorded.get("torch_threads", threads) != threads:
+            return None
         table = pl.read_parquet(folder / EVA_FILE)
         lineage = pl.read_parquet(folder / QUERIES_FILE)
         complete = table.schema == pl.Schema(EVA_SCHEMA) and (
@@ -443,12 +449,13 @@ def run_eva(
     scenario_toml = dump_scenario_toml(scenario)
     tables, lineages = [], []
     model_hashes = None if out_dir is None else current_model_hashes(scenario.model.path)
+    threads = torch.get_num_threads()
     for seed in seeds:
         folder = None if out_dir is None else seed_dir(out_dir, seed)
         done = (
             None
             if folder is None
-            else finished_tables(folder, scenario_toml, generations, model_hashes)
+            else finished_tables(folder, scenario_toml, generations, model_hashes, threads)
         )
         if done is not None:
             tables.append(done[0])
@@ -461,8 +468,8 @@ def run_eva(
         if folder is not None:
             (folder / EVA_FILE).unlink(missing_ok=True)
             atomic_write_text(folder / "scenario.toml", scenario_toml)
-            if model_hashes is not None:
-                atomic_write_json(folder / SEED_MODEL_FILE, model_hashes)
+            record = {**(model_hashes or {}), "torch_threads": threads}
+            atomic_write_json(folder / SEED_MODEL_FILE, record)
             atomic_write(folder / QUERIES_FILE, lineages[-1].write_parquet)
             atomic_write(folder / EVA_FILE, tables[-1].write_parquet)
     table = pl.concat(tables).sort("seed", "method", "generation")
