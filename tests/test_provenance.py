@@ -11,6 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import polars as pl
+import pytest
 import tomli_w
 import torch
 
@@ -191,6 +192,23 @@ def test_sweep_reruns_a_run_whose_model_files_changed_in_place(tmp_path, random_
     assert changed["revenue_mean"][0] != first["revenue_mean"][0]
     column = "provenance.model.settings_sha256.config.json"
     assert changed[column][0] != first[column][0]
+
+
+def test_a_refused_sweep_leaves_its_stale_runs_complete(tmp_path, random_model_dir):
+    """Weights damaged after the sweep: its run is stale, but the model check refuses the
+    rerun; the run used to lose its summary.json before that check."""
+    model_dir = tmp_path / "model"
+    shutil.copytree(random_model_dir, model_dir)
+    scenario = write_scenario(tmp_path, model_dir)
+    out = tmp_path / "sweep"
+    run_sweep(scenario, [], "0", out, progress=False)
+    (summary_path,) = (out / "runs").glob("*/summary.json")
+    before = summary_path.read_bytes()
+    (weights,) = model_dir.glob("*.safetensors")
+    weights.write_bytes(b"not a safetensors file")  # hashes fine; its header does not parse
+    with pytest.raises(ValueError, match="safetensors"):
+        run_sweep(scenario, [], "0", out, progress=False)
+    assert summary_path.read_bytes() == before
 
 
 def test_sweep_reruns_a_run_made_with_another_thread_count(tmp_path, random_model_dir, capsys):

@@ -12,7 +12,7 @@ hash of the run's resolved scenario (the same digest as its ``run_id``), so any 
 scenario, the overrides or the model reference gives a new folder. A model folder edited in
 place keeps its reference, so a rerun also compares each complete run's recorded model file
 hashes (``provenance.model``: weights, config and tokenizer files) with the folder's files now
-and runs again those made with other files (:func:`forget_stale_runs`); likewise a run of a
+and runs again those made with other files (:func:`stale_runs`); likewise a run of a
 mechanism plugin whose recorded source files (or package version) differ from the code now: a
 rerun never reuses a stale run.
 
@@ -291,8 +291,12 @@ def run_dir_name(point: Sequence[tuple[str, Any]], seed: int, scenario_toml: str
     return f"{slug(point, name)}-seed{seed}-{digest}"
 
 
-def forget_stale_runs(tasks: Sequence[SweepTask], runs_root: Path, threads: int = 1) -> None:
-    """Mark incomplete (remove ``summary.json`` of) complete runs made with other model or code.
+def stale_runs(tasks: Sequence[SweepTask], runs_root: Path, threads: int = 1) -> dict[str, str]:
+    """Complete runs made with other model files, plugin code or thread count, and why.
+
+    Nothing is changed here: :func:`run_sweep` marks them incomplete (removes their
+    ``summary.json``, with a line each) only once every input is checked, so a refused input
+    leaves the folder as it was.
 
     Also a run made with another torch thread count than ``threads`` (its
     ``execution.torch_threads``): CPU reductions split by thread, so its numbers may differ in
@@ -313,6 +317,7 @@ def forget_stale_runs(tasks: Sequence[SweepTask], runs_root: Path, threads: int 
 
     uncompared: dict[str, list[str]] = {}  # plugin name -> modules without a source file
     current: dict[str, Any] = {}
+    stale: dict[str, str] = {}
     for task in tasks:
         folder = runs_root / task.name
         if not is_complete_run(folder):
@@ -346,11 +351,7 @@ def forget_stale_runs(tasks: Sequence[SweepTask], runs_root: Path, threads: int 
                 )
             else:
                 what = f"{run_threads} torch threads (this sweep: --threads {threads})"
-            print(
-                f"market-sim: sweep: {RUNS_DIR}/{task.name} was made with {what}; running it again",
-                file=sys.stderr,
-            )
-            (folder / SUMMARY_FILE).unlink()
+            stale[task.name] = what
     for name, modules in uncompared.items():
         print(
             f"market-sim: warning: sweep: mechanism plugin {name!r} was defined where there is "
@@ -359,6 +360,7 @@ def forget_stale_runs(tasks: Sequence[SweepTask], runs_root: Path, threads: int 
             "changing it",
             file=sys.stderr,
         )
+    return stale
 
 
 def plan_sweep(
@@ -714,13 +716,19 @@ def run_sweep(
     tasks = plan_sweep(scenario_path, parsed_grid, seed_list, overrides)
     out = Path(out_dir)
     runs_root = out / RUNS_DIR
-    forget_stale_runs(tasks, runs_root, threads)
+    stale = stale_runs(tasks, runs_root, threads)
     todo = [
         dataclasses.replace(task, checkpoint_seconds=checkpoint_seconds)
         for task in tasks
-        if not is_complete_run(runs_root / task.name)
+        if task.name in stale or not is_complete_run(runs_root / task.name)
     ]
     check_task_prompts(todo)  # complete runs need no model: a finished sweep reruns anywhere
+    for name, what in stale.items():  # every input checked: now the folder may change
+        print(
+            f"market-sim: sweep: {RUNS_DIR}/{name} was made with {what}; running it again",
+            file=sys.stderr,
+        )
+        (runs_root / name / SUMMARY_FILE).unlink()
     if before_runs is not None:
         before_runs(len(todo))
     for line in grid_scope_lines(parsed_grid):
