@@ -109,6 +109,20 @@ def test_parse_grid_errors(specs, message):
         parse_grid(specs)
 
 
+@pytest.mark.parametrize(
+    "specs",
+    [
+        ["mechanism.slot_value=12,24", "mechanism.ad_slots.slot_value=24,12"],
+        ["mechanism.click_through_rates=[1.0, 0.5],[1, 0.5]"],
+    ],
+    ids=["a per-kind spelling", "a list written two ways"],
+)
+def test_grid_points_that_resolve_to_one_scenario_are_refused(specs):
+    scenario = Path(__file__).parent.parent / "scenarios" / "hawaii_learning.toml"
+    with pytest.raises(SweepError, match="give the same resolved scenario"):
+        plan_sweep(scenario, parse_grid(specs), (0,), ["mechanism.kind=gsp"])
+
+
 def test_a_boolean_and_a_number_are_not_repeats_of_each_other():
     assert parse_grid(["x=true,1"])["x"] == (True, 1)  # the scenario refuses the wrong type
 

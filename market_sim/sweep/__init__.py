@@ -382,9 +382,12 @@ def plan_sweep(
 
     Raises:
         ScenarioError: A grid value or override that makes the scenario invalid.
+        SweepError: Two grid points that resolve to one scenario (a key given in two
+            spellings, ``mechanism.slot_value`` and ``mechanism.ad_slots.slot_value``, or a
+            value in two, ``[1.0, 0.5]`` and ``[1, 0.5]``): one run would stand for both.
     """
     tasks: list[SweepTask] = []
-    planned: set[str] = set()
+    planned: dict[str, tuple[tuple[str, Any], ...]] = {}  # resolved text -> its applied point
     kinds: set[str] = set()
     for point in grid_points(grid):
         point_overrides = [f"{key}={format_value(value)}" for key, value in point]
@@ -396,11 +399,17 @@ def plan_sweep(
             except ScenarioError as error:
                 raise with_per_kind_hint(error, grid) from error
             text = dump_scenario_toml(scenario)
-            if text in planned:
-                continue  # a per-kind grid value this run does not read: planned already
-            planned.add(text)
-            kinds.add(scenario.mechanism.kind)
             applied = applicable_point(point, scenario.mechanism.kind)
+            if text in planned:
+                if shown_point(planned[text]) == shown_point(applied):
+                    continue  # a per-kind grid value this run does not read: planned already
+                raise SweepError(
+                    f"--grid: {shown_point(planned[text])} and {shown_point(applied)} give the "
+                    "same resolved scenario (one key spelled twice, or one value written two "
+                    "ways); give each key and value once"
+                )
+            planned[text] = applied
+            kinds.add(scenario.mechanism.kind)
             model = scenario.model
             tasks.append(
                 SweepTask(
@@ -414,6 +423,11 @@ def plan_sweep(
             )
     check_per_kind_keys_apply(grid, kinds)
     return tasks
+
+
+def shown_point(point: Sequence[tuple[str, Any]]) -> str:
+    """A grid point as the flags spell it: ``key=value, ...`` (``(no grid value)`` if empty)."""
+    return ", ".join(f"{key}={format_value(value)}" for key, value in point) or "(no grid value)"
 
 
 def check_task_prompts(tasks: Sequence[SweepTask]) -> None:

@@ -349,7 +349,8 @@ def run_on_ray(
                 in_flight.append(remote.remote(run_function, queue.pop(0), str(runs_root), threads))
             done, in_flight = ray.wait(in_flight, num_returns=1, timeout=INTERRUPT_POLL_SECONDS)
             ray.get(done)
-            tick(len(done))
+            if done:  # a wait that timed out is no progress
+                tick(len(done))
     finally:
         if started:
             ray.shutdown()
