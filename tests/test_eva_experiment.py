@@ -21,6 +21,7 @@ from market_sim.eva.audit import (
     AUDIT_TOP_FILE,
     QueryRegret,
     audit_labels,
+    audit_mechanism,
     mechanism_label,
     run_audit,
     top_report,
@@ -740,3 +741,20 @@ def test_auditing_one_mechanism_twice_is_refused_when_the_scenario_loads():
         r"audit.mechanisms\[0\]",
     ):
         eva_scenario(changes, advertisers=2)
+
+
+def test_an_audit_label_names_the_rows_without_moving_the_creators_draws(audit_run, bundled_lm):
+    # the bracket a twin adds to a label must not change the mechanism's rows (its seed)
+    scenario, table, _ = audit_run
+    first = scenario.audit.mechanisms[0]
+    base = mechanism_label(first)
+    renamed = audit_mechanism(
+        scenario, bundled_lm, first, GENERATIONS, 0, scenario.audit.uniform, label="x [y=1]"
+    )
+    assert set(renamed["mechanism"]) == {"x [y=1]"}
+    order = ["method", "seed", "query_id"]
+    assert (
+        renamed.with_columns(pl.lit(base).alias("mechanism"))
+        .sort(order)
+        .equals(table.filter(pl.col("mechanism") == base).sort(order))
+    )

@@ -85,9 +85,10 @@ def audit_labels(mechanisms: Sequence[MechanismConfig]) -> list[str]:
 
     :func:`mechanism_label`, and where two audited mechanisms share it (they differ in another
     key, e.g. ``platform_weight``) the keys whose values differ among them, in brackets:
-    ``token_auction/first_price [platform_weight=0.5]``. A label also seeds the creator's
-    generator, so mechanisms kept apart this way do not share one either. (Identical
-    mechanisms are refused when the scenario loads.)
+    ``token_auction/first_price [platform_weight=0.5]``. The bracket names the row only: the
+    creator's generator is seeded by :func:`mechanism_label`, so twins share their creator
+    draws (common random numbers) and a mechanism's rows do not change when a twin is added
+    to the list (its label does). (Identical mechanisms are refused when the scenario loads.)
     """
     bases = [mechanism_label(mechanism) for mechanism in mechanisms]
     labels = []
@@ -192,7 +193,9 @@ def audit_mechanism(
     rows: list[dict[str, Any]] = []
     for method in AUDIT_METHODS if uniform else AUDIT_METHODS[:1]:
         pool = QueryPool(items)
-        rng = np.random.default_rng(derive_seed(seed, "audit-creator", label, method))
+        # the base label: a mechanism's creator draws do not change when a twin joins the list
+        base = mechanism_label(mechanism)
+        rng = np.random.default_rng(derive_seed(seed, "audit-creator", base, method))
 
         def measure(queries: list[PoolQuery]) -> np.ndarray:
             return np.array([regret(query.text)[0] for query in queries])
@@ -259,12 +262,13 @@ def top_report(table: pl.DataFrame, top: int) -> dict[str, Any]:
     ``regret_max_found`` :math:`\max_q r_q`, ``top_mean`` the mean of the first
     :math:`\min(\text{top}, \text{distinct})` of the :math:`R_i`, ``all_mean`` the mean of
     every :math:`r_q`. These are :func:`analysis.eva.audit_comparison`'s definitions with the
-    seeds pooled (equal to it for one seed); ``top_queries`` are eva's first ``top`` distinct
-    texts.
+    seeds pooled (equal to it for one seed; rows without a finite regret are left out, as
+    there); ``top_queries`` are eva's first ``top`` distinct texts.
     """
     report: dict[str, Any] = {}
+    finite = pl.col("regret_max").is_not_null() & pl.col("regret_max").is_finite()
     for mechanism in table["mechanism"].unique(maintain_order=True).to_list():
-        mine = table.filter(pl.col("mechanism") == mechanism)
+        mine = table.filter(pl.col("mechanism") == mechanism, finite)
         entry: dict[str, Any] = {"methods": {}}
         for method in mine["method"].unique(maintain_order=True).to_list():
             rows = mine.filter(pl.col("method") == method)
