@@ -72,6 +72,11 @@ class DamagedResultError(ValueError):
     """A result file that exists but cannot be read; the message names it, on one line."""
 
 
+def unreadable_parquet(path: Path, error: Exception) -> DamagedResultError:
+    """The one-line error of a result file that is not a readable parquet file."""
+    return DamagedResultError(f"{path}: not a readable parquet file ({first_line(error)})")
+
+
 def read_result_parquet(path: Path, fields: Iterable[str] | None = None) -> pl.DataFrame:
     """``pl.read_parquet(path)``; a damaged file raises :class:`DamagedResultError`.
 
@@ -86,9 +91,7 @@ def read_result_parquet(path: Path, fields: Iterable[str] | None = None) -> pl.D
         present = pl.read_parquet_schema(path)
         return pl.read_parquet(path, columns=[name for name in fields if name in present])
     except (pl.exceptions.PolarsError, OSError) as error:
-        raise DamagedResultError(
-            f"{path}: not a readable parquet file ({first_line(error)})"
-        ) from None
+        raise unreadable_parquet(path, error) from None
 
 
 def read_result_json(path: Path) -> dict[str, Any]:
@@ -299,25 +302,31 @@ Reduction = Callable[[pl.DataFrame], pl.DataFrame]
 def read_reduced(path: Path, fields: Sequence[str] | None, table: RecordTable, reduce: Reduction):
     """``reduce`` of a file's rows, read :data:`ROWS_PER_CHUNK` rows at a time.
 
-    ``reduce`` must be associative: ``reduce(concat(reduce(chunk) for each chunk))`` equals
-    ``reduce(all rows)`` (e.g. :func:`analysis.metrics.agent_round_sums`), so memory holds one
-    chunk and the reduced parts, not the file. A damaged file raises
-    :class:`DamagedResultError`.
+    ``reduce`` must accept its own outputs and merge them: ``reduce(concat(reduce(chunk) for
+    each chunk))`` equals ``reduce(all rows)`` (e.g. :func:`analysis.metrics.agent_round_sums`),
+    so memory holds one chunk and the reduced parts, not the file. A file that cannot be read
+    raises :class:`DamagedResultError` (an error of ``reduce`` or of the column types is not
+    reported as one).
     """
+
+    def read(start: int) -> pl.DataFrame:
+        try:
+            return scan.slice(start, ROWS_PER_CHUNK).collect()
+        except (pl.exceptions.PolarsError, OSError) as error:
+            raise unreadable_parquet(path, error) from None
+
     try:
         scan = pl.scan_parquet(path)
         if fields is not None:
             present = scan.collect_schema().names()
             scan = scan.select([name for name in fields if name in present])
         rows = scan.select(pl.len()).collect().item()
-        parts = [
-            reduce(typed(scan.slice(start, ROWS_PER_CHUNK).collect(), table))
-            for start in range(0, max(rows, 1), ROWS_PER_CHUNK)  # an empty file: one part
-        ]
     except (pl.exceptions.PolarsError, OSError) as error:
-        raise DamagedResultError(
-            f"{path}: not a readable parquet file ({first_line(error)})"
-        ) from None
+        raise unreadable_parquet(path, error) from None
+    parts = [
+        reduce(typed(read(start), table))
+        for start in range(0, max(rows, 1), ROWS_PER_CHUNK)  # an empty file: one part
+    ]
     return reduce(pl.concat(parts, how="diagonal_relaxed")) if len(parts) > 1 else parts[0]
 
 
@@ -336,8 +345,9 @@ def load_run_files(
             :data:`~market_sim.results.records.AGENTS` (its dtypes are applied to each file).
         columns: Run-level columns of ``runs`` to join on every row (e.g. ``label``, ``seed``).
         fields: The file columns to read, where present (None: all of them).
-        reduce: An associative reduction of each file's rows (:func:`read_reduced`), applied
-            before the files are concatenated (None: every row is kept).
+        reduce: A reduction of each file's rows that merges its own outputs
+            (:func:`read_reduced`), applied before the files are concatenated (None: every
+            row is kept).
     """
     frames = []
     wanted = None if fields is None else list(fields)

@@ -476,10 +476,10 @@ def agent_round_sums(agents: FrameT, metrics: Sequence[str], keys: Sequence[str]
     window's mean over its rows is :math:`\sum \text{sum}_m / \sum \text{count}_m` over its
     rounds. ``plot`` reads ``agents.parquet`` in chunks and keeps only these sums
     (:func:`analysis.load.load_run_files`), so a run of :math:`10^7` auctions of 4 advertisers
-    is held as one row per round instead of :math:`4 \cdot 10^7` rows. The reduction is
-    associative: applied to a concatenation of its own outputs (recognized by the
-    :data:`ROUND_SUMS_MARKER` column) it adds them up, so chunks of one round merge exactly
-    as the round's rows would sum, up to float64 rounding of the sum's order.
+    is held as one row per round instead of :math:`4 \cdot 10^7` rows. It accepts its own
+    outputs: applied to a concatenation of them (recognized by the :data:`ROUND_SUMS_MARKER`
+    column) it adds them up, so chunks of one round merge as the round's rows would sum, up
+    to float64 rounding of the sum's order.
 
     Args:
         agents: Agent rows (``round``, ``auction`` where K > 1, the metrics; derived metrics
@@ -505,7 +505,8 @@ def agent_round_sums(agents: FrameT, metrics: Sequence[str], keys: Sequence[str]
             *[pl.col(f"{m}_count").sum() for m in present],
         )
     present = [m for m in metrics if m in names]
-    auctions = pl.col("auction").max() + 1 if "auction" in names else pl.lit(1)
+    # a file without the column (an older version) has K = 1, also when pooled with others
+    auctions = (pl.col("auction").max() + 1).fill_null(1) if "auction" in names else pl.lit(1)
     return grouped.agg(
         auctions.cast(pl.Int64).alias("auctions"),
         pl.len().cast(pl.Int64).alias(ROUND_SUMS_MARKER),

@@ -397,8 +397,16 @@ def matching(values: Mapping[str, Any]) -> list[pl.Expr]:
 
 
 def setting_name(row: Mapping[str, Any], keys: Sequence[str]) -> str:
-    """Label of a parameter setting, e.g. ``platform_weight=0.5``."""
-    return ", ".join(f"{key.split('.')[-1]}={row[key]}" for key in keys) or "all runs"
+    """Label of a parameter setting, e.g. ``platform_weight=0.5``.
+
+    A null reads ``n/a``: a grid key the run's mechanism does not read.
+    """
+    return ", ".join(f"{key.split('.')[-1]}={shown_value(row[key])}" for key in keys) or "all runs"
+
+
+def shown_value(value: Any) -> str:
+    """A parameter value as figures print it: ``n/a`` for a null (a key not read)."""
+    return MISSING_LABEL if value is None else str(value)
 
 
 def grouped_bars(
@@ -537,7 +545,7 @@ def plot_frontier(results: Results, parameter: str, out_dir: Path) -> list[Path]
         )
         for row in mine.iter_rows(named=True):  # each group's labels on their own side
             ax.annotate(
-                f"{row[parameter]}",
+                shown_value(row[parameter]),
                 (row["x_mean"], row["y_mean"]),
                 textcoords="offset points",
                 xytext=LABEL_OFFSETS[index % len(LABEL_OFFSETS)],
@@ -635,7 +643,8 @@ def learning_figure(
     names = dict(runs.select(LABEL, NAME).unique(LABEL).iter_rows())
     params = [col for col in by if col != LABEL]
     settings = curves.select(params).unique().sort(params) if params else pl.DataFrame()
-    styles = ["-", "--", ":", "-."]
+    # not ":" (the truthful reference line); a dash-dot-dot for a fourth setting
+    styles = ["-", "--", "-.", (0, (6, 2, 1, 2, 1, 2))]
     shown: list[tuple[str, list[tuple[dict, str, pl.DataFrame]]]] = []
     for label in label_order(runs):
         lines = []
@@ -655,6 +664,7 @@ def learning_figure(
     axes = fig.subplots(rows, columns, squeeze=False, sharex=True, sharey=True).ravel()
     for ax, (label, lines) in zip(axes, shown, strict=False):
         color = mechanism_color(names[label])
+        panel_settings = {setting["_style"] for setting, _, _ in lines}
         for setting, metric, curve in lines:
             extra = setting_name(setting, params) if params else ""
             what = (
@@ -663,8 +673,8 @@ def learning_figure(
                 else "reported / true scale (geometric mean)"
             )
             line = band(ax, curve, x_column, color if metric == "bid_ratio" else "#444444", what)
-            # one setting: the report scale dashed; several: each setting's own style for both
-            solo = metric != "bid_ratio" and len(settings) <= 1
+            # one setting in the panel: the report scale dashed; several: each its own style
+            solo = metric != "bid_ratio" and len(panel_settings) <= 1
             line.set_linestyle("--" if solo else setting["_style"])
             line.set_label(f"{what} {extra}".strip())
         ax.axhline(1.0, color="grey", linewidth=0.8, linestyle=":", label="truthful (1)")

@@ -369,6 +369,22 @@ def test_round_sums_of_batched_rounds_in_chunks_equal_the_rounds_means(tmp_path,
     assert curves["auction_mid"].to_list() == [3.5, 11.5, 19.5]
 
 
+def test_a_run_without_an_auction_column_has_one_auction_a_round_when_pooled():
+    # An older run (no ``auction`` column) beside a K = 3 run: read separately (as plot does)
+    # it has K = 1; pooled raw rows used to give it a null K and borrow the other run's.
+    batched = pl.DataFrame(batched_agent_rows("a", 3, 4))
+    older = (
+        pl.DataFrame(batched_agent_rows("b", 1, 4))
+        .drop("auction")
+        .with_columns(pl.lit("a").alias("label"))
+    )
+    pooled = pl.concat([batched, older], how="diagonal_relaxed")
+    curves = learning_curves(pooled, metrics=("bid_ratio",), window=2)
+    assert curves["auctions_per_round"].null_count() == curves.height  # K differs: 3 and 1
+    alone = learning_curves(older, metrics=("bid_ratio",), window=2)
+    assert alone["auctions_per_round"].to_list() == [1, 1]
+
+
 def test_round_sums_of_an_empty_file_draw_nothing(tmp_path):
     from analysis.load import read_reduced
     from analysis.plots import learning_round_sums

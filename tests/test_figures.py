@@ -520,6 +520,9 @@ def test_runs_whose_grid_key_is_null_are_drawn_like_the_others(results):
     fig = learning_figure(swept, load_agents(runs, by))
     titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
     assert titles == EXPECTED_ORDER
+    # the token auctions' panel shows one setting (n/a): its report scale stays dashed
+    scale = next(line for line in fig.axes[0].lines if "scale" in line.get_label())
+    assert scale.get_linestyle() == "--" and scale.get_label().endswith("tau=n/a")
 
 
 def test_runs_without_their_scenario_are_kept_apart_by_their_summarys_length(tmp_path):
