@@ -317,6 +317,45 @@ def test_ray_backend_matches_local(tmp_path, scenario, reference):
     assert (out / RUNS_FILE).read_bytes() == (reference / RUNS_FILE).read_bytes()
 
 
+def test_the_grid_in_another_flag_order_renames_the_runs_instead_of_running_them_again(
+    tmp_path, scenario, capsys
+):
+    """The slug follows the --grid order; the seed-and-hash tail finds the runs either way."""
+    one_order = ["mechanism.payment=second_price,first_price", "mechanism.platform_weight=0,0.5"]
+    out = tmp_path / "sweep"
+    done = []
+
+    def second_run_crashes(task, runs_root):
+        if len(done) == 1:  # the second run dies half-written: its folder is partial
+            (runs_root / task.name).mkdir(parents=True)
+            (runs_root / task.name / "scenario.toml").write_text(task.scenario_toml)
+            raise SimulatedCrashError
+        done.append(task.name)
+        return run_task(task, runs_root)
+
+    with pytest.raises(SimulatedCrashError):
+        run_sweep(scenario, one_order, "0", out, progress=False, run_function=second_run_crashes)
+    before = sorted(path.name for path in (out / RUNS_DIR).iterdir())
+    assert len(before) == 2 and before[0].startswith("payment-second_price_platform_weight-0")
+    ran = []
+
+    def counting(task, runs_root):
+        ran.append(task.name)
+        return run_task(task, runs_root)
+
+    other_order = list(reversed(one_order))
+    result = run_sweep(scenario, other_order, "0", out, progress=False, run_function=counting)
+    assert (result.executed, result.skipped) == (3, 1)  # the complete run was kept
+    names = sorted(path.name for path in (out / RUNS_DIR).iterdir())
+    assert len(names) == 4 and all(name.startswith("platform_weight-") for name in names)
+    tails = {name[name.rfind("-seed") :] for name in before}
+    assert {name[name.rfind("-seed") :] for name in names} >= tails
+    renamed = [line for line in capsys.readouterr().err.splitlines() if "renamed" in line]
+    assert len(renamed) == 2  # the complete run and the partial one
+    fresh = run_sweep(scenario, other_order, "0", tmp_path / "fresh", progress=False)
+    assert (out / RUNS_FILE).read_bytes() == (fresh.out_dir / RUNS_FILE).read_bytes()
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

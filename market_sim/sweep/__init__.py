@@ -14,7 +14,9 @@ place keeps its reference, so a rerun also compares each complete run's recorded
 hashes (``provenance.model``: weights, config and tokenizer files) with the folder's files now
 and runs again those made with other files (:func:`stale_runs`); likewise a run of a
 mechanism plugin whose recorded source files (or package version) differ from the code now: a
-rerun never reuses a stale run.
+rerun never reuses a stale run. The slug follows the ``--grid`` order; a sweep given again with
+its ``--grid`` flags in another order finds its runs by the ``seed<seed>-<hash>`` tail and
+renames their folders (:mod:`market_sim.sweep.moved_runs`), so they are kept, not run again.
 
 ``runs.parquet`` is deterministic: rows in grid order (the first ``--grid`` varies slowest, seeds
 fastest), columns the grid keys (named by dotted key, in grid order), ``seed``, ``run_dir``
@@ -72,6 +74,7 @@ from market_sim.sweep.backends import (
     execute_tasks,
     run_task,
 )
+from market_sim.sweep.moved_runs import moved_runs
 
 __all__ = [
     "BACKENDS",
@@ -730,19 +733,30 @@ def run_sweep(
     tasks = plan_sweep(scenario_path, parsed_grid, seed_list, overrides)
     out = Path(out_dir)
     runs_root = out / RUNS_DIR
-    stale = stale_runs(tasks, runs_root, threads)
+    moved = moved_runs(tasks, runs_root)  # the grid given before in another flag order
+    found = [dataclasses.replace(task, name=moved.get(task.name, task.name)) for task in tasks]
+    stale = stale_runs(found, runs_root, threads)
     todo = [
         dataclasses.replace(task, checkpoint_seconds=checkpoint_seconds)
-        for task in tasks
-        if task.name in stale or not is_complete_run(runs_root / task.name)
+        for task, as_found in zip(tasks, found, strict=True)
+        if as_found.name in stale or not is_complete_run(runs_root / as_found.name)
     ]
     check_task_prompts(todo)  # complete runs need no model: a finished sweep reruns anywhere
-    for name, what in stale.items():  # every input checked: now the folder may change
+    for name, old_name in moved.items():  # every input checked: now the folder may change
         print(
-            f"market-sim: sweep: {RUNS_DIR}/{name} was made with {what}; running it again",
+            f"market-sim: sweep: {RUNS_DIR}/{old_name} is the run of {RUNS_DIR}/{name} (the grid "
+            "given in another order); renamed",
             file=sys.stderr,
         )
-        (runs_root / name / SUMMARY_FILE).unlink()
+        (runs_root / old_name).rename(runs_root / name)
+    for task, as_found in zip(tasks, found, strict=True):
+        if as_found.name in stale:
+            print(
+                f"market-sim: sweep: {RUNS_DIR}/{task.name} was made with "
+                f"{stale[as_found.name]}; running it again",
+                file=sys.stderr,
+            )
+            (runs_root / task.name / SUMMARY_FILE).unlink()
     if before_runs is not None:
         before_runs(len(todo))
     for line in grid_scope_lines(parsed_grid):
