@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -167,6 +169,18 @@ def test_training_restores_torch_settings(tmp_path):
     train_tiny_lm(tmp_path, seed=0, steps=2, config=TINY_CONFIG, progress=False)
     assert torch.get_num_threads() == threads
     assert torch.are_deterministic_algorithms_enabled() == deterministic
+
+
+def test_training_reports_its_time_and_loss_once_and_leaves_the_saved_line_to_the_cli(
+    tmp_path, capsys
+):
+    train_tiny_lm(tmp_path, seed=0, steps=2, config=TINY_CONFIG, progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    recorded = json.loads((tmp_path / "training_info.json").read_text())["final_loss"]
+    shown = re.fullmatch(r"trained in \d+s, final loss (\d+\.\d{3})", lines[-1])
+    # the line rounds to 3 decimals and the file to 4: they agree to within both roundings
+    assert shown is not None and abs(float(shown.group(1)) - recorded) <= 6e-4
+    assert not any("saved" in line for line in lines)  # `lm train` prints where, once
 
 
 # --- the bundled checkpoint -----------------------------------------------------------------

@@ -115,7 +115,7 @@ def train_tiny_lm(
     _write_training_info(out_path, config, seed, final_loss, parameter_count(model))
     if progress:
         elapsed = time.perf_counter() - started
-        print(f"saved tiny LM to {out_path} in {elapsed:.0f}s", file=sys.stderr)
+        print(f"trained in {elapsed:.0f}s, final loss {final_loss:.3f}", file=sys.stderr)
     return out_path
 
 
