@@ -810,6 +810,7 @@ def eva_inputs(args: argparse.Namespace, check_heldout: bool = False, audit: boo
     Returns:
         ``(scenario, seeds)``.
     """
+    from market_sim.eva.errors import EvaSettingError
     from market_sim.eva.query_split import check_run_arguments, eva_split
     from market_sim.scenario import ScenarioError
     from market_sim.scenario.load import check_auditable
@@ -826,7 +827,7 @@ def eva_inputs(args: argparse.Namespace, check_heldout: bool = False, audit: boo
         check_run_arguments(args.generations, seeds)
         for seed in seeds if check_heldout else ():
             eva_split(scenario, seed)
-    except ValueError as error:
+    except EvaSettingError as error:
         raise UsageError(str(error)) from None
     return scenario, seeds
 
@@ -835,6 +836,7 @@ def command_eva(args: argparse.Namespace) -> None:
     """Run (or resume) eva against the static baseline and print held-out reward per generation."""
     scenario, seeds = eva_inputs(args, check_heldout=True)
     out_dir = checked_result_dir(args, scenario, "eva", Path("results") / f"{scenario.name}-eva")
+    from market_sim.eva.errors import EvaSettingError
     from market_sim.eva.experiment import EVA_FILE, run_eva  # torch: after the checks
 
     lm = load_scenario_model(scenario, args.threads)
@@ -847,7 +849,7 @@ def command_eva(args: argparse.Namespace) -> None:
             out_dir,
             progress=False if args.no_progress else None,
         )
-    except ValueError as error:
+    except EvaSettingError as error:  # any other ValueError is a fault: its traceback stays
         raise UsageError(str(error)) from None
     print(
         f"{len(seeds)} seed(s), {result.table['generation'].max()} generation(s); "
@@ -874,14 +876,12 @@ def command_audit(args: argparse.Namespace) -> None:
     default = Path("results") / f"{scenario.name}-audit"
     out_dir = checked_result_dir(args, scenario, "audit", default)
     from market_sim.eva.audit import AUDIT_TOP_FILE, run_audit, top_report  # torch: after checks
-    from market_sim.platform.outcome_checks import MechanismOutputError
+    from market_sim.eva.errors import EvaSettingError
 
     lm = load_scenario_model(scenario, args.threads)
     try:
         table = run_audit(scenario, lm, args.generations, seeds, out_dir)
-    except MechanismOutputError:
-        raise  # a mechanism's mistake in the run, not bad input: exit 1
-    except ValueError as error:
+    except EvaSettingError as error:  # a mechanism's mistake is MechanismOutputError: exit 1
         raise UsageError(str(error)) from None
     top = scenario.audit.top if scenario.audit else 10
     for mechanism, entry in top_report(table, top).items():

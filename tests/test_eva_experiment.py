@@ -388,6 +388,35 @@ def test_cli_eva_needs_heldout_queries(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("command", ["eva", "audit"])
+def test_cli_reports_a_setting_in_one_line_and_a_fault_with_its_traceback(
+    command, tmp_path, capsys, monkeypatch
+):
+    """Only EvaSettingError is bad input (exit 2); another ValueError is a bug to show whole."""
+    import market_sim.eva.audit
+    import market_sim.eva.experiment
+    from market_sim.eva.errors import EvaSettingError
+
+    module = market_sim.eva.experiment if command == "eva" else market_sim.eva.audit
+    function = "run_eva" if command == "eva" else "run_audit"
+
+    def setting(*args, **kwargs):
+        raise EvaSettingError("eva.replies: no training query had a reward spread")
+
+    def fault(*args, **kwargs):
+        raise ValueError("operands could not be broadcast together")
+
+    args = [command, str(SCENARIO), "--generations", "1", "--no-progress"]
+    args += [part for s in TINY_SETS for part in ("--set", s)]
+    monkeypatch.setattr(module, function, setting)
+    assert main([*args, "--out", str(tmp_path / "a")]) == 2
+    error = capsys.readouterr().err
+    assert error.endswith("market-sim: error: eva.replies: no training query had a reward spread\n")
+    monkeypatch.setattr(module, function, fault)
+    with pytest.raises(ValueError, match="could not be broadcast"):
+        main([*args, "--out", str(tmp_path / "b")])
+
+
 def test_cli_eva_writes_its_results(tmp_path, capsys):
     out = tmp_path / "out"
     args = ["eva", str(SCENARIO), "--generations", "1", "--out", str(out)]

@@ -45,7 +45,11 @@ from market_sim.incentives.regret import estimate_regret
 from market_sim.lm.model import LanguageModel
 from market_sim.market.valuations import expected_valuation
 from market_sim.platform.base import Bidder, Platform, Report
-from market_sim.platform.outcome_checks import check_counterfactual_values, check_outcomes
+from market_sim.platform.outcome_checks import (
+    MechanismOutputError,
+    check_counterfactual_values,
+    check_outcomes,
+)
 from market_sim.plugins import MechanismConfig, build_platform, mechanism_choices, read_values
 from market_sim.plugins.origin import plugin_origins
 from market_sim.provenance import write_provenance
@@ -147,7 +151,7 @@ class QueryRegret:
             check_outcomes(kind, outcomes, 1, len(bidders))
             outcome = outcomes[0]
             if outcome.counterfactual is None:
-                raise ValueError(
+                raise MechanismOutputError(
                     f"mechanism {self.platform.kind!r} gives no counterfactual to audit"
                 )
             engine = outcome.counterfactual
@@ -309,8 +313,9 @@ def run_audit(
         ``audit.parquet`` rows sorted by mechanism, method, seed, query id.
 
     Raises:
-        ValueError: Bad generations or seeds; a :class:`~market_sim.config.fields.ScenarioError`
-            when an audited mechanism is built for a fixed query pool.
+        EvaSettingError: Bad generations or seeds.
+        ScenarioError: An audited mechanism is built for a fixed query pool.
+        MechanismOutputError: An audited mechanism's outcome carries no counterfactual.
     """
     check_run_arguments(generations, seeds)
     check_auditable(scenario)

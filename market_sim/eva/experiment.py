@@ -39,6 +39,7 @@ import polars as pl
 import torch
 
 from market_sim.eva.creator import LMRewriter, Rewriter, creator_step
+from market_sim.eva.errors import EvaSettingError
 from market_sim.eva.grammar import QueryGrammar
 from market_sim.eva.pool import PoolQuery, QueryPool
 from market_sim.eva.query_split import QuerySplit, check_run_arguments, derive_seed, eva_split
@@ -281,9 +282,9 @@ class SeedRun:
         )
         pairs, mean_reward = best_worst_pairs(policy, scored)
         if not pairs:
-            raise ValueError(
-                f"{method} generation {generation}: no training query had a reward spread "
-                "(raise eva.replies or mechanism.temperature)"
+            raise EvaSettingError(
+                f"eva.replies: {method} generation {generation}: no training query had a "
+                "reward spread (raise eva.replies or mechanism.temperature)"
             )
         result = dpo_fine_tune(
             policy, pairs, dpo_settings(self.config), derive_seed(self.seed, method, generation)
@@ -443,6 +444,10 @@ def run_eva(
 
     Returns:
         The combined tables, sorted by seed, method, generation.
+
+    Raises:
+        EvaSettingError: Bad generations or seeds, no held-out query, or a generation whose
+            training queries all gave replies of one reward (no preference pair to train on).
     """
     check_run_arguments(generations, seeds)
     lm = lm.with_prompt_format(scenario.model.prompt_format)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from market_sim.eva.errors import EvaSettingError
 from market_sim.eva.grammar import StructuredQuery, one_line
 
 SEED_ENGINE = "seed"
@@ -172,7 +173,7 @@ def split_heldout(
         ``(training, heldout)``.
 
     Raises:
-        ValueError: A split would leave one side empty.
+        EvaSettingError: A split would leave one side empty.
     """
     if heldout:
         held = set(heldout)
@@ -180,7 +181,7 @@ def split_heldout(
     if fraction <= 0:
         return list(items), []
     if len(items) < 2:
-        raise ValueError("queries.items: a held-out split needs at least 2 queries")
+        raise EvaSettingError("queries.items: a held-out split needs at least 2 queries")
     count = min(max(int(np.floor(fraction * len(items) + 0.5)), 1), len(items) - 1)
     chosen = set(rng.choice(len(items), size=count, replace=False).tolist())
     training = [item for index, item in enumerate(items) if index not in chosen]

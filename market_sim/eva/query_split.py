@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from market_sim.config.bounds import MAX_ROUNDS
+from market_sim.eva.errors import EvaSettingError
 from market_sim.eva.grammar import one_line
 from market_sim.eva.pool import split_heldout
 from market_sim.scenario.schema import Scenario
@@ -27,9 +28,11 @@ def derive_seed(seed: int, *labels: object) -> int:
 def check_run_arguments(generations: int, seeds: Sequence[int]) -> None:
     """Reject generations outside [1, MAX_ROUNDS], no seeds or repeated seeds (eva / audit)."""
     if not 1 <= generations <= MAX_ROUNDS:
-        raise ValueError(f"--generations: must be between 1 and {MAX_ROUNDS}, got {generations}")
+        raise EvaSettingError(
+            f"--generations: must be between 1 and {MAX_ROUNDS}, got {generations}"
+        )
     if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seeds: must be given and distinct, got {list(seeds)}")
+        raise EvaSettingError(f"--seeds: must be given and distinct, got {list(seeds)}")
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ def split_queries(scenario: Scenario, seed: int) -> QuerySplit:
         rng,
     )
     if not training:
-        raise ValueError("queries.items: no training query is left after the held-out split")
+        raise EvaSettingError("queries.items: no training query is left after the held-out split")
     return QuerySplit(training, heldout)
 
 
@@ -64,11 +67,11 @@ def eva_split(scenario: Scenario, seed: int) -> QuerySplit:
     """:func:`split_queries`, which must leave held-out queries to evaluate on.
 
     Raises:
-        ValueError: No held-out query (neither ``queries.heldout`` nor a fraction > 0).
+        EvaSettingError: No held-out query (neither ``queries.heldout`` nor a fraction > 0).
     """
     split = split_queries(scenario, seed)
     if not split.heldout:
-        raise ValueError(
+        raise EvaSettingError(
             "queries.heldout: eva needs held-out queries to evaluate on (set heldout or a "
             "heldout_fraction > 0)"
         )
