@@ -549,6 +549,33 @@ def test_a_default_its_own_spec_refuses_is_refused_when_the_plugin_is_made():
     )
 
 
+@dataclass(frozen=True)
+class PlainFieldConfig(MechanismConfig):
+    kind: str = "plain_field"
+    reserve: float = 0.0  # no setting(): scenarios could never set it
+
+
+class UndecoratedConfig(PostedPriceConfig):  # no @dataclass: its field is not a dataclass field
+    reserve: float = setting(amount(default=0.0), "Never seen.")
+
+
+def test_a_config_field_that_no_key_can_set_is_refused_when_the_plugin_is_made():
+    """Both ran; `mechanism.reserve` was then refused as a key the mechanism does not read."""
+    with pytest.raises(TypeError) as caught:
+        dataclasses.replace(POSTED_PRICE, name="plain_field", config_type=PlainFieldConfig)
+    assert str(caught.value) == (
+        "mechanism plugin 'plain_field': PlainFieldConfig.reserve is declared without "
+        "setting(spec, doc), so no scenario key reads it; declare it as "
+        "reserve: ... = setting(FloatRange(...), 'what it is')"
+    )
+    with pytest.raises(TypeError) as caught:
+        dataclasses.replace(POSTED_PRICE, name="undecorated", config_type=UndecoratedConfig)
+    assert str(caught.value) == (
+        "mechanism plugin 'undecorated': UndecoratedConfig must be declared "
+        "@dataclass(frozen=True) itself (a subclass without it adds no keys)"
+    )
+
+
 def test_a_plugin_named_like_a_key_or_with_a_key_named_like_a_plugin_is_refused():
     """[mechanism.<plugin>] tables: a plugin named 'payment' broke every token-auction scenario."""
     named_like_a_key = dataclasses.replace(POSTED_PRICE, name="payment")

@@ -20,12 +20,13 @@ Registering a plugin (:func:`market_sim.plugins.register_mechanism`, or the
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from market_sim.config.fields import REQUIRED, IntRange
-from market_sim.config.settings import Setting, setting, settings_of, temperature
+from market_sim.config.settings import SPEC, Setting, setting, settings_of, temperature
 from market_sim.platform.base import Platform, ReportSpace
 
 if TYPE_CHECKING:
@@ -127,8 +128,25 @@ class MechanismPlugin:
     settings: tuple[Setting, ...] = field(init=False)
 
     def __post_init__(self) -> None:
+        config_name = self.config_type.__name__
         if not issubclass(self.config_type, MechanismConfig):
-            raise TypeError(f"{self.config_type.__name__} must subclass MechanismConfig")
+            raise TypeError(f"{config_name} must subclass MechanismConfig")
+        if "__dataclass_fields__" not in vars(self.config_type):  # else its fields are unseen
+            raise TypeError(
+                f"mechanism plugin {self.name!r}: {config_name} must be declared "
+                "@dataclass(frozen=True) itself (a subclass without it adds no keys)"
+            )
+        undeclared = [
+            item.name
+            for item in dataclasses.fields(self.config_type)
+            if item.name != "kind" and SPEC not in item.metadata
+        ]
+        if undeclared:  # a plain field would be no key: the scenario could never set it
+            raise TypeError(
+                f"mechanism plugin {self.name!r}: {config_name}.{undeclared[0]} is declared "
+                "without setting(spec, doc), so no scenario key reads it; declare it as "
+                f"{undeclared[0]}: ... = setting(FloatRange(...), 'what it is')"
+            )
         object.__setattr__(self, "settings", settings_of(self.config_type))
         for item in self.settings:  # a default its own spec refuses would be refused on reload
             default = item.spec.default
