@@ -896,6 +896,17 @@ def test_unknown_key_suggests_the_closest_one() -> None:
     )
 
 
+def test_a_per_kind_table_named_after_a_kind_points_to_its_plugins_name() -> None:
+    """[mechanism.gsp] reads as an unknown key; the gsp kind's table is [mechanism.ad_slots]."""
+    data = sample_data()
+    data["mechanism"]["gsp"] = {"slot_value": 12.0}
+    error = error_for(data)
+    assert error.key == "mechanism.gsp"
+    assert error.message.endswith(
+        "; a table of settings for kind 'gsp' is named after its plugin: [mechanism.ad_slots]"
+    )
+
+
 def test_override_index_in_either_spelling() -> None:
     brackets = apply_overrides(sample_data(), ["advertisers[0].valuation.low=0.25"])
     dots = apply_overrides(sample_data(), ["advertisers.0.valuation.low=0.25"])

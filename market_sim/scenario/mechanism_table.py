@@ -148,6 +148,11 @@ def check_read(
             if other is not plugin and any(item.name == name for item in other.settings)
         ]
         elsewhere = f"; {name} is read by: {', '.join(others)}" if others else ""
+        if name in mechanism_kinds() and not others:  # [mechanism.gsp] for [mechanism.ad_slots]
+            elsewhere = (
+                f"; a table of settings for kind {show(name)} is named after its plugin: "
+                f"[mechanism.{mechanism_plugin(name).name}]"
+            )
         raise ScenarioError(
             child_key(origin[name], name),
             f"{reader} does not read this key{did_you_mean(name, read_names)}; it reads: "
