@@ -374,7 +374,9 @@ def test_an_installed_package_registers_a_plugin_through_its_entry_point(monkeyp
         registry.unregister_mechanism("posted_price")
 
 
-def test_a_broken_entry_point_is_skipped_with_one_line_naming_it(monkeypatch, capsys):
+def test_a_broken_entry_point_is_skipped_with_one_line_naming_it(
+    monkeypatch, capsys, random_model_dir
+):
     """One broken package used to stop every command, built-in scenarios included."""
     from market_sim.plugins import registry
 
@@ -399,12 +401,21 @@ def test_a_broken_entry_point_is_skipped_with_one_line_naming_it(monkeypatch, ca
     ]
     monkeypatch.setattr(registry, "entry_points", lambda group: found)
     monkeypatch.setattr(registry, "_ENTRY_POINTS_LOADED", [])
+    monkeypatch.setattr(registry, "_SKIPPED_ENTRY_POINTS", [])
     monkeypatch.delenv(registry.WARNED_ENV, raising=False)
     try:
         assert mechanism_plugin("posted_price") is POSTED_PRICE  # the good one still loads
         assert "token_auction" in mechanism_kinds()
+        with pytest.raises(ScenarioError) as caught:  # the kind of the plugin that failed
+            scenario_from_dict(posted_price_data(random_model_dir, kind="all_pay"))
     finally:
         registry.unregister_mechanism("posted_price")
+    assert caught.value.message.endswith(
+        " (a mechanism plugin failed to load: entry point 'missing' (broken:missing, package "
+        "broken-plugins): ModuleNotFoundError: No module named 'broken'; entry point 'config' "
+        "(broken:config, package broken-plugins): TypeError: loads a type, not a "
+        "MechanismPlugin)"
+    ), caught.value.message
     assert capsys.readouterr().err.splitlines() == [
         "market-sim: warning: mechanism entry point 'missing' (broken:missing, package "
         "broken-plugins) skipped: ModuleNotFoundError: No module named 'broken'",

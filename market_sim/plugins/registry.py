@@ -40,6 +40,8 @@ _PLUGINS: dict[str, MechanismPlugin] = {}
 _ENTRY_POINTS_LOADED: list[bool] = []
 _ENTRY_POINT_PACKAGES: dict[str, tuple[str, str | None]] = {}
 """Plugin name -> (distribution, version) of the installed package whose entry point loaded it."""
+_SKIPPED_ENTRY_POINTS: list[str] = []
+"""``entry point ... (value, package ...): why`` of each entry point skipped in this process."""
 WARNED_ENV = "MARKET_SIM_SKIPPED_ENTRY_POINTS"
 """Entry points already warned about in this process or its parent, one per line (spawned
 sweep workers load the entry points again and would repeat the warning)."""
@@ -150,6 +152,7 @@ def load_entry_point_plugins() -> None:
     if _ENTRY_POINTS_LOADED:
         return
     _ENTRY_POINTS_LOADED.append(True)
+    _SKIPPED_ENTRY_POINTS.clear()
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
         package = entry_point.dist.name if entry_point.dist is not None else "?"
         where = f"entry point {entry_point.name!r} ({entry_point.value}, package {package})"
@@ -159,6 +162,7 @@ def load_entry_point_plugins() -> None:
                 raise TypeError(f"loads a {type(plugin).__name__}, not a MechanismPlugin")
             register_mechanism(plugin)
         except Exception as error:  # noqa: BLE001 - any failure of a third-party import
+            _SKIPPED_ENTRY_POINTS.append(f"{where}: {first_line(error)}")
             warned = os.environ.get(WARNED_ENV, "").split("\n")
             if where not in warned:  # sweep workers inherit the mark: one line per process tree
                 os.environ[WARNED_ENV] = "\n".join([*warned, where]).strip("\n")
@@ -170,6 +174,12 @@ def load_entry_point_plugins() -> None:
             if entry_point.dist is not None:  # recorded in the provenance of runs that use it
                 version = getattr(entry_point.dist, "version", None)
                 _ENTRY_POINT_PACKAGES[plugin.name] = (package, version)
+
+
+def skipped_entry_points() -> tuple[str, ...]:
+    """The mechanism entry points this process skipped, each with why (empty: none)."""
+    load_entry_point_plugins()
+    return tuple(_SKIPPED_ENTRY_POINTS)
 
 
 def entry_point_package(name: str) -> tuple[str, str | None] | None:

@@ -33,6 +33,7 @@ from market_sim.plugins import (
     mechanism_plugin,
     mechanism_plugins,
 )
+from market_sim.plugins.registry import skipped_entry_points
 
 DEFAULT_KIND = "token_auction"
 
@@ -69,7 +70,13 @@ def parse_mechanism(table: Mapping[str, Any], key: str = "mechanism") -> Mechani
     except ScenarioError as error:
         if not isinstance(table.get("kind"), str):
             raise
-        raise ScenarioError(error.key, f"{error.message}{UNREGISTERED_KIND_HINT}") from None
+        skipped = skipped_entry_points()
+        hint = (
+            f" (a mechanism plugin failed to load: {'; '.join(skipped)})"
+            if skipped
+            else UNREGISTERED_KIND_HINT
+        )
+        raise ScenarioError(error.key, f"{error.message}{hint}") from None
     plugin = mechanism_plugin(kind)
     per_kind = per_kind_tables(table, key)
     own_table = per_kind.get(plugin.name, {})
