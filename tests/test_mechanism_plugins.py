@@ -608,6 +608,13 @@ def test_a_plugin_named_like_a_key_or_with_a_key_named_like_a_plugin_is_refused(
     assert not {"payment", "kind"} & {plugin.name for plugin in mechanism_plugins()}
 
 
+class OneArgumentEngine:
+    """A counterfactual whose evaluate forgot the agent: it failed deep in the regret search."""
+
+    def evaluate(self, reports):
+        raise AssertionError("never called: refused when its outcome arrives")
+
+
 class MistakenPlatform(PostedPricePlatform):
     """Returns outcomes (or counterfactual values) with one field made wrong by ``mistake``."""
 
@@ -660,6 +667,12 @@ class MistakenPlatform(PostedPricePlatform):
             None,
             "AuctionOutcome.counterfactual must have an evaluate(agent, reports) method or be "
             "None, got str",
+        ),
+        (
+            {"counterfactual": OneArgumentEngine()},
+            None,
+            "AuctionOutcome.counterfactual must have an evaluate(agent, reports) method or be "
+            "None, got OneArgumentEngine with evaluate(reports)",
         ),
         ({}, (0.5, 0.1), "Counterfactual.evaluate returned a tuple, not CounterfactualValues"),
         (

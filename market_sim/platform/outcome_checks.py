@@ -11,8 +11,10 @@ of a plugin that first runs in round 300 is checked like round 0.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -167,11 +169,49 @@ def check_outcomes(kind: str, outcomes: Sequence[object], auctions: int, adverti
         check_real_number(kind, "AuctionOutcome.user_value", outcome.user_value)
         check_extras(kind, outcome.extras)
         engine = outcome.counterfactual
-        if engine is not None and not callable(getattr(engine, "evaluate", None)):
+        evaluate = getattr(engine, "evaluate", None)
+        if engine is not None and not (callable(evaluate) and takes_agent_and_reports(evaluate)):
             raise MechanismOutputError(
                 f"mechanism {kind!r}: AuctionOutcome.counterfactual must have an evaluate("
                 f"agent, reports) method or be None, got {type(engine).__name__}"
+                + ("" if evaluate is None else f" with evaluate{signature_text(evaluate)}")
             )
+
+
+def takes_agent_and_reports(evaluate: Callable[..., object]) -> bool:
+    """Whether ``evaluate(agent, reports)`` binds (a signature Python cannot read passes).
+
+    A method is checked once per function (every outcome of a round carries one).
+    """
+    function = getattr(evaluate, "__func__", None)
+    if function is not None:  # a bound method: (self, agent, reports)
+        return binds(function, 3)
+    try:
+        return binds(evaluate, 2)
+    except TypeError:  # an unhashable callable: not cached
+        return binds.__wrapped__(evaluate, 2)
+
+
+@functools.lru_cache(maxsize=256)
+def binds(function: Callable[..., object], positional: int) -> bool:
+    """Whether ``function`` accepts ``positional`` positional arguments."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return True
+    try:
+        signature.bind(*range(positional))
+    except TypeError:
+        return False
+    return True
+
+
+def signature_text(evaluate: Callable[..., object]) -> str:
+    """``(reports)``: the parameters of ``evaluate`` as written, or ``(...)``."""
+    try:
+        return str(inspect.signature(evaluate))
+    except (TypeError, ValueError):
+        return "(...)"
 
 
 def check_extras(kind: str, extras: object) -> None:
