@@ -114,7 +114,9 @@ def mechanism_name(
 
     Returns:
         e.g. ``token auction, second price``, ``token auction, second price, log-linear, ex
-        post``, ``uniform price, 2 slots``, ``GSP``, ``MOSAIC, no payment``.
+        post``, ``uniform price, 2 slots``, ``GSP``, ``MOSAIC, no payment``; a kind this
+        module does not know (a plugin's) is named by the kind and its variant values, e.g.
+        ``all_pay, winner_pays`` (a value equal to the kind is not repeated).
     """
     variants = variants or {}
     payment = str(variants.get("payment") or "")
@@ -140,7 +142,12 @@ def mechanism_name(
         if kind == "second_price" and count > 1:
             rule = "uniform price"
         return f"{rule}, {count} slot{'s' if count != 1 else ''}"
-    return kind
+    shown = [
+        str(value)
+        for key in ("payment", "aggregation", "settlement")
+        if (value := variants.get(key)) is not None and str(value) not in ("", kind)
+    ]
+    return ", ".join([kind, *shown])  # a plugin's kind: its variants as its summary records them
 
 
 def family(kind: str) -> str:

@@ -72,7 +72,15 @@ from analysis.metrics import (
     mechanism_summary,
     with_agent_columns,
 )
-from analysis.names import AD_SLOTS, EXTRA_COLORS, OKABE_ITO, mechanism_color
+from analysis.names import (
+    AD_SLOTS,
+    EXTRA_COLORS,
+    LLM_NATIVE,
+    OKABE_ITO,
+    OTHER_FAMILY,
+    family,
+    mechanism_color,
+)
 from market_sim.results.records import CONVERGENCE, CONVERGENCE_DISTANCES
 
 CATEGORY_COLORS: dict[str, str] = {
@@ -167,7 +175,8 @@ def seeds_note(counts: Sequence[int], what: str = "bar", written_on_each: bool =
 
 def exchange_rate_note(results: Results, runs: pl.DataFrame) -> str:
     """The ad-slot exchange rate, when a figure shows ad slots beside LLM-native mechanisms."""
-    if runs[FAMILY].n_unique() < 2 or AD_SLOTS not in runs[FAMILY].to_list():
+    families = set(runs[FAMILY].to_list())
+    if not {AD_SLOTS, LLM_NATIVE} <= families:  # the rate relates ad slots to steered tokens
         return ""
     paths = runs.filter(pl.col(FAMILY) == AD_SLOTS)["run_path"].to_list()
     values = sorted(
@@ -197,19 +206,32 @@ ERROR_BAR_HALO = [patheffects.Stroke(linewidth=3, foreground="white"), patheffec
 
 
 def allocation_unit_note(runs: pl.DataFrame) -> str:
-    """The allocation units, when a figure shows per-token and per-reply LLM-native mechanisms.
+    """The allocation units, when a figure mixes kinds whose units differ.
 
-    A token auction's allocation sums ``1 - TV`` over the reply's tokens (up to
-    ``max_new_tokens + 1``), MOSAIC's and the affine maximizer's is a reply's expected
-    relevance: values and payments of the two kinds differ by about the reply length in scale.
+    That is per-token and per-reply LLM-native mechanisms, or a plugin's kind (family
+    ``other``, units this module cannot know) beside another kind. A token auction's
+    allocation sums ``1 - TV`` over the reply's tokens (up to ``max_new_tokens + 1``), MOSAIC's
+    and the affine maximizer's is a reply's expected relevance: values and payments of the two
+    kinds differ by about the reply length in scale.
     """
     kinds = set(runs["mechanism"].to_list()) if "mechanism" in runs.columns else set()
+    plugins = sorted(kind for kind in kinds if family(kind) == OTHER_FAMILY)
+    plugin_note = (
+        f"{', '.join(plugins)}: a plugin's allocation and user value are in its own units"
+        if plugins and len(kinds) > len(plugins)
+        else ""
+    )
     if not (kinds & PER_TOKEN_KINDS and kinds & PER_REPLY_KINDS):
-        return ""
-    return (
-        "allocation units differ: token auction = sum over the reply's tokens of 1 - TV "
-        "(up to max_new_tokens + 1); MOSAIC, affine maximizer = the reply's expected relevance "
-        "(at most 1)"
+        return plugin_note
+    return "; ".join(
+        part
+        for part in (
+            "allocation units differ: token auction = sum over the reply's tokens of 1 - TV "
+            "(up to max_new_tokens + 1); MOSAIC, affine maximizer = the reply's expected "
+            "relevance (at most 1)",
+            plugin_note,
+        )
+        if part
     )
 
 

@@ -4,6 +4,7 @@ import itertools
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
@@ -616,6 +617,36 @@ def test_a_label_whose_runs_differ_in_slot_count_is_named_without_a_count():
     }
     names = add_names(runs, scenarios)["mechanism_name"].to_list()
     assert names == ["second / uniform price", "second / uniform price", "first price, 2 slots"]
+
+
+def test_a_plugins_kind_is_named_by_its_variants_and_its_units_are_flagged():
+    """Two payment rules of one plugin read 'all_pay [all_pay (winner_pays)]'; figures mixing
+    a plugin with built-in kinds said nothing about its units, or spoke of slot exchange rates."""
+    from analysis.metrics import add_names
+    from analysis.plots import allocation_unit_note, exchange_rate_note
+
+    runs = pl.DataFrame(
+        {
+            "label": ["all_pay (all_pay)", "all_pay (winner_pays)", "first_price"],
+            "mechanism": ["all_pay", "all_pay", "first_price"],
+            "payment": ["all_pay", "winner_pays", None],
+            "run_path": ["one", "two", "three"],
+        }
+    )
+    scenarios = {"three": {"mechanism.click_through_rates": [1.0], "mechanism.slot_value": 24}}
+    named = add_names(runs, scenarios)
+    assert named["mechanism_name"].to_list() == [
+        "all_pay",
+        "all_pay, winner_pays",
+        "first price, 1 slot",
+    ]
+    assert named["family"].to_list() == ["other", "other", "ad slots"]
+    assert allocation_unit_note(named) == (
+        "all_pay: a plugin's allocation and user value are in its own units"
+    )
+    assert allocation_unit_note(named.head(2)) == ""  # the plugin alone: nothing to compare
+    results = SimpleNamespace(scenarios=scenarios)
+    assert exchange_rate_note(results, named) == ""  # no steered tokens to relate slots to
 
 
 def test_csv_summary_writes_a_list_valued_setting_as_json_text():
