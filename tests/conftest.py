@@ -1,6 +1,7 @@
 """Shared fixtures: small local models built by the tests themselves (never downloaded)."""
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from tokenizers import decoders as tokenizer_decoders
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from market_sim.lm.model import LanguageModel
+from market_sim.plugins.registry import ignore_installed_plugins
 
 # Property tests draw the same examples on every run unless asked otherwise: a CI run must not
 # fail on an example no earlier run drew (one such find, a subnormal bid ratio, was a test's
@@ -18,6 +20,14 @@ from market_sim.lm.model import LanguageModel
 settings.register_profile("derandomized", derandomize=True, database=None)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "derandomized"))
+
+# The suite's results must not depend on what else is installed: a mechanism plugin installed in
+# this venv (`pip install -e examples/posted_price_plugin`) would add a kind to every list of
+# kinds and clash with the tests' own posted price. Entry-point tests load their own fakes.
+ignore_installed_plugins()
+
+# The shipped example plugin package, importable as an installed copy would be.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples" / "posted_price_plugin"))
 
 TOKENIZER_TEXT = [
     "Sponsor: Alpha Airlines: nonstop flights to Hawaii.",

@@ -19,9 +19,11 @@ EVA_SCENARIO = ROOT / "scenarios" / "eva_queries.toml"
 
 
 def test_the_shipped_reference_is_the_generated_one():
-    # Fails after any change of a key, default, bound, allowed value or doc; regenerate with
-    # python -m market_sim.scenario.key_reference > docs/scenario-keys.md
-    assert REFERENCE.read_text(encoding="utf-8") == render_key_reference()
+    # Fails after any change of a key, default, bound, allowed value or doc
+    assert REFERENCE.read_text(encoding="utf-8") == render_key_reference(), (
+        "docs/scenario-keys.md is out of date: regenerate it with "
+        "python -m market_sim.scenario.key_reference > docs/scenario-keys.md"
+    )
 
 
 def test_the_reference_documents_the_built_in_mechanisms_only():

@@ -1,5 +1,5 @@
-"""Mechanism plugins: a mechanism defined entirely in this file runs end to end, and every kind's
-keys, dumps, run ids and error messages derive from its plugin."""
+"""Mechanism plugins: the shipped example (examples/posted_price_plugin, outside the package)
+runs end to end, and every kind's keys, dumps, run ids and error messages derive from its plugin."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import json
 import subprocess
 import sys
 import tomllib
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,15 +17,19 @@ from types import SimpleNamespace
 import numpy as np
 import polars as pl
 import pytest
+from posted_price_mechanism import (
+    PLUGIN,
+    PostedPriceConfig,
+    PostedPriceCounterfactual,
+    PostedPricePlatform,
+    posted_price_shares,
+)
 
 from market_sim.config.fields import Choice, Text
 from market_sim.config.settings import amount, setting
 from market_sim.platform.base import (
-    AuctionOutcome,
-    Bidder,
     CounterfactualValues,
     Report,
-    ReportBatch,
     ReportSpace,
 )
 from market_sim.platform.outcome_checks import MechanismOutputError
@@ -46,84 +49,17 @@ from market_sim.scenario import ScenarioError, dump_scenario_toml, scenario_from
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# ----------------------------------------------------------------------------- a plugin in a test
+# ------------------------------------------------------------------- the shipped example plugin
 
 
-def this_file_code_sha256() -> str:
-    """SHA-256 of this file's code as parsed (comments and formatting left out), hashed here."""
-    code = ast.unparse(ast.parse(Path(__file__).read_text(encoding="utf-8")))
+def code_sha256(path: Path) -> str:
+    """SHA-256 of a module's code as parsed (comments and formatting left out), hashed here."""
+    code = ast.unparse(ast.parse(path.read_text(encoding="utf-8")))
     return hashlib.sha256(code.encode()).hexdigest()
 
 
-@dataclass(frozen=True)
-class PostedPriceConfig(MechanismConfig):
-    """A posted price: every bidder at or above it shares one unit equally and pays the price."""
-
-    kind: str = "posted_price"
-    price: float = setting(amount(default=0.5), "The posted price of the whole unit.")
-
-
-def posted_price_share(bids: np.ndarray, price: float) -> np.ndarray:
-    """``[n]`` allocations: ``1 / k`` to each of the ``k`` bidders with ``bid >= price``."""
-    accepted = bids >= price
-    return accepted / max(int(accepted.sum()), 1)
-
-
-@dataclass(frozen=True)
-class PostedPriceCounterfactual:
-    """One agent's allocation and payment under K other bids, the others' bids held fixed."""
-
-    bids: np.ndarray
-    price: float
-
-    def evaluate(self, agent: int, reports: ReportBatch | Sequence[Report]) -> CounterfactualValues:
-        batch = ReportBatch.of(reports)
-        others_accepted = int(np.delete(self.bids >= self.price, agent).sum())
-        accepted = batch.bid >= self.price
-        allocations = accepted / (others_accepted + 1.0)
-        return CounterfactualValues(allocations, self.price * allocations)
-
-
-class PostedPricePlatform:
-    """No LM at all: the reply is empty, the unit is shared by the accepted bidders."""
-
-    report_space = ReportSpace(None)
-
-    def __init__(self, config: PostedPriceConfig) -> None:
-        self.kind = config.kind
-        self.price = config.price
-
-    def run_auctions(
-        self, queries: Sequence[str], bidders: Sequence[Sequence[Bidder]], seed: int
-    ) -> list[AuctionOutcome]:
-        outcomes = []
-        for round_bidders in bidders:
-            bids = np.array([bidder.report.bid for bidder in round_bidders])
-            shares = posted_price_share(bids, self.price)
-            outcomes.append(
-                AuctionOutcome(
-                    text="",
-                    token_ids=[],
-                    allocations=shares,
-                    reported_allocations=shares,
-                    payments=self.price * shares,
-                    user_value=0.0,
-                    counterfactual=PostedPriceCounterfactual(bids, self.price),
-                )
-            )
-        return outcomes
-
-
-POSTED_PRICE = MechanismPlugin(
-    name="posted_price",
-    kinds=("posted_price",),
-    title="the posted price",
-    summary="A posted price shared by the bidders who accept it.",
-    config_type=PostedPriceConfig,
-    build=lambda config, lm, queries: PostedPricePlatform(config),
-    report_space=lambda config: PostedPricePlatform.report_space,
-    decodes_per_auction=False,
-)
+EXAMPLE_MODULE = ROOT / "examples" / "posted_price_plugin" / "posted_price_mechanism.py"
+POSTED_PRICE = PLUGIN  # the README's example, installable (examples/posted_price_plugin)
 
 
 def posted_price_data(random_model_dir: Path, **mechanism: object) -> dict:
@@ -170,7 +106,7 @@ def test_a_plugin_defined_in_a_test_runs_through_parsing_market_results_and_regr
     agents = result.agents
     # Allocation and payment are the closed form of the posted price, round by round.
     valuations = agents["valuation"].to_numpy().reshape(-1, 3)
-    shares = np.stack([posted_price_share(row, 0.4) for row in valuations])  # truthful bids
+    shares = np.stack([posted_price_shares(row, 0.4) for row in valuations])  # truthful bids
     np.testing.assert_allclose(agents["allocation"].to_numpy().reshape(-1, 3), shares)
     np.testing.assert_allclose(agents["payment"].to_numpy().reshape(-1, 3), 0.4 * shares)
     # Conservation: revenue is the sum of the payments.
@@ -192,15 +128,15 @@ def test_a_plugin_defined_in_a_test_runs_through_parsing_market_results_and_regr
     )
     written = tomllib.loads((tmp_path / "run" / "scenario.toml").read_text())
     assert written["mechanism"] == dumped
-    # The mechanism is this file's code, not market-sim's: the summary says where it comes from
-    # (no installed distribution provides a test module).
+    # The mechanism is the example's code, not market-sim's: the summary says where it comes
+    # from (imported from its folder here, not installed: no distribution provides it).
     assert result.summary["provenance"]["mechanism_plugin"] == {
         "name": "posted_price",
-        "module": PostedPriceConfig.__module__,
+        "module": "posted_price_mechanism",
         "package": None,
         "version": None,
-        # its config, build, report_space and platform are all defined in this file
-        "sources": {PostedPriceConfig.__module__: this_file_code_sha256()},
+        # its config, build, report_space and platform are all defined in that one module
+        "sources": {"posted_price_mechanism": code_sha256(EXAMPLE_MODULE)},
         "code_hash": CODE_HASH,
     }
     assert pl.read_parquet(tmp_path / "run" / "agents.parquet").height == 300 * 3
@@ -362,11 +298,11 @@ def test_an_installed_package_registers_a_plugin_through_its_entry_point(monkeyp
         # The installed package and its version go into a run's provenance.
         assert plugin_origin("posted_price") == {
             "name": "posted_price",
-            "module": PostedPriceConfig.__module__,
+            "module": "posted_price_mechanism",
             "package": "posted-price-mechanism",
             "version": "1.2.3",
             # an editable install keeps its version across edits: the sources say what ran
-            "sources": {PostedPriceConfig.__module__: this_file_code_sha256()},
+            "sources": {"posted_price_mechanism": code_sha256(EXAMPLE_MODULE)},
             "code_hash": CODE_HASH,
         }
         assert plugin_origin("second_price") is None  # built in: market-sim's version pins it
@@ -790,7 +726,8 @@ def test_an_audit_of_a_plugin_records_its_origin_and_checks_its_outcomes(
     assert table.height > 0 and (table["regret_max"] >= 0).all()
     record = json.loads((tmp_path / "audit" / "provenance.json").read_text(encoding="utf-8"))
     assert record["provenance"]["mechanism_plugins"] == {"posted_price": origin}
-    assert origin["module"] == __name__ and origin["sources"] == {__name__: this_file_code_sha256()}
+    assert origin["module"] == "posted_price_mechanism"
+    assert origin["sources"] == {"posted_price_mechanism": code_sha256(EXAMPLE_MODULE)}
 
     MistakenPlatform.mistake = {"payments": np.zeros(1)}
     MistakenPlatform.counterfactual_mistake = None

@@ -191,7 +191,9 @@ def test_names_are_unique_and_lookups_name_the_file():
 
 
 def test_the_schema_names_exactly_the_registered_mechanisms():
-    assert set(MECHANISMS) == set(mechanism_kinds())
+    assert set(MECHANISMS) == set(mechanism_kinds()), (
+        "a built-in mechanism's kinds are listed in MECHANISMS (market_sim/results/records.py)"
+    )
     for column in ROUNDS.columns:
         if column.group == "extra":
             assert set(column.filled_by) <= set(MECHANISMS), column.name

@@ -140,10 +140,20 @@ class AuctionOutcome:
     Attributes:
         text: The generated reply.
         token_ids: Its tokens.
-        allocations: ``[n]`` influence measured with TRUE preferences (value = valuation x it).
+        allocations: ``[n]`` influence measured with TRUE preferences (value = valuation x it),
+            in the mechanism's own unit: the token auction sums ``1 - TV`` over the reply's
+            steps (up to ``max_new_tokens + 1``), MOSAIC and the affine maximizer give a
+            reply's expected relevance (at most 1), an ad slot its click-through rate times
+            ``slot_value``. Values, payments and welfare compare across mechanisms only where
+            the units agree; a plugin states its unit in its docs.
         reported_allocations: ``[n]`` influence measured with the REPORTED preferences.
         payments: ``[n]`` payments charged.
-        user_value: The user's value of the reply (same units as allocations, valuation 1).
+        user_value: The user's value of the reply, in the same unit: the token auction sums
+            the user's ``1 - TV(q_t, p_0,t)`` over the steps; an ad-slot baseline counts the
+            unsponsored reply's decoding steps (an unsteered reply, in the token auction's
+            unit); MOSAIC and the affine maximizer give minus their regularizer (a KL or
+            divergence from the reference policy, scaled by tau). 0 for a mechanism without
+            a user side.
         extras: Mechanism-specific scalars for the round record: a plugin names each
             ``extra_<name>`` (a float column of ``rounds.parquet``); a name the market computes
             (``revenue``, ...) is refused.

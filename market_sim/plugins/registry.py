@@ -176,6 +176,17 @@ def load_entry_point_plugins() -> None:
                 _ENTRY_POINT_PACKAGES[plugin.name] = (package, version)
 
 
+def ignore_installed_plugins() -> None:
+    """Load no entry-point plugin in this process: the built-ins and explicit registrations only.
+
+    The test suite calls it, so that its results do not depend on the packages installed beside
+    market-sim (an installed copy of ``examples/posted_price_plugin`` would otherwise clash with
+    the tests' own posted price). Tests of entry-point loading reset it.
+    """
+    _ENTRY_POINTS_LOADED[:] = [True]
+    _SKIPPED_ENTRY_POINTS.clear()
+
+
 def skipped_entry_points() -> tuple[str, ...]:
     """The mechanism entry points this process skipped, each with why (empty: none)."""
     load_entry_point_plugins()
