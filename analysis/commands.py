@@ -43,6 +43,12 @@ class DemoCommand:
         demo.add_argument("--seeds", default="0-2", help="seeds per mechanism (default 0-2)")
         demo.add_argument("--workers", default="2", help="parallel runs (default 2)")
         demo.add_argument(
+            "--force",
+            action="store_true",
+            help="replace the tables of an earlier demo in --out that ran other rounds, seeds "
+            "or --set (its run folders are kept)",
+        )
+        demo.add_argument(
             "--no-progress",
             action="store_true",
             help="no progress (default: a bar on a terminal, else a line every 5%% or 30 s)",
@@ -75,6 +81,7 @@ class DemoCommand:
                 tuple(overrides),
                 workers,
                 progress=False if args.no_progress else None,
+                force=args.force,
             )
         except (SweepError, ScenarioError) as error:
             raise UsageError(str(error)) from None

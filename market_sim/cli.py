@@ -1076,6 +1076,7 @@ def command_sweep(args: argparse.Namespace) -> None:
             progress=False if args.no_progress else None,
             before_runs=None if base_scenario is None else partial(warn_if_slow, base_scenario),
             checkpoint_seconds=args.checkpoint_every,
+            force=args.force,
         )
     except (SweepError, ScenarioError) as error:
         raise UsageError(str(error)) from None

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 import market_sim.cli as cli
@@ -340,6 +341,13 @@ def test_demo_runs_every_mechanism_and_draws_figures(tmp_path, capsys):
     assert main([*args, "--no-progress"]) == 0  # a rerun finds every run complete
     assert capsys.readouterr().out.split("\n\nruns:")[0] == printed.split("\n\nruns:")[0]
     assert (out / "ad_slots" / "runs.parquet").read_bytes() == table
+    other_rounds = [*args[:4], "2", *args[5:], "--no-progress"]  # --rounds 2: other runs
+    assert main(other_rounds) == 2  # its tables would drop the earlier runs
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "pass --force to replace its tables" in error
+    assert (out / "ad_slots" / "runs.parquet").read_bytes() == table
+    assert main([*other_rounds, "--force"]) == 0
+    assert pl.read_parquet(out / "ad_slots" / "runs.parquet")["rounds"].unique().to_list() == [2]
 
 
 # ----------------------------------------------------------------------------- checked before work

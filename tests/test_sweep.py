@@ -317,6 +317,33 @@ def test_ray_backend_matches_local(tmp_path, scenario, reference):
     assert (out / RUNS_FILE).read_bytes() == (reference / RUNS_FILE).read_bytes()
 
 
+def test_another_sweep_into_a_sweep_folder_is_refused_unless_forced(tmp_path, scenario, reference):
+    """It replaced runs.parquet and sweep.json without --force: the earlier runs dropped out of
+    every summary and figure (their folders stayed, unlisted)."""
+    out = tmp_path / "copy"
+    shutil.copytree(reference, out)
+    before = {name: (out / name).read_bytes() for name in (RUNS_FILE, "sweep.json")}
+
+    def must_not_run(task, runs_root):
+        raise AssertionError(f"a refused sweep ran {task.name}")
+
+    other_grid = ["mechanism.payment=none"]
+    for grid, seeds in ((other_grid, SEEDS), (GRID, "0")):  # another grid; fewer seeds
+        with pytest.raises(SweepError) as caught:
+            run_sweep(scenario, grid, seeds, out, progress=False, run_function=must_not_run)
+        message = str(caught.value)
+        assert message.startswith(f"--out: '{out}' holds a sweep whose runs.parquet lists")
+        assert "pass --force to replace its tables" in message
+        assert {name: (out / name).read_bytes() for name in before} == before  # nothing written
+    assert main(["sweep", str(scenario), "--seeds", "0", "--out", str(out)]) == 2
+    assert {name: (out / name).read_bytes() for name in before} == before
+    # more seeds plan a superset: the sweep is extended, its earlier runs kept
+    extended = run_sweep(scenario, GRID, "0-2", out, progress=False)
+    assert (extended.executed, extended.skipped) == (2, 4)
+    forced = run_sweep(scenario, other_grid, "0", out, progress=False, force=True)
+    assert forced.runs.height == 1 and len(list((out / RUNS_DIR).iterdir())) == 7
+
+
 def test_the_grid_in_another_flag_order_renames_the_runs_instead_of_running_them_again(
     tmp_path, scenario, capsys
 ):

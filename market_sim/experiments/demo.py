@@ -38,6 +38,7 @@ def run_demo(
     workers: int = 2,
     progress: bool | None = None,
     scenario_path: Path = DEMO_SCENARIO,
+    force: bool = False,
 ) -> DemoResult:
     """Run (or resume) both demo sweeps into ``out_dir``.
 
@@ -48,6 +49,8 @@ def run_demo(
         workers: Parallel runs (one torch thread each).
         progress: Progress bars (None: only on a terminal).
         scenario_path: The scenario swept.
+        force: Replace the tables of an earlier demo in ``out_dir`` that planned other runs
+            (:func:`~market_sim.sweep.run_sweep`).
 
     Returns:
         The sweeps, by sub-folder.
@@ -61,6 +64,7 @@ def run_demo(
             overrides=overrides,
             workers=workers,
             progress=progress,
+            force=force,
         )
         for name, grid in DEMO_SWEEPS.items()
     }

@@ -74,7 +74,7 @@ from market_sim.sweep.backends import (
     execute_tasks,
     run_task,
 )
-from market_sim.sweep.moved_runs import moved_runs
+from market_sim.sweep.moved_runs import moved_runs, unplanned_runs
 
 __all__ = [
     "BACKENDS",
@@ -687,6 +687,7 @@ def run_sweep(
     run_function: RunFunction = run_task,
     before_runs: Callable[[int], None] | None = None,
     checkpoint_seconds: float | None = DEFAULT_CHECKPOINT_SECONDS,
+    force: bool = False,
 ) -> SweepResult:
     """Run a sweep, skipping runs that are already complete, and write ``runs.parquet``.
 
@@ -711,12 +712,16 @@ def run_sweep(
         checkpoint_seconds: How often each run writes its checkpoint
             (:func:`market_sim.run.run_scenario`; None: never). It changes no result, so it is
             not part of the tasks' names: a sweep resumed with another interval keeps its runs.
+        force: Write this sweep's tables over a folder whose ``runs.parquet`` lists runs this
+            sweep does not plan (another scenario, grid, seeds or overrides); they would drop
+            out of the table. Their folders under ``runs/`` are kept either way.
 
     Returns:
         The runs table and how many runs were done now and skipped.
 
     Raises:
-        SweepError: Bad grid, seeds, backend or workers.
+        SweepError: Bad grid, seeds, backend or workers, or (without ``force``) a folder whose
+            table lists runs this sweep does not plan: nothing is written.
         ScenarioError: A grid value or override that makes the scenario invalid.
         SweepInterrupted: An interrupt (``KeyboardInterrupt``: Ctrl-C, or SIGTERM as the CLI
             turns it into one) during the runs; the queued runs were cancelled.
@@ -733,6 +738,13 @@ def run_sweep(
     tasks = plan_sweep(scenario_path, parsed_grid, seed_list, overrides)
     out = Path(out_dir)
     runs_root = out / RUNS_DIR
+    unplanned = [] if force else unplanned_runs(tasks, out / RUNS_FILE)
+    if unplanned:  # a different sweep: its table would lose these runs
+        raise SweepError(
+            f"--out: '{out}' holds a sweep whose {RUNS_FILE} lists {len(unplanned)} run(s) this "
+            f"sweep does not plan (e.g. {unplanned[0]}): another scenario, grid, seeds or --set; "
+            "choose another --out, or pass --force to replace its tables (run folders are kept)"
+        )
     moved = moved_runs(tasks, runs_root)  # the grid given before in another flag order
     found = [dataclasses.replace(task, name=moved.get(task.name, task.name)) for task in tasks]
     stale = stale_runs(found, runs_root, threads)

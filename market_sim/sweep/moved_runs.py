@@ -1,4 +1,8 @@
-"""Run folders of a sweep found under another name: the same grid given in another flag order.
+"""Runs a sweep folder already holds, matched to this sweep's plan by their seed-and-hash tail.
+
+Two uses: a planned run found under another name (:func:`moved_runs`), and runs the folder's
+table lists that this sweep does not plan (:func:`unplanned_runs`), which writing this sweep's
+table would drop from it.
 
 A sweep's run folder is ``<slug>-seed<seed>-<hash>`` (:func:`market_sim.sweep.run_dir_name`).
 The slug lists the grid values in ``--grid`` order, so ``--grid a=... --grid b=...`` and
@@ -51,3 +55,26 @@ def moved_runs(tasks: Sequence[SweepTask], runs_root: Path) -> dict[str, str]:
         complete = [name for name in found if is_complete_run(runs_root / name)]
         moved[task.name] = (complete or found)[0]
     return moved
+
+
+def unplanned_runs(tasks: Sequence[SweepTask], table: Path) -> list[str]:
+    """The ``run_dir`` entries of an existing ``runs.parquet`` that ``tasks`` do not plan.
+
+    A run is matched by its ``-seed<seed>-<hash>`` tail, so the grid given in another flag
+    order plans the same runs, and a sweep given more seeds or grid values plans a superset.
+
+    Args:
+        tasks: This sweep's runs.
+        table: The sweep folder's ``runs.parquet`` (absent or unreadable: nothing listed).
+
+    Returns:
+        The listed ``run_dir`` values (``runs/<name>``) outside the plan, in table order.
+    """
+    import polars as pl
+
+    try:
+        listed = pl.read_parquet(table, columns=["run_dir"])["run_dir"].to_list()
+    except (OSError, pl.exceptions.PolarsError):
+        return []
+    planned = {name_tail(task.name) for task in tasks}
+    return [run_dir for run_dir in listed if name_tail(Path(run_dir).name) not in planned]
