@@ -24,6 +24,7 @@ from market_sim.progress import progress_range
 from market_sim.provenance import run_provenance
 from market_sim.results import QUERIES_FILE, summarize, write_run
 from market_sim.results.checkpoint import CHECKPOINT_FILE
+from market_sim.results.files import remove_stale_temporaries
 from market_sim.run_resume import RunCheckpoints, warn_of_unused_checkpoints
 from market_sim.scenario import Scenario, dump_scenario_toml
 from market_sim.scenario.prompt_fit import check_model_fits
@@ -302,5 +303,7 @@ def finish_run(
         if lineage is not None:
             tables[QUERIES_FILE] = pl.from_dicts(lineage, infer_schema_length=None)
         write_run(Path(out_dir), scenario_toml, rounds, agents, summary, learners, tables)
-        (Path(out_dir) / CHECKPOINT_FILE).unlink(missing_ok=True)  # the results supersede it
+        checkpoint = Path(out_dir) / CHECKPOINT_FILE
+        checkpoint.unlink(missing_ok=True)  # the results supersede it
+        remove_stale_temporaries(checkpoint)  # and a write a kill cut short
     return RunResult(rounds, agents, summary, Path(out_dir) if out_dir else None)

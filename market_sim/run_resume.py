@@ -15,7 +15,8 @@ far, the market's generator) and Python's, numpy's and torch's global generators
 ones too where CUDA is in use). The loaded model is not in it: it is the model the rerun loads,
 checked by the identity (weight hashes). Replicates resume only together: every folder's
 checkpoint must be of the same round, so their files are written with Ctrl-C and SIGTERM held
-back until the last one is in place.
+back, each to a temporary file, and renamed into place only once all are written: a process
+killed mid-write (SIGKILL, the OOM killer) leaves the previous round's checkpoints, all of them.
 
 A checkpoint grows with the records (``benchmarks/checkpoint_cost.py``, four advertisers: 870
 bytes per auction and 1.0 s to write after 30,000 auctions of the generic round; 195 bytes and
@@ -52,7 +53,7 @@ from market_sim.results.checkpoint import (
     Checkpoint,
     CheckpointError,
     read_checkpoint,
-    write_checkpoint,
+    write_checkpoints_together,
 )
 from market_sim.results.files import atomic_write_text
 from market_sim.scenario.output_folder import SCENARIO_FILE
@@ -203,11 +204,10 @@ class RunCheckpoints:
         """Write the checkpoints if the wait since the last ones is over (see the module).
 
         Nothing after the last round. The folders' files are written with Ctrl-C and SIGTERM
-        held back, so an interrupted run never leaves replicates at different rounds. A write
-        that fails turns checkpoints off for the run, with one warning line. The last
-        checkpoint written stays (the write is atomic: the failed one replaced nothing), except
-        where replicates' files of this round were written already: then none is kept, since
-        the folders' checkpoints would be of different rounds.
+        held back, and renamed together (:meth:`write`), so an interrupted or killed run never
+        leaves replicates at different rounds. A write that fails turns checkpoints off for the
+        run, with one warning line; the last checkpoints written stay (the failed write
+        replaced none of them).
         """
         total_rounds = markets[0].scenario.rounds
         if not self.enabled or completed_rounds >= total_rounds:
@@ -219,18 +219,11 @@ class RunCheckpoints:
         with ExitStack() as stack:
             if len(self.paths) > 1:
                 stack.enter_context(interrupts_deferred())
-            written = 0
             try:
-                for index, market in enumerate(markets):
-                    self.write(index, market, completed_rounds, wall_seconds, generators)
-                    written += 1
+                self.write(markets, completed_rounds, wall_seconds, generators)
             except (CheckpointError, OSError) as error:
                 self.enabled = False
-                if written:
-                    self.remove()
-                    kept = "the replicates' checkpoints are removed: an interrupted run starts over"
-                else:
-                    kept = "an interrupted run resumes from the last checkpoint written, if any"
+                kept = "an interrupted run resumes from the last checkpoint written, if any"
                 warn(f"this run writes no more checkpoints: {error}; {kept}")
         self.last_written = time.perf_counter()
         if self.every_seconds > 0:  # 0 asks for every round, whatever it costs
@@ -239,29 +232,31 @@ class RunCheckpoints:
 
     def write(
         self,
-        index: int,
-        market: MarketModel,
+        markets: Sequence[MarketModel],
         completed_rounds: int,
         wall_seconds: float,
         generators: dict[str, Any],
     ) -> None:
-        """Write folder ``index``'s checkpoint, and its ``scenario.toml``.
+        """Write every folder's checkpoint of this round, and its ``scenario.toml``.
 
+        The checkpoints are replaced together: each is written to a temporary file first and
+        renamed only once all are (:func:`write_checkpoints_together`), so a process killed
+        mid-write (SIGKILL, the OOM killer) leaves the replicates' checkpoints of one round.
         ``scenario.toml`` is written unless the folder holds finished results (a
         ``summary.json``): over another scenario's results (``--force``), it must keep naming
         them until the run writes its own.
         """
-        folder = self.folders[index]
-        scenario_file = folder / SCENARIO_FILE
-        if not (folder / SUMMARY_FILE).is_file():
-            text = self.scenario_tomls[index]
+        for folder, text in zip(self.folders, self.scenario_tomls, strict=True):
+            scenario_file = folder / SCENARIO_FILE
+            if (folder / SUMMARY_FILE).is_file():
+                continue
             if not scenario_file.is_file() or scenario_file.read_bytes() != text.encode():
                 atomic_write_text(scenario_file, text)
-        state = {"market": market, "global_generators": generators}
-        checkpoint = Checkpoint(self.identities[index], completed_rounds, wall_seconds, state)
-        write_checkpoint(self.paths[index], checkpoint, self.lm, (LanguageModel, torch.nn.Module))
-
-    def remove(self) -> None:
-        """Delete the checkpoints (the run's results are written)."""
-        for path in self.paths:
-            path.unlink(missing_ok=True)
+        state = {"global_generators": generators}
+        checkpoints = [
+            Checkpoint(identity, completed_rounds, wall_seconds, {"market": market, **state})
+            for identity, market in zip(self.identities, markets, strict=True)
+        ]
+        write_checkpoints_together(
+            self.paths, checkpoints, self.lm, (LanguageModel, torch.nn.Module)
+        )

@@ -17,6 +17,7 @@ from market_sim.results.files import (
     NonFiniteResultError,
     atomic_write,
     atomic_write_json,
+    atomic_write_together,
     finite_json,
     remove_stale_temporaries,
     temporary_name_pattern,
@@ -160,6 +161,58 @@ def test_a_failed_write_leaves_no_temporary(tmp_path):
     with pytest.raises(OSError, match="disk full"):
         atomic_write(tmp_path / "x.parquet", fail)
     assert list(tmp_path.iterdir()) == []
+
+
+KILLED_MID_WRITE = """
+import os, signal, sys
+from pathlib import Path
+from market_sim.results.files import atomic_write_together
+
+first, second = Path(sys.argv[1]), Path(sys.argv[2])
+
+def write_first(tmp):
+    tmp.write_text("round 2")
+
+def killed(tmp):
+    tmp.write_text("round 2, half")
+    os.kill(os.getpid(), signal.SIGKILL)  # SIGKILL, the OOM killer: no handler, no cleanup
+
+atomic_write_together([first, second], [write_first, killed])
+"""
+
+
+def test_files_written_together_are_all_old_after_a_kill_mid_write(tmp_path):
+    """Replicates' checkpoints: the first was renamed before the second was written, so a kill
+    in between left them of different rounds, and the run restarted from round 0."""
+    import signal
+    import subprocess
+    import sys
+
+    first, second = tmp_path / "a" / "checkpoint.pickle", tmp_path / "b" / "checkpoint.pickle"
+    for path in (first, second):
+        path.parent.mkdir()
+        path.write_text("round 1")
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_MID_WRITE)
+    done = subprocess.run([sys.executable, str(script), str(first), str(second)], check=False)
+    assert done.returncode == -signal.SIGKILL
+    assert (first.read_text(), second.read_text()) == ("round 1", "round 1")
+    left = remove_stale_temporaries(first) + remove_stale_temporaries(second)
+    assert len(left) == 2  # what the next write (or the finished run) removes
+
+    def fail(path: Path) -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):  # a failure: nothing replaced, nothing left
+        atomic_write_together([first, second], [lambda tmp: tmp.write_text("round 3"), fail])
+    assert (first.read_text(), second.read_text()) == ("round 1", "round 1")
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == [
+        "checkpoint.pickle",
+        "checkpoint.pickle",
+        "killed.py",
+    ]
+    atomic_write_together([first, second], [lambda tmp: tmp.write_text("round 3")] * 2)
+    assert (first.read_text(), second.read_text()) == ("round 3", "round 3")
 
 
 def test_an_interrupt_during_the_cleanup_still_removes_the_temporary(tmp_path, monkeypatch):

@@ -35,6 +35,7 @@ from market_sim.results.checkpoint import (
     CheckpointError,
     read_checkpoint,
     write_checkpoint,
+    write_checkpoints_together,
 )
 from market_sim.run import run_replicates, run_scenario
 from market_sim.scenario import load_scenario
@@ -270,16 +271,16 @@ def test_a_signal_while_replicates_write_their_checkpoints_waits_until_all_are_w
     folders = [tmp_path / "a", tmp_path / "b"]
     written = []
 
-    def write_then_signal(path, *args, **kwargs):
-        write_checkpoint(path, *args, **kwargs)
-        written.append(path)
-        if len(written) == 1:
-            os.kill(os.getpid(), signal.SIGINT)  # after the first replicate's file
+    def signal_then_write(paths, *args, **kwargs):
+        if not written:
+            os.kill(os.getpid(), signal.SIGINT)  # as the replicates' files are being written
+        write_checkpoints_together(paths, *args, **kwargs)
+        written.append(list(paths))
 
-    monkeypatch.setattr(run_resume, "write_checkpoint", write_then_signal)
+    monkeypatch.setattr(run_resume, "write_checkpoints_together", signal_then_write)
     with pytest.raises(KeyboardInterrupt):
         run_replicates(loaded, [3, 4], folders, checkpoint_seconds=0.0)
-    assert written == [folder / CHECKPOINT_FILE for folder in folders]
+    assert written == [[folder / CHECKPOINT_FILE for folder in folders]]
     rounds = {read_checkpoint_rounds(folder / CHECKPOINT_FILE) for folder in folders}
     assert rounds == {1}
 
@@ -331,11 +332,23 @@ def test_checkpoints_off_say_that_a_checkpoint_in_the_folder_is_not_resumed(
     assert not (folder / CHECKPOINT_FILE).exists()
 
 
+def test_a_finished_run_removes_a_checkpoint_write_a_kill_cut_short(tmp_path):
+    """Only the next checkpoint write cleaned it: a rerun that wrote none (checkpoints off, or
+    a short remainder) left a partial pickle, gigabytes on a long run, in the finished folder."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    partial = folder / ".checkpoint.pickle.9ec6dd82.tmp"
+    partial.write_bytes(b"half a pickle")
+    loaded = load_scenario(SCENARIOS / "hawaii.toml", ["rounds=2"])
+    run_scenario(loaded, out_dir=folder, checkpoint_seconds=None)
+    assert (folder / "summary.json").is_file() and not partial.exists()
+
+
 def test_a_full_disk_turns_checkpoints_off_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(run_resume, "write_checkpoint", no_space)
+    monkeypatch.setattr(run_resume, "write_checkpoints_together", no_space)
     folder = tmp_path / "run"
     loaded = load_scenario(SCENARIOS / "hawaii.toml", ["rounds=3"])
     run_scenario(loaded, out_dir=folder, checkpoint_seconds=0.0)
@@ -348,13 +361,13 @@ def test_a_failed_write_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys)
     """The write is atomic: a full disk at round 2 leaves round 1's checkpoint to resume."""
     calls = []
 
-    def full_disk_the_second_time(path, *args, **kwargs):
-        calls.append(path)
+    def full_disk_the_second_time(paths, *args, **kwargs):
+        calls.append(paths)
         if len(calls) == 2:
             raise OSError(errno.ENOSPC, "No space left on device")
-        write_checkpoint(path, *args, **kwargs)
+        write_checkpoints_together(paths, *args, **kwargs)
 
-    monkeypatch.setattr(run_resume, "write_checkpoint", full_disk_the_second_time)
+    monkeypatch.setattr(run_resume, "write_checkpoints_together", full_disk_the_second_time)
     loaded = load_scenario(SCENARIOS / "hawaii.toml", ["rounds=4"])
     folder = tmp_path / "run"
     interrupted(monkeypatch, 3, run_scenario, loaded, out_dir=folder)
@@ -376,12 +389,12 @@ def test_the_next_checkpoint_waits_twenty_times_the_last_write(tmp_path, monkeyp
 
     written = []
 
-    def slow_write(path, checkpoint, *args, **kwargs):
+    def slow_write(paths, checkpoints, *args, **kwargs):
         clock[0] += 1.0
-        written.append(checkpoint.completed_rounds)
+        written.append(checkpoints[0].completed_rounds)
 
     monkeypatch.setattr(MarketModel, "step", step)
-    monkeypatch.setattr(run_resume, "write_checkpoint", slow_write)
+    monkeypatch.setattr(run_resume, "write_checkpoints_together", slow_write)
     loaded = load_scenario(SCENARIOS / "classic_auctions.toml", ["rounds=60"])
     run_scenario(loaded, out_dir=tmp_path / "run", checkpoint_seconds=2.0)
     # 2 s after the start (round 4), then 20 x 1 s after each write ends: 40 rounds later.

@@ -29,12 +29,12 @@ writes its own results to. Do not resume in a folder somebody else wrote.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from market_sim.results.files import atomic_write
+from market_sim.results.files import atomic_write, atomic_write_together
 
 CHECKPOINT_FILE = "checkpoint.pickle"
 CHECKPOINT_FORMAT = 1
@@ -114,6 +114,36 @@ def write_checkpoint(
         CheckpointError: The state holds a refused object or one pickle cannot write (nothing
             is written then; an earlier checkpoint at ``path`` is kept).
     """
+    atomic_write(path, checkpoint_writer(checkpoint, shared, refused_types))
+
+
+def write_checkpoints_together(
+    paths: Sequence[Path],
+    checkpoints: Sequence[Checkpoint],
+    shared: object = None,
+    refused_types: tuple[type, ...] = (),
+) -> None:
+    """:func:`write_checkpoint` of replicates: every file written before any is renamed.
+
+    A process killed while writing (SIGKILL, the OOM killer) leaves every earlier checkpoint in
+    place, so the replicates' checkpoints stay of one round and the run resumes from it
+    (:func:`~market_sim.results.files.atomic_write_together`).
+
+    Raises:
+        CheckpointError: As :func:`write_checkpoint`; no file is replaced then.
+    """
+    writers = [checkpoint_writer(item, shared, refused_types) for item in checkpoints]
+    atomic_write_together(paths, writers)
+
+
+def checkpoint_writer(
+    checkpoint: Checkpoint, shared: object, refused_types: tuple[type, ...]
+) -> Callable[[Path], None]:
+    """``write(tmp)``: the header, then the state, pickled into ``tmp``.
+
+    The returned function raises :class:`CheckpointError` when the state holds a refused object
+    or pickle cannot write it.
+    """
     header = {
         "format": CHECKPOINT_FORMAT,
         "identity": dict(checkpoint.identity),
@@ -122,16 +152,16 @@ def write_checkpoint(
     }
 
     def dump(temporary: Path) -> None:
-        with temporary.open("wb") as handle:
-            pickle.dump(header, handle, protocol=pickle.HIGHEST_PROTOCOL)
-            _CheckpointPickler(handle, shared, refused_types).dump(checkpoint.state)
+        try:
+            with temporary.open("wb") as handle:
+                pickle.dump(header, handle, protocol=pickle.HIGHEST_PROTOCOL)
+                _CheckpointPickler(handle, shared, refused_types).dump(checkpoint.state)
+        except CheckpointError:
+            raise
+        except (pickle.PicklingError, AttributeError, TypeError) as error:
+            raise CheckpointError(f"pickle cannot write the run's state ({error})") from None
 
-    try:
-        atomic_write(path, dump)
-    except CheckpointError:
-        raise
-    except (pickle.PicklingError, AttributeError, TypeError) as error:
-        raise CheckpointError(f"pickle cannot write the run's state ({error})") from None
+    return dump
 
 
 def read_checkpoint(

@@ -29,7 +29,7 @@ import math
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -103,6 +103,35 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     finally:
         remove_despite_interrupts(tmp)
     flush_folder_to_disk(path.parent)
+
+
+def atomic_write_together(paths: Sequence[Path], writes: Sequence[Callable[[Path], None]]) -> None:
+    """:func:`atomic_write` of several files, every one written before any is renamed.
+
+    For files that must change together (the checkpoints of replicates in lockstep): a process
+    killed while writing leaves every target as it was, since the renames, which take
+    microseconds, come only after every temporary file is written and flushed. It holds each
+    target's old and new bytes on the disk at once, until the renames.
+
+    Args:
+        paths: The target files.
+        writes: One ``write(tmp)`` per target, as in :func:`atomic_write`.
+    """
+    temporaries: list[Path] = []
+    try:
+        for path, write in zip(paths, writes, strict=True):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(path)
+            temporaries.append(create_temporary(path))
+            write(temporaries[-1])
+            flush_to_disk(temporaries[-1])
+        for path, tmp in zip(paths, temporaries, strict=True):
+            os.replace(tmp, path)
+    finally:
+        for tmp in temporaries:
+            remove_despite_interrupts(tmp)
+    for folder in dict.fromkeys(path.parent for path in paths):
+        flush_folder_to_disk(folder)
 
 
 def flush_to_disk(path: Path) -> None:
