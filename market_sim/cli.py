@@ -457,8 +457,17 @@ def hide_option(parser: argparse.ArgumentParser, flag: str) -> None:
 
 
 def scenario_overrides(args: argparse.Namespace) -> list[str]:
-    """``--set`` values plus the shorthand flags as dotted overrides."""
-    overrides = list(getattr(args, "overrides", []))
+    """``--set`` values plus the shorthand flags as dotted overrides.
+
+    Raises:
+        UsageError: One key given twice (``--set rounds=10 --rounds 5``, or ``--set`` twice,
+            in either index spelling): the last would silently win.
+    """
+    import json
+
+    from market_sim.scenario.overrides import display_key, split_key
+
+    given = [(f"--set {override}", override) for override in getattr(args, "overrides", [])]
     for flag, key in (
         ("rounds", "rounds"),
         ("seed", "seed"),
@@ -466,9 +475,18 @@ def scenario_overrides(args: argparse.Namespace) -> list[str]:
         ("samples", "lambda_sweep.samples"),
     ):
         value = getattr(args, flag, None)
-        if value is not None:
-            overrides.append(f"{key}={value}" if flag != "device" else f'{key}="{value}"')
-    return overrides
+        if value is not None:  # a device is any text: written as a TOML string, escaped
+            shown = json.dumps(value) if flag == "device" else value
+            given.append((f"--{flag} {value}", f"{key}={shown}"))
+    first_given: dict[tuple[str, ...], str] = {}
+    for source, override in given:
+        path = tuple(split_key(override.split("=", 1)[0]))
+        if path in first_given:
+            raise UsageError(
+                f"{display_key(path)}: given twice ({first_given[path]}, {source}); give it once"
+            )
+        first_given[path] = source
+    return [override for _, override in given]
 
 
 def load_checked_scenario(path: Path, overrides: Sequence[str]):

@@ -105,6 +105,41 @@ def test_a_single_valued_option_given_twice_is_refused(argv, option, capsys):
     )
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["run", "x.toml", "--set", "rounds=10", "--rounds", "5"],
+            "rounds: given twice (--set rounds=10, --rounds 5); give it once",
+        ),
+        (
+            ["run", "x.toml", "--set", "advertisers[0].name=A", "--set", "advertisers.0.name=B"],
+            "advertisers[0].name: given twice (--set advertisers[0].name=A, --set "
+            "advertisers.0.name=B); give it once",
+        ),
+        (
+            ["lambda-sweep", "x.toml", "--set", "lambda_sweep.samples=3", "--samples", "9"],
+            "lambda_sweep.samples: given twice (--set lambda_sweep.samples=3, --samples 9); "
+            "give it once",
+        ),
+    ],
+)
+def test_one_scenario_key_given_twice_is_refused(argv, message, capsys):
+    """The last value silently won (`--set rounds=10 --rounds 5` ran 5 rounds)."""
+    assert main(argv) == 2  # before any work: x.toml does not even exist
+    assert capsys.readouterr().err == f"market-sim: error: {message}\n"
+
+
+def test_a_device_with_a_quote_is_named_as_given(tmp_path, capsys):
+    """It read `model.device: '"cpu""' is not a TOML value`: the CLI's own quoting, no choices."""
+    scenario = Path(__file__).resolve().parent.parent / "scenarios" / "hawaii.toml"
+    argv = ["run", str(scenario), "--device", 'cpu"', "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith(
+        "market-sim: error: model.device: unknown value 'cpu\"'; allowed: auto, cpu, cuda"
+    )
+
+
 def test_repeatable_options_and_one_parser_parsing_twice_still_work():
     parser = build_parser()
     args = parser.parse_args(["sweep", "x.toml", "--seeds", "0", "--grid", "a=1", "--grid", "b=2"])
