@@ -937,12 +937,14 @@ def test_safe_scenario_names_are_accepted(name: str) -> None:
     assert scenario_from_dict(data).name == name
 
 
-def test_advertiser_names_unique_ignoring_case() -> None:
+@pytest.mark.parametrize("name", ["alpha AIRLINES", " Alpha Airlines ", "Alpha\tAIRLINES"])
+def test_advertiser_names_unique_ignoring_case_and_spacing(name) -> None:
+    """' Alpha Airlines ' was accepted beside 'Alpha Airlines': both credited one mention."""
     data = sample_data()
-    data["advertisers"][1]["name"] = "alpha AIRLINES"
+    data["advertisers"][1]["name"] = name
     assert str(error_for(data)) == (
-        "advertisers[1].name: duplicate advertiser name 'alpha AIRLINES' (also "
-        "advertisers[0].name 'Alpha Airlines'); names must be unique ignoring case"
+        f"advertisers[1].name: duplicate advertiser name {name!r} (also "
+        "advertisers[0].name 'Alpha Airlines'); names must be unique ignoring case and spacing"
     )
 
 

@@ -570,17 +570,21 @@ def parse_advertisers(value: object) -> tuple[AdvertiserConfig, ...]:
 
 
 def check_unique_name(name: str, earlier: Sequence[AdvertiserConfig], key: str) -> None:
-    """Raise if an earlier advertiser already uses ``name``, ignoring case.
+    """Raise if an earlier advertiser already uses ``name``, ignoring case and spacing.
 
-    Brand mentions are matched case-insensitively, so ``Alpha Airlines`` and ``alpha airlines``
-    would both be credited with the same mention.
+    Brand mentions are matched case-insensitively in the reply's words, so ``Alpha Airlines``,
+    ``alpha airlines`` and `` Alpha  Airlines `` would all be credited with the same mention.
     """
+
+    def normalized(text: str) -> str:
+        return " ".join(text.split()).casefold()
+
     for index, other in enumerate(earlier):
-        if other.name.lower() == name.lower():
+        if normalized(other.name) == normalized(name):
             raise ScenarioError(
                 child_key(key, "name"),
                 f"duplicate advertiser name {show(name)} (also advertisers[{index}].name "
-                f"{show(other.name)}); names must be unique ignoring case",
+                f"{show(other.name)}); names must be unique ignoring case and spacing",
             )
 
 
