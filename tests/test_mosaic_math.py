@@ -307,6 +307,19 @@ def test_quadrature_handles_many_outcomes_and_extreme_weights():
     assert out.sum().item() == pytest.approx(1.0, abs=1e-9)
 
 
+def test_quadrature_in_outcome_blocks_equals_exact_enumeration():
+    """The [nodes, Y] sum over outcomes is taken in blocks: 131,072 outcomes (support_samples
+    at its maximum) with a wide weight range made one block of 12.6 GB and the run was killed.
+    Here about 10,000 nodes split 600 outcomes into 4 blocks."""
+    generator = torch.Generator().manual_seed(11)
+    ref = torch.log_softmax(torch.randn(600, generator=generator, dtype=torch.float64), -1)
+    total = 300 * torch.rand(600, generator=generator, dtype=torch.float64)  # weights e^0..e^600
+    exact = expected_output_distribution(ref, ref, total, 0.5, 2, "exact")
+    quad = expected_output_distribution(ref, ref, total, 0.5, 2, "quadrature")
+    # the same tolerance as the unblocked comparison above: quadrature error, not blocking
+    torch.testing.assert_close(quad, exact, rtol=0, atol=1e-12)
+
+
 def test_monte_carlo_convergence_curve_is_seeded():
     ref, aware, total, _ = enumerable_space(4)
     first = convergence_curve(ref, ref, total, 0.5, [4, 16], method="monte_carlo", seed=9)

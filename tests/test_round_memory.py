@@ -17,9 +17,11 @@ from market_sim.scenario.round_memory import (
 FIXED = {"dist": "fixed", "value": 1.0}
 
 
-def scenario(kind: str = "token_auction", auctions: int = 8, tokens: int = 6):
+def scenario(kind: str = "token_auction", auctions: int = 8, tokens: int = 6, candidates: int = 16):
     mechanism = {"kind": kind, "max_new_tokens": tokens}
-    if kind != "token_auction":
+    if kind in ("mosaic", "affine_maximizer"):
+        mechanism["candidates"] = candidates
+    elif kind != "token_auction":
         mechanism.update({"click_through_rates": [1.0], "reply": "cached"})
     return scenario_from_dict(
         {
@@ -46,6 +48,22 @@ def test_token_auction_rounds_hold_their_step_distributions():
     assert round_bytes(scenario(auctions=8, tokens=6), 1_000) == 8 * 6 * 4 * 1_000 * 8
     assert round_bytes(scenario(auctions=8, tokens=6), 1_000, replicates=3) == 3 * 8 * 6 * 4 * 8000
     assert round_bytes(scenario(kind="second_price", auctions=64), 50_000) == 0
+
+
+@pytest.mark.parametrize("kind", ["mosaic", "affine_maximizer"])
+def test_sampled_candidate_rounds_hold_their_rewards_and_tokens(kind):
+    """They counted 0 bytes: 4,096 auctions of 65,536 candidates ran until killed for memory."""
+    # 8 bytes x M x (2n + 1 reward and weight rows + T token slots), n = 3 advertisers
+    expected = 8 * 65_536 * (2 * 3 + 1 + 24)
+    big = scenario(kind, auctions=4096, tokens=24, candidates=65_536)
+    assert round_bytes(big, 1_562) == 4096 * expected
+    with pytest.raises(ScenarioError) as refused:
+        check_round_memory(big, model(1_562), available=24 * 10**9)
+    assert refused.value.message.startswith(
+        "4096 auctions with mechanism.candidates = 65,536 and max_new_tokens = 24 hold about "
+        "66.6 GB per round, more than the 24.0 GB free on cpu; at most 1476 fit (or fewer "
+        "seeds, fewer candidates, fewer tokens"
+    )
 
 
 def test_the_largest_round_that_fits_passes_and_one_more_auction_is_refused():

@@ -15,6 +15,7 @@ from market_sim.platform.affine_maximizer import (
 from market_sim.platform.base import Bidder, Report, ReportBatch
 from market_sim.platform.candidate_scoring import (
     draw_candidates,
+    rows_per_generate,
     score_candidates,
     score_replies,
 )
@@ -270,6 +271,29 @@ def test_mosaic_recorded_reply_is_the_scored_candidate(tiny_lm):
         assert float(outcome.counterfactual.log_weights[chosen]) == pytest.approx(
             float(reference - proposal), abs=1e-4
         )
+
+
+def test_candidates_past_the_sampling_budget_are_drawn_in_seeded_batches(tiny_lm, monkeypatch):
+    """131,072 rows in one generate (convergence at support_samples = 65,536) held about 29 GB
+    of cache and the process was killed; past the budget the rows are drawn a batch at a time."""
+    import market_sim.platform.candidate_scoring as candidate_scoring
+
+    prompts = [build_prompt(q, CONTEXTS) for q in QUERIES]
+    whole = draw_candidates(tiny_lm, prompts, 4, MAX_NEW_TOKENS, 1.0, seed=5)
+    rows = [prompt for prompt in prompts for _ in range(4)]
+    assert [r for group in whole for r in group] == tiny_lm.sample(rows, MAX_NEW_TOKENS, 1.0, 5)
+    positions = max(len(tiny_lm.encode_prompt(p)) for p in prompts) + MAX_NEW_TOKENS
+    per_row = candidate_scoring.SAMPLING_BYTE_BUDGET // rows_per_generate(tiny_lm, positions)
+    monkeypatch.setattr(candidate_scoring, "SAMPLING_BYTE_BUDGET", 3 * per_row + 1)
+    assert rows_per_generate(tiny_lm, positions) == 3
+    batched = draw_candidates(tiny_lm, prompts, 4, MAX_NEW_TOKENS, 1.0, seed=5)
+    expected = [
+        reply
+        for batch, start in enumerate(range(0, len(rows), 3))
+        for reply in tiny_lm.sample(rows[start : start + 3], MAX_NEW_TOKENS, 1.0, 5 + batch)
+    ]
+    assert [r for group in batched for r in group] == expected
+    assert [len(group) for group in batched] == [4] * len(prompts)
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])

@@ -130,7 +130,11 @@ def _output_quadrature(log_pi: torch.Tensor, log_w: torch.Tensor, m: int) -> tor
         return torch.where(live, log_pi.exp(), torch.zeros_like(log_pi))
     shift = log_w[live].max()
     w = torch.where(live, (log_w - shift).exp(), torch.zeros_like(log_w))  # max w = 1
-    live = live & (w > 0)  # weights below exp(-745) of the largest: never selected in float64
+    # Outcomes whose weight is below 1e-300 of the largest (a log-weight spread over 690 nats)
+    # are left out, with their output mass: the quadrature is exact only while they carry
+    # none. In float64 such weights underflow (below about exp(-745)) or make the range
+    # (log(m / w_min) + 40) / w_min infinite (subnormal w_min, which raised OverflowError).
+    live = live & (w >= 1e-300)
     w_min = float(w[live].min())
     t_low = 1e-16 / m
     t_high = (math.log(m / w_min) + 40.0) / w_min
@@ -147,13 +151,22 @@ def _output_quadrature(log_pi: torch.Tensor, log_w: torch.Tensor, m: int) -> tor
     out = torch.zeros_like(log_pi)
     live_idx = torch.nonzero(live).squeeze(-1)
     log_pi_live, w_live = log_pi[live_idx], w[live_idx]
-    log_phi = torch.logsumexp(
-        torch.where(log_pi > -math.inf, log_pi, torch.full_like(log_pi, -math.inf))[None, :]
-        - t[:, None] * w[None, :],
-        dim=-1,
-    )  # [nodes]; includes zero-weight outcomes (they never decay)
+    chunk = max(1, 2_000_000 // len(s))  # outcomes per [nodes, chunk] block (16 MB float64)
+    finite_log_pi = torch.where(log_pi > -math.inf, log_pi, torch.full_like(log_pi, -math.inf))
+    log_phi = torch.logsumexp(  # [nodes]; includes zero-weight outcomes (they never decay)
+        torch.stack(
+            [
+                torch.logsumexp(
+                    finite_log_pi[None, start : start + chunk]
+                    - t[:, None] * w[None, start : start + chunk],
+                    dim=-1,
+                )
+                for start in range(0, len(log_pi), chunk)
+            ]
+        ),
+        dim=0,
+    )  # one block, as before, up to ``chunk`` outcomes; a [nodes, Y] block would not fit
     base = s_t + log_quad_w + (m - 1) * log_phi  # [nodes]
-    chunk = max(1, 2_000_000 // len(s))
     for start in range(0, len(live_idx), chunk):
         stop = start + chunk
         exponent = base[:, None] - t[:, None] * w_live[None, start:stop]

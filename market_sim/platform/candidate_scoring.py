@@ -85,7 +85,12 @@ def draw_candidates(
     temperature: float,
     seed: int,
 ) -> list[list[list[int]]]:
-    """``count`` replies to each prompt, all A x M in one batched ``generate``.
+    """``count`` replies to each prompt, all A x M rows in one batched ``generate`` if they fit.
+
+    Where one call would pass :data:`SAMPLING_BYTE_BUDGET`, rows are drawn in order,
+    :func:`rows_per_generate` at a time; the first batch is seeded with ``seed``, batch
+    ``b > 0`` with ``seed + b`` (mod 2^63). A draw that fits one batch, every shipped
+    scenario's, is the one ``generate`` call it always was.
 
     Args:
         lm: The language model.
@@ -99,8 +104,42 @@ def draw_candidates(
         A lists of M token lists (EOS cut, as :meth:`LanguageModel.sample` returns them).
     """
     rows = [prompt for prompt in prompts for _ in range(count)]
-    replies = lm.sample(rows, max_new_tokens, temperature, seed)
+    longest_prompt = max((len(lm.encode_prompt(prompt)) for prompt in prompts), default=0)
+    per_batch = rows_per_generate(lm, longest_prompt + max_new_tokens)
+    replies: list[list[int]] = []
+    for batch, start in enumerate(range(0, len(rows), per_batch)):
+        batch_seed = (seed + batch) % 2**63
+        batch_rows = rows[start : start + per_batch]
+        replies += lm.sample(batch_rows, max_new_tokens, temperature, batch_seed)
     return [replies[a * count : (a + 1) * count] for a in range(len(prompts))]
+
+
+SAMPLING_BYTE_BUDGET = 2**32
+"""Most bytes one sampling ``generate`` may hold in key-value cache and logits (4 GiB):
+131,072 rows of the bundled LM at 64 positions need about 29 GB in one call."""
+
+
+def rows_per_generate(lm: LanguageModel, positions: int) -> int:
+    r"""Rows one ``generate`` call samples within :data:`SAMPLING_BYTE_BUDGET`.
+
+    One row holds its key-value cache and a step's logits and probabilities:
+
+    .. math:: \text{bytes} = 2 \cdot L \cdot H_{kv} \cdot d \cdot P \cdot e + 4 \cdot 4 V,
+
+    with L layers, :math:`H_{kv}` key-value heads of width d, P positions (prompt plus reply), e
+    bytes per element of the model's dtype and V the vocabulary (four float32 copies of a step's
+    logits: logits, processed scores, probabilities, their cumulative sum). It errs low: the
+    cache grows by concatenation (a transient second copy) and activations are left out.
+    """
+    config = lm.model.config
+    layers = int(getattr(config, "num_hidden_layers", 1) or 1)
+    heads = int(getattr(config, "num_attention_heads", 1) or 1)
+    kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
+    width = int(getattr(config, "hidden_size", heads) or heads)
+    head_dim = int(getattr(config, "head_dim", None) or max(1, width // heads))
+    element = torch.finfo(lm.model.dtype).bits // 8 if lm.model.dtype.is_floating_point else 4
+    per_row = 2 * layers * kv_heads * head_dim * positions * element + 16 * lm.vocab_size
+    return max(1, SAMPLING_BYTE_BUDGET // per_row)
 
 
 SCORING_LOGIT_BUDGET = 2**26

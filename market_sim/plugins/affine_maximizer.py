@@ -19,7 +19,7 @@ from market_sim.mechanisms.affine_maximizer import AffinePayment, Divergence, No
 from market_sim.mechanisms.affine_misreports import GroupDistortion
 from market_sim.mechanisms.options import POLICY_SPACES, PolicySpace
 from market_sim.platform.report_spaces import group_report_space
-from market_sim.plugins.base import MechanismConfig, MechanismPlugin
+from market_sim.plugins.base import MechanismConfig, MechanismPlugin, sampled_candidates_memory
 
 if TYPE_CHECKING:
     from market_sim.lm.model import LanguageModel
@@ -144,6 +144,16 @@ def slow_affine_settings(config: AffineMaximizerConfig) -> list[str]:
     ]
 
 
+def affine_auction_memory(config: AffineMaximizerConfig, advertisers: int, vocabulary: int) -> int:
+    """Bytes one auction holds: :func:`~market_sim.plugins.base.sampled_candidates_memory`.
+
+    The fine-tuned space's outcomes are its grid, built before round 0: 0 bytes per auction.
+    """
+    if config.policy_space != "candidates":
+        return 0
+    return sampled_candidates_memory(config.candidates, advertisers, config.max_new_tokens)
+
+
 def fewest_affine_groups(config: AffineMaximizerConfig) -> tuple[int, str]:
     """A blend mixes each group's reward model with the other groups': it needs two groups."""
     if config.group_distortion == "blend":
@@ -171,6 +181,7 @@ AFFINE_MAXIMIZER = MechanismPlugin(
     build=build_affine_maximizer,
     report_space=lambda config: group_report_space(config.group_distortion),
     slow_settings=slow_affine_settings,
+    auction_memory=affine_auction_memory,
     fewest_advertisers=fewest_affine_groups,
     fixed_queries=fine_tuned_queries,
 )

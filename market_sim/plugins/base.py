@@ -81,6 +81,22 @@ def no_auction_memory(config: Any, advertisers: int, vocabulary: int) -> int:
     return 0
 
 
+def sampled_candidates_memory(candidates: int, advertisers: int, max_new_tokens: int) -> int:
+    r"""Bytes one auction over M sampled candidate replies holds until its round settles.
+
+    Its counterfactual keeps ``[2n + 1, M]`` float64 (true and reported rewards per advertiser,
+    and one weight per candidate: MOSAIC's importance weights, the affine maximizer's
+    :math:`\pi_{init}`), and the round holds every candidate's tokens while it runs, one 8-byte
+    list slot per token at least:
+
+    .. math:: \text{bytes} = 8 M (2n + 1 + T), \qquad T = \text{max\_new\_tokens}.
+
+    It errs low: the token objects themselves, the scores' float32 working set and the
+    sampling and scoring batches (bounded by their own budgets) are left out.
+    """
+    return 8 * candidates * (2 * advertisers + 1 + max_new_tokens)
+
+
 @dataclass(frozen=True)
 class MechanismPlugin:
     """One mechanism (or family of kinds sharing keys), as the simulator sees it.

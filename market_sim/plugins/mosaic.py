@@ -14,7 +14,7 @@ from market_sim.config.fields import Choice, IntRange
 from market_sim.config.settings import setting, temperature
 from market_sim.mechanisms.options import PROPOSALS, MosaicPayment, MosaicProposal
 from market_sim.platform.report_spaces import RELEVANCE_EXPONENT
-from market_sim.plugins.base import MechanismConfig, MechanismPlugin
+from market_sim.plugins.base import MechanismConfig, MechanismPlugin, sampled_candidates_memory
 
 if TYPE_CHECKING:
     from market_sim.lm.model import LanguageModel
@@ -83,4 +83,7 @@ MOSAIC = MechanismPlugin(
     build=build_mosaic,
     report_space=lambda config: RELEVANCE_EXPONENT,
     slow_settings=slow_mosaic_settings,
+    auction_memory=lambda config, advertisers, vocabulary: sampled_candidates_memory(
+        config.candidates, advertisers, config.max_new_tokens
+    ),
 )

@@ -160,8 +160,7 @@ def check_round_memory(
         raise ScenarioError(
             "--seeds",
             f"{replicates} seeds in lockstep with auctions_per_round = "
-            f"{scenario.auctions_per_round} and max_new_tokens = "
-            f"{scenario.mechanism.max_new_tokens} over a {lm.vocab_size:,}-token vocabulary hold "
+            f"{scenario.auctions_per_round} and {sized_by(scenario, lm.vocab_size)} hold "
             f"about {needed / 1e9:.1f} GB per round, more than the {available / 1e9:.1f} GB free "
             f"on {lm.device}; at most {available // per_replicate} seeds fit in one call",
         )
@@ -175,8 +174,24 @@ def check_round_memory(
     raise ScenarioError(
         "auctions_per_round",
         f"{scenario.auctions_per_round} auctions{lockstep} with "
-        f"max_new_tokens = {scenario.mechanism.max_new_tokens} over a {lm.vocab_size:,}-token "
-        f"vocabulary hold about {needed / 1e9:.1f} GB per round, more than the "
-        f"{available / 1e9:.1f} GB free on {lm.device}; {allowed} (or fewer seeds, fewer "
-        "tokens, a smaller model)",
+        f"{sized_by(scenario, lm.vocab_size)} hold about {needed / 1e9:.1f} GB per round, more "
+        f"than the {available / 1e9:.1f} GB free on {lm.device}; {allowed} (or fewer seeds, "
+        f"{'fewer candidates, ' if candidates_of(scenario) else ''}fewer tokens, a smaller "
+        "model)",
     )
+
+
+def candidates_of(scenario: Scenario) -> int | None:
+    """``mechanism.candidates`` where the mechanism reads it (sampled candidate replies)."""
+    config = scenario.mechanism
+    read = mechanism_plugin(config.kind).read_settings(config)
+    return config.candidates if any(item.name == "candidates" for item in read) else None
+
+
+def sized_by(scenario: Scenario, vocabulary: int) -> str:
+    """The keys an auction's memory grows with, as the refusal names them."""
+    tokens = f"max_new_tokens = {scenario.mechanism.max_new_tokens}"
+    candidates = candidates_of(scenario)
+    if candidates is not None:
+        return f"mechanism.candidates = {candidates:,} and {tokens}"
+    return f"{tokens} over a {vocabulary:,}-token vocabulary"
