@@ -265,10 +265,15 @@ def load_results(paths: Paths) -> Results:
         grid_keys.extend(key for key in keys if key not in grid_keys)
     if run_dirs:
         frames.append(frame_from_records([read_summary(run_dir) for run_dir in run_dirs]))
+    shown = ", ".join(str(p) for p in as_paths(paths))
     if not frames:
-        shown = ", ".join(str(p) for p in as_paths(paths))
         raise FileNotFoundError(f"{shown}: no runs ({SUMMARY_FILE} or {RUNS_FILE}) found")
     runs = drop_repeated_runs(pl.concat(frames, how="diagonal_relaxed"))
+    if runs.height == 0:  # a sweep stopped before its first run was complete
+        raise FileNotFoundError(
+            f"{shown}: no runs: {RUNS_FILE} lists none complete (a sweep stopped before its "
+            "first run finished; run it again to resume)"
+        )
     order = [col for col in ("sweep", *grid_keys, "seed", "run_path") if col in runs.columns]
     scenarios = {path: read_scenario(Path(path)) for path in runs["run_path"].to_list()}
     return Results(

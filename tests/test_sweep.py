@@ -265,7 +265,7 @@ def test_interrupt_keeps_finished_runs_and_writes_their_table(tmp_path, scenario
     assert (out / RUNS_FILE).read_bytes() == (reference / RUNS_FILE).read_bytes()
 
 
-def test_interrupt_before_any_run_writes_an_empty_table(tmp_path, scenario):
+def test_interrupt_before_any_run_writes_an_empty_table(tmp_path, scenario, capsys):
     def interrupted(task, runs_root):
         raise KeyboardInterrupt
 
@@ -274,6 +274,11 @@ def test_interrupt_before_any_run_writes_an_empty_table(tmp_path, scenario):
         run_sweep(scenario, GRID, SEEDS, out, progress=False, run_function=interrupted)
     empty = pl.read_parquet(out / RUNS_FILE)
     assert empty.columns == ["mechanism.payment", "seed", "run_dir"] and empty.height == 0
+    # nothing to analyse: one line and exit 2, not an empty table or "0 figures" (exit 0)
+    assert main(["summary", str(out)]) == 2
+    assert "no runs: runs.parquet lists none complete" in capsys.readouterr().err
+    assert main(["plot", str(out)]) == 2
+    assert "no results found" in capsys.readouterr().err and not (out / "figures").exists()
 
 
 def test_sweep_files_follow_the_umask(reference):
