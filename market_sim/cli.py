@@ -600,10 +600,12 @@ def checked_result_dir(
     return out_dir
 
 
-def checked_run_dir(args: argparse.Namespace, scenario) -> Path:
+def checked_run_dir(args: argparse.Namespace, scenario) -> tuple[Path, list[str]]:
     """The run's folder: writable, and not holding a run of a different resolved scenario.
 
-    Unrelated files already in the folder get a one-line warning each (the run still goes on).
+    Returns:
+        The folder, and the warning lines to print once every input is checked (unrelated
+        files already in the folder: the run still goes on, leaving them as they are).
     """
     from market_sim.scenario import ScenarioError, dump_scenario_toml
     from market_sim.scenario.output_folder import check_run_folder
@@ -613,14 +615,13 @@ def checked_run_dir(args: argparse.Namespace, scenario) -> Path:
         unrelated = check_run_folder(out_dir, dump_scenario_toml(scenario), args.force)
     except ScenarioError as error:
         raise UsageError(str(error)) from None
-    if unrelated:
-        shown = ", ".join(unrelated[:5]) + (", ..." if len(unrelated) > 5 else "")
-        print(
-            f"market-sim: warning: --out: '{out_dir}' also holds files a run does not write "
-            f"({shown}); they are left as they are",
-            file=sys.stderr,
-        )
-    return out_dir
+    if not unrelated:
+        return out_dir, []
+    shown = ", ".join(unrelated[:5]) + (", ..." if len(unrelated) > 5 else "")
+    return out_dir, [
+        f"market-sim: warning: --out: '{out_dir}' also holds files a run does not write "
+        f"({shown}); they are left as they are"
+    ]
 
 
 def command_run(args: argparse.Namespace, scenario_path: Path) -> None:
@@ -634,10 +635,12 @@ def command_run(args: argparse.Namespace, scenario_path: Path) -> None:
     if args.seeds is not None:
         command_run_replicates(args, scenario)
         return
-    out_dir = checked_run_dir(args, scenario)
+    out_dir, warnings = checked_run_dir(args, scenario)
     lm = load_scenario_model(scenario, args.threads)
     check_round_fits(scenario, lm)
-    warn_if_slow(scenario)  # after every check, so a refused input prints only its error line
+    for line in warnings:  # after every check, so a refused input prints only its error line
+        print(line, file=sys.stderr)
+    warn_if_slow(scenario)
     from market_sim.results.report import format_run_summary
     from market_sim.run import run_scenario
 
@@ -677,15 +680,19 @@ def command_run_replicates(args: argparse.Namespace, scenario) -> None:
             "--seeds it is the folder of the seeds' folders: choose another, or pass --force"
         )
     replicas = [dataclasses.replace(scenario, seed=seed) for seed in seeds]
-    out_dirs = []
+    out_dirs, warnings = [], []
     for replica in replicas:  # a folder of an earlier call is checked (resumed or refused)
         folder = base / f"{replica.name}-seed{replica.seed}"
         if folder.exists():
-            folder = checked_run_dir(argparse.Namespace(**{**vars(args), "out": folder}), replica)
+            replica_args = argparse.Namespace(**{**vars(args), "out": folder})
+            folder, lines = checked_run_dir(replica_args, replica)
+            warnings += lines
         out_dirs.append(folder)
     lm = load_scenario_model(scenario, args.threads)
     check_round_fits(scenario, lm, len(seeds))
-    warn_if_slow(scenario)  # after every check, so a refused input prints only its error line
+    for line in warnings:  # after every check, so a refused input prints only its error line
+        print(line, file=sys.stderr)
+    warn_if_slow(scenario)
     from market_sim.run import run_replicates
 
     progress = False if getattr(args, "no_progress", False) else None
@@ -754,7 +761,6 @@ def command_lambda_sweep(args: argparse.Namespace) -> None:
     """Run the lambda sweep of a scenario and print the share table."""
     check_threads(args.threads)
     scenario = load_checked_scenario(args.scenario, scenario_overrides(args))
-    warn_auctions_per_round_unused(args)
     if scenario.lambda_sweep is None:
         raise UsageError("lambda_sweep: the scenario has no [lambda_sweep] table")
     if scenario.mechanism.kind != "token_auction":
@@ -765,6 +771,7 @@ def command_lambda_sweep(args: argparse.Namespace) -> None:
     default = Path("results") / f"{scenario.name}-seed{scenario.seed}"
     out_dir = checked_result_dir(args, scenario, "lambda-sweep", default)
     lm = load_scenario_model(scenario, args.threads)
+    warn_auctions_per_round_unused(args)  # after every check: a refused input prints one line
     from market_sim.experiments.lambda_sweep import run_lambda_sweep
     from market_sim.results.report import format_shares
 
@@ -777,7 +784,6 @@ def command_convergence(args: argparse.Namespace) -> None:
     """Run the MOSAIC convergence experiment of a scenario and print the mean curves."""
     check_threads(args.threads)
     scenario = load_checked_scenario(args.scenario, scenario_overrides(args))
-    warn_auctions_per_round_unused(args)
     if scenario.mechanism.kind != "mosaic":
         raise UsageError(
             f"mechanism.kind: the convergence experiment needs 'mosaic', got "
@@ -786,6 +792,7 @@ def command_convergence(args: argparse.Namespace) -> None:
     default = Path("results") / f"{scenario.name}-seed{scenario.seed}"
     out_dir = checked_result_dir(args, scenario, "convergence", default)
     lm = load_scenario_model(scenario, args.threads)
+    warn_auctions_per_round_unused(args)  # after every check: a refused input prints one line
     from market_sim.experiments.mosaic_convergence import run_convergence, summarize_convergence
 
     table = run_convergence(scenario, lm, out_dir)
@@ -839,7 +846,6 @@ def eva_inputs(args: argparse.Namespace, check_heldout: bool = False, audit: boo
             check_auditable(scenario)
         except ScenarioError as error:
             raise UsageError(str(error)) from None
-    warn_auctions_per_round_unused(args)
     seeds = run_seeds(args, scenario.seed)
     try:
         check_run_arguments(args.generations, seeds)
@@ -858,6 +864,7 @@ def command_eva(args: argparse.Namespace) -> None:
     from market_sim.eva.experiment import EVA_FILE, run_eva  # torch: after the checks
 
     lm = load_scenario_model(scenario, args.threads)
+    warn_auctions_per_round_unused(args)  # after every check: a refused input prints one line
     try:
         result = run_eva(
             scenario,
@@ -897,6 +904,7 @@ def command_audit(args: argparse.Namespace) -> None:
     from market_sim.eva.errors import EvaSettingError
 
     lm = load_scenario_model(scenario, args.threads)
+    warn_auctions_per_round_unused(args)  # after every check: a refused input prints one line
     try:
         table = run_audit(scenario, lm, args.generations, seeds, out_dir)
     except EvaSettingError as error:  # a mechanism's mistake is MechanismOutputError: exit 1

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import torch
 
 import market_sim.cli as cli
 from market_sim.cli import main
@@ -511,6 +512,29 @@ def test_run_folder_of_a_different_scenario_needs_force(tmp_path, random_model_d
         "(notes.txt); they are left as they are\n"
     )
     assert (out / "notes.txt").read_text() == "mine"
+    # a refused input prints its error line alone, not the warning first (here: no GPU)
+    if torch.cuda.is_available():
+        return
+    assert main([*base, "--seed", "9", "--force", "--device", "cuda"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("market-sim: error: model.device:")
+
+
+@pytest.mark.parametrize("command", ["eva", "audit", "lambda-sweep", "convergence"])
+def test_a_refused_input_prints_no_warning_before_its_error(command, tmp_path, capsys):
+    """`--set auctions_per_round=2` warned (it does not apply) before the refusal's line."""
+    scenario = {
+        "eva": "eva_queries.toml",
+        "audit": "eva_queries.toml",
+        "lambda-sweep": "hawaii_lambda_sweep.toml",
+        "convergence": "mosaic_convergence.toml",
+    }[command]
+    argv = [command, str(SHIPPED / scenario), "--set", "auctions_per_round=2"]
+    argv += ["--out", str(tmp_path / "out"), "--device", "cuda:999"]
+    argv += ["--generations", "1"] if command in ("eva", "audit") else []
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("market-sim: error: model.device:"), error
 
 
 def test_lm_train_never_replaces_the_bundled_model(tmp_path, capsys):
