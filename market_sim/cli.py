@@ -398,7 +398,12 @@ def add_force_argument(parser: argparse.ArgumentParser, command: str) -> None:
         "--force",
         action="store_true",
         help=f"write the {command} results into a folder holding another command's results or "
-        "results of a different resolved scenario",
+        "results of a different resolved scenario"
+        + (
+            " (a sweep: another sweep's tables are replaced, its run folders kept)"
+            if command == "sweep"
+            else ""
+        ),
     )
 
 
@@ -476,10 +481,12 @@ def scenario_overrides(args: argparse.Namespace) -> list[str]:
     ):
         value = getattr(args, flag, None)
         if value is not None:  # a device is any text: written as a TOML string, escaped
-            shown = json.dumps(value) if flag == "device" else value
+            shown = json.dumps(value, ensure_ascii=False) if flag == "device" else value
             given.append((f"--{flag} {value}", f"{key}={shown}"))
     first_given: dict[tuple[str, ...], str] = {}
     for source, override in given:
+        if "=" not in override:
+            continue  # malformed: the scenario loader names it
         path = tuple(split_key(override.split("=", 1)[0]))
         if path in first_given:
             raise UsageError(

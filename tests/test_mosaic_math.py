@@ -320,6 +320,21 @@ def test_quadrature_in_outcome_blocks_equals_exact_enumeration():
     torch.testing.assert_close(quad, exact, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("log_weight_gap", [-702.0, -750.0, -1000.0])
+def test_quadrature_keeps_the_mass_of_outcomes_far_below_the_largest_weight(log_weight_gap):
+    """Relative weights below exp(-745) underflowed to 0 and their output mass was dropped (a
+    subnormal one raised OverflowError): with pi = (0.001, 0.999) and the likely outcome's
+    weight exp(gap) of the other's, two candidates pick it whenever both are it (0.998)."""
+    log_pi = torch.log(torch.tensor([0.001, 0.999], dtype=torch.float64))
+    ref = log_pi + torch.tensor([0.0, log_weight_gap], dtype=torch.float64)  # log w = ref - pi
+    ref = ref - torch.logsumexp(ref, 0)
+    rewards = torch.zeros(2, dtype=torch.float64)
+    exact = expected_output_distribution(ref, log_pi, rewards, 1.0, 2, "exact")
+    quad = expected_output_distribution(ref, log_pi, rewards, 1.0, 2, "quadrature")
+    torch.testing.assert_close(quad, exact, rtol=0, atol=1e-12)  # as for moderate weights
+    assert exact[1].item() == pytest.approx(0.999**2, rel=1e-12)
+
+
 def test_monte_carlo_convergence_curve_is_seeded():
     ref, aware, total, _ = enumerable_space(4)
     first = convergence_curve(ref, ref, total, 0.5, [4, 16], method="monte_carlo", seed=9)

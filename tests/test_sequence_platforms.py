@@ -14,6 +14,7 @@ from market_sim.platform.affine_maximizer import (
 )
 from market_sim.platform.base import Bidder, Report, ReportBatch
 from market_sim.platform.candidate_scoring import (
+    batch_seed,
     draw_candidates,
     rows_per_generate,
     score_candidates,
@@ -290,10 +291,14 @@ def test_candidates_past_the_sampling_budget_are_drawn_in_seeded_batches(tiny_lm
     expected = [
         reply
         for batch, start in enumerate(range(0, len(rows), 3))
-        for reply in tiny_lm.sample(rows[start : start + 3], MAX_NEW_TOKENS, 1.0, 5 + batch)
+        for reply in tiny_lm.sample(
+            rows[start : start + 3], MAX_NEW_TOKENS, 1.0, batch_seed(5, batch)
+        )
     ]
     assert [r for group in batched for r in group] == expected
     assert [len(group) for group in batched] == [4] * len(prompts)
+    # batch seeds never repeat a neighbouring caller's first batch (seed + b did)
+    assert batch_seed(5, 0) == 5 and batch_seed(5, 1) not in {5, 6}
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])

@@ -128,17 +128,14 @@ def _output_quadrature(log_pi: torch.Tensor, log_w: torch.Tensor, m: int) -> tor
         return torch.zeros_like(log_pi)
     if m == 1:
         return torch.where(live, log_pi.exp(), torch.zeros_like(log_pi))
-    shift = log_w[live].max()
-    w = torch.where(live, (log_w - shift).exp(), torch.zeros_like(log_w))  # max w = 1
-    # Outcomes whose weight is below 1e-300 of the largest (a log-weight spread over 690 nats)
-    # are left out, with their output mass: the quadrature is exact only while they carry
-    # none. In float64 such weights underflow (below about exp(-745)) or make the range
-    # (log(m / w_min) + 40) / w_min infinite (subnormal w_min, which raised OverflowError).
-    live = live & (w >= 1e-300)
-    w_min = float(w[live].min())
-    t_low = 1e-16 / m
-    t_high = (math.log(m / w_min) + 40.0) / w_min
-    s_low, s_high = math.log(t_low), math.log(t_high)
+    # Weights relative to the largest, kept as logs: a weight below exp(-745) of the largest
+    # underflows to 0 in float64 (its output mass was lost), a subnormal one made the range
+    # infinite. Every t x w below is exp(s + log w), finite whatever the spread.
+    log_rel = log_w - log_w[live].max()  # [Y] <= 0 where live; -inf for zero weights
+    log_rel_min = float(log_rel[live].min())
+    s_low = math.log(1e-16 / m)
+    # log t_high, t_high = (log(m / w_min) + 40) / w_min
+    s_high = math.log(math.log(m) - log_rel_min + 40.0) - log_rel_min
     panels = max(1, math.ceil((s_high - s_low) / LOG_T_PANEL_WIDTH))
     base_nodes, base_weights = np.polynomial.legendre.leggauss(GAUSS_NODES_PER_PANEL)
     edges = np.linspace(s_low, s_high, panels + 1)
@@ -147,10 +144,9 @@ def _output_quadrature(log_pi: torch.Tensor, log_w: torch.Tensor, m: int) -> tor
     quad_w = (widths * base_weights[None, :] / 2.0).ravel()
     s_t = torch.as_tensor(s, dtype=torch.float64)
     log_quad_w = torch.as_tensor(np.log(quad_w), dtype=torch.float64)
-    t = s_t.exp()
     out = torch.zeros_like(log_pi)
     live_idx = torch.nonzero(live).squeeze(-1)
-    log_pi_live, w_live = log_pi[live_idx], w[live_idx]
+    log_pi_live, log_rel_live = log_pi[live_idx], log_rel[live_idx]
     chunk = max(1, 2_000_000 // len(s))  # outcomes per [nodes, chunk] block (16 MB float64)
     finite_log_pi = torch.where(log_pi > -math.inf, log_pi, torch.full_like(log_pi, -math.inf))
     log_phi = torch.logsumexp(  # [nodes]; includes zero-weight outcomes (they never decay)
@@ -158,7 +154,7 @@ def _output_quadrature(log_pi: torch.Tensor, log_w: torch.Tensor, m: int) -> tor
             [
                 torch.logsumexp(
                     finite_log_pi[None, start : start + chunk]
-                    - t[:, None] * w[None, start : start + chunk],
+                    - torch.exp(s_t[:, None] + log_rel[None, start : start + chunk]),
                     dim=-1,
                 )
                 for start in range(0, len(log_pi), chunk)
@@ -169,10 +165,10 @@ def _output_quadrature(log_pi: torch.Tensor, log_w: torch.Tensor, m: int) -> tor
     base = s_t + log_quad_w + (m - 1) * log_phi  # [nodes]
     for start in range(0, len(live_idx), chunk):
         stop = start + chunk
-        exponent = base[:, None] - t[:, None] * w_live[None, start:stop]
+        exponent = base[:, None] - torch.exp(s_t[:, None] + log_rel_live[None, start:stop])
         integral = torch.logsumexp(exponent, dim=0)
         out[live_idx[start:stop]] = (
-            math.log(m) + log_pi_live[start:stop] + w_live[start:stop].log() + integral
+            math.log(m) + log_pi_live[start:stop] + log_rel_live[start:stop] + integral
         ).exp()
     return out
 

@@ -21,6 +21,7 @@ candidate) go through :meth:`LanguageModel.continuation_logprobs` in chunks of a
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -89,8 +90,9 @@ def draw_candidates(
 
     Where one call would pass :data:`SAMPLING_BYTE_BUDGET`, rows are drawn in order,
     :func:`rows_per_generate` at a time; the first batch is seeded with ``seed``, batch
-    ``b > 0`` with ``seed + b`` (mod 2^63). A draw that fits one batch, every shipped
-    scenario's, is the one ``generate`` call it always was.
+    ``b > 0`` with :func:`batch_seed` (a hash of both: ``seed + b`` would repeat the draws of
+    callers whose seeds are consecutive, as the convergence experiment's queries are). A draw
+    that fits one batch, every shipped scenario's, is the one ``generate`` call it always was.
 
     Args:
         lm: The language model.
@@ -108,10 +110,17 @@ def draw_candidates(
     per_batch = rows_per_generate(lm, longest_prompt + max_new_tokens)
     replies: list[list[int]] = []
     for batch, start in enumerate(range(0, len(rows), per_batch)):
-        batch_seed = (seed + batch) % 2**63
         batch_rows = rows[start : start + per_batch]
-        replies += lm.sample(batch_rows, max_new_tokens, temperature, batch_seed)
+        replies += lm.sample(batch_rows, max_new_tokens, temperature, batch_seed(seed, batch))
     return [replies[a * count : (a + 1) * count] for a in range(len(prompts))]
+
+
+def batch_seed(seed: int, batch: int) -> int:
+    """Seed of sampling batch ``batch``: ``seed`` itself for the first, else a 63-bit hash."""
+    if batch == 0:
+        return seed
+    digest = hashlib.sha256(f"{seed}/sampling-batch/{batch}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
 
 
 SAMPLING_BYTE_BUDGET = 2**32

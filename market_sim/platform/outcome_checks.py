@@ -184,12 +184,9 @@ def takes_agent_and_reports(evaluate: Callable[..., object]) -> bool:
     A method is checked once per function (every outcome of a round carries one).
     """
     function = getattr(evaluate, "__func__", None)
-    if function is not None:  # a bound method: (self, agent, reports)
-        return binds(function, 3)
-    try:
-        return binds(evaluate, 2)
-    except TypeError:  # an unhashable callable: not cached
-        return binds.__wrapped__(evaluate, 2)
+    if function is not None and inspect.isfunction(function):  # (self, agent, reports)
+        return binds(function, 3)  # one entry per class: its method is one function
+    return binds.__wrapped__(evaluate, 2)  # a closure per outcome: not cached (nor kept)
 
 
 @functools.lru_cache(maxsize=256)
