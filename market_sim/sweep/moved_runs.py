@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import polars as pl
+
 from market_sim.results import is_complete_run
 from market_sim.sweep.backends import SweepTask
 
@@ -70,8 +72,6 @@ def unplanned_runs(tasks: Sequence[SweepTask], table: Path) -> list[str]:
     Returns:
         The listed ``run_dir`` values (``runs/<name>``) outside the plan, in table order.
     """
-    import polars as pl
-
     try:
         listed = pl.read_parquet(table, columns=["run_dir"])["run_dir"].to_list()
     except (OSError, pl.exceptions.PolarsError):
