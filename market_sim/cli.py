@@ -955,6 +955,11 @@ def command_lm(args: argparse.Namespace) -> None:
         )
     if args.prompt == "":
         raise UsageError("prompt: empty; give text to continue, or leave it out for --query's")
+    if args.prompt is None and not args.query.strip():  # as queries.items refuses a blank query
+        raise UsageError("--query: must be a non-empty string")
+    for sponsor in args.sponsor:  # as advertisers[i].context refuses a blank context
+        if not sponsor.strip():
+            raise UsageError(f"--sponsor: must be a non-empty string, got {sponsor!r}")
     if args.device is not None and not args.device.strip():
         from market_sim.lm.devices import DEVICES_DESCRIPTION
 

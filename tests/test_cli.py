@@ -581,6 +581,9 @@ def test_lm_generate_names_the_allowed_devices(capsys):
         (["--temperature", "inf"], "--temperature: must be between 0.001 and 1000, got inf"),
         (["--seed", "-1"], "--seed: must be between 0 and 9223372036854775807, got -1"),
         ([""], "prompt: empty; give text to continue, or leave it out for --query's"),
+        (["--query", ""], "--query: must be a non-empty string"),
+        (["--query", "  "], "--query: must be a non-empty string"),
+        (["--sponsor", "A", "--sponsor", " "], "--sponsor: must be a non-empty string, got ' '"),
         (["--device", ""], "--device: empty; allowed: auto, cpu, cuda, cuda:N (N >= 0), mps"),
     ],
 )
