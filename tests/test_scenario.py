@@ -674,6 +674,20 @@ def test_lambda_out_of_range() -> None:
     assert str(error_for(data)) == "lambda_sweep.lambdas[1]: must be between 0 and 1, got 1.5"
 
 
+@pytest.mark.parametrize(
+    ("table", "key", "values", "message"),
+    [
+        ("lambda_sweep", "lambdas", [0.0, 0.5, 0.50, 1.0], "lambdas[2]: duplicate value 0.5"),
+        ("convergence", "sizes", [1, 4, 2, 4], "sizes[3]: duplicate value 4"),
+    ],
+)
+def test_sweep_axis_refuses_a_repeated_value(table, key, values, message) -> None:
+    # A repeated lambda or M would be sampled twice and counted twice in every mean.
+    data = sample_data()
+    data[table] = {key: values}
+    assert str(error_for(data)) == f"{table}.{message}"
+
+
 def test_empty_query_items() -> None:
     data = sample_data()
     data["queries"]["items"] = []

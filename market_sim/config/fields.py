@@ -333,32 +333,46 @@ class TextList:
 
 @dataclass(frozen=True)
 class FloatList:
-    """A list of floats, each checked against ``element``; returned as a tuple."""
+    """A list of floats, each checked against ``element``; returned as a tuple.
+
+    ``distinct`` refuses a value given twice (a sweep axis, where a repeat would run twice).
+    """
 
     element: FloatRange
     min_items: int = 0
     default: Any = REQUIRED
+    distinct: bool = False
 
     def parse(self, value: object, key: str) -> tuple[float, ...]:
-        """Check every element; return them as a tuple."""
+        """Check every element (and, if ``distinct``, that none repeats); return a tuple."""
         items = require_list(value, key, "numbers")
         check_min_items(items, self.min_items, key)
-        return tuple(self.element.parse(item, item_key(key, i)) for i, item in enumerate(items))
+        parsed = tuple(self.element.parse(item, item_key(key, i)) for i, item in enumerate(items))
+        if self.distinct:
+            check_distinct(parsed, key)
+        return parsed
 
 
 @dataclass(frozen=True)
 class IntList:
-    """A list of integers, each checked against ``element``; returned as a tuple."""
+    """A list of integers, each checked against ``element``; returned as a tuple.
+
+    ``distinct`` refuses a value given twice (a sweep axis, where a repeat would run twice).
+    """
 
     element: IntRange
     min_items: int = 0
     default: Any = REQUIRED
+    distinct: bool = False
 
     def parse(self, value: object, key: str) -> tuple[int, ...]:
-        """Check every element; return them as a tuple."""
+        """Check every element (and, if ``distinct``, that none repeats); return a tuple."""
         items = require_list(value, key, "integers")
         check_min_items(items, self.min_items, key)
-        return tuple(self.element.parse(item, item_key(key, i)) for i, item in enumerate(items))
+        parsed = tuple(self.element.parse(item, item_key(key, i)) for i, item in enumerate(items))
+        if self.distinct:
+            check_distinct(parsed, key)
+        return parsed
 
 
 @dataclass(frozen=True)
@@ -375,10 +389,15 @@ class ChoiceList:
         check_min_items(items, self.min_items, key)
         element = Choice(self.values)
         chosen = tuple(element.parse(item, item_key(key, i)) for i, item in enumerate(items))
-        for i, item in enumerate(chosen):
-            if item in chosen[:i]:
-                raise ScenarioError(item_key(key, i), f"duplicate value {show(item)}")
+        check_distinct(chosen, key)
         return chosen
+
+
+def check_distinct(items: Sequence[Any], key: str) -> None:
+    """Raise naming ``key[i]`` for the first element equal to an earlier one."""
+    for i, item in enumerate(items):
+        if item in items[:i]:
+            raise ScenarioError(item_key(key, i), f"duplicate value {show(item)}")
 
 
 def check_min_items(items: Sequence[Any], min_items: int, key: str) -> None:

@@ -66,9 +66,11 @@ def describe_allowed(spec: FieldSpec) -> str:
         return f"number {interval(spec.min, spec.max, spec.exclusive_min)}"
     if isinstance(spec, FloatList):
         element = spec.element
-        return f"list of numbers {interval(element.min, element.max, element.exclusive_min)}"
+        bounds = interval(element.min, element.max, element.exclusive_min)
+        return f"list of {'distinct ' if spec.distinct else ''}numbers {bounds}"
     if isinstance(spec, IntList):
-        return f"list of integers {interval(spec.element.min, spec.element.max, False)}"
+        bounds = interval(spec.element.min, spec.element.max, False)
+        return f"list of {'distinct ' if spec.distinct else ''}integers {bounds}"
     if isinstance(spec, Flag):
         return "true or false"
     if isinstance(spec, Slug):

@@ -201,14 +201,18 @@ VALUATION_SPECS: dict[str, dict[str, FieldSpec]] = {
 }
 
 LAMBDA_SWEEP_SPECS: dict[str, FieldSpec] = {
-    "lambdas": FloatList(FloatRange(min=0.0, max=1.0), min_items=1, default=DEFAULT_SWEEP_LAMBDAS),
+    "lambdas": FloatList(
+        FloatRange(min=0.0, max=1.0), min_items=1, default=DEFAULT_SWEEP_LAMBDAS, distinct=True
+    ),
     "samples": IntRange(min=1, max=MAX_SAMPLES, default=32),
     "aggregations": ChoiceList(AGGREGATIONS, min_items=1, default=AGGREGATIONS),
 }
 LAMBDA_SWEEP_ADVERTISERS = 2
 
 CONVERGENCE_SPECS: dict[str, FieldSpec] = {
-    "sizes": IntList(IntRange(min=1, max=65_536), min_items=1, default=DEFAULT_CONVERGENCE_SIZES),
+    "sizes": IntList(
+        IntRange(min=1, max=65_536), min_items=1, default=DEFAULT_CONVERGENCE_SIZES, distinct=True
+    ),
     "support_samples": IntRange(min=1, max=65_536, default=256),
     "proposals": ChoiceList(PROPOSALS, min_items=1, default=PROPOSALS),
 }
