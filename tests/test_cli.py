@@ -349,6 +349,10 @@ def test_demo_runs_every_mechanism_and_draws_figures(tmp_path, capsys):
     assert (out / "ad_slots" / "runs.parquet").read_bytes() == table
     assert main([*other_rounds, "--force"]) == 0
     assert pl.read_parquet(out / "ad_slots" / "runs.parquet")["rounds"].unique().to_list() == [2]
+    shutil.rmtree(out / "token_auction")  # the first sweep is new: only the second is refused
+    assert main([*args, "--no-progress"]) == 2  # --rounds 3 again: ad_slots holds other runs
+    assert "pass --force to replace its tables" in capsys.readouterr().err
+    assert not (out / "token_auction").exists()  # refused before the first sweep ran
 
 
 # ----------------------------------------------------------------------------- checked before work

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from market_sim.sweep import SweepResult, run_sweep
+from market_sim.sweep import SweepResult, prepare_sweep, run_prepared_sweep
 
 DEMO_SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "hawaii_learning.toml"
 DEMO_SWEEPS: dict[str, tuple[str, ...]] = {
@@ -55,17 +55,19 @@ def run_demo(
     Returns:
         The sweeps, by sub-folder.
     """
-    sweeps = {
-        name: run_sweep(
+    prepared = {  # both checked before either runs: a bad folder is refused before any work
+        name: prepare_sweep(
             scenario_path,
             list(grid),
             seeds,
             out_dir / name,
             overrides=overrides,
             workers=workers,
-            progress=progress,
             force=force,
         )
         for name, grid in DEMO_SWEEPS.items()
+    }
+    sweeps = {
+        name: run_prepared_sweep(sweep, progress=progress) for name, sweep in prepared.items()
     }
     return DemoResult(sweeps)

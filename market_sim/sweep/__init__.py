@@ -87,7 +87,10 @@ __all__ = [
     "parse_grid",
     "parse_seeds",
     "plan_sweep",
+    "prepare_sweep",
+    "PreparedSweep",
     "run_dir_name",
+    "run_prepared_sweep",
     "run_sweep",
     "run_task",
     "runs_table",
@@ -672,6 +675,110 @@ def write_manifest(
 # --------------------------------------------------------------------------- running
 
 
+@dataclass(frozen=True)
+class PreparedSweep:
+    """A sweep whose every input is checked, with nothing written yet (:func:`prepare_sweep`).
+
+    Attributes:
+        scenario_path: The base scenario file.
+        grid: Dotted key -> values.
+        seeds: The seeds.
+        overrides: ``--set`` overrides of every run.
+        out_dir: The sweep folder.
+        tasks: Every planned run, in grid order.
+        todo: The runs still to do (incomplete, or complete but stale).
+        renamed: ``(name, old_name)`` of each run folder to rename (the grid given before in
+            another flag order).
+        stale: ``(name, reason)`` of each complete run to run again.
+        backend: ``local`` or ``ray``.
+        workers: Parallel runs.
+        address: Ray cluster address (Ray only).
+        threads: torch CPU threads per worker.
+    """
+
+    scenario_path: str | Path
+    grid: Grid
+    seeds: tuple[int, ...]
+    overrides: tuple[str, ...]
+    out_dir: Path
+    tasks: tuple[SweepTask, ...]
+    todo: tuple[SweepTask, ...]
+    renamed: tuple[tuple[str, str], ...]
+    stale: tuple[tuple[str, str], ...]
+    backend: str
+    workers: int | None
+    address: str | None
+    threads: int
+
+
+def prepare_sweep(
+    scenario_path: str | Path,
+    grid: Grid | Sequence[str],
+    seeds: str | Sequence[int],
+    out_dir: str | Path,
+    *,
+    overrides: Sequence[str] = (),
+    backend: str = "local",
+    workers: int | None = 1,
+    address: str | None = None,
+    threads: int = 1,
+    force: bool = False,
+) -> PreparedSweep:
+    """Check every input of a sweep and find what is left to run; write nothing.
+
+    The arguments are :func:`run_sweep`'s. A command that runs several sweeps (``demo``)
+    prepares them all before running any, so that a bad folder is refused before any work.
+
+    Raises:
+        SweepError: Bad grid, seeds, backend or workers, or (without ``force``) a folder whose
+            table lists runs this sweep does not plan.
+        ScenarioError: A grid value or override that makes the scenario invalid.
+    """
+    check_backend(backend, workers, address)
+    parsed_grid = grid if isinstance(grid, Mapping) else parse_grid(grid)
+    parsed_grid = {key: tuple(values) for key, values in parsed_grid.items()}
+    seed_list = parse_seeds(seeds)
+    check_grid_keys_not_set(parsed_grid, overrides)
+    tasks = plan_sweep(scenario_path, parsed_grid, seed_list, overrides)
+    out = Path(out_dir)
+    runs_root = out / RUNS_DIR
+    unplanned = [] if force else unplanned_runs(tasks, out / RUNS_FILE)
+    if unplanned:  # a different sweep: its table would lose these runs
+        raise SweepError(
+            f"--out: '{out}' holds a sweep whose {RUNS_FILE} lists {len(unplanned)} run(s) this "
+            f"sweep does not plan (e.g. {unplanned[0]}): another scenario, grid, seeds or --set; "
+            "choose another --out, or pass --force to replace its tables (run folders are kept)"
+        )
+    moved = moved_runs(tasks, runs_root)  # the grid given before in another flag order
+    found = [dataclasses.replace(task, name=moved.get(task.name, task.name)) for task in tasks]
+    stale = stale_runs(found, runs_root, threads)
+    todo = [
+        task
+        for task, as_found in zip(tasks, found, strict=True)
+        if as_found.name in stale or not is_complete_run(runs_root / as_found.name)
+    ]
+    check_task_prompts(todo)  # complete runs need no model: a finished sweep reruns anywhere
+    return PreparedSweep(
+        scenario_path=scenario_path,
+        grid=parsed_grid,
+        seeds=seed_list,
+        overrides=tuple(overrides),
+        out_dir=out,
+        tasks=tuple(tasks),
+        todo=tuple(todo),
+        renamed=tuple(moved.items()),
+        stale=tuple(
+            (task.name, stale[as_found.name])
+            for task, as_found in zip(tasks, found, strict=True)
+            if as_found.name in stale
+        ),
+        backend=backend,
+        workers=workers,
+        address=address,
+        threads=threads,
+    )
+
+
 def run_sweep(
     scenario_path: str | Path,
     grid: Grid | Sequence[str],
@@ -728,52 +835,71 @@ def run_sweep(
         SweepWorkerDiedError: A worker of the local pool died; the table of the complete runs
             was written and the message says how to resume.
     """
+    prepared = prepare_sweep(
+        scenario_path,
+        grid,
+        seeds,
+        out_dir,
+        overrides=overrides,
+        backend=backend,
+        workers=workers,
+        address=address,
+        threads=threads,
+        force=force,
+    )
+    return run_prepared_sweep(
+        prepared,
+        progress=progress,
+        run_function=run_function,
+        before_runs=before_runs,
+        checkpoint_seconds=checkpoint_seconds,
+    )
+
+
+def run_prepared_sweep(
+    prepared: PreparedSweep,
+    *,
+    progress: bool | None = None,
+    run_function: RunFunction = run_task,
+    before_runs: Callable[[int], None] | None = None,
+    checkpoint_seconds: float | None = DEFAULT_CHECKPOINT_SECONDS,
+) -> SweepResult:
+    """Run a sweep that :func:`prepare_sweep` checked: rename, write the manifest, run, tabulate.
+
+    The keyword arguments and the exceptions raised during the runs are :func:`run_sweep`'s.
+    """
     from market_sim.progress import progress_bar
 
-    check_backend(backend, workers, address)
-    parsed_grid = grid if isinstance(grid, Mapping) else parse_grid(grid)
-    parsed_grid = {key: tuple(values) for key, values in parsed_grid.items()}
-    seed_list = parse_seeds(seeds)
-    check_grid_keys_not_set(parsed_grid, overrides)
-    tasks = plan_sweep(scenario_path, parsed_grid, seed_list, overrides)
-    out = Path(out_dir)
+    out, tasks = prepared.out_dir, prepared.tasks
     runs_root = out / RUNS_DIR
-    unplanned = [] if force else unplanned_runs(tasks, out / RUNS_FILE)
-    if unplanned:  # a different sweep: its table would lose these runs
-        raise SweepError(
-            f"--out: '{out}' holds a sweep whose {RUNS_FILE} lists {len(unplanned)} run(s) this "
-            f"sweep does not plan (e.g. {unplanned[0]}): another scenario, grid, seeds or --set; "
-            "choose another --out, or pass --force to replace its tables (run folders are kept)"
-        )
-    moved = moved_runs(tasks, runs_root)  # the grid given before in another flag order
-    found = [dataclasses.replace(task, name=moved.get(task.name, task.name)) for task in tasks]
-    stale = stale_runs(found, runs_root, threads)
     todo = [
-        dataclasses.replace(task, checkpoint_seconds=checkpoint_seconds)
-        for task, as_found in zip(tasks, found, strict=True)
-        if as_found.name in stale or not is_complete_run(runs_root / as_found.name)
+        dataclasses.replace(task, checkpoint_seconds=checkpoint_seconds) for task in prepared.todo
     ]
-    check_task_prompts(todo)  # complete runs need no model: a finished sweep reruns anywhere
-    for name, old_name in moved.items():  # every input checked: now the folder may change
+    for name, old_name in prepared.renamed:  # every input checked: now the folder may change
         print(
             f"market-sim: sweep: {RUNS_DIR}/{old_name} is the run of {RUNS_DIR}/{name} (the grid "
             "given in another order); renamed",
             file=sys.stderr,
         )
         (runs_root / old_name).rename(runs_root / name)
-    for task, as_found in zip(tasks, found, strict=True):
-        if as_found.name in stale:
-            print(
-                f"market-sim: sweep: {RUNS_DIR}/{task.name} was made with "
-                f"{stale[as_found.name]}; running it again",
-                file=sys.stderr,
-            )
-            (runs_root / task.name / SUMMARY_FILE).unlink()
+    for name, reason in prepared.stale:
+        print(
+            f"market-sim: sweep: {RUNS_DIR}/{name} was made with {reason}; running it again",
+            file=sys.stderr,
+        )
+        (runs_root / name / SUMMARY_FILE).unlink()
     if before_runs is not None:
         before_runs(len(todo))
-    for line in grid_scope_lines(parsed_grid):
+    for line in grid_scope_lines(prepared.grid):
         print(f"market-sim: sweep: {line}", file=sys.stderr)
-    write_manifest(out, scenario_path, parsed_grid, seed_list, overrides, len(tasks))
+    write_manifest(
+        out,
+        prepared.scenario_path,
+        prepared.grid,
+        prepared.seeds,
+        prepared.overrides,
+        len(tasks),
+    )
     try:
         with progress_bar(
             len(tasks), "sweep", "run", enabled=progress, initial=len(tasks) - len(todo)
@@ -781,10 +907,10 @@ def run_sweep(
             execute_tasks(
                 todo,
                 runs_root,
-                backend=backend,
-                workers=workers,
-                address=address,
-                threads=threads,
+                backend=prepared.backend,
+                workers=prepared.workers,
+                address=prepared.address,
+                threads=prepared.threads,
                 run_function=run_function,
                 tick=bar.update,
             )
