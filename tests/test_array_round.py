@@ -256,6 +256,30 @@ def test_without_random_draws_both_paths_give_the_same_outcomes(random_lm, rando
     assert array_agents.drop(drop).equals(generic_agents.drop(drop))
 
 
+@pytest.mark.parametrize("vectorize", [False, True])
+def test_first_price_regret_is_the_closed_form_on_both_paths(
+    random_lm, random_model_dir, vectorize
+):
+    """One first-price slot: the best deviation wins just above the highest other bid o, so
+    regret = max(v - o, 0) (truthful wins at price v or loses: utility 0). The search finds it
+    through the rivals' bids (jump bids); its grid alone stopped up to a zoom cell short."""
+    strategies = [{"kind": "fixed", "bid_multiplier": m} for m in (0.7, 1.0, 1.2)]
+    scenario = market_scenario(
+        random_model_dir, 4, 6, strategies, kind="first_price", regret={"every": 1}
+    )
+    agents = run_market(scenario, random_lm, vectorize)[1]
+    bids = agents["bid"].to_numpy().reshape(-1, 3)
+    values = agents["valuation"].to_numpy().reshape(-1, 3)
+    others = np.stack([np.delete(bids, i, axis=1).max(axis=1) for i in range(3)], axis=1)
+    expected = np.maximum(values - others, 0.0)
+    # The search's bid is the next float above o (or o itself where the tie-break wins): one
+    # ulp of a bid below 1.2, far inside 1e-12.
+    np.testing.assert_allclose(
+        agents["regret"].to_numpy().reshape(-1, 3), expected, rtol=0, atol=1e-12
+    )
+    assert (expected > 0.01).sum() >= 5  # the closed form is not trivially 0 here
+
+
 def test_both_paths_agree_in_distribution_on_textbook_revenue(random_lm, random_model_dir):
     scenario = market_scenario(random_model_dir, 64, 50, [{"kind": "truthful"}] * 4)
     means, errors = [], []
@@ -351,9 +375,10 @@ def test_replicates_of_an_array_market_equal_separate_runs(
     monkeypatch.setattr(array_round, "counterfactual_utilities", direct_utilities)
     together = run_replicates(scenario, seeds, folders, lm=random_lm)
     # Every Hedge update read the stacked utilities ([R K, 31]); the direct calls are the regret
-    # search's, per replicate: its coarse grid (truthful, played, 11 multipliers) and 3 zooms of
-    # 5, for 4 advertisers on rounds 0, 2 and 4.
-    assert sorted(direct_calls) == sorted([(16, 13), (16, 5), (16, 5), (16, 5)] * 3 * 4 * 3)
+    # search's, per replicate: its coarse grid (truthful, played, 11 multipliers, 3 other bids
+    # and 0 with the next float above each) and 3 zooms of 5, for 4 advertisers on rounds 0, 2
+    # and 4.
+    assert sorted(direct_calls) == sorted([(16, 21), (16, 5), (16, 5), (16, 5)] * 3 * 4 * 3)
     assert stacked_shapes == [(3 * 16, 4)] * 5  # one [R K, n] call per round
     # One [R K, A] call per Hedge advertiser (0 and 2) and round, none for EXP3 or fixed.
     assert stacked_utilities == [(0, (3 * 16, 31)), (2, (3 * 16, 31))] * 5

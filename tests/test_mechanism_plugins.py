@@ -632,6 +632,78 @@ def test_a_mistaken_plugin_outcome_is_named_in_one_line_before_anything_is_recor
     assert not (tmp_path / "run" / "rounds.parquet").exists()
 
 
+@dataclass(frozen=True)
+class JumpingCounterfactual:
+    """The posted price's counterfactual with a given ``jump_bids`` answer."""
+
+    inner: PostedPriceCounterfactual
+    answer: object
+
+    def evaluate(self, agent, reports):
+        return self.inner.evaluate(agent, reports)
+
+    def jump_bids(self, agent):
+        return self.answer
+
+
+class JumpingPlatform(PostedPricePlatform):
+    answer: object = None
+
+    def run_auctions(self, queries, bidders, seed):
+        outcomes = super().run_auctions(queries, bidders, seed)
+        return [
+            dataclasses.replace(
+                o, counterfactual=JumpingCounterfactual(o.counterfactual, self.answer)
+            )
+            for o in outcomes
+        ]
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (
+            np.zeros((2, 2)),
+            "Counterfactual.jump_bids must be a 1-D array of real numbers, got ndarray of shape "
+            "(2, 2) and dtype float64",
+        ),
+        ([0.5, float("nan")], "Counterfactual.jump_bids holds a NaN or infinite value"),
+        (
+            "0.5",
+            "Counterfactual.jump_bids must be a 1-D array of real numbers, got str of shape () "
+            "and dtype <U3",
+        ),
+    ],
+)
+def test_a_mistaken_jump_bids_is_named_in_one_line(
+    random_lm, random_model_dir, tmp_path, answer, message
+):
+    JumpingPlatform.answer = answer
+    error = posted_price_run_error(JumpingPlatform, random_lm, random_model_dir, tmp_path / "run")
+    assert error == f"mechanism 'posted_price': {message}"
+    assert not (tmp_path / "run" / "rounds.parquet").exists()
+
+
+def test_jump_bids_reach_the_regret_search(random_lm, random_model_dir, tmp_path, monkeypatch):
+    """The posted price's jump bid (its price) is among the searched reports of every search."""
+    from market_sim.market import model as market_model
+
+    searched = []
+    original = market_model.estimate_regret
+
+    def recording(evaluate, valuation, played, space, config, jump_bids=None):
+        searched.append(jump_bids)
+        return original(evaluate, valuation, played, space, config, jump_bids=jump_bids)
+
+    monkeypatch.setattr(market_model, "estimate_regret", recording)
+    JumpingPlatform.answer = [0.2]
+    plugin = posted_price_with(JumpingPlatform)
+    with registered(plugin):
+        scenario = scenario_from_dict(posted_price_data(random_model_dir))
+        run_scenario(scenario, out_dir=tmp_path / "run", lm=random_lm)
+    assert searched and all(list(bids) == [0.2] for bids in searched)
+
+
 class TensorOutcomePlatform(PostedPricePlatform):
     """Outcomes as torch tensors (one requiring grad) and counterfactual values as lists."""
 

@@ -13,7 +13,7 @@ from market_sim.incentives.regret_batch import estimate_bid_regret_rows, row_lin
 from market_sim.market.array_round import counterfactual_utilities
 from market_sim.platform.base import Report
 from market_sim.platform.report_spaces import BIDS_ONLY
-from market_sim.platform.slot_auction import SlotAuctionCounterfactual
+from market_sim.platform.slot_auction import SlotAuctionCounterfactual, slot_jump_bids
 from market_sim.scenario.schema import RegretConfig
 
 BUDGETS = [
@@ -36,10 +36,11 @@ def slot_instance(seed: int, auctions: int = 60):
     return valuations, bids, priority, rates, float(rng.choice([1.0, 24.0]))
 
 
+@pytest.mark.parametrize("jumps", [False, True], ids=["grid", "jumps"])
 @pytest.mark.parametrize("kind", ["first_price", "second_price", "gsp", "vcg"])
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("budget", range(len(BUDGETS)))
-def test_batched_search_equals_the_single_search_of_every_auction(kind, seed, budget):
+def test_batched_search_equals_the_single_search_of_every_auction(kind, seed, budget, jumps):
     config = BUDGETS[budget]
     valuations, bids, priority, rates, slot_value = slot_instance(seed)
     platform = SimpleNamespace(click_through_rates=rates, kind=kind, slot_value=slot_value)
@@ -49,7 +50,12 @@ def test_batched_search_equals_the_single_search_of_every_auction(kind, seed, bu
             counterfactual_utilities, platform, agent, valuations, bids, priority
         )
         batched = estimate_bid_regret_rows(
-            utilities, valuations[:, agent], bids[:, agent], scales[:, agent], config
+            utilities,
+            valuations[:, agent],
+            bids[:, agent],
+            scales[:, agent],
+            config,
+            jump_bids=slot_jump_bids(bids, agent) if jumps else None,
         )
         for k in range(len(bids)):
             engine = SlotAuctionCounterfactual(bids[k], priority[k], rates, kind, slot_value)
@@ -59,6 +65,7 @@ def test_batched_search_equals_the_single_search_of_every_auction(kind, seed, bu
                 Report(float(bids[k, agent]), 1.0),
                 BIDS_ONLY,
                 config,
+                jump_bids=engine.jump_bids(agent) if jumps else None,
             )
             # The same arithmetic on the same counterfactual values: no tolerance.
             assert (

@@ -1,5 +1,7 @@
 """Ad-slot baselines: hand-computed payments, textbook revenues, VCG truthfulness, GSP regret."""
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -7,6 +9,7 @@ from market_sim.incentives.regret import estimate_regret
 from market_sim.mechanisms.slot_auctions import ranked_slot_auction, slot_auction
 from market_sim.mechanisms.slot_auctions_array import bidder_outcome, rank_slot_auction
 from market_sim.platform.base import Report, ReportBatch, ReportSpace
+from market_sim.platform.report_spaces import BIDS_ONLY
 from market_sim.platform.slot_auction import SlotAuctionCounterfactual
 from market_sim.scenario import RegretConfig
 
@@ -131,6 +134,67 @@ def test_regret_is_zero_for_vcg_and_positive_for_gsp_shading():
     assert gsp.regret == pytest.approx(7.1)
     assert regret_of("vcg", values, 0, rates).regret == pytest.approx(0.0, abs=1e-12)
     assert regret_of("second_price", values, 0, np.array([1.0])).regret == 0.0
+
+
+def test_gsp_regret_through_a_narrow_slot_is_found_with_the_jump_bids():
+    """Found by an audit: rivals bid 0.75 and 0.65 for slots of rates 1 and 0.9; bidding in
+    (0.65, 0.75) takes slot 2 for 0.9 x 0.65 = 0.585 against 1 - 0.75 = 0.25 truthful. The
+    grid (step 0.2) has no point in that 0.1-wide piece, and the search reported 0."""
+    bids, rates = np.array([1.0, 0.75, 0.65]), np.array([1.0, 0.9])
+    engine = SlotAuctionCounterfactual(bids, np.array([2.0, 1.0, 0.0]), rates, "gsp")
+    evaluate = functools.partial(engine.evaluate, 0)
+    for peaks in (1, 3):
+        blind = estimate_regret(evaluate, 1.0, Report(1.0), BIDS_ONLY, RegretConfig(peaks=peaks))
+        assert blind.regret == 0.0  # what the grid alone gives (the defect)
+        found = estimate_regret(
+            evaluate,
+            1.0,
+            Report(1.0),
+            BIDS_ONLY,
+            RegretConfig(peaks=peaks),
+            jump_bids=engine.jump_bids(0),
+        )
+        # 0.9 - 0.585 - 0.25 = 0.065, up to the rounding of two products (1e-16 relative)
+        assert found.regret == pytest.approx(0.065, rel=1e-12)
+        assert 0.65 <= found.best_multiplier < 0.75
+
+
+@pytest.mark.parametrize("kind", ["first_price", "second_price", "gsp", "vcg"])
+def test_regret_with_jump_bids_is_the_supremum_of_a_dense_scan(kind):
+    """Random auctions of 2-5 bidders and 1-5 slots: the search with the rivals' bids and 0 as
+    jump bids reaches the supremum of a 20001-point scan of [0, 2v] plus 1e-12, each rival's
+    bid and a relative 1e-9 on either side, in every auction. Each rule is constant (first price:
+    falling) between rival bids, so the scan's supremum is exact up to its 1e-9 offsets."""
+    rng = np.random.default_rng(11)
+    config = RegretConfig()
+    for _ in range(150):
+        bidders = int(rng.integers(2, 6))
+        values = rng.uniform(0.5, 1.5, bidders)
+        bids = values * np.clip(rng.normal(0.9, 0.3, bidders), 0.0, 2.0)
+        rates = np.sort(rng.random(int(rng.integers(1, bidders + 1))))[::-1]
+        engine = SlotAuctionCounterfactual(
+            bids, rng.permutation(bidders).astype(float), rates, kind
+        )
+        evaluate = functools.partial(engine.evaluate, 0)
+        value = float(values[0])
+        estimate = estimate_regret(
+            evaluate, value, Report(float(bids[0])), BIDS_ONLY, config, engine.jump_bids(0)
+        )
+        rivals = bids[1:]
+        scan = np.concatenate(
+            [
+                np.linspace(0.0, config.multiplier_max * value, 20001),
+                [1e-12],  # first price, a slot more than the positive rival bids: win it at ~0
+                rivals,
+                rivals * (1 + 1e-9),
+                rivals * (1 - 1e-9),
+            ]
+        )
+        scan = scan[scan <= config.multiplier_max * value]
+        utilities = evaluate(ReportBatch(scan, np.ones_like(scan))).utilities(value)
+        supremum = max(float(utilities.max()) - estimate.truthful_utility, 0.0)
+        # First price gains up to 1e-9 x bid over the scan's offset point: 2e-9 covers it.
+        assert estimate.regret == pytest.approx(supremum, abs=2e-9)
 
 
 # --- array rules (market_sim.mechanisms.slot_auctions_array) against per-auction references ---

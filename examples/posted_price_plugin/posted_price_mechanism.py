@@ -74,6 +74,13 @@ class PostedPriceCounterfactual:
         allocations = (batch.bid >= self.price) / (others_accepting + 1.0)
         return CounterfactualValues(allocations, self.price * allocations)
 
+    def jump_bids(self, agent: int) -> np.ndarray:
+        """``[1]`` the price, the only bid where the outcome changes (optional: the regret search).
+
+        See ``JumpBids`` in ``market_sim.platform.base``.
+        """
+        return np.array([self.price])
+
 
 class PostedPricePlatform:
     """Runs the posted price: no LM call, an empty reply, the unit shared by the acceptors."""

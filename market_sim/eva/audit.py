@@ -49,6 +49,7 @@ from market_sim.platform.outcome_checks import (
     MechanismOutputError,
     check_counterfactual_values,
     check_outcomes,
+    checked_jump_bids,
 )
 from market_sim.plugins import MechanismConfig, build_platform, mechanism_choices, read_values
 from market_sim.plugins.origin import plugin_origins
@@ -164,6 +165,7 @@ class QueryRegret:
                     Report(bid=value, report_scale=1.0),
                     self.platform.report_space,
                     self.scenario.regret,
+                    jump_bids=checked_jump_bids(kind, engine, agent),
                 ).regret
         per_agent = regrets.mean(axis=0)
         return float(per_agent.max()), float(per_agent.mean())

@@ -28,19 +28,31 @@ and slot auctions: none).
 
 Like golden-section search, one bracket is a local search. Where the utility has several peaks
 (first price over k slots: one per slot the advertiser could win, each a jump just above a rival's
-bid), the coarse grid can rank the highest one second and the zoom never visits it.
-``regret.peaks = P`` zooms the best point and the next P - 1 peaks of the coarse grid (local
-maxima, one per plateau: :func:`coarse_peaks`) in the same calls. Measured
-(``benchmarks/regret_peaks.py``: first price, rates 1 and 0.5, ``slot_value`` 24, 3 bidders
-with values U[0.5, 1.5] and rivals bidding 0.54 or 1.0 of value, 600 draws each, against a
-4001-point scan plus the rivals' bids): the mean estimate is 3.2% and 4.5% below the supremum
-with P = 1, 2.5% and 4.5% with P = 3, and the largest single shortfall falls from 4.9 to 1.9
-(0.54) but stays 2.7 (1.0: the higher peak sits on the slope of the lower one, no local maximum
-of the coarse grid). The rest is the grid's resolution at a jump:
-the supremum is approached from above the rival's bid, and the last zoom's spacing is
-``multiplier_max / (multiplier_points - 1) / ((refine_points - 1) / 2) ** refinements`` of the
-value. Second price, GSP and VCG: no shortfall either way. P = 1 is the default: on the Hawaii
-token auction P = 3 moved the mean regret by 5e-4 relative and made the run 1.4x slower.
+bid), the coarse grid can rank the highest one second and the zoom never visits it, and a piece
+of the rule narrower than a grid cell can be missed altogether (GSP with rates 1 and 0.9 against
+bids 0.75 and 0.65: the slot-2 piece (0.65, 0.75] holds no grid point, and the grid's estimate
+is 0 where the supremum is 0.065). Two remedies:
+
+* **Jump bids.** A counterfactual that knows where the advertiser's outcome can jump
+  (:class:`~market_sim.platform.base.JumpBids`: the slot auctions give the other bids and 0)
+  has each such bid and the next float above it added to the coarse grid
+  (:func:`jump_candidates`). Between jumps a slot auction's utility is constant or falls with
+  the bid, so every piece's supremum is a candidate and the estimate is the supremum itself (up
+  to one ulp of the bid for first price). ``benchmarks/regret_peaks.py`` (first price, rates 1
+  and 0.5, ``slot_value`` 24, 3 bidders with values U[0.5, 1.5] and rivals bidding 0.54 or 1.0
+  of value, 600 draws each, against a 4001-point scan plus the rivals' bids): no shortfall, at
+  23 evaluations per search instead of 18; the tests check the supremum of a dense scan for all
+  four rules.
+* **More peaks**, for a counterfactual without jump bids (the token auction, MOSAIC, a
+  plugin's): ``regret.peaks = P`` zooms the best point and the next P - 1 peaks of the coarse
+  grid (local maxima, one per plateau: :func:`coarse_peaks`) in the same calls. On the
+  benchmark above with the jump bids left out, the mean estimate is 3.2% and 4.5% below the
+  supremum with P = 1, 2.5% and 4.5% with P = 3, and the largest single shortfall falls from
+  4.9 to 1.9 (0.54) but stays 2.7 (1.0: the higher peak sits on the slope of the lower one, no
+  local maximum of the coarse grid). The rest is the grid's resolution at a jump: the last
+  zoom's spacing is ``multiplier_max / (multiplier_points - 1) / ((refine_points - 1) / 2) **
+  refinements`` of the value. P = 1 is the default: on the Hawaii token auction P = 3 moved the
+  mean regret by 5e-4 relative and made the run 1.4x slower.
 
 The same search gives ``best_response_gain`` = best minus the utility of the report actually
 played (what a learner left on the table that round), and ``truthful_utility``, whose sign
@@ -133,6 +145,31 @@ def coarse_axes(config: RegretConfig, space: ReportSpace) -> tuple[np.ndarray, n
         space.distortion_low, space.distortion_high, config.distortion_points
     )
     return multipliers, distortions
+
+
+def jump_candidates(
+    jump_bids: np.ndarray, valuations: np.ndarray, multiplier_max: float
+) -> np.ndarray:
+    r"""``[K, 2J]``: each jump bid and the next float above it, in order, per auction.
+
+    A jump bid :math:`o` (:class:`~market_sim.platform.base.JumpBids`) opens a piece of the
+    advertiser's outcome rule just above it; :math:`o` itself keeps the tie-break's piece, and
+    ``np.nextafter(o, inf)`` is the lowest bid of the piece above. A candidate outside the
+    deviation space :math:`[0, m_{\max} v]` is NaN: the single search drops it, the batched
+    search (:mod:`market_sim.incentives.regret_batch`), which needs as many candidates in every
+    auction, puts the truthful bid there, its first candidate already, which changes nothing.
+
+    Args:
+        jump_bids: ``[K, J]`` jump bids per auction.
+        valuations: ``[K]`` the advertiser's valuations.
+        multiplier_max: ``regret.multiplier_max``.
+    """
+    jump_bids = np.asarray(jump_bids, dtype=np.float64)
+    valuations = np.asarray(valuations, dtype=np.float64)
+    pairs = np.stack([jump_bids, np.nextafter(jump_bids, np.inf)], axis=-1)
+    candidates = pairs.reshape(len(jump_bids), -1)
+    top = (multiplier_max * valuations)[:, None]
+    return np.where((candidates >= 0.0) & (candidates <= top), candidates, np.nan)
 
 
 def grid_reports(multipliers: np.ndarray, distortions: np.ndarray, valuation: float) -> ReportBatch:
@@ -273,6 +310,7 @@ def estimate_regret(
     played: Report,
     space: ReportSpace,
     config: RegretConfig,
+    jump_bids: np.ndarray | None = None,
 ) -> RegretEstimate:
     """Search deviations of one advertiser in one round (see the module docstring).
 
@@ -289,6 +327,10 @@ def estimate_regret(
         played: The report it actually made.
         space: What the mechanism reads.
         config: The search budget.
+        jump_bids: ``[J]`` bids at which the advertiser's outcome may jump
+            (:func:`~market_sim.platform.base.jump_bids_of`), or None: each and the next float
+            above it join the coarse grid (:func:`jump_candidates`), at every coarse
+            distortion.
 
     Returns:
         The estimate; ``evaluations`` counts the distinct reports evaluated.
@@ -297,9 +339,17 @@ def estimate_regret(
     geometric = len(distortions) > 1
     scale = valuation if valuation > 0 else 1.0
     grid = grid_reports(multipliers, distortions, valuation)
+    jumps = np.empty(0)
+    if jump_bids is not None and len(jump_bids):
+        jumps = jump_candidates(
+            np.asarray(jump_bids)[None, :], np.array([valuation]), config.multiplier_max
+        )[0]
+        jumps = jumps[~np.isnan(jumps)]
     reports = ReportBatch(
-        np.concatenate([[valuation, played.bid], grid.bid]),
-        np.concatenate([[1.0, played.report_scale], grid.report_scale]),
+        np.concatenate([[valuation, played.bid], grid.bid, np.repeat(jumps, len(distortions))]),
+        np.concatenate(
+            [[1.0, played.report_scale], grid.report_scale, np.tile(distortions, len(jumps))]
+        ),
     )
     memo = EvaluationMemo(evaluate, valuation)
     utilities = memo.utilities(reports)
@@ -315,7 +365,7 @@ def estimate_regret(
         )
     ]
     if config.peaks > 1:
-        grid_utilities = utilities[2:].reshape(len(multipliers), len(distortions))
+        grid_utilities = utilities[2 : 2 + len(grid)].reshape(len(multipliers), len(distortions))
         peaks += further_peaks(grid_utilities, multipliers, distortions, peaks[0], config.peaks)
     for _ in range(config.refinements):
         batches = []

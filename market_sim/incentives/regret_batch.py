@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from market_sim.incentives.regret import jump_candidates
 from market_sim.scenario.schema import RegretConfig
 
 RowUtilities = Callable[[np.ndarray], np.ndarray]
@@ -104,6 +105,7 @@ def estimate_bid_regret_rows(
     played_bids: np.ndarray,
     played_scales: np.ndarray,
     config: RegretConfig,
+    jump_bids: np.ndarray | None = None,
 ) -> RegretColumns:
     """The single search of each of K auctions for a bids-only mechanism (``peaks = 1``).
 
@@ -114,6 +116,10 @@ def estimate_bid_regret_rows(
         played_scales: ``[K]`` the report scales it sent (read by no bids-only mechanism,
             returned as the best distortion where the played report is the best).
         config: The search budget; ``config.peaks`` must be 1.
+        jump_bids: ``[K, J]`` bids at which the advertiser's outcome may jump in each auction
+            (the other bids of a ranked auction), or None: they and the next floats above them
+            join the coarse grid, after its points, as in the single search (the truthful bid
+            stands in for one outside the deviation space).
 
     Returns:
         The K estimates.
@@ -129,10 +135,15 @@ def estimate_bid_regret_rows(
     count = len(valuations)
     multipliers = np.linspace(0.0, config.multiplier_max, config.multiplier_points)
     scale = np.where(valuations > 0, valuations, 1.0)
-    bids = np.concatenate(
-        [valuations[:, None], played_bids[:, None], multipliers[None, :] * valuations[:, None]],
-        axis=1,
-    )
+    columns = [
+        valuations[:, None],
+        played_bids[:, None],
+        multipliers[None, :] * valuations[:, None],
+    ]
+    if jump_bids is not None and np.shape(jump_bids)[1]:
+        jumps = jump_candidates(jump_bids, valuations, config.multiplier_max)
+        columns.append(np.where(np.isnan(jumps), valuations[:, None], jumps))
+    bids = np.concatenate(columns, axis=1)
     scales = np.ones_like(bids)
     scales[:, 1] = played_scales
     grid_utilities = utilities(bids)

@@ -21,7 +21,11 @@ from market_sim.market.strategies import CounterfactualFn, Feedback, StrategySet
 from market_sim.market.strategy_registry import make_strategy
 from market_sim.market.valuations import ValuationSource
 from market_sim.platform.base import AuctionOutcome, Bidder, Report
-from market_sim.platform.outcome_checks import MechanismOutputError, check_counterfactual_values
+from market_sim.platform.outcome_checks import (
+    MechanismOutputError,
+    check_counterfactual_values,
+    checked_jump_bids,
+)
 from market_sim.results.records import STRATEGY_PREFIX
 from market_sim.scenario.schema import AdvertiserConfig
 
@@ -177,7 +181,13 @@ class Advertiser(mesa.Agent):
             utility=utility,
             mentioned=self.mentioned_in(outcome.text),
             incentives=self.model.measure_incentives(
-                bid.valuation, bid.report, counterfactual, utility
+                bid.valuation,
+                bid.report,
+                counterfactual,
+                utility,
+                jump_bids=checked_jump_bids(
+                    self.model.platform.kind, outcome.counterfactual, self.seat
+                ),
             ),
             counterfactual=counterfactual,
         )

@@ -60,7 +60,11 @@ from market_sim.market.valuations import ValuationSource, draw_valuation
 from market_sim.mechanisms.slot_auctions import SlotAuctionOutcome
 from market_sim.mechanisms.slot_auctions_array import bidder_outcome, rank_slot_auction
 from market_sim.platform.base import Report
-from market_sim.platform.slot_auction import SlotAuctionCounterfactual, SlotAuctionPlatform
+from market_sim.platform.slot_auction import (
+    SlotAuctionCounterfactual,
+    SlotAuctionPlatform,
+    slot_jump_bids,
+)
 from market_sim.results.records import AGENTS, REGRET_COLUMNS, ROUNDS, STRATEGY_PREFIX, RecordTable
 
 if TYPE_CHECKING:
@@ -397,6 +401,7 @@ class ArraySlotRound:
                     bids[:, i],
                     report_scales[:, i],
                     config,
+                    jump_bids=slot_jump_bids(bids, i),
                 )
                 columns[:, :, i] = (
                     estimates.regret,
@@ -421,6 +426,7 @@ class ArraySlotRound:
                     Report(float(bids[k, i]), float(report_scales[k, i])),
                     platform.report_space,
                     config,
+                    jump_bids=engine.jump_bids(i),
                 )
                 columns[:, k, i] = (
                     estimate.regret,

@@ -285,6 +285,7 @@ class MarketModel(mesa.Model):
         report: Report,
         counterfactual: CounterfactualFn | None,
         utility: float,
+        jump_bids: np.ndarray | None = None,
     ) -> dict[str, float | None]:
         """Regret columns of one (auction, advertiser) record (null where not measured).
 
@@ -292,7 +293,9 @@ class MarketModel(mesa.Model):
         (``round % every == 0``). ``truthful_utility`` is measured whenever regret is; on other
         rounds it is the realized utility of an advertiser that reported truthfully, else null,
         and null where the platform's counterfactual is not the realized outcome (see
-        :class:`~market_sim.platform.base.Platform`: ex-post token auctions).
+        :class:`~market_sim.platform.base.Platform`: ex-post token auctions). ``jump_bids``
+        (``[J]``, from a counterfactual that has them: :class:`~market_sim.platform.base.JumpBids`)
+        join the search's coarse grid.
         """
         config = self.scenario.regret
         truthful = report == Report(valuation, 1.0) and getattr(
@@ -302,7 +305,12 @@ class MarketModel(mesa.Model):
         measured_round = self.current_round % config.every == 0
         if counterfactual is not None and config.enabled and measured_round:
             estimate = estimate_regret(
-                counterfactual, valuation, report, self.platform.report_space, config
+                counterfactual,
+                valuation,
+                report,
+                self.platform.report_space,
+                config,
+                jump_bids=jump_bids,
             )
         if estimate is None:
             return {

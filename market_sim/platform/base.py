@@ -133,6 +133,23 @@ class Counterfactual(Protocol):
         ...
 
 
+class JumpBids(Protocol):
+    """A counterfactual that knows where an advertiser's outcome can change (optional).
+
+    A mechanism whose allocation and payment rule, as functions of one advertiser's bid, are
+    constant or monotone between a few known bids (a ranked auction: the other bidders' bids
+    are its rank thresholds) lets the regret search try each such bid and the next float above
+    it, which samples every piece of the piecewise rule
+    (:func:`~market_sim.incentives.regret.jump_candidates`). Where a counterfactual does not
+    have ``jump_bids``, the search relies on its grid alone
+    (:func:`~market_sim.platform.outcome_checks.checked_jump_bids`).
+    """
+
+    def jump_bids(self, agent: int) -> np.ndarray:
+        """``[J]`` bids at which advertiser ``agent``'s allocation or payment may jump."""
+        ...
+
+
 @dataclass(frozen=True)
 class AuctionOutcome:
     """Result of one auction (one round's reply).

@@ -262,3 +262,34 @@ def check_counterfactual_values(kind: str, values: object, reports: int) -> Coun
         for name in ("allocations", "payments")
     )
     return CounterfactualValues(allocations.astype(np.float64), payments.astype(np.float64))
+
+
+def checked_jump_bids(kind: str, counterfactual: object, agent: int) -> np.ndarray | None:
+    """``counterfactual.jump_bids(agent)`` checked, or None where it has no ``jump_bids``.
+
+    Args:
+        kind: The mechanism's kind (named in the message).
+        counterfactual: A round's counterfactual (:class:`~market_sim.platform.base.JumpBids`
+            when it has ``jump_bids``).
+        agent: The advertiser's seat.
+
+    Returns:
+        ``[J]`` float64 jump bids, or None.
+
+    Raises:
+        MechanismOutputError: Not a 1-D array of finite real numbers.
+    """
+    if not hasattr(counterfactual, "jump_bids"):
+        return None
+    value = counterfactual.jump_bids(agent)
+    array = as_host_array(value)
+    if array.dtype.kind not in "biuf" or array.ndim != 1:
+        raise MechanismOutputError(
+            f"mechanism {kind!r}: Counterfactual.jump_bids must be a 1-D array of real numbers, "
+            f"got {type(value).__name__} of shape {array.shape} and dtype {array.dtype}"
+        )
+    if not np.all(np.isfinite(array)):
+        raise MechanismOutputError(
+            f"mechanism {kind!r}: Counterfactual.jump_bids holds a NaN or infinite value"
+        )
+    return array.astype(np.float64)

@@ -73,6 +73,27 @@ class SlotAuctionCounterfactual:
             payments=outcome.payments[:, agent] * self.slot_value,
         )
 
+    def jump_bids(self, agent: int) -> np.ndarray:
+        """``[n]`` where ``agent``'s outcome can jump: :func:`slot_jump_bids`."""
+        return slot_jump_bids(self.bids, agent)
+
+
+def slot_jump_bids(bids: np.ndarray, agent: int) -> np.ndarray:
+    """``[..., n]``: the other bids and 0, where ``agent``'s slot and price can change.
+
+    A bid of 0 is never shown and any positive bid may be; above that, ``agent``'s rank
+    changes only at another bid. Between two neighbouring such bids it takes the same slot,
+    and its payment there is constant (second price, GSP, VCG: set by the others' bids) or its
+    own bid times the click-through rate (first price): the utility is constant or falls with
+    the bid (:class:`~market_sim.platform.base.JumpBids`).
+
+    Args:
+        bids: ``[..., n]`` the auction's bids (``[n]``, or ``[K, n]`` for K auctions).
+        agent: The advertiser's column.
+    """
+    others = np.delete(bids, agent, axis=-1)
+    return np.concatenate([others, np.zeros((*others.shape[:-1], 1))], axis=-1)
+
 
 class SlotAuctionPlatform:
     """First-price, second-price, GSP or VCG ad slots beside the unsponsored LM reply.
