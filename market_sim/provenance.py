@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 from market_sim.lm.get import sha256_file as sha256_of_file
 
 if TYPE_CHECKING:  # torch is imported only where a model is at hand: --version stays fast
+    import torch
+
     from market_sim.lm.model import LanguageModel
 
 PACKAGES: tuple[str, ...] = (
@@ -329,9 +331,28 @@ def run_provenance(lm: LanguageModel, reference: str, scenario_toml: str) -> dic
         "execution": {
             "model_folder": folder,
             "device": str(lm.device),
+            **machine_state(lm.device),
             "torch_threads": torch.get_num_threads(),
             **git_state(),
         },
+    }
+
+
+def machine_state(device: torch.device) -> dict[str, Any]:
+    """What a result may depend on of the machine: floats can round otherwise elsewhere.
+
+    ``machine`` (the CPU architecture), ``cpu_capability`` (the vector instruction set torch's
+    CPU kernels use there, e.g. ``AVX2``: it sets their summation order), ``cuda_version``
+    (the CUDA runtime torch was built with, or None) and ``device_name`` (the CUDA device's
+    name, or None off CUDA).
+    """
+    import torch
+
+    return {
+        "machine": platform.machine(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cuda_version": torch.version.cuda,
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
     }
 
 

@@ -115,7 +115,7 @@ def run_scenario(
     markets, wall_seconds = step_markets(
         [market], [scenario_toml], folders, lm, progress, checkpoint_seconds, lockstep=False
     )
-    return finish_run(markets[0], lm, scenario_toml, wall_seconds, out_dir)
+    return finish_run(markets[0], lm, scenario_toml, wall_seconds, out_dir, [scenario.seed])
 
 
 def step_markets(
@@ -222,7 +222,7 @@ def run_replicates(
         lockstep=True,
     )
     return [
-        finish_run(market, lm, toml, wall_seconds, folder)
+        finish_run(market, lm, toml, wall_seconds, folder, seeds)
         for market, toml, folder in zip(markets, tomls, folders, strict=True)
     ]
 
@@ -269,8 +269,14 @@ def finish_run(
     scenario_toml: str,
     wall_seconds: float,
     out_dir: Path | None,
+    lockstep_seeds: Sequence[int],
 ) -> RunResult:
-    """Tables, summary and (if ``out_dir``) the results folder of a finished market."""
+    """Tables, summary and (if ``out_dir``) the results folder of a finished market.
+
+    ``lockstep_seeds`` are the seeds of the markets stepped together with it, its own included
+    (``[seed]`` for a run alone), recorded as ``execution.lockstep_seeds``: on the LM path a
+    replicate's numbers can differ from a run alone in the last float32 bits, under the same id.
+    """
     scenario, run_id = market.scenario, market.run_id
     rounds, agents = market.tables()
     meta = {
@@ -292,6 +298,7 @@ def finish_run(
         ),
         **run_provenance(lm, scenario.model.path, scenario_toml),
     }
+    meta["execution"]["lockstep_seeds"] = list(lockstep_seeds)
     origin = plugin_origin(scenario.mechanism.kind, [type(market.platform).__module__])
     if origin is not None:  # a third-party mechanism: its code is part of the result
         meta["provenance"]["mechanism_plugin"] = origin

@@ -75,7 +75,6 @@ def checkpoint_identity(
     """
     provenance = run_provenance(lm, market.scenario.model.path, scenario_toml)
     execution = provenance["execution"]
-    device = lm.device
     kind = market.scenario.mechanism.kind
     return {
         "run_id": market.run_id,
@@ -84,7 +83,7 @@ def checkpoint_identity(
         "code": {key: execution[key] for key in ("git_commit", "git_dirty", "git_diff_sha256")},
         "mechanism_plugin": plugin_origin(kind, [type(market.platform).__module__]),
         "device": execution["device"],
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "device_name": execution["device_name"],
         "lockstep_seeds": list(lockstep_seeds),
     }
 

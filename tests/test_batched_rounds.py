@@ -255,6 +255,9 @@ def test_replicates_in_one_decode_equal_separate_runs(random_model_dir, tmp_path
     assert shared_forwards * 2 < len(forwards)
     for seed, replicate, alone in zip(seeds, together, alone_runs, strict=True):
         assert replicate.summary["run_id"] == alone.summary["run_id"]
+        # the same id, so the summary says which seeds shared its decodes
+        assert replicate.summary["execution"]["lockstep_seeds"] == list(seeds)
+        assert alone.summary["execution"]["lockstep_seeds"] == [seed]
         own, reference = tmp_path / f"r{seed}", tmp_path / f"s{seed}"
         assert (own / "scenario.toml").read_bytes() == (reference / "scenario.toml").read_bytes()
         for table in ("rounds", "agents"):

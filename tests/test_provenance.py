@@ -92,11 +92,19 @@ def test_summary_records_versions_model_hashes_and_scenario(tmp_path, random_mod
     assert set(execution) == {
         "model_folder",
         "device",
+        "machine",
+        "cpu_capability",
+        "cuda_version",
+        "device_name",
         "torch_threads",
         "git_commit",
         "git_dirty",
         "git_diff_sha256",
+        "lockstep_seeds",
     }
+    assert execution["machine"] == platform.machine() and execution["device_name"] is None
+    assert execution["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert execution["lockstep_seeds"] == [summary["seed"]]  # a run alone
 
 
 def test_hub_reference_is_told_apart_without_network(monkeypatch):
