@@ -208,18 +208,27 @@ class IntRange:
 class FloatRange:
     """A finite float in a range; integers are accepted and converted.
 
-    ``exclusive_min`` makes the lower bound strict (``> min`` instead of ``>= min``).
+    ``exclusive_min`` makes the lower bound strict (``> min`` instead of ``>= min``);
+    ``exclusive_max`` the upper one (``< max``, with a lower bound ``>= min``).
     """
 
     min: float | None = None
     max: float | None = None
     exclusive_min: bool = False
     default: Any = REQUIRED
+    exclusive_max: bool = False
 
     def parse(self, value: object, key: str) -> float:
         """Check type and range of ``value``; return it as a float."""
         number = require_float(value, key)
-        if self.exclusive_min and self.min is not None:
+        if self.exclusive_max and self.max is not None:
+            low = self.min if self.min is not None else -math.inf
+            if not low <= number < self.max:
+                rule = f">= {format_number(low)} and " if self.min is not None else ""
+                raise ScenarioError(
+                    key, f"must be {rule}< {format_number(self.max)}, got {number!r}"
+                )
+        elif self.exclusive_min and self.min is not None:
             if number <= self.min or (self.max is not None and number > self.max):
                 rule = f"must be > {format_number(self.min)}"
                 if self.max is not None:

@@ -63,7 +63,8 @@ def describe_allowed(spec: FieldSpec) -> str:
     if isinstance(spec, IntRange):
         return f"integer {interval(spec.min, spec.max, False)}"
     if isinstance(spec, FloatRange):
-        return f"number {interval(spec.min, spec.max, spec.exclusive_min)}"
+        bounds = interval(spec.min, spec.max, spec.exclusive_min)
+        return f"number {bounds[:-1] + ')' if spec.exclusive_max else bounds}"
     if isinstance(spec, FloatList):
         element = spec.element
         bounds = interval(element.min, element.max, element.exclusive_min)

@@ -171,7 +171,9 @@ STATIC_QUERY_SPECS: dict[str, FieldSpec] = {
     "order": Choice(QUERY_ORDERS, default="cycle"),
     "file_merged": Flag(default=False),
     "heldout": TextList(default=()),
-    "heldout_fraction": FloatRange(min=0.0, default=QUERY_HELDOUT_FRACTION),  # < 1: check_heldout
+    "heldout_fraction": FloatRange(  # < 1: the training pool cannot be empty
+        min=0.0, max=1.0, exclusive_max=True, default=QUERY_HELDOUT_FRACTION
+    ),
 }
 QUERY_DEFAULTS = QueryConfig()
 
@@ -515,11 +517,6 @@ def check_heldout(values: Mapping[str, Any], items: Sequence[str]) -> None:
                 "the training pool",
             )
     fraction: float = values["heldout_fraction"]
-    if fraction >= 1.0:
-        raise ScenarioError(
-            "queries.heldout_fraction",
-            f"must be >= 0 and < 1 (the training pool cannot be empty), got {fraction!r}",
-        )
     if values["stream"] == "eva" and not heldout and fraction > 0.0 and len(items) < 2:
         raise ScenarioError(
             "queries.items",
