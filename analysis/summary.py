@@ -204,7 +204,9 @@ def format_summary(table: pl.DataFrame, fmt: str = "table") -> str:
         n_values = sorted(set(table["n"].to_list())) if table.height else []
         note = (
             f"n = runs (seeds) per row: {', '.join(map(str, n_values))}; 95% t interval over "
-            "runs, cut at the bounds of quantities that cannot be negative or exceed 1\n"
+            "runs, cut at 0 (and 1) for quantities that cannot cross it (revenue, advertiser "
+            "value, regret, rates, bid ratios; not utility, user value or welfare, which can be "
+            "negative)\n"
             f"{UNITS_NOTE}"
         )
         body = plain_table(header, rows) if fmt == "table" else markdown_table(header, rows)

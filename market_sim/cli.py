@@ -284,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument(
         "--model",
         default="bundled:tiny-ads",
-        help="bundled:<name>, a model folder or a hub model (default: %(default)s)",
+        help="bundled:<name>, cache:<name>, hub:<id> or a model folder (default: %(default)s)",
     )
     generate.add_argument(
         "--samples", type=int, default=3, help="replies to sample (default: %(default)s)"
@@ -414,7 +414,7 @@ def add_runtime_arguments(
     """``--device`` (its default described by ``device_default``) and ``--threads``."""
     parser.add_argument(
         "--device",
-        help=f"auto | cpu | cuda | cuda:N (default: {device_default})",
+        help=f"auto | cpu | cuda | cuda:N | mps (default: {device_default})",
     )
     parser.add_argument(
         "--threads",
@@ -655,7 +655,10 @@ def command_run(args: argparse.Namespace, scenario_path: Path) -> None:
     every = args.checkpoint_every
     result = run_scenario(scenario, out_dir, lm, progress, checkpoint_seconds=every)
     print(format_run_summary(result.summary, result.agents))
-    print(f"\nresults: {out_dir}/ (scenario.toml, rounds.parquet, agents.parquet, summary.json)")
+    from market_sim.results import OPTIONAL_RUN_FILES, RESULT_FILES
+
+    written = [name for name in (*RESULT_FILES, *OPTIONAL_RUN_FILES) if (out_dir / name).is_file()]
+    print(f"\nresults: {out_dir}/ ({', '.join(written)})")
 
 
 def command_run_replicates(args: argparse.Namespace, scenario) -> None:

@@ -29,7 +29,7 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-TITLE_VARIANT_KEYS: tuple[str, ...] = ("aggregation", "payment")
+TITLE_VARIANT_KEYS: tuple[str, ...] = ("aggregation", "payment", "settlement")
 """Summary keys shown beside the mechanism in a run's title, when its kind reads them."""
 
 
