@@ -22,34 +22,8 @@ from market_sim.plugins import mechanism_plugin, registry
 
 PACKAGE = Path(__file__).resolve().parent.parent / "examples" / "posted_price_plugin"
 
-SCENARIO = """
-name = "posted"
-seed = 5
-rounds = 40
-auctions_per_round = 3
-
-[model]
-path = "{model}"
-device = "cpu"
-
-[mechanism]
-kind = "posted_price"
-price = 0.4
-
-[queries]
-items = ["vacation in Hawaii"]
-
-[regret]
-every = 1
-"""
-
-ADVERTISER = """
-[[advertisers]]
-name = "Bidder {index}"
-context = "Bidder {index}: an ad."
-valuation = {{ dist = "uniform", low = 0.0, high = 1.0 }}
-strategy = {{ kind = "{strategy}" }}
-"""
+SCENARIO = PACKAGE / "posted_price.toml"
+"""The example's scenario, run on the test LM (``--set model.path``)."""
 
 
 @pytest.fixture
@@ -80,11 +54,9 @@ def test_the_example_plugin_runs_from_the_command_line_with_zero_regret(
     installed_example, random_model_dir, tmp_path, capsys
 ):
     assert mechanism_plugin("posted_price").name == installed_example
-    scenario = tmp_path / "posted.toml"
-    advertisers = [ADVERTISER.format(index=index, strategy="truthful") for index in range(3)]
-    scenario.write_text(SCENARIO.format(model=random_model_dir) + "".join(advertisers))
     out = tmp_path / "run"
-    assert main(["run", str(scenario), "--out", str(out), "--no-progress"]) == 0
+    model = f"model.path={json.dumps(str(random_model_dir))}"
+    assert main(["run", str(SCENARIO), "--set", model, "--out", str(out), "--no-progress"]) == 0
     capsys.readouterr()
     rounds = pl.read_parquet(out / "rounds.parquet")
     agents = pl.read_parquet(out / "agents.parquet")
