@@ -25,7 +25,7 @@ from market_sim.market.learners import EpsilonGreedy, Exp3, Hedge, Ucb1, sample_
 from market_sim.market.model import MarketModel, step_in_lockstep
 from market_sim.market.strategies import Feedback
 from market_sim.mechanisms.slot_auctions_array import bidder_outcome, rank_slot_auction
-from market_sim.platform.base import ReportBatch
+from market_sim.platform.base import Report, ReportBatch
 from market_sim.platform.slot_auction import SlotAuctionCounterfactual
 from market_sim.plugins import build_platform
 from market_sim.run import run_replicates, run_scenario
@@ -254,6 +254,32 @@ def test_without_random_draws_both_paths_give_the_same_outcomes(random_lm, rando
     assert array_rounds.select(same).equals(generic_rounds.select(same))
     drop = ["mentioned"]  # depends on the reply text, which depends on the reply seed
     assert array_agents.drop(drop).equals(generic_agents.drop(drop))
+
+
+@pytest.mark.parametrize(
+    "report",
+    [(float("nan"), 1.0), (float("inf"), 1.0), (-1.0, 1.0), (0.5, float("nan")), (0.5, 0.0)],
+)
+def test_a_strategy_reporting_a_non_finite_or_negative_bid_is_named(
+    random_lm, random_model_dir, report
+):
+    """Found by an audit: the generic path let a NaN or infinite bid through (``bid < 0`` is
+    false for NaN), where the array path refused it."""
+
+    class Broken:
+        def report(self, valuation, query, rng):
+            return Report(*report)
+
+    scenario = market_scenario(random_model_dir, 1, 2, [{"kind": "truthful"}] * 2)
+    market = MarketModel(
+        scenario,
+        build_platform(scenario.mechanism, random_lm, scenario.queries.items),
+        "run",
+        vectorize=False,
+    )
+    market.agents[0].strategy = Broken()
+    with pytest.raises(ValueError, match="'Bidder 0': strategy produced an invalid Report"):
+        market.step()
 
 
 @pytest.mark.parametrize("vectorize", [False, True])

@@ -92,8 +92,8 @@ class ActionGrid:
     """A finite strategy space.
 
     Attributes:
-        multipliers: ``[K]`` bid multiplier of each action.
-        distortions: ``[K]`` report distortion of each action.
+        multipliers: ``[N]`` bid multiplier of each action.
+        distortions: ``[N]`` report distortion of each action.
     """
 
     multipliers: np.ndarray
@@ -118,7 +118,7 @@ class ActionGrid:
 
     @property
     def size(self) -> int:
-        """Number of actions K."""
+        """Number of actions N."""
         return int(self.multipliers.shape[0])
 
     def report(self, action: int, valuation: float) -> Report:

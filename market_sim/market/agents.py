@@ -11,6 +11,7 @@ An advertiser takes part in a round in three calls, each made on every agent of
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -151,7 +152,7 @@ class Advertiser(mesa.Agent):
         """
         valuation = self.valuation_source.valuation(self.model.rng)
         report = self.strategy.report(valuation, query, self.model.rng)
-        if report.bid < 0 or report.report_scale <= 0:
+        if not (0 <= report.bid < math.inf and 0 < report.report_scale < math.inf):  # NaN too
             raise ValueError(f"advertiser {self.name!r}: strategy produced an invalid {report}")
         self.bids.append(Bid(query, valuation, report, self.strategy.state()))
         return Bidder(context=self.context, report=report)

@@ -19,19 +19,21 @@ is the conservative choice kept here: it can only lower the rate below the bound
 * ``hedge``: multiplicative weights with full information. After each round the platform's
   counterfactual (same randomness, no new LM call) gives the utility :math:`u_{t,k}` of every
   action k, and :math:`w_k \propto \exp(\eta_t \sum_{s \le t} u_{s,k})` with
-  :math:`\eta_t = \sqrt{8 \ln K / T} / R_t` (Freund and Schapire; Cesa-Bianchi and Lugosi 2.2).
+  :math:`\eta_t = \sqrt{8 \ln N / T} / R_t` over N actions (Freund and Schapire;
+  Cesa-Bianchi and Lugosi 2.2).
 * ``exp3``: bandit feedback (Auer et al. 2002): :math:`p = (1-\gamma)\,\mathrm{softmax}(\gamma
-  \hat G / K) + \gamma / K` with importance-weighted gains of rewards rescaled to [0, 1] by the
-  observed range and :math:`\gamma = \min(1, \sqrt{K \ln K / ((e - 1) T)})`.
+  \hat G / N) + \gamma / N` with importance-weighted gains of rewards rescaled to [0, 1] by the
+  observed range and :math:`\gamma = \min(1, \sqrt{N \ln N / ((e - 1) T)})`.
 * ``epsilon_greedy``: explore uniformly with probability
-  :math:`\epsilon = \min(1, (K \ln T / T)^{1/3})` (the rate that balances exploration and
+  :math:`\epsilon = \min(1, (N \ln T / T)^{1/3})` (the rate that balances exploration and
   exploitation for a fixed horizon), else play the best empirical mean; untried actions first.
 * ``ucb1``: every action once, then :math:`\arg\max_k \bar u_k + c R_t \sqrt{\ln t / n_k}`,
   :math:`c = \sqrt 2` (Auer, Cesa-Bianchi and Fischer 2002).
 * ``policy_gradient``: a Gaussian policy over :math:`\log m` (and :math:`\log d` where the
   distortion is learned), REINFORCE with a running-mean baseline and Adam at learning rate
-  :math:`1/\sqrt{U}`, U its number of updates (T with one auction per round); the sampled
-  multiplier is clipped to the allowed range.
+  :math:`1/\sqrt{U}`, U its number of updates (T with one auction per round; a rule of thumb
+  for a step size over U steps, not a regret bound); the sampled multiplier is clipped to the
+  allowed range.
 
 Batched rounds (``auctions_per_round = K``): a learner samples its action **per auction**, K
 independent draws from the policy it holds at the start of the round, and updates **once per
@@ -135,7 +137,7 @@ class GridLearner(ABC):
 
     @property
     def size(self) -> int:
-        """Number of actions K."""
+        """Number of actions N."""
         return self.grid.size
 
     def report(self, valuation: float, query: str, rng: np.random.Generator) -> Report:
@@ -172,7 +174,7 @@ class GridLearner(ABC):
 
     @abstractmethod
     def policy(self) -> np.ndarray:
-        """``[K]`` the probability of each action in the next auction (UCB1: one-hot)."""
+        """``[N]`` the probability of each action in the next auction (UCB1: one-hot)."""
 
     def state(self) -> dict[str, float]:
         """Expected multiplier and distortion under the current policy, and its peak."""
@@ -208,7 +210,7 @@ class Hedge(GridLearner):
         grid: The actions.
         horizon: Auctions it will play.
         learning_rate: :math:`\eta` per unit of utility spread; 0 means
-            :math:`\sqrt{8 \ln K / T}`.
+            :math:`\sqrt{8 \ln N / T}` (N actions).
     """
 
     kind = "hedge"
@@ -261,7 +263,7 @@ class Exp3(GridLearner):
     Args:
         grid: The actions.
         horizon: Auctions it will play.
-        exploration: :math:`\gamma`; 0 means :math:`\min(1, \sqrt{K \ln K / ((e-1) T)})`.
+        exploration: :math:`\gamma`; 0 means :math:`\min(1, \sqrt{N \ln N / ((e-1) T)})`.
     """
 
     kind = "exp3"
@@ -310,7 +312,7 @@ class EmpiricalMeans(GridLearner):
         self.sums = np.zeros(self.size)
 
     def means(self) -> np.ndarray:
-        """``[K]`` mean utility per action (+inf where untried, so untried go first)."""
+        """``[N]`` mean utility per action (+inf where untried, so untried go first)."""
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(self.counts > 0, self.sums / np.maximum(self.counts, 1), np.inf)
 
@@ -326,7 +328,7 @@ class EmpiricalMeans(GridLearner):
         return int(np.argmax(self.means()))
 
     def one_hot(self, action: int) -> np.ndarray:
-        """``[K]`` the policy that plays ``action`` for sure."""
+        """``[N]`` the policy that plays ``action`` for sure."""
         policy = np.zeros(self.size)
         policy[action] = 1.0
         return policy
@@ -342,7 +344,7 @@ class EpsilonGreedy(EmpiricalMeans):
     Args:
         grid: The actions.
         horizon: Auctions it will play.
-        epsilon: Exploration probability; 0 means :math:`\min(1, (K \ln T / T)^{1/3})`.
+        epsilon: Exploration probability; 0 means :math:`\min(1, (N \ln T / T)^{1/3})`.
     """
 
     kind = "epsilon_greedy"
@@ -359,7 +361,7 @@ class EpsilonGreedy(EmpiricalMeans):
         return pick if explore else self.greedy()
 
     def policy(self) -> np.ndarray:
-        """``[K]`` the draw of :meth:`choose`: epsilon / K each, + 1 - epsilon on the greedy."""
+        """``[N]`` the draw of :meth:`choose`: epsilon / N each, + 1 - epsilon on the greedy."""
         return (1.0 - self.epsilon) * self.one_hot(self.greedy()) + self.epsilon / self.size
 
     def statistics(self) -> dict[str, Any]:
@@ -396,7 +398,7 @@ class Ucb1(EmpiricalMeans):
         return int(np.argmax(self.sums / self.counts + width))
 
     def policy(self) -> np.ndarray:
-        """``[K]`` one-hot on :meth:`next_action`."""
+        """``[N]`` one-hot on :meth:`next_action`."""
         return self.one_hot(self.next_action())
 
     def statistics(self) -> dict[str, Any]:
@@ -410,7 +412,10 @@ class PolicyGradient:
     A round of K auctions draws K independent samples (one per auction) and takes ONE Adam step
     on the batch loss :math:`-\frac1K \sum_k A_k \log \pi(x_k)` with advantages
     :math:`A_k = (u_k - b) / R` against the baseline b held at its start-of-round value; b then
-    moves toward the round's mean utility. Adam steps once per round, so its rate is set from
+    moves toward the round's mean utility (the first round's mean sets it). In the first round
+    b is 0, as no utility has been seen: with K = 1 that round's range R is 0 and it takes no
+    step; with K > 1 its advantages are :math:`u_k / R`, uncentred, so that one step's gradient
+    is unbiased but noisier than a centred one. Adam steps once per round, so its rate is set from
     the number of updates :math:`T / k`, k its auctions per update: K, or for one query's
     learner of a contextual strategy over Q queries its auctions in a round that draws its
     query: :math:`\max(1, K / Q)` when the queries come in turn (``cycle``), in expectation
