@@ -622,8 +622,8 @@ def test_the_fuzz_covers_every_class_with_enough_cases() -> None:
 def test_every_numeric_key_is_bounded() -> None:
     """Each int/float spec has both bounds (a key the math cannot handle at 1e308 is refused).
 
-    ``queries.heldout_fraction`` is the one exception: its upper bound (< 1, exclusive) is
-    checked by ``check_heldout``, and the fuzz below covers it.
+    ``queries.heldout_fraction`` was the one exception until its spec took its exclusive upper
+    bound (< 1) from ``check_heldout``.
     """
     unbounded = []
     for key, path, _ in numeric_targets():
@@ -648,7 +648,7 @@ def test_every_numeric_key_is_bounded() -> None:
         for name, spec in specs.items():
             if isinstance(spec, IntRange | FloatRange) and (spec.min is None or spec.max is None):
                 unbounded.append(name)
-    assert unbounded == ["queries.heldout_fraction"]
+    assert unbounded == []
 
 
 @pytest.fixture
