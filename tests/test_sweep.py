@@ -1,5 +1,6 @@
 """Sweeps: grid and seed parsing, run folders, resume after interruption, backends agree."""
 
+import hashlib
 import json
 import os
 import re
@@ -258,7 +259,9 @@ def test_interrupt_keeps_finished_runs_and_writes_their_table(tmp_path, scenario
     partial = pl.read_parquet(out / RUNS_FILE)
     assert partial["run_dir"].to_list() == [f"runs/{name}" for name in finished]
     assert pl.read_parquet(out / "timings.parquet")["run_dir"].equals(partial["run_dir"])
-    assert json.loads((out / "sweep.json").read_text())["planned_runs"] == 4
+    manifest = json.loads((out / "sweep.json").read_text())
+    assert manifest["planned_runs"] == 4
+    assert manifest["scenario_sha256"] == hashlib.sha256(Path(scenario).read_bytes()).hexdigest()
 
     result = run_sweep(scenario, GRID, SEEDS, out, progress=False)
     assert result.executed == 2 and result.skipped == 2

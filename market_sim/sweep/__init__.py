@@ -2,7 +2,8 @@
 
 Layout of a sweep folder ``DIR``::
 
-    DIR/sweep.json          what was asked: scenario file, grid, seeds, --set overrides
+    DIR/sweep.json          what was asked: scenario file (and its bytes' sha256), grid, seeds,
+                            --set overrides
     DIR/runs/<name>/        one run directory (the results contract) per (grid point, seed)
     DIR/runs.parquet        one row per run: grid values, seed, run_dir, every summary.json key
     DIR/timings.parquet     the wall-clock keys of each run (kept out of runs.parquet)
@@ -656,6 +657,9 @@ def write_manifest(
 ) -> None:
     """Write ``sweep.json``: the scenario file, grid, seeds, overrides and number of runs.
 
+    ``scenario_sha256`` hashes the scenario file's bytes (the path alone does not say which
+    version of the file ran; each run's ``scenario.toml`` holds its resolved scenario).
+
     ``grid_kinds`` maps each per-kind grid key (``mechanism.<plugin>.<key>``) to the kinds it
     applies to; ``planned_runs`` counts distinct runs (a per-kind key does not multiply the runs
     of other kinds).
@@ -663,6 +667,7 @@ def write_manifest(
     scoped = {key: per_kind_plugin(key) for key in grid}
     manifest = {
         "scenario": str(scenario_path),
+        "scenario_sha256": hashlib.sha256(Path(scenario_path).read_bytes()).hexdigest(),
         "grid": {key: list(values) for key, values in grid.items()},
         "grid_kinds": {key: list(plugin.kinds) for key, plugin in scoped.items() if plugin},
         "seeds": list(seeds),
