@@ -48,6 +48,7 @@ def one_search_at_a_time(
     played_bids: np.ndarray,
     played_scales: np.ndarray,
     config: RegretConfig,
+    jump_bids: np.ndarray | None = None,
 ) -> RegretColumns:
     """The array round's regret before batching: the single search of each auction.
 
@@ -68,6 +69,7 @@ def one_search_at_a_time(
                 Report(float(played_bids[k]), float(played_scales[k])),
                 platform.report_space,
                 config,
+                jump_bids=None if jump_bids is None else jump_bids[k],
             )
         )
     fields = ("regret", "best_response_gain", "truthful_utility", "best_multiplier")

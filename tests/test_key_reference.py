@@ -3,11 +3,14 @@
 import tomllib
 from pathlib import Path
 
+import pytest
 from test_mechanism_plugins import POSTED_PRICE
 
+from market_sim.config.fields import FloatRange, ScenarioError
 from market_sim.plugins import BUILT_IN_PLUGINS, mechanism_plugins, registered
 from market_sim.scenario import dump_scenario_toml, load, scenario_from_dict, schema
 from market_sim.scenario.key_reference import (
+    describe_allowed,
     mechanism_rows,
     render_key_reference,
     scenario_sections,
@@ -126,3 +129,28 @@ def test_a_registered_plugin_joins_the_reference():
         "| `mechanism.price` | number [0, 1000000] | 0.5 | The posted price of the whole unit. |"
         in text
     )
+
+
+@pytest.mark.parametrize(
+    ("spec", "accepted", "refused", "message", "described"),
+    [
+        (FloatRange(0.0, 1.0, exclusive_max=True), 0.0, 1.0, "must be >= 0 and < 1", "[0, 1)"),
+        (FloatRange(0.0, 1.0, exclusive_min=True), 1.0, 0.0, "must be > 0 and <= 1", "(0, 1]"),
+        (
+            FloatRange(0.0, 1.0, exclusive_min=True, exclusive_max=True),
+            0.5,
+            0.0,
+            "must be > 0 and < 1",
+            "(0, 1)",
+        ),
+        (FloatRange(max=1.0, exclusive_max=True), -5.0, 1.0, "must be < 1", "< 1"),
+    ],
+)
+def test_strict_bounds_are_checked_and_described_alike(spec, accepted, refused, message, described):
+    """Both strict flags together once ignored the lower one; a strict upper bound without a
+    lower one was described as '<= )'."""
+    assert spec.parse(accepted, "k") == accepted
+    with pytest.raises(ScenarioError) as caught:
+        spec.parse(refused, "k")
+    assert str(caught.value) == f"k: {message}, got {refused!r}"
+    assert describe_allowed(spec) == f"number {described}"

@@ -669,6 +669,11 @@ class JumpingPlatform(PostedPricePlatform):
         ),
         ([0.5, float("nan")], "Counterfactual.jump_bids holds a NaN or infinite value"),
         (
+            [True, False],
+            "Counterfactual.jump_bids must be a 1-D array of real numbers, got list of shape "
+            "(2,) and dtype bool",
+        ),
+        (
             "0.5",
             "Counterfactual.jump_bids must be a 1-D array of real numbers, got str of shape () "
             "and dtype <U3",
@@ -682,6 +687,19 @@ def test_a_mistaken_jump_bids_is_named_in_one_line(
     error = posted_price_run_error(JumpingPlatform, random_lm, random_model_dir, tmp_path / "run")
     assert error == f"mechanism 'posted_price': {message}"
     assert not (tmp_path / "run" / "rounds.parquet").exists()
+
+
+def test_jump_bids_are_asked_for_only_where_regret_is_searched(
+    random_lm, random_model_dir, tmp_path
+):
+    """A plugin's faulty jump_bids stopped runs that never search (regret off): it was called
+    on every settlement."""
+    JumpingPlatform.answer = [float("nan")]
+    plugin = posted_price_with(JumpingPlatform)
+    with registered(plugin):
+        data = {**posted_price_data(random_model_dir), "regret": {"enabled": False}}
+        result = run_scenario(scenario_from_dict(data), out_dir=tmp_path / "run", lm=random_lm)
+    assert result.agents["regret"].null_count() == result.agents.height
 
 
 def test_jump_bids_reach_the_regret_search(random_lm, random_model_dir, tmp_path, monkeypatch):

@@ -208,8 +208,8 @@ class IntRange:
 class FloatRange:
     """A finite float in a range; integers are accepted and converted.
 
-    ``exclusive_min`` makes the lower bound strict (``> min`` instead of ``>= min``);
-    ``exclusive_max`` the upper one (``< max``, with a lower bound ``>= min``).
+    ``exclusive_min`` makes the lower bound strict (``> min`` instead of ``>= min``),
+    ``exclusive_max`` the upper one (``< max``).
     """
 
     min: float | None = None
@@ -221,21 +221,22 @@ class FloatRange:
     def parse(self, value: object, key: str) -> float:
         """Check type and range of ``value``; return it as a float."""
         number = require_float(value, key)
-        if self.exclusive_max and self.max is not None:
-            low = self.min if self.min is not None else -math.inf
-            if not low <= number < self.max:
-                rule = f">= {format_number(low)} and " if self.min is not None else ""
-                raise ScenarioError(
-                    key, f"must be {rule}< {format_number(self.max)}, got {number!r}"
-                )
-        elif self.exclusive_min and self.min is not None:
-            if number <= self.min or (self.max is not None and number > self.max):
-                rule = f"must be > {format_number(self.min)}"
-                if self.max is not None:
-                    rule += f" and <= {format_number(self.max)}"
-                raise ScenarioError(key, f"{rule}, got {number!r}")
-        else:
+        if not (self.exclusive_min or self.exclusive_max):
             check_bounds(number, self.min, self.max, key)
+            return number
+        low_ok = self.min is None or (
+            number > self.min if self.exclusive_min else number >= self.min
+        )
+        high_ok = self.max is None or (
+            number < self.max if self.exclusive_max else number <= self.max
+        )
+        if not (low_ok and high_ok):
+            rules = []
+            if self.min is not None:
+                rules.append(f"{'>' if self.exclusive_min else '>='} {format_number(self.min)}")
+            if self.max is not None:
+                rules.append(f"{'<' if self.exclusive_max else '<='} {format_number(self.max)}")
+            raise ScenarioError(key, f"must be {' and '.join(rules)}, got {number!r}")
         return number
 
 

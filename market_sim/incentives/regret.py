@@ -10,8 +10,10 @@ random draw fixed (the round's :class:`~market_sim.platform.base.Counterfactual`
 where truthful is ``Report(bid = v, report_scale = 1)`` and :math:`D` is the deviation space:
 bids :math:`m v` with :math:`m \in [0, m_{\max}]` and, for mechanisms that read one, report
 distortions on the mechanism's range (:class:`~market_sim.platform.base.ReportSpace`). The
-truthful report and the played report are always among the candidates, so the estimate is
-:math:`\ge 0` and is a lower bound on the true supremum (docs/design.md, section 5).
+truthful report and the played report are always among the candidates (the played report even
+where it lies outside :math:`D`, a learner's multiplier above ``regret.multiplier_max``), so the
+estimate is :math:`\ge 0` and a lower bound on the supremum over :math:`D` and the played report
+(docs/design.md, section 5).
 
 Search: a coarse grid (linear in :math:`m`, geometric in the distortion), then ``refinements``
 zoom rounds, each evaluating a ``refine_points``-per-axis grid on the bracket of neighbouring grid
@@ -30,19 +32,19 @@ Like golden-section search, one bracket is a local search. Where the utility has
 (first price over k slots: one per slot the advertiser could win, each a jump just above a rival's
 bid), the coarse grid can rank the highest one second and the zoom never visits it, and a piece
 of the rule narrower than a grid cell can be missed altogether (GSP with rates 1 and 0.9 against
-bids 0.75 and 0.65: the slot-2 piece (0.65, 0.75] holds no grid point, and the grid's estimate
+bids 0.75 and 0.65: the slot-2 piece (0.65, 0.75) holds no grid point, and the grid's estimate
 is 0 where the supremum is 0.065). Two remedies:
 
 * **Jump bids.** A counterfactual that knows where the advertiser's outcome can jump
   (:class:`~market_sim.platform.base.JumpBids`: the slot auctions give the other bids and 0)
   has each such bid and the next float above it added to the coarse grid
   (:func:`jump_candidates`). Between jumps a slot auction's utility is constant or falls with
-  the bid, so every piece's supremum is a candidate and the estimate is the supremum itself (up
-  to one ulp of the bid for first price). ``benchmarks/regret_peaks.py`` (first price, rates 1
-  and 0.5, ``slot_value`` 24, 3 bidders with values U[0.5, 1.5] and rivals bidding 0.54 or 1.0
-  of value, 600 draws each, against a 4001-point scan plus the rivals' bids): no shortfall, at
-  23 evaluations per search instead of 18; the tests check the supremum of a dense scan for all
-  four rules.
+  the bid, so every piece's supremum is a candidate and the estimate is that supremum itself
+  (over :math:`D` and the played report; up to one ulp of the bid for first price).
+  ``benchmarks/regret_peaks.py`` (first price, rates 1 and 0.5, ``slot_value`` 24, 3 bidders
+  with values U[0.5, 1.5] and rivals bidding 0.54 or 1.0 of value, 600 draws each, against a
+  4001-point scan plus the rivals' bids): no shortfall, at 23 evaluations per search instead of
+  18; the tests check the best of a dense scan for all four rules, ties and zero bids included.
 * **More peaks**, for a counterfactual without jump bids (the token auction, MOSAIC, a
   plugin's): ``regret.peaks = P`` zooms the best point and the next P - 1 peaks of the coarse
   grid (local maxima, one per plateau: :func:`coarse_peaks`) in the same calls. On the
@@ -163,6 +165,10 @@ def jump_candidates(
         jump_bids: ``[K, J]`` jump bids per auction.
         valuations: ``[K]`` the advertiser's valuations.
         multiplier_max: ``regret.multiplier_max``.
+
+    Returns:
+        ``[K, 2J]`` candidate bids: ``o_1, nextafter(o_1), o_2, ...`` per row, NaN outside
+        :math:`[0, m_{\max} v]`.
     """
     jump_bids = np.asarray(jump_bids, dtype=np.float64)
     valuations = np.asarray(valuations, dtype=np.float64)
@@ -328,7 +334,7 @@ def estimate_regret(
         space: What the mechanism reads.
         config: The search budget.
         jump_bids: ``[J]`` bids at which the advertiser's outcome may jump
-            (:func:`~market_sim.platform.base.jump_bids_of`), or None: each and the next float
+            (:meth:`~market_sim.platform.base.JumpBids.jump_bids`), or None: each and the next float
             above it join the coarse grid (:func:`jump_candidates`), at every coarse
             distortion.
 

@@ -11,6 +11,7 @@ An advertiser takes part in a round in three calls, each made on every agent of
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -186,8 +187,8 @@ class Advertiser(mesa.Agent):
                 bid.report,
                 counterfactual,
                 utility,
-                jump_bids=checked_jump_bids(
-                    self.model.platform.kind, outcome.counterfactual, self.seat
+                find_jump_bids=functools.partial(
+                    checked_jump_bids, self.model.platform.kind, outcome.counterfactual, self.seat
                 ),
             ),
             counterfactual=counterfactual,

@@ -285,7 +285,7 @@ class MarketModel(mesa.Model):
         report: Report,
         counterfactual: CounterfactualFn | None,
         utility: float,
-        jump_bids: np.ndarray | None = None,
+        find_jump_bids: Callable[[], np.ndarray | None] | None = None,
     ) -> dict[str, float | None]:
         """Regret columns of one (auction, advertiser) record (null where not measured).
 
@@ -293,9 +293,10 @@ class MarketModel(mesa.Model):
         (``round % every == 0``). ``truthful_utility`` is measured whenever regret is; on other
         rounds it is the realized utility of an advertiser that reported truthfully, else null,
         and null where the platform's counterfactual is not the realized outcome (see
-        :class:`~market_sim.platform.base.Platform`: ex-post token auctions). ``jump_bids``
-        (``[J]``, from a counterfactual that has them: :class:`~market_sim.platform.base.JumpBids`)
-        join the search's coarse grid.
+        :class:`~market_sim.platform.base.Platform`: ex-post token auctions).
+        ``find_jump_bids`` gives the counterfactual's ``[J]`` jump bids
+        (:class:`~market_sim.platform.base.JumpBids`; None where it has none), which join the
+        search's coarse grid; it is called only where regret is searched.
         """
         config = self.scenario.regret
         truthful = report == Report(valuation, 1.0) and getattr(
@@ -310,7 +311,7 @@ class MarketModel(mesa.Model):
                 report,
                 self.platform.report_space,
                 config,
-                jump_bids=jump_bids,
+                jump_bids=None if find_jump_bids is None else find_jump_bids(),
             )
         if estimate is None:
             return {

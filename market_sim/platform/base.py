@@ -136,13 +136,13 @@ class Counterfactual(Protocol):
 class JumpBids(Protocol):
     """A counterfactual that knows where an advertiser's outcome can change (optional).
 
-    A mechanism whose allocation and payment rule, as functions of one advertiser's bid, are
-    constant or monotone between a few known bids (a ranked auction: the other bidders' bids
-    are its rank thresholds) lets the regret search try each such bid and the next float above
-    it, which samples every piece of the piecewise rule
-    (:func:`~market_sim.incentives.regret.jump_candidates`). Where a counterfactual does not
-    have ``jump_bids``, the search relies on its grid alone
-    (:func:`~market_sim.platform.outcome_checks.checked_jump_bids`).
+    For a mechanism under which one advertiser's utility is constant or falls with its bid
+    between a few known bids (a ranked auction: the other bids are its rank thresholds), the
+    regret search tries each such bid and the next float above it, which reaches the supremum
+    of every piece (:func:`~market_sim.incentives.regret.jump_candidates`). A utility that rises
+    within a piece has its supremum just below the next jump, which is not tried: such a
+    mechanism should not name jump bids. Where a counterfactual has no ``jump_bids``, the search
+    relies on its grid alone (:func:`~market_sim.platform.outcome_checks.checked_jump_bids`).
     """
 
     def jump_bids(self, agent: int) -> np.ndarray:

@@ -279,11 +279,17 @@ def checked_jump_bids(kind: str, counterfactual: object, agent: int) -> np.ndarr
     Raises:
         MechanismOutputError: Not a 1-D array of finite real numbers.
     """
-    if not hasattr(counterfactual, "jump_bids"):
+    method = getattr(counterfactual, "jump_bids", None)
+    if method is None:
         return None
-    value = counterfactual.jump_bids(agent)
+    if not callable(method):
+        raise MechanismOutputError(
+            f"mechanism {kind!r}: Counterfactual.jump_bids must be a method jump_bids(agent), "
+            f"got {type(method).__name__}"
+        )
+    value = method(agent)
     array = as_host_array(value)
-    if array.dtype.kind not in "biuf" or array.ndim != 1:
+    if array.dtype.kind not in "iuf" or array.ndim != 1:
         raise MechanismOutputError(
             f"mechanism {kind!r}: Counterfactual.jump_bids must be a 1-D array of real numbers, "
             f"got {type(value).__name__} of shape {array.shape} and dtype {array.dtype}"

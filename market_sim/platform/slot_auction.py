@@ -90,6 +90,9 @@ def slot_jump_bids(bids: np.ndarray, agent: int) -> np.ndarray:
     Args:
         bids: ``[..., n]`` the auction's bids (``[n]``, or ``[K, n]`` for K auctions).
         agent: The advertiser's column.
+
+    Returns:
+        ``[..., n]``: the ``n - 1`` other bids in column order, then 0.
     """
     others = np.delete(bids, agent, axis=-1)
     return np.concatenate([others, np.zeros((*others.shape[:-1], 1))], axis=-1)

@@ -63,11 +63,10 @@ def describe_allowed(spec: FieldSpec) -> str:
     if isinstance(spec, IntRange):
         return f"integer {interval(spec.min, spec.max, False)}"
     if isinstance(spec, FloatRange):
-        bounds = interval(spec.min, spec.max, spec.exclusive_min)
-        return f"number {bounds[:-1] + ')' if spec.exclusive_max else bounds}"
+        return f"number {interval(spec.min, spec.max, spec.exclusive_min, spec.exclusive_max)}"
     if isinstance(spec, FloatList):
         element = spec.element
-        bounds = interval(element.min, element.max, element.exclusive_min)
+        bounds = interval(element.min, element.max, element.exclusive_min, element.exclusive_max)
         return f"list of {'distinct ' if spec.distinct else ''}numbers {bounds}"
     if isinstance(spec, IntList):
         bounds = interval(spec.element.min, spec.element.max, False)
@@ -83,15 +82,18 @@ def describe_allowed(spec: FieldSpec) -> str:
     raise TypeError(f"no description for {type(spec).__name__}")
 
 
-def interval(low: float | None, high: float | None, exclusive_low: bool) -> str:
-    """``[low, high]``, ``(low, high]``, ``>= low`` or ``<= high``."""
+def interval(
+    low: float | None, high: float | None, exclusive_low: bool, exclusive_high: bool = False
+) -> str:
+    """``[low, high]`` (``(`` and ``)`` for strict ends), ``>= low``, ``< high``, ..."""
     if low is not None and high is not None:
         opening = "(" if exclusive_low else "["
-        return f"{opening}{format_number(low)}, {format_number(high)}]"
+        closing = ")" if exclusive_high else "]"
+        return f"{opening}{format_number(low)}, {format_number(high)}{closing}"
     if low is not None:
         return f"{'>' if exclusive_low else '>='} {format_number(low)}"
     if high is not None:
-        return f"<= {format_number(high)}"
+        return f"{'<' if exclusive_high else '<='} {format_number(high)}"
     return "(any)"
 
 

@@ -650,6 +650,7 @@ def write_tables(tasks: Sequence[SweepTask], out_dir: Path) -> pl.DataFrame:
 def write_manifest(
     out_dir: Path,
     scenario_path: str | Path,
+    scenario_sha256: str,
     grid: Grid,
     seeds: Sequence[int],
     overrides: Sequence[str],
@@ -657,8 +658,9 @@ def write_manifest(
 ) -> None:
     """Write ``sweep.json``: the scenario file, grid, seeds, overrides and number of runs.
 
-    ``scenario_sha256`` hashes the scenario file's bytes (the path alone does not say which
-    version of the file ran; each run's ``scenario.toml`` holds its resolved scenario).
+    ``scenario_sha256`` hashes the scenario file's bytes as the sweep was planned (the path
+    alone does not say which version of the file ran; each run's ``scenario.toml`` holds its
+    resolved scenario).
 
     ``grid_kinds`` maps each per-kind grid key (``mechanism.<plugin>.<key>``) to the kinds it
     applies to; ``planned_runs`` counts distinct runs (a per-kind key does not multiply the runs
@@ -667,7 +669,7 @@ def write_manifest(
     scoped = {key: per_kind_plugin(key) for key in grid}
     manifest = {
         "scenario": str(scenario_path),
-        "scenario_sha256": hashlib.sha256(Path(scenario_path).read_bytes()).hexdigest(),
+        "scenario_sha256": scenario_sha256,
         "grid": {key: list(values) for key, values in grid.items()},
         "grid_kinds": {key: list(plugin.kinds) for key, plugin in scoped.items() if plugin},
         "seeds": list(seeds),
@@ -686,6 +688,7 @@ class PreparedSweep:
 
     Attributes:
         scenario_path: The base scenario file.
+        scenario_sha256: The sha256 of its bytes when the sweep was planned.
         grid: Dotted key -> values.
         seeds: The seeds.
         overrides: ``--set`` overrides of every run.
@@ -702,6 +705,7 @@ class PreparedSweep:
     """
 
     scenario_path: str | Path
+    scenario_sha256: str
     grid: Grid
     seeds: tuple[int, ...]
     overrides: tuple[str, ...]
@@ -744,7 +748,8 @@ def prepare_sweep(
     parsed_grid = {key: tuple(values) for key, values in parsed_grid.items()}
     seed_list = parse_seeds(seeds)
     check_grid_keys_not_set(parsed_grid, overrides)
-    tasks = plan_sweep(scenario_path, parsed_grid, seed_list, overrides)
+    tasks = plan_sweep(scenario_path, parsed_grid, seed_list, overrides)  # the file is read
+    scenario_sha256 = hashlib.sha256(Path(scenario_path).read_bytes()).hexdigest()
     out = Path(out_dir)
     runs_root = out / RUNS_DIR
     unplanned = [] if force else unplanned_runs(tasks, out / RUNS_FILE)
@@ -765,6 +770,7 @@ def prepare_sweep(
     check_task_prompts(todo)  # complete runs need no model: a finished sweep reruns anywhere
     return PreparedSweep(
         scenario_path=scenario_path,
+        scenario_sha256=scenario_sha256,
         grid=parsed_grid,
         seeds=seed_list,
         overrides=tuple(overrides),
@@ -900,6 +906,7 @@ def run_prepared_sweep(
     write_manifest(
         out,
         prepared.scenario_path,
+        prepared.scenario_sha256,
         prepared.grid,
         prepared.seeds,
         prepared.overrides,
