@@ -89,12 +89,16 @@ class DemoCommand:
             raise model_load_error(error) from None
         from analysis.figure_files import FORMATS
         from analysis.load import load_results
+        from analysis.metrics import said_warnings
         from analysis.plots import plot_all
         from analysis.summary import format_summary, summary_table
 
         folders = [sweep.out_dir for sweep in result.sweeps.values()]
-        figures = plot_all(folders, args.out / "figures")
-        print(format_summary(summary_table(load_results(folders))))
+        figures, plot_messages = said_warnings(lambda: plot_all(folders, args.out / "figures"))
+        table, table_messages = said_warnings(lambda: summary_table(load_results(folders)))
+        for message in dict.fromkeys([*plot_messages, *table_messages]):
+            print(f"market-sim: warning: {message}", file=sys.stderr)
+        print(format_summary(table))
         print(f"\nruns: {args.out}/{{{','.join(result.sweeps)}}}/runs.parquet")
         count = len(figures) // len(FORMATS)
         print(f"figures ({count} as PNG, SVG and PDF): {args.out / 'figures'}/")

@@ -172,8 +172,19 @@ def frame_from_records(records: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
     )
 
 
+class SweepTableWarning(UserWarning):
+    """A sweep's ``runs.parquet`` and its run folders disagree (runs dropped or not counted)."""
+
+
 def read_sweep(sweep_dir: Path) -> tuple[pl.DataFrame, list[str]]:
-    """A sweep's runs table (with ``run_path`` and ``sweep`` columns) and its grid keys."""
+    """A sweep's runs table (with ``run_path`` and ``sweep`` columns) and its grid keys.
+
+    The table says which runs the sweep counts. A row whose folder no longer holds a
+    ``summary.json`` (deleted, or being run again) is dropped; a complete run folder under
+    ``runs/`` that the table does not list (a sweep killed before it wrote its table, a run
+    written there by hand, the runs of a sweep replaced with ``--force``) is not counted. Either
+    way a :class:`SweepTableWarning` says so: n would otherwise change silently.
+    """
     runs = read_result_parquet(sweep_dir / RUNS_FILE)
     manifest_path = sweep_dir / MANIFEST_FILE
     grid_keys: list[str] = []
@@ -183,6 +194,34 @@ def read_sweep(sweep_dir: Path) -> tuple[pl.DataFrame, list[str]]:
         pl.col("run_dir").map_elements(lambda d: str(sweep_dir / d), pl.String).alias("run_path"),
         pl.lit(str(sweep_dir)).alias("sweep"),
     )
+    listed = runs["run_path"].to_list()
+    gone = [path for path in listed if not (Path(path) / SUMMARY_FILE).is_file()]
+    if gone:
+        warnings.warn(
+            f"{sweep_dir / RUNS_FILE} lists {len(gone)} run(s) whose folder holds no "
+            f"{SUMMARY_FILE} (e.g. {gone[0]}); not counted",
+            SweepTableWarning,
+            stacklevel=2,
+        )
+        runs = runs.filter(~pl.col("run_path").is_in(gone))
+    runs_root = sweep_dir / "runs"
+    unlisted = (
+        sorted(
+            str(path.parent)
+            for path in runs_root.glob(f"*/{SUMMARY_FILE}")
+            if str(path.parent) not in set(listed)
+        )
+        if runs_root.is_dir()
+        else []
+    )
+    if unlisted:
+        warnings.warn(
+            f"{runs_root} holds {len(unlisted)} complete run(s) that {RUNS_FILE} does not list "
+            f"(e.g. {unlisted[0]}); not counted (running the sweep's command again lists its "
+            "own runs)",
+            SweepTableWarning,
+            stacklevel=2,
+        )
     return runs, grid_keys
 
 

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import polars as pl
 
-from analysis.load import WALL_CLOCK_PREFIXES, RepeatedRunWarning, Results
+from analysis.load import WALL_CLOCK_PREFIXES, RepeatedRunWarning, Results, SweepTableWarning
 from analysis.names import family, mechanism_name, slot_count, sort_key
 from analysis.stats import CONFIDENCE, Range, clip_interval, t_quantile, wilson_interval
 from market_sim.results import HEADLINE_SUMMARY_KEYS
@@ -106,7 +106,7 @@ class PoolingWarning(UserWarning):
 T = TypeVar("T")
 FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
 
-SAID_WARNINGS: tuple[type[Warning], ...] = (PoolingWarning, RepeatedRunWarning)
+SAID_WARNINGS: tuple[type[Warning], ...] = (PoolingWarning, RepeatedRunWarning, SweepTableWarning)
 """Warnings the commands say as one ``market-sim: warning:`` line each."""
 
 

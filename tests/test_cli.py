@@ -349,6 +349,9 @@ def test_demo_runs_every_mechanism_and_draws_figures(tmp_path, capsys):
     assert (out / "ad_slots" / "runs.parquet").read_bytes() == table
     assert main([*other_rounds, "--force"]) == 0
     assert pl.read_parquet(out / "ad_slots" / "runs.parquet")["rounds"].unique().to_list() == [2]
+    # the replaced sweeps' runs stay in their folders, not counted, and the demo says so
+    error = capsys.readouterr().err
+    assert f"market-sim: warning: {out / 'ad_slots' / 'runs'} holds 4 complete run(s)" in error
     shutil.rmtree(out / "token_auction")  # the first sweep is new: only the second is refused
     assert main([*args, "--no-progress"]) == 2  # --rounds 3 again: ad_slots holds other runs
     assert "pass --force to replace its tables" in capsys.readouterr().err

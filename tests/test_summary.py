@@ -356,3 +356,48 @@ def test_runs_without_a_run_id_are_never_taken_for_copies_of_each_other():
         kept = drop_repeated_runs(runs)
     assert kept["run_path"].to_list() == ["p1", "p2", "p3"]  # p4: a copy of run a
     assert [str(w.message) for w in caught] == ["run id a is in 2 folders (p3, p4); counted once"]
+
+
+def write_sweep(root: Path, seeds: range) -> Path:
+    """A sweep folder of VCG runs: ``runs/vcg-<seed>`` and the runs table listing them."""
+    rows = []
+    for seed in seeds:
+        folder = root / "runs" / f"vcg-{seed}"
+        write_run(folder, "vcg", "", seed, 1.0 + seed)
+        rows.append(
+            {"run_dir": f"runs/vcg-{seed}", **json.loads((folder / "summary.json").read_text())}
+        )
+    pl.DataFrame(rows).write_parquet(root / "runs.parquet")
+    return root
+
+
+def revenue_n(out: str) -> int:
+    return next(r for r in json.loads(out) if r["metric"] == "revenue_mean")["n"]
+
+
+def test_a_listed_run_whose_folder_is_gone_is_dropped_with_a_warning(tmp_path, capsys):
+    """Found by an audit: summary still counted it (n = 3) while the curves skipped it."""
+    import shutil
+
+    sweep = write_sweep(tmp_path / "sweep", range(3))
+    shutil.rmtree(sweep / "runs" / "vcg-2")
+    status, out, err = cli_output(capsys, "summary", str(sweep), "--format", "json")
+    assert status == 0 and revenue_n(out) == 2
+    assert err == (
+        f"market-sim: warning: {sweep / 'runs.parquet'} lists 1 run(s) whose folder holds no "
+        f"summary.json (e.g. {sweep / 'runs' / 'vcg-2'}); not counted\n"
+    )
+
+
+def test_a_complete_run_the_table_does_not_list_is_named_in_a_warning(tmp_path, capsys):
+    """Found by an audit: a run finished after the table was written dropped out silently."""
+    sweep = write_sweep(tmp_path / "sweep", range(3))
+    table = pl.read_parquet(sweep / "runs.parquet")
+    table.head(2).write_parquet(sweep / "runs.parquet")
+    status, out, err = cli_output(capsys, "summary", str(sweep), "--format", "json")
+    assert status == 0 and revenue_n(out) == 2  # the table says what the sweep counts
+    assert err == (
+        f"market-sim: warning: {sweep / 'runs'} holds 1 complete run(s) that runs.parquet does "
+        f"not list (e.g. {sweep / 'runs' / 'vcg-2'}); not counted (running the sweep's command "
+        "again lists its own runs)\n"
+    )
