@@ -1210,6 +1210,7 @@ def console_main() -> NoReturn:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run the parsed subcommand; returns the exit status."""
+    from market_sim.market.strategies import StrategyOutputError
     from market_sim.platform.outcome_checks import MechanismOutputError
     from market_sim.progress import quiet_libraries
     from market_sim.results.files import NonFiniteResultError
@@ -1236,7 +1237,12 @@ def run_command(args: argparse.Namespace) -> int:
     except UsageError as error:
         print(f"market-sim: error: {error}", file=sys.stderr)
         return USAGE_ERROR
-    except (NonFiniteResultError, SweepWorkerDiedError, MechanismOutputError) as error:
+    except (
+        NonFiniteResultError,
+        SweepWorkerDiedError,
+        MechanismOutputError,
+        StrategyOutputError,
+    ) as error:
         print(f"market-sim: error: {error}", file=sys.stderr)
         return RUN_ERROR
     except OSError as error:  # a path the user gave that this process cannot use

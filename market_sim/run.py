@@ -28,6 +28,7 @@ from market_sim.results.files import remove_stale_temporaries
 from market_sim.run_resume import RunCheckpoints, warn_of_unused_checkpoints
 from market_sim.scenario import Scenario, dump_scenario_toml
 from market_sim.scenario.prompt_fit import check_model_fits
+from market_sim.scenario.strategy_plugins import strategy_origins
 
 
 @dataclass(frozen=True)
@@ -302,6 +303,9 @@ def finish_run(
     origin = plugin_origin(scenario.mechanism.kind, [type(market.platform).__module__])
     if origin is not None:  # a third-party mechanism: its code is part of the result
         meta["provenance"]["mechanism_plugin"] = origin
+    strategies = strategy_origins(a.strategy.kind for a in scenario.advertisers)
+    if strategies:  # likewise third-party strategies
+        meta["provenance"]["strategy_plugins"] = strategies
     summary = summarize(rounds, agents, with_mechanism_choices(meta, scenario.mechanism))
     if out_dir is not None:
         learners = {a.name: a.strategy.snapshot() for a in market.agents}

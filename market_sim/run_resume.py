@@ -57,6 +57,7 @@ from market_sim.results.checkpoint import (
 )
 from market_sim.results.files import atomic_write_text
 from market_sim.scenario.output_folder import SCENARIO_FILE
+from market_sim.scenario.strategy_plugins import strategy_origins
 
 WRITE_TIME_FACTOR = 20.0
 """The next checkpoint waits at least this many times the last write's seconds."""
@@ -70,8 +71,8 @@ def checkpoint_identity(
     The run id (resolved scenario hash, seed, torch thread count), the software versions, the
     model's provenance (weight hashes, dtype, prompt format, stop tokens), the git state of the
     code (any change to a tracked file of the checkout, even the README, counts as other code),
-    a plugin mechanism's source hashes, the device (and a CUDA device's name), and the seeds
-    run in lockstep with it (their batch shapes round logits).
+    a plugin mechanism's and plugin strategies' source hashes, the device (and a CUDA device's
+    name), and the seeds run in lockstep with it (their batch shapes round logits).
     """
     provenance = run_provenance(lm, market.scenario.model.path, scenario_toml)
     execution = provenance["execution"]
@@ -82,6 +83,9 @@ def checkpoint_identity(
         "provenance": provenance["provenance"],
         "code": {key: execution[key] for key in ("git_commit", "git_dirty", "git_diff_sha256")},
         "mechanism_plugin": plugin_origin(kind, [type(market.platform).__module__]),
+        "strategy_plugins": strategy_origins(
+            advertiser.strategy.kind for advertiser in market.scenario.advertisers
+        ),
         "device": execution["device"],
         "device_name": execution["device_name"],
         "lockstep_seeds": list(lockstep_seeds),

@@ -13,6 +13,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from market_sim.lm.model import LanguageModel
 from market_sim.plugins.registry import ignore_installed_plugins
+from market_sim.scenario.strategy_plugins import ignore_installed_strategies
 
 # Property tests draw the same examples on every run unless asked otherwise: a CI run must not
 # fail on an example no earlier run drew (one such find, a subnormal bid ratio, was a test's
@@ -25,6 +26,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "derandomized"))
 # this venv (`pip install -e examples/posted_price_plugin`) would add a kind to every list of
 # kinds and clash with the tests' own posted price. Entry-point tests load their own fakes.
 ignore_installed_plugins()
+ignore_installed_strategies()
 
 # The shipped example plugin package, importable as an installed copy would be.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples" / "posted_price_plugin"))

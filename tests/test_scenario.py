@@ -646,7 +646,9 @@ def test_unknown_strategy_kind_and_planned_one() -> None:
     data["advertisers"][0]["strategy"] = {"kind": "psychic"}
     assert str(error_for(data)) == (
         "advertisers[0].strategy.kind: unknown value 'psychic'; allowed: "
-        "truthful, fixed, hedge, exp3, epsilon_greedy, ucb1, policy_gradient"
+        "truthful, fixed, hedge, exp3, epsilon_greedy, ucb1, policy_gradient (a plugin's kind "
+        "is known where it is registered: register_strategy in a script's process, or a "
+        "market_sim.strategies entry point of an installed package)"
     )
     data["advertisers"][0]["strategy"] = {"kind": "hedge", "eta": 0.1}
     assert str(error_for(data)).startswith("advertisers[0].strategy.eta: unknown key; allowed")

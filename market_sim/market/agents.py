@@ -19,7 +19,12 @@ from typing import TYPE_CHECKING, Any
 import mesa
 
 from market_sim.market.learners import MissingCounterfactualError
-from market_sim.market.strategies import CounterfactualFn, Feedback, StrategySetup
+from market_sim.market.strategies import (
+    CounterfactualFn,
+    Feedback,
+    StrategyOutputError,
+    StrategySetup,
+)
 from market_sim.market.strategy_registry import make_strategy
 from market_sim.market.valuations import ValuationSource
 from market_sim.platform.base import AuctionOutcome, Bidder, Report
@@ -154,7 +159,10 @@ class Advertiser(mesa.Agent):
         valuation = self.valuation_source.valuation(self.model.rng)
         report = self.strategy.report(valuation, query, self.model.rng)
         if not (0 <= report.bid < math.inf and 0 < report.report_scale < math.inf):  # NaN too
-            raise ValueError(f"advertiser {self.name!r}: strategy produced an invalid {report}")
+            raise StrategyOutputError(
+                f"advertiser {self.name!r}: strategy produced an invalid {report} (bids must be "
+                "finite and >= 0, report scales finite and > 0)"
+            )
         self.bids.append(Bid(query, valuation, report, self.strategy.state()))
         return Bidder(context=self.context, report=report)
 

@@ -39,6 +39,7 @@ counterfactual.
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,7 @@ from market_sim.market.array_learners import (
     array_strategy,
 )
 from market_sim.market.queries import StaticQueryStream
+from market_sim.market.strategies import StrategyOutputError
 from market_sim.market.valuations import ValuationSource, draw_valuation
 from market_sim.mechanisms.slot_auctions import SlotAuctionOutcome
 from market_sim.mechanisms.slot_auctions_array import bidder_outcome, rank_slot_auction
@@ -192,6 +194,16 @@ class RoundRecords:
         return array.reshape(self.count * self.auctions, *array.shape[2:])
 
 
+_SAID: set[str] = set()
+
+
+def say_once(line: str) -> None:
+    """Print ``line`` on stderr once per process (replicates would repeat it)."""
+    if line not in _SAID:
+        _SAID.add(line)
+        print(line, file=sys.stderr)
+
+
 class ArraySlotRound:
     """Runs the market's rounds of K slot auctions as array operations.
 
@@ -235,7 +247,18 @@ class ArraySlotRound:
         if not isinstance(model.query_stream, StaticQueryStream):
             return None
         strategies = [array_strategy(a.strategy) for a in model.agents]
-        if any(strategy is None for strategy in strategies):
+        slow = [
+            f"{config.name!r} ({config.strategy.kind})"
+            for config, strategy in zip(model.scenario.advertisers, strategies, strict=True)
+            if strategy is None
+        ]
+        if slow:
+            say_once(
+                f"market-sim: warning: slow setting: advertiser {', '.join(slow)} has no array "
+                f"learner, so the {model.scenario.auctions_per_round} auctions of each round "
+                "run one at a time (the array round takes truthful, fixed, hedge, exp3, "
+                "epsilon_greedy and ucb1, not contextual)"
+            )
             return None
         return cls(model, platform, strategies)  # type: ignore[arg-type]
 
@@ -293,7 +316,7 @@ class ArraySlotRound:
         records.states.append([strategy.strategy.state() for strategy in self.strategies])
         actions = self.report(valuations, bids, records.report_scales[row], rng)
         if not bids.min() >= 0 or not np.isfinite(bids.max()):  # NaN fails both comparisons
-            raise ValueError("a strategy produced a negative, infinite or NaN bid")
+            raise StrategyOutputError("a strategy produced a negative, infinite or NaN bid")
         bidders = len(self.strategies)
         priority = rng.permuted(np.broadcast_to(np.arange(bidders), bids.shape), axis=1)
         records.round_seeds[row] = round_seed = int(rng.integers(SEED_BOUND))

@@ -3,11 +3,12 @@
 A strategy sees its valuation and the query, returns a :class:`~market_sim.platform.base.Report`,
 and afterwards gets the round's feedback. A round holds K auctions (``auctions_per_round``): the
 strategy reports once per auction (K calls of ``report``, in auction order) and then learns once
-from the K feedbacks (``update_round``), in the same order. Learning strategies
-(:mod:`market_sim.market.learners`) implement the same methods and register a factory in
-:data:`market_sim.market.strategy_registry.STRATEGY_FACTORIES`, next to their
-parameter table in :data:`market_sim.scenario.schema.STRATEGY_PARAMS`; the market model does
-not change.
+from the K feedbacks (``update_round``), in the same order. The built-in learners
+(:mod:`market_sim.market.learners`) implement the same methods; their factories are in
+:data:`market_sim.market.strategy_registry.STRATEGY_FACTORIES`, their parameter tables in
+:data:`market_sim.scenario.schema.STRATEGY_PARAMS`. A strategy from outside market-sim is a
+plugin (:mod:`market_sim.scenario.strategy_plugins`): its kind, parameters, docs and factory in
+one object; the market model does not change.
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ class Feedback:
     payment: float
     utility: float
     counterfactual: CounterfactualFn | None = None
+
+
+class StrategyOutputError(ValueError):
+    """A strategy's report is not one the market takes (one line naming the advertiser)."""
 
 
 class Strategy(Protocol):

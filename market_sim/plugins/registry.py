@@ -8,8 +8,6 @@ through the ``market_sim.mechanisms`` entry-point group (each entry point loads 
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import entry_points
@@ -23,11 +21,11 @@ from market_sim.config.fields import (
     IntList,
     IntRange,
     TextList,
-    first_line,
 )
 from market_sim.config.settings import Setting
 from market_sim.config.summary_keys import SUMMARY_FIELDS
 from market_sim.plugins.base import MechanismConfig, MechanismPlugin
+from market_sim.plugins.entry_points import register_entry_points
 
 if TYPE_CHECKING:
     from market_sim.lm.model import LanguageModel
@@ -153,27 +151,16 @@ def load_entry_point_plugins() -> None:
         return
     _ENTRY_POINTS_LOADED.append(True)
     _SKIPPED_ENTRY_POINTS.clear()
-    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
-        package = entry_point.dist.name if entry_point.dist is not None else "?"
-        where = f"entry point {entry_point.name!r} ({entry_point.value}, package {package})"
-        try:
-            plugin = entry_point.load()
-            if not isinstance(plugin, MechanismPlugin):
-                raise TypeError(f"loads a {type(plugin).__name__}, not a MechanismPlugin")
-            register_mechanism(plugin)
-        except Exception as error:  # noqa: BLE001 - any failure of a third-party import
-            _SKIPPED_ENTRY_POINTS.append(f"{where}: {first_line(error)}")
-            warned = os.environ.get(WARNED_ENV, "").split("\n")
-            if where not in warned:  # sweep workers inherit the mark: one line per process tree
-                os.environ[WARNED_ENV] = "\n".join([*warned, where]).strip("\n")
-                print(
-                    f"market-sim: warning: mechanism {where} skipped: {first_line(error)}",
-                    file=sys.stderr,
-                )
-        else:
-            if entry_point.dist is not None:  # recorded in the provenance of runs that use it
-                version = getattr(entry_point.dist, "version", None)
-                _ENTRY_POINT_PACKAGES[plugin.name] = (package, version)
+    loaded = register_entry_points(
+        entry_points(group=ENTRY_POINT_GROUP),
+        "mechanism",
+        MechanismPlugin,
+        register_mechanism,
+        lambda plugin: plugin.name,
+        WARNED_ENV,
+    )
+    _SKIPPED_ENTRY_POINTS.extend(loaded.skipped)
+    _ENTRY_POINT_PACKAGES.update(loaded.packages)
 
 
 def ignore_installed_plugins() -> None:

@@ -22,7 +22,8 @@ by one and keep the unprefixed names they had before this schema existed (``n_to
 ``candidates``, ...; a prefix would rename columns of every existing result). Any other extra
 must carry the prefix :data:`EXTRA_PREFIX` (``extra_<name>``, float64): a mechanism plugin can
 add its own extras without an edit here, and a writer refuses an unprefixed extra it does not
-declare. Strategy state columns are ``strategy_<key>`` (:data:`STRATEGY_PREFIX`).
+declare. Strategy state columns are ``strategy_<key>`` (:data:`STRATEGY_PREFIX`), float64: a
+strategy plugin's state keys need no edit here either.
 """
 
 from __future__ import annotations
@@ -378,10 +379,20 @@ AGENTS = RecordTable(
             "top_probability",
             "1",
             "largest action probability of the next auction's draw (epsilon-greedy: "
-            "1 - epsilon + epsilon / K; UCB1: 1, its next action is determined)",
+            "1 - epsilon + epsilon / N over N actions; UCB1: 1, its next action is determined)",
             *GRID_LEARNERS,
         ),
         _strategy("log_std", "1", "the policy's spread (its std, exp(log_std))", "policy_gradient"),
+    ),
+    families=(
+        Column(
+            STRATEGY_PREFIX,
+            pl.Float64,
+            "the strategy's",
+            "a state key of a strategy not declared above, strategy_<key>",
+            ("any strategy plugin",),
+            "strategy",
+        ),
     ),
 )
 """``agents.parquet``: one row per (auction, advertiser), advertisers in their order."""

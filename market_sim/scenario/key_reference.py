@@ -35,6 +35,12 @@ from market_sim.plugins import BUILT_IN_PLUGINS, MechanismPlugin, mechanism_plug
 from market_sim.plugins.registry import only_registered
 from market_sim.scenario import load, schema
 from market_sim.scenario.mechanism_table import kind_spec
+from market_sim.scenario.strategy_plugins import (
+    only_built_in_strategies,
+    strategy_kind_doc,
+    strategy_param_docs,
+    strategy_params,
+)
 
 
 @dataclass(frozen=True)
@@ -217,12 +223,10 @@ def scenario_sections() -> list[tuple[str, str, list[KeyRow]]]:
                 list(spec_rows("advertisers[].valuation", specs, valuation_docs)),
             )
         )
-    for kind, params in schema.STRATEGY_PARAMS.items():
-        specs = {"kind": Choice(schema.STRATEGY_KINDS, default="truthful"), **params}
-        docs = {
-            "kind": f"`{kind}`: {schema.STRATEGY_KIND_DOCS[kind]}",
-            **schema.STRATEGY_PARAM_DOCS,
-        }
+    every_kind = strategy_params()
+    for kind, params in every_kind.items():
+        specs = {"kind": Choice(tuple(every_kind), default="truthful"), **params}
+        docs = {"kind": f"`{kind}`: {strategy_kind_doc(kind)}", **strategy_param_docs(kind)}
         sections.append(
             (
                 f'`advertisers[].strategy` with `kind = "{kind}"`',
@@ -312,7 +316,7 @@ def render_key_reference(every_plugin: bool = False) -> str:
     """
     if every_plugin:
         return render_registered_reference()
-    with only_registered(BUILT_IN_PLUGINS):
+    with only_registered(BUILT_IN_PLUGINS), only_built_in_strategies():
         return render_registered_reference()
 
 

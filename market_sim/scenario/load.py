@@ -104,7 +104,6 @@ from market_sim.scenario.schema import (
     QUERY_ORDERS,
     QUERY_STREAMS,
     REWRITERS,
-    STRATEGY_PARAMS,
     VALUATION_DISTS,
     VALUATION_REDRAWS,
     AdvertiserConfig,
@@ -120,6 +119,7 @@ from market_sim.scenario.schema import (
     StrategyConfig,
     ValuationConfig,
 )
+from market_sim.scenario.strategy_plugins import strategy_params, unknown_kind_hint
 
 # --------------------------------------------------------------------------- field specs
 
@@ -635,16 +635,26 @@ def parse_valuation(table: Mapping[str, Any], key: str) -> ValuationConfig:
 
 
 def parse_strategy(table: Mapping[str, Any], key: str) -> StrategyConfig:
-    """Validate a strategy table: the kind first, then the parameters registered for it."""
-    kind_spec = Choice(tuple(STRATEGY_PARAMS), default="truthful")
-    kind = parse_field(table, "kind", kind_spec, key)
-    if "sharpen" in table and "sharpen" not in STRATEGY_PARAMS[kind]:
+    """Validate a strategy table: the kind first, then the parameters registered for it.
+
+    The kinds are the built-in ones and the registered plugins'
+    (:mod:`market_sim.scenario.strategy_plugins`).
+    """
+    every_kind = strategy_params()
+    kind_spec = Choice(tuple(every_kind), default="truthful")
+    try:
+        kind = parse_field(table, "kind", kind_spec, key)
+    except ScenarioError as error:
+        if not isinstance(table.get("kind"), str):
+            raise
+        raise ScenarioError(error.key, f"{error.message}{unknown_kind_hint()}") from None
+    if "sharpen" in table and "sharpen" not in every_kind[kind]:
         raise ScenarioError(
             child_key(key, "sharpen"),
             "renamed to distortion (the report distortion every mechanism reads as its "
             "report_scale)",
         )
-    values = validate_fields(table, {"kind": kind_spec, **STRATEGY_PARAMS[kind]}, key)
+    values = validate_fields(table, {"kind": kind_spec, **every_kind[kind]}, key)
     params = {name: value for name, value in values.items() if name != "kind"}
     check_strategy_ranges(params, key)
     return StrategyConfig(kind=kind, params=params)

@@ -4,9 +4,10 @@ Every dataclass has defaults, so a scenario can also be built in code. The loade
 (:mod:`market_sim.scenario.load`) fills every default, so a loaded scenario is fully resolved.
 
 Mechanism kinds are not listed here: each is a plugin (:mod:`market_sim.plugins`) that declares
-its own typed config, and ``Scenario.mechanism`` holds that config. To add a strategy kind (e.g. a
-learner), add one entry to :data:`STRATEGY_PARAMS`: its parameter names with their ranges and
-defaults.
+its own typed config, and ``Scenario.mechanism`` holds that config. The built-in strategy kinds
+are declared here (:data:`STRATEGY_PARAMS`: parameter names with their ranges and defaults); a
+strategy from outside market-sim registers as a plugin
+(:mod:`market_sim.scenario.strategy_plugins`).
 """
 
 from __future__ import annotations
@@ -92,10 +93,12 @@ STRATEGY_PARAMS: dict[str, dict[str, StrategyParamSpec]] = {
         "initial_std": FloatRange(min=POLICY_GRADIENT_MIN_STD, max=MAX_MULTIPLIER, default=0.3),
     },
 }
-"""Strategy kind -> its parameters (name -> range and default). Register new kinds here."""
+"""Built-in strategy kind -> its parameters (name -> range and default); plugins add theirs
+through :func:`~market_sim.scenario.strategy_plugins.register_strategy`."""
 
 STRATEGY_KINDS: tuple[str, ...] = tuple(STRATEGY_PARAMS)
-"""Strategy kinds available in this version (the keys of :data:`STRATEGY_PARAMS`)."""
+"""The built-in strategy kinds (the keys of :data:`STRATEGY_PARAMS`; plugins' kinds:
+:func:`~market_sim.scenario.strategy_plugins.strategy_params`)."""
 
 STRATEGY_KIND_DOCS: dict[str, str] = {
     "truthful": "bids the valuation, reports the true preferences.",

@@ -1,0 +1,246 @@
+"""Strategy plugins: an advertiser's strategy kind defined outside market-sim.
+
+A :class:`StrategyPlugin` names a kind, its parameters (name -> spec with range and default, as
+the built-in kinds declare theirs in :data:`~market_sim.scenario.schema.STRATEGY_PARAMS`), a
+one-line doc of the kind and of each parameter, and a factory ``(params, setup) -> Strategy``
+(the protocol of :mod:`market_sim.market.strategies`). :func:`register_strategy` makes the kind
+available to scenarios (validated like a built-in kind, every error one line naming the key),
+to the key reference and to the market; an installed package adds its own through the
+``market_sim.strategies`` entry-point group, loaded once per process (sweep workers included)
+and skipped with one warning line when it fails.
+
+A run records each plugin strategy it used in ``summary.json`` under
+``provenance.strategy_plugins`` (:func:`strategy_origins`: module, package, version and the
+SHA-256 of its source, as parsed), and a run resumed from a checkpoint refuses other code.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+from market_sim.config.fields import (
+    REQUIRED,
+    Flag,
+    FloatRange,
+    IntRange,
+    ParamValue,
+)
+from market_sim.plugins.entry_points import register_entry_points
+from market_sim.plugins.origin import (
+    CODE_HASH,
+    is_built_in,
+    providing_distribution,
+    recorded_module,
+    source_sha256,
+)
+from market_sim.scenario.schema import (
+    STRATEGY_KIND_DOCS,
+    STRATEGY_PARAM_DOCS,
+    STRATEGY_PARAMS,
+    StrategyParamSpec,
+)
+
+ENTRY_POINT_GROUP = "market_sim.strategies"
+KIND_PATTERN = re.compile(r"[a-z][a-z0-9_]*")
+StrategyFactory = Callable[[Mapping[str, ParamValue], Any], Any]
+"""``(validated parameters, StrategySetup) -> Strategy``."""
+
+
+@dataclass(frozen=True)
+class StrategyPlugin:
+    """An advertiser strategy kind and everything the scenario, the docs and the market need.
+
+    Attributes:
+        kind: The ``advertisers[].strategy.kind`` value (lowercase letters, digits, ``_``).
+        summary: One line: what the strategy does (the key reference's).
+        params: Parameter name -> spec (:class:`~market_sim.config.fields.FloatRange`,
+            :class:`~market_sim.config.fields.IntRange` or
+            :class:`~market_sim.config.fields.Flag`, each with its default). Reuse
+            :data:`~market_sim.scenario.schema.LEARNER_SPACE_PARAMS` for a learner over the
+            bid-multiplier x distortion grid.
+        param_docs: Parameter name -> one line, for each parameter without a built-in doc
+            (:data:`~market_sim.scenario.schema.STRATEGY_PARAM_DOCS`); a plugin's own line
+            wins over the built-in one in its section of the reference.
+        factory: ``(params, setup) -> Strategy``: ``params`` validated and defaults filled,
+            ``setup`` the run's :class:`~market_sim.market.strategies.StrategySetup`.
+    """
+
+    kind: str
+    summary: str
+    params: Mapping[str, StrategyParamSpec]
+    param_docs: Mapping[str, str]
+    factory: StrategyFactory
+
+
+_STRATEGIES: dict[str, StrategyPlugin] = {}
+_ENTRY_POINTS_LOADED: list[bool] = []
+_ENTRY_POINT_PACKAGES: dict[str, tuple[str, str | None]] = {}
+_SKIPPED: list[str] = []
+WARNED_ENV = "MARKET_SIM_SKIPPED_STRATEGY_ENTRY_POINTS"
+"""Entry points already warned about in this process tree, one per line."""
+
+
+def register_strategy(plugin: StrategyPlugin) -> StrategyPlugin:
+    """Make ``plugin``'s kind available to scenarios, the key reference and the market.
+
+    Registering the same plugin object again is a no-op.
+
+    Raises:
+        ValueError: Its kind is not a lowercase name or is taken (by a built-in kind or
+            another plugin), a parameter spec is not a float, integer or flag spec with a
+            default, a parameter has no doc, or its factory is not callable.
+    """
+    if _STRATEGIES.get(plugin.kind) is plugin:
+        return plugin
+    if not KIND_PATTERN.fullmatch(plugin.kind):
+        raise ValueError(
+            f"strategy kind {plugin.kind!r}: use lowercase letters, digits and _ "
+            "(it is a scenario value)"
+        )
+    if plugin.kind in STRATEGY_PARAMS or plugin.kind in _STRATEGIES:
+        raise ValueError(f"strategy kind {plugin.kind!r} is already registered")
+    if not callable(plugin.factory):
+        raise ValueError(f"strategy kind {plugin.kind!r}: factory is not callable")
+    for name, spec in plugin.params.items():
+        if name == "kind" or not isinstance(spec, FloatRange | IntRange | Flag):
+            raise ValueError(
+                f"strategy kind {plugin.kind!r}: parameter {name!r} must be named other than "
+                "'kind' and be a FloatRange, IntRange or Flag"
+            )
+        if spec.default is REQUIRED:
+            raise ValueError(f"strategy kind {plugin.kind!r}: parameter {name!r} needs a default")
+        if name not in plugin.param_docs and name not in STRATEGY_PARAM_DOCS:
+            raise ValueError(
+                f"strategy kind {plugin.kind!r}: parameter {name!r} has no doc (param_docs)"
+            )
+    _STRATEGIES[plugin.kind] = plugin
+    return plugin
+
+
+def unregister_strategy(kind: str) -> None:
+    """Remove a registered plugin kind (tests, scripts); built-in kinds stay."""
+    _STRATEGIES.pop(kind, None)
+    _ENTRY_POINT_PACKAGES.pop(kind, None)
+
+
+@contextmanager
+def registered_strategy(plugin: StrategyPlugin) -> Iterator[StrategyPlugin]:
+    """Register ``plugin`` for the ``with`` block only."""
+    register_strategy(plugin)
+    try:
+        yield plugin
+    finally:
+        unregister_strategy(plugin.kind)
+
+
+@contextmanager
+def only_built_in_strategies() -> Iterator[None]:
+    """No plugin strategy for the ``with`` block (the shipped key reference's view)."""
+    saved, loaded = dict(_STRATEGIES), list(_ENTRY_POINTS_LOADED)
+    _STRATEGIES.clear()
+    _ENTRY_POINTS_LOADED[:] = [True]
+    try:
+        yield
+    finally:
+        _STRATEGIES.clear()
+        _STRATEGIES.update(saved)
+        _ENTRY_POINTS_LOADED[:] = loaded
+
+
+def load_strategy_entry_points() -> None:
+    """Register the strategy plugins of installed packages (once per process).
+
+    An entry point that fails to import, loads something other than a
+    :class:`StrategyPlugin`, or clashes is skipped with one line on stderr naming it and its
+    package.
+    """
+    if _ENTRY_POINTS_LOADED:
+        return
+    _ENTRY_POINTS_LOADED.append(True)
+    loaded = register_entry_points(
+        entry_points(group=ENTRY_POINT_GROUP),
+        "strategy",
+        StrategyPlugin,
+        register_strategy,
+        lambda plugin: plugin.kind,
+        WARNED_ENV,
+    )
+    _SKIPPED.extend(loaded.skipped)
+    _ENTRY_POINT_PACKAGES.update(loaded.packages)
+
+
+def ignore_installed_strategies() -> None:
+    """Load no entry-point strategy in this process (the test suite's setting)."""
+    _ENTRY_POINTS_LOADED[:] = [True]
+    _SKIPPED.clear()
+
+
+def strategy_plugins() -> dict[str, StrategyPlugin]:
+    """Kind -> plugin of every registered plugin strategy (entry points loaded first)."""
+    load_strategy_entry_points()
+    return dict(_STRATEGIES)
+
+
+def strategy_params() -> dict[str, Mapping[str, StrategyParamSpec]]:
+    """Kind -> parameter specs of every strategy kind: the built-ins, then the plugins."""
+    return {
+        **STRATEGY_PARAMS,
+        **{kind: plugin.params for kind, plugin in strategy_plugins().items()},
+    }
+
+
+def strategy_kind_doc(kind: str) -> str:
+    """The one-line doc of a strategy kind."""
+    plugin = strategy_plugins().get(kind)
+    return plugin.summary if plugin is not None else STRATEGY_KIND_DOCS[kind]
+
+
+def strategy_param_docs(kind: str) -> dict[str, str]:
+    """Parameter -> one-line doc for ``kind``'s section (a plugin's own lines win)."""
+    plugin = strategy_plugins().get(kind)
+    own = dict(plugin.param_docs) if plugin is not None else {}
+    return {**STRATEGY_PARAM_DOCS, **own}
+
+
+def unknown_kind_hint() -> str:
+    """Appended to an unknown strategy kind: where a plugin's kind comes from."""
+    if _SKIPPED:
+        return f" (a strategy plugin failed to load: {'; '.join(_SKIPPED)})"
+    return (
+        " (a plugin's kind is known where it is registered: register_strategy in a script's "
+        "process, or a market_sim.strategies entry point of an installed package)"
+    )
+
+
+def strategy_origin(kind: str) -> dict[str, Any] | None:
+    """Where a plugin strategy's code comes from; None for a built-in kind.
+
+    Returns:
+        ``{"module", "package", "version", "sources": {module: sha256}, "code_hash"}`` for the
+        modules outside market-sim that define its factory and the class it builds (the hash
+        is of the code as parsed, as for mechanism plugins: :mod:`market_sim.plugins.origin`).
+    """
+    plugin = strategy_plugins().get(kind)
+    if plugin is None:
+        return None
+    factory_module = getattr(plugin.factory, "__module__", None) or "__main__"
+    modules = [recorded_module(factory_module)]
+    package = _ENTRY_POINT_PACKAGES.get(kind) or providing_distribution(factory_module)
+    return {
+        "module": recorded_module(factory_module),
+        "package": package[0] if package else None,
+        "version": package[1] if package else None,
+        "sources": {module: source_sha256(module) for module in modules if not is_built_in(module)},
+        "code_hash": CODE_HASH,
+    }
+
+
+def strategy_origins(kinds: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """:func:`strategy_origin` of each plugin kind among ``kinds`` (built-ins left out)."""
+    origins = {kind: strategy_origin(kind) for kind in dict.fromkeys(kinds)}
+    return {kind: origin for kind, origin in origins.items() if origin is not None}
