@@ -283,3 +283,31 @@ def test_a_checkpoint_of_other_strategy_code_is_not_resumed(random_lm, random_mo
     origin = identity["strategy_plugins"]["paced"]
     assert origin["module"] == "test_strategy_plugins"
     assert len(origin["sources"]["test_strategy_plugins"]) == 64  # compared on resume
+
+
+def test_a_sweep_reruns_a_run_whose_strategy_code_changed(
+    random_model_dir, tmp_path, capsys, monkeypatch
+):
+    """As for mechanism plugins: the run id hashes the scenario, not the strategy's code."""
+    import tomli_w
+
+    from market_sim.sweep import run_sweep
+
+    scenario = tmp_path / "paced.toml"
+    data = {**scenario_data(random_model_dir, {"kind": "paced"}), "rounds": 2}
+    scenario.write_text(tomli_w.dumps(data))
+    out = tmp_path / "sweep"
+    with registered_strategy(PACED):
+        assert run_sweep(scenario, [], "0-1", out, progress=False).executed == 2
+        assert run_sweep(scenario, [], "0-1", out, progress=False).executed == 0  # same code
+        capsys.readouterr()
+        monkeypatch.setattr(registry, "source_sha256", lambda module: "0" * 64)  # an edit
+        again = run_sweep(scenario, [], "0-1", out, progress=False)
+    assert again.executed == 2
+    assert "was made with other code of strategy plugin(s) 'paced'; running it again" in (
+        capsys.readouterr().err
+    )
+    assert (
+        again.runs["provenance.strategy_plugins.paced.sources.test_strategy_plugins"].to_list()
+        == ["0" * 64] * 2
+    )

@@ -244,3 +244,24 @@ def strategy_origins(kinds: Iterable[str]) -> dict[str, dict[str, Any]]:
     """:func:`strategy_origin` of each plugin kind among ``kinds`` (built-ins left out)."""
     origins = {kind: strategy_origin(kind) for kind in dict.fromkeys(kinds)}
     return {kind: origin for kind, origin in origins.items() if origin is not None}
+
+
+def changed_strategy_code(recorded: object) -> list[str]:
+    """The plugin kinds of a run's ``provenance.strategy_plugins`` whose code differs now.
+
+    A kind differs when its recorded source hashes or package version are not those of
+    :func:`strategy_origin` now (or it is no longer registered). A record that is not a table
+    (none: built-in strategies only) gives none.
+    """
+    if not isinstance(recorded, Mapping):
+        return []
+    changed = []
+    for kind, origin in recorded.items():
+        now = strategy_origin(kind)
+        if not isinstance(origin, Mapping) or now is None:
+            changed.append(kind)
+            continue
+        keys = ("sources", "version", "code_hash")
+        if any(origin.get(key) != now.get(key) for key in keys):
+            changed.append(kind)
+    return changed

@@ -317,10 +317,13 @@ def stale_runs(tasks: Sequence[SweepTask], runs_root: Path, threads: int = 1) ->
     mechanism (``provenance.mechanism_plugin``) runs again when a source file it recorded has
     changed, or its package's version
     (:func:`~market_sim.plugins.origin.changed_plugin_code`): the run id hashes the scenario,
-    not the plugin's code.
+    not the plugin's code. Likewise a run of a strategy plugin whose code changed
+    (``provenance.strategy_plugins``:
+    :func:`~market_sim.scenario.strategy_plugins.changed_strategy_code`).
     """
     from market_sim.plugins.origin import changed_plugin_code, uncompared_modules
     from market_sim.provenance import changed_model_files, current_model_hashes
+    from market_sim.scenario.strategy_plugins import changed_strategy_code
 
     uncompared: dict[str, list[str]] = {}  # plugin name -> modules without a source file
     current: dict[str, Any] = {}
@@ -341,13 +344,16 @@ def stale_runs(tasks: Sequence[SweepTask], runs_root: Path, threads: int = 1) ->
         provenance = summary.get("provenance") if isinstance(summary, dict) else None
         plugin = provenance.get("mechanism_plugin") if isinstance(provenance, dict) else None
         changed_code = changed_plugin_code(plugin)
+        strategies = changed_strategy_code(
+            provenance.get("strategy_plugins") if isinstance(provenance, dict) else None
+        )
         modules = uncompared_modules(plugin)
         if modules:
             uncompared[str(plugin.get("name"))] = modules
         execution = summary.get("execution") if isinstance(summary, dict) else None
         run_threads = execution.get("torch_threads") if isinstance(execution, dict) else None
         other_threads = isinstance(run_threads, int) and run_threads != threads
-        if changed or changed_code or other_threads:
+        if changed or changed_code or strategies or other_threads:
             shown = ", ".join(changed[:3]) + (", ..." if len(changed) > 3 else "")
             if changed:
                 what = f"other model files ({shown})"
@@ -356,6 +362,8 @@ def stale_runs(tasks: Sequence[SweepTask], runs_root: Path, threads: int = 1) ->
                     f"other code of mechanism plugin {plugin.get('name')!r} "
                     f"({', '.join(changed_code)})"
                 )
+            elif strategies:
+                what = f"other code of strategy plugin(s) {', '.join(map(repr, strategies))}"
             else:
                 what = f"{run_threads} torch threads (this sweep: --threads {threads})"
             stale[task.name] = what
