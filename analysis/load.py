@@ -205,11 +205,12 @@ def read_sweep(sweep_dir: Path) -> tuple[pl.DataFrame, list[str]]:
         )
         runs = runs.filter(~pl.col("run_path").is_in(gone))
     runs_root = sweep_dir / "runs"
+    listed_paths = set(listed)
     unlisted = (
         sorted(
             str(path.parent)
             for path in runs_root.glob(f"*/{SUMMARY_FILE}")
-            if str(path.parent) not in set(listed)
+            if str(path.parent) not in listed_paths
         )
         if runs_root.is_dir()
         else []
@@ -217,8 +218,9 @@ def read_sweep(sweep_dir: Path) -> tuple[pl.DataFrame, list[str]]:
     if unlisted:
         warnings.warn(
             f"{runs_root} holds {len(unlisted)} complete run(s) that {RUNS_FILE} does not list "
-            f"(e.g. {unlisted[0]}); not counted (running the sweep's command again lists its "
-            "own runs)",
+            f"(e.g. {unlisted[0]}); not counted (runs of a sweep replaced with --force, of one "
+            "still running, or of one killed before it wrote its table: its command, run "
+            "again, lists its own)",
             SweepTableWarning,
             stacklevel=2,
         )

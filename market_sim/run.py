@@ -17,7 +17,7 @@ import torch
 
 from market_sim.config.bounds import DEFAULT_CHECKPOINT_SECONDS, check_replicate_auctions
 from market_sim.lm.model import LanguageModel
-from market_sim.market.model import MarketModel, step_in_lockstep
+from market_sim.market.model import MarketModel, step_in_lockstep, strategy_modules
 from market_sim.plugins import MechanismConfig, build_platform, mechanism_choices
 from market_sim.plugins.origin import plugin_origin
 from market_sim.progress import progress_range
@@ -303,7 +303,7 @@ def finish_run(
     origin = plugin_origin(scenario.mechanism.kind, [type(market.platform).__module__])
     if origin is not None:  # a third-party mechanism: its code is part of the result
         meta["provenance"]["mechanism_plugin"] = origin
-    strategies = strategy_origins(a.strategy.kind for a in scenario.advertisers)
+    strategies = strategy_origins(*strategy_modules(market))
     if strategies:  # likewise third-party strategies
         meta["provenance"]["strategy_plugins"] = strategies
     summary = summarize(rounds, agents, with_mechanism_choices(meta, scenario.mechanism))

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from market_sim.lm.model import LanguageModel
-from market_sim.market.model import MarketModel
+from market_sim.market.model import MarketModel, strategy_modules
 from market_sim.plugins.origin import plugin_origin
 from market_sim.process_lifetime import interrupts_deferred
 from market_sim.provenance import run_provenance
@@ -83,9 +83,7 @@ def checkpoint_identity(
         "provenance": provenance["provenance"],
         "code": {key: execution[key] for key in ("git_commit", "git_dirty", "git_diff_sha256")},
         "mechanism_plugin": plugin_origin(kind, [type(market.platform).__module__]),
-        "strategy_plugins": strategy_origins(
-            advertiser.strategy.kind for advertiser in market.scenario.advertisers
-        ),
+        "strategy_plugins": strategy_origins(*strategy_modules(market)),
         "device": execution["device"],
         "device_name": execution["device_name"],
         "lockstep_seeds": list(lockstep_seeds),

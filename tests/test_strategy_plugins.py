@@ -18,7 +18,7 @@ import polars as pl
 import pytest
 
 from market_sim.cli import main
-from market_sim.config.fields import FloatRange, ScenarioError
+from market_sim.config.fields import FloatRange, IntRange, ScenarioError
 from market_sim.market.strategies import Feedback, StrategySetup
 from market_sim.platform.base import Report
 from market_sim.run import run_scenario
@@ -99,8 +99,11 @@ def scenario_data(model_dir, strategy: dict, auctions: int = 4) -> dict:
 
 
 def test_a_registered_strategy_runs_and_its_updates_are_the_plugins(
-    random_lm, random_model_dir, tmp_path, capsys
+    random_lm, random_model_dir, tmp_path, capsys, monkeypatch
 ):
+    from market_sim.market import array_round
+
+    monkeypatch.setattr(array_round, "_SAID", set())  # the warning is said once per process
     with registered_strategy(PACED):
         scenario = scenario_from_dict(scenario_data(random_model_dir, {"kind": "paced"}))
         assert dict(scenario.advertisers[0].strategy.params) == {
@@ -168,7 +171,18 @@ def test_an_unregistered_kind_says_where_kinds_come_from(random_model_dir):
         ({"kind": "hedge"}, "strategy kind 'hedge' is already registered"),
         ({"kind": "Paced"}, "strategy kind 'Paced': use lowercase letters, digits and _"),
         ({"param_docs": {}}, "parameter 'initial_shade' has no doc (param_docs)"),
-        ({"params": {"kind": FloatRange(default=1.0)}}, "parameter 'kind' must be named other"),
+        ({"params": {"kind": FloatRange(default=1.0)}}, "parameter 'kind' must be a lowercase"),
+        ({"params": {"a.b": FloatRange(default=1.0)}}, "parameter 'a.b' must be a lowercase"),
+        (
+            {"params": {"x": FloatRange(min=0.0, max=1.0, default=5.0)}},
+            "the default of x: must be between 0 and 1, got 5.0",
+        ),
+        (
+            {"params": {"multiplier_count": IntRange(min=1, max=9, default=3)}},
+            "parameter 'multiplier_count' is checked against multiplier_min, multiplier_max",
+        ),
+        ({"summary": "two\nlines"}, "summary and param_docs must be one-line strings"),
+        ({"kind": None}, "kind must be a str and params a mapping"),
         ({"params": {"x": FloatRange(min=0.0, max=1.0)}}, "parameter 'x' needs a default"),
         ({"factory": None}, "factory is not callable"),
     ],
@@ -178,7 +192,7 @@ def test_a_malformed_plugin_is_refused_when_it_registers(change, message):
     with pytest.raises(ValueError) as caught:
         register_strategy(StrategyPlugin(**fields))
     assert message in str(caught.value)
-    assert "Paced" not in registry.strategy_plugins()
+    assert not registry.strategy_plugins()  # nothing half-registered
 
 
 def test_the_key_reference_documents_a_registered_strategy_only_when_asked():
@@ -310,4 +324,49 @@ def test_a_sweep_reruns_a_run_whose_strategy_code_changed(
     assert (
         again.runs["provenance.strategy_plugins.paced.sources.test_strategy_plugins"].to_list()
         == ["0" * 64] * 2
+    )
+
+
+def test_registered_strategy_leaves_a_plugin_registered_before_it():
+    register_strategy(PACED)
+    try:
+        with registered_strategy(PACED):
+            pass
+        assert "paced" in registry.strategy_plugins()
+    finally:
+        registry.unregister_strategy("paced")
+
+
+def test_the_origin_hashes_the_class_a_factory_builds_and_unwraps_partials():
+    """Found by a review: a lambda factory in a script building a class of another module
+    hashed only the script, and a functools.partial factory hashed functools itself."""
+    import functools
+
+    wrapped = StrategyPlugin(**{**PACED.__dict__, "factory": functools.partial(paced)})
+    with registered_strategy(wrapped):
+        origin = registry.strategy_origin("paced", ["market_sim.market.learners", "json"])
+    assert origin["module"] == "test_strategy_plugins"  # paced's module, not functools
+    assert sorted(origin["sources"]) == ["json", "test_strategy_plugins"]  # market-sim's left out
+
+
+class WordyBidder(PacedBidder):
+    def state(self) -> dict[str, Any]:
+        return {"mode": "pacing"}
+
+
+def test_a_state_that_is_not_a_number_stops_the_run_in_one_line(
+    random_lm, random_model_dir, tmp_path
+):
+    """It failed in polars, with a traceback, once the records were written after the run."""
+    from market_sim.market.strategies import StrategyOutputError
+
+    wordy = StrategyPlugin(
+        **{**PACED.__dict__, "kind": "wordy", "factory": lambda p, s: WordyBidder(0.5, 0, 0)}
+    )
+    with registered_strategy(wordy), pytest.raises(StrategyOutputError) as caught:
+        scenario = scenario_from_dict(scenario_data(random_model_dir, {"kind": "wordy"}))
+        run_scenario(scenario, out_dir=tmp_path / "run", lm=random_lm)
+    assert str(caught.value) == (
+        "advertiser 'Bidder 0': strategy state 'mode' must be a finite number (a column "
+        "strategy_mode), got 'pacing'"
     )

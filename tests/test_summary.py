@@ -398,6 +398,7 @@ def test_a_complete_run_the_table_does_not_list_is_named_in_a_warning(tmp_path, 
     assert status == 0 and revenue_n(out) == 2  # the table says what the sweep counts
     assert err == (
         f"market-sim: warning: {sweep / 'runs'} holds 1 complete run(s) that runs.parquet does "
-        f"not list (e.g. {sweep / 'runs' / 'vcg-2'}); not counted (running the sweep's command "
-        "again lists its own runs)\n"
+        f"not list (e.g. {sweep / 'runs' / 'vcg-2'}); not counted (runs of a sweep replaced with "
+        "--force, of one still running, or of one killed before it wrote its table: its "
+        "command, run again, lists its own)\n"
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -163,8 +164,25 @@ class Advertiser(mesa.Agent):
                 f"advertiser {self.name!r}: strategy produced an invalid {report} (bids must be "
                 "finite and >= 0, report scales finite and > 0)"
             )
-        self.bids.append(Bid(query, valuation, report, self.strategy.state()))
+        self.bids.append(Bid(query, valuation, report, self.checked_state()))
         return Bidder(context=self.context, report=report)
+
+    def checked_state(self) -> dict[str, Any]:
+        """The strategy's ``state()``: each value a finite real number (a float column) or None.
+
+        Raises:
+            StrategyOutputError: A value of another type, or NaN or infinite (it would stop
+                the run only when its records are written, after the last round).
+        """
+        state = self.strategy.state()
+        for key, value in state.items():
+            finite = isinstance(value, numbers.Real) and not isinstance(value, bool)
+            if value is not None and not (finite and math.isfinite(value)):
+                raise StrategyOutputError(
+                    f"advertiser {self.name!r}: strategy state {key!r} must be a finite number "
+                    f"(a column strategy_{key}), got {value!r}"
+                )
+        return state
 
     def settle(self, auction: int, outcome: AuctionOutcome) -> None:
         """Take its outcome of the round's auction ``auction`` (entries of its seat).

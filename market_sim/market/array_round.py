@@ -248,7 +248,8 @@ class ArraySlotRound:
             return None
         strategies = [array_strategy(a.strategy) for a in model.agents]
         slow = [
-            f"{config.name!r} ({config.strategy.kind})"
+            f"{config.name!r} ({config.strategy.kind}"
+            f"{', contextual' if config.strategy.params.get('contextual') else ''})"
             for config, strategy in zip(model.scenario.advertisers, strategies, strict=True)
             if strategy is None
         ]

@@ -330,6 +330,19 @@ class MarketModel(mesa.Model):
         }
 
 
+def strategy_modules(market: MarketModel) -> tuple[list[str], dict[str, list[str]]]:
+    """The advertisers' strategy kinds, and kind -> the modules of the strategy objects built.
+
+    What :func:`~market_sim.scenario.strategy_plugins.strategy_origins` hashes besides a
+    plugin's factory: the class a factory builds may live in another module.
+    """
+    kinds = [advertiser.strategy.kind for advertiser in market.scenario.advertisers]
+    modules: dict[str, list[str]] = {}
+    for kind, agent in zip(kinds, market.agents, strict=True):
+        modules.setdefault(kind, []).append(type(agent.strategy).__module__)
+    return kinds, modules
+
+
 def step_in_lockstep(markets: Sequence[MarketModel]) -> None:
     """One round of each replicate market, their auctions in one platform call where possible.
 

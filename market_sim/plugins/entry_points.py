@@ -49,6 +49,9 @@ def register_entry_points(
         name_of: The name a registered plugin is known by (for ``packages``).
         warned_env: Environment variable listing the entry points already warned about in
             this process tree (spawned sweep workers load them again; one line per tree).
+
+    Returns:
+        The skipped entry points (with why) and the packages of those registered.
     """
     loaded = LoadedEntryPoints()
     for entry_point in found:

@@ -69,8 +69,10 @@ def is_main_guard(node: ast.stmt) -> bool:
     )
 
 
-REGISTERING_CALLS = frozenset({"register_mechanism", "registered"})
-"""Calls that register a plugin: a ``__main__`` block making one is part of the mechanism."""
+REGISTERING_CALLS = frozenset(
+    {"register_mechanism", "registered", "register_strategy", "registered_strategy"}
+)
+"""Calls that register a plugin: a ``__main__`` block making one is part of its code."""
 
 
 def defines_mechanism(block: ast.If) -> bool:

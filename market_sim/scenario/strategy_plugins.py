@@ -16,6 +16,7 @@ SHA-256 of its source, as parsed), and a run resumed from a checkpoint refuses o
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -47,6 +48,13 @@ from market_sim.scenario.schema import (
 
 ENTRY_POINT_GROUP = "market_sim.strategies"
 KIND_PATTERN = re.compile(r"[a-z][a-z0-9_]*")
+MAX_NAME_LENGTH = 64
+CROSS_CHECKED_PARAMS: dict[str, tuple[str, ...]] = {
+    "multiplier_count": ("multiplier_min", "multiplier_max"),
+    "initial_multiplier": ("multiplier_min", "multiplier_max"),
+    "distortion_count": ("distortion_min", "distortion_max"),
+}
+"""Parameters the loader checks against others (``check_strategy_ranges``): declared together."""
 StrategyFactory = Callable[[Mapping[str, ParamValue], Any], Any]
 """``(validated parameters, StrategySetup) -> Strategy``."""
 
@@ -60,9 +68,10 @@ class StrategyPlugin:
         summary: One line: what the strategy does (the key reference's).
         params: Parameter name -> spec (:class:`~market_sim.config.fields.FloatRange`,
             :class:`~market_sim.config.fields.IntRange` or
-            :class:`~market_sim.config.fields.Flag`, each with its default). Reuse
-            :data:`~market_sim.scenario.schema.LEARNER_SPACE_PARAMS` for a learner over the
-            bid-multiplier x distortion grid.
+            :class:`~market_sim.config.fields.Flag`, each with its default). A learner over
+            the bid-multiplier x distortion grid may reuse the grid's keys of
+            :data:`~market_sim.scenario.schema.LEARNER_SPACE_PARAMS` (``contextual`` is read by
+            the built-in learners only).
         param_docs: Parameter name -> one line, for each parameter without a built-in doc
             (:data:`~market_sim.scenario.schema.STRATEGY_PARAM_DOCS`); a plugin's own line
             wins over the built-in one in its section of the reference.
@@ -95,28 +104,51 @@ def register_strategy(plugin: StrategyPlugin) -> StrategyPlugin:
             another plugin), a parameter spec is not a float, integer or flag spec with a
             default, a parameter has no doc, or its factory is not callable.
     """
+    if not isinstance(plugin.kind, str) or not isinstance(plugin.params, Mapping):
+        raise ValueError(
+            f"strategy plugin {plugin.kind!r}: kind must be a str and params a mapping"
+        )
     if _STRATEGIES.get(plugin.kind) is plugin:
         return plugin
-    if not KIND_PATTERN.fullmatch(plugin.kind):
+    if not KIND_PATTERN.fullmatch(plugin.kind) or len(plugin.kind) > MAX_NAME_LENGTH:
         raise ValueError(
             f"strategy kind {plugin.kind!r}: use lowercase letters, digits and _ "
             "(it is a scenario value)"
         )
     if plugin.kind in STRATEGY_PARAMS or plugin.kind in _STRATEGIES:
         raise ValueError(f"strategy kind {plugin.kind!r} is already registered")
+    where = f"strategy kind {plugin.kind!r}"
     if not callable(plugin.factory):
-        raise ValueError(f"strategy kind {plugin.kind!r}: factory is not callable")
+        raise ValueError(f"{where}: factory is not callable")
+    docs = {**STRATEGY_PARAM_DOCS, **plugin.param_docs}
+    for line in (plugin.summary, *docs.values()):
+        if not isinstance(line, str) or not line.strip() or "\n" in line:
+            raise ValueError(f"{where}: summary and param_docs must be one-line strings")
     for name, spec in plugin.params.items():
-        if name == "kind" or not isinstance(spec, FloatRange | IntRange | Flag):
+        if (
+            name == "kind"
+            or not isinstance(name, str)
+            or not KIND_PATTERN.fullmatch(name)
+            or not isinstance(spec, FloatRange | IntRange | Flag)
+        ):
             raise ValueError(
-                f"strategy kind {plugin.kind!r}: parameter {name!r} must be named other than "
-                "'kind' and be a FloatRange, IntRange or Flag"
+                f"{where}: parameter {name!r} must be a lowercase name other than 'kind' and "
+                "a FloatRange, IntRange or Flag"
             )
         if spec.default is REQUIRED:
-            raise ValueError(f"strategy kind {plugin.kind!r}: parameter {name!r} needs a default")
-        if name not in plugin.param_docs and name not in STRATEGY_PARAM_DOCS:
+            raise ValueError(f"{where}: parameter {name!r} needs a default")
+        try:
+            spec.parse(spec.default, name)
+        except ValueError as error:
+            raise ValueError(f"{where}: the default of {error}") from None
+        if name not in docs:
+            raise ValueError(f"{where}: parameter {name!r} has no doc (param_docs)")
+    for name, partners in CROSS_CHECKED_PARAMS.items():
+        missing = [partner for partner in partners if partner not in plugin.params]
+        if name in plugin.params and missing:
             raise ValueError(
-                f"strategy kind {plugin.kind!r}: parameter {name!r} has no doc (param_docs)"
+                f"{where}: parameter {name!r} is checked against {', '.join(partners)}: "
+                f"declare {', '.join(missing)} too (LEARNER_SPACE_PARAMS has them all)"
             )
     _STRATEGIES[plugin.kind] = plugin
     return plugin
@@ -130,17 +162,27 @@ def unregister_strategy(kind: str) -> None:
 
 @contextmanager
 def registered_strategy(plugin: StrategyPlugin) -> Iterator[StrategyPlugin]:
-    """Register ``plugin`` for the ``with`` block only."""
+    """Register ``plugin`` for the ``with`` block only (if it was registered, it stays).
+
+    Yields:
+        The plugin.
+    """
+    added = _STRATEGIES.get(plugin.kind) is not plugin
     register_strategy(plugin)
     try:
         yield plugin
     finally:
-        unregister_strategy(plugin.kind)
+        if added:
+            unregister_strategy(plugin.kind)
 
 
 @contextmanager
 def only_built_in_strategies() -> Iterator[None]:
-    """No plugin strategy for the ``with`` block (the shipped key reference's view)."""
+    """No plugin strategy for the ``with`` block (the shipped key reference's view).
+
+    Yields:
+        None; the registered plugins and the entry-point state are restored after.
+    """
     saved, loaded = dict(_STRATEGIES), list(_ENTRY_POINTS_LOADED)
     _STRATEGIES.clear()
     _ENTRY_POINTS_LOADED[:] = [True]
@@ -217,32 +259,51 @@ def unknown_kind_hint() -> str:
     )
 
 
-def strategy_origin(kind: str) -> dict[str, Any] | None:
+def strategy_origin(kind: str, modules: Iterable[str] = ()) -> dict[str, Any] | None:
     """Where a plugin strategy's code comes from; None for a built-in kind.
 
+    Args:
+        kind: The strategy kind.
+        modules: Further modules holding its code (the run passes the module of each
+            strategy object its factory built).
+
     Returns:
-        ``{"module", "package", "version", "sources": {module: sha256}, "code_hash"}`` for the
-        modules outside market-sim that define its factory and the class it builds (the hash
-        is of the code as parsed, as for mechanism plugins: :mod:`market_sim.plugins.origin`).
+        ``{"module", "package", "version", "sources": {module: sha256}, "code_hash"}``:
+        ``module`` defines the factory (a ``functools.partial`` is unwrapped), ``sources``
+        hashes it and ``modules``, those outside market-sim, as parsed (as for mechanism
+        plugins: :mod:`market_sim.plugins.origin`). Code they import is not hashed.
     """
     plugin = strategy_plugins().get(kind)
     if plugin is None:
         return None
-    factory_module = getattr(plugin.factory, "__module__", None) or "__main__"
-    modules = [recorded_module(factory_module)]
+    factory = plugin.factory
+    while isinstance(factory, functools.partial):
+        factory = factory.func
+    factory_module = getattr(factory, "__module__", None) or "__main__"
+    names = sorted(
+        {recorded_module(name) for name in (factory_module, *modules) if not is_built_in(name)}
+    )
     package = _ENTRY_POINT_PACKAGES.get(kind) or providing_distribution(factory_module)
     return {
         "module": recorded_module(factory_module),
         "package": package[0] if package else None,
         "version": package[1] if package else None,
-        "sources": {module: source_sha256(module) for module in modules if not is_built_in(module)},
+        "sources": {name: source_sha256(name) for name in names},
         "code_hash": CODE_HASH,
     }
 
 
-def strategy_origins(kinds: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """:func:`strategy_origin` of each plugin kind among ``kinds`` (built-ins left out)."""
-    origins = {kind: strategy_origin(kind) for kind in dict.fromkeys(kinds)}
+def strategy_origins(
+    kinds: Iterable[str], modules: Mapping[str, Iterable[str]] | None = None
+) -> dict[str, dict[str, Any]]:
+    """:func:`strategy_origin` of each plugin kind among ``kinds`` (built-ins left out).
+
+    Args:
+        kinds: Strategy kinds (repeats are fine).
+        modules: Kind -> further modules of its code (the classes of its strategy objects).
+    """
+    modules = modules or {}
+    origins = {kind: strategy_origin(kind, modules.get(kind, ())) for kind in dict.fromkeys(kinds)}
     return {kind: origin for kind, origin in origins.items() if origin is not None}
 
 
@@ -257,7 +318,8 @@ def changed_strategy_code(recorded: object) -> list[str]:
         return []
     changed = []
     for kind, origin in recorded.items():
-        now = strategy_origin(kind)
+        sources = origin.get("sources") if isinstance(origin, Mapping) else None
+        now = strategy_origin(kind, list(sources) if isinstance(sources, Mapping) else ())
         if not isinstance(origin, Mapping) or now is None:
             changed.append(kind)
             continue
