@@ -488,12 +488,16 @@ def revenue_figure(results: Results) -> Figure | None:
 
 
 def welfare_figure(results: Results) -> Figure | None:
-    """Advertiser, user and social welfare per auction by mechanism."""
-    unit = f"value per auction ({CURRENCY})"
+    """Advertiser, user and social welfare per auction by mechanism.
+
+    The user's value is its allocation (steered tokens, a reply's steps, minus a divergence:
+    the mechanism's unit) at valuation 1, so the labels say so: social welfare adds it to the
+    advertisers' value in bid currency at that rate.
+    """
     panels = [
-        ("advertiser_value_mean", "Advertiser welfare", unit),
-        ("user_value_mean", "User welfare", unit),
-        ("social_welfare_mean", "Social welfare", unit),
+        ("advertiser_value_mean", "Advertiser welfare", f"value per auction ({CURRENCY})"),
+        ("user_value_mean", "User welfare", "allocation per auction (user valuation 1)"),
+        ("social_welfare_mean", "Social welfare", f"advertiser + user value ({CURRENCY})"),
     ]
     return bar_figure(results, "welfare_by_mechanism", panels)
 
@@ -723,7 +727,8 @@ def learning_figure(
     per_curve = " (each curve its own)" if len(widths) > 1 else ""
     footer(
         fig,
-        f"mean over agents per window of {shown_widths} rounds{per_curve}; "
+        f"mean over agents per window of {shown_widths} "
+        f"round{'' if shown_widths == '1' else 's'}{per_curve}; "
         + seeds_note(counts, "curve point").replace("error bars", "bands"),
         f"bands above {top:.3g} run off the axes" if cut else "",
     )

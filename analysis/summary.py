@@ -202,12 +202,18 @@ def format_summary(table: pl.DataFrame, fmt: str = "table") -> str:
     if fmt in ("table", "markdown"):
         header, rows = display_rows(table)
         n_values = sorted(set(table["n"].to_list())) if table.height else []
+        cut = (
+            "cut at 0 (and 1) for quantities that cannot cross it (revenue, advertiser value, "
+            "regret, rates, bid ratios; not utility, user value or welfare, which can be "
+            "negative)"
+        )
+        interval = (
+            "a single run per row, no interval"
+            if n_values == [1]
+            else f"95% t interval over runs, {cut}"
+        )
         note = (
-            f"n = runs (seeds) per row: {', '.join(map(str, n_values))}; 95% t interval over "
-            "runs, cut at 0 (and 1) for quantities that cannot cross it (revenue, advertiser "
-            "value, regret, rates, bid ratios; not utility, user value or welfare, which can be "
-            "negative)\n"
-            f"{UNITS_NOTE}"
+            f"n = runs (seeds) per row: {', '.join(map(str, n_values))}; {interval}\n{UNITS_NOTE}"
         )
         body = plain_table(header, rows) if fmt == "table" else markdown_table(header, rows)
         return f"{body}\n\n{note}"

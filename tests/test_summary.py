@@ -402,3 +402,13 @@ def test_a_complete_run_the_table_does_not_list_is_named_in_a_warning(tmp_path, 
         "--force, of one still running, or of one killed before it wrote its table: its "
         "command, run again, lists its own)\n"
     )
+
+
+def test_the_table_note_says_when_no_row_has_an_interval(tmp_path, runs_dir, capsys):
+    """Found by an audit: with one run per row the note still spoke of 95% t intervals."""
+    write_run(tmp_path / "one" / "vcg-0", "vcg", "", 0, 1.0)
+    status, out, _ = cli_output(capsys, "summary", str(tmp_path / "one"))
+    assert status == 0
+    assert "n = runs (seeds) per row: 1; a single run per row, no interval\n" in out
+    status, out, _ = cli_output(capsys, "summary", str(runs_dir))
+    assert "n = runs (seeds) per row: 3; 95% t interval over runs, cut at 0 (and 1)" in out
