@@ -653,7 +653,10 @@ def command_run(args: argparse.Namespace, scenario_path: Path) -> None:
 
     progress = False if getattr(args, "no_progress", False) else None
     every = args.checkpoint_every
-    result = run_scenario(scenario, out_dir, lm, progress, checkpoint_seconds=every)
+    from market_sim.results.folder_lock import exclusive_folder
+
+    with exclusive_folder(out_dir):
+        result = run_scenario(scenario, out_dir, lm, progress, checkpoint_seconds=every)
     print(format_run_summary(result.summary, result.agents))
     from market_sim.results import OPTIONAL_RUN_FILES, RESULT_FILES
 
@@ -706,9 +709,12 @@ def command_run_replicates(args: argparse.Namespace, scenario) -> None:
     from market_sim.run import run_replicates
 
     progress = False if getattr(args, "no_progress", False) else None
-    results = run_replicates(
-        scenario, seeds, out_dirs, lm, progress, checkpoint_seconds=args.checkpoint_every
-    )
+    from market_sim.results.folder_lock import exclusive_folders
+
+    with exclusive_folders(out_dirs):
+        results = run_replicates(
+            scenario, seeds, out_dirs, lm, progress, checkpoint_seconds=args.checkpoint_every
+        )
     print(f"{len(results)} replicate runs of {scenario.name}, {scenario.rounds} rounds each:")
     for result, out_dir in zip(results, out_dirs, strict=True):
         print(f"  seed {result.summary['seed']}: {out_dir}/")
@@ -1080,9 +1086,10 @@ def parse_workers(text: str | None) -> int | None:
 
 def command_sweep(args: argparse.Namespace) -> None:
     """Run (or resume) a sweep and print where its table is."""
+    from market_sim.results.folder_lock import exclusive_folder
     from market_sim.scenario import ScenarioError
     from market_sim.scenario.output_folder import check_result_folder
-    from market_sim.sweep import RUNS_FILE, SweepError, run_sweep
+    from market_sim.sweep import RUNS_FILE, SweepError, prepare_sweep, run_prepared_sweep
 
     check_threads(args.threads)
     if not args.scenario.is_file():
@@ -1104,7 +1111,7 @@ def command_sweep(args: argparse.Namespace) -> None:
         raise UsageError(str(error)) from None
     base_scenario = sweep_base_scenario(args)
     try:
-        result = run_sweep(
+        prepared = prepare_sweep(
             args.scenario,
             args.grid,
             args.seeds,
@@ -1114,11 +1121,15 @@ def command_sweep(args: argparse.Namespace) -> None:
             workers=parse_workers(args.workers),
             address=args.address,
             threads=args.threads,
-            progress=False if args.no_progress else None,
-            before_runs=None if base_scenario is None else partial(warn_if_slow, base_scenario),
-            checkpoint_seconds=args.checkpoint_every,
             force=args.force,
         )
+        with exclusive_folder(out_dir):  # every input checked; now the folder may change
+            result = run_prepared_sweep(
+                prepared,
+                progress=False if args.no_progress else None,
+                before_runs=None if base_scenario is None else partial(warn_if_slow, base_scenario),
+                checkpoint_seconds=args.checkpoint_every,
+            )
     except (SweepError, ScenarioError) as error:
         raise UsageError(str(error)) from None
     except FileNotFoundError as error:
@@ -1214,6 +1225,7 @@ def run_command(args: argparse.Namespace) -> int:
     from market_sim.platform.outcome_checks import MechanismOutputError
     from market_sim.progress import quiet_libraries
     from market_sim.results.files import NonFiniteResultError
+    from market_sim.results.folder_lock import FolderBusyError
 
     quiet_libraries(args.verbose)
 
@@ -1234,7 +1246,7 @@ def run_command(args: argparse.Namespace) -> int:
             command_lm(args)
         else:
             extension_commands()[args.command].run(args)
-    except UsageError as error:
+    except (UsageError, FolderBusyError) as error:  # a busy folder: refused before writing
         print(f"market-sim: error: {error}", file=sys.stderr)
         return USAGE_ERROR
     except (

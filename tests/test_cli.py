@@ -848,3 +848,49 @@ def test_sweep_warns_of_a_slow_setting_once_its_input_is_checked(tmp_path, capsy
     error = capsys.readouterr().err
     # hawaii.toml measures regret every round over its rounds: named once, before the runs
     assert error.count("market-sim: warning: slow setting: regret.every = 1") == 1, error
+
+
+@pytest.mark.parametrize("command", ["run", "run --seeds", "sweep", "demo"])
+def test_a_folder_another_process_writes_is_refused_in_one_line(
+    command, tmp_path, random_model_dir, capsys
+):
+    """A second `run` into a folder a first one still writes interleaved their checkpoints and
+    tables (an audit started two at once by accident): now the second is refused, exit 2,
+    before it writes anything, and the folder is free again once the first ends."""
+    import subprocess
+
+    scenario = write_scenario(tmp_path, random_model_dir)
+    base = tmp_path / "out"
+    busy = {
+        "run": base,
+        "run --seeds": base / "cli-seed1",
+        "sweep": base,
+        "demo": base,
+    }[command]
+    argv = {
+        "run": ["run", str(scenario), "--out", str(base)],
+        "run --seeds": ["run", str(scenario), "--seeds", "0-1", "--out", str(base)],
+        "sweep": ["sweep", str(scenario), "--seeds", "0", "--out", str(base)],
+        "demo": ["demo", "--out", str(base), "--rounds", "2", "--seeds", "0", "--workers", "1"],
+    }[command]
+    holder = (  # another process holds the lock until its stdin closes
+        "import sys; from pathlib import Path; "
+        "from market_sim.results.folder_lock import exclusive_folder; "
+        f"cm = exclusive_folder(Path({str(busy)!r})); cm.__enter__(); print('held', flush=True); "
+        "sys.stdin.read()"
+    )
+    other = subprocess.Popen(
+        [sys.executable, "-c", holder], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert other.stdout.readline() == "held\n"
+        before = sorted(path.name for path in busy.iterdir())
+        assert main([*argv, "--no-progress"]) == 2
+        assert capsys.readouterr().err == (
+            f"market-sim: error: --out: '{busy}' is being written by another market-sim process; "
+            "wait for it to end, or choose another folder\n"
+        )
+        assert sorted(path.name for path in busy.iterdir()) == before  # nothing written
+    finally:
+        other.communicate("")
+    assert main([*argv, "--no-progress"]) == 0  # released when the holder exited

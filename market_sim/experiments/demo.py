@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from market_sim.results.folder_lock import exclusive_folder
 from market_sim.sweep import SweepResult, prepare_sweep, run_prepared_sweep
 
 DEMO_SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "hawaii_learning.toml"
@@ -54,6 +55,10 @@ def run_demo(
 
     Returns:
         The sweeps, by sub-folder.
+
+    Raises:
+        FolderBusyError: Another process is writing ``out_dir``
+            (:mod:`market_sim.results.folder_lock`).
     """
     prepared = {  # both checked before either runs: a bad folder is refused before any work
         name: prepare_sweep(
@@ -67,7 +72,8 @@ def run_demo(
         )
         for name, grid in DEMO_SWEEPS.items()
     }
-    sweeps = {
-        name: run_prepared_sweep(sweep, progress=progress) for name, sweep in prepared.items()
-    }
+    with exclusive_folder(out_dir):  # one demo at a time in a folder
+        sweeps = {
+            name: run_prepared_sweep(sweep, progress=progress) for name, sweep in prepared.items()
+        }
     return DemoResult(sweeps)
