@@ -29,6 +29,9 @@ class FolderBusyError(Exception):
 def exclusive_folder(folder: Path, option: str = "--out") -> Iterator[Path]:
     """Hold ``folder``'s lock for the ``with`` block, creating the folder if needed.
 
+    Folders it created are removed again at the end while still empty (a run interrupted before
+    its first write leaves nothing behind, as before the lock).
+
     Args:
         folder: The results folder.
         option: The option that named it (for the message).
@@ -39,22 +42,30 @@ def exclusive_folder(folder: Path, option: str = "--out") -> Iterator[Path]:
     Raises:
         FolderBusyError: Another process holds it.
     """
+    created = [path for path in (folder, *folder.parents) if not path.exists()]
     folder.mkdir(parents=True, exist_ok=True)
-    if fcntl is None:  # pragma: no cover
-        yield folder
-        return
-    descriptor = os.open(folder, os.O_RDONLY)
     try:
+        if fcntl is None:  # pragma: no cover
+            yield folder
+            return
+        descriptor = os.open(folder, os.O_RDONLY)
         try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise FolderBusyError(
-                f"{option}: '{folder}' is being written by another market-sim process; wait for "
-                "it to end, or choose another folder"
-            ) from None
-        yield folder
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise FolderBusyError(
+                    f"{option}: '{folder}' is being written by another market-sim process; "
+                    "wait for it to end, or choose another folder"
+                ) from None
+            yield folder
+        finally:
+            os.close(descriptor)  # releases the lock
     finally:
-        os.close(descriptor)  # releases the lock
+        for path in created:  # innermost first; a folder with anything in it stays
+            try:
+                path.rmdir()
+            except OSError:
+                break
 
 
 @contextmanager
