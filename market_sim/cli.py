@@ -881,15 +881,18 @@ def command_eva(args: argparse.Namespace) -> None:
 
     lm = load_scenario_model(scenario, args.threads)
     warn_auctions_per_round_unused(args)  # after every check: a refused input prints one line
+    from market_sim.results.folder_lock import exclusive_folder
+
     try:
-        result = run_eva(
-            scenario,
-            lm,
-            args.generations,
-            seeds,
-            out_dir,
-            progress=False if args.no_progress else None,
-        )
+        with exclusive_folder(out_dir):
+            result = run_eva(
+                scenario,
+                lm,
+                args.generations,
+                seeds,
+                out_dir,
+                progress=False if args.no_progress else None,
+            )
     except EvaSettingError as error:  # any other ValueError is a fault: its traceback stays
         raise UsageError(str(error)) from None
     print(
@@ -921,8 +924,11 @@ def command_audit(args: argparse.Namespace) -> None:
 
     lm = load_scenario_model(scenario, args.threads)
     warn_auctions_per_round_unused(args)  # after every check: a refused input prints one line
+    from market_sim.results.folder_lock import exclusive_folder
+
     try:
-        table = run_audit(scenario, lm, args.generations, seeds, out_dir)
+        with exclusive_folder(out_dir):
+            table = run_audit(scenario, lm, args.generations, seeds, out_dir)
     except EvaSettingError as error:  # a mechanism's mistake is MechanismOutputError: exit 1
         raise UsageError(str(error)) from None
     top = scenario.audit.top if scenario.audit else 10

@@ -850,7 +850,7 @@ def test_sweep_warns_of_a_slow_setting_once_its_input_is_checked(tmp_path, capsy
     assert error.count("market-sim: warning: slow setting: regret.every = 1") == 1, error
 
 
-@pytest.mark.parametrize("command", ["run", "run --seeds", "sweep", "demo"])
+@pytest.mark.parametrize("command", ["run", "run --seeds", "sweep", "demo", "eva", "audit"])
 def test_a_folder_another_process_writes_is_refused_in_one_line(
     command, tmp_path, random_model_dir, capsys
 ):
@@ -860,18 +860,23 @@ def test_a_folder_another_process_writes_is_refused_in_one_line(
     import subprocess
 
     scenario = write_scenario(tmp_path, random_model_dir)
+    eva = SHIPPED / "eva_queries.toml"
     base = tmp_path / "out"
     busy = {
         "run": base,
         "run --seeds": base / "cli-seed1",
         "sweep": base,
         "demo": base,
+        "eva": base,
+        "audit": base,
     }[command]
     argv = {
         "run": ["run", str(scenario), "--out", str(base)],
         "run --seeds": ["run", str(scenario), "--seeds", "0-1", "--out", str(base)],
         "sweep": ["sweep", str(scenario), "--seeds", "0", "--out", str(base)],
         "demo": ["demo", "--out", str(base), "--rounds", "2", "--seeds", "0", "--workers", "1"],
+        "eva": ["eva", str(eva), "--generations", "1", "--out", str(base)],
+        "audit": ["audit", str(eva), "--generations", "1", "--out", str(base)],
     }[command]
     holder = (  # another process holds the lock until its stdin closes
         "import sys; from pathlib import Path; "
@@ -893,4 +898,6 @@ def test_a_folder_another_process_writes_is_refused_in_one_line(
         assert sorted(path.name for path in busy.iterdir()) == before  # nothing written
     finally:
         other.communicate("")
+    if command in ("eva", "audit"):  # long: the lock's release is shown by the others
+        return
     assert main([*argv, "--no-progress"]) == 0  # released when the holder exited
