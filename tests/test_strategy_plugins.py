@@ -315,7 +315,9 @@ def test_a_sweep_reruns_a_run_whose_strategy_code_changed(
         assert run_sweep(scenario, [], "0-1", out, progress=False).executed == 2
         assert run_sweep(scenario, [], "0-1", out, progress=False).executed == 0  # same code
         capsys.readouterr()
-        monkeypatch.setattr(registry, "source_sha256", lambda module: "0" * 64)  # an edit
+        from market_sim.plugins import origin
+
+        monkeypatch.setattr(origin, "source_sha256", lambda module: "0" * 64)  # an edit
         again = run_sweep(scenario, [], "0-1", out, progress=False)
     assert again.executed == 2
     assert "was made with other code of strategy plugin(s) 'paced'; running it again" in (

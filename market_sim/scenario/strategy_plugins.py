@@ -31,14 +31,8 @@ from market_sim.config.fields import (
     IntRange,
     ParamValue,
 )
+from market_sim.plugins import origin as plugin_code
 from market_sim.plugins.entry_points import register_entry_points
-from market_sim.plugins.origin import (
-    CODE_HASH,
-    is_built_in,
-    providing_distribution,
-    recorded_module,
-    source_sha256,
-)
 from market_sim.scenario.schema import (
     STRATEGY_KIND_DOCS,
     STRATEGY_PARAM_DOCS,
@@ -281,15 +275,19 @@ def strategy_origin(kind: str, modules: Iterable[str] = ()) -> dict[str, Any] | 
         factory = factory.func
     factory_module = getattr(factory, "__module__", None) or "__main__"
     names = sorted(
-        {recorded_module(name) for name in (factory_module, *modules) if not is_built_in(name)}
+        {
+            plugin_code.recorded_module(name)
+            for name in (factory_module, *modules)
+            if not plugin_code.is_built_in(name)
+        }
     )
-    package = _ENTRY_POINT_PACKAGES.get(kind) or providing_distribution(factory_module)
+    package = _ENTRY_POINT_PACKAGES.get(kind) or plugin_code.providing_distribution(factory_module)
     return {
-        "module": recorded_module(factory_module),
+        "module": plugin_code.recorded_module(factory_module),
         "package": package[0] if package else None,
         "version": package[1] if package else None,
-        "sources": {name: source_sha256(name) for name in names},
-        "code_hash": CODE_HASH,
+        "sources": {name: plugin_code.source_sha256(name) for name in names},
+        "code_hash": plugin_code.CODE_HASH,
     }
 
 
@@ -310,20 +308,16 @@ def strategy_origins(
 def changed_strategy_code(recorded: object) -> list[str]:
     """The plugin kinds of a run's ``provenance.strategy_plugins`` whose code differs now.
 
-    A kind differs when its recorded source hashes or package version are not those of
-    :func:`strategy_origin` now (or it is no longer registered). A record that is not a table
-    (none: built-in strategies only) gives none.
+    Each kind's record is compared as a mechanism plugin's is
+    (:func:`~market_sim.plugins.origin.changed_plugin_code`: its modules' code hashes, the hash
+    scheme, its package's version); a kind no longer registered differs too. A record that is
+    not a table (none: built-in strategies only) gives none.
     """
     if not isinstance(recorded, Mapping):
         return []
-    changed = []
-    for kind, origin in recorded.items():
-        sources = origin.get("sources") if isinstance(origin, Mapping) else None
-        now = strategy_origin(kind, list(sources) if isinstance(sources, Mapping) else ())
-        if not isinstance(origin, Mapping) or now is None:
-            changed.append(kind)
-            continue
-        keys = ("sources", "version", "code_hash")
-        if any(origin.get(key) != now.get(key) for key in keys):
-            changed.append(kind)
-    return changed
+    registered = strategy_plugins()
+    return [
+        kind
+        for kind, origin in recorded.items()
+        if kind not in registered or plugin_code.changed_plugin_code(origin)
+    ]
