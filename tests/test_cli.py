@@ -13,8 +13,10 @@ import polars as pl
 import pytest
 import torch
 
+import market_sim
 import market_sim.cli as cli
 from market_sim.cli import main
+from market_sim.lm.model import LanguageModel
 
 GOOD = """
 name = "cli"
@@ -164,7 +166,7 @@ def test_run_seeds_checks_a_seed_folder_left_by_an_earlier_call(tmp_path, random
 def test_run_seeds_without_the_summary_command_prints_each_run(
     tmp_path, random_model_dir, capsys, monkeypatch
 ):
-    monkeypatch.setattr(cli, "extension_commands", lambda: {})
+    monkeypatch.setattr(cli.extensions, "extension_commands", lambda: {})
     scenario = write_scenario(tmp_path, random_model_dir)
     out = tmp_path / "replicates"
     args = ["run", str(scenario), "--seeds", "3,4", "--out", str(out), "--rounds", "1"]
@@ -259,12 +261,12 @@ def test_result_folder_of_the_same_scenario_or_forced_is_accepted(tmp_path):
 @pytest.mark.parametrize("command", ["lambda-sweep", "convergence", "eva", "audit"])
 def test_commands_without_rounds_warn_about_a_set_auctions_per_round(command, capsys):
     args = argparse.Namespace(command=command, overrides=["auctions_per_round = 7", "seed=1"])
-    cli.warn_auctions_per_round_unused(args)
+    cli.inputs.warn_auctions_per_round_unused(args)
     assert capsys.readouterr().err == (
         f"market-sim: warning: --set auctions_per_round=7 does not apply to {command}; it runs "
         "as with 1\n"
     )
-    cli.warn_auctions_per_round_unused(argparse.Namespace(command=command, overrides=["seed=1"]))
+    cli.inputs.warn_auctions_per_round_unused(argparse.Namespace(command=command, overrides=["seed=1"]))
     assert capsys.readouterr().err == ""
 
 
@@ -368,7 +370,7 @@ def no_model_load(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr(cli, "load_checked_model", refuse)
+    monkeypatch.setattr(LanguageModel, "load", refuse)
 
 
 def test_out_that_is_a_file_or_under_a_file_or_not_writable(
@@ -595,9 +597,8 @@ def test_lm_generate_names_the_allowed_devices(capsys):
     ],
 )
 def test_lm_generate_checks_its_options_before_loading(options, message, capsys, monkeypatch):
-    import market_sim.cli as cli
 
-    monkeypatch.setattr(cli, "load_checked_model", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(LanguageModel, "load", lambda *a, **k: pytest.fail("model loaded"))
     assert main(["lm", "generate", *options]) == 2
     assert capsys.readouterr().err == f"market-sim: error: {message}\n"
 
@@ -664,7 +665,7 @@ def test_remote_code_is_never_trusted_nor_asked_for(tmp_path, capsys):
 
 def test_every_from_pretrained_call_refuses_remote_code() -> None:
     """Source check: each ``from_pretrained`` call in the package says trust_remote_code=False."""
-    package = Path(cli.__file__).parent
+    package = Path(market_sim.__file__).parent
     calls = []
     for source in package.rglob("*.py"):
         for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):

@@ -436,7 +436,7 @@ def test_cli_eva_writes_its_results(tmp_path, capsys):
 def test_cli_eva_without_the_summary_command_prints_the_means(tmp_path, capsys, monkeypatch):
     import market_sim.cli as cli
 
-    monkeypatch.setattr(cli, "extension_commands", lambda: {})
+    monkeypatch.setattr(cli.extensions, "extension_commands", lambda: {})
     out = tmp_path / "out"
     args = ["eva", str(SCENARIO), "--generations", "1", "--seeds", "0-1", "--out", str(out)]
     sets = [part for s in TINY_SETS for part in ("--set", s)]

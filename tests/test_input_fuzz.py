@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 import tomli_w
 
-import market_sim.cli as cli
 from market_sim.cli import main
 from market_sim.config.fields import FloatList, FloatRange, IntList, IntRange
+from market_sim.lm.model import LanguageModel
 from market_sim.plugins import mechanism_plugins
 from market_sim.scenario import load
 from market_sim.scenario.schema import STRATEGY_PARAMS
@@ -658,7 +658,7 @@ def no_model_load(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("a model was loaded for malformed input")
 
-    monkeypatch.setattr(cli, "load_checked_model", refuse)
+    monkeypatch.setattr(LanguageModel, "load", refuse)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
@@ -710,7 +710,7 @@ def test_the_valid_base_passes_validation(
     def loaded(*args: object, **kwargs: object) -> None:
         raise ModelLoadedError
 
-    monkeypatch.setattr(cli, "load_checked_model", loaded)
+    monkeypatch.setattr(LanguageModel, "load", loaded)
     scenario = write_case(Case("base", "", None), tmp_path)
     with pytest.raises(ModelLoadedError):
         main(["run", str(scenario), "--out", str(tmp_path / "out")])

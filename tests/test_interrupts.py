@@ -375,7 +375,7 @@ def test_signal_during_the_rounds_of_a_run(tmp_path, scenario, signum, monkeypat
 def test_console_entry_ignores_signals_once_the_command_has_returned(monkeypatch):
     """A signal during interpreter shutdown (over a second with torch) used to kill a finished
     command (exit -2 or -15, or a traceback from torch's exit hooks)."""
-    import market_sim.cli as cli
+    import market_sim.cli.entry as cli
 
     seen = {}
 
@@ -398,7 +398,7 @@ def test_console_entry_ignores_signals_once_the_command_has_returned(monkeypatch
 
 
 def test_sigterm_during_argument_parsing_is_one_line_and_exit_130(monkeypatch, capsys):
-    import market_sim.cli as cli
+    import market_sim.cli.entry as cli
 
     real_parser = cli.build_parser
 
