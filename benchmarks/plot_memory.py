@@ -9,7 +9,7 @@ it:
 * ``rows``: every row of the five columns read, then :func:`analysis.metrics.learning_curves`
   (what ``plot`` did before it read in chunks);
 * ``sums``: :func:`analysis.load.read_reduced` chunks reduced to one row per round
-  (:func:`analysis.plots.learning_round_sums`), then the same curves (what ``plot`` does).
+  (:func:`analysis.learning_figure.learning_round_sums`), then the same curves (what ``plot`` does).
 
 Prints each one's seconds and peak resident memory (``ru_maxrss``, the interpreter and its
 imports included), the ratios, and the largest relative difference between the two curves
@@ -44,7 +44,7 @@ MEASURE = """
 import json, resource, sys, time
 from analysis.load import load_agents, load_results
 from analysis.metrics import labelled_runs, learning_curves
-from analysis.plots import LEARNING_FIELDS, LEARNING_METRICS, learning_round_sums
+from analysis.learning_figure import LEARNING_FIELDS, LEARNING_METRICS, learning_round_sums
 
 folder, mode, out = sys.argv[1:4]
 started = time.perf_counter()

@@ -12,8 +12,8 @@ the demo's figure. Rerunning resumes: finished runs are kept.
 import argparse
 from pathlib import Path
 
+from analysis.bar_figures import plot_revenue
 from analysis.load import load_results
-from analysis.plots import plot_revenue
 from analysis.summary import format_summary, summary_table
 from market_sim.experiments.demo import run_demo
 from market_sim.progress import quiet_libraries

@@ -12,7 +12,10 @@ import pytest
 from matplotlib.image import imread
 from polars.testing import assert_frame_equal
 
-import analysis.plots
+import analysis.bar_figures
+import analysis.experiment_figures
+from analysis.figure_files import DPI
+from analysis.figure_style import FIGURE_SIZES, mechanism_colors
 from analysis.load import load_agents, load_results, load_runs
 from analysis.metrics import (
     AGENT_METRICS,
@@ -24,7 +27,7 @@ from analysis.metrics import (
     mechanism_summary,
     summarize,
 )
-from analysis.plots import DPI, FIGURE_SIZES, NoResultsError, mechanism_colors, plot_all
+from analysis.plots import NoResultsError, plot_all
 from analysis.stats import (
     bootstrap_interval,
     clip_interval,
@@ -304,7 +307,7 @@ def test_agent_summary_and_learning_curves(sweep_dir):
 
 
 def test_the_learning_curves_read_only_the_columns_they_need(sweep_dir):
-    from analysis.plots import LEARNING_FIELDS, LEARNING_METRICS
+    from analysis.learning_figure import LEARNING_FIELDS, LEARNING_METRICS
 
     results = load_results(sweep_dir / "sweep")
     runs = add_labels(results.runs, results.grid_keys)
@@ -322,7 +325,7 @@ def test_the_learning_curves_read_only_the_columns_they_need(sweep_dir):
 
 def test_plot_keeps_round_sums_read_in_chunks_and_draws_the_same_curves(sweep_dir, monkeypatch):
     import analysis.load
-    from analysis.plots import LEARNING_FIELDS, LEARNING_METRICS, learning_round_sums
+    from analysis.learning_figure import LEARNING_FIELDS, LEARNING_METRICS, learning_round_sums
 
     results = load_results(sweep_dir / "sweep")
     runs = add_labels(results.runs, results.grid_keys)
@@ -345,8 +348,8 @@ def test_plot_keeps_round_sums_read_in_chunks_and_draws_the_same_curves(sweep_di
 
 def test_round_sums_of_batched_rounds_in_chunks_equal_the_rounds_means(tmp_path, monkeypatch):
     import analysis.load
+    from analysis.learning_figure import learning_round_sums
     from analysis.load import read_reduced
-    from analysis.plots import learning_round_sums
     from market_sim.results.records import AGENTS
 
     rows = batched_agent_rows("run", 4, 6)
@@ -387,8 +390,8 @@ def test_a_run_without_an_auction_column_has_one_auction_a_round_when_pooled():
 
 
 def test_round_sums_of_an_empty_file_draw_nothing(tmp_path):
+    from analysis.learning_figure import learning_round_sums
     from analysis.load import read_reduced
-    from analysis.plots import learning_round_sums
     from market_sim.results.records import AGENTS
 
     path = tmp_path / "agents.parquet"
@@ -454,7 +457,7 @@ def test_a_window_of_runs_with_different_k_has_no_auction_position():
 
 
 def test_learning_figure_axis_is_the_auction_only_when_k_differs():
-    from analysis.plots import learning_axis
+    from analysis.learning_figure import learning_axis
 
     assert learning_axis(pl.Series([1, 1])) == ("round_mid", "round")
     assert learning_axis(pl.Series([4, 4])) == ("round_mid", "round (4 auctions each)")
@@ -509,8 +512,8 @@ def test_figures_render_headless(sweep_dir, tmp_path):
 def test_figures_are_the_same_bytes_when_drawn_again(sweep_dir, tmp_path):
     # one figure: every figure is written by the same analysis.figure_files.write_figure
     results = load_results(sweep_dir / "sweep")
-    first = analysis.plots.plot_revenue(results, tmp_path / "first")
-    second = analysis.plots.plot_revenue(results, tmp_path / "second")
+    first = analysis.bar_figures.plot_revenue(results, tmp_path / "first")
+    second = analysis.bar_figures.plot_revenue(results, tmp_path / "second")
     assert [p.name for p in first] == [p.name for p in second]
     assert {p.suffix for p in first} == {".png", ".svg", ".pdf"}
     for one, other in zip(first, second, strict=True):
@@ -572,7 +575,7 @@ def test_convergence_figure_keeps_taus_apart_and_gives_the_reward_gap_its_own_ax
         drawn[name] = fig
         return []
 
-    monkeypatch.setattr(analysis.plots, "save", keep)
+    monkeypatch.setattr(analysis.experiment_figures, "save", keep)
     rows = [
         {
             "query": q,
@@ -587,7 +590,7 @@ def test_convergence_figure_keeps_taus_apart_and_gives_the_reward_gap_its_own_ax
         for q_index, q in enumerate(["a", "b", "c"], 1)
         for m in (1, 4, 16)
     ]
-    analysis.plots.plot_convergence(pl.DataFrame(rows), tmp_path)
+    analysis.experiment_figures.plot_convergence(pl.DataFrame(rows), tmp_path)
     distances, gaps = drawn["mosaic_convergence"].axes
     labels = [line.get_label() for line in distances.lines]
     assert labels == ["τ = 0.1 reference tv", "τ = 1 reference tv"]
@@ -622,8 +625,8 @@ def test_a_label_whose_runs_differ_in_slot_count_is_named_without_a_count():
 def test_a_plugins_kind_is_named_by_its_variants_and_its_units_are_flagged():
     """Two payment rules of one plugin read 'all_pay [all_pay (winner_pays)]'; figures mixing
     a plugin with built-in kinds said nothing about its units, or spoke of slot exchange rates."""
+    from analysis.figure_style import allocation_unit_note, exchange_rate_note
     from analysis.metrics import add_names
-    from analysis.plots import allocation_unit_note, exchange_rate_note
 
     runs = pl.DataFrame(
         {

@@ -266,7 +266,9 @@ def test_commands_without_rounds_warn_about_a_set_auctions_per_round(command, ca
         f"market-sim: warning: --set auctions_per_round=7 does not apply to {command}; it runs "
         "as with 1\n"
     )
-    cli.inputs.warn_auctions_per_round_unused(argparse.Namespace(command=command, overrides=["seed=1"]))
+    cli.inputs.warn_auctions_per_round_unused(
+        argparse.Namespace(command=command, overrides=["seed=1"])
+    )
     assert capsys.readouterr().err == ""
 
 

@@ -19,7 +19,10 @@ from analysis.eva import (
     load_audit,
     load_eva,
 )
-from analysis.plots import DPI, FIGURE_SIZES, NoResultsError, plot_all, plot_audit, plot_eva
+from analysis.eva_figures import plot_audit, plot_eva
+from analysis.figure_files import DPI
+from analysis.figure_style import FIGURE_SIZES
+from analysis.plots import NoResultsError, plot_all
 
 T_975 = {1: 12.706204736174707, 2: 4.302652729749464}
 

@@ -12,18 +12,12 @@ import pytest
 from matplotlib.container import BarContainer, ErrorbarContainer
 from matplotlib.figure import Figure
 
+from analysis.bar_figures import regret_figure, revenue_figure, welfare_figure
+from analysis.experiment_figures import brand_names, brand_share_figure, plot_brand_shares
+from analysis.learning_figure import learning_figure
 from analysis.load import load_agents, load_results
 from analysis.metrics import labelled_runs
 from analysis.names import EXTRA_COLORS, NAME_COLORS, mechanism_color, mechanism_name
-from analysis.plots import (
-    brand_names,
-    brand_share_figure,
-    learning_figure,
-    plot_brand_shares,
-    regret_figure,
-    revenue_figure,
-    welfare_figure,
-)
 
 if TYPE_CHECKING:
     from market_sim.lm.model import LanguageModel
@@ -214,8 +208,8 @@ def test_the_report_scale_curve_is_the_geometric_mean():
     """Scales 1/4 and 4 (a learner indifferent on the grid 0.25 ... 4) plotted at 2.125, read as
     over-sharpening; their geometric mean is 1 (truthful on average), as is that of the other
     run's 1/2 and 2."""
+    from analysis.learning_figure import LEARNING_METRICS, geometric_report_scale
     from analysis.metrics import learning_curves
-    from analysis.plots import LEARNING_METRICS, geometric_report_scale
 
     agents = pl.DataFrame(
         {
@@ -423,7 +417,7 @@ def test_a_long_footer_line_is_wrapped_inside_the_figure():
     """The frontier figure (6.4 in wide) cut its seeds note at both edges."""
     from matplotlib.figure import Figure
 
-    from analysis.plots import footer
+    from analysis.figure_style import footer
 
     fig = Figure(figsize=(6.4, 4.8), layout="constrained")
     fig.subplots()
