@@ -27,7 +27,7 @@ from market_sim.scenario.eva_vocabulary import (
     DEFAULT_PERSONAS,
     EVOLVE_OPERATORS,
 )
-from market_sim.scenario.load import SCENARIO_TABLES
+from market_sim.scenario.table_specs import SCENARIO_TABLES
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 

@@ -30,7 +30,7 @@ from market_sim.cli import main
 from market_sim.config.fields import FloatList, FloatRange, IntList, IntRange
 from market_sim.lm.model import LanguageModel
 from market_sim.plugins import mechanism_plugins
-from market_sim.scenario import load
+from market_sim.scenario import table_specs
 from market_sim.scenario.schema import STRATEGY_PARAMS
 
 BASE_TOML = """
@@ -165,13 +165,13 @@ def mechanism_settings() -> dict[str, Any]:
 def numeric_targets() -> Iterator[tuple[str, tuple[Any, ...], Mutation | None]]:
     """``(dotted key, path, preparation)`` of every numeric key of the validator's spec tables."""
     tables: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
-        ("", (), load.SCENARIO_SPECS),
-        ("regret", ("regret",), load.REGRET_SPECS),
-        ("lambda_sweep", ("lambda_sweep",), load.LAMBDA_SWEEP_SPECS),
-        ("convergence", ("convergence",), load.CONVERGENCE_SPECS),
-        ("eva", ("eva",), load.EVA_SPECS),
-        ("audit", ("audit",), load.AUDIT_SPECS),
-        ("queries", ("queries",), load.STATIC_QUERY_SPECS),
+        ("", (), table_specs.SCENARIO_SPECS),
+        ("regret", ("regret",), table_specs.REGRET_SPECS),
+        ("lambda_sweep", ("lambda_sweep",), table_specs.LAMBDA_SWEEP_SPECS),
+        ("convergence", ("convergence",), table_specs.CONVERGENCE_SPECS),
+        ("eva", ("eva",), table_specs.EVA_SPECS),
+        ("audit", ("audit",), table_specs.AUDIT_SPECS),
+        ("queries", ("queries",), table_specs.STATIC_QUERY_SPECS),
     ]
     yield from mechanism_numeric_targets()
     for prefix, path, specs in tables:
@@ -179,7 +179,7 @@ def numeric_targets() -> Iterator[tuple[str, tuple[Any, ...], Mutation | None]]:
             if isinstance(spec, NumericSpec):
                 key = f"{prefix}.{name}" if prefix else name
                 yield key, (*path, name), None
-    for dist, specs in load.VALUATION_SPECS.items():
+    for dist, specs in table_specs.VALUATION_SPECS.items():
         for name, spec in specs.items():
             if isinstance(spec, NumericSpec):
                 yield (
@@ -630,21 +630,21 @@ def test_every_numeric_key_is_bounded() -> None:
         if path[0] == "advertisers":
             continue  # checked below from the registries themselves
         table = {
-            "": load.SCENARIO_SPECS,
+            "": table_specs.SCENARIO_SPECS,
             "mechanism": mechanism_settings(),
-            "regret": load.REGRET_SPECS,
-            "lambda_sweep": load.LAMBDA_SWEEP_SPECS,
-            "convergence": load.CONVERGENCE_SPECS,
-            "eva": load.EVA_SPECS,
-            "audit": load.AUDIT_SPECS,
-            "queries": load.STATIC_QUERY_SPECS,
+            "regret": table_specs.REGRET_SPECS,
+            "lambda_sweep": table_specs.LAMBDA_SWEEP_SPECS,
+            "convergence": table_specs.CONVERGENCE_SPECS,
+            "eva": table_specs.EVA_SPECS,
+            "audit": table_specs.AUDIT_SPECS,
+            "queries": table_specs.STATIC_QUERY_SPECS,
         }
         specs = table[path[0] if len(path) > 1 else ""]
         spec = specs[path[-1]]
         element = spec.element if isinstance(spec, IntList | FloatList) else spec
         if element.min is None or element.max is None:
             unbounded.append(key)
-    for specs in [*load.VALUATION_SPECS.values(), *STRATEGY_PARAMS.values()]:
+    for specs in [*table_specs.VALUATION_SPECS.values(), *STRATEGY_PARAMS.values()]:
         for name, spec in specs.items():
             if isinstance(spec, IntRange | FloatRange) and (spec.min is None or spec.max is None):
                 unbounded.append(name)
@@ -805,7 +805,7 @@ def test_lognormal_valuations_stay_within_the_valuation_bound():
     from market_sim.config.bounds import MAX_VALUATION
     from market_sim.config.fields import ScenarioError
     from market_sim.market.valuations import bounded
-    from market_sim.scenario.load import parse_valuation
+    from market_sim.scenario.advertiser_table import parse_valuation
 
     with pytest.raises(ScenarioError, match=r"mean \+ 6 sigma must be at most 13.8155"):
         parse_valuation({"dist": "lognormal", "mean": 13.8, "sigma": 5.0}, "valuation")

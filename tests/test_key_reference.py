@@ -8,7 +8,7 @@ from test_mechanism_plugins import POSTED_PRICE
 
 from market_sim.config.fields import FloatRange, ScenarioError
 from market_sim.plugins import BUILT_IN_PLUGINS, mechanism_plugins, registered
-from market_sim.scenario import dump_scenario_toml, load, scenario_from_dict, schema
+from market_sim.scenario import dump_scenario_toml, scenario_from_dict, schema, table_specs
 from market_sim.scenario.key_reference import (
     describe_allowed,
     mechanism_rows,
@@ -47,19 +47,19 @@ def test_every_key_has_a_row_with_a_doc():
     rows += [row for plugin in mechanism_plugins() for row in mechanism_rows(plugin)]
     assert [row.key for row in rows if not row.doc] == []
     keys = {row.key for row in rows}
-    expected = set(load.SCENARIO_SPECS)
-    expected |= {f"model.{name}" for name in load.MODEL_SPECS}
-    expected |= {f"queries.{name}" for name in load.STATIC_QUERY_SPECS}
-    expected |= {f"regret.{name}" for name in load.REGRET_SPECS}
-    expected |= {f"eva.{name}" for name in load.EVA_SPECS}
-    expected |= {f"eva.grammar.{name}" for name in load.GRAMMAR_SPECS}
-    expected |= {f"audit.{name}" for name in load.AUDIT_SPECS}
-    expected |= {f"lambda_sweep.{name}" for name in load.LAMBDA_SWEEP_SPECS}
-    expected |= {f"convergence.{name}" for name in load.CONVERGENCE_SPECS}
-    expected |= {f"advertisers[].{name}" for name in load.ADVERTISER_SPECS}
+    expected = set(table_specs.SCENARIO_SPECS)
+    expected |= {f"model.{name}" for name in table_specs.MODEL_SPECS}
+    expected |= {f"queries.{name}" for name in table_specs.STATIC_QUERY_SPECS}
+    expected |= {f"regret.{name}" for name in table_specs.REGRET_SPECS}
+    expected |= {f"eva.{name}" for name in table_specs.EVA_SPECS}
+    expected |= {f"eva.grammar.{name}" for name in table_specs.GRAMMAR_SPECS}
+    expected |= {f"audit.{name}" for name in table_specs.AUDIT_SPECS}
+    expected |= {f"lambda_sweep.{name}" for name in table_specs.LAMBDA_SWEEP_SPECS}
+    expected |= {f"convergence.{name}" for name in table_specs.CONVERGENCE_SPECS}
+    expected |= {f"advertisers[].{name}" for name in table_specs.ADVERTISER_SPECS}
     expected |= {
         f"advertisers[].valuation.{name}"
-        for specs in load.VALUATION_SPECS.values()
+        for specs in table_specs.VALUATION_SPECS.values()
         for name in specs
     }
     expected |= {

@@ -31,7 +31,7 @@ def eva_inputs(args: argparse.Namespace, check_heldout: bool = False, audit: boo
     from market_sim.eva.errors import EvaSettingError
     from market_sim.eva.query_split import check_run_arguments, eva_split
     from market_sim.scenario import ScenarioError
-    from market_sim.scenario.load import check_auditable
+    from market_sim.scenario.table_checks import check_auditable
 
     scenario = load_checked_scenario(args.scenario, scenario_overrides(args))
     if audit:

@@ -35,7 +35,7 @@ from market_sim.platform.candidate_scoring import draw_candidates, score_replies
 from market_sim.provenance import write_provenance
 from market_sim.results import atomic_write, atomic_write_json, atomic_write_text
 from market_sim.scenario import Scenario
-from market_sim.scenario.load import dump_scenario_toml
+from market_sim.scenario.dump import dump_scenario_toml
 from market_sim.scenario.schema import ConvergenceConfig
 
 CONVERGENCE_FILE = "convergence.parquet"

@@ -2,12 +2,8 @@
 
 from market_sim.config.fields import FloatRange, IntRange, ScenarioError
 from market_sim.plugins import MechanismConfig
-from market_sim.scenario.load import (
-    dump_scenario_toml,
-    load_scenario,
-    scenario_from_dict,
-    scenario_to_dict,
-)
+from market_sim.scenario.dump import dump_scenario_toml, scenario_to_dict
+from market_sim.scenario.load import load_scenario, scenario_from_dict
 from market_sim.scenario.overrides import apply_overrides
 from market_sim.scenario.schema import (
     AGGREGATIONS,

@@ -33,7 +33,7 @@ from market_sim.config.fields import (
 )
 from market_sim.plugins import BUILT_IN_PLUGINS, MechanismPlugin, mechanism_plugins
 from market_sim.plugins.registry import only_registered
-from market_sim.scenario import load, schema
+from market_sim.scenario import schema, table_specs
 from market_sim.scenario.mechanism_table import kind_spec
 from market_sim.scenario.strategy_plugins import (
     only_built_in_strategies,
@@ -186,12 +186,12 @@ def scenario_sections() -> list[tuple[str, str, list[KeyRow]]]:
         (
             "Top level",
             "",
-            list(spec_rows("", load.SCENARIO_SPECS, attribute_docs(schema.Scenario))),
+            list(spec_rows("", table_specs.SCENARIO_SPECS, attribute_docs(schema.Scenario))),
         ),
         (
             "`[model]`",
             "",
-            list(spec_rows("model", load.MODEL_SPECS, attribute_docs(schema.ModelConfig))),
+            list(spec_rows("model", table_specs.MODEL_SPECS, attribute_docs(schema.ModelConfig))),
         ),
         (
             "`[queries]`",
@@ -199,7 +199,7 @@ def scenario_sections() -> list[tuple[str, str, list[KeyRow]]]:
             list(
                 spec_rows(
                     "queries",
-                    load.STATIC_QUERY_SPECS,
+                    table_specs.STATIC_QUERY_SPECS,
                     {**attribute_docs(schema.QueryConfig), **QUERY_EXTRA_DOCS},
                 )
             ),
@@ -209,13 +209,15 @@ def scenario_sections() -> list[tuple[str, str, list[KeyRow]]]:
             "",
             list(
                 spec_rows(
-                    "advertisers[]", load.ADVERTISER_SPECS, attribute_docs(schema.AdvertiserConfig)
+                    "advertisers[]",
+                    table_specs.ADVERTISER_SPECS,
+                    attribute_docs(schema.AdvertiserConfig),
                 )
             ),
         ),
     ]
     valuation_docs = attribute_docs(schema.ValuationConfig)
-    for dist, specs in load.VALUATION_SPECS.items():
+    for dist, specs in table_specs.VALUATION_SPECS.items():
         sections.append(
             (
                 f'`advertisers[].valuation` with `dist = "{dist}"`',
@@ -235,14 +237,14 @@ def scenario_sections() -> list[tuple[str, str, list[KeyRow]]]:
             )
         )
     tables: list[tuple[str, Mapping[str, FieldSpec], type, str]] = [
-        ("regret", load.REGRET_SPECS, schema.RegretConfig, ""),
-        ("lambda_sweep", load.LAMBDA_SWEEP_SPECS, schema.LambdaSweepConfig, "Optional."),
-        ("convergence", load.CONVERGENCE_SPECS, schema.ConvergenceConfig, "Optional."),
-        ("eva", load.EVA_SPECS, schema.EvaConfig, 'Read with `queries.stream = "eva"`.'),
-        ("eva.grammar", load.GRAMMAR_SPECS, schema.QueryGrammarConfig, ""),
+        ("regret", table_specs.REGRET_SPECS, schema.RegretConfig, ""),
+        ("lambda_sweep", table_specs.LAMBDA_SWEEP_SPECS, schema.LambdaSweepConfig, "Optional."),
+        ("convergence", table_specs.CONVERGENCE_SPECS, schema.ConvergenceConfig, "Optional."),
+        ("eva", table_specs.EVA_SPECS, schema.EvaConfig, 'Read with `queries.stream = "eva"`.'),
+        ("eva.grammar", table_specs.GRAMMAR_SPECS, schema.QueryGrammarConfig, ""),
         (
             "audit",
-            load.AUDIT_SPECS,
+            table_specs.AUDIT_SPECS,
             schema.AuditConfig,
             "Optional. `mechanisms` is a list of partial `[mechanism]` tables merged over the "
             "scenario's.",
