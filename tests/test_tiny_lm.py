@@ -10,15 +10,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from market_sim.lm.corpus import (
-    BRANDS,
-    DOMAIN_QUERIES,
-    DocumentKind,
-    brand_by_name,
-    brands_in,
-    generate_corpus,
-    generate_documents,
-)
+from market_sim.lm.corpus import DocumentKind, generate_corpus, generate_documents
+from market_sim.lm.corpus_brands import BRANDS, DOMAIN_QUERIES, brand_by_name, brands_in
 from market_sim.lm.tiny import (
     BUNDLED_MODEL_DIR,
     TinyLMConfig,
