@@ -536,9 +536,11 @@ def test_log_linear_allocation_rises_with_the_bid(platform_weight):
         assert (curve[..., -1] - curve[..., 0]).min().item() >= 0
 
 
-def independent_second_price_payment(logprobs, raw, agent: int, points: int = 4000) -> float:
-    """b x(b) - integral_0^b x(z) dz by Gauss-Legendre in u = ln(1 + z / B), independent of the
-    ladder: dz = B e^u du, ``points`` nodes on [0, ln(1 + b / B)]."""
+def independent_second_price_payment(
+    logprobs, raw, agent: int, points: int = 4000
+) -> tuple[float, float]:
+    """``(b x(b) - integral_0^b x(z) dz, b x(b))`` by Gauss-Legendre in u = ln(1 + z / B),
+    independent of the ladder: dz = B e^u du, ``points`` nodes on [0, ln(1 + b / B)]."""
     bid = raw[0, agent + 1].item()
     competing = raw[0].sum().item() - bid
     nodes, weights = np.polynomial.legendre.leggauss(points)
