@@ -536,23 +536,26 @@ def test_log_linear_allocation_rises_with_the_bid(platform_weight):
         assert (curve[..., -1] - curve[..., 0]).min().item() >= 0
 
 
-def independent_second_price_payment(
-    logprobs, raw, agent: int, points: int = 4000
-) -> tuple[float, float]:
-    """``(b x(b) - integral_0^b x(z) dz, b x(b))`` by Gauss-Legendre in u = ln(1 + z / B),
-    independent of the ladder: dz = B e^u du, ``points`` nodes on [0, ln(1 + b / B)]."""
-    bid = raw[0, agent + 1].item()
-    competing = raw[0].sum().item() - bid
+def independent_second_price_payments(
+    logprobs, raw, points: int = 1000
+) -> tuple[np.ndarray, np.ndarray]:
+    """``[n]`` payments b x(b) - integral_0^b x(z) dz of auction 0, and ``[n]`` b x(b).
+
+    Gauss-Legendre in u = ln(1 + z / B_i), independent of the ladder: dz = B_i e^u du,
+    ``points`` nodes on [0, ln(1 + b_i / B_i)], every advertiser in one allocation pass. At
+    1,000 points it agrees with 4,000 to 1e-7 of b x on these instances (at most 9.5e-8).
+    """
+    bids = raw[0, 1:].numpy()
+    competing = raw[0].sum().item() - bids  # [n]
     nodes, weights = np.polynomial.legendre.leggauss(points)
-    top = math.log1p(bid / competing)
-    u = (nodes + 1) * top / 2
-    z = competing * np.expm1(u)
-    grid = torch.zeros(1, raw.shape[1] - 1, points, dtype=torch.float64)
-    grid[0, agent] = torch.from_numpy(z)
-    x = allocation_curve(logprobs, raw, grid, "log_linear")[0, agent].numpy()
-    integral = float(np.sum(weights * top / 2 * competing * np.exp(u) * x))
-    at_bid = allocation_curve(logprobs, raw, raw[:, 1:, None], "log_linear")[0, agent, 0].item()
-    return bid * at_bid - integral, bid * at_bid
+    top = np.log1p(bids / competing)  # [n]
+    u = (nodes[None, :] + 1) * top[:, None] / 2  # [n, points]
+    grid = torch.from_numpy(competing[:, None] * np.expm1(u))[None]  # [1, n, points]
+    x = allocation_curve(logprobs, raw, grid, "log_linear")[0].numpy()
+    jacobian = top[:, None] / 2 * competing[:, None] * np.exp(u)
+    integral = (weights[None, :] * jacobian * x).sum(-1)
+    at_bid = allocation_curve(logprobs, raw, raw[:, 1:, None], "log_linear")[0, :, 0].numpy()
+    return bids * at_bid - integral, bids * at_bid
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -562,13 +565,12 @@ def test_log_linear_payment_matches_an_independent_integral(seed):
     logprobs = random_logprobs_with_zeros(seed, auctions=1, agents=3, vocab=30)
     generator = torch.Generator().manual_seed(200 + seed)
     raw = participant_weights(torch.rand(1, 3, generator=generator, dtype=torch.float64) * 2, 0.3)
-    payments = numerical_second_price_payments(logprobs, raw, "log_linear")  # 64 nodes, default
-    for agent in range(3):
-        reference, full_charge = independent_second_price_payment(logprobs, raw, agent)
-        # the true payment lies strictly inside [0, b x] for these bids: a clamp did not set it
-        assert 0 < reference < full_charge
-        # documented accuracy of the 64-node ladder: about 1e-4 of b x (README); 2e-4 margin
-        assert abs(payments[0, agent].item() - reference) <= 2e-4 * full_charge
+    payments = numerical_second_price_payments(logprobs, raw, "log_linear")[0].numpy()  # 64 nodes
+    reference, full_charge = independent_second_price_payments(logprobs, raw)
+    # the true payment lies strictly inside [0, b x] for these bids: a clamp did not set it
+    assert np.all((reference > 0) & (reference < full_charge))
+    # documented accuracy of the 64-node ladder: about 1e-4 of b x (README); 2e-4 margin
+    assert np.all(np.abs(payments - reference) <= 2e-4 * full_charge)
 
 
 def log_linear_utility(logprobs, raw_weights, agent, bid, valuation) -> torch.Tensor:
