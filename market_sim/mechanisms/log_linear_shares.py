@@ -48,7 +48,8 @@ shares, or a part of one row's."""
 DEVICE_BLOCK_ELEMENTS = 2**26
 """Float64 elements of one pass on a GPU (512 MB): few, large blocks, since each block costs a
 handful of kernel launches (SmolLM2's 49,152 tokens x 256 rows x ~120 shares in 2**18-element
-blocks would be thousands of launches per step). Not measured on a GPU (none was available)."""
+blocks would be thousands of launches per step). Its results matched the CPU path on an H200
+(``tests/test_gpu.py``); its speed there was not measured."""
 
 
 def buffer_view(buffer: torch.Tensor, rows: int, shares: int, width: int) -> torch.Tensor:
