@@ -9,6 +9,7 @@ import torch
 from hypothesis import assume, given, settings
 
 from market_sim.mechanisms.token_auction import (
+    PROB_FLOOR,
     SERIES_RATIO_BELOW,
     TokenAuctionRule,
     aggregate,
@@ -641,3 +642,15 @@ def test_truthful_bidding_is_per_token_not_for_the_whole_reply():
     # the whole reply: bidding 1.5 beats truthful by about 0.037 (0.9972 against 0.9603)
     truthful, higher = reply_utility(value), reply_utility(1.5)
     assert higher - truthful > 0.03, (truthful, higher)
+
+
+@pytest.mark.parametrize("advertiser_weight", [0.01, 0.5, 0.99])
+def test_log_linear_probability_floor_is_a_penalty_not_a_veto(advertiser_weight):
+    """A token the advertiser gives probability 0 keeps the factor PROB_FLOOR^lambda against
+    one it gives probability 1: q(B) / q(A) = (0.5 / 0.5)^(1 - lambda) PROB_FLOOR^lambda."""
+    logprobs = torch.tensor([[[0.5, 0.5], [1.0, 0.0]]], dtype=torch.float64).log()  # user, ad
+    weights = torch.tensor([[1 - advertiser_weight, advertiser_weight]], dtype=torch.float64)
+    q = aggregate(logprobs, weights, "log_linear")[0]
+    expected = PROB_FLOOR**advertiser_weight  # 0.759 at lambda = 0.01, 1.3e-12 at 0.99
+    # both sides are a few float64 operations from exact: 1e-12 relative covers their rounding
+    assert math.isclose((q[1] / q[0]).item(), expected, rel_tol=1e-12)
