@@ -24,6 +24,11 @@ makes the rule maximize :math:`J_i` exactly (DSIC), the utility is then
 and :math:`p_i \ge 0` because :math:`\pi^*_{-i}` maximizes :math:`\mathrm{ASW}_{-i}`. Since the
 utility is the optimal VALUE, it does not depend on how ties between maximizers are broken.
 
+Source: H. Sun, Y. Chen, S. Wang, X. Chu, W. Chen and X. Deng, "Mechanism Design for LLM
+Fine-tuning with Multiple Reward Models" (arXiv:2405.16276): SW-Max training rules and the
+affine-maximizer payments that implement them in dominant strategies. The exact solvers below,
+the finite outcome set and the reward-model normalizations are this project's.
+
 Exact solvers, one per divergence (:math:`\lambda > 0`):
 
 * KL, :math:`f(x) = \lambda x\log x`: :math:`\pi^* \propto \pi_{init} e^{g/\lambda}`.

@@ -6,6 +6,14 @@ advertisers report
 rewards :math:`\tilde r_i(y_j)` for M candidates :math:`y_1..y_M` drawn i.i.d. from a proposal
 :math:`\pi_{gen}` (the reference model :math:`\pi_{ref}` itself, or a context-aware LM).
 
+Source: E. Soumalias, M. J. Curry and S. Seuken, "Truthful Aggregation of LLMs with an
+Application to Online Advertising", NeurIPS 2025 (arXiv:2405.05905), which introduces MOSAIC:
+M candidates from a proposal LM, importance-weighted selection towards the KL-regularized
+optimum, and a payment that makes truthful reward reports dominant. The formulas below, the
+derivation and the report model (a reward scale and a relevance exponent) are this project's
+reading of it; "MOSAIC-style" because details the paper leaves open are chosen here and named
+where they are made.
+
 Allocation. With :math:`R = \sum_i \tilde r_i`, temperature :math:`\tau > 0`,
 
 .. math::

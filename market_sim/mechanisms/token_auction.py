@@ -13,6 +13,17 @@ fixed platform weight :math:`b_0 \ge 0`, columns 1..n are the advertisers with b
     x_i = 1 - \mathrm{TV}(q, p_i), \qquad
     \mathrm{pay}_i = b_i x_i(b_i) - \int_0^{b_i} x_i(z; b_{-i})\,dz .
 
+Source: P. Dütting, V. Mirrokni, R. Paes Leme, H. Xu and S. Zuo, "Mechanism Design for Large
+Language Models", WWW 2024 (arXiv:2310.10826): the token-by-token auction, linear and log-linear
+aggregation, monotone aggregation as the incentive condition, and a second-price rule through
+stable sampling. Choices of this project, not of the paper: the advertiser's value per token is
+:math:`v_i x_i` with :math:`x_i = 1 - \mathrm{TV}(q, p_i)`, and ``settlement = "expected"`` (the
+default) charges that single-dimensional allocation's Myerson payment above; ``"ex_post"``
+(linear aggregation, second price only) charges :math:`T_i z_i^*` to the owner of the
+stable-sampling draw, :math:`T_i = \mathrm{TV}(q_{-i}, p_i)`, whose expectation equals the
+expected payment; first-price and no payments are baselines. Truthfulness holds per token, given
+the realized prefix, not for a whole reply (README, "Measured so far").
+
 Conventions chosen here (the papers leave them open):
 
 * If every weight is zero (all bids 0 and :math:`b_0 = 0`) the output is the user's
