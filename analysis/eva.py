@@ -36,9 +36,8 @@ import polars as pl
 
 from analysis.load import Paths, as_paths, read_result_parquet
 from analysis.stats import CONFIDENCE, mean_ci
+from market_sim.results.layout import AUDIT_FILE, EVA_FILE
 
-EVA_FILE = "eva.parquet"
-AUDIT_FILE = "audit.parquet"
 EVA_COLUMNS: tuple[str, ...] = ("seed", "method", "generation", "heldout_reward")
 """Columns of ``eva.parquet`` the analysis needs (others are kept and ignored)."""
 AUDIT_COLUMNS: tuple[str, ...] = ("mechanism", "method", "seed", "generation", "text", "regret_max")

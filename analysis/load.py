@@ -8,9 +8,10 @@ sweep's table, not twice. Only complete runs (with ``summary.json``) are read. E
 resolved scenario (``scenario.toml``, flattened to dotted keys) is kept beside the table
 (:attr:`Results.scenarios`), so that runs of different settings are never pooled silently.
 
-This module reads files only; of the simulator it imports only the record schema
+This module reads files only; of the simulator it imports only what describes result files: their
+names and the clock-dependent summary keys (:mod:`market_sim.results.layout`), the record schema
 (:mod:`market_sim.results.records`), which names and types the columns of ``rounds.parquet`` and
-``agents.parquet``.
+``agents.parquet``, and the summary's headline keys.
 """
 
 from __future__ import annotations
@@ -27,22 +28,17 @@ import polars as pl
 
 from market_sim.config.fields import first_line
 from market_sim.results import HEADLINE_SUMMARY_KEYS
+from market_sim.results.layout import (
+    RUNS_FILE,
+    SCENARIO_FILE,
+    SUMMARY_FILE,
+    SWEEP_MANIFEST_FILE,
+    flatten,
+)
 from market_sim.results.records import AGENTS, RecordTable
 
-SUMMARY_FILE = "summary.json"
-SCENARIO_FILE = "scenario.toml"
-RUNS_FILE = "runs.parquet"
-MANIFEST_FILE = "sweep.json"
 SHARES_FILE = "shares.parquet"
 CONVERGENCE_GLOB = "*convergence*.parquet"
-WALL_CLOCK_PREFIXES = (
-    "wall_seconds",
-    "rounds_per_second",
-    "auctions_per_second",
-    "timings",
-    "execution",
-)
-"""Summary keys that depend on the clock or the machine (never metrics)."""
 
 PathLike = str | Path
 Paths = PathLike | Sequence[PathLike]
@@ -128,17 +124,6 @@ def discover(paths: Paths) -> tuple[list[Path], list[Path]]:
     return sorted(sweeps), sorted(runs - inside_sweep)
 
 
-def flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested tables to dotted keys (``versions.torch``)."""
-    flat: dict[str, Any] = {}
-    for key, value in record.items():
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def read_summary(run_dir: Path) -> dict[str, Any]:
     """A run's ``summary.json``, flattened, plus ``run_path``.
 
@@ -186,7 +171,7 @@ def read_sweep(sweep_dir: Path) -> tuple[pl.DataFrame, list[str]]:
     way a :class:`SweepTableWarning` says so: n would otherwise change silently.
     """
     runs = read_result_parquet(sweep_dir / RUNS_FILE)
-    manifest_path = sweep_dir / MANIFEST_FILE
+    manifest_path = sweep_dir / SWEEP_MANIFEST_FILE
     grid_keys: list[str] = []
     if manifest_path.is_file():
         grid_keys = list(read_result_json(manifest_path).get("grid", {}))

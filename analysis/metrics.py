@@ -31,10 +31,11 @@ from typing import Any, TypeVar
 
 import polars as pl
 
-from analysis.load import WALL_CLOCK_PREFIXES, RepeatedRunWarning, Results, SweepTableWarning
+from analysis.load import RepeatedRunWarning, Results, SweepTableWarning
 from analysis.names import family, mechanism_name, slot_count, sort_key
 from analysis.stats import CONFIDENCE, Range, clip_interval, t_quantile, wilson_interval
 from market_sim.results import HEADLINE_SUMMARY_KEYS
+from market_sim.results.layout import WALL_CLOCK_KEYS
 
 VARIANT_COLUMNS: tuple[str, ...] = ("aggregation", "payment", "settlement")
 """Summary keys that distinguish variants of one mechanism kind."""
@@ -185,7 +186,7 @@ def metric_columns(runs: pl.DataFrame, exclude: Sequence[str] = ()) -> list[str]
         for name, dtype in runs.schema.items()
         if (dtype.is_numeric() or dtype == pl.Boolean)
         and name not in skip
-        and name.split(".")[0] not in WALL_CLOCK_PREFIXES
+        and name.split(".")[0] not in WALL_CLOCK_KEYS
         and not name.startswith(NOT_METRIC_PREFIXES)
     ]
     headline = [name for name in HEADLINE_METRICS if name in numeric]

@@ -47,7 +47,6 @@ from market_sim.market.model import MarketModel, strategy_modules
 from market_sim.plugins.origin import plugin_origin
 from market_sim.process_lifetime import interrupts_deferred
 from market_sim.provenance import run_provenance
-from market_sim.results import SUMMARY_FILE
 from market_sim.results.checkpoint import (
     CHECKPOINT_FILE,
     Checkpoint,
@@ -56,7 +55,7 @@ from market_sim.results.checkpoint import (
     write_checkpoints_together,
 )
 from market_sim.results.files import atomic_write_text
-from market_sim.scenario.output_folder import SCENARIO_FILE
+from market_sim.results.layout import SCENARIO_FILE, SUMMARY_FILE
 from market_sim.scenario.strategy_plugins import strategy_origins
 
 WRITE_TIME_FACTOR = 20.0

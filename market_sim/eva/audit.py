@@ -55,12 +55,12 @@ from market_sim.plugins import MechanismConfig, build_platform, mechanism_choice
 from market_sim.plugins.origin import plugin_origins
 from market_sim.provenance import write_provenance
 from market_sim.results import atomic_write, atomic_write_json, atomic_write_text
+from market_sim.results.layout import AUDIT_FILE
 from market_sim.scenario.dump import dump_scenario_toml
 from market_sim.scenario.prompt_fit import QueryFits
 from market_sim.scenario.schema import AuditConfig, Scenario
 from market_sim.scenario.table_checks import check_auditable
 
-AUDIT_FILE = "audit.parquet"
 AUDIT_TOP_FILE = "audit_top.json"
 AUDIT_METHODS: tuple[str, ...] = ("eva", "uniform")
 AUDIT_SCHEMA: dict[str, Any] = {

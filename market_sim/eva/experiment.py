@@ -58,11 +58,11 @@ from market_sim.lm.preference import DPOResult, dpo_fine_tune
 from market_sim.progress import progress_range
 from market_sim.provenance import changed_model_files, current_model_hashes, write_provenance
 from market_sim.results import QUERIES_FILE, atomic_write, atomic_write_json, atomic_write_text
+from market_sim.results.layout import EVA_FILE
 from market_sim.scenario.dump import dump_scenario_toml
 from market_sim.scenario.prompt_fit import QueryFits
 from market_sim.scenario.schema import EvaConfig, Scenario
 
-EVA_FILE = "eva.parquet"
 SUMMARY_FILE = "eva_summary.json"
 METHODS: tuple[str, ...] = ("static", "eva")
 

@@ -33,6 +33,7 @@ from market_sim.results.files import (
     check_finite_frame,
     finite_json,
 )
+from market_sim.results.layout import LEARNERS_FILE, QUERIES_FILE, SCENARIO_FILE, SUMMARY_FILE
 from market_sim.results.records import AGENTS, REGRET_COLUMNS, ROUNDS
 
 __all__ = [
@@ -53,16 +54,12 @@ __all__ = [
     "write_run",
 ]
 
-SUMMARY_FILE = "summary.json"
-LEARNERS_FILE = "learners.json"
-QUERIES_FILE = "queries.parquet"
-"""A market run's evolving query pool (``queries.stream = "eva"``); eva outputs use the name too."""
 OPTIONAL_RUN_FILES = (LEARNERS_FILE, QUERIES_FILE)
 """Files a run writes only in some settings; a rerun that does not write one removes it."""
 NULLABLE_AGENT_COLUMNS = REGRET_COLUMNS
 """Agent columns that are null where not measured (float64 in
 :data:`market_sim.results.records.AGENTS`)."""
-RESULT_FILES = ("scenario.toml", ROUNDS.file, AGENTS.file, SUMMARY_FILE)
+RESULT_FILES = (SCENARIO_FILE, ROUNDS.file, AGENTS.file, SUMMARY_FILE)
 IR_TOLERANCE = 1e-9
 FINAL_SHARE = 0.2
 

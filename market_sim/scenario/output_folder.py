@@ -15,14 +15,14 @@ from market_sim.config.fields import ScenarioError
 from market_sim.provenance import PROVENANCE_FILE
 from market_sim.results import OPTIONAL_RUN_FILES
 from market_sim.results.checkpoint import CHECKPOINT_FILE
+from market_sim.results.layout import SCENARIO_FILE, SUMMARY_FILE
 
-SCENARIO_FILE = "scenario.toml"
 RUN_FILE_NAMES = frozenset(
     {
         SCENARIO_FILE,
         "rounds.parquet",
         "agents.parquet",
-        "summary.json",
+        SUMMARY_FILE,
         *OPTIONAL_RUN_FILES,
         CHECKPOINT_FILE,
         "figures",

@@ -23,7 +23,7 @@ folders (:mod:`market_sim.sweep.moved_runs`), so they are kept, not run again.
 fastest), columns the grid keys (named by dotted key, in grid order), ``seed``, ``run_dir``
 (relative to ``DIR``), then every other ``summary.json`` key sorted by name, nested tables flattened
 to dotted names (``versions.torch``). Wall-clock keys
-(:data:`~market_sim.sweep.tables.WALL_CLOCK_KEYS`, e.g. ``wall_seconds``, ``rounds_per_second``,
+(:data:`~market_sim.results.layout.WALL_CLOCK_KEYS`, e.g. ``wall_seconds``, ``rounds_per_second``,
 ``timings.*``) change from one execution to the next, so they go to ``timings.parquet`` instead;
 ``runs.parquet`` is then byte-for-byte the same whatever the backend, the number of workers, or how
 often the sweep was interrupted and resumed.
@@ -64,6 +64,7 @@ import polars as pl
 from market_sim.config.bounds import DEFAULT_CHECKPOINT_SECONDS
 from market_sim.process_lifetime import SweepWorkerDiedError
 from market_sim.results import SUMMARY_FILE, is_complete_run
+from market_sim.results.layout import RUNS_DIR, RUNS_FILE
 from market_sim.sweep.backends import (
     BACKENDS,
     RunFunction,
@@ -83,7 +84,7 @@ from market_sim.sweep.plan import (
     run_dir_name,
 )
 from market_sim.sweep.stale_runs import stale_runs
-from market_sim.sweep.tables import RUNS_DIR, RUNS_FILE, runs_table, write_manifest, write_tables
+from market_sim.sweep.tables import runs_table, write_manifest, write_tables
 
 __all__ = [
     "BACKENDS",

@@ -1,8 +1,9 @@
 """A sweep's tables: ``runs.parquet`` (a row per complete run), ``timings.parquet``, ``sweep.json``.
 
-``runs.parquet`` is deterministic: wall-clock and machine keys (:data:`WALL_CLOCK_KEYS`) go to
-``timings.parquet`` instead, so that the table is the same bytes whatever the backend, the
-workers, or how often the sweep was interrupted and resumed.
+``runs.parquet`` is deterministic: wall-clock and machine keys
+(:data:`~market_sim.results.layout.WALL_CLOCK_KEYS`) go to ``timings.parquet`` instead, so that
+the table is the same bytes whatever the backend, the workers, or how often the sweep was
+interrupted and resumed.
 """
 
 from __future__ import annotations
@@ -14,50 +15,28 @@ from typing import Any
 
 import polars as pl
 
-from market_sim.results import SUMMARY_FILE, atomic_write, atomic_write_json, is_complete_run
+from market_sim.results import atomic_write, atomic_write_json, is_complete_run
+from market_sim.results.layout import (
+    RUNS_DIR,
+    RUNS_FILE,
+    SUMMARY_FILE,
+    SWEEP_MANIFEST_FILE,
+    TIMINGS_FILE,
+    WALL_CLOCK_KEYS,
+    flatten,
+)
 from market_sim.sweep.backends import (
     SweepTask,
 )
 from market_sim.sweep.grid import Grid
 from market_sim.sweep.per_kind import per_kind_plugin
 
-RUNS_DIR = "runs"
-
-
-RUNS_FILE = "runs.parquet"
-
-
-TIMINGS_FILE = "timings.parquet"
-
-
-MANIFEST_FILE = "sweep.json"
-
-
-WALL_CLOCK_KEYS: tuple[str, ...] = (
-    "wall_seconds",
-    "rounds_per_second",
-    "auctions_per_second",
-    "timings",
-    "execution",
-)
-"""Top-level summary keys whose values (and nested values) depend on the clock, or on the machine
-and checkout that ran the run (``execution``: model folder, device, threads, git commit)."""
-
-
-def flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Flatten nested tables to dotted keys, e.g. ``versions.torch``."""
-    flat: dict[str, Any] = {}
-    for key, value in record.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
 
 def is_wall_clock(key: str) -> bool:
-    """Whether a flattened summary key depends on the clock (see :data:`WALL_CLOCK_KEYS`)."""
+    """Whether a flattened summary key depends on the clock.
+
+    See :data:`~market_sim.results.layout.WALL_CLOCK_KEYS`.
+    """
     return key.split(".")[0] in WALL_CLOCK_KEYS
 
 
@@ -141,4 +120,4 @@ def write_manifest(
         "overrides": list(overrides),
         "planned_runs": planned_runs,
     }
-    atomic_write_json(out_dir / MANIFEST_FILE, manifest, default=str)
+    atomic_write_json(out_dir / SWEEP_MANIFEST_FILE, manifest, default=str)
