@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from market_sim.mechanisms.mosaic import as_float64, mosaic_scores, selection_probabilities
+from market_sim.mechanisms.token_auction import total_variation
 
 OutputMethod = Literal["quadrature", "exact", "monte_carlo"]
 
@@ -83,11 +84,6 @@ def kl_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     p, q = as_float64(p), as_float64(q)
     terms = torch.where(p > 0, p * (p.clamp_min(1e-300).log() - q.log()), torch.zeros_like(p))
     return terms.sum(-1)
-
-
-def total_variation(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    r""":math:`\mathrm{TV}(p, q) = \tfrac12 \sum_y |p_y - q_y|` over the last axis."""
-    return 0.5 * (as_float64(p) - as_float64(q)).abs().sum(-1)
 
 
 def _outcome_log_weights(
