@@ -27,6 +27,7 @@ import argparse
 import functools
 import hashlib
 import platform
+import re
 import subprocess
 from collections.abc import Mapping
 from importlib import metadata
@@ -166,6 +167,10 @@ def git_state(folder: Path = CHECKOUT) -> dict[str, Any]:
 @functools.lru_cache(maxsize=256)
 def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
     return sha256_of_file(Path(path))
+
+
+SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
+"""A SHA-256 digest as written in results and scenarios: 64 lowercase hexadecimal digits."""
 
 
 def sha256_file(path: Path) -> str:

@@ -19,7 +19,6 @@ records what the run used:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection
 from pathlib import Path
 
@@ -32,9 +31,10 @@ from market_sim.lm.references import (
     has_chat_template_file,
     parse_model_reference,
 )
-from market_sim.provenance import sha256_file  # cached by path, size and modification time
-
-SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
+from market_sim.provenance import (  # sha256_file: cached by path, size and modification time
+    SHA256_PATTERN,
+    sha256_file,
+)
 
 
 def model_reference(

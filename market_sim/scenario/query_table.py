@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from market_sim.config.fields import (
     show,
     validate_fields,
 )
+from market_sim.provenance import SHA256_PATTERN
 from market_sim.scenario.schema import (
     QueryConfig,
 )
@@ -88,9 +88,6 @@ def check_heldout(values: Mapping[str, Any], items: Sequence[str]) -> None:
             f"split; got {len(items)} (add queries, list queries.heldout, or set "
             "heldout_fraction = 0)",
         )
-
-
-SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 
 
 def read_query_file(path: Path) -> tuple[tuple[str, ...], str]:
