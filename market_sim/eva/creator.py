@@ -33,8 +33,8 @@ import numpy as np
 from market_sim.eva.grammar import QueryGrammar, StructuredQuery, one_line
 from market_sim.eva.pool import PoolQuery, QueryPool
 from market_sim.scenario.eva_vocabulary import EVOLVE_OPERATORS
+from market_sim.scenario.schema import INFORMATIVENESS_MEASURES
 
-INFORMATIVENESS_MEASURES: tuple[str, ...] = ("gap", "variance", "max_mean")
 MAX_ATTEMPTS = 8
 """Redraws of one variant whose text collides with a known query."""
 
