@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from market_sim.config.bounds import SEED_MAX_31_BIT
 from market_sim.eva.grammar import QueryGrammar, StructuredQuery, one_line
 from market_sim.eva.pool import PoolQuery, QueryPool
 from market_sim.scenario.eva_vocabulary import EVOLVE_OPERATORS
@@ -217,7 +218,7 @@ def _one_child(
         structure = grammar.mutate(parent.query, operator, rng, partner.query if partner else None)
         if structure is None:
             continue
-        rewrite_seed = int(rng.integers(2**31 - 1))
+        rewrite_seed = int(rng.integers(SEED_MAX_31_BIT))
         text, engine = structure.render(), "grammar"
         if rewriter is not None:
             rewritten = rewriter(parent, operator, structure, rewrite_seed)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from market_sim.config.bounds import SEED_MAX_31_BIT
 from market_sim.eva.creator import Rewriter, creator_step
 from market_sim.eva.grammar import one_line
 from market_sim.eva.pool import PoolQuery, QueryPool
@@ -35,8 +36,6 @@ from market_sim.eva.solver import reward_spread
 from market_sim.lm.model import LanguageModel
 from market_sim.scenario.prompt_fit import QueryFits
 from market_sim.scenario.schema import Scenario
-
-SEED_BOUND = 2**31 - 1
 
 
 class EvaQueryStream:
@@ -87,7 +86,7 @@ class EvaQueryStream:
     def evolve(self) -> None:
         """One creator generation on the active pool."""
         self.generation += 1
-        seed = int(self.rng.integers(SEED_BOUND))
+        seed = int(self.rng.integers(SEED_MAX_31_BIT))
         config = self.config
 
         creator_step(

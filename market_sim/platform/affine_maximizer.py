@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from market_sim.config.bounds import SEED_MAX
 from market_sim.lm.model import LanguageModel
 from market_sim.mechanisms.affine_maximizer import (
     DIVERGENCES,
@@ -245,7 +246,7 @@ class AffineMaximizerPlatform:
             contexts,
             self.candidates,
             self.sampling,
-            int(rng.integers(2**63 - 1)),
+            int(rng.integers(SEED_MAX)),
         )
         true_rewards = normalize_rewards(scores.relevance.numpy(), self.normalization)
         weights = np.array([[b.report.bid for b in g] for g in bidders], dtype=np.float64)

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from market_sim.config.bounds import SEED_MAX_31_BIT
 from market_sim.lm.fine_tune import (
     FineTuneConfig,
     InterpolatedPolicies,
@@ -254,7 +255,7 @@ class FineTunedAffineMaximizerPlatform:
                 raise ValueError(
                     f"query {query!r} is not in the pool the fine-tuned policies were built on"
                 )
-            grid = self.grid_for([b.context for b in group], int(rng.integers(2**31 - 1)))
+            grid = self.grid_for([b.context for b in group], int(rng.integers(SEED_MAX_31_BIT)))
             x = self.queries.index(query)
             weights = np.array([b.report.bid for b in group], dtype=np.float64)
             scales = np.array([b.report.report_scale for b in group], dtype=np.float64)

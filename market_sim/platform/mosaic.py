@@ -48,6 +48,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from market_sim.config.bounds import SEED_MAX
 from market_sim.lm.model import LanguageModel
 from market_sim.mechanisms.mosaic import (
     MosaicPayment,
@@ -201,7 +202,7 @@ class MosaicPlatform:
             contexts,
             self.candidates,
             self.sampling,
-            int(rng.integers(2**63 - 1)),
+            int(rng.integers(SEED_MAX)),
             prompts,
         )
         log_weights = importance_log_weights(scores.reference_logprob, scores.proposal_logprob)

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from market_sim.config.bounds import SEED_MAX
 from market_sim.lm.model import LanguageModel
 from market_sim.mechanisms.options import REPLY_MODES
 from market_sim.mechanisms.slot_auctions import (
@@ -169,7 +170,7 @@ class SlotAuctionPlatform:
         outcome = slot_auction(bids, self.click_through_rates, self.kind, priority)
         allocations = outcome.allocations * self.slot_value
         payments = outcome.payments * self.slot_value
-        replies = self.replies(queries, int(rng.integers(2**63 - 1)))
+        replies = self.replies(queries, int(rng.integers(SEED_MAX)))
         results = []
         for a, tokens in enumerate(replies):
             stopped = len(tokens) < self.max_new_tokens
