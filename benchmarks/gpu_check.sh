@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The CUDA checks of one short GPU session, as one command (each step has its own time limit,
-# 7 minutes together, plus 15 s each to kill a step that ignores SIGTERM, and the wheels'
+# 9 minutes together, plus 15 s each to kill a step that ignores SIGTERM, and the wheels'
 # install):
 #   1. tests/test_gpu.py: CUDA against CPU (log-probabilities, the auction step), batched rounds
 #      and replicates on CUDA;
 #   2. bench_batched_rounds.py: token-auction auctions/s against K in {1, 8, 64, 256}, bundled LM
 #      and the random GPT-2-small and Llama ~135M shapes (all bfloat16, the default on CUDA),
 #      pooled and distinct queries;
-#   3. bench_decoding.py --quick and bench_mosaic.py --quick on the device.
+#   3. bench_decoding.py --quick and bench_mosaic.py --quick on the device;
+#   4. bench_lm_replicates.py: 16 replicate markets in lockstep against separate runs.
 # Each step's output goes to $OUT/<step>.txt (default folder ./gpu-figures, relative to where
 # the script is started), the device and library versions to $OUT/device.txt. Exit status: 0
 # when every step passed; 1 when one failed, ran out of time, or the wheels did not install;
@@ -95,5 +96,7 @@ else
         --repeats 3 --queries pool,distinct
     step decoding 60 "$python" benchmarks/bench_decoding.py --device "$device" --quick
     step mosaic 90 "$python" benchmarks/bench_mosaic.py --device "$device" --quick
+    step replicates 120 "$python" benchmarks/bench_lm_replicates.py --device "$device" \
+        --seeds 16 --auctions-per-round 8 --rounds 5
 fi
 exit "$status"
