@@ -17,14 +17,13 @@ from analysis.figure_style import (
     seeds_note,
     setting_name,
 )
+from analysis.learning_curves import agent_round_sums, learning_curves
 from analysis.load import Results
 from analysis.metrics import (
     LABEL,
     NAME,
-    agent_round_sums,
     label_order,
     labelled_runs,
-    learning_curves,
     with_agent_columns,
 )
 from analysis.names import (
@@ -68,7 +67,7 @@ def learning_figure(
     :func:`analysis.plots.plot_runs` loads). A report-scale line that stays at 1 (mechanisms
     without a distortion to learn) is not drawn; a mechanism with nothing to show has no panel.
     The x axis is the round, or, when the runs shown differ in auctions per round K (each run's K
-    the same throughout), the auction (:func:`~analysis.metrics.learning_curves`'
+    the same throughout), the auction (:func:`~analysis.learning_curves.learning_curves`'
     ``auction_mid``), on which runs of equal total auctions end together.
     """
     runs, by = labelled_runs(results)
@@ -175,7 +174,7 @@ def geometric_report_scale(curves: pl.DataFrame) -> pl.DataFrame:
 def learning_round_sums(agents: pl.DataFrame) -> pl.DataFrame:
     """One run's agent rows (or their partial sums) summed per round for the learning curves.
 
-    :func:`~analysis.metrics.agent_round_sums` of :data:`LEARNING_METRICS`; a file without
+    :func:`~analysis.learning_curves.agent_round_sums` of :data:`LEARNING_METRICS`; a file without
     a ``round`` column (nothing to draw over) gives no row.
     """
     if "round" not in agents.columns:

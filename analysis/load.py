@@ -334,10 +334,10 @@ def read_reduced(path: Path, fields: Sequence[str] | None, table: RecordTable, r
     """``reduce`` of a file's rows, read :data:`ROWS_PER_CHUNK` rows at a time.
 
     ``reduce`` must accept its own outputs and merge them: ``reduce(concat(reduce(chunk) for
-    each chunk))`` equals ``reduce(all rows)`` (e.g. :func:`analysis.metrics.agent_round_sums`),
-    so memory holds one chunk and the reduced parts, not the file. A file that cannot be read
-    raises :class:`DamagedResultError` (an error of ``reduce`` or of the column types is not
-    reported as one).
+    each chunk))`` equals ``reduce(all rows)``
+    (e.g. :func:`analysis.learning_curves.agent_round_sums`), so memory holds one chunk and the
+    reduced parts, not the file. A file that cannot be read raises :class:`DamagedResultError`
+    (an error of ``reduce`` or of the column types is not reported as one).
     """
 
     def read(start: int) -> pl.DataFrame:

@@ -6,8 +6,8 @@ Builds one run folder of about ``--auctions`` auctions (four advertisers): a
 fresh interpreter (so each peak is its own), computes the learning curves ``plot`` draws from
 it:
 
-* ``rows``: every row of the five columns read, then :func:`analysis.metrics.learning_curves`
-  (what ``plot`` did before it read in chunks);
+* ``rows``: every row of the five columns read, then
+  :func:`analysis.learning_curves.learning_curves` (what ``plot`` did before it read in chunks);
 * ``sums``: :func:`analysis.load.read_reduced` chunks reduced to one row per round
   (:func:`analysis.learning_figure.learning_round_sums`), then the same curves (what ``plot`` does).
 
@@ -43,7 +43,8 @@ BASE_AUCTIONS = 65_536
 MEASURE = """
 import json, resource, sys, time
 from analysis.load import load_agents, load_results
-from analysis.metrics import labelled_runs, learning_curves
+from analysis.learning_curves import learning_curves
+from analysis.metrics import labelled_runs
 from analysis.learning_figure import LEARNING_FIELDS, LEARNING_METRICS, learning_round_sums
 
 folder, mode, out = sys.argv[1:4]

@@ -16,6 +16,7 @@ import analysis.bar_figures
 import analysis.experiment_figures
 from analysis.figure_files import DPI
 from analysis.figure_style import FIGURE_SIZES, mechanism_colors
+from analysis.learning_curves import learning_curves
 from analysis.load import load_agents, load_results, load_runs
 from analysis.metrics import (
     AGENT_METRICS,
@@ -23,7 +24,6 @@ from analysis.metrics import (
     agent_summary,
     brand_shares,
     frontier,
-    learning_curves,
     mechanism_summary,
     summarize,
 )

@@ -277,7 +277,7 @@ def test_replicates_in_one_decode_equal_separate_runs(random_model_dir, tmp_path
 
 
 def test_learning_curves_pool_the_auctions_of_a_round(random_model_dir):
-    from analysis.metrics import learning_curves
+    from analysis.learning_curves import learning_curves
 
     runs = [
         run_scenario(batched_scenario(random_model_dir, 4, rounds=2, seed=seed)) for seed in (5, 6)

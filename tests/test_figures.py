@@ -208,8 +208,8 @@ def test_the_report_scale_curve_is_the_geometric_mean():
     """Scales 1/4 and 4 (a learner indifferent on the grid 0.25 ... 4) plotted at 2.125, read as
     over-sharpening; their geometric mean is 1 (truthful on average), as is that of the other
     run's 1/2 and 2."""
+    from analysis.learning_curves import learning_curves
     from analysis.learning_figure import LEARNING_METRICS, geometric_report_scale
-    from analysis.metrics import learning_curves
 
     agents = pl.DataFrame(
         {
