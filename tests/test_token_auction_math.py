@@ -11,6 +11,7 @@ from hypothesis import assume, given, settings
 from market_sim.mechanisms.token_auction import (
     PROB_FLOOR,
     SERIES_RATIO_BELOW,
+    SamplingSegments,
     TokenAuctionRule,
     aggregate,
     allocation_curve,
@@ -26,6 +27,7 @@ from market_sim.mechanisms.token_auction import (
     sharpen,
     stable_sampling_critical_bids,
     stable_sampling_owner,
+    token_auction_step,
 )
 
 
@@ -654,3 +656,35 @@ def test_log_linear_probability_floor_is_a_penalty_not_a_veto(advertiser_weight)
     expected = PROB_FLOOR**advertiser_weight  # 0.759 at lambda = 0.01, 1.3e-12 at 0.99
     # both sides are a few float64 operations from exact: 1e-12 relative covers their rounding
     assert math.isclose((q[1] / q[0]).item(), expected, rel_tol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("aggregation", "settlement"),
+    [("linear", "expected"), ("linear", "ex_post"), ("log_linear", "expected")],
+)
+def test_a_step_over_blocks_equals_a_step_per_block(aggregation, settlement):
+    """Replicates priced in one call: each block's tokens, allocations and payments are what a
+    step over its rows alone gives with its generator, bit for bit."""
+    generator = torch.Generator().manual_seed(7)
+    logprobs = torch.log_softmax(torch.randn(7, 3, 40, generator=generator), -1)
+    bids = torch.rand(7, 2, generator=generator, dtype=torch.float64) * 2
+    rule = TokenAuctionRule(aggregation=aggregation, platform_weight=0.4, settlement=settlement)
+    counts, seeds = (3, 4), (11, 12)
+    together = token_auction_step(
+        logprobs,
+        None,
+        bids,
+        rule,
+        SamplingSegments(counts, [torch.Generator().manual_seed(s) for s in seeds]),
+    )
+    start = 0
+    for count, seed in zip(counts, seeds, strict=True):
+        rows = slice(start, start + count)
+        alone = run_token_auction_step(
+            logprobs[rows], None, bids[rows], rule, torch.Generator().manual_seed(seed)
+        )
+        assert torch.equal(together.tokens[rows], alone.tokens)
+        assert torch.equal(together.owners[rows], alone.owners)
+        assert torch.equal(together.payments[rows], alone.payments)
+        assert torch.equal(together.true_allocations[rows], alone.true_allocations)
+        start += count

@@ -48,11 +48,11 @@ def observe_steps() -> Iterator[list[dict[str, torch.Tensor]]]:
         ``bids`` ``[A, n]``, and the step's ``tokens`` ``[A]``, ``payments`` ``[A, n]`` and
         ``owners`` ``[A]``.
     """
-    original = token_auction_platform.run_token_auction_step
+    original = token_auction_platform.token_auction_step
     steps: list[dict[str, torch.Tensor]] = []
 
-    def recording(reported, true_logprobs, bids, rule, generator=None):
-        outcome = original(reported, true_logprobs, bids, rule, generator)
+    def recording(reported, true_logprobs, bids, rule, sampling):
+        outcome = original(reported, true_logprobs, bids, rule, sampling)
         steps.append(
             {
                 "reported": reported.detach().float().cpu(),
@@ -64,11 +64,11 @@ def observe_steps() -> Iterator[list[dict[str, torch.Tensor]]]:
         )
         return outcome
 
-    token_auction_platform.run_token_auction_step = recording
+    token_auction_platform.token_auction_step = recording
     try:
         yield steps
     finally:
-        token_auction_platform.run_token_auction_step = original
+        token_auction_platform.token_auction_step = original
 
 
 def recorded_thread_count(run_dir: Path) -> int | None:

@@ -41,6 +41,7 @@ Conventions chosen here (the papers leave them open):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -675,6 +676,9 @@ def run_token_auction_step(
 ) -> TokenAuctionStep:
     r"""Aggregate, sample one token, allocate and charge, for A auctions at once.
 
+    Checks the bids, then runs :func:`token_auction_step` with one random source for all A
+    auctions.
+
     Args:
         reported_logprobs: ``[A, n + 1, V]`` reported log-probabilities, user (p_0) first.
         true_logprobs: ``[A, n, V]`` the advertisers' TRUE log-probabilities (values use these);
@@ -696,21 +700,73 @@ def run_token_auction_step(
         ValueError: If a bid is negative, NaN or infinite.
     """
     check_bids(bids)
+    sampling = SamplingSegments((int(bids.shape[0]),), (generator,))
+    return token_auction_step(reported_logprobs, true_logprobs, bids, rule, sampling)
+
+
+@dataclass(frozen=True)
+class SamplingSegments:
+    """Consecutive blocks of a step's A rows, each sampled with its own random source.
+
+    Replicate markets decoded together keep their own random streams: block j (``counts[j]``
+    rows) draws from ``generators[j]`` exactly what a step over its rows alone would draw, in
+    the same order (the ex-post uniforms first, then the tokens), while the float64 pricing
+    runs once over all A rows.
+
+    Attributes:
+        counts: Rows per block, summing to A.
+        generators: One random source per block (None: torch's default generator).
+    """
+
+    counts: Sequence[int]
+    generators: Sequence[torch.Generator | None]
+
+    def uniforms(self, device: torch.device) -> torch.Tensor:
+        """``[A]`` float64 uniforms on [0, 1), block j from ``generators[j]``."""
+        return torch.cat(
+            [
+                torch.rand(count, generator=generator, device=device, dtype=torch.float64)
+                for count, generator in zip(self.counts, self.generators, strict=True)
+            ]
+        )
+
+    def multinomial(self, probs: torch.Tensor) -> torch.Tensor:
+        """``[A]`` one draw per row of ``probs`` ``[A, V]``, block j from ``generators[j]``."""
+        parts = probs.split(list(self.counts))
+        return torch.cat(
+            [
+                torch.multinomial(part, 1, generator=generator).squeeze(-1)
+                for part, generator in zip(parts, self.generators, strict=True)
+            ]
+        )
+
+
+def token_auction_step(
+    reported_logprobs: torch.Tensor,
+    true_logprobs: torch.Tensor | None,
+    bids: torch.Tensor,
+    rule: TokenAuctionRule,
+    sampling: SamplingSegments,
+) -> TokenAuctionStep:
+    """:func:`run_token_auction_step` on bids already checked, with a random source per block.
+
+    A decode checks its bids once (they do not change between steps) and calls this every
+    step, so the step reads nothing back to the host for the check; blocks of rows keep their
+    own generators (:class:`SamplingSegments`). Arguments and result as there.
+    """
     reported_logprobs = reported_logprobs.double()
     raw_weights = participant_weights(bids.double(), rule.platform_weight)
     weights = normalized_weights(raw_weights)
     reported_probs = reported_logprobs.exp()
     q = aggregate(reported_logprobs, weights, rule.aggregation, reported_probs)
     if rule.settlement == "ex_post":
-        uniforms = torch.rand(
-            bids.shape[0], generator=generator, device=bids.device, dtype=torch.float64
-        ).clamp(1e-12, 1 - 1e-12)
+        uniforms = sampling.uniforms(bids.device).clamp(1e-12, 1 - 1e-12)
         owners = stable_sampling_owner(raw_weights, uniforms)
         source = reported_probs[torch.arange(bids.shape[0], device=bids.device), owners]
     else:
         owners = torch.full_like(bids[:, 0], -1, dtype=torch.long)
         source = q
-    tokens = torch.multinomial(source.float(), 1, generator=generator).squeeze(-1)
+    tokens = sampling.multinomial(source.float())
     reported_alloc = allocations(q, reported_probs[:, 1:])
     if rule.payment == "none":
         payments = torch.zeros_like(reported_alloc)

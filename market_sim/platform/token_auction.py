@@ -2,7 +2,7 @@ r"""The token auction on a real LM: one cached decode of A auctions x (n + 1) pr
 
 Per auction the rows are the user's prompt (query only, :math:`p_0`) and each advertiser's prompt
 (its context + query), all sharing the generated prefix. At every step the mechanism
-(:func:`market_sim.mechanisms.token_auction.run_token_auction_step`) aggregates the REPORTED
+(:func:`market_sim.mechanisms.token_auction.token_auction_step`) aggregates the REPORTED
 distributions (advertiser i reports :math:`\tilde p_i \propto p_i^{s_i}`, :math:`s_i` its
 ``report_scale``), samples the token, and prices it; allocations for values use the TRUE
 :math:`p_i`. A sequence's allocation and payment are sums over its tokens.
@@ -18,9 +18,11 @@ import torch
 from market_sim.lm.decoding import decode_combined
 from market_sim.lm.model import LanguageModel
 from market_sim.mechanisms.token_auction import (
+    SamplingSegments,
     TokenAuctionRule,
-    run_token_auction_step,
+    check_bids,
     sharpen,
+    token_auction_step,
 )
 from market_sim.mechanisms.token_auction_counterfactual import TokenAuctionCounterfactual
 from market_sim.platform.base import (
@@ -101,13 +103,17 @@ class TokenAuctionPlatform:
         """Run several seeded batches of auctions in ONE decode (replicate markets in lockstep).
 
         Every batch keeps its own torch generator, seeded with its seed, and every step samples
-        and prices each batch's live auctions with its own generator, in the order a separate
-        :meth:`run_auctions` call of that batch would; only the LM forward is shared. A
-        batch's outcomes therefore equal a separate call's up to the float32 rounding of
-        logits computed in a larger (differently padded) batch.
+        each batch's live auctions with its own generator, in the order a separate
+        :meth:`run_auctions` call of that batch would; the LM forward and the float64 pricing
+        of a step are shared by all batches. A batch's outcomes therefore equal a separate
+        call's up to the float32 rounding of logits computed in a larger (differently padded)
+        batch.
 
         Device: bids, payments and totals stay float64 and the distributions float32 on the
-        LM's device for the whole decode; the host reads them once, after the last token.
+        LM's device for the whole decode. The host reads, per step, which batches still have
+        live auctions (with more than one batch) and whatever sampling and sharpened reports
+        need; the bids are checked once, before the first token; the totals are read once,
+        after the last.
 
         Args:
             batches: R batches of auctions, each with its own seed.
@@ -152,40 +158,40 @@ class TokenAuctionPlatform:
         user_total = torch.zeros(auction_count, dtype=torch.float64, device=device)
         step_records: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-        def settle(logprobs: torch.Tensor, groups: torch.Tensor, batch: int) -> torch.Tensor:
-            """One step of the auctions ``groups`` (all of batch ``batch``): ``[a]`` tokens."""
-            if truthful[batch]:
-                reported, true_logprobs = logprobs, None
-            else:
-                true_logprobs = logprobs[:, 1:]
-                reported = torch.cat(
-                    [logprobs[:, :1], sharpen(true_logprobs, exponents[groups])], dim=1
-                )
-            outcome = run_token_auction_step(
-                reported, true_logprobs, bids[groups], self.rule, generators[batch]
-            )
-            totals["true"].index_add_(0, groups, outcome.true_allocations)
-            totals["reported"].index_add_(0, groups, outcome.reported_allocations)
-            totals["payment"].index_add_(0, groups, outcome.payments)
-            user_total.index_add_(0, groups, outcome.user_allocations)
-            return outcome.tokens
+        check_bids(bids)  # once: the bids do not change while the replies are decoded
 
         def combine(logprobs: torch.Tensor, groups: torch.Tensor, step: int) -> torch.Tensor:
+            """One step of the live auctions ``groups``: ``[a]`` tokens.
+
+            Every batch's rows are priced in one call; each batch samples its own rows with its
+            own generator (:class:`SamplingSegments`).
+            """
             if self.temperature != 1.0:
                 logprobs = torch.log_softmax(logprobs / self.temperature, dim=-1)
             if self.counterfactuals:
                 step_records.append((groups.clone(), logprobs.float().clone()))
             if len(batches) == 1:
-                return settle(logprobs, groups, 0)
-            # one host read per step: which live auctions belong to which batch
-            tokens = torch.empty(groups.shape[0], dtype=torch.long, device=logprobs.device)
-            present, counts = torch.unique_consecutive(owner[groups], return_counts=True)
-            offset = 0
-            for batch, count in zip(present.tolist(), counts.tolist(), strict=True):
-                rows = slice(offset, offset + count)
-                tokens[rows] = settle(logprobs[rows], groups[rows], batch)
-                offset += count
-            return tokens
+                present, counts = [0], [int(groups.shape[0])]
+            else:
+                # one host read per step: which live auctions belong to which batch
+                present_tensor, count_tensor = torch.unique_consecutive(
+                    owner[groups], return_counts=True
+                )
+                present, counts = present_tensor.tolist(), count_tensor.tolist()
+            sampling = SamplingSegments(counts, [generators[batch] for batch in present])
+            if all(truthful[batch] for batch in present):
+                reported, true_logprobs = logprobs, None
+            else:  # rows with exponent 1 come out of sharpen unchanged, bit for bit
+                true_logprobs = logprobs[:, 1:]
+                reported = torch.cat(
+                    [logprobs[:, :1], sharpen(true_logprobs, exponents[groups])], dim=1
+                )
+            outcome = token_auction_step(reported, true_logprobs, bids[groups], self.rule, sampling)
+            totals["true"].index_add_(0, groups, outcome.true_allocations)
+            totals["reported"].index_add_(0, groups, outcome.reported_allocations)
+            totals["payment"].index_add_(0, groups, outcome.payments)
+            user_total.index_add_(0, groups, outcome.user_allocations)
+            return outcome.tokens
 
         result = decode_combined(self.lm, prompts, combine, self.max_new_tokens)
         true_alloc = totals["true"].cpu().numpy()
