@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from market_sim.config.bounds import SEED_MAX
 from market_sim.lm.model import LanguageModel
 from market_sim.mechanisms.mosaic import importance_log_weights, run_mosaic
 from market_sim.platform.base import Bidder, Report
@@ -217,7 +218,7 @@ def measure(
     if positions is not None and longest > positions:
         raise ValueError(f"prompt + reply is {longest} tokens, the LM has {positions} positions")
     # The platform seeds the draw with the first integer of default_rng(seed).
-    draw_seed = int(np.random.default_rng(SEED).integers(2**63 - 1))
+    draw_seed = int(np.random.default_rng(SEED).integers(SEED_MAX))
     baseline_rows = [prompt for prompt in prompts for _ in range(candidates)]
     extra = None if proposal == "reference" else prompts
 

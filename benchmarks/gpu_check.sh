@@ -28,7 +28,7 @@
 #
 # Usage: benchmarks/gpu_check.sh [DEVICE]
 #   DEVICE: cuda (default), cuda:N or cpu. cpu is a dry run of the script itself: it skips the
-#   CUDA tests and bench_mosaic.py and runs the other two benchmarks on the tiny LM, small K.
+#   CUDA tests and bench_mosaic.py and runs the other three benchmarks on the tiny LM, small K.
 set -uo pipefail
 
 device="${1:-cuda}"
@@ -90,6 +90,8 @@ if [ "$device" = cpu ]; then
     step batched_rounds 300 "$python" benchmarks/bench_batched_rounds.py --device cpu \
         --models tiny --ks 1,8 --queries pool
     step decoding 300 "$python" benchmarks/bench_decoding.py --device cpu --quick
+    step replicates 300 "$python" benchmarks/bench_lm_replicates.py --device cpu --seeds 2 \
+        --auctions-per-round 2 --rounds 2 --max-new-tokens 4
 else
     step cuda_tests 90 "$python" -m pytest tests/test_gpu.py -q -rs -p no:cacheprovider
     step batched_rounds 180 "$python" benchmarks/bench_batched_rounds.py --device "$device" \

@@ -26,9 +26,10 @@ SEED_MAX = 2**63 - 1
 """Largest ``seed``: the market draws round seeds below the same 63-bit bound."""
 
 SEED_MAX_31_BIT = 2**31 - 1
-"""Exclusive bound of the 31-bit seeds a few components draw from their generator (an eva
-generation's reward seed, a rewrite's seed, the fine-tuned affine grid's seed). Kept at 31 bits,
-not widened to :data:`SEED_MAX`: widening would change every recorded result of those components."""
+"""The 31-bit bound below which a few components draw their seeds (an eva generation's reward
+seed, a rewrite's seed, the fine-tuned affine grid's seed), as the market draws round seeds below
+:data:`SEED_MAX`. Kept at 31 bits: widening it would change every recorded result of those
+components."""
 
 MAX_ROUNDS = 10**7
 """Largest ``rounds`` (and ``regret.every``, ``eva.evolve_every``)."""

@@ -25,9 +25,9 @@ and :math:`p_i \ge 0` because :math:`\pi^*_{-i}` maximizes :math:`\mathrm{ASW}_{
 utility is the optimal VALUE, it does not depend on how ties between maximizers are broken.
 
 Source: H. Sun, Y. Chen, S. Wang, X. Chu, W. Chen and X. Deng, "Mechanism Design for LLM
-Fine-tuning with Multiple Reward Models" (arXiv:2405.16276): SW-Max training rules and the
-affine-maximizer payments that implement them in dominant strategies. The exact solvers below,
-the finite outcome set and the reward-model normalizations are this project's.
+Fine-tuning with Multiple Reward Models", NeurIPS 2025 (arXiv:2405.16276): SW-Max training
+rules and the affine-maximizer payments that implement them in dominant strategies. The exact
+solvers below, the finite outcome set and the reward-model normalizations are this project's.
 
 Exact solvers, one per divergence (:math:`\lambda > 0`):
 

@@ -288,7 +288,7 @@ def convergence_curve(
     finite = torch.where(target > 0, rewards, torch.zeros_like(rewards))
     return ConvergenceCurve(
         sizes=torch.as_tensor(list(sizes)),
-        total_variation=total_variation(outputs, target),
+        total_variation=total_variation(as_float64(outputs), as_float64(target)),
         kl=kl_divergence(outputs, target),
         reward_gap=(target * finite).sum(-1) - (outputs * finite).sum(-1),
     )

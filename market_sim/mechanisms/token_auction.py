@@ -29,10 +29,11 @@ Conventions chosen here (the papers leave them open):
 * If every weight is zero (all bids 0 and :math:`b_0 = 0`) the output is the user's
   distribution :math:`p_0` and nobody pays: with no bid there is nothing to sell.
 * Log-linear aggregation floors probabilities at ``PROB_FLOOR`` (in log space), so a zero
-  probability gives no ``-inf`` or NaN. The floor is a penalty, not a veto: a participant with
-  weight :math:`\lambda_j` that gives a token probability 0 multiplies its unnormalized weight by
-  :math:`10^{-12\lambda_j} = e^{-27.6\lambda_j}`, which removes the token for
-  :math:`\lambda_j` near 1 but only scales it by 0.76 at :math:`\lambda_j = 0.01`.
+  probability gives no ``-inf`` or NaN. The floor is a penalty, not a veto: against a token it
+  gives probability p, a participant with weight :math:`\lambda_j` that gives a token
+  probability 0 scales that token's weight by :math:`(10^{-12}/p)^{\lambda_j}`; against p = 1
+  that is :math:`e^{-27.6\lambda_j}`, which removes the token for :math:`\lambda_j` near 1 but
+  only scales it by 0.76 at :math:`\lambda_j = 0.01`.
 * Numerical payments integrate :math:`x_i(z)` with composite Gauss-Legendre quadrature on a
   ladder of panels at fixed multiples of the competing weight :math:`B_i`, uniform in
   :math:`\ln(1 + z/B_i)`: :math:`x_i` varies on the scale :math:`B_i`, and every bid against

@@ -175,7 +175,7 @@ def write_run(
     for name in OPTIONAL_RUN_FILES:  # a forced rerun of another scenario leaves none behind
         if name not in written:
             (folder / name).unlink(missing_ok=True)
-    atomic_write_text(folder / "scenario.toml", scenario_toml)
+    atomic_write_text(folder / SCENARIO_FILE, scenario_toml)
     for name, table in parquet.items():
         atomic_write(folder / name, table.write_parquet)
     if learners_text is not None:

@@ -1,11 +1,13 @@
 """The file names of results folders, and the summary keys that depend on the clock.
 
-One place for what the simulator writes and the analysis reads (docs/design.md, section 7), so
-that the two cannot drift apart. A run folder holds ``scenario.toml``, ``rounds.parquet``,
-``agents.parquet`` and ``summary.json`` (the table files are named by their schemas,
-:mod:`market_sim.results.records`); a sweep folder holds ``runs.parquet``, ``timings.parquet``,
-``sweep.json`` and a ``runs/`` folder of run folders; an eva experiment writes ``eva.parquet``
-and an audit ``audit.parquet``.
+The names of the files that the simulator writes and other modules (the analysis, the
+output-folder checks) read, defined once (docs/design.md, section 7). A run folder holds
+``scenario.toml``, ``rounds.parquet``, ``agents.parquet`` and ``summary.json`` (the table files
+are named by their schemas, :mod:`market_sim.results.records`); a sweep folder holds
+``runs.parquet``, ``timings.parquet``, ``sweep.json`` and a ``runs/`` folder of run folders; an
+eva experiment writes ``eva.parquet`` and an audit ``audit.parquet``. Other files
+(``eva_summary.json``, ``audit_top.json``, a convergence experiment's, a lambda sweep's) keep
+their names in the modules that write them.
 """
 
 from __future__ import annotations

@@ -15,7 +15,14 @@ from market_sim.config.fields import ScenarioError
 from market_sim.provenance import PROVENANCE_FILE
 from market_sim.results import OPTIONAL_RUN_FILES
 from market_sim.results.checkpoint import CHECKPOINT_FILE
-from market_sim.results.layout import SCENARIO_FILE, SUMMARY_FILE
+from market_sim.results.layout import (
+    AUDIT_FILE,
+    EVA_FILE,
+    RUNS_FILE,
+    SCENARIO_FILE,
+    SUMMARY_FILE,
+    SWEEP_MANIFEST_FILE,
+)
 
 RUN_FILE_NAMES = frozenset(
     {
@@ -31,10 +38,10 @@ RUN_FILE_NAMES = frozenset(
 """What a run folder holds (``figures`` is where ``market-sim plot`` draws; a run in progress
 keeps its checkpoint there)."""
 COMMAND_FILES: dict[str, tuple[str, ...]] = {
-    "run": ("rounds.parquet", "agents.parquet", "summary.json"),
-    "eva": ("eva.parquet", "eva_summary.json"),
-    "audit": ("audit.parquet", "audit_top.json"),
-    "sweep": ("runs.parquet", "sweep.json"),
+    "run": ("rounds.parquet", "agents.parquet", SUMMARY_FILE),
+    "eva": (EVA_FILE, "eva_summary.json"),
+    "audit": (AUDIT_FILE, "audit_top.json"),
+    "sweep": (RUNS_FILE, SWEEP_MANIFEST_FILE),
     "convergence": ("convergence.parquet", "convergence_summary.json"),
     "lambda-sweep": ("samples.parquet", "shares.parquet"),
 }
