@@ -30,7 +30,12 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from market_sim.lm.decoding import decode_combined
 from market_sim.lm.model import LanguageModel
-from market_sim.mechanisms.token_auction import TokenAuctionRule, run_token_auction_step
+from market_sim.mechanisms.token_auction import (
+    SamplingSegments,
+    TokenAuctionRule,
+    check_bids,
+    token_auction_step,
+)
 from market_sim.prompting import build_prompt
 from market_sim.run import run_scenario
 from market_sim.scenario import load_scenario
@@ -88,12 +93,12 @@ def token_auction_combine(generator: torch.Generator, agents: int, device: torch
     """The real linear second-price token-auction step (rows are the advertisers; p_0 = row 0)."""
     rule = TokenAuctionRule()
     bids = torch.linspace(0.5, 1.5, agents, dtype=torch.float64, device=device)
+    check_bids(bids)  # once, as the platform checks a decode's bids
 
     def combine(logprobs: torch.Tensor, groups: torch.Tensor, step: int) -> torch.Tensor:
         reported = torch.cat([logprobs[:, :1], logprobs], dim=1)
-        outcome = run_token_auction_step(
-            reported, None, bids.expand(len(groups), -1), rule, generator
-        )
+        sampling = SamplingSegments((len(groups),), (generator,))
+        outcome = token_auction_step(reported, None, bids.expand(len(groups), -1), rule, sampling)
         return outcome.tokens
 
     return combine

@@ -687,4 +687,46 @@ def test_a_step_over_blocks_equals_a_step_per_block(aggregation, settlement):
         assert torch.equal(together.owners[rows], alone.owners)
         assert torch.equal(together.payments[rows], alone.payments)
         assert torch.equal(together.true_allocations[rows], alone.true_allocations)
+        assert torch.equal(together.reported_allocations[rows], alone.reported_allocations)
+        assert torch.equal(together.user_allocations[rows], alone.user_allocations)
         start += count
+
+
+def test_a_truthful_block_priced_beside_a_sharpened_one_is_unchanged():
+    """The platform sharpens every row once any block's reports are sharpened: rows with
+    exponent 1 must come out as a truthful block's step alone (true_logprobs None), bit for
+    bit, and the sharpened block as its own step."""
+    generator = torch.Generator().manual_seed(3)
+    logprobs = torch.log_softmax(torch.randn(5, 3, 60, generator=generator), -1).float()
+    bids = torch.rand(5, 2, generator=generator, dtype=torch.float64) + 0.2
+    exponents = torch.tensor([[1.0, 1.0]] * 2 + [[2.0, 1.0]] * 3)
+    rule = TokenAuctionRule(aggregation="linear", platform_weight=0.3)
+    true_logprobs = logprobs[:, 1:]
+    reported = torch.cat([logprobs[:, :1], sharpen(true_logprobs, exponents)], dim=1)
+    together = token_auction_step(
+        reported,
+        true_logprobs,
+        bids,
+        rule,
+        SamplingSegments((2, 3), [torch.Generator().manual_seed(s) for s in (1, 2)]),
+    )
+    truthful = run_token_auction_step(
+        logprobs[:2], None, bids[:2], rule, torch.Generator().manual_seed(1)
+    )
+    sharpened = run_token_auction_step(
+        reported[2:], true_logprobs[2:], bids[2:], rule, torch.Generator().manual_seed(2)
+    )
+    for name in ("tokens", "payments", "reported_allocations", "true_allocations"):
+        assert torch.equal(getattr(together, name)[:2], getattr(truthful, name)), name
+        assert torch.equal(getattr(together, name)[2:], getattr(sharpened, name)), name
+    # the sharpened block's values use the true distributions, not the reports
+    assert not torch.equal(together.true_allocations[2:], together.reported_allocations[2:])
+
+
+def test_sampling_blocks_must_cover_the_step():
+    logprobs = torch.log_softmax(torch.randn(3, 2, 5), -1)
+    bids = torch.ones(3, 1, dtype=torch.float64)
+    with pytest.raises(ValueError, match="cover 2 rows of a step of 3"):
+        token_auction_step(logprobs, None, bids, TokenAuctionRule(), SamplingSegments((2,), [None]))
+    with pytest.raises(ValueError, match="2 counts"):
+        SamplingSegments((1, 2), [None])

@@ -51,7 +51,8 @@ CombineFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 """``combine(logprobs, group_index, step) -> tokens``.
 
 * ``logprobs``: ``[A, n, V]`` float32 next-token log-probabilities of the A live groups.
-* ``group_index``: ``[A]`` long, which of the B groups each live row block is.
+* ``group_index``: ``[A]`` long, which of the B groups each live row block is, in ascending
+  order (live groups keep their original order as others stop).
 * ``step``: 0-based index of the token being chosen.
 * returns ``[A]`` long, the token each live group appends.
 """

@@ -452,7 +452,7 @@ def log_linear_ladder_payments(
 
     Returns:
         ``[A, n]`` float64 payments clamped to :math:`[0, b_i x_i(b_i)]`, 0 where
-        :math:`B_i = 0` (the inputs are float64, as :func:`run_token_auction_step` passes them).
+        :math:`B_i = 0` (the inputs are float64, as :func:`token_auction_step` passes them).
     """
     auctions, participants, vocab = logprobs.shape
     agents = participants - 1
@@ -716,11 +716,22 @@ class SamplingSegments:
 
     Attributes:
         counts: Rows per block, summing to A.
-        generators: One random source per block (None: torch's default generator).
+        generators: One random source per block (None: torch's default generator, shared by
+            every block given None, so such blocks do not draw what they would draw alone).
+
+    Raises:
+        ValueError: If the blocks and generators differ in number or a count is negative.
     """
 
     counts: Sequence[int]
     generators: Sequence[torch.Generator | None]
+
+    def __post_init__(self) -> None:
+        if len(self.counts) != len(self.generators) or any(c < 0 for c in self.counts):
+            raise ValueError(
+                f"sampling blocks: {len(self.counts)} counts {list(self.counts)} for "
+                f"{len(self.generators)} generators"
+            )
 
     def uniforms(self, device: torch.device) -> torch.Tensor:
         """``[A]`` float64 uniforms on [0, 1), block j from ``generators[j]``."""
@@ -754,7 +765,14 @@ def token_auction_step(
     A decode checks its bids once (they do not change between steps) and calls this every
     step, so the step reads nothing back to the host for the check; blocks of rows keep their
     own generators (:class:`SamplingSegments`). Arguments and result as there.
+
+    Raises:
+        ValueError: If the blocks' counts do not add up to A.
     """
+    if sum(sampling.counts) != bids.shape[0]:
+        raise ValueError(
+            f"sampling blocks cover {sum(sampling.counts)} rows of a step of {bids.shape[0]}"
+        )
     reported_logprobs = reported_logprobs.double()
     raw_weights = participant_weights(bids.double(), rule.platform_weight)
     weights = normalized_weights(raw_weights)

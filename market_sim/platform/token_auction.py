@@ -107,13 +107,16 @@ class TokenAuctionPlatform:
         :meth:`run_auctions` call of that batch would; the LM forward and the float64 pricing
         of a step are shared by all batches. A batch's outcomes therefore equal a separate
         call's up to the float32 rounding of logits computed in a larger (differently padded)
-        batch.
+        batch, and the float64 rounding of pricing more rows at once (nothing on one CPU
+        thread with the bundled LM; about 1e-16 on CPU with several threads and a large
+        vocabulary, and 1.4e-14 measured on an H200, where reductions split differently).
 
         Device: bids, payments and totals stay float64 and the distributions float32 on the
         LM's device for the whole decode. The host reads, per step, which batches still have
-        live auctions (with more than one batch) and whatever sampling and sharpened reports
-        need; the bids are checked once, before the first token; the totals are read once,
-        after the last.
+        live auctions (with more than one batch) and what sampling, sharpened reports and
+        log-linear second-price payments need (the exponents' check and overflow flag; the
+        ladder's panel count); the bids are checked once, before the first token; the totals
+        are read once, after the last.
 
         Args:
             batches: R batches of auctions, each with its own seed.
@@ -178,6 +181,8 @@ class TokenAuctionPlatform:
                     owner[groups], return_counts=True
                 )
                 present, counts = present_tensor.tolist(), count_tensor.tolist()
+                if len(set(present)) != len(present):  # decode_combined keeps groups in order
+                    raise RuntimeError(f"a batch's live auctions are not contiguous: {present}")
             sampling = SamplingSegments(counts, [generators[batch] for batch in present])
             if all(truthful[batch] for batch in present):
                 reported, true_logprobs = logprobs, None

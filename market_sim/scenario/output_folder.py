@@ -23,12 +23,13 @@ from market_sim.results.layout import (
     SUMMARY_FILE,
     SWEEP_MANIFEST_FILE,
 )
+from market_sim.results.records import AGENTS, ROUNDS
 
 RUN_FILE_NAMES = frozenset(
     {
         SCENARIO_FILE,
-        "rounds.parquet",
-        "agents.parquet",
+        ROUNDS.file,
+        AGENTS.file,
         SUMMARY_FILE,
         *OPTIONAL_RUN_FILES,
         CHECKPOINT_FILE,
@@ -38,7 +39,7 @@ RUN_FILE_NAMES = frozenset(
 """What a run folder holds (``figures`` is where ``market-sim plot`` draws; a run in progress
 keeps its checkpoint there)."""
 COMMAND_FILES: dict[str, tuple[str, ...]] = {
-    "run": ("rounds.parquet", "agents.parquet", SUMMARY_FILE),
+    "run": (ROUNDS.file, AGENTS.file, SUMMARY_FILE),
     "eva": (EVA_FILE, "eva_summary.json"),
     "audit": (AUDIT_FILE, "audit_top.json"),
     "sweep": (RUNS_FILE, SWEEP_MANIFEST_FILE),
